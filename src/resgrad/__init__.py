@@ -1,0 +1,37 @@
+"""resgrad: explicit matrix gradients of fully connected residual networks."""
+
+from .activations import ACTIVATIONS, Activation, get_activation
+from .gradients import (
+    BlockGradients,
+    Gradients,
+    gradients,
+    input_gradient,
+    per_sample_gradients,
+    per_sample_norms,
+)
+from .losses import LOSSES, Loss, get_loss
+from .model import Block, BlockTrace, ResidualMLP
+from .product import TheoremMatrices, input_jacobian, theorem_matrices
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS",
+    "LOSSES",
+    "Activation",
+    "Block",
+    "BlockGradients",
+    "BlockTrace",
+    "Gradients",
+    "Loss",
+    "ResidualMLP",
+    "TheoremMatrices",
+    "get_activation",
+    "get_loss",
+    "gradients",
+    "input_gradient",
+    "input_jacobian",
+    "per_sample_gradients",
+    "per_sample_norms",
+    "theorem_matrices",
+]

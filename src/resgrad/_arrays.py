@@ -1,0 +1,99 @@
+"""Array-namespace helpers and input validation shared by every module."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+
+Array = Any
+
+
+def namespace(*arrays: Array) -> Any:
+    """Return the array-API namespace shared by ``arrays`` (``None`` skipped).
+
+    Raises:
+        TypeError: if the arrays come from two namespaces, or one is not an
+            array.
+    """
+    present = [a for a in arrays if a is not None]
+    try:
+        return array_api_compat.array_namespace(*present)
+    except TypeError as error:
+        kinds = sorted({type(a).__module__ + "." + type(a).__name__ for a in present})
+        raise TypeError(
+            f"Expected arrays from one array namespace, got {', '.join(kinds)}; "
+            "convert the model with model.convert(like=x) or the input with "
+            "the model's namespace."
+        ) from error
+
+
+def is_floating(xp: Any, a: Array) -> bool:
+    return xp.isdtype(a.dtype, "real floating")
+
+
+def check_finite(xp: Any, a: Array, name: str) -> None:
+    """Raise ``ValueError`` if ``a`` holds a NaN or an infinity."""
+    if not bool(xp.all(xp.isfinite(a))):
+        bad = int(xp.sum(xp.astype(~xp.isfinite(a), xp.int64)))
+        raise ValueError(
+            f"{name} contains {bad} NaN or infinite value(s); "
+            "remove or impute them before calling resgrad."
+        )
+
+
+def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> None:
+    """Check that ``x`` is a finite floating batch of shape ``(n, width)``.
+
+    ``dtype`` is the model's dtype, which ``x`` must share.
+    """
+    if x.ndim != 2:
+        raise ValueError(
+            f"Expected {name} of shape (n, {width}), got shape {tuple(x.shape)}; "
+            f"pass a batch of rows, e.g. {name}[None, :] for one sample."
+        )
+    if x.shape[1] != width:
+        raise ValueError(
+            f"Expected {name} to have {width} features (the model's input "
+            f"width), got {x.shape[1]}."
+        )
+    if not is_floating(xp, x):
+        raise TypeError(
+            f"Expected {name} of a real floating dtype, got {x.dtype}; "
+            f"cast it to the model's dtype {dtype}."
+        )
+    if x.dtype != dtype:
+        raise TypeError(
+            f"Expected {name} of dtype {dtype} (the model's dtype), got "
+            f"{x.dtype}; cast one of them, e.g. model.convert(dtype=x.dtype)."
+        )
+    check_finite(xp, x, name)
+
+
+def check_labels(xp: Any, y: Array, n: int, classes: int, name: str = "y") -> None:
+    """Check that ``y`` holds ``n`` integer labels in ``[0, classes)``."""
+    if y.ndim != 1 or y.shape[0] != n:
+        raise ValueError(
+            f"Expected {name} of shape ({n},), one label per row of x, got "
+            f"shape {tuple(y.shape)}."
+        )
+    if not xp.isdtype(y.dtype, "integral"):
+        raise TypeError(
+            f"Expected integer class labels in {name}, got dtype {y.dtype}; "
+            f"cast them with astype(int64)."
+        )
+    if n == 0:
+        return
+    low, high = int(xp.min(y)), int(xp.max(y))
+    if low < 0 or high >= classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"Label {bad} in {name} is outside [0, {classes}); the model has "
+            f"{classes} outputs."
+        )
+
+
+def one_hot(xp: Any, y: Array, classes: int, dtype: Any, device: Any) -> Array:
+    """Return the ``(n, classes)`` one-hot encoding of integer labels ``y``."""
+    columns = xp.arange(classes, device=device)
+    return xp.astype(y[:, None] == columns[None, :], dtype)

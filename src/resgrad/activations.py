@@ -1,0 +1,125 @@
+"""Activation functions with closed-form derivatives.
+
+Each activation maps an array to an array of the same shape and comes with
+its derivative, written against the array API so that NumPy, PyTorch and any
+other conforming namespace run the same lines. At a kink the derivative is
+the one PyTorch and JAX use: ``relu'(0) = 0`` and ``leaky_relu'(0) = slope``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+Array = Any
+
+LEAKY_RELU_SLOPE = 0.01
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise function ``g`` and its derivative ``g'``.
+
+    Both take the array namespace ``xp`` and an array; ``derivative`` returns
+    ``g'(u)`` evaluated elementwise at the pre-activation ``u``.
+    """
+
+    name: str
+    value: Callable[[Any, Array], Array]
+    derivative: Callable[[Any, Array], Array]
+
+
+def _identity(xp, u):
+    return u
+
+
+def _identity_derivative(xp, u):
+    return xp.ones_like(u)
+
+
+def _relu(xp, u):
+    return xp.where(u > 0, u, xp.zeros_like(u))
+
+
+def _relu_derivative(xp, u):
+    # relu'(0) = 0, as in PyTorch and JAX.
+    return xp.astype(u > 0, u.dtype)
+
+
+def _leaky_relu(xp, u):
+    return xp.where(u > 0, u, LEAKY_RELU_SLOPE * u)
+
+
+def _leaky_relu_derivative(xp, u):
+    # leaky_relu'(0) = slope, as in PyTorch.
+    one = xp.ones_like(u)
+    return xp.where(u > 0, one, LEAKY_RELU_SLOPE * one)
+
+
+def _sigmoid(xp, u):
+    # exp(-|u|) never overflows, so neither branch does.
+    e = xp.exp(-xp.abs(u))
+    return xp.where(u >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _sigmoid_derivative(xp, u):
+    s = _sigmoid(xp, u)
+    return s * (1 - s)
+
+
+def _tanh(xp, u):
+    return xp.tanh(u)
+
+
+def _tanh_derivative(xp, u):
+    t = xp.tanh(u)
+    return 1 - t * t
+
+
+def _softplus(xp, u):
+    return xp.logaddexp(xp.zeros_like(u), u)
+
+
+def _elu(xp, u):
+    # expm1 of min(u, 0) keeps the unused branch from overflowing.
+    return xp.where(u > 0, u, xp.expm1(xp.minimum(u, xp.zeros_like(u))))
+
+
+def _elu_derivative(xp, u):
+    return xp.where(u > 0, xp.ones_like(u), xp.exp(xp.minimum(u, xp.zeros_like(u))))
+
+
+def _silu(xp, u):
+    return u * _sigmoid(xp, u)
+
+
+def _silu_derivative(xp, u):
+    s = _sigmoid(xp, u)
+    return s * (1 + u * (1 - s))
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in (
+        Activation("identity", _identity, _identity_derivative),
+        Activation("relu", _relu, _relu_derivative),
+        Activation("leaky_relu", _leaky_relu, _leaky_relu_derivative),
+        Activation("sigmoid", _sigmoid, _sigmoid_derivative),
+        Activation("tanh", _tanh, _tanh_derivative),
+        Activation("softplus", _softplus, _sigmoid),
+        Activation("elu", _elu, _elu_derivative),
+        Activation("silu", _silu, _silu_derivative),
+    )
+}
+
+
+def get_activation(name: str) -> Activation:
+    """Return the activation called ``name``.
+
+    Raises:
+        ValueError: if ``name`` is not one of ``ACTIVATIONS``.
+    """
+    if not isinstance(name, str) or name not in ACTIVATIONS:
+        valid = ", ".join(ACTIVATIONS)
+        raise ValueError(f"Unknown activation {name!r}; expected one of: {valid}.")
+    return ACTIVATIONS[name]

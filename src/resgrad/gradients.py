@@ -1,0 +1,310 @@
+"""Gradients of the loss by the backpropagation recurrence.
+
+With ``e^l = dY/dz^l`` and ``e_hat^l = dY/du^l`` for one sample::
+
+    e^L     = D^L dY/da^L
+    e_hat^l = D_hat^l W2^T e^l
+    e^{l-1} = D^{l-1} (W1^T e_hat^l + W3^T e^l)
+    dY/dx   = W1^T e_hat^1 + W3^T e^1
+
+    dY/dW1 = e_hat^l (a^{l-1})^T    dY/db1 = e_hat^l
+    dY/dW2 = e^l (h^l)^T            dY/db2 = e^l
+    dY/dW3 = e^l (a^{l-1})^T
+
+where ``D^l = diag(g'(z^l))`` and ``D_hat^l = diag(g'(u^l))``. On a batch the
+rows are samples and the diagonal matrices become elementwise products, so
+``Q^l = W2 D_hat^l W1 + W3`` is never formed. An identity shortcut reads
+``W3 = I`` and a plain block ``W3 = 0``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _arrays
+from .losses import Loss, check_reduction, check_targets, get_loss
+from .model import PARAMETERS, BlockTrace, ResidualMLP
+
+Array = Any
+
+METHODS = ("backprop", "product")
+
+
+@dataclass
+class BlockGradients:
+    """The gradients of one block; a field is ``None`` where the block has no
+    such parameter. Shapes match the block's arrays, with a leading sample
+    axis for per-sample gradients."""
+
+    W1: Array
+    W2: Array
+    W3: Array | None = None
+    b1: Array | None = None
+    b2: Array | None = None
+
+
+@dataclass
+class Gradients:
+    """The loss and its gradients with respect to the input and every weight.
+
+    Attributes:
+        loss: the reduced loss, a 0-d array.
+        input: ``dY/dx`` of the shape of ``x``; row ``i`` is the gradient of
+            the reduced loss, so with ``reduction="sum"`` it is the gradient
+            of sample ``i``'s own loss.
+        blocks: one ``BlockGradients`` per block.
+    """
+
+    loss: Array
+    input: Array
+    blocks: list[BlockGradients]
+
+    def arrays(self) -> dict[str, Array]:
+        """Return the weight gradients keyed as ``ResidualMLP.arrays()``."""
+        return {
+            f"blocks.{index}.{name}": getattr(block, name)
+            for index, block in enumerate(self.blocks)
+            for name in PARAMETERS
+            if getattr(block, name) is not None
+        }
+
+
+def output_error(
+    model: ResidualMLP,
+    traces: list[BlockTrace],
+    a_L: Array,
+    y: Array,
+    loss: Loss,
+    reduction: str,
+) -> tuple[Array, Array]:
+    """Return the reduced loss and ``e^L = dY/dz^L`` of shape ``(n, p_L)``.
+
+    ``e^L = D^L dY/da^L`` for a loss of ``a^L``, and ``dY/dz^L`` directly for
+    the class score. With ``reduction="mean"`` both carry the factor ``1/n``.
+    """
+    xp = model.xp
+    z_L = traces[-1].z
+    out = z_L if loss.on_logits else a_L
+    per_sample = loss.value(xp, out, y)
+    error = loss.grad(xp, out, y)
+    if not loss.on_logits:
+        error = error * model.activations()[2].derivative(xp, z_L)
+    if reduction == "sum":
+        return xp.sum(per_sample), error
+    n = max(z_L.shape[0], 1)
+    return xp.sum(per_sample) / n, error / n
+
+
+def prepare(
+    model: ResidualMLP, x: Array, y: Array, loss: str, reduction: str
+) -> tuple[Loss, list[BlockTrace], Array]:
+    """Validate the arguments and run the forward pass."""
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
+    loss_fn = get_loss(loss)
+    check_reduction(reduction)
+    xp = _arrays.namespace(*model.arrays().values(), x, y)
+    _arrays.check_input(xp, x, model.sizes[0], model.dtype)
+    check_targets(xp, loss_fn, y, x.shape[0], model.n_classes, model.dtype)
+    traces, a_L = model.trace(x)
+    return loss_fn, traces, a_L
+
+
+def backward(
+    model: ResidualMLP, traces: list[BlockTrace], error: Array, weights: bool = True
+) -> tuple[Array, list[BlockGradients]]:
+    """Run the recurrence from ``e^L`` down to ``dY/dx``.
+
+    Args:
+        error: ``e^L`` of shape ``(n, p_L)``.
+        weights: whether to form the weight gradients (summed over rows);
+            without them only the input gradient is computed.
+
+    Returns:
+        ``(dY/dx, blocks)`` with ``blocks`` empty when ``weights`` is false.
+    """
+    xp = model.xp
+    dx, errors = propagate(model, traces, error, keep=weights)
+    if not weights:
+        return dx, []
+    grads = [
+        _block_gradients(xp, block, trace, e, e_hat)
+        for block, trace, (e, e_hat) in zip(model.blocks, traces, errors)
+    ]
+    return dx, grads
+
+
+def propagate(
+    model: ResidualMLP, traces: list[BlockTrace], error: Array, keep: bool = True
+) -> tuple[Array, list[tuple[Array, Array]]]:
+    """Return ``dY/dx`` and ``(e^l, e_hat^l)`` for every block ``l = 1..L``.
+
+    ``error`` is ``e^L`` of shape ``(n, p_L)``, or ``(k, n, p_L)`` to carry
+    ``k`` error vectors per sample at once; the returned arrays keep those
+    leading axes. With ``keep`` false the list of errors is left empty,
+    which saves memory when only ``dY/dx`` is needed.
+    """
+    xp = model.xp
+    g, g_post, _ = model.activations()
+    errors = []
+    e = error
+    for index in range(model.depth - 1, -1, -1):
+        block, trace = model.blocks[index], traces[index]
+        e_hat = (e @ block.W2) * g.derivative(xp, trace.u)
+        if keep:
+            errors.append((e, e_hat))
+        e_prev = e_hat @ block.W1
+        if block.shortcut == "learned":
+            e_prev = e_prev + e @ block.W3
+        elif block.shortcut == "identity":
+            e_prev = e_prev + e
+        if index > 0:
+            e_prev = e_prev * g_post.derivative(xp, traces[index - 1].z)
+        e = e_prev
+    errors.reverse()
+    return e, errors
+
+
+def _block_gradients(xp, block, trace, e, e_hat) -> BlockGradients:
+    e_t = xp.matrix_transpose(e)
+    return BlockGradients(
+        W1=xp.matrix_transpose(e_hat) @ trace.a_prev,
+        W2=e_t @ trace.h,
+        W3=e_t @ trace.a_prev if block.shortcut == "learned" else None,
+        b1=xp.sum(e_hat, axis=0) if block.b1 is not None else None,
+        b2=xp.sum(e, axis=0) if block.b2 is not None else None,
+    )
+
+
+def gradients(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    loss: str = "cross_entropy",
+    reduction: str = "mean",
+    method: str = "backprop",
+) -> Gradients:
+    """Compute the loss and its gradients with respect to ``x`` and every weight.
+
+    Args:
+        model: the network.
+        x: inputs of shape ``(n, p_0)`` in the model's namespace and dtype.
+        y: integer labels of shape ``(n,)`` in ``[0, p_L)``; for
+            ``"squared_error"`` also a float target of shape ``(n, p_L)``.
+        loss: ``"cross_entropy"`` (softmax cross-entropy of ``a^L``),
+            ``"squared_error"`` (``0.5 ||a^L - t||^2``) or ``"score"``
+            (``Y = z^L_y``, the logit of class ``y``).
+        reduction: ``"mean"`` or ``"sum"`` of the per-sample losses.
+        method: ``"backprop"`` runs the recurrence (fast, any size);
+            ``"product"`` forms Theorem 1's matrix products per sample (for
+            inspection and small networks).
+
+    Returns:
+        A ``Gradients`` with ``.loss``, ``.input`` and ``.blocks``.
+
+    Example:
+        >>> import numpy as np, resgrad
+        >>> model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+        >>> x = np.linspace(0, 1, 8).reshape(2, 4)
+        >>> grads = resgrad.gradients(model, x, np.array([0, 1]))
+        >>> grads.input.shape, grads.blocks[1].W1.shape
+        ((2, 4), (2, 3))
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; expected one of: {', '.join(METHODS)}.")
+    loss_fn, traces, a_L = prepare(model, x, y, loss, reduction)
+    if method == "product":
+        from .product import product_gradients
+
+        return product_gradients(model, traces, a_L, y, loss_fn, reduction)
+    value, error = output_error(model, traces, a_L, y, loss_fn, reduction)
+    dx, blocks = backward(model, traces, error)
+    return Gradients(value, dx, blocks)
+
+
+def input_gradient(
+    model: ResidualMLP, x: Array, y: Array, loss: str = "cross_entropy"
+) -> tuple[Array, Array]:
+    """Return each sample's loss and its gradient ``dY_i/dx_i``, equation (4).
+
+    Skips the weight gradients, so it costs about one forward and one
+    backward pass through the weights.
+
+    Returns:
+        ``(losses, dx)`` of shapes ``(n,)`` and ``(n, p_0)``.
+    """
+    loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
+    xp = model.xp
+    out = traces[-1].z if loss_fn.on_logits else a_L
+    losses = loss_fn.value(xp, out, y)
+    _, error = output_error(model, traces, a_L, y, loss_fn, "sum")
+    dx, _ = backward(model, traces, error, weights=False)
+    return losses, dx
+
+
+def per_sample_gradients(
+    model: ResidualMLP, x: Array, y: Array, loss: str = "cross_entropy"
+) -> Gradients:
+    """Compute the gradient of each sample's own loss, without summing.
+
+    Each weight gradient is an outer product per sample, so
+    ``.blocks[l].W1`` has shape ``(n, q_l, p_{l-1})`` and so on. ``.loss``
+    holds the per-sample losses, shape ``(n,)``.
+    """
+    loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
+    xp = model.xp
+    out = traces[-1].z if loss_fn.on_logits else a_L
+    losses = loss_fn.value(xp, out, y)
+    _, error = output_error(model, traces, a_L, y, loss_fn, "sum")
+    dx, errors = propagate(model, traces, error)
+    blocks = []
+    for block, trace, (e, e_hat) in zip(model.blocks, traces, errors):
+        blocks.append(
+            BlockGradients(
+                W1=_outer(e_hat, trace.a_prev),
+                W2=_outer(e, trace.h),
+                W3=_outer(e, trace.a_prev) if block.shortcut == "learned" else None,
+                b1=e_hat if block.b1 is not None else None,
+                b2=e if block.b2 is not None else None,
+            )
+        )
+    return Gradients(losses, dx, blocks)
+
+
+def per_sample_norms(
+    model: ResidualMLP, x: Array, y: Array, loss: str = "cross_entropy"
+) -> Array:
+    """Return each sample's weight-gradient norm, shape ``(n,)``, without
+    forming any per-sample gradient.
+
+    The gradient of ``W1`` for one sample is ``e_hat a^T``, and the
+    Frobenius norm of an outer product is ``||e_hat|| ||a||``, so::
+
+        ||grad_i||^2 = sum_l ||e_hat||^2 (||a^{l-1}||^2 + [b1])
+                             + ||e||^2 (||h||^2 + [W3] ||a^{l-1}||^2 + [b2])
+
+    where a bracket is 1 when the block has that parameter and 0 otherwise.
+    """
+    loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
+    xp = model.xp
+    _, error = output_error(model, traces, a_L, y, loss_fn, "sum")
+    total = xp.zeros(x.shape[0], dtype=x.dtype, device=_arrays.array_api_compat.device(x))
+    _, errors = propagate(model, traces, error)
+    for block, trace, (e, e_hat) in zip(model.blocks, traces, errors):
+        a_sq = xp.sum(trace.a_prev * trace.a_prev, axis=1)
+        h_sq = xp.sum(trace.h * trace.h, axis=1)
+        e_sq = xp.sum(e * e, axis=1)
+        e_hat_sq = xp.sum(e_hat * e_hat, axis=1)
+        total = total + e_hat_sq * a_sq + e_sq * h_sq
+        if block.shortcut == "learned":
+            total = total + e_sq * a_sq
+        if block.b1 is not None:
+            total = total + e_hat_sq
+        if block.b2 is not None:
+            total = total + e_sq
+    return xp.sqrt(total)
+
+
+def _outer(left: Array, right: Array) -> Array:
+    return left[:, :, None] * right[:, None, :]

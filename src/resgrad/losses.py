@@ -1,0 +1,115 @@
+"""Losses of one sample and their gradients with respect to the output.
+
+Each loss ``Y = f(a^L, y)`` gives its per-sample value and ``dY/da^L``,
+written against the array API. The class score acts on the logits instead:
+``Y = z^L_r``, so that ``dY/dx`` is row ``r`` of the Jacobian ``dz^L/dx``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from . import _arrays
+
+Array = Any
+
+REDUCTIONS = ("mean", "sum")
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A per-sample loss and its gradient.
+
+    ``value(xp, out, y)`` returns shape ``(n,)`` and ``grad(xp, out, y)``
+    returns ``dY_i/d out_i`` of shape ``(n, p_L)``. ``on_logits`` is true
+    when ``out`` is ``z^L`` rather than ``a^L = g_out(z^L)``.
+    """
+
+    name: str
+    value: Callable[[Any, Array, Array], Array]
+    grad: Callable[[Any, Array, Array], Array]
+    on_logits: bool = False
+    integer_labels: bool = True
+
+
+def _log_softmax(xp, a):
+    shifted = a - xp.max(a, axis=1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+
+def _one_hot_like(xp, y, out):
+    return _arrays.one_hot(xp, y, out.shape[1], out.dtype, _arrays.array_api_compat.device(out))
+
+
+def _cross_entropy(xp, a, y):
+    # logsumexp(a) - a_y, with the max shifted out so that exp cannot overflow.
+    return -xp.sum(_log_softmax(xp, a) * _one_hot_like(xp, y, a), axis=1)
+
+
+def _cross_entropy_grad(xp, a, y):
+    return xp.exp(_log_softmax(xp, a)) - _one_hot_like(xp, y, a)
+
+
+def _target(xp, y, a):
+    if xp.isdtype(y.dtype, "integral"):
+        return _one_hot_like(xp, y, a)
+    return y
+
+
+def _squared_error(xp, a, y):
+    diff = a - _target(xp, y, a)
+    return 0.5 * xp.sum(diff * diff, axis=1)
+
+
+def _squared_error_grad(xp, a, y):
+    return a - _target(xp, y, a)
+
+
+def _score(xp, z, r):
+    return xp.sum(z * _one_hot_like(xp, r, z), axis=1)
+
+
+def _score_grad(xp, z, r):
+    return _one_hot_like(xp, r, z)
+
+
+LOSSES: dict[str, Loss] = {
+    "cross_entropy": Loss("cross_entropy", _cross_entropy, _cross_entropy_grad),
+    "squared_error": Loss(
+        "squared_error", _squared_error, _squared_error_grad, integer_labels=False
+    ),
+    "score": Loss("score", _score, _score_grad, on_logits=True),
+}
+
+
+def get_loss(name: str) -> Loss:
+    """Return the loss called ``name``.
+
+    Raises:
+        ValueError: if ``name`` is not one of ``LOSSES``.
+    """
+    if not isinstance(name, str) or name not in LOSSES:
+        raise ValueError(f"Unknown loss {name!r}; expected one of: {', '.join(LOSSES)}.")
+    return LOSSES[name]
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(
+            f"Unknown reduction {reduction!r}; expected one of: {', '.join(REDUCTIONS)}."
+        )
+
+
+def check_targets(xp: Any, loss: Loss, y: Array, n: int, classes: int, dtype: Any) -> None:
+    """Check labels, or for squared error also a float target of shape (n, p_L)."""
+    if not loss.integer_labels and _arrays.is_floating(xp, y):
+        if tuple(y.shape) != (n, classes):
+            raise ValueError(
+                f"Expected a target of shape ({n}, {classes}), got {tuple(y.shape)}."
+            )
+        if y.dtype != dtype:
+            raise TypeError(f"Expected a target of dtype {dtype}, got {y.dtype}.")
+        _arrays.check_finite(xp, y, "the target")
+        return
+    _arrays.check_labels(xp, y, n, classes)

@@ -1,0 +1,455 @@
+"""Fully connected residual networks.
+
+A block maps ``a^{l-1}`` (width ``p_{l-1}``) to ``z^l`` (width ``p_l``)
+through a hidden layer of width ``q_l``::
+
+    u^l = W1 a^{l-1} + b1                 W1: (q_l, p_{l-1})
+    h^l = g(u^l)
+    z^l = W2 h^l + b2 + W3 a^{l-1}        W2: (p_l, q_l), W3: (p_l, p_{l-1})
+    a^l = g_post(z^l) for l < L, and a^L = g_out(z^L)
+
+The shortcut ``W3`` is a learned matrix, the fixed identity (not trained) or
+absent, which makes the block plain. Arrays are stored as given, so a model
+lives in one array namespace (NumPy, PyTorch, ...), on one device, in one
+dtype; ``ResidualMLP.convert`` moves it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+
+from . import _arrays
+from .activations import Activation, get_activation
+
+Array = Any
+
+SHORTCUTS = ("learned", "identity", "none")
+INITIALIZERS = ("he", "glorot", "orthogonal")
+PARAMETERS = ("W1", "W2", "W3", "b1", "b2")
+
+
+@dataclass
+class Block:
+    """One residual block ``z = W2 g(W1 a + b1) + b2 + W3 a``.
+
+    Attributes:
+        W1: input weights, shape ``(q, p_in)``.
+        W2: output weights, shape ``(p_out, q)``.
+        W3: learned shortcut, shape ``(p_out, p_in)``; ``None`` unless
+            ``shortcut == "learned"``.
+        b1: hidden bias, shape ``(q,)``, or ``None``.
+        b2: output bias, shape ``(p_out,)``, or ``None``.
+        shortcut: ``"learned"`` (``W3``), ``"identity"`` (``W3 = I``, fixed,
+            needs ``p_out == p_in``) or ``"none"`` (``W3 = 0``). When left
+            ``None`` it is ``"learned"`` if ``W3`` is given, else
+            ``"identity"``.
+    """
+
+    W1: Array
+    W2: Array
+    W3: Array | None = None
+    b1: Array | None = None
+    b2: Array | None = None
+    shortcut: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.shortcut is None:
+            self.shortcut = "identity" if self.W3 is None else "learned"
+        if self.shortcut not in SHORTCUTS:
+            raise ValueError(
+                f"Unknown shortcut {self.shortcut!r}; expected one of: "
+                f"{', '.join(SHORTCUTS)}."
+            )
+        if self.shortcut == "learned" and self.W3 is None:
+            raise ValueError("A block with shortcut='learned' needs a W3 matrix.")
+        if self.shortcut != "learned" and self.W3 is not None:
+            raise ValueError(
+                f"A block with shortcut={self.shortcut!r} takes no W3; pass "
+                "shortcut='learned' to train the shortcut matrix."
+            )
+        self._check_shapes()
+
+    def _check_shapes(self) -> None:
+        for name in ("W1", "W2", "W3"):
+            value = getattr(self, name)
+            if value is not None and getattr(value, "ndim", None) != 2:
+                shape = getattr(value, "shape", type(value).__name__)
+                raise ValueError(f"Expected {name} to be a matrix, got {shape}.")
+        q, p_in = self.W1.shape
+        p_out = self.W2.shape[0]
+        expected = {
+            "W2": (p_out, q),
+            "W3": (p_out, p_in),
+            "b1": (q,),
+            "b2": (p_out,),
+        }
+        for name, shape in expected.items():
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != shape:
+                raise ValueError(
+                    f"Expected {name} of shape {shape} to match W1 {(q, p_in)} "
+                    f"and W2 {tuple(self.W2.shape)}, got {tuple(value.shape)}."
+                )
+        if self.shortcut == "identity" and p_out != p_in:
+            raise ValueError(
+                f"An identity shortcut needs equal widths, got {p_in} in and "
+                f"{p_out} out; use shortcut='learned' for a projection."
+            )
+
+    @property
+    def in_features(self) -> int:
+        return self.W1.shape[1]
+
+    @property
+    def hidden_features(self) -> int:
+        return self.W1.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.W2.shape[0]
+
+    def arrays(self) -> dict[str, Array]:
+        """Return the trainable arrays by name, leaving out absent ones."""
+        values = {name: getattr(self, name) for name in PARAMETERS}
+        return {name: value for name, value in values.items() if value is not None}
+
+
+class BlockTrace(NamedTuple):
+    """The intermediate values of one block on a batch, rows being samples.
+
+    ``a_prev`` is ``a^{l-1}`` (n, p_{l-1}), ``u`` is ``W1 a + b1`` (n, q_l),
+    ``h`` is ``g(u)`` (n, q_l) and ``z`` is the block output (n, p_l).
+    """
+
+    a_prev: Array
+    u: Array
+    h: Array
+    z: Array
+
+
+@dataclass
+class ResidualMLP:
+    """A stack of residual blocks with one activation between them.
+
+    Attributes:
+        blocks: the blocks ``B_1 .. B_L``; block ``l`` reads the output width
+            of block ``l - 1``.
+        activation: ``g`` inside each block, ``h = g(u)``.
+        post_activation: applied to ``z^l`` for ``l < L``; ``None`` means
+            ``activation``, as in the manuscript's network.
+        output_activation: applied to the logits ``z^L``; ``"identity"``
+            (the default) or ``activation`` (the manuscript's ``a^L = g(z^L)``).
+    """
+
+    blocks: list[Block]
+    activation: str = "relu"
+    post_activation: str | None = None
+    output_activation: str = "identity"
+    _xp: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.blocks = list(self.blocks)
+        if not self.blocks:
+            raise ValueError("A ResidualMLP needs at least one block.")
+        for block in self.blocks:
+            if not isinstance(block, Block):
+                raise TypeError(f"Expected Block instances, got {type(block).__name__}.")
+        if self.post_activation is None:
+            self.post_activation = self.activation
+        for name in (self.activation, self.post_activation, self.output_activation):
+            get_activation(name)
+        self._check_chain()
+        self._xp = _arrays.namespace(*self.arrays().values())
+        self._check_dtypes()
+
+    def _check_chain(self) -> None:
+        for index in range(1, len(self.blocks)):
+            width = self.blocks[index - 1].out_features
+            reads = self.blocks[index].in_features
+            if width != reads:
+                raise ValueError(
+                    f"Block {index - 1} outputs {width} features but block "
+                    f"{index} reads {reads}; the widths must chain."
+                )
+
+    def _check_dtypes(self) -> None:
+        xp = self._xp
+        dtypes = {str(a.dtype) for a in self.arrays().values()}
+        if len(dtypes) != 1:
+            raise TypeError(
+                f"Expected all weights in one dtype, got {sorted(dtypes)}; "
+                "cast them to one floating dtype."
+            )
+        for name, value in self.arrays().items():
+            if not _arrays.is_floating(xp, value):
+                raise TypeError(
+                    f"Expected floating weights, got {name} of dtype {value.dtype}."
+                )
+            _arrays.check_finite(xp, value, name)
+
+    # Shape and placement.
+
+    @property
+    def xp(self) -> Any:
+        """The array namespace of the weights."""
+        return self._xp
+
+    @property
+    def dtype(self) -> Any:
+        return self.blocks[0].W1.dtype
+
+    @property
+    def device(self) -> Any:
+        return _arrays.array_api_compat.device(self.blocks[0].W1)
+
+    @property
+    def depth(self) -> int:
+        """The number of blocks ``L``."""
+        return len(self.blocks)
+
+    @property
+    def sizes(self) -> list[int]:
+        """The widths ``[p_0, p_1, ..., p_L]``."""
+        return [self.blocks[0].in_features] + [b.out_features for b in self.blocks]
+
+    @property
+    def hidden(self) -> list[int]:
+        """The hidden widths ``[q_1, ..., q_L]``."""
+        return [b.hidden_features for b in self.blocks]
+
+    @property
+    def n_classes(self) -> int:
+        return self.blocks[-1].out_features
+
+    def activations(self) -> tuple[Activation, Activation, Activation]:
+        """Return ``(g, g_post, g_out)`` as ``Activation`` objects."""
+        return (
+            get_activation(self.activation),
+            get_activation(self.post_activation),
+            get_activation(self.output_activation),
+        )
+
+    # Parameters.
+
+    def arrays(self) -> dict[str, Array]:
+        """Return every trainable array, keyed ``"blocks.<l>.<name>"``."""
+        return {
+            f"blocks.{index}.{name}": value
+            for index, block in enumerate(self.blocks)
+            for name, value in block.arrays().items()
+        }
+
+    def replace_arrays(self, arrays: dict[str, Array]) -> "ResidualMLP":
+        """Return a copy whose arrays are taken from ``arrays`` by key.
+
+        Keys are those of ``arrays()``; a key left out keeps its array.
+        """
+        unknown = set(arrays) - set(self.arrays())
+        if unknown:
+            raise ValueError(f"Unknown parameter names: {sorted(unknown)}.")
+        blocks = []
+        for index, block in enumerate(self.blocks):
+            changes = {
+                name: arrays[f"blocks.{index}.{name}"]
+                for name in PARAMETERS
+                if f"blocks.{index}.{name}" in arrays
+            }
+            blocks.append(replace(block, **changes))
+        return replace(self, blocks=blocks)
+
+    def config(self) -> dict[str, Any]:
+        """Return the architecture as a JSON-serialisable dict."""
+        return {
+            "sizes": self.sizes,
+            "hidden": self.hidden,
+            "activation": self.activation,
+            "post_activation": self.post_activation,
+            "output_activation": self.output_activation,
+            "shortcuts": [b.shortcut for b in self.blocks],
+            "biases": [[b.b1 is not None, b.b2 is not None] for b in self.blocks],
+            "dtype": str(self.dtype).removeprefix("torch."),
+        }
+
+    def convert(
+        self, xp: Any = None, *, dtype: Any = None, device: Any = None, like: Array = None
+    ) -> "ResidualMLP":
+        """Return a copy with every array moved to a namespace, dtype and device.
+
+        Args:
+            xp: the target array namespace (e.g. ``numpy`` or ``torch``);
+                defaults to the namespace of ``like``, else the current one.
+            dtype: the target dtype, a dtype object of ``xp`` or a name such
+                as ``"float32"``; defaults to that of ``like``, else unchanged.
+            device: the target device; defaults to that of ``like``.
+            like: an array whose namespace, dtype and device to adopt.
+        """
+        if like is not None:
+            xp = xp or _arrays.namespace(like)
+            dtype = dtype if dtype is not None else like.dtype
+            device = device if device is not None else _arrays.array_api_compat.device(like)
+        xp = _arrays.array_api_compat.array_namespace(xp.asarray(0.0)) if xp else self.xp
+        if isinstance(dtype, str):
+            dtype = getattr(xp, dtype)
+        converted = {}
+        for name, value in self.arrays().items():
+            value = _to_namespace(value, xp, device)
+            converted[name] = value if dtype is None else xp.astype(value, dtype)
+        return self.replace_arrays(converted)
+
+    # Evaluation.
+
+    def trace(self, x: Array) -> tuple[list[BlockTrace], Array]:
+        """Run the network on ``x`` (n, p_0) and keep every intermediate value.
+
+        Returns:
+            ``(traces, a_L)``: one ``BlockTrace`` per block and the output
+            ``a^L = g_out(z^L)`` of shape ``(n, p_L)``.
+        """
+        xp = self.xp
+        _arrays.check_input(xp, x, self.sizes[0], self.dtype)
+        g, g_post, g_out = self.activations()
+        traces = []
+        a = x
+        for index, block in enumerate(self.blocks):
+            u = a @ xp.matrix_transpose(block.W1)
+            if block.b1 is not None:
+                u = u + block.b1
+            h = g.value(xp, u)
+            z = h @ xp.matrix_transpose(block.W2)
+            if block.b2 is not None:
+                z = z + block.b2
+            if block.shortcut == "learned":
+                z = z + a @ xp.matrix_transpose(block.W3)
+            elif block.shortcut == "identity":
+                z = z + a
+            traces.append(BlockTrace(a, u, h, z))
+            last = index == len(self.blocks) - 1
+            a = (g_out if last else g_post).value(xp, z)
+        return traces, a
+
+    def logits(self, x: Array) -> Array:
+        """Return ``z^L`` of shape ``(n, p_L)``, the scores before ``g_out``."""
+        traces, _ = self.trace(x)
+        return traces[-1].z
+
+    def __call__(self, x: Array) -> Array:
+        """Return the network output ``a^L`` of shape ``(n, p_L)``."""
+        return self.trace(x)[1]
+
+    def predict(self, x: Array) -> Array:
+        """Return the predicted class ``argmax_k z^L_k`` per row, shape ``(n,)``."""
+        return self.xp.argmax(self.logits(x), axis=1)
+
+    # Construction.
+
+    @classmethod
+    def init(
+        cls,
+        sizes: Sequence[int],
+        hidden: int | Sequence[int] | None = None,
+        *,
+        activation: str = "relu",
+        post_activation: str | None = None,
+        output_activation: str = "identity",
+        shortcut: str = "learned",
+        init: str = "he",
+        alpha: float = 1.0,
+        bias: bool = True,
+        seed: int | np.random.Generator | None = 0,
+        dtype: str = "float64",
+        xp: Any = None,
+        device: Any = None,
+    ) -> "ResidualMLP":
+        """Create a network with random weights.
+
+        Args:
+            sizes: the widths ``[p_0, p_1, ..., p_L]``; ``L = len(sizes) - 1``.
+            hidden: the hidden widths ``q_l``: one int for all blocks, a list
+                of ``L`` ints, or ``None`` for ``q_l = p_l``.
+            shortcut: ``"learned"``, ``"identity"`` or ``"none"`` for every
+                block.
+            init: ``"he"`` (``N(0, 2 / fan_in)``), ``"glorot"``
+                (``N(0, 2 / (fan_in + fan_out))``) or ``"orthogonal"``
+                (``sqrt(2)`` times a random (semi-)orthogonal matrix).
+            alpha: the residual-branch scale: ``W2`` is drawn and then
+                multiplied by ``alpha``, so ``alpha = 1 / sqrt(L)`` damps deep
+                networks and ``alpha = 0`` makes every branch start at zero.
+            bias: whether the blocks have ``b1`` and ``b2`` (drawn as zeros).
+            seed: an int or a NumPy ``Generator``; the same seed gives the
+                same weights in every namespace and dtype.
+            dtype, xp, device: where the weights live (NumPy float64 by
+                default).
+        """
+        sizes = [int(s) for s in sizes]
+        if len(sizes) < 2 or min(sizes) < 1:
+            raise ValueError(
+                f"Expected sizes [p_0, ..., p_L] of at least two positive widths, "
+                f"got {sizes}."
+            )
+        depth = len(sizes) - 1
+        if hidden is None:
+            hidden = sizes[1:]
+        elif isinstance(hidden, int):
+            hidden = [hidden] * depth
+        hidden = [int(q) for q in hidden]
+        if len(hidden) != depth or min(hidden) < 1:
+            raise ValueError(
+                f"Expected {depth} positive hidden widths, one per block, got {hidden}."
+            )
+        if init not in INITIALIZERS:
+            raise ValueError(
+                f"Unknown init {init!r}; expected one of: {', '.join(INITIALIZERS)}."
+            )
+        alpha = float(alpha)
+        if not math.isfinite(alpha):
+            raise ValueError(f"Expected a finite alpha, got {alpha}.")
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+        blocks = []
+        for p_in, q, p_out in zip(sizes[:-1], hidden, sizes[1:]):
+            W3 = _draw(rng, init, p_out, p_in) if shortcut == "learned" else None
+            blocks.append(
+                Block(
+                    W1=_draw(rng, init, q, p_in),
+                    W2=alpha * _draw(rng, init, p_out, q),
+                    W3=W3,
+                    b1=np.zeros(q) if bias else None,
+                    b2=np.zeros(p_out) if bias else None,
+                    shortcut=shortcut,
+                )
+            )
+        model = cls(blocks, activation, post_activation, output_activation)
+        return model.convert(xp, dtype=dtype, device=device)
+
+
+def _draw(rng: np.random.Generator, init: str, rows: int, cols: int) -> np.ndarray:
+    if init == "he":
+        return rng.standard_normal((rows, cols)) * math.sqrt(2.0 / cols)
+    if init == "glorot":
+        return rng.standard_normal((rows, cols)) * math.sqrt(2.0 / (rows + cols))
+    # A QR factor of a Gaussian matrix, sign-corrected, is Haar-distributed.
+    gaussian = rng.standard_normal((max(rows, cols), min(rows, cols)))
+    q, r = np.linalg.qr(gaussian)
+    q = q * np.sign(np.diag(r))
+    q = q if rows >= cols else q.T
+    return math.sqrt(2.0) * q
+
+
+def _to_namespace(value: Array, xp: Any, device: Any) -> Array:
+    """Copy ``value`` into namespace ``xp``, through NumPy when they differ."""
+    compat = _arrays.array_api_compat
+    if compat.array_namespace(value) is xp:
+        return value if device is None else compat.to_device(value, device)
+    if compat.is_torch_array(value):
+        host = value.detach().cpu().numpy()
+    elif isinstance(value, np.ndarray):
+        host = value
+    else:
+        host = np.from_dlpack(compat.to_device(value, compat.device(value)))
+    if device is None:
+        return xp.asarray(host)
+    return xp.asarray(host, device=device)
