@@ -1,0 +1,106 @@
+"""Moving networks between resgrad and PyTorch.
+
+``to_module`` builds a ``torch.nn.Module`` whose forward pass equals
+``ResidualMLP.__call__``, so a resgrad network plugs into PyTorch tools
+(autograd, torchattacks, Captum). Importing this module needs PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .model import ResidualMLP
+
+_FUNCTIONS = {
+    "identity": lambda t: t,
+    "relu": torch.relu,
+    "leaky_relu": lambda t: nn.functional.leaky_relu(t, 0.01),
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "softplus": nn.functional.softplus,
+    "elu": nn.functional.elu,
+    "silu": nn.functional.silu,
+}
+
+
+class TorchBlock(nn.Module):
+    """One residual block ``z = W2 g(W1 a + b1) + b2 + W3 a`` in PyTorch."""
+
+    def __init__(self, linear1: nn.Linear, linear2: nn.Linear, shortcut: Any, activation: str):
+        super().__init__()
+        self.linear1 = linear1
+        self.linear2 = linear2
+        # An nn.Linear (learned), nn.Identity (identity) or None (plain).
+        self.shortcut = shortcut
+        self.activation = activation
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        z = self.linear2(_FUNCTIONS[self.activation](self.linear1(a)))
+        if self.shortcut is not None:
+            z = z + self.shortcut(a)
+        return z
+
+
+class TorchResidualMLP(nn.Module):
+    """A stack of ``TorchBlock``s with the activations of a ``ResidualMLP``."""
+
+    def __init__(self, blocks: list[TorchBlock], post_activation: str, output_activation: str):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.post_activation = post_activation
+        self.output_activation = output_activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x
+        for index, block in enumerate(self.blocks):
+            z = block(a)
+            last = index == len(self.blocks) - 1
+            a = _FUNCTIONS[self.output_activation if last else self.post_activation](z)
+        return a
+
+
+def _tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    return torch.from_numpy(np.array(value, copy=True))
+
+
+def _linear(weight: Any, bias: Any) -> nn.Linear:
+    weight = _tensor(weight)
+    out_features, in_features = weight.shape
+    layer = nn.Linear(in_features, out_features, bias=bias is not None)
+    layer = layer.to(dtype=weight.dtype, device=weight.device)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        if bias is not None:
+            layer.bias.copy_(_tensor(bias))
+    return layer
+
+
+def to_module(model: ResidualMLP) -> TorchResidualMLP:
+    """Return a ``torch.nn.Module`` with copies of ``model``'s weights.
+
+    The module's dtype and device are those of the model's arrays (NumPy
+    arrays land on the CPU). Its output is ``a^L``, equal to ``model(x)``.
+    """
+    blocks = []
+    for block in model.blocks:
+        if block.shortcut == "learned":
+            shortcut = _linear(block.W3, None)
+        elif block.shortcut == "identity":
+            shortcut = nn.Identity()
+        else:
+            shortcut = None
+        blocks.append(
+            TorchBlock(
+                _linear(block.W1, block.b1),
+                _linear(block.W2, block.b2),
+                shortcut,
+                model.activation,
+            )
+        )
+    return TorchResidualMLP(blocks, model.post_activation, model.output_activation)
