@@ -355,7 +355,7 @@ class ResidualMLP:
         activation: str = "relu",
         post_activation: str | None = None,
         output_activation: str = "identity",
-        shortcut: str = "learned",
+        shortcut: str | Sequence[str] = "learned",
         init: str = "he",
         alpha: float = 1.0,
         bias: bool = True,
@@ -371,7 +371,7 @@ class ResidualMLP:
             hidden: the hidden widths ``q_l``: one int for all blocks, a list
                 of ``L`` ints, or ``None`` for ``q_l = p_l``.
             shortcut: ``"learned"``, ``"identity"`` or ``"none"`` for every
-                block.
+                block, or a list of ``L`` of them, one per block.
             init: ``"he"`` (``N(0, 2 / fan_in)``), ``"glorot"``
                 (``N(0, 2 / (fan_in + fan_out))``) or ``"orthogonal"``
                 (``sqrt(2)`` times a random (semi-)orthogonal matrix).
@@ -407,11 +407,16 @@ class ResidualMLP:
         alpha = float(alpha)
         if not math.isfinite(alpha):
             raise ValueError(f"Expected a finite alpha, got {alpha}.")
+        shortcuts = [shortcut] * depth if isinstance(shortcut, str) else list(shortcut)
+        if len(shortcuts) != depth:
+            raise ValueError(
+                f"Expected {depth} shortcuts, one per block, got {len(shortcuts)}."
+            )
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
         blocks = []
-        for p_in, q, p_out in zip(sizes[:-1], hidden, sizes[1:]):
-            W3 = _draw(rng, init, p_out, p_in) if shortcut == "learned" else None
+        for p_in, q, p_out, kind in zip(sizes[:-1], hidden, sizes[1:], shortcuts):
+            W3 = _draw(rng, init, p_out, p_in) if kind == "learned" else None
             blocks.append(
                 Block(
                     W1=_draw(rng, init, q, p_in),
@@ -419,7 +424,7 @@ class ResidualMLP:
                     W3=W3,
                     b1=np.zeros(q) if bias else None,
                     b2=np.zeros(p_out) if bias else None,
-                    shortcut=shortcut,
+                    shortcut=kind,
                 )
             )
         model = cls(blocks, activation, post_activation, output_activation)

@@ -54,13 +54,27 @@ class TorchResidualMLP(nn.Module):
         self.post_activation = post_activation
         self.output_activation = output_activation
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``z^L``, the last block's output before ``g_out``."""
         a = x
         for index, block in enumerate(self.blocks):
             z = block(a)
-            last = index == len(self.blocks) - 1
-            a = _FUNCTIONS[self.output_activation if last else self.post_activation](z)
-        return a
+            if index < len(self.blocks) - 1:
+                a = _FUNCTIONS[self.post_activation](z)
+        return z
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _FUNCTIONS[self.output_activation](self.logits(x))
+
+    def named_arrays(self) -> dict[str, torch.Tensor]:
+        """Return the parameters keyed as ``ResidualMLP.arrays()``."""
+        names = {"linear1.weight": "W1", "linear1.bias": "b1", "linear2.weight": "W2"}
+        names.update({"linear2.bias": "b2", "shortcut.weight": "W3"})
+        return {
+            f"blocks.{index}.{names[name]}": value
+            for index, block in enumerate(self.blocks)
+            for name, value in block.named_parameters()
+        }
 
 
 def _tensor(value: Any) -> torch.Tensor:

@@ -1,0 +1,301 @@
+"""Checking the five equations of Theorem 1 on a given network.
+
+For a network and a batch, ``check_theorem`` evaluates equations (4)-(8)
+as literal matrix products and compares them with the backpropagation
+recurrence, with central finite differences and, when PyTorch is
+installed, with PyTorch autograd on a copy of the weights. Finite
+differences are taken on a seeded sample of entries of each matrix, so the
+check stays cheap on wide networks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from .gradients import gradients
+from .losses import get_loss
+from .model import ResidualMLP
+from .product import input_jacobian
+
+Array = Any
+
+EQUATIONS = {
+    "4": "dY/dx",
+    "5": "dz^L/dx",
+    "6": "dY/dW1",
+    "7": "dY/dW2",
+    "8": "dY/dW3",
+}
+EXACT_TOLERANCE = 1e-9
+DIFFERENCE_TOLERANCE = 1e-6
+
+
+@dataclass
+class CheckRow:
+    """One comparison: an equation of Theorem 1 against one reference.
+
+    ``error`` is ``max |value - reference| / max |reference|`` over the
+    compared entries (over every block for equations (6)-(8)).
+    """
+
+    equation: str
+    quantity: str
+    reference: str
+    error: float
+    tolerance: float
+    entries: int
+
+    @property
+    def passed(self) -> bool:
+        return self.error <= self.tolerance
+
+
+@dataclass
+class CheckReport:
+    """The rows of a Theorem 1 check and whether all of them pass."""
+
+    rows: list[CheckRow]
+    samples: int
+    loss: str
+
+    @property
+    def passed(self) -> bool:
+        return all(row.passed for row in self.rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [dict(asdict(row), passed=row.passed) for row in self.rows]
+        return {"passed": self.passed, "samples": self.samples, "loss": self.loss, "rows": rows}
+
+    def to_markdown(self) -> str:
+        lines = [
+            "| equation | quantity | reference | max relative error | tolerance | entries | result |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in self.rows:
+            result = "pass" if row.passed else "FAIL"
+            lines.append(
+                f"| ({row.equation}) | {row.quantity} | {row.reference} | "
+                f"{row.error:.2e} | {row.tolerance:.0e} | {row.entries} | {result} |"
+            )
+        return "\n".join(lines)
+
+
+def _relative_error(value: np.ndarray, reference: np.ndarray) -> float:
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    gap = float(np.max(np.abs(value - reference))) if reference.size else 0.0
+    if scale == 0.0:
+        return gap
+    return gap / scale
+
+
+def _to_numpy(model: ResidualMLP, x: Array, y: Array) -> tuple[ResidualMLP, np.ndarray, np.ndarray]:
+    model = model.convert(np, dtype="float64")
+    x = np.asarray(_host(x), dtype=np.float64)
+    y = np.asarray(_host(y))
+    return model, x, y
+
+
+def _host(value: Array) -> Array:
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+def _theorem_values(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
+    """Return each equation's value as ``{equation: {name: array}}``."""
+    grads = gradients(model, x, y, loss=loss, method="product")
+    values: dict[str, dict[str, np.ndarray]] = {key: {} for key in EQUATIONS}
+    values["4"]["x"] = grads.input
+    values["5"]["x"] = input_jacobian(model, x, mode="product")
+    for index, block in enumerate(grads.blocks):
+        for eq, name in (("6", "W1"), ("7", "W2"), ("8", "W3")):
+            value = getattr(block, name)
+            if value is not None:
+                values[eq][f"blocks.{index}.{name}"] = value
+    return values
+
+
+def _backprop_values(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
+    grads = gradients(model, x, y, loss=loss)
+    arrays = grads.arrays()
+    values: dict[str, dict[str, np.ndarray]] = {key: {} for key in EQUATIONS}
+    values["4"]["x"] = grads.input
+    values["5"]["x"] = input_jacobian(model, x, mode="reverse")
+    for key, value in arrays.items():
+        name = key.rsplit(".", 1)[1]
+        eq = {"W1": "6", "W2": "7", "W3": "8"}.get(name)
+        if eq:
+            values[eq][key] = value
+    return values
+
+
+def _autograd_values(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
+    import torch
+
+    from .torch import to_module
+
+    module = to_module(model)
+    x_t = torch.tensor(x, requires_grad=True)
+    y_t = torch.tensor(y)
+    z = module.logits(x_t)
+    a = module(x_t)
+    if loss == "cross_entropy":
+        value = torch.nn.functional.cross_entropy(a, y_t)
+    elif loss == "squared_error":
+        target = torch.nn.functional.one_hot(y_t, a.shape[1]).to(a.dtype)
+        value = 0.5 * ((a - target) ** 2).sum(dim=1).mean()
+    else:
+        value = z.gather(1, y_t[:, None]).mean()
+    params = module.named_arrays()
+    names = list(params)
+    grads = torch.autograd.grad(value, [x_t, *params.values()])
+    values: dict[str, dict[str, np.ndarray]] = {key: {} for key in EQUATIONS}
+    values["4"]["x"] = grads[0].numpy()
+    jacobian = torch.func.vmap(torch.func.jacrev(module.logits))(torch.tensor(x))
+    values["5"]["x"] = jacobian.detach().numpy()
+    for key, grad in zip(names, grads[1:]):
+        eq = {"W1": "6", "W2": "7", "W3": "8"}.get(key.rsplit(".", 1)[1])
+        if eq:
+            values[eq][key] = grad.numpy()
+    return values
+
+
+def _sample_entries(shape: tuple[int, ...], count: int, rng: np.random.Generator) -> np.ndarray:
+    size = math.prod(shape)
+    return rng.choice(size, size=min(count, size), replace=False)
+
+
+def _central_difference(f: Callable[[np.ndarray], Any], base: np.ndarray, flat: int, step: float) -> Any:
+    """Return ``(f(base + step e) - f(base - step e)) / (2 step)`` for entry ``flat``."""
+    plus = base.copy()
+    minus = base.copy()
+    plus.flat[flat] += step
+    minus.flat[flat] -= step
+    return (f(plus) - f(minus)) / (2 * step)
+
+
+def _loss_of(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str) -> float:
+    """Return the mean loss of ``model`` on ``(x, y)``, by the forward pass alone."""
+    loss_fn = get_loss(loss)
+    traces, a_L = model.trace(x)
+    out = traces[-1].z if loss_fn.on_logits else a_L
+    return float(np.mean(loss_fn.value(np, out, y)))
+
+
+def _difference_errors(
+    model: ResidualMLP,
+    x: np.ndarray,
+    y: np.ndarray,
+    loss: str,
+    values: dict[str, Any],
+    entries: int,
+    step: float,
+    rng: np.random.Generator,
+) -> list[tuple[str, float, int]]:
+    """Compare sampled entries of each equation with central differences."""
+    results = []
+
+    picked = _sample_entries(x.shape, entries, rng)
+    fd = [_central_difference(lambda v: _loss_of(model, v, y, loss), x, i, step) for i in picked]
+    results.append(("4", _relative_error(values["4"]["x"].flat[picked], np.array(fd)), len(fd)))
+
+    jac = values["5"]["x"]
+    picked = _sample_entries(x.shape, entries, rng)
+    fd_rows = [
+        _central_difference(lambda v: model.logits(v), x, i, step) for i in picked
+    ]
+    # Entry i of x is (sample s, feature f); its column of J[s] is d z^L_s / d x_{s, f}.
+    samples, features = np.unravel_index(picked, x.shape)
+    analytic = np.stack([jac[s, :, f] for s, f in zip(samples, features)])
+    numeric = np.stack([row[s] for row, s in zip(fd_rows, samples)])
+    results.append(("5", _relative_error(analytic, numeric), analytic.size))
+
+    arrays = model.arrays()
+    for eq in ("6", "7", "8"):
+        analytic_values, numeric_values = [], []
+        for key, value in values[eq].items():
+            weight = np.asarray(arrays[key])
+            picked = _sample_entries(weight.shape, max(entries // len(values[eq]), 2), rng)
+
+            def loss_at(w, key=key):
+                return _loss_of(model.replace_arrays({key: w}), x, y, loss)
+
+            numeric_values.extend(_central_difference(loss_at, weight, i, step) for i in picked)
+            analytic_values.extend(value.flat[picked])
+        if analytic_values:
+            error = _relative_error(np.array(analytic_values), np.array(numeric_values))
+            results.append((eq, error, len(analytic_values)))
+    return results
+
+
+def _compare(values: dict[str, Any], reference: dict[str, Any]) -> dict[str, tuple[float, int]]:
+    result = {}
+    for eq in EQUATIONS:
+        keys = list(values[eq])
+        if not keys:
+            continue
+        errors = [_relative_error(values[eq][k], reference[eq][k]) for k in keys]
+        result[eq] = (max(errors), sum(values[eq][k].size for k in keys))
+    return result
+
+
+def check_theorem(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    *,
+    loss: str = "cross_entropy",
+    entries: int = 40,
+    step: float = 1e-6,
+    seed: int = 0,
+    autograd: bool | None = None,
+) -> CheckReport:
+    """Check equations (4)-(8) of Theorem 1 on ``model`` at the batch ``(x, y)``.
+
+    The products of Theorem 1 are compared, in float64, with the
+    backpropagation recurrence and PyTorch autograd (both to
+    ``EXACT_TOLERANCE``) and with central finite differences on ``entries``
+    seeded entries per equation (to ``DIFFERENCE_TOLERANCE``). Equation (8)
+    is left out when no block has a learned shortcut.
+
+    Args:
+        model: the network; it is converted to NumPy float64 for the check.
+        x: inputs of shape ``(n, p_0)``; keep ``n`` small (the product form
+            forms ``Q^l`` per sample).
+        y: labels of shape ``(n,)``.
+        autograd: compare with PyTorch; ``None`` means when it is installed.
+    """
+    if entries < 1:
+        raise ValueError(f"Expected entries >= 1, got {entries}.")
+    if not step > 0:
+        raise ValueError(f"Expected a positive finite-difference step, got {step}.")
+    model, x, y = _to_numpy(model, x, y)
+    values = _theorem_values(model, x, y, loss)
+    rows = []
+    for eq, (error, count) in _compare(values, _backprop_values(model, x, y, loss)).items():
+        rows.append(CheckRow(eq, EQUATIONS[eq], "backprop", error, EXACT_TOLERANCE, count))
+    if autograd is None:
+        autograd = _torch_available()
+    if autograd:
+        reference = _autograd_values(model, x, y, loss)
+        for eq, (error, count) in _compare(values, reference).items():
+            rows.append(CheckRow(eq, EQUATIONS[eq], "autograd", error, EXACT_TOLERANCE, count))
+    rng = np.random.default_rng(seed)
+    for eq, error, count in _difference_errors(model, x, y, loss, values, entries, step, rng):
+        rows.append(
+            CheckRow(eq, EQUATIONS[eq], "central differences", error, DIFFERENCE_TOLERANCE, count)
+        )
+    rows.sort(key=lambda row: row.equation)
+    return CheckReport(rows, samples=x.shape[0], loss=loss)
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
