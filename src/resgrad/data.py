@@ -1,0 +1,697 @@
+"""Data sets for training and attacking residual networks.
+
+Every loader returns float64 features ``X`` of shape ``(n, d)``, one row per
+sample, and int64 labels ``y`` of shape ``(n,)`` that run from ``0`` to
+``k - 1``. Images of shape ``(n, h, w)`` are flattened to ``(n, h * w)`` and
+keep ``(h, w)`` as ``image_shape``. ``load_data`` splits the rows into a
+stratified training and test part and scales the features into the box
+``[0, 1]`` that attacks clip to.
+
+Supported sources: the scikit-learn digits (8 x 8 images, 10 classes), an
+``.npz`` archive with arrays ``X`` and ``y``, a numeric CSV with one label
+column, and the MNIST IDX format (``*-ubyte`` files, optionally gzipped).
+Only NumPy is needed, except for the digits, which need scikit-learn.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import warnings
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+PathLike = str | os.PathLike
+
+DIGITS_SHAPE = (8, 8)
+DIGITS_MAX = 16.0
+UINT8_MAX = 255.0
+SCALES = ("auto", None)
+
+# IDX dtype codes from the MNIST format description (LeCun et al.); every
+# multi-byte value in the file is big-endian.
+IDX_DTYPES = {
+    0x08: np.dtype("u1"),
+    0x09: np.dtype("i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+# The largest ratio of output to input that a deflate stream can reach.
+DEFLATE_MAX_RATIO = 1032
+READ_CHUNK_BYTES = 1 << 20
+# zipfile raises NotImplementedError for a zip version or feature it lacks.
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError)
+
+
+@dataclass
+class Dataset:
+    """A classification data set split into a training and a test part.
+
+    Attributes:
+        x_train: training features, float64 of shape ``(n_train, d)``.
+        y_train: training labels, int64 of shape ``(n_train,)``.
+        x_test: test features, float64 of shape ``(n_test, d)``.
+        y_test: test labels, int64 of shape ``(n_test,)``.
+        n_classes: the number of classes ``k``; labels lie in ``[0, k)``.
+        image_shape: ``(h, w)`` when each row is a flattened image
+            (``(8, 8)`` for the digits, ``(28, 28)`` for MNIST), else ``None``.
+        name: a short label for reports, such as ``"digits"`` or a file stem.
+        bounds: the input box ``(lo, hi)`` that contains every feature value,
+            ``(0.0, 1.0)`` after scaling.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    image_shape: tuple[int, int] | None
+    name: str
+    bounds: tuple[float, float]
+
+    @property
+    def n_features(self) -> int:
+        """The input width ``d``, which is the model's ``p_0``."""
+        return int(self.x_train.shape[1])
+
+    def summary(self) -> str:
+        """Describe the sizes, classes and input box in one line."""
+        images = ""
+        if self.image_shape is not None:
+            images = f" ({self.image_shape[0]}x{self.image_shape[1]} images)"
+        lo, hi = self.bounds
+        return (
+            f"{self.name}: {len(self.y_train)} train + {len(self.y_test)} test "
+            f"samples, {self.n_features} features{images}, {self.n_classes} "
+            f"classes, inputs in [{lo:g}, {hi:g}]"
+        )
+
+
+# Splitting.
+
+
+def train_test_split(
+    x: np.ndarray, y: np.ndarray, test_size: float = 0.25, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split rows into a training and a test part, stratified by label.
+
+    Each class gives about ``test_size`` of its rows to the test part, and
+    every class with at least two rows appears in both parts. The same seed
+    gives the same split. The inputs are not modified.
+
+    Args:
+        x: features of shape ``(n, ...)``.
+        y: integer labels of shape ``(n,)``.
+        test_size: the fraction of rows for the test part, in ``(0, 1)``.
+        seed: the seed of the NumPy generator that shuffles the rows.
+
+    Returns:
+        ``(x_train, x_test, y_train, y_test)``, new arrays in shuffled order.
+
+    >>> x = np.arange(8.0)[:, None]
+    >>> y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    >>> x_train, x_test, y_train, y_test = train_test_split(x, y, 0.5)
+    >>> sorted(y_test.tolist())
+    [0, 0, 1, 1]
+    """
+    x, y = np.asarray(x), np.asarray(y)
+    if y.ndim != 1 or len(x) != len(y):
+        raise ValueError(
+            f"Expected x with one row per label in y, got x of shape {x.shape} "
+            f"and y of shape {y.shape}."
+        )
+    test_size = float(test_size)
+    if not 0.0 < test_size < 1.0:
+        raise ValueError(f"Expected test_size in (0, 1), got {test_size}.")
+
+    rng = np.random.default_rng(seed)
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    n_test = _allocate_test_rows(counts, test_size)
+    train_rows, test_rows = [], []
+    for index in range(len(classes)):
+        rows = rng.permutation(np.flatnonzero(inverse == index))
+        test_rows.append(rows[: n_test[index]])
+        train_rows.append(rows[n_test[index] :])
+    train = rng.permutation(np.concatenate(train_rows))
+    test = rng.permutation(np.concatenate(test_rows))
+    return x[train], x[test], y[train], y[test]
+
+
+def _allocate_test_rows(counts: np.ndarray, test_size: float) -> np.ndarray:
+    """Return the number of test rows per class, summing to about the target.
+
+    The total ``ceil(test_size * n)`` is shared in proportion to ``counts``
+    by largest remainders, then each class with two or more rows is kept
+    between one test row and one training row.
+    """
+    total = int(np.ceil(test_size * counts.sum()))
+    ideal = test_size * counts
+    n_test = np.floor(ideal).astype(np.int64)
+    short = min(total - int(n_test.sum()), len(counts))
+    order = np.argsort(-(ideal - n_test), kind="stable")
+    n_test[order[:short]] += 1
+    n_test = np.minimum(np.maximum(n_test, 1), counts - 1)
+    return np.maximum(n_test, 0)
+
+
+# Digits.
+
+
+def load_digits(test_size: float = 0.25, seed: int = 0) -> Dataset:
+    """Load the scikit-learn digits: 1797 images of 8 x 8 pixels, 10 classes.
+
+    The pixel values ``0..16`` are divided by 16, so inputs lie in ``[0, 1]``.
+
+    Args:
+        test_size: the fraction of rows for the test part, in ``(0, 1)``.
+        seed: the seed of the stratified split.
+
+    Raises:
+        ImportError: if scikit-learn is not installed.
+    """
+    x, y = _digits_arrays()
+    return _make_dataset(
+        x / DIGITS_MAX,
+        y,
+        DIGITS_SHAPE,
+        "digits",
+        test_size,
+        seed,
+        scale=None,
+        bounds=(0.0, 1.0),
+    )
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    try:
+        from sklearn.datasets import load_digits as sklearn_load_digits
+    except ImportError as error:
+        raise ImportError(
+            "The digits data set needs scikit-learn; install it with "
+            'pip install "resgrad[cli]", or pass a data file instead.'
+        ) from error
+    bunch = sklearn_load_digits()
+    return bunch.data.astype(np.float64), bunch.target.astype(np.int64)
+
+
+# File readers.
+
+
+def load_npz(path: PathLike) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
+    """Read features ``X`` and labels ``y`` from an ``.npz`` archive.
+
+    ``X`` has shape ``(n, d)``, or ``(n, h, w)`` for images, which are
+    flattened. Pickled (object) arrays are rejected, so reading runs no code
+    from the file.
+
+    Returns:
+        ``(X, y, image_shape)``: float64 ``(n, d)``, int64 ``(n,)`` and
+        ``(h, w)`` or ``None``.
+    """
+    path = _existing_file(path)
+    # NOTE: unlike model files, data archives are not checked for zip bombs,
+    # so a hostile archive can exhaust memory (but it cannot run code).
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except _NPZ_ERRORS as error:
+        raise ValueError(
+            f"Could not read {path} as an .npz archive: {error}; save features "
+            "and labels with np.savez(path, X=X, y=y)."
+        ) from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(
+            f"{path} contains a single array, not an .npz archive; save features "
+            "and labels with np.savez(path, X=X, y=y)."
+        )
+    with archive:
+        x, y = _npz_arrays(path, archive)
+    return _validate_arrays(x, y, source=path)
+
+
+def _npz_arrays(path: Path, archive: Any) -> tuple[np.ndarray, np.ndarray]:
+    missing = [key for key in ("X", "y") if key not in archive.files]
+    if missing:
+        raise ValueError(
+            f"{path} is missing the array(s) {missing}, found {sorted(archive.files)}; "
+            "save features and labels with np.savez(path, X=X, y=y)."
+        )
+    try:
+        return archive["X"], archive["y"]
+    except _NPZ_ERRORS as error:
+        raise ValueError(f"Could not read the arrays of {path}: {error}") from error
+
+
+def load_csv(
+    path: PathLike, label_column: int = -1, header: bool | str = "auto"
+) -> tuple[np.ndarray, np.ndarray, None]:
+    """Read a comma-separated file of numbers with one label column.
+
+    Args:
+        path: the CSV file; every field except the header is a number.
+        label_column: the index of the label column (negative counts from
+            the end, so ``-1`` is the last column).
+        header: ``True`` if the first row contains column names, ``False`` if
+            not, or ``"auto"`` to treat the first row as a header when one of
+            its fields is not a number.
+
+    Returns:
+        ``(X, y, None)``: float64 ``(n, d)`` and int64 ``(n,)``.
+    """
+    path = _existing_file(path)
+    first_line = _first_line(path)
+    has_header = _detect_header(first_line, header)
+    table = _read_table(path, int(has_header))
+    width = table.shape[1]
+    names = len(first_line.split(","))
+    if has_header and names != width:
+        raise ValueError(
+            f"{path} has {names} column names in its header but {width} columns "
+            "of data; every row needs one field per column."
+        )
+    if width < 2:
+        raise ValueError(
+            f"{path} has {width} column; expected comma-separated features and "
+            "one label column."
+        )
+    if not -width <= label_column < width:
+        raise ValueError(
+            f"label_column={label_column} is outside the {width} columns of {path}; "
+            f"pass an index in [{-width}, {width})."
+        )
+    label = label_column % width
+    features = np.delete(table, label, axis=1)
+    return _validate_arrays(features, table[:, label], source=path)
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8-sig") as file:
+            for line in file:
+                if line.strip():
+                    return line.strip()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not a UTF-8 text file: {error}.") from error
+    raise ValueError(f"{path} is empty; expected rows of comma-separated numbers.")
+
+
+def _detect_header(first_line: str, header: bool | str) -> bool:
+    if header not in (True, False, "auto"):
+        raise ValueError(f"Expected header True, False or 'auto', got {header!r}.")
+    if header != "auto":
+        return bool(header)
+    try:
+        [float(field) for field in first_line.split(",")]
+    except ValueError:
+        return True
+    return False
+
+
+def _read_table(path: Path, skip_rows: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            # An empty table raises below, so NumPy's warning would repeat it.
+            warnings.filterwarnings("ignore", "loadtxt: input contained no data")
+            table = np.loadtxt(
+                path, delimiter=",", skiprows=skip_rows, ndmin=2, encoding="utf-8-sig"
+            )
+    except ValueError as error:
+        raise ValueError(
+            f"Could not read {path} as a numeric CSV: {str(error).rstrip('.')}. "
+            "Every field after the header must be a number; pass header=True "
+            "if the first row holds column names."
+        ) from error
+    if table.size == 0:
+        raise ValueError(f"{path} has a header but no data rows.")
+    return table
+
+
+def load_idx(
+    images_path: PathLike, labels_path: PathLike
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
+    """Read images and labels in the MNIST IDX format.
+
+    An IDX file starts with two zero bytes, a dtype code (``0x08`` uint8,
+    ``0x09`` int8, ``0x0B`` int16, ``0x0C`` int32, ``0x0D`` float32, ``0x0E``
+    float64), the number of dimensions, and one big-endian uint32 per
+    dimension. The values follow, also big-endian. Files ending in ``.gz`` are
+    decompressed. The declared dimensions are checked against the file size
+    before any data is read.
+
+    Args:
+        images_path: an IDX file of shape ``(n, h, w)`` or ``(n, d)``.
+        labels_path: an IDX file of shape ``(n,)`` with integer labels.
+
+    Returns:
+        ``(X, y, image_shape)``: float64 ``(n, h * w)`` with the raw pixel
+        values, int64 ``(n,)`` and ``(h, w)`` (``None`` for 2-D files).
+    """
+    images, labels = _read_idx_pair(images_path, labels_path)
+    return _validate_arrays(images, labels, source=_existing_file(images_path))
+
+
+def _read_idx_pair(
+    images_path: PathLike, labels_path: PathLike
+) -> tuple[np.ndarray, np.ndarray]:
+    images = _read_idx(images_path)
+    labels = _read_idx(labels_path)
+    if images.ndim not in (2, 3):
+        raise ValueError(
+            f"{images_path} contains an IDX array of shape {images.shape}; expected "
+            "images of shape (n, h, w) or rows of shape (n, d)."
+        )
+    if labels.ndim != 1:
+        raise ValueError(
+            f"{labels_path} contains an IDX array of shape {labels.shape}; expected "
+            "one label per image, shape (n,). Are the two files swapped?"
+        )
+    return images, labels
+
+
+def _read_idx(path: PathLike) -> np.ndarray:
+    """Read one IDX file (gzipped if it ends in ``.gz``) into a native array.
+
+    Raises:
+        ValueError: if the header is invalid or the declared dimensions do
+            not match the file size.
+    """
+    path = _existing_file(path)
+    compressed = path.suffix == ".gz"
+    opener = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as file:
+            dtype, shape = _read_idx_header(path, file)
+            n_bytes = math.prod(shape) * dtype.itemsize
+            _check_idx_size(path, compressed, 4 + 4 * len(shape), n_bytes)
+            data = _read_exactly(path, file, n_bytes)
+    except (OSError, EOFError, zlib.error) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise ValueError(f"Could not read the IDX file {path}: {error}") from error
+    return (
+        np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    )
+
+
+def _read_idx_header(path: Path, file: IO[bytes]) -> tuple[np.dtype, tuple[int, ...]]:
+    magic = file.read(4)
+    if len(magic) < 4:
+        raise ValueError(f"{path} is too short for an IDX header ({len(magic)} bytes).")
+    if magic[0] != 0 or magic[1] != 0 or magic[2] not in IDX_DTYPES or magic[3] < 1:
+        raise ValueError(
+            f"{path} has an invalid IDX header {magic.hex()}; expected 00 00, a "
+            "dtype code (08, 09, 0b, 0c, 0d, 0e) and the number of dimensions."
+        )
+    dims = file.read(4 * magic[3])
+    if len(dims) < 4 * magic[3]:
+        raise ValueError(
+            f"{path} ends inside its IDX header: {magic[3]} dimensions declared, "
+            f"{len(dims)} of {4 * magic[3]} bytes present."
+        )
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+    return IDX_DTYPES[magic[2]], shape
+
+
+def _check_idx_size(path: Path, compressed: bool, header: int, n_bytes: int) -> None:
+    """Reject declared dimensions that the file cannot hold, before reading."""
+    size = path.stat().st_size
+    if not compressed and size != header + n_bytes:
+        raise ValueError(
+            f"{path} declares {n_bytes} data bytes after a {header}-byte IDX "
+            f"header, but the file has {size} bytes; the file is truncated or "
+            "its header is corrupt."
+        )
+    if compressed and header + n_bytes > DEFLATE_MAX_RATIO * size:
+        raise ValueError(
+            f"{path} declares {n_bytes} data bytes, more than a {size}-byte gzip "
+            "file can hold; its IDX header is corrupt."
+        )
+
+
+def _read_exactly(path: Path, file: IO[bytes], n_bytes: int) -> bytes:
+    # Chunked reads allocate only what the file really contains.
+    chunks, remaining = [], n_bytes
+    while remaining > 0:
+        chunk = file.read(min(remaining, READ_CHUNK_BYTES))
+        if not chunk:
+            raise ValueError(
+                f"{path} ends after {n_bytes - remaining} of its {n_bytes} declared "
+                "data bytes; the file is truncated or its header is corrupt."
+            )
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    if file.read(1):
+        raise ValueError(
+            f"{path} has data beyond the {n_bytes} bytes its IDX header declares; "
+            "the header is corrupt."
+        )
+    return b"".join(chunks)
+
+
+def _existing_file(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        kind = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"Data file {path} {kind}; check the path.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"Data file {path} is empty (0 bytes).")
+    return path
+
+
+# Validation.
+
+
+def _validate_arrays(
+    x: np.ndarray, y: np.ndarray, source: Any
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
+    """Check and convert raw arrays to ``(X float64 (n, d), y int64, image_shape)``."""
+    x, image_shape = _validate_features(np.asarray(x), source)
+    y = _validate_labels(np.asarray(y), source)
+    if len(x) != len(y):
+        raise ValueError(
+            f"{source} has {len(x)} feature rows but {len(y)} labels; expected "
+            "one label per row."
+        )
+    return x, y, image_shape
+
+
+def _validate_features(
+    x: np.ndarray, source: Any
+) -> tuple[np.ndarray, tuple[int, int] | None]:
+    if x.dtype.kind not in "biuf":
+        raise TypeError(
+            f"Expected real numeric features in {source}, got dtype {x.dtype}; "
+            "convert them to floats."
+        )
+    if x.ndim not in (2, 3):
+        raise ValueError(
+            f"Expected features in {source} of shape (n, d) or images (n, h, w), "
+            f"got shape {x.shape}; reshape them to one row per sample."
+        )
+    if len(x) == 0 or x[0].size == 0:
+        raise ValueError(f"{source} contains no samples (features of shape {x.shape}).")
+    image_shape = tuple(int(s) for s in x.shape[1:]) if x.ndim == 3 else None
+    x = x.reshape(len(x), -1).astype(np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{source} has {int(bad.sum())} NaN or infinite feature value(s), the "
+            f"first at row {row}, column {column} ({x[row, column]}); remove or "
+            "impute them."
+        )
+    return x, image_shape
+
+
+def _validate_labels(y: np.ndarray, source: Any) -> np.ndarray:
+    if y.ndim != 1:
+        raise ValueError(
+            f"Expected labels in {source} of shape (n,), got shape {y.shape}; "
+            "pass one integer label per sample."
+        )
+    y = _integer_labels(y, source)
+    present = np.unique(y)
+    if len(present) < 2:
+        raise ValueError(
+            f"{source} has {len(present)} class(es) {present.tolist()}; a "
+            "classifier needs at least 2."
+        )
+    if present[0] != 0 or present[-1] != len(present) - 1:
+        raise ValueError(
+            f"Expected labels in {source} to be 0..{len(present) - 1}, got labels "
+            f"{_show_labels(present)}; remap them, e.g. with "
+            "np.unique(y, return_inverse=True)[1]."
+        )
+    return y
+
+
+def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
+    if y.dtype.kind in "iu":
+        return y.astype(np.int64)
+    if y.dtype.kind == "f":
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if not bad.any():
+            return y.astype(np.int64)
+        first = y[np.argmax(bad)]
+        raise ValueError(
+            f"Expected integer labels in {source}, got {int(bad.sum())} value(s) "
+            f"that are not whole numbers, e.g. {first}; check label_column."
+        )
+    raise TypeError(
+        f"Expected integer labels in {source}, got dtype {y.dtype}; encode the "
+        "classes as integers 0..k-1."
+    )
+
+
+def _show_labels(labels: np.ndarray, limit: int = 20) -> str:
+    shown = ", ".join(str(v) for v in labels[:limit].tolist())
+    more = f", ... ({len(labels)} in all)" if len(labels) > limit else ""
+    return f"[{shown}{more}]"
+
+
+# The entry point.
+
+
+def load_data(
+    path: PathLike | None = None,
+    *,
+    labels: PathLike | None = None,
+    label_column: int = -1,
+    test_size: float = 0.25,
+    seed: int = 0,
+    scale: str | None = "auto",
+) -> Dataset:
+    """Load a data set, split it stratified and scale it into ``[0, 1]``.
+
+    Args:
+        path: ``None`` or ``"digits"`` for the scikit-learn digits, else a
+            ``.npz`` archive (arrays ``X``, ``y``), a ``.csv`` file, or an IDX
+            image file (``*-ubyte`` or ``*.idx*``, optionally ``.gz``).
+        labels: the IDX label file; required for IDX images, else unused.
+        label_column: the label column of a CSV file (``-1``: the last).
+        test_size: the fraction of rows for the test part, in ``(0, 1)``.
+        seed: the seed of the stratified split.
+        scale: ``"auto"`` maps features into ``[0, 1]``. Digits are divided
+            by 16 and IDX uint8 pixels by 255. Other data are min-max scaled
+            with the training part's minimum and maximum, taken over all
+            pixels for images and per column otherwise, and test values are
+            clipped into the box. ``None`` keeps the values, and ``bounds``
+            is then the smallest and largest value in the data.
+
+    Raises:
+        FileNotFoundError: if ``path`` or ``labels`` is not a file.
+        ValueError: if the file is invalid; the message names the problem.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"Expected scale 'auto' or None, got {scale!r}.")
+    if path is None or (isinstance(path, str) and path == "digits"):
+        x, y = _digits_arrays()
+        divisor = DIGITS_MAX if scale == "auto" else None
+        return _make_dataset(
+            x, y, DIGITS_SHAPE, "digits", test_size, seed, scale, divisor=divisor
+        )
+
+    path = _existing_file(path)
+    kind = _file_kind(path)
+    if kind != "idx" and labels is not None:
+        raise ValueError(
+            f"labels= is only for IDX image files, but {path} is a {kind} file "
+            "whose labels are inside it; leave labels unset."
+        )
+    divisor = None
+    if kind == "npz":
+        x, y, image_shape = load_npz(path)
+    elif kind == "csv":
+        x, y, image_shape = load_csv(path, label_column=label_column)
+    else:
+        x, y, image_shape, divisor = _load_idx_for_scaling(path, labels, scale)
+    name = path.name.split(".")[0]
+    return _make_dataset(
+        x, y, image_shape, name, test_size, seed, scale, divisor=divisor
+    )
+
+
+def _file_kind(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".npz"):
+        return "npz"
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith("-ubyte") or ".idx" in name:
+        return "idx"
+    raise ValueError(
+        f"Unknown data file type {path.name!r}; expected .npz (arrays X and y), "
+        ".csv, or MNIST IDX files (*-ubyte, *.idx*, optionally .gz)."
+    )
+
+
+def _load_idx_for_scaling(
+    path: Path, labels: PathLike | None, scale: str | None
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None, float | None]:
+    if labels is None:
+        raise ValueError(
+            f"{path} is an IDX image file; pass its label file with labels=, "
+            "e.g. labels='train-labels-idx1-ubyte'."
+        )
+    images, label_values = _read_idx_pair(path, labels)
+    divisor = UINT8_MAX if scale == "auto" and images.dtype == np.uint8 else None
+    x, y, image_shape = _validate_arrays(images, label_values, source=path)
+    return x, y, image_shape, divisor
+
+
+def _make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    image_shape: tuple[int, int] | None,
+    name: str,
+    test_size: float,
+    seed: int,
+    scale: str | None,
+    divisor: float | None = None,
+    bounds: tuple[float, float] | None = None,
+) -> Dataset:
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size, seed)
+    if divisor is not None:
+        x_train, x_test = x_train / divisor, x_test / divisor
+        bounds = (0.0, 1.0)
+    elif scale == "auto":
+        x_train, x_test = _min_max_scale(
+            x_train, x_test, per_column=image_shape is None
+        )
+        bounds = (0.0, 1.0)
+    elif bounds is None:
+        bounds = (float(x.min()), float(x.max()))
+    return Dataset(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        n_classes=int(y.max()) + 1,
+        image_shape=image_shape,
+        name=name,
+        bounds=bounds,
+    )
+
+
+def _min_max_scale(
+    x_train: np.ndarray, x_test: np.ndarray, per_column: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map ``x_train`` onto ``[0, 1]`` and ``x_test`` by the same affine map.
+
+    A constant column maps to 0. Test values outside the training range are
+    clipped, so every sample lies in the box ``[0, 1]``.
+    """
+    axis = 0 if per_column else None
+    low = x_train.min(axis=axis)
+    span = x_train.max(axis=axis) - low
+    span = np.where(span > 0, span, 1.0)
+    train = (x_train - low) / span
+    test = np.clip((x_test - low) / span, 0.0, 1.0)
+    return train, test

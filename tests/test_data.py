@@ -1,0 +1,668 @@
+"""Tests of the data loaders, the stratified split and the input checks."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from resgrad import data
+from resgrad.data import load_csv, load_data, load_idx, load_npz, train_test_split
+
+IDX_CODES = {"u1": 0x08, "i1": 0x09, ">i2": 0x0B, ">i4": 0x0C, ">f4": 0x0D, ">f8": 0x0E}
+
+
+def write_idx(path, array, dtype="u1", compress=False):
+    """Write ``array`` in the IDX layout: 00 00, dtype code, ndim, big-endian dims."""
+    array = np.asarray(array)
+    header = bytes([0, 0, IDX_CODES[dtype], array.ndim])
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(dtype).tobytes()
+    opener = gzip.open if compress else open
+    with opener(path, "wb") as file:
+        file.write(payload)
+    return path
+
+
+def write_npz(path, x, y):
+    np.savez(path, X=x, y=y)
+    return path
+
+
+def blobs(n_per_class=(6, 6, 6), features=3, seed=0):
+    """Return float features and labels 0..k-1 with the given class sizes."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(len(n_per_class)), n_per_class)
+    x = rng.normal(size=(len(y), features)) * 5.0 + y[:, None]
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return data.load_digits()
+
+
+# Digits.
+
+
+def test_digits_split_sizes(digits):
+    assert digits.x_train.shape == (1347, 64)
+    assert digits.x_test.shape == (450, 64)
+    assert digits.y_train.shape == (1347,)
+    assert digits.y_test.shape == (450,)
+    assert digits.n_classes == 10
+    assert digits.image_shape == (8, 8)
+    assert digits.name == "digits"
+
+
+def test_digits_dtypes(digits):
+    assert digits.x_train.dtype == np.float64
+    assert digits.x_test.dtype == np.float64
+    assert digits.y_train.dtype == np.int64
+    assert digits.y_test.dtype == np.int64
+
+
+def test_digits_stratified(digits):
+    train_counts = np.bincount(digits.y_train, minlength=10)
+    test_counts = np.bincount(digits.y_test, minlength=10)
+    fraction = test_counts / (train_counts + test_counts)
+    assert train_counts.min() > 0
+    assert test_counts.min() > 0
+    assert np.all(np.abs(fraction - 0.25) < 0.01)
+
+
+def test_digits_range(digits):
+    assert digits.bounds == (0.0, 1.0)
+    for x in (digits.x_train, digits.x_test):
+        assert x.min() == 0.0
+        assert x.max() == 1.0
+    # The pixels 0..16 are divided by 16, so every value is a multiple of 1/16.
+    assert np.array_equal(digits.x_train * 16, np.round(digits.x_train * 16))
+
+
+def test_digits_deterministic(digits):
+    again = data.load_digits()
+    other = data.load_digits(seed=1)
+    assert np.array_equal(again.x_train, digits.x_train)
+    assert np.array_equal(again.y_test, digits.y_test)
+    assert not np.array_equal(other.y_train, digits.y_train)
+
+
+def test_load_data_default_is_digits(digits):
+    for dataset in (load_data(), load_data("digits")):
+        assert dataset.name == "digits"
+        assert np.array_equal(dataset.x_train, digits.x_train)
+        assert np.array_equal(dataset.y_test, digits.y_test)
+
+
+def test_digits_unscaled_keeps_pixels():
+    dataset = load_data("digits", scale=None)
+    assert dataset.x_train.max() == 16.0
+    assert dataset.bounds == (0.0, 16.0)
+
+
+def test_digits_summary(digits):
+    assert digits.summary() == (
+        "digits: 1347 train + 450 test samples, 64 features (8x8 images), "
+        "10 classes, inputs in [0, 1]"
+    )
+
+
+def test_digits_without_scikit_learn(monkeypatch):
+    # A None entry in sys.modules makes the import raise ImportError.
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    with pytest.raises(ImportError, match=r'pip install "resgrad\[cli\]"'):
+        data.load_digits()
+
+
+def test_import_skips_scikit_learn():
+    code = "import sys, resgrad; print('sklearn' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+# The stratified split.
+
+
+def test_split_every_class_in_both_parts():
+    x, y = blobs((2, 3, 5, 40, 1))
+    _, _, y_train, y_test = train_test_split(x, y, test_size=0.25, seed=3)
+    for label in range(4):
+        assert label in y_train
+        assert label in y_test
+    # A class of one sample can only be in one part: the training part.
+    assert 4 in y_train
+    assert 4 not in y_test
+
+
+def test_split_partitions_rows():
+    x = np.arange(40.0)[:, None]
+    y = np.repeat([0, 1, 2, 3], 10)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25)
+    rows = np.concatenate([x_train[:, 0], x_test[:, 0]])
+    assert len(x_test) == 10
+    assert np.array_equal(np.sort(rows), x[:, 0])
+    assert np.array_equal(y_train, y[x_train[:, 0].astype(int)])
+    assert np.array_equal(y_test, y[x_test[:, 0].astype(int)])
+
+
+def test_split_deterministic():
+    x, y = blobs((20, 20, 20))
+    first = train_test_split(x, y, seed=5)
+    second = train_test_split(x, y, seed=5)
+    other = train_test_split(x, y, seed=6)
+    for a, b in zip(first, second):
+        assert np.array_equal(a, b)
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_split_keeps_inputs():
+    x, y = blobs((10, 10))
+    x_before, y_before = x.copy(), y.copy()
+    train_test_split(x, y, test_size=0.3, seed=1)
+    assert np.array_equal(x, x_before)
+    assert np.array_equal(y, y_before)
+
+
+@pytest.mark.parametrize("test_size", [0.0, 1.0, -0.5, 2.0])
+def test_split_rejects_test_size(test_size):
+    x, y = blobs()
+    with pytest.raises(ValueError, match=f"test_size in \\(0, 1\\), got {test_size}"):
+        train_test_split(x, y, test_size=test_size)
+
+
+def test_split_rejects_length_mismatch():
+    x, y = blobs()
+    with pytest.raises(
+        ValueError, match=r"x of shape \(18, 3\) and y of shape \(17,\)"
+    ):
+        train_test_split(x, y[:-1])
+
+
+# .npz files.
+
+
+def test_npz_round_trip(tmp_path):
+    x, y = blobs()
+    path = write_npz(tmp_path / "blobs.npz", x.astype(np.float32), y.astype(np.int32))
+    x_read, y_read, image_shape = load_npz(path)
+    assert x_read.dtype == np.float64
+    assert y_read.dtype == np.int64
+    assert np.array_equal(x_read, x.astype(np.float32))
+    assert np.array_equal(y_read, y)
+    assert image_shape is None
+
+
+def test_npz_images_flattened(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(12, 4, 3)).astype(np.uint8)
+    y = np.tile([0, 1, 2], 4)
+    x_read, _, image_shape = load_npz(write_npz(tmp_path / "img.npz", images, y))
+    assert x_read.shape == (12, 12)
+    assert image_shape == (4, 3)
+    assert np.array_equal(x_read[5], images[5].ravel())
+
+
+def test_npz_missing_array(tmp_path):
+    path = tmp_path / "features.npz"
+    np.savez(path, X=np.zeros((4, 2)), labels=np.array([0, 1, 0, 1]))
+    with pytest.raises(ValueError, match=r"missing the array\(s\) \['y'\]"):
+        load_npz(path)
+
+
+def test_npz_object_array(tmp_path):
+    path = tmp_path / "objects.npz"
+    np.savez(path, X=np.array([{}, {}], dtype=object), y=np.array([0, 1]))
+    with pytest.raises(ValueError, match="Object arrays cannot be loaded"):
+        load_npz(path)
+
+
+def test_npz_single_array(tmp_path):
+    path = tmp_path / "single.npz"
+    with open(path, "wb") as file:
+        np.save(file, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="single.npz contains a single array"):
+        load_npz(path)
+
+
+def test_npz_random_bytes(tmp_path):
+    path = tmp_path / "noise.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(300))
+    with pytest.raises(ValueError, match="Could not read .*noise.npz as an .npz"):
+        load_npz(path)
+
+
+# CSV files.
+
+
+def test_csv_with_header(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("a,b,label\n0.5,1,0\n2,3.25,1\n4,5,1\n")
+    x, y, image_shape = load_csv(path)
+    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25], [4.0, 5.0]])
+    assert np.array_equal(y, [0, 1, 1])
+    assert y.dtype == np.int64
+    assert image_shape is None
+
+
+def test_csv_without_header(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("0.5,1,0\n2,3.25,1\n")
+    x, y, _ = load_csv(path)
+    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
+    assert np.array_equal(y, [0, 1])
+
+
+def test_csv_label_column_first(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("label,a,b\n1.0,7,8\n0.0,9,10\n")
+    x, y, _ = load_csv(path, label_column=0)
+    assert np.array_equal(x, [[7.0, 8.0], [9.0, 10.0]])
+    assert np.array_equal(y, [1, 0])
+
+
+def test_csv_forced_header_skips_row(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("1,2,0\n3,4,1\n5,6,0\n")
+    x, _, _ = load_csv(path, header=True)
+    assert np.array_equal(x, [[3.0, 4.0], [5.0, 6.0]])
+
+
+def test_csv_header_false_rejects_names(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("a,b,label\n1,2,0\n")
+    with pytest.raises(ValueError, match="could not convert string 'a'"):
+        load_csv(path, header=False)
+
+
+def test_csv_fractional_labels(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("1,2,0\n3,4,1.5\n")
+    with pytest.raises(ValueError, match="not whole numbers, e.g. 1.5"):
+        load_csv(path)
+
+
+def test_csv_ragged_rows(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("1,2,0\n3,1\n")
+    with pytest.raises(ValueError, match="Could not read .*table.csv as a numeric CSV"):
+        load_csv(path)
+
+
+def test_csv_empty(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(ValueError, match="empty.csv is empty"):
+        load_csv(path)
+
+
+def test_csv_blank_lines_only(tmp_path):
+    path = tmp_path / "blank.csv"
+    path.write_text("\n\n")
+    with pytest.raises(ValueError, match="blank.csv is empty"):
+        load_csv(path)
+
+
+def test_csv_header_only(tmp_path):
+    path = tmp_path / "names.csv"
+    path.write_text("a,b,label\n")
+    with pytest.raises(ValueError, match="names.csv has a header but no data rows"):
+        load_csv(path)
+
+
+def test_csv_label_column_out_of_range(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("1,2,0\n3,4,1\n")
+    with pytest.raises(ValueError, match="label_column=3 is outside the 3 columns"):
+        load_csv(path, label_column=3)
+
+
+def test_csv_header_width_mismatch(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("a,b,label\n1,0\n2,1\n")
+    with pytest.raises(ValueError, match="3 column names in its header but 2 columns"):
+        load_csv(path)
+
+
+def test_csv_single_column(tmp_path):
+    path = tmp_path / "column.csv"
+    path.write_text("1\n0\n")
+    with pytest.raises(ValueError, match="column.csv has 1 column"):
+        load_csv(path)
+
+
+# IDX files.
+
+
+@pytest.fixture
+def mnist_like():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(20, 28, 28)).astype(np.uint8)
+    images[0, 0, 0], images[1, 0, 0] = 0, 255
+    labels = np.arange(20, dtype=np.uint8) % 10
+    return images, labels
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_round_trip(tmp_path, mnist_like, compress):
+    images, labels = mnist_like
+    suffix = ".gz" if compress else ""
+    images_path = write_idx(
+        tmp_path / f"img-idx3-ubyte{suffix}", images, compress=compress
+    )
+    labels_path = write_idx(
+        tmp_path / f"lab-idx1-ubyte{suffix}", labels, compress=compress
+    )
+    x, y, image_shape = load_idx(images_path, labels_path)
+    assert image_shape == (28, 28)
+    assert x.dtype == np.float64
+    assert np.array_equal(x, images.reshape(20, -1))
+    assert np.array_equal(y, labels)
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8", ">i2", ">i4", "i1"])
+def test_idx_dtypes(tmp_path, dtype):
+    rows = np.arange(24).reshape(6, 4) - 12
+    images_path = write_idx(tmp_path / "rows.idx", rows, dtype=dtype)
+    labels_path = write_idx(tmp_path / "labels.idx", np.array([0, 1, 2] * 2))
+    x, y, image_shape = load_idx(images_path, labels_path)
+    assert np.array_equal(x, rows)
+    assert np.array_equal(y, [0, 1, 2, 0, 1, 2])
+    assert image_shape is None
+
+
+def test_idx_load_data_divides_by_255(tmp_path, mnist_like):
+    images, labels = mnist_like
+    images_path = write_idx(tmp_path / "train-images-idx3-ubyte", images)
+    labels_path = write_idx(tmp_path / "train-labels-idx1-ubyte", labels)
+    dataset = load_data(images_path, labels=labels_path, test_size=0.5)
+    x_train, _, _, _ = train_test_split(images.reshape(20, -1), labels, 0.5, 0)
+    assert dataset.image_shape == (28, 28)
+    assert dataset.bounds == (0.0, 1.0)
+    assert dataset.name == "train-images-idx3-ubyte"
+    np.testing.assert_allclose(dataset.x_train, x_train / 255.0, rtol=0, atol=1e-15)
+
+
+def test_idx_without_labels(tmp_path, mnist_like):
+    images_path = write_idx(tmp_path / "img-idx3-ubyte", mnist_like[0])
+    with pytest.raises(ValueError, match="pass its label file with labels="):
+        load_data(images_path)
+
+
+def test_idx_bad_magic(tmp_path, mnist_like):
+    path = write_idx(tmp_path / "img-idx3-ubyte", mnist_like[0])
+    raw = bytearray(path.read_bytes())
+    raw[0] = 1
+    path.write_bytes(bytes(raw))
+    labels_path = write_idx(tmp_path / "lab-idx1-ubyte", mnist_like[1])
+    with pytest.raises(ValueError, match="invalid IDX header 01000803"):
+        load_idx(path, labels_path)
+
+
+def test_idx_unknown_dtype_code(tmp_path, mnist_like):
+    path = write_idx(tmp_path / "img-idx3-ubyte", mnist_like[0])
+    raw = bytearray(path.read_bytes())
+    raw[2] = 0x07
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="invalid IDX header 00000703"):
+        load_idx(path, path)
+
+
+def test_idx_dims_larger_than_file(tmp_path, mnist_like):
+    path = write_idx(tmp_path / "img-idx3-ubyte", mnist_like[0])
+    raw = bytearray(path.read_bytes())
+    raw[4:8] = struct.pack(">I", 2**32 - 1)
+    path.write_bytes(bytes(raw))
+    declared = (2**32 - 1) * 28 * 28
+    with pytest.raises(
+        ValueError, match=f"declares {declared} data bytes .* has 15696"
+    ):
+        load_idx(path, path)
+
+
+def test_idx_truncated_header(tmp_path):
+    path = tmp_path / "short-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 3, 0, 0, 0, 20]))
+    with pytest.raises(ValueError, match="ends inside its IDX header: 3 dimensions"):
+        load_idx(path, path)
+
+
+def test_idx_gzip_dims_larger_than_file(tmp_path, mnist_like):
+    path = write_idx(tmp_path / "img-idx3-ubyte.gz", mnist_like[0], compress=True)
+    with gzip.open(path, "rb") as file:
+        raw = bytearray(file.read())
+    raw[4:8] = struct.pack(">I", 2**32 - 1)
+    with gzip.open(path, "wb") as file:
+        file.write(bytes(raw))
+    with pytest.raises(ValueError, match="more than a .*-byte gzip file can hold"):
+        load_idx(path, path)
+
+
+def test_idx_gzip_truncated_data(tmp_path, mnist_like):
+    path = write_idx(tmp_path / "img-idx3-ubyte.gz", mnist_like[0], compress=True)
+    with gzip.open(path, "rb") as file:
+        raw = file.read()
+    with gzip.open(path, "wb") as file:
+        file.write(raw[:-100])
+    with pytest.raises(ValueError, match="ends after 15580 of its 15680 declared"):
+        load_idx(path, path)
+
+
+def test_idx_trailing_data(tmp_path, mnist_like):
+    path = write_idx(tmp_path / "img-idx3-ubyte.gz", mnist_like[0], compress=True)
+    with gzip.open(path, "ab") as file:
+        file.write(b"extra")
+    with pytest.raises(ValueError, match="data beyond the 15680 bytes"):
+        load_idx(path, path)
+
+
+def test_idx_not_gzip(tmp_path, mnist_like):
+    path = write_idx(tmp_path / "img-idx3-ubyte.gz", mnist_like[0], compress=False)
+    with pytest.raises(
+        ValueError, match="Could not read the IDX file .*img-idx3-ubyte.gz"
+    ):
+        load_idx(path, path)
+
+
+def test_idx_swapped_files(tmp_path, mnist_like):
+    images_path = write_idx(tmp_path / "img-idx3-ubyte", mnist_like[0])
+    labels_path = write_idx(tmp_path / "lab-idx1-ubyte", mnist_like[1])
+    with pytest.raises(ValueError, match="Are the two files swapped"):
+        load_idx(images_path, images_path)
+    with pytest.raises(ValueError, match=r"shape \(20,\); expected images"):
+        load_idx(labels_path, labels_path)
+
+
+def test_idx_count_mismatch(tmp_path, mnist_like):
+    images_path = write_idx(tmp_path / "img-idx3-ubyte", mnist_like[0])
+    labels_path = write_idx(tmp_path / "lab-idx1-ubyte", mnist_like[1][:19])
+    with pytest.raises(ValueError, match="20 feature rows but 19 labels"):
+        load_idx(images_path, labels_path)
+
+
+# Input checks, through load_data.
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.npz does not exist"):
+        load_data(tmp_path / "absent.npz")
+
+
+def test_folder_instead_of_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is a folder, not a file"):
+        load_data(tmp_path)
+
+
+def test_unknown_extension(tmp_path):
+    path = tmp_path / "table.txt"
+    path.write_text("1,2,0\n")
+    with pytest.raises(ValueError, match="Unknown data file type 'table.txt'"):
+        load_data(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "nothing.npz"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="nothing.npz is empty"):
+        load_data(path)
+
+
+def test_labels_for_npz(tmp_path):
+    x, y = blobs()
+    path = write_npz(tmp_path / "blobs.npz", x, y)
+    with pytest.raises(ValueError, match="labels= is only for IDX image files"):
+        load_data(path, labels=path)
+
+
+@pytest.mark.parametrize("shape", [(18,), (18, 2, 2, 2)])
+def test_features_wrong_rank(tmp_path, shape):
+    _, y = blobs()
+    path = write_npz(tmp_path / "rank.npz", np.zeros(shape), y)
+    pattern = rf"\(n, d\) or images \(n, h, w\), got shape {re.escape(str(shape))}"
+    with pytest.raises(ValueError, match=pattern):
+        load_data(path)
+
+
+def test_features_complex(tmp_path):
+    x, y = blobs()
+    path = write_npz(tmp_path / "complex.npz", x.astype(np.complex128), y)
+    with pytest.raises(TypeError, match="got dtype complex128"):
+        load_data(path)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_features_not_finite(tmp_path, value):
+    x, y = blobs()
+    x[2, 1] = value
+    path = write_npz(tmp_path / "bad.npz", x, y)
+    match = (
+        r"1 NaN or infinite feature value\(s\), the first at row 2, column 1 "
+        rf"\({value}\)"
+    )
+    with pytest.raises(ValueError, match=match):
+        load_data(path)
+
+
+def test_labels_strings(tmp_path):
+    x, _ = blobs((2, 2))
+    path = write_npz(tmp_path / "names.npz", x, np.array(["a", "b", "a", "b"]))
+    with pytest.raises(TypeError, match="got dtype <U1"):
+        load_data(path)
+
+
+def test_labels_whole_floats_accepted(tmp_path):
+    x, y = blobs()
+    path = write_npz(tmp_path / "floats.npz", x, y.astype(np.float64))
+    dataset = load_data(path)
+    assert dataset.y_train.dtype == np.int64
+    assert dataset.n_classes == 3
+
+
+def test_labels_two_dimensional(tmp_path):
+    x, y = blobs()
+    path = write_npz(tmp_path / "column.npz", x, y[:, None])
+    with pytest.raises(
+        ValueError, match=r"labels .* of shape \(n,\), got shape \(18, 1\)"
+    ):
+        load_data(path)
+
+
+def test_labels_single_class(tmp_path):
+    x, _ = blobs()
+    path = write_npz(tmp_path / "one.npz", x, np.zeros(18, dtype=int))
+    with pytest.raises(
+        ValueError, match=r"has 1 class\(es\) \[0\]; a classifier needs"
+    ):
+        load_data(path)
+
+
+@pytest.mark.parametrize(
+    "classes, shown", [([0, 2, 5], r"\[0, 2, 5\]"), ([-1, 0, 1], r"\[-1, 0, 1\]")]
+)
+def test_labels_not_contiguous(tmp_path, classes, shown):
+    x, _ = blobs()
+    path = write_npz(tmp_path / "gaps.npz", x, np.repeat(classes, 6))
+    with pytest.raises(ValueError, match=rf"to be 0..2, got labels {shown}"):
+        load_data(path)
+
+
+def test_length_mismatch(tmp_path):
+    x, y = blobs()
+    path = write_npz(tmp_path / "short.npz", x, y[:-1])
+    with pytest.raises(ValueError, match="18 feature rows but 17 labels"):
+        load_data(path)
+
+
+def test_no_samples(tmp_path):
+    path = write_npz(tmp_path / "none.npz", np.zeros((0, 3)), np.zeros(0, dtype=int))
+    with pytest.raises(
+        ValueError, match=r"contains no samples \(features of shape \(0, 3\)\)"
+    ):
+        load_data(path)
+
+
+def test_unknown_scale():
+    with pytest.raises(
+        ValueError, match="Expected scale 'auto' or None, got 'standard'"
+    ):
+        load_data(scale="standard")
+
+
+# Scaling.
+
+
+def test_scale_auto_per_column(tmp_path):
+    x, y = blobs((20, 20, 20))
+    x[:, 2] = 7.0
+    dataset = load_data(write_npz(tmp_path / "blobs.npz", x, y))
+    x_train, x_test, _, _ = train_test_split(x, y, 0.25, 0)
+    low, high = x_train.min(axis=0), x_train.max(axis=0)
+    assert dataset.bounds == (0.0, 1.0)
+    assert np.array_equal(dataset.x_train.min(axis=0), [0.0, 0.0, 0.0])
+    assert np.array_equal(dataset.x_train.max(axis=0), [1.0, 1.0, 0.0])
+    assert dataset.x_test.min() >= 0.0
+    assert dataset.x_test.max() <= 1.0
+    expected = np.clip((x_test[:, :2] - low[:2]) / (high - low)[:2], 0.0, 1.0)
+    np.testing.assert_allclose(dataset.x_test[:, :2], expected, rtol=1e-14)
+
+
+def test_scale_auto_images_global(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.uniform(10.0, 50.0, size=(24, 2, 2))
+    y = np.tile([0, 1], 12)
+    dataset = load_data(write_npz(tmp_path / "img.npz", images, y))
+    x_train, _, _, _ = train_test_split(images.reshape(24, 4), y, 0.25, 0)
+    expected = (x_train - x_train.min()) / (x_train.max() - x_train.min())
+    assert dataset.image_shape == (2, 2)
+    np.testing.assert_allclose(dataset.x_train, expected, rtol=1e-14)
+
+
+def test_scale_none_keeps_values(tmp_path):
+    x, y = blobs((10, 10))
+    dataset = load_data(write_npz(tmp_path / "blobs.npz", x, y), scale=None, seed=4)
+    x_train, x_test, y_train, _ = train_test_split(x, y, 0.25, 4)
+    assert np.array_equal(dataset.x_train, x_train)
+    assert np.array_equal(dataset.x_test, x_test)
+    assert np.array_equal(dataset.y_train, y_train)
+    assert dataset.bounds == (x.min(), x.max())
+
+
+def test_load_data_csv(tmp_path):
+    x, y = blobs((8, 8))
+    rows = [
+        ",".join(repr(float(v)) for v in row) + f",{label}" for row, label in zip(x, y)
+    ]
+    path = tmp_path / "blobs.csv"
+    path.write_text("f0,f1,f2,class\n" + "\n".join(rows) + "\n")
+    dataset = load_data(path, scale=None, test_size=0.5)
+    x_train, _, y_train, _ = train_test_split(x, y, 0.5, 0)
+    assert dataset.name == "blobs"
+    assert np.array_equal(dataset.x_train, x_train)
+    assert np.array_equal(dataset.y_train, y_train)
