@@ -1,5 +1,6 @@
 """resgrad: explicit matrix gradients of fully connected residual networks."""
 
+from . import data
 from .activations import ACTIVATIONS, Activation, get_activation
 from .gradients import (
     BlockGradients,
@@ -9,6 +10,7 @@ from .gradients import (
     per_sample_gradients,
     per_sample_norms,
 )
+from .io import load, read_metadata, save
 from .losses import LOSSES, Loss, get_loss
 from .model import Block, BlockTrace, ResidualMLP
 from .product import TheoremMatrices, input_jacobian, theorem_matrices
@@ -26,12 +28,16 @@ __all__ = [
     "Loss",
     "ResidualMLP",
     "TheoremMatrices",
+    "data",
     "get_activation",
     "get_loss",
     "gradients",
     "input_gradient",
     "input_jacobian",
+    "load",
     "per_sample_gradients",
     "per_sample_norms",
+    "read_metadata",
+    "save",
     "theorem_matrices",
 ]

@@ -1,0 +1,547 @@
+"""Saving and loading models as ``.npz`` files.
+
+A model file is an uncompressed NumPy ``.npz`` archive. It contains one ``.npy``
+member per array of ``ResidualMLP.arrays()`` (``blocks.<l>.W1`` and so on, in
+the model's dtype, float32 or float64) and a ``__config__`` member: the UTF-8
+bytes, as a uint8 array, of a JSON object with the fields ``format``
+(``"resgrad-model"``), ``format_version`` (1), ``resgrad_version``,
+``config`` (``ResidualMLP.config()``) and ``metadata`` (the caller's dict).
+
+Loading treats the file as untrusted. It runs no code from the file, because
+``np.load`` runs with ``allow_pickle=False`` and object arrays are rejected.
+It allocates no more memory than the file justifies, because the zip
+directory and every ``.npy`` header are checked against the file size before
+any array is read. Every defect raises ``ValueError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import secrets
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .activations import ACTIVATIONS
+from .model import SHORTCUTS, Block, ResidualMLP
+
+PathLike = str | os.PathLike
+
+FORMAT = "resgrad-model"
+FORMAT_VERSION = 1
+CONFIG_KEY = "__config__"
+DTYPES = ("float32", "float64")
+# resgrad writes stored (uncompressed) members, whose declared sizes add up
+# to less than the archive size. np.savez_compressed shrinks random weights
+# about 1.05x and a model with all-zero W2 about 2x (measured on 64-wide
+# models), while a zip bomb expands hundreds of times.
+MAX_EXPANSION = 4
+_PARAMETER_KEY = re.compile(r"blocks\.(0|[1-9][0-9]*)\.(W1|W2|W3|b1|b2)")
+_NPY_VERSIONS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+# zipfile raises NotImplementedError for a zip version or feature it lacks.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    EOFError,
+    OSError,
+    ValueError,
+    OverflowError,
+    NotImplementedError,
+)
+_HEADER_FIELDS = {
+    "format": str,
+    "format_version": int,
+    "resgrad_version": str,
+    "config": dict,
+    "metadata": dict,
+}
+_CONFIG_FIELDS = {
+    "sizes": list,
+    "hidden": list,
+    "activation": str,
+    "post_activation": str,
+    "output_activation": str,
+    "shortcuts": list,
+    "biases": list,
+    "dtype": str,
+}
+
+
+# Saving.
+
+
+def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> None:
+    """Write ``model`` and a metadata dict to the ``.npz`` file ``path``.
+
+    The file is written whole or not at all: the archive goes to a temporary
+    file in the same folder, is flushed to disk, and then replaces ``path``.
+    If anything fails, the temporary file is removed and an existing file at
+    ``path`` is left untouched. The name is used as given, with no suffix
+    added.
+
+    Args:
+        model: a float32 or float64 network in any array namespace; its
+            arrays are copied to NumPy on the host.
+        path: the file to write; its folder must exist.
+        metadata: a JSON-serialisable dict stored beside the weights (for
+            example the data set and the test accuracy), returned by
+            ``read_metadata``. It is stored as JSON, so tuples come back as
+            lists.
+
+    Raises:
+        TypeError: if the model is not a ``ResidualMLP``, its dtype is not
+            float32 or float64, or ``metadata`` is not a JSON-serialisable
+            dict.
+        FileNotFoundError: if the folder of ``path`` does not exist.
+
+    >>> import os, tempfile
+    >>> model = ResidualMLP.init([4, 3, 2], seed=0)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.npz")
+    >>> save(model, path, metadata={"data": "digits"})
+    >>> load(path).sizes
+    [4, 3, 2]
+    >>> read_metadata(path)
+    {'data': 'digits'}
+    """
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"Expected a ResidualMLP to save, got {type(model).__name__}.")
+    config = model.config()
+    if config["dtype"] not in DTYPES:
+        raise TypeError(
+            f"Cannot save a model of dtype {config['dtype']}; resgrad files contain "
+            "float32 or float64, so convert it first, e.g. "
+            "model.convert(dtype='float32')."
+        )
+    arrays = {
+        name: np.asarray(value) for name, value in model.convert(np).arrays().items()
+    }
+    arrays[CONFIG_KEY] = np.frombuffer(_encode_header(config, metadata), np.uint8)
+    _write_atomically(Path(path), lambda file: np.savez(file, **arrays))
+
+
+def _encode_header(config: dict, metadata: dict | None) -> bytes:
+    from . import __version__
+
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise TypeError(f"Expected metadata as a dict, got {type(metadata).__name__}.")
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "resgrad_version": __version__,
+        "config": config,
+        "metadata": metadata,
+    }
+    try:
+        text = json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"metadata is not JSON-serialisable: {error}; use strings, finite "
+            "numbers, booleans, None, lists and dicts with string keys."
+        ) from error
+    return text.encode("utf-8")
+
+
+def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"Cannot save {path}: the folder {folder} does not exist; create it first."
+        )
+    temporary = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    # O_EXCL fails rather than open an existing file, and mode 0o666 lets the
+    # umask set the permissions, as for a file created by open().
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    descriptor = os.open(temporary, flags, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _sync_folder(folder)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Flush the folder entry of a replaced file to disk, where the OS allows."""
+    if os.name != "posix":
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+# Loading.
+
+
+def load(
+    path: PathLike, *, xp: Any = None, dtype: Any = None, device: Any = None
+) -> ResidualMLP:
+    """Read a model written by ``save``.
+
+    Args:
+        path: the ``.npz`` model file.
+        xp: the array namespace of the returned model (e.g. ``torch``);
+            NumPy by default.
+        dtype: the dtype to convert to, such as ``"float32"``; by default the
+            dtype stored in the file.
+        device: the device to place the arrays on.
+
+    Raises:
+        FileNotFoundError: if ``path`` is not a file.
+        ValueError: if the file is not a valid resgrad model file; the message
+            names the file and the defect.
+    """
+    path = _existing_file(path)
+    with open(path, "rb") as file:
+        headers = _check_archive(path, file)
+        header = _read_header(path, file, headers)
+        config = header["config"]
+        _check_array_headers(path, headers, _expected_shapes(config), config["dtype"])
+        arrays = _read_arrays(path, file, headers)
+    model = _build_model(path, config, arrays)
+    if xp is None and dtype is None and device is None:
+        return model
+    return model.convert(xp, dtype=dtype, device=device)
+
+
+def read_metadata(path: PathLike) -> dict:
+    """Return the ``metadata`` dict that ``save`` stored in a model file.
+
+    Only the archive layout and the JSON header are read and checked, not
+    the weights.
+
+    Raises:
+        FileNotFoundError: if ``path`` is not a file.
+        ValueError: if the file is not a valid resgrad model file.
+    """
+    path = _existing_file(path)
+    with open(path, "rb") as file:
+        headers = _check_archive(path, file)
+        return _read_header(path, file, headers)["metadata"]
+
+
+def _existing_file(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        kind = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"Model file {path} {kind}; check the path.")
+    return path
+
+
+class _InvalidModelFile(ValueError):
+    """A defect found in a model file; the message names the file."""
+
+
+def _invalid(path: Path, reason: str) -> ValueError:
+    return _InvalidModelFile(f"{path} is not a resgrad model file: {reason}.")
+
+
+# The zip archive and the .npy headers, checked before any array is read.
+
+
+def _check_archive(path: Path, file: IO[bytes]) -> dict[str, tuple]:
+    """Check the zip directory and return ``{key: (shape, dtype)}`` per member."""
+    size = os.fstat(file.fileno()).st_size
+    try:
+        with zipfile.ZipFile(file) as archive:
+            members = archive.infolist()
+            _check_members(path, members, size)
+            return {
+                info.filename[: -len(".npy")]: _read_npy_header(path, archive, info)
+                for info in members
+            }
+    except _InvalidModelFile:
+        raise
+    except _ZIP_ERRORS as error:
+        raise _invalid(path, f"it is not a readable zip archive ({error})") from error
+
+
+def _check_members(path: Path, members: list[zipfile.ZipInfo], size: int) -> None:
+    names = [info.filename for info in members]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise _invalid(path, f"the archive repeats the member(s) {duplicates}")
+    for info in members:
+        _check_member(path, info)
+    declared = sum(info.file_size for info in members)
+    if declared > MAX_EXPANSION * size:
+        raise _invalid(
+            path,
+            f"its members declare {declared} uncompressed bytes, more than "
+            f"{MAX_EXPANSION} times the {size}-byte file; it may be a zip bomb",
+        )
+
+
+def _check_member(path: Path, info: zipfile.ZipInfo) -> None:
+    key = info.filename.removesuffix(".npy")
+    if not info.filename.endswith(".npy") or not (
+        key == CONFIG_KEY or _PARAMETER_KEY.fullmatch(key)
+    ):
+        raise _invalid(
+            path,
+            f"unexpected archive member {info.filename!r}; a model file holds "
+            f"only {CONFIG_KEY}.npy and blocks.<l>.<W1|W2|W3|b1|b2>.npy",
+        )
+    if info.flag_bits & 0x1:
+        raise _invalid(path, f"the member {info.filename!r} is encrypted")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _invalid(
+            path,
+            f"the member {info.filename!r} uses zip compression method "
+            f"{info.compress_type}; only stored and deflated members are read",
+        )
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if stored and info.file_size != info.compress_size:
+        raise _invalid(
+            path,
+            f"the stored member {info.filename!r} declares {info.file_size} bytes "
+            f"but occupies {info.compress_size}",
+        )
+
+
+def _read_npy_header(
+    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> tuple[tuple[int, ...], np.dtype]:
+    """Read one member's ``.npy`` header and check it against the member size."""
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in _NPY_VERSIONS:
+            raise _invalid(
+                path, f"the member {info.filename!r} has .npy format version {version}"
+            )
+        shape, _, dtype = _NPY_VERSIONS[version](member)
+        header_size = member.tell()
+    if dtype.hasobject:
+        raise _invalid(
+            path,
+            f"the member {info.filename!r} contains an object array (pickled Python "
+            "objects), which is never loaded",
+        )
+    data_size = math.prod(shape) * dtype.itemsize
+    if header_size + data_size != info.file_size:
+        raise _invalid(
+            path,
+            f"the member {info.filename!r} declares shape {shape} of {dtype} "
+            f"({data_size} bytes) but holds {info.file_size - header_size} bytes",
+        )
+    return tuple(shape), dtype
+
+
+def _check_array_headers(
+    path: Path, headers: dict[str, tuple], expected: dict[str, tuple], dtype: str
+) -> None:
+    present = set(headers) - {CONFIG_KEY}
+    missing = sorted(set(expected) - present)
+    extra = sorted(present - set(expected))
+    if missing or extra:
+        raise _invalid(
+            path,
+            f"the arrays do not match the config: missing {missing}, "
+            f"unexpected {extra}",
+        )
+    for key, shape in expected.items():
+        found_shape, found_dtype = headers[key]
+        if found_dtype.kind != "f" or found_dtype.name != dtype:
+            raise _invalid(
+                path,
+                f"{key} has dtype {found_dtype}, but the config declares {dtype} "
+                "for every array",
+            )
+        if found_shape != shape:
+            raise _invalid(
+                path,
+                f"{key} has shape {found_shape}, but the config's sizes and hidden "
+                f"widths need {shape}",
+            )
+
+
+# The JSON header.
+
+
+def _read_header(path: Path, file: IO[bytes], headers: dict[str, tuple]) -> dict:
+    if CONFIG_KEY not in headers:
+        raise _invalid(path, f"the archive has no {CONFIG_KEY} member")
+    shape, dtype = headers[CONFIG_KEY]
+    if dtype != np.uint8 or len(shape) != 1:
+        raise _invalid(
+            path,
+            f"{CONFIG_KEY} has shape {shape} of {dtype}; expected the 1-D uint8 "
+            "bytes of a JSON object",
+        )
+    raw = _read_arrays(path, file, {CONFIG_KEY: headers[CONFIG_KEY]})[CONFIG_KEY]
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise _invalid(
+            path, f"{CONFIG_KEY} is not valid UTF-8 JSON ({error})"
+        ) from error
+    _check_fields(path, "the header", header, _HEADER_FIELDS)
+    _check_format(path, header)
+    _check_config(path, header["config"])
+    return header
+
+
+def _check_fields(path: Path, where: str, value: Any, fields: dict[str, type]) -> None:
+    if not isinstance(value, dict):
+        raise _invalid(path, f"{where} is a {type(value).__name__}, not a JSON object")
+    missing = sorted(set(fields) - set(value))
+    unknown = sorted(set(value) - set(fields))
+    if missing:
+        raise _invalid(path, f"{where} is missing the field(s) {missing}")
+    if unknown:
+        raise _invalid(path, f"{where} has unknown field(s) {unknown}")
+    for name, kind in fields.items():
+        field = value[name]
+        if not isinstance(field, kind) or (kind is int and isinstance(field, bool)):
+            raise _invalid(
+                path, f"{where} field {name!r} is {field!r}; expected a {kind.__name__}"
+            )
+
+
+def _check_format(path: Path, header: dict) -> None:
+    if header["format"] != FORMAT:
+        raise _invalid(path, f"its format is {header['format']!r}, not {FORMAT!r}")
+    version = header["format_version"]
+    if version > FORMAT_VERSION:
+        raise _invalid(
+            path,
+            f"it has format version {version}, written by resgrad "
+            f"{header['resgrad_version']}; this resgrad reads version "
+            f"{FORMAT_VERSION}, so upgrade resgrad",
+        )
+    if version != FORMAT_VERSION:
+        raise _invalid(path, f"its format version {version} is unknown")
+
+
+def _check_config(path: Path, config: dict) -> None:
+    _check_fields(path, "the config", config, _CONFIG_FIELDS)
+    sizes, hidden = config["sizes"], config["hidden"]
+    if len(sizes) < 2 or not all(_is_positive_int(s) for s in sizes):
+        raise _invalid(path, f"config sizes {sizes} are not two or more positive ints")
+    depth = len(sizes) - 1
+    if len(hidden) != depth or not all(_is_positive_int(q) for q in hidden):
+        raise _invalid(
+            path, f"config hidden {hidden} is not {depth} positive ints, one per block"
+        )
+    for name in ("activation", "post_activation", "output_activation"):
+        if config[name] not in ACTIVATIONS:
+            raise _invalid(
+                path,
+                f"config {name} {config[name]!r} is unknown; expected one of "
+                f"{', '.join(ACTIVATIONS)}",
+            )
+    _check_blocks(path, config, depth)
+    if config["dtype"] not in DTYPES:
+        raise _invalid(path, f"config dtype {config['dtype']!r} is not one of {DTYPES}")
+
+
+def _check_blocks(path: Path, config: dict, depth: int) -> None:
+    shortcuts, biases = config["shortcuts"], config["biases"]
+    if len(shortcuts) != depth or not all(s in SHORTCUTS for s in shortcuts):
+        raise _invalid(
+            path,
+            f"config shortcuts {shortcuts} are not {depth} of "
+            f"{', '.join(SHORTCUTS)}, one per block",
+        )
+    pairs = all(
+        isinstance(pair, list)
+        and len(pair) == 2
+        and all(isinstance(flag, bool) for flag in pair)
+        for pair in biases
+    )
+    if len(biases) != depth or not pairs:
+        raise _invalid(
+            path,
+            f"config biases {biases} are not {depth} [b1, b2] pairs of booleans, "
+            "one per block",
+        )
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """Return the shape of every array that the config implies, by key."""
+    shapes = {}
+    sizes = config["sizes"]
+    blocks = zip(sizes[:-1], config["hidden"], sizes[1:], config["shortcuts"])
+    for index, (p_in, q, p_out, shortcut) in enumerate(blocks):
+        has_b1, has_b2 = config["biases"][index]
+        prefix = f"blocks.{index}."
+        shapes[prefix + "W1"] = (q, p_in)
+        shapes[prefix + "W2"] = (p_out, q)
+        if shortcut == "learned":
+            shapes[prefix + "W3"] = (p_out, p_in)
+        if has_b1:
+            shapes[prefix + "b1"] = (q,)
+        if has_b2:
+            shapes[prefix + "b2"] = (p_out,)
+    return shapes
+
+
+# The arrays and the model.
+
+
+def _read_arrays(
+    path: Path, file: IO[bytes], headers: dict[str, tuple]
+) -> dict[str, np.ndarray]:
+    """Read the named members, whose headers have already been checked."""
+    file.seek(0)
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in headers}
+    except _ZIP_ERRORS as error:
+        raise _invalid(path, f"an array could not be read ({error})") from error
+    for key, value in arrays.items():
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise _invalid(path, f"{key} contains NaN or infinite values")
+    return arrays
+
+
+def _build_model(
+    path: Path, config: dict, arrays: dict[str, np.ndarray]
+) -> ResidualMLP:
+    native = {
+        key: value.astype(value.dtype.newbyteorder("="), copy=False)
+        for key, value in arrays.items()
+    }
+    blocks = []
+    try:
+        for index, shortcut in enumerate(config["shortcuts"]):
+            prefix = f"blocks.{index}."
+            blocks.append(
+                Block(
+                    W1=native[prefix + "W1"],
+                    W2=native[prefix + "W2"],
+                    W3=native.get(prefix + "W3"),
+                    b1=native.get(prefix + "b1"),
+                    b2=native.get(prefix + "b2"),
+                    shortcut=shortcut,
+                )
+            )
+        return ResidualMLP(
+            blocks,
+            activation=config["activation"],
+            post_activation=config["post_activation"],
+            output_activation=config["output_activation"],
+        )
+    except (ValueError, TypeError) as error:
+        raise _invalid(path, f"its arrays do not form a network ({error})") from error

@@ -1,0 +1,642 @@
+"""Tests of saving and loading model files, including hostile files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import tracemalloc
+import warnings
+import zipfile
+
+import numpy as np
+import pytest
+
+import resgrad
+from resgrad import ResidualMLP, load, read_metadata, save
+
+PREFIX = "is not a resgrad model file: "
+
+
+def random_model(
+    shortcut="learned", bias=True, dtype="float64", activation="tanh", **options
+):
+    """Return a 2-block model whose every array, biases included, is random."""
+    sizes = [4, 4, 4] if shortcut == "identity" else [5, 4, 3]
+    model = ResidualMLP.init(
+        sizes,
+        hidden=6,
+        shortcut=shortcut,
+        bias=bias,
+        activation=activation,
+        dtype=dtype,
+        seed=2,
+        **options,
+    )
+    rng = np.random.default_rng(7)
+    arrays = {
+        key: rng.standard_normal(value.shape).astype(dtype)
+        for key, value in model.arrays().items()
+    }
+    return model.replace_arrays(arrays)
+
+
+def read_parts(path):
+    """Return the arrays and the decoded JSON header of a saved file."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files if key != "__config__"}
+        header = json.loads(archive["__config__"].tobytes().decode("utf-8"))
+    return arrays, header
+
+
+def write_parts(path, arrays, header=None, config_bytes=None):
+    """Write arrays and a header the way save does, bypassing its checks."""
+    if config_bytes is None:
+        config_bytes = json.dumps(header).encode("utf-8")
+    members = dict(arrays)
+    members["__config__"] = np.frombuffer(config_bytes, np.uint8)
+    np.savez(path, **members)
+    return path
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """A saved model file and the model it contains."""
+    model = random_model()
+    path = tmp_path / "model.npz"
+    save(model, path)
+    return path, model
+
+
+# Round trips.
+
+
+@pytest.mark.parametrize("shortcut", ["learned", "identity", "none"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_round_trip(tmp_path, shortcut, bias, dtype):
+    model = random_model(shortcut, bias, dtype)
+    path = tmp_path / "model.npz"
+    save(model, path)
+    loaded = load(path)
+    x = np.random.default_rng(0).uniform(size=(7, model.sizes[0])).astype(dtype)
+    assert loaded.config() == model.config()
+    assert loaded.arrays().keys() == model.arrays().keys()
+    for key, value in model.arrays().items():
+        assert loaded.arrays()[key].dtype == value.dtype
+        assert np.array_equal(loaded.arrays()[key], value)
+    assert np.array_equal(loaded(x), model(x))
+
+
+@pytest.mark.parametrize(
+    "activation, options",
+    [
+        ("relu", {}),
+        ("leaky_relu", {"output_activation": "leaky_relu"}),
+        ("sigmoid", {"post_activation": "identity"}),
+        ("softplus", {"post_activation": "tanh", "output_activation": "sigmoid"}),
+        ("elu", {}),
+        ("silu", {}),
+    ],
+)
+def test_round_trip_activations(tmp_path, activation, options):
+    model = random_model(activation=activation, **options)
+    path = tmp_path / "model.npz"
+    save(model, path)
+    loaded = load(path)
+    x = np.random.default_rng(1).normal(size=(5, 5))
+    assert loaded.activation == model.activation
+    assert loaded.post_activation == model.post_activation
+    assert loaded.output_activation == model.output_activation
+    assert np.array_equal(loaded(x), model(x))
+
+
+def test_load_converts_dtype(saved):
+    path, model = saved
+    loaded = load(path, dtype="float32")
+    assert loaded.dtype == np.float32
+    assert np.array_equal(loaded.blocks[0].W1, model.blocks[0].W1.astype(np.float32))
+
+
+def test_save_keeps_exact_name(tmp_path):
+    path = tmp_path / "weights"
+    save(random_model(), path)
+    assert os.listdir(tmp_path) == ["weights"]
+    assert load(path).sizes == [5, 4, 3]
+
+
+def test_torch_model_round_trip(tmp_path):
+    torch = pytest.importorskip("torch")
+    model = random_model(dtype="float32").convert(torch)
+    path = tmp_path / "model.npz"
+    save(model, path)
+    on_host = load(path)
+    as_torch = load(path, xp=torch)
+    x = torch.rand(4, 5, dtype=torch.float32)
+    assert isinstance(on_host.blocks[0].W1, np.ndarray)
+    assert np.array_equal(on_host.blocks[1].W3, model.blocks[1].W3.numpy())
+    assert isinstance(as_torch.blocks[0].W1, torch.Tensor)
+    assert as_torch.dtype == torch.float32
+    assert torch.equal(as_torch(x), model(x))
+
+
+def test_save_rejects_float16(tmp_path):
+    torch = pytest.importorskip("torch")
+    model = random_model(dtype="float32").convert(torch, dtype=torch.float16)
+    with pytest.raises(TypeError, match="dtype float16; resgrad files contain"):
+        save(model, tmp_path / "model.npz")
+    assert os.listdir(tmp_path) == []
+
+
+def test_save_rejects_non_model(tmp_path):
+    with pytest.raises(TypeError, match="Expected a ResidualMLP to save, got dict"):
+        save({"W1": np.zeros((2, 2))}, tmp_path / "model.npz")
+
+
+def test_save_missing_folder(tmp_path):
+    folder = tmp_path / "runs"
+    with pytest.raises(FileNotFoundError, match=f"the folder {folder} does not exist"):
+        save(random_model(), folder / "model.npz")
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.npz does not exist"):
+        load(tmp_path / "absent.npz")
+
+
+# Metadata.
+
+
+def test_metadata_round_trip(tmp_path):
+    metadata = {
+        "data": "digits",
+        "accuracy": 0.9716,
+        "epochs": 30,
+        "history": [1.5, 0.25],
+        "options": {"seed": None, "shuffle": True},
+    }
+    path = tmp_path / "model.npz"
+    save(random_model(), path, metadata=metadata)
+    assert read_metadata(path) == metadata
+
+
+def test_metadata_defaults_to_empty(saved):
+    assert read_metadata(saved[0]) == {}
+
+
+def test_header_fields(saved):
+    _, header = read_parts(saved[0])
+    assert header["format"] == "resgrad-model"
+    assert header["format_version"] == 1
+    assert header["resgrad_version"] == resgrad.__version__
+    assert header["config"] == saved[1].config()
+
+
+@pytest.mark.parametrize(
+    "metadata, match",
+    [
+        ({"array": np.zeros(2)}, "Object of type ndarray is not JSON serializable"),
+        ({"loss": float("nan")}, "Out of range float values"),
+        ({("a", "b"): 1}, "keys must be str"),
+    ],
+)
+def test_metadata_not_serialisable(tmp_path, metadata, match):
+    with pytest.raises(TypeError, match=f"metadata is not JSON-serialisable: {match}"):
+        save(random_model(), tmp_path / "model.npz", metadata=metadata)
+    assert os.listdir(tmp_path) == []
+
+
+def test_metadata_not_dict(tmp_path):
+    with pytest.raises(TypeError, match="Expected metadata as a dict, got list"):
+        save(random_model(), tmp_path / "model.npz", metadata=["digits"])
+
+
+# Atomic writes.
+
+
+def failing_savez(file, **arrays):
+    file.write(b"PK\x03\x04 half of an archive")
+    raise OSError("disk full")
+
+
+@pytest.mark.parametrize("error", [OSError, KeyboardInterrupt])
+def test_failed_write_keeps_old_file(saved, monkeypatch, error):
+    path, _ = saved
+    before = path.read_bytes()
+
+    def interrupted_savez(file, **arrays):
+        file.write(b"PK\x03\x04 half of an archive")
+        raise error("write interrupted")
+
+    monkeypatch.setattr(np, "savez", interrupted_savez)
+    with pytest.raises(error, match="write interrupted"):
+        save(random_model(shortcut="none"), path)
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == ["model.npz"]
+
+
+def test_failed_replace_keeps_old_file(saved, monkeypatch):
+    path, _ = saved
+    before = path.read_bytes()
+
+    def failing_replace(source, target):
+        raise PermissionError(f"cannot replace {target}")
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(PermissionError, match="cannot replace"):
+        save(random_model(shortcut="none"), path)
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == ["model.npz"]
+
+
+def test_failed_first_write_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(np, "savez", failing_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save(random_model(), tmp_path / "model.npz")
+    assert os.listdir(tmp_path) == []
+
+
+def test_overwrite_replaces_file(saved):
+    path, _ = saved
+    save(random_model(shortcut="none"), path)
+    assert load(path).config()["shortcuts"] == ["none", "none"]
+    assert os.listdir(path.parent) == ["model.npz"]
+
+
+# Files that are not zip archives.
+
+
+def test_truncated_file(saved):
+    path, _ = saved
+    raw = path.read_bytes()
+    for length in (len(raw) // 2, len(raw) - 10, 3):
+        path.write_bytes(raw[:length])
+        with pytest.raises(ValueError, match=PREFIX + "it is not a readable zip"):
+            load(path)
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "model.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(2000))
+    with pytest.raises(ValueError, match=PREFIX + "it is not a readable zip"):
+        load(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "model.npz"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=PREFIX + "it is not a readable zip"):
+        load(path)
+
+
+class CreateFileOnUnpickle:
+    """An object whose unpickling opens ``marker`` for writing, creating it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_payload_is_not_run(tmp_path):
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(CreateFileOnUnpickle(control))).close()
+    assert control.exists(), "the payload must create its marker when unpickled"
+
+    marker = tmp_path / "marker"
+    path = tmp_path / "model.npz"
+    path.write_bytes(pickle.dumps(CreateFileOnUnpickle(marker)))
+    with pytest.raises(ValueError, match=PREFIX):
+        load(path)
+    with pytest.raises(ValueError, match=PREFIX):
+        read_metadata(path)
+    assert not marker.exists()
+
+
+def test_object_array_is_not_unpickled(saved):
+    path, _ = saved
+    arrays, header = read_parts(path)
+    marker = path.parent / "marker"
+    arrays["blocks.0.W1"] = np.array([CreateFileOnUnpickle(marker)], dtype=object)
+    write_parts(path, arrays, header)
+    with pytest.raises(ValueError, match="'blocks.0.W1.npy' contains an object array"):
+        load(path)
+    assert not marker.exists()
+
+
+# Archive members.
+
+
+def test_unexpected_member(saved):
+    path, _ = saved
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("run.py", b"print('hello')")
+    with pytest.raises(ValueError, match="unexpected archive member 'run.py'"):
+        load(path)
+
+
+def test_duplicate_member(saved):
+    path, _ = saved
+    arrays, _ = read_parts(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with (
+            zipfile.ZipFile(path, "a") as archive,
+            archive.open("blocks.0.W1.npy", "w") as member,
+        ):
+            np.lib.format.write_array(member, arrays["blocks.0.W1"])
+    with pytest.raises(
+        ValueError, match=r"repeats the member\(s\) \['blocks.0.W1.npy'\]"
+    ):
+        load(path)
+
+
+def test_missing_config(tmp_path):
+    path = tmp_path / "model.npz"
+    np.savez(path, **{key: np.asarray(v) for key, v in random_model().arrays().items()})
+    with pytest.raises(ValueError, match="the archive has no __config__ member"):
+        load(path)
+
+
+def test_unsupported_compression(saved):
+    path, _ = saved
+    arrays, _ = read_parts(path)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_BZIP2) as archive:
+        for key, value in arrays.items():
+            with archive.open(f"{key}.npy", "w") as member:
+                np.lib.format.write_array(member, value)
+    with pytest.raises(ValueError, match="uses zip compression method 12"):
+        load(path)
+
+
+def test_compressed_file_loads(saved):
+    path, model = saved
+    arrays, header = read_parts(path)
+    members = dict(arrays)
+    members["__config__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez_compressed(path, **members)
+    assert np.array_equal(load(path).blocks[1].W2, model.blocks[1].W2)
+
+
+def test_unsupported_zip_version(saved):
+    path, _ = saved
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"PK\x01\x02")
+    struct.pack_into("<H", raw, start + 6, 161)  # "version needed to extract"
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=PREFIX + ".*zip file version 16.1"):
+        load(path)
+
+
+# Memory: declared sizes are checked before anything is allocated.
+
+
+def patch_declared_size(path, member_name, size):
+    """Overwrite a member's uncompressed size in the zip's central directory."""
+    raw = bytearray(path.read_bytes())
+    name = member_name.encode()
+    start = 0
+    while True:
+        start = raw.index(b"PK\x01\x02", start)
+        name_length = struct.unpack_from("<H", raw, start + 28)[0]
+        if raw[start + 46 : start + 46 + name_length] == name:
+            struct.pack_into("<I", raw, start + 24, size)
+            break
+        start += 4
+    path.write_bytes(bytes(raw))
+
+
+def load_peak_bytes(path, match):
+    """Load ``path``, expecting a ValueError, and return the peak traced memory."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=match):
+            load(path)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_lying_declared_size_deflated(saved):
+    path, _ = saved
+    arrays, header = read_parts(path)
+    members = dict(arrays)
+    members["__config__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez_compressed(path, **members)
+    patch_declared_size(path, "blocks.0.W1.npy", 2**32 - 16)
+    peak = load_peak_bytes(path, "it may be a zip bomb")
+    assert peak < 2**20
+
+
+def test_lying_declared_size_stored(saved):
+    path, _ = saved
+    patch_declared_size(path, "blocks.0.W1.npy", 2**32 - 16)
+    match = "'blocks.0.W1.npy' declares 4294967280 bytes but occupies"
+    peak = load_peak_bytes(path, match)
+    assert peak < 2**20
+
+
+def test_compressed_zeros_bomb(saved):
+    path, _ = saved
+    count = 2**22  # 32 MiB of float64 zeros deflate to about 32 KiB.
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    header["shape"] = (count,)
+    chunk = bytes(2**20)
+    with (
+        zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("blocks.5.b1.npy", "w", force_zip64=True) as member,
+    ):
+        np.lib.format.write_array_header_1_0(member, header)
+        for _ in range(count * 8 // len(chunk)):
+            member.write(chunk)
+    assert path.stat().st_size < 2**20
+    peak = load_peak_bytes(path, "it may be a zip bomb")
+    assert peak < 2**20
+
+
+def test_npy_header_larger_than_member(saved):
+    path, _ = saved
+    fake = np.lib.format.header_data_from_array_1_0(np.zeros(1))
+    fake["shape"] = (10**10,)
+    with (
+        zipfile.ZipFile(path, "a") as archive,
+        archive.open("blocks.9.W1.npy", "w") as member,
+    ):
+        np.lib.format.write_array_header_1_0(member, fake)
+        member.write(bytes(80))
+    match = r"declares shape \(10000000000,\) of float64 \(80000000000 bytes\)"
+    peak = load_peak_bytes(path, match)
+    assert peak < 2**20
+
+
+# Array contents.
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float16", "complex128"])
+def test_wrong_dtype(saved, dtype):
+    path, _ = saved
+    arrays, header = read_parts(path)
+    arrays["blocks.1.W2"] = arrays["blocks.1.W2"].astype(dtype)
+    write_parts(path, arrays, header)
+    with pytest.raises(ValueError, match=f"blocks.1.W2 has dtype {dtype}, but the"):
+        load(path)
+
+
+def test_mixed_float_dtypes(saved):
+    path, _ = saved
+    arrays, header = read_parts(path)
+    arrays["blocks.0.b1"] = arrays["blocks.0.b1"].astype(np.float32)
+    write_parts(path, arrays, header)
+    with pytest.raises(
+        ValueError, match="blocks.0.b1 has dtype float32, but the config"
+    ):
+        load(path)
+
+
+def test_shapes_do_not_chain(saved):
+    path, _ = saved
+    arrays, header = read_parts(path)
+    arrays["blocks.1.W1"] = np.zeros((6, 5))
+    write_parts(path, arrays, header)
+    match = r"blocks.1.W1 has shape \(6, 5\), but .* need \(6, 4\)"
+    with pytest.raises(ValueError, match=match):
+        load(path)
+
+
+def test_extra_key(saved):
+    path, _ = saved
+    arrays, header = read_parts(path)
+    header["config"]["shortcuts"] = ["learned", "none"]
+    write_parts(path, arrays, header)
+    with pytest.raises(ValueError, match=r"missing \[\], unexpected \['blocks.1.W3'\]"):
+        load(path)
+
+
+def test_missing_key(saved):
+    path, _ = saved
+    arrays, header = read_parts(path)
+    del arrays["blocks.1.W2"]
+    write_parts(path, arrays, header)
+    with pytest.raises(ValueError, match=r"missing \['blocks.1.W2'\], unexpected \[\]"):
+        load(path)
+
+
+def test_not_finite_array(saved):
+    path, _ = saved
+    arrays, header = read_parts(path)
+    arrays["blocks.0.W3"][1, 2] = np.inf
+    write_parts(path, arrays, header)
+    with pytest.raises(ValueError, match="blocks.0.W3 contains NaN or infinite"):
+        load(path)
+
+
+def test_big_endian_arrays_load(saved):
+    path, model = saved
+    arrays, header = read_parts(path)
+    arrays = {key: value.astype(">f8") for key, value in arrays.items()}
+    write_parts(path, arrays, header)
+    loaded = load(path)
+    assert loaded.blocks[0].W1.dtype == np.dtype("float64")
+    assert np.array_equal(loaded.blocks[0].W1, model.blocks[0].W1)
+
+
+# The JSON header.
+
+
+@pytest.mark.parametrize(
+    "config_bytes, match",
+    [
+        (b"{not json", "__config__ is not valid UTF-8 JSON"),
+        (b"\xff\xfe{}", "__config__ is not valid UTF-8 JSON"),
+        (b"[1, 2]", "the header is a list, not a JSON object"),
+        (b"[" * 100000, "__config__ is not valid UTF-8 JSON"),
+    ],
+)
+def test_bad_json(saved, config_bytes, match):
+    path, _ = saved
+    arrays, _ = read_parts(path)
+    write_parts(path, arrays, config_bytes=config_bytes)
+    with pytest.raises(ValueError, match=PREFIX + match):
+        load(path)
+    with pytest.raises(ValueError, match=PREFIX + match):
+        read_metadata(path)
+
+
+def test_config_not_bytes(saved):
+    path, _ = saved
+    arrays, _ = read_parts(path)
+    arrays["__config__"] = np.zeros((2, 2))
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"__config__ has shape \(2, 2\) of float64"):
+        load(path)
+
+
+def edit_header(path, edit):
+    arrays, header = read_parts(path)
+    edit(header)
+    write_parts(path, arrays, header)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda h: h.update(format="pickle"), "its format is 'pickle'"),
+        (lambda h: h.update(format_version=2), "format version 2, .* upgrade resgrad"),
+        (lambda h: h.update(format_version=0), "its format version 0 is unknown"),
+        (lambda h: h.update(format_version=True), "'format_version' is True; expected"),
+        (lambda h: h.pop("metadata"), r"missing the field\(s\) \['metadata'\]"),
+        (lambda h: h.update(code="x"), r"unknown field\(s\) \['code'\]"),
+        (
+            lambda h: h.update(metadata=[]),
+            "field 'metadata' is \\[\\]; expected a dict",
+        ),
+        (lambda h: h["config"].pop("hidden"), r"config is missing .* \['hidden'\]"),
+        (lambda h: h["config"].update(sizes="5,4,3"), "'sizes' is '5,4,3'; expected"),
+        (lambda h: h["config"].update(sizes=[5]), r"sizes \[5\] are not two or more"),
+        (lambda h: h["config"].update(sizes=[5, 0, 3]), "sizes .* positive ints"),
+        (lambda h: h["config"].update(hidden=[6]), r"hidden \[6\] is not 2 positive"),
+        (lambda h: h["config"].update(hidden=[6, 2.5]), "hidden .* positive ints"),
+        (lambda h: h["config"].update(activation="swish"), "activation 'swish' is"),
+        (lambda h: h["config"].update(output_activation="softmax"), "'softmax' is"),
+        (lambda h: h["config"].update(shortcuts=["learned"]), "shortcuts .* not 2"),
+        (lambda h: h["config"].update(shortcuts=["learned", "dense"]), "shortcuts"),
+        (lambda h: h["config"].update(biases=[[True, True]]), "biases .* not 2"),
+        (lambda h: h["config"].update(biases=[[1, 1], [1, 1]]), "pairs of booleans"),
+        (lambda h: h["config"].update(dtype="float16"), "dtype 'float16' is not"),
+    ],
+)
+def test_invalid_header(saved, edit, match):
+    path, _ = saved
+    edit_header(path, edit)
+    with pytest.raises(ValueError, match=PREFIX + ".*" + match):
+        load(path)
+
+
+def test_identity_shortcut_width_mismatch(tmp_path):
+    path = tmp_path / "model.npz"
+    save(random_model(shortcut="none"), path)
+    edit_header(path, lambda h: h["config"].update(shortcuts=["identity", "none"]))
+    with pytest.raises(ValueError, match="do not form a network .*identity shortcut"):
+        load(path)
+
+
+def test_random_corruption(saved):
+    # Every corrupted file either loads or raises ValueError, never another error.
+    path, _ = saved
+    raw = path.read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for _ in range(200):
+        corrupt = bytearray(raw)
+        for offset in rng.integers(0, len(raw), size=rng.integers(1, 4)):
+            corrupt[offset] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(corrupt))
+        try:
+            load(path)
+            outcomes.add("loaded")
+        except ValueError as error:
+            assert str(error).startswith(f"{path} {PREFIX}")
+            outcomes.add("rejected")
+    assert "rejected" in outcomes
