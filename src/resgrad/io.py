@@ -64,6 +64,8 @@ _HEADER_FIELDS = {
     "config": dict,
     "metadata": dict,
 }
+# The keys of ResidualMLP.config(). A key added there must be added here,
+# or load rejects the files that save writes (the round-trip tests fail).
 _CONFIG_FIELDS = {
     "sizes": list,
     "hidden": list,
