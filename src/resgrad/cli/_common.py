@@ -59,3 +59,85 @@ def progress_bar(enabled: bool = True) -> Callable[..., Iterable]:
     except ImportError:
         return lambda iterable, **kwargs: iterable
     return functools.partial(tqdm, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def write_atomic(path: Path, content: str | bytes) -> None:
+    """Write ``content`` to ``path`` through a temporary file and a rename.
+
+    A reader sees the old file or the new one, never a partial write, and a
+    failure leaves no temporary file behind.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def add_data_arguments(parser: Any) -> None:
+    """Add ``--data``, ``--labels``, ``--test-size`` and ``--split-seed``."""
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="PATH",
+        help="a .npz (arrays X, y), .csv (last column the label) or IDX image "
+        "file; default: the digits set bundled with scikit-learn",
+    )
+    parser.add_argument(
+        "--labels", default=None, metavar="PATH", help="the IDX label file for --data"
+    )
+    parser.add_argument(
+        "--test-size",
+        type=float,
+        default=0.25,
+        help="the fraction of samples held out for testing (default: 0.25)",
+    )
+    parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="the seed of the stratified train/test split (default: 0)",
+    )
+
+
+def load_dataset(args: Any) -> Any:
+    """Load the data set named by the ``add_data_arguments`` options."""
+    from ..data import load_data
+
+    return load_data(
+        args.data, labels=args.labels, test_size=args.test_size, seed=args.split_seed
+    )
+
+
+def existing_file(value: str) -> Path:
+    """Return ``value`` as a path to an existing file, for ``--model`` options."""
+    import argparse
+
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a folder; expected a model file.")
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{value} not found.")
+    return path
+
+
+def non_negative_int(value: str) -> int:
+    import argparse
+
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {number}")
+    return number

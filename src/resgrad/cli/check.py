@@ -1,0 +1,60 @@
+"""``resgrad check``: verify Theorem 1 on a saved model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from ._common import add_data_arguments, existing_file, load_dataset
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="check the five equations of Theorem 1 on a saved model",
+        description="Compare equations (4)-(8) of Theorem 1, evaluated as matrix "
+        "products, with backpropagation, PyTorch autograd (when installed) and "
+        "central finite differences, on test samples of a data set.",
+    )
+    parser.add_argument("--model", type=existing_file, required=True, help="a .npz model file")
+    add_data_arguments(parser)
+    parser.add_argument(
+        "--samples", type=int, default=8, help="test samples to check on (default: 8)"
+    )
+    parser.add_argument(
+        "--entries",
+        type=int,
+        default=40,
+        help="entries per equation compared with finite differences (default: 40)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the report as JSON instead of a table"
+    )
+    parser.set_defaults(handler=run_check)
+
+
+def check_on_test_split(model, data, samples: int, entries: int, seed: int = 0):
+    """Run ``check_theorem`` on the first ``samples`` test samples of ``data``."""
+    from ..check import check_theorem
+
+    if samples < 1:
+        raise ValueError(f"Expected --samples >= 1, got {samples}.")
+    x = np.asarray(data.x_test[:samples])
+    y = np.asarray(data.y_test[:samples])
+    return check_theorem(model, x, y, entries=entries, seed=seed)
+
+
+def run_check(args: argparse.Namespace) -> int:
+    from ..io import load
+
+    model = load(args.model)
+    report = check_on_test_split(model, load_dataset(args), args.samples, args.entries)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.to_markdown())
+        verdict = "all equations agree" if report.passed else "some equations disagree"
+        print(f"\n{verdict} ({len(report.rows)} comparisons on {report.samples} samples)")
+    return 0 if report.passed else 1

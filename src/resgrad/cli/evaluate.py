@@ -1,0 +1,36 @@
+"""``resgrad evaluate``: loss and accuracy of a saved model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._common import add_data_arguments, existing_file, load_dataset
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="report the loss and accuracy of a saved model",
+        description="Evaluate a saved model on the test split of a data set.",
+    )
+    parser.add_argument("--model", type=existing_file, required=True, help="a .npz model file")
+    add_data_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ..io import load
+    from ..training import evaluate
+
+    model = load(args.model)
+    data = load_dataset(args)
+    figures = evaluate(model, data.x_test, data.y_test)
+    if args.json:
+        print(json.dumps(figures, indent=2))
+        return 0
+    print(f"test samples: {len(data.y_test)}")
+    print(f"test loss:     {figures['loss']:.4f}")
+    print(f"test accuracy: {figures['accuracy']:.4f}")
+    return 0

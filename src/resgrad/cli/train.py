@@ -1,0 +1,178 @@
+"""``resgrad train``: train a residual network and save it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from ._common import add_data_arguments, load_dataset, progress_bar
+
+
+def _int_list(value: str) -> list[int]:
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {value!r}"
+        ) from None
+    if not numbers or min(numbers) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {value!r}")
+    return numbers
+
+
+# The defaults of ``resgrad run`` and ``resgrad train``.
+RECIPE = {
+    "widths": [128, 128],
+    "hidden": [128],
+    "activation": "relu",
+    "shortcut": "identity",
+    "init": "he",
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "epochs": 60,
+    "batch_size": 32,
+    "patience": 10,
+    "validation": 0.1,
+}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the architecture and training options, with ``RECIPE`` as defaults."""
+    from ..activations import ACTIVATIONS
+    from ..model import INITIALIZERS, SHORTCUTS
+
+    recipe = RECIPE
+
+    group = parser.add_argument_group("network")
+    group.add_argument(
+        "--widths",
+        type=_int_list,
+        default=recipe["widths"],
+        help="output widths of the blocks before the last, comma-separated; the "
+        "input width and the class count come from the data (default: %(default)s)",
+    )
+    group.add_argument(
+        "--hidden",
+        type=_int_list,
+        default=recipe["hidden"],
+        help="hidden width q of every block, or one per block (default: %(default)s)",
+    )
+    group.add_argument(
+        "--activation", choices=sorted(ACTIVATIONS), default=recipe["activation"]
+    )
+    group.add_argument(
+        "--shortcut",
+        choices=SHORTCUTS,
+        default=recipe["shortcut"],
+        help="shortcut of every block whose widths allow it; a block that "
+        "changes width gets a learned one (default: %(default)s)",
+    )
+    group.add_argument("--init", choices=INITIALIZERS, default=recipe["init"])
+    group = parser.add_argument_group("training")
+    group.add_argument(
+        "--optimizer", choices=("sgd", "momentum", "adam"), default=recipe["optimizer"]
+    )
+    group.add_argument("--lr", type=float, default=recipe["lr"], help="learning rate")
+    group.add_argument("--epochs", type=int, default=recipe["epochs"])
+    group.add_argument("--batch-size", type=int, default=recipe["batch_size"])
+    group.add_argument(
+        "--patience",
+        type=int,
+        default=recipe["patience"],
+        help="epochs without a lower validation loss before stopping",
+    )
+    group.add_argument(
+        "--validation",
+        type=float,
+        default=recipe["validation"],
+        help="fraction of the training split held out for early stopping",
+    )
+    group.add_argument("--seed", type=int, default=0, help="seeds the weights and the batches")
+
+
+def build_model(args: argparse.Namespace, data: Any) -> Any:
+    """Create the initial network for ``data`` from the options."""
+    from ..model import ResidualMLP
+
+    sizes = [data.x_train.shape[1], *args.widths, data.n_classes]
+    depth = len(sizes) - 1
+    hidden = args.hidden * depth if len(args.hidden) == 1 else args.hidden
+    shortcuts = [
+        args.shortcut if args.shortcut != "identity" or p_in == p_out else "learned"
+        for p_in, p_out in zip(sizes[:-1], sizes[1:])
+    ]
+    return ResidualMLP.init(
+        sizes,
+        hidden,
+        activation=args.activation,
+        shortcut=shortcuts,
+        init=args.init,
+        seed=args.seed,
+    )
+
+
+def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
+    """Build and train the network; return the ``FitResult``."""
+    from ..training import fit
+
+    return fit(
+        build_model(args, data),
+        data.x_train,
+        data.y_train,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        validation=args.validation or None,
+        patience=args.patience,
+        progress=progress,
+    )
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a residual network by the explicit gradients and save it",
+        description="Train a residual network with the backpropagation recurrence "
+        "(no autograd) and save it as a .npz model file.",
+    )
+    add_data_arguments(parser)
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--out", type=Path, default=Path("model.npz"), help="the model file to write"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..io import save
+    from ..training import accuracy
+
+    data = load_dataset(args)
+    start = time.perf_counter()
+    result = train_model(args, data, progress_bar(not args.no_progress))
+    seconds = time.perf_counter() - start
+    test_accuracy = accuracy(result.model, data.x_test, data.y_test)
+    save(result.model, args.out, metadata=training_metadata(args, result, test_accuracy))
+    print(
+        f"trained {len(result.history)} epochs in {seconds:.1f} s "
+        f"(best epoch {result.best_epoch}); test accuracy {test_accuracy:.4f}"
+    )
+    print(f"saved {args.out}")
+    return 0
+
+
+def training_metadata(args: argparse.Namespace, result: Any, test_accuracy: float) -> dict:
+    """Return what a model file records about how it was trained."""
+    options = ("widths", "hidden", "activation", "shortcut", "init", "optimizer", "lr")
+    options += ("epochs", "batch_size", "patience", "validation", "seed", "data")
+    return {
+        "training": {name: getattr(args, name) for name in options},
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "test_accuracy": test_accuracy,
+    }
