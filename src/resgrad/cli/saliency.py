@@ -1,0 +1,785 @@
+"""``resgrad saliency``: saliency maps of test samples, with their checks.
+
+For each chosen test sample the command draws one PNG: the input, then the
+map of every class for each method, on a diverging colour map centred at
+zero. It also runs the model-randomisation check and the deletion curve on
+the first test samples, draws both, and writes every number to a JSON file.
+``report_section`` gives ``resgrad run`` a short version of the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import (
+    RunContext,
+    Section,
+    add_data_arguments,
+    existing_file,
+    load_dataset,
+    progress_bar,
+    write_atomic,
+)
+
+METHOD_TITLES = {
+    "vanilla": "gradient",
+    "input_x_gradient": "input x gradient",
+    "smoothgrad": "SmoothGrad",
+    "integrated_gradients": "Integrated Gradients",
+    "jsma": "JSMA map",
+}
+DIVERGING = "RdBu_r"
+JSON_NAME = "saliency.json"
+RANDOMIZATION_NAME = "saliency_randomization.png"
+DELETION_NAME = "saliency_deletion.png"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "saliency",
+        help="draw saliency maps of test samples and check them",
+        description="Draw the saliency maps of chosen test samples for every "
+        "class, run the model-randomisation check and the deletion curve, and "
+        "write the figures and a JSON of the numbers.",
+    )
+    parser.add_argument(
+        "--model", type=existing_file, required=True, help="a .npz model file"
+    )
+    add_data_arguments(parser)
+    _add_selection_arguments(parser)
+    _add_method_arguments(parser)
+    _add_check_arguments(parser)
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar"
+    )
+    parser.set_defaults(handler=run_saliency)
+
+
+def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--index",
+        default="0,1,2",
+        help="comma-separated test-sample indices to draw (default: 0,1,2)",
+    )
+    parser.add_argument(
+        "--method",
+        default="all",
+        help="comma-separated methods out of "
+        f"{','.join(METHOD_TITLES)}, or 'all' (default: all)",
+    )
+    parser.add_argument(
+        "--classes",
+        default="all",
+        help="comma-separated classes whose maps to draw, or 'all' (default: all)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("saliency"), help="output folder"
+    )
+    parser.add_argument(
+        "--absolute", action="store_true", help="draw |map| instead of the signed map"
+    )
+
+
+def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--check-samples",
+        type=int,
+        default=32,
+        help="first test samples used by the randomisation check and the deletion "
+        "curve (default: 32)",
+    )
+    parser.add_argument(
+        "--random-orders",
+        type=int,
+        default=5,
+        help="random orders averaged for the deletion baseline curve (default: 5)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the SmoothGrad noise, the re-initialisation and the random "
+        "orders (default: 0)",
+    )
+
+
+def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..saliency import IG_RULES, JSMA_VARIANTS
+
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=50,
+        help="Integrated Gradients path points (default: 50)",
+    )
+    parser.add_argument(
+        "--rule",
+        default="gausslegendre",
+        choices=IG_RULES,
+        help="Integrated Gradients quadrature rule (default: gausslegendre)",
+    )
+    parser.add_argument(
+        "--baseline",
+        default="0",
+        help="Integrated Gradients baseline: a number, or a .npy file of one "
+        "input row (default: 0)",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=50, help="SmoothGrad noisy copies (default: 50)"
+    )
+    parser.add_argument(
+        "--noise-level",
+        type=float,
+        default=0.15,
+        help="SmoothGrad noise standard deviation as a fraction of hi - lo "
+        "(default: 0.15)",
+    )
+    parser.add_argument("--squared", action="store_true", help="use SmoothGrad-Squared")
+    parser.add_argument(
+        "--variant",
+        default="manuscript",
+        choices=JSMA_VARIANTS,
+        help="JSMA map: the manuscript's, or Papernot's increase/decrease map "
+        "(default: manuscript)",
+    )
+
+
+# Parsing the options.
+
+
+def parse_list(text: str, option: str) -> list[str]:
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise ValueError(f"{option} is empty; pass a comma-separated list.")
+    return items
+
+
+def parse_indices(text: str, option: str, size: int, range_name: str) -> list[int]:
+    """Parse comma-separated integers, each in ``[0, size)``."""
+    indices = []
+    for item in parse_list(text, option):
+        try:
+            value = int(item)
+        except ValueError:
+            raise ValueError(f"{option}: expected an integer, got {item!r}.") from None
+        if not 0 <= value < size:
+            raise ValueError(f"{option} {value} is outside {range_name} [0, {size}).")
+        indices.append(value)
+    return indices
+
+
+def parse_methods(text: str) -> list[str]:
+    if text.strip() == "all":
+        return list(METHOD_TITLES)
+    methods = parse_list(text, "--method")
+    for method in methods:
+        if method not in METHOD_TITLES:
+            raise ValueError(
+                f"Unknown --method {method!r}; expected one of: "
+                f"{', '.join(METHOD_TITLES)} (or all)."
+            )
+    return methods
+
+
+def parse_baseline(text: str, width: int) -> float | np.ndarray:
+    """Return a number, or the row of shape ``(width,)`` read from a .npy file."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError(
+            f"--baseline {text!r} is neither a number nor an existing .npy file."
+        )
+    row = np.load(path, allow_pickle=False)
+    if row.shape not in ((width,), (1, width)):
+        raise ValueError(
+            f"Expected --baseline of shape ({width},), one input row, got {row.shape}."
+        )
+    return np.asarray(row, dtype=np.float64).reshape(width)
+
+
+def method_options(
+    args: argparse.Namespace,
+    bounds: tuple[float, float],
+    baseline: float | np.ndarray,
+) -> dict:
+    """Check the options of the methods and return them keyed by method."""
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}.")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be at least 1, got {args.samples}.")
+    if not args.noise_level >= 0:
+        raise ValueError(f"--noise-level must be >= 0, got {args.noise_level}.")
+    return {
+        "smoothgrad": {
+            "samples": args.samples,
+            "noise_level": args.noise_level,
+            "bounds": bounds,
+            "squared": args.squared,
+            "seed": args.seed,
+        },
+        "integrated_gradients": {
+            "steps": args.steps,
+            "rule": args.rule,
+            "baseline": baseline,
+        },
+        "jsma": {"variant": args.variant},
+    }
+
+
+# The command.
+
+
+def run_saliency(args: argparse.Namespace) -> int:
+    from ..io import load
+
+    model = load(args.model)
+    data = load_dataset(args)
+    x_test = np.asarray(data.x_test, dtype=np.float64)
+    model = model.convert(dtype="float64")
+    methods = parse_methods(args.method)
+    indices = parse_indices(args.index, "--index", len(x_test), "the test split")
+    if args.classes.strip() == "all":
+        classes = list(range(model.n_classes))
+    else:
+        classes = parse_indices(
+            args.classes, "--classes", model.n_classes, "the classes"
+        )
+    if args.check_samples < 1:
+        raise ValueError(
+            f"--check-samples must be at least 1, got {args.check_samples}."
+        )
+    if args.random_orders < 1:
+        raise ValueError(
+            f"--random-orders must be at least 1, got {args.random_orders}."
+        )
+    baseline = parse_baseline(args.baseline, model.sizes[0])
+    options = method_options(args, data.bounds, baseline)
+    progress = progress_bar(not args.no_progress)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary = draw_samples(
+        model, data, indices, methods, classes, options, args, progress
+    )
+    x_check = x_test[: args.check_samples]
+    checks = run_checks(model, x_check, methods, options, data.bounds, args, progress)
+    write_figure(args.out / RANDOMIZATION_NAME, randomization_figure(checks, data))
+    write_figure(args.out / DELETION_NAME, deletion_figure(checks))
+    summary["files"] += [RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME]
+    summary.update(check_summary(checks))
+    write_atomic(args.out / JSON_NAME, json.dumps(_finite(summary), indent=2) + "\n")
+    print(f"wrote {len(summary['files'])} files to {args.out}")
+    return 0
+
+
+def draw_samples(
+    model, data, indices, methods, classes, options, args, progress
+) -> dict:
+    """Draw one grid per test sample and return the numbers behind them."""
+    from ..saliency import integrated_gradients
+
+    x = np.asarray(data.x_test, dtype=np.float64)[indices]
+    labels = np.asarray(data.y_test)[indices]
+    predicted = np.asarray(model.predict(x))
+    maps = {}
+    for method in progress(methods, desc="methods", total=len(methods)):
+        maps[method] = class_maps(model, x, method, options, args.absolute)[:, classes]
+    ig = options["integrated_gradients"]
+    ig_result = integrated_gradients(model, x, "all", **ig)
+
+    files = []
+    for row, index in enumerate(indices):
+        title = f"test sample {index}: label {labels[row]}, predicted {predicted[row]}"
+        figure = sample_figure(
+            x[row],
+            {method: maps[method][row] for method in methods},
+            classes,
+            int(predicted[row]),
+            data.image_shape,
+            title,
+        )
+        name = f"saliency_sample_{index}.png"
+        write_figure(args.out / name, figure)
+        files.append(name)
+    return {
+        "model": str(args.model),
+        "data": data.name,
+        "methods": methods,
+        "classes": classes,
+        "absolute": args.absolute,
+        "options": _json_options(options),
+        "samples": [
+            {"index": i, "label": int(y), "predicted": int(p)}
+            for i, y, p in zip(indices, labels, predicted)
+        ],
+        "integrated_gradients_gap": _gap_summary(ig, ig_result, predicted),
+        "files": files,
+    }
+
+
+def _gap_summary(ig: dict, result: Any, predicted: np.ndarray) -> dict:
+    """Return the completeness gaps of every class and of the predicted one."""
+    rows = np.arange(len(predicted))
+    relative = np.asarray(result.relative_gap)[rows, predicted]
+    return {
+        "rule": ig["rule"],
+        "steps": ig["steps"],
+        "gap_per_class": np.asarray(result.gap).tolist(),
+        "relative_gap_predicted_class": relative.tolist(),
+    }
+
+
+def class_maps(model, x, method: str, options: dict, absolute: bool) -> np.ndarray:
+    """Return the maps of every class, shape ``(n, p_L, p_0)``."""
+    from ..saliency import saliency_map
+
+    result = saliency_map(
+        model, x, method, "all", absolute=absolute, **options.get(method, {})
+    )
+    return np.asarray(result)
+
+
+def run_checks(model, x, methods, options, bounds, args, progress) -> dict:
+    """Run the randomisation check and the deletion curve for every method."""
+    from ..saliency import deletion_curve, randomization_check, saliency_map
+
+    checks = {"randomization": {}, "deletion": {}}
+    for method in progress(methods, desc="checks", total=len(methods)):
+        method_opts = options.get(method, {})
+        checks["randomization"][method] = randomization_check(
+            model, x, method, init_seed=args.seed, absolute=args.absolute, **method_opts
+        )
+        saliency = saliency_map(model, x, method, absolute=args.absolute, **method_opts)
+        rank_by = "magnitude" if method == "jsma" or args.absolute else "value"
+        checks["deletion"][method] = (
+            deletion_curve(
+                model,
+                x,
+                saliency,
+                baseline=float(bounds[0]),
+                rank_by=rank_by,
+                random_orders=args.random_orders,
+                seed=args.seed,
+            ),
+            rank_by,
+        )
+    return checks
+
+
+def check_summary(checks: dict) -> dict:
+    """Return the check numbers for JSON: means over the samples."""
+    randomization = {}
+    for method, result in checks["randomization"].items():
+        depth = len(result.blocks)
+        randomization[method] = {
+            "blocks_reinitialised": [_block_range(b + 1, depth) for b in result.blocks],
+            "spearman": _nanmean_rows(result.spearman).tolist(),
+            "spearman_abs": _nanmean_rows(result.spearman_abs).tolist(),
+        }
+    deletion = {}
+    for method, (curve, rank_by) in checks["deletion"].items():
+        deletion[method] = {
+            "rank_by": rank_by,
+            "auc": float(np.mean(curve.auc)),
+            "random_auc": float(np.mean(curve.random_auc)),
+            "samples": int(curve.scores.shape[0]),
+        }
+    return {"randomization": randomization, "deletion": deletion}
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Average each row over its finite entries; a row of NaN stays NaN.
+
+    A map that is constant over the features (a dead relu network) has no
+    rank correlation, which ``rank_correlation`` reports as NaN.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=1)
+
+
+def _json_options(options: dict) -> dict:
+    result = {}
+    for method, values in options.items():
+        result[method] = {
+            key: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v)
+            for key, v in values.items()
+        }
+    return result
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN and infinities by ``None``, which JSON can represent."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# Figures.
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_figure(path: Path, figure: Any, dpi: int = 100) -> None:
+    """Save a matplotlib figure as PNG through a temporary file, then close it."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    _pyplot().close(figure)
+    write_atomic(path, buffer.getvalue())
+
+
+def _as_image(row: np.ndarray, image_shape: tuple[int, int] | None) -> np.ndarray:
+    """Reshape one input row for imshow: an image, or a one-row strip."""
+    if image_shape is None:
+        return row.reshape(1, -1)
+    return row.reshape(image_shape)
+
+
+def _show(ax, row, image_shape, cmap, norm) -> Any:
+    image = ax.imshow(
+        _as_image(row, image_shape),
+        cmap=cmap,
+        norm=norm,
+        aspect="equal" if image_shape else "auto",
+        interpolation="nearest",
+    )
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return image
+
+
+def _symmetric_norm(values: np.ndarray) -> Any:
+    """Return a colour scale centred at zero that covers ``values``."""
+    from matplotlib.colors import Normalize
+
+    limit = float(np.max(np.abs(values))) if values.size else 0.0
+    limit = limit if limit > 0 else 1.0
+    return Normalize(vmin=-limit, vmax=limit)
+
+
+def sample_figure(
+    x: np.ndarray,
+    maps: dict[str, np.ndarray],
+    classes: list[int],
+    predicted: int,
+    image_shape: tuple[int, int] | None,
+    title: str,
+) -> Any:
+    """Draw the input, then one row per method of one map per class.
+
+    Args:
+        x: the input row, shape ``(p_0,)``.
+        maps: per method, the maps of the drawn classes, ``(len(classes), p_0)``.
+    """
+    plt = _pyplot()
+    rows, columns = len(maps), len(classes) + 1
+    size = 1.15 if image_shape else 2.0
+    height = size if image_shape else 0.6
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(size * columns + 0.9, height * rows + 0.7),
+        squeeze=False,
+        layout="constrained",
+    )
+    figure.suptitle(title, fontsize=10)
+    for row, (method, method_maps) in enumerate(maps.items()):
+        first = axes[row, 0]
+        if row == 0:
+            _show(first, x, image_shape, "gray_r", None)
+            first.set_title("input", fontsize=8)
+        else:
+            first.axis("off")
+        first.text(
+            -0.15,
+            0.5,
+            METHOD_TITLES[method],
+            transform=first.transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=8,
+        )
+        norm = _symmetric_norm(method_maps)
+        for column, cls in enumerate(classes, start=1):
+            image = _show(
+                axes[row, column], method_maps[column - 1], image_shape, DIVERGING, norm
+            )
+            if row == 0:
+                mark = " (pred.)" if cls == predicted else ""
+                axes[row, column].set_title(f"class {cls}{mark}", fontsize=8)
+        colorbar = figure.colorbar(image, ax=axes[row, 1:], shrink=0.9, pad=0.01)
+        colorbar.ax.tick_params(labelsize=6)
+    return figure
+
+
+def method_grid_figure(
+    x: np.ndarray,
+    maps: dict[str, np.ndarray],
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    image_shape: tuple[int, int] | None,
+) -> Any:
+    """Draw one row per sample: the input, then each method's map of the
+    predicted class, each map on its own scale centred at zero."""
+    plt = _pyplot()
+    rows, columns = x.shape[0], len(maps) + 1
+    size = 1.3 if image_shape else 2.0
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(size * columns, (size if image_shape else 0.6) * rows + 0.5),
+        squeeze=False,
+        layout="constrained",
+    )
+    for row in range(rows):
+        _show(axes[row, 0], x[row], image_shape, "gray_r", None)
+        axes[row, 0].set_ylabel(
+            f"label {labels[row]}\npred. {predicted[row]}", fontsize=8
+        )
+        for column, (method, method_maps) in enumerate(maps.items(), start=1):
+            norm = _symmetric_norm(method_maps[row])
+            _show(axes[row, column], method_maps[row], image_shape, DIVERGING, norm)
+            if row == 0:
+                axes[row, column].set_title(METHOD_TITLES[method], fontsize=8)
+    axes[0, 0].set_title("input", fontsize=8)
+    figure.suptitle(
+        "maps of the predicted class (red raises the score, blue lowers it)",
+        fontsize=9,
+    )
+    return figure
+
+
+def randomization_figure(checks: dict, data: Any) -> Any:
+    """Draw the rank correlations per re-initialised block, and the first
+    sample's map of the first method at every step."""
+    plt = _pyplot()
+    results = checks["randomization"]
+    first_method, first = next(iter(results.items()))
+    steps = len(first.blocks)
+    figure = plt.figure(
+        figsize=(max(6.0, 1.1 * (steps + 1)), 5.2), layout="constrained"
+    )
+    grid = figure.add_gridspec(2, steps + 1, height_ratios=[1, 2.2])
+
+    maps = [np.asarray(first.original)[0]]
+    maps += [np.asarray(m)[0] for m in first.randomized]
+    labels = ["trained"]
+    for b in first.blocks:
+        noun = "block" if b + 1 == steps else "blocks"
+        labels.append(f"{noun} {_block_range(b + 1, steps)} new")
+    for column, (row_map, label) in enumerate(zip(maps, labels)):
+        ax = figure.add_subplot(grid[0, column])
+        _show(ax, row_map, data.image_shape, DIVERGING, _symmetric_norm(row_map))
+        ax.set_title(label, fontsize=7)
+
+    ax = figure.add_subplot(grid[1, :])
+    x_axis = np.arange(steps + 1)
+    for method, result in results.items():
+        absolute = np.concatenate(([1.0], _nanmean_rows(result.spearman_abs)))
+        signed = np.concatenate(([1.0], _nanmean_rows(result.spearman)))
+        (line,) = ax.plot(
+            x_axis, absolute, marker="o", label=f"{METHOD_TITLES[method]}"
+        )
+        ax.plot(x_axis, signed, marker=".", linestyle="--", color=line.get_color())
+    ticks = ["none"] + [_block_range(b + 1, steps) for b in first.blocks]
+    ax.set_xticks(x_axis, ticks)
+    ax.set_xlabel("blocks re-initialised (cascading from the top)")
+    ax.set_ylabel("Spearman rank correlation\n(solid: |map|, dashed: signed)")
+    ax.axhline(0.0, color="gray", linewidth=0.5)
+    ax.legend(fontsize=7)
+    figure.suptitle(
+        f"model-randomisation check (top row: {METHOD_TITLES[first_method]}, "
+        "first sample)",
+        fontsize=9,
+    )
+    return figure
+
+
+def _block_range(first: int, last: int) -> str:
+    """Name the blocks ``first..last`` (1-based), e.g. ``"2-3"`` or ``"3"``."""
+    return str(last) if first == last else f"{first}-{last}"
+
+
+def deletion_figure(checks: dict) -> Any:
+    """Draw the mean class score against the fraction of features removed."""
+    plt = _pyplot()
+    figure, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
+    random_curve = None
+    for method, (curve, _rank_by) in checks["deletion"].items():
+        mean = curve.scores.mean(axis=0)
+        label = f"{METHOD_TITLES[method]} (AUC {np.mean(curve.auc):.3g})"
+        ax.plot(curve.fractions, mean, label=label)
+        random_curve = curve
+    random_mean = random_curve.random_scores.mean(axis=0)
+    random_label = f"random order (AUC {np.mean(random_curve.random_auc):.3g})"
+    ax.plot(random_curve.fractions, random_mean, "k--", label=random_label)
+    ax.set_xlabel("fraction of features removed (most salient first)")
+    ax.set_ylabel("class logit, mean over samples")
+    ax.set_title("deletion curve: a lower curve means a better ranking", fontsize=9)
+    ax.legend(fontsize=7)
+    return figure
+
+
+# The section of the run report.
+
+REPORT_SAMPLES = 3
+REPORT_CHECK_SAMPLES = 24
+REPORT_METHODS = ("vanilla", "input_x_gradient", "integrated_gradients")
+REPORT_GRID_NAME = "saliency_grid.png"
+
+
+def report_section(ctx: RunContext) -> Section:
+    """Build the saliency section of the ``resgrad run`` report.
+
+    It draws the maps of a few test digits, measures the Integrated
+    Gradients completeness gap, and runs the randomisation check and the
+    deletion curve on the first test samples.
+    """
+    from ..saliency import (
+        deletion_curve,
+        integrated_gradients,
+        randomization_check,
+        saliency_map,
+    )
+
+    model = ctx.model.convert(dtype="float64")
+    data = ctx.data
+    x = np.asarray(data.x_test[:REPORT_CHECK_SAMPLES], dtype=np.float64)
+    lo, hi = data.bounds
+    options = {
+        "smoothgrad": {"samples": 16, "bounds": (lo, hi), "seed": ctx.seed},
+        "integrated_gradients": {"steps": 32},
+    }
+    methods = list(METHOD_TITLES)
+    x_shown = x[:REPORT_SAMPLES]
+    predicted = np.asarray(model.predict(x_shown))
+    maps = {}
+    for method in ctx.progress(methods, desc="saliency maps", total=len(methods)):
+        maps[method] = np.asarray(
+            saliency_map(model, x_shown, method, **options.get(method, {}))
+        )
+    figure = method_grid_figure(
+        x_shown,
+        maps,
+        np.asarray(data.y_test[:REPORT_SAMPLES]),
+        predicted,
+        data.image_shape,
+    )
+    write_figure(Path(ctx.out_dir) / REPORT_GRID_NAME, figure)
+
+    ig = integrated_gradients(model, x, **options["integrated_gradients"])
+    relative_gap = np.asarray(ig.relative_gap)
+    checks = {"randomization": {}, "deletion": {}}
+    for method in ctx.progress(REPORT_METHODS, desc="saliency checks"):
+        method_opts = options.get(method, {})
+        checks["randomization"][method] = randomization_check(
+            model, x, method, init_seed=ctx.seed, **method_opts
+        )
+        saliency = saliency_map(model, x, method, **method_opts)
+        curve = deletion_curve(model, x, saliency, baseline=float(lo), seed=ctx.seed)
+        checks["deletion"][method] = (curve, "value")
+    write_figure(
+        Path(ctx.out_dir) / RANDOMIZATION_NAME, randomization_figure(checks, data)
+    )
+    write_figure(Path(ctx.out_dir) / DELETION_NAME, deletion_figure(checks))
+
+    metrics = check_summary(checks)
+    metrics["integrated_gradients_gap"] = {
+        "steps": 32,
+        "rule": "gausslegendre",
+        "samples": int(x.shape[0]),
+        "max_relative_gap": float(np.max(relative_gap)),
+        "median_relative_gap": float(np.median(relative_gap)),
+    }
+    return Section(
+        title="Saliency maps",
+        key="saliency",
+        markdown=_report_markdown(metrics, model.depth),
+        metrics=_finite(metrics),
+        files=[REPORT_GRID_NAME, RANDOMIZATION_NAME, DELETION_NAME],
+    )
+
+
+def _report_markdown(metrics: dict, depth: int) -> str:
+    gap = metrics["integrated_gradients_gap"]
+    maps_text = (
+        "Each map is built from the row dB_r/dx of the logit Jacobian for the "
+        "predicted class r, and drawn on a colour scale centred at zero."
+    )
+
+    gap_text = (
+        f"Integrated Gradients completeness on {gap['samples']} test samples "
+        f"({gap['steps']} Gauss-Legendre points): the attributions sum to "
+        "F(x) - F(0) up to a relative gap of at most "
+        f"{gap['max_relative_gap']:.2e} (median {gap['median_relative_gap']:.2e})."
+    )
+
+    randomization_text = (
+        "Model-randomisation check (Adebayo et al. 2018): the Spearman rank "
+        "correlation of |map| with the trained model's map, after re-initialising "
+        "the blocks from the top. A map that depends on the learned weights "
+        "decorrelates."
+    )
+
+    deletion_text = (
+        "Deletion curve: features are set to the lower bound in saliency order, "
+        "and the table gives the area under the class-logit curve against that of "
+        "random orders. Lower is better."
+    )
+
+    steps = " | ".join(_block_range(b, depth) for b in range(depth, 0, -1))
+    lines = [
+        f"![maps of {REPORT_SAMPLES} test samples]({REPORT_GRID_NAME})",
+        "",
+        maps_text,
+        "",
+        gap_text,
+        "",
+        randomization_text,
+        "",
+        f"| method | {steps} |",
+        "|---|" + "---|" * depth,
+    ]
+    for method, values in metrics["randomization"].items():
+        cells = " | ".join(f"{v:.3f}" for v in values["spearman_abs"])
+        lines.append(f"| {METHOD_TITLES[method]} | {cells} |")
+
+    lines += [
+        "",
+        f"![randomisation check]({RANDOMIZATION_NAME})",
+        "",
+        deletion_text,
+        "",
+        "| method | AUC | random AUC |",
+        "|---|---|---|",
+    ]
+    for method, values in metrics["deletion"].items():
+        lines.append(
+            f"| {METHOD_TITLES[method]} | {values['auc']:.3f} | "
+            f"{values['random_auc']:.3f} |"
+        )
+
+    lines += ["", f"![deletion curve]({DELETION_NAME})"]
+    return "\n".join(lines)

@@ -1,0 +1,670 @@
+"""Tests of resgrad.saliency and the ``resgrad saliency`` command.
+
+The maps are checked against Captum 0.9 on the same weights as a
+``torch.nn.Module``, against central finite differences in float64, and
+against the properties that define them (completeness, the JSMA sign rule).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import resgrad
+from resgrad import saliency
+from resgrad.torch import to_module
+
+N, WIDTH, CLASSES = 6, 7, 4
+
+
+def make_model(activation="tanh", dtype="float64", xp=None, seed=1, **kwargs):
+    """Return a 3-block network with non-zero biases, so no map is trivial."""
+    model = resgrad.ResidualMLP.init(
+        [WIDTH, 9, 8, CLASSES], [6, 10, 5], activation=activation, seed=seed, **kwargs
+    )
+    rng = np.random.default_rng(seed + 100)
+    biases = {
+        key: 0.3 * rng.standard_normal(value.shape)
+        for key, value in model.arrays().items()
+        if key.endswith(("b1", "b2"))
+    }
+    return model.replace_arrays(biases).convert(xp, dtype=dtype)
+
+
+def make_batch(dtype=np.float64, seed=0):
+    return np.random.default_rng(seed).random((N, WIDTH)).astype(dtype)
+
+
+@pytest.fixture
+def model():
+    return make_model()
+
+
+@pytest.fixture
+def x():
+    return make_batch()
+
+
+@pytest.fixture
+def torch_model():
+    return make_model("relu", dtype="float32", xp=torch)
+
+
+@pytest.fixture
+def torch_x():
+    return torch.from_numpy(make_batch(np.float32))
+
+
+TORCH_TARGET = torch.tensor([0, 1, 2, 3, 0, 2])
+TOLERANCE = 1e-6
+
+
+def max_difference(a, b) -> float:
+    difference = torch.as_tensor(a).detach() - torch.as_tensor(b).detach()
+    return float(difference.abs().max())
+
+
+# Cross-checks against Captum 0.9 in float32.
+
+
+@pytest.fixture
+def captum():
+    attr = pytest.importorskip("captum.attr")
+    warnings.filterwarnings("ignore", module="captum")
+    return attr
+
+
+def test_vanilla_matches_captum_saliency(captum, torch_model, torch_x):
+    net = to_module(torch_model)
+    expected = captum.Saliency(net).attribute(torch_x, target=TORCH_TARGET, abs=False)
+    got = saliency.vanilla_gradient(torch_model, torch_x, TORCH_TARGET)
+    assert max_difference(got, expected) < TOLERANCE
+
+
+def test_absolute_matches_captum_default(captum, torch_model, torch_x):
+    net = to_module(torch_model)
+    expected = captum.Saliency(net).attribute(torch_x, target=TORCH_TARGET)
+    got = saliency.vanilla_gradient(torch_model, torch_x, TORCH_TARGET, absolute=True)
+    assert max_difference(got, expected) < TOLERANCE
+
+
+def test_input_x_gradient_matches_captum(captum, torch_model, torch_x):
+    net = to_module(torch_model)
+    expected = captum.InputXGradient(net).attribute(torch_x, target=TORCH_TARGET)
+    got = saliency.input_x_gradient(torch_model, torch_x, TORCH_TARGET)
+    assert max_difference(got, expected) < TOLERANCE
+
+
+@pytest.mark.parametrize("rule", saliency.IG_RULES)
+def test_integrated_gradients_match_captum(captum, torch_model, torch_x, rule):
+    net = to_module(torch_model)
+    baseline = 0.1 * torch.from_numpy(make_batch(np.float32, seed=5))
+    expected = captum.IntegratedGradients(net).attribute(
+        torch_x, baselines=baseline, target=TORCH_TARGET, n_steps=20, method=rule
+    )
+    got = saliency.integrated_gradients(
+        torch_model, torch_x, TORCH_TARGET, baseline=baseline, steps=20, rule=rule
+    )
+    assert max_difference(got.attributions, expected) < TOLERANCE
+
+
+def test_integrated_gradients_gap_matches_captum_delta(captum, torch_model, torch_x):
+    net = to_module(torch_model)
+    _, delta = captum.IntegratedGradients(net).attribute(
+        torch_x, target=TORCH_TARGET, n_steps=20, return_convergence_delta=True
+    )
+    got = saliency.integrated_gradients(torch_model, torch_x, TORCH_TARGET, steps=20)
+    assert max_difference(got.gap, delta) < 1e-5
+
+
+def captum_noise(seed: int, sigma: float, samples: int, shape) -> torch.Tensor:
+    """Redraw the noise of Captum's NoiseTunnel for one input tensor.
+
+    NoiseTunnel repeats each row ``samples`` times (``repeat_interleave``)
+    and adds ``torch.normal(0, sigma)`` of that expanded shape, so row
+    ``i * samples + s`` is copy ``s`` of sample ``i``.
+    """
+    n, d = shape
+    torch.manual_seed(seed)
+    noise = torch.normal(0, torch.tensor(sigma).repeat((n * samples, d)))
+    return noise.reshape(n, samples, d).permute(1, 0, 2)
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_smoothgrad_matches_captum_noise_tunnel(captum, torch_model, torch_x, squared):
+    net = to_module(torch_model)
+    sigma, samples = 0.15, 8
+    torch.manual_seed(3)
+    expected = captum.NoiseTunnel(captum.Saliency(net)).attribute(
+        torch_x,
+        nt_type="smoothgrad_sq" if squared else "smoothgrad",
+        nt_samples=samples,
+        stdevs=sigma,
+        target=TORCH_TARGET,
+        abs=False,
+    )
+    noise = captum_noise(3, sigma, samples, torch_x.shape)
+    got = saliency.smoothgrad(
+        torch_model,
+        torch_x,
+        TORCH_TARGET,
+        samples=samples,
+        noise=noise,
+        squared=squared,
+    )
+    assert max_difference(got, expected) < TOLERANCE
+
+
+def test_smoothgrad_equals_mean_of_captum_saliency(captum, torch_model, torch_x):
+    net = to_module(torch_model)
+    noise = captum_noise(4, 0.2, 5, torch_x.shape)
+    per_copy = [
+        captum.Saliency(net).attribute(torch_x + eps, target=TORCH_TARGET, abs=False)
+        for eps in noise
+    ]
+    got = saliency.smoothgrad(
+        torch_model, torch_x, TORCH_TARGET, samples=5, noise=noise
+    )
+    assert max_difference(got, torch.stack(per_copy).mean(0)) < TOLERANCE
+
+
+# Float64 references.
+
+
+def central_differences(model, x, target, step=1e-6):
+    logits = lambda v: np.asarray(model.logits(v))  # noqa: E731
+    grad = np.zeros_like(x)
+    rows = np.arange(x.shape[0])
+    for i in range(x.shape[1]):
+        shift = np.zeros_like(x)
+        shift[:, i] = step
+        up, down = logits(x + shift), logits(x - shift)
+        grad[:, i] = (up[rows, target] - down[rows, target]) / (2 * step)
+    return grad
+
+
+def test_vanilla_matches_central_differences(model, x):
+    target = np.array([0, 1, 2, 3, 1, 0])
+    got = saliency.vanilla_gradient(model, x, target)
+    expected = central_differences(model, x, target)
+    np.testing.assert_allclose(got, expected, rtol=1e-7, atol=1e-8)
+
+
+def test_all_classes_stack_per_class_maps(model, x):
+    every = saliency.vanilla_gradient(model, x, "all")
+    stacked = np.stack(
+        [saliency.vanilla_gradient(model, x, r) for r in range(CLASSES)], axis=1
+    )
+    assert every.shape == (N, CLASSES, WIDTH)
+    np.testing.assert_allclose(every, stacked, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("input_x_gradient", {}),
+        ("smoothgrad", {"samples": 3, "seed": 7}),
+        ("integrated_gradients", {"steps": 8}),
+        ("jsma", {"variant": "manuscript"}),
+        ("jsma", {"variant": "increase"}),
+        ("jsma", {"variant": "decrease"}),
+    ],
+)
+def test_all_classes_stack_other_methods(model, x, method, options):
+    every = saliency.saliency_map(model, x, method, "all", **options)
+    stacked = np.stack(
+        [saliency.saliency_map(model, x, method, r, **options) for r in range(CLASSES)],
+        axis=1,
+    )
+    np.testing.assert_allclose(every, stacked, rtol=1e-12, atol=1e-14)
+
+
+def test_default_target_is_predicted_class(model, x):
+    predicted = np.asarray(model.predict(x))
+    np.testing.assert_array_equal(
+        saliency.vanilla_gradient(model, x),
+        saliency.vanilla_gradient(model, x, predicted),
+    )
+
+
+def test_absolute_is_abs_of_signed(model, x):
+    signed = saliency.vanilla_gradient(model, x, 2)
+    np.testing.assert_array_equal(
+        saliency.vanilla_gradient(model, x, 2, absolute=True), np.abs(signed)
+    )
+
+
+def test_input_x_gradient_is_product(model, x):
+    expected = x * saliency.vanilla_gradient(model, x, 1)
+    np.testing.assert_array_equal(saliency.input_x_gradient(model, x, 1), expected)
+
+
+def test_input_x_gradient_sums_to_score_without_biases(x):
+    # A relu network without biases is positively homogeneous.
+    model = make_model("relu", bias=False)
+    total = saliency.input_x_gradient(model, x, "all").sum(axis=2)
+    np.testing.assert_allclose(total, model.logits(x), rtol=1e-12, atol=1e-13)
+
+
+def test_smoothgrad_seed_reproduces_and_noise_matters(model, x):
+    first = saliency.smoothgrad(model, x, 0, samples=4, seed=11)
+    again = saliency.smoothgrad(model, x, 0, samples=4, seed=11)
+    other = saliency.smoothgrad(model, x, 0, samples=4, seed=12)
+    np.testing.assert_array_equal(first, again)
+    assert np.max(np.abs(first - other)) > 1e-6
+
+
+def test_smoothgrad_without_noise_is_vanilla(model, x):
+    got = saliency.smoothgrad(model, x, 3, samples=2, noise_level=0.0)
+    np.testing.assert_allclose(got, saliency.vanilla_gradient(model, x, 3), rtol=1e-14)
+
+
+def test_smoothgrad_noise_scales_with_range(model, x):
+    sigma, samples = 0.1 * (3.0 - 1.0), 4
+    draws = np.random.default_rng(5).standard_normal((samples,) + x.shape) * sigma
+    expected = np.mean(
+        [saliency.vanilla_gradient(model, x + eps, 0) for eps in draws], axis=0
+    )
+    got = saliency.smoothgrad(
+        model, x, 0, samples=samples, noise_level=0.1, bounds=(1.0, 3.0), seed=5
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
+# Integrated Gradients completeness.
+
+
+def test_completeness_gauss_legendre_float64(model, x):
+    result = saliency.integrated_gradients(model, x, "all", steps=64)
+    assert np.max(result.relative_gap) < 1e-8
+
+
+def test_gap_is_sum_minus_score_difference(model, x):
+    baseline = 0.5 * make_batch(seed=9)
+    result = saliency.integrated_gradients(model, x, 1, baseline=baseline, steps=5)
+    difference = (
+        np.asarray(model.logits(x))[:, 1] - np.asarray(model.logits(baseline))[:, 1]
+    )
+    np.testing.assert_allclose(result.score_difference, difference, rtol=1e-14)
+    np.testing.assert_allclose(
+        result.gap, result.attributions.sum(axis=1) - difference, rtol=1e-12, atol=1e-15
+    )
+
+
+def test_riemann_rules_converge_slower_than_gauss_legendre(model, x):
+    gauss = saliency.integrated_gradients(model, x, 0, steps=16)
+    left = saliency.integrated_gradients(model, x, 0, steps=16, rule="riemann_left")
+    assert np.max(gauss.relative_gap) < 1e-6
+    assert np.max(left.relative_gap) > 1e-3
+
+
+def test_quadrature_weights_follow_captum():
+    alphas, weights = saliency.quadrature("riemann_trapezoid", 4)
+    np.testing.assert_allclose(alphas, [0, 1 / 3, 2 / 3, 1])
+    np.testing.assert_allclose(weights, [1 / 8, 1 / 4, 1 / 4, 1 / 8])
+    alphas, weights = saliency.quadrature("gausslegendre", 5)
+    assert abs(weights.sum() - 1.0) < 1e-15
+    assert alphas.min() > 0
+    assert alphas.max() < 1
+
+
+def test_baseline_row_broadcasts(model, x):
+    row = np.full(WIDTH, 0.2)
+    from_row = saliency.integrated_gradients(model, x, 0, baseline=row, steps=4)
+    from_batch = saliency.integrated_gradients(
+        model, x, 0, baseline=np.tile(row, (N, 1)), steps=4
+    )
+    np.testing.assert_array_equal(from_row.attributions, from_batch.attributions)
+
+
+# JSMA maps.
+
+
+def jsma_parts(model, x, o):
+    J = np.asarray(resgrad.input_jacobian(model, x))
+    rows = np.arange(x.shape[0])
+    t = J[rows, o]
+    others = np.stack([np.delete(J[i], o[i], axis=0).sum(axis=0) for i in rows])
+    return t, others
+
+
+def test_manuscript_jsma_sign_rule(model, x):
+    o = np.array([0, 1, 2, 3, 0, 1])
+    t, others = jsma_parts(model, x, o)
+    product = t * others
+    got = saliency.jsma_map(model, x, o)
+    assert np.any(product < 0)
+    assert np.any(product >= 0)
+    assert np.all(got[product >= 0] == 0)
+    np.testing.assert_allclose(got[product < 0], product[product < 0], rtol=1e-12)
+    assert np.all(got[product < 0] < 0)
+
+
+def test_papernot_increasing_map(model, x):
+    o = np.array([2, 2, 1, 0, 3, 3])
+    t, others = jsma_parts(model, x, o)
+    got = saliency.jsma_map(model, x, o, variant="increase")
+    zero = (t < 0) | (others > 0)
+    assert np.any(zero)
+    assert np.any(~zero)
+    assert np.all(got[zero] == 0)
+    np.testing.assert_allclose(got[~zero], (t * np.abs(others))[~zero], rtol=1e-12)
+
+
+def test_papernot_decreasing_map(model, x):
+    o = np.array([2, 2, 1, 0, 3, 3])
+    t, others = jsma_parts(model, x, o)
+    got = saliency.jsma_map(model, x, o, variant="decrease")
+    zero = (t > 0) | (others < 0)
+    assert np.any(zero)
+    assert np.any(~zero)
+    assert np.all(got[zero] == 0)
+    np.testing.assert_allclose(got[~zero], (np.abs(t) * others)[~zero], rtol=1e-12)
+
+
+# Bad input.
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda m, x: saliency.vanilla_gradient(m, x, CLASSES), ValueError, "outside"),
+        (lambda m, x: saliency.vanilla_gradient(m, x, -1), ValueError, "outside"),
+        (lambda m, x: saliency.vanilla_gradient(m, x, True), TypeError, "bool"),
+        (lambda m, x: saliency.vanilla_gradient(m, x, "every"), ValueError, "'all'"),
+        (
+            lambda m, x: saliency.vanilla_gradient(m, x, np.array([0, 1])),
+            ValueError,
+            "shape",
+        ),
+        (
+            lambda m, x: saliency.integrated_gradients(m, x, steps=0),
+            ValueError,
+            "steps >= 1",
+        ),
+        (
+            lambda m, x: saliency.integrated_gradients(
+                m, x, steps=1, rule="riemann_trapezoid"
+            ),
+            ValueError,
+            "steps >= 2",
+        ),
+        (
+            lambda m, x: saliency.integrated_gradients(m, x, rule="simpson"),
+            ValueError,
+            "Unknown rule",
+        ),
+        (
+            lambda m, x: saliency.integrated_gradients(m, x, baseline=np.zeros((2, 3))),
+            ValueError,
+            "baseline of shape",
+        ),
+        (lambda m, x: saliency.smoothgrad(m, x, samples=0), ValueError, "samples >= 1"),
+        (
+            lambda m, x: saliency.smoothgrad(m, x, noise_level=-0.1),
+            ValueError,
+            "noise_level >= 0",
+        ),
+        (
+            lambda m, x: saliency.smoothgrad(
+                m, x, samples=2, noise=np.zeros((3, N, 2))
+            ),
+            ValueError,
+            "noise of shape",
+        ),
+        (
+            lambda m, x: saliency.jsma_map(m, x, variant="maximal"),
+            ValueError,
+            "Unknown variant",
+        ),
+        (
+            lambda m, x: saliency.saliency_map(m, x, "gradcam"),
+            ValueError,
+            "Unknown method",
+        ),
+        (
+            lambda m, x: saliency.vanilla_gradient(m, x[:, :3]),
+            ValueError,
+            "features",
+        ),
+        (
+            lambda m, x: saliency.deletion_curve(m, x, x[:, :3]),
+            ValueError,
+            "saliency of the input's shape",
+        ),
+        (
+            lambda m, x: saliency.randomization_check(m, x, target="all"),
+            ValueError,
+            "one class per row",
+        ),
+    ],
+)
+def test_bad_input_raises(model, x, call, error, match):
+    with pytest.raises(error, match=match):
+        call(model, x)
+
+
+# Namespaces, dtypes and the input.
+
+
+@pytest.mark.parametrize("method", saliency.METHODS)
+def test_input_not_modified_numpy(model, x, method):
+    copy = x.copy()
+    saliency.saliency_map(model, x, method, "all")
+    np.testing.assert_array_equal(x, copy)
+
+
+@pytest.mark.parametrize("method", saliency.METHODS)
+def test_torch_in_torch_out(torch_model, torch_x, method):
+    copy = torch_x.clone()
+    got = saliency.saliency_map(torch_model, torch_x, method, 1)
+    assert isinstance(got, torch.Tensor)
+    assert got.dtype == torch.float32
+    assert got.shape == torch_x.shape
+    assert torch.equal(torch_x, copy)
+
+
+def test_torch_matches_numpy_float64(model, x):
+    torch_model = model.convert(torch)
+    got = saliency.integrated_gradients(torch_model, torch.from_numpy(x), 2, steps=6)
+    expected = saliency.integrated_gradients(model, x, 2, steps=6)
+    assert isinstance(got.gap, torch.Tensor)
+    np.testing.assert_allclose(
+        got.attributions.numpy(), expected.attributions, rtol=1e-12
+    )
+
+
+# Rank correlation and the randomisation check.
+
+
+def test_rank_correlation_known_values():
+    a = np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0], [1.0, 1.0, 1.0, 1.0]])
+    b = np.array([[1.0, 3.0, 2.0, 4.0], [4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0]])
+    got = saliency.rank_correlation(a, b)
+    # 1 - 6 sum(d^2) / (n (n^2 - 1)) with d = (0, 1, 1, 0) gives 0.8.
+    np.testing.assert_allclose(got[:2], [0.8, -1.0])
+    assert np.isnan(got[2])
+
+
+def test_rank_correlation_averages_ties():
+    a = np.array([[0.0, 0.0, 1.0, 2.0]])
+    b = np.array([[5.0, 6.0, 7.0, 8.0]])
+    # Ranks (1.5, 1.5, 3, 4) against (1, 2, 3, 4): Pearson of the ranks.
+    ra, rb = np.array([1.5, 1.5, 3, 4]), np.array([1.0, 2, 3, 4])
+    expected = np.corrcoef(ra, rb)[0, 1]
+    np.testing.assert_allclose(saliency.rank_correlation(a, b), [expected])
+
+
+def test_rank_correlation_invariant_to_monotone_maps():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 20))
+    np.testing.assert_allclose(saliency.rank_correlation(a, np.exp(a)), 1.0)
+
+
+def test_randomize_blocks_cascades_from_top(model):
+    steps = saliency.randomize_blocks(model, model.depth, seed=3)
+    original = model.arrays()
+    for k, randomized in enumerate(steps, start=1):
+        arrays = randomized.arrays()
+        for index in range(model.depth):
+            same = np.array_equal(
+                arrays[f"blocks.{index}.W1"], original[f"blocks.{index}.W1"]
+            )
+            assert same == (index < model.depth - k)
+    top = "blocks.2.W1"
+    np.testing.assert_array_equal(steps[0].arrays()[top], steps[2].arrays()[top])
+    np.testing.assert_array_equal(steps[0].arrays()["blocks.2.b2"], 0.0)
+
+
+def test_randomization_check_correlations(model, x):
+    result = saliency.randomization_check(model, x, "vanilla", 0, init_seed=2)
+    assert result.blocks == [2, 1, 0]
+    assert result.spearman.shape == (model.depth, N)
+    last = np.asarray(result.randomized[-1])
+    np.testing.assert_allclose(
+        result.spearman[-1], saliency.rank_correlation(result.original, last)
+    )
+    np.testing.assert_allclose(
+        result.spearman_abs[-1],
+        saliency.rank_correlation(np.abs(result.original), np.abs(last)),
+    )
+
+
+# The deletion curve.
+
+
+def test_deletion_curve_on_linear_model():
+    # With identity activations and no biases the logit is J x, so removing
+    # feature i (setting it to 0) lowers the score by (x * grad)_i exactly.
+    model = resgrad.ResidualMLP.init(
+        [WIDTH, 6, CLASSES], activation="identity", bias=False, seed=4
+    )
+    x = make_batch()
+    target = np.asarray(model.predict(x))
+    attribution = saliency.input_x_gradient(model, x)
+    curve = saliency.deletion_curve(model, x, attribution, random_orders=3)
+
+    contributions = -np.sort(-attribution, axis=1)
+    start = np.asarray(model.logits(x))[np.arange(N), target]
+    expected = start[:, None] - np.concatenate(
+        [np.zeros((N, 1)), np.cumsum(contributions, axis=1)], axis=1
+    )
+    np.testing.assert_allclose(curve.scores, expected, rtol=1e-12, atol=1e-12)
+    assert np.all(curve.auc < curve.random_auc)
+
+
+def test_deletion_curve_ends_and_area(model, x):
+    attribution = saliency.input_x_gradient(model, x, 0)
+    curve = saliency.deletion_curve(model, x, attribution, 0, baseline=0.25)
+    logits_x = np.asarray(model.logits(x))[:, 0]
+    logits_base = np.asarray(model.logits(np.full_like(x, 0.25)))[:, 0]
+    np.testing.assert_allclose(curve.scores[:, 0], logits_x, rtol=1e-14)
+    np.testing.assert_allclose(curve.scores[:, -1], logits_base, rtol=1e-14)
+    np.testing.assert_allclose(curve.random_scores[:, -1], logits_base, rtol=1e-14)
+    np.testing.assert_allclose(
+        curve.auc, np.trapezoid(curve.scores, curve.fractions, axis=1), rtol=1e-12
+    )
+    assert curve.fractions.shape == (WIDTH + 1,)
+
+
+def test_deletion_probability_scores(model, x):
+    attribution = saliency.vanilla_gradient(model, x)
+    curve = saliency.deletion_curve(model, x, attribution, score="probability")
+    assert np.all(curve.scores > 0)
+    assert np.all(curve.scores < 1)
+
+
+# The command line and the report section.
+
+saliency_cli = pytest.importorskip("resgrad.cli.saliency")
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    pytest.importorskip("sklearn")
+    from resgrad.data import load_data
+
+    data = load_data()
+    model = resgrad.ResidualMLP.init([data.n_features, 16, data.n_classes], seed=0)
+    path = tmp_path_factory.mktemp("model") / "model.npz"
+    resgrad.save(model, path)
+    return path, data
+
+
+def run_cli(argv: list[str]) -> int:
+    """Run ``resgrad saliency`` through its own parser and main's error rule."""
+    from resgrad.cli import main
+
+    return main(["saliency", *argv])
+
+
+def test_cli_writes_figures_and_json(digits_model, tmp_path):
+    path, data = digits_model
+    out = tmp_path / "out"
+    argv = ["--model", str(path), "--index", "0,3", "--out", str(out)]
+    argv += ["--method", "vanilla,jsma,integrated_gradients", "--steps", "8"]
+    argv += ["--check-samples", "6", "--random-orders", "2", "--no-progress"]
+    assert run_cli(argv) == 0
+    report = json.loads((out / "saliency.json").read_text())
+    for name in report["files"]:
+        assert (out / name).stat().st_size > 0
+    assert "saliency_sample_3.png" in report["files"]
+    assert [s["index"] for s in report["samples"]] == [0, 3]
+    assert set(report["deletion"]) == {"vanilla", "jsma", "integrated_gradients"}
+    spearman = report["randomization"]["vanilla"]["spearman_abs"]
+    assert len(spearman) == 2
+    gaps = report["integrated_gradients_gap"]["gap_per_class"]
+    assert np.array(gaps).shape == (2, data.n_classes)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--index", "100000"], "--index 100000 is outside"),
+        (["--method", "gradcam"], "Unknown --method"),
+        (["--classes", "10"], "--classes 10 is outside"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--samples", "0"], "--samples must be at least 1"),
+        (["--baseline", "BASELINE"], "Expected --baseline of shape (64,)"),
+    ],
+)
+def test_cli_bad_input_one_line(digits_model, tmp_path, capsys, extra, message):
+    path, _ = digits_model
+    np.save(tmp_path / "baseline.npy", np.zeros((3, 3)))
+    extra = [str(tmp_path / "baseline.npy") if e == "BASELINE" else e for e in extra]
+    out = tmp_path / "out"
+    argv = ["--model", str(path), "--out", str(out), "--no-progress", *extra]
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert message in err
+    assert not out.exists()
+
+
+def test_report_section(digits_model, tmp_path):
+    from resgrad.cli._common import RunContext, Section
+
+    path, data = digits_model
+    section = saliency_cli.report_section(
+        RunContext(resgrad.load(path), data, tmp_path)
+    )
+    assert isinstance(section, Section)
+    for name in section.files:
+        assert (tmp_path / name).stat().st_size > 0
+        assert name in section.markdown
+    assert section.metrics["integrated_gradients_gap"]["max_relative_gap"] < 0.1
+    assert set(section.metrics["deletion"]) == set(saliency_cli.REPORT_METHODS)
+
+
+def test_cli_parser_registers_handler():
+    parser = argparse.ArgumentParser()
+    saliency_cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["saliency", "--model", __file__])
+    assert args.handler is saliency_cli.run_saliency
+    assert Path(args.model) == Path(__file__)
