@@ -480,6 +480,29 @@ def test_torch_matches_numpy_float64(model, x):
     )
 
 
+@pytest.mark.parametrize("method", saliency.METHODS)
+def test_array_api_strict_matches_numpy(model, x, method):
+    xps = pytest.importorskip("array_api_strict")
+    strict_model = model.convert(xps)
+    got = saliency.saliency_map(strict_model, xps.asarray(x), method, "all")
+    expected = saliency.saliency_map(model, x, method, "all")
+    assert type(got).__module__.startswith("array_api_strict")
+    np.testing.assert_allclose(np.from_dlpack(got), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_array_api_strict_checks(model, x):
+    xps = pytest.importorskip("array_api_strict")
+    strict_model, strict_x = model.convert(xps), xps.asarray(x)
+    attribution = saliency.input_x_gradient(strict_model, strict_x)
+    curve = saliency.deletion_curve(strict_model, strict_x, attribution)
+    expected = saliency.deletion_curve(model, x, saliency.input_x_gradient(model, x))
+    np.testing.assert_allclose(curve.scores, expected.scores, rtol=1e-12)
+    check = saliency.randomization_check(strict_model, strict_x)
+    np.testing.assert_allclose(
+        check.spearman, saliency.randomization_check(model, x).spearman
+    )
+
+
 # Rank correlation and the randomisation check.
 
 
