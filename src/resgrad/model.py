@@ -310,6 +310,9 @@ class ResidualMLP:
             ``a^L = g_out(z^L)`` of shape ``(n, p_L)``.
         """
         xp = self.xp
+        # Raises a TypeError naming both namespaces, e.g. a NumPy model and a
+        # torch x, before any operation fails with a less clear message.
+        _arrays.namespace(self.blocks[0].W1, x)
         _arrays.check_input(xp, x, self.sizes[0], self.dtype)
         g, g_post, g_out = self.activations()
         traces = []

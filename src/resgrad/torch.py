@@ -21,7 +21,9 @@ _FUNCTIONS = {
     "leaky_relu": lambda t: nn.functional.leaky_relu(t, 0.01),
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
-    "softplus": nn.functional.softplus,
+    # nn.functional.softplus returns x itself above x = 20, which is off by
+    # log1p(exp(-x)) ~ 2e-9; logaddexp is exact and stable everywhere.
+    "softplus": lambda t: torch.logaddexp(t, torch.zeros_like(t)),
     "elu": nn.functional.elu,
     "silu": nn.functional.silu,
 }
