@@ -1,0 +1,385 @@
+"""Gradients of the loss: backpropagation and Theorem 1's products against
+PyTorch autograd and central finite differences, in float64."""
+
+import itertools
+
+import numpy as np
+import pytest
+import reference
+import torch
+
+import resgrad
+from resgrad.torch import to_module
+
+DEPTHS = range(1, 7)
+ACTIVATIONS = list(resgrad.ACTIVATIONS)
+SHORTCUTS = ("learned", "identity", "none")
+LOSSES = list(resgrad.LOSSES)
+BATCH_SIZES = (1, 17)
+METHODS = ("backprop", "product")
+AUTOGRAD_TOLERANCE = 1e-9
+FINITE_DIFFERENCE_TOLERANCE = 1e-6
+
+TRIPLES = list(itertools.product(DEPTHS, ACTIVATIONS, SHORTCUTS))
+
+
+def _triple_id(triple):
+    depth, activation, shortcut = triple
+    return f"L{depth}-{activation}-{shortcut}"
+
+
+@pytest.mark.parametrize("triple", TRIPLES, ids=_triple_id)
+def test_grid_matches_autograd(triple):
+    """Backprop and the product form equal autograd on every loss.
+
+    Each case loops over biases (with, without), the output activation
+    (identity, g), the batch size (1, 17) and every loss, so the whole grid
+    is depth x activation x shortcut x bias x output x batch x loss.
+    """
+    depth, activation, shortcut = triple
+    for bias, output in itertools.product((True, False), ("identity", activation)):
+        model = reference.random_model(
+            depth, activation, shortcut, bias=bias, output_activation=output, seed=depth
+        )
+        for n, loss in itertools.product(BATCH_SIZES, LOSSES):
+            x, y = reference.random_batch(model, n, seed=n)
+            expected = reference.autograd_gradients(model, x, y, loss)
+            context = f"bias={bias} output={output} n={n} loss={loss}"
+            for method in METHODS:
+                grads = resgrad.gradients(model, x, y, loss, method=method)
+                reference.assert_gradients_close(
+                    reference.gradient_dict(grads),
+                    expected,
+                    AUTOGRAD_TOLERANCE,
+                    f"{context} method={method}",
+                )
+
+
+def _finite_difference_case(index):
+    depth, activation, shortcut = TRIPLES[index]
+    return {
+        "depth": depth,
+        "activation": activation,
+        "shortcut": shortcut,
+        "bias": index % 2 == 0,
+        "output": "identity" if (index // 2) % 2 == 0 else activation,
+        "n": BATCH_SIZES[(index // 4) % 2],
+        "loss": LOSSES[(index // 8) % 3],
+    }
+
+
+@pytest.mark.parametrize("index", range(len(TRIPLES)))
+def test_backprop_matches_finite_differences(index):
+    """Backprop equals central differences with step 1e-6 to 1e-6.
+
+    The float64 model's gradients are compared with difference quotients
+    that ``reference.finite_difference_gradients`` evaluates in long double.
+    The subset: every (depth, activation, shortcut) triple of the autograd
+    grid once, with biases on for even indices, and the output activation,
+    the batch size and the loss cycling with the index (see
+    ``_finite_difference_case``). So every activation, shortcut, depth,
+    bias setting, output activation, batch size and loss occurs.
+    """
+    case = _finite_difference_case(index)
+    model = reference.random_model(
+        case["depth"],
+        case["activation"],
+        case["shortcut"],
+        bias=case["bias"],
+        output_activation=case["output"],
+        seed=index,
+    )
+    x, y = reference.random_batch(model, case["n"], seed=index)
+    grads = resgrad.gradients(model, x, y, case["loss"])
+    expected = reference.finite_difference_gradients(model, x, y, case["loss"])
+    reference.assert_gradients_close(
+        reference.gradient_dict(grads), expected, FINITE_DIFFERENCE_TOLERANCE, str(case)
+    )
+
+
+def test_finite_difference_subset_covers_grid():
+    cases = [_finite_difference_case(i) for i in range(len(TRIPLES))]
+    for key, values in [
+        ("depth", set(DEPTHS)),
+        ("activation", set(ACTIVATIONS)),
+        ("shortcut", set(SHORTCUTS)),
+        ("bias", {True, False}),
+        ("n", set(BATCH_SIZES)),
+        ("loss", set(LOSSES)),
+    ]:
+        assert {case[key] for case in cases} == values, key
+    assert any(case["output"] == "identity" for case in cases)
+    assert any(case["output"] == case["activation"] != "identity" for case in cases)
+
+
+@pytest.mark.parametrize("post", ["relu", "sigmoid", "identity"])
+@pytest.mark.parametrize("method", METHODS)
+def test_post_activation_matches_autograd(post, method):
+    """A post-activation other than g applies between blocks only."""
+    model = reference.random_model(
+        3, "tanh", "learned", post_activation=post, output_activation="softplus"
+    )
+    x, y = reference.random_batch(model, 9)
+    grads = resgrad.gradients(model, x, y, "squared_error", method=method)
+    expected = reference.autograd_gradients(model, x, y, "squared_error")
+    reference.assert_gradients_close(
+        reference.gradient_dict(grads), expected, AUTOGRAD_TOLERANCE
+    )
+
+
+# Reductions.
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("method", METHODS)
+def test_sum_is_n_times_mean(loss, method):
+    model = reference.random_model(3, "tanh", "learned", output_activation="tanh")
+    x, y = reference.random_batch(model, 11)
+    total = reference.gradient_dict(resgrad.gradients(model, x, y, loss, "sum", method))
+    mean = reference.gradient_dict(resgrad.gradients(model, x, y, loss, "mean", method))
+    scaled = {name: 11 * value for name, value in mean.items()}
+    reference.assert_gradients_close(total, scaled, 1e-13)
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("method", METHODS)
+def test_sum_reduction_matches_autograd(loss, method):
+    model = reference.random_model(4, "elu", "none", output_activation="sigmoid")
+    x, y = reference.random_batch(model, 7)
+    grads = resgrad.gradients(model, x, y, loss, "sum", method)
+    expected = reference.autograd_gradients(model, x, y, loss, "sum")
+    reference.assert_gradients_close(
+        reference.gradient_dict(grads), expected, AUTOGRAD_TOLERANCE
+    )
+
+
+def test_empty_batch_has_zero_gradients():
+    model = reference.random_model(2, "relu", "learned")
+    x = np.zeros((0, model.sizes[0]))
+    y = np.zeros(0, dtype=np.int64)
+    grads = resgrad.gradients(model, x, y)
+    assert float(grads.loss) == 0.0
+    assert grads.input.shape == (0, model.sizes[0])
+    for name, value in grads.arrays().items():
+        assert not np.any(value), name
+
+
+# Per-sample quantities.
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+def test_input_gradient_matches_autograd_per_sample(loss, shortcut):
+    model = reference.random_model(3, "silu", shortcut, output_activation="tanh")
+    x, y = reference.random_batch(model, 6)
+    losses, dx = resgrad.input_gradient(model, x, y, loss)
+    expected = reference.autograd_per_sample(model, x, y, loss)
+    assert losses.shape == (6,)
+    assert dx.shape == x.shape
+    for i, sample in enumerate(expected):
+        assert reference.relative_error(losses[i], sample["loss"]) <= 1e-12
+        assert reference.relative_error(dx[i : i + 1], sample["input"]) <= 1e-12
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_per_sample_gradients_match_autograd(loss, shortcut, bias):
+    model = reference.random_model(
+        3, "leaky_relu", shortcut, bias=bias, output_activation="sigmoid"
+    )
+    x, y = reference.random_batch(model, 5)
+    per_sample = resgrad.per_sample_gradients(model, x, y, loss)
+    expected = reference.autograd_per_sample(model, x, y, loss)
+    assert per_sample.loss.shape == (5,)
+    for i, sample in enumerate(expected):
+        actual = {"loss": per_sample.loss[i], "input": per_sample.input[i : i + 1]}
+        actual.update({k: v[i] for k, v in per_sample.arrays().items()})
+        reference.assert_gradients_close(
+            actual, sample, AUTOGRAD_TOLERANCE, f"sample {i}"
+        )
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_per_sample_gradients_sum_to_batch_gradient(loss):
+    model = reference.random_model(4, "softplus", "identity")
+    x, y = reference.random_batch(model, 8)
+    per_sample = resgrad.per_sample_gradients(model, x, y, loss)
+    total = resgrad.gradients(model, x, y, loss, "sum")
+    for name, value in total.arrays().items():
+        summed = np.sum(per_sample.arrays()[name], axis=0)
+        assert reference.relative_error(summed, value) <= 1e-12, name
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_per_sample_norms_equal_materialised_norms(loss, shortcut, bias):
+    """``||e a^T||_F = ||e|| ||a||`` gives the norms without the gradients."""
+    model = reference.random_model(3, "tanh", shortcut, bias=bias)
+    x, y = reference.random_batch(model, 7)
+    norms = resgrad.per_sample_norms(model, x, y, loss)
+    per_sample = resgrad.per_sample_gradients(model, x, y, loss)
+    squares = sum(
+        np.sum(value.reshape(7, -1) ** 2, axis=1)
+        for value in per_sample.arrays().values()
+    )
+    assert norms.shape == (7,)
+    assert reference.relative_error(norms, np.sqrt(squares)) <= 1e-12
+
+
+# Input validation.
+
+
+@pytest.fixture
+def small():
+    model = reference.random_model(2, "relu", "learned")
+    x, y = reference.random_batch(model, 4)
+    return model, x, y
+
+
+def test_x_of_wrong_width_raises(small):
+    model, x, y = small
+    with pytest.raises(ValueError, match=r"Expected x to have 5 features.*got 4"):
+        resgrad.gradients(model, x[:, :4], y)
+
+
+def test_one_dimensional_x_raises(small):
+    model, x, y = small
+    with pytest.raises(
+        ValueError, match=r"Expected x of shape \(n, 5\), got shape \(5,\)"
+    ):
+        resgrad.gradients(model, x[0], y[:1])
+
+
+@pytest.mark.parametrize("label", [3, -1, 7])
+def test_label_outside_classes_raises(small, label):
+    model, x, y = small
+    y = y.copy()
+    y[1] = label
+    with pytest.raises(ValueError, match=rf"Label {label} in y is outside \[0, 3\)"):
+        resgrad.gradients(model, x, y)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "score"])
+def test_float_labels_raise(small, loss):
+    model, x, y = small
+    with pytest.raises(
+        TypeError, match="Expected integer class labels in y, got dtype float64"
+    ):
+        resgrad.gradients(model, x, y.astype(np.float64), loss)
+
+
+def test_label_count_mismatch_raises(small):
+    model, x, y = small
+    with pytest.raises(
+        ValueError, match=r"Expected y of shape \(4,\).*got shape \(3,\)"
+    ):
+        resgrad.gradients(model, x, y[:3])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, x, y: resgrad.gradients(m, x, y),
+        lambda m, x, y: resgrad.gradients(m, x, y, method="product"),
+        lambda m, x, y: resgrad.input_gradient(m, x, y),
+        lambda m, x, y: resgrad.input_jacobian(m, x),
+        lambda m, x, y: resgrad.per_sample_norms(m, x, y),
+        lambda m, x, y: m(x),
+    ],
+    ids=["backprop", "product", "input_gradient", "input_jacobian", "norms", "call"],
+)
+def test_non_finite_x_raises(small, bad, call):
+    model, x, y = small
+    x = x.copy()
+    x[2, 1] = bad
+    with pytest.raises(ValueError, match="x contains 1 NaN or infinite value"):
+        call(model, x, y)
+
+
+def test_unknown_loss_raises(small):
+    model, x, y = small
+    with pytest.raises(
+        ValueError, match="Unknown loss 'hinge'; expected one of: cross_entropy"
+    ):
+        resgrad.gradients(model, x, y, loss="hinge")
+
+
+def test_unknown_reduction_raises(small):
+    model, x, y = small
+    with pytest.raises(
+        ValueError, match="Unknown reduction 'max'; expected one of: mean, sum"
+    ):
+        resgrad.gradients(model, x, y, reduction="max")
+
+
+def test_unknown_method_raises(small):
+    model, x, y = small
+    with pytest.raises(
+        ValueError, match="Unknown method 'auto'; expected one of: backprop"
+    ):
+        resgrad.gradients(model, x, y, method="auto")
+
+
+def test_x_dtype_mismatch_raises(small):
+    model, x, y = small
+    with pytest.raises(TypeError, match="Expected x of dtype float64.*got float32"):
+        resgrad.gradients(model, x.astype(np.float32), y)
+
+
+def test_integer_x_raises(small):
+    model, x, y = small
+    with pytest.raises(
+        TypeError, match="Expected x of a real floating dtype, got int64"
+    ):
+        resgrad.gradients(model, np.round(x).astype(np.int64), y)
+
+
+def test_model_argument_must_be_a_network(small):
+    _, x, y = small
+    with pytest.raises(TypeError, match="Expected a ResidualMLP, got dict"):
+        resgrad.gradients({}, x, y)
+
+
+# Caller's arrays.
+
+
+def _public_calls(model, x, y):
+    yield lambda: model(x)
+    yield lambda: model.logits(x)
+    yield lambda: model.predict(x)
+    yield lambda: model.trace(x)
+    for loss, method in itertools.product(LOSSES, METHODS):
+        yield lambda loss=loss, method=method: resgrad.gradients(
+            model, x, y, loss, method=method
+        )
+    for loss in LOSSES:
+        yield lambda loss=loss: resgrad.input_gradient(model, x, y, loss)
+        yield lambda loss=loss: resgrad.per_sample_gradients(model, x, y, loss)
+        yield lambda loss=loss: resgrad.per_sample_norms(model, x, y, loss)
+    for mode in ("auto", "reverse", "forward", "product"):
+        yield lambda mode=mode: resgrad.input_jacobian(model, x, mode)
+    yield lambda: resgrad.theorem_matrices(model, x)
+    yield lambda: model.convert(dtype="float32")
+    yield lambda: model.replace_arrays({})
+    yield lambda: to_module(model)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+def test_public_functions_leave_inputs_unchanged(backend, shortcut):
+    model = reference.random_model(3, "relu", shortcut, output_activation="tanh")
+    x, y = reference.random_batch(model, 5)
+    if backend == "torch":
+        model = model.convert(torch)
+        x, y = torch.asarray(x), torch.asarray(y)
+    before = {name: reference.to_numpy(v) for name, v in model.arrays().items()}
+    x_before, y_before = reference.to_numpy(x), reference.to_numpy(y)
+    for call in _public_calls(model, x, y):
+        call()
+    assert np.array_equal(reference.to_numpy(x), x_before)
+    assert np.array_equal(reference.to_numpy(y), y_before)
+    for name, value in model.arrays().items():
+        assert np.array_equal(reference.to_numpy(value), before[name]), name

@@ -1,0 +1,176 @@
+"""Per-sample losses and ``dY/da^L`` against PyTorch."""
+
+import array_api_compat.numpy as xp_numpy
+import numpy as np
+import pytest
+import reference
+import torch
+import torch.nn.functional as F
+
+import resgrad
+
+LOSSES = list(resgrad.LOSSES)
+
+
+def _outputs(n=8, classes=5, scale=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return scale * rng.standard_normal((n, classes)), rng.integers(0, classes, n)
+
+
+def _torch_value_and_grad(name, out, y):
+    out_t = torch.from_numpy(out.copy()).requires_grad_(True)
+    y_t = torch.from_numpy(y)
+    values = reference.torch_losses(name, out_t, out_t, y_t)
+    (grad,) = torch.autograd.grad(values.sum(), [out_t])
+    return values.detach().numpy(), grad.numpy()
+
+
+@pytest.mark.parametrize("name", LOSSES)
+@pytest.mark.parametrize("scale", [0.1, 3.0, 300.0])
+def test_loss_matches_torch(name, scale):
+    """Values and ``dY/d out`` equal autograd, also for logits of size 300,
+    where an unshifted softmax would overflow."""
+    out, y = _outputs(scale=scale)
+    loss = resgrad.get_loss(name)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        value = loss.value(xp_numpy, out, y)
+        grad = loss.grad(xp_numpy, out, y)
+    expected_value, expected_grad = _torch_value_and_grad(name, out, y)
+    assert value.shape == (8,)
+    assert grad.shape == (8, 5)
+    assert reference.relative_error(value, expected_value) <= 1e-13
+    assert reference.relative_error(grad, expected_grad) <= 1e-13
+
+
+def test_cross_entropy_is_log_softmax_of_label():
+    out, y = _outputs()
+    value = resgrad.get_loss("cross_entropy").value(xp_numpy, out, y)
+    expected = F.cross_entropy(
+        torch.from_numpy(out), torch.from_numpy(y), reduction="none"
+    )
+    assert reference.relative_error(value, expected) <= 1e-14
+
+
+def test_cross_entropy_gradient_is_softmax_minus_one_hot():
+    out, y = _outputs()
+    grad = resgrad.get_loss("cross_entropy").grad(xp_numpy, out, y)
+    softmax = np.exp(out) / np.exp(out).sum(axis=1, keepdims=True)
+    assert reference.relative_error(grad, softmax - np.eye(5)[y]) <= 1e-14
+    assert np.max(np.abs(grad.sum(axis=1))) <= 1e-15
+
+
+def test_squared_error_with_labels_uses_one_hot_target():
+    out, y = _outputs()
+    loss = resgrad.get_loss("squared_error")
+    target = np.eye(5)[y]
+    assert np.array_equal(
+        loss.value(xp_numpy, out, y), loss.value(xp_numpy, out, target)
+    )
+    assert np.array_equal(loss.grad(xp_numpy, out, y), out - target)
+
+
+def test_score_reads_one_logit():
+    out, y = _outputs()
+    loss = resgrad.get_loss("score")
+    assert loss.on_logits
+    assert np.array_equal(loss.value(xp_numpy, out, y), out[np.arange(8), y])
+    assert np.array_equal(loss.grad(xp_numpy, out, y), np.eye(5)[y])
+
+
+# Losses inside the network.
+
+
+@pytest.mark.parametrize("method", ["backprop", "product"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_squared_error_with_float_target_matches_autograd(method, reduction):
+    model = reference.random_model(3, "tanh", "learned", output_activation="sigmoid")
+    x, _ = reference.random_batch(model, 6)
+    target = np.random.default_rng(2).uniform(size=(6, 3))
+    grads = resgrad.gradients(model, x, target, "squared_error", reduction, method)
+    expected = reference.autograd_gradients(
+        model, x, target, "squared_error", reduction
+    )
+    reference.assert_gradients_close(reference.gradient_dict(grads), expected, 1e-12)
+
+
+@pytest.mark.parametrize("method", ["backprop", "product"])
+def test_score_ignores_output_activation(method):
+    """The score is ``z^L_y``, taken before ``g_out``, so the gradients do
+    not depend on the output activation."""
+    model = reference.random_model(3, "relu", "none", output_activation="sigmoid")
+    x, y = reference.random_batch(model, 5)
+    plain = resgrad.ResidualMLP(model.blocks, "relu", output_activation="identity")
+    with_output = reference.gradient_dict(
+        resgrad.gradients(model, x, y, "score", method=method)
+    )
+    without = reference.gradient_dict(
+        resgrad.gradients(plain, x, y, "score", method=method)
+    )
+    reference.assert_gradients_close(with_output, without, 0.0)
+
+
+def test_cross_entropy_on_huge_logits_is_finite():
+    model = reference.random_model(1, "relu", "learned")
+    model = model.replace_arrays({"blocks.0.W2": 1e3 * model.blocks[0].W2})
+    x, y = reference.random_batch(model, 6)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        grads = resgrad.gradients(model, x, y)
+    expected = reference.autograd_gradients(model, x, y)
+    assert np.max(np.abs(model.logits(x))) > 100
+    reference.assert_gradients_close(reference.gradient_dict(grads), expected, 1e-12)
+
+
+# Invalid arguments.
+
+
+def test_unknown_loss_raises():
+    with pytest.raises(ValueError, match="Unknown loss 'hinge'; expected one of"):
+        resgrad.get_loss("hinge")
+
+
+def test_non_string_loss_raises():
+    with pytest.raises(ValueError, match="Unknown loss 3"):
+        resgrad.get_loss(3)
+
+
+@pytest.fixture
+def small():
+    model = reference.random_model(2, "tanh", "learned")
+    x, y = reference.random_batch(model, 4)
+    return model, x, y
+
+
+def test_target_of_wrong_shape_raises(small):
+    model, x, _ = small
+    with pytest.raises(
+        ValueError, match=r"Expected a target of shape \(4, 3\), got \(4, 2\)"
+    ):
+        resgrad.gradients(model, x, np.zeros((4, 2)), "squared_error")
+
+
+def test_target_of_wrong_dtype_raises(small):
+    model, x, _ = small
+    with pytest.raises(
+        TypeError, match="Expected a target of dtype float64, got float32"
+    ):
+        resgrad.gradients(model, x, np.zeros((4, 3), np.float32), "squared_error")
+
+
+def test_non_finite_target_raises(small):
+    model, x, _ = small
+    target = np.zeros((4, 3))
+    target[1, 2] = np.nan
+    with pytest.raises(ValueError, match="the target contains 1 NaN or infinite value"):
+        resgrad.gradients(model, x, target, "squared_error")
+
+
+def test_squared_error_labels_outside_classes_raise(small):
+    model, x, _ = small
+    with pytest.raises(ValueError, match=r"Label 3 in y is outside \[0, 3\)"):
+        resgrad.gradients(model, x, np.array([0, 1, 3, 2]), "squared_error")
+
+
+def test_score_class_outside_classes_raises(small):
+    model, x, _ = small
+    with pytest.raises(ValueError, match=r"Label 5 in y is outside \[0, 3\)"):
+        resgrad.input_gradient(model, x, np.full(4, 5), "score")

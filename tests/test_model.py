@@ -1,0 +1,339 @@
+"""The residual network: forward pass, construction and validation."""
+
+import json
+
+import numpy as np
+import pytest
+import reference
+import torch
+
+import resgrad
+
+ACTIVATIONS = list(resgrad.ACTIVATIONS)
+SHORTCUTS = ("learned", "identity", "none")
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+@pytest.mark.parametrize("output", ["identity", "activation"])
+def test_forward_matches_torch(activation, shortcut, output):
+    output = activation if output == "activation" else output
+    model = reference.random_model(4, activation, shortcut, output_activation=output)
+    x, _ = reference.random_batch(model, 7)
+    params = {k: v.detach() for k, v in reference.torch_parameters(model).items()}
+    z_L, a_L = reference.torch_network(model, params, torch.asarray(x))
+    assert reference.relative_error(model(x), a_L) <= 1e-14
+    assert reference.relative_error(model.logits(x), z_L) <= 1e-14
+
+
+def test_trace_holds_every_intermediate():
+    model = reference.random_model(3, "tanh", "learned", post_activation="relu")
+    x, _ = reference.random_batch(model, 4)
+    traces, a_L = model.trace(x)
+    assert len(traces) == 3
+    for index, (trace, block) in enumerate(zip(traces, model.blocks)):
+        assert trace.a_prev.shape == (4, model.sizes[index])
+        assert trace.u.shape == (4, model.hidden[index])
+        assert trace.h.shape == (4, model.hidden[index])
+        assert trace.z.shape == (4, model.sizes[index + 1])
+        np.testing.assert_array_equal(trace.u, trace.a_prev @ block.W1.T + block.b1)
+        np.testing.assert_array_equal(trace.h, np.tanh(trace.u))
+    for index in range(1, 3):
+        np.testing.assert_array_equal(
+            traces[index].a_prev, np.maximum(traces[index - 1].z, 0)
+        )
+    np.testing.assert_array_equal(a_L, traces[-1].z)
+
+
+def test_identity_shortcut_adds_input():
+    model = reference.random_model(1, "relu", "identity")
+    x, _ = reference.random_batch(model, 3)
+    trace = model.trace(x)[0][0]
+    block = model.blocks[0]
+    np.testing.assert_allclose(trace.z, trace.h @ block.W2.T + block.b2 + x, rtol=1e-15)
+
+
+def test_plain_block_has_no_shortcut():
+    model = reference.random_model(1, "relu", "none")
+    x, _ = reference.random_batch(model, 3)
+    trace = model.trace(x)[0][0]
+    block = model.blocks[0]
+    np.testing.assert_array_equal(trace.z, trace.h @ block.W2.T + block.b2)
+
+
+def test_predict_is_argmax_of_logits():
+    model = reference.random_model(2, "sigmoid", "learned", output_activation="sigmoid")
+    x, _ = reference.random_batch(model, 20)
+    np.testing.assert_array_equal(model.predict(x), np.argmax(model.logits(x), axis=1))
+
+
+# Construction.
+
+
+def test_init_sets_widths_and_defaults():
+    model = resgrad.ResidualMLP.init([6, 4, 5, 2], hidden=[3, 7, 8])
+    assert model.sizes == [6, 4, 5, 2]
+    assert model.hidden == [3, 7, 8]
+    assert model.depth == 3
+    assert model.n_classes == 2
+    assert model.activation == model.post_activation == "relu"
+    assert model.output_activation == "identity"
+    assert model.dtype == np.float64
+
+
+def test_init_hidden_defaults_to_output_widths():
+    assert resgrad.ResidualMLP.init([6, 4, 5]).hidden == [4, 5]
+    assert resgrad.ResidualMLP.init([6, 4, 5], hidden=9).hidden == [9, 9]
+
+
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+def test_init_shortcut_and_bias_choose_arrays(shortcut):
+    sizes = [4, 4, 4]
+    with_bias = resgrad.ResidualMLP.init(sizes, shortcut=shortcut, bias=True)
+    without = resgrad.ResidualMLP.init(sizes, shortcut=shortcut, bias=False)
+    expected = {"W1", "W2", "b1", "b2"} | ({"W3"} if shortcut == "learned" else set())
+    assert {k.split(".")[-1] for k in with_bias.arrays()} == expected
+    assert {k.split(".")[-1] for k in without.arrays()} == expected - {"b1", "b2"}
+    assert all(block.shortcut == shortcut for block in with_bias.blocks)
+
+
+def test_init_is_reproducible_across_dtypes_and_namespaces():
+    first = resgrad.ResidualMLP.init([5, 4, 3], seed=7)
+    again = resgrad.ResidualMLP.init([5, 4, 3], seed=7)
+    single = resgrad.ResidualMLP.init([5, 4, 3], seed=7, dtype="float32", xp=torch)
+    other = resgrad.ResidualMLP.init([5, 4, 3], seed=8)
+    for name, value in first.arrays().items():
+        np.testing.assert_array_equal(value, again.arrays()[name])
+        np.testing.assert_allclose(single.arrays()[name].numpy(), value, rtol=1e-7)
+    assert not np.array_equal(first.blocks[0].W1, other.blocks[0].W1)
+
+
+def test_init_alpha_scales_residual_branch():
+    base = resgrad.ResidualMLP.init([5, 4, 3], seed=1)
+    half = resgrad.ResidualMLP.init([5, 4, 3], seed=1, alpha=0.5)
+    zero = resgrad.ResidualMLP.init([5, 4, 3], seed=1, alpha=0.0)
+    for index in range(2):
+        np.testing.assert_array_equal(
+            half.blocks[index].W2, 0.5 * base.blocks[index].W2
+        )
+        assert not np.any(zero.blocks[index].W2)
+        np.testing.assert_array_equal(half.blocks[index].W1, base.blocks[index].W1)
+
+
+@pytest.mark.parametrize("init", ["he", "glorot", "orthogonal"])
+def test_init_scheme_scale(init):
+    """He draws variance 2 / fan_in, Glorot 2 / (fan_in + fan_out), and the
+    orthogonal init sqrt(2) times orthonormal columns."""
+    model = resgrad.ResidualMLP.init([300, 200, 3], hidden=[100, 50], init=init, seed=0)
+    W1 = model.blocks[0].W1  # (100, 300)
+    if init == "he":
+        assert abs(np.var(W1) * 300 / 2 - 1) < 0.05
+    elif init == "glorot":
+        assert abs(np.var(W1) * 400 / 2 - 1) < 0.05
+    else:
+        np.testing.assert_allclose(W1 @ W1.T, 2 * np.eye(100), atol=1e-12)
+
+
+def test_config_is_json_and_describes_model():
+    model = reference.random_model(
+        2, "elu", "none", bias=False, output_activation="elu"
+    )
+    config = json.loads(json.dumps(model.config()))
+    assert config == {
+        "sizes": [5, 7, 3],
+        "hidden": [6, 9],
+        "activation": "elu",
+        "post_activation": "elu",
+        "output_activation": "elu",
+        "shortcuts": ["none", "none"],
+        "biases": [[False, False], [False, False]],
+        "dtype": "float64",
+    }
+
+
+def test_replace_arrays_swaps_named_arrays_only():
+    model = reference.random_model(2, "tanh", "learned")
+    new = np.ones_like(model.blocks[1].W2)
+    replaced = model.replace_arrays({"blocks.1.W2": new})
+    assert replaced.blocks[1].W2 is new
+    assert replaced.blocks[0].W1 is model.blocks[0].W1
+    assert model.blocks[1].W2 is not new
+
+
+def test_replace_arrays_rejects_unknown_names():
+    model = reference.random_model(1, "tanh", "identity")
+    with pytest.raises(ValueError, match=r"Unknown parameter names: \['blocks.0.W3'\]"):
+        model.replace_arrays({"blocks.0.W3": np.eye(4)})
+
+
+def test_convert_changes_dtype():
+    model = reference.random_model(2, "tanh", "learned")
+    single = model.convert(dtype="float32")
+    assert single.dtype == np.float32
+    assert all(v.dtype == np.float32 for v in single.arrays().values())
+    assert model.dtype == np.float64
+
+
+# Validation.
+
+
+def _block(rng, p_in, q, p_out, **kwargs):
+    return resgrad.Block(
+        W1=rng.standard_normal((q, p_in)),
+        W2=rng.standard_normal((p_out, q)),
+        W3=rng.standard_normal((p_out, p_in)),
+        **kwargs,
+    )
+
+
+def test_blocks_that_do_not_chain_raise():
+    rng = np.random.default_rng(0)
+    blocks = [_block(rng, 5, 6, 4), _block(rng, 3, 6, 2)]
+    with pytest.raises(
+        ValueError, match="Block 0 outputs 4 features but block 1 reads 3"
+    ):
+        resgrad.ResidualMLP(blocks)
+
+
+def test_identity_shortcut_with_unequal_widths_raises():
+    rng = np.random.default_rng(0)
+    with pytest.raises(
+        ValueError, match="identity shortcut needs equal widths, got 5 in and 4"
+    ):
+        resgrad.Block(
+            W1=rng.standard_normal((6, 5)),
+            W2=rng.standard_normal((4, 6)),
+            shortcut="identity",
+        )
+    with pytest.raises(
+        ValueError, match="identity shortcut needs equal widths, got 5 in and 3"
+    ):
+        resgrad.ResidualMLP.init([5, 3], shortcut="identity")
+
+
+@pytest.mark.parametrize(
+    "field", ["activation", "post_activation", "output_activation"]
+)
+def test_unknown_activation_raises(field):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="Unknown activation 'gelu'"):
+        resgrad.ResidualMLP([_block(rng, 5, 6, 4)], **{field: "gelu"})
+
+
+def test_unknown_activation_in_init_raises():
+    with pytest.raises(ValueError, match="Unknown activation 'swish'"):
+        resgrad.ResidualMLP.init([4, 3], activation="swish")
+
+
+def test_unknown_shortcut_raises():
+    with pytest.raises(ValueError, match="Unknown shortcut 'dense'; expected one of"):
+        resgrad.ResidualMLP.init([4, 3], shortcut="dense")
+
+
+def test_learned_shortcut_without_matrix_raises():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="shortcut='learned' needs a W3 matrix"):
+        resgrad.Block(
+            W1=rng.standard_normal((6, 5)),
+            W2=rng.standard_normal((4, 6)),
+            shortcut="learned",
+        )
+
+
+def test_fixed_shortcut_with_matrix_raises():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="shortcut='none' takes no W3"):
+        _block(rng, 5, 6, 4, shortcut="none")
+
+
+@pytest.mark.parametrize("name, shape", [("W3", (4, 4)), ("b1", (5,)), ("b2", (6,))])
+def test_array_of_wrong_shape_raises(name, shape):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "W1": rng.standard_normal((6, 5)),
+        "W2": rng.standard_normal((4, 6)),
+        "W3": rng.standard_normal((4, 5)),
+    }
+    arrays[name] = rng.standard_normal(shape)
+    with pytest.raises(
+        ValueError, match=rf"Expected {name} of shape .* got \({shape[0]},"
+    ):
+        resgrad.Block(**arrays)
+
+
+def test_vector_weight_raises():
+    with pytest.raises(ValueError, match=r"Expected W1 to be a matrix, got \(5,\)"):
+        resgrad.Block(W1=np.ones(5), W2=np.ones((4, 6)))
+
+
+def test_empty_network_raises():
+    with pytest.raises(ValueError, match="needs at least one block"):
+        resgrad.ResidualMLP([])
+
+
+def test_non_block_raises():
+    with pytest.raises(TypeError, match="Expected Block instances, got dict"):
+        resgrad.ResidualMLP([{"W1": np.ones((2, 2))}])
+
+
+def test_weights_of_two_dtypes_raise():
+    rng = np.random.default_rng(0)
+    block = _block(rng, 5, 6, 4)
+    block.W2 = block.W2.astype(np.float32)
+    with pytest.raises(
+        TypeError,
+        match=r"Expected all weights in one dtype, got \['float32', 'float64'\]",
+    ):
+        resgrad.ResidualMLP([block])
+
+
+def test_integer_weights_raise():
+    block = resgrad.Block(W1=np.ones((3, 2), int), W2=np.ones((2, 3), int))
+    with pytest.raises(
+        TypeError, match="Expected floating weights, got blocks.0.W1 of dtype int64"
+    ):
+        resgrad.ResidualMLP([block])
+
+
+def test_non_finite_weights_raise():
+    rng = np.random.default_rng(0)
+    block = _block(rng, 5, 6, 4)
+    block.W3[1, 1] = np.inf
+    with pytest.raises(
+        ValueError, match="blocks.0.W3 contains 1 NaN or infinite value"
+    ):
+        resgrad.ResidualMLP([block])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sizes": [4]}, r"at least two positive widths, got \[4\]"),
+        ({"sizes": [4, 0]}, r"at least two positive widths, got \[4, 0\]"),
+        (
+            {"sizes": [4, 3, 2], "hidden": [5]},
+            r"Expected 2 positive hidden widths.*got \[5\]",
+        ),
+        ({"sizes": [4, 3], "init": "xavier"}, "Unknown init 'xavier'"),
+        ({"sizes": [4, 3], "alpha": float("inf")}, "Expected a finite alpha, got inf"),
+    ],
+)
+def test_invalid_init_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        resgrad.ResidualMLP.init(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "transform, error, message",
+    [
+        (lambda x: x[0], ValueError, r"Expected x of shape \(n, 5\), got shape \(5,\)"),
+        (lambda x: x[:, :2], ValueError, "Expected x to have 5 features.*got 2"),
+        (lambda x: x.astype(np.float32), TypeError, "Expected x of dtype float64"),
+    ],
+    ids=["vector", "width", "dtype"],
+)
+def test_call_rejects_wrong_input(transform, error, message):
+    model = reference.random_model(2, "relu", "learned")
+    x, _ = reference.random_batch(model, 3)
+    with pytest.raises(error, match=message):
+        model(transform(x))
