@@ -127,7 +127,7 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
         name: np.asarray(value) for name, value in model.convert(np).arrays().items()
     }
     arrays[CONFIG_KEY] = np.frombuffer(_encode_header(config, metadata), np.uint8)
-    _write_atomically(Path(path), lambda file: np.savez(file, **arrays))
+    write_atomically(Path(path), lambda file: np.savez(file, **arrays))
 
 
 def _encode_header(config: dict, metadata: dict | None) -> bytes:
@@ -154,7 +154,9 @@ def _encode_header(config: dict, metadata: dict | None) -> bytes:
     return text.encode("utf-8")
 
 
-def _write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write a file whole or not at all: ``write`` fills a temporary file in
+    the same folder, which is flushed to disk and then renamed to ``path``."""
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(

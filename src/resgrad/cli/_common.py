@@ -67,21 +67,10 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     A reader sees the old file or the new one, never a partial write, and a
     failure leaves no temporary file behind.
     """
-    import os
-    import tempfile
+    from ..io import write_atomically
 
-    path = Path(path)
     data = content.encode("utf-8") if isinstance(content, str) else content
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(Path(path), lambda file: file.write(data))
 
 
 def add_data_arguments(parser: Any) -> None:
