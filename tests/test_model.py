@@ -124,14 +124,15 @@ def test_init_alpha_scales_residual_branch():
 def test_init_scheme_scale(init):
     """He draws variance 2 / fan_in, Glorot 2 / (fan_in + fan_out), and the
     orthogonal init sqrt(2) times orthonormal columns."""
-    model = resgrad.ResidualMLP.init([300, 200, 3], hidden=[100, 50], init=init, seed=0)
-    W1 = model.blocks[0].W1  # (100, 300)
+    model = resgrad.ResidualMLP.init([200, 50, 3], hidden=[60, 20], init=init, seed=0)
+    # W1 is (60, 200): 12000 draws estimate the variance to about 1.3%.
+    W1 = model.blocks[0].W1
     if init == "he":
-        assert abs(np.var(W1) * 300 / 2 - 1) < 0.05
+        assert abs(np.var(W1) * 200 / 2 - 1) < 0.05
     elif init == "glorot":
-        assert abs(np.var(W1) * 400 / 2 - 1) < 0.05
+        assert abs(np.var(W1) * 260 / 2 - 1) < 0.05
     else:
-        np.testing.assert_allclose(W1 @ W1.T, 2 * np.eye(100), atol=1e-12)
+        np.testing.assert_allclose(W1 @ W1.T, 2 * np.eye(60), atol=1e-12)
 
 
 def test_config_is_json_and_describes_model():

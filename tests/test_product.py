@@ -6,6 +6,8 @@ on the same network and shows that only the corrected one equals autograd.
 """
 
 import itertools
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -471,3 +473,33 @@ def test_equations_59_60_order_starts_with_d_L(printed):
     )
     wrong = _transpose_times(printed(mats), dY_da)
     assert reference.relative_error(wrong, expected) > DISAGREE
+
+
+def test_identity_blocks_still_multiply_by_d():
+    """Blocks with ``W1 = W2 = 0`` and ``W3 = I`` have ``Q^l = I``, but the
+    error still passes ``D^{l-1}``: with a sigmoid, ``g' <= 1/4``, so each
+    such block shrinks ``e`` at least fourfold. Identity blocks alone do not
+    stop gradients from vanishing."""
+    base = resgrad.ResidualMLP.init([4, 4, 4], activation="sigmoid", seed=2)
+    identity = resgrad.Block(W1=np.zeros((3, 4)), W2=np.zeros((4, 3)), W3=np.eye(4))
+    model = resgrad.ResidualMLP(base.blocks + [identity] * 4, activation="sigmoid")
+    x, y = reference.random_batch(model, 5)
+    _, errors, _ = reference.autograd_errors(model, x, y)
+    mats = _matrices(model, x)
+    for index in range(2, model.depth):
+        assert np.array_equal(mats[index][0], np.broadcast_to(np.eye(4), (5, 4, 4)))
+        inner = np.linalg.norm(errors[index - 1], axis=1)
+        outer = np.linalg.norm(errors[index], axis=1)
+        assert np.all(inner <= outer / 4), index
+        assert np.all(inner > 0), index
+
+
+def test_theory_doc_cites_existing_tests():
+    """Every ``tests/<file>.py::<name>`` that docs/theory.md cites exists."""
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "docs" / "theory.md").read_text()
+    cited = set(re.findall(r"tests/(\w+\.py)::(\w+)", text))
+    assert len(cited) >= 20
+    for filename, name in sorted(cited):
+        source = (root / "tests" / filename).read_text()
+        assert f"def {name}(" in source, f"{filename}::{name}"
