@@ -55,6 +55,7 @@ def test_torch_gradients_match_autograd(dtype, activation, shortcut):
             grads = resgrad.gradients(t_model, t_x, t_y, loss, method=method)
             context = f"output={output} loss={loss} method={method}"
             _assert_torch(grads.loss, dtype, context)
+            _assert_torch(grads.input, dtype, context)
             for name, value in grads.arrays().items():
                 _assert_torch(value, dtype, f"{context} {name}")
             expected = reference.autograd_gradients(model, x, y, loss)
