@@ -49,7 +49,7 @@ class Gradients:
     """The loss and its gradients with respect to the input and every weight.
 
     Attributes:
-        loss: the reduced loss, a 0-d array.
+        loss: the reduced loss, a 0-d array (a NumPy scalar for NumPy).
         input: ``dY/dx`` of the shape of ``x``; row ``i`` is the gradient of
             the reduced loss, so with ``reduction="sum"`` it is the gradient
             of sample ``i``'s own loss.

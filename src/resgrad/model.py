@@ -81,8 +81,12 @@ class Block:
                 raise ValueError(f"Expected {name} to be a matrix, got {shape}.")
         q, p_in = self.W1.shape
         p_out = self.W2.shape[0]
+        if self.W2.shape[1] != q:
+            raise ValueError(
+                f"Expected W2 to have {q} columns, one per row of W1 "
+                f"{tuple(self.W1.shape)}, got W2 of shape {tuple(self.W2.shape)}."
+            )
         expected = {
-            "W2": (p_out, q),
             "W3": (p_out, p_in),
             "b1": (q,),
             "b2": (p_out,),
