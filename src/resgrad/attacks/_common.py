@@ -1,0 +1,334 @@
+"""Argument checks, projections and the result type shared by every attack.
+
+Notation: ``x`` is the clean batch of shape ``(n, d)`` in the box
+``[lo, hi]``, ``clip`` projects onto the box and ``proj`` projects onto the
+eps-ball around ``x`` and then onto the box. ``grad(v, c)`` is the per-sample
+gradient ``dY_i/dv_i`` of the softmax cross-entropy with label ``c``, taken by
+``resgrad.input_gradient`` (equation (4) of Theorem 1).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import _arrays
+from ..gradients import input_gradient
+from ..model import ResidualMLP
+
+Array = Any
+Seed = int | np.random.Generator | None
+
+# How far an input may lie outside the box before it is rejected, so that
+# values rounded on their way into [0, 1] still count as inside.
+BOX_TOLERANCE = 1e-6
+
+
+@dataclass
+class AttackResult:
+    """The outcome of an attack on a batch, one entry per sample.
+
+    Arrays keep the namespace and device of the input ``x``.
+
+    Attributes:
+        x_adv: the adversarial inputs, shape ``(n, d)``, in the dtype of ``x``.
+        success: ``(n,)`` booleans. An untargeted attack succeeds when the
+            prediction differs from the true label, a targeted one when it
+            equals the target.
+        steps: ``(n,)`` int64, the gradient or saliency steps taken.
+        linf: ``(n,)`` L-inf norms of ``x_adv - x``, in the dtype of ``x``.
+        l2: ``(n,)`` L2 norms of ``x_adv - x``, in the dtype of ``x``.
+        l0: ``(n,)`` int64, the number of features that changed.
+        prediction: ``(n,)`` int64, the predicted class of ``x_adv``.
+        target: ``(n,)`` int64 target classes of a targeted attack, else
+            ``None``.
+    """
+
+    x_adv: Array
+    success: Array
+    steps: Array
+    linf: Array
+    l2: Array
+    l0: Array
+    prediction: Array
+    target: Array | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """The validated arguments of one attack call."""
+
+    model: ResidualMLP
+    xp: Any
+    x: Array
+    y: Array
+    target: Array | None
+    lo: float
+    hi: float
+
+    @property
+    def device(self) -> Any:
+        return _arrays.array_api_compat.device(self.x)
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.x.shape[1])
+
+
+# Argument checks.
+
+
+def prepare(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    target: Array | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+) -> Batch:
+    """Validate the arguments every attack takes and bundle them.
+
+    Raises:
+        TypeError: if ``model`` is not a ``ResidualMLP``, or ``x``, ``y`` and
+            ``target`` do not share the model's namespace and dtype rules.
+        ValueError: on a bad shape, a label out of range, non-finite values,
+            invalid bounds, or ``x`` outside the box.
+    """
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
+    lo, hi = check_bounds(bounds)
+    xp = _arrays.namespace(*model.arrays().values(), x, y, target)
+    _arrays.check_input(xp, x, model.sizes[0], model.dtype)
+    check_box(xp, x, lo, hi)
+    _arrays.check_labels(xp, y, x.shape[0], model.n_classes)
+    if target is not None:
+        _arrays.check_labels(xp, target, x.shape[0], model.n_classes, name="target")
+    return Batch(model, xp, x, y, target, lo, hi)
+
+
+def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
+    """Return ``bounds`` as two floats ``lo < hi``, or raise ``ValueError``."""
+    try:
+        lo, hi = (float(value) for value in bounds)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"Expected bounds as a pair of numbers (lo, hi), got {bounds!r}."
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(
+            f"Expected finite bounds with lo < hi, got ({lo}, {hi}); the default "
+            "box for images is (0.0, 1.0)."
+        )
+    return lo, hi
+
+
+def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> None:
+    """Raise ``ValueError`` if ``x`` leaves ``[lo, hi]`` by more than the tolerance."""
+    if x.shape[0] == 0:
+        return
+    low, high = float(xp.min(x)), float(xp.max(x))
+    if low < lo - BOX_TOLERANCE or high > hi + BOX_TOLERANCE:
+        raise ValueError(
+            f"{name} has values in [{low:.6g}, {high:.6g}], outside the box "
+            f"[{lo:g}, {hi:g}]; scale the inputs into the box or pass "
+            "bounds=(lo, hi)."
+        )
+
+
+def check_number(name: str, value: Any) -> float:
+    """Return ``value`` as a finite float, or raise ``TypeError``/``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Expected {name} to be a real number, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"Expected a finite {name}, got {value}.")
+    return value
+
+
+def check_eps(eps: Any) -> float:
+    """Return ``eps`` as a float, raising ``ValueError`` if it is negative."""
+    eps = check_number("eps", eps)
+    if eps < 0:
+        raise ValueError(
+            f"Expected eps >= 0, got {eps}; eps is the perturbation radius."
+        )
+    return eps
+
+
+def check_positive(name: str, value: Any) -> float:
+    """Return ``value`` as a float, raising ``ValueError`` unless it is > 0."""
+    value = check_number(name, value)
+    if value <= 0:
+        raise ValueError(f"Expected {name} > 0, got {value}.")
+    return value
+
+
+def check_steps(steps: Any) -> int:
+    """Return ``steps`` as an int, raising ``ValueError`` unless it is >= 1."""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise TypeError(f"Expected steps to be an integer, got {steps!r}.")
+    if steps < 1:
+        raise ValueError(f"Expected steps >= 1, got {steps}.")
+    return int(steps)
+
+
+def step_size(alpha: float | None, default: float, eps: float) -> float:
+    """Return the step size: ``alpha`` if given (it must be > 0), else ``default``.
+
+    With ``eps = 0`` the attack returns its input, so the default may be 0.
+    """
+    if alpha is None:
+        return default
+    alpha = check_positive("alpha", alpha)
+    return alpha
+
+
+# Gradients and predictions.
+
+
+def ascent_direction(batch: Batch, v: Array) -> Array:
+    """Return ``grad(v, y)``, or ``-grad(v, t)`` for a targeted attack.
+
+    Adding ``alpha * sign`` of this direction raises the loss of the true
+    label or lowers the loss of the target.
+    """
+    if batch.target is None:
+        _, dx = input_gradient(batch.model, v, batch.y)
+        return dx
+    _, dx = input_gradient(batch.model, v, batch.target)
+    return -dx
+
+
+def succeeded(batch: Batch, prediction: Array) -> Array:
+    """Return the ``(n,)`` success flags for the predicted classes."""
+    if batch.target is None:
+        return prediction != batch.y
+    return prediction == batch.target
+
+
+# Projections.
+
+
+def clip(batch: Batch, v: Array) -> Array:
+    """Project ``v`` onto the box ``[lo, hi]``."""
+    return batch.xp.clip(v, batch.lo, batch.hi)
+
+
+def project_linf(batch: Batch, v: Array, eps: float) -> Array:
+    """Project ``v`` onto ``{||v - x||_inf <= eps}`` and then onto the box.
+
+    The box projection keeps ``v`` in the ball because ``x`` lies in the box.
+    """
+    xp, x = batch.xp, batch.x
+    v = xp.minimum(xp.maximum(v, x - eps), x + eps)
+    return clip(batch, v)
+
+
+def project_l2(batch: Batch, v: Array, eps: float) -> Array:
+    """Project ``v`` onto ``{||v - x||_2 <= eps}`` per sample, then onto the box."""
+    xp = batch.xp
+    delta = v - batch.x
+    norm = xp.linalg.vector_norm(delta, axis=1, keepdims=True)
+    safe = xp.where(norm > 0, norm, xp.ones_like(norm))
+    scale = xp.where(norm > eps, eps / safe, xp.ones_like(norm))
+    return clip(batch, batch.x + delta * scale)
+
+
+# Randomness and starting points.
+
+
+def generator(seed: Seed) -> np.random.Generator:
+    """Return a NumPy generator for ``seed`` (an int, a ``Generator`` or ``None``)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+    ):
+        raise TypeError(
+            f"Expected seed to be an int or a numpy Generator, got {seed!r}."
+        )
+    return np.random.default_rng(seed)
+
+
+def from_numpy(batch: Batch, values: np.ndarray) -> Array:
+    """Copy the NumPy array ``values`` to the namespace, device and dtype of ``x``."""
+    xp = batch.xp
+    return xp.astype(xp.asarray(values, device=batch.device), batch.x.dtype)
+
+
+def check_start(batch: Batch, start: Array) -> None:
+    """Check that a caller's starting point matches ``x`` in shape and dtype."""
+    xp = _arrays.namespace(batch.x, start)
+    _arrays.check_input(xp, start, batch.d, batch.x.dtype, name="start")
+    if tuple(start.shape) != tuple(batch.x.shape):
+        raise ValueError(
+            f"Expected start of shape {tuple(batch.x.shape)} like x, got "
+            f"{tuple(start.shape)}."
+        )
+
+
+# Iteration and the result.
+
+
+def iterate(
+    batch: Batch,
+    start: Array,
+    steps: int,
+    step: Callable[[Array], Array],
+    early_stop: bool,
+) -> tuple[Array, Array]:
+    """Apply ``step`` ``steps`` times from ``start``.
+
+    Returns the last iterate and the ``(n,)`` int64 count of steps taken.
+
+    With ``early_stop`` a sample that already succeeds is frozen before the
+    next step, so its step count stops growing.
+    """
+    xp = batch.xp
+    x_adv = start
+    taken = xp.zeros((batch.n,), dtype=xp.int64, device=batch.device)
+    active = xp.ones((batch.n,), dtype=xp.bool, device=batch.device)
+    for _ in range(steps):
+        if early_stop:
+            active = active & ~succeeded(batch, batch.model.predict(x_adv))
+            if not bool(xp.any(active)):
+                break
+        x_adv = xp.where(active[:, None], step(x_adv), x_adv)
+        taken = taken + xp.astype(active, xp.int64)
+    return x_adv, taken
+
+
+def constant_steps(batch: Batch, count: int) -> Array:
+    """Return ``(n,)`` int64 step counts that all equal ``count``."""
+    xp = batch.xp
+    return xp.full((batch.n,), count, dtype=xp.int64, device=batch.device)
+
+
+def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
+    """Measure the perturbation and the success of ``x_adv``."""
+    xp = batch.xp
+    delta = x_adv - batch.x
+    prediction = batch.model.predict(x_adv)
+    return AttackResult(
+        x_adv=x_adv,
+        success=succeeded(batch, prediction),
+        steps=steps,
+        linf=xp.max(xp.abs(delta), axis=1),
+        l2=xp.linalg.vector_norm(delta, axis=1),
+        l0=xp.sum(xp.astype(delta != 0, xp.int64), axis=1),
+        prediction=prediction,
+        target=batch.target,
+    )
+
+
+def unchanged(batch: Batch) -> AttackResult:
+    """Return the result of an attack that leaves ``x`` as it is (``eps = 0``)."""
+    return finish(batch, batch.xp.asarray(batch.x, copy=True), constant_steps(batch, 0))

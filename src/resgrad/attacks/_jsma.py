@@ -1,0 +1,328 @@
+"""Saliency-map attacks on the Jacobian of the logits: JSMA and maximal JSMA.
+
+Both attacks change two features ``(p, q)`` per iteration, chosen from the
+Jacobian ``J = dz^L/dx`` (equation (5) of Theorem 1, from
+``resgrad.input_jacobian``) at the current input. For a class ``o`` and a
+pair, ``alpha = J[o, p] + J[o, q]`` is the change of the logit of ``o`` and
+``beta = sum_{j != o} (J[j, p] + J[j, q])`` the change of the other logits
+when both features grow by one unit. The pair search forms the ``(d, d)``
+matrices of ``alpha`` and ``beta`` per sample and masks them, so it has no
+Python loop over pairs.
+
+Rules shared by both attacks, per sample:
+
+- The search domain starts with the features that can move in a given
+  direction: up when below ``hi``, down when above ``lo``.
+- A pair is two different features ``p < q``, both in the domain of the
+  direction in which the pair would move.
+- After a move both features leave the domain for good, so no feature is
+  picked twice. A feature that reaches a bound would have left anyway.
+- The pair with the highest score wins. Ties go to the first pair in
+  row-major order of ``(p, q)``: the smallest ``p``, then the smallest ``q``.
+- The attack stops on success, when no admissible pair is left (a failure
+  unless the sample already succeeded), when fewer than two features are left
+  in the domain, or after ``floor(d * gamma / 2)`` iterations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ..model import ResidualMLP
+from ..product import input_jacobian
+from ._common import (
+    Array,
+    AttackResult,
+    Batch,
+    check_number,
+    clip,
+    finish,
+    prepare,
+    succeeded,
+    unchanged,
+)
+
+# The number of (p, q) scores formed at once, about 16 MiB per float64
+# matrix. The samples are split into chunks of rows that stay under it.
+SCORE_ELEMENTS = 1 << 21
+
+# A pair selector maps (J, class o, up domain, down domain) to the chosen
+# (p, q), the direction of the move (+1 or -1) and whether a pair was found.
+Selector = Callable[
+    [Batch, Array, Array, Array, Array], tuple[Array, Array, Array, Array]
+]
+
+
+def jsma(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    target: Array,
+    *,
+    theta: float | None = None,
+    gamma: float = 0.1,
+    bounds: tuple[float, float] = (0.0, 1.0),
+) -> AttackResult:
+    """Run the Jacobian-based saliency map attack (Papernot et al. 2016).
+
+    At each iteration, for the target ``t``, over pairs ``(p, q)`` in the
+    search domain with ``alpha = J[t, p] + J[t, q] > 0`` and
+    ``beta = sum_{j != t} (J[j, p] + J[j, q]) < 0``, the pair that maximises
+    ``alpha * |beta|`` moves by ``theta`` and is clipped to the box. With
+    ``theta < 0`` (the decreasing variant) the conditions are ``alpha < 0``
+    and ``beta > 0``, the score is ``|alpha| * beta`` and the domain contains
+    the features above ``lo``. The module docstring lists the domain, tie
+    and stopping rules.
+
+    Args:
+        model: the network under attack.
+        x: clean inputs of shape ``(n, d)`` in ``bounds``, in the model's
+            namespace and dtype.
+        y: true labels of shape ``(n,)``.
+        target: target labels of shape ``(n,)``.
+        theta: the change of each chosen feature, in input units; default
+            ``hi - lo``, which takes a feature to the bound in one move.
+            A negative value decreases features; 0 returns ``x`` unchanged.
+        gamma: the largest fraction of features to change, in ``(0, 1]``;
+            the budget is ``floor(d * gamma / 2)`` iterations.
+        bounds: the box ``(lo, hi)`` that contains every input.
+
+    Returns:
+        An ``AttackResult`` whose ``steps`` counts the pairs changed.
+    """
+    if target is None:
+        raise ValueError("JSMA is a targeted attack; pass target labels of shape (n,).")
+    batch = prepare(model, x, y, target, bounds)
+    theta = batch.hi - batch.lo if theta is None else check_number("theta", theta)
+    gamma = _check_gamma(gamma)
+    if theta == 0:
+        return unchanged(batch)
+    return _run(batch, batch.target, abs(theta), gamma, _jsma_selector(theta > 0))
+
+
+def mjsma(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    *,
+    target: Array | None = None,
+    theta: float | None = None,
+    gamma: float = 0.1,
+    bounds: tuple[float, float] = (0.0, 1.0),
+) -> AttackResult:
+    """Run the maximal Jacobian-based saliency map attack (Wiyatno and Xu 2018).
+
+    Maximal JSMA considers both directions at once. The class ``o`` is the
+    target ``t`` or, untargeted, the true label ``y`` (the source class).
+    A pair ``(p, q)`` is admissible when ``alpha`` and ``beta`` (as in
+    ``jsma``, for class ``o``) have opposite signs, and its score is
+    ``|alpha| * |beta|``. The pair moves by ``theta`` in the direction
+    ``sign(alpha)`` for a target, which raises the target logit and lowers
+    the others, and ``-sign(alpha)`` for the source class, which lowers the
+    source logit and raises the others. Both features must lie in the domain
+    of that direction: below ``hi`` to move up, above ``lo`` to move down.
+    After a move both leave the domain. The module docstring lists the tie
+    and stopping rules.
+
+    Args:
+        model, x, y, gamma, bounds: as for ``jsma``.
+        target: target labels of shape ``(n,)``; ``None`` runs the untargeted
+            attack on the source class ``y``.
+        theta: the change of each chosen feature, ``>= 0``, in input units;
+            default ``hi - lo``; 0 returns ``x`` unchanged.
+
+    Returns:
+        An ``AttackResult`` whose ``steps`` counts the pairs changed.
+    """
+    batch = prepare(model, x, y, target, bounds)
+    theta = batch.hi - batch.lo if theta is None else check_number("theta", theta)
+    if theta < 0:
+        raise ValueError(
+            f"Expected theta >= 0 for maximal JSMA, got {theta}; the attack picks "
+            "the direction of each move itself."
+        )
+    gamma = _check_gamma(gamma)
+    if theta == 0:
+        return unchanged(batch)
+    source = batch.y if batch.target is None else batch.target
+    toward = batch.target is not None
+    return _run(batch, source, theta, gamma, _maximal_selector(toward))
+
+
+def _check_gamma(gamma: Any) -> float:
+    gamma = check_number("gamma", gamma)
+    if not 0 < gamma <= 1:
+        raise ValueError(
+            f"Expected gamma in (0, 1], the largest fraction of features to "
+            f"change, got {gamma}."
+        )
+    return gamma
+
+
+# The iteration.
+
+
+def _run(
+    batch: Batch, cls: Array, theta: float, gamma: float, select: Selector
+) -> AttackResult:
+    """Run the saliency iterations on chunks of rows and join the results."""
+    xp = batch.xp
+    budget = math.floor(batch.d * gamma / 2)
+    chunk = max(1, SCORE_ELEMENTS // (batch.d * batch.d))
+    pieces = []
+    for first in range(0, batch.n, chunk):
+        rows = slice(first, first + chunk)
+        part = replace(
+            batch,
+            x=batch.x[rows, ...],
+            y=batch.y[rows],
+            target=None if batch.target is None else batch.target[rows],
+        )
+        pieces.append(_iterate(part, cls[rows], theta, budget, select))
+    if not pieces:
+        return unchanged(batch)
+    x_adv = xp.concat([piece[0] for piece in pieces], axis=0)
+    taken = xp.concat([piece[1] for piece in pieces], axis=0)
+    return finish(batch, x_adv, taken)
+
+
+def _iterate(
+    batch: Batch, cls: Array, theta: float, budget: int, select: Selector
+) -> tuple[Array, Array]:
+    """Move up to ``budget`` pairs per sample; return the inputs and pair counts.
+
+    Each iteration forms the Jacobian and the pair scores of the samples
+    still running only, and spreads the chosen moves back over the batch.
+    """
+    xp, x = batch.xp, batch.x
+    up, down = x < batch.hi, x > batch.lo
+    x_adv = x
+    taken = xp.zeros((batch.n,), dtype=xp.int64, device=batch.device)
+    active = ~succeeded(batch, batch.model.predict(x))
+    for _ in range(budget):
+        active = active & (_count(xp, up | down) >= 2)
+        if not bool(xp.any(active)):
+            break
+        rows = xp.nonzero(active)[0]
+        part = _take_rows(batch, x_adv, rows)
+        jacobian = input_jacobian(batch.model, part.x)
+        p, q, direction, found = select(
+            part,
+            jacobian,
+            xp.take(cls, rows),
+            xp.take(up, rows, axis=0),
+            xp.take(down, rows, axis=0),
+        )
+        pair = (_one_hot(part, p) | _one_hot(part, q)) & found[:, None]
+        step = (theta * direction)[:, None] * xp.astype(pair, x.dtype)
+
+        # Row i of the batch is row position[i] of the running samples.
+        position = xp.cumulative_sum(xp.astype(active, xp.int64)) - 1
+        position = xp.clip(position, 0, None)
+        active = active & xp.take(found, position)
+        pair = xp.take(pair, position, axis=0) & active[:, None]
+        moved = clip(batch, x_adv + xp.take(step, position, axis=0))
+        x_adv = xp.where(active[:, None], moved, x_adv)
+        up = up & ~pair & (x_adv < batch.hi)
+        down = down & ~pair & (x_adv > batch.lo)
+        taken = taken + xp.astype(active, xp.int64)
+        active = active & ~succeeded(batch, batch.model.predict(x_adv))
+    return x_adv, taken
+
+
+def _take_rows(batch: Batch, x_adv: Array, rows: Array) -> Batch:
+    xp = batch.xp
+    target = None if batch.target is None else xp.take(batch.target, rows)
+    return replace(
+        batch, x=xp.take(x_adv, rows, axis=0), y=xp.take(batch.y, rows), target=target
+    )
+
+
+# Pair selection.
+
+
+def _jsma_selector(increasing: bool) -> Selector:
+    def select(batch, jacobian, cls, up, down):
+        xp = batch.xp
+        alpha, beta = _pair_sums(batch, jacobian, cls)
+        if increasing:
+            score = _gain(xp, alpha, beta) * _pair_weights(batch, up)
+        else:
+            score = _gain(xp, -alpha, -beta) * _pair_weights(batch, down)
+        p, q, found = _best_pair(batch, score)
+        sign = 1.0 if increasing else -1.0
+        direction = xp.full((batch.n,), sign, dtype=batch.x.dtype, device=batch.device)
+        return p, q, direction, found
+
+    return select
+
+
+def _maximal_selector(toward: bool) -> Selector:
+    """Select by the maximal-JSMA rule, toward a target or away from the source."""
+
+    def select(batch, jacobian, cls, up, down):
+        xp = batch.xp
+        alpha, beta = _pair_sums(batch, jacobian, cls)
+        # Moving both features up raises the logit of cls and lowers the
+        # others by these scores, and moving both down does the reverse.
+        raises, lowers = _gain(xp, alpha, beta), _gain(xp, -alpha, -beta)
+        if not toward:
+            raises, lowers = lowers, raises
+        up_score = raises * _pair_weights(batch, up)
+        score = up_score + lowers * _pair_weights(batch, down)
+        p, q, found = _best_pair(batch, score)
+        flat = xp.reshape(up_score, (batch.n, batch.d * batch.d))
+        chosen = xp.take_along_axis(flat, (p * batch.d + q)[:, None], axis=1)[:, 0]
+        ones = xp.ones((batch.n,), dtype=batch.x.dtype, device=batch.device)
+        return p, q, xp.where(chosen > 0, ones, -ones), found
+
+    return select
+
+
+def _pair_sums(batch: Batch, jacobian: Array, cls: Array) -> tuple[Array, Array]:
+    """Return ``alpha`` and ``beta`` of every pair, each of shape ``(n, d, d)``."""
+    xp = batch.xp
+    classes = jacobian.shape[1]
+    pick = _one_hot(batch, cls, classes)
+    own = xp.sum(jacobian * xp.astype(pick, jacobian.dtype)[:, :, None], axis=1)
+    others = xp.sum(jacobian, axis=1) - own
+    alpha = own[:, :, None] + own[:, None, :]
+    beta = others[:, :, None] + others[:, None, :]
+    return alpha, beta
+
+
+def _gain(xp: Any, alpha: Array, beta: Array) -> Array:
+    """Return ``alpha * |beta|`` where ``alpha > 0`` and ``beta < 0``, else 0."""
+    return xp.clip(alpha, 0.0, None) * xp.clip(-beta, 0.0, None)
+
+
+def _pair_weights(batch: Batch, domain: Array) -> Array:
+    """Return the ``(n, d, d)`` weights: 1 for pairs ``p < q`` in ``domain``, else 0."""
+    xp = batch.xp
+    index = xp.arange(batch.d, device=batch.device)
+    upper = xp.astype(index[:, None] < index[None, :], batch.x.dtype)
+    inside = xp.astype(domain, batch.x.dtype)
+    return (inside[:, :, None] * inside[:, None, :]) * upper[None, :, :]
+
+
+def _best_pair(batch: Batch, score: Array) -> tuple[Array, Array, Array]:
+    """Return ``(p, q, found)`` for the highest positive score per sample."""
+    xp = batch.xp
+    flat = xp.reshape(score, (batch.n, batch.d * batch.d))
+    index = xp.argmax(flat, axis=1)
+    found = xp.max(flat, axis=1) > 0
+    return index // batch.d, index % batch.d, found
+
+
+def _one_hot(batch: Batch, index: Array, size: int | None = None) -> Array:
+    """Return the ``(n, size)`` boolean mask of ``index`` per row (default ``d``)."""
+    xp = batch.xp
+    columns = xp.arange(batch.d if size is None else size, device=batch.device)
+    return index[:, None] == columns[None, :]
+
+
+def _count(xp: Any, mask: Array) -> Array:
+    return xp.sum(xp.astype(mask, xp.int64), axis=1)

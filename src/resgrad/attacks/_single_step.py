@@ -1,0 +1,133 @@
+"""Single-step attacks: FGSM and R+FGSM."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import ResidualMLP
+from ._common import (
+    Array,
+    AttackResult,
+    Seed,
+    ascent_direction,
+    check_eps,
+    check_number,
+    check_start,
+    clip,
+    constant_steps,
+    finish,
+    from_numpy,
+    generator,
+    prepare,
+    project_linf,
+    unchanged,
+)
+
+
+def fgsm(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    eps: float,
+    *,
+    target: Array | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+) -> AttackResult:
+    """Run the fast gradient sign method (Goodfellow et al. 2014).
+
+    ``x' = clip(x + eps sign(grad(x, y)))``, or with a target ``t``
+    ``x' = clip(x - eps sign(grad(x, t)))``, where ``grad`` is the per-sample
+    input gradient of the cross-entropy.
+
+    Args:
+        model: the network under attack.
+        x: clean inputs of shape ``(n, d)`` in ``bounds``, in the model's
+            namespace and dtype.
+        y: true labels of shape ``(n,)``.
+        eps: the L-inf radius, ``>= 0``; 0 returns ``x`` unchanged.
+        target: target labels of shape ``(n,)`` for a targeted attack.
+        bounds: the box ``(lo, hi)`` that contains every input.
+
+    Returns:
+        An ``AttackResult`` with one step per sample.
+
+    Example:
+        >>> import numpy as np, resgrad
+        >>> from resgrad.attacks import fgsm
+        >>> model = resgrad.ResidualMLP.init([4, 6, 3], seed=0)
+        >>> x = np.full((2, 4), 0.5)
+        >>> result = fgsm(model, x, np.array([0, 1]), eps=0.1)
+        >>> result.steps.tolist(), bool(result.linf.max() <= 0.1 + 1e-12)
+        ([1, 1], True)
+    """
+    batch = prepare(model, x, y, target, bounds)
+    eps = check_eps(eps)
+    if eps == 0:
+        return unchanged(batch)
+    x_adv = clip(batch, x + eps * batch.xp.sign(ascent_direction(batch, x)))
+    return finish(batch, x_adv, constant_steps(batch, 1))
+
+
+def rfgsm(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    eps: float,
+    *,
+    alpha: float | None = None,
+    seed: Seed = None,
+    start: Array | None = None,
+    bounds: tuple[float, float] = (0.0, 1.0),
+) -> AttackResult:
+    """Run R+FGSM, FGSM from a random corner of a smaller ball (Tramer et al. 2018).
+
+    ``x* = clip(x + alpha sign(N(0, I)))`` and then
+    ``x' = clip(x* + (eps - alpha) sign(grad(x*, y)))``: one gradient step,
+    taken at the randomised point. Because ``|x* - x| <= alpha``
+    elementwise, ``x'`` lies within ``eps`` of ``x``.
+
+    Args:
+        model, x, y, bounds: as for ``fgsm``.
+        eps: the L-inf radius, ``>= 0``; 0 returns ``x`` unchanged.
+        alpha: the size of the random step, ``0 < alpha < eps``; default
+            ``eps / 2`` as in Tramer et al.
+        seed: an int or a NumPy ``Generator`` for the random signs.
+        start: the randomised point ``x*`` of shape ``(n, d)``, in place of
+            the random draw; it is projected onto the alpha-ball around
+            ``x`` and the box.
+
+    Returns:
+        An ``AttackResult`` with one step per sample.
+    """
+    batch = prepare(model, x, y, None, bounds)
+    eps = check_eps(eps)
+    alpha = _random_step(eps, alpha)
+    if eps == 0:
+        return unchanged(batch)
+    x_star = _randomised_point(batch, alpha, seed, start)
+    step = (eps - alpha) * batch.xp.sign(ascent_direction(batch, x_star))
+    x_adv = clip(batch, x_star + step)
+    return finish(batch, x_adv, constant_steps(batch, 1))
+
+
+def _random_step(eps: float, alpha: Any) -> float:
+    if alpha is None:
+        return eps / 2
+    alpha = check_number("alpha", alpha)
+    if eps == 0 and alpha == 0:
+        return alpha
+    if not 0 < alpha < eps:
+        raise ValueError(
+            f"Expected 0 < alpha < eps for R+FGSM, got alpha={alpha} and eps={eps}; "
+            "Tramer et al. use alpha = eps / 2."
+        )
+    return alpha
+
+
+def _randomised_point(batch, alpha: float, seed: Seed, start: Array | None) -> Array:
+    if start is not None:
+        check_start(batch, start)
+        return project_linf(batch, start, alpha)
+    noise = generator(seed).standard_normal((batch.n, batch.d))
+    signs = batch.xp.sign(from_numpy(batch, noise))
+    return clip(batch, batch.x + alpha * signs)

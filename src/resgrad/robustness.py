@@ -1,0 +1,538 @@
+"""Robust accuracy of a model under the attacks of ``resgrad.attacks``.
+
+``evaluate`` runs every requested attack at every radius eps on a test batch
+and returns a ``RobustnessTable``. Each row gives the clean accuracy, the
+robust accuracy (the fraction still classified correctly), the attack's
+success rate and the mean and max L-inf, L2 and L0 size of the
+perturbations. ``write_table`` stores
+it as Markdown, CSV and JSON, ``plot_robust_accuracy`` draws robust accuracy
+against eps and ``plot_examples`` shows adversarial inputs with their
+predicted classes.
+
+Default parameters per attack at radius eps (``attack_parameters``):
+
+- fgsm: one step of eps.
+- bim, illcm, pgd: 10 steps of ``2.5 eps / 10`` (Madry et al. 2017); pgd
+  starts at a uniform random point of the eps-ball.
+- rfgsm: a random step of ``eps / 2``, then ``eps / 2`` along the gradient.
+- mifgsm: 10 steps of ``eps / 10`` with ``mu = 1`` (Dong et al. 2018).
+- pgd_l2: the L2 ball of radius ``eps * sqrt(d)``, the L2 norm of a change
+  of eps in every feature, so that it spends the same budget per feature as
+  the L-inf attacks; 10 steps of ``2.5`` times that radius ``/ 10``.
+- jsma: ``theta = eps`` (each chosen feature moves by eps, so the result
+  lies in the L-inf ball), ``gamma = 0.5``, and the target is the clean
+  input's highest-scoring class other than ``y``.
+- mjsma: untargeted on the source class ``y``, ``theta = eps``,
+  ``gamma = 0.5``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _arrays
+from .attacks import ATTACKS, AttackResult
+from .attacks._common import check_bounds, check_eps
+from .model import ResidualMLP
+
+Array = Any
+
+METHODS = tuple(ATTACKS)
+STEPS = 10
+SALIENCY_GAMMA = 0.5
+EXAMPLES = 8
+
+# A one-line description of each method's defaults, for the JSON table and
+# the run report.
+PARAMETER_NOTES = {
+    "fgsm": "one step of eps",
+    "bim": "10 steps of 2.5 eps / 10",
+    "illcm": "10 steps of 2.5 eps / 10 toward the least-likely class",
+    "rfgsm": "random step eps / 2, gradient step eps / 2",
+    "mifgsm": "10 steps of eps / 10, mu = 1",
+    "pgd": "random start, 10 steps of 2.5 eps / 10",
+    "pgd_l2": "L2 radius eps sqrt(d), random start, 10 steps of 2.5 radius / 10",
+    "jsma": "theta = eps, gamma = 0.5, target: runner-up class",
+    "mjsma": "untargeted, theta = eps, gamma = 0.5",
+}
+
+
+@dataclass
+class RobustnessRow:
+    """The outcome of one attack at one radius on ``samples`` inputs.
+
+    Accuracies and rates are fractions in ``[0, 1]``. The norms are those
+    of ``x_adv - x``, in input units.
+    """
+
+    method: str
+    eps: float
+    samples: int
+    clean_accuracy: float
+    robust_accuracy: float
+    success_rate: float
+    mean_linf: float
+    max_linf: float
+    mean_l2: float
+    max_l2: float
+    mean_l0: float
+    max_l0: float
+
+
+@dataclass
+class Examples:
+    """The first few adversarial inputs of one attack at one radius (NumPy)."""
+
+    x_adv: np.ndarray
+    prediction: np.ndarray
+
+
+@dataclass
+class RobustnessTable:
+    """The rows of ``evaluate`` and the examples that ``plot_examples`` draws.
+
+    Attributes:
+        rows: one ``RobustnessRow`` per method and eps, methods outermost.
+        x: the first clean inputs, shape ``(k, d)``.
+        y: their labels, shape ``(k,)``.
+        clean_prediction: the model's classes for ``x``, shape ``(k,)``.
+        examples: the adversarial versions of ``x`` keyed by ``(method, eps)``.
+        bounds: the input box ``(lo, hi)``.
+    """
+
+    rows: list[RobustnessRow]
+    x: np.ndarray
+    y: np.ndarray
+    clean_prediction: np.ndarray
+    examples: dict[tuple[str, float], Examples] = field(default_factory=dict)
+    bounds: tuple[float, float] = (0.0, 1.0)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """Return the rows as plain dicts, for JSON and CSV."""
+        return [asdict(row) for row in self.rows]
+
+    @property
+    def methods(self) -> list[str]:
+        """The methods in the order of the rows."""
+        return list(dict.fromkeys(row.method for row in self.rows))
+
+    @property
+    def eps_values(self) -> list[float]:
+        """The radii in the order of the rows."""
+        return list(dict.fromkeys(row.eps for row in self.rows))
+
+
+# Arguments.
+
+
+def parse_methods(methods: str | Sequence[str]) -> list[str]:
+    """Return the attack names in ``methods``, with ``"all"`` for every attack.
+
+    ``methods`` is a sequence of names or one comma-separated string.
+
+    Raises:
+        ValueError: on an unknown or missing name.
+    """
+    names = methods.split(",") if isinstance(methods, str) else list(methods)
+    names = [str(name).strip().lower() for name in names if str(name).strip()]
+    if not names:
+        raise ValueError(
+            f"Expected at least one attack method: all, {', '.join(METHODS)}."
+        )
+    if "all" in names:
+        return list(METHODS)
+    unknown = [name for name in names if name not in ATTACKS]
+    if unknown:
+        raise ValueError(
+            f"Unknown attack method {', '.join(map(repr, unknown))}; expected all "
+            f"or any of: {', '.join(METHODS)}."
+        )
+    return list(dict.fromkeys(names))
+
+
+def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
+    """Return the radii in ``eps_values`` (floats or a comma-separated string).
+
+    Raises:
+        ValueError: on a value that is not a number, or is negative or NaN.
+    """
+    if isinstance(eps_values, str):
+        values = []
+        for text in (part.strip() for part in eps_values.split(",")):
+            if not text:
+                continue
+            try:
+                values.append(float(text))
+            except ValueError:
+                raise ValueError(
+                    f"Invalid eps {text!r}; expected numbers such as 0,0.1."
+                ) from None
+    else:
+        values = list(eps_values)
+    if not values:
+        raise ValueError("Expected at least one eps value, such as 0,0.05,0.1.")
+    return list(dict.fromkeys(check_eps(value) for value in values))
+
+
+def attack_parameters(method: str, eps: float, d: int) -> dict[str, Any]:
+    """Return the keyword arguments ``evaluate`` passes to an attack at radius eps.
+
+    ``d`` is the input width. The step sizes are the attacks' own defaults:
+    ``2.5 eps / steps`` for bim, illcm, pgd and pgd_l2, ``eps / steps`` for
+    mifgsm and ``eps / 2`` for the random step of rfgsm. The module
+    docstring gives the reasons.
+    """
+    if method in ("fgsm", "rfgsm"):
+        return {"eps": eps}
+    if method in ("bim", "illcm", "pgd"):
+        return {"eps": eps, "steps": STEPS}
+    if method == "mifgsm":
+        return {"eps": eps, "steps": STEPS, "mu": 1.0}
+    if method == "pgd_l2":
+        return {"eps": eps * math.sqrt(d), "steps": STEPS}
+    if method in ("jsma", "mjsma"):
+        return {"theta": eps, "gamma": SALIENCY_GAMMA}
+    raise ValueError(
+        f"Unknown attack method {method!r}; expected one of: {', '.join(METHODS)}."
+    )
+
+
+def runner_up_class(model: ResidualMLP, x: Array, y: Array) -> Array:
+    """Return the highest-scoring class other than ``y`` per row, shape ``(n,)``."""
+    xp = model.xp
+    logits = model.logits(x)
+    own = _arrays.one_hot(
+        xp, y, model.n_classes, xp.bool, _arrays.array_api_compat.device(x)
+    )
+    lowest = xp.full_like(logits, -math.inf)
+    return xp.argmax(xp.where(own, lowest, logits), axis=1)
+
+
+def run_attack(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    method: str,
+    eps: float,
+    seed: int | np.random.Generator | None = 0,
+    bounds: tuple[float, float] = (0.0, 1.0),
+) -> AttackResult:
+    """Run ``method`` at radius ``eps`` with the defaults of ``attack_parameters``."""
+    kwargs = attack_parameters(method, eps, int(x.shape[1]))
+    if method in ("rfgsm", "pgd", "pgd_l2"):
+        kwargs["seed"] = seed
+    if method == "jsma":
+        kwargs["target"] = runner_up_class(model, x, y)
+    return ATTACKS[method](model, x, y, bounds=bounds, **kwargs)
+
+
+# Evaluation.
+
+
+def evaluate(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    methods: str | Sequence[str] = "all",
+    eps_values: str | Iterable[float] = (0.05, 0.1, 0.2),
+    seed: int = 0,
+    progress: Callable[..., Iterable] | None = None,
+    *,
+    bounds: tuple[float, float] = (0.0, 1.0),
+    limits: dict[str, int] | None = None,
+    examples: int = EXAMPLES,
+) -> RobustnessTable:
+    """Attack ``x`` with every method at every eps and tabulate the outcome.
+
+    Args:
+        model: the network under attack.
+        x: test inputs of shape ``(n, d)`` in ``bounds``, in the model's
+            namespace and dtype.
+        y: their labels, shape ``(n,)``.
+        methods: attack names or ``"all"`` (see ``resgrad.attacks.ATTACKS``).
+        eps_values: the radii, each ``>= 0``.
+        seed: the seed of the random attacks. Each (method, eps) draws from
+            its own stream, so a row does not depend on the other rows.
+        progress: wraps the list of (method, eps) runs, as
+            ``progress(iterable, desc=..., total=...)``, e.g. a tqdm bar.
+        bounds: the input box ``(lo, hi)``.
+        limits: the largest number of samples per method, e.g.
+            ``{"jsma": 100}``; a method runs on the first rows of ``x``.
+        examples: how many adversarial inputs per run to keep for plots.
+
+    Returns:
+        A ``RobustnessTable`` with the methods in the order given.
+    """
+    names = parse_methods(methods)
+    radii = parse_eps(eps_values)
+    bounds = check_bounds(bounds)
+    limits = _check_limits(limits or {}, names)
+    runs = [(method, eps) for method in names for eps in radii]
+    if progress is not None:
+        runs = progress(runs, desc="attacks", total=len(runs))
+
+    keep = slice(0, examples)
+    clean = to_numpy(model.predict(x[keep, ...]))
+    table = RobustnessTable(
+        [], to_numpy(x[keep, ...]), to_numpy(y[keep]), clean, bounds=bounds
+    )
+    for method, eps in runs:
+        rows = slice(0, limits.get(method))
+        x_run, y_run = x[rows, ...], y[rows]
+        rng = np.random.default_rng([seed, METHODS.index(method), _eps_key(eps)])
+        result = run_attack(model, x_run, y_run, method, eps, rng, bounds)
+        table.rows.append(_row(model, method, eps, x_run, y_run, result))
+        table.examples[(method, eps)] = Examples(
+            to_numpy(result.x_adv[keep, ...]), to_numpy(result.prediction[keep])
+        )
+    return table
+
+
+def _check_limits(limits: dict[str, int], names: list[str]) -> dict[str, int]:
+    unknown = sorted(set(limits) - set(METHODS))
+    if unknown:
+        raise ValueError(
+            f"Unknown methods in limits: {unknown}; expected any of {METHODS}."
+        )
+    for method, count in limits.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(
+                f"Expected a sample limit >= 1 for {method}, got {count!r}."
+            )
+    return {method: limits[method] for method in names if method in limits}
+
+
+def _eps_key(eps: float) -> int:
+    """Return an integer that names ``eps`` in a seed sequence."""
+    return round(eps * 1e9)
+
+
+def _row(model, method, eps, x, y, result: AttackResult) -> RobustnessRow:
+    y = to_numpy(y)
+    clean = to_numpy(model.predict(x)) == y
+    robust = to_numpy(result.prediction) == y
+    linf, l2, l0 = (
+        to_numpy(v).astype(np.float64) for v in (result.linf, result.l2, result.l0)
+    )
+    return RobustnessRow(
+        method=method,
+        eps=eps,
+        samples=int(y.shape[0]),
+        clean_accuracy=_mean(clean),
+        robust_accuracy=_mean(robust),
+        success_rate=_mean(to_numpy(result.success)),
+        mean_linf=_mean(linf),
+        max_linf=_max(linf),
+        mean_l2=_mean(l2),
+        max_l2=_max(l2),
+        mean_l0=_mean(l0),
+        max_l0=_max(l0),
+    )
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if values.size else math.nan
+
+
+def _max(values: np.ndarray) -> float:
+    return float(np.max(values)) if values.size else math.nan
+
+
+def to_numpy(a: Array) -> np.ndarray:
+    """Copy an array of any supported namespace to a NumPy array on the host."""
+    if _arrays.array_api_compat.is_torch_array(a):
+        return a.detach().cpu().numpy()
+    return np.asarray(a)
+
+
+# Tables.
+
+COLUMNS = (
+    ("method", "method", "{}"),
+    ("eps", "eps", "{:g}"),
+    ("samples", "samples", "{}"),
+    ("clean_accuracy", "clean acc.", "{:.4f}"),
+    ("robust_accuracy", "robust acc.", "{:.4f}"),
+    ("success_rate", "success", "{:.4f}"),
+    ("mean_linf", "mean L-inf", "{:.4f}"),
+    ("max_linf", "max L-inf", "{:.4f}"),
+    ("mean_l2", "mean L2", "{:.4f}"),
+    ("max_l2", "max L2", "{:.4f}"),
+    ("mean_l0", "mean L0", "{:.1f}"),
+    ("max_l0", "max L0", "{:.0f}"),
+)
+
+
+def to_markdown(table: RobustnessTable) -> str:
+    """Return the rows as a Markdown table, one line per method and eps."""
+    header = "| " + " | ".join(title for _, title, _ in COLUMNS) + " |"
+    rule = (
+        "|"
+        + "|".join("---" if key == "method" else "---:" for key, _, _ in COLUMNS)
+        + "|"
+    )
+    lines = [header, rule]
+    for row in table.to_dicts():
+        cells = [form.format(row[key]) for key, _, form in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: RobustnessTable) -> str:
+    """Return the rows as CSV with a header line of field names."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=[key for key, _, _ in COLUMNS], lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(table.to_dicts())
+    return buffer.getvalue()
+
+
+def to_json(table: RobustnessTable) -> str:
+    """Return the rows and the default parameters of each method as JSON."""
+    payload = {
+        "bounds": list(table.bounds),
+        "parameters": {method: PARAMETER_NOTES[method] for method in table.methods},
+        "rows": table.to_dicts(),
+    }
+    return json.dumps(payload, indent=2, allow_nan=True) + "\n"
+
+
+def write_table(
+    table: RobustnessTable, folder: str | Path, stem: str = "robustness"
+) -> list[Path]:
+    """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` into ``folder``.
+
+    Each file is written to a temporary name and renamed, so none is left
+    half written. Returns the paths written.
+    """
+    from .cli._common import write_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for suffix, text in (
+        ("md", to_markdown(table)),
+        ("csv", to_csv(table)),
+        ("json", to_json(table)),
+    ):
+        path = folder / f"{stem}.{suffix}"
+        write_atomic(path, text)
+        paths.append(path)
+    return paths
+
+
+# Figures.
+
+
+def plot_robust_accuracy(table: RobustnessTable, path: str | Path) -> Path:
+    """Draw robust accuracy against eps, one line per method, as a PNG at ``path``."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for method in table.methods:
+        rows = [row for row in table.rows if row.method == method]
+        eps = [row.eps for row in rows]
+        axes.plot(eps, [row.robust_accuracy for row in rows], marker="o", label=method)
+    if table.rows:
+        clean = table.rows[0].clean_accuracy
+        axes.axhline(clean, color="gray", linestyle="--", linewidth=1, label="clean")
+    axes.set_xlabel("eps (L-inf radius; pgd_l2 uses eps sqrt(d))")
+    axes.set_ylabel("robust accuracy")
+    axes.set_ylim(-0.02, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", ncol=2)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_examples(
+    table: RobustnessTable,
+    path: str | Path,
+    image_shape: tuple[int, int] | None = None,
+    eps: float | None = None,
+) -> Path:
+    """Draw the clean examples and their adversarial versions as a PNG grid.
+
+    The first row shows the clean inputs with their labels and predicted
+    classes, and each further row one method at radius ``eps`` (default: the
+    largest in the table). A title is red where the predicted class differs
+    from the label. Inputs are drawn as ``image_shape`` images, or as
+    ``(1, d)`` strips when it is ``None``.
+    """
+    plt = _pyplot()
+    eps = max(table.eps_values) if eps is None else eps
+    methods = [m for m in table.methods if (m, eps) in table.examples]
+    count = int(table.x.shape[0])
+    shape = image_shape or (1, int(table.x.shape[1]))
+    figure, grid = plt.subplots(
+        1 + len(methods),
+        max(count, 1),
+        figsize=(1.2 * max(count, 1), 1.35 * (1 + len(methods))),
+        squeeze=False,
+    )
+    lo, hi = table.bounds
+    rows = [("clean", table.x, table.clean_prediction)] + [
+        (m, table.examples[(m, eps)].x_adv, table.examples[(m, eps)].prediction)
+        for m in methods
+    ]
+    for r, (label, inputs, predictions) in enumerate(rows):
+        for c in range(grid.shape[1]):
+            axes = grid[r, c]
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if c >= count:
+                axes.axis("off")
+                continue
+            image = np.reshape(inputs[c], shape)
+            axes.imshow(
+                image,
+                cmap="gray_r",
+                vmin=lo,
+                vmax=hi,
+                aspect="auto" if image_shape is None else "equal",
+            )
+            truth, guess = int(table.y[c]), int(predictions[c])
+            title = f"y={truth} p={guess}" if r == 0 else f"p={guess}"
+            axes.set_title(
+                title, fontsize=8, color="black" if guess == truth else "red"
+            )
+        grid[r, 0].set_ylabel(label, fontsize=8)
+    figure.suptitle(f"adversarial examples at eps = {eps:g}", fontsize=9)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG through a temporary file and close it."""
+    import matplotlib.pyplot as plt
+
+    from .cli._common import write_atomic
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=110)
+    finally:
+        plt.close(figure)
+    write_atomic(path, buffer.getvalue())
+    return path

@@ -1,0 +1,1102 @@
+"""Tests of resgrad.attacks: the update rules, their limits and torchattacks.
+
+The torchattacks checks run the same weights as a torch.nn.Module
+(``resgrad.torch.to_module``) in float32 and compare adversarial inputs to
+1e-6. torchattacks 3.5.1 takes images of shape (n, c, h, w), so its model
+flattens them first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchattacks
+
+import resgrad
+import resgrad.attacks._common as common
+from resgrad import attacks
+from resgrad.attacks import AttackResult
+from resgrad.torch import to_module
+
+D = 64
+CLASSES = 10
+N = 12
+EPS = 0.1
+
+
+@pytest.fixture(scope="module")
+def model() -> resgrad.ResidualMLP:
+    return resgrad.ResidualMLP.init([D, 24, 16, CLASSES], seed=0)
+
+
+@pytest.fixture(scope="module")
+def smooth_model() -> resgrad.ResidualMLP:
+    return resgrad.ResidualMLP.init([D, 24, 16, CLASSES], activation="tanh", seed=1)
+
+
+@pytest.fixture(scope="module")
+def flat_model() -> resgrad.ResidualMLP:
+    """A network whose logits are the constant b2, so every gradient is zero."""
+    return resgrad.ResidualMLP.init([D, 8, CLASSES], alpha=0.0, shortcut="none", seed=0)
+
+
+def interior_batch(n: int = N, seed: int = 0):
+    """Return inputs in [0.2, 0.8], where small steps never reach the box."""
+    x, y = make_batch(n, seed, edges=False)
+    return 0.2 + 0.6 * x, y
+
+
+def make_batch(n: int = N, seed: int = 0, edges: bool = True):
+    """Return inputs in [0, 1] (a quarter of them at 0 or 1) and labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.0, 1.0, size=(n, D))
+    if edges:
+        corners = rng.uniform(size=(n, D)) < 0.25
+        x = np.where(corners, np.round(x), x)
+    y = rng.integers(0, CLASSES, size=n)
+    return x, y
+
+
+def other_class(y):
+    return (y + 1) % CLASSES
+
+
+# The arguments each attack runs with in the shared property tests.
+ARGUMENTS = {
+    "fgsm": {"eps": EPS},
+    "bim": {"eps": EPS, "steps": 4},
+    "illcm": {"eps": EPS, "steps": 4},
+    "rfgsm": {"eps": EPS, "seed": 21},
+    "mifgsm": {"eps": EPS, "steps": 4},
+    "pgd": {"eps": EPS, "steps": 4, "seed": 21},
+    "pgd_l2": {"eps": 1.0, "steps": 4, "seed": 21},
+    "jsma": {"theta": 0.5, "gamma": 0.25},
+    "mjsma": {"theta": 0.5, "gamma": 0.25},
+}
+NAMES = list(ARGUMENTS)
+ITERATIVE = ["bim", "illcm", "mifgsm", "pgd", "pgd_l2"]
+RANDOM = ["rfgsm", "pgd", "pgd_l2"]
+LINF = ["fgsm", "bim", "illcm", "rfgsm", "mifgsm", "pgd"]
+
+
+def run(name: str, model, x, y, **overrides) -> AttackResult:
+    kwargs = dict(ARGUMENTS[name], **overrides)
+    if name == "jsma" and "target" not in kwargs:
+        kwargs["target"] = other_class(y)
+    return attacks.ATTACKS[name](model, x, y, **kwargs)
+
+
+def radius(name: str, arguments: dict) -> float:
+    """Return the bound on the perturbation that an attack promises."""
+    if name in ("jsma", "mjsma"):
+        return arguments["theta"]
+    return arguments["eps"]
+
+
+def distance(name: str, x_adv, x) -> np.ndarray:
+    delta = np.asarray(x_adv) - np.asarray(x)
+    if name == "pgd_l2":
+        return np.linalg.norm(delta, axis=1)
+    return np.max(np.abs(delta), axis=1)
+
+
+def cross_entropy(model, x, labels) -> np.ndarray:
+    losses, _ = resgrad.input_gradient(model, x, labels)
+    return np.asarray(losses)
+
+
+# Cross-checks with torchattacks 3.5.1.
+
+
+def float32_setup(model, seed: int = 3, n: int = 16):
+    model32 = model.convert(torch, dtype="float32")
+    module = torch.nn.Sequential(torch.nn.Flatten(), to_module(model32)).eval()
+    x, y = make_batch(n, seed)
+    x = torch.tensor(x, dtype=torch.float32)
+    y = torch.tensor(y, dtype=torch.int64)
+    return model32, module, x, y
+
+
+def images(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], 1, 8, 8)
+
+
+def flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    torch.testing.assert_close(actual, expected, rtol=0.0, atol=1e-6)
+
+
+CROSS_CHECKS = {
+    "fgsm": (
+        lambda m: torchattacks.FGSM(m, eps=EPS),
+        lambda m, x, y, t: attacks.fgsm(m, x, y, EPS, target=t),
+    ),
+    "bim": (
+        lambda m: torchattacks.BIM(m, eps=EPS, alpha=0.03, steps=7),
+        lambda m, x, y, t: attacks.bim(m, x, y, EPS, alpha=0.03, steps=7, target=t),
+    ),
+    "pgd": (
+        lambda m: torchattacks.PGD(m, eps=EPS, alpha=0.03, steps=7, random_start=False),
+        lambda m, x, y, t: attacks.pgd(
+            m, x, y, EPS, alpha=0.03, steps=7, random_start=False, target=t
+        ),
+    ),
+    "mifgsm": (
+        lambda m: torchattacks.MIFGSM(m, eps=EPS, alpha=EPS / 7, steps=7, decay=1.0),
+        lambda m, x, y, t: attacks.mifgsm(m, x, y, EPS, steps=7, target=t),
+    ),
+    "pgd_l2": (
+        lambda m: torchattacks.PGDL2(
+            m, eps=0.8, alpha=0.25, steps=7, random_start=False
+        ),
+        lambda m, x, y, t: attacks.pgd_l2(
+            m, x, y, 0.8, alpha=0.25, steps=7, random_start=False, target=t
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CROSS_CHECKS))
+def test_matches_torchattacks_untargeted(model, name):
+    model32, module, x, y = float32_setup(model)
+    make_reference, attack = CROSS_CHECKS[name]
+    expected = make_reference(module)(images(x), y)
+    result = attack(model32, x, y, None)
+    assert result.x_adv.dtype == torch.float32
+    assert float(result.linf.max()) > 0.0
+    assert_close(result.x_adv, flat(expected))
+
+
+@pytest.mark.parametrize("name", list(CROSS_CHECKS))
+def test_matches_torchattacks_targeted(model, name):
+    model32, module, x, y = float32_setup(model, seed=4)
+    target = (y + 3) % CLASSES
+    reference = CROSS_CHECKS[name][0](module)
+    reference.set_mode_targeted_by_label(quiet=True)
+    expected = reference(images(x), target)
+    result = CROSS_CHECKS[name][1](model32, x, y, target)
+    assert_close(result.x_adv, flat(expected))
+
+
+def test_pgd_matches_torchattacks_from_same_random_start(model):
+    model32, module, x, y = float32_setup(model, seed=5)
+    # torchattacks draws its start with uniform_ on the global generator;
+    # the same seed gives resgrad the same start point.
+    torch.manual_seed(11)
+    noise = torch.empty_like(images(x)).uniform_(-EPS, EPS)
+    start = torch.clamp(x + flat(noise), 0.0, 1.0)
+    torch.manual_seed(11)
+    expected = torchattacks.PGD(module, eps=EPS, alpha=0.02, steps=5)(images(x), y)
+    result = attacks.pgd(model32, x, y, EPS, alpha=0.02, steps=5, start=start)
+    assert_close(result.x_adv, flat(expected))
+
+
+def test_rfgsm_matches_torchattacks_only_with_one_step(model):
+    model32, module, x, y = float32_setup(model, seed=6)
+    alpha = EPS / 2
+    torch.manual_seed(12)
+    signs = torch.randn_like(images(x)).sign()
+    start = torch.clamp(x + alpha * flat(signs), 0.0, 1.0)
+    result = attacks.rfgsm(model32, x, y, EPS, alpha=alpha, start=start)
+
+    # With one step of alpha = eps - alpha the two rules coincide.
+    torch.manual_seed(12)
+    one_step = torchattacks.RFGSM(module, eps=EPS, alpha=alpha, steps=1)(images(x), y)
+    assert_close(result.x_adv, flat(one_step))
+
+    # torchattacks 3 iterates 10 steps of alpha by default, which is not
+    # Tramer et al.'s single step of eps - alpha.
+    torch.manual_seed(12)
+    iterated = torchattacks.RFGSM(module, eps=EPS, alpha=alpha)(images(x), y)
+    assert float((result.x_adv - flat(iterated)).abs().max()) > 0.05
+
+
+def test_illcm_matches_torchattacks_bim_toward_its_target(model):
+    model32, module, x, y = float32_setup(model, seed=7)
+    result = attacks.illcm(model32, x, y, EPS, alpha=0.02, steps=6)
+    reference = torchattacks.BIM(module, eps=EPS, alpha=0.02, steps=6)
+    reference.set_mode_targeted_by_label(quiet=True)
+    expected = reference(images(x), result.target)
+    assert_close(result.x_adv, flat(expected))
+
+
+def test_least_likely_target_differs_from_torchattacks(model):
+    model32, module, x, _ = float32_setup(model, seed=8)
+    least = torch.argmin(module(images(x)), dim=1)
+    reference = torchattacks.BIM(module, eps=EPS)
+    reference.set_mode_targeted_least_likely(quiet=True)
+
+    # When the true label is the least likely class, resgrad targets it and
+    # torchattacks, which leaves the true label out, picks another class.
+    result = attacks.illcm(model32, x, least, EPS)
+    theirs = reference.get_target_label(images(x), least)
+    assert torch.equal(result.target, least)
+    assert bool((theirs != least).all())
+
+    # For any other true label both pick the argmin.
+    likely = torch.argmax(module(images(x)), dim=1)
+    assert torch.equal(reference.get_target_label(images(x), likely), least)
+    assert torch.equal(attacks.illcm(model32, x, likely, EPS).target, least)
+
+
+# The update rules.
+
+
+def test_fgsm_rule(model):
+    x, y = make_batch()
+    _, grad = resgrad.input_gradient(model, x, y)
+    expected = np.clip(x + EPS * np.sign(grad), 0.0, 1.0)
+    np.testing.assert_array_equal(attacks.fgsm(model, x, y, EPS).x_adv, expected)
+
+
+def test_targeted_fgsm_steps_down_target_gradient(model):
+    x, y = make_batch()
+    target = other_class(y)
+    _, grad = resgrad.input_gradient(model, x, target)
+    expected = np.clip(x - EPS * np.sign(grad), 0.0, 1.0)
+    result = attacks.fgsm(model, x, y, EPS, target=target)
+    np.testing.assert_array_equal(result.x_adv, expected)
+
+
+def test_bim_takes_gradient_at_each_iterate(model):
+    x, y = make_batch()
+    alpha = 0.04
+    expected = x
+    for _ in range(3):
+        _, grad = resgrad.input_gradient(model, expected, y)
+        step = expected + alpha * np.sign(grad)
+        expected = np.clip(np.clip(step, x - EPS, x + EPS), 0.0, 1.0)
+    result = attacks.bim(model, x, y, EPS, alpha=alpha, steps=3)
+    np.testing.assert_allclose(result.x_adv, expected, rtol=0, atol=1e-15)
+
+
+def test_illcm_targets_least_likely_of_all_classes(model):
+    x, _ = make_batch()
+    least = np.argmin(model(x), axis=1)
+    result = attacks.illcm(model, x, least, EPS)
+    np.testing.assert_array_equal(result.target, least)
+    np.testing.assert_array_equal(result.success, result.prediction == least)
+
+
+def test_illcm_step_lowers_least_likely_loss(smooth_model):
+    x, y = make_batch(edges=False)
+    least = np.argmin(smooth_model(x), axis=1)
+    alpha = 1e-3
+    losses = [cross_entropy(smooth_model, x, least)]
+    for steps in range(1, 5):
+        result = attacks.illcm(smooth_model, x, y, 0.5, alpha=alpha, steps=steps)
+        losses.append(cross_entropy(smooth_model, result.x_adv, least))
+    for before, after in itertools.pairwise(losses):
+        assert np.all(after < before)
+
+    # The plus sign printed in the manuscript's equation (63) raises it.
+    _, grad = resgrad.input_gradient(smooth_model, x, least)
+    plus = np.clip(x + alpha * np.sign(grad), 0.0, 1.0)
+    assert np.all(cross_entropy(smooth_model, plus, least) > losses[0])
+
+
+def test_rfgsm_rule_takes_gradient_at_random_point(model):
+    x, y = make_batch()
+    alpha = 0.03
+    signs = np.sign(np.random.default_rng(4).standard_normal(x.shape))
+    x_star = np.clip(x + alpha * signs, 0.0, 1.0)
+    _, grad = resgrad.input_gradient(model, x_star, y)
+    expected = np.clip(x_star + (EPS - alpha) * np.sign(grad), 0.0, 1.0)
+    result = attacks.rfgsm(model, x, y, EPS, alpha=alpha, start=x_star)
+    np.testing.assert_array_equal(result.x_adv, expected)
+    np.testing.assert_array_equal(result.steps, np.ones(N))
+
+
+def test_rfgsm_draws_signs_of_gaussian(model):
+    x, y = interior_batch()
+    result = attacks.rfgsm(model, x, y, EPS, alpha=0.04, seed=5)
+    signs = np.sign(np.random.default_rng(5).standard_normal(x.shape))
+    x_star = np.clip(x + 0.04 * signs, 0.0, 1.0)
+    _, grad = resgrad.input_gradient(model, x_star, y)
+    expected = np.clip(x_star + 0.06 * np.sign(grad), 0.0, 1.0)
+    np.testing.assert_allclose(result.x_adv, expected, rtol=0, atol=1e-15)
+
+
+def test_rfgsm_default_alpha_is_half_eps(model):
+    x, y = make_batch()
+    default = attacks.rfgsm(model, x, y, EPS, seed=2)
+    half = attacks.rfgsm(model, x, y, EPS, alpha=EPS / 2, seed=2)
+    np.testing.assert_array_equal(default.x_adv, half.x_adv)
+
+
+def test_mifgsm_rule_normalises_each_sample(model):
+    x, y = make_batch()
+    alpha, mu = 0.03, 0.7
+    momentum = np.zeros_like(x)
+    expected = x
+    for _ in range(3):
+        _, grad = resgrad.input_gradient(model, expected, y)
+        momentum = mu * momentum + grad / np.sum(np.abs(grad), axis=1, keepdims=True)
+        step = expected + alpha * np.sign(momentum)
+        expected = np.clip(np.clip(step, x - EPS, x + EPS), 0.0, 1.0)
+    result = attacks.mifgsm(model, x, y, EPS, alpha=alpha, steps=3, mu=mu)
+    np.testing.assert_allclose(result.x_adv, expected, rtol=0, atol=1e-15)
+
+
+def test_mifgsm_defaults_are_dong(model):
+    x, y = make_batch()
+    default = attacks.mifgsm(model, x, y, EPS, steps=5)
+    explicit = attacks.mifgsm(model, x, y, EPS, steps=5, alpha=EPS / 5, mu=1.0)
+    np.testing.assert_array_equal(default.x_adv, explicit.x_adv)
+
+
+def test_pgd_random_start_is_uniform_in_box(model):
+    x, y = make_batch(edges=False)
+    result = attacks.pgd(model, x, y, EPS, steps=1, seed=6, alpha=0.02)
+    noise = np.random.default_rng(6).uniform(-EPS, EPS, size=x.shape)
+    start = np.clip(x + noise, 0.0, 1.0)
+    _, grad = resgrad.input_gradient(model, start, y)
+    expected = np.clip(np.clip(start + 0.02 * np.sign(grad), x - EPS, x + EPS), 0, 1)
+    np.testing.assert_allclose(result.x_adv, expected, rtol=0, atol=1e-15)
+
+
+def test_pgd_l2_step_is_normalised_gradient(model):
+    x, y = interior_batch()
+    alpha = 0.05
+    result = attacks.pgd_l2(model, x, y, 1.0, alpha=alpha, steps=1, random_start=False)
+    _, grad = resgrad.input_gradient(model, x, y)
+    unit = grad / np.linalg.norm(grad, axis=1, keepdims=True)
+    np.testing.assert_allclose(result.x_adv, x + alpha * unit, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(result.l2, np.full(N, alpha), rtol=1e-12)
+
+
+def test_pgd_l2_projects_onto_ball(model):
+    x, y = interior_batch()
+    eps = 0.05
+    result = attacks.pgd_l2(model, x, y, eps, alpha=0.2, steps=1, random_start=False)
+    _, grad = resgrad.input_gradient(model, x, y)
+    unit = grad / np.linalg.norm(grad, axis=1, keepdims=True)
+    np.testing.assert_allclose(result.x_adv, x + eps * unit, rtol=0, atol=1e-15)
+
+
+def test_pgd_l2_random_start_is_uniform_in_ball(model, monkeypatch):
+    n, eps = 2000, 0.1
+    x = np.full((n, D), 0.5)
+    y = np.zeros(n, dtype=np.int64)
+    first = record_first_gradient_input(monkeypatch)
+    attacks.pgd_l2(model, x, y, eps, steps=1, seed=7)
+    delta = first[0] - x
+    r = np.linalg.norm(delta, axis=1)
+    assert r.max() <= eps * (1 + 1e-12)
+    # r = eps U^(1/d) makes (r / eps)^d uniform on [0, 1]: mean 1/2, var 1/12.
+    volume_fraction = (r / eps) ** D
+    assert abs(volume_fraction.mean() - 0.5) < 4 * math.sqrt(1 / 12 / n)
+    # Uniform directions: the mean unit vector is near 0 in every feature.
+    unit = delta / r[:, None]
+    assert np.abs(unit.mean(axis=0)).max() < 4.5 / math.sqrt(D * n)
+
+
+# Properties every attack has.
+
+
+def record_first_gradient_input(monkeypatch) -> list:
+    """Record the input of the first gradient an attack takes."""
+    seen: list = []
+    original = common.input_gradient
+
+    def spy(model, v, labels, *args, **kwargs):
+        if not seen:
+            seen.append(np.array(v, copy=True))
+        return original(model, v, labels, *args, **kwargs)
+
+    monkeypatch.setattr(common, "input_gradient", spy)
+    return seen
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_result_fields(model, name):
+    x, y = make_batch()
+    result = run(name, model, x, y)
+    delta = result.x_adv - x
+    assert result.x_adv.shape == x.shape
+    assert result.success.dtype == np.bool_
+    assert result.steps.dtype == np.int64
+    assert result.l0.dtype == np.int64
+    np.testing.assert_array_equal(result.prediction, model.predict(result.x_adv))
+    np.testing.assert_allclose(result.linf, np.abs(delta).max(axis=1), rtol=0, atol=0)
+    np.testing.assert_allclose(result.l2, np.linalg.norm(delta, axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(result.l0, (delta != 0).sum(axis=1))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_success_flag_meaning(model, name):
+    x, y = make_batch()
+    result = run(name, model, x, y)
+    if result.target is None:
+        np.testing.assert_array_equal(result.success, result.prediction != y)
+    else:
+        np.testing.assert_array_equal(
+            result.success, result.prediction == result.target
+        )
+
+
+@pytest.mark.parametrize("name", ["fgsm", "bim", "mifgsm", "pgd", "pgd_l2", "mjsma"])
+def test_targeted_success_means_target(model, name):
+    x, y = make_batch()
+    target = other_class(y)
+    result = run(name, model, x, y, target=target)
+    np.testing.assert_array_equal(result.target, target)
+    np.testing.assert_array_equal(result.success, result.prediction == target)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5])
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_every_iterate_in_box_and_ball(model, name, steps):
+    x, y = make_batch()
+    eps = ARGUMENTS[name]["eps"]
+    # A step as large as the ball keeps both projections busy.
+    result = run(name, model, x, y, steps=steps, alpha=eps)
+    assert result.x_adv.min() >= 0.0
+    assert result.x_adv.max() <= 1.0
+    assert distance(name, result.x_adv, x).max() <= eps * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("name", ["fgsm", "rfgsm", "jsma", "mjsma"])
+def test_result_in_box_and_bound(model, name):
+    x, y = make_batch()
+    result = run(name, model, x, y)
+    assert result.x_adv.min() >= 0.0
+    assert result.x_adv.max() <= 1.0
+    bound = radius(name, ARGUMENTS[name])
+    assert distance(name, result.x_adv, x).max() <= bound * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("name", ["rfgsm", "pgd", "pgd_l2"])
+def test_random_start_projected_before_first_gradient(model, name, monkeypatch):
+    x = np.round(make_batch()[0])
+    y = make_batch()[1]
+    first = record_first_gradient_input(monkeypatch)
+    run(name, model, x, y)
+    start = first[0]
+    assert start.min() >= 0.0
+    assert start.max() <= 1.0
+    assert distance(name, start, x).max() <= ARGUMENTS[name]["eps"] * (1 + 1e-12)
+    assert distance(name, start, x).min() > 0.0
+
+
+@pytest.mark.parametrize("name", ["pgd", "pgd_l2"])
+def test_given_start_projected_before_first_gradient(model, name, monkeypatch):
+    x, y = make_batch()
+    far = np.clip(x + 2.0 * np.random.default_rng(8).standard_normal(x.shape), -1, 2)
+    first = record_first_gradient_input(monkeypatch)
+    run(name, model, x, y, start=far)
+    assert first[0].min() >= 0.0
+    assert first[0].max() <= 1.0
+    assert distance(name, first[0], x).max() <= ARGUMENTS[name]["eps"] * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_caller_arrays_unchanged(model, name):
+    x, y = make_batch()
+    target = other_class(y)
+    copies = [x.copy(), y.copy(), target.copy()]
+    extra = {"target": target} if name not in ("illcm", "rfgsm") else {}
+    run(name, model, x, y, **extra)
+    for before, after in zip(copies, [x, y, target]):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_caller_tensors_unchanged(model, name):
+    model_t = model.convert(torch)
+    x, y = make_batch()
+    x, y = torch.tensor(x), torch.tensor(y)
+    x_copy, y_copy = x.clone(), y.clone()
+    run(name, model_t, x, y)
+    assert torch.equal(x, x_copy)
+    assert torch.equal(y, y_copy)
+
+
+@pytest.mark.parametrize("name", ["pgd", "pgd_l2", "rfgsm"])
+def test_start_array_unchanged(model, name):
+    x, y = make_batch()
+    start = np.clip(x + 0.03, 0.0, 1.0)
+    copy = start.copy()
+    run(name, model, x, y, start=start)
+    np.testing.assert_array_equal(start, copy)
+
+
+BACKENDS = {
+    "numpy-float64": (lambda a: np.asarray(a, dtype=np.float64), "numpy", "float64"),
+    "numpy-float32": (lambda a: np.asarray(a, dtype=np.float32), "numpy", "float32"),
+    "torch-float32": (
+        lambda a: torch.tensor(a, dtype=torch.float32),
+        "torch",
+        "float32",
+    ),
+    "torch-float64": (
+        lambda a: torch.tensor(a, dtype=torch.float64),
+        "torch",
+        "float64",
+    ),
+}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("name", NAMES)
+def test_keeps_namespace_and_dtype(model, name, backend):
+    convert, namespace, dtype = BACKENDS[backend]
+    xp = torch if namespace == "torch" else np
+    converted = model.convert(xp, dtype=dtype)
+    x, y = make_batch()
+    x = convert(x)
+    y = torch.tensor(y) if namespace == "torch" else y
+    result = run(name, converted, x, y)
+    assert type(result.x_adv) is type(x)
+    assert result.x_adv.dtype == x.dtype
+    assert result.linf.dtype == x.dtype
+    assert result.l2.dtype == x.dtype
+    assert type(result.success) is type(x)
+    if namespace == "torch":
+        assert result.x_adv.device == x.device
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_torch_matches_numpy(model, name):
+    x, y = make_batch()
+    expected = run(name, model, x, y)
+    result = run(name, model.convert(torch), torch.tensor(x), torch.tensor(y))
+    np.testing.assert_allclose(result.x_adv.numpy(), expected.x_adv, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(result.steps.numpy(), expected.steps)
+
+
+@pytest.mark.parametrize("name", LINF + ["pgd_l2"])
+def test_zero_eps_returns_input(model, name):
+    x, y = make_batch()
+    result = run(name, model, x, y, eps=0.0)
+    np.testing.assert_array_equal(result.x_adv, x)
+    assert result.x_adv is not x
+    np.testing.assert_array_equal(result.l0, np.zeros(N))
+
+
+@pytest.mark.parametrize("name", ["jsma", "mjsma"])
+def test_zero_theta_returns_input(model, name):
+    x, y = make_batch()
+    result = run(name, model, x, y, theta=0.0)
+    np.testing.assert_array_equal(result.x_adv, x)
+    np.testing.assert_array_equal(result.steps, np.zeros(N))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_gradient_gives_no_nan(flat_model, name):
+    x, y = make_batch()
+    _, grad = resgrad.input_gradient(flat_model, x, y)
+    assert not np.any(grad)
+    result = run(name, flat_model, x, y)
+    assert np.all(np.isfinite(result.x_adv))
+    assert np.all(np.isfinite(result.l2))
+
+
+@pytest.mark.parametrize("name", ["fgsm", "bim", "illcm", "mifgsm", "jsma", "mjsma"])
+def test_zero_gradient_leaves_input(flat_model, name):
+    x, y = make_batch()
+    result = run(name, flat_model, x, y)
+    np.testing.assert_array_equal(result.x_adv, x)
+
+
+@pytest.mark.parametrize("name", RANDOM)
+def test_same_seed_same_result(model, name):
+    x, y = make_batch()
+    first = run(name, model, x, y, seed=3)
+    second = run(name, model, x, y, seed=3)
+    other = run(name, model, x, y, seed=4)
+    np.testing.assert_array_equal(first.x_adv, second.x_adv)
+    assert np.any(first.x_adv != other.x_adv)
+
+
+@pytest.mark.parametrize("name", RANDOM)
+def test_generator_seed(model, name):
+    x, y = make_batch()
+    by_int = run(name, model, x, y, seed=9)
+    by_generator = run(name, model, x, y, seed=np.random.default_rng(9))
+    np.testing.assert_array_equal(by_int.x_adv, by_generator.x_adv)
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_no_early_stop_by_default(model, name):
+    x, y = make_batch()
+    result = run(name, model, x, y)
+    np.testing.assert_array_equal(result.steps, np.full(N, ARGUMENTS[name]["steps"]))
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_early_stop_freezes_successful_samples(smooth_model, name):
+    x, y = make_batch(n=20)
+    y = smooth_model.predict(x)
+    eps = 3.0 if name == "pgd_l2" else 0.3
+    fixed = {"eps": eps, "alpha": eps / 4}
+    if name.startswith("pgd"):
+        fixed["random_start"] = False
+    result = run(name, smooth_model, x, y, steps=8, early_stop=True, **fixed)
+    stopped = np.flatnonzero(result.steps < 8)
+    assert stopped.size > 0
+    assert np.all(result.success[stopped])
+    for index in stopped:
+        taken = int(result.steps[index])
+        # The clean inputs are classified correctly, so every sample steps.
+        assert taken >= 1
+        # The frozen sample keeps the first iterate at which it succeeded.
+        same = run(name, smooth_model, x, y, steps=taken, **fixed)
+        np.testing.assert_array_equal(same.x_adv[index], result.x_adv[index])
+        if taken > 1:
+            before = run(name, smooth_model, x, y, steps=taken - 1, **fixed)
+            assert not before.success[index]
+
+
+@pytest.mark.parametrize("name", ["fgsm", "bim", "illcm", "mifgsm", "jsma", "mjsma"])
+def test_each_sample_independent_of_batch(model, name):
+    x, y = make_batch()
+    together = run(name, model, x, y)
+    for index in (0, 5, N - 1):
+        rows = slice(index, index + 1)
+        alone = run(name, model, x[rows], y[rows])
+        np.testing.assert_allclose(
+            together.x_adv[rows], alone.x_adv, rtol=0, atol=1e-15
+        )
+        np.testing.assert_array_equal(together.steps[rows], alone.steps)
+
+
+@pytest.mark.parametrize("name", RANDOM)
+def test_random_attack_row_ignores_other_rows(model, name):
+    x, y = make_batch()
+    changed = x.copy()
+    changed[1:] = make_batch(seed=5)[0][1:]
+    first = run(name, model, x, y)
+    second = run(name, model, changed, y)
+    np.testing.assert_array_equal(first.x_adv[0], second.x_adv[0])
+
+
+# Bad arguments.
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_x_outside_box_raises(model, name):
+    x, y = make_batch()
+    x[2, 3] = 1.01
+    with pytest.raises(ValueError, match="outside the box"):
+        run(name, model, x, y)
+
+
+@pytest.mark.parametrize("name", ["fgsm", "jsma"])
+def test_x_within_tolerance_accepted(model, name):
+    x, y = make_batch()
+    x[2, 3] = 1.0 + attacks.BOX_TOLERANCE / 2
+    result = run(name, model, x, y)
+    assert result.x_adv.max() <= 1.0
+
+
+def test_custom_bounds(model):
+    x, y = make_batch()
+    x = 2.0 * x - 1.0
+    with pytest.raises(ValueError, match="outside the box"):
+        attacks.fgsm(model, x, y, EPS)
+    result = attacks.bim(model, x, y, 0.3, bounds=(-1.0, 1.0))
+    assert result.x_adv.min() >= -1.0
+    assert result.x_adv.max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    "bounds", [(1.0, 0.0), (0.0, 0.0), (0.0, float("inf")), (0.0,)]
+)
+def test_bad_bounds_raise(model, bounds):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="bounds"):
+        attacks.fgsm(model, x, y, EPS, bounds=bounds)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_wrong_width_raises(model, name):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="features"):
+        run(name, model, x[:, :10], y)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_dimensional_x_raises(model, name):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="shape"):
+        run(name, model, x[0], y[:1])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_label_out_of_range_raises(model, name):
+    x, y = make_batch()
+    y[4] = CLASSES
+    with pytest.raises(ValueError, match="outside"):
+        run(name, model, x, y, **({"target": y % CLASSES} if name == "jsma" else {}))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_label_count_mismatch_raises(model, name):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="one label per row"):
+        run(name, model, x, y[:-1], **({"target": y} if name == "jsma" else {}))
+
+
+@pytest.mark.parametrize(
+    "name", ["fgsm", "bim", "mifgsm", "pgd", "pgd_l2", "jsma", "mjsma"]
+)
+def test_target_out_of_range_raises(model, name):
+    x, y = make_batch()
+    target = other_class(y)
+    target[0] = -1
+    with pytest.raises(ValueError, match="target"):
+        run(name, model, x, y, target=target)
+
+
+def test_float_labels_raise(model):
+    x, y = make_batch()
+    with pytest.raises(TypeError, match="integer"):
+        attacks.fgsm(model, x, y.astype(np.float64), EPS)
+
+
+def test_dtype_mismatch_raises(model):
+    x, y = make_batch()
+    with pytest.raises(TypeError, match="dtype"):
+        attacks.fgsm(model, x.astype(np.float32), y, EPS)
+
+
+def test_mixed_namespaces_raise(model):
+    x, y = make_batch()
+    with pytest.raises(TypeError, match="namespace"):
+        attacks.fgsm(model, torch.tensor(x), y, EPS)
+
+
+def test_not_a_model_raises():
+    x, y = make_batch()
+    with pytest.raises(TypeError, match="ResidualMLP"):
+        attacks.fgsm(object(), x, y, EPS)
+
+
+@pytest.mark.parametrize("name", LINF + ["pgd_l2"])
+def test_negative_eps_raises(model, name):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="eps >= 0"):
+        run(name, model, x, y, eps=-0.1)
+
+
+@pytest.mark.parametrize("name", LINF + ["pgd_l2"])
+def test_nan_eps_raises(model, name):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="finite eps"):
+        run(name, model, x, y, eps=float("nan"))
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+@pytest.mark.parametrize("steps", [0, -3])
+def test_steps_below_one_raise(model, name, steps):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="steps >= 1"):
+        run(name, model, x, y, steps=steps)
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_fractional_steps_raise(model, name):
+    x, y = make_batch()
+    with pytest.raises(TypeError, match="steps"):
+        run(name, model, x, y, steps=2.5)
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+@pytest.mark.parametrize("alpha", [0.0, -0.01])
+def test_nonpositive_alpha_raises(model, name, alpha):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="alpha > 0"):
+        run(name, model, x, y, alpha=alpha)
+
+
+@pytest.mark.parametrize("alpha", [EPS, 0.2, 0.0, -0.05])
+def test_rfgsm_alpha_outside_range_raises(model, alpha):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="0 < alpha < eps"):
+        attacks.rfgsm(model, x, y, EPS, alpha=alpha)
+
+
+def test_rfgsm_stays_within_eps_with_large_alpha(model):
+    x, y = make_batch()
+    result = attacks.rfgsm(model, x, y, EPS, alpha=0.09, seed=1)
+    assert result.linf.max() <= EPS * (1 + 1e-12)
+
+
+def test_negative_mu_raises(model):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="mu >= 0"):
+        attacks.mifgsm(model, x, y, EPS, mu=-1.0)
+
+
+def test_bad_seed_raises(model):
+    x, y = make_batch()
+    with pytest.raises(TypeError, match="seed"):
+        attacks.pgd(model, x, y, EPS, seed="zero")
+
+
+def test_start_of_wrong_shape_raises(model):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="start"):
+        attacks.pgd(model, x, y, EPS, start=x[:3])
+
+
+# JSMA and maximal JSMA.
+
+SMALL_D = 8
+
+
+@pytest.fixture(scope="module")
+def small_model() -> resgrad.ResidualMLP:
+    return resgrad.ResidualMLP.init([SMALL_D, 16, 8, 5], seed=3)
+
+
+def small_batch(n: int = 10, seed: int = 0, low: float = 0.2, high: float = 0.8):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(low, high, size=(n, SMALL_D))
+    y = rng.integers(0, 5, size=n)
+    return x, y
+
+
+def brute_force_pair(jacobian, cls, domain_up, domain_down, rule, toward=True):
+    """Return the first pair ``(p, q, direction)`` of highest score, by loops."""
+    best, choice = 0.0, None
+    d = jacobian.shape[1]
+    for p in range(d):
+        for q in range(p + 1, d):
+            alpha = jacobian[cls, p] + jacobian[cls, q]
+            beta = jacobian[:, p].sum() + jacobian[:, q].sum() - alpha
+            if rule == "increasing":
+                ok = alpha > 0 and beta < 0 and domain_up[p] and domain_up[q]
+                direction = 1.0
+            elif rule == "decreasing":
+                ok = alpha < 0 and beta > 0 and domain_down[p] and domain_down[q]
+                direction = -1.0
+            else:
+                direction = float(np.sign(alpha)) * (1.0 if toward else -1.0)
+                domain = domain_up if direction > 0 else domain_down
+                ok = alpha * beta < 0 and domain[p] and domain[q]
+            score = abs(alpha) * abs(beta)
+            if ok and score > best:
+                best, choice = score, (p, q, direction)
+    return choice
+
+
+def one_pair_gamma(d: int) -> float:
+    return 2.0 / d
+
+
+@pytest.mark.parametrize(
+    "rule, theta", [("increasing", 0.3), ("decreasing", -0.3), ("maximal", 0.3)]
+)
+def test_pair_choice_matches_brute_force(small_model, rule, theta):
+    x, y = small_batch(n=30, low=0.0, high=1.0)
+    x = np.where(np.random.default_rng(1).uniform(size=x.shape) < 0.2, np.round(x), x)
+    target = (y + 2) % 5
+    gamma = one_pair_gamma(SMALL_D)
+    if rule == "maximal":
+        result = attacks.mjsma(
+            small_model, x, y, target=target, theta=theta, gamma=gamma
+        )
+    else:
+        result = attacks.jsma(small_model, x, y, target, theta=theta, gamma=gamma)
+    jacobian = resgrad.input_jacobian(small_model, x)
+    already = small_model.predict(x) == target
+    checked = 0
+    for i in range(len(x)):
+        choice = brute_force_pair(jacobian[i], target[i], x[i] < 1, x[i] > 0, rule)
+        expected = x[i].copy()
+        if choice is not None and not already[i]:
+            p, q, direction = choice
+            expected[[p, q]] = np.clip(expected[[p, q]] + direction * abs(theta), 0, 1)
+            checked += 1
+        np.testing.assert_array_equal(result.x_adv[i], expected)
+    assert checked >= 10
+
+
+def test_mjsma_untargeted_moves_against_source(small_model):
+    x, y = small_batch(n=30)
+    y = small_model.predict(x)
+    result = attacks.mjsma(small_model, x, y, theta=0.3, gamma=one_pair_gamma(SMALL_D))
+    jacobian = resgrad.input_jacobian(small_model, x)
+    for i in range(len(x)):
+        choice = brute_force_pair(
+            jacobian[i], y[i], x[i] < 1, x[i] > 0, "maximal", toward=False
+        )
+        expected = x[i].copy()
+        if choice is not None:
+            p, q, direction = choice
+            expected[[p, q]] = np.clip(expected[[p, q]] + direction * 0.3, 0, 1)
+        np.testing.assert_array_equal(result.x_adv[i], expected)
+
+
+@pytest.mark.parametrize("name", ["jsma", "mjsma"])
+def test_one_pair_budget_changes_two_features(small_model, name):
+    x, y = small_batch(n=40)
+    gamma = one_pair_gamma(SMALL_D)
+    if name == "jsma":
+        result = attacks.jsma(small_model, x, y, (y + 1) % 5, gamma=gamma)
+    else:
+        result = attacks.mjsma(small_model, x, y, gamma=gamma)
+    assert result.l0.max() <= 2
+    assert result.steps.max() <= 1
+    assert result.l0.max() == 2
+
+
+@pytest.mark.parametrize("name", ["jsma", "mjsma"])
+def test_budget_rounds_down(small_model, name):
+    x, y = small_batch(n=40)
+    y = small_model.predict(x)
+    # 8 * 0.7 / 2 = 2.8 allows 2 pairs; torchattacks would round up to 3.
+    target = (y + 1) % 5
+    if name == "jsma":
+        result = attacks.jsma(small_model, x, y, target, theta=0.05, gamma=0.7)
+    else:
+        result = attacks.mjsma(small_model, x, y, target=target, theta=0.05, gamma=0.7)
+    assert result.steps.max() == 2
+    assert result.l0.max() <= 4
+
+
+@pytest.mark.parametrize("name", ["jsma", "mjsma"])
+def test_no_feature_picked_twice(small_model, name):
+    x, y = small_batch(n=40)
+    theta = 0.05
+    target = (y + 1) % 5
+    if name == "jsma":
+        result = attacks.jsma(small_model, x, y, target, theta=theta, gamma=1.0)
+    else:
+        result = attacks.mjsma(small_model, x, y, target=target, theta=theta, gamma=1.0)
+    delta = np.abs(result.x_adv - x)
+    changed = delta > 0
+    # No clipping happens in [0.2, 0.8], so a feature picked twice would
+    # have moved by 2 theta.
+    np.testing.assert_allclose(delta[changed], theta, rtol=1e-12)
+    np.testing.assert_array_equal(result.l0, 2 * result.steps)
+    assert result.steps.max() >= 2
+
+
+def test_jsma_never_moves_features_at_bound(small_model):
+    x, y = small_batch(n=40)
+    x[:, :3] = 1.0
+    result = attacks.jsma(small_model, x, y, (y + 1) % 5, theta=0.4, gamma=1.0)
+    np.testing.assert_array_equal(result.x_adv[:, :3], 1.0)
+    assert result.l0.max() > 0
+
+
+def test_decreasing_jsma_only_lowers_features(small_model):
+    x, y = small_batch(n=40)
+    result = attacks.jsma(small_model, x, y, (y + 1) % 5, theta=-0.5, gamma=0.5)
+    assert np.all(result.x_adv <= x)
+    assert result.l0.max() > 0
+
+
+def test_mjsma_moves_both_ways(small_model):
+    x, y = small_batch(n=40)
+    result = attacks.mjsma(small_model, x, y, theta=0.1, gamma=1.0)
+    delta = result.x_adv - x
+    assert np.any(delta > 0)
+    assert np.any(delta < 0)
+
+
+@pytest.mark.parametrize("name", ["jsma", "mjsma"])
+def test_no_admissible_pair_stops_and_fails(flat_model, name):
+    x, y = make_batch()
+    y = flat_model.predict(x)
+    if name == "jsma":
+        result = attacks.jsma(flat_model, x, y, other_class(y), gamma=1.0)
+    else:
+        result = attacks.mjsma(flat_model, x, y, gamma=1.0)
+    assert not np.any(result.success)
+    np.testing.assert_array_equal(result.steps, np.zeros(N))
+    np.testing.assert_array_equal(result.x_adv, x)
+
+
+def test_jsma_stops_with_fewer_than_two_features(small_model):
+    x, y = small_batch(n=20)
+    x[:, 1:] = 1.0
+    result = attacks.jsma(small_model, x, y, (y + 1) % 5, gamma=1.0)
+    np.testing.assert_array_equal(result.steps, np.zeros(20))
+    np.testing.assert_array_equal(result.x_adv, x)
+
+
+@pytest.mark.parametrize("name", ["jsma", "mjsma"])
+def test_saliency_attack_stops_on_success(small_model, name):
+    x, y = small_batch(n=40)
+    y = small_model.predict(x)
+    target = np.argsort(small_model.logits(x), axis=1)[:, -2]
+
+    def attack(gamma):
+        if name == "jsma":
+            return attacks.jsma(small_model, x, y, target, theta=0.3, gamma=gamma)
+        return attacks.mjsma(small_model, x, y, target=target, theta=0.3, gamma=gamma)
+
+    result = attack(1.0)
+    won = np.flatnonzero(result.success)
+    assert won.size > 0
+    for index in won:
+        pairs = int(result.steps[index])
+        assert pairs >= 1
+        # With the budget of exactly its pairs it ends where the full run ended.
+        exact = attack(2.0 * pairs / SMALL_D)
+        np.testing.assert_array_equal(exact.x_adv[index], result.x_adv[index])
+        # With one pair fewer it has not reached the target yet.
+        if pairs > 1:
+            assert not attack(2.0 * (pairs - 1) / SMALL_D).success[index]
+    assert result.steps[won].max() > 1
+
+
+def test_jsma_already_at_target_takes_no_step(small_model):
+    x, y = small_batch(n=10)
+    predicted = small_model.predict(x)
+    result = attacks.jsma(small_model, x, y, predicted)
+    np.testing.assert_array_equal(result.steps, np.zeros(10))
+    assert np.all(result.success)
+
+
+def test_jsma_needs_target(small_model):
+    x, y = small_batch()
+    with pytest.raises(ValueError, match="targeted"):
+        attacks.jsma(small_model, x, y, None)
+
+
+@pytest.mark.parametrize("gamma", [0.0, -0.1, 1.5])
+@pytest.mark.parametrize("name", ["jsma", "mjsma"])
+def test_gamma_out_of_range_raises(small_model, name, gamma):
+    x, y = small_batch()
+    with pytest.raises(ValueError, match="gamma"):
+        if name == "jsma":
+            attacks.jsma(small_model, x, y, (y + 1) % 5, gamma=gamma)
+        else:
+            attacks.mjsma(small_model, x, y, gamma=gamma)
+
+
+def test_mjsma_negative_theta_raises(small_model):
+    x, y = small_batch()
+    with pytest.raises(ValueError, match="theta >= 0"):
+        attacks.mjsma(small_model, x, y, theta=-0.5)
+
+
+def test_saliency_chunks_give_same_result(small_model, monkeypatch):
+    import resgrad.attacks._jsma as saliency
+
+    x, y = small_batch(n=25)
+    whole = attacks.mjsma(small_model, x, y, theta=0.2, gamma=1.0)
+    monkeypatch.setattr(saliency, "SCORE_ELEMENTS", 7 * SMALL_D * SMALL_D)
+    chunked = attacks.mjsma(small_model, x, y, theta=0.2, gamma=1.0)
+    np.testing.assert_array_equal(whole.x_adv, chunked.x_adv)
+    np.testing.assert_array_equal(whole.steps, chunked.steps)
+
+
+def test_empty_batch(model):
+    x = np.zeros((0, D))
+    y = np.zeros(0, dtype=np.int64)
+    for name in NAMES:
+        result = run(name, model, x, y)
+        assert result.x_adv.shape == (0, D)

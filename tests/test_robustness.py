@@ -1,0 +1,408 @@
+"""Tests of resgrad.robustness and the ``resgrad attack`` command."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+import resgrad
+from resgrad import attacks, robustness
+from resgrad.cli import main
+from resgrad.cli._common import RunContext, Section
+from resgrad.cli.attack import report_section
+from resgrad.data import Dataset
+
+D = 64
+CLASSES = 10
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def model() -> resgrad.ResidualMLP:
+    return resgrad.ResidualMLP.init([D, 16, CLASSES], seed=0)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.0, 1.0, size=(24, D))
+    y = rng.integers(0, CLASSES, size=24)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def table(model, batch):
+    x, y = batch
+    return robustness.evaluate(model, x, y, "all", [0.0, 0.1], seed=0)
+
+
+def rows_of(table, method):
+    return [row for row in table.rows if row.method == method]
+
+
+# Evaluation.
+
+
+def test_rows_cover_methods_and_eps(table):
+    pairs = [(row.method, row.eps) for row in table.rows]
+    expected = [(m, eps) for m in robustness.METHODS for eps in (0.0, 0.1)]
+    assert pairs == expected
+
+
+def test_clean_accuracy_is_model_accuracy(model, batch, table):
+    x, y = batch
+    accuracy = float(np.mean(model.predict(x) == y))
+    for row in table.rows:
+        assert row.clean_accuracy == accuracy
+
+
+def test_zero_eps_keeps_clean_accuracy(table):
+    for row in table.rows:
+        if row.eps == 0.0:
+            assert row.robust_accuracy == row.clean_accuracy
+            assert row.max_linf == 0.0
+
+
+def test_robust_accuracy_matches_attack(model, batch, table):
+    x, y = batch
+    result = attacks.bim(model, x, y, 0.1, steps=10)
+    expected = float(np.mean(result.prediction == y))
+    assert rows_of(table, "bim")[1].robust_accuracy == expected
+    assert rows_of(table, "bim")[1].mean_linf == pytest.approx(
+        float(result.linf.mean())
+    )
+
+
+def test_untargeted_success_is_complement(table):
+    for method in ("fgsm", "bim", "rfgsm", "mifgsm", "pgd", "pgd_l2", "mjsma"):
+        for row in rows_of(table, method):
+            assert row.success_rate == pytest.approx(1.0 - row.robust_accuracy)
+
+
+def test_targeted_success_bounded(table):
+    for method in ("illcm", "jsma"):
+        for row in rows_of(table, method):
+            assert row.success_rate <= 1.0 - row.robust_accuracy + 1e-12
+
+
+def test_perturbation_within_radius(table):
+    for row in table.rows:
+        if row.method == "pgd_l2":
+            assert row.max_l2 <= row.eps * math.sqrt(D) * (1 + 1e-12)
+        else:
+            assert row.max_linf <= row.eps * (1 + 1e-12)
+        assert row.mean_l0 <= row.max_l0 <= D
+
+
+def test_default_parameters_are_stated(model, batch):
+    x, y = batch
+    bim = robustness.run_attack(model, x, y, "bim", 0.1)
+    explicit = attacks.bim(model, x, y, 0.1, steps=10, alpha=0.025)
+    np.testing.assert_array_equal(bim.x_adv, explicit.x_adv)
+    mifgsm = robustness.run_attack(model, x, y, "mifgsm", 0.1)
+    explicit = attacks.mifgsm(model, x, y, 0.1, steps=10, alpha=0.01, mu=1.0)
+    np.testing.assert_array_equal(mifgsm.x_adv, explicit.x_adv)
+    jsma = robustness.run_attack(model, x, y, "jsma", 0.1)
+    np.testing.assert_array_equal(jsma.target, robustness.runner_up_class(model, x, y))
+    assert jsma.linf.max() <= 0.1 * (1 + 1e-12)
+    assert jsma.steps.max() <= math.floor(D * robustness.SALIENCY_GAMMA / 2)
+
+
+def test_runner_up_class(model, batch):
+    x, y = batch
+    runner_up = robustness.runner_up_class(model, x, y)
+    logits = model.logits(x)
+    assert np.all(runner_up != y)
+    for i in range(len(y)):
+        others = np.delete(logits[i], y[i])
+        assert logits[i, runner_up[i]] == others.max()
+
+
+def test_row_independent_of_other_methods(model, batch, table):
+    x, y = batch
+    alone = robustness.evaluate(model, x, y, ["pgd"], [0.1], seed=0)
+    assert alone.rows[0] == rows_of(table, "pgd")[1]
+    np.testing.assert_array_equal(
+        alone.examples[("pgd", 0.1)].x_adv, table.examples[("pgd", 0.1)].x_adv
+    )
+
+
+def test_seed_changes_random_attacks(model, batch, table):
+    x, y = batch
+    other = robustness.evaluate(model, x, y, ["pgd"], [0.1], seed=1)
+    assert np.any(
+        other.examples[("pgd", 0.1)].x_adv != table.examples[("pgd", 0.1)].x_adv
+    )
+
+
+def test_limits_cap_samples(model, batch):
+    x, y = batch
+    limited = robustness.evaluate(
+        model, x, y, ["fgsm", "jsma"], [0.1], limits={"jsma": 5}
+    )
+    assert [row.samples for row in limited.rows] == [24, 5]
+
+
+def test_progress_wraps_runs(model, batch):
+    x, y = batch
+    seen = []
+
+    def progress(iterable, desc, total):
+        seen.append((desc, total))
+        return iterable
+
+    robustness.evaluate(model, x, y, "fgsm,bim", [0.0, 0.1, 0.2], progress=progress)
+    assert seen == [("attacks", 6)]
+
+
+def test_examples_kept(table, batch):
+    _, y = batch
+    assert table.x.shape == (robustness.EXAMPLES, D)
+    np.testing.assert_array_equal(table.y, y[: robustness.EXAMPLES])
+    kept = table.examples[("fgsm", 0.1)]
+    assert kept.x_adv.shape == (robustness.EXAMPLES, D)
+    assert kept.prediction.shape == (robustness.EXAMPLES,)
+
+
+def test_evaluate_on_torch(model, batch):
+    torch = pytest.importorskip("torch")
+    x, y = batch
+    expected = robustness.evaluate(model, x, y, ["bim", "jsma"], [0.1])
+    result = robustness.evaluate(
+        model.convert(torch), torch.tensor(x), torch.tensor(y), ["bim", "jsma"], [0.1]
+    )
+    assert result.rows == expected.rows
+
+
+# Argument parsing.
+
+
+def test_parse_methods():
+    assert robustness.parse_methods("all") == list(robustness.METHODS)
+    assert robustness.parse_methods("FGSM, pgd_l2,fgsm") == ["fgsm", "pgd_l2"]
+    assert robustness.parse_methods(["bim"]) == ["bim"]
+
+
+@pytest.mark.parametrize("methods", ["fgsm,cw", "deepfool", ""])
+def test_bad_methods_raise(methods):
+    with pytest.raises(ValueError, match="method"):
+        robustness.parse_methods(methods)
+
+
+def test_parse_eps():
+    assert robustness.parse_eps("0, 0.05,0.1") == [0.0, 0.05, 0.1]
+    assert robustness.parse_eps([0.2, 0.2]) == [0.2]
+
+
+@pytest.mark.parametrize(
+    "eps, message", [("0,-0.1", "eps >= 0"), ("a", "Invalid eps"), ("", "at least one")]
+)
+def test_bad_eps_raise(eps, message):
+    with pytest.raises(ValueError, match=message):
+        robustness.parse_eps(eps)
+
+
+def test_evaluate_rejects_unknown_method(model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="Unknown attack method 'cw'"):
+        robustness.evaluate(model, x, y, ["cw"], [0.1])
+
+
+def test_evaluate_rejects_negative_eps(model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="eps >= 0"):
+        robustness.evaluate(model, x, y, ["fgsm"], [-0.1])
+
+
+@pytest.mark.parametrize("limits", [{"cw": 3}, {"jsma": 0}, {"jsma": 2.5}])
+def test_bad_limits_raise(model, batch, limits):
+    x, y = batch
+    with pytest.raises(ValueError, match="limit"):
+        robustness.evaluate(model, x, y, ["jsma"], [0.1], limits=limits)
+
+
+# Tables and figures.
+
+
+def test_markdown_has_one_line_per_row(table):
+    lines = robustness.to_markdown(table).strip().splitlines()
+    assert len(lines) == 2 + len(table.rows)
+    assert lines[0].startswith("| method | eps |")
+    assert lines[2].startswith("| fgsm | 0 |")
+
+
+def test_csv_round_trip(table):
+    rows = list(csv.DictReader(io.StringIO(robustness.to_csv(table))))
+    assert len(rows) == len(table.rows)
+    for read, row in zip(rows, table.rows):
+        assert read["method"] == row.method
+        assert float(read["robust_accuracy"]) == row.robust_accuracy
+        assert float(read["max_l2"]) == row.max_l2
+
+
+def test_json_has_rows_and_parameters(table):
+    payload = json.loads(robustness.to_json(table))
+    assert payload["rows"] == table.to_dicts()
+    assert set(payload["parameters"]) == set(robustness.METHODS)
+
+
+def test_write_table_leaves_no_temporary_files(table, tmp_path):
+    paths = robustness.write_table(table, tmp_path / "out")
+    assert [path.name for path in paths] == [
+        "robustness.md",
+        "robustness.csv",
+        "robustness.json",
+    ]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        p.name for p in paths
+    )
+
+
+def test_plots_are_png(table, tmp_path):
+    curve = robustness.plot_robust_accuracy(table, tmp_path / "curve.png")
+    grid = robustness.plot_examples(table, tmp_path / "grid.png", image_shape=(8, 8))
+    strips = robustness.plot_examples(table, tmp_path / "strips.png")
+    for path in (curve, grid, strips):
+        assert path.read_bytes()[:8] == PNG_SIGNATURE
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "curve.png",
+        "grid.png",
+        "strips.png",
+    ]
+
+
+# The command line.
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("attack")
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0.0, 1.0, size=(80, 8, 8))
+    labels = np.arange(80) % CLASSES
+    data = folder / "data.npz"
+    np.savez(data, X=images, y=labels)
+    model_path = folder / "model.npz"
+    resgrad.save(resgrad.ResidualMLP.init([D, 16, CLASSES], seed=2), model_path)
+    return folder, data, model_path
+
+
+def test_cli_writes_table_and_figures(files, capsys):
+    folder, data, model_path = files
+    out = folder / "out"
+    status = main(
+        [
+            "attack",
+            "--model",
+            str(model_path),
+            "--data",
+            str(data),
+            "--method",
+            "fgsm,pgd",
+            "--eps",
+            "0,0.1",
+            "--out",
+            str(out),
+            "--limit",
+            "12",
+            "--no-progress",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert status == 0
+    names = {
+        "robustness.md",
+        "robustness.csv",
+        "robustness.json",
+        "robust_accuracy.png",
+        "adversarial_examples.png",
+    }
+    assert {path.name for path in out.iterdir()} == names
+    assert "clean accuracy" in printed
+    assert "pgd" in printed
+    rows = json.loads((out / "robustness.json").read_text())["rows"]
+    assert [(row["method"], row["eps"], row["samples"]) for row in rows] == [
+        ("fgsm", 0.0, 12),
+        ("fgsm", 0.1, 12),
+        ("pgd", 0.0, 12),
+        ("pgd", 0.1, 12),
+    ]
+
+
+def test_cli_default_out_beside_model(files):
+    folder, data, model_path = files
+    status = main(
+        [
+            "attack",
+            "--model",
+            str(model_path),
+            "--data",
+            str(data),
+            "--method",
+            "fgsm",
+            "--eps",
+            "0.1",
+            "--limit",
+            "4",
+            "--no-progress",
+        ]
+    )
+    assert status == 0
+    assert (folder / "attack" / "robustness.md").is_file()
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--method", "fgsm,cw", "Unknown attack method 'cw'"),
+        ("--eps", "0.1,-0.2", "eps >= 0"),
+    ],
+)
+def test_cli_bad_argument_one_line(files, capsys, option, value, message):
+    folder, data, model_path = files
+    arguments = {"--method": "fgsm", "--eps": "0.1"}
+    arguments[option] = value
+    status = main(
+        [
+            "attack",
+            "--model",
+            str(model_path),
+            "--data",
+            str(data),
+            "--out",
+            str(folder / "bad"),
+            "--no-progress",
+            *[item for pair in arguments.items() for item in pair],
+        ]
+    )
+    error = capsys.readouterr().err
+    assert status == 2
+    assert len(error.strip().splitlines()) == 1
+    assert message in error
+    assert not (folder / "bad").exists()
+
+
+def test_report_section(files, tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0.0, 1.0, size=(40, D))
+    y = np.arange(40) % CLASSES
+    data = Dataset(
+        x[:20], y[:20], x[20:], y[20:], CLASSES, (8, 8), "random", (0.0, 1.0)
+    )
+    model = resgrad.ResidualMLP.init([D, 16, CLASSES], seed=4)
+    section = report_section(RunContext(model, data, tmp_path, seed=0))
+    assert isinstance(section, Section)
+    assert section.key == "attacks"
+    for name in section.files:
+        assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
+    rows = section.metrics["rows"]
+    assert {(row["method"], row["eps"]) for row in rows} == {
+        (m, eps) for m in robustness.METHODS for eps in (0.05, 0.1, 0.2)
+    }
+    assert "| pgd | 0.1 |" in section.markdown
+    assert "resgrad attack --model" in section.markdown
