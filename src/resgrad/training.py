@@ -1,0 +1,731 @@
+"""Training by the explicit gradients: optimizers, ``fit`` and evaluation.
+
+The weight gradients come from the backpropagation recurrence of
+``resgrad.gradients`` (no autograd), and the optimizers act on dicts of
+arrays keyed as ``ResidualMLP.arrays()``. Every update is written against the
+array API, so NumPy and PyTorch weights run the same lines, and no update
+writes into the caller's dicts or arrays.
+
+Weight decay follows ``torch.optim``: it adds ``weight_decay * w`` to the
+gradient before the step (an L2 penalty, not decoupled decay) and applies to
+every trained array, biases included.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, NamedTuple
+
+import numpy as np
+
+from . import _arrays
+from .data import train_test_split
+from .gradients import gradients
+from .losses import check_targets, get_loss
+from .model import ResidualMLP, _to_namespace
+
+Array = Any
+Params = dict[str, Array]
+
+TRAINING_LOSSES = ("cross_entropy", "squared_error")
+
+DEFAULT_LEARNING_RATES = {"sgd": 0.1, "momentum": 0.01, "adam": 1e-3}
+
+# The recipe for the digits (64 features, 10 classes), measured with fit and
+# accuracy on the stratified 75/25 split of resgrad.data.load_digits (seed 0)
+# with NumPy float64 on 2 shared CPU cores. Over model and fit seeds 0 to 19
+# the test accuracy was 0.973 to 0.989 (mean 0.981), and a fit took about 4 to
+# 9 s. It trains on every training row for a fixed number of epochs. Early
+# stopping on a 10% validation split (135 rows, patience 10) did worse, because
+# the validation loss reached its minimum while the accuracy still improved:
+# over seeds 0 to 9 it reached a mean of 0.976 and a minimum of 0.962. Widths
+# and hidden widths of 128 (30 epochs) reached a mean of 0.977 and a minimum
+# of 0.971.
+DEFAULT_RECIPE: dict[str, dict[str, Any]] = {
+    # Keywords of ResidualMLP.init; for other data replace the first size by
+    # the number of features and the last by the number of classes.
+    "model": {
+        "sizes": [64, 256, 256, 10],
+        "hidden": 256,
+        "activation": "relu",
+        "shortcut": "learned",
+        "init": "he",
+    },
+    # Keywords of fit.
+    "fit": {
+        "optimizer": "adam",
+        "lr": 1e-3,
+        "epochs": 20,
+        "batch_size": 32,
+        "validation": None,
+    },
+}
+
+# A relu network pushed by too large a learning rate often ends with huge but
+# finite losses (its units die) rather than NaN, so a mini-batch loss above
+# this factor times max(first mini-batch loss, 1) also counts as diverged.
+DIVERGENCE_FACTOR = 1e4
+
+
+class TrainingDiverged(ValueError):
+    """Raised when a loss, a gradient or a weight becomes NaN or infinite, or
+    the loss grows past ``DIVERGENCE_FACTOR`` times its first value."""
+
+
+# Optimizers.
+
+
+def _check_positive(name: str, value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"Expected a finite {name} > 0, got {value}.")
+    return value
+
+
+def _check_fraction(name: str, value: float) -> float:
+    value = float(value)
+    if not 0 <= value < 1:
+        raise ValueError(f"Expected {name} in [0, 1), got {value}.")
+    return value
+
+
+def _check_weight_decay(value: float) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"Expected a finite weight_decay >= 0, got {value}.")
+    return value
+
+
+def _check_keys(grads: Params, params: Params) -> None:
+    if set(grads) != set(params):
+        missing = sorted(set(params) - set(grads))
+        extra = sorted(set(grads) - set(params))
+        raise ValueError(
+            f"Expected one gradient per parameter; missing gradients for "
+            f"{missing}, gradients without a parameter: {extra}."
+        )
+
+
+def _decayed(grads: Params, params: Params, weight_decay: float) -> Params:
+    """Return ``g + weight_decay * w`` per key (``g`` itself without decay)."""
+    if weight_decay == 0:
+        return dict(grads)
+    return {name: g + weight_decay * params[name] for name, g in grads.items()}
+
+
+class SGDState(NamedTuple):
+    """The state of ``SGD``: the number of steps taken."""
+
+    count: int
+
+
+class MomentumState(NamedTuple):
+    """The state of ``Momentum``: the steps taken and the velocity ``b`` per key."""
+
+    count: int
+    velocity: Params
+
+
+class AdamState(NamedTuple):
+    """The state of ``Adam``: the steps taken ``t`` and the moments ``m``, ``v``."""
+
+    count: int
+    mu: Params
+    nu: Params
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Plain gradient descent, ``w <- w - lr (g + weight_decay w)``.
+
+    Matches ``torch.optim.SGD(lr=lr, weight_decay=weight_decay)``.
+    """
+
+    lr: float
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr", _check_positive("learning rate", self.lr))
+        object.__setattr__(self, "weight_decay", _check_weight_decay(self.weight_decay))
+
+    def init(self, params: Params) -> SGDState:
+        """Return the state before the first step."""
+        return SGDState(count=0)
+
+    def update(
+        self, grads: Params, state: SGDState, params: Params
+    ) -> tuple[Params, SGDState]:
+        """Take one step; return the new parameters and the new state."""
+        _check_keys(grads, params)
+        grads = _decayed(grads, params, self.weight_decay)
+        new_params = {name: w - self.lr * grads[name] for name, w in params.items()}
+        return new_params, SGDState(count=state.count + 1)
+
+
+@dataclass(frozen=True)
+class Momentum:
+    """Gradient descent with (Nesterov) momentum.
+
+    With ``g = grad + weight_decay * w`` and the velocity ``b_0 = 0``::
+
+        b_t = momentum * b_{t-1} + g
+        w_t = w_{t-1} - lr * b_t                       (heavy ball)
+        w_t = w_{t-1} - lr * (g + momentum * b_t)      (nesterov=True)
+
+    Matches ``torch.optim.SGD(lr, momentum, nesterov=..., weight_decay=...)``
+    with no dampening (Sutskever et al. 2013).
+    """
+
+    lr: float
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr", _check_positive("learning rate", self.lr))
+        object.__setattr__(self, "momentum", _check_fraction("momentum", self.momentum))
+        object.__setattr__(self, "weight_decay", _check_weight_decay(self.weight_decay))
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("Nesterov momentum needs momentum > 0, got 0.")
+
+    def init(self, params: Params) -> MomentumState:
+        """Return the state before the first step: a zero velocity per key."""
+        xp = _arrays.namespace(*params.values())
+        return MomentumState(0, {name: xp.zeros_like(w) for name, w in params.items()})
+
+    def update(
+        self, grads: Params, state: MomentumState, params: Params
+    ) -> tuple[Params, MomentumState]:
+        """Take one step; return the new parameters and the new state."""
+        _check_keys(grads, params)
+        grads = _decayed(grads, params, self.weight_decay)
+        velocity = {
+            name: self.momentum * state.velocity[name] + g for name, g in grads.items()
+        }
+        if self.nesterov:
+            steps = {
+                name: g + self.momentum * velocity[name] for name, g in grads.items()
+            }
+        else:
+            steps = velocity
+        new_params = {name: w - self.lr * steps[name] for name, w in params.items()}
+        return new_params, MomentumState(state.count + 1, velocity)
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam with bias correction (Kingma and Ba 2015).
+
+    With ``g = grad + weight_decay * w``, ``m_0 = v_0 = 0`` and step ``t``::
+
+        m_t = b1 m_{t-1} + (1 - b1) g
+        v_t = b2 v_{t-1} + (1 - b2) g^2
+        w_t = w_{t-1} - lr / (1 - b1^t) * m_t / (sqrt(v_t / (1 - b2^t)) + eps)
+
+    Matches ``torch.optim.Adam(lr, betas=(b1, b2), eps, weight_decay)``.
+    """
+
+    lr: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lr", _check_positive("learning rate", self.lr))
+        object.__setattr__(self, "b1", _check_fraction("b1", self.b1))
+        object.__setattr__(self, "b2", _check_fraction("b2", self.b2))
+        object.__setattr__(self, "weight_decay", _check_weight_decay(self.weight_decay))
+        eps = float(self.eps)
+        if not math.isfinite(eps) or eps < 0:
+            raise ValueError(f"Expected a finite eps >= 0, got {eps}.")
+        object.__setattr__(self, "eps", eps)
+
+    def init(self, params: Params) -> AdamState:
+        """Return the state before the first step: zero moments per key."""
+        xp = _arrays.namespace(*params.values())
+        zeros = {name: xp.zeros_like(w) for name, w in params.items()}
+        return AdamState(0, zeros, dict(zeros))
+
+    def update(
+        self, grads: Params, state: AdamState, params: Params
+    ) -> tuple[Params, AdamState]:
+        """Take one step; return the new parameters and the new state."""
+        _check_keys(grads, params)
+        xp = _arrays.namespace(*params.values())
+        grads = _decayed(grads, params, self.weight_decay)
+        count = state.count + 1
+        b1, b2 = self.b1, self.b2
+        mu = {n: b1 * state.mu[n] + (1 - b1) * g for n, g in grads.items()}
+        nu = {n: b2 * state.nu[n] + (1 - b2) * g * g for n, g in grads.items()}
+        step_size = self.lr / (1 - b1**count)
+        root_correction = math.sqrt(1 - b2**count)
+        new_params = {}
+        for name, w in params.items():
+            denominator = xp.sqrt(nu[name]) / root_correction + self.eps
+            new_params[name] = w - step_size * mu[name] / denominator
+        return new_params, AdamState(count, mu, nu)
+
+
+Optimizer = SGD | Momentum | Adam
+
+OPTIMIZERS: dict[str, type] = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
+
+
+def get_optimizer(name: str, lr: float | None = None, **kwargs: Any) -> Optimizer:
+    """Create the optimizer called ``name`` (``"sgd"``, ``"momentum"``, ``"adam"``).
+
+    Args:
+        name: a key of ``OPTIMIZERS``.
+        lr: the learning rate; ``None`` takes ``DEFAULT_LEARNING_RATES[name]``.
+        **kwargs: the optimizer's other settings, e.g. ``weight_decay``.
+
+    Raises:
+        ValueError: for an unknown name, or a learning rate that is not a
+            finite number > 0.
+    """
+    if not isinstance(name, str) or name not in OPTIMIZERS:
+        raise ValueError(
+            f"Unknown optimizer {name!r}; expected one of: {', '.join(OPTIMIZERS)}."
+        )
+    lr = DEFAULT_LEARNING_RATES[name] if lr is None else lr
+    return OPTIMIZERS[name](lr, **kwargs)
+
+
+def _make_optimizer(optimizer: str | Optimizer, lr: float | None, weight_decay: float):
+    if isinstance(optimizer, str):
+        return get_optimizer(optimizer, lr=lr, weight_decay=weight_decay)
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError(
+            f"Expected an optimizer name ({', '.join(OPTIMIZERS)}) or an object "
+            f"with init and update methods, got {type(optimizer).__name__}."
+        )
+    if lr is not None or weight_decay != 0:
+        raise ValueError(
+            "Pass lr and weight_decay to the optimizer object itself, not to fit, "
+            "when optimizer is an object rather than a name."
+        )
+    return optimizer
+
+
+# Fitting.
+
+
+@dataclass
+class FitResult:
+    """The outcome of ``fit``.
+
+    Attributes:
+        model: the network with the weights of ``best_epoch``; a new object,
+            the model passed to ``fit`` is left unchanged.
+        history: one dict per epoch with ``epoch`` (from 1), ``train_loss``
+            (the mean over the training rows of the loss of each row's
+            mini-batch when its step was taken), ``val_loss`` and
+            ``val_accuracy`` (``None`` without validation) and ``seconds``.
+        best_epoch: the epoch of the lowest validation loss, or the last epoch
+            without validation.
+        stopped_early: whether training stopped before ``epochs`` because the
+            validation loss did not improve for ``patience`` epochs.
+        steps: the number of optimizer steps taken.
+    """
+
+    model: ResidualMLP
+    history: list[dict[str, Any]]
+    best_epoch: int
+    stopped_early: bool
+    steps: int
+
+
+def fit(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    *,
+    loss: str = "cross_entropy",
+    optimizer: str | Optimizer = "adam",
+    lr: float | None = None,
+    epochs: int = 100,
+    batch_size: int = 32,
+    seed: int = 0,
+    validation: float | tuple[Array, Array] | None = 0.1,
+    patience: int | None = 10,
+    weight_decay: float = 0.0,
+    progress: Callable[..., Iterable] | None = None,
+) -> FitResult:
+    """Train ``model`` by mini-batch descent on the backpropagation gradients.
+
+    Each step takes ``dY/dW1 .. dY/db2`` of the mean loss over one mini-batch
+    from ``resgrad.gradients(..., method="backprop")`` and hands them to the
+    optimizer. Every epoch visits the training rows once, in an order drawn
+    from a NumPy ``Generator`` seeded with ``seed``, so the same arguments give
+    bit-identical weights. After each epoch the loss on the validation set
+    decides early stopping: the weights of the lowest validation loss are
+    kept, and training stops after ``patience`` epochs without a lower one.
+
+    Args:
+        model: the initial network; it is not modified.
+        x: inputs of shape ``(n, p_0)`` in the model's namespace and dtype.
+        y: integer labels of shape ``(n,)`` in ``[0, p_L)``; for
+            ``"squared_error"`` also a float target of shape ``(n, p_L)``.
+        loss: ``"cross_entropy"`` or ``"squared_error"``.
+        optimizer: ``"sgd"``, ``"momentum"``, ``"adam"`` or an optimizer object
+            (``SGD``, ``Momentum``, ``Adam`` or any with ``init`` and ``update``).
+        lr: the learning rate; ``None`` takes ``DEFAULT_LEARNING_RATES``.
+        epochs: the maximum number of passes over the training rows.
+        batch_size: rows per step; the last batch of an epoch may be smaller.
+        seed: seeds the validation split and the order of every epoch.
+        validation: a fraction in ``(0, 1)`` of the rows held out by a
+            stratified split, a tuple ``(x_val, y_val)``, or ``0``/``None`` to
+            train on every row without early stopping.
+        patience: epochs without a lower validation loss before stopping;
+            ``None`` never stops early.
+        weight_decay: the L2 coefficient added to the gradient, as in
+            ``torch.optim``.
+        progress: wraps the epochs, ``progress(range(epochs), desc="train",
+            total=epochs)``; if the object it returns has ``set_postfix`` (a
+            tqdm bar), it receives the losses after every epoch.
+
+    Returns:
+        A ``FitResult`` whose ``model`` has the best weights.
+
+    Raises:
+        TrainingDiverged: if a loss, gradient or weight becomes NaN or
+            infinite, or if a mini-batch loss exceeds ``DIVERGENCE_FACTOR``
+            times ``max(first mini-batch loss, 1)``. The message names the
+            epoch, the step and the learning rate. The model passed in is
+            unchanged.
+        ValueError, TypeError: for invalid arguments.
+
+    Example:
+        >>> import numpy as np, resgrad
+        >>> from resgrad.training import fit
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.standard_normal((60, 2))
+        >>> y = (x[:, 0] > 0).astype(np.int64)
+        >>> model = resgrad.ResidualMLP.init([2, 8, 2], seed=0)
+        >>> result = fit(model, x, y, lr=0.01, epochs=20, validation=None)
+        >>> len(result.history), result.history[-1]["train_loss"] < 0.3
+        (20, True)
+    """
+    _check_fit_settings(model, loss, epochs, batch_size, patience)
+    opt = _make_optimizer(optimizer, lr, weight_decay)
+    loss_fn = get_loss(loss)
+    xp = _check_data(model, loss_fn, x, y, "x", "y")
+    x_train, y_train, val = _split_validation(model, loss_fn, x, y, validation, seed)
+    rng = np.random.default_rng(seed)
+    run = _Run(model, loss_fn, opt, x_train, y_train, batch_size, rng, xp)
+    epochs_bar = range(epochs)
+    if progress is not None:
+        epochs_bar = progress(epochs_bar, desc="train", total=epochs)
+
+    # The divergence guard reports every overflow, so NumPy's warnings about
+    # them would only repeat it.
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        history, stopping = _train(run, epochs_bar, val, patience)
+
+    stopped_early = len(history) < epochs
+    best_model = model.replace_arrays(stopping.best_params)
+    return FitResult(best_model, history, stopping.best_epoch, stopped_early, run.steps)
+
+
+def _train(run: "_Run", epochs_bar: Iterable[int], val, patience: int | None):
+    """Run the epochs until the last or an early stop; return history, stopping."""
+    params = run.model.arrays()
+    state = run.opt.init(params)
+    stopping = _EarlyStopping(patience, params)
+    history: list[dict[str, Any]] = []
+    for index in epochs_bar:
+        start = time.perf_counter()
+        params, state, record = run.epoch(index + 1, params, state, val)
+        record["seconds"] = time.perf_counter() - start
+        history.append(record)
+        _show_losses(epochs_bar, record)
+        if stopping.observe(record["epoch"], record["val_loss"], params):
+            break
+    return history, stopping
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"Expected an integer {name}, got {value!r}.")
+    if value < 1:
+        raise ValueError(f"Expected {name} >= 1, got {value}.")
+    return int(value)
+
+
+def _check_fit_settings(model, loss, epochs, batch_size, patience) -> None:
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
+    if loss not in TRAINING_LOSSES:
+        raise ValueError(
+            f"Cannot train on loss {loss!r}; expected one of: "
+            f"{', '.join(TRAINING_LOSSES)}."
+        )
+    _check_count("epochs", epochs)
+    _check_count("batch_size", batch_size)
+    if patience is not None:
+        _check_count("patience", patience)
+
+
+def _check_data(model: ResidualMLP, loss_fn, x: Array, y: Array, x_name, y_name):
+    """Validate one pair of inputs and targets; return their namespace."""
+    xp = _arrays.namespace(*model.arrays().values(), x, y)
+    _arrays.check_input(xp, x, model.sizes[0], model.dtype, x_name)
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError(f"Expected at least one row in {x_name}, got none.")
+    if xp.isdtype(y.dtype, "integral"):
+        _arrays.check_labels(xp, y, n, model.n_classes, y_name)
+    else:
+        check_targets(xp, loss_fn, y, n, model.n_classes, model.dtype)
+    return xp
+
+
+def _class_labels(xp: Any, y: Array) -> Array:
+    """Return integer labels, taking the argmax of a float target."""
+    if xp.isdtype(y.dtype, "integral"):
+        return y
+    return xp.argmax(y, axis=1)
+
+
+def _to_numpy(a: Array) -> np.ndarray:
+    return _to_namespace(a, np, None)
+
+
+def _split_validation(model, loss_fn, x, y, validation, seed):
+    """Return ``(x_train, y_train, (x_val, y_val) or None)``."""
+    is_number = isinstance(validation, numbers.Real) and not isinstance(
+        validation, bool
+    )
+    if validation is None or (is_number and validation == 0):
+        return x, y, None
+    if isinstance(validation, (tuple, list)):
+        return x, y, _validation_pair(model, loss_fn, validation)
+    if not is_number:
+        raise TypeError(
+            f"Expected validation as a fraction, a pair (x_val, y_val) or None, "
+            f"got {type(validation).__name__}."
+        )
+    if not 0 < validation < 1:
+        raise ValueError(
+            f"Expected a validation fraction in (0, 1), got {validation}; pass 0 "
+            "or None to train without validation."
+        )
+    return _hold_out(model.xp, x, y, float(validation), seed)
+
+
+def _validation_pair(model, loss_fn, validation) -> tuple[Array, Array]:
+    if len(validation) != 2:
+        raise ValueError(
+            f"Expected validation as a pair (x_val, y_val), got "
+            f"{len(validation)} items."
+        )
+    x_val, y_val = validation
+    _check_data(model, loss_fn, x_val, y_val, "x_val", "y_val")
+    return x_val, y_val
+
+
+def _hold_out(xp, x, y, fraction: float, seed: int):
+    """Split off ``fraction`` of the rows, stratified by class, as validation."""
+    labels = _to_numpy(_class_labels(xp, y))
+    rows = np.arange(labels.shape[0])
+    train_rows, val_rows, _, _ = train_test_split(rows, labels, fraction, seed)
+    if val_rows.shape[0] == 0:
+        raise ValueError(
+            f"A validation fraction of {fraction} of {rows.shape[0]} rows leaves "
+            "the validation set empty, because every class keeps one training "
+            "row; pass a larger fraction, a pair (x_val, y_val) or None."
+        )
+
+    device = _arrays.array_api_compat.device(x)
+    train_rows = xp.asarray(train_rows, device=device)
+    val_rows = xp.asarray(val_rows, device=device)
+    x_train, y_train = xp.take(x, train_rows, axis=0), xp.take(y, train_rows, axis=0)
+    x_val, y_val = xp.take(x, val_rows, axis=0), xp.take(y, val_rows, axis=0)
+    return x_train, y_train, (x_val, y_val)
+
+
+class _Run:
+    """The parts of one training run that stay fixed across epochs."""
+
+    def __init__(self, model, loss_fn, opt, x, y, batch_size, rng, xp) -> None:
+        self.model, self.loss_fn, self.opt = model, loss_fn, opt
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.rng, self.xp = rng, xp
+        self.device = _arrays.array_api_compat.device(x)
+        self.steps = 0
+        self.loss_limit = math.inf
+
+    def epoch(self, epoch: int, params: Params, state: Any, val) -> tuple:
+        """Run one pass over the training rows; return params, state, record."""
+        n = self.x.shape[0]
+        total = 0.0
+        for step, (x_batch, y_batch) in enumerate(self._batches(), start=1):
+            params, state, value = self._step(
+                epoch, step, params, state, x_batch, y_batch
+            )
+            total += value * x_batch.shape[0]
+
+        record = {"epoch": epoch, "train_loss": total / n}
+        record["val_loss"], record["val_accuracy"] = None, None
+        if val is not None:
+            current = self.model.replace_arrays(params)
+            val_loss, val_accuracy, _ = _loss_and_predictions(
+                current, *val, self.loss_fn
+            )
+            if not math.isfinite(val_loss):
+                cause = "the validation loss became NaN or infinite"
+                raise self._diverged(epoch, step, cause)
+            record["val_loss"], record["val_accuracy"] = val_loss, val_accuracy
+        return params, state, record
+
+    def _batches(self) -> Iterable[tuple[Array, Array]]:
+        """Yield the mini-batches of one epoch in a freshly shuffled order."""
+        xp, n = self.xp, self.x.shape[0]
+        order = self.rng.permutation(n)
+        for begin in range(0, n, self.batch_size):
+            rows = order[begin : begin + self.batch_size]
+            rows = xp.asarray(rows, device=self.device)
+            yield xp.take(self.x, rows, axis=0), xp.take(self.y, rows, axis=0)
+
+    def _step(self, epoch, step, params, state, x_batch, y_batch):
+        current = self.model.replace_arrays(params)
+        loss = self.loss_fn.name
+        grads = gradients(current, x_batch, y_batch, loss, method="backprop")
+        value = float(grads.loss)
+        weight_grads = grads.arrays()
+        self._check_loss(epoch, step, value, weight_grads)
+        params, state = self.opt.update(weight_grads, state, params)
+        if not self._all_finite(params):
+            cause = "the updated weights became NaN or infinite"
+            raise self._diverged(epoch, step, cause)
+        self.steps += 1
+        return params, state, value
+
+    def _check_loss(self, epoch: int, step: int, value: float, grads: Params) -> None:
+        """Raise ``TrainingDiverged`` for a non-finite or exploding step."""
+        if not (math.isfinite(value) and self._all_finite(grads)):
+            cause = "the loss or a gradient became NaN or infinite"
+            raise self._diverged(epoch, step, cause)
+        if value > self.loss_limit:
+            cause = (
+                f"the loss {value:.3g} exceeds {self.loss_limit:.3g}, "
+                f"{DIVERGENCE_FACTOR:g} times max(first loss, 1)"
+            )
+            raise self._diverged(epoch, step, cause)
+        if self.steps == 0:
+            self.loss_limit = DIVERGENCE_FACTOR * max(value, 1.0)
+
+    def _all_finite(self, arrays: Params) -> bool:
+        xp = self.xp
+        return all(bool(xp.all(xp.isfinite(a))) for a in arrays.values())
+
+    def _diverged(self, epoch: int, step: int, cause: str) -> TrainingDiverged:
+        lr = getattr(self.opt, "lr", None)
+        if lr is None:
+            advice = "try a smaller learning rate"
+            rate = ""
+        else:
+            advice = f"try a smaller learning rate, e.g. lr={lr / 10:g}"
+            rate = f" with learning rate {lr:g}"
+        return TrainingDiverged(
+            f"Training diverged at epoch {epoch}, step {step}{rate}: {cause}; "
+            f"{advice}."
+        )
+
+
+class _EarlyStopping:
+    """Tracks the best validation loss and the weights that reached it."""
+
+    def __init__(self, patience: int | None, params: Params) -> None:
+        self.patience = patience
+        self.best_loss = math.inf
+        self.best_epoch = 0
+        self.best_params = params
+        self.waited = 0
+
+    def observe(self, epoch: int, val_loss: float | None, params: Params) -> bool:
+        """Record one epoch's result; return whether to stop.
+
+        Without validation (``val_loss`` None) every epoch counts as the best.
+        """
+        if val_loss is None or val_loss < self.best_loss:
+            self.best_loss = math.inf if val_loss is None else val_loss
+            self.best_epoch, self.best_params, self.waited = epoch, params, 0
+            return False
+        self.waited += 1
+        return self.patience is not None and self.waited >= self.patience
+
+
+def _show_losses(bar: Any, record: dict[str, Any]) -> None:
+    if not hasattr(bar, "set_postfix"):
+        return
+    losses = {"train_loss": record["train_loss"]}
+    if record["val_loss"] is not None:
+        losses["val_loss"] = record["val_loss"]
+    bar.set_postfix(losses)
+
+
+# Evaluation.
+
+
+def _loss_and_predictions(model: ResidualMLP, x: Array, y: Array, loss_fn):
+    """Return the mean loss, the accuracy and the predicted classes ``(n,)``."""
+    xp = model.xp
+    traces, a_L = model.trace(x)
+    z_L = traces[-1].z
+    out = z_L if loss_fn.on_logits else a_L
+    mean_loss = float(xp.mean(loss_fn.value(xp, out, y)))
+    predicted = xp.argmax(z_L, axis=1)
+    hits = xp.astype(predicted == _class_labels(xp, y), z_L.dtype)
+    return mean_loss, float(xp.mean(hits)), predicted
+
+
+def accuracy(model: ResidualMLP, x: Array, y: Array) -> float:
+    """Return the fraction of rows whose class ``argmax_k z^L_k`` equals ``y``.
+
+    Args:
+        x: inputs of shape ``(n, p_0)``, ``n >= 1``.
+        y: integer labels of shape ``(n,)`` in ``[0, p_L)``.
+    """
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
+    xp = _check_data(model, get_loss("cross_entropy"), x, y, "x", "y")
+    hits = xp.astype(model.predict(x) == y, model.dtype)
+    return float(xp.mean(hits))
+
+
+def evaluate(
+    model: ResidualMLP, x: Array, y: Array, loss: str = "cross_entropy"
+) -> dict[str, Any]:
+    """Return the mean loss, the accuracy and the confusion matrix on ``(x, y)``.
+
+    Args:
+        x: inputs of shape ``(n, p_0)``, ``n >= 1``.
+        y: integer labels of shape ``(n,)`` in ``[0, p_L)``; for
+            ``"squared_error"`` also a float target of shape ``(n, p_L)``,
+            whose argmax is then the class.
+        loss: ``"cross_entropy"``, ``"squared_error"`` or ``"score"``.
+
+    Returns:
+        ``{"loss", "accuracy", "confusion_matrix"}``, where
+        ``confusion_matrix[i][j]`` counts the rows of class ``i`` predicted
+        as class ``j``, a ``p_L`` by ``p_L`` nested list of ints.
+    """
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
+    loss_fn = get_loss(loss)
+    xp = _check_data(model, loss_fn, x, y, "x", "y")
+    mean_loss, hit_rate, predicted = _loss_and_predictions(model, x, y, loss_fn)
+    classes = model.n_classes
+    truth = _to_numpy(_class_labels(xp, y)).astype(np.int64)
+    cells = truth * classes + _to_numpy(predicted).astype(np.int64)
+    counts = np.bincount(cells, minlength=classes * classes)
+    return {
+        "loss": mean_loss,
+        "accuracy": hit_rate,
+        "confusion_matrix": counts.reshape(classes, classes).tolist(),
+    }

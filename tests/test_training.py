@@ -1,0 +1,523 @@
+"""Training by the explicit gradients: the optimizers against torch.optim,
+and fit's reproducibility, early stopping, divergence guard and checks."""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+import resgrad
+from resgrad.data import load_digits
+from resgrad.training import (
+    SGD,
+    Adam,
+    Momentum,
+    TrainingDiverged,
+    accuracy,
+    evaluate,
+    fit,
+    get_optimizer,
+)
+
+STEPS = 20
+OPTIMIZER_TOLERANCE = 1e-12
+SHAPES = {"blocks.0.W1": (3, 4), "blocks.0.b1": (3,), "blocks.1.W2": (2, 5)}
+
+
+def _random_arrays(rng):
+    return {name: rng.standard_normal(shape) for name, shape in SHAPES.items()}
+
+
+def _run_ours(optimizer, params, grad_sequence):
+    state = optimizer.init(params)
+    trajectory = []
+    for grads in grad_sequence:
+        params, state = optimizer.update(grads, state, params)
+        trajectory.append(params)
+    return trajectory
+
+
+def _run_torch(make_optimizer, params, grad_sequence):
+    tensors = {name: torch.tensor(value) for name, value in params.items()}
+    optimizer = make_optimizer(list(tensors.values()))
+    trajectory = []
+    for grads in grad_sequence:
+        for name, tensor in tensors.items():
+            tensor.grad = torch.tensor(grads[name])
+        optimizer.step()
+        trajectory.append({n: t.detach().numpy().copy() for n, t in tensors.items()})
+    return trajectory
+
+
+OPTIMIZER_CASES = {
+    "sgd": (
+        lambda: SGD(0.05),
+        lambda p: torch.optim.SGD(p, lr=0.05),
+    ),
+    "sgd-decay": (
+        lambda: SGD(0.05, weight_decay=0.1),
+        lambda p: torch.optim.SGD(p, lr=0.05, weight_decay=0.1),
+    ),
+    "momentum": (
+        lambda: Momentum(0.05, momentum=0.9),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+    ),
+    "momentum-decay": (
+        lambda: Momentum(0.05, momentum=0.8, weight_decay=0.1),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.8, weight_decay=0.1),
+    ),
+    "nesterov": (
+        lambda: Momentum(0.05, momentum=0.9, nesterov=True),
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+    ),
+    "nesterov-decay": (
+        lambda: Momentum(0.05, momentum=0.9, nesterov=True, weight_decay=0.1),
+        lambda p: torch.optim.SGD(
+            p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.1
+        ),
+    ),
+    "adam": (
+        lambda: Adam(0.01),
+        lambda p: torch.optim.Adam(p, lr=0.01),
+    ),
+    "adam-settings": (
+        lambda: Adam(0.02, b1=0.8, b2=0.99, eps=1e-6),
+        lambda p: torch.optim.Adam(p, lr=0.02, betas=(0.8, 0.99), eps=1e-6),
+    ),
+    "adam-decay": (
+        lambda: Adam(0.01, weight_decay=0.1),
+        lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=0.1),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(OPTIMIZER_CASES))
+def test_optimizer_matches_torch_optim(case):
+    ours, theirs = OPTIMIZER_CASES[case]
+    rng = np.random.default_rng(0)
+    params = _random_arrays(rng)
+    grad_sequence = [_random_arrays(rng) for _ in range(STEPS)]
+
+    expected = _run_torch(theirs, params, grad_sequence)
+    actual = _run_ours(ours(), params, grad_sequence)
+
+    for step, (want, got) in enumerate(zip(expected, actual), start=1):
+        for name in SHAPES:
+            np.testing.assert_allclose(
+                got[name],
+                want[name],
+                rtol=0,
+                atol=OPTIMIZER_TOLERANCE,
+                err_msg=f"{case}, step {step}, {name}",
+            )
+
+
+@pytest.mark.parametrize("case", list(OPTIMIZER_CASES))
+def test_optimizer_runs_on_torch_tensors(case):
+    ours, _ = OPTIMIZER_CASES[case]
+    rng = np.random.default_rng(1)
+    params = _random_arrays(rng)
+    grad_sequence = [_random_arrays(rng) for _ in range(3)]
+    as_torch = lambda d: {n: torch.tensor(v) for n, v in d.items()}  # noqa: E731
+
+    expected = _run_ours(ours(), params, grad_sequence)[-1]
+    actual = _run_ours(ours(), as_torch(params), map(as_torch, grad_sequence))[-1]
+
+    for name in SHAPES:
+        assert isinstance(actual[name], torch.Tensor)
+        np.testing.assert_allclose(actual[name].numpy(), expected[name], rtol=1e-13)
+
+
+@pytest.mark.parametrize("case", list(OPTIMIZER_CASES))
+def test_optimizer_leaves_inputs_unchanged(case):
+    ours, _ = OPTIMIZER_CASES[case]
+    rng = np.random.default_rng(2)
+    params, grads = _random_arrays(rng), _random_arrays(rng)
+    params_copy = {n: v.copy() for n, v in params.items()}
+    grads_copy = {n: v.copy() for n, v in grads.items()}
+    optimizer = ours()
+    state = optimizer.init(params)
+
+    new_params, _ = optimizer.update(grads, state, params)
+    optimizer.update(grads, state, params)
+
+    assert set(params) == set(params_copy)
+    for name in SHAPES:
+        np.testing.assert_array_equal(params[name], params_copy[name])
+        np.testing.assert_array_equal(grads[name], grads_copy[name])
+        assert new_params[name] is not params[name]
+
+
+def test_optimizer_rejects_mismatched_keys():
+    params = {"blocks.0.W1": np.ones((2, 2))}
+    grads = {"blocks.0.W2": np.ones((2, 2))}
+    optimizer = SGD(0.1)
+    with pytest.raises(ValueError, match="missing gradients for \\['blocks.0.W1'\\]"):
+        optimizer.update(grads, optimizer.init(params), params)
+
+
+def test_get_optimizer_builds_each_name():
+    assert isinstance(get_optimizer("sgd", lr=0.5), SGD)
+    assert isinstance(get_optimizer("momentum", lr=0.5, nesterov=True), Momentum)
+    adam = get_optimizer("adam")
+    assert isinstance(adam, Adam)
+    assert adam.lr == 1e-3
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        ("rmsprop", {}, "Unknown optimizer 'rmsprop'"),
+        ("sgd", {"lr": 0}, "learning rate > 0, got 0.0"),
+        ("adam", {"lr": -1e-3}, "learning rate > 0, got -0.001"),
+        ("momentum", {"lr": float("nan")}, "learning rate > 0, got nan"),
+        ("sgd", {"lr": float("inf")}, "learning rate > 0, got inf"),
+        ("momentum", {"lr": 0.1, "momentum": 1.0}, "momentum in \\[0, 1\\)"),
+        ("momentum", {"lr": 0.1, "momentum": 0, "nesterov": True}, "Nesterov"),
+        ("adam", {"b2": 1.5}, "b2 in \\[0, 1\\)"),
+        ("adam", {"weight_decay": -1}, "weight_decay >= 0"),
+    ],
+)
+def test_get_optimizer_rejects_bad_settings(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        get_optimizer(name, **kwargs)
+
+
+# fit on small synthetic data.
+
+
+def _blobs(n=90, seed=0):
+    """Three Gaussian clusters in 4 dimensions, labels 0, 1, 2."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    centres = 2.0 * rng.standard_normal((3, 4))
+    return centres[y] + 0.5 * rng.standard_normal((n, 4)), y.astype(np.int64)
+
+
+def _small_model(seed=0, **kwargs):
+    return resgrad.ResidualMLP.init([4, 8, 3], 6, seed=seed, **kwargs)
+
+
+def _weights_equal(left, right):
+    a, b = left.arrays(), right.arrays()
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_fit_same_seed_same_weights():
+    x, y = _blobs()
+    first = fit(_small_model(), x, y, epochs=3, batch_size=16, seed=5)
+    second = fit(_small_model(), x, y, epochs=3, batch_size=16, seed=5)
+
+    assert _weights_equal(first.model, second.model)
+    assert first.history[-1]["train_loss"] == second.history[-1]["train_loss"]
+
+
+def test_fit_other_seed_other_weights():
+    x, y = _blobs()
+    first = fit(_small_model(), x, y, epochs=3, batch_size=16, seed=5)
+    second = fit(_small_model(), x, y, epochs=3, batch_size=16, seed=6)
+
+    assert not _weights_equal(first.model, second.model)
+
+
+def test_fit_records_history_and_steps():
+    x, y = _blobs(n=90)
+    result = fit(_small_model(), x, y, epochs=4, batch_size=20, validation=None)
+
+    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    assert result.steps == 4 * 5
+    assert result.best_epoch == 4
+    assert not result.stopped_early
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert all(h["val_loss"] is None for h in result.history)
+    assert all(h["seconds"] >= 0 for h in result.history)
+
+
+def test_fit_holds_out_validation_fraction():
+    x, y = _blobs(n=90)
+    result = fit(_small_model(), x, y, epochs=2, batch_size=8, validation=0.2)
+
+    # 18 of 90 rows are held out, so 72 rows make 9 batches of 8 per epoch.
+    assert result.steps == 2 * 9
+    assert all(h["val_loss"] is not None for h in result.history)
+
+
+def test_fit_trains_torch_model_like_numpy():
+    x, y = _blobs()
+    model = _small_model()
+    numpy_result = fit(model, x, y, optimizer="sgd", epochs=2, batch_size=16)
+    torch_model = model.convert(torch)
+    torch_result = fit(
+        torch_model,
+        torch.from_numpy(x),
+        torch.from_numpy(y),
+        optimizer="sgd",
+        epochs=2,
+        batch_size=16,
+    )
+
+    expected = numpy_result.model.arrays()
+    for name, value in torch_result.model.arrays().items():
+        assert isinstance(value, torch.Tensor)
+        np.testing.assert_allclose(value.numpy(), expected[name], rtol=0, atol=1e-12)
+
+
+def test_early_stopping_returns_best_epoch():
+    # The validation labels are the training labels shifted by one class, so
+    # the better the fit to the training rows, the higher the validation loss.
+    x, y = _blobs()
+    x_val, y_val = x.copy(), (y + 1) % 3
+    result = fit(
+        _small_model(),
+        x,
+        y,
+        lr=0.01,
+        epochs=50,
+        batch_size=16,
+        validation=(x_val, y_val),
+        patience=1,
+    )
+
+    val_losses = [h["val_loss"] for h in result.history]
+    assert result.stopped_early
+    assert len(result.history) < 50
+    assert val_losses[-1] >= val_losses[-2]
+    assert result.best_epoch == len(result.history) - 1
+    assert val_losses[result.best_epoch - 1] == min(val_losses)
+    returned = evaluate(result.model, x_val, y_val)["loss"]
+    assert returned == pytest.approx(min(val_losses), rel=1e-12)
+
+
+def test_early_stopping_waits_patience_epochs():
+    x, y = _blobs()
+    x_val, y_val = x.copy(), (y + 1) % 3
+    result = fit(
+        _small_model(),
+        x,
+        y,
+        lr=0.01,
+        epochs=50,
+        batch_size=16,
+        validation=(x_val, y_val),
+        patience=3,
+    )
+
+    val_losses = [h["val_loss"] for h in result.history]
+    assert result.stopped_early
+    assert len(result.history) == result.best_epoch + 3
+    assert min(val_losses[-3:]) >= val_losses[result.best_epoch - 1]
+
+
+def test_patience_none_runs_every_epoch():
+    x, y = _blobs()
+    x_val, y_val = x.copy(), (y + 1) % 3
+    result = fit(
+        _small_model(), x, y, epochs=6, validation=(x_val, y_val), patience=None
+    )
+
+    assert len(result.history) == 6
+    assert not result.stopped_early
+
+
+def test_divergence_names_learning_rate():
+    x, y = _blobs()
+    model = _small_model()
+    before = {name: value.copy() for name, value in model.arrays().items()}
+
+    with pytest.raises(TrainingDiverged, match="learning rate 1e\\+06") as caught:
+        fit(model, x, y, lr=1e6, epochs=5)
+
+    message = str(caught.value)
+    assert "epoch 1, step" in message
+    assert "try a smaller learning rate" in message
+    assert isinstance(caught.value, ValueError)
+    for name, value in model.arrays().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_divergence_on_overflow():
+    # The first step at lr = 1e308 makes the weights so large that the next
+    # forward pass overflows, so the loss is NaN rather than merely large.
+    x, y = _blobs()
+    model = _small_model(activation="sigmoid")
+    with pytest.raises(TrainingDiverged, match="NaN or infinite"):
+        fit(model, x, y, optimizer="sgd", lr=1e308, epochs=2, validation=None)
+
+
+def test_fit_leaves_inputs_unchanged():
+    x, y = _blobs()
+    x_val, y_val = _blobs(n=30, seed=1)
+    copies = [a.copy() for a in (x, y, x_val, y_val)]
+    model = _small_model()
+    before = {name: value.copy() for name, value in model.arrays().items()}
+
+    fit(model, x, y, epochs=2, validation=(x_val, y_val))
+    fit(model, x, y, epochs=2, validation=0.2)
+
+    for original, copy in zip((x, y, x_val, y_val), copies):
+        np.testing.assert_array_equal(original, copy)
+    for name, value in model.arrays().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+class _RecordingBar:
+    """A stand-in for a tqdm bar that stores every postfix it receives."""
+
+    def __init__(self, iterable, **kwargs):
+        self.iterable, self.kwargs, self.postfixes = iterable, kwargs, []
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def set_postfix(self, values):
+        self.postfixes.append(dict(values))
+
+
+def test_progress_receives_losses_per_epoch():
+    x, y = _blobs()
+    bars = []
+
+    def progress(iterable, **kwargs):
+        bars.append(_RecordingBar(iterable, **kwargs))
+        return bars[-1]
+
+    result = fit(_small_model(), x, y, epochs=3, progress=progress)
+
+    (bar,) = bars
+    assert bar.kwargs == {"desc": "train", "total": 3}
+    assert len(bar.postfixes) == 3
+    assert bar.postfixes[-1]["train_loss"] == result.history[-1]["train_loss"]
+    assert bar.postfixes[-1]["val_loss"] == result.history[-1]["val_loss"]
+
+
+def test_progress_accepts_tqdm():
+    tqdm = pytest.importorskip("tqdm")
+    x, y = _blobs()
+    stream = io.StringIO()
+    bars = []
+
+    def progress(iterable, **kwargs):
+        bars.append(tqdm.tqdm(iterable, file=stream, **kwargs))
+        return bars[-1]
+
+    fit(_small_model(), x, y, epochs=2, progress=progress)
+
+    assert "train_loss" in bars[0].postfix
+    assert "val_loss" in bars[0].postfix
+    assert "train" in stream.getvalue()
+
+
+def test_progress_without_set_postfix():
+    x, y = _blobs()
+    seen = []
+
+    def progress(iterable, **kwargs):
+        seen.append(kwargs)
+        return iterable
+
+    result = fit(_small_model(), x, y, epochs=2, progress=progress)
+
+    assert seen == [{"desc": "train", "total": 2}]
+    assert len(result.history) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"optimizer": "lbfgs"}, ValueError, "Unknown optimizer 'lbfgs'"),
+        ({"lr": 0.0}, ValueError, "learning rate > 0, got 0.0"),
+        ({"lr": -0.1}, ValueError, "learning rate > 0, got -0.1"),
+        ({"lr": float("nan")}, ValueError, "learning rate > 0, got nan"),
+        ({"batch_size": 0}, ValueError, "batch_size >= 1, got 0"),
+        ({"batch_size": 2.5}, TypeError, "integer batch_size"),
+        ({"epochs": 0}, ValueError, "epochs >= 1, got 0"),
+        ({"patience": 0}, ValueError, "patience >= 1, got 0"),
+        ({"validation": 1.0}, ValueError, "validation fraction in \\(0, 1\\)"),
+        ({"validation": -0.1}, ValueError, "validation fraction in \\(0, 1\\)"),
+        ({"validation": "0.1"}, TypeError, "Expected validation as a fraction"),
+        ({"validation": (1, 2, 3)}, ValueError, "pair \\(x_val, y_val\\)"),
+        ({"loss": "score"}, ValueError, "Cannot train on loss 'score'"),
+        ({"weight_decay": -1.0}, ValueError, "weight_decay >= 0"),
+    ],
+)
+def test_fit_rejects_bad_arguments(kwargs, error, message):
+    x, y = _blobs()
+    with pytest.raises(error, match=message):
+        fit(_small_model(), x, y, **{"epochs": 1, **kwargs})
+
+
+def test_fit_rejects_label_out_of_range():
+    x, y = _blobs()
+    y = y.copy()
+    y[4] = 3
+    with pytest.raises(ValueError, match="Label 3 in y is outside \\[0, 3\\)"):
+        fit(_small_model(), x, y, epochs=1)
+
+
+def test_fit_rejects_validation_label_out_of_range():
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="Label -1 in y_val is outside"):
+        fit(_small_model(), x, y, epochs=1, validation=(x[:5], np.full(5, -1)))
+
+
+def test_fit_rejects_fraction_without_validation_rows():
+    # One row per class: every row must stay in the training part.
+    x, y = _blobs(n=3)
+    with pytest.raises(ValueError, match="leaves the validation set empty"):
+        fit(_small_model(), x, y, epochs=1, validation=0.5)
+
+
+def test_fit_rejects_wrong_width():
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="Expected x to have 4 features"):
+        fit(_small_model(), x[:, :3], y, epochs=1)
+
+
+# Evaluation.
+
+
+def test_evaluate_matches_gradients_loss_and_accuracy():
+    x, y = _blobs()
+    model = _small_model()
+    report = evaluate(model, x, y)
+
+    expected_loss = float(resgrad.gradients(model, x, y).loss)
+    confusion = np.array(report["confusion_matrix"])
+    assert report["loss"] == pytest.approx(expected_loss, rel=1e-12)
+    assert report["accuracy"] == accuracy(model, x, y)
+    assert confusion.shape == (3, 3)
+    assert confusion.sum() == len(y)
+    assert confusion.sum(axis=1).tolist() == np.bincount(y, minlength=3).tolist()
+    assert np.trace(confusion) / len(y) == pytest.approx(report["accuracy"])
+
+
+def test_evaluate_confusion_counts_predictions():
+    x, y = _blobs()
+    model = _small_model()
+    predicted = np.asarray(model.predict(x))
+    confusion = evaluate(model, x, y)["confusion_matrix"]
+
+    for true_class in range(3):
+        for predicted_class in range(3):
+            count = int(np.sum((y == true_class) & (predicted == predicted_class)))
+            assert confusion[true_class][predicted_class] == count
+
+
+def test_accuracy_rejects_float_labels():
+    x, y = _blobs()
+    with pytest.raises(TypeError, match="integer class labels"):
+        accuracy(_small_model(), x, y.astype(np.float64))
+
+
+# The digits.
+
+
+def test_fit_digits_reaches_accuracy():
+    data = load_digits(test_size=0.25, seed=0)
+    model = resgrad.ResidualMLP.init([64, 64, 10], 64, seed=0)
+    result = fit(
+        model, data.x_train, data.y_train, epochs=4, batch_size=64, validation=None
+    )
+
+    assert accuracy(result.model, data.x_test, data.y_test) >= 0.9
