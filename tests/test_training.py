@@ -3,6 +3,7 @@ and fit's reproducibility, early stopping, divergence guard and checks."""
 
 import io
 
+import array_api_strict
 import numpy as np
 import pytest
 import torch
@@ -243,24 +244,29 @@ def test_fit_holds_out_validation_fraction():
     assert all(h["val_loss"] is not None for h in result.history)
 
 
-def test_fit_trains_torch_model_like_numpy():
+BACKENDS = {"torch": torch, "array_api_strict": array_api_strict}
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_fit_on_backend_matches_numpy(backend):
+    xp = BACKENDS[backend]
     x, y = _blobs()
     model = _small_model()
     numpy_result = fit(model, x, y, optimizer="sgd", epochs=2, batch_size=16)
-    torch_model = model.convert(torch)
-    torch_result = fit(
-        torch_model,
-        torch.from_numpy(x),
-        torch.from_numpy(y),
+    backend_result = fit(
+        model.convert(xp),
+        xp.asarray(x),
+        xp.asarray(y),
         optimizer="sgd",
         epochs=2,
         batch_size=16,
     )
 
     expected = numpy_result.model.arrays()
-    for name, value in torch_result.model.arrays().items():
-        assert isinstance(value, torch.Tensor)
-        np.testing.assert_allclose(value.numpy(), expected[name], rtol=0, atol=1e-12)
+    on_host = backend_result.model.convert(np).arrays()
+    for name, value in backend_result.model.arrays().items():
+        assert type(value) is type(xp.asarray(0.0))
+        np.testing.assert_allclose(on_host[name], expected[name], rtol=0, atol=1e-12)
 
 
 def test_early_stopping_returns_best_epoch():
@@ -502,6 +508,16 @@ def test_evaluate_confusion_counts_predictions():
         for predicted_class in range(3):
             count = int(np.sum((y == true_class) & (predicted == predicted_class)))
             assert confusion[true_class][predicted_class] == count
+
+
+def test_accuracy_exact_in_float32():
+    x, y = _blobs(n=30)
+    model = _small_model().convert(torch, dtype="float32")
+    x_32, y_32 = torch.from_numpy(x).float(), torch.from_numpy(y)
+    hits = int((model.predict(x_32) == y_32).sum())
+
+    assert accuracy(model, x_32, y_32) == hits / 30
+    assert evaluate(model, x_32, y_32)["accuracy"] == hits / 30
 
 
 def test_accuracy_rejects_float_labels():
