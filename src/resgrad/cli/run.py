@@ -184,8 +184,7 @@ def _report(data, result, figures, report, sections, timings) -> str:
         "## Training",
         "",
         f"{len(result.history)} epochs ({result.steps} steps) by the backpropagation "
-        f"recurrence, in {timings['train']:.1f} s; the weights of epoch "
-        f"{result.best_epoch} (lowest validation loss) are kept.",
+        f"recurrence, in {timings['train']:.1f} s; {_kept_weights(result)}",
         "",
         f"Test accuracy: **{figures['accuracy']:.4f}**; test loss {figures['loss']:.4f}.",
         "",
@@ -204,6 +203,12 @@ def _report(data, result, figures, report, sections, timings) -> str:
         lines += [f"## {section.title}", "", section.markdown.strip(), ""]
     lines += [f"Total time: {timings['total']:.1f} s.", ""]
     return "\n".join(lines)
+
+
+def _kept_weights(result: Any) -> str:
+    if result.history and result.history[0]["val_loss"] is None:
+        return "no validation split, so the weights of the last epoch are kept."
+    return f"the weights of epoch {result.best_epoch} (lowest validation loss) are kept."
 
 
 def _plot_training(history: list[dict[str, Any]], path: Path) -> None:

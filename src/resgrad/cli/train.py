@@ -22,28 +22,33 @@ def _int_list(value: str) -> list[int]:
     return numbers
 
 
-# The defaults of ``resgrad run`` and ``resgrad train``.
-RECIPE = {
-    "widths": [128, 128],
-    "hidden": [128],
-    "activation": "relu",
-    "shortcut": "identity",
-    "init": "he",
-    "optimizer": "adam",
-    "lr": 1e-3,
-    "epochs": 60,
-    "batch_size": 32,
-    "patience": 10,
-    "validation": 0.1,
-}
+def _recipe() -> dict[str, Any]:
+    """Return the command-line defaults, taken from ``DEFAULT_RECIPE``."""
+    from ..training import DEFAULT_RECIPE
+
+    model, fit = DEFAULT_RECIPE["model"], DEFAULT_RECIPE["fit"]
+    return {
+        "widths": model["sizes"][1:-1],
+        "hidden": [model["hidden"]],
+        "activation": model["activation"],
+        "shortcut": model["shortcut"],
+        "init": model["init"],
+        "optimizer": fit["optimizer"],
+        "lr": fit["lr"],
+        "epochs": fit["epochs"],
+        "batch_size": fit["batch_size"],
+        "patience": 10,
+        "validation": fit["validation"] or 0.0,
+    }
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the architecture and training options, with ``RECIPE`` as defaults."""
+    """Add the architecture and training options, with ``DEFAULT_RECIPE``'s
+    values as defaults."""
     from ..activations import ACTIVATIONS
     from ..model import INITIALIZERS, SHORTCUTS
 
-    recipe = RECIPE
+    recipe = _recipe()
 
     group = parser.add_argument_group("network")
     group.add_argument(
@@ -87,7 +92,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--validation",
         type=float,
         default=recipe["validation"],
-        help="fraction of the training split held out for early stopping",
+        help="fraction of the training split held out for early stopping; 0 "
+        "trains on all of it for --epochs (default: %(default)s)",
     )
     group.add_argument("--seed", type=int, default=0, help="seeds the weights and the batches")
 
