@@ -1,6 +1,6 @@
 """resgrad: explicit matrix gradients of fully connected residual networks."""
 
-from . import data
+from . import attacks, data, saliency, training
 from .activations import ACTIVATIONS, Activation, get_activation
 from .gradients import (
     BlockGradients,
@@ -14,6 +14,7 @@ from .io import load, read_metadata, save
 from .losses import LOSSES, Loss, get_loss
 from .model import Block, BlockTrace, ResidualMLP
 from .product import TheoremMatrices, input_jacobian, theorem_matrices
+from .training import FitResult, TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
@@ -24,11 +25,15 @@ __all__ = [
     "Block",
     "BlockGradients",
     "BlockTrace",
+    "FitResult",
     "Gradients",
     "Loss",
     "ResidualMLP",
     "TheoremMatrices",
+    "TrainingDiverged",
+    "attacks",
     "data",
+    "fit",
     "get_activation",
     "get_loss",
     "gradients",
@@ -38,6 +43,8 @@ __all__ = [
     "per_sample_gradients",
     "per_sample_norms",
     "read_metadata",
+    "saliency",
     "save",
     "theorem_matrices",
+    "training",
 ]
