@@ -452,7 +452,12 @@ def _draw(rng: np.random.Generator, init: str, rows: int, cols: int) -> np.ndarr
 
 
 def _to_namespace(value: Array, xp: Any, device: Any) -> Array:
-    """Copy ``value`` into namespace ``xp``, through NumPy when they differ."""
+    """Copy ``value`` into namespace ``xp``, through NumPy when they differ.
+
+    Across namespaces the result never shares memory with ``value``, so an
+    in-place update in one namespace (a torch optimizer step) cannot change
+    the other, and a read-only buffer (JAX) never becomes writable.
+    """
     compat = _arrays.array_api_compat
     if compat.array_namespace(value) is xp:
         return value if device is None else compat.to_device(value, device)
@@ -463,5 +468,5 @@ def _to_namespace(value: Array, xp: Any, device: Any) -> Array:
     else:
         host = np.from_dlpack(compat.to_device(value, compat.device(value)))
     if device is None:
-        return xp.asarray(host)
-    return xp.asarray(host, device=device)
+        return xp.asarray(host, copy=True)
+    return xp.asarray(host, device=device, copy=True)
