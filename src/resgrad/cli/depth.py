@@ -1,0 +1,751 @@
+"""``resgrad depth``: why residual networks keep their gradients with depth.
+
+The command sweeps depths, widths and architectures at initialisation,
+stacks identity blocks on a random network (the limit of the manuscript
+"Explicit Matrix Gradient Expression for Residual Network"), and on request
+reproduces two published results and trains classifiers on the digits. It
+writes ``depth.json`` with every figure and PNG plots into ``--out``.
+``report_section`` gives ``resgrad run`` a small version of the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._common import RunContext, Section, progress_bar, write_atomic
+
+JSON_NAME = "depth.json"
+IDENTITY_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+BRANCH_GAIN_CASES = (
+    (1.0, 1),
+    (1.0, 2),
+    (1.0, 5),
+    (1.0, 10),
+    (None, 10),
+    (None, 100),
+    (None, 1000),
+    (0.0, 10),
+)
+PENNINGTON_DEPTHS = (2, 8, 16)
+PENNINGTON_WIDTH = 512
+REPORT_DEPTHS = (1, 4, 16, 64)
+REPORT_WIDTH = 32
+REPORT_IDENTITY_BLOCKS = (0, 1, 4, 16)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "depth",
+        help="measure how gradients change with depth, with and without shortcuts",
+        description="Measure the per-block gradient norms, the first-to-last "
+        "ratio and the Jacobian's singular values of residual, plain and "
+        "scaled networks over depth, stack identity blocks on a random "
+        "network, and write depth.json and PNG plots.",
+    )
+    _add_sweep_arguments(parser)
+    _add_study_arguments(parser)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/depth"),
+        help="the folder for depth.json and the plots (default: runs/depth)",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar"
+    )
+    parser.set_defaults(handler=run_depth)
+
+
+def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..activations import ACTIVATIONS
+    from ..depth import ARCHITECTURES
+
+    parser.add_argument(
+        "--depths",
+        type=_int_list,
+        default=[1, 4, 16, 64, 256, 1024],
+        help="comma-separated numbers of blocks (default: 1,4,16,64,256,1024)",
+    )
+    parser.add_argument(
+        "--widths",
+        type=_int_list,
+        default=[64, 256],
+        help="comma-separated block widths p = q (default: 64,256)",
+    )
+    parser.add_argument(
+        "--seeds", type=_positive_int, default=4, help="networks per case (default: 4)"
+    )
+    parser.add_argument(
+        "--arch",
+        type=_name_list(ARCHITECTURES),
+        default=["residual", "plain", "scaled"],
+        help=f"comma-separated architectures out of {','.join(ARCHITECTURES)} "
+        "(default: residual,plain,scaled)",
+    )
+    parser.add_argument(
+        "--samples",
+        type=_positive_int,
+        default=16,
+        help="probe inputs per network (default: 16)",
+    )
+    parser.add_argument(
+        "--activation",
+        choices=sorted(ACTIVATIONS),
+        default="relu",
+        help="the activation inside the blocks (default: relu)",
+    )
+    parser.add_argument(
+        "--post-activation",
+        choices=sorted(ACTIVATIONS),
+        default=None,
+        help="the activation between blocks (default: the same as --activation; "
+        "'identity' gives unnormalised blocks x + W2 g(W1 x))",
+    )
+    parser.add_argument(
+        "--init",
+        choices=["he", "glorot", "orthogonal"],
+        default="he",
+        help="the weight distribution (default: he)",
+    )
+    parser.add_argument(
+        "--spectrum-depth",
+        type=_non_negative_int,
+        default=64,
+        help="the largest depth whose Jacobian singular values are computed; "
+        "0 skips them (default: 64)",
+    )
+
+
+def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--identity-blocks",
+        type=_int_list_with_zero,
+        default=[0, 1, 4, 16, 64, 256],
+        help="comma-separated numbers of identity blocks stacked on a random "
+        "4-block network (default: 0,1,4,16,64,256)",
+    )
+    parser.add_argument(
+        "--identity-width",
+        type=_positive_int,
+        default=64,
+        help="the width of the identity-block study (default: 64)",
+    )
+    parser.add_argument(
+        "--published",
+        action="store_true",
+        help="also reproduce the growth of unnormalised residual blocks and the "
+        "Jacobian spectrum of Pennington et al. (2017); takes a few minutes",
+    )
+    parser.add_argument(
+        "--trained",
+        action="store_true",
+        help="also train classifiers on the digits and measure them after training",
+    )
+    parser.add_argument(
+        "--trained-depths",
+        type=_int_list,
+        default=[1, 4, 16],
+        help="comma-separated depths of the trained classifiers (default: 1,4,16)",
+    )
+    parser.add_argument(
+        "--trained-width",
+        type=_positive_int,
+        default=64,
+        help="the block width of the trained classifiers (default: 64)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=5,
+        help="training epochs of each classifier (default: 5)",
+    )
+
+
+# Argument types.
+
+
+def _positive_int(value: str) -> int:
+    number = _non_negative_int(value)
+    if number == 0:
+        raise argparse.ArgumentTypeError("expected an integer >= 1, got 0")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer, got {value!r}"
+        ) from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {number}")
+    return number
+
+
+def _int_list(value: str) -> list[int]:
+    return [_positive_int(item) for item in _items(value)]
+
+
+def _int_list_with_zero(value: str) -> list[int]:
+    return [_non_negative_int(item) for item in _items(value)]
+
+
+def _items(value: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list, got nothing")
+    return items
+
+
+def _name_list(valid: Sequence[str]):
+    def parse(value: str) -> list[str]:
+        names = _items(value)
+        unknown = [name for name in names if name not in valid]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(unknown)}; expected some of: {', '.join(valid)}"
+            )
+        return names
+
+    return parse
+
+
+# The command.
+
+
+def run_depth(args: argparse.Namespace) -> int:
+    from .. import depth
+
+    out = _output_folder(args.out)
+    progress = progress_bar(not args.no_progress)
+    sweep = depth.depth_sweep(
+        args.depths,
+        args.widths,
+        args.arch,
+        args.seeds,
+        samples=args.samples,
+        activation=args.activation,
+        post_activation=args.post_activation,
+        init=args.init,
+        spectrum_depth=args.spectrum_depth,
+        progress=progress,
+    )
+    limits = _identity_study(
+        args.identity_blocks, args.identity_width, args.seeds, progress
+    )
+    published = _published(progress) if args.published else None
+    trained = _trained(args, progress) if args.trained else None
+    files = write_figures(out, sweep, limits, published, trained)
+    document = {
+        "settings": _settings(args),
+        "sweep": [result.to_dict() for result in sweep],
+        "identity_limit": {
+            name: [r.to_dict() for r in results] for name, results in limits.items()
+        },
+        "published": published,
+        "trained": [r.to_dict() for r in trained] if trained is not None else None,
+        "files": files,
+    }
+    write_atomic(out / JSON_NAME, json.dumps(document, indent=1) + "\n")
+    print(_summary(sweep, limits, published, trained))
+    print(f"wrote {out}/ ({JSON_NAME}, {', '.join(files)})")
+    return 0
+
+
+def _output_folder(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder.")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    names = (
+        "depths",
+        "widths",
+        "seeds",
+        "arch",
+        "samples",
+        "activation",
+        "post_activation",
+        "init",
+        "spectrum_depth",
+        "identity_blocks",
+        "identity_width",
+        "published",
+        "trained",
+        "trained_depths",
+        "trained_width",
+        "epochs",
+    )
+    return {name: getattr(args, name) for name in names}
+
+
+def _identity_study(blocks, width, seeds, progress) -> dict[str, list]:
+    from ..depth import identity_limit
+
+    return {
+        activation: identity_limit(
+            activation, blocks, width=width, seeds=seeds, progress=progress
+        )
+        for activation in IDENTITY_ACTIVATIONS
+    }
+
+
+def _published(progress) -> dict[str, Any]:
+    """Run both reproductions, with the settings documented in docs/depth.md."""
+    from .. import depth
+
+    gains = [
+        depth.branch_gain(alpha, L, width=256, seeds=8)
+        for alpha, L in progress(BRANCH_GAIN_CASES, desc="branch gain")
+    ]
+    cases = [(init, L) for init in ("he", "orthogonal") for L in PENNINGTON_DEPTHS]
+    spectra = []
+    for init, L in progress(cases, desc="Jacobian spectra"):
+        moments = depth.jacobian_moments(L, PENNINGTON_WIDTH, init, seeds=3)
+        means = depth.mean_jacobian_eigenvalue(L, PENNINGTON_WIDTH, init, seeds=24)
+        for target in ("output", "logits"):
+            predicted = depth.critical_relu_moments(L, init, target == "output")
+            spectra.append(
+                {
+                    "init": init,
+                    "depth": L,
+                    "width": PENNINGTON_WIDTH,
+                    "jacobian": target,
+                    "measured": moments[target],
+                    "mean_by_recurrence": means[target],
+                    "predicted": predicted,
+                }
+            )
+    return {"branch_gain": gains, "jacobian": spectra}
+
+
+def _trained(args, progress) -> list:
+    from ..data import load_digits
+    from ..depth import trained_sweep
+
+    return trained_sweep(
+        load_digits(),
+        args.trained_depths,
+        args.trained_width,
+        args.arch,
+        args.seeds,
+        epochs=args.epochs,
+        progress=progress,
+    )
+
+
+# Text output.
+
+
+def _summary(sweep, limits, published, trained) -> str:
+    lines = ["log10 of first-to-last ratio of ||dY/dW^{l1}|| (rms over seeds):"]
+    depths = sorted({r.depth for r in sweep})
+    lines.append("  width arch      " + "".join(f"{d:>9}" for d in depths))
+    for (width, arch), group in _groups(sweep).items():
+        by_depth = {r.depth: r.log10_ratio("W1") for r in group}
+        cells = "".join(f"{by_depth.get(d, math.nan):9.2f}" for d in depths)
+        lines.append(f"  {width:5d} {arch:9s}{cells}")
+    lines.append("log10 ||dY/dW^{11}|| with k identity blocks on top:")
+    for activation, results in limits.items():
+        cells = ", ".join(
+            f"k={r.identity_blocks}: {r.blocks['W1'].rms[0]:.2f}" for r in results
+        )
+        lines.append(f"  {activation}: {cells}")
+    if published is not None:
+        lines += _published_lines(published)
+    if trained is not None:
+        lines.append("trained classifiers (test accuracy):")
+        for r in trained:
+            if r.stage == "trained":
+                lines.append(f"  {r.arch} L={r.depth}: {r.accuracy:.3f}")
+    return "\n".join(lines)
+
+
+def _published_lines(published) -> list[str]:
+    lines = ["E||dY/dx_0||^2 / ||dY/dx_L||^2 of x + alpha W2 relu(W1 x):"]
+    for g in published["branch_gain"]:
+        lines.append(
+            f"  alpha={g['alpha']:.4f} L={g['depth']}: measured {g['measured']:.4g} "
+            f"+- {g['standard_error']:.2g}, (1 + 2 alpha^2)^L = {g['predicted']:.4g}"
+        )
+    lines.append("eigenvalues of J J^T, plain relu network (mean, variance/mean^2):")
+    for s in published["jacobian"]:
+        m, p = s["measured"], s["predicted"]
+        lines.append(
+            f"  {s['init']:10s} L={s['depth']:2d} {s['jacobian']:7s}: mean "
+            f"{s['mean_by_recurrence']['mean']:.3f} (predicted {p['mean']:.0f}), "
+            f"normalised variance {m['normalised_variance']:.2f} "
+            f"(predicted {p['normalised_variance']:.0f})"
+        )
+    return lines
+
+
+def _groups(results) -> dict[tuple[int, str], list]:
+    groups: dict[tuple[int, str], list] = {}
+    for r in results:
+        groups.setdefault((r.width, r.arch), []).append(r)
+    return groups
+
+
+# Figures.
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    _pyplot().close(figure)
+    write_atomic(path, buffer.getvalue())
+
+
+def write_figures(out: Path, sweep, limits, published=None, trained=None) -> list[str]:
+    """Draw every plot into ``out`` and return the file names written."""
+    files = []
+    for width in sorted({r.width for r in sweep}):
+        group = [r for r in sweep if r.width == width]
+        name = f"depth_norms_w{width}.png"
+        _save(_norms_figure(group, width), out / name)
+        files.append(name)
+        if any(r.spectrum is not None for r in group):
+            name = f"depth_spectrum_w{width}.png"
+            _save(_spectrum_figure(group, width), out / name)
+            files.append(name)
+    _save(_ratio_figure(sweep), out / "depth_ratio.png")
+    _save(_identity_figure(limits), out / "depth_identity.png")
+    files += ["depth_ratio.png", "depth_identity.png"]
+    if published is not None:
+        _save(_published_figure(published), out / "depth_published.png")
+        files.append("depth_published.png")
+    if trained is not None:
+        _save(_trained_figure(trained), out / "depth_trained.png")
+        files.append("depth_trained.png")
+    return files
+
+
+def _depth_colours(depths):
+    plt = _pyplot()
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(depths), 1)))
+    return dict(zip(depths, colours))
+
+
+def _norms_figure(results, width):
+    plt = _pyplot()
+    archs = list(dict.fromkeys(r.arch for r in results))
+    colours = _depth_colours(sorted({r.depth for r in results}))
+    figure, axes = plt.subplots(
+        2, len(archs), figsize=(3.6 * len(archs), 5.6), squeeze=False, sharex=True
+    )
+    rows = (("W1", "log10 ||dY/dW^{l1}||_F"), ("error", "log10 ||dY/dz^l||"))
+    for column, arch in enumerate(archs):
+        for row, (name, label) in enumerate(rows):
+            ax = axes[row, column]
+            for r in (r for r in results if r.arch == arch):
+                _band(ax, r.blocks[name], colours[r.depth], f"L={r.depth}")
+            ax.set_xscale("log")
+            ax.set(ylabel=label if column == 0 else None)
+            if row == 0:
+                ax.set_title(f"{arch}, width {width}")
+            else:
+                ax.set_xlabel("block l")
+    axes[0, 0].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _band(ax, summary, colour, label):
+    blocks = np.arange(1, summary.rms.shape[0] + 1)
+    marker = "o" if blocks.shape[0] == 1 else None
+    ax.plot(blocks, summary.rms, color=colour, label=label, lw=1.2, marker=marker, ms=3)
+    if blocks.shape[0] > 1:
+        ax.fill_between(
+            blocks, summary.low, summary.high, color=colour, alpha=0.2, lw=0
+        )
+
+
+def _ratio_figure(results):
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    styles = ["-", "--", ":", "-."]
+    widths = sorted({r.width for r in results})
+    archs = list(dict.fromkeys(r.arch for r in results))
+    panels = (
+        (lambda r: r.log10_ratio("W1"), "||dY/dW^{11}|| / ||dY/dW^{L1}||"),
+        (lambda r: r.log10_ratio("error"), "||dY/dz^1|| / ||dY/dz^L||"),
+        (lambda r: r.log10_input_gain(), "E||dY/dx||^2, unit dY/da^L"),
+    )
+    for (width, arch), group in _groups(results).items():
+        depths = [r.depth for r in group]
+        style = {
+            "linestyle": styles[widths.index(width) % len(styles)],
+            "color": f"C{archs.index(arch)}",
+            "marker": "o",
+            "ms": 3,
+            "label": f"{arch}, width {width}",
+        }
+        for ax, (value, _) in zip(axes, panels):
+            ax.plot(depths, [value(r) for r in group], **style)
+    for ax, (_, title) in zip(axes, panels):
+        ax.set(xscale="log", xlabel="blocks L", ylabel="log10", title=title)
+    axes[-1].legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _spectrum_figure(results, width):
+    from ..depth import DEFAULT_HISTOGRAM_EDGES
+
+    plt = _pyplot()
+    archs = list(dict.fromkeys(r.arch for r in results))
+    colours = _depth_colours(sorted({r.depth for r in results}))
+    figure, axes = plt.subplots(
+        1, len(archs), figsize=(3.6 * len(archs), 3.2), squeeze=False
+    )
+    edges = DEFAULT_HISTOGRAM_EDGES
+    for ax, arch in zip(axes[0], archs):
+        shown = [r for r in results if r.arch == arch and r.spectrum is not None]
+        for r in shown:
+            counts = r.spectrum.histogram(edges)
+            # Normalised by every value, zeros included, so the area is the
+            # nonzero fraction.
+            total = max(r.spectrum.log10_singular_values.size, 1)
+            label = f"L={r.depth} ({r.spectrum.zero_fraction():.0%} zero)"
+            ax.stairs(counts / total, edges, color=colours[r.depth], label=label)
+        used = np.flatnonzero(sum(r.spectrum.histogram(edges) for r in shown))
+        if used.size:
+            ax.set_xlim(edges[used[0]] - 0.5, edges[used[-1] + 1] + 0.5)
+        ax.set(title=f"{arch}, width {width}", xlabel="log10 singular value of J")
+        ax.legend(fontsize=6)
+    axes[0, 0].set_ylabel("fraction of singular values")
+    figure.tight_layout()
+    return figure
+
+
+def _identity_figure(limits):
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for index, (activation, results) in enumerate(limits.items()):
+        k = np.array([r.identity_blocks for r in results])
+        first = np.array([r.blocks["W1"].rms[0] for r in results])
+        style = {"marker": "o", "ms": 3, "color": f"C{index}", "label": activation}
+        for ax in axes:
+            if ax is axes[0] or activation != "sigmoid":
+                ax.plot(k, first, **style)
+        if activation == "sigmoid" and k.size > 1:
+            bound = first[1] + (k[1:] - k[1]) * math.log10(0.25)
+            axes[0].plot(k[1:], bound, ":", color="grey", label="slope of (1/4)^k")
+    for ax, title in zip(axes, ("all activations", "without sigmoid")):
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set(xlabel="identity blocks k on top", title=f"block 1 of 4, {title}")
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("log10 ||dY/dW^{11}||_F")
+    figure.tight_layout()
+    return figure
+
+
+def _published_figure(published):
+    plt = _pyplot()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    gains = published["branch_gain"]
+    predicted = [g["predicted"] for g in gains]
+    measured = [g["measured"] for g in gains]
+    left.loglog(predicted, measured, "o", ms=4)
+    line = [min(predicted), max(predicted)]
+    left.loglog(line, line, ":", color="grey")
+    left.set(
+        xlabel="(1 + 2 alpha^2)^L",
+        ylabel="measured E||dY/dx_0||^2",
+        title="unnormalised blocks, width 256",
+    )
+    for init, marker in (("he", "o"), ("orthogonal", "s")):
+        for target, colour in (("output", "C0"), ("logits", "C1")):
+            rows = [
+                s
+                for s in published["jacobian"]
+                if s["init"] == init and s["jacobian"] == target
+            ]
+            depths = [s["depth"] for s in rows]
+            right.plot(
+                depths,
+                [s["measured"]["normalised_variance"] for s in rows],
+                marker,
+                color=colour,
+                label=f"{init}, {target}",
+            )
+            right.plot(
+                depths,
+                [s["predicted"]["normalised_variance"] for s in rows],
+                ":",
+                color=colour,
+            )
+    right.set(
+        xlabel="blocks L (2L layers)",
+        ylabel="variance / mean^2",
+        title="eigenvalues of J J^T, width 512",
+    )
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def _trained_figure(trained):
+    plt = _pyplot()
+    archs = list(dict.fromkeys(r.arch for r in trained))
+    colours = _depth_colours(sorted({r.depth for r in trained}))
+    figure, axes = plt.subplots(
+        1, len(archs), figsize=(3.6 * len(archs), 3.4), squeeze=False, sharey=True
+    )
+    for ax, arch in zip(axes[0], archs):
+        for r in (r for r in trained if r.arch == arch):
+            blocks = np.arange(1, r.depth + 1)
+            style = "-" if r.stage == "trained" else ":"
+            ax.plot(
+                blocks,
+                r.blocks["W1"].rms,
+                style,
+                marker="o",
+                ms=2,
+                color=colours[r.depth],
+                label=f"L={r.depth}, {r.stage}",
+            )
+        ax.set(title=f"{arch}, digits", xlabel="block l")
+    axes[0, 0].set_ylabel("log10 ||dY/dW^{l1}||_F")
+    axes[0, 0].legend(fontsize=6)
+    figure.tight_layout()
+    return figure
+
+
+# The section of the resgrad run report.
+
+
+def report_section(ctx: RunContext) -> Section:
+    """Build the depth section of the ``resgrad run`` report.
+
+    A small sweep at initialisation (width 32, depths 1 to 64, two seeds),
+    the identity-block limit with relu and sigmoid, and the gradient
+    profile of the trained model against the same architecture redrawn.
+    """
+    from .. import depth
+
+    out = Path(ctx.out_dir)
+    seeds = 2
+    sweep = depth.depth_sweep(
+        REPORT_DEPTHS,
+        (REPORT_WIDTH,),
+        seeds=seeds,
+        samples=8,
+        spectrum_depth=16,
+        progress=ctx.progress,
+    )
+    limits = {
+        activation: depth.identity_limit(
+            activation, REPORT_IDENTITY_BLOCKS, width=REPORT_WIDTH, seeds=seeds
+        )
+        for activation in ("relu", "sigmoid")
+    }
+    model_rows = _trained_model_rows(ctx)
+    files = write_figures(out, sweep, limits)
+    metrics = {
+        "log10_ratio_W1": {f"{r.arch}/L={r.depth}": r.log10_ratio("W1") for r in sweep},
+        "log10_input_gain": {
+            f"{r.arch}/L={r.depth}": r.log10_input_gain() for r in sweep
+        },
+        "identity_limit_log10_W1_block1": {
+            activation: {
+                str(r.identity_blocks): float(r.blocks["W1"].rms[0]) for r in rs
+            }
+            for activation, rs in limits.items()
+        },
+        "trained_model": model_rows,
+    }
+    markdown = _report_markdown(sweep, limits, model_rows, files)
+    return Section("Gradients and depth", "depth", markdown, metrics, files)
+
+
+def _trained_model_rows(ctx: RunContext) -> dict[str, Any]:
+    from ..depth import gradient_profile, probe_batch, redrawn_network, summarise
+
+    model = ctx.model.convert(dtype="float64")
+    x = np.asarray(ctx.data.x_test[:64], dtype=np.float64)
+    _, v = probe_batch(x.shape[0], 1, model.n_classes, ctx.seed)
+    rows = {}
+    for name, network in (
+        ("trained", model),
+        ("init", redrawn_network(model, ctx.seed)),
+    ):
+        blocks, input_summary = summarise([gradient_profile(network, x, v)])
+        rms = blocks["W1"].rms
+        rows[name] = {
+            "log10_W1": [float(value) for value in rms],
+            "log10_ratio_W1": float(rms[0] - rms[-1]),
+            "log10_input_gain": float(2 * input_summary.rms),
+        }
+    return rows
+
+
+def _report_markdown(sweep, limits, model_rows, files) -> str:
+    depths = sorted({r.depth for r in sweep})
+    intro = (
+        "Per-sample gradient norms for a fixed random input batch and a linear "
+        "loss whose gradient dY/da^L is a random unit vector per sample, at "
+        f"initialisation (He weights, width {REPORT_WIDTH}, no biases, two "
+        "seeds). The table gives log10 of ||dY/dW^{11}|| / ||dY/dW^{L1}|| and, "
+        "in brackets, log10 E||dY/dx||^2:"
+    )
+    lines = [
+        intro,
+        "",
+        "| architecture | " + " | ".join(f"L = {d}" for d in depths) + " |",
+        "|---|" + "---|" * len(depths),
+    ]
+    for (_, arch), group in _groups(sweep).items():
+        cells = [
+            f"{r.log10_ratio('W1'):.2f} ({r.log10_input_gain():.1f})" for r in group
+        ]
+        lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    lines += ["", _identity_sentence(limits), "", _trained_sentence(model_rows), ""]
+    lines += [f"![{name}]({name})" for name in files]
+    return "\n".join(lines)
+
+
+def _identity_sentence(limits) -> str:
+    def norms(results):
+        return ", ".join(f"{r.blocks['W1'].rms[0]:.2f}" for r in results)
+
+    relu, sigmoid = limits["relu"], limits["sigmoid"]
+    blocks = ", ".join(str(r.identity_blocks) for r in relu)
+    return (
+        "Identity blocks (W1 = W2 = 0, W3 = I) stacked on a random 4-block "
+        f"network: log10 ||dY/dW^{{11}}|| is {norms(relu)} with relu and "
+        f"{norms(sigmoid)} with sigmoid, for k = {blocks}. With relu the "
+        "identity blocks leave the gradient unchanged after the first, but with "
+        "sigmoid each still multiplies it by D^l, whose entries are at most 1/4."
+    )
+
+
+def _trained_sentence(model_rows) -> str:
+    trained, init = model_rows["trained"], model_rows["init"]
+    return (
+        "The trained model: log10 first-to-last ratio "
+        f"{trained['log10_ratio_W1']:.2f} (the same architecture redrawn: "
+        f"{init['log10_ratio_W1']:.2f}), log10 E||dY/dx||^2 "
+        f"{trained['log10_input_gain']:.2f} (redrawn: "
+        f"{init['log10_input_gain']:.2f})."
+    )

@@ -1,0 +1,425 @@
+"""Tests of the depth study: the gradient profile, the identity-block limit,
+two published results, and the ``resgrad depth`` command."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import resgrad
+from resgrad import depth
+from resgrad.cli import main
+from resgrad.cli._common import RunContext
+from resgrad.gradients import propagate
+
+
+def _log10_norms(per_sample: np.ndarray) -> np.ndarray:
+    flat = per_sample.reshape(per_sample.shape[0], -1)
+    with np.errstate(divide="ignore"):
+        return np.log10(np.linalg.norm(flat, axis=1))
+
+
+# The gradient profile against the library's own gradients.
+
+
+@pytest.mark.parametrize("arch", depth.ARCHITECTURES)
+@pytest.mark.parametrize("post", ["relu", "identity", "sigmoid"])
+def test_profile_matches_per_sample_gradients(arch, post):
+    model = depth.build_network(arch, 7, 5, post_activation=post, seed=3)
+    x, v = depth.probe_batch(4, 5, 5, seed=2)
+    profile = depth.gradient_profile(model, x, v, segment=3)
+    # The squared error at the target a^L - v has dY/da^L = v.
+    grads = resgrad.per_sample_gradients(model, x, model(x) - v, loss="squared_error")
+    for index, block in enumerate(grads.blocks):
+        for name in ("W1", "W2"):
+            expected = _log10_norms(getattr(block, name))
+            measured = getattr(profile, name)[:, index]
+            np.testing.assert_allclose(measured, expected, rtol=0, atol=1e-12)
+        if arch == "learned":
+            expected = _log10_norms(block.W3)
+            np.testing.assert_allclose(profile.W3[:, index], expected, atol=1e-12)
+    if arch != "learned":
+        assert profile.W3 is None
+    np.testing.assert_allclose(profile.input, _log10_norms(grads.input), atol=1e-12)
+
+
+def test_profile_errors_match_recurrence():
+    model = depth.build_network("residual", 6, 5, output_activation="relu", seed=1)
+    x, v = depth.probe_batch(3, 5, 5, seed=4)
+    profile = depth.gradient_profile(model, x, v, segment=4)
+    traces, _ = model.trace(x)
+    start = v * (traces[-1].z > 0)
+    _, errors = propagate(model, traces, start)
+    for index, (e, _) in enumerate(errors):
+        np.testing.assert_allclose(profile.error[:, index], _log10_norms(e), atol=1e-12)
+
+
+def test_profile_torch_matches_numpy():
+    torch = pytest.importorskip("torch")
+    model = depth.build_network("learned", 5, 4, seed=0)
+    x, v = depth.probe_batch(3, 4, 4, seed=0)
+    expected = depth.gradient_profile(model, x, v, segment=2)
+    measured = depth.gradient_profile(
+        model.convert(torch), torch.from_numpy(x), torch.from_numpy(v), segment=2
+    )
+    for name, values in expected.arrays().items():
+        np.testing.assert_allclose(measured.arrays()[name], values, atol=1e-12)
+    np.testing.assert_allclose(measured.input, expected.input, atol=1e-12)
+
+
+def test_profile_independent_of_segment_length():
+    model = depth.build_network("residual", 40, 6, seed=5)
+    x, v = depth.probe_batch(3, 6, 6, seed=5)
+    whole = depth.gradient_profile(model, x, v, segment=40)
+    for segment in (1, 7):
+        pieces = depth.gradient_profile(model, x, v, segment=segment)
+        for name, values in whole.arrays().items():
+            np.testing.assert_allclose(pieces.arrays()[name], values, atol=1e-10)
+
+
+def test_profile_rescaling_is_exact_for_relu():
+    model = depth.build_network("learned", 30, 6, seed=2)
+    x, v = depth.probe_batch(3, 6, 6, seed=2)
+    reference = depth.gradient_profile(model, x, v)
+    shrunk = depth.gradient_profile(model, x * 1e-150, v)
+    # Weight gradients are linear in a^{l-1}; the errors do not depend on it.
+    for name in ("W1", "W2", "W3"):
+        np.testing.assert_allclose(
+            getattr(shrunk, name), getattr(reference, name) - 150, atol=1e-9
+        )
+    np.testing.assert_allclose(shrunk.error, reference.error, atol=1e-9)
+    np.testing.assert_allclose(shrunk.input, reference.input, atol=1e-9)
+
+
+def test_profile_beyond_float64_range():
+    model = depth.build_network("learned", 1200, 8, post_activation="identity", seed=0)
+    x, v = depth.probe_batch(2, 8, 8, seed=0)
+    profile = depth.gradient_profile(model, x, v, segment=16)
+    assert np.isfinite(profile.input).all()
+    assert profile.input.min() > math.log10(np.finfo(np.float64).max)
+    longer = depth.gradient_profile(model, x, v, segment=64)
+    np.testing.assert_allclose(longer.input, profile.input, rtol=1e-10)
+
+
+def test_profile_overflow_without_rescaling_raises():
+    model = resgrad.ResidualMLP.init(
+        [8] * 401, shortcut="learned", post_activation="identity", alpha=10.0, seed=0
+    )
+    x, v = depth.probe_batch(2, 8, 8, seed=0)
+    with pytest.raises(ValueError, match="overflowed"):
+        depth.gradient_profile(model, x, v)
+
+
+def test_profile_rejects_direction_shape():
+    model = depth.build_network("plain", 2, 4, seed=0)
+    x, v = depth.probe_batch(3, 4, 4, seed=0)
+    with pytest.raises(ValueError, match=r"direction dY/da\^L of shape \(3, 4\)"):
+        depth.gradient_profile(model, x, v[:2])
+
+
+def test_build_network_rejects_unknown_arch():
+    with pytest.raises(ValueError, match="Unknown architecture 'resnet'"):
+        depth.build_network("resnet", 2, 4)
+
+
+def test_build_network_branch_scale():
+    scaled = depth.build_network("scaled", 16, 4, seed=7)
+    residual = depth.build_network("residual", 16, 4, seed=7)
+    np.testing.assert_allclose(scaled.blocks[3].W2, residual.blocks[3].W2 / 4)
+    zero = depth.build_network("zero", 16, 4, seed=7)
+    assert not np.any(zero.blocks[3].W2)
+
+
+def test_probe_batch_rows_are_unit_vectors():
+    x, v = depth.probe_batch(5, 7, 3, seed=1)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0)
+
+
+# Statistics.
+
+
+def test_log10_rms_matches_direct_formula():
+    values = np.array([[0.5, 3.0], [2.0, 0.0], [1.0, 4.0]])
+    with np.errstate(divide="ignore"):
+        measured = depth.log10_rms(np.log10(values), axis=0)
+    expected = np.log10(np.sqrt(np.mean(values**2, axis=0)))
+    np.testing.assert_allclose(measured, expected, atol=1e-14)
+
+
+def test_log10_rms_beyond_float64_range():
+    assert depth.log10_rms(np.array([400.0, 400.0])) == pytest.approx(400.0)
+    assert depth.log10_rms(np.array([-np.inf, -np.inf])) == -np.inf
+
+
+def test_summary_pools_samples_and_spreads_seeds():
+    seed_a = np.log10(np.array([[1.0], [3.0]]))
+    seed_b = np.log10(np.array([[10.0], [10.0]]))
+    summary = depth.Summary.of([seed_a, seed_b])
+    pooled = math.log10(math.sqrt((1 + 9 + 100 + 100) / 4))
+    assert summary.rms[0] == pytest.approx(pooled)
+    assert summary.low[0] == pytest.approx(math.log10(math.sqrt(5)))
+    assert summary.high[0] == pytest.approx(1.0)
+    assert summary.std[0] == pytest.approx((1 - math.log10(math.sqrt(5))) / 2)
+
+
+def test_eigenvalue_moments_pad_missing_rows():
+    moments = depth.eigenvalue_moments(np.array([1.0, 2.0]), rows=4)
+    assert moments["mean"] == pytest.approx(1.25)
+    assert moments["variance"] == pytest.approx(np.var([1.0, 4.0, 0.0, 0.0]))
+
+
+# The Jacobian J.
+
+
+def test_singular_values_match_product_mode():
+    model = depth.build_network("learned", 3, 5, output_activation="relu", seed=0)
+    x, _ = depth.probe_batch(2, 5, 5, seed=0)
+    auto = depth.jacobian_singular_values(model, x, output=True)
+    mats = resgrad.theorem_matrices(model, x)
+    J = mats[0].Q
+    for index in range(1, model.depth):
+        J = mats[index].Q @ mats[index - 1].D @ J
+    expected = np.linalg.svd(mats[-1].D @ J, compute_uv=False)
+    np.testing.assert_allclose(auto, expected, atol=1e-12)
+    product = depth.jacobian_singular_values(model, x, output=True, mode="product")
+    np.testing.assert_allclose(product, expected, atol=1e-12)
+
+
+def test_input_gain_is_mean_eigenvalue():
+    model = depth.build_network("plain", 4, 6, seed=3)
+    x, _ = depth.probe_batch(1, 6, 6, seed=3)
+    # Every unit vector e_r as dY/da^L at one input:
+    # mean ||J^T e_r||^2 = tr(J J^T) / p_L.
+    profile = depth.gradient_profile(model, np.repeat(x, 6, axis=0), np.eye(6))
+    s = depth.jacobian_singular_values(model, x)[0]
+    expected = depth.eigenvalue_moments(s, 6)["mean"]
+    assert np.mean(10.0 ** (2 * profile.input)) == pytest.approx(expected, rel=1e-12)
+
+
+# The identity-block limit of the manuscript.
+
+
+def test_identity_blocks_keep_relu_gradients():
+    results = depth.identity_limit("relu", (1, 4, 32), base_depth=3, width=16, seeds=2)
+    first = results[0]
+    for later in results[1:]:
+        for name in ("W1", "W2", "W3"):
+            np.testing.assert_allclose(
+                later.blocks[name].rms[:3], first.blocks[name].rms[:3], atol=1e-12
+            )
+        assert later.input.rms == pytest.approx(float(first.input.rms), abs=1e-12)
+
+
+def test_identity_blocks_do_not_stop_sigmoid_vanishing():
+    ks = (0, 8, 16, 32)
+    results = depth.identity_limit("sigmoid", ks, base_depth=3, width=16, seeds=2)
+    for k, result in zip(ks, results):
+        # e^3 = D^3 ... D^{3+k-1} v with every entry of D^l at most 1/4.
+        assert result.blocks["error"].high[2] <= k * math.log10(0.25) + 1e-12
+    fixed_point = 0.5
+    for _ in range(200):
+        fixed_point = 1 / (1 + math.exp(-fixed_point))
+    per_block = (results[3].blocks["W1"].rms[0] - results[2].blocks["W1"].rms[0]) / 16
+    assert per_block == pytest.approx(
+        math.log10(fixed_point * (1 - fixed_point)), rel=1e-2
+    )
+
+
+# Unnormalised residual blocks x + alpha W2 relu(W1 x): the growth (1 + 2 alpha^2)^L.
+
+
+def test_branch_gain_alpha_one():
+    gain = depth.branch_gain(1.0, 10, width=256, seeds=8)
+    assert gain["predicted"] == pytest.approx(3.0**10)
+    assert gain["measured"] == pytest.approx(3.0**10, rel=0.15)
+
+
+def test_branch_gain_alpha_zero():
+    gain = depth.branch_gain(0.0, 10, width=256, seeds=8)
+    assert gain["measured"] == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.slow
+def test_branch_gain_scaled_approaches_e_squared():
+    gain = depth.branch_gain(None, 1000, width=256, seeds=8, samples=8)
+    assert gain["alpha"] == pytest.approx(1000**-0.5)
+    assert gain["measured"] == pytest.approx(math.e**2, rel=0.10)
+
+
+# Pennington, Schoenholz and Ganguli (2017): critical plain relu networks.
+
+
+def test_critical_relu_moments():
+    assert depth.critical_relu_moments(3, "he", True) == {
+        "mean": 1.0,
+        "normalised_variance": 12.0,
+    }
+    assert depth.critical_relu_moments(3, "he", False)["normalised_variance"] == 11.0
+    assert depth.critical_relu_moments(3, "he", False)["mean"] == 2.0
+    assert (
+        depth.critical_relu_moments(3, "orthogonal", True)["normalised_variance"] == 6
+    )
+    with pytest.raises(ValueError, match="init 'he' or 'orthogonal'"):
+        depth.critical_relu_moments(3, "glorot", True)
+
+
+@pytest.mark.parametrize("init", ["he", "orthogonal"])
+def test_jacobian_spectrum_width_512(init):
+    for L in (2, 8, 16):
+        measured = depth.jacobian_moments(L, 512, init, seeds=3)
+        for target in ("output", "logits"):
+            predicted = depth.critical_relu_moments(L, init, target == "output")
+            assert measured[target]["normalised_variance"] == pytest.approx(
+                predicted["normalised_variance"], rel=0.15
+            ), (L, target)
+            if L == 2:
+                assert measured[target]["mean"] == pytest.approx(
+                    predicted["mean"], rel=0.15
+                )
+
+
+@pytest.mark.slow
+def test_mean_eigenvalue_width_512():
+    for L in (8, 16):
+        means = depth.mean_jacobian_eigenvalue(L, 512, "he", seeds=48)
+        assert means["output"]["mean"] == pytest.approx(1.0, rel=0.15), L
+        assert means["logits"]["mean"] == pytest.approx(2.0, rel=0.15), L
+
+
+# Trained networks.
+
+
+def _small_data(seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((60, 5))
+    y = (x[:, 0] > x[:, 1]).astype(np.int64)
+    return SimpleNamespace(
+        x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:], n_classes=2
+    )
+
+
+def test_classifier_network_shortcuts():
+    residual = depth.classifier_network("residual", 3, 8, 5, 2)
+    assert [b.shortcut for b in residual.blocks] == ["learned", "identity", "learned"]
+    plain = depth.classifier_network("plain", 3, 8, 5, 2)
+    assert [b.shortcut for b in plain.blocks] == ["none"] * 3
+    assert residual.sizes == [5, 8, 8, 2]
+
+
+def test_redrawn_network_keeps_architecture():
+    model = depth.classifier_network("residual", 3, 8, 5, 2, seed=0)
+    redrawn = depth.redrawn_network(model, seed=1)
+    assert redrawn.config() == model.config()
+    assert not np.allclose(redrawn.blocks[1].W1, model.blocks[1].W1)
+
+
+def test_trained_sweep_reports_both_stages():
+    results = depth.trained_sweep(
+        _small_data(),
+        depths=(2,),
+        width=6,
+        archs=("residual",),
+        seeds=1,
+        epochs=2,
+        samples=8,
+    )
+    assert [r.stage for r in results] == ["init", "trained"]
+    assert results[0].accuracy is None
+    assert 0.0 <= results[1].accuracy <= 1.0
+    assert not np.allclose(results[0].blocks["W1"].rms, results[1].blocks["W1"].rms)
+
+
+# The command line.
+
+
+def test_cli_writes_json_and_figures(tmp_path, capsys):
+    status = main(
+        [
+            "depth",
+            "--depths",
+            "1,3",
+            "--widths",
+            "6",
+            "--seeds",
+            "2",
+            "--samples",
+            "4",
+            "--identity-blocks",
+            "0,2",
+            "--identity-width",
+            "6",
+            "--spectrum-depth",
+            "3",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert status == 0
+    document = json.loads((tmp_path / "depth.json").read_text())
+    assert len(document["sweep"]) == 6
+    assert set(document["identity_limit"]) == {"relu", "sigmoid", "tanh"}
+    assert document["sweep"][1]["spectrum"]["histogram"]
+    for name in document["files"]:
+        assert (tmp_path / name).stat().st_size < 150_000, name
+    assert "first-to-last" in capsys.readouterr().out
+
+
+def test_cli_trained_option(tmp_path):
+    status = main(
+        [
+            "depth",
+            "--depths",
+            "2",
+            "--widths",
+            "6",
+            "--seeds",
+            "1",
+            "--arch",
+            "residual",
+            "--identity-blocks",
+            "0",
+            "--identity-width",
+            "4",
+            "--trained",
+            "--trained-depths",
+            "2",
+            "--trained-width",
+            "8",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert status == 0
+    document = json.loads((tmp_path / "depth.json").read_text())
+    assert [r["stage"] for r in document["trained"]] == ["init", "trained"]
+    assert (tmp_path / "depth_trained.png").exists()
+
+
+def test_cli_rejects_unknown_arch(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["depth", "--arch", "resnet", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "unknown resnet" in capsys.readouterr().err
+
+
+def test_report_section(tmp_path):
+    from resgrad.cli.depth import report_section
+
+    data = _small_data()
+    model = depth.classifier_network("residual", 3, 6, 5, 2, seed=0)
+    section = report_section(RunContext(model, data, tmp_path, seed=0))
+    assert section.key == "depth"
+    assert section.files
+    for name in section.files:
+        assert (tmp_path / name).exists()
+    assert "| residual |" in section.markdown
+    assert set(section.metrics["trained_model"]) == {"trained", "init"}
