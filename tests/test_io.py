@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import signal
 import struct
+import subprocess
+import sys
+import time
 import tracemalloc
 import warnings
 import zipfile
@@ -640,3 +645,183 @@ def test_random_corruption(saved):
             assert str(error).startswith(f"{path} {PREFIX}")
             outcomes.add("rejected")
     assert "rejected" in outcomes
+
+
+# Killed writers.
+
+# The child saves models with alternating seeds to argv[1] until killed.
+SAVE_LOOP = """
+import sys
+import resgrad
+models = [resgrad.ResidualMLP.init([64, 128, 10], 128, seed=s) for s in (0, 1)]
+resgrad.save(models[0], sys.argv[1])
+print("ready", flush=True)
+count = 0
+while True:
+    count += 1
+    resgrad.save(models[count % 2], sys.argv[1])
+"""
+
+# The child writes half an archive through write_atomically, creates the
+# file argv[2] to say so and sleeps until killed.
+STALLED_WRITE = """
+import pathlib, sys, time
+from resgrad.io import write_atomically
+def write(file):
+    file.write(b"PK\\x03\\x04 half of an archive")
+    file.flush()
+    pathlib.Path(sys.argv[2]).touch()
+    time.sleep(600)
+write_atomically(pathlib.Path(sys.argv[1]), write)
+"""
+
+
+def temporary_files(folder):
+    return sorted(name for name in os.listdir(folder) if name.endswith(".tmp"))
+
+
+def test_killed_save_loop_keeps_a_whole_file(tmp_path):
+    path = tmp_path / "model.npz"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SAVE_LOOP, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout.readline() == b"ready\n", process.stderr.read()
+        time.sleep(0.3)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    assert process.returncode == -signal.SIGKILL
+
+    loaded = load(path).arrays()
+    candidates = [ResidualMLP.init([64, 128, 10], 128, seed=s).arrays() for s in (0, 1)]
+    matches = [
+        all(np.array_equal(loaded[key], model[key]) for key in model)
+        for model in candidates
+    ]
+    assert any(matches)
+    save(random_model(), path)
+    assert temporary_files(tmp_path) == []
+
+
+def test_killed_save_leaves_no_temporary_after_next_save(tmp_path):
+    # A kill between linking the temporary file and renaming it leaves the
+    # temporary file; the next save to the same path removes it.
+    path = tmp_path / "model.npz"
+    save(random_model(), path)
+    stale = tmp_path / f".model.npz.{2**22 + 1}.0123456789abcdef.tmp"
+    stale.write_bytes(b"left by a killed process")
+    other = tmp_path / ".other.npz.1.0123456789abcdef.tmp"
+    other.write_bytes(b"belongs to another file")
+
+    save(random_model(shortcut="none"), path)
+
+    assert temporary_files(tmp_path) == [other.name]
+
+
+def test_temporary_of_running_process_is_kept(tmp_path):
+    path = tmp_path / "model.npz"
+    running = tmp_path / f".model.npz.{os.getpid()}.0123456789abcdef.tmp"
+    running.write_bytes(b"being written")
+    save(random_model(), path)
+    assert temporary_files(tmp_path) == [running.name]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "O_TMPFILE"), reason="needs unnamed temporary files (Linux)"
+)
+def test_killed_during_write_leaves_nothing(saved):
+    path, _ = saved
+    before = path.read_bytes()
+    started = path.parent.parent / f"{path.parent.name}-started"
+    process = subprocess.Popen(
+        [sys.executable, "-c", STALLED_WRITE, str(path), str(started)],
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists():
+            assert process.poll() is None, process.stderr.read()
+            assert time.monotonic() < deadline, "the writer never started"
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+
+    assert path.read_bytes() == before
+    assert os.listdir(path.parent) == ["model.npz"]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "O_TMPFILE"), reason="needs unnamed temporary files (Linux)"
+)
+def test_write_in_progress_has_no_name(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    seen = []
+
+    def watching_savez(file, **arrays):
+        seen.append(sorted(os.listdir(tmp_path)))
+        file.write(b"PK")
+
+    monkeypatch.setattr(np, "savez", watching_savez)
+    save(random_model(), path)
+    assert seen == [[]]
+    assert os.listdir(tmp_path) == ["model.npz"]
+
+
+def test_rejected_link_falls_back_to_copy(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    model = random_model()
+
+    def rejecting_link(descriptor, name):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(resgrad.io, "_link_unnamed", rejecting_link)
+    save(model, path)
+    assert os.listdir(tmp_path) == ["model.npz"]
+    loaded = load(path)
+    for name, value in model.arrays().items():
+        np.testing.assert_array_equal(loaded.arrays()[name], value)
+
+
+# More hostile files.
+
+
+def test_pickle_in_npy_member_is_not_run(saved):
+    path, _ = saved
+    marker = path.parent / "marker"
+    payload = pickle.dumps(CreateFileOnUnpickle(marker))
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("blocks.9.W1.npy", payload)
+    with pytest.raises(ValueError, match=PREFIX):
+        load(path)
+    assert not marker.exists()
+
+
+def test_pickled_npy_file_renamed(tmp_path):
+    path = tmp_path / "model.npz"
+    marker = tmp_path / "marker"
+    with open(path, "wb") as file:
+        np.save(file, np.array([CreateFileOnUnpickle(marker)], dtype=object))
+    with pytest.raises(ValueError, match=PREFIX + "it is not a readable zip"):
+        load(path)
+    assert not marker.exists()
+
+
+def test_hostile_checkpoint_files(tmp_path):
+    path = tmp_path / "run.ckpt"
+    marker = tmp_path / "marker"
+    path.write_bytes(pickle.dumps(CreateFileOnUnpickle(marker)))
+    with pytest.raises(ValueError, match="is not a resgrad checkpoint file"):
+        resgrad.io.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_invalid_file_error_is_public(tmp_path):
+    path = tmp_path / "model.npz"
+    path.write_text("not a model")
+    with pytest.raises(resgrad.InvalidModelFile, match="not a readable zip"):
+        load(path)
+    assert issubclass(resgrad.InvalidModelFile, ValueError)

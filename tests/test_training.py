@@ -120,7 +120,7 @@ def test_optimizer_runs_on_torch_tensors(case):
     rng = np.random.default_rng(1)
     params = _random_arrays(rng)
     grad_sequence = [_random_arrays(rng) for _ in range(3)]
-    as_torch = lambda d: {n: torch.tensor(v) for n, v in d.items()}  # noqa: E731
+    as_torch = lambda d: {n: torch.tensor(v) for n, v in d.items()}
 
     expected = _run_ours(ours(), params, grad_sequence)[-1]
     actual = _run_ours(ours(), as_torch(params), map(as_torch, grad_sequence))[-1]
@@ -537,3 +537,236 @@ def test_fit_digits_reaches_accuracy():
     )
 
     assert accuracy(result.model, data.x_test, data.y_test) >= 0.9
+
+
+# Checkpoints and resuming.
+
+
+class Interrupted(Exception):
+    """Stands in for a run killed between two epochs."""
+
+
+def _interrupt_after(epochs_done):
+    """Return a progress wrapper that stops the run after ``epochs_done`` epochs."""
+
+    def progress(epochs, **kwargs):
+        for index in epochs:
+            if index == epochs_done:
+                raise Interrupted(f"stopped before epoch {index + 1}")
+            yield index
+
+    return progress
+
+
+def _shifted_validation(x, y):
+    # Training on y raises the loss on these labels, so early stopping waits.
+    return x.copy(), (y + 1) % 3
+
+
+def _resume_case(tmp_path, optimizer, epochs_done, **kwargs):
+    """Return the uninterrupted result and the interrupted-then-resumed one."""
+    x, y = _blobs()
+    settings = dict(
+        optimizer=optimizer,
+        lr=0.01,
+        epochs=30,
+        batch_size=16,
+        validation=_shifted_validation(x, y),
+        patience=5,
+        seed=3,
+        **kwargs,
+    )
+    full = fit(_small_model(), x, y, **settings)
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(Interrupted):
+        fit(
+            _small_model(),
+            x,
+            y,
+            checkpoint=path,
+            progress=_interrupt_after(epochs_done),
+            **settings,
+        )
+    resumed = fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
+    return full, resumed
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_resume_matches_uninterrupted(tmp_path, optimizer):
+    full, resumed = _resume_case(tmp_path, optimizer, epochs_done=3)
+
+    assert full.stopped_early
+    assert _weights_equal(full.model, resumed.model)
+    assert resumed.best_epoch == full.best_epoch
+    assert resumed.steps == full.steps
+    assert resumed.stopped_early
+    losses = [h["train_loss"] for h in resumed.history]
+    assert losses == [h["train_loss"] for h in full.history]
+
+
+def test_resume_while_early_stopping_waits(tmp_path):
+    # Interrupted after the best epoch, the checkpoint must carry the best
+    # weights and the epochs waited, or the resumed run stops elsewhere.
+    x, y = _blobs()
+    probe = fit(
+        _small_model(),
+        x,
+        y,
+        lr=0.01,
+        epochs=30,
+        batch_size=16,
+        validation=_shifted_validation(x, y),
+        patience=5,
+        seed=3,
+    )
+    assert probe.best_epoch + 2 < len(probe.history)
+
+    full, resumed = _resume_case(tmp_path, "adam", epochs_done=probe.best_epoch + 2)
+
+    assert resumed.best_epoch == full.best_epoch
+    assert len(resumed.history) == len(full.history)
+    assert _weights_equal(full.model, resumed.model)
+
+
+def test_resume_on_torch_matches_uninterrupted(tmp_path):
+    x, y = _blobs()
+    model = _small_model().convert(torch)
+    x, y = torch.asarray(x), torch.asarray(y)
+    settings = {"epochs": 4, "batch_size": 16, "validation": None, "seed": 1}
+    full = fit(model, x, y, **settings)
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(Interrupted):
+        fit(model, x, y, checkpoint=path, progress=_interrupt_after(2), **settings)
+    resumed = fit(model, x, y, checkpoint=path, resume=True, **settings)
+
+    for name, value in resumed.model.arrays().items():
+        assert isinstance(value, torch.Tensor)
+        assert torch.equal(value, full.model.arrays()[name])
+
+
+def test_checkpoint_stores_optimizer_and_rng(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    result = fit(_small_model(), x, y, epochs=2, validation=None, checkpoint=path)
+    header, arrays = resgrad.io.load_checkpoint(path)
+
+    weights = _small_model().arrays()
+    assert {f"state.mu.{key}" for key in weights} <= set(arrays)
+    assert {f"state.nu.{key}" for key in weights} <= set(arrays)
+    assert header["optimizer_state"]["scalars"] == {"count": result.steps}
+    assert header["steps"] == result.steps
+    assert header["rng"]["bit_generator"] == "PCG64"
+    assert len(header["history"]) == 2
+    np.testing.assert_array_equal(
+        arrays["params.blocks.0.W1"], result.model.arrays()["blocks.0.W1"]
+    )
+
+
+def test_resume_finished_run_takes_no_step(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    settings = {"epochs": 2, "validation": None, "checkpoint": path}
+    first = fit(_small_model(), x, y, **settings)
+    again = fit(_small_model(), x, y, resume=True, **settings)
+
+    assert again.steps == first.steps
+    assert _weights_equal(first.model, again.model)
+
+
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        ({"seed": 4}, "seed"),
+        ({"batch_size": 8}, "batch_size"),
+        ({"lr": 0.02}, "optimizer"),
+    ],
+)
+def test_resume_rejects_other_settings(tmp_path, change, name):
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    settings = {
+        "epochs": 1,
+        "validation": None,
+        "seed": 3,
+        "batch_size": 16,
+        "lr": 0.01,
+    }
+    fit(_small_model(), x, y, checkpoint=path, **settings)
+
+    settings.update(change)
+    with pytest.raises(ValueError, match=f"different {name}; pass the same"):
+        fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
+
+
+def test_resume_rejects_other_data(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=path)
+    with pytest.raises(ValueError, match="different data"):
+        fit(
+            _small_model(),
+            x + 1,
+            y,
+            epochs=1,
+            validation=None,
+            checkpoint=path,
+            resume=True,
+        )
+
+
+def test_resume_without_checkpoint_file(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "missing.ckpt"
+    with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist"):
+        fit(_small_model(), x, y, epochs=1, checkpoint=path, resume=True)
+
+
+def test_resume_needs_checkpoint_path():
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="resume=True needs the checkpoint path"):
+        fit(_small_model(), x, y, epochs=1, resume=True)
+
+
+def test_resume_rejects_corrupt_checkpoint(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="is not a resgrad checkpoint file"):
+        fit(
+            _small_model(),
+            x,
+            y,
+            epochs=1,
+            validation=None,
+            checkpoint=path,
+            resume=True,
+        )
+
+
+def test_resume_rejects_model_file(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "model.npz"
+    resgrad.save(_small_model(), path)
+    with pytest.raises(ValueError, match="is not a resgrad checkpoint file"):
+        fit(
+            _small_model(),
+            x,
+            y,
+            epochs=1,
+            validation=None,
+            checkpoint=path,
+            resume=True,
+        )
+
+
+def test_divergence_writes_no_checkpoint(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(
+        TrainingDiverged, match="epoch 1, step .* learning rate 1e\\+06"
+    ):
+        fit(_small_model(), x, y, lr=1e6, epochs=3, validation=None, checkpoint=path)
+
+    assert list(tmp_path.iterdir()) == []

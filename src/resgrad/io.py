@@ -22,10 +22,11 @@ import math
 import os
 import re
 import secrets
+import shutil
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import numpy as np
 
@@ -155,29 +156,115 @@ def _encode_header(config: dict, metadata: dict | None) -> bytes:
 
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file whole or not at all: ``write`` fills a temporary file in
-    the same folder, which is flushed to disk and then renamed to ``path``."""
+    """Write a file whole or not at all.
+
+    ``write`` fills an unnamed file in the folder of ``path`` (``O_TMPFILE``
+    on Linux), which is flushed to disk, linked under a temporary name and
+    renamed to ``path``. A process killed while writing therefore leaves
+    ``path`` as it was and no file behind. Only a kill between the link and
+    the rename, two system calls, leaves a temporary file, named
+    ``.<name>.<pid>.<random>.tmp``. The next write to ``path`` removes such
+    files whose process no longer runs. Where ``O_TMPFILE`` is missing, the
+    data goes to the named temporary file from the start.
+    """
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(
             f"Cannot save {path}: the folder {folder} does not exist; create it first."
         )
-    temporary = folder / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    # O_EXCL fails rather than open an existing file, and mode 0o666 lets the
-    # umask set the permissions, as for a file created by open().
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    descriptor = os.open(temporary, flags, 0o666)
+    _remove_stale_temporaries(path)
+    temporary = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
+    descriptor, named = _open_temporary(folder, temporary)
     try:
-        with os.fdopen(descriptor, "wb") as file:
+        with os.fdopen(descriptor, "w+b") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
+            if not named:
+                _name_unnamed(file, temporary)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
         raise
     _sync_folder(folder)
+
+
+def _open_temporary(folder: Path, temporary: Path) -> tuple[int, bool]:
+    """Open an unnamed file in ``folder`` if the OS allows, else ``temporary``.
+
+    Return the descriptor and whether the file already has the name
+    ``temporary``. Mode 0o666 lets the umask set the permissions, as for a
+    file created by open().
+    """
+    unnamed = getattr(os, "O_TMPFILE", 0)
+    if unnamed and Path("/proc/self/fd").is_dir():
+        with contextlib.suppress(OSError):
+            return os.open(folder, unnamed | os.O_RDWR, 0o666), False
+    return _create_exclusive(temporary), True
+
+
+def _create_exclusive(temporary: Path) -> int:
+    # O_EXCL fails rather than open an existing file.
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    return os.open(temporary, flags, 0o666)
+
+
+def _name_unnamed(file: IO[bytes], name: Path) -> None:
+    """Give the unnamed ``file`` the name ``name``, by a link or else a copy.
+
+    Some kernels and sandboxes reject the link through ``/proc`` (EXDEV,
+    EPERM), so the written bytes are then copied to a new file ``name``.
+    """
+    try:
+        _link_unnamed(file.fileno(), name)
+        return
+    except OSError:
+        pass
+    file.seek(0)
+    with os.fdopen(_create_exclusive(name), "wb") as copy:
+        shutil.copyfileobj(file, copy)
+        copy.flush()
+        os.fsync(copy.fileno())
+
+
+def _link_unnamed(descriptor: int, name: Path) -> None:
+    """Give the unnamed file open as ``descriptor`` the name ``name``.
+
+    linkat with AT_SYMLINK_FOLLOW on ``/proc/self/fd/<descriptor>`` needs no
+    privilege. Passing ``src_dir_fd`` makes ``os.link`` call linkat, because
+    without it CPython calls link(2), which does not follow the symlink.
+    """
+    folder = os.open("/proc/self/fd", os.O_RDONLY)
+    try:
+        os.link(str(descriptor), name, src_dir_fd=folder, follow_symlinks=True)
+    finally:
+        os.close(folder)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove the temporary files of writes to ``path`` by processes that ended."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"([0-9]+)\.[0-9a-f]{16}\.tmp")
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(path.parent):
+            match = pattern.fullmatch(entry.name)
+            if match and not _process_runs(int(match.group(1))):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _process_runs(pid: int) -> bool:
+    if os.name != "posix":
+        # NOTE: without os.kill(pid, 0) the owner cannot be checked, so stale
+        # temporary files stay until removed by hand.
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _sync_folder(folder: Path) -> None:
@@ -241,75 +328,106 @@ def read_metadata(path: PathLike) -> dict:
         return _read_header(path, file, headers)["metadata"]
 
 
-def _existing_file(path: PathLike) -> Path:
+def _existing_file(path: PathLike, kind: str = "Model") -> Path:
     path = Path(path)
     if not path.is_file():
-        kind = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise FileNotFoundError(f"Model file {path} {kind}; check the path.")
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"{kind} file {path} {problem}; check the path.")
     return path
 
 
-class _InvalidModelFile(ValueError):
-    """A defect found in a model file; the message names the file."""
+class InvalidModelFile(ValueError):
+    """A model or checkpoint file that is damaged, foreign or inconsistent.
+
+    A subclass of ``ValueError``; the message names the file and the defect.
+    """
 
 
-def _invalid(path: Path, reason: str) -> ValueError:
-    return _InvalidModelFile(f"{path} is not a resgrad model file: {reason}.")
+def _invalid(path: Path, reason: str, kind: str = "model") -> ValueError:
+    return InvalidModelFile(f"{path} is not a resgrad {kind} file: {reason}.")
+
+
+class _Layout(NamedTuple):
+    """The archive members that one kind of resgrad file may contain."""
+
+    kind: str
+    header_key: str
+    key_pattern: re.Pattern
+    members: str
+
+
+_MODEL_LAYOUT = _Layout(
+    "model",
+    CONFIG_KEY,
+    _PARAMETER_KEY,
+    f"{CONFIG_KEY}.npy and blocks.<l>.<W1|W2|W3|b1|b2>.npy",
+)
 
 
 # The zip archive and the .npy headers, checked before any array is read.
 
 
-def _check_archive(path: Path, file: IO[bytes]) -> dict[str, tuple]:
+def _check_archive(
+    path: Path, file: IO[bytes], layout: _Layout = _MODEL_LAYOUT
+) -> dict[str, tuple]:
     """Check the zip directory and return ``{key: (shape, dtype)}`` per member."""
     size = os.fstat(file.fileno()).st_size
     try:
         with zipfile.ZipFile(file) as archive:
             members = archive.infolist()
-            _check_members(path, members, size)
+            _check_members(path, members, size, layout)
             return {
-                info.filename[: -len(".npy")]: _read_npy_header(path, archive, info)
+                info.filename[: -len(".npy")]: _read_npy_header(
+                    path, archive, info, layout.kind
+                )
                 for info in members
             }
-    except _InvalidModelFile:
+    except InvalidModelFile:
         raise
     except _ZIP_ERRORS as error:
-        raise _invalid(path, f"it is not a readable zip archive ({error})") from error
+        reason = f"it is not a readable zip archive ({error})"
+        raise _invalid(path, reason, layout.kind) from error
 
 
-def _check_members(path: Path, members: list[zipfile.ZipInfo], size: int) -> None:
+def _check_members(
+    path: Path, members: list[zipfile.ZipInfo], size: int, layout: _Layout
+) -> None:
     names = [info.filename for info in members]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise _invalid(path, f"the archive repeats the member(s) {duplicates}")
+        reason = f"the archive repeats the member(s) {duplicates}"
+        raise _invalid(path, reason, layout.kind)
     for info in members:
-        _check_member(path, info)
+        _check_member(path, info, layout)
     declared = sum(info.file_size for info in members)
     if declared > MAX_EXPANSION * size:
         raise _invalid(
             path,
             f"its members declare {declared} uncompressed bytes, more than "
             f"{MAX_EXPANSION} times the {size}-byte file; it may be a zip bomb",
+            layout.kind,
         )
 
 
-def _check_member(path: Path, info: zipfile.ZipInfo) -> None:
+def _check_member(path: Path, info: zipfile.ZipInfo, layout: _Layout) -> None:
     key = info.filename.removesuffix(".npy")
     if not info.filename.endswith(".npy") or not (
-        key == CONFIG_KEY or _PARAMETER_KEY.fullmatch(key)
+        key == layout.header_key or layout.key_pattern.fullmatch(key)
     ):
         raise _invalid(
             path,
-            f"unexpected archive member {info.filename!r}; a model file holds "
-            f"only {CONFIG_KEY}.npy and blocks.<l>.<W1|W2|W3|b1|b2>.npy",
+            f"unexpected archive member {info.filename!r}; a {layout.kind} file "
+            f"holds only {layout.members}",
+            layout.kind,
         )
     if info.flag_bits & 0x1:
-        raise _invalid(path, f"the member {info.filename!r} is encrypted")
+        raise _invalid(path, f"the member {info.filename!r} is encrypted", layout.kind)
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise _invalid(
             path,
             f"the member {info.filename!r} uses zip compression method "
             f"{info.compress_type}; only stored and deflated members are read",
+            layout.kind,
         )
     stored = info.compress_type == zipfile.ZIP_STORED
     if stored and info.file_size != info.compress_size:
@@ -317,19 +435,19 @@ def _check_member(path: Path, info: zipfile.ZipInfo) -> None:
             path,
             f"the stored member {info.filename!r} declares {info.file_size} bytes "
             f"but occupies {info.compress_size}",
+            layout.kind,
         )
 
 
 def _read_npy_header(
-    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo
+    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, kind: str
 ) -> tuple[tuple[int, ...], np.dtype]:
     """Read one member's ``.npy`` header and check it against the member size."""
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         if version not in _NPY_VERSIONS:
-            raise _invalid(
-                path, f"the member {info.filename!r} has .npy format version {version}"
-            )
+            reason = f"the member {info.filename!r} has .npy format version {version}"
+            raise _invalid(path, reason, kind)
         shape, _, dtype = _NPY_VERSIONS[version](member)
         header_size = member.tell()
     if dtype.hasobject:
@@ -337,6 +455,7 @@ def _read_npy_header(
             path,
             f"the member {info.filename!r} contains an object array (pickled Python "
             "objects), which is never loaded",
+            kind,
         )
     data_size = math.prod(shape) * dtype.itemsize
     if header_size + data_size != info.file_size:
@@ -344,6 +463,7 @@ def _read_npy_header(
             path,
             f"the member {info.filename!r} declares shape {shape} of {dtype} "
             f"({data_size} bytes) but holds {info.file_size - header_size} bytes",
+            kind,
         )
     return tuple(shape), dtype
 
@@ -505,7 +625,7 @@ def _expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
 
 
 def _read_arrays(
-    path: Path, file: IO[bytes], headers: dict[str, tuple]
+    path: Path, file: IO[bytes], headers: dict[str, tuple], kind: str = "model"
 ) -> dict[str, np.ndarray]:
     """Read the named members, whose headers have already been checked."""
     file.seek(0)
@@ -513,10 +633,11 @@ def _read_arrays(
         with np.load(file, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in headers}
     except _ZIP_ERRORS as error:
-        raise _invalid(path, f"an array could not be read ({error})") from error
+        reason = f"an array could not be read ({error})"
+        raise _invalid(path, reason, kind) from error
     for key, value in arrays.items():
         if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise _invalid(path, f"{key} contains NaN or infinite values")
+            raise _invalid(path, f"{key} contains NaN or infinite values", kind)
     return arrays
 
 
@@ -549,3 +670,99 @@ def _build_model(
         )
     except (ValueError, TypeError) as error:
         raise _invalid(path, f"its arrays do not form a network ({error})") from error
+
+
+# Training checkpoints.
+
+
+CHECKPOINT_FORMAT = "resgrad-checkpoint"
+CHECKPOINT_KEY = "__checkpoint__"
+_CHECKPOINT_LAYOUT = _Layout(
+    "checkpoint",
+    CHECKPOINT_KEY,
+    re.compile(r"[a-z_]+(\.[a-z_]+)?\." + _PARAMETER_KEY.pattern),
+    f"{CHECKPOINT_KEY}.npy and <group>.blocks.<l>.<W1|W2|W3|b1|b2>.npy",
+)
+
+
+def save_checkpoint(path: PathLike, header: dict, arrays: dict[str, Any]) -> None:
+    """Write a training checkpoint, whole or not at all.
+
+    Args:
+        path: the file to write; its folder must exist.
+        header: a JSON-serialisable dict (finite floats only), stored with
+            the fields ``format`` and ``format_version`` added.
+        arrays: NumPy float arrays keyed ``<group>.blocks.<l>.<name>`` or
+            ``<group>.<field>.blocks.<l>.<name>``, e.g. ``params.blocks.0.W1``
+            or ``state.mu.blocks.0.W1``.
+
+    Raises:
+        ValueError: if a key does not have that form.
+        TypeError: if the header is not JSON-serialisable.
+    """
+    for key in arrays:
+        if not _CHECKPOINT_LAYOUT.key_pattern.fullmatch(key):
+            raise ValueError(
+                f"Invalid checkpoint array key {key!r}; expected "
+                "<group>.blocks.<l>.<W1|W2|W3|b1|b2>."
+            )
+    full = {"format": CHECKPOINT_FORMAT, "format_version": FORMAT_VERSION, **header}
+    try:
+        text = json.dumps(full, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"The checkpoint header is not JSON-serialisable: {error}."
+        ) from error
+    members = {key: np.asarray(value) for key, value in arrays.items()}
+    members[CHECKPOINT_KEY] = np.frombuffer(text.encode("utf-8"), np.uint8)
+    write_atomically(Path(path), lambda file: np.savez(file, **members))
+
+
+def load_checkpoint(path: PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Read a checkpoint written by ``save_checkpoint``; return header, arrays.
+
+    The file gets the checks of ``load``: no code runs, declared sizes are
+    checked against the file size before any array is read, every array is
+    a finite float array.
+
+    Raises:
+        FileNotFoundError: if ``path`` is not a file.
+        ValueError: if the file is not a valid resgrad checkpoint.
+    """
+    path = _existing_file(path, "Checkpoint")
+    kind = _CHECKPOINT_LAYOUT.kind
+    with open(path, "rb") as file:
+        headers = _check_archive(path, file, _CHECKPOINT_LAYOUT)
+        if CHECKPOINT_KEY not in headers:
+            raise _invalid(path, f"the archive has no {CHECKPOINT_KEY} member", kind)
+        shape, dtype = headers.pop(CHECKPOINT_KEY)
+        if dtype != np.uint8 or len(shape) != 1:
+            reason = f"{CHECKPOINT_KEY} has shape {shape} of {dtype}, not 1-D uint8"
+            raise _invalid(path, reason, kind)
+        for key, (_, dtype) in headers.items():
+            if dtype.kind != "f":
+                raise _invalid(path, f"{key} has dtype {dtype}, not float", kind)
+        raw = _read_arrays(path, file, {CHECKPOINT_KEY: (shape, dtype)}, kind)
+        header = _decode_checkpoint_header(path, raw[CHECKPOINT_KEY])
+        arrays = _read_arrays(path, file, headers, kind)
+    native = {
+        key: value.astype(value.dtype.newbyteorder("="), copy=False)
+        for key, value in arrays.items()
+    }
+    return header, native
+
+
+def _decode_checkpoint_header(path: Path, raw: np.ndarray) -> dict:
+    kind = _CHECKPOINT_LAYOUT.kind
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        reason = f"{CHECKPOINT_KEY} is not valid UTF-8 JSON ({error})"
+        raise _invalid(path, reason, kind) from error
+    if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
+        raise _invalid(path, f"its header does not declare {CHECKPOINT_FORMAT!r}", kind)
+    if header.get("format_version") != FORMAT_VERSION:
+        version = header.get("format_version")
+        reason = f"its format version {version!r} is not {FORMAT_VERSION}"
+        raise _invalid(path, reason, kind)
+    return header

@@ -13,19 +13,24 @@ every trained array, biases included.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import numbers
+import os
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, io
 from .data import train_test_split
 from .gradients import gradients
 from .losses import check_targets, get_loss
-from .model import ResidualMLP, _to_namespace
+from .model import ForwardOverflowError, ResidualMLP, _to_namespace
 
 Array = Any
 Params = dict[str, Array]
@@ -356,6 +361,8 @@ def fit(
     patience: int | None = 10,
     weight_decay: float = 0.0,
     progress: Callable[..., Iterable] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> FitResult:
     """Train ``model`` by mini-batch descent on the backpropagation gradients.
 
@@ -389,6 +396,16 @@ def fit(
         progress: wraps the epochs, ``progress(range(epochs), desc="train",
             total=epochs)``; if the object it returns has ``set_postfix`` (a
             tqdm bar), it receives the losses after every epoch.
+        checkpoint: a file that receives, after every epoch, everything
+            needed to continue: the weights, the optimizer state, the state
+            of the shuffling generator, the step count, the early-stopping
+            state and the history. It is written atomically (see
+            ``resgrad.io.save_checkpoint``); ``None`` writes none.
+        resume: continue from ``checkpoint`` instead of starting over. The
+            other arguments must be the ones of the run that wrote it (the
+            same initial model, data, optimizer, seed and batch size;
+            ``epochs`` may differ), and the result is bit-identical to that
+            of a run that was never interrupted.
 
     Returns:
         A ``FitResult`` whose ``model`` has the best weights.
@@ -399,7 +416,10 @@ def fit(
             times ``max(first mini-batch loss, 1)``. The message names the
             epoch, the step and the learning rate. The model passed in is
             unchanged.
-        ValueError, TypeError: for invalid arguments.
+        ValueError, TypeError: for invalid arguments, or a checkpoint
+            written with other settings.
+        FileNotFoundError: if ``resume`` is true and ``checkpoint`` does
+            not exist.
 
     Example:
         >>> import numpy as np, resgrad
@@ -413,41 +433,79 @@ def fit(
         (20, True)
     """
     _check_fit_settings(model, loss, epochs, batch_size, patience)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs the checkpoint path to resume from.")
     opt = _make_optimizer(optimizer, lr, weight_decay)
     loss_fn = get_loss(loss)
     xp = _check_data(model, loss_fn, x, y, "x", "y")
     x_train, y_train, val = _split_validation(model, loss_fn, x, y, validation, seed)
     rng = np.random.default_rng(seed)
     run = _Run(model, loss_fn, opt, x_train, y_train, batch_size, rng, xp)
-    epochs_bar = range(epochs)
+    progress_state = _Progress.start(run, patience)
+    saver = None
+    if checkpoint is not None:
+        settings = _settings(
+            model, x, y, loss_fn, opt, batch_size, seed, validation, patience
+        )
+        saver = _Checkpoint(Path(checkpoint), settings)
+        if resume:
+            progress_state = saver.restore(run, patience)
+
+    first = len(progress_state.history)
+    epochs_bar: Iterable[int] = range(first, max(epochs, first))
     if progress is not None:
-        epochs_bar = progress(epochs_bar, desc="train", total=epochs)
+        epochs_bar = progress(epochs_bar, desc="train", total=max(epochs - first, 0))
 
     # The divergence guard reports every overflow, so NumPy's warnings about
     # them would only repeat it.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        history, stopping = _train(run, epochs_bar, val, patience)
+        _train(run, epochs_bar, val, progress_state, saver)
 
-    stopped_early = len(history) < epochs
+    history, stopping = progress_state.history, progress_state.stopping
+    # Patience that runs out at the last epoch stops nothing early.
+    stopped_early = progress_state.stopped_early and len(history) < epochs
     best_model = model.replace_arrays(stopping.best_params)
     return FitResult(best_model, history, stopping.best_epoch, stopped_early, run.steps)
 
 
-def _train(run: "_Run", epochs_bar: Iterable[int], val, patience: int | None):
-    """Run the epochs until the last or an early stop; return history, stopping."""
-    params = run.model.arrays()
-    state = run.opt.init(params)
-    stopping = _EarlyStopping(patience, params)
-    history: list[dict[str, Any]] = []
+@dataclass
+class _Progress:
+    """The training state that changes from epoch to epoch, all of which a
+    checkpoint stores."""
+
+    params: Params
+    state: Any
+    stopping: _EarlyStopping
+    history: list[dict[str, Any]]
+    # Whether early stopping ended the run, so that resuming adds no epoch.
+    stopped_early: bool = False
+
+    @classmethod
+    def start(cls, run: _Run, patience: int | None) -> _Progress:
+        params = run.model.arrays()
+        return cls(params, run.opt.init(params), _EarlyStopping(patience, params), [])
+
+
+def _train(run: _Run, epochs_bar: Iterable[int], val, progress: _Progress, saver):
+    """Run the epochs until the last or an early stop, updating ``progress``."""
+    if progress.stopped_early:
+        return
     for index in epochs_bar:
         start = time.perf_counter()
-        params, state, record = run.epoch(index + 1, params, state, val)
+        progress.params, progress.state, record = run.epoch(
+            index + 1, progress.params, progress.state, val
+        )
         record["seconds"] = time.perf_counter() - start
-        history.append(record)
+        progress.history.append(record)
         _show_losses(epochs_bar, record)
-        if stopping.observe(record["epoch"], record["val_loss"], params):
+        stop = progress.stopping.observe(
+            record["epoch"], record["val_loss"], progress.params
+        )
+        progress.stopped_early = stop
+        if saver is not None:
+            saver.save(run, progress)
+        if stop:
             break
-    return history, stopping
 
 
 def _check_count(name: str, value: Any) -> int:
@@ -575,9 +633,12 @@ class _Run:
         record["val_loss"], record["val_accuracy"] = None, None
         if val is not None:
             current = self.model.replace_arrays(params)
-            val_loss, val_accuracy, _ = _loss_and_predictions(
-                current, *val, self.loss_fn
-            )
+            try:
+                val_loss, val_accuracy, _ = _loss_and_predictions(
+                    current, *val, self.loss_fn
+                )
+            except ForwardOverflowError:
+                val_loss, val_accuracy = math.inf, 0.0
             if not math.isfinite(val_loss):
                 cause = "the validation loss became NaN or infinite"
                 raise self._diverged(epoch, step, cause)
@@ -596,7 +657,12 @@ class _Run:
     def _step(self, epoch, step, params, state, x_batch, y_batch):
         current = self.model.replace_arrays(params)
         loss = self.loss_fn.name
-        grads = gradients(current, x_batch, y_batch, loss, method="backprop")
+        try:
+            grads = gradients(current, x_batch, y_batch, loss, method="backprop")
+        except ForwardOverflowError as error:
+            raise self._diverged(
+                epoch, step, f"the loss became NaN or infinite ({error})"
+            ) from error
         value = float(grads.loss)
         weight_grads = grads.arrays()
         self._check_loss(epoch, step, value, weight_grads)
@@ -634,8 +700,7 @@ class _Run:
             advice = f"try a smaller learning rate, e.g. lr={lr / 10:g}"
             rate = f" with learning rate {lr:g}"
         return TrainingDiverged(
-            f"Training diverged at epoch {epoch}, step {step}{rate}: {cause}; "
-            f"{advice}."
+            f"Training diverged at epoch {epoch}, step {step}{rate}: {cause}; {advice}."
         )
 
 
@@ -669,6 +734,212 @@ def _show_losses(bar: Any, record: dict[str, Any]) -> None:
     if record["val_loss"] is not None:
         losses["val_loss"] = record["val_loss"]
     bar.set_postfix(losses)
+
+
+# Checkpoints.
+
+
+def _digest(*arrays: Array) -> str:
+    """Return the SHA-256 of the arrays' shapes, dtypes and bytes."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        values = np.ascontiguousarray(_to_numpy(a))
+        digest.update(f"{values.shape}{values.dtype.str}".encode())
+        digest.update(values.tobytes())
+    return digest.hexdigest()
+
+
+def _describe_optimizer(opt: Any) -> dict[str, Any]:
+    settings = asdict(opt) if is_dataclass(opt) else {}
+    return {"type": type(opt).__name__, **settings}
+
+
+def _settings(model, x, y, loss_fn, opt, batch_size, seed, validation, patience):
+    """Return what a resumed run must share with the run that wrote a checkpoint."""
+    if isinstance(validation, (tuple, list)):
+        validation = _digest(*validation)
+    elif validation is not None:
+        validation = float(validation)
+    weights = model.arrays()
+    settings = {
+        "model": model.config(),
+        "initial_weights": _digest(*(weights[key] for key in sorted(weights))),
+        "data": _digest(x, y),
+        "loss": loss_fn.name,
+        "optimizer": _describe_optimizer(opt),
+        "batch_size": batch_size,
+        "seed": seed,
+        "validation": validation,
+        "patience": patience,
+    }
+    # The checkpoint stores the settings as JSON, which turns tuples into lists.
+    return json.loads(json.dumps(settings))
+
+
+class _Checkpoint:
+    """The checkpoint file of one ``fit`` call and the settings it must match."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path, self.settings = path, settings
+
+    def save(self, run: _Run, progress: _Progress) -> None:
+        state_scalars, state_arrays = _split_state(progress.state)
+        stopping = progress.stopping
+        arrays = _prefixed("params", progress.params)
+        best_is_current = stopping.best_epoch == len(progress.history)
+        if not best_is_current:
+            arrays.update(_prefixed("best", stopping.best_params))
+        for field, values in state_arrays.items():
+            arrays.update(_prefixed(f"state.{field}", values))
+        header = {
+            "settings": self.settings,
+            "history": progress.history,
+            "stopped_early": progress.stopped_early,
+            "steps": run.steps,
+            "loss_limit": _finite_or_none(run.loss_limit),
+            "rng": run.rng.bit_generator.state,
+            "optimizer_state": {"scalars": state_scalars, "arrays": list(state_arrays)},
+            "stopping": {
+                "best_loss": _finite_or_none(stopping.best_loss),
+                "best_epoch": stopping.best_epoch,
+                "best_is_current": best_is_current,
+                "waited": stopping.waited,
+            },
+        }
+        io.save_checkpoint(self.path, header, arrays)
+
+    def restore(self, run: _Run, patience: int | None) -> _Progress:
+        """Load the checkpoint into ``run`` and return the progress it stores."""
+        header, arrays = io.load_checkpoint(self.path)
+        try:
+            return self._restore(run, patience, header, arrays)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            if isinstance(error, _MismatchedCheckpoint):
+                raise
+            raise ValueError(
+                f"{self.path} is not a resgrad checkpoint file: its contents are "
+                f"incomplete or malformed ({type(error).__name__}: {error})."
+            ) from error
+
+    def _restore(self, run, patience, header, arrays) -> _Progress:
+        self._check_settings(header["settings"])
+        template = run.model.arrays()
+        params = self._arrays(run, arrays, "params", template)
+        state = _join_state(
+            run.opt.init(params),
+            header["optimizer_state"]["scalars"],
+            {
+                field: self._arrays(run, arrays, f"state.{field}", template)
+                for field in header["optimizer_state"]["arrays"]
+            },
+        )
+        stored = header["stopping"]
+        stopping = _EarlyStopping(patience, params)
+        stopping.best_loss = _none_to_inf(stored["best_loss"])
+        stopping.best_epoch = int(stored["best_epoch"])
+        stopping.waited = int(stored["waited"])
+        if not stored["best_is_current"]:
+            stopping.best_params = self._arrays(run, arrays, "best", template)
+        run.steps = int(header["steps"])
+        run.loss_limit = _none_to_inf(header["loss_limit"])
+        run.rng.bit_generator.state = header["rng"]
+        history = list(header["history"])
+        return _Progress(
+            params, state, stopping, history, bool(header["stopped_early"])
+        )
+
+    def _check_settings(self, stored: Any) -> None:
+        if stored == self.settings:
+            return
+        if not isinstance(stored, dict):
+            stored = {}
+        names = sorted(
+            name
+            for name in set(stored) | set(self.settings)
+            if stored.get(name) != self.settings.get(name)
+        )
+        raise _MismatchedCheckpoint(
+            f"Cannot resume from {self.path}: it was written by a run with a "
+            f"different {', '.join(names)}; pass the same arguments, or start "
+            "over without resume."
+        )
+
+    def _arrays(self, run: _Run, arrays: dict, group: str, template: Params) -> Params:
+        """Return the arrays of ``group`` in the model's namespace, checked."""
+        prefix = group + "."
+        found = {
+            key[len(prefix) :]: value
+            for key, value in arrays.items()
+            if key.startswith(prefix) and key[len(prefix) :].startswith("blocks.")
+        }
+        if set(found) != set(template):
+            raise ValueError(
+                f"the {group} arrays {sorted(found)} do not match the model's "
+                f"{sorted(template)}"
+            )
+        restored = {}
+        for key, value in found.items():
+            expected = template[key]
+            if tuple(value.shape) != tuple(expected.shape):
+                raise ValueError(
+                    f"{prefix}{key} has shape {value.shape}, the model needs "
+                    f"{tuple(expected.shape)}"
+                )
+            restored[key] = _to_namespace(value, run.xp, run.device)
+            if restored[key].dtype != expected.dtype:
+                raise ValueError(
+                    f"{prefix}{key} has dtype {value.dtype}, the model has "
+                    f"{expected.dtype}"
+                )
+        return restored
+
+
+class _MismatchedCheckpoint(ValueError):
+    """A checkpoint written by a run with other settings."""
+
+
+def _prefixed(prefix: str, arrays: Params) -> dict[str, np.ndarray]:
+    return {f"{prefix}.{key}": _to_numpy(value) for key, value in arrays.items()}
+
+
+def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Params]]:
+    """Split an optimizer state (a NamedTuple) into JSON scalars and array dicts."""
+    if not (isinstance(state, tuple) and hasattr(state, "_asdict")):
+        raise TypeError(
+            f"Cannot checkpoint the optimizer state {type(state).__name__}; "
+            "checkpoints need a NamedTuple of numbers and dicts of arrays, as "
+            "SGD, Momentum and Adam use."
+        )
+    scalars, arrays = {}, {}
+    for field, value in state._asdict().items():
+        if isinstance(value, dict):
+            arrays[field] = value
+        elif isinstance(value, numbers.Real):
+            scalars[field] = value
+        else:
+            raise TypeError(
+                f"Cannot checkpoint the optimizer state field {field} of type "
+                f"{type(value).__name__}; expected a number or a dict of arrays."
+            )
+    return scalars, arrays
+
+
+def _join_state(template: Any, scalars: dict[str, Any], arrays: dict[str, Params]):
+    fields = set(template._fields)
+    if set(scalars) | set(arrays) != fields:
+        raise ValueError(
+            f"the optimizer state fields {sorted(set(scalars) | set(arrays))} "
+            f"are not {sorted(fields)}"
+        )
+    return template._replace(**scalars, **arrays)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _none_to_inf(value: float | None) -> float:
+    return math.inf if value is None else float(value)
 
 
 # Evaluation.

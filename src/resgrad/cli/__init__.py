@@ -3,8 +3,9 @@
 Each subcommand lives in a module of this package that defines
 ``add_parser(subparsers)``; the parser it adds carries the function to run
 as its ``handler`` default. Library errors (``ValueError``, ``TypeError``,
-``OSError``) end the program with one line on standard error and status 2,
-and ``--debug`` shows the traceback instead.
+``OSError``, ``ImportError``) and invalid arguments end the program with
+one line on standard error and status 2, and ``--debug`` shows the
+traceback of a library error instead.
 """
 
 from __future__ import annotations
@@ -12,22 +13,36 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from ._common import limit_blas_threads, positive_int
 
 SUBCOMMANDS = ("run", "train", "evaluate", "check", "attack", "saliency", "depth")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that reports a bad argument in one line.
+
+    argparse prints the usage before the error; here the error comes alone,
+    with a pointer to ``--help``, so that it reads like the other errors.
+    The subcommand parsers inherit the class.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        message = message.rstrip(".")
+        self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'.\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="resgrad",
         description="Explicit matrix gradients of residual networks.",
     )
     parser.add_argument("--version", action="version", version=f"resgrad {__version__}")
-    parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback on errors"
-    )
+    _add_global_arguments(parser, default=None)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
@@ -37,26 +52,72 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.add_parser(subparsers)
+    for subparser in subparsers.choices.values():
+        # SUPPRESS keeps a value given before the subcommand from being
+        # overwritten by the subcommand's default.
+        _add_global_arguments(subparser, default=argparse.SUPPRESS)
     return parser
 
 
+def _add_global_arguments(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Add ``--debug`` and ``--blas-threads``, accepted before or after the command."""
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if default is None else default,
+        help="show the full traceback on errors",
+    )
+    parser.add_argument(
+        "--blas-threads",
+        type=positive_int,
+        default=1 if default is None else default,
+        metavar="N",
+        help="threads of NumPy's BLAS (default: 1, fastest for the small "
+        "matrices of these networks)",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``)."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``).
+
+    Return the exit status: 0 on success, 2 for an invalid argument or a
+    failure, 130 on Ctrl-C. ``--help`` and ``--version`` return 0.
+    """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return _exit_status(exit_.code)
     if args.command is None:
         parser.print_help()
         return 2
     try:
-        return args.handler(args) or 0
+        with limit_blas_threads(args.blas_threads):
+            return args.handler(args) or 0
     except (ValueError, TypeError, OSError, ImportError) as error:
         if args.debug:
             raise
-        print(f"resgrad {args.command}: error: {error}", file=sys.stderr)
+        print(f"resgrad {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"resgrad {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _exit_status(code: Any) -> int:
+    """Return the status of a ``SystemExit`` code, as ``sys.exit`` would."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _one_line(error: BaseException) -> str:
+    """Return the error message with its lines joined, so that it fits one line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return " ".join(lines) or type(error).__name__
 
 
 if __name__ == "__main__":

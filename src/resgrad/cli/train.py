@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from pathlib import Path
 from typing import Any
 
-from ._common import add_data_arguments, load_dataset, progress_bar
+from ._common import (
+    add_data_arguments,
+    fraction,
+    load_dataset,
+    output_file,
+    positive_float,
+    positive_int,
+    progress_bar,
+)
 
 
 def _int_list(value: str) -> list[int]:
@@ -79,23 +88,27 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--optimizer", choices=("sgd", "momentum", "adam"), default=recipe["optimizer"]
     )
-    group.add_argument("--lr", type=float, default=recipe["lr"], help="learning rate")
-    group.add_argument("--epochs", type=int, default=recipe["epochs"])
-    group.add_argument("--batch-size", type=int, default=recipe["batch_size"])
+    group.add_argument(
+        "--lr", type=positive_float, default=recipe["lr"], help="learning rate"
+    )
+    group.add_argument("--epochs", type=positive_int, default=recipe["epochs"])
+    group.add_argument("--batch-size", type=positive_int, default=recipe["batch_size"])
     group.add_argument(
         "--patience",
-        type=int,
+        type=positive_int,
         default=recipe["patience"],
         help="epochs without a lower validation loss before stopping",
     )
     group.add_argument(
         "--validation",
-        type=float,
+        type=fraction,
         default=recipe["validation"],
         help="fraction of the training split held out for early stopping; 0 "
         "trains on all of it for --epochs (default: %(default)s)",
     )
-    group.add_argument("--seed", type=int, default=0, help="seeds the weights and the batches")
+    group.add_argument(
+        "--seed", type=int, default=0, help="seeds the weights and the batches"
+    )
 
 
 def build_model(args: argparse.Namespace, data: Any) -> Any:
@@ -107,7 +120,7 @@ def build_model(args: argparse.Namespace, data: Any) -> Any:
     hidden = args.hidden * depth if len(args.hidden) == 1 else args.hidden
     shortcuts = [
         args.shortcut if args.shortcut != "identity" or p_in == p_out else "learned"
-        for p_in, p_out in zip(sizes[:-1], sizes[1:])
+        for p_in, p_out in itertools.pairwise(sizes)
     ]
     return ResidualMLP.init(
         sizes,
@@ -120,9 +133,14 @@ def build_model(args: argparse.Namespace, data: Any) -> Any:
 
 
 def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
-    """Build and train the network; return the ``FitResult``."""
+    """Build and train the network; return the ``FitResult``.
+
+    With ``args.checkpoint`` set (``resgrad train``), a checkpoint is written
+    after every epoch, and ``args.resume`` continues from it.
+    """
     from ..training import fit
 
+    checkpoint = getattr(args, "checkpoint", None)
     return fit(
         build_model(args, data),
         data.x_train,
@@ -135,6 +153,8 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
         validation=args.validation or None,
         patience=args.patience,
         progress=progress,
+        checkpoint=checkpoint,
+        resume=bool(getattr(args, "resume", False)) and checkpoint is not None,
     )
 
 
@@ -148,9 +168,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument(
-        "--out", type=Path, default=Path("model.npz"), help="the model file to write"
+        "--out",
+        type=output_file,
+        default=Path("model.npz"),
+        help="the model file to write (default: model.npz)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--checkpoint",
+        type=output_file,
+        default=None,
+        metavar="PATH",
+        help="the checkpoint written after every epoch and removed once the "
+        "model is saved (default: the --out name with the suffix "
+        "'.checkpoint.npz')",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run that wrote the checkpoint, which needs the same "
+        "data and training options; the result equals that of an "
+        "uninterrupted run",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file, and start over when the "
+        "checkpoint of an interrupted run exists",
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="hide the progress bar"
+    )
     parser.set_defaults(handler=run_train)
 
 
@@ -158,12 +205,36 @@ def run_train(args: argparse.Namespace) -> int:
     from ..io import save
     from ..training import accuracy
 
+    if args.checkpoint is None:
+        args.checkpoint = args.out.with_suffix(".checkpoint.npz")
+    if args.checkpoint.resolve() == args.out.resolve():
+        raise ValueError(
+            f"--checkpoint {args.checkpoint} is the --out file; pick another name."
+        )
+    if args.resume and not args.checkpoint.is_file():
+        raise FileNotFoundError(
+            f"--resume: no checkpoint at {args.checkpoint}; run without --resume "
+            "to start over."
+        )
+    if args.out.exists() and not args.overwrite:
+        raise FileExistsError(
+            f"--out {args.out} already exists; pass --overwrite to replace it, "
+            "or choose another --out."
+        )
+    if args.checkpoint.exists() and not (args.resume or args.overwrite):
+        raise FileExistsError(
+            f"{args.checkpoint} holds the checkpoint of an interrupted run; pass "
+            "--resume to continue it, or --overwrite to start over."
+        )
     data = load_dataset(args)
     start = time.perf_counter()
     result = train_model(args, data, progress_bar(not args.no_progress))
     seconds = time.perf_counter() - start
     test_accuracy = accuracy(result.model, data.x_test, data.y_test)
-    save(result.model, args.out, metadata=training_metadata(args, result, test_accuracy))
+    save(
+        result.model, args.out, metadata=training_metadata(args, result, test_accuracy)
+    )
+    args.checkpoint.unlink(missing_ok=True)
     print(
         f"trained {len(result.history)} epochs in {seconds:.1f} s "
         f"(best epoch {result.best_epoch}); test accuracy {test_accuracy:.4f}"
@@ -172,7 +243,9 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def training_metadata(args: argparse.Namespace, result: Any, test_accuracy: float) -> dict:
+def training_metadata(
+    args: argparse.Namespace, result: Any, test_accuracy: float
+) -> dict:
     """Return what a model file records about how it was trained."""
     options = ("widths", "hidden", "activation", "shortcut", "init", "optimizer", "lr")
     options += ("epochs", "batch_size", "patience", "validation", "seed", "data")

@@ -1,0 +1,301 @@
+"""The command line: one-line errors for bad arguments, and resumable training."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+import resgrad
+from resgrad.cli import main
+
+
+class CreateFileOnUnpickle:
+    """An object whose unpickling opens ``marker`` for writing, creating it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A folder with a digits model, a pickle renamed to .npz and a plain file."""
+    folder = tmp_path_factory.mktemp("files")
+    model = resgrad.ResidualMLP.init([64, 16, 10], 16, seed=0)
+    resgrad.save(model, folder / "model.npz")
+    (folder / "pickle.npz").write_bytes(
+        pickle.dumps(CreateFileOnUnpickle(folder / "marker"))
+    )
+    (folder / "plain.txt").write_text("not a folder\n")
+    return folder
+
+
+def run_cli(capsys, argv):
+    """Run ``main(argv)``; return the status and the lines of standard error."""
+    status = main(argv)
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    return status, lines
+
+
+# Each case: the arguments ({dir} is the files fixture) and a fragment of the
+# one-line message, which names the bad value.
+BAD_ARGUMENTS = {
+    "unknown command": (["bogus"], "invalid choice: 'bogus'"),
+    "train lr negative": (
+        ["train", "--lr", "-1"],
+        "--lr: expected a number > 0, got -1",
+    ),
+    "train lr nan": (["train", "--lr", "nan"], "expected a finite number, got 'nan'"),
+    "train lr text": (["train", "--lr", "fast"], "expected a number, got 'fast'"),
+    "train epochs zero": (
+        ["train", "--epochs", "0"],
+        "--epochs: expected an integer >= 1, got 0",
+    ),
+    "train batch text": (
+        ["train", "--batch-size", "x"],
+        "expected an integer, got 'x'",
+    ),
+    "train validation": (["train", "--validation", "1.5"], "in [0, 1), got 1.5"),
+    "train test size": (["train", "--test-size", "0"], "in (0, 1), got 0"),
+    "train unknown optimizer": (["train", "--optimizer", "rmsprop"], "'rmsprop'"),
+    "train unknown activation": (["train", "--activation", "gelu2"], "'gelu2'"),
+    "train widths": (["train", "--widths", "8,-2"], "positive integers, got '8,-2'"),
+    "train missing data": (
+        ["train", "--data", "{dir}/none.csv"],
+        "none.csv does not exist",
+    ),
+    "train data folder": (["train", "--data", "{dir}"], "is a folder; expected a file"),
+    "train labels missing": (
+        ["train", "--labels", "{dir}/none"],
+        "none does not exist",
+    ),
+    "train out folder": (
+        ["train", "--out", "{dir}"],
+        "is a folder; expected a file name",
+    ),
+    "train out no folder": (["train", "--out", "{dir}/no/m.npz"], "folder {dir}/no of"),
+    "train resume nothing": (
+        ["train", "--resume", "--out", "{dir}/fresh.npz"],
+        "no checkpoint at {dir}/fresh.checkpoint.npz",
+    ),
+    "train out exists": (
+        ["train", "--out", "{dir}/model.npz"],
+        "model.npz already exists; pass --overwrite",
+    ),
+    "train checkpoint left": (
+        ["train", "--out", "{dir}/new.npz", "--checkpoint", "{dir}/plain.txt"],
+        "plain.txt holds the checkpoint of an interrupted run; pass --resume",
+    ),
+    "evaluate no model": (["evaluate"], "required: --model"),
+    "evaluate missing model": (
+        ["evaluate", "--model", "{dir}/none.npz"],
+        "none.npz does not exist",
+    ),
+    "evaluate model folder": (
+        ["evaluate", "--model", "{dir}"],
+        "is a folder; expected a file",
+    ),
+    "evaluate pickle model": (
+        ["evaluate", "--model", "{dir}/pickle.npz"],
+        "pickle.npz is not a resgrad model file",
+    ),
+    "check missing model": (
+        ["check", "--model", "{dir}/none.npz"],
+        "none.npz does not exist",
+    ),
+    "attack missing model": (
+        ["attack", "--model", "{dir}/none.npz"],
+        "none.npz does not exist",
+    ),
+    "attack negative eps": (
+        ["attack", "--model", "{dir}/model.npz", "--eps", "-0.1"],
+        "-0.1",
+    ),
+    "attack unknown method": (
+        ["attack", "--model", "{dir}/model.npz", "--method", "cw"],
+        "'cw'",
+    ),
+    "attack out file": (
+        ["attack", "--model", "{dir}/model.npz", "--out", "{dir}/plain.txt"],
+        "plain.txt is a file; expected a folder",
+    ),
+    "saliency model folder": (
+        ["saliency", "--model", "{dir}"],
+        "is a folder; expected a file",
+    ),
+    "saliency unknown method": (
+        ["saliency", "--model", "{dir}/model.npz", "--method", "lime"],
+        "'lime'",
+    ),
+    "saliency out file": (
+        ["saliency", "--model", "{dir}/model.npz", "--out", "{dir}/plain.txt"],
+        "plain.txt is a file; expected a folder",
+    ),
+    "depth seeds zero": (
+        ["depth", "--seeds", "0"],
+        "--seeds: expected an integer >= 1, got 0",
+    ),
+    "depth out file": (["depth", "--out", "{dir}/plain.txt"], "plain.txt is a file"),
+    "run out file": (["run", "--out", "{dir}/plain.txt"], "plain.txt is a file"),
+    "run out not empty": (["run", "--out", "{dir}"], "is not empty; choose a new"),
+    "run lr negative": (["run", "--lr", "-3"], "--lr: expected a number > 0, got -3"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
+def test_bad_argument_one_line(files, capsys, case):
+    argv, fragment = BAD_ARGUMENTS[case]
+    argv = [arg.replace("{dir}", str(files)) for arg in argv]
+    fragment = fragment.replace("{dir}", str(files))
+
+    status, lines = run_cli(capsys, argv)
+
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("resgrad")
+    assert fragment in lines[0]
+    assert "Traceback" not in lines[0]
+
+
+def test_pickle_model_runs_no_code(files, capsys):
+    status, _ = run_cli(capsys, ["check", "--model", str(files / "pickle.npz")])
+
+    assert status == 2
+    assert not (files / "marker").exists()
+
+
+def test_debug_shows_traceback(files):
+    with pytest.raises(ValueError, match="is not a resgrad model file"):
+        main(["--debug", "evaluate", "--model", str(files / "pickle.npz")])
+
+
+def test_debug_after_command_shows_traceback(files):
+    with pytest.raises(ValueError, match="is not a resgrad model file"):
+        main(["evaluate", "--model", str(files / "pickle.npz"), "--debug"])
+
+
+def test_blas_threads_must_be_positive(capsys):
+    assert main(["evaluate", "--blas-threads", "0", "--model", "m.npz"]) == 2
+    assert "--blas-threads: expected an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_help_exits_zero(capsys):
+    assert main(["train", "--help"]) == 0
+    assert "--resume" in capsys.readouterr().out
+
+
+def test_executable_reports_one_line(files):
+    executable = shutil.which("resgrad")
+    assert executable is not None, "the resgrad script is not installed"
+    completed = subprocess.run(
+        [executable, "evaluate", "--model", str(files / "pickle.npz")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert completed.returncode == 2
+    assert completed.stdout == ""
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "pickle.npz is not a resgrad model file" in lines[0]
+
+
+# Training: divergence, checkpoints and resuming a killed run.
+
+SMALL_RUN = ["--widths", "64", "--hidden", "64", "--no-progress", "--seed", "3"]
+
+
+def test_train_divergence_names_step_and_rate(tmp_path, capsys):
+    out = tmp_path / "model.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "2", "--lr", "1e6", "--out", str(out)]
+    status, lines = run_cli(capsys, argv)
+
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert "Training diverged at epoch 1, step" in lines[0]
+    assert "learning rate 1e+06" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_removes_checkpoint_when_done(tmp_path, capsys):
+    out = tmp_path / "model.npz"
+    status = main(["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)])
+
+    assert status == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.npz"]
+
+
+def wait_for(path, process, timeout=120.0):
+    """Poll until ``path`` exists; fail if ``process`` ends first."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.005)
+
+
+@pytest.mark.slow
+def test_train_resume_after_kill(tmp_path, capsys):
+    epochs = ["--epochs", "15"]
+    killed_out = tmp_path / "killed" / "model.npz"
+    killed_out.parent.mkdir()
+    checkpoint = killed_out.with_suffix(".checkpoint.npz")
+    command = [
+        shutil.which("resgrad"),
+        "train",
+        *SMALL_RUN,
+        *epochs,
+        "--out",
+        str(killed_out),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(checkpoint, process)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+    assert not killed_out.exists(), "the run finished before it was killed"
+
+    resumed = main(["train", *SMALL_RUN, *epochs, "--out", str(killed_out), "--resume"])
+    plain_out = tmp_path / "model.npz"
+    plain = main(["train", *SMALL_RUN, *epochs, "--out", str(plain_out)])
+
+    assert (resumed, plain) == (0, 0)
+    expected = resgrad.load(plain_out).arrays()
+    for name, value in resgrad.load(killed_out).arrays().items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    assert sorted(os.listdir(killed_out.parent)) == ["model.npz"]
+
+
+def test_train_resume_rejects_other_seed(tmp_path, capsys):
+    out = tmp_path / "model.npz"
+    checkpoint = tmp_path / "run.ckpt"
+    options = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
+    resgrad.training.fit(
+        resgrad.ResidualMLP.init([2, 3, 2], seed=0),
+        np.zeros((4, 2)),
+        np.array([0, 1, 0, 1]),
+        epochs=1,
+        validation=None,
+        checkpoint=checkpoint,
+    )
+    status, lines = run_cli(
+        capsys, [*options, "--checkpoint", str(checkpoint), "--resume"]
+    )
+
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert "Cannot resume from" in lines[0]
+    assert not out.exists()
