@@ -106,16 +106,23 @@ def _count_zeros(model, x):
     return u_zeros, z_zeros
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
 @pytest.mark.parametrize("method", ["backprop", "product"])
-def test_network_at_kink_matches_autograd(activation, method):
+def test_network_at_kink_matches_autograd(activation, method, backend):
     """Where ``u^l`` or ``z^l`` is exactly 0, the gradients follow PyTorch's
-    ``relu'(0) = 0`` and ``leaky_relu'(0) = slope``."""
+    ``relu'(0) = 0`` and ``leaky_relu'(0) = slope``, on NumPy arrays and on
+    torch tensors."""
+    import torch
+
     model, x, y = _kink_model(activation)
     u_zeros, z_zeros = _count_zeros(model, x)
     assert u_zeros >= 10
     assert z_zeros >= 4
-    grads = resgrad.gradients(model, x, y, method=method)
+    arguments = (model, x, y)
+    if backend == "torch":
+        arguments = (model.convert(torch), torch.asarray(x), torch.asarray(y))
+    grads = resgrad.gradients(*arguments, method=method)
     expected = reference.autograd_gradients(model, x, y)
     reference.assert_gradients_close(reference.gradient_dict(grads), expected, 1e-12)
 

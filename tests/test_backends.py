@@ -169,10 +169,16 @@ def _strict_numpy_pairs(model, x, y):
 
 
 @pytest.mark.parametrize("shortcut", SHORTCUTS)
-@pytest.mark.parametrize("activation", ["relu", "sigmoid", "softplus"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_strict_namespace_equals_numpy(shortcut, activation):
+    """Every core function runs on array-api-strict, which has no NumPy-only
+    function, and gives NumPy's numbers. The plain blocks have no biases."""
     model = reference.random_model(
-        3, activation, shortcut, output_activation=activation
+        3,
+        activation,
+        shortcut,
+        bias=shortcut != "none",
+        output_activation=activation,
     )
     x, y = reference.random_batch(model, 5)
     for name, strict_value, numpy_value in _strict_numpy_pairs(model, x, y):
@@ -238,6 +244,67 @@ def test_strict_model_with_numpy_input_raises():
         TypeError, match="Expected arrays from one array namespace.*array_api_strict"
     ):
         resgrad.gradients(model, x, y)
+
+
+def test_weights_from_two_namespaces_raise():
+    model = reference.random_model(2, "relu", "learned")
+    block = model.blocks[1]
+    mixed = resgrad.Block(
+        W1=block.W1,
+        W2=torch.asarray(block.W2),
+        W3=block.W3,
+        b1=block.b1,
+        b2=block.b2,
+    )
+    with pytest.raises(
+        TypeError, match="from one array namespace, got numpy.ndarray, torch.Tensor"
+    ):
+        resgrad.ResidualMLP([model.blocks[0], mixed])
+
+
+# NumPy float32.
+
+
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+def test_numpy_float32_results_stay_float32(shortcut):
+    """A float32 NumPy model gives float32 NumPy results, close to float64
+    autograd."""
+    model = reference.random_model(3, "tanh", shortcut, output_activation="sigmoid")
+    x, y = reference.random_batch(model, 6)
+    single, x32 = model.convert(dtype="float32"), x.astype(np.float32)
+    for loss, method in itertools.product(LOSSES, METHODS):
+        grads = resgrad.gradients(single, x32, y, loss, method=method)
+        context = f"loss={loss} method={method}"
+        for name, value in {"loss": grads.loss, "input": grads.input}.items():
+            assert value.dtype == np.float32, f"{context} {name}"
+        for name, value in grads.arrays().items():
+            assert isinstance(value, np.ndarray), f"{context} {name}"
+            assert value.dtype == np.float32, f"{context} {name}"
+        expected = reference.autograd_gradients(model, x, y, loss)
+        reference.assert_gradients_close(
+            reference.gradient_dict(grads), expected, TOLERANCE[torch.float32], context
+        )
+    others = [
+        resgrad.per_sample_norms(single, x32, y),
+        resgrad.input_jacobian(single, x32),
+        *resgrad.input_gradient(single, x32, y),
+        *resgrad.theorem_matrices(single, x32)[0],
+    ]
+    for value in others:
+        assert value.dtype == np.float32
+
+
+def test_input_on_other_device_raises():
+    """x on another device than the weights raises before any product.
+
+    The meta device stands in for a GPU on machines without one.
+    """
+    model = reference.random_model(2, "relu", "learned").convert(torch)
+    x = torch.empty((3, 5), dtype=torch.float64, device="meta")
+    with pytest.raises(
+        ValueError, match="Expected x on the model's device cpu, got x on meta"
+    ):
+        model(x)
 
 
 def test_torch_dtype_mismatch_raises():

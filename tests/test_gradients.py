@@ -28,13 +28,32 @@ def _triple_id(triple):
     return f"L{depth}-{activation}-{shortcut}"
 
 
+def _on_backend(backend, model, x, y):
+    """Return the model and batch as NumPy arrays or float64 torch tensors."""
+    if backend == "numpy":
+        return model, x, y
+    return model.convert(torch), torch.asarray(x), torch.asarray(y)
+
+
+def _assert_in_namespace(backend, grads, context):
+    """Assert that every result is a float64 array of ``backend``."""
+    kind = np.ndarray if backend == "numpy" else torch.Tensor
+    dtype = np.float64 if backend == "numpy" else torch.float64
+    values = {"input": grads.input, **grads.arrays()}
+    for name, value in values.items():
+        assert isinstance(value, kind), f"{context}: {name} is {type(value)}"
+        assert value.dtype == dtype, f"{context}: {name} is {value.dtype}"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("triple", TRIPLES, ids=_triple_id)
-def test_grid_matches_autograd(triple):
+def test_grid_matches_autograd(triple, backend):
     """Backprop and the product form equal autograd on every loss.
 
     Each case loops over biases (with, without), the output activation
     (identity, g), the batch size (1, 17) and every loss, so the whole grid
-    is depth x activation x shortcut x bias x output x batch x loss.
+    is depth x activation x shortcut x bias x output x batch x loss, run on
+    NumPy arrays and on float64 torch tensors.
     """
     depth, activation, shortcut = triple
     for bias, output in itertools.product((True, False), ("identity", activation)):
@@ -45,8 +64,10 @@ def test_grid_matches_autograd(triple):
             x, y = reference.random_batch(model, n, seed=n)
             expected = reference.autograd_gradients(model, x, y, loss)
             context = f"bias={bias} output={output} n={n} loss={loss}"
+            on_backend = _on_backend(backend, model, x, y)
             for method in METHODS:
-                grads = resgrad.gradients(model, x, y, loss, method=method)
+                grads = resgrad.gradients(*on_backend, loss, method=method)
+                _assert_in_namespace(backend, grads, f"{context} method={method}")
                 reference.assert_gradients_close(
                     reference.gradient_dict(grads),
                     expected,
@@ -69,8 +90,9 @@ def _finite_difference_case(index):
 
 
 @pytest.mark.parametrize("index", range(len(TRIPLES)))
-def test_backprop_matches_finite_differences(index):
-    """Backprop equals central differences with step 1e-6 to 1e-6.
+def test_gradients_match_finite_differences(index):
+    """Backprop and the product form, on NumPy and on torch tensors, equal
+    central differences with step 1e-6 to 1e-6.
 
     The float64 model's gradients are compared with difference quotients
     that ``reference.finite_difference_gradients`` evaluates in long double.
@@ -90,11 +112,16 @@ def test_backprop_matches_finite_differences(index):
         seed=index,
     )
     x, y = reference.random_batch(model, case["n"], seed=index)
-    grads = resgrad.gradients(model, x, y, case["loss"])
     expected = reference.finite_difference_gradients(model, x, y, case["loss"])
-    reference.assert_gradients_close(
-        reference.gradient_dict(grads), expected, FINITE_DIFFERENCE_TOLERANCE, str(case)
-    )
+    for backend, method in itertools.product(("numpy", "torch"), METHODS):
+        on_backend = _on_backend(backend, model, x, y)
+        grads = resgrad.gradients(*on_backend, case["loss"], method=method)
+        reference.assert_gradients_close(
+            reference.gradient_dict(grads),
+            expected,
+            FINITE_DIFFERENCE_TOLERANCE,
+            f"{case} backend={backend} method={method}",
+        )
 
 
 def test_finite_difference_subset_covers_grid():
@@ -344,6 +371,33 @@ def test_model_argument_must_be_a_network(small):
 
 
 # Caller's arrays.
+
+
+def _bad_calls(model, x, y):
+    """Yield ``(name, call)`` pairs that each raise on invalid input."""
+    nan_x = x.copy()
+    nan_x[1, 2] = np.nan
+    bad_y = y.copy()
+    bad_y[0] = model.n_classes
+    yield "nan x", lambda: resgrad.gradients(model, nan_x, y)
+    yield "label", lambda: resgrad.gradients(model, x, bad_y, method="product")
+    yield "width", lambda: resgrad.per_sample_norms(model, x[:, :3], y)
+    yield "loss", lambda: resgrad.input_gradient(model, x, y, loss="hinge")
+    yield "namespace", lambda: resgrad.input_jacobian(model, torch.asarray(x))
+
+
+def test_bad_input_leaves_arrays_unchanged():
+    model = reference.random_model(2, "relu", "learned")
+    x, y = reference.random_batch(model, 4)
+    before = {name: value.copy() for name, value in model.arrays().items()}
+    x_before, y_before = x.copy(), y.copy()
+    for name, call in _bad_calls(model, x, y):
+        with pytest.raises((ValueError, TypeError)):
+            call()
+        np.testing.assert_array_equal(x, x_before, err_msg=name)
+        np.testing.assert_array_equal(y, y_before, err_msg=name)
+        for key, value in model.arrays().items():
+            np.testing.assert_array_equal(value, before[key], err_msg=name)
 
 
 def _public_calls(model, x, y):

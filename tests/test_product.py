@@ -494,6 +494,35 @@ def test_identity_blocks_still_multiply_by_d():
         assert np.all(inner > 0), index
 
 
+def test_equation_65_projects_each_step():
+    """Eq. (65): each MI-FGSM step is projected onto the eps-ball and the box.
+
+    Four steps of 0.05 with eps = 0.1 leave the ball unless projected, so
+    the printed update without projection ends farther than eps from x.
+    """
+    model = reference.random_model(2, "tanh", "learned")
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.2, 0.8, size=(6, model.sizes[0]))
+    y = rng.integers(0, model.n_classes, size=6)
+    eps, alpha, steps = 0.1, 0.05, 4
+
+    def iterate(project):
+        momentum, current = np.zeros_like(x), x
+        for _ in range(steps):
+            _, grad = resgrad.input_gradient(model, current, y)
+            l1 = np.sum(np.abs(grad), axis=1, keepdims=True)
+            momentum = momentum + grad / l1
+            current = current + alpha * np.sign(momentum)
+            if project:
+                current = np.clip(np.clip(current, x - eps, x + eps), 0.0, 1.0)
+        return current
+
+    result = resgrad.attacks.mifgsm(model, x, y, eps, alpha=alpha, steps=steps)
+    np.testing.assert_allclose(result.x_adv, iterate(project=True), rtol=0, atol=1e-15)
+    assert np.max(np.abs(result.x_adv - x)) <= eps + 1e-12
+    assert np.max(np.abs(iterate(project=False) - x)) > eps + 0.05
+
+
 def test_theory_doc_cites_existing_tests():
     """Every ``tests/<file>.py::<name>`` that docs/theory.md cites exists."""
     root = Path(__file__).resolve().parent.parent

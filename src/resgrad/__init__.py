@@ -10,7 +10,7 @@ from .gradients import (
     per_sample_gradients,
     per_sample_norms,
 )
-from .io import load, read_metadata, save
+from .io import InvalidModelFile, load, read_metadata, save
 from .losses import LOSSES, Loss, get_loss
 from .model import Block, BlockTrace, ResidualMLP
 from .product import TheoremMatrices, input_jacobian, theorem_matrices
@@ -27,6 +27,7 @@ __all__ = [
     "BlockTrace",
     "FitResult",
     "Gradients",
+    "InvalidModelFile",
     "Loss",
     "ResidualMLP",
     "TheoremMatrices",

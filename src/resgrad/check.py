@@ -56,11 +56,22 @@ class CheckRow:
 
 @dataclass
 class CheckReport:
-    """The rows of a Theorem 1 check and whether all of them pass."""
+    """The rows of a Theorem 1 check and whether all of them pass.
+
+    Attributes:
+        rows: one ``CheckRow`` per equation and reference.
+        samples: the number of samples checked.
+        loss: the loss whose gradients were compared, reduced by the mean.
+        step: the finite-difference step.
+        autograd_version: the PyTorch version that gave the autograd rows, or
+            ``None`` when they were left out.
+    """
 
     rows: list[CheckRow]
     samples: int
     loss: str
+    step: float = 1e-6
+    autograd_version: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -68,13 +79,26 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         rows = [dict(asdict(row), passed=row.passed) for row in self.rows]
-        return {"passed": self.passed, "samples": self.samples, "loss": self.loss, "rows": rows}
+        return {
+            "passed": self.passed,
+            "samples": self.samples,
+            "loss": self.loss,
+            "step": self.step,
+            "autograd_version": self.autograd_version,
+            "rows": rows,
+        }
 
     def to_markdown(self) -> str:
-        lines = [
-            "| equation | quantity | reference | max relative error | tolerance | entries | result |",
-            "|---|---|---|---|---|---|---|",
-        ]
+        columns = (
+            "equation",
+            "quantity",
+            "reference",
+            "max relative error",
+            "tolerance",
+            "entries",
+            "result",
+        )
+        lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
         for row in self.rows:
             result = "pass" if row.passed else "FAIL"
             lines.append(
@@ -92,7 +116,9 @@ def _relative_error(value: np.ndarray, reference: np.ndarray) -> float:
     return gap / scale
 
 
-def _to_numpy(model: ResidualMLP, x: Array, y: Array) -> tuple[ResidualMLP, np.ndarray, np.ndarray]:
+def _to_numpy(
+    model: ResidualMLP, x: Array, y: Array
+) -> tuple[ResidualMLP, np.ndarray, np.ndarray]:
     model = model.convert(np, dtype="float64")
     x = np.asarray(_host(x), dtype=np.float64)
     y = np.asarray(_host(y))
@@ -105,7 +131,9 @@ def _host(value: Array) -> Array:
     return value
 
 
-def _theorem_values(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
+def _theorem_values(
+    model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str
+) -> dict[str, Any]:
     """Return each equation's value as ``{equation: {name: array}}``."""
     grads = gradients(model, x, y, loss=loss, method="product")
     values: dict[str, dict[str, np.ndarray]] = {key: {} for key in EQUATIONS}
@@ -119,7 +147,9 @@ def _theorem_values(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str)
     return values
 
 
-def _backprop_values(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
+def _backprop_values(
+    model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str
+) -> dict[str, Any]:
     grads = gradients(model, x, y, loss=loss)
     arrays = grads.arrays()
     values: dict[str, dict[str, np.ndarray]] = {key: {} for key in EQUATIONS}
@@ -133,7 +163,9 @@ def _backprop_values(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str
     return values
 
 
-def _autograd_values(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str) -> dict[str, Any]:
+def _autograd_values(
+    model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str
+) -> dict[str, Any]:
     import torch
 
     from .torch import to_module
@@ -164,13 +196,18 @@ def _autograd_values(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str
     return values
 
 
-def _sample_entries(shape: tuple[int, ...], count: int, rng: np.random.Generator) -> np.ndarray:
+def _sample_entries(
+    shape: tuple[int, ...], count: int, rng: np.random.Generator
+) -> np.ndarray:
     size = math.prod(shape)
     return rng.choice(size, size=min(count, size), replace=False)
 
 
-def _central_difference(f: Callable[[np.ndarray], Any], base: np.ndarray, flat: int, step: float) -> Any:
-    """Return ``(f(base + step e) - f(base - step e)) / (2 step)`` for entry ``flat``."""
+def _central_difference(
+    f: Callable[[np.ndarray], Any], base: np.ndarray, flat: int, step: float
+) -> Any:
+    """Return ``(f(base + step e) - f(base - step e)) / (2 step)``, where ``e``
+    is the unit vector of entry ``flat``."""
     plus = base.copy()
     minus = base.copy()
     plus.flat[flat] += step
@@ -200,8 +237,13 @@ def _difference_errors(
     results = []
 
     picked = _sample_entries(x.shape, entries, rng)
-    fd = [_central_difference(lambda v: _loss_of(model, v, y, loss), x, i, step) for i in picked]
-    results.append(("4", _relative_error(values["4"]["x"].flat[picked], np.array(fd)), len(fd)))
+    fd = [
+        _central_difference(lambda v: _loss_of(model, v, y, loss), x, i, step)
+        for i in picked
+    ]
+    results.append(
+        ("4", _relative_error(values["4"]["x"].flat[picked], np.array(fd)), len(fd))
+    )
 
     jac = values["5"]["x"]
     picked = _sample_entries(x.shape, entries, rng)
@@ -219,12 +261,16 @@ def _difference_errors(
         analytic_values, numeric_values = [], []
         for key, value in values[eq].items():
             weight = np.asarray(arrays[key])
-            picked = _sample_entries(weight.shape, max(entries // len(values[eq]), 2), rng)
+            picked = _sample_entries(
+                weight.shape, max(entries // len(values[eq]), 2), rng
+            )
 
             def loss_at(w, key=key):
                 return _loss_of(model.replace_arrays({key: w}), x, y, loss)
 
-            numeric_values.extend(_central_difference(loss_at, weight, i, step) for i in picked)
+            numeric_values.extend(
+                _central_difference(loss_at, weight, i, step) for i in picked
+            )
             analytic_values.extend(value.flat[picked])
         if analytic_values:
             error = _relative_error(np.array(analytic_values), np.array(numeric_values))
@@ -232,7 +278,9 @@ def _difference_errors(
     return results
 
 
-def _compare(values: dict[str, Any], reference: dict[str, Any]) -> dict[str, tuple[float, int]]:
+def _compare(
+    values: dict[str, Any], reference: dict[str, Any]
+) -> dict[str, tuple[float, int]]:
     result = {}
     for eq in EQUATIONS:
         keys = list(values[eq])
@@ -276,21 +324,46 @@ def check_theorem(
     model, x, y = _to_numpy(model, x, y)
     values = _theorem_values(model, x, y, loss)
     rows = []
-    for eq, (error, count) in _compare(values, _backprop_values(model, x, y, loss)).items():
-        rows.append(CheckRow(eq, EQUATIONS[eq], "backprop", error, EXACT_TOLERANCE, count))
+    for eq, (error, count) in _compare(
+        values, _backprop_values(model, x, y, loss)
+    ).items():
+        rows.append(
+            CheckRow(eq, EQUATIONS[eq], "backprop", error, EXACT_TOLERANCE, count)
+        )
     if autograd is None:
         autograd = _torch_available()
+    autograd_version = None
     if autograd:
+        import torch
+
+        autograd_version = torch.__version__
         reference = _autograd_values(model, x, y, loss)
         for eq, (error, count) in _compare(values, reference).items():
-            rows.append(CheckRow(eq, EQUATIONS[eq], "autograd", error, EXACT_TOLERANCE, count))
+            rows.append(
+                CheckRow(eq, EQUATIONS[eq], "autograd", error, EXACT_TOLERANCE, count)
+            )
     rng = np.random.default_rng(seed)
-    for eq, error, count in _difference_errors(model, x, y, loss, values, entries, step, rng):
+    for eq, error, count in _difference_errors(
+        model, x, y, loss, values, entries, step, rng
+    ):
         rows.append(
-            CheckRow(eq, EQUATIONS[eq], "central differences", error, DIFFERENCE_TOLERANCE, count)
+            CheckRow(
+                eq,
+                EQUATIONS[eq],
+                "central differences",
+                error,
+                DIFFERENCE_TOLERANCE,
+                count,
+            )
         )
     rows.sort(key=lambda row: row.equation)
-    return CheckReport(rows, samples=x.shape[0], loss=loss)
+    return CheckReport(
+        rows,
+        samples=x.shape[0],
+        loss=loss,
+        step=step,
+        autograd_version=autograd_version,
+    )
 
 
 def _torch_available() -> bool:

@@ -39,7 +39,9 @@ def _log_softmax(xp, a):
 
 
 def _one_hot_like(xp, y, out):
-    return _arrays.one_hot(xp, y, out.shape[1], out.dtype, _arrays.array_api_compat.device(out))
+    return _arrays.one_hot(
+        xp, y, out.shape[1], out.dtype, _arrays.array_api_compat.device(out)
+    )
 
 
 def _cross_entropy(xp, a, y):
@@ -90,18 +92,21 @@ def get_loss(name: str) -> Loss:
         ValueError: if ``name`` is not one of ``LOSSES``.
     """
     if not isinstance(name, str) or name not in LOSSES:
-        raise ValueError(f"Unknown loss {name!r}; expected one of: {', '.join(LOSSES)}.")
+        raise ValueError(
+            f"Unknown loss {name!r}; expected one of: {', '.join(LOSSES)}."
+        )
     return LOSSES[name]
 
 
 def check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(
-            f"Unknown reduction {reduction!r}; expected one of: {', '.join(REDUCTIONS)}."
-        )
+        valid = ", ".join(REDUCTIONS)
+        raise ValueError(f"Unknown reduction {reduction!r}; expected one of: {valid}.")
 
 
-def check_targets(xp: Any, loss: Loss, y: Array, n: int, classes: int, dtype: Any) -> None:
+def check_targets(
+    xp: Any, loss: Loss, y: Array, n: int, classes: int, dtype: Any
+) -> None:
     """Check labels, or for squared error also a float target of shape (n, p_L)."""
     if not loss.integer_labels and _arrays.is_floating(xp, y):
         if tuple(y.shape) != (n, classes):

@@ -32,6 +32,10 @@ INITIALIZERS = ("he", "glorot", "orthogonal")
 PARAMETERS = ("W1", "W2", "W3", "b1", "b2")
 
 
+class ForwardOverflowError(ValueError):
+    """The forward pass left the range of the dtype: ``z^L`` is not finite."""
+
+
 @dataclass
 class Block:
     """One residual block ``z = W2 g(W1 a + b1) + b2 + W3 a``.
@@ -161,7 +165,9 @@ class ResidualMLP:
             raise ValueError("A ResidualMLP needs at least one block.")
         for block in self.blocks:
             if not isinstance(block, Block):
-                raise TypeError(f"Expected Block instances, got {type(block).__name__}.")
+                raise TypeError(
+                    f"Expected Block instances, got {type(block).__name__}."
+                )
         if self.post_activation is None:
             self.post_activation = self.activation
         for name in (self.activation, self.post_activation, self.output_activation):
@@ -279,7 +285,12 @@ class ResidualMLP:
         }
 
     def convert(
-        self, xp: Any = None, *, dtype: Any = None, device: Any = None, like: Array = None
+        self,
+        xp: Any = None,
+        *,
+        dtype: Any = None,
+        device: Any = None,
+        like: Array = None,
     ) -> "ResidualMLP":
         """Return a copy with every array moved to a namespace, dtype and device.
 
@@ -294,8 +305,12 @@ class ResidualMLP:
         if like is not None:
             xp = xp or _arrays.namespace(like)
             dtype = dtype if dtype is not None else like.dtype
-            device = device if device is not None else _arrays.array_api_compat.device(like)
-        xp = _arrays.array_api_compat.array_namespace(xp.asarray(0.0)) if xp else self.xp
+            device = (
+                device if device is not None else _arrays.array_api_compat.device(like)
+            )
+        xp = (
+            _arrays.array_api_compat.array_namespace(xp.asarray(0.0)) if xp else self.xp
+        )
         if isinstance(dtype, str):
             dtype = getattr(xp, dtype)
         converted = {}
@@ -317,26 +332,55 @@ class ResidualMLP:
         # Raises a TypeError naming both namespaces, e.g. a NumPy model and a
         # torch x, before any operation fails with a less clear message.
         _arrays.namespace(self.blocks[0].W1, x)
+        self._check_device(x)
         _arrays.check_input(xp, x, self.sizes[0], self.dtype)
         g, g_post, g_out = self.activations()
         traces = []
         a = x
-        for index, block in enumerate(self.blocks):
-            u = a @ xp.matrix_transpose(block.W1)
-            if block.b1 is not None:
-                u = u + block.b1
-            h = g.value(xp, u)
-            z = h @ xp.matrix_transpose(block.W2)
-            if block.b2 is not None:
-                z = z + block.b2
-            if block.shortcut == "learned":
-                z = z + a @ xp.matrix_transpose(block.W3)
-            elif block.shortcut == "identity":
-                z = z + a
-            traces.append(BlockTrace(a, u, h, z))
-            last = index == len(self.blocks) - 1
-            a = (g_out if last else g_post).value(xp, z)
+        # An overflow shows up as a non-finite z^L, checked below, so NumPy's
+        # own overflow warnings would only repeat it.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for index, block in enumerate(self.blocks):
+                u = a @ xp.matrix_transpose(block.W1)
+                if block.b1 is not None:
+                    u = u + block.b1
+                h = g.value(xp, u)
+                z = h @ xp.matrix_transpose(block.W2)
+                if block.b2 is not None:
+                    z = z + block.b2
+                if block.shortcut == "learned":
+                    z = z + a @ xp.matrix_transpose(block.W3)
+                elif block.shortcut == "identity":
+                    z = z + a
+                traces.append(BlockTrace(a, u, h, z))
+                last = index == len(self.blocks) - 1
+                a = (g_out if last else g_post).value(xp, z)
+        if not bool(xp.all(xp.isfinite(traces[-1].z))):
+            raise ForwardOverflowError(self._overflow_message(xp, traces))
         return traces, a
+
+    def _overflow_message(self, xp: Any, traces: list[BlockTrace]) -> str:
+        block = next(
+            index
+            for index, trace in enumerate(traces)
+            if not bool(xp.all(xp.isfinite(trace.u)))
+            or not bool(xp.all(xp.isfinite(trace.z)))
+        )
+        return (
+            f"The forward pass overflowed {self.dtype} in block {block}: the "
+            "logits z^L are not finite. Scale the inputs or the weights down, "
+            "or use float64."
+        )
+
+    def _check_device(self, x: Array) -> None:
+        """Raise ``ValueError`` if ``x`` is not on the model's device."""
+        device = _arrays.array_api_compat.device(x)
+        if device != self.device:
+            raise ValueError(
+                f"Expected x on the model's device {self.device}, got x on "
+                f"{device}; move x there, or the model with "
+                "model.convert(device=...)."
+            )
 
     def logits(self, x: Array) -> Array:
         """Return ``z^L`` of shape ``(n, p_L)``, the scores before ``g_out``."""
@@ -419,7 +463,11 @@ class ResidualMLP:
             raise ValueError(
                 f"Expected {depth} shortcuts, one per block, got {len(shortcuts)}."
             )
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        rng = (
+            seed
+            if isinstance(seed, np.random.Generator)
+            else np.random.default_rng(seed)
+        )
 
         blocks = []
         for p_in, q, p_out, kind in zip(sizes[:-1], hidden, sizes[1:], shortcuts):

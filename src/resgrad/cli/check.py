@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from ._common import add_data_arguments, existing_file, load_dataset
+from ._common import add_data_arguments, existing_file, load_dataset, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,19 +18,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "products, with backpropagation, PyTorch autograd (when installed) and "
         "central finite differences, on test samples of a data set.",
     )
-    parser.add_argument("--model", type=existing_file, required=True, help="a .npz model file")
+    parser.add_argument(
+        "--model", type=existing_file, required=True, help="a .npz model file"
+    )
     add_data_arguments(parser)
     parser.add_argument(
-        "--samples", type=int, default=8, help="test samples to check on (default: 8)"
+        "--samples",
+        type=positive_int,
+        default=8,
+        help="test samples to check on (default: 8)",
     )
     parser.add_argument(
         "--entries",
-        type=int,
+        type=positive_int,
         default=40,
         help="entries per equation compared with finite differences (default: 40)",
     )
     parser.add_argument(
-        "--json", action="store_true", help="print the report as JSON instead of a table"
+        "--json",
+        action="store_true",
+        help="print the report as JSON instead of a table",
     )
     parser.set_defaults(handler=run_check)
 
@@ -40,7 +47,7 @@ def check_on_test_split(model, data, samples: int, entries: int, seed: int = 0):
     from ..check import check_theorem
 
     if samples < 1:
-        raise ValueError(f"Expected --samples >= 1, got {samples}.")
+        raise ValueError(f"Expected at least 1 sample to check, got {samples}.")
     x = np.asarray(data.x_test[:samples])
     y = np.asarray(data.y_test[:samples])
     return check_theorem(model, x, y, entries=entries, seed=seed)
@@ -56,5 +63,7 @@ def run_check(args: argparse.Namespace) -> int:
     else:
         print(report.to_markdown())
         verdict = "all equations agree" if report.passed else "some equations disagree"
-        print(f"\n{verdict} ({len(report.rows)} comparisons on {report.samples} samples)")
+        print(
+            f"\n{verdict} ({len(report.rows)} comparisons on {report.samples} samples)"
+        )
     return 0 if report.passed else 1

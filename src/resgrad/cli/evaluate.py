@@ -14,7 +14,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="report the loss and accuracy of a saved model",
         description="Evaluate a saved model on the test split of a data set.",
     )
-    parser.add_argument("--model", type=existing_file, required=True, help="a .npz model file")
+    parser.add_argument(
+        "--model", type=existing_file, required=True, help="a .npz model file"
+    )
     add_data_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.set_defaults(handler=run_evaluate)

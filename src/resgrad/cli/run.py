@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import platform
 import time
 from datetime import datetime
 from pathlib import Path
@@ -23,12 +25,18 @@ from ._common import (
     Section,
     add_data_arguments,
     load_dataset,
+    positive_int,
     progress_bar,
     write_atomic,
 )
 from .train import add_model_arguments, train_model, training_metadata
 
 SECTIONS = ("attack", "saliency", "depth")
+OPTIMIZER_NAMES = {"sgd": "SGD", "momentum": "SGD with momentum", "adam": "Adam"}
+INIT_NAMES = {"he": "He", "glorot": "Glorot", "orthogonal": "orthogonal"}
+# Entries per equation that the Theorem 1 check compares with central
+# differences. Each costs two forward passes on the check samples.
+CHECK_ENTRIES = 40
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument(
         "--check-samples",
-        type=int,
+        type=positive_int,
         default=8,
         help="test samples for the Theorem 1 check (default: 8)",
     )
@@ -73,6 +81,12 @@ def _run_folder(out: Path | None) -> Path:
             out = Path("runs") / f"{stamp}-{suffix}"
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; expected a folder.")
+    if out.is_dir() and any(out.iterdir()):
+        # Files of an earlier run would sit beside the new report unnoticed.
+        raise FileExistsError(
+            f"--out {out} is not empty; choose a new folder, or empty this one "
+            "first."
+        )
     out.mkdir(parents=True, exist_ok=True)
     return out
 
@@ -95,6 +109,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     sections_wanted = _sections_to_run(args.skip)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     progress = progress_bar(not args.no_progress)
     data = load_dataset(args)
     out = _run_folder(args.out)
@@ -108,14 +123,23 @@ def run_main(args: argparse.Namespace) -> int:
         f"trained {len(result.history)} epochs in {timings['train']:.1f} s; "
         f"test accuracy {figures['accuracy']:.4f}"
     )
-    save(result.model, out / "model.npz", metadata=training_metadata(args, result, figures["accuracy"]))
+    save(
+        result.model,
+        out / "model.npz",
+        metadata=training_metadata(args, result, figures["accuracy"]),
+    )
 
     tick = time.perf_counter()
-    report = check_on_test_split(result.model, data, args.check_samples, entries=40, seed=args.seed)
+    report = check_on_test_split(
+        result.model, data, args.check_samples, entries=CHECK_ENTRIES, seed=args.seed
+    )
     timings["check"] = time.perf_counter() - tick
     worst = max(row.error for row in report.rows)
     verdict = "pass" if report.passed else "FAIL"
-    print(f"Theorem 1 check: {verdict} ({len(report.rows)} comparisons, worst relative error {worst:.1e})")
+    print(
+        f"Theorem 1 check: {verdict} ({len(report.rows)} comparisons, worst "
+        f"relative error {worst:.1e})"
+    )
 
     context = RunContext(result.model, data, out, args.seed, progress)
     sections = []
@@ -129,10 +153,16 @@ def run_main(args: argparse.Namespace) -> int:
 
     _plot_training(result.history, out / "training.png")
     timings["total"] = time.perf_counter() - started
+    # Wall time grows with other processes' load and CPU time much less, so
+    # both are kept.
+    timings["cpu_total"] = time.process_time() - cpu_started
     metrics = _metrics(args, data, result, figures, report, sections, timings)
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    write_atomic(out / "report.md", _report(data, result, figures, report, sections, timings))
-    print(f"wrote {out}/ (report.md, metrics.json, model.npz) in {timings['total']:.1f} s")
+    text = _report(args, data, result, figures, report, sections, timings)
+    write_atomic(out / "report.md", text)
+    print(
+        f"wrote {out}/ (report.md, metrics.json, model.npz) in {timings['total']:.1f} s"
+    )
     return 0 if report.passed else 1
 
 
@@ -147,6 +177,8 @@ def _metrics(args, data, result, figures, report, sections, timings) -> dict[str
 
     return {
         "resgrad_version": __version__,
+        "environment": _environment(),
+        "options": training_metadata(args, result, figures["accuracy"])["training"],
         "data": {
             "name": data.name,
             "train_samples": int(len(data.y_train)),
@@ -169,46 +201,116 @@ def _metrics(args, data, result, figures, report, sections, timings) -> dict[str
     }
 
 
-def _report(data, result, figures, report, sections, timings) -> str:
+def _environment() -> dict[str, Any]:
+    """Return the versions and the machine that a run's timings depend on."""
+    import numpy
+
+    versions = {"python": platform.python_version(), "numpy": numpy.__version__}
+    try:
+        import torch
+    except ImportError:
+        versions["torch"] = None
+    else:
+        versions["torch"] = torch.__version__
+    return {
+        **versions,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "load_average": _load_average(),
+    }
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def _report(args, data, result, figures, report, sections, timings) -> str:
     model = result.model
+    correct = round(figures["accuracy"] * len(data.y_test))
     lines = [
         "# resgrad run",
         "",
         f"Data: {data.name}, {len(data.y_train)} training and {len(data.y_test)} test "
-        f"samples of {data.x_train.shape[1]} features, {data.n_classes} classes.",
+        f"samples of {data.x_train.shape[1]} features, {data.n_classes} classes, "
+        f"inputs scaled into [{data.bounds[0]:g}, {data.bounds[1]:g}]; stratified "
+        f"split with seed {args.split_seed}.",
         "",
         f"Network: {model.depth} residual blocks, widths {model.sizes}, hidden widths "
-        f"{model.hidden}, activation {model.activation}, shortcuts "
-        f"{', '.join(b.shortcut for b in model.blocks)}.",
+        f"{model.hidden}, activation {model.activation}, output activation "
+        f"{model.output_activation}, shortcuts "
+        f"{', '.join(b.shortcut for b in model.blocks)}, "
+        f"{INIT_NAMES.get(args.init, args.init)} initialisation, "
+        f"{model.config()['dtype']}.",
         "",
         "## Training",
         "",
-        f"{len(result.history)} epochs ({result.steps} steps) by the backpropagation "
-        f"recurrence, in {timings['train']:.1f} s; {_kept_weights(result)}",
+        f"{OPTIMIZER_NAMES.get(args.optimizer, args.optimizer)} with learning "
+        f"rate {args.lr:g}, mini-batches of "
+        f"{args.batch_size}, seed {args.seed}, mean softmax cross-entropy. "
+        f"{len(result.history)} epochs ({result.steps} steps), every gradient by "
+        f"the backpropagation recurrence without autograd, in "
+        f"{timings['train']:.1f} s; {_kept_weights(result)}",
         "",
-        f"Test accuracy: **{figures['accuracy']:.4f}**; test loss {figures['loss']:.4f}.",
+        f"Test accuracy: **{figures['accuracy']:.4f}** ({correct} of "
+        f"{len(data.y_test)}); test loss {figures['loss']:.4f}.",
         "",
         "![training curves](training.png)",
         "",
         "## Theorem 1 check",
         "",
-        f"Equations (4)-(8) evaluated as matrix products on {report.samples} test "
-        "samples, against backpropagation, PyTorch autograd (when installed) and "
-        "central finite differences on sampled entries:",
+        _check_summary(report),
         "",
         report.to_markdown(),
         "",
     ]
     for section in sections:
         lines += [f"## {section.title}", "", section.markdown.strip(), ""]
-    lines += [f"Total time: {timings['total']:.1f} s.", ""]
+    lines += [_timing_line(timings), ""]
     return "\n".join(lines)
+
+
+def _check_summary(report: Any) -> str:
+    from ..check import DIFFERENCE_TOLERANCE, EXACT_TOLERANCE
+
+    if report.autograd_version is None:
+        autograd = "PyTorch autograd was left out because PyTorch is not installed"
+    else:
+        autograd = (
+            f"PyTorch {report.autograd_version} autograd on a copy of the weights"
+        )
+    return (
+        f"Equations (4)-(8), evaluated in float64 as the literal matrix products "
+        f"of Theorem 1 on the first {report.samples} test samples (loss: mean "
+        f"{report.loss.replace('_', ' ')}), are compared with the backpropagation "
+        "recurrence and "
+        f"{autograd}, to a relative error of {EXACT_TOLERANCE:g}, and with central "
+        f"finite differences (step {report.step:g}) on sampled entries, to "
+        f"{DIFFERENCE_TOLERANCE:g}. The error is max |product - reference| / "
+        "max |reference| over the compared entries, and over every block for "
+        "(6)-(8)."
+    )
+
+
+def _timing_line(timings: dict[str, float]) -> str:
+    parts = [f"training {timings['train']:.1f} s", f"check {timings['check']:.1f} s"]
+    parts += [f"{name} {timings[name]:.1f} s" for name in SECTIONS if name in timings]
+    environment = _environment()
+    return (
+        f"Total time: {timings['total']:.1f} s of wall time ({', '.join(parts)}) "
+        f"and {timings['cpu_total']:.1f} s of CPU time, on {environment['cpus']} "
+        f"CPUs, Python {environment['python']}, NumPy {environment['numpy']}."
+    )
 
 
 def _kept_weights(result: Any) -> str:
     if result.history and result.history[0]["val_loss"] is None:
         return "no validation split, so the weights of the last epoch are kept."
-    return f"the weights of epoch {result.best_epoch} (lowest validation loss) are kept."
+    return (
+        f"the weights of epoch {result.best_epoch} (lowest validation loss) are kept."
+    )
 
 
 def _plot_training(history: list[dict[str, Any]], path: Path) -> None:
@@ -218,14 +320,18 @@ def _plot_training(history: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [record["epoch"] for record in history]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    validated = bool(history) and history[0]["val_loss"] is not None
+    panels = 2 if validated else 1
+    figure, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.2), squeeze=False)
+    left = axes[0, 0]
     left.plot(epochs, [r["train_loss"] for r in history], label="train")
-    if history and history[0]["val_loss"] is not None:
+    if validated:
         left.plot(epochs, [r["val_loss"] for r in history], label="validation")
+        right = axes[0, 1]
         right.plot(epochs, [r["val_accuracy"] for r in history])
+        right.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
     left.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
     left.legend()
-    right.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -1,0 +1,144 @@
+"""The Theorem 1 check passes on correct gradients, and each of its
+references (backpropagation, autograd, finite differences) catches a wrong
+product."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import reference
+import torch
+
+import resgrad
+import resgrad.product
+from resgrad.check import DIFFERENCE_TOLERANCE, EXACT_TOLERANCE, check_theorem
+
+SHORTCUTS = ("learned", "identity", "none")
+LOSSES = list(resgrad.LOSSES)
+REFERENCES = {"backprop", "autograd", "central differences"}
+
+
+def _rows(report):
+    """Return ``{(equation, reference): row}``."""
+    return {(row.equation, row.reference): row for row in report.rows}
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+def test_check_passes_on_random_network(shortcut, loss):
+    model = reference.random_model(3, "tanh", shortcut, output_activation="sigmoid")
+    x, y = reference.random_batch(model, 4)
+    report = check_theorem(model, x, y, loss=loss, entries=12)
+    equations = ["4", "5", "6", "7"] + (["8"] if shortcut == "learned" else [])
+    rows = _rows(report)
+    assert sorted(rows) == sorted((eq, name) for eq in equations for name in REFERENCES)
+    for (eq, name), row in rows.items():
+        expected = (
+            DIFFERENCE_TOLERANCE if name == "central differences" else (EXACT_TOLERANCE)
+        )
+        assert row.tolerance == expected, (eq, name)
+        assert row.error <= row.tolerance, (eq, name, row.error)
+        assert row.entries > 0, (eq, name)
+    assert report.passed
+    assert report.samples == 4
+    assert report.autograd_version == torch.__version__
+
+
+def _wrong_product(monkeypatch, field, factor):
+    """Make ``method="product"`` return one field scaled by ``factor``.
+
+    ``field`` is ``"input"`` or a block parameter such as ``"W2"`` of block 0.
+    """
+    original = resgrad.product.product_gradients
+
+    def scaled(*args, **kwargs):
+        grads = original(*args, **kwargs)
+        if field == "input":
+            return dataclasses.replace(grads, input=factor * grads.input)
+        block = grads.blocks[0]
+        blocks = [
+            dataclasses.replace(block, **{field: factor * getattr(block, field)})
+        ] + grads.blocks[1:]
+        return dataclasses.replace(grads, blocks=blocks)
+
+    monkeypatch.setattr(resgrad.product, "product_gradients", scaled)
+
+
+@pytest.mark.parametrize(
+    "field, equation", [("input", "4"), ("W1", "6"), ("W2", "7"), ("W3", "8")]
+)
+def test_check_fails_on_wrong_product(monkeypatch, field, equation):
+    """A product 1% off in one equation fails that equation against all
+    three references and leaves the other equations passing."""
+    model = reference.random_model(2, "softplus", "learned")
+    x, y = reference.random_batch(model, 3)
+    _wrong_product(monkeypatch, field, 1.01)
+    report = check_theorem(model, x, y, entries=200)
+    assert not report.passed
+    for (eq, name), row in _rows(report).items():
+        if eq == equation:
+            assert row.error > 1e-3, (eq, name, row.error)
+            assert not row.passed, (eq, name)
+        else:
+            assert row.passed, (eq, name, row.error)
+
+
+def test_check_without_autograd_has_no_autograd_rows():
+    model = reference.random_model(2, "relu", "none")
+    x, y = reference.random_batch(model, 3)
+    report = check_theorem(model, x, y, entries=5, autograd=False)
+    assert {row.reference for row in report.rows} == REFERENCES - {"autograd"}
+    assert report.autograd_version is None
+    assert report.passed
+
+
+def test_check_runs_on_torch_float32_model():
+    """A float32 torch model is checked in float64 on a NumPy copy."""
+    model = reference.random_model(2, "tanh", "learned")
+    x, y = reference.random_batch(model, 3)
+    single = model.convert(torch, dtype="float32")
+    report = check_theorem(
+        single, torch.asarray(x, dtype=torch.float32), torch.asarray(y), entries=8
+    )
+    assert report.passed
+    assert all(isinstance(v, torch.Tensor) for v in single.arrays().values())
+
+
+def test_check_leaves_inputs_unchanged():
+    model = reference.random_model(2, "tanh", "learned")
+    x, y = reference.random_batch(model, 3)
+    before = {name: value.copy() for name, value in model.arrays().items()}
+    x_before, y_before = x.copy(), y.copy()
+    check_theorem(model, x, y, entries=8)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(y, y_before)
+    for name, value in model.arrays().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_check_report_serialises_rows():
+    model = reference.random_model(1, "tanh", "learned")
+    x, y = reference.random_batch(model, 2)
+    report = check_theorem(model, x, y, entries=4, step=1e-5)
+    as_dict = report.to_dict()
+    table = report.to_markdown().splitlines()
+    assert as_dict["passed"] is True
+    assert as_dict["step"] == 1e-5
+    assert len(as_dict["rows"]) == len(report.rows) == 15
+    assert len(table) == 2 + len(report.rows)
+    assert all(line.endswith("| pass |") for line in table[2:])
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"entries": 0}, "Expected entries >= 1, got 0"),
+        ({"step": 0.0}, "positive finite-difference step, got 0.0"),
+        ({"loss": "hinge"}, "Unknown loss 'hinge'"),
+    ],
+)
+def test_check_rejects_bad_arguments(kwargs, message):
+    model = reference.random_model(1, "tanh", "learned")
+    x, y = reference.random_batch(model, 2)
+    with pytest.raises(ValueError, match=message):
+        check_theorem(model, x, y, **kwargs)

@@ -1,0 +1,145 @@
+"""``resgrad run``, ``evaluate`` and ``check`` on the digits: the run folder,
+its report, and the commands on the saved model. Also the README's example."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import resgrad
+from resgrad.cli import main
+from resgrad.data import load_digits
+from resgrad.training import evaluate
+
+# A small network and two epochs keep the run to a few seconds. The report
+# sections of the attacks, saliency maps and depth study are left out.
+SMALL_RUN = [
+    "--widths", "16",
+    "--hidden", "16",
+    "--epochs", "2",
+    "--check-samples", "3",
+    "--skip", "attack,saliency,depth",
+    "--no-progress",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    """Return the folder of one small run and its exit status."""
+    out = tmp_path_factory.mktemp("run") / "small"
+    status = main(["run", "--out", str(out), *SMALL_RUN])
+    return out, status
+
+
+def test_run_writes_model_metrics_and_report(run_folder):
+    out, status = run_folder
+    expected = {"model.npz", "metrics.json", "report.md", "training.png"}
+    assert status == 0
+    assert {path.name for path in out.iterdir()} == expected
+    for name in expected:
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_run_metrics_match_saved_model(run_folder):
+    out, _ = run_folder
+    metrics = json.loads((out / "metrics.json").read_text())
+    model = resgrad.load(out / "model.npz")
+    data = load_digits()
+    figures = evaluate(model, data.x_test, data.y_test)
+    assert metrics["test"]["accuracy"] == figures["accuracy"]
+    assert metrics["model"] == model.config()
+    assert metrics["model"]["sizes"] == [64, 16, 10]
+    assert metrics["training"]["epochs_run"] == 2
+    assert metrics["options"]["lr"] > 0
+    assert metrics["environment"]["numpy"] == np.__version__
+
+
+def test_run_checks_theorem_against_every_reference(run_folder):
+    """The run compares (4)-(8) with backprop, autograd and differences."""
+    out, _ = run_folder
+    check = json.loads((out / "metrics.json").read_text())["theorem_check"]
+    pairs = {(row["equation"], row["reference"]) for row in check["rows"]}
+    references = ("backprop", "autograd", "central differences")
+    assert pairs == {(eq, ref) for eq in "45678" for ref in references}
+    assert check["passed"] is True
+    assert check["samples"] == 3
+    assert all(row["error"] <= row["tolerance"] for row in check["rows"])
+
+
+def test_run_report_states_results(run_folder):
+    out, _ = run_folder
+    report = (out / "report.md").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    accuracy = metrics["test"]["accuracy"]
+    assert f"Test accuracy: **{accuracy:.4f}**" in report
+    assert "## Theorem 1 check" in report
+    assert "central finite differences (step 1e-06)" in report
+    assert "s of CPU time" in report
+    assert report.count("| central differences |") == 5
+    assert report.count("| autograd |") == 5
+    assert "FAIL" not in report
+    assert "![training curves](training.png)" in report
+
+
+def test_evaluate_prints_saved_model_accuracy(run_folder, capsys):
+    out, _ = run_folder
+    capsys.readouterr()
+    status = main(["evaluate", "--model", str(out / "model.npz"), "--json"])
+    figures = json.loads(capsys.readouterr().out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert status == 0
+    assert figures["accuracy"] == metrics["test"]["accuracy"]
+    assert np.asarray(figures["confusion_matrix"]).sum() == 450
+
+
+def test_check_passes_on_saved_model(run_folder, capsys):
+    out, _ = run_folder
+    capsys.readouterr()
+    argv = ["check", "--model", str(out / "model.npz"), "--samples", "2"]
+    status = main([*argv, "--entries", "6", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert report["passed"] is True
+    assert report["samples"] == 2
+    assert len(report["rows"]) == 15
+
+
+def test_run_without_torch_leaves_out_autograd(tmp_path, monkeypatch):
+    """Without PyTorch the check still runs and the report says what it left
+    out."""
+    import resgrad.check
+
+    monkeypatch.setattr(resgrad.check, "_torch_available", lambda: False)
+    out = tmp_path / "no-torch"
+    status = main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"])
+    check = json.loads((out / "metrics.json").read_text())["theorem_check"]
+    report = (out / "report.md").read_text()
+    assert status == 0
+    assert check["autograd_version"] is None
+    assert {row["reference"] for row in check["rows"]} == {
+        "backprop",
+        "central differences",
+    }
+    assert "autograd was left out because PyTorch is not installed" in report
+
+
+@pytest.mark.parametrize("command", ["run", "train", "evaluate", "check"])
+def test_command_help_exits_zero(command, capsys):
+    status = main([command, "--help"])
+    text = capsys.readouterr().out
+    assert status == 0
+    assert text.startswith(f"usage: resgrad {command}")
+
+
+def test_readme_example_runs(capsys):
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), re.DOTALL)
+    assert len(blocks) == 1
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    printed = capsys.readouterr().out.split(maxsplit=1)
+    assert float(printed[0]) > 0
+    assert printed[1].strip() == "(32, 64) (5, 10, 64)"
