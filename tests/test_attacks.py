@@ -385,7 +385,7 @@ def test_pgd_l2_random_start_is_uniform_in_ball(model, monkeypatch):
     n, eps = 2000, 0.1
     x = np.full((n, D), 0.5)
     y = np.zeros(n, dtype=np.int64)
-    first = record_first_gradient_input(monkeypatch)
+    first = record_gradient_inputs(monkeypatch)
     attacks.pgd_l2(model, x, y, eps, steps=1, seed=7)
     delta = first[0] - x
     r = np.linalg.norm(delta, axis=1)
@@ -401,14 +401,13 @@ def test_pgd_l2_random_start_is_uniform_in_ball(model, monkeypatch):
 # Properties every attack has.
 
 
-def record_first_gradient_input(monkeypatch) -> list:
-    """Record the input of the first gradient an attack takes."""
+def record_gradient_inputs(monkeypatch) -> list:
+    """Record the input of every gradient an attack takes, in order."""
     seen: list = []
     original = common.input_gradient
 
     def spy(model, v, labels, *args, **kwargs):
-        if not seen:
-            seen.append(np.array(v, copy=True))
+        seen.append(np.array(v, copy=True))
         return original(model, v, labels, *args, **kwargs)
 
     monkeypatch.setattr(common, "input_gradient", spy)
@@ -463,6 +462,22 @@ def test_every_iterate_in_box_and_ball(model, name, steps):
     assert distance(name, result.x_adv, x).max() <= eps * (1 + 1e-12)
 
 
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_each_step_in_box_and_ball(model, name, monkeypatch):
+    x, y = make_batch()
+    eps = ARGUMENTS[name]["eps"]
+    seen = record_gradient_inputs(monkeypatch)
+    # Steps of size eps would leave the ball after two steps if the ball
+    # were centred on the previous iterate instead of on x.
+    result = run(name, model, x, y, steps=5, alpha=eps)
+    iterates = seen + [np.asarray(result.x_adv)]
+    assert len(iterates) == 6
+    for iterate in iterates:
+        assert iterate.min() >= 0.0
+        assert iterate.max() <= 1.0
+        assert distance(name, iterate, x).max() <= eps * (1 + 1e-12)
+
+
 @pytest.mark.parametrize("name", ["fgsm", "rfgsm", "jsma", "mjsma"])
 def test_result_in_box_and_bound(model, name):
     x, y = make_batch()
@@ -477,7 +492,7 @@ def test_result_in_box_and_bound(model, name):
 def test_random_start_projected_before_first_gradient(model, name, monkeypatch):
     x = np.round(make_batch()[0])
     y = make_batch()[1]
-    first = record_first_gradient_input(monkeypatch)
+    first = record_gradient_inputs(monkeypatch)
     run(name, model, x, y)
     start = first[0]
     assert start.min() >= 0.0
@@ -490,7 +505,7 @@ def test_random_start_projected_before_first_gradient(model, name, monkeypatch):
 def test_given_start_projected_before_first_gradient(model, name, monkeypatch):
     x, y = make_batch()
     far = np.clip(x + 2.0 * np.random.default_rng(8).standard_normal(x.shape), -1, 2)
-    first = record_first_gradient_input(monkeypatch)
+    first = record_gradient_inputs(monkeypatch)
     run(name, model, x, y, start=far)
     assert first[0].min() >= 0.0
     assert first[0].max() <= 1.0

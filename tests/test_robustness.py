@@ -406,3 +406,29 @@ def test_report_section(files, tmp_path):
     }
     assert "| pgd | 0.1 |" in section.markdown
     assert "resgrad attack --model" in section.markdown
+
+
+def test_cli_draws_progress_bar(files, capsys):
+    folder, data, model_path = files
+    status = main(
+        [
+            "attack",
+            "--model",
+            str(model_path),
+            "--data",
+            str(data),
+            "--method",
+            "fgsm,bim",
+            "--eps",
+            "0.1",
+            "--out",
+            str(folder / "progress"),
+            "--limit",
+            "4",
+        ]
+    )
+    error = capsys.readouterr().err
+    assert status == 0
+    # tqdm draws the bar at the start and redraws it at most every 0.1 s.
+    assert "attacks:" in error
+    assert "/2 [" in error

@@ -178,7 +178,9 @@ def test_smoothgrad_equals_mean_of_captum_saliency(captum, torch_model, torch_x)
 
 
 def central_differences(model, x, target, step=1e-6):
-    logits = lambda v: np.asarray(model.logits(v))  # noqa: E731
+    def logits(v):
+        return np.asarray(model.logits(v))
+
     grad = np.zeros_like(x)
     rows = np.arange(x.shape[0])
     for i in range(x.shape[1]):
@@ -468,6 +470,23 @@ def test_torch_in_torch_out(torch_model, torch_x, method):
     assert got.dtype == torch.float32
     assert got.shape == torch_x.shape
     assert torch.equal(torch_x, copy)
+
+
+@pytest.mark.parametrize("method", saliency.METHODS)
+def test_numpy_float32_stays_float32(x, method):
+    model32 = make_model(dtype="float32")
+    x32 = x.astype(np.float32)
+    got = saliency.saliency_map(model32, x32, method, "all")
+    assert isinstance(got, np.ndarray)
+    assert got.dtype == np.float32
+    assert got.shape == (N, CLASSES, WIDTH)
+
+
+def test_integrated_gradients_gap_keeps_dtype(x):
+    model32 = make_model(dtype="float32")
+    result = saliency.integrated_gradients(model32, x.astype(np.float32), 0, steps=4)
+    assert result.gap.dtype == np.float32
+    assert result.score_difference.dtype == np.float32
 
 
 def test_torch_matches_numpy_float64(model, x):

@@ -50,6 +50,7 @@ METHODS = tuple(ATTACKS)
 STEPS = 10
 SALIENCY_GAMMA = 0.5
 EXAMPLES = 8
+PLOT_MARKERS = "osD^v<>ph*"
 
 # A one-line description of each method's defaults, for the JSON table and
 # the run report.
@@ -436,16 +437,25 @@ def write_table(
 
 
 def plot_robust_accuracy(table: RobustnessTable, path: str | Path) -> Path:
-    """Draw robust accuracy against eps, one line per method, as a PNG at ``path``."""
+    """Draw robust accuracy against eps, one line per method, as a PNG at ``path``.
+
+    Every curve starts at eps = 0 with the clean accuracy of the samples that
+    method attacked, because every attack returns its input at eps = 0.
+    """
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.2))
-    for method in table.methods:
-        rows = [row for row in table.rows if row.method == method]
-        eps = [row.eps for row in rows]
-        axes.plot(eps, [row.robust_accuracy for row in rows], marker="o", label=method)
-    if table.rows:
-        clean = table.rows[0].clean_accuracy
-        axes.axhline(clean, color="gray", linestyle="--", linewidth=1, label="clean")
+    for rank, method in enumerate(table.methods):
+        rows = sorted(
+            (row for row in table.rows if row.method == method),
+            key=lambda row: row.eps,
+        )
+        points = [(row.eps, row.robust_accuracy) for row in rows]
+        if rows[0].eps > 0:
+            points.insert(0, (0.0, rows[0].clean_accuracy))
+        eps, accuracy = zip(*points)
+        # Curves such as bim and pgd nearly coincide, so markers tell them apart.
+        marker = PLOT_MARKERS[rank % len(PLOT_MARKERS)]
+        axes.plot(eps, accuracy, marker=marker, markersize=5, label=method)
     axes.set_xlabel("eps (L-inf radius; pgd_l2 uses eps sqrt(d))")
     axes.set_ylabel("robust accuracy")
     axes.set_ylim(-0.02, 1.02)
@@ -507,7 +517,11 @@ def plot_examples(
                 title, fontsize=8, color="black" if guess == truth else "red"
             )
         grid[r, 0].set_ylabel(label, fontsize=8)
-    figure.suptitle(f"adversarial examples at eps = {eps:g}", fontsize=9)
+    figure.suptitle(
+        f"adversarial examples at eps = {eps:g}\n"
+        "y: label, p: predicted class, red where p differs from y",
+        fontsize=9,
+    )
     figure.tight_layout()
     return _save(figure, path)
 

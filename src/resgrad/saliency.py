@@ -35,7 +35,8 @@ namespace, dtype and device. A ``target`` is one of:
 from __future__ import annotations
 
 import operator
-from typing import Any, Callable, Iterable, NamedTuple
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -129,8 +130,13 @@ def resolve_target(model: ResidualMLP, x: Array, target: Any) -> Array | str:
         return model.predict(x)
     if isinstance(target, bool):
         raise TypeError("Expected an integer class as target, got a bool.")
-    if getattr(target, "ndim", None) == 0 or isinstance(target, (int, np.integer)):
-        target = operator.index(target)
+    scalar = (int, float, np.integer)
+    if getattr(target, "ndim", None) == 0 or isinstance(target, scalar):
+        try:
+            target = operator.index(target)
+        except TypeError:
+            message = f"Expected an integer class as target, got {target!r}."
+            raise TypeError(message) from None
         if not 0 <= target < classes:
             raise ValueError(
                 f"Class {target} is outside [0, {classes}); the model has "
@@ -724,7 +730,7 @@ def randomization_check(
     """
     _check_batch(model, x)
     target = resolve_target(model, x, target)
-    if isinstance(target, str):
+    if isinstance(target, str) and target == "all":
         raise ValueError("randomization_check maps one class per row; pass a class.")
     original = saliency_map(model, x, method, target, **options)
     reference = _to_numpy(original)
@@ -817,7 +823,7 @@ def deletion_curve(
             f"{tuple(saliency.shape)}; pass the map of one class per row."
         )
     target = resolve_target(model, x, target)
-    if isinstance(target, str):
+    if isinstance(target, str) and target == "all":
         raise ValueError("deletion_curve scores one class per row; pass a class.")
     baseline = _as_reference(xp, baseline, x, "baseline")
 

@@ -10,8 +10,6 @@ attack at each eps, and writes ``robustness.md``, ``.csv`` and ``.json``,
 from __future__ import annotations
 
 import argparse
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from ._common import (
     add_data_arguments,
     existing_file,
     load_dataset,
+    output_folder,
     progress_bar,
 )
 
@@ -64,7 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(parser)
     parser.add_argument(
         "--out",
-        type=Path,
+        type=output_folder,
         default=None,
         help="output folder (default: an 'attack' folder beside the model file)",
     )
@@ -82,23 +81,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--no-progress", action="store_true", help="hide the progress bar"
     )
     parser.set_defaults(handler=run_attack)
-
-
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Limit BLAS to one thread while the attacks run, when threadpoolctl exists.
-
-    The attacks multiply small matrices (a batch by a block's weights), where
-    extra BLAS threads only contend for the cores: on a busy 2-core machine,
-    two OpenBLAS threads made ten BIM steps on the digits 7 times slower.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 def _positive_int(value: str) -> int:
@@ -126,10 +108,9 @@ def run_attack(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path(args.model).parent / "attack"
 
     progress = progress_bar(not args.no_progress)
-    with one_blas_thread():
-        table = evaluate(
-            model, x, y, methods, eps_values, args.seed, progress, bounds=data.bounds
-        )
+    table = evaluate(
+        model, x, y, methods, eps_values, args.seed, progress, bounds=data.bounds
+    )
     paths = write_outputs(table, out, data.image_shape)
     print(summary(table))
     print(f"wrote {', '.join(str(path) for path in paths)}")
@@ -189,18 +170,17 @@ def report_section(ctx: RunContext) -> Section:
     model = ctx.model.convert(dtype="float64")
     data = ctx.data
     limits = {"jsma": REPORT_SALIENCY_SAMPLES, "mjsma": REPORT_SALIENCY_SAMPLES}
-    with one_blas_thread():
-        table = evaluate(
-            model,
-            data.x_test,
-            data.y_test,
-            METHODS,
-            REPORT_EPS,
-            ctx.seed,
-            ctx.progress,
-            bounds=data.bounds,
-            limits=limits,
-        )
+    table = evaluate(
+        model,
+        data.x_test,
+        data.y_test,
+        METHODS,
+        REPORT_EPS,
+        ctx.seed,
+        ctx.progress,
+        bounds=data.bounds,
+        limits=limits,
+    )
     out = Path(ctx.out_dir)
     plot_robust_accuracy(table, out / ACCURACY_FIGURE)
     plot_examples(table, out / EXAMPLES_FIGURE, data.image_shape)

@@ -25,6 +25,7 @@ from ._common import (
     add_data_arguments,
     existing_file,
     load_dataset,
+    output_folder,
     progress_bar,
     write_atomic,
 )
@@ -37,6 +38,7 @@ METHOD_TITLES = {
     "jsma": "JSMA map",
 }
 DIVERGING = "RdBu_r"
+MARKERS = ("o", "s", "^", "D", "v")
 JSON_NAME = "saliency.json"
 RANDOMIZATION_NAME = "saliency_randomization.png"
 DELETION_NAME = "saliency_deletion.png"
@@ -81,7 +83,7 @@ def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated classes whose maps to draw, or 'all' (default: all)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("saliency"), help="output folder"
+        "--out", type=output_folder, default=Path("saliency"), help="output folder"
     )
     parser.add_argument(
         "--absolute", action="store_true", help="draw |map| instead of the signed map"
@@ -542,27 +544,39 @@ def method_grid_figure(
     image_shape: tuple[int, int] | None,
 ) -> Any:
     """Draw one row per sample: the input, then each method's map of the
-    predicted class, each map on its own scale centred at zero."""
+    predicted class. Each method's column shares one scale centred at zero,
+    shown by the colour bar under it."""
     plt = _pyplot()
     rows, columns = x.shape[0], len(maps) + 1
     size = 1.3 if image_shape else 2.0
     figure, axes = plt.subplots(
         rows,
         columns,
-        figsize=(size * columns, (size if image_shape else 0.6) * rows + 0.5),
+        figsize=(size * columns, (size if image_shape else 0.6) * rows + 1.0),
         squeeze=False,
         layout="constrained",
     )
+    norms = {method: _symmetric_norm(values) for method, values in maps.items()}
     for row in range(rows):
         _show(axes[row, 0], x[row], image_shape, "gray_r", None)
         axes[row, 0].set_ylabel(
             f"label {labels[row]}\npred. {predicted[row]}", fontsize=8
         )
         for column, (method, method_maps) in enumerate(maps.items(), start=1):
-            norm = _symmetric_norm(method_maps[row])
-            _show(axes[row, column], method_maps[row], image_shape, DIVERGING, norm)
+            image = _show(
+                axes[row, column],
+                method_maps[row],
+                image_shape,
+                DIVERGING,
+                norms[method],
+            )
             if row == 0:
                 axes[row, column].set_title(METHOD_TITLES[method], fontsize=8)
+            if row == rows - 1:
+                colorbar = figure.colorbar(
+                    image, ax=axes[:, column], location="bottom", shrink=0.9
+                )
+                colorbar.ax.tick_params(labelsize=6)
     axes[0, 0].set_title("input", fontsize=8)
     figure.suptitle(
         "maps of the predicted class (red raises the score, blue lowers it)",
@@ -596,13 +610,19 @@ def randomization_figure(checks: dict, data: Any) -> Any:
 
     ax = figure.add_subplot(grid[1, :])
     x_axis = np.arange(steps + 1)
-    for method, result in results.items():
+    # Curves can coincide (input x gradient and Integrated Gradients with a
+    # zero baseline often do), so each method gets its own marker and the
+    # later ones are drawn thinner and smaller, on top.
+    for rank, (method, result) in enumerate(results.items()):
         absolute = np.concatenate(([1.0], _nanmean_rows(result.spearman_abs)))
         signed = np.concatenate(([1.0], _nanmean_rows(result.spearman)))
-        (line,) = ax.plot(
-            x_axis, absolute, marker="o", label=f"{METHOD_TITLES[method]}"
-        )
-        ax.plot(x_axis, signed, marker=".", linestyle="--", color=line.get_color())
+        style = {
+            "marker": MARKERS[rank % len(MARKERS)],
+            "markersize": max(3.0, 7.0 - rank),
+            "linewidth": max(0.8, 2.2 - 0.3 * rank),
+        }
+        (line,) = ax.plot(x_axis, absolute, label=METHOD_TITLES[method], **style)
+        ax.plot(x_axis, signed, linestyle="--", color=line.get_color(), **style)
     ticks = ["none"] + [_block_range(b + 1, steps) for b in first.blocks]
     ax.set_xticks(x_axis, ticks)
     ax.set_xlabel("blocks re-initialised (cascading from the top)")
