@@ -462,6 +462,11 @@ class MethodBlock(_TwoLinears):
         return torch.add(x, self.fc2(self.fc1(x).relu())).tanh()
 
 
+class GeluBlock(_TwoLinears):
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x))) + x
+
+
 class ScaledOutput(_TwoLinears):
     def __init__(self):
         super().__init__()
@@ -498,11 +503,24 @@ def test_method_activation_and_torch_add():
             SteepLeakyBlock(),
             r"'<root>' \(call of torch.nn.functional.leaky_relu\): .*slope 0.2",
         ),
+        (
+            GeluBlock(),
+            (
+                r"'<root>' \(call of torch.nn.functional.gelu\): .*may call only "
+                "the activations"
+            ),
+        ),
         (ScaledOutput(), "reads the parameter or buffer 'scale' outside an nn.Linear"),
         (DataDependent(), "Could not trace the forward pass of DataDependent"),
         (TwoInputs(), r"takes the inputs \['x', 'mask'\]"),
     ],
-    ids=["functional_leaky_slope", "own_parameter", "data_dependent", "two_inputs"],
+    ids=[
+        "functional_leaky_slope",
+        "functional_gelu",
+        "own_parameter",
+        "data_dependent",
+        "two_inputs",
+    ],
 )
 def test_from_module_rejects_forward(module, message):
     with pytest.raises(ValueError, match=message):
@@ -697,12 +715,22 @@ def _train(module, optimizer_name, steps=20, seed=0, device="cpu"):
     return module
 
 
+def _backward_node(output):
+    """Return the name of the autograd node that backpropagates ``output``."""
+    return type(output.grad_fn).__name__
+
+
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("shortcut", ["learned", "identity"])
 def test_training_matches_autograd(optimizer, shortcut):
     model = _model(shortcut, "tanh", post_activation="softplus")
-    autograd = _train(to_module(model), optimizer)
-    explicit = _train(to_module(model, explicit=True), optimizer)
+    autograd = to_module(model)
+    explicit = to_module(model, explicit=True)
+    x, _ = _batch(model)
+    assert _backward_node(autograd(x)) != "ExplicitGradientBackward"
+    assert _backward_node(explicit(x)) == "ExplicitGradientBackward"
+    autograd = _train(autograd, optimizer)
+    explicit = _train(explicit, optimizer)
     start = to_module(model)
     for (name, a), (_, b), (_, c) in zip(
         autograd.named_parameters(),

@@ -187,7 +187,7 @@ class _Stream:
     """A block input ``a^{l-1}``: the module input when ``source`` is None,
     else ``g_post(z)`` of the block output ``source``."""
 
-    source: "_Output | None"
+    source: _Output | None
     activation: str | None
     where: str
 
@@ -370,6 +370,15 @@ _SUPPORTED = (
 )
 
 
+_SUPPORTED_CALLS = (
+    "a resgrad block is Linear, activation, Linear plus a shortcut, so the "
+    "forward pass may call only the activations torch.relu, F.relu, "
+    "Tensor.relu, torch.sigmoid, Tensor.sigmoid, torch.tanh, Tensor.tanh, "
+    "F.leaky_relu (slope 0.01), F.elu (alpha 1.0), F.silu and F.softplus "
+    "(beta 1), F.dropout in eval mode, and one addition per block."
+)
+
+
 def _check_layers(module: nn.Module) -> None:
     """Raise for the first layer, in registration order, that no resgrad
     block can hold, and for a Parameter registered in two places."""
@@ -515,12 +524,7 @@ class _Reader:
             raise _unsupported(where, "dropout in training mode drops units at random.")
         activation = _function_activation(node, where)
         if activation is None:
-            raise _unsupported(
-                where,
-                "a resgrad block is Linear, activation, Linear plus a shortcut; "
-                "only the supported activations and one addition per block "
-                "are read.",
-            )
+            raise _unsupported(where, _SUPPORTED_CALLS)
         return self._activation(activation, self._value(node.args[0]), where)
 
     # The steps of a block.
@@ -592,8 +596,13 @@ def _function_name(node: fx.Node) -> str:
     if node.op == "call_method":
         name = f"Tensor.{node.target}"
     else:
+        short = getattr(node.target, "__name__", str(node.target))
         module = getattr(node.target, "__module__", None) or "torch"
-        name = f"{module}.{getattr(node.target, '__name__', node.target)}"
+        # Some functions of torch.nn.functional, such as gelu and softplus,
+        # are defined in torch._C._nn; name them as users call them.
+        if getattr(F, short, None) is node.target:
+            module = "torch.nn.functional"
+        name = f"{module}.{short}"
     return f"'{owner or '<root>'}' (call of {name})"
 
 
@@ -1001,7 +1010,7 @@ class ExplicitResidualMLP(TorchResidualMLP):
     """
 
     @classmethod
-    def wrap(cls, module: TorchResidualMLP) -> "ExplicitResidualMLP":
+    def wrap(cls, module: TorchResidualMLP) -> ExplicitResidualMLP:
         """Return an ``ExplicitResidualMLP`` that shares ``module``'s blocks,
         so that both train the same parameters."""
         if not isinstance(module, TorchResidualMLP):
