@@ -85,6 +85,22 @@ def test_run_report_states_results(run_folder):
     assert "![training curves](training.png)" in report
 
 
+def test_run_report_names_validation_split(tmp_path):
+    out = tmp_path / "run"
+    argv = ["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]
+    assert main([*argv, "--validation", "0.2"]) == 0
+    report = (out / "report.md").read_text()
+    assert "fraction 0.2 of the training samples held out" in report
+
+
+def test_run_refuses_folder_of_another_run(run_folder, capsys):
+    out, _ = run_folder
+    before = sorted(path.name for path in out.iterdir())
+    assert main(["run", "--out", str(out), *SMALL_RUN]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert sorted(path.name for path in out.iterdir()) == before
+
+
 def test_evaluate_prints_saved_model_accuracy(run_folder, capsys):
     out, _ = run_folder
     capsys.readouterr()

@@ -674,12 +674,16 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path):
         (["--steps", "0"], "--steps must be at least 1"),
         (["--samples", "0"], "--samples must be at least 1"),
         (["--baseline", "BASELINE"], "Expected --baseline of shape (64,)"),
+        (["--baseline", "nan"], "--baseline must be a finite number, got 'nan'"),
+        (["--baseline", "NOT_NPY"], "is not a readable .npy array"),
     ],
 )
 def test_cli_bad_input_one_line(digits_model, tmp_path, capsys, extra, message):
     path, _ = digits_model
     np.save(tmp_path / "baseline.npy", np.zeros((3, 3)))
-    extra = [str(tmp_path / "baseline.npy") if e == "BASELINE" else e for e in extra]
+    (tmp_path / "text.npy").write_text("not an array")
+    files = {"BASELINE": "baseline.npy", "NOT_NPY": "text.npy"}
+    extra = [str(tmp_path / files[e]) if e in files else e for e in extra]
     out = tmp_path / "out"
     argv = ["--model", str(path), "--out", str(out), "--no-progress", *extra]
     assert run_cli(argv) == 2
@@ -687,6 +691,16 @@ def test_cli_bad_input_one_line(digits_model, tmp_path, capsys, extra, message):
     assert len(err.splitlines()) == 1
     assert message in err
     assert not out.exists()
+
+
+def test_cli_default_out_beside_model(digits_model, tmp_path):
+    path, _ = digits_model
+    model_path = tmp_path / "model.npz"
+    model_path.write_bytes(path.read_bytes())
+    argv = ["--model", str(model_path), "--index", "0", "--method", "vanilla"]
+    argv += ["--check-samples", "2", "--random-orders", "1", "--no-progress"]
+    assert run_cli(argv) == 0
+    assert (tmp_path / "saliency" / "saliency.json").is_file()
 
 
 def test_report_section(digits_model, tmp_path):

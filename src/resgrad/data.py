@@ -325,8 +325,7 @@ def _read_table(path: Path, skip_rows: int) -> np.ndarray:
     except ValueError as error:
         raise ValueError(
             f"Could not read {path} as a numeric CSV: {str(error).rstrip('.')}. "
-            "Every field after the header must be a number; pass header=True "
-            "if the first row holds column names."
+            "Every field after the header row must be a number."
         ) from error
     if table.size == 0:
         raise ValueError(f"{path} has a header but no data rows.")
@@ -542,7 +541,8 @@ def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
         first = y[np.argmax(bad)]
         raise ValueError(
             f"Expected integer labels in {source}, got {int(bad.sum())} value(s) "
-            f"that are not whole numbers, e.g. {first}; check label_column."
+            f"that are not whole numbers, e.g. {first}; check that the label "
+            "column (the last one unless chosen otherwise) holds the classes."
         )
     raise TypeError(
         f"Expected integer labels in {source}, got dtype {y.dtype}; encode the "

@@ -697,7 +697,7 @@ class _Run:
             advice = "try a smaller learning rate"
             rate = ""
         else:
-            advice = f"try a smaller learning rate, e.g. lr={lr / 10:g}"
+            advice = f"try a smaller learning rate, e.g. {lr / 10:g}"
             rate = f" with learning rate {lr:g}"
         return TrainingDiverged(
             f"Training diverged at epoch {epoch}, step {step}{rate}: {cause}; {advice}."

@@ -32,7 +32,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--entries",
         type=positive_int,
         default=40,
-        help="entries per equation compared with finite differences (default: 40)",
+        help="entries per equation compared with finite differences; for (6)-(8) "
+        "they are split evenly over the blocks, rounding down, with at least 2 "
+        "per block (default: 40)",
     )
     parser.add_argument(
         "--json",

@@ -84,8 +84,7 @@ def _run_folder(out: Path | None) -> Path:
     if out.is_dir() and any(out.iterdir()):
         # Files of an earlier run would sit beside the new report unnoticed.
         raise FileExistsError(
-            f"--out {out} is not empty; choose a new folder, or empty this one "
-            "first."
+            f"--out {out} is not empty; choose a new folder, or empty this one first."
         )
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -249,7 +248,8 @@ def _report(args, data, result, figures, report, sections, timings) -> str:
         "",
         f"{OPTIMIZER_NAMES.get(args.optimizer, args.optimizer)} with learning "
         f"rate {args.lr:g}, mini-batches of "
-        f"{args.batch_size}, seed {args.seed}, mean softmax cross-entropy. "
+        f"{args.batch_size}, seed {args.seed}, mean softmax cross-entropy"
+        f"{_held_out(args)}. "
         f"{len(result.history)} epochs ({result.steps} steps), every gradient by "
         f"the backpropagation recurrence without autograd, in "
         f"{timings['train']:.1f} s; {_kept_weights(result)}",
@@ -302,6 +302,15 @@ def _timing_line(timings: dict[str, float]) -> str:
         f"Total time: {timings['total']:.1f} s of wall time ({', '.join(parts)}) "
         f"and {timings['cpu_total']:.1f} s of CPU time, on {environment['cpus']} "
         f"CPUs, Python {environment['python']}, NumPy {environment['numpy']}."
+    )
+
+
+def _held_out(args) -> str:
+    if not args.validation:
+        return ""
+    return (
+        f", with a stratified fraction {args.validation:g} of the training "
+        "samples held out for early stopping and not trained on"
     )
 
 

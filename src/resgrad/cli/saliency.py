@@ -83,7 +83,10 @@ def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated classes whose maps to draw, or 'all' (default: all)",
     )
     parser.add_argument(
-        "--out", type=output_folder, default=Path("saliency"), help="output folder"
+        "--out",
+        type=output_folder,
+        default=None,
+        help="output folder (default: 'saliency' beside the model file)",
     )
     parser.add_argument(
         "--absolute", action="store_true", help="draw |map| instead of the signed map"
@@ -194,18 +197,35 @@ def parse_methods(text: str) -> list[str]:
 def parse_baseline(text: str, width: int) -> float | np.ndarray:
     """Return a number, or the row of shape ``(width,)`` read from a .npy file."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        pass
+        return _baseline_row(text, width)
+    if not np.isfinite(value):
+        raise ValueError(f"--baseline must be a finite number, got {text!r}.")
+    return value
+
+
+def _baseline_row(text: str, width: int) -> np.ndarray:
     path = Path(text)
     if not path.is_file():
         raise ValueError(
             f"--baseline {text!r} is neither a number nor an existing .npy file."
         )
-    row = np.load(path, allow_pickle=False)
-    if row.shape not in ((width,), (1, width)):
+    try:
+        row = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
         raise ValueError(
-            f"Expected --baseline of shape ({width},), one input row, got {row.shape}."
+            f"--baseline {text!r} is not a readable .npy array of numbers ({error})."
+        ) from error
+    if not isinstance(row, np.ndarray) or row.shape not in ((width,), (1, width)):
+        shape = getattr(row, "shape", type(row).__name__)
+        raise ValueError(
+            f"Expected --baseline of shape ({width},), one input row, got {shape}."
+        )
+    if not np.issubdtype(row.dtype, np.number) or not np.isfinite(row).all():
+        raise ValueError(
+            f"--baseline {text!r} must hold finite numbers, got dtype {row.dtype} "
+            "or NaN/infinite entries."
         )
     return np.asarray(row, dtype=np.float64).reshape(width)
 
@@ -269,6 +289,8 @@ def run_saliency(args: argparse.Namespace) -> int:
     options = method_options(args, data.bounds, baseline)
     progress = progress_bar(not args.no_progress)
 
+    if args.out is None:
+        args.out = Path(args.model).parent / "saliency"
     args.out.mkdir(parents=True, exist_ok=True)
     summary = draw_samples(
         model, data, indices, methods, classes, options, args, progress

@@ -74,7 +74,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="hidden width q of every block, or one per block (default: %(default)s)",
     )
     group.add_argument(
-        "--activation", choices=sorted(ACTIVATIONS), default=recipe["activation"]
+        "--activation",
+        choices=sorted(ACTIVATIONS),
+        default=recipe["activation"],
+        help="activation g inside every block and between blocks (default: %(default)s)",
     )
     group.add_argument(
         "--shortcut",
@@ -83,21 +86,43 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="shortcut of every block whose widths allow it; a block that "
         "changes width gets a learned one (default: %(default)s)",
     )
-    group.add_argument("--init", choices=INITIALIZERS, default=recipe["init"])
+    group.add_argument(
+        "--init",
+        choices=INITIALIZERS,
+        default=recipe["init"],
+        help="weight initialisation (default: %(default)s)",
+    )
     group = parser.add_argument_group("training")
     group.add_argument(
-        "--optimizer", choices=("sgd", "momentum", "adam"), default=recipe["optimizer"]
+        "--optimizer",
+        choices=("sgd", "momentum", "adam"),
+        default=recipe["optimizer"],
+        help="optimizer (default: %(default)s)",
     )
     group.add_argument(
-        "--lr", type=positive_float, default=recipe["lr"], help="learning rate"
+        "--lr",
+        type=positive_float,
+        default=recipe["lr"],
+        help="learning rate (default: %(default)s)",
     )
-    group.add_argument("--epochs", type=positive_int, default=recipe["epochs"])
-    group.add_argument("--batch-size", type=positive_int, default=recipe["batch_size"])
+    group.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=recipe["epochs"],
+        help="passes over the training samples (default: %(default)s)",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=recipe["batch_size"],
+        help="samples per mini-batch (default: %(default)s)",
+    )
     group.add_argument(
         "--patience",
         type=positive_int,
         default=recipe["patience"],
-        help="epochs without a lower validation loss before stopping",
+        help="epochs without a lower validation loss before stopping "
+        "(default: %(default)s)",
     )
     group.add_argument(
         "--validation",
@@ -107,7 +132,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "trains on all of it for --epochs (default: %(default)s)",
     )
     group.add_argument(
-        "--seed", type=int, default=0, help="seeds the weights and the batches"
+        "--seed",
+        type=int,
+        default=0,
+        help="seeds the weights and the batches (default: %(default)s)",
     )
 
 
