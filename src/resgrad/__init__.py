@@ -1,6 +1,7 @@
 """resgrad: explicit matrix gradients of fully connected residual networks."""
 
 from . import attacks, data, saliency, training
+from .check import check_theorem
 from .activations import ACTIVATIONS, Activation, get_activation
 from .gradients import (
     BlockGradients,
@@ -33,6 +34,7 @@ __all__ = [
     "TheoremMatrices",
     "TrainingDiverged",
     "attacks",
+    "check_theorem",
     "data",
     "fit",
     "get_activation",

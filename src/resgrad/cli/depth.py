@@ -14,8 +14,9 @@ import argparse
 import io
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,8 @@ BRANCH_GAIN_CASES = (
     (None, 1000),
     (0.0, 10),
 )
-PENNINGTON_DEPTHS = (2, 8, 16)
+# Relu layers of the plain networks; a plain block is two layers.
+PENNINGTON_LAYERS = (2, 8, 16, 32)
 PENNINGTON_WIDTH = 512
 REPORT_DEPTHS = (1, 4, 16, 64)
 REPORT_WIDTH = 32
@@ -120,6 +122,13 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         default=64,
         help="the largest depth whose Jacobian singular values are computed; "
         "0 skips them (default: 64)",
+    )
+    parser.add_argument(
+        "--jacobian-mode",
+        choices=["auto", "reverse", "forward", "product"],
+        default="auto",
+        help="how J is formed for the spectrum: 'product' multiplies the Q^l and "
+        "D^l matrices of Theorem 1, the others run the recurrence (default: auto)",
     )
 
 
@@ -236,6 +245,7 @@ def run_depth(args: argparse.Namespace) -> int:
         post_activation=args.post_activation,
         init=args.init,
         spectrum_depth=args.spectrum_depth,
+        jacobian_mode=args.jacobian_mode,
         progress=progress,
     )
     limits = _identity_study(
@@ -278,6 +288,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "post_activation",
         "init",
         "spectrum_depth",
+        "jacobian_mode",
         "identity_blocks",
         "identity_width",
         "published",
@@ -308,17 +319,19 @@ def _published(progress) -> dict[str, Any]:
         depth.branch_gain(alpha, L, width=256, seeds=8)
         for alpha, L in progress(BRANCH_GAIN_CASES, desc="branch gain")
     ]
-    cases = [(init, L) for init in ("he", "orthogonal") for L in PENNINGTON_DEPTHS]
+    cases = [(i, n) for i in ("he", "orthogonal") for n in PENNINGTON_LAYERS]
     spectra = []
-    for init, L in progress(cases, desc="Jacobian spectra"):
-        moments = depth.jacobian_moments(L, PENNINGTON_WIDTH, init, seeds=3)
-        means = depth.mean_jacobian_eigenvalue(L, PENNINGTON_WIDTH, init, seeds=24)
+    for init, layers in progress(cases, desc="Jacobian spectra"):
+        blocks = layers // 2
+        moments = depth.jacobian_moments(blocks, PENNINGTON_WIDTH, init, seeds=8)
+        means = depth.mean_jacobian_eigenvalue(blocks, PENNINGTON_WIDTH, init, seeds=24)
         for target in ("output", "logits"):
-            predicted = depth.critical_relu_moments(L, init, target == "output")
+            predicted = depth.critical_relu_moments(blocks, init, target == "output")
             spectra.append(
                 {
                     "init": init,
-                    "depth": L,
+                    "depth": blocks,
+                    "layers": layers,
                     "width": PENNINGTON_WIDTH,
                     "jacobian": target,
                     "measured": moments[target],
@@ -348,11 +361,11 @@ def _trained(args, progress) -> list:
 
 
 def _summary(sweep, limits, published, trained) -> str:
-    lines = ["log10 of first-to-last ratio of ||dY/dW^{l1}|| (rms over seeds):"]
+    lines = ["log10 of first-to-last ratio of ||dY/dW^{l2}|| (rms over seeds):"]
     depths = sorted({r.depth for r in sweep})
     lines.append("  width arch      " + "".join(f"{d:>9}" for d in depths))
     for (width, arch), group in _groups(sweep).items():
-        by_depth = {r.depth: r.log10_ratio("W1") for r in group}
+        by_depth = {r.depth: r.log10_ratio("W2") for r in group}
         cells = "".join(f"{by_depth.get(d, math.nan):9.2f}" for d in depths)
         lines.append(f"  {width:5d} {arch:9s}{cells}")
     lines.append("log10 ||dY/dW^{11}|| with k identity blocks on top:")
@@ -382,7 +395,7 @@ def _published_lines(published) -> list[str]:
     for s in published["jacobian"]:
         m, p = s["measured"], s["predicted"]
         lines.append(
-            f"  {s['init']:10s} L={s['depth']:2d} {s['jacobian']:7s}: mean "
+            f"  {s['init']:10s} {s['layers']:2d} layers {s['jacobian']:7s}: mean "
             f"{s['mean_by_recurrence']['mean']:.3f} (predicted {p['mean']:.0f}), "
             f"normalised variance {m['normalised_variance']:.2f} "
             f"(predicted {p['normalised_variance']:.0f})"
@@ -411,7 +424,7 @@ def _pyplot():
 
 def _save(figure, path: Path) -> None:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
+    figure.savefig(buffer, format="png", dpi=90)
     _pyplot().close(figure)
     write_atomic(path, buffer.getvalue())
 
@@ -453,7 +466,10 @@ def _norms_figure(results, width):
     figure, axes = plt.subplots(
         2, len(archs), figsize=(3.6 * len(archs), 5.6), squeeze=False, sharex=True
     )
-    rows = (("W1", "log10 ||dY/dW^{l1}||_F"), ("error", "log10 ||dY/dz^l||"))
+    rows = (
+        ("W2", r"$\log_{10}\|\partial Y/\partial W^{l2}\|_F$"),
+        ("error", r"$\log_{10}\|\partial Y/\partial z^l\|$"),
+    )
     for column, arch in enumerate(archs):
         for row, (name, label) in enumerate(rows):
             ax = axes[row, column]
@@ -464,8 +480,8 @@ def _norms_figure(results, width):
             if row == 0:
                 ax.set_title(f"{arch}, width {width}")
             else:
-                ax.set_xlabel("block l")
-    axes[0, 0].legend(fontsize=7)
+                ax.set_xlabel("block $l$")
+    axes[0, 0].legend(fontsize=8)
     figure.tight_layout()
     return figure
 
@@ -487,9 +503,18 @@ def _ratio_figure(results):
     widths = sorted({r.width for r in results})
     archs = list(dict.fromkeys(r.arch for r in results))
     panels = (
-        (lambda r: r.log10_ratio("W1"), "||dY/dW^{11}|| / ||dY/dW^{L1}||"),
-        (lambda r: r.log10_ratio("error"), "||dY/dz^1|| / ||dY/dz^L||"),
-        (lambda r: r.log10_input_gain(), "E||dY/dx||^2, unit dY/da^L"),
+        (
+            lambda r: r.log10_ratio("W2"),
+            r"$\|\partial Y/\partial W^{12}\| \,/\, \|\partial Y/\partial W^{L2}\|$",
+        ),
+        (
+            lambda r: r.log10_ratio("error"),
+            r"$\|\partial Y/\partial z^1\| \,/\, \|\partial Y/\partial z^L\|$",
+        ),
+        (
+            lambda r: r.log10_input_gain(),
+            r"$E\|\partial Y/\partial x\|^2$, unit $\partial Y/\partial a^L$",
+        ),
     )
     for (width, arch), group in _groups(results).items():
         depths = [r.depth for r in group]
@@ -503,8 +528,8 @@ def _ratio_figure(results):
         for ax, (value, _) in zip(axes, panels):
             ax.plot(depths, [value(r) for r in group], **style)
     for ax, (_, title) in zip(axes, panels):
-        ax.set(xscale="log", xlabel="blocks L", ylabel="log10", title=title)
-    axes[-1].legend(fontsize=7)
+        ax.set(xscale="log", xlabel="blocks $L$", ylabel="$\\log_{10}$", title=title)
+    axes[-1].legend(fontsize=8)
     figure.tight_layout()
     return figure
 
@@ -515,11 +540,13 @@ def _spectrum_figure(results, width):
     plt = _pyplot()
     archs = list(dict.fromkeys(r.arch for r in results))
     colours = _depth_colours(sorted({r.depth for r in results}))
+    columns = min(len(archs), 3)
+    rows = -(-len(archs) // columns)
     figure, axes = plt.subplots(
-        1, len(archs), figsize=(3.6 * len(archs), 3.2), squeeze=False
+        rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False
     )
     edges = DEFAULT_HISTOGRAM_EDGES
-    for ax, arch in zip(axes[0], archs):
+    for ax, arch in zip(axes.ravel(), archs):
         shown = [r for r in results if r.arch == arch and r.spectrum is not None]
         for r in shown:
             counts = r.spectrum.histogram(edges)
@@ -531,9 +558,15 @@ def _spectrum_figure(results, width):
         used = np.flatnonzero(sum(r.spectrum.histogram(edges) for r in shown))
         if used.size:
             ax.set_xlim(edges[used[0]] - 0.5, edges[used[-1] + 1] + 0.5)
-        ax.set(title=f"{arch}, width {width}", xlabel="log10 singular value of J")
-        ax.legend(fontsize=6)
-    axes[0, 0].set_ylabel("fraction of singular values")
+        ax.set(
+            title=f"{arch}, width {width}",
+            xlabel=r"$\log_{10}$ singular value of $J$",
+        )
+        ax.legend(fontsize=7, loc="best")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fraction of singular values")
+    for ax in axes.ravel()[len(archs) :]:
+        ax.set_visible(False)
     figure.tight_layout()
     return figure
 
@@ -550,12 +583,12 @@ def _identity_figure(limits):
                 ax.plot(k, first, **style)
         if activation == "sigmoid" and k.size > 1:
             bound = first[1] + (k[1:] - k[1]) * math.log10(0.25)
-            axes[0].plot(k[1:], bound, ":", color="grey", label="slope of (1/4)^k")
+            axes[0].plot(k[1:], bound, ":", color="grey", label="bound $(1/4)^k$")
     for ax, title in zip(axes, ("all activations", "without sigmoid")):
         ax.set_xscale("symlog", linthresh=1)
-        ax.set(xlabel="identity blocks k on top", title=f"block 1 of 4, {title}")
-        ax.legend(fontsize=7)
-    axes[0].set_ylabel("log10 ||dY/dW^{11}||_F")
+        ax.set(xlabel="identity blocks $k$ on top", title=f"block 1 of 4, {title}")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel(r"$\log_{10}\|\partial Y/\partial W^{11}\|_F$")
     figure.tight_layout()
     return figure
 
@@ -570,8 +603,8 @@ def _published_figure(published):
     line = [min(predicted), max(predicted)]
     left.loglog(line, line, ":", color="grey")
     left.set(
-        xlabel="(1 + 2 alpha^2)^L",
-        ylabel="measured E||dY/dx_0||^2",
+        xlabel=r"$(1 + 2\alpha^2)^L$",
+        ylabel=r"measured $E\|\partial Y/\partial x_0\|^2$",
         title="unnormalised blocks, width 256",
     )
     for init, marker in (("he", "o"), ("orthogonal", "s")):
@@ -581,7 +614,7 @@ def _published_figure(published):
                 for s in published["jacobian"]
                 if s["init"] == init and s["jacobian"] == target
             ]
-            depths = [s["depth"] for s in rows]
+            depths = [s["layers"] for s in rows]
             right.plot(
                 depths,
                 [s["measured"]["normalised_variance"] for s in rows],
@@ -596,9 +629,9 @@ def _published_figure(published):
                 color=colour,
             )
     right.set(
-        xlabel="blocks L (2L layers)",
-        ylabel="variance / mean^2",
-        title="eigenvalues of J J^T, width 512",
+        xlabel="relu layers (two per plain block)",
+        ylabel=r"variance / mean$^2$",
+        title=r"eigenvalues of $J J^T$, width 512",
     )
     right.legend(fontsize=7)
     figure.tight_layout()
@@ -625,9 +658,9 @@ def _trained_figure(trained):
                 color=colours[r.depth],
                 label=f"L={r.depth}, {r.stage}",
             )
-        ax.set(title=f"{arch}, digits", xlabel="block l")
-    axes[0, 0].set_ylabel("log10 ||dY/dW^{l1}||_F")
-    axes[0, 0].legend(fontsize=6)
+        ax.set(title=f"{arch}, digits", xlabel="block $l$")
+    axes[0, 0].set_ylabel(r"$\log_{10}\|\partial Y/\partial W^{l1}\|_F$")
+    axes[0, 0].legend(fontsize=7)
     figure.tight_layout()
     return figure
 
