@@ -20,6 +20,7 @@ from ._common import (
     existing_file,
     load_dataset,
     output_folder,
+    positive_int,
     progress_bar,
 )
 
@@ -69,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--limit",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="attack only the first N test samples (default: all)",
@@ -81,18 +82,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--no-progress", action="store_true", help="hide the progress bar"
     )
     parser.set_defaults(handler=run_attack)
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer, got {value!r}"
-        ) from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {number}")
-    return number
 
 
 def run_attack(args: argparse.Namespace) -> int:

@@ -20,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from ._common import RunContext, Section, progress_bar, write_atomic
+from ._common import (
+    RunContext,
+    Section,
+    non_negative_int,
+    positive_int,
+    progress_bar,
+    write_atomic,
+)
 
 JSON_NAME = "depth.json"
 IDENTITY_ACTIVATIONS = ("relu", "sigmoid", "tanh")
@@ -82,7 +89,7 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated block widths p = q (default: 64,256)",
     )
     parser.add_argument(
-        "--seeds", type=_positive_int, default=4, help="networks per case (default: 4)"
+        "--seeds", type=positive_int, default=4, help="networks per case (default: 4)"
     )
     parser.add_argument(
         "--arch",
@@ -93,7 +100,7 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--samples",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         help="probe inputs per network (default: 16)",
     )
@@ -118,7 +125,7 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--spectrum-depth",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=64,
         help="the largest depth whose Jacobian singular values are computed; "
         "0 skips them (default: 64)",
@@ -142,7 +149,7 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--identity-width",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         help="the width of the identity-block study (default: 64)",
     )
@@ -165,13 +172,13 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--trained-width",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         help="the block width of the trained classifiers (default: 64)",
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=positive_int,
         default=5,
         help="training epochs of each classifier (default: 5)",
     )
@@ -180,31 +187,12 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
 # Argument types.
 
 
-def _positive_int(value: str) -> int:
-    number = _non_negative_int(value)
-    if number == 0:
-        raise argparse.ArgumentTypeError("expected an integer >= 1, got 0")
-    return number
-
-
-def _non_negative_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer, got {value!r}"
-        ) from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {number}")
-    return number
-
-
 def _int_list(value: str) -> list[int]:
-    return [_positive_int(item) for item in _items(value)]
+    return [positive_int(item) for item in _items(value)]
 
 
 def _int_list_with_zero(value: str) -> list[int]:
-    return [_non_negative_int(item) for item in _items(value)]
+    return [non_negative_int(item) for item in _items(value)]
 
 
 def _items(value: str) -> list[str]:
