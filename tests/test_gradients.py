@@ -180,6 +180,34 @@ def test_sum_reduction_matches_autograd(loss, method):
     )
 
 
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+@pytest.mark.parametrize("method", METHODS)
+def test_without_input_same_weight_gradients(shortcut, method):
+    model = reference.random_model(3, "tanh", shortcut)
+    x, y = reference.random_batch(model, 5)
+    full = resgrad.gradients(model, x, y, method=method)
+    weights_only = resgrad.gradients(model, x, y, method=method, with_input=False)
+    assert weights_only.input is None
+    assert float(weights_only.loss) == float(full.loss)
+    for name, value in full.arrays().items():
+        np.testing.assert_array_equal(weights_only.arrays()[name], value, err_msg=name)
+
+
+def test_per_sample_norms_scale_past_overflow():
+    """Scaling x by 2^k scales every gradient term of a bias-free, identity
+    network of squared error by 2^k or 4^k, so norms far past sqrt(finfo.max)
+    follow from the small ones exactly."""
+    model = resgrad.ResidualMLP.init(
+        [3, 3, 3], 3, activation="identity", shortcut="none", bias=False, seed=0
+    )
+    x = np.array([[0.5, -1.0, 2.0]])
+    t = np.zeros((1, 3))
+    small = resgrad.per_sample_norms(model, x, t, "squared_error")
+    huge = resgrad.per_sample_norms(model, x * 2.0**300, t, "squared_error")
+    assert np.isfinite(huge).all()
+    assert huge[0] == pytest.approx(small[0] * 2.0**600, rel=1e-12)
+
+
 def test_empty_batch_has_zero_gradients():
     model = reference.random_model(2, "relu", "learned")
     x = np.zeros((0, model.sizes[0]))

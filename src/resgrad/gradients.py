@@ -52,12 +52,13 @@ class Gradients:
         loss: the reduced loss, a 0-d array (a NumPy scalar for NumPy).
         input: ``dY/dx`` of the shape of ``x``; row ``i`` is the gradient of
             the reduced loss, so with ``reduction="sum"`` it is the gradient
-            of sample ``i``'s own loss.
+            of sample ``i``'s own loss. ``None`` when ``gradients`` was
+            called with ``with_input=False``.
         blocks: one ``BlockGradients`` per block.
     """
 
     loss: Array
-    input: Array
+    input: Array | None
     blocks: list[BlockGradients]
 
     def arrays(self) -> dict[str, Array]:
@@ -84,16 +85,24 @@ def output_error(
     the class score. With ``reduction="mean"`` both carry the factor ``1/n``.
     """
     xp = model.xp
+    per_sample, error = _sample_losses(model, traces, a_L, y, loss)
+    if reduction == "sum":
+        return xp.sum(per_sample), error
+    n = max(error.shape[0], 1)
+    return xp.sum(per_sample) / n, error / n
+
+
+def _sample_losses(
+    model: ResidualMLP, traces: list[BlockTrace], a_L: Array, y: Array, loss: Loss
+) -> tuple[Array, Array]:
+    """Return each sample's loss ``(n,)`` and its ``e^L`` ``(n, p_L)``, unreduced."""
+    xp = model.xp
     z_L = traces[-1].z
     out = z_L if loss.on_logits else a_L
-    per_sample = loss.value(xp, out, y)
     error = loss.grad(xp, out, y)
     if not loss.on_logits:
         error = error * model.activations()[2].derivative(xp, z_L)
-    if reduction == "sum":
-        return xp.sum(per_sample), error
-    n = max(z_L.shape[0], 1)
-    return xp.sum(per_sample) / n, error / n
+    return loss.value(xp, out, y), error
 
 
 def prepare(
@@ -104,7 +113,9 @@ def prepare(
         raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
     loss_fn = get_loss(loss)
     check_reduction(reduction)
-    xp = _arrays.namespace(*model.arrays().values(), x, y)
+    # The model checks at construction that its arrays share a namespace, so
+    # its first weight represents all of them.
+    xp = _arrays.namespace(model.blocks[0].W1, x, y)
     _arrays.check_input(xp, x, model.sizes[0], model.dtype)
     check_targets(xp, loss_fn, y, x.shape[0], model.n_classes, model.dtype)
     traces, a_L = model.trace(x)
@@ -112,20 +123,26 @@ def prepare(
 
 
 def backward(
-    model: ResidualMLP, traces: list[BlockTrace], error: Array, weights: bool = True
-) -> tuple[Array, list[BlockGradients]]:
+    model: ResidualMLP,
+    traces: list[BlockTrace],
+    error: Array,
+    weights: bool = True,
+    with_input: bool = True,
+) -> tuple[Array | None, list[BlockGradients]]:
     """Run the recurrence from ``e^L`` down to ``dY/dx``.
 
     Args:
         error: ``e^L`` of shape ``(n, p_L)``.
         weights: whether to form the weight gradients (summed over rows);
             without them only the input gradient is computed.
+        with_input: whether to form ``dY/dx``; ``None`` takes its place
+            when false.
 
     Returns:
         ``(dY/dx, blocks)`` with ``blocks`` empty when ``weights`` is false.
     """
     xp = model.xp
-    dx, errors = propagate(model, traces, error, keep=weights)
+    dx, errors = propagate(model, traces, error, keep=weights, with_input=with_input)
     if not weights:
         return dx, []
     grads = [
@@ -136,14 +153,21 @@ def backward(
 
 
 def propagate(
-    model: ResidualMLP, traces: list[BlockTrace], error: Array, keep: bool = True
-) -> tuple[Array, list[tuple[Array, Array]]]:
+    model: ResidualMLP,
+    traces: list[BlockTrace],
+    error: Array,
+    keep: bool = True,
+    with_input: bool = True,
+) -> tuple[Array | None, list[tuple[Array, Array]]]:
     """Return ``dY/dx`` and ``(e^l, e_hat^l)`` for every block ``l = 1..L``.
 
     ``error`` is ``e^L`` of shape ``(n, p_L)``, or ``(k, n, p_L)`` to carry
     ``k`` error vectors per sample at once; the returned arrays keep those
     leading axes. With ``keep`` false the list of errors is left empty,
-    which saves memory when only ``dY/dx`` is needed.
+    which saves memory when only ``dY/dx`` is needed. With ``with_input``
+    false the recurrence stops at ``e_hat^1`` and returns ``None`` for
+    ``dY/dx``, which saves the first block's two products by ``W1`` and
+    ``W3``.
     """
     xp = model.xp
     g, g_post, _ = model.activations()
@@ -154,6 +178,9 @@ def propagate(
         e_hat = (e @ block.W2) * g.derivative(xp, trace.u)
         if keep:
             errors.append((e, e_hat))
+        if index == 0 and not with_input:
+            e = None
+            break
         e_prev = e_hat @ block.W1
         if block.shortcut == "learned":
             e_prev = e_prev + e @ block.W3
@@ -167,9 +194,11 @@ def propagate(
 
 
 def _block_gradients(xp, block, trace, e, e_hat) -> BlockGradients:
-    e_t = xp.matrix_transpose(e)
+    # ``.T`` is the array API's transpose of a 2-D array, and it saves a
+    # Python call through the namespace for every product.
+    e_t = e.T
     return BlockGradients(
-        W1=xp.matrix_transpose(e_hat) @ trace.a_prev,
+        W1=e_hat.T @ trace.a_prev,
         W2=e_t @ trace.h,
         W3=e_t @ trace.a_prev if block.shortcut == "learned" else None,
         b1=xp.sum(e_hat, axis=0) if block.b1 is not None else None,
@@ -184,6 +213,8 @@ def gradients(
     loss: str = "cross_entropy",
     reduction: str = "mean",
     method: str = "backprop",
+    *,
+    with_input: bool = True,
 ) -> Gradients:
     """Compute the loss and its gradients with respect to ``x`` and every weight.
 
@@ -199,6 +230,9 @@ def gradients(
         method: ``"backprop"`` runs the recurrence (fast, any size);
             ``"product"`` forms Theorem 1's matrix products per sample (for
             inspection and small networks).
+        with_input: whether to compute ``dY/dx``. A training step needs only
+            the weight gradients, and ``False`` skips the first block's two
+            products by ``W1`` and ``W3`` and leaves ``.input`` as ``None``.
 
     Returns:
         A ``Gradients`` with ``.loss``, ``.input`` and ``.blocks``.
@@ -212,14 +246,17 @@ def gradients(
         ((2, 4), (2, 3))
     """
     if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; expected one of: {', '.join(METHODS)}.")
+        raise ValueError(
+            f"Unknown method {method!r}; expected one of: {', '.join(METHODS)}."
+        )
     loss_fn, traces, a_L = prepare(model, x, y, loss, reduction)
     if method == "product":
         from .product import product_gradients
 
-        return product_gradients(model, traces, a_L, y, loss_fn, reduction)
+        result = product_gradients(model, traces, a_L, y, loss_fn, reduction)
+        return result if with_input else Gradients(result.loss, None, result.blocks)
     value, error = output_error(model, traces, a_L, y, loss_fn, reduction)
-    dx, blocks = backward(model, traces, error)
+    dx, blocks = backward(model, traces, error, with_input=with_input)
     return Gradients(value, dx, blocks)
 
 
@@ -235,11 +272,8 @@ def input_gradient(
         ``(losses, dx)`` of shapes ``(n,)`` and ``(n, p_0)``.
     """
     loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
-    xp = model.xp
-    out = traces[-1].z if loss_fn.on_logits else a_L
-    losses = loss_fn.value(xp, out, y)
-    _, error = output_error(model, traces, a_L, y, loss_fn, "sum")
-    dx, _ = backward(model, traces, error, weights=False)
+    losses, error = _sample_losses(model, traces, a_L, y, loss_fn)
+    dx, _ = propagate(model, traces, error, keep=False)
     return losses, dx
 
 
@@ -254,17 +288,15 @@ def per_sample_gradients(
     """
     loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
     xp = model.xp
-    out = traces[-1].z if loss_fn.on_logits else a_L
-    losses = loss_fn.value(xp, out, y)
-    _, error = output_error(model, traces, a_L, y, loss_fn, "sum")
+    losses, error = _sample_losses(model, traces, a_L, y, loss_fn)
     dx, errors = propagate(model, traces, error)
     blocks = []
     for block, trace, (e, e_hat) in zip(model.blocks, traces, errors):
         blocks.append(
             BlockGradients(
-                W1=_outer(e_hat, trace.a_prev),
-                W2=_outer(e, trace.h),
-                W3=_outer(e, trace.a_prev) if block.shortcut == "learned" else None,
+                W1=_outer(xp, e_hat, trace.a_prev),
+                W2=_outer(xp, e, trace.h),
+                W3=_outer(xp, e, trace.a_prev) if block.shortcut == "learned" else None,
                 b1=e_hat if block.b1 is not None else None,
                 b2=e if block.b2 is not None else None,
             )
@@ -289,22 +321,40 @@ def per_sample_norms(
     loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
     xp = model.xp
     _, error = output_error(model, traces, a_L, y, loss_fn, "sum")
-    total = xp.zeros(x.shape[0], dtype=x.dtype, device=_arrays.array_api_compat.device(x))
-    _, errors = propagate(model, traces, error)
+    _, errors = propagate(model, traces, error, with_input=False)
+    one = xp.ones(x.shape[0], dtype=x.dtype, device=_arrays.array_api_compat.device(x))
+    terms = []
     for block, trace, (e, e_hat) in zip(model.blocks, traces, errors):
-        a_sq = xp.sum(trace.a_prev * trace.a_prev, axis=1)
-        h_sq = xp.sum(trace.h * trace.h, axis=1)
-        e_sq = xp.sum(e * e, axis=1)
-        e_hat_sq = xp.sum(e_hat * e_hat, axis=1)
-        total = total + e_hat_sq * a_sq + e_sq * h_sq
+        a_norm = _row_norms(xp, trace.a_prev)
+        e_norm = _row_norms(xp, e)
+        e_hat_norm = _row_norms(xp, e_hat)
+        terms += [e_hat_norm * a_norm, e_norm * _row_norms(xp, trace.h)]
         if block.shortcut == "learned":
-            total = total + e_sq * a_sq
+            terms.append(e_norm * a_norm)
         if block.b1 is not None:
-            total = total + e_hat_sq
+            terms.append(e_hat_norm * one)
         if block.b2 is not None:
-            total = total + e_sq
-    return xp.sqrt(total)
+            terms.append(e_norm * one)
+    return _row_norms(xp, xp.stack(terms, axis=1))
 
 
-def _outer(left: Array, right: Array) -> Array:
+def _row_norms(xp: Any, rows: Array) -> Array:
+    """Return the Euclidean norm of each row of ``rows`` (n, m), shape ``(n,)``.
+
+    The rows are divided by their largest magnitude before squaring, so the
+    squares neither overflow for entries above ``sqrt(finfo.max)`` nor
+    underflow for tiny ones; a row of zeros has norm 0.
+    """
+    scale = xp.max(xp.abs(rows), axis=1, keepdims=True)
+    safe = xp.where(scale > 0, scale, xp.ones_like(scale))
+    scaled = rows / safe
+    return xp.sqrt(xp.sum(scaled * scaled, axis=1)) * safe[:, 0]
+
+
+def _outer(xp: Any, left: Array, right: Array) -> Array:
+    """Return the ``(n, q, p)`` stack of outer products ``left[i] right[i]^T``."""
+    if _arrays.array_api_compat.is_numpy_namespace(xp):
+        # NumPy 2.4 runs this broadcast product several times slower than
+        # einsum at widths of a few hundred (bench/bench_per_sample.py).
+        return _arrays.array_api_compat.numpy.einsum("ni,nj->nij", left, right)
     return left[:, :, None] * right[:, None, :]

@@ -341,15 +341,15 @@ class ResidualMLP:
         # own overflow warnings would only repeat it.
         with np.errstate(over="ignore", invalid="ignore"):
             for index, block in enumerate(self.blocks):
-                u = a @ xp.matrix_transpose(block.W1)
+                u = a @ block.W1.T
                 if block.b1 is not None:
                     u = u + block.b1
                 h = g.value(xp, u)
-                z = h @ xp.matrix_transpose(block.W2)
+                z = h @ block.W2.T
                 if block.b2 is not None:
                     z = z + block.b2
                 if block.shortcut == "learned":
-                    z = z + a @ xp.matrix_transpose(block.W3)
+                    z = z + a @ block.W3.T
                 elif block.shortcut == "identity":
                     z = z + a
                 traces.append(BlockTrace(a, u, h, z))

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from . import _arrays
-from .gradients import BlockGradients, Gradients, propagate
+from .gradients import BlockGradients, Gradients
 from .losses import Loss
 from .model import BlockTrace, ResidualMLP
 
@@ -172,13 +172,26 @@ def input_jacobian(model: ResidualMLP, x: Array, mode: str = "auto") -> Array:
 
 def _jacobian_reverse(model: ResidualMLP, traces: list[BlockTrace]) -> Array:
     xp = model.xp
+    g, g_post, _ = model.activations()
     n, k = traces[-1].z.shape
     eye = xp.eye(k, dtype=model.dtype, device=model.device)
-    # Error r of sample i starts as the unit vector of logit r, so the
-    # recurrence carries it down to row r of J[i].
-    errors = xp.broadcast_to(eye[:, None, :], (k, n, k))
-    rows, _ = propagate(model, traces, errors, keep=False)
-    return xp.permute_dims(rows, (1, 0, 2))
+    # Row r of sample i starts as the unit vector of logit r, so the
+    # recurrence carries it down to row r of J[i]. The k rows of every
+    # sample are stacked into one (n k, width) matrix, so that each step is
+    # one matrix product rather than a batch of small ones.
+    e = xp.reshape(xp.broadcast_to(eye[None, :, :], (n, k, k)), (n * k, k))
+    for index in range(model.depth - 1, -1, -1):
+        block, trace = model.blocks[index], traces[index]
+        e_hat = _scale_rows(xp, e @ block.W2, g.derivative(xp, trace.u))
+        e_prev = e_hat @ block.W1
+        if block.shortcut == "learned":
+            e_prev = e_prev + e @ block.W3
+        elif block.shortcut == "identity":
+            e_prev = e_prev + e
+        if index > 0:
+            e_prev = _scale_rows(xp, e_prev, g_post.derivative(xp, traces[index - 1].z))
+        e = e_prev
+    return xp.reshape(e, (n, k, e.shape[1]))
 
 
 def _jacobian_forward(model: ResidualMLP, traces: list[BlockTrace]) -> Array:
@@ -186,15 +199,26 @@ def _jacobian_forward(model: ResidualMLP, traces: list[BlockTrace]) -> Array:
     g, g_post, _ = model.activations()
     n, d = traces[0].a_prev.shape
     eye = xp.eye(d, dtype=model.dtype, device=model.device)
-    # T[i] = da^{l-1}/dx at sample i, shape (p_{l-1}, p_0).
-    T = xp.broadcast_to(eye[None, :, :], (n, d, d))
+    # Row j of sample i is the tangent da^{l-1}/dx_j; the d rows of every
+    # sample are stacked into one (n d, p_{l-1}) matrix.
+    T = xp.reshape(xp.broadcast_to(eye[None, :, :], (n, d, d)), (n * d, d))
     for index, (block, trace) in enumerate(zip(model.blocks, traces)):
-        H = g.derivative(xp, trace.u)[:, :, None] * (block.W1 @ T)
-        Z = block.W2 @ H
+        H = _scale_rows(xp, T @ block.W1.T, g.derivative(xp, trace.u))
+        Z = H @ block.W2.T
         if block.shortcut == "learned":
-            Z = Z + block.W3 @ T
+            Z = Z + T @ block.W3.T
         elif block.shortcut == "identity":
             Z = Z + T
         if index < model.depth - 1:
-            T = g_post.derivative(xp, trace.z)[:, :, None] * Z
-    return Z
+            T = _scale_rows(xp, Z, g_post.derivative(xp, trace.z))
+    return xp.permute_dims(xp.reshape(Z, (n, d, Z.shape[1])), (0, 2, 1))
+
+
+def _scale_rows(xp: Any, rows: Array, scale: Array) -> Array:
+    """Multiply the stacked rows ``(n k, w)`` of sample ``i`` by ``scale[i]``.
+
+    ``scale`` has shape ``(n, w)``; each sample owns ``k`` consecutive rows.
+    """
+    n, w = scale.shape
+    scaled = xp.reshape(rows, (n, rows.shape[0] // max(n, 1), w)) * scale[:, None, :]
+    return xp.reshape(scaled, (rows.shape[0], w))

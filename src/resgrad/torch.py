@@ -966,7 +966,9 @@ class ExplicitGradient(torch.autograd.Function):
         g_out = model.activations()[2]
         error = grad_output * g_out.derivative(model.xp, traces[-1].z)
         needs = ctx.needs_input_grad
-        dx, blocks = backward(model, traces, error, weights=any(needs[2:]))
+        dx, blocks = backward(
+            model, traces, error, weights=any(needs[2:]), with_input=needs[1]
+        )
         grads = []
         for key, need in zip(model.arrays(), needs[2:]):
             _, index, name = key.split(".")

@@ -658,7 +658,9 @@ class _Run:
         current = self.model.replace_arrays(params)
         loss = self.loss_fn.name
         try:
-            grads = gradients(current, x_batch, y_batch, loss, method="backprop")
+            grads = gradients(
+                current, x_batch, y_batch, loss, method="backprop", with_input=False
+            )
         except ForwardOverflowError as error:
             raise self._diverged(
                 epoch, step, f"the loss became NaN or infinite ({error})"

@@ -1,0 +1,124 @@
+"""Time one training step of resgrad against PyTorch autograd.
+
+A step is the forward pass, the mean softmax cross-entropy and every weight
+gradient. resgrad runs ``resgrad.gradients(..., with_input=False)`` on NumPy
+arrays and on torch tensors. Autograd runs ``loss.backward()`` on the
+``to_module`` copy of the same network, with ``x`` not requiring a
+gradient, so neither computes ``dY/dx``.
+
+    python bench/bench_training.py [--threads 1] [--dtypes float32 float64]
+"""
+
+from __future__ import annotations
+
+import common
+
+# name: (width, batch, blocks), and the speed-up over autograd aimed at.
+NETWORKS = {
+    "small": ((64, 64, 8), 1.5),
+    "deep": ((32, 32, 100), 1.5),
+    "medium": ((256, 256, 8), None),
+    "wide": ((1024, 256, 4), 0.95),
+}
+
+
+def autograd_step(module, x, y):
+    """Return a function that runs one autograd step of ``module``."""
+    import torch
+    import torch.nn.functional as F
+
+    parameters = list(module.parameters())
+
+    def step():
+        for parameter in parameters:
+            parameter.grad = None
+        F.cross_entropy(module(x), y).backward()
+
+    del torch
+    return step
+
+
+def max_difference(grads, module) -> float:
+    """Return the largest gap between resgrad's and autograd's weight gradients."""
+    gaps = []
+    for name, value in module.named_arrays().items():
+        gaps.append(float(abs(grads.arrays()[name] - value.grad.numpy()).max()))
+    return max(gaps)
+
+
+def steps(model, x, y):
+    """Return the training steps to time, keyed by name, and the module."""
+    from resgrad.torch import to_module
+
+    model_t, x_t, y_t = common.to_torch(model, x, y)
+    module = to_module(model)
+    return module, {
+        "resgrad NumPy": lambda: common.resgrad.gradients(
+            model, x, y, with_input=False
+        ),
+        "resgrad torch": lambda: common.resgrad.gradients(
+            model_t, x_t, y_t, with_input=False
+        ),
+        "autograd": autograd_step(module, x_t, y_t),
+    }
+
+
+def run_case(width, batch, depth, dtype, budget):
+    """Return the times of each contender and the largest gradient gap."""
+    model, x, y = common.network(width, depth, batch, dtype)
+    module, contenders = steps(model, x, y)
+    times = common.compare(contenders, budget=budget)
+    contenders["autograd"]()
+    gap = max_difference(
+        common.resgrad.gradients(model, x, y, with_input=False), module
+    )
+    return times, gap
+
+
+def main() -> None:
+    parser = common.parser(__doc__.splitlines()[0])
+    parser.add_argument(
+        "--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS)
+    )
+    args = parser.parse_args()
+    common.set_threads(args.threads)
+    common.header("Training step against PyTorch autograd", args.threads)
+    rows = []
+    for name in args.networks:
+        (width, batch, depth), target = NETWORKS[name]
+        for dtype in args.dtypes:
+            times, gap = run_case(width, batch, depth, dtype, args.budget)
+            auto = times["autograd"]
+            rows.append(
+                [
+                    f"{name} ({width}, {batch}, {depth})",
+                    dtype,
+                    common.milliseconds(times["resgrad NumPy"]),
+                    common.milliseconds(times["resgrad torch"]),
+                    common.milliseconds(auto),
+                    common.ratio(auto, times["resgrad NumPy"]),
+                    common.ratio(auto, times["resgrad torch"]),
+                    f"{target}x" if target else "-",
+                    f"{gap:.1e}",
+                ]
+            )
+    print(
+        common.table(
+            [
+                "network (width, batch, blocks)",
+                "dtype",
+                "resgrad NumPy ms",
+                "resgrad torch ms",
+                "autograd ms",
+                "speed-up NumPy",
+                "speed-up torch",
+                "target",
+                "max grad gap",
+            ],
+            rows,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
