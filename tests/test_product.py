@@ -175,6 +175,19 @@ def test_unknown_jacobian_mode_raises():
         resgrad.input_jacobian(model, x, "sideways")
 
 
+@pytest.mark.parametrize("function", [resgrad.theorem_matrices, resgrad.input_jacobian])
+def test_non_model_raises_type_error(function):
+    with pytest.raises(TypeError, match="Expected a ResidualMLP, got dict"):
+        function({"W1": np.eye(2)}, np.zeros((1, 2)))
+
+
+def test_jacobian_of_foreign_x_raises():
+    model = reference.random_model(1, "relu", "learned")
+    x, _ = reference.random_batch(model, 2)
+    with pytest.raises(TypeError, match="numpy.*torch|torch.*numpy"):
+        resgrad.input_jacobian(model, torch.asarray(x))
+
+
 # Theorem 1 as printed, evaluated from theorem_matrices.
 
 

@@ -77,6 +77,8 @@ def theorem_matrices(model: ResidualMLP, x: Array) -> list[TheoremMatrices]:
     size ``n``. ``D^L`` is ``diag(g_out'(z^L))``, the identity when the
     output activation is the identity.
     """
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
     traces, _ = model.trace(x)
     return _matrices(model, traces)
 
@@ -155,7 +157,6 @@ def input_jacobian(model: ResidualMLP, x: Array, mode: str = "auto") -> Array:
         )
     if not isinstance(model, ResidualMLP):
         raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
-    _arrays.namespace(*model.arrays().values(), x)
     traces, _ = model.trace(x)
     if mode == "auto":
         mode = "reverse" if model.n_classes <= model.sizes[0] else "forward"
