@@ -341,9 +341,9 @@ def per_sample_norms(
 def _row_norms(xp: Any, rows: Array) -> Array:
     """Return the Euclidean norm of each row of ``rows`` (n, m), shape ``(n,)``.
 
-    The rows are divided by their largest magnitude before squaring, so the
-    squares neither overflow for entries above ``sqrt(finfo.max)`` nor
-    underflow for tiny ones; a row of zeros has norm 0.
+    Each row is divided by its largest magnitude before squaring, so that the
+    squares of entries above ``sqrt(finfo.max)`` do not overflow and those of
+    tiny entries do not underflow. A row of zeros has norm 0.
     """
     scale = xp.max(xp.abs(rows), axis=1, keepdims=True)
     safe = xp.where(scale > 0, scale, xp.ones_like(scale))
