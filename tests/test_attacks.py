@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -1115,3 +1116,55 @@ def test_empty_batch(model):
     for name in NAMES:
         result = run(name, model, x, y)
         assert result.x_adv.shape == (0, D)
+
+
+# Scalar targets: one class for every sample.
+
+TARGETED = ["fgsm", "bim", "mifgsm", "pgd", "pgd_l2", "jsma", "mjsma"]
+
+
+@pytest.mark.parametrize("target", [3, np.int64(3), np.array(3)], ids=repr)
+@pytest.mark.parametrize("name", TARGETED)
+def test_scalar_target_matches_array(model, name, target):
+    x, y = make_batch()
+    expected = run(name, model, x, y, target=np.full(N, 3))
+    result = run(name, model, x, y, target=target)
+    assert result.target.shape == (N,)
+    np.testing.assert_array_equal(result.target, np.full(N, 3))
+    np.testing.assert_array_equal(result.x_adv, expected.x_adv)
+
+
+@pytest.mark.parametrize("name", TARGETED)
+def test_scalar_target_keeps_torch(model, name):
+    x, y = make_batch()
+    result = run(name, model.convert(torch), torch.tensor(x), torch.tensor(y), target=3)
+    assert isinstance(result.target, torch.Tensor)
+    assert result.target.dtype == torch.int64
+    assert result.target.device == result.x_adv.device
+    assert torch.equal(result.target, torch.full((N,), 3))
+
+
+@pytest.mark.parametrize("target", [CLASSES, 12, -1, np.int64(12)], ids=repr)
+@pytest.mark.parametrize("name", TARGETED)
+def test_scalar_target_out_of_range(model, name, target):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match=rf"Label {int(target)} in target is outside"):
+        run(name, model, x, y, target=target)
+
+
+@pytest.mark.parametrize(
+    ("target", "shown"),
+    [
+        (3.0, "3.0"),
+        (np.float64(3.0), "np.float64(3.0)"),
+        (np.array(3.0), "3.0"),
+        (True, "True"),
+        (np.bool_(False), "np.False_"),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("name", TARGETED)
+def test_scalar_target_float_or_bool(model, name, target, shown):
+    x, y = make_batch()
+    with pytest.raises(TypeError, match=rf"target .*, got {re.escape(shown)};"):
+        run(name, model, x, y, target=target)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 import re
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -220,8 +222,9 @@ def test_npz_missing_array(tmp_path):
 def test_npz_object_array(tmp_path):
     path = tmp_path / "objects.npz"
     np.savez(path, X=np.array([{}, {}], dtype=object), y=np.array([0, 1]))
-    with pytest.raises(ValueError, match="Object arrays cannot be loaded"):
+    with pytest.raises(ValueError, match="contains an object array") as caught:
         load_npz(path)
+    assert "allow_pickle" not in str(caught.value)
 
 
 def test_npz_single_array(tmp_path):
@@ -235,8 +238,54 @@ def test_npz_single_array(tmp_path):
 def test_npz_random_bytes(tmp_path):
     path = tmp_path / "noise.npz"
     path.write_bytes(np.random.default_rng(0).bytes(300))
-    with pytest.raises(ValueError, match="Could not read .*noise.npz as an .npz"):
+    with pytest.raises(ValueError, match="noise.npz is not a readable .npz archive"):
         load_npz(path)
+
+
+def test_npz_text_file(tmp_path):
+    path = tmp_path / "text.npz"
+    path.write_text("1,2,0\n3,4,1\n")
+    with pytest.raises(ValueError, match="text.npz is not a readable .npz archive"):
+        load_npz(path)
+
+
+def test_npz_text_file_hides_pickle_option(tmp_path):
+    path = tmp_path / "text.npz"
+    path.write_text("1,2,0\n3,4,1\n")
+    with pytest.raises(ValueError) as caught:
+        load_npz(path)
+    assert "allow_pickle" not in str(caught.value)
+
+
+class _TouchOnLoad:
+    """A pickle payload that creates ``marker`` when it is unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_npz_renamed_pickle(tmp_path):
+    marker = tmp_path / "unpickled.txt"
+    path = tmp_path / "payload.npz"
+    path.write_bytes(pickle.dumps(_TouchOnLoad(marker)))
+    with pytest.raises(
+        ValueError, match="payload.npz is not a readable .npz archive"
+    ) as caught:
+        load_npz(path)
+    assert "allow_pickle" not in str(caught.value)
+    assert not marker.exists()
+
+
+def test_load_data_renamed_pickle(tmp_path):
+    marker = tmp_path / "unpickled.txt"
+    path = tmp_path / "payload.npz"
+    path.write_bytes(pickle.dumps(_TouchOnLoad(marker)))
+    with pytest.raises(ValueError, match="payload.npz is not a readable .npz archive"):
+        load_data(path)
+    assert not marker.exists()
 
 
 # CSV files.
@@ -292,8 +341,24 @@ def test_csv_fractional_labels(tmp_path):
 def test_csv_ragged_rows(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("1,2,0\n3,1\n")
-    with pytest.raises(ValueError, match="Could not read .*table.csv as a numeric CSV"):
+    with pytest.raises(ValueError, match="line 2 has 2 field") as caught:
         load_csv(path)
+    assert "usecols" not in str(caught.value)
+
+
+def test_csv_ragged_line_counts_header(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("a,b,label\n1,2,0\n\n3,4,1\n5,6,1,7\n")
+    with pytest.raises(ValueError, match="line 5 has 4 field\\(s\\) but line 2 has 3"):
+        load_csv(path)
+
+
+def test_csv_fractional_labels_name_option(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("1,2,0\n3,4,1.5\n")
+    with pytest.raises(ValueError, match=r"load_csv\(label_column=\.\.\.\)") as caught:
+        load_csv(path)
+    assert "chosen otherwise" not in str(caught.value)
 
 
 def test_csv_empty(tmp_path):

@@ -2,6 +2,7 @@
 and fit's reproducibility, early stopping, divergence guard and checks."""
 
 import io
+import re
 
 import array_api_strict
 import numpy as np
@@ -674,14 +675,15 @@ def test_resume_finished_run_takes_no_step(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "change, name",
+    "change, difference",
     [
-        ({"seed": 4}, "seed"),
-        ({"batch_size": 8}, "batch_size"),
-        ({"lr": 0.02}, "optimizer"),
+        ({"seed": 4}, "seed 3 in the checkpoint but 4 now"),
+        ({"batch_size": 8}, "batch_size 16 in the checkpoint but 8 now"),
+        ({"lr": 0.02}, "lr 0.01 in the checkpoint but 0.02 now"),
+        ({"optimizer": "sgd"}, "optimizer 'Adam' in the checkpoint but 'SGD' now"),
     ],
 )
-def test_resume_rejects_other_settings(tmp_path, change, name):
+def test_resume_rejects_other_settings(tmp_path, change, difference):
     x, y = _blobs()
     path = tmp_path / "run.ckpt"
     settings = {
@@ -694,15 +696,32 @@ def test_resume_rejects_other_settings(tmp_path, change, name):
     fit(_small_model(), x, y, checkpoint=path, **settings)
 
     settings.update(change)
-    with pytest.raises(ValueError, match=f"different {name}; pass the same"):
+    with pytest.raises(ValueError, match=re.escape(difference)):
         fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
+
+
+def test_resume_names_every_difference(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    settings = {"epochs": 1, "validation": None, "seed": 3, "lr": 0.01}
+    fit(_small_model(), x, y, checkpoint=path, **settings)
+
+    settings.update(seed=4, lr=0.02)
+    with pytest.raises(ValueError) as caught:
+        fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
+    message = str(caught.value)
+    assert "lr 0.01 in the checkpoint but 0.02 now" in message
+    assert "seed 3 in the checkpoint but 4 now" in message
+    assert "optimizer" not in message
 
 
 def test_resume_rejects_other_data(tmp_path):
     x, y = _blobs()
     path = tmp_path / "run.ckpt"
     fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=path)
-    with pytest.raises(ValueError, match="different data"):
+    with pytest.raises(
+        ValueError, match=r"data SHA-256 \w{12}\.\.\. in the checkpoint"
+    ):
         fit(
             _small_model(),
             x + 1,

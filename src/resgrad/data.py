@@ -47,6 +47,8 @@ IDX_DTYPES = {
 # The largest ratio of output to input that a deflate stream can reach.
 DEFLATE_MAX_RATIO = 1032
 READ_CHUNK_BYTES = 1 << 20
+# The local-file and empty-archive headers that a zip file starts with.
+_ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
 # zipfile raises NotImplementedError for a zip version or feature it lacks.
 _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError)
 
@@ -217,23 +219,53 @@ def load_npz(path: PathLike) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | 
         ``(h, w)`` or ``None``.
     """
     path = _existing_file(path)
+    _check_npz_format(path)
     # NOTE: unlike model files, data archives are not checked for zip bombs,
     # so a hostile archive can exhaust memory (but it cannot run code).
     try:
         archive = np.load(path, allow_pickle=False)
     except _NPZ_ERRORS as error:
-        raise ValueError(
-            f"Could not read {path} as an .npz archive: {error}; save features "
-            "and labels with np.savez(path, X=X, y=y)."
-        ) from error
-    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise _npz_error(path, error) from error
+    with archive:
+        x, y = _npz_arrays(path, archive)
+    return _validate_arrays(x, y, source=path)
+
+
+def _check_npz_format(path: Path) -> None:
+    """Raise ``ValueError`` unless ``path`` is a zip file, as ``np.savez`` writes.
+
+    Checking first keeps a text or pickle file from reaching ``np.load``,
+    whose message for them suggests unsafe loading.
+    """
+    with open(path, "rb") as file:
+        start = file.read(len(np.lib.format.MAGIC_PREFIX))
+    # np.load opens an archive only when it starts with a zip header.
+    if start[:4] in _ZIP_STARTS and zipfile.is_zipfile(path):
+        return
+    if start == np.lib.format.MAGIC_PREFIX:
         raise ValueError(
             f"{path} contains a single array, not an .npz archive; save features "
             "and labels with np.savez(path, X=X, y=y)."
         )
-    with archive:
-        x, y = _npz_arrays(path, archive)
-    return _validate_arrays(x, y, source=path)
+    raise ValueError(
+        f"{path} is not a readable .npz archive (a zip file of arrays); save "
+        "features and labels with np.savez(path, X=X, y=y)."
+    )
+
+
+def _npz_error(path: Path, error: Exception) -> ValueError:
+    """Return the ``ValueError`` for an archive that NumPy failed to read."""
+    reason = str(error).rstrip(".")
+    if "pickle" in reason.lower():
+        # NumPy's wording here points to its unsafe loading option.
+        reason = (
+            "it contains an object array, which is not loaded because "
+            "unpickling can run code from the file"
+        )
+    return ValueError(
+        f"{path} is not a readable .npz archive: {reason}; save numeric features "
+        "and labels with np.savez(path, X=X, y=y)."
+    )
 
 
 def _npz_arrays(path: Path, archive: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +278,7 @@ def _npz_arrays(path: Path, archive: Any) -> tuple[np.ndarray, np.ndarray]:
     try:
         return archive["X"], archive["y"]
     except _NPZ_ERRORS as error:
-        raise ValueError(f"Could not read the arrays of {path}: {error}") from error
+        raise _npz_error(path, error) from error
 
 
 def load_csv(
@@ -323,13 +355,44 @@ def _read_table(path: Path, skip_rows: int) -> np.ndarray:
                 path, delimiter=",", skiprows=skip_rows, ndmin=2, encoding="utf-8-sig"
             )
     except ValueError as error:
+        ragged = _ragged_line(path, skip_rows)
+        if ragged is not None:
+            raise ValueError(f"Could not read {path} as a CSV: {ragged}.") from error
+        reason = str(error).rstrip(".")
+        if "usecols" in reason:
+            # NumPy suggests an option that the command line does not have.
+            reason = "the rows have different numbers of fields"
         raise ValueError(
-            f"Could not read {path} as a numeric CSV: {str(error).rstrip('.')}. "
+            f"Could not read {path} as a numeric CSV: {reason}. "
             "Every field after the header row must be a number."
         ) from error
     if table.size == 0:
         raise ValueError(f"{path} has a header but no data rows.")
     return table
+
+
+def _ragged_line(path: Path, skip_rows: int) -> str | None:
+    """Describe the first data line whose field count differs, or return ``None``.
+
+    Lines are counted from 1 in the file, and blank lines and ``#`` comments
+    are skipped as ``np.loadtxt`` skips them.
+    """
+    expected = None
+    with open(path, encoding="utf-8-sig") as file:
+        for number, line in enumerate(file, start=1):
+            text = line.split("#", 1)[0].strip()
+            if number <= skip_rows or not text:
+                continue
+            count = len(text.split(","))
+            if expected is None:
+                expected = (number, count)
+            elif count != expected[1]:
+                return (
+                    f"line {number} has {count} field(s) but line {expected[0]} "
+                    f"has {expected[1]}; every row needs the same number of "
+                    "comma-separated fields"
+                )
+    return None
 
 
 def load_idx(
@@ -541,8 +604,9 @@ def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
         first = y[np.argmax(bad)]
         raise ValueError(
             f"Expected integer labels in {source}, got {int(bad.sum())} value(s) "
-            f"that are not whole numbers, e.g. {first}; check that the label "
-            "column (the last one unless chosen otherwise) holds the classes."
+            f"that are not whole numbers, e.g. {first}; check the label column. "
+            "The last column of a CSV is read as the label, and "
+            "load_csv(label_column=...) in Python picks another."
         )
     raise TypeError(
         f"Expected integer labels in {source}, got dtype {y.dtype}; encode the "

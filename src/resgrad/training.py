@@ -855,15 +855,17 @@ class _Checkpoint:
             return
         if not isinstance(stored, dict):
             stored = {}
-        names = sorted(
-            name
-            for name in set(stored) | set(self.settings)
-            if stored.get(name) != self.settings.get(name)
-        )
+        old, new = _flat_settings(stored), _flat_settings(self.settings)
+        differences = [
+            f"{name} {_show_setting(old, name)} in the checkpoint but "
+            f"{_show_setting(new, name)} now"
+            for name in sorted(set(old) | set(new))
+            if old.get(name) != new.get(name)
+        ]
         raise _MismatchedCheckpoint(
-            f"Cannot resume from {self.path}: it was written by a run with a "
-            f"different {', '.join(names)}; pass the same arguments, or start "
-            "over without resume."
+            f"Cannot resume from {self.path}: it was written with different "
+            f"settings: {'; '.join(differences)}. Pass the same arguments, or "
+            "start over without resume."
         )
 
     def _arrays(self, run: _Run, arrays: dict, group: str, template: Params) -> Params:
@@ -894,6 +896,36 @@ class _Checkpoint:
                     f"{expected.dtype}"
                 )
         return restored
+
+
+def _flat_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Return the settings with the model's and optimizer's fields named alone.
+
+    The optimizer's fields take the names of the ``fit`` arguments (``lr``,
+    ``momentum``), and its class is named ``optimizer``.
+    """
+    flat = {}
+    for name, value in settings.items():
+        if name == "optimizer" and isinstance(value, dict):
+            for field, setting in value.items():
+                flat["optimizer" if field == "type" else field] = setting
+        elif name == "model" and isinstance(value, dict):
+            for field, setting in value.items():
+                flat[f"model {field}"] = setting
+        else:
+            flat[name] = value
+    return flat
+
+
+def _show_setting(settings: dict[str, Any], name: str) -> str:
+    """Format one setting for a message, shortening SHA-256 digests."""
+    if name not in settings:
+        # A field of one optimizer class that the other class lacks.
+        return "not used"
+    value = settings[name]
+    if isinstance(value, str) and len(value) == 64:
+        return f"SHA-256 {value[:12]}..."
+    return repr(value)
 
 
 class _MismatchedCheckpoint(ValueError):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 from .. import _arrays
@@ -97,21 +98,59 @@ def prepare(
     """Validate the arguments every attack takes and bundle them.
 
     Raises:
-        TypeError: if ``model`` is not a ``ResidualMLP``, or ``x``, ``y`` and
-            ``target`` do not share the model's namespace and dtype rules.
+        TypeError: if ``model`` is not a ``ResidualMLP``, ``x``, ``y`` and
+            ``target`` do not share the model's namespace and dtype rules, or
+            ``target`` is a float or bool scalar.
         ValueError: on a bad shape, a label out of range, non-finite values,
             invalid bounds, or ``x`` outside the box.
     """
     if not isinstance(model, ResidualMLP):
         raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
     lo, hi = check_bounds(bounds)
+    target_class = scalar_class(target)
+    if target_class is not None:
+        target = None
     xp = _arrays.namespace(*model.arrays().values(), x, y, target)
     _arrays.check_input(xp, x, model.sizes[0], model.dtype)
     check_box(xp, x, lo, hi)
     _arrays.check_labels(xp, y, x.shape[0], model.n_classes)
+    if target_class is not None:
+        # One class for every sample: broadcast it in x's namespace and device.
+        device = array_api_compat.device(x)
+        target = xp.full((x.shape[0],), target_class, dtype=xp.int64, device=device)
     if target is not None:
         _arrays.check_labels(xp, target, x.shape[0], model.n_classes, name="target")
     return Batch(model, xp, x, y, target, lo, hi)
+
+
+def scalar_class(target: Any) -> int | None:
+    """Return a scalar ``target`` as an int class, or ``None`` for an array.
+
+    A Python int, a NumPy integer or a 0-d integer array names one target
+    class for every sample.
+
+    Raises:
+        TypeError: if ``target`` is a bool or floating scalar.
+    """
+    if target is None:
+        return None
+    if isinstance(target, (bool, np.bool_)):
+        value = target
+    elif isinstance(target, numbers.Integral):
+        return int(target)
+    elif isinstance(target, numbers.Number):
+        value = target
+    elif getattr(target, "ndim", None) == 0:
+        target_xp = array_api_compat.array_namespace(target)
+        if target_xp.isdtype(target.dtype, "integral"):
+            return int(target)
+        value = target.item()
+    else:
+        return None
+    raise TypeError(
+        f"Expected target to be an integer class or an integer array of shape "
+        f"(n,), got {value!r}; pass the class as an int or the labels as int64."
+    )
 
 
 def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:

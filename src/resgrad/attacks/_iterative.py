@@ -64,7 +64,8 @@ def bim(
         eps: the L-inf radius, ``>= 0``; 0 returns ``x`` unchanged.
         alpha: the step size, ``> 0``; default ``2.5 eps / steps``.
         steps: the number of steps, ``>= 1``.
-        target: target labels of shape ``(n,)`` for a targeted attack.
+        target: target labels of shape ``(n,)``, or one int class for every
+            sample, for a targeted attack.
         early_stop: freeze each sample once it succeeds. Kurakin et al. run
             every step, which is the default.
         bounds: the box ``(lo, hi)`` that contains every input.

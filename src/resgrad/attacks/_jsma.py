@@ -82,7 +82,8 @@ def jsma(
         x: clean inputs of shape ``(n, d)`` in ``bounds``, in the model's
             namespace and dtype.
         y: true labels of shape ``(n,)``.
-        target: target labels of shape ``(n,)``.
+        target: target labels of shape ``(n,)``, or one int class for every
+            sample.
         theta: the change of each chosen feature, in input units; default
             ``hi - lo``, which takes a feature to the bound in one move.
             A negative value decreases features; 0 returns ``x`` unchanged.
@@ -94,7 +95,9 @@ def jsma(
         An ``AttackResult`` whose ``steps`` counts the pairs changed.
     """
     if target is None:
-        raise ValueError("JSMA is a targeted attack; pass target labels of shape (n,).")
+        raise ValueError(
+            "JSMA is a targeted attack; pass target labels of shape (n,) or one int class."
+        )
     batch = prepare(model, x, y, target, bounds)
     theta = batch.hi - batch.lo if theta is None else check_number("theta", theta)
     gamma = _check_gamma(gamma)
@@ -129,7 +132,8 @@ def mjsma(
 
     Args:
         model, x, y, gamma, bounds: as for ``jsma``.
-        target: target labels of shape ``(n,)``; ``None`` runs the untargeted
+        target: target labels of shape ``(n,)`` or one int class for every
+            sample; ``None`` runs the untargeted
             attack on the source class ``y``.
         theta: the change of each chosen feature, ``>= 0``, in input units;
             default ``hi - lo``; 0 returns ``x`` unchanged.

@@ -45,7 +45,8 @@ def fgsm(
             namespace and dtype.
         y: true labels of shape ``(n,)``.
         eps: the L-inf radius, ``>= 0``; 0 returns ``x`` unchanged.
-        target: target labels of shape ``(n,)`` for a targeted attack.
+        target: target labels of shape ``(n,)``, or one int class for every
+            sample, for a targeted attack.
         bounds: the box ``(lo, hi)`` that contains every input.
 
     Returns:
