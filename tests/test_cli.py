@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
@@ -36,6 +37,11 @@ def files(tmp_path_factory):
         pickle.dumps(CreateFileOnUnpickle(folder / "marker"))
     )
     (folder / "plain.txt").write_text("not a folder\n")
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 10
+    np.savez(folder / "narrow.npz", X=rng.uniform(size=(60, 32)), y=labels)
+    many = np.arange(60) % 12
+    np.savez(folder / "many_labels.npz", X=rng.uniform(size=(60, 64)), y=many)
     return folder
 
 
@@ -141,6 +147,11 @@ BAD_ARGUMENTS = {
         ["saliency", "--model", "{dir}/model.npz", "--out", "{dir}/plain.txt"],
         "plain.txt is a file; expected a folder",
     ),
+    "depth empty item": (["depth", "--depths", "1,,4"], "empty item in '1,,4'"),
+    "saliency empty item": (
+        ["saliency", "--model", "{dir}/model.npz", "--index", "0,,1"],
+        "Empty item in --index '0,,1'",
+    ),
     "depth seeds zero": (
         ["depth", "--seeds", "0"],
         "--seeds: expected an integer >= 1, got 0",
@@ -149,6 +160,16 @@ BAD_ARGUMENTS = {
     "run out file": (["run", "--out", "{dir}/plain.txt"], "plain.txt is a file"),
     "run out not empty": (["run", "--out", "{dir}"], "is not empty; choose a new"),
     "run lr negative": (["run", "--lr", "-3"], "--lr: expected a number > 0, got -3"),
+    "attack empty eps": (
+        ["attack", "--model", "{dir}/model.npz", "--eps", "0.1,,0.2"],
+        "Empty item in eps '0.1,,0.2'; remove the extra comma",
+    ),
+}
+
+# Data that does not fit the [64, 16, 10] model of the files fixture.
+MISFIT_DATA = {
+    "narrow.npz": "--data has 32 features but the model takes 64",
+    "many_labels.npz": "outside the model's 10 classes [0, 10)",
 }
 
 
@@ -165,6 +186,76 @@ def test_bad_argument_one_line(files, capsys, case):
     assert lines[0].startswith("resgrad")
     assert fragment in lines[0]
     assert "Traceback" not in lines[0]
+
+
+@pytest.mark.parametrize("command", ["evaluate", "check", "attack", "saliency"])
+@pytest.mark.parametrize("name", list(MISFIT_DATA))
+def test_data_must_fit_model(files, tmp_path, capsys, command, name):
+    """Data of another width, or labels beyond the model's classes, end the
+    command with one line, and leave no output folder behind."""
+    out = tmp_path / "out"
+    argv = [command, "--model", str(files / "model.npz"), "--data", str(files / name)]
+    if command in ("attack", "saliency"):
+        argv += ["--out", str(out), "--no-progress"]
+    status, lines = run_cli(capsys, argv)
+
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert MISFIT_DATA[name] in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["attack", "saliency", "depth", "run"])
+def test_not_empty_out_refused(files, tmp_path, capsys, command):
+    """A command refuses a folder holding an earlier run's files before it
+    does any work, and leaves those files alone."""
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "old.png").write_bytes(b"old")
+    argv = [command, "--out", str(out), "--no-progress"]
+    if command in ("attack", "saliency"):
+        argv += ["--model", str(files / "model.npz")]
+    status, lines = run_cli(capsys, argv)
+
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert f"--out {out} is not empty" in lines[0]
+    assert [path.name for path in out.iterdir()] == ["old.png"]
+    assert (out / "old.png").read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("command", ["run", "attack", "saliency", "depth"])
+def test_overwrite_help_text(capsys, command):
+    assert main([command, "--help"]) == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--overwrite" in help_text
+    assert "replacing the files of the same name; other files in it stay" in help_text
+
+
+def test_depth_overwrite_keeps_other_files(tmp_path, capsys):
+    out = tmp_path / "depth"
+    out.mkdir()
+    (out / "depth_norms_w16.png").write_bytes(b"old")
+    (out / "depth.json").write_text("{}")
+    argv = ["depth", "--depths", "1,2", "--widths", "4", "--seeds", "1"]
+    argv += ["--samples", "2", "--identity-blocks", "0", "--identity-width", "4"]
+    argv += ["--spectrum-depth", "2", "--out", str(out), "--no-progress"]
+    status = main([*argv, "--overwrite"])
+
+    document = json.loads((out / "depth.json").read_text())
+    assert status == 0
+    assert document["settings"]["widths"] == [4]
+    assert "depth_norms_w4.png" in document["files"]
+    assert (out / "depth_norms_w16.png").read_bytes() == b"old"
+
+
+def test_train_one_epoch_singular(tmp_path, capsys):
+    out = tmp_path / "model.npz"
+    argv = ["train", "--widths", "8", "--hidden", "8", "--epochs", "1"]
+    status = main([*argv, "--no-progress", "--out", str(out)])
+
+    assert status == 0
+    assert "trained 1 epoch in " in capsys.readouterr().out
 
 
 def test_pickle_model_runs_no_code(files, capsys):

@@ -526,3 +526,26 @@ def test_report_section(tmp_path):
         assert (tmp_path / name).exists()
     assert "| residual |" in section.markdown
     assert set(section.metrics["trained_model"]) == {"trained", "init"}
+
+
+def test_report_section_w2_ratio(tmp_path):
+    """The report's table gives the W2 ratio that depth_ratio.png draws,
+    under a label naming it."""
+    from resgrad.cli.depth import REPORT_DEPTHS, REPORT_WIDTH, report_section
+
+    data = _small_data()
+    model = depth.classifier_network("residual", 3, 6, 5, 2, seed=0)
+    section = report_section(RunContext(model, data, tmp_path, seed=0))
+    sweep = depth.depth_sweep(
+        REPORT_DEPTHS, (REPORT_WIDTH,), seeds=2, samples=8, spectrum_depth=16
+    )
+    expected = {f"{r.arch}/L={r.depth}": r.log10_ratio("W2") for r in sweep}
+    row = "| residual | " + " | ".join(
+        f"{r.log10_ratio('W2'):.2f} ({r.log10_input_gain():.1f})"
+        for r in sweep
+        if r.arch == "residual"
+    )
+    assert section.metrics["log10_ratio_W2"] == pytest.approx(expected)
+    assert "log10 ||dY/dW^{12}|| / ||dY/dW^{L2}||" in section.markdown
+    assert "W^{L1}" not in section.markdown
+    assert row in section.markdown

@@ -334,6 +334,15 @@ def test_cli_writes_table_and_figures(files, capsys):
     ]
 
 
+@pytest.mark.parametrize(
+    "methods, pgd_l2_named", [(["fgsm", "pgd"], False), (["fgsm", "pgd_l2"], True)]
+)
+def test_cli_eps_label_pgd_l2_only_when_run(methods, pgd_l2_named):
+    label = robustness.eps_axis_label(methods)
+    assert label.startswith("eps (L-inf radius")
+    assert ("pgd_l2" in label) == pgd_l2_named
+
+
 def test_cli_default_out_beside_model(files):
     folder, data, model_path = files
     status = main(

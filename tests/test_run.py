@@ -83,6 +83,14 @@ def test_run_report_states_results(run_folder):
     assert report.count("| autograd |") == 5
     assert "FAIL" not in report
     assert "![training curves](training.png)" in report
+    assert "2 epochs (" in report
+
+
+def test_run_one_epoch_singular(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 0
+    assert "trained 1 epoch in " in capsys.readouterr().out
+    assert " 1 epoch (" in (out / "report.md").read_text()
 
 
 def test_run_report_names_validation_split(tmp_path):
@@ -140,7 +148,64 @@ def test_run_without_torch_leaves_out_autograd(tmp_path, monkeypatch):
         "backprop",
         "central differences",
     }
-    assert "autograd was left out because PyTorch is not installed" in report
+    assert (
+        "are compared with the backpropagation recurrence, to a relative error of "
+        "1e-09, and with central finite differences"
+    ) in " ".join(report.split())
+    assert report.count("PyTorch autograd was left out") == 1
+    assert "(6)-(8). PyTorch autograd was left out because PyTorch is not " in report
+
+
+def test_run_report_names_autograd_version(run_folder):
+    import torch
+
+    out, _ = run_folder
+    report = " ".join((out / "report.md").read_text().split())
+    assert (
+        "are compared with the backpropagation recurrence and PyTorch "
+        f"{torch.__version__} autograd on a copy of the weights, to a relative "
+        "error of 1e-09, and with central finite differences"
+    ) in report
+    assert "left out" not in report
+
+
+def test_run_interrupt_names_folder(tmp_path, monkeypatch, capsys):
+    """Ctrl-C after the model is saved names the folder left incomplete, and
+    --overwrite lets the next run reuse it."""
+    import resgrad.cli.check
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "run3"
+    argv = ["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]
+    with monkeypatch.context() as patch:
+        patch.setattr(resgrad.cli.check, "check_on_test_split", interrupt)
+        status = main(argv)
+    err = capsys.readouterr().err.strip()
+
+    assert status == 130
+    assert err.startswith(f"resgrad run: interrupted; {out} is incomplete;")
+    assert "--overwrite" in err
+    assert [path.name for path in out.iterdir()] == ["model.npz"]
+    assert main(argv) == 2
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "report.md").is_file()
+
+
+def test_run_interrupt_in_training_no_folder(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.run
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resgrad.cli.run, "train_model", interrupt)
+    out = tmp_path / "run"
+    status = main(["run", "--out", str(out), *SMALL_RUN])
+
+    assert status == 130
+    assert capsys.readouterr().err.strip() == "resgrad run: interrupted"
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("command", ["run", "train", "evaluate", "check"])

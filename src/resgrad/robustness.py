@@ -164,11 +164,18 @@ def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
     """Return the radii in ``eps_values`` (floats or a comma-separated string).
 
     Raises:
-        ValueError: on a value that is not a number, or is negative or NaN.
+        ValueError: on a value that is not a number, or is negative or NaN, and
+            on an empty item of the string, such as the middle one of 0.1,,0.2.
     """
     if isinstance(eps_values, str):
         values = []
-        for text in (part.strip() for part in eps_values.split(",")):
+        parts = [part.strip() for part in eps_values.split(",")]
+        if parts != [""] and "" in parts:
+            raise ValueError(
+                f"Empty item in eps {eps_values!r}; remove the extra comma, as "
+                "in 0.1,0.2."
+            )
+        for text in parts:
             if not text:
                 continue
             try:
@@ -456,13 +463,20 @@ def plot_robust_accuracy(table: RobustnessTable, path: str | Path) -> Path:
         # Curves such as bim and pgd nearly coincide, so markers tell them apart.
         marker = PLOT_MARKERS[rank % len(PLOT_MARKERS)]
         axes.plot(eps, accuracy, marker=marker, markersize=5, label=method)
-    axes.set_xlabel("eps (L-inf radius; pgd_l2 uses eps sqrt(d))")
+    axes.set_xlabel(eps_axis_label(table.methods))
     axes.set_ylabel("robust accuracy")
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", ncol=2)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def eps_axis_label(methods: Iterable[str]) -> str:
+    """Return the eps axis label; it names pgd_l2's radius only when it ran."""
+    if "pgd_l2" in methods:
+        return "eps (L-inf radius; pgd_l2 uses eps sqrt(d))"
+    return "eps (L-inf radius)"
 
 
 def plot_examples(

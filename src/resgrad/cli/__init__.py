@@ -99,8 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"resgrad {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"resgrad {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        # A command may raise the interrupt again with a note, such as the
+        # folder it left incomplete.
+        note = f"; {_one_line(interrupt)}" if str(interrupt) else ""
+        print(f"resgrad {args.command}: interrupted{note}", file=sys.stderr)
         return 130
 
 

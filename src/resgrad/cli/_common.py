@@ -180,6 +180,80 @@ def output_folder(value: str) -> Path:
     return path
 
 
+def add_overwrite_argument(parser: Any) -> None:
+    """Add ``--overwrite``, which lets a command write into a non-empty ``--out``."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into an --out folder that is not empty, replacing the files "
+        "of the same name; other files in it stay as they are",
+    )
+
+
+def check_output_folder(out: Path, overwrite: bool) -> Path:
+    """Check, before any work starts, that ``out`` may take a command's files.
+
+    ``out`` must be absent or an empty folder, or any folder with
+    ``overwrite``: files of an earlier run left beside the new ones would
+    read as part of it. The folder is not made here; ``make_output_folder``
+    makes it right before the first file is written, so that a command that
+    fails on bad input leaves nothing behind.
+
+    Raises:
+        ValueError: ``out`` is a file.
+        FileExistsError: ``out`` is a folder with files and ``overwrite`` is false.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder.")
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise FileExistsError(
+            f"--out {out} is not empty; choose a new folder, or pass --overwrite "
+            "to write into it (files of the same name are replaced, others stay)."
+        )
+    return out
+
+
+def make_output_folder(out: Path) -> Path:
+    """Make the folder ``out`` (and its parents) if missing, and return it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def check_data_fits_model(data: Any, model: ResidualMLP) -> None:
+    """Check that ``data`` has the model's input width and only its classes.
+
+    Raises:
+        ValueError: the feature count differs from ``model.sizes[0]``, or a
+            label of the train or test split is outside ``[0, model.n_classes)``.
+    """
+    import numpy as np
+
+    features = int(np.shape(data.x_train)[1])
+    if features != model.sizes[0]:
+        raise ValueError(
+            f"--data has {features} features but the model takes "
+            f"{model.sizes[0]}; pass data of the width the model was trained on."
+        )
+    for split, labels in (("train", data.y_train), ("test", data.y_test)):
+        labels = np.asarray(labels)
+        if labels.size == 0:
+            continue
+        outside = labels[(labels < 0) | (labels >= model.n_classes)]
+        if outside.size:
+            raise ValueError(
+                f"--data has label {outside[0]} in its {split} split, outside the "
+                f"model's {model.n_classes} classes [0, {model.n_classes}); pass "
+                "data labelled like the data the model was trained on."
+            )
+
+
+def plural(count: int, word: str) -> str:
+    """Return ``count`` and ``word``, with an s unless ``count`` is 1."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _number(value: str, kind: type) -> Any:
     try:
         number = kind(value)

@@ -17,8 +17,12 @@ from ._common import (
     RunContext,
     Section,
     add_data_arguments,
+    add_overwrite_argument,
+    check_data_fits_model,
+    check_output_folder,
     existing_file,
     load_dataset,
+    make_output_folder,
     output_folder,
     positive_int,
     progress_bar,
@@ -66,8 +70,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=output_folder,
         default=None,
-        help="output folder (default: an 'attack' folder beside the model file)",
+        help="output folder, absent or empty unless --overwrite is given "
+        "(default: an 'attack' folder beside the model file)",
     )
+    add_overwrite_argument(parser)
     parser.add_argument(
         "--limit",
         type=positive_int,
@@ -91,15 +97,18 @@ def run_attack(args: argparse.Namespace) -> int:
 
     methods = parse_methods(args.method)
     eps_values = parse_eps(args.eps)
+    out = args.out if args.out is not None else Path(args.model).parent / "attack"
+    check_output_folder(out, args.overwrite)
     model = io.load(args.model, dtype="float64")
     data = load_dataset(args)
+    check_data_fits_model(data, model)
     x, y = data.x_test[: args.limit], data.y_test[: args.limit]
-    out = args.out if args.out is not None else Path(args.model).parent / "attack"
 
     progress = progress_bar(not args.no_progress)
     table = evaluate(
         model, x, y, methods, eps_values, args.seed, progress, bounds=data.bounds
     )
+    make_output_folder(out)
     paths = write_outputs(table, out, data.image_shape)
     print(summary(table))
     print(f"wrote {', '.join(str(path) for path in paths)}")

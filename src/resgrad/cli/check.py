@@ -7,7 +7,13 @@ import json
 
 import numpy as np
 
-from ._common import add_data_arguments, existing_file, load_dataset, positive_int
+from ._common import (
+    add_data_arguments,
+    check_data_fits_model,
+    existing_file,
+    load_dataset,
+    positive_int,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -59,7 +65,9 @@ def run_check(args: argparse.Namespace) -> int:
     from ..io import load
 
     model = load(args.model)
-    report = check_on_test_split(model, load_dataset(args), args.samples, args.entries)
+    data = load_dataset(args)
+    check_data_fits_model(data, model)
+    report = check_on_test_split(model, data, args.samples, args.entries)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

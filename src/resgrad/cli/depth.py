@@ -23,6 +23,9 @@ import numpy as np
 from ._common import (
     RunContext,
     Section,
+    add_overwrite_argument,
+    check_output_folder,
+    make_output_folder,
     non_negative_int,
     positive_int,
     progress_bar,
@@ -64,8 +67,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=Path("runs/depth"),
-        help="the folder for depth.json and the plots (default: runs/depth)",
+        help="the folder for depth.json and the plots, absent or empty unless "
+        "--overwrite is given (default: runs/depth)",
     )
+    add_overwrite_argument(parser)
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar"
     )
@@ -196,9 +201,13 @@ def _int_list_with_zero(value: str) -> list[int]:
 
 
 def _items(value: str) -> list[str]:
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    if not items:
+    items = [item.strip() for item in value.split(",")]
+    if not any(items):
         raise argparse.ArgumentTypeError("expected a comma-separated list, got nothing")
+    if not all(items):
+        raise argparse.ArgumentTypeError(
+            f"empty item in {value!r}; remove the extra comma"
+        )
     return items
 
 
@@ -221,7 +230,7 @@ def _name_list(valid: Sequence[str]):
 def run_depth(args: argparse.Namespace) -> int:
     from .. import depth
 
-    out = _output_folder(args.out)
+    out = check_output_folder(args.out, args.overwrite)
     progress = progress_bar(not args.no_progress)
     sweep = depth.depth_sweep(
         args.depths,
@@ -241,6 +250,7 @@ def run_depth(args: argparse.Namespace) -> int:
     )
     published = _published(progress) if args.published else None
     trained = _trained(args, progress) if args.trained else None
+    make_output_folder(out)
     files = write_figures(out, sweep, limits, published, trained)
     document = {
         "settings": _settings(args),
@@ -256,13 +266,6 @@ def run_depth(args: argparse.Namespace) -> int:
     print(_summary(sweep, limits, published, trained))
     print(f"wrote {out}/ ({JSON_NAME}, {', '.join(files)})")
     return 0
-
-
-def _output_folder(out: Path) -> Path:
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; expected a folder.")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -349,7 +352,9 @@ def _trained(args, progress) -> list:
 
 
 def _summary(sweep, limits, published, trained) -> str:
-    lines = ["log10 of first-to-last ratio of ||dY/dW^{l2}|| (rms over seeds):"]
+    lines = [
+        "log10 first-to-last ratio ||dY/dW^{12}|| / ||dY/dW^{L2}|| (rms over seeds):"
+    ]
     depths = sorted({r.depth for r in sweep})
     lines.append("  width arch      " + "".join(f"{d:>9}" for d in depths))
     for (width, arch), group in _groups(sweep).items():
@@ -684,7 +689,7 @@ def report_section(ctx: RunContext) -> Section:
     model_rows = _trained_model_rows(ctx)
     files = write_figures(out, sweep, limits)
     metrics = {
-        "log10_ratio_W1": {f"{r.arch}/L={r.depth}": r.log10_ratio("W1") for r in sweep},
+        "log10_ratio_W2": {f"{r.arch}/L={r.depth}": r.log10_ratio("W2") for r in sweep},
         "log10_input_gain": {
             f"{r.arch}/L={r.depth}": r.log10_input_gain() for r in sweep
         },
@@ -712,10 +717,10 @@ def _trained_model_rows(ctx: RunContext) -> dict[str, Any]:
         ("init", redrawn_network(model, ctx.seed)),
     ):
         blocks, input_summary = summarise([gradient_profile(network, x, v)])
-        rms = blocks["W1"].rms
+        rms = blocks["W2"].rms
         rows[name] = {
-            "log10_W1": [float(value) for value in rms],
-            "log10_ratio_W1": float(rms[0] - rms[-1]),
+            "log10_W2": [float(value) for value in rms],
+            "log10_ratio_W2": float(rms[0] - rms[-1]),
             "log10_input_gain": float(2 * input_summary.rms),
         }
     return rows
@@ -727,8 +732,11 @@ def _report_markdown(sweep, limits, model_rows, files) -> str:
         "Per-sample gradient norms for a fixed random input batch and a linear "
         "loss whose gradient dY/da^L is a random unit vector per sample, at "
         f"initialisation (He weights, width {REPORT_WIDTH}, no biases, two "
-        "seeds). The table gives log10 of ||dY/dW^{11}|| / ||dY/dW^{L1}|| and, "
-        "in brackets, log10 E||dY/dx||^2:"
+        "seeds). The table gives log10 ||dY/dW^{12}|| / ||dY/dW^{L2}||, the "
+        "gradient norm of the first block's W2 over that of the last block's, "
+        "as in depth_ratio.png, and, in brackets, log10 E||dY/dx||^2. It uses W2 "
+        "because with alpha = 0 (architecture zero) W2 = 0 makes the W1 gradient "
+        "exactly zero:"
     )
     lines = [
         intro,
@@ -738,7 +746,7 @@ def _report_markdown(sweep, limits, model_rows, files) -> str:
     ]
     for (_, arch), group in _groups(sweep).items():
         cells = [
-            f"{r.log10_ratio('W1'):.2f} ({r.log10_input_gain():.1f})" for r in group
+            f"{r.log10_ratio('W2'):.2f} ({r.log10_input_gain():.1f})" for r in group
         ]
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
     lines += ["", _identity_sentence(limits), "", _trained_sentence(model_rows), ""]
@@ -764,9 +772,9 @@ def _identity_sentence(limits) -> str:
 def _trained_sentence(model_rows) -> str:
     trained, init = model_rows["trained"], model_rows["init"]
     return (
-        "The trained model: log10 first-to-last ratio "
-        f"{trained['log10_ratio_W1']:.2f} (the same architecture redrawn: "
-        f"{init['log10_ratio_W1']:.2f}), log10 E||dY/dx||^2 "
+        "The trained model: log10 ||dY/dW^{12}|| / ||dY/dW^{L2}|| "
+        f"{trained['log10_ratio_W2']:.2f} (the same architecture redrawn: "
+        f"{init['log10_ratio_W2']:.2f}), log10 E||dY/dx||^2 "
         f"{trained['log10_input_gain']:.2f} (redrawn: "
         f"{init['log10_input_gain']:.2f})."
     )

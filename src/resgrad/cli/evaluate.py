@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from ._common import add_data_arguments, existing_file, load_dataset
+from ._common import (
+    add_data_arguments,
+    check_data_fits_model,
+    existing_file,
+    load_dataset,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -28,6 +33,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     data = load_dataset(args)
+    check_data_fits_model(data, model)
     figures = evaluate(model, data.x_test, data.y_test)
     if args.json:
         print(json.dumps(figures, indent=2))

@@ -24,7 +24,11 @@ from ._common import (
     RunContext,
     Section,
     add_data_arguments,
+    add_overwrite_argument,
+    check_output_folder,
     load_dataset,
+    make_output_folder,
+    plural,
     positive_int,
     progress_bar,
     write_atomic,
@@ -51,8 +55,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help="the run folder to write (default: runs/<date>-<time>)",
+        help="the run folder to write (default: runs/<date>-<time>); it must be "
+        "absent or empty, unless --overwrite is given",
     )
+    add_overwrite_argument(parser)
     add_data_arguments(parser)
     add_model_arguments(parser)
     parser.add_argument(
@@ -71,7 +77,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_main)
 
 
-def _run_folder(out: Path | None) -> Path:
+def _run_folder(out: Path | None, overwrite: bool = False) -> Path:
+    """Return the run folder after checking it; it is made later, when needed."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / stamp
@@ -79,15 +86,7 @@ def _run_folder(out: Path | None) -> Path:
         while out.exists():
             suffix += 1
             out = Path("runs") / f"{stamp}-{suffix}"
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; expected a folder.")
-    if out.is_dir() and any(out.iterdir()):
-        # Files of an earlier run would sit beside the new report unnoticed.
-        raise FileExistsError(
-            f"--out {out} is not empty; choose a new folder, or empty this one first."
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    return check_output_folder(out, overwrite)
 
 
 def _sections_to_run(skip: str) -> list[str]:
@@ -102,16 +101,28 @@ def _sections_to_run(skip: str) -> list[str]:
 
 
 def run_main(args: argparse.Namespace) -> int:
+    sections_wanted = _sections_to_run(args.skip)
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    out = _run_folder(args.out, args.overwrite)
+    data = load_dataset(args)
+    try:
+        return _run(args, data, out, sections_wanted, started, cpu_started)
+    except KeyboardInterrupt:
+        if not out.exists():
+            raise
+        # main prints the message of the interrupt after "interrupted; ".
+        raise KeyboardInterrupt(
+            f"{out} is incomplete; pass --out {out} --overwrite to reuse it"
+        ) from None
+
+
+def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
     from ..io import save
     from ..training import evaluate
     from .check import check_on_test_split
 
-    sections_wanted = _sections_to_run(args.skip)
-    started = time.perf_counter()
-    cpu_started = time.process_time()
     progress = progress_bar(not args.no_progress)
-    data = load_dataset(args)
-    out = _run_folder(args.out)
     timings: dict[str, float] = {}
 
     tick = time.perf_counter()
@@ -119,9 +130,10 @@ def run_main(args: argparse.Namespace) -> int:
     timings["train"] = time.perf_counter() - tick
     figures = evaluate(result.model, data.x_test, data.y_test)
     print(
-        f"trained {len(result.history)} epochs in {timings['train']:.1f} s; "
-        f"test accuracy {figures['accuracy']:.4f}"
+        f"trained {plural(len(result.history), 'epoch')} in "
+        f"{timings['train']:.1f} s; test accuracy {figures['accuracy']:.4f}"
     )
+    make_output_folder(out)
     save(
         result.model,
         out / "model.npz",
@@ -250,7 +262,8 @@ def _report(args, data, result, figures, report, sections, timings) -> str:
         f"rate {args.lr:g}, mini-batches of "
         f"{args.batch_size}, seed {args.seed}, mean softmax cross-entropy"
         f"{_held_out(args)}. "
-        f"{len(result.history)} epochs ({result.steps} steps), every gradient by "
+        f"{plural(len(result.history), 'epoch')} ({result.steps} steps), every "
+        "gradient by "
         f"the backpropagation recurrence without autograd, in "
         f"{timings['train']:.1f} s; {_kept_weights(result)}",
         "",
@@ -276,21 +289,23 @@ def _check_summary(report: Any) -> str:
     from ..check import DIFFERENCE_TOLERANCE, EXACT_TOLERANCE
 
     if report.autograd_version is None:
-        autograd = "PyTorch autograd was left out because PyTorch is not installed"
+        exact = "the backpropagation recurrence"
+        left_out = " PyTorch autograd was left out because PyTorch is not installed."
     else:
-        autograd = (
-            f"PyTorch {report.autograd_version} autograd on a copy of the weights"
+        exact = (
+            "the backpropagation recurrence and PyTorch "
+            f"{report.autograd_version} autograd on a copy of the weights"
         )
+        left_out = ""
     return (
         f"Equations (4)-(8), evaluated in float64 as the literal matrix products "
         f"of Theorem 1 on the first {report.samples} test samples (loss: mean "
-        f"{report.loss.replace('_', ' ')}), are compared with the backpropagation "
-        "recurrence and "
-        f"{autograd}, to a relative error of {EXACT_TOLERANCE:g}, and with central "
-        f"finite differences (step {report.step:g}) on sampled entries, to "
+        f"{report.loss.replace('_', ' ')}), are compared with {exact}, to a "
+        f"relative error of {EXACT_TOLERANCE:g}, and with central finite "
+        f"differences (step {report.step:g}) on sampled entries, to "
         f"{DIFFERENCE_TOLERANCE:g}. The error is max |product - reference| / "
         "max |reference| over the compared entries, and over every block for "
-        "(6)-(8)."
+        f"(6)-(8).{left_out}"
     )
 
 

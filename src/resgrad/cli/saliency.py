@@ -23,8 +23,12 @@ from ._common import (
     RunContext,
     Section,
     add_data_arguments,
+    add_overwrite_argument,
+    check_data_fits_model,
+    check_output_folder,
     existing_file,
     load_dataset,
+    make_output_folder,
     output_folder,
     progress_bar,
     write_atomic,
@@ -86,8 +90,10 @@ def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
         "--out",
         type=output_folder,
         default=None,
-        help="output folder (default: 'saliency' beside the model file)",
+        help="output folder, absent or empty unless --overwrite is given "
+        "(default: 'saliency' beside the model file)",
     )
+    add_overwrite_argument(parser)
     parser.add_argument(
         "--absolute", action="store_true", help="draw |map| instead of the signed map"
     )
@@ -161,9 +167,11 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_list(text: str, option: str) -> list[str]:
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    if not items:
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
         raise ValueError(f"{option} is empty; pass a comma-separated list.")
+    if not all(items):
+        raise ValueError(f"Empty item in {option} {text!r}; remove the extra comma.")
     return items
 
 
@@ -265,8 +273,12 @@ def method_options(
 def run_saliency(args: argparse.Namespace) -> int:
     from ..io import load
 
+    if args.out is None:
+        args.out = Path(args.model).parent / "saliency"
+    check_output_folder(args.out, args.overwrite)
     model = load(args.model)
     data = load_dataset(args)
+    check_data_fits_model(data, model)
     x_test = np.asarray(data.x_test, dtype=np.float64)
     model = model.convert(dtype="float64")
     methods = parse_methods(args.method)
@@ -289,9 +301,6 @@ def run_saliency(args: argparse.Namespace) -> int:
     options = method_options(args, data.bounds, baseline)
     progress = progress_bar(not args.no_progress)
 
-    if args.out is None:
-        args.out = Path(args.model).parent / "saliency"
-    args.out.mkdir(parents=True, exist_ok=True)
     summary = draw_samples(
         model, data, indices, methods, classes, options, args, progress
     )
@@ -322,6 +331,7 @@ def draw_samples(
     ig_result = integrated_gradients(model, x, "all", **ig)
 
     files = []
+    make_output_folder(args.out)
     for row, index in enumerate(indices):
         title = f"test sample {index}: label {labels[row]}, predicted {predicted[row]}"
         figure = sample_figure(

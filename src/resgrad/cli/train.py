@@ -13,6 +13,7 @@ from ._common import (
     fraction,
     load_dataset,
     output_file,
+    plural,
     positive_float,
     positive_int,
     progress_bar,
@@ -264,7 +265,7 @@ def run_train(args: argparse.Namespace) -> int:
     )
     args.checkpoint.unlink(missing_ok=True)
     print(
-        f"trained {len(result.history)} epochs in {seconds:.1f} s "
+        f"trained {plural(len(result.history), 'epoch')} in {seconds:.1f} s "
         f"(best epoch {result.best_epoch}); test accuracy {test_accuracy:.4f}"
     )
     print(f"saved {args.out}")
