@@ -347,7 +347,7 @@ def test_forward_overflow_is_reported(dtype):
         [4, 4, 4, 4, 4], 4, activation="identity", seed=1, dtype=dtype
     )
     x = np.full((1, 4), np.finfo(dtype).max / 2, dtype=dtype)
-    with pytest.raises(ValueError, match="overflow"):
+    with pytest.raises(resgrad.ForwardOverflowError, match="overflow"):
         strict(model.logits, x)
 
 

@@ -13,7 +13,7 @@ from .gradients import (
 )
 from .io import InvalidModelFile, load, read_metadata, save
 from .losses import LOSSES, Loss, get_loss
-from .model import Block, BlockTrace, ResidualMLP
+from .model import Block, BlockTrace, ForwardOverflowError, ResidualMLP
 from .product import TheoremMatrices, input_jacobian, theorem_matrices
 from .training import FitResult, TrainingDiverged, fit
 
@@ -27,6 +27,7 @@ __all__ = [
     "BlockGradients",
     "BlockTrace",
     "FitResult",
+    "ForwardOverflowError",
     "Gradients",
     "InvalidModelFile",
     "Loss",
