@@ -390,3 +390,22 @@ def test_train_resume_rejects_other_seed(tmp_path, capsys):
     assert len(lines) == 1, lines
     assert "Cannot resume from" in lines[0]
     assert not out.exists()
+
+
+def test_train_interrupt_names_checkpoint(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.train as train_cli
+
+    out = tmp_path / "model.npz"
+    checkpoint = tmp_path / "model.checkpoint.npz"
+
+    def interrupted_training(args, data, progress):
+        checkpoint.write_bytes(b"epoch 1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "train_model", interrupted_training)
+    status = main(["train", "--out", str(out), "--epochs", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 130
+    assert f"{checkpoint} holds the last finished epoch" in err
+    assert "--resume" in err
+    assert not out.exists()

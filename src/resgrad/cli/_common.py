@@ -236,7 +236,7 @@ def check_data_fits_model(data: Any, model: ResidualMLP) -> None:
             f"--data has {features} features but the model takes "
             f"{model.sizes[0]}; pass data of the width the model was trained on."
         )
-    for split, labels in (("train", data.y_train), ("test", data.y_test)):
+    for split, labels in (("test", data.y_test), ("train", data.y_train)):
         labels = np.asarray(labels)
         if labels.size == 0:
             continue

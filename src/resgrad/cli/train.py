@@ -257,7 +257,16 @@ def run_train(args: argparse.Namespace) -> int:
         )
     data = load_dataset(args)
     start = time.perf_counter()
-    result = train_model(args, data, progress_bar(not args.no_progress))
+    try:
+        result = train_model(args, data, progress_bar(not args.no_progress))
+    except KeyboardInterrupt:
+        if not args.checkpoint.is_file():
+            raise
+        # main prints the message of the interrupt after "interrupted; ".
+        raise KeyboardInterrupt(
+            f"{args.checkpoint} holds the last finished epoch; run the same "
+            "command with --resume to continue"
+        ) from None
     seconds = time.perf_counter() - start
     test_accuracy = accuracy(result.model, data.x_test, data.y_test)
     save(
