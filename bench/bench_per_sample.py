@@ -196,10 +196,7 @@ def memory_rows(args) -> list[list[str]]:
 
 
 def main() -> None:
-    parser = common.parser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS)
-    )
+    parser = common.parser(__doc__.splitlines()[0], NETWORKS)
     parser.add_argument(
         "--memory-of",
         choices=MEMORY_METHODS,

@@ -41,10 +41,7 @@ def contenders(model, x, y):
 
 
 def main() -> None:
-    parser = common.parser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS)
-    )
+    parser = common.parser(__doc__.splitlines()[0], NETWORKS)
     args = parser.parse_args()
     common.set_threads(args.threads)
     common.header("PGD, 10 steps, against torchattacks", args.threads)

@@ -76,10 +76,7 @@ def run_case(width, batch, depth, dtype, budget):
 
 
 def main() -> None:
-    parser = common.parser(__doc__.splitlines()[0])
-    parser.add_argument(
-        "--networks", nargs="+", choices=list(NETWORKS), default=list(NETWORKS)
-    )
+    parser = common.parser(__doc__.splitlines()[0], NETWORKS)
     args = parser.parse_args()
     common.set_threads(args.threads)
     common.header("Training step against PyTorch autograd", args.threads)

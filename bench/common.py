@@ -38,9 +38,17 @@ DTYPES = ("float32", "float64")
 CLASSES = 10
 
 
-def parser(description: str) -> argparse.ArgumentParser:
-    """Return an argument parser with the options every script shares."""
+def parser(description: str, networks=None) -> argparse.ArgumentParser:
+    """Return an argument parser with the options every script shares.
+
+    ``networks``, the names of a script's networks, adds ``--networks`` to
+    pick a subset of them.
+    """
     result = argparse.ArgumentParser(description=description)
+    if networks is not None:
+        result.add_argument(
+            "--networks", nargs="+", choices=list(networks), default=list(networks)
+        )
     result.add_argument(
         "--threads",
         type=int,
