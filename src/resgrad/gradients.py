@@ -175,15 +175,15 @@ def propagate(
     e = error
     for index in range(model.depth - 1, -1, -1):
         block, trace = model.blocks[index], traces[index]
-        e_hat = (e @ block.W2) * g.derivative(xp, trace.u)
+        e_hat = _product(xp, e, block.W2) * g.derivative(xp, trace.u)
         if keep:
             errors.append((e, e_hat))
         if index == 0 and not with_input:
             e = None
             break
-        e_prev = e_hat @ block.W1
+        e_prev = _product(xp, e_hat, block.W1)
         if block.shortcut == "learned":
-            e_prev = e_prev + e @ block.W3
+            e_prev = e_prev + _product(xp, e, block.W3)
         elif block.shortcut == "identity":
             e_prev = e_prev + e
         if index > 0:
@@ -191,6 +191,18 @@ def propagate(
         e = e_prev
     errors.reverse()
     return e, errors
+
+
+def _product(xp: Any, rows: Array, weight: Array) -> Array:
+    """Return ``rows @ weight``, as one 2-D product when ``rows`` has leading axes.
+
+    A stack ``(k, n, p)`` becomes one ``(k n, p)`` matrix, because NumPy
+    runs a batched product as ``k`` small ones.
+    """
+    if rows.ndim == 2:
+        return rows @ weight
+    flat = xp.reshape(rows, (-1, rows.shape[-1])) @ weight
+    return xp.reshape(flat, (*rows.shape[:-1], weight.shape[1]))
 
 
 def _block_gradients(xp, block, trace, e, e_hat) -> BlockGradients:

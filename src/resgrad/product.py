@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from . import _arrays
-from .gradients import BlockGradients, Gradients
+from .gradients import BlockGradients, Gradients, propagate
 from .losses import Loss
 from .model import BlockTrace, ResidualMLP
 
@@ -173,26 +173,13 @@ def input_jacobian(model: ResidualMLP, x: Array, mode: str = "auto") -> Array:
 
 def _jacobian_reverse(model: ResidualMLP, traces: list[BlockTrace]) -> Array:
     xp = model.xp
-    g, g_post, _ = model.activations()
     n, k = traces[-1].z.shape
     eye = xp.eye(k, dtype=model.dtype, device=model.device)
-    # Row r of sample i starts as the unit vector of logit r, so the
-    # recurrence carries it down to row r of J[i]. The k rows of every
-    # sample are stacked into one (n k, width) matrix, so that each step is
-    # one matrix product rather than a batch of small ones.
-    e = xp.reshape(xp.broadcast_to(eye[None, :, :], (n, k, k)), (n * k, k))
-    for index in range(model.depth - 1, -1, -1):
-        block, trace = model.blocks[index], traces[index]
-        e_hat = _scale_rows(xp, e @ block.W2, g.derivative(xp, trace.u))
-        e_prev = e_hat @ block.W1
-        if block.shortcut == "learned":
-            e_prev = e_prev + e @ block.W3
-        elif block.shortcut == "identity":
-            e_prev = e_prev + e
-        if index > 0:
-            e_prev = _scale_rows(xp, e_prev, g_post.derivative(xp, traces[index - 1].z))
-        e = e_prev
-    return xp.reshape(e, (n, k, e.shape[1]))
+    # Error vector r of every sample starts as the unit vector of logit r, so
+    # the recurrence carries it down to row r of J: dz^L_r/dx.
+    error = xp.broadcast_to(eye[:, None, :], (k, n, k))
+    rows, _ = propagate(model, traces, error, keep=False)
+    return xp.permute_dims(rows, (1, 0, 2))
 
 
 def _jacobian_forward(model: ResidualMLP, traces: list[BlockTrace]) -> Array:
