@@ -58,21 +58,10 @@ def main() -> None:
             model, x, y = common.network(width, depth, batch, dtype)
             runs = contenders(model, x, y)
             times = common.compare(runs, budget=args.budget)
-            gap = abs(runs["resgrad NumPy"]() - runs["vmap(jacrev)"]().numpy())
-            peer = times["vmap(jacrev)"]
-            rows.append(
-                [
-                    f"{name} ({width}, {batch}, {depth})",
-                    dtype,
-                    common.milliseconds(times["resgrad NumPy"]),
-                    common.milliseconds(times["resgrad torch"]),
-                    common.milliseconds(peer),
-                    common.ratio(peer, times["resgrad NumPy"]),
-                    common.ratio(peer, times["resgrad torch"]),
-                    f"{TARGET}x",
-                    f"{gap.max():.1e}",
-                ]
-            )
+            gap = abs(runs["resgrad NumPy"]() - runs["vmap(jacrev)"]().numpy()).max()
+            label = f"{name} ({width}, {batch}, {depth})"
+            peer = "vmap(jacrev)"
+            rows.append(common.versus_row(label, dtype, times, peer, f"{TARGET}x", gap))
     print(
         common.table(
             [

@@ -85,20 +85,9 @@ def main() -> None:
         (width, batch, depth), target = NETWORKS[name]
         for dtype in args.dtypes:
             times, gap = run_case(width, batch, depth, dtype, args.budget)
-            auto = times["autograd"]
-            rows.append(
-                [
-                    f"{name} ({width}, {batch}, {depth})",
-                    dtype,
-                    common.milliseconds(times["resgrad NumPy"]),
-                    common.milliseconds(times["resgrad torch"]),
-                    common.milliseconds(auto),
-                    common.ratio(auto, times["resgrad NumPy"]),
-                    common.ratio(auto, times["resgrad torch"]),
-                    f"{target}x" if target else "-",
-                    f"{gap:.1e}",
-                ]
-            )
+            label = f"{name} ({width}, {batch}, {depth})"
+            goal = f"{target}x" if target else "-"
+            rows.append(common.versus_row(label, dtype, times, "autograd", goal, gap))
     print(
         common.table(
             [

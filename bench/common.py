@@ -167,6 +167,28 @@ def ratio(numerator: Timing | float, denominator: Timing | float) -> str:
     return f"{numerator / denominator:.2f}x"
 
 
+def versus_row(
+    label: str, dtype: str, times: dict, peer: str, target: str, gap: float
+) -> list[str]:
+    """Return a table row of resgrad on NumPy and on torch against ``peer``.
+
+    ``times`` maps ``"resgrad NumPy"``, ``"resgrad torch"`` and ``peer`` to
+    their timings; the speed-ups are the peer's time over resgrad's.
+    """
+    numpy_time, torch_time = times["resgrad NumPy"], times["resgrad torch"]
+    return [
+        label,
+        dtype,
+        milliseconds(numpy_time),
+        milliseconds(torch_time),
+        milliseconds(times[peer]),
+        ratio(times[peer], numpy_time),
+        ratio(times[peer], torch_time),
+        target,
+        f"{gap:.1e}",
+    ]
+
+
 def throughput(count: int, timing: Timing) -> str:
     """Format ``count`` items per call as items per second, ``median / min``."""
     return f"{count / timing.median:.0f} / {count / timing.best:.0f}"
