@@ -297,7 +297,7 @@ def test_numpy_float32_results_stay_float32(shortcut):
 def test_input_on_other_device_raises():
     """x on another device than the weights raises before any product.
 
-    The meta device stands in for a GPU on machines without one.
+    The meta device replaces a GPU on machines without one.
     """
     model = reference.random_model(2, "relu", "learned").convert(torch)
     x = torch.empty((3, 5), dtype=torch.float64, device="meta")

@@ -100,7 +100,7 @@ BAD_ARGUMENTS = {
     ),
     "train checkpoint left": (
         ["train", "--out", "{dir}/new.npz", "--checkpoint", "{dir}/plain.txt"],
-        "plain.txt holds the checkpoint of an interrupted run; pass --resume",
+        "plain.txt contains the checkpoint of an interrupted run; pass --resume",
     ),
     "evaluate no model": (["evaluate"], "required: --model"),
     "evaluate missing model": (
@@ -406,6 +406,6 @@ def test_train_interrupt_names_checkpoint(tmp_path, monkeypatch, capsys):
     status = main(["train", "--out", str(out), "--epochs", "2", "--no-progress"])
     err = capsys.readouterr().err
     assert status == 130
-    assert f"{checkpoint} holds the last finished epoch" in err
+    assert f"{checkpoint} contains the last finished epoch" in err
     assert "--resume" in err
     assert not out.exists()

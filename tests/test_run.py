@@ -133,8 +133,8 @@ def test_check_passes_on_saved_model(run_folder, capsys):
 
 
 def test_run_without_torch_leaves_out_autograd(tmp_path, monkeypatch):
-    """Without PyTorch the check still runs and the report says what it left
-    out."""
+    """Without PyTorch the check still runs and the report states what it
+    left out."""
     import resgrad.check
 
     monkeypatch.setattr(resgrad.check, "_torch_available", lambda: False)

@@ -363,8 +363,8 @@ def _to_numpy(a: Array) -> np.ndarray:
 def log10_rms(log10_values: np.ndarray, axis: int | tuple[int, ...] = 0) -> np.ndarray:
     """Return ``log10 sqrt(mean(10 ** (2 g)))`` along ``axis``, without overflow.
 
-    ``log10_values`` holds ``g = log10 ||.||``; the result is the logarithm
-    of the root mean square of the norms. An axis of only ``-inf`` gives
+    ``log10_values`` contains ``g = log10 ||.||``, and the result is the
+    logarithm of the root mean square of the norms. An axis of only ``-inf`` gives
     ``-inf``.
     """
     g = np.asarray(log10_values, dtype=np.float64)
@@ -473,7 +473,7 @@ def numerical_zeros(singular_values: np.ndarray, shape: tuple[int, int]) -> np.n
     """Mark the singular values that are zero to float64 precision.
 
     A value at most ``s_max * max(shape) * eps`` is zero, the rule of
-    ``numpy.linalg.matrix_rank``; relu masks make ``J`` rank-deficient, and
+    ``numpy.linalg.matrix_rank``. Relu masks make ``J`` rank-deficient, and
     its zero singular values come out of the SVD at that rounding level.
 
     Args:
@@ -657,7 +657,7 @@ def depth_sweep(
 
     Network ``s`` (``s = 0 .. seeds - 1``) is ``build_network(arch, depth,
     width, seed=s)``, probed by ``probe_batch(samples, width, width, s)``,
-    so every architecture and depth sees the same inputs and gradients.
+    so every architecture and depth gets the same inputs and gradients.
     The singular values of ``J`` are computed on the first
     ``spectrum_samples`` rows for depths up to ``spectrum_depth``, since
     ``J`` costs ``2 L`` products of ``width x width`` matrices per sample.
@@ -887,10 +887,10 @@ def identity_limit(
     """Stack ``k`` identity blocks on a random network and measure its gradients.
 
     The base is ``build_network("learned", base_depth, width)`` with
-    ``activation`` inside and between the blocks, as in the manuscript; on
+    ``activation`` inside and between the blocks, as in the manuscript. On
     top come ``k`` blocks with ``W1 = W2 = 0`` and ``W3 = I``, so
     ``Q^l = I`` there, while ``D^l = diag(g'(z^l))`` still multiplies into
-    ``P^l`` of every block below. The results hold every block; the first
+    ``P^l`` of every block below. The results contain every block; the first
     ``base_depth`` are the ones the manuscript's limit (71)-(73) is about.
 
     Returns:

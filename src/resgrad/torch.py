@@ -775,9 +775,10 @@ def from_module(
 
     Raises:
         ValueError: naming the first layer (qualified name and type) that no
-            resgrad block can hold, such as batch normalisation, dropout in
-            training mode, an unsupported activation or a LeakyReLU slope
-            other than 0.01; also for a Parameter or layer used in two places.
+            resgrad block can represent, such as batch normalisation, dropout
+            in training mode, an unsupported activation or a LeakyReLU slope
+            other than 0.01. Also raised for a Parameter or layer used in two
+            places.
         TypeError: if ``module`` is not an ``nn.Module``, or its weights
             differ in dtype.
     """

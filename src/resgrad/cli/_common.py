@@ -195,8 +195,8 @@ def check_output_folder(out: Path, overwrite: bool) -> Path:
 
     ``out`` must be absent or an empty folder, or any folder with
     ``overwrite``: files of an earlier run left beside the new ones would
-    read as part of it. The folder is not made here; ``make_output_folder``
-    makes it right before the first file is written, so that a command that
+    read as part of it. The folder is not made here. ``make_output_folder``
+    makes it right before the first file is written, so a command that
     fails on bad input leaves nothing behind.
 
     Raises:

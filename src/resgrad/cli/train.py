@@ -252,7 +252,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
     if args.checkpoint.exists() and not (args.resume or args.overwrite):
         raise FileExistsError(
-            f"{args.checkpoint} holds the checkpoint of an interrupted run; pass "
+            f"{args.checkpoint} contains the checkpoint of an interrupted run; pass "
             "--resume to continue it, or --overwrite to start over."
         )
     data = load_dataset(args)
@@ -264,7 +264,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise
         # main prints the message of the interrupt after "interrupted; ".
         raise KeyboardInterrupt(
-            f"{args.checkpoint} holds the last finished epoch; run the same "
+            f"{args.checkpoint} contains the last finished epoch; run the same "
             "command with --resume to continue"
         ) from None
     seconds = time.perf_counter() - start
