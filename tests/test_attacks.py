@@ -405,13 +405,13 @@ def test_pgd_l2_random_start_is_uniform_in_ball(model, monkeypatch):
 def record_gradient_inputs(monkeypatch) -> list:
     """Record the input of every gradient an attack takes, in order."""
     seen: list = []
-    original = common.input_gradient
+    original = common._input_gradient
 
     def spy(model, v, labels, *args, **kwargs):
         seen.append(np.array(v, copy=True))
         return original(model, v, labels, *args, **kwargs)
 
-    monkeypatch.setattr(common, "input_gradient", spy)
+    monkeypatch.setattr(common, "_input_gradient", spy)
     return seen
 
 

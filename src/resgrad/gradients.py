@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import _arrays
+from . import _arrays, _kernels
 from .losses import Loss, check_reduction, check_targets, get_loss
 from .model import PARAMETERS, BlockTrace, ResidualMLP
 
@@ -96,13 +96,19 @@ def _sample_losses(
     model: ResidualMLP, traces: list[BlockTrace], a_L: Array, y: Array, loss: Loss
 ) -> tuple[Array, Array]:
     """Return each sample's loss ``(n,)`` and its ``e^L`` ``(n, p_L)``, unreduced."""
+    out = traces[-1].z if loss.on_logits else a_L
+    return loss.value(model.xp, out, y), _sample_errors(model, traces, a_L, y, loss)
+
+
+def _sample_errors(
+    model: ResidualMLP, traces: list[BlockTrace], a_L: Array, y: Array, loss: Loss
+) -> Array:
+    """Return ``e^L`` ``(n, p_L)`` of each sample's own loss."""
     xp = model.xp
     z_L = traces[-1].z
-    out = z_L if loss.on_logits else a_L
-    error = loss.grad(xp, out, y)
-    if not loss.on_logits:
-        error = error * model.activations()[2].derivative(xp, z_L)
-    return loss.value(xp, out, y), error
+    if loss.on_logits:
+        return loss.grad(xp, z_L, y)
+    return loss.grad(xp, a_L, y) * model.activations()[2].derivative(xp, z_L)
 
 
 def prepare(
@@ -118,7 +124,8 @@ def prepare(
     xp = _arrays.namespace(model.blocks[0].W1, x, y)
     _arrays.check_input(xp, x, model.sizes[0], model.dtype)
     check_targets(xp, loss_fn, y, x.shape[0], model.n_classes, model.dtype)
-    traces, a_L = model.trace(x)
+    model._check_device(x)
+    traces, a_L = model._forward(x)
     return loss_fn, traces, a_L
 
 
@@ -141,12 +148,12 @@ def backward(
     Returns:
         ``(dY/dx, blocks)`` with ``blocks`` empty when ``weights`` is false.
     """
-    xp = model.xp
     dx, errors = propagate(model, traces, error, keep=weights, with_input=with_input)
     if not weights:
         return dx, []
+    ops = _kernels.kernels(model, error)
     grads = [
-        _block_gradients(xp, block, trace, e, e_hat)
+        _block_gradients(ops, block, trace, e, e_hat)
         for block, trace, (e, e_hat) in zip(model.blocks, traces, errors)
     ]
     return dx, grads
@@ -169,43 +176,31 @@ def propagate(
     ``dY/dx``, which saves the first block's two products by ``W1`` and
     ``W3``.
     """
-    xp = model.xp
+    ops = _kernels.kernels(model, error)
     g, g_post, _ = model.activations()
     errors = []
     e = error
     for index in range(model.depth - 1, -1, -1):
         block, trace = model.blocks[index], traces[index]
-        e_hat = _product(xp, e, block.W2) * g.derivative(xp, trace.u)
+        e_hat = ops.times_derivative(ops.product(e, block.W2), g, trace.u)
         if keep:
             errors.append((e, e_hat))
         if index == 0 and not with_input:
             e = None
             break
-        e_prev = _product(xp, e_hat, block.W1)
+        e_prev = ops.product(e_hat, block.W1)
         if block.shortcut == "learned":
-            e_prev = e_prev + _product(xp, e, block.W3)
+            e_prev = ops.add_product(e_prev, e, block.W3)
         elif block.shortcut == "identity":
-            e_prev = e_prev + e
+            e_prev = ops.add(e_prev, e)
         if index > 0:
-            e_prev = e_prev * g_post.derivative(xp, traces[index - 1].z)
+            e_prev = ops.times_derivative(e_prev, g_post, traces[index - 1].z)
         e = e_prev
     errors.reverse()
     return e, errors
 
 
-def _product(xp: Any, rows: Array, weight: Array) -> Array:
-    """Return ``rows @ weight``, as one 2-D product when ``rows`` has leading axes.
-
-    A stack ``(k, n, p)`` becomes one ``(k n, p)`` matrix, because NumPy
-    runs a batched product as ``k`` small ones.
-    """
-    if rows.ndim == 2:
-        return rows @ weight
-    flat = xp.reshape(rows, (-1, rows.shape[-1])) @ weight
-    return xp.reshape(flat, (*rows.shape[:-1], weight.shape[1]))
-
-
-def _block_gradients(xp, block, trace, e, e_hat) -> BlockGradients:
+def _block_gradients(ops, block, trace, e, e_hat) -> BlockGradients:
     # ``.T`` is the array API's transpose of a 2-D array, and it saves a
     # Python call through the namespace for every product.
     e_t = e.T
@@ -213,8 +208,8 @@ def _block_gradients(xp, block, trace, e, e_hat) -> BlockGradients:
         W1=e_hat.T @ trace.a_prev,
         W2=e_t @ trace.h,
         W3=e_t @ trace.a_prev if block.shortcut == "learned" else None,
-        b1=xp.sum(e_hat, axis=0) if block.b1 is not None else None,
-        b2=xp.sum(e, axis=0) if block.b2 is not None else None,
+        b1=ops.column_sum(e_hat) if block.b1 is not None else None,
+        b2=ops.column_sum(e) if block.b2 is not None else None,
     )
 
 
@@ -287,6 +282,25 @@ def input_gradient(
     losses, error = _sample_losses(model, traces, a_L, y, loss_fn)
     dx, _ = propagate(model, traces, error, keep=False)
     return losses, dx
+
+
+def _input_gradient(
+    model: ResidualMLP,
+    x: Array,
+    y: Array,
+    loss: Loss,
+    transposed: list[tuple[Array, ...]] | None = None,
+) -> Array:
+    """Return ``dY_i/dx_i`` ``(n, p_0)`` for arguments checked by the caller.
+
+    For an attack that takes many gradient steps on one model: it skips the
+    argument checks and the loss values, and ``transposed`` (the model's
+    ``_transposed()``) saves the forward pass its transposes.
+    """
+    traces, a_L = model._forward(x, transposed)
+    error = _sample_errors(model, traces, a_L, y, loss)
+    dx, _ = propagate(model, traces, error, keep=False)
+    return dx
 
 
 def per_sample_gradients(

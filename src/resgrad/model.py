@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from . import _arrays
+from . import _arrays, _kernels
 from .activations import Activation, get_activation
 
 Array = Any
@@ -328,36 +328,57 @@ class ResidualMLP:
             ``(traces, a_L)``: one ``BlockTrace`` per block and the output
             ``a^L = g_out(z^L)`` of shape ``(n, p_L)``.
         """
-        xp = self.xp
         # Raises a TypeError naming both namespaces, e.g. a NumPy model and a
         # torch x, before any operation fails with a less clear message.
         _arrays.namespace(self.blocks[0].W1, x)
         self._check_device(x)
-        _arrays.check_input(xp, x, self.sizes[0], self.dtype)
+        _arrays.check_input(self.xp, x, self.sizes[0], self.dtype)
+        return self._forward(x)
+
+    def _forward(
+        self, x: Array, transposed: list[tuple[Array, ...]] | None = None
+    ) -> tuple[list[BlockTrace], Array]:
+        """Run ``trace`` on an ``x`` that the caller has already checked.
+
+        ``transposed`` is ``_transposed()`` of this model, for a caller that
+        runs the forward pass many times on unchanged weights.
+        """
+        xp = self.xp
+        ops = _kernels.kernels(self, x)
+        if transposed is None:
+            transposed = [
+                (b.W1.T, b.W2.T, None if b.W3 is None else b.W3.T) for b in self.blocks
+            ]
         g, g_post, g_out = self.activations()
         traces = []
         a = x
+        last = len(self.blocks) - 1
         # An overflow shows up as a non-finite z^L, checked below, so NumPy's
         # own overflow warnings would only repeat it.
         with np.errstate(over="ignore", invalid="ignore"):
             for index, block in enumerate(self.blocks):
-                u = a @ block.W1.T
-                if block.b1 is not None:
-                    u = u + block.b1
-                h = g.value(xp, u)
-                z = h @ block.W2.T
-                if block.b2 is not None:
-                    z = z + block.b2
+                w1, w2, w3 = transposed[index]
+                u = ops.linear(a, w1, block.b1)
+                h = ops.activate(g, u)
+                z = ops.linear(h, w2, block.b2)
                 if block.shortcut == "learned":
-                    z = z + a @ block.W3.T
+                    z = ops.add_product(z, a, w3)
                 elif block.shortcut == "identity":
-                    z = z + a
+                    z = ops.add(z, a)
                 traces.append(BlockTrace(a, u, h, z))
-                last = index == len(self.blocks) - 1
-                a = (g_out if last else g_post).value(xp, z)
+                a = ops.activate(g_out if index == last else g_post, z)
         if not bool(xp.all(xp.isfinite(traces[-1].z))):
             raise ForwardOverflowError(self._overflow_message(xp, traces))
         return traces, a
+
+    def _transposed(self) -> list[tuple[Array, ...]]:
+        """Return ``(W1.T, W2.T, W3.T)`` of each block in the layout the
+        forward pass multiplies fastest (``None`` for a missing ``W3``)."""
+        ops = _kernels.kernels(self)
+        return [
+            tuple(None if w is None else ops.transpose(w) for w in (b.W1, b.W2, b.W3))
+            for b in self.blocks
+        ]
 
     def _overflow_message(self, xp: Any, traces: list[BlockTrace]) -> str:
         block = next(

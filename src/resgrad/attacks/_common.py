@@ -13,13 +13,15 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import array_api_compat
 import numpy as np
 
 from .. import _arrays
-from ..gradients import input_gradient
+from ..gradients import _input_gradient
+from ..losses import get_loss
 from ..model import ResidualMLP
 
 Array = Any
@@ -75,6 +77,11 @@ class Batch:
     @property
     def device(self) -> Any:
         return _arrays.array_api_compat.device(self.x)
+
+    @cached_property
+    def transposed(self) -> list[tuple[Array, ...]]:
+        """The model's transposed weights, made once for all gradient steps."""
+        return self.model._transposed()
 
     @property
     def n(self) -> int:
@@ -239,11 +246,11 @@ def ascent_direction(batch: Batch, v: Array) -> Array:
     Adding ``alpha * sign`` of this direction raises the loss of the true
     label or lowers the loss of the target.
     """
-    if batch.target is None:
-        _, dx = input_gradient(batch.model, v, batch.y)
-        return dx
-    _, dx = input_gradient(batch.model, v, batch.target)
-    return -dx
+    # ``prepare`` checked the model, x and the labels, and every iterate is
+    # finite and in the box by construction, so the checks are not repeated.
+    labels = batch.y if batch.target is None else batch.target
+    dx = _input_gradient(batch.model, v, labels, _CROSS_ENTROPY, batch.transposed)
+    return dx if batch.target is None else -dx
 
 
 def succeeded(batch: Batch, prediction: Array) -> Array:
@@ -251,6 +258,9 @@ def succeeded(batch: Batch, prediction: Array) -> Array:
     if batch.target is None:
         return prediction != batch.y
     return prediction == batch.target
+
+
+_CROSS_ENTROPY = get_loss("cross_entropy")
 
 
 # Projections.
@@ -261,14 +271,27 @@ def clip(batch: Batch, v: Array) -> Array:
     return batch.xp.clip(v, batch.lo, batch.hi)
 
 
-def project_linf(batch: Batch, v: Array, eps: float) -> Array:
+def linf_bounds(batch: Batch, eps: float) -> tuple[Array, Array]:
+    """Return the elementwise bounds ``(lower, upper)`` of the eps-ball around
+    ``x``, each clipped to the box.
+
+    Clamping to them gives the same numbers as clamping to the ball and then
+    to the box: the composition of two clamps is one clamp whose bounds are
+    the first clamp's bounds clamped by the second.
+    """
+    return clip(batch, batch.x - eps), clip(batch, batch.x + eps)
+
+
+def project_linf(
+    batch: Batch, v: Array, eps: float, bounds: tuple[Array, Array] | None = None
+) -> Array:
     """Project ``v`` onto ``{||v - x||_inf <= eps}`` and then onto the box.
 
-    The box projection keeps ``v`` in the ball because ``x`` lies in the box.
+    ``bounds`` is ``linf_bounds(batch, eps)``, for a caller that projects
+    many times.
     """
-    xp, x = batch.xp, batch.x
-    v = xp.minimum(xp.maximum(v, x - eps), x + eps)
-    return clip(batch, v)
+    lower, upper = linf_bounds(batch, eps) if bounds is None else bounds
+    return batch.xp.minimum(batch.xp.maximum(v, lower), upper)
 
 
 def project_l2(batch: Batch, v: Array, eps: float) -> Array:
@@ -332,14 +355,18 @@ def iterate(
     next step, so its step count stops growing.
     """
     xp = batch.xp
+    if not early_stop:
+        x_adv = start
+        for _ in range(steps):
+            x_adv = step(x_adv)
+        return x_adv, constant_steps(batch, steps)
     x_adv = start
     taken = xp.zeros((batch.n,), dtype=xp.int64, device=batch.device)
     active = xp.ones((batch.n,), dtype=xp.bool, device=batch.device)
     for _ in range(steps):
-        if early_stop:
-            active = active & ~succeeded(batch, batch.model.predict(x_adv))
-            if not bool(xp.any(active)):
-                break
+        active = active & ~succeeded(batch, batch.model.predict(x_adv))
+        if not bool(xp.any(active)):
+            break
         x_adv = xp.where(active[:, None], step(x_adv), x_adv)
         taken = taken + xp.astype(active, xp.int64)
     return x_adv, taken

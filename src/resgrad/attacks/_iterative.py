@@ -27,6 +27,7 @@ from ._common import (
     from_numpy,
     generator,
     iterate,
+    linf_bounds,
     prepare,
     project_l2,
     project_linf,
@@ -306,9 +307,11 @@ def _sign_steps(
 ) -> AttackResult:
     """Iterate ``x_{i+1} = proj(x_i + alpha sign(direction(x_i)))`` from ``x_0``."""
     xp = batch.xp
+    bounds = linf_bounds(batch, eps)
 
     def step(v: Array) -> Array:
-        return project_linf(batch, v + alpha * xp.sign(ascent_direction(batch, v)), eps)
+        direction = xp.sign(ascent_direction(batch, v))
+        return project_linf(batch, v + alpha * direction, eps, bounds)
 
     x_adv, taken = iterate(batch, x_0, steps, step, early_stop)
     return finish(batch, x_adv, taken)
