@@ -106,9 +106,10 @@ def _sample_errors(
     """Return ``e^L`` ``(n, p_L)`` of each sample's own loss."""
     xp = model.xp
     z_L = traces[-1].z
+    ops = _kernels.kernels(model, y)
     if loss.on_logits:
-        return loss.grad(xp, z_L, y)
-    return loss.grad(xp, a_L, y) * model.activations()[2].derivative(xp, z_L)
+        return ops.loss_grad(loss, z_L, y)
+    return ops.loss_grad(loss, a_L, y) * model.activations()[2].derivative(xp, z_L)
 
 
 def prepare(

@@ -83,6 +83,15 @@ class Batch:
         """The model's transposed weights, made once for all gradient steps."""
         return self.model._transposed()
 
+    def predict(self, v: Array) -> Array:
+        """Return the predicted classes ``(n,)`` of an iterate ``v``.
+
+        Iterates are finite and in the box by construction, so ``v`` is not
+        checked again.
+        """
+        traces, _ = self.model._forward(v, self.transposed)
+        return self.xp.argmax(traces[-1].z, axis=1)
+
     @property
     def n(self) -> int:
         return int(self.x.shape[0])
@@ -364,7 +373,7 @@ def iterate(
     taken = xp.zeros((batch.n,), dtype=xp.int64, device=batch.device)
     active = xp.ones((batch.n,), dtype=xp.bool, device=batch.device)
     for _ in range(steps):
-        active = active & ~succeeded(batch, batch.model.predict(x_adv))
+        active = active & ~succeeded(batch, batch.predict(x_adv))
         if not bool(xp.any(active)):
             break
         x_adv = xp.where(active[:, None], step(x_adv), x_adv)
@@ -382,7 +391,7 @@ def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
     """Measure the perturbation and the success of ``x_adv``."""
     xp = batch.xp
     delta = x_adv - batch.x
-    prediction = batch.model.predict(x_adv)
+    prediction = batch.predict(x_adv)
     return AttackResult(
         x_adv=x_adv,
         success=succeeded(batch, prediction),

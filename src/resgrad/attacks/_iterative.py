@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from .. import _kernels
 from ..model import ResidualMLP
 from ._common import (
     Array,
@@ -306,12 +307,11 @@ def _sign_steps(
     batch: Batch, x_0: Array, eps: float, alpha: float, steps: int, early_stop: bool
 ) -> AttackResult:
     """Iterate ``x_{i+1} = proj(x_i + alpha sign(direction(x_i)))`` from ``x_0``."""
-    xp = batch.xp
-    bounds = linf_bounds(batch, eps)
+    ops = _kernels.kernels(batch.model, batch.x)
+    lower, upper = linf_bounds(batch, eps)
 
     def step(v: Array) -> Array:
-        direction = xp.sign(ascent_direction(batch, v))
-        return project_linf(batch, v + alpha * direction, eps, bounds)
+        return ops.sign_step(v, ascent_direction(batch, v), alpha, lower, upper)
 
     x_adv, taken = iterate(batch, x_0, steps, step, early_stop)
     return finish(batch, x_adv, taken)

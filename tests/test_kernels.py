@@ -1,0 +1,188 @@
+"""The NumPy and PyTorch kernels against the array-API kernels they replace.
+
+The fast kernels reuse arrays and call ``addmm`` and ``relu`` directly; here
+every one of them must give the numbers of the plain array-API lines and
+leave the arrays it does not own unchanged.
+"""
+
+import array_api_compat.numpy as np_compat
+import array_api_compat.torch as torch_compat
+import numpy as np
+import pytest
+import reference
+import torch
+
+import resgrad
+from resgrad import _kernels
+from resgrad.attacks import _common
+from resgrad.gradients import _input_gradient, gradients
+from resgrad.losses import get_loss
+
+ACTIVATIONS = list(resgrad.ACTIVATIONS)
+SHORTCUTS = ("learned", "identity", "none")
+
+
+def _arrays(backend, *shapes, seed=0):
+    rng = np.random.default_rng(seed)
+    values = [rng.standard_normal(shape) for shape in shapes]
+    if backend == "torch":
+        return [torch.asarray(v) for v in values]
+    return values
+
+
+def _fast_and_plain(backend):
+    if backend == "torch":
+        return _kernels.TorchKernels(torch_compat), _kernels.Kernels(torch_compat)
+    return _kernels.NumpyKernels(np_compat), _kernels.Kernels(np_compat)
+
+
+def _copies(values):
+    return [reference.to_numpy(v) for v in values]
+
+
+def _assert_unchanged(values, before):
+    for value, copy in zip(values, before):
+        assert np.array_equal(reference.to_numpy(value), copy)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_kernels_match_array_api(backend, activation):
+    fast, plain = _fast_and_plain(backend)
+    g = resgrad.get_activation(activation)
+    a, w_t, bias, z, rows, weight, e, u = _arrays(
+        backend, (5, 4), (4, 3), (3,), (5, 3), (5, 6), (6, 3), (5, 3), (5, 3)
+    )
+    stack = _arrays(backend, (2, 5, 6), seed=1)[0]
+    inputs = [a, w_t, bias, rows, weight, u, stack]
+    before = _copies(inputs)
+    cases = {
+        "linear": lambda k: k.linear(a, w_t, bias),
+        "linear without bias": lambda k: k.linear(a, w_t, None),
+        "product": lambda k: k.product(rows, weight),
+        "product of a stack": lambda k: k.product(stack, weight),
+        "add_product": lambda k: k.add_product(z * 1.0, rows, weight),
+        "add_product of a stack": lambda k: k.add_product(
+            k.product(stack, weight), stack, weight
+        ),
+        "add": lambda k: k.add(z * 1.0, e),
+        "activate": lambda k: k.activate(g, u),
+        "times_derivative": lambda k: k.times_derivative(e * 1.0, g, u),
+        "column_sum": lambda k: k.column_sum(e),
+    }
+    for name, case in cases.items():
+        expected = reference.to_numpy(case(plain))
+        actual = reference.to_numpy(case(fast))
+        assert actual.shape == expected.shape, name
+        np.testing.assert_allclose(
+            actual, expected, rtol=1e-13, atol=1e-15, err_msg=name
+        )
+    _assert_unchanged(inputs, before)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_sign_step_matches_array_api(backend):
+    fast, plain = _fast_and_plain(backend)
+    v, direction, lower = _arrays(backend, (6, 5), (6, 5), (6, 5))
+    direction[0, 0] = 0.0
+    upper = lower + 0.3
+    before = _copies([v, lower, upper])
+    expected = reference.to_numpy(
+        plain.sign_step(v, direction * 1.0, 0.1, lower, upper)
+    )
+    actual = reference.to_numpy(fast.sign_step(v, direction * 1.0, 0.1, lower, upper))
+    assert np.array_equal(actual, expected)
+    assert np.all(expected >= reference.to_numpy(lower))
+    assert np.all(expected <= reference.to_numpy(upper))
+    _assert_unchanged([v, lower, upper], before)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_cross_entropy_kernel_is_bitwise_the_loss(dtype):
+    rng = np.random.default_rng(3)
+    out = (30 * rng.standard_normal((40, 7))).astype(dtype)
+    y = rng.integers(0, 7, size=40)
+    loss = get_loss("cross_entropy")
+    expected = loss.grad(np_compat, out, y)
+    before = out.copy()
+    actual = _kernels.NumpyKernels(np_compat).loss_grad(loss, out, y)
+    assert actual.dtype == out.dtype
+    assert np.array_equal(actual, expected)
+    assert np.array_equal(out, before)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_gradients_equal_with_plain_kernels(monkeypatch, backend, shortcut, activation):
+    """A whole gradient call gives the same numbers through either kernels."""
+    model = reference.random_model(3, activation, shortcut, post_activation="relu")
+    x, y = reference.random_batch(model, 9)
+    if backend == "torch":
+        model, x, y = model.convert(torch), torch.asarray(x), torch.asarray(y)
+    fast = reference.gradient_dict(gradients(model, x, y))
+    monkeypatch.setattr(_kernels, "kernels", lambda m, *a: _kernels.Kernels(m.xp))
+    plain = reference.gradient_dict(gradients(model, x, y))
+    for name, value in plain.items():
+        assert reference.relative_error(fast[name], value) < 1e-13, name
+
+
+def test_torch_weights_that_require_grad_get_plain_kernels():
+    model = reference.random_model(2, "relu").convert(torch)
+    x, y = reference.random_batch(model, 4)
+    x, y = torch.asarray(x), torch.asarray(y)
+    assert type(_kernels.kernels(model, x)) is _kernels.TorchKernels
+    leaf = x.clone().requires_grad_(True)
+    assert type(_kernels.kernels(model, leaf)) is _kernels.Kernels
+    with torch.no_grad():
+        assert type(_kernels.kernels(model, leaf)) is _kernels.TorchKernels
+    arrays = {k: v.clone().requires_grad_(True) for k, v in model.arrays().items()}
+    tracked = model.replace_arrays(arrays)
+    assert type(_kernels.kernels(tracked, x)) is _kernels.Kernels
+    # The graph through the plain kernels still differentiates: the loss
+    # gradient of W1 from autograd equals resgrad's closed form.
+    result = gradients(tracked, x, y)
+    (autograd,) = torch.autograd.grad(result.loss, [arrays["blocks.0.W1"]])
+    assert reference.relative_error(autograd, result.blocks[0].W1) < 1e-12
+
+
+@pytest.mark.parametrize("width", [8, 128, 200])
+def test_transposed_forward_matches(width):
+    model = resgrad.ResidualMLP.init([width, width, 5], seed=2)
+    x = np.random.default_rng(0).uniform(size=(7, width))
+    transposed = model._transposed()
+    small = model.blocks[0].W1.size <= _kernels.SMALL_MATRIX
+    assert transposed[0][0].flags.c_contiguous == small
+    # The two layouts may sum a product in another order, so the results
+    # agree to rounding, relative to the largest entry.
+    plain, a_plain = model._forward(x)
+    fast, a_fast = model._forward(x, transposed)
+    assert reference.relative_error(a_fast, a_plain) < 1e-13
+    for one, other in zip(fast, plain):
+        for left, right in zip(one, other):
+            assert reference.relative_error(left, right) < 1e-13
+    y = np.arange(7) % 5
+    loss = get_loss("cross_entropy")
+    expected = resgrad.input_gradient(model, x, y)[1]
+    assert (
+        reference.relative_error(
+            _input_gradient(model, x, y, loss, transposed), expected
+        )
+        < 1e-12
+    )
+
+
+def test_linf_bounds_clamp_is_ball_then_box():
+    """One clamp to the clipped bounds equals the ball and then the box, also
+    for an x up to the box tolerance outside the box."""
+    rng = np.random.default_rng(5)
+    model = resgrad.ResidualMLP.init([6, 6, 3], seed=0)
+    x = rng.uniform(size=(50, 6))
+    x[0, :3] = [1.0 + 5e-7, -5e-7, 1.0]
+    y = rng.integers(0, 3, size=50)
+    batch = _common.prepare(model, x, y)
+    for eps in (0.0, 1e-7, 0.05, 2.0):
+        v = rng.uniform(-1.5, 2.5, size=x.shape)
+        ball = np.minimum(np.maximum(v, x - eps), x + eps)
+        expected = np.clip(ball, 0.0, 1.0)
+        assert np.array_equal(_common.project_linf(batch, v, eps), expected)
