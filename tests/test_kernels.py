@@ -103,12 +103,32 @@ def test_numpy_cross_entropy_kernel_is_bitwise_the_loss(dtype):
     out = (30 * rng.standard_normal((40, 7))).astype(dtype)
     y = rng.integers(0, 7, size=40)
     loss = get_loss("cross_entropy")
-    expected = loss.grad(np_compat, out, y)
     before = out.copy()
-    actual = _kernels.NumpyKernels(np_compat).loss_grad(loss, out, y)
-    assert actual.dtype == out.dtype
-    assert np.array_equal(actual, expected)
+    values, grad = _kernels.NumpyKernels(np_compat).loss(loss, out, y)
+    assert values.dtype == grad.dtype == out.dtype
+    assert np.array_equal(values, loss.value(np_compat, out, y))
+    assert np.array_equal(grad, loss.grad(np_compat, out, y))
     assert np.array_equal(out, before)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("name", list(resgrad.LOSSES))
+def test_loss_kernels_match_array_api(backend, name):
+    fast, plain = _fast_and_plain(backend)
+    loss = get_loss(name)
+    (out,) = _arrays(backend, (12, 5))
+    y = np.arange(12) % 5
+    y = torch.asarray(y) if backend == "torch" else y
+    before = _copies([out])
+    for value in (True, False):
+        fast_values, fast_grad = fast.loss(loss, out, y, value)
+        plain_values, plain_grad = plain.loss(loss, out, y, value)
+        assert reference.relative_error(fast_grad, plain_grad) < 1e-14
+        if value:
+            assert reference.relative_error(fast_values, plain_values) < 1e-14
+        else:
+            assert fast_values is None
+    _assert_unchanged([out], before)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])

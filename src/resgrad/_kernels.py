@@ -78,9 +78,13 @@ class Kernels:
         """Return the sum of the rows of ``e``."""
         return self.xp.sum(e, axis=0)
 
-    def loss_grad(self, loss: Loss, out: Array, y: Array) -> Array:
-        """Return ``dY_i/d out_i`` of each sample, shape ``(n, p_L)``."""
-        return loss.grad(self.xp, out, y)
+    def loss(
+        self, loss: Loss, out: Array, y: Array, value: bool = True
+    ) -> tuple[Array | None, Array]:
+        """Return each sample's loss ``(n,)``, or ``None`` without ``value``,
+        and its gradient ``dY_i/d out_i`` ``(n, p_L)``."""
+        values = loss.value(self.xp, out, y) if value else None
+        return values, loss.grad(self.xp, out, y)
 
     def sign_step(
         self, v: Array, direction: Array, alpha: float, lower: Array, upper: Array
@@ -116,16 +120,19 @@ class NumpyKernels(Kernels):
         z += a
         return z
 
-    def loss_grad(self, loss, out, y):
+    def loss(self, loss, out, y, value=True):
         if loss.name != "cross_entropy":
-            return super().loss_grad(loss, out, y)
-        # The same operations as the array-API loss, so the same numbers,
-        # with the one-hot subtracted in place: 6 calls instead of 11.
+            return super().loss(loss, out, y, value)
+        # The operations of the array-API loss, so the same numbers, with
+        # the log-softmax computed once and the label entries picked and
+        # changed in place rather than through a one-hot matrix.
         shifted = out - out.max(axis=1, keepdims=True)
         log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        rows = np.arange(out.shape[0])
+        values = -log_p[rows, y] if value else None
         p = np.exp(log_p)
-        p[np.arange(p.shape[0]), y] -= 1
-        return p
+        p[rows, y] -= 1
+        return values, p
 
     def sign_step(self, v, direction, alpha, lower, upper):
         step = np.sign(direction, out=direction)
@@ -173,11 +180,23 @@ class TorchKernels(Kernels):
 
     def times_derivative(self, e, g, u):
         if g.name == "relu":
-            return e.mul_(u > 0)
+            # Autograd's own relu backward: one call of about 3 us, where
+            # e.mul_(u > 0) takes two calls and about 9 us at 64 x 64.
+            return self.torch.ops.aten.threshold_backward.default(e, u, 0)
         return e.mul_(g.derivative(self.xp, u))
 
     def column_sum(self, e):
         return e.sum(0)
+
+    def loss(self, loss, out, y, value=True):
+        if loss.name != "cross_entropy":
+            return super().loss(loss, out, y, value)
+        log_p = self.torch.log_softmax(out, 1)
+        rows = self.torch.arange(out.shape[0], device=out.device)
+        values = -log_p[rows, y] if value else None
+        p = log_p.exp_()
+        p[rows, y] -= 1
+        return values, p
 
     def sign_step(self, v, direction, alpha, lower, upper):
         step = direction.sign_().mul_(alpha).add_(v)

@@ -93,23 +93,23 @@ def output_error(
 
 
 def _sample_losses(
-    model: ResidualMLP, traces: list[BlockTrace], a_L: Array, y: Array, loss: Loss
-) -> tuple[Array, Array]:
-    """Return each sample's loss ``(n,)`` and its ``e^L`` ``(n, p_L)``, unreduced."""
-    out = traces[-1].z if loss.on_logits else a_L
-    return loss.value(model.xp, out, y), _sample_errors(model, traces, a_L, y, loss)
+    model: ResidualMLP,
+    traces: list[BlockTrace],
+    a_L: Array,
+    y: Array,
+    loss: Loss,
+    value: bool = True,
+) -> tuple[Array | None, Array]:
+    """Return each sample's loss ``(n,)`` and its ``e^L`` ``(n, p_L)``, unreduced.
 
-
-def _sample_errors(
-    model: ResidualMLP, traces: list[BlockTrace], a_L: Array, y: Array, loss: Loss
-) -> Array:
-    """Return ``e^L`` ``(n, p_L)`` of each sample's own loss."""
-    xp = model.xp
-    z_L = traces[-1].z
+    Without ``value`` the losses are skipped and ``None`` takes their place.
+    """
     ops = _kernels.kernels(model, y)
+    z_L = traces[-1].z
     if loss.on_logits:
-        return ops.loss_grad(loss, z_L, y)
-    return ops.loss_grad(loss, a_L, y) * model.activations()[2].derivative(xp, z_L)
+        return ops.loss(loss, z_L, y, value)
+    values, grad = ops.loss(loss, a_L, y, value)
+    return values, grad * model.activations()[2].derivative(model.xp, z_L)
 
 
 def prepare(
@@ -299,7 +299,7 @@ def _input_gradient(
     ``_transposed()``) saves the forward pass its transposes.
     """
     traces, a_L = model._forward(x, transposed)
-    error = _sample_errors(model, traces, a_L, y, loss)
+    _, error = _sample_losses(model, traces, a_L, y, loss, value=False)
     dx, _ = propagate(model, traces, error, keep=False)
     return dx
 
