@@ -3,7 +3,7 @@
     python bench/run_all.py [--threads 1] [--budget 1.0] [--output FILE]
 
 Each benchmark runs in its own process; ``--output`` also writes the report
-to a file. On a 2-core machine the whole run takes about 5 to 8 minutes.
+to a file. On a 2-core machine the whole run takes about 4 to 5 minutes.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def main() -> None:
     parser.add_argument(
         "--budget",
         type=float,
-        default=0.5,
-        help="seconds of timed runs per contender and case (default 0.5)",
+        default=1.0,
+        help="seconds of timed runs per contender and case (default 1.0)",
     )
     parser.add_argument("--output", help="also write the report to this file")
     args = parser.parse_args()

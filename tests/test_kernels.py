@@ -206,3 +206,26 @@ def test_linf_bounds_clamp_is_ball_then_box():
         ball = np.minimum(np.maximum(v, x - eps), x + eps)
         expected = np.clip(ball, 0.0, 1.0)
         assert np.array_equal(_common.project_linf(batch, v, eps), expected)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_outer_products_match_array_api(backend):
+    fast, plain = _fast_and_plain(backend)
+    left, right, other = _arrays(backend, (4, 3), (4, 5), (4, 2))
+    if backend == "numpy":
+        left, right = left.astype(np.float32), right.astype(np.float32)
+        other = other.astype(np.float32)
+    pairs = [(left, right), (right, other), (left, left)]
+    before = _copies([left, right, other])
+    stacks = fast.outer_products(pairs)
+    expected = plain.outer_products(pairs)
+    assert [tuple(s.shape) for s in stacks] == [(4, 3, 5), (4, 5, 2), (4, 3, 3)]
+    for stack, want in zip(stacks, expected):
+        assert stack.dtype == want.dtype
+        assert np.array_equal(reference.to_numpy(stack), reference.to_numpy(want))
+    # The stacks share one buffer on NumPy, but writing to one leaves the
+    # others as they were.
+    stacks[0][...] = 7
+    for stack, want in zip(stacks[1:], expected[1:]):
+        assert np.array_equal(reference.to_numpy(stack), reference.to_numpy(want))
+    _assert_unchanged([left, right, other], before)

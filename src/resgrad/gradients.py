@@ -312,18 +312,27 @@ def per_sample_gradients(
     Each weight gradient is an outer product per sample, so
     ``.blocks[l].W1`` has shape ``(n, q_l, p_{l-1})`` and so on. ``.loss``
     holds the per-sample losses, shape ``(n,)``.
+
+    On NumPy the weight stacks are disjoint views of one buffer, which is
+    faster to fill than many arrays; the buffer is freed once no stack is
+    referenced.
     """
     loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
-    xp = model.xp
     losses, error = _sample_losses(model, traces, a_L, y, loss_fn)
     dx, errors = propagate(model, traces, error)
-    blocks = []
+    pairs = []
     for block, trace, (e, e_hat) in zip(model.blocks, traces, errors):
+        pairs += [(e_hat, trace.a_prev), (e, trace.h)]
+        if block.shortcut == "learned":
+            pairs.append((e, trace.a_prev))
+    stacks = iter(_kernels.kernels(model, x).outer_products(pairs))
+    blocks = []
+    for block, (e, e_hat) in zip(model.blocks, errors):
         blocks.append(
             BlockGradients(
-                W1=_outer(xp, e_hat, trace.a_prev),
-                W2=_outer(xp, e, trace.h),
-                W3=_outer(xp, e, trace.a_prev) if block.shortcut == "learned" else None,
+                W1=next(stacks),
+                W2=next(stacks),
+                W3=next(stacks) if block.shortcut == "learned" else None,
                 b1=e_hat if block.b1 is not None else None,
                 b2=e if block.b2 is not None else None,
             )
@@ -376,12 +385,3 @@ def _row_norms(xp: Any, rows: Array) -> Array:
     safe = xp.where(scale > 0, scale, xp.ones_like(scale))
     scaled = rows / safe
     return xp.sqrt(xp.sum(scaled * scaled, axis=1)) * safe[:, 0]
-
-
-def _outer(xp: Any, left: Array, right: Array) -> Array:
-    """Return the ``(n, q, p)`` stack of outer products ``left[i] right[i]^T``."""
-    if _arrays.array_api_compat.is_numpy_namespace(xp):
-        # NumPy 2.4 runs this broadcast product several times slower than
-        # einsum at widths of a few hundred (bench/bench_per_sample.py).
-        return _arrays.array_api_compat.numpy.einsum("ni,nj->nij", left, right)
-    return left[:, :, None] * right[:, None, :]
