@@ -1,6 +1,6 @@
 .PHONY: bench test
 
-# Every benchmark, about 5 to 8 minutes on 2 cores; see docs/benchmarks.md.
+# Every benchmark, about 3 minutes on 2 cores; see docs/benchmarks.md.
 bench:
 	python bench/run_all.py --output bench/results.md
 

@@ -3,7 +3,7 @@
     python bench/run_all.py [--threads 1] [--budget 1.0] [--output FILE]
 
 Each benchmark runs in its own process; ``--output`` also writes the report
-to a file. On a 2-core machine the whole run takes about 4 to 5 minutes.
+to a file. On a 2-core machine the whole run takes about 3 minutes.
 """
 
 from __future__ import annotations

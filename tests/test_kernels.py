@@ -1,8 +1,8 @@
 """The NumPy and PyTorch kernels against the array-API kernels they replace.
 
-The fast kernels reuse arrays and call ``addmm`` and ``relu`` directly; here
-every one of them must give the numbers of the plain array-API lines and
-leave the arrays it does not own unchanged.
+The fast kernels reuse arrays and call ``addmm`` and ``relu`` directly. Each
+of them must give the numbers of the plain array-API lines and leave the
+arrays it does not own unchanged.
 """
 
 import array_api_compat.numpy as np_compat
@@ -98,7 +98,7 @@ def test_sign_step_matches_array_api(backend):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_numpy_cross_entropy_kernel_is_bitwise_the_loss(dtype):
+def test_numpy_cross_entropy_bitwise(dtype):
     rng = np.random.default_rng(3)
     out = (30 * rng.standard_normal((40, 7))).astype(dtype)
     y = rng.integers(0, 7, size=40)
@@ -147,7 +147,7 @@ def test_gradients_equal_with_plain_kernels(monkeypatch, backend, shortcut, acti
         assert reference.relative_error(fast[name], value) < 1e-13, name
 
 
-def test_torch_weights_that_require_grad_get_plain_kernels():
+def test_tracked_torch_gets_plain_kernels():
     model = reference.random_model(2, "relu").convert(torch)
     x, y = reference.random_batch(model, 4)
     x, y = torch.asarray(x), torch.asarray(y)
@@ -192,7 +192,7 @@ def test_transposed_forward_matches(width):
     )
 
 
-def test_linf_bounds_clamp_is_ball_then_box():
+def test_linf_clamp_is_ball_then_box():
     """One clamp to the clipped bounds equals the ball and then the box, also
     for an x up to the box tolerance outside the box."""
     rng = np.random.default_rng(5)

@@ -6,12 +6,13 @@ products, an activation and a product by its derivative. ``Kernels`` writes
 them against the array API and returns a new array every time, which suits
 any namespace, JAX's immutable arrays included. NumPy and PyTorch get
 subclasses that reuse the array they have just created for the sum or the
-product, and PyTorch's calls its fused ``addmm`` and ``relu`` directly,
-because a torch call through the array-API wrappers costs several
-microseconds, about as much as a product of two 64 x 64 matrices.
+product. The PyTorch subclass also calls ``addmm``, ``relu`` and
+``threshold_backward`` directly, because a torch call through the
+array-API wrappers costs several microseconds, about as much as a product
+of two 64 x 64 matrices.
 
-An in-place kernel only ever writes to an array that the same pass created
-one line before, never to an argument of a public function.
+An in-place kernel writes only to an array that the same pass created
+just before, never to an argument of a public function.
 """
 
 from __future__ import annotations
@@ -140,8 +141,8 @@ class NumpyKernels(Kernels):
         return values, p
 
     def outer_products(self, pairs):
-        # One buffer for all stacks: NumPy asks the kernel for huge pages for
-        # an array of 4 MiB or more, which cut the page faults of writing
+        # One buffer for all stacks: NumPy requests huge pages from the kernel
+        # for an array of 4 MiB or more, which cut the page faults of writing
         # 25 MiB of fresh memory (width 64, 64 samples, 8 blocks) and took
         # the call from 12.6 ms to 2.8 ms. einsum also ran several times
         # faster than the broadcast product at widths of a few hundred.
@@ -167,8 +168,8 @@ class NumpyKernels(Kernels):
 
     def times_derivative(self, e, g, u):
         if g.name == "relu":
-            # relu'(u) is the indicator of u > 0; a boolean factor saves
-            # converting it to floats first.
+            # relu'(u) is the indicator of u > 0. Multiplying by the boolean
+            # mask saves converting it to floats first.
             e *= u > 0
         else:
             e *= g.derivative(self.xp, u)
@@ -176,7 +177,8 @@ class NumpyKernels(Kernels):
 
 
 class TorchKernels(Kernels):
-    """PyTorch kernels through ``addmm``, ``addmm_`` and ``relu``."""
+    """PyTorch kernels through ``addmm``, ``addmm_``, ``relu`` and
+    ``threshold_backward``."""
 
     def __init__(self, xp: Any) -> None:
         super().__init__(xp)

@@ -314,7 +314,7 @@ def per_sample_gradients(
     holds the per-sample losses, shape ``(n,)``.
 
     On NumPy the weight stacks are disjoint views of one buffer, which is
-    faster to fill than many arrays; the buffer is freed once no stack is
+    faster to fill than many arrays. The buffer is freed once no stack is
     referenced.
     """
     loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
