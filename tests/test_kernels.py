@@ -229,3 +229,21 @@ def test_outer_products_match_array_api(backend):
     for stack, want in zip(stacks[1:], expected[1:]):
         assert np.array_equal(reference.to_numpy(stack), reference.to_numpy(want))
     _assert_unchanged([left, right, other], before)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", ["uint8", "int8", "int32", "int64"])
+def test_cross_entropy_any_label_dtype(backend, dtype):
+    """Labels of every integer dtype pick the same entries as int64 labels."""
+    fast, _ = _fast_and_plain(backend)
+    loss = get_loss("cross_entropy")
+    (out,) = _arrays(backend, (6, 3))
+    labels = np.array([0, 1, 2, 2, 1, 0])
+    if backend == "torch":
+        wide, narrow = torch.asarray(labels), torch.asarray(labels.astype(dtype))
+    else:
+        wide, narrow = labels, labels.astype(dtype)
+    values, grad = fast.loss(loss, out, narrow)
+    want_values, want_grad = fast.loss(loss, out, wide)
+    assert np.array_equal(reference.to_numpy(values), reference.to_numpy(want_values))
+    assert np.array_equal(reference.to_numpy(grad), reference.to_numpy(want_grad))

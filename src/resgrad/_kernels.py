@@ -219,9 +219,12 @@ class TorchKernels(Kernels):
             return super().loss(loss, out, y, value)
         log_p = self.torch.log_softmax(out, 1)
         rows = self.torch.arange(out.shape[0], device=out.device)
-        values = -log_p[rows, y] if value else None
+        # torch reads a uint8 index tensor as a mask, so the labels become
+        # int64 first.
+        labels = y.long()
+        values = -log_p[rows, labels] if value else None
         p = log_p.exp_()
-        p[rows, y] -= 1
+        p[rows, labels] -= 1
         return values, p
 
     def sign_step(self, v, direction, alpha, lower, upper):
