@@ -5,7 +5,7 @@ a fixed number of times per block, so its time grows as ``width^2`` once
 the products dominate the per-call overhead, and as ``depth^1``. The plot
 draws both slopes as dashed guides through the largest measured point.
 
-    python bench/bench_scaling.py [--threads 1] [--output docs/figures/bench_scaling.png]
+    python bench/bench_scaling.py [--threads 1] [--output bench/bench_scaling.png]
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ def main() -> None:
     parser = common.parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--output",
-        default=str(common.ROOT / "docs" / "figures" / "bench_scaling.png"),
-        help="where to write the PNG",
+        default=str(common.ROOT / "bench" / "bench_scaling.png"),
+        help="where to write the PNG (default bench/bench_scaling.png)",
     )
     parser.set_defaults(dtypes=["float32"], budget=0.5)
     args = parser.parse_args()

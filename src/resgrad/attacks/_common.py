@@ -231,7 +231,10 @@ def check_steps(steps: Any) -> int:
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
         raise TypeError(f"Expected steps to be an integer, got {steps!r}.")
     if steps < 1:
-        raise ValueError(f"Expected steps >= 1, got {steps}.")
+        raise ValueError(
+            f"Expected steps >= 1, got {steps}; pass the number of gradient "
+            "steps, e.g. steps=10."
+        )
     return int(steps)
 
 
