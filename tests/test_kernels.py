@@ -205,7 +205,8 @@ def test_linf_clamp_is_ball_then_box():
         v = rng.uniform(-1.5, 2.5, size=x.shape)
         ball = np.minimum(np.maximum(v, x - eps), x + eps)
         expected = np.clip(ball, 0.0, 1.0)
-        assert np.array_equal(_common.project_linf(batch, v, eps), expected)
+        limits = _common.linf_limits(batch, eps)
+        assert np.array_equal(_common.project_linf(batch, v, limits), expected)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])

@@ -283,8 +283,8 @@ def clip(batch: Batch, v: Array) -> Array:
     return batch.xp.clip(v, batch.lo, batch.hi)
 
 
-def linf_bounds(batch: Batch, eps: float) -> tuple[Array, Array]:
-    """Return the elementwise bounds ``(lower, upper)`` of the eps-ball around
+def linf_limits(batch: Batch, eps: float) -> tuple[Array, Array]:
+    """Return the elementwise limits ``(lower, upper)`` of the eps-ball around
     ``x``, each clipped to the box.
 
     Clamping to them gives the same numbers as clamping to the ball and then
@@ -294,15 +294,10 @@ def linf_bounds(batch: Batch, eps: float) -> tuple[Array, Array]:
     return clip(batch, batch.x - eps), clip(batch, batch.x + eps)
 
 
-def project_linf(
-    batch: Batch, v: Array, eps: float, bounds: tuple[Array, Array] | None = None
-) -> Array:
-    """Project ``v`` onto ``{||v - x||_inf <= eps}`` and then onto the box.
-
-    ``bounds`` is ``linf_bounds(batch, eps)``, for a caller that projects
-    many times.
-    """
-    lower, upper = linf_bounds(batch, eps) if bounds is None else bounds
+def project_linf(batch: Batch, v: Array, limits: tuple[Array, Array]) -> Array:
+    """Project ``v`` onto ``{||v - x||_inf <= eps}`` and then onto the box,
+    given ``limits = linf_limits(batch, eps)``."""
+    lower, upper = limits
     return batch.xp.minimum(batch.xp.maximum(v, lower), upper)
 
 
@@ -367,12 +362,11 @@ def iterate(
     next step, so its step count stops growing.
     """
     xp = batch.xp
+    x_adv = start
     if not early_stop:
-        x_adv = start
         for _ in range(steps):
             x_adv = step(x_adv)
         return x_adv, constant_steps(batch, steps)
-    x_adv = start
     taken = xp.zeros((batch.n,), dtype=xp.int64, device=batch.device)
     active = xp.ones((batch.n,), dtype=xp.bool, device=batch.device)
     for _ in range(steps):

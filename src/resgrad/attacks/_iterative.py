@@ -28,7 +28,7 @@ from ._common import (
     from_numpy,
     generator,
     iterate,
-    linf_bounds,
+    linf_limits,
     prepare,
     project_l2,
     project_linf,
@@ -80,7 +80,7 @@ def bim(
     alpha = step_size(alpha, PGD_STEP_FACTOR * eps / steps, eps)
     if eps == 0:
         return unchanged(batch)
-    return _sign_steps(batch, x, eps, alpha, steps, early_stop)
+    return _sign_steps(batch, x, linf_limits(batch, eps), alpha, steps, early_stop)
 
 
 def least_likely_class(model: ResidualMLP, x: Array) -> Array:
@@ -126,7 +126,7 @@ def illcm(
     alpha = step_size(alpha, PGD_STEP_FACTOR * eps / steps, eps)
     if eps == 0:
         return unchanged(batch)
-    return _sign_steps(batch, x, eps, alpha, steps, early_stop)
+    return _sign_steps(batch, x, linf_limits(batch, eps), alpha, steps, early_stop)
 
 
 def mifgsm(
@@ -170,6 +170,7 @@ def mifgsm(
 
     xp = batch.xp
     momentum = xp.zeros_like(x)
+    limits = linf_limits(batch, eps)
 
     def step(v: Array) -> Array:
         nonlocal momentum
@@ -177,7 +178,7 @@ def mifgsm(
         norm = xp.sum(xp.abs(grad), axis=1, keepdims=True)
         safe = xp.where(norm > 0, norm, xp.ones_like(norm))
         momentum = mu * momentum + grad / safe
-        return project_linf(batch, v + alpha * xp.sign(momentum), eps)
+        return project_linf(batch, v + alpha * xp.sign(momentum), limits)
 
     x_adv, taken = iterate(batch, x, steps, step, early_stop)
     return finish(batch, x_adv, taken)
@@ -220,15 +221,16 @@ def pgd(
     alpha = step_size(alpha, PGD_STEP_FACTOR * eps / steps, eps)
     if eps == 0:
         return unchanged(batch)
+    limits = linf_limits(batch, eps)
     if start is not None:
         check_start(batch, start)
-        x_0 = project_linf(batch, start, eps)
+        x_0 = project_linf(batch, start, limits)
     elif random_start:
         noise = generator(seed).uniform(-eps, eps, size=(batch.n, batch.d))
-        x_0 = project_linf(batch, x + from_numpy(batch, noise), eps)
+        x_0 = project_linf(batch, x + from_numpy(batch, noise), limits)
     else:
         x_0 = x
-    return _sign_steps(batch, x_0, eps, alpha, steps, early_stop)
+    return _sign_steps(batch, x_0, limits, alpha, steps, early_stop)
 
 
 def pgd_l2(
@@ -304,11 +306,17 @@ def _l2_ball(batch: Batch, eps: float, seed: Seed) -> np.ndarray:
 
 
 def _sign_steps(
-    batch: Batch, x_0: Array, eps: float, alpha: float, steps: int, early_stop: bool
+    batch: Batch,
+    x_0: Array,
+    limits: tuple[Array, Array],
+    alpha: float,
+    steps: int,
+    early_stop: bool,
 ) -> AttackResult:
-    """Iterate ``x_{i+1} = proj(x_i + alpha sign(direction(x_i)))`` from ``x_0``."""
+    """Iterate ``x_{i+1} = proj(x_i + alpha sign(direction(x_i)))`` from ``x_0``,
+    where ``proj`` clamps to ``limits`` (``linf_limits`` of the ball)."""
     ops = _kernels.kernels(batch.model, batch.x)
-    lower, upper = linf_bounds(batch, eps)
+    lower, upper = limits
 
     def step(v: Array) -> Array:
         return ops.sign_step(v, ascent_direction(batch, v), alpha, lower, upper)

@@ -18,6 +18,7 @@ from ._common import (
     finish,
     from_numpy,
     generator,
+    linf_limits,
     prepare,
     project_linf,
     unchanged,
@@ -128,7 +129,7 @@ def _random_step(eps: float, alpha: Any) -> float:
 def _randomised_point(batch, alpha: float, seed: Seed, start: Array | None) -> Array:
     if start is not None:
         check_start(batch, start)
-        return project_linf(batch, start, alpha)
+        return project_linf(batch, start, linf_limits(batch, alpha))
     noise = generator(seed).standard_normal((batch.n, batch.d))
     signs = batch.xp.sign(from_numpy(batch, noise))
     return clip(batch, batch.x + alpha * signs)
