@@ -78,14 +78,16 @@ def output_error(
     y: Array,
     loss: Loss,
     reduction: str,
+    ops: _kernels.Kernels | None = None,
 ) -> tuple[Array, Array]:
     """Return the reduced loss and ``e^L = dY/dz^L`` of shape ``(n, p_L)``.
 
     ``e^L = D^L dY/da^L`` for a loss of ``a^L``, and ``dY/dz^L`` directly for
     the class score. With ``reduction="mean"`` both carry the factor ``1/n``.
+    ``ops`` are the kernels of the call, looked up when not given.
     """
     xp = model.xp
-    per_sample, error = _sample_losses(model, traces, a_L, y, loss)
+    per_sample, error = _sample_losses(model, traces, a_L, y, loss, ops=ops)
     if reduction == "sum":
         return xp.sum(per_sample), error
     n = max(error.shape[0], 1)
@@ -99,12 +101,14 @@ def _sample_losses(
     y: Array,
     loss: Loss,
     value: bool = True,
+    ops: _kernels.Kernels | None = None,
 ) -> tuple[Array | None, Array]:
     """Return each sample's loss ``(n,)`` and its ``e^L`` ``(n, p_L)``, unreduced.
 
     Without ``value`` the losses are skipped and ``None`` takes their place.
     """
-    ops = _kernels.kernels(model, y)
+    if ops is None:
+        ops = _kernels.kernels(model, y)
     z_L = traces[-1].z
     if loss.on_logits:
         return ops.loss(loss, z_L, y, value)
@@ -118,8 +122,12 @@ def _sample_losses(
 
 def prepare(
     model: ResidualMLP, x: Array, y: Array, loss: str, reduction: str
-) -> tuple[Loss, list[BlockTrace], Array]:
-    """Validate the arguments and run the forward pass."""
+) -> tuple[Loss, _kernels.Kernels, list[BlockTrace], Array]:
+    """Validate the arguments, pick the kernels and run the forward pass.
+
+    Returns:
+        ``(loss, ops, traces, a_L)``.
+    """
     if not isinstance(model, ResidualMLP):
         raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
     loss_fn = get_loss(loss)
@@ -130,8 +138,9 @@ def prepare(
     _arrays.check_input(xp, x, model.sizes[0], model.dtype)
     check_targets(xp, loss_fn, y, x.shape[0], model.n_classes, model.dtype)
     model._check_device(x)
-    traces, a_L = model._forward(x)
-    return loss_fn, traces, a_L
+    ops = _kernels.kernels(model, x, y)
+    traces, a_L = model._forward(x, ops=ops)
+    return loss_fn, ops, traces, a_L
 
 
 def backward(
@@ -140,6 +149,7 @@ def backward(
     error: Array,
     weights: bool = True,
     with_input: bool = True,
+    ops: _kernels.Kernels | None = None,
 ) -> tuple[Array | None, list[BlockGradients]]:
     """Run the recurrence from ``e^L`` down to ``dY/dx``.
 
@@ -153,10 +163,13 @@ def backward(
     Returns:
         ``(dY/dx, blocks)`` with ``blocks`` empty when ``weights`` is false.
     """
-    dx, errors = propagate(model, traces, error, keep=weights, with_input=with_input)
+    if ops is None:
+        ops = _kernels.kernels(model, error)
+    dx, errors = propagate(
+        model, traces, error, keep=weights, with_input=with_input, ops=ops
+    )
     if not weights:
         return dx, []
-    ops = _kernels.kernels(model, error)
     grads = [
         _block_gradients(ops, block, trace, e, e_hat)
         for block, trace, (e, e_hat) in zip(model.blocks, traces, errors)
@@ -170,6 +183,7 @@ def propagate(
     error: Array,
     keep: bool = True,
     with_input: bool = True,
+    ops: _kernels.Kernels | None = None,
 ) -> tuple[Array | None, list[tuple[Array, Array]]]:
     """Return ``dY/dx`` and ``(e^l, e_hat^l)`` for every block ``l = 1..L``.
 
@@ -179,9 +193,10 @@ def propagate(
     which saves memory when only ``dY/dx`` is needed. With ``with_input``
     false the recurrence stops at ``e_hat^1`` and returns ``None`` for
     ``dY/dx``, which saves the first block's two products by ``W1`` and
-    ``W3``.
+    ``W3``. ``ops`` are the kernels of the call, looked up when not given.
     """
-    ops = _kernels.kernels(model, error)
+    if ops is None:
+        ops = _kernels.kernels(model, error)
     g, g_post, _ = model.activations()
     errors = []
     e = error
@@ -261,14 +276,14 @@ def gradients(
         raise ValueError(
             f"Unknown method {method!r}; expected one of: {', '.join(METHODS)}."
         )
-    loss_fn, traces, a_L = prepare(model, x, y, loss, reduction)
+    loss_fn, ops, traces, a_L = prepare(model, x, y, loss, reduction)
     if method == "product":
         from .product import product_gradients
 
         result = product_gradients(model, traces, a_L, y, loss_fn, reduction)
         return result if with_input else Gradients(result.loss, None, result.blocks)
-    value, error = output_error(model, traces, a_L, y, loss_fn, reduction)
-    dx, blocks = backward(model, traces, error, with_input=with_input)
+    value, error = output_error(model, traces, a_L, y, loss_fn, reduction, ops)
+    dx, blocks = backward(model, traces, error, with_input=with_input, ops=ops)
     return Gradients(value, dx, blocks)
 
 
@@ -283,9 +298,9 @@ def input_gradient(
     Returns:
         ``(losses, dx)`` of shapes ``(n,)`` and ``(n, p_0)``.
     """
-    loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
-    losses, error = _sample_losses(model, traces, a_L, y, loss_fn)
-    dx, _ = propagate(model, traces, error, keep=False)
+    loss_fn, ops, traces, a_L = prepare(model, x, y, loss, "sum")
+    losses, error = _sample_losses(model, traces, a_L, y, loss_fn, ops=ops)
+    dx, _ = propagate(model, traces, error, keep=False, ops=ops)
     return losses, dx
 
 
@@ -295,16 +310,20 @@ def _input_gradient(
     y: Array,
     loss: Loss,
     transposed: list[tuple[Array, ...]] | None = None,
+    ops: _kernels.Kernels | None = None,
 ) -> Array:
     """Return ``dY_i/dx_i`` ``(n, p_0)`` for arguments checked by the caller.
 
     For an attack that takes many gradient steps on one model: it skips the
-    argument checks and the loss values, and ``transposed`` (the model's
-    ``_transposed()``) saves the forward pass its transposes.
+    argument checks and the loss values, ``transposed`` (the model's
+    ``_transposed()``) saves the forward pass its transposes, and ``ops``
+    saves looking up the kernels at every step.
     """
-    traces, a_L = model._forward(x, transposed)
-    _, error = _sample_losses(model, traces, a_L, y, loss, value=False)
-    dx, _ = propagate(model, traces, error, keep=False)
+    if ops is None:
+        ops = _kernels.kernels(model, x, y)
+    traces, a_L = model._forward(x, transposed, ops)
+    _, error = _sample_losses(model, traces, a_L, y, loss, value=False, ops=ops)
+    dx, _ = propagate(model, traces, error, keep=False, ops=ops)
     return dx
 
 
@@ -321,15 +340,15 @@ def per_sample_gradients(
     faster to fill than many arrays. The buffer is freed once no stack is
     referenced.
     """
-    loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
-    losses, error = _sample_losses(model, traces, a_L, y, loss_fn)
-    dx, errors = propagate(model, traces, error)
+    loss_fn, ops, traces, a_L = prepare(model, x, y, loss, "sum")
+    losses, error = _sample_losses(model, traces, a_L, y, loss_fn, ops=ops)
+    dx, errors = propagate(model, traces, error, ops=ops)
     pairs = []
     for block, trace, (e, e_hat) in zip(model.blocks, traces, errors):
         pairs += [(e_hat, trace.a_prev), (e, trace.h)]
         if block.shortcut == "learned":
             pairs.append((e, trace.a_prev))
-    stacks = iter(_kernels.kernels(model, x).outer_products(pairs))
+    stacks = iter(ops.outer_products(pairs))
     blocks = []
     for block, (e, e_hat) in zip(model.blocks, errors):
         blocks.append(
@@ -358,10 +377,10 @@ def per_sample_norms(
 
     where a bracket is 1 when the block has that parameter and 0 otherwise.
     """
-    loss_fn, traces, a_L = prepare(model, x, y, loss, "sum")
+    loss_fn, ops, traces, a_L = prepare(model, x, y, loss, "sum")
     xp = model.xp
-    _, error = output_error(model, traces, a_L, y, loss_fn, "sum")
-    _, errors = propagate(model, traces, error, with_input=False)
+    _, error = output_error(model, traces, a_L, y, loss_fn, "sum", ops)
+    _, errors = propagate(model, traces, error, with_input=False, ops=ops)
     one = xp.ones(x.shape[0], dtype=x.dtype, device=_arrays.array_api_compat.device(x))
     terms = []
     for block, trace, (e, e_hat) in zip(model.blocks, traces, errors):

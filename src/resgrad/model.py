@@ -336,15 +336,20 @@ class ResidualMLP:
         return self._forward(x)
 
     def _forward(
-        self, x: Array, transposed: list[tuple[Array, ...]] | None = None
+        self,
+        x: Array,
+        transposed: list[tuple[Array, ...]] | None = None,
+        ops: _kernels.Kernels | None = None,
     ) -> tuple[list[BlockTrace], Array]:
         """Run ``trace`` on an ``x`` that the caller has already checked.
 
         ``transposed`` is ``_transposed()`` of this model, for a caller that
-        runs the forward pass many times on unchanged weights.
+        runs the forward pass many times on unchanged weights. ``ops`` are
+        the kernels of the call, looked up when not given.
         """
         xp = self.xp
-        ops = _kernels.kernels(self, x)
+        if ops is None:
+            ops = _kernels.kernels(self, x)
         if transposed is None:
             transposed = [
                 (b.W1.T, b.W2.T, None if b.W3 is None else b.W3.T) for b in self.blocks

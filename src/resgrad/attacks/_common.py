@@ -19,7 +19,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .. import _arrays
+from .. import _arrays, _kernels
 from ..gradients import _input_gradient
 from ..losses import get_loss
 from ..model import ResidualMLP
@@ -83,13 +83,18 @@ class Batch:
         """The model's transposed weights, made once for all gradient steps."""
         return self.model._transposed()
 
+    @cached_property
+    def ops(self) -> _kernels.Kernels:
+        """The kernels of every gradient step, looked up once."""
+        return _kernels.kernels(self.model, self.x)
+
     def predict(self, v: Array) -> Array:
         """Return the predicted classes ``(n,)`` of an iterate ``v``.
 
         Iterates are finite and in the box by construction, so ``v`` is not
         checked again.
         """
-        traces, _ = self.model._forward(v, self.transposed)
+        traces, _ = self.model._forward(v, self.transposed, self.ops)
         return self.xp.argmax(traces[-1].z, axis=1)
 
     @property
@@ -261,7 +266,9 @@ def ascent_direction(batch: Batch, v: Array) -> Array:
     # ``prepare`` checked the model, x and the labels, and every iterate is
     # finite and in the box by construction, so the checks are not repeated.
     labels = batch.y if batch.target is None else batch.target
-    dx = _input_gradient(batch.model, v, labels, _CROSS_ENTROPY, batch.transposed)
+    dx = _input_gradient(
+        batch.model, v, labels, _CROSS_ENTROPY, batch.transposed, batch.ops
+    )
     return dx if batch.target is None else -dx
 
 

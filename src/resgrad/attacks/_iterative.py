@@ -12,7 +12,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from .. import _kernels
 from ..model import ResidualMLP
 from ._common import (
     Array,
@@ -315,7 +314,7 @@ def _sign_steps(
 ) -> AttackResult:
     """Iterate ``x_{i+1} = proj(x_i + alpha sign(direction(x_i)))`` from ``x_0``,
     where ``proj`` clamps to ``limits`` (``linf_limits`` of the ball)."""
-    ops = _kernels.kernels(batch.model, batch.x)
+    ops = batch.ops
     lower, upper = limits
 
     def step(v: Array) -> Array:
