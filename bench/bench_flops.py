@@ -60,8 +60,7 @@ def products(dtype: str) -> dict[str, tuple[object, int]]:
 
 def main() -> None:
     args = common.parser(__doc__.splitlines()[0]).parse_args()
-    common.set_threads(args.threads)
-    common.header("Wide training step against the matmul peak", args.threads)
+    common.start("Wide training step against the matmul peak", args.threads)
     width, batch, depth = WIDE
     rows = []
     for dtype in args.dtypes:

@@ -49,8 +49,7 @@ def contenders(model, x, y):
 def main() -> None:
     parser = common.parser(__doc__.splitlines()[0], NETWORKS)
     args = parser.parse_args()
-    common.set_threads(args.threads)
-    common.header("Input Jacobian against vmap(jacrev)", args.threads)
+    common.start("Input Jacobian against vmap(jacrev)", args.threads)
     rows = []
     for name in args.networks:
         width, batch, depth = NETWORKS[name]

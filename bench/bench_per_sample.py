@@ -208,8 +208,7 @@ def main() -> None:
     if args.memory_of:
         print(json.dumps(measure_memory(args.memory_of, args.dtypes[0], args.threads)))
         return
-    common.set_threads(args.threads)
-    common.header("Per-sample gradients and norms", args.threads)
+    common.start("Per-sample gradients and norms", args.threads)
     print(
         common.table(
             [

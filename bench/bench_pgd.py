@@ -43,8 +43,7 @@ def contenders(model, x, y):
 def main() -> None:
     parser = common.parser(__doc__.splitlines()[0], NETWORKS)
     args = parser.parse_args()
-    common.set_threads(args.threads)
-    common.header("PGD, 10 steps, against torchattacks", args.threads)
+    common.start("PGD, 10 steps, against torchattacks", args.threads)
     rows = []
     for name in args.networks:
         width, batch, depth = NETWORKS[name]

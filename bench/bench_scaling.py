@@ -55,8 +55,7 @@ def main() -> None:
     )
     parser.set_defaults(dtypes=["float32"], budget=0.5)
     args = parser.parse_args()
-    common.set_threads(args.threads)
-    common.header("Scaling with width and depth", args.threads)
+    common.start("Scaling with width and depth", args.threads)
     dtype = args.dtypes[0]
     by_width = [measure(w, WIDTH_DEPTH, dtype, args.budget) for w in WIDTHS]
     by_depth = [measure(DEPTH_WIDTH, d, dtype, args.budget) for d in DEPTHS]

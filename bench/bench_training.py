@@ -78,8 +78,7 @@ def run_case(width, batch, depth, dtype, budget):
 def main() -> None:
     parser = common.parser(__doc__.splitlines()[0], NETWORKS)
     args = parser.parse_args()
-    common.set_threads(args.threads)
-    common.header("Training step against PyTorch autograd", args.threads)
+    common.start("Training step against PyTorch autograd", args.threads)
     rows = []
     for name in args.networks:
         (width, batch, depth), target = NETWORKS[name]

@@ -207,6 +207,12 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+def start(title: str, threads: int) -> None:
+    """Limit the threads and print the benchmark's header."""
+    set_threads(threads)
+    header(title, threads)
+
+
 def header(title: str, threads: int) -> None:
     """Print the benchmark's title, the date, the threads and the load."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

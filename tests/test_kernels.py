@@ -178,8 +178,8 @@ def test_transposed_forward_matches(width):
     plain, a_plain = model._forward(x)
     fast, a_fast = model._forward(x, transposed)
     assert reference.relative_error(a_fast, a_plain) < 1e-13
-    for one, other in zip(fast, plain):
-        for left, right in zip(one, other):
+    for fast_trace, plain_trace in zip(fast, plain):
+        for left, right in zip(fast_trace, plain_trace):
             assert reference.relative_error(left, right) < 1e-13
     y = np.arange(7) % 5
     loss = get_loss("cross_entropy")
