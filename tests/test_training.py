@@ -715,6 +715,13 @@ def test_resume_names_every_difference(tmp_path):
     assert "optimizer" not in message
 
 
+def _resume_one_epoch(path, x, y):
+    """Resume one epoch of a fresh small model from the checkpoint ``path``."""
+    return fit(
+        _small_model(), x, y, epochs=1, validation=None, checkpoint=path, resume=True
+    )
+
+
 def test_resume_rejects_other_data(tmp_path):
     x, y = _blobs()
     path = tmp_path / "run.ckpt"
@@ -722,15 +729,7 @@ def test_resume_rejects_other_data(tmp_path):
     with pytest.raises(
         ValueError, match=r"data SHA-256 \w{12}\.\.\. in the checkpoint"
     ):
-        fit(
-            _small_model(),
-            x + 1,
-            y,
-            epochs=1,
-            validation=None,
-            checkpoint=path,
-            resume=True,
-        )
+        _resume_one_epoch(path, x + 1, y)
 
 
 def test_resume_without_checkpoint_file(tmp_path):
@@ -753,15 +752,7 @@ def test_resume_rejects_corrupt_checkpoint(tmp_path):
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ValueError, match="is not a resgrad checkpoint file"):
-        fit(
-            _small_model(),
-            x,
-            y,
-            epochs=1,
-            validation=None,
-            checkpoint=path,
-            resume=True,
-        )
+        _resume_one_epoch(path, x, y)
 
 
 def test_resume_rejects_model_file(tmp_path):
@@ -769,15 +760,7 @@ def test_resume_rejects_model_file(tmp_path):
     path = tmp_path / "model.npz"
     resgrad.save(_small_model(), path)
     with pytest.raises(ValueError, match="is not a resgrad checkpoint file"):
-        fit(
-            _small_model(),
-            x,
-            y,
-            epochs=1,
-            validation=None,
-            checkpoint=path,
-            resume=True,
-        )
+        _resume_one_epoch(path, x, y)
 
 
 def test_divergence_writes_no_checkpoint(tmp_path):
