@@ -80,6 +80,32 @@ def test_kernels_match_array_api(backend, activation):
     _assert_unchanged(inputs, before)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_relu_bitwise_and_its_zeros_stay_zero(dtype):
+    fast = _kernels.NumpyKernels(np_compat)
+    relu = resgrad.get_activation("relu")
+    u = np.array([[-0.0, 0.0, np.nan, -np.inf, np.inf, -1.5, 2.0, 1e-40]], dtype=dtype)
+    expected = relu.value(np_compat, u).tobytes()
+    first = fast.activate(relu, u)
+    assert first.tobytes() == expected
+    # The result is a new array: writing into it must not reach the zeros
+    # that the next call compares against.
+    first[...] = 7
+    assert fast.activate(relu, u).tobytes() == expected
+
+
+def test_numpy_relu_keeps_few_small_zero_arrays():
+    fast = _kernels.NumpyKernels(np_compat)
+    relu = resgrad.get_activation("relu")
+    for rows in range(1, _kernels.ZERO_ARRAYS + 6):
+        fast.activate(relu, np.ones((rows, 3)))
+    assert 0 < len(fast._zeros) <= _kernels.ZERO_ARRAYS
+    fast._zeros.clear()
+    big = np.full(_kernels.ZERO_ARRAY_SIZE + 1, -1.0)
+    assert np.array_equal(fast.activate(relu, big), np.zeros_like(big))
+    assert fast._zeros == {}
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_sign_step_matches_array_api(backend):
     fast, plain = _fast_and_plain(backend)
