@@ -1,7 +1,8 @@
 """Time per-sample gradients and norms, and measure their peak memory.
 
 Times: ``resgrad.per_sample_gradients`` against
-``torch.func.vmap(torch.func.grad(...))`` and BackPACK's ``BatchGrad``, and
+``torch.func.vmap(torch.func.grad(...))`` and BackPACK's ``BatchGrad``, once
+returning new stacks and once writing into those of an earlier result, and
 ``resgrad.per_sample_norms`` against BackPACK's ``BatchL2Grad``, all for
 the summed cross-entropy on the same network.
 
@@ -90,15 +91,40 @@ def resgrad_methods(model, x, y):
     }
 
 
-def timing_rows(args) -> list[list[str]]:
-    rows = []
+def reuse_method(model, x, y):
+    """Return ``per_sample_gradients`` writing into the stacks of one earlier
+    result, as a loop over batches of one size can."""
+    out = common.resgrad.per_sample_gradients(model, x, y)
+    return {
+        "resgrad gradients, out=": lambda: common.resgrad.per_sample_gradients(
+            model, x, y, out=out
+        )
+    }
+
+
+def timing_rows(args) -> tuple[list[list[str]], list[list[str]]]:
+    """Return the rows of the table of fresh results and of the table of
+    results written into a reused ``out``."""
+    rows, reuse_rows = [], []
     for name in args.networks:
         width, batch, depth = NETWORKS[name]
         for dtype in args.dtypes:
             model, x, y = common.network(width, depth, batch, dtype)
             methods = resgrad_methods(model, x, y) | torch_methods(model, x, y)
+            methods |= reuse_method(model, x, y)
             times = common.compare(methods, budget=args.budget)
             ours, norms = times["resgrad gradients"], times["resgrad norms"]
+            reused = times["resgrad gradients, out="]
+            reuse_rows.append(
+                [
+                    f"{name} ({width}, {batch}, {depth})",
+                    dtype,
+                    common.milliseconds(reused),
+                    common.ratio(ours, reused),
+                    common.ratio(times["vmap(grad)"], reused),
+                    common.ratio(times["BackPACK BatchGrad"], reused),
+                ]
+            )
             rows.append(
                 [
                     f"{name} ({width}, {batch}, {depth})",
@@ -113,7 +139,7 @@ def timing_rows(args) -> list[list[str]]:
                     common.ratio(times["BackPACK BatchL2Grad"], norms),
                 ]
             )
-    return rows
+    return rows, reuse_rows
 
 
 def _status(key: str) -> int:
@@ -209,6 +235,7 @@ def main() -> None:
         print(json.dumps(measure_memory(args.memory_of, args.dtypes[0], args.threads)))
         return
     common.start("Per-sample gradients and norms", args.threads)
+    rows, reuse_rows = timing_rows(args)
     print(
         common.table(
             [
@@ -223,10 +250,27 @@ def main() -> None:
                 "BatchL2Grad ms",
                 "norms speed-up",
             ],
-            timing_rows(args),
+            rows,
         )
     )
     print(f"\nTarget: {SPEED_TARGET}x against vmap(grad) and BatchGrad.")
+    print(
+        "\nThe same calls, with resgrad writing into the stacks of an earlier "
+        "result (out=):\n"
+    )
+    print(
+        common.table(
+            [
+                "network (width, batch, blocks)",
+                "dtype",
+                "resgrad out= ms",
+                "speed-up vs fresh resgrad",
+                "speed-up vs vmap",
+                "speed-up vs BatchGrad",
+            ],
+            reuse_rows,
+        )
+    )
     if args.skip_memory:
         return
     width, batch, depth = MEMORY_NETWORK

@@ -255,6 +255,75 @@ def test_per_sample_gradients_match_autograd(loss, shortcut, bias):
         )
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+def test_per_sample_out_reuses_stacks(backend, shortcut):
+    model = reference.random_model(3, "relu", shortcut)
+    x, y = reference.random_batch(model, 6)
+    model, x, y = _on_backend(backend, model, x, y)
+    out = resgrad.per_sample_gradients(model, x, y)
+    stacks = dict(out.arrays())
+    expected = resgrad.per_sample_gradients(model, 2 * x, y)
+    again = resgrad.per_sample_gradients(model, 2 * x, y, out=out)
+    for name, value in expected.arrays().items():
+        actual = again.arrays()[name]
+        if name.rsplit(".", 1)[1].startswith("W"):
+            assert actual is stacks[name], name
+        same = np.array_equal(reference.to_numpy(actual), reference.to_numpy(value))
+        assert same, name
+    assert np.array_equal(
+        reference.to_numpy(again.loss), reference.to_numpy(expected.loss)
+    )
+    assert np.array_equal(
+        reference.to_numpy(again.input), reference.to_numpy(expected.input)
+    )
+
+
+def _bad_outs(model, x, y):
+    """Yield ``(description, out)`` pairs that per_sample_gradients must reject."""
+    good = resgrad.per_sample_gradients(model, x, y)
+    yield "fewer samples", resgrad.per_sample_gradients(model, x[:3], y[:3])
+    yield (
+        "float32",
+        resgrad.per_sample_gradients(
+            model.convert(dtype="float32"), x.astype(np.float32), y
+        ),
+    )
+    yield "fewer blocks", resgrad.Gradients(good.loss, good.input, good.blocks[:-1])
+    frozen = resgrad.per_sample_gradients(model, x, y)
+    frozen.blocks[1].W2.flags.writeable = False
+    yield "read-only", frozen
+    missing = resgrad.per_sample_gradients(model, x, y)
+    missing.blocks[0].W1 = None
+    yield "missing stack", missing
+
+
+def test_per_sample_out_rejects_bad_stacks():
+    model = reference.random_model(3, "tanh", "learned")
+    x, y = reference.random_batch(model, 6)
+    for description, out in _bad_outs(model, x, y):
+        before = {k: v.copy() for k, v in out.arrays().items() if v is not None}
+        with pytest.raises(ValueError, match="out"):
+            resgrad.per_sample_gradients(model, 2 * x, y, out=out)
+        for name, value in before.items():
+            assert np.array_equal(out.arrays()[name], value), (description, name)
+    with pytest.raises(TypeError, match="Gradients"):
+        resgrad.per_sample_gradients(model, x, y, out={"blocks": []})
+
+
+def test_per_sample_out_needs_writable_tensors():
+    model = reference.random_model(2, "relu", "learned")
+    x, y = reference.random_batch(model, 4)
+    model_t, x_t, y_t = _on_backend("torch", model, x, y)
+    out = resgrad.per_sample_gradients(model_t, x_t, y_t)
+    x_t.requires_grad_(True)
+    with pytest.raises(TypeError, match="no_grad"):
+        resgrad.per_sample_gradients(model_t, x_t, y_t, out=out)
+    with torch.no_grad():
+        filled = resgrad.per_sample_gradients(model_t, x_t, y_t, out=out)
+    assert filled.blocks[0].W1 is out.blocks[0].W1
+
+
 @pytest.mark.parametrize("loss", LOSSES)
 def test_per_sample_gradients_sum_to_batch_gradient(loss):
     model = reference.random_model(4, "softplus", "identity")
