@@ -2,6 +2,7 @@
 PyTorch autograd and central finite differences, in float64."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -279,36 +280,97 @@ def test_per_sample_out_reuses_stacks(backend, shortcut):
     )
 
 
-def _bad_outs(model, x, y):
-    """Yield ``(description, out)`` pairs that per_sample_gradients must reject."""
-    good = resgrad.per_sample_gradients(model, x, y)
-    yield "fewer samples", resgrad.per_sample_gradients(model, x[:3], y[:3])
-    yield (
-        "float32",
-        resgrad.per_sample_gradients(
-            model.convert(dtype="float32"), x.astype(np.float32), y
-        ),
-    )
-    yield "fewer blocks", resgrad.Gradients(good.loss, good.input, good.blocks[:-1])
-    frozen = resgrad.per_sample_gradients(model, x, y)
+def _fresh(model, x, y):
+    return resgrad.per_sample_gradients(model, x, y)
+
+
+def _overlapping(model, x, y):
+    """Return a result whose stack W2 of block 1 is a view into its W1."""
+    out = _fresh(model, x, y)
+    block = out.blocks[1]
+    count = math.prod(block.W2.shape)
+    assert math.prod(block.W1.shape) >= count
+    block.W2 = block.W1.reshape(-1)[:count].reshape(block.W2.shape)
+    return out
+
+
+def _numpy_bad_outs(model, x, y):
+    """Yield ``(description, out, message)`` for outs that
+    per_sample_gradients must reject with ``message``."""
+    yield "fewer samples", _fresh(model, x[:3], y[:3]), "shape"
+    as_float32 = _fresh(model.convert(dtype="float32"), x.astype(np.float32), y)
+    yield "float32", as_float32, "dtype"
+    good = _fresh(model, x, y)
+    fewer = resgrad.Gradients(good.loss, good.input, good.blocks[:-1])
+    yield "fewer blocks", fewer, "blocks"
+    frozen = _fresh(model, x, y)
     frozen.blocks[1].W2.flags.writeable = False
-    yield "read-only", frozen
-    missing = resgrad.per_sample_gradients(model, x, y)
+    yield "read-only", frozen, "read-only"
+    missing = _fresh(model, x, y)
     missing.blocks[0].W1 = None
-    yield "missing stack", missing
+    yield "missing stack", missing, "missing"
+    repeated = _fresh(model, x, y)
+    stack = repeated.blocks[1].W2
+    repeated.blocks[1].W2 = np.lib.stride_tricks.as_strided(
+        stack, strides=(0, *stack.strides[1:]), writeable=True
+    )
+    yield "zero stride", repeated, "zero stride"
+    yield "two stacks in one array", _overlapping(model, x, y), "share memory"
 
 
-def test_per_sample_out_rejects_bad_stacks():
+def _torch_bad_outs(model, x, y):
+    """Yield ``(description, out, message)`` for torch outs that
+    per_sample_gradients must reject with ``message``."""
+    expanded = _fresh(model, x, y)
+    expanded.blocks[1].W1 = expanded.blocks[1].W1[:1].expand(x.shape[0], -1, -1)
+    yield "expanded", expanded, "zero stride"
+    inference = _fresh(model, x, y)
+    with torch.inference_mode():
+        inference.blocks[2].W2 = torch.zeros_like(inference.blocks[2].W2)
+    yield "inference tensor", inference, "inference_mode"
+    recording = _fresh(model, x, y)
+    recording.blocks[0].W1.requires_grad_(True)
+    yield "requires grad", recording, "detach"
+    sparse = _fresh(model, x, y)
+    sparse.blocks[0].W2 = sparse.blocks[0].W2.to_sparse()
+    yield "sparse", sparse, "layout"
+    yield "two stacks in one tensor", _overlapping(model, x, y), "share memory"
+
+
+def _dense_copies(out):
+    return {
+        name: reference.to_numpy(value)
+        for name, value in out.arrays().items()
+        if value is not None and getattr(value, "layout", None) != torch.sparse_coo
+    }
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_per_sample_out_rejects_bad_stacks(backend):
     model = reference.random_model(3, "tanh", "learned")
     x, y = reference.random_batch(model, 6)
-    for description, out in _bad_outs(model, x, y):
-        before = {k: v.copy() for k, v in out.arrays().items() if v is not None}
-        with pytest.raises(ValueError, match="out"):
+    model, x, y = _on_backend(backend, model, x, y)
+    bad_outs = _numpy_bad_outs if backend == "numpy" else _torch_bad_outs
+    for description, out, message in bad_outs(model, x, y):
+        before = _dense_copies(out)
+        with pytest.raises(ValueError, match=message):
             resgrad.per_sample_gradients(model, 2 * x, y, out=out)
+        after = _dense_copies(out)
         for name, value in before.items():
-            assert np.array_equal(out.arrays()[name], value), (description, name)
+            assert np.array_equal(after[name], value), (description, name)
     with pytest.raises(TypeError, match="Gradients"):
         resgrad.per_sample_gradients(model, x, y, out={"blocks": []})
+
+
+def test_per_sample_out_rejects_stacks_holding_x():
+    model = reference.random_model(2, "relu", "learned")
+    x, y = reference.random_batch(model, 4)
+    out = _fresh(model, x, y)
+    inside = out.blocks[0].W1.reshape(-1)[: x.size].reshape(x.shape)
+    inside[...] = x
+    with pytest.raises(ValueError, match="shares memory with x"):
+        resgrad.per_sample_gradients(model, inside, y, out=out)
+    assert np.array_equal(inside, x)
 
 
 def test_per_sample_out_needs_writable_tensors():

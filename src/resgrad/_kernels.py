@@ -95,9 +95,14 @@ class Kernels:
     # Whether ``outer_products`` can write into given arrays.
     writes_in_place = False
 
-    def writable(self, array: Array) -> bool:
-        """Return whether ``array`` may be written in place."""
-        return False
+    def unwritable(self, array: Array) -> str | None:
+        """Return why ``array`` cannot receive results in place, as the end
+        of a sentence with its fix, or ``None`` when it can."""
+        return "cannot be written in place; call without out="
+
+    def extent(self, array: Array) -> tuple[int, int]:
+        """Return the first and one past the last byte address of ``array``."""
+        raise NotImplementedError
 
     def outer_products(
         self, pairs: list[tuple[Array, Array]], out: list[Array] | None = None
@@ -190,8 +195,18 @@ class NumpyKernels(Kernels):
 
     writes_in_place = True
 
-    def writable(self, array):
-        return array.flags.writeable
+    def unwritable(self, array):
+        if not array.flags.writeable:
+            return "is read-only; pass writable arrays, or out=None"
+        if _repeats_elements(array.shape, array.strides):
+            return (
+                "repeats elements through a zero stride (a broadcast view); "
+                "pass arrays of their own, or out=None"
+            )
+        return None
+
+    def extent(self, array):
+        return np.lib.array_utils.byte_bounds(array)
 
     def outer_products(self, pairs, out=None):
         # NumPy requests huge pages for an array of 4 MiB or more, so one
@@ -287,8 +302,29 @@ class TorchKernels(Kernels):
 
     writes_in_place = True
 
-    def writable(self, array):
-        return not array.requires_grad
+    def unwritable(self, array):
+        torch = self.torch
+        if array.requires_grad:
+            return "requires a gradient; pass tensors from .detach(), or out=None"
+        if array.layout != torch.strided:
+            return f"has layout {array.layout}; pass dense tensors, or out=None"
+        if array.is_inference() and not torch.is_inference_mode_enabled():
+            return (
+                "was made in torch.inference_mode(), so it can be written only "
+                "there; call inside it, or pass out=None"
+            )
+        if _repeats_elements(array.shape, array.stride()):
+            return (
+                "repeats elements through a zero stride (an expanded view); "
+                "pass tensors of their own, or out=None"
+            )
+        return None
+
+    def extent(self, array):
+        size = array.element_size()
+        last = sum((n - 1) * step for n, step in zip(array.shape, array.stride()))
+        start = array.data_ptr()
+        return start, start + (last + 1) * size
 
     def outer_products(self, pairs, out=None):
         if out is None:
@@ -296,6 +332,12 @@ class TorchKernels(Kernels):
         for (left, right), stack in zip(pairs, out):
             self.torch.mul(left[:, :, None], right[:, None, :], out=stack)
         return out
+
+
+def _repeats_elements(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:
+    """Return whether an array of ``shape`` and ``strides`` reaches one element
+    from two indices through a zero stride."""
+    return any(step == 0 and n > 1 for n, step in zip(shape, strides))
 
 
 def kernels(model: Any, *arrays: Array) -> Kernels:

@@ -19,6 +19,7 @@ rows are samples and the diagonal matrices become elementwise products, so
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -358,8 +359,12 @@ def per_sample_gradients(
     Raises:
         TypeError: if ``out`` is not a ``Gradients``, or the arrays cannot be
             written in place.
-        ValueError: if a stack of ``out`` has the wrong shape or dtype, or is
-            read-only; ``out`` is then left as it was.
+        ValueError: if ``out`` does not match this call (its number of
+            blocks, or a stack's presence, shape, dtype or device), a stack
+            cannot be written in place (read-only, a broadcast view, or a
+            PyTorch tensor that requires a gradient), or a stack shares
+            memory with another stack or with ``x``. ``out`` is then left
+            as it was.
     """
     loss_fn, ops, traces, a_L = prepare(model, x, y, loss, "sum")
     losses, error = _sample_losses(model, traces, a_L, y, loss_fn, ops=ops)
@@ -372,7 +377,7 @@ def per_sample_gradients(
     if out is None:
         stacks = iter(ops.outer_products(pairs))
     else:
-        stacks = iter(ops.outer_products(pairs, _out_stacks(model, ops, out, pairs)))
+        stacks = iter(ops.outer_products(pairs, _out_stacks(model, ops, out, pairs, x)))
     blocks = []
     for block, (e, e_hat) in zip(model.blocks, errors):
         blocks.append(
@@ -392,6 +397,7 @@ def _out_stacks(
     ops: _kernels.Kernels,
     out: Gradients,
     pairs: list[tuple[Array, Array]],
+    x: Array,
 ) -> list[Array]:
     """Return the weight stacks of ``out`` in the order of ``pairs``, after
     checking that each one can take its outer products."""
@@ -440,12 +446,45 @@ def _out_stacks(
                 f"{left.dtype} and {device(left)}; pass the result of a call "
                 "on a batch of the same size, or out=None."
             )
-        if not ops.writable(stack):
-            raise ValueError(
-                f"{where} is read-only; pass writable arrays, or out=None."
-            )
+        reason = ops.unwritable(stack)
+        if reason is not None:
+            raise ValueError(f"{where} {reason}.")
         stacks.append(stack)
+    _check_disjoint(ops, x, names, stacks)
     return stacks
+
+
+def _check_disjoint(
+    ops: _kernels.Kernels,
+    x: Array,
+    names: list[tuple[int, str]],
+    stacks: list[Array],
+) -> None:
+    """Raise ``ValueError`` if two of ``stacks`` or a stack and ``x`` share
+    memory.
+
+    Writing one stack would then change another before it is filled, or
+    change ``x``, which the first block's stacks read. The check compares
+    address ranges, so two views that interleave without sharing an element
+    are rejected too.
+    """
+    ranges = sorted(
+        (*ops.extent(stack), f"out.blocks[{index}].{name}")
+        for (index, name), stack in zip(names, stacks)
+        if math.prod(stack.shape)
+    )
+    for (_, end, first), (start, _, second) in zip(ranges, ranges[1:]):
+        if start < end:
+            raise ValueError(
+                f"{first} and {second} share memory; pass stacks of their "
+                "own, or out=None."
+            )
+    x_start, x_end = ops.extent(x)
+    for start, end, where in ranges:
+        if start < x_end and x_start < end:
+            raise ValueError(
+                f"{where} shares memory with x; pass stacks of their own, or out=None."
+            )
 
 
 def per_sample_norms(
