@@ -469,21 +469,27 @@ def _check_disjoint(
     are rejected too.
     """
     ranges = sorted(
-        (*ops.extent(stack), f"out.blocks[{index}].{name}")
-        for (index, name), stack in zip(names, stacks)
+        (*ops.extent(stack), position)
+        for position, stack in enumerate(stacks)
         if math.prod(stack.shape)
     )
+
+    def where(position: int) -> str:
+        index, name = names[position]
+        return f"out.blocks[{index}].{name}"
+
     for (_, end, first), (start, _, second) in zip(ranges, ranges[1:]):
         if start < end:
             raise ValueError(
-                f"{first} and {second} share memory; pass stacks of their "
-                "own, or out=None."
+                f"{where(first)} and {where(second)} share memory; pass stacks "
+                "of their own, or out=None."
             )
     x_start, x_end = ops.extent(x)
-    for start, end, where in ranges:
+    for start, end, position in ranges:
         if start < x_end and x_start < end:
             raise ValueError(
-                f"{where} shares memory with x; pass stacks of their own, or out=None."
+                f"{where(position)} shares memory with x; pass stacks of their "
+                "own, or out=None."
             )
 
 
