@@ -206,6 +206,9 @@ class NumpyKernels(Kernels):
         return None
 
     def extent(self, array):
+        if array.flags.c_contiguous:
+            start = array.__array_interface__["data"][0]
+            return start, start + array.nbytes
         return np.lib.array_utils.byte_bounds(array)
 
     def outer_products(self, pairs, out=None):
