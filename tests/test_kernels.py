@@ -14,6 +14,7 @@ import torch
 
 import resgrad
 from resgrad import _kernels
+from resgrad._arrays import all_finite
 from resgrad.attacks import _common
 from resgrad.gradients import _input_gradient, gradients
 from resgrad.losses import get_loss
@@ -104,6 +105,32 @@ def test_numpy_relu_keeps_few_small_zero_arrays():
     big = np.full(_kernels.ZERO_ARRAY_SIZE + 1, -1.0)
     assert np.array_equal(fast.activate(relu, big), np.zeros_like(big))
     assert fast._zeros == {}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("bad", [None, np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_all_finite_matches_isfinite(backend, bad, dtype):
+    values = np.arange(12, dtype=dtype).reshape(3, 4) - 5
+    if bad is not None:
+        values[2, 1] = bad
+    expected = bad is None
+    if backend == "torch":
+        assert all_finite(torch_compat, torch.asarray(values)) is expected
+    else:
+        assert all_finite(np_compat, values) is expected
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_all_finite_of_empty_integer_and_bool_arrays(backend):
+    xp = torch_compat if backend == "torch" else np_compat
+    cases = [
+        xp.zeros((0, 3), dtype=xp.float64),
+        xp.asarray([[-7, 3]], dtype=xp.int64),
+        xp.asarray([True, False]),
+    ]
+    for array in cases:
+        assert all_finite(xp, array) is True
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])

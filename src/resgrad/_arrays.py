@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 Array = Any
 
@@ -32,9 +34,21 @@ def is_floating(xp: Any, a: Array) -> bool:
     return xp.isdtype(a.dtype, "real floating")
 
 
+def all_finite(xp: Any, a: Array) -> bool:
+    """Return whether every entry of ``a`` is finite."""
+    if array_api_compat.is_numpy_array(a):
+        return bool(np.isfinite(a).all())
+    if array_api_compat.is_torch_array(a) and (a.is_floating_point() or a.is_complex()):
+        # torch.isfinite runs several kernels per call, about 14 us at 64 x 64
+        # on a CPU. The largest magnitude is NaN or infinite exactly when an
+        # entry is, and one reduction finds it in about 4 us.
+        return a.numel() == 0 or math.isfinite(a.abs().max().item())
+    return bool(xp.all(xp.isfinite(a)))
+
+
 def check_finite(xp: Any, a: Array, name: str) -> None:
     """Raise ``ValueError`` if ``a`` holds a NaN or an infinity."""
-    if not bool(xp.all(xp.isfinite(a))):
+    if not all_finite(xp, a):
         bad = int(xp.sum(xp.astype(~xp.isfinite(a), xp.int64)))
         raise ValueError(
             f"{name} contains {bad} NaN or infinite value(s); "

@@ -372,7 +372,7 @@ class ResidualMLP:
                     z = ops.add(z, a)
                 traces.append(BlockTrace(a, u, h, z))
                 a = ops.activate(g_out if index == last else g_post, z)
-        if not bool(xp.all(xp.isfinite(traces[-1].z))):
+        if not _arrays.all_finite(xp, traces[-1].z):
             raise ForwardOverflowError(self._overflow_message(xp, traces))
         return traces, a
 

@@ -691,7 +691,7 @@ class _Run:
 
     def _all_finite(self, arrays: Params) -> bool:
         xp = self.xp
-        return all(bool(xp.all(xp.isfinite(a))) for a in arrays.values())
+        return all(_arrays.all_finite(xp, a) for a in arrays.values())
 
     def _diverged(self, epoch: int, step: int, cause: str) -> TrainingDiverged:
         lr = getattr(self.opt, "lr", None)
