@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
 import re
 import struct
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +257,83 @@ def test_npz_text_file_hides_pickle_option(tmp_path):
     with pytest.raises(ValueError) as caught:
         load_npz(path)
     assert "allow_pickle" not in str(caught.value)
+
+
+def _set_declared_size(path, member, size):
+    """Rewrite the uncompressed size that the central directory declares for
+    ``member``."""
+    raw = bytearray(path.read_bytes())
+    entry = raw.index(b"PK\x01\x02")
+    while True:
+        name_length = struct.unpack_from("<H", raw, entry + 28)[0]
+        if raw[entry + 46 : entry + 46 + name_length] == member.encode():
+            break
+        entry = raw.index(b"PK\x01\x02", entry + 4)
+    struct.pack_into("<I", raw, entry + 24, size)
+    path.write_bytes(bytes(raw))
+
+
+def test_npz_rejects_size_beyond_deflate_limit(tmp_path):
+    path = tmp_path / "bomb.npz"
+    x, y = blobs()
+    np.savez_compressed(path, X=x, y=y)
+    with zipfile.ZipFile(path) as archive:
+        compressed = archive.getinfo("X.npy").compress_size
+    _set_declared_size(path, "X.npy", (data.DEFLATE_MAX_RATIO + 1) * compressed)
+    with pytest.raises(ValueError, match="X.npy declares .* bytes, more than its"):
+        load_npz(path)
+
+
+def test_npz_rejects_header_larger_than_member(tmp_path):
+    path = tmp_path / "liar.npz"
+    members = {}
+    for name, array in (("X.npy", np.zeros((20, 4))), ("y.npy", np.arange(20) % 2)):
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        members[name] = buffer.getvalue()
+    assert members["X.npy"].count(b"(20, 4)") == 1
+    members["X.npy"] = members["X.npy"].replace(b"(20, 4)", b"(90, 4)")
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(ValueError, match=r"declares shape \(90, 4\) of float64"):
+        load_npz(path)
+
+
+def test_npz_rejects_other_compression(tmp_path):
+    path = tmp_path / "bzip2.npz"
+    x, y = blobs()
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_BZIP2) as archive:
+        for name, array in (("X.npy", x), ("y.npy", y)):
+            with archive.open(name, "w") as member:
+                np.lib.format.write_array(member, array)
+    with pytest.raises(ValueError, match="compression method 12"):
+        load_npz(path)
+
+
+def test_npz_compressed_zeros_load(tmp_path):
+    path = tmp_path / "zeros.npz"
+    zeros = np.zeros((2000, 512))
+    np.savez_compressed(path, X=zeros, y=np.arange(2000) % 2)
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("X.npy")
+    assert info.file_size > 500 * info.compress_size
+    x, _, _ = load_npz(path)
+    assert np.array_equal(x, zeros)
+
+
+def test_npz_needs_available_memory(tmp_path, monkeypatch):
+    path = write_npz(tmp_path / "blobs.npz", *blobs())
+    monkeypatch.setattr(data, "_available_memory", lambda: 1024)
+    with pytest.raises(ValueError, match=r"MiB of memory is available"):
+        load_npz(path)
+    monkeypatch.setattr(data, "_available_memory", lambda: None)
+    assert load_npz(path)[0].shape == (18, 3)
+
+
+def test_available_memory_is_positive():
+    available = data._available_memory()
+    assert available is None or available > 0
 
 
 class _TouchOnLoad:

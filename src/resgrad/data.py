@@ -49,6 +49,10 @@ DEFLATE_MAX_RATIO = 1032
 READ_CHUNK_BYTES = 1 << 20
 # The local-file and empty-archive headers that a zip file starts with.
 _ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
 # zipfile raises NotImplementedError for a zip version or feature it lacks.
 _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError)
 
@@ -212,16 +216,23 @@ def load_npz(path: PathLike) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | 
 
     ``X`` has shape ``(n, d)``, or ``(n, h, w)`` for images, which are
     flattened. Pickled (object) arrays are rejected, so reading runs no code
-    from the file.
+    from the file. Archives from ``np.savez`` and ``np.savez_compressed``
+    load; before any array is allocated, the sizes that the archive and the
+    ``.npy`` headers declare are checked against the compressed data and
+    against the memory available, so a zip bomb is rejected.
 
     Returns:
         ``(X, y, image_shape)``: float64 ``(n, d)``, int64 ``(n,)`` and
         ``(h, w)`` or ``None``.
+
+    Raises:
+        ValueError: for a file that is not such an archive, lacks ``X`` or
+            ``y``, declares more data than it holds, or needs more memory
+            than is available.
     """
     path = _existing_file(path)
     _check_npz_format(path)
-    # NOTE: unlike model files, data archives are not checked for zip bombs,
-    # so a hostile archive can exhaust memory (but it cannot run code).
+    _check_npz_sizes(path)
     try:
         archive = np.load(path, allow_pickle=False)
     except _NPZ_ERRORS as error:
@@ -251,6 +262,103 @@ def _check_npz_format(path: Path) -> None:
         f"{path} is not a readable .npz archive (a zip file of arrays); save "
         "features and labels with np.savez(path, X=X, y=y)."
     )
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Raise ``ValueError`` before ``np.load`` allocates for ``X.npy`` or
+    ``y.npy`` more than the archive can hold or the machine has.
+
+    NumPy allocates the shape that a member's ``.npy`` header declares, and
+    zipfile reads a member up to the size that the archive declares for it.
+    Each header is checked against that size, and that size against what
+    the member's compressed bytes can expand to, as for gzipped IDX files.
+    The arrays and their float64 and int64 copies must then fit in the
+    memory that the operating system reports as available.
+    """
+    needed = 0
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if info.filename in ("X.npy", "y.npy"):
+                    needed += _npz_member_bytes(path, archive, info)
+    except _NPZ_ERRORS as error:
+        if isinstance(error, _ArchiveCheckError):
+            raise
+        raise _npz_error(path, error) from error
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{path} needs about {needed / 2**20:.0f} MiB to load, its arrays "
+            f"and their float64 copies, but {available / 2**20:.0f} MiB of "
+            "memory is available; free memory or load a smaller file."
+        )
+
+
+class _ArchiveCheckError(ValueError):
+    """A member of an ``.npz`` archive failed a check before loading."""
+
+
+def _npz_member_bytes(
+    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> int:
+    """Check one member's declared sizes and return the bytes that loading it
+    and converting it to 8-byte numbers takes."""
+    name = info.filename
+    fix = (
+        "the archive is corrupt or hostile; save features and labels with "
+        "np.savez(path, X=X, y=y)."
+    )
+    if info.compress_type == zipfile.ZIP_STORED:
+        limit = info.compress_size
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        limit = DEFLATE_MAX_RATIO * info.compress_size
+    else:
+        raise _ArchiveCheckError(
+            f"{path}: the member {name} uses zip compression method "
+            f"{info.compress_type}; save features and labels with np.savez or "
+            "np.savez_compressed, which write stored or deflated members."
+        )
+    if info.file_size > limit:
+        raise _ArchiveCheckError(
+            f"{path}: the member {name} declares {info.file_size} bytes, more "
+            f"than its {info.compress_size} compressed bytes can hold; {fix}"
+        )
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version not in _NPY_HEADER_READERS:
+            raise _ArchiveCheckError(
+                f"{path}: the member {name} has .npy format version "
+                f"{version[0]}.{version[1]}; save numeric arrays with np.savez."
+            )
+        shape, _, dtype = _NPY_HEADER_READERS[version](member)
+        header_size = member.tell()
+    if dtype.hasobject:
+        # np.load rejects it, with the message of _npz_error.
+        return info.file_size
+    data_size = math.prod(shape) * dtype.itemsize
+    if header_size + data_size != info.file_size:
+        raise _ArchiveCheckError(
+            f"{path}: the member {name} declares shape {shape} of {dtype} "
+            f"({data_size} bytes) but holds {info.file_size - header_size} "
+            f"bytes; {fix}"
+        )
+    return info.file_size + 8 * math.prod(shape)
+
+
+def _available_memory() -> int | None:
+    """Return the bytes of memory available to new allocations, or ``None``
+    where the operating system does not report them."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _npz_error(path: Path, error: Exception) -> ValueError:
