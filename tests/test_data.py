@@ -259,9 +259,9 @@ def test_npz_text_file_hides_pickle_option(tmp_path):
     assert "allow_pickle" not in str(caught.value)
 
 
-def _set_declared_size(path, member, size):
-    """Rewrite the uncompressed size that the central directory declares for
-    ``member``."""
+def _patch_directory(path, member, offset, value, fmt="<I"):
+    """Rewrite one field of ``member``'s central-directory entry, at
+    ``offset`` bytes from the entry's start."""
     raw = bytearray(path.read_bytes())
     entry = raw.index(b"PK\x01\x02")
     while True:
@@ -269,8 +269,32 @@ def _set_declared_size(path, member, size):
         if raw[entry + 46 : entry + 46 + name_length] == member.encode():
             break
         entry = raw.index(b"PK\x01\x02", entry + 4)
-    struct.pack_into("<I", raw, entry + 24, size)
+    struct.pack_into(fmt, raw, entry + offset, value)
     path.write_bytes(bytes(raw))
+
+
+# Offsets in a central-directory entry.
+FLAGS, COMPRESSED_SIZE, DECLARED_SIZE = 8, 20, 24
+
+
+def _npy_bytes(array, shape_text=None):
+    """Return ``array`` as .npy bytes, with ``shape_text`` replacing the
+    header's shape when given."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    content = buffer.getvalue()
+    if shape_text is None:
+        return content
+    old = str(array.shape).encode()
+    assert content.count(old) == 1
+    return content.replace(old, shape_text.encode().ljust(len(old)))
+
+
+def _write_members(path, members):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members:
+            archive.writestr(name, content)
+    return path
 
 
 def test_npz_rejects_size_beyond_deflate_limit(tmp_path):
@@ -279,24 +303,71 @@ def test_npz_rejects_size_beyond_deflate_limit(tmp_path):
     np.savez_compressed(path, X=x, y=y)
     with zipfile.ZipFile(path) as archive:
         compressed = archive.getinfo("X.npy").compress_size
-    _set_declared_size(path, "X.npy", (data.DEFLATE_MAX_RATIO + 1) * compressed)
+    _patch_directory(
+        path, "X.npy", DECLARED_SIZE, (data.DEFLATE_MAX_RATIO + 1) * compressed
+    )
     with pytest.raises(ValueError, match="X.npy declares .* bytes, more than its"):
         load_npz(path)
 
 
 def test_npz_rejects_header_larger_than_member(tmp_path):
-    path = tmp_path / "liar.npz"
-    members = {}
-    for name, array in (("X.npy", np.zeros((20, 4))), ("y.npy", np.arange(20) % 2)):
-        buffer = io.BytesIO()
-        np.save(buffer, array)
-        members[name] = buffer.getvalue()
-    assert members["X.npy"].count(b"(20, 4)") == 1
-    members["X.npy"] = members["X.npy"].replace(b"(20, 4)", b"(90, 4)")
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
+    labels = _npy_bytes(np.arange(20) % 2)
+    path = _write_members(
+        tmp_path / "liar.npz",
+        [("X.npy", _npy_bytes(np.zeros((20, 4)), "(90, 4)")), ("y.npy", labels)],
+    )
     with pytest.raises(ValueError, match=r"declares shape \(90, 4\) of float64"):
+        load_npz(path)
+
+
+def test_npz_checks_member_without_suffix(tmp_path):
+    # np.load reads a member named "X" before "X.npy".
+    huge = _npy_bytes(np.zeros(4), "(1099511627776,)")
+    members = [("X", huge), ("X.npy", _npy_bytes(np.zeros((4, 2))))]
+    path = _write_members(
+        tmp_path / "bare.npz", [*members, ("y.npy", _npy_bytes(np.arange(4) % 2))]
+    )
+    with pytest.raises(ValueError, match="the member X declares shape"):
+        load_npz(path)
+
+
+def test_npz_rejects_repeated_member(tmp_path):
+    members = [
+        ("X.npy", _npy_bytes(np.zeros((4, 5)))),
+        ("X.npy", _npy_bytes(np.ones((4, 2)))),
+        ("y.npy", _npy_bytes(np.arange(4) % 2)),
+    ]
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        path = _write_members(tmp_path / "twice.npz", members)
+    with pytest.raises(ValueError, match="repeats the member X.npy"):
+        load_npz(path)
+
+
+def test_npz_rejects_encrypted_member(tmp_path):
+    path = write_npz(tmp_path / "locked.npz", *blobs())
+    _patch_directory(path, "X.npy", FLAGS, 0x1, fmt="<H")
+    with pytest.raises(ValueError, match="X.npy is encrypted"):
+        load_npz(path)
+
+
+def test_npz_rejects_member_larger_than_file(tmp_path):
+    path = write_npz(tmp_path / "short.npz", *blobs())
+    for offset in (COMPRESSED_SIZE, DECLARED_SIZE):
+        _patch_directory(path, "X.npy", offset, 10**9)
+    with pytest.raises(ValueError, match="compressed bytes in a"):
+        load_npz(path)
+
+
+def test_npz_corrupt_deflate_stream(tmp_path):
+    path = tmp_path / "garbled.npz"
+    x, y = blobs()
+    np.savez_compressed(path, X=x, y=y)
+    raw = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack_from("<HH", raw, 26)
+    start = 30 + name_length + extra_length
+    raw[start : start + 8] = b"\xff" * 8
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="garbled.npz is not a readable .npz archive"):
         load_npz(path)
 
 
@@ -308,6 +379,17 @@ def test_npz_rejects_other_compression(tmp_path):
             with archive.open(name, "w") as member:
                 np.lib.format.write_array(member, array)
     with pytest.raises(ValueError, match="compression method 12"):
+        load_npz(path)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [np.array([2**64 - 1, 0, 1] * 6, dtype=np.uint64), np.array([1e30, 0.0, 1.0] * 6)],
+)
+def test_npz_labels_beyond_int64(tmp_path, labels):
+    x, _ = blobs()
+    path = write_npz(tmp_path / "huge_labels.npz", x, labels)
+    with pytest.raises(ValueError, match=r"label of magnitude (1.84467e\+19|1e\+30)"):
         load_npz(path)
 
 

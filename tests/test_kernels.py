@@ -121,6 +121,16 @@ def test_all_finite_matches_isfinite(backend, bad, dtype):
         assert all_finite(np_compat, values) is expected
 
 
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
+def test_all_finite_of_large_complex_tensor(dtype):
+    # |3e38 + 3e38i| overflows complex64, though both parts are finite.
+    big = torch.finfo(torch.float32).max * 0.9
+    values = torch.tensor([complex(big, big), complex(1.0, -2.0)], dtype=dtype)
+    assert all_finite(torch_compat, values) is True
+    values[1] = complex(float("nan"), 0.0)
+    assert all_finite(torch_compat, values) is False
+
+
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_all_finite_of_empty_integer_and_bool_arrays(backend):
     xp = torch_compat if backend == "torch" else np_compat

@@ -54,7 +54,14 @@ _NPY_HEADER_READERS = {
     (2, 0): np.lib.format.read_array_header_2_0,
 }
 # zipfile raises NotImplementedError for a zip version or feature it lacks.
-_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError)
+_NPZ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    NotImplementedError,
+    zlib.error,
+)
 
 
 @dataclass
@@ -278,8 +285,19 @@ def _check_npz_sizes(path: Path) -> None:
     needed = 0
     try:
         with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if info.filename in ("X.npy", "y.npy"):
+            names = archive.namelist()
+            for key in ("X", "y"):
+                # np.load reads a member named exactly like the key before
+                # one with the .npy suffix.
+                name = key if key in names else f"{key}.npy"
+                if names.count(name) > 1:
+                    raise _ArchiveCheckError(
+                        f"{path} repeats the member {name}, so which one loads "
+                        "is unclear; save features and labels with "
+                        "np.savez(path, X=X, y=y)."
+                    )
+                if name in names:
+                    info = archive.getinfo(name)
                     needed += _npz_member_bytes(path, archive, info)
     except _NPZ_ERRORS as error:
         if isinstance(error, _ArchiveCheckError):
@@ -308,6 +326,16 @@ def _npz_member_bytes(
         "the archive is corrupt or hostile; save features and labels with "
         "np.savez(path, X=X, y=y)."
     )
+    if info.flag_bits & 0x1:
+        raise _ArchiveCheckError(
+            f"{path}: the member {name} is encrypted; save features and labels "
+            "with np.savez(path, X=X, y=y)."
+        )
+    if info.compress_size > path.stat().st_size:
+        raise _ArchiveCheckError(
+            f"{path}: the member {name} declares {info.compress_size} compressed "
+            f"bytes in a {path.stat().st_size}-byte file; {fix}"
+        )
     if info.compress_type == zipfile.ZIP_STORED:
         limit = info.compress_size
     elif info.compress_type == zipfile.ZIP_DEFLATED:
@@ -364,6 +392,11 @@ def _available_memory() -> int | None:
 def _npz_error(path: Path, error: Exception) -> ValueError:
     """Return the ``ValueError`` for an archive that NumPy failed to read."""
     reason = str(error).rstrip(".")
+    if not reason:
+        # EOFError carries no message when the data ends early.
+        reason = f"reading it failed with {type(error).__name__}"
+        if isinstance(error, EOFError):
+            reason = "it ends before the data it declares"
     if "pickle" in reason.lower():
         # NumPy's wording here points to its unsafe loading option.
         reason = (
@@ -703,6 +736,15 @@ def _validate_labels(y: np.ndarray, source: Any) -> np.ndarray:
 
 
 def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
+    if y.dtype.kind in "iuf" and y.size:
+        # Past the int64 range the cast below would wrap or be undefined.
+        largest = np.abs(y[np.isfinite(y)]).max(initial=0)
+        if largest > np.iinfo(np.int64).max:
+            raise ValueError(
+                f"Expected labels in {source} to be 0..k-1, got a label of "
+                f"magnitude {largest:.6g}; remap them, e.g. with "
+                "np.unique(y, return_inverse=True)[1]."
+            )
     if y.dtype.kind in "iu":
         return y.astype(np.int64)
     if y.dtype.kind == "f":
