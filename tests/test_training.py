@@ -674,6 +674,33 @@ def test_resume_finished_run_takes_no_step(tmp_path):
     assert _weights_equal(first.model, again.model)
 
 
+def test_resume_to_another_epoch_count(tmp_path):
+    x, y = _blobs()
+    settings = {"batch_size": 16, "validation": None, "seed": 1}
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(Interrupted):
+        fit(
+            _small_model(),
+            x,
+            y,
+            epochs=6,
+            checkpoint=path,
+            progress=_interrupt_after(3),
+            **settings,
+        )
+    saved = path.read_bytes()
+    with pytest.raises(ValueError, match="already run 3 epochs. Pass epochs >= 3"):
+        fit(_small_model(), x, y, epochs=2, checkpoint=path, resume=True, **settings)
+    assert path.read_bytes() == saved
+
+    resumed = fit(
+        _small_model(), x, y, epochs=4, checkpoint=path, resume=True, **settings
+    )
+    full = fit(_small_model(), x, y, epochs=4, **settings)
+    assert len(resumed.history) == 4
+    assert _weights_equal(full.model, resumed.model)
+
+
 @pytest.mark.parametrize(
     "change, difference",
     [

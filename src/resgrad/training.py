@@ -452,6 +452,14 @@ def fit(
             progress_state = saver.restore(run, patience)
 
     first = len(progress_state.history)
+    if epochs < first:
+        # The checkpoint contains the state after `first` epochs, which fewer
+        # epochs cannot give back.
+        raise ValueError(
+            f"Cannot resume from {checkpoint} with epochs={epochs}: it has "
+            f"already run {first} epochs. Pass epochs >= {first}, or start "
+            "over without resume."
+        )
     epochs_bar: Iterable[int] = range(first, max(epochs, first))
     if progress is not None:
         epochs_bar = progress(epochs_bar, desc="train", total=max(epochs - first, 0))
