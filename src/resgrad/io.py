@@ -344,7 +344,14 @@ class InvalidModelFile(ValueError):
 
 
 def _invalid(path: Path, reason: str, kind: str = "model") -> ValueError:
-    return InvalidModelFile(f"{path} is not a resgrad {kind} file: {reason}.")
+    fix = _FIXES.get(kind, "")
+    return InvalidModelFile(f"{path} is not a resgrad {kind} file: {reason}.{fix}")
+
+
+_FIXES = {
+    "model": " Pass a file written by resgrad train, resgrad run or resgrad.save.",
+    "checkpoint": " Start over without resuming, or remove the file.",
+}
 
 
 class _Layout(NamedTuple):

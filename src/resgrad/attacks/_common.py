@@ -209,7 +209,9 @@ def check_number(name: str, value: Any) -> float:
         raise TypeError(f"Expected {name} to be a real number, got {value!r}.")
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"Expected a finite {name}, got {value}.")
+        raise ValueError(
+            f"Expected a finite {name}, got {value}; pass a finite real number."
+        )
     return value
 
 
@@ -227,7 +229,7 @@ def check_positive(name: str, value: Any) -> float:
     """Return ``value`` as a float, raising ``ValueError`` unless it is > 0."""
     value = check_number(name, value)
     if value <= 0:
-        raise ValueError(f"Expected {name} > 0, got {value}.")
+        raise ValueError(f"Expected {name} > 0, got {value}; pass a positive number.")
     return value
 
 

@@ -182,9 +182,15 @@ def parse_indices(text: str, option: str, size: int, range_name: str) -> list[in
         try:
             value = int(item)
         except ValueError:
-            raise ValueError(f"{option}: expected an integer, got {item!r}.") from None
+            raise ValueError(
+                f"{option}: expected an integer, got {item!r}; pass indices such "
+                "as 0,5,9."
+            ) from None
         if not 0 <= value < size:
-            raise ValueError(f"{option} {value} is outside {range_name} [0, {size}).")
+            raise ValueError(
+                f"{option} {value} is outside {range_name} [0, {size}); pass "
+                f"indices from 0 to {size - 1}."
+            )
         indices.append(value)
     return indices
 
@@ -245,11 +251,19 @@ def method_options(
 ) -> dict:
     """Check the options of the methods and return them keyed by method."""
     if args.steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {args.steps}.")
+        raise ValueError(
+            f"--steps must be at least 1, got {args.steps}; pass a positive integer."
+        )
     if args.samples < 1:
-        raise ValueError(f"--samples must be at least 1, got {args.samples}.")
+        raise ValueError(
+            f"--samples must be at least 1, got {args.samples}; pass a positive "
+            "integer."
+        )
     if not args.noise_level >= 0:
-        raise ValueError(f"--noise-level must be >= 0, got {args.noise_level}.")
+        raise ValueError(
+            f"--noise-level must be >= 0, got {args.noise_level}; pass a "
+            "fraction of hi - lo such as 0.15."
+        )
     return {
         "smoothgrad": {
             "samples": args.samples,
