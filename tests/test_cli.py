@@ -409,3 +409,38 @@ def test_train_interrupt_names_checkpoint(tmp_path, monkeypatch, capsys):
     assert f"{checkpoint} contains the last finished epoch" in err
     assert "--resume" in err
     assert not out.exists()
+
+
+def test_later_commands_scale_data_as_training_did(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3.0, 7.0, size=(80, 5))
+    y = (x[:, 0] + x[:, 1] > 4.0).astype(int)
+    np.savetxt(tmp_path / "train.csv", np.column_stack([x, y]), delimiter=",")
+    status, _ = run_cli(
+        capsys,
+        [
+            "train",
+            "--data",
+            str(tmp_path / "train.csv"),
+            "--out",
+            str(tmp_path / "m.npz"),
+            "--epochs",
+            "3",
+            "--no-progress",
+        ],
+    )
+    assert status == 0
+    scaling = resgrad.read_metadata(tmp_path / "m.npz")["scaling"]
+    assert len(scaling["offset"]) == len(scaling["scale"]) == 5
+
+    # One outlying value would move the min-max scaling of every row.
+    x[0, 0] = 1000.0
+    np.savetxt(tmp_path / "new.csv", np.column_stack([x, y]), delimiter=",")
+    capsys.readouterr()
+    argv = ["evaluate", "--model", str(tmp_path / "m.npz")]
+    assert main([*argv, "--data", str(tmp_path / "new.csv"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    data = resgrad.data.load_data(tmp_path / "new.csv", scaling=scaling)
+    model = resgrad.load(tmp_path / "m.npz")
+    expected = resgrad.training.evaluate(model, data.x_test, data.y_test)
+    assert printed["loss"] == pytest.approx(expected["loss"], rel=1e-12)

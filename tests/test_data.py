@@ -892,3 +892,50 @@ def test_load_data_csv(tmp_path):
     assert dataset.name == "blobs"
     assert np.array_equal(dataset.x_train, x_train)
     assert np.array_equal(dataset.y_train, y_train)
+
+
+def test_scaling_reapplies_to_the_same_file(tmp_path):
+    x, y = blobs(features=4)
+    path = tmp_path / "blobs.csv"
+    np.savetxt(path, np.column_stack([10 * x - 3, y]), delimiter=",")
+    first = load_data(path)
+    assert set(first.scaling) == {"offset", "scale"}
+    again = load_data(path, scaling=first.scaling)
+    assert np.array_equal(again.x_train, first.x_train)
+    assert np.array_equal(again.x_test, first.x_test)
+    assert again.scaling == first.scaling
+
+
+def test_scaling_ignores_new_outliers(tmp_path):
+    x, y = blobs(features=4)
+    path = tmp_path / "blobs.csv"
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",")
+    first = load_data(path)
+    x[:, 2] += 100 * (np.arange(len(x)) == 0)
+    np.savetxt(tmp_path / "moved.csv", np.column_stack([x, y]), delimiter=",")
+    moved = load_data(tmp_path / "moved.csv", scaling=first.scaling)
+    assert moved.x_train.max() <= 1.0
+    differing = (moved.x_train != first.x_train).any(axis=1).sum()
+    differing += (moved.x_test != first.x_test).any(axis=1).sum()
+    assert differing <= 1
+
+
+def test_digits_scaling_divides_by_sixteen():
+    digits = load_data()
+    assert digits.scaling == {"offset": 0.0, "scale": 16.0}
+
+
+@pytest.mark.parametrize(
+    "scaling, message",
+    [
+        ({"offset": [0.0] * 3, "scale": [1.0] * 3}, "has 3 entries but"),
+        ({"offset": 0.0, "scale": 0.0}, "must be > 0"),
+        ({"offset": 0.0}, "keys 'offset' and 'scale'"),
+        ({"offset": "a", "scale": 1.0}, "not numeric"),
+        ({"offset": float("nan"), "scale": 1.0}, "not finite"),
+    ],
+)
+def test_scaling_rejects_bad_maps(tmp_path, scaling, message):
+    path = write_npz(tmp_path / "blobs.npz", *blobs(features=4))
+    with pytest.raises(ValueError, match=message):
+        load_data(path, scaling=scaling)

@@ -79,6 +79,12 @@ class Dataset:
         name: a short label for reports, such as ``"digits"`` or a file stem.
         bounds: the input box ``(lo, hi)`` that contains every feature value,
             ``(0.0, 1.0)`` after scaling.
+        scaling: the affine map from the file's values to the features,
+            ``{"offset": o, "scale": s}`` with ``features = (values - o) /
+            s`` (each a number, or a list with one entry per feature), or
+            ``None`` for unscaled values. ``load_data(..., scaling=...)``
+            applies it to other data, as ``resgrad train`` records it in
+            the model file for the commands that read data later.
     """
 
     x_train: np.ndarray
@@ -89,6 +95,7 @@ class Dataset:
     image_shape: tuple[int, int] | None
     name: str
     bounds: tuple[float, float]
+    scaling: dict[str, Any] | None = None
 
     @property
     def n_features(self) -> int:
@@ -192,14 +199,7 @@ def load_digits(test_size: float = 0.25, seed: int = 0) -> Dataset:
     """
     x, y = _digits_arrays()
     return _make_dataset(
-        x / DIGITS_MAX,
-        y,
-        DIGITS_SHAPE,
-        "digits",
-        test_size,
-        seed,
-        scale=None,
-        bounds=(0.0, 1.0),
+        x, y, DIGITS_SHAPE, "digits", test_size, seed, "auto", divisor=DIGITS_MAX
     )
 
 
@@ -331,11 +331,13 @@ def _npz_member_bytes(
             f"{path}: the member {name} is encrypted; save features and labels "
             "with np.savez(path, X=X, y=y)."
         )
+
     if info.compress_size > path.stat().st_size:
         raise _ArchiveCheckError(
             f"{path}: the member {name} declares {info.compress_size} compressed "
             f"bytes in a {path.stat().st_size}-byte file; {fix}"
         )
+
     if info.compress_type == zipfile.ZIP_STORED:
         limit = info.compress_size
     elif info.compress_type == zipfile.ZIP_DEFLATED:
@@ -346,11 +348,13 @@ def _npz_member_bytes(
             f"{info.compress_type}; save features and labels with np.savez or "
             "np.savez_compressed, which write stored or deflated members."
         )
+
     if info.file_size > limit:
         raise _ArchiveCheckError(
             f"{path}: the member {name} declares {info.file_size} bytes, more "
             f"than its {info.compress_size} compressed bytes can hold; {fix}"
         )
+
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         if version not in _NPY_HEADER_READERS:
@@ -360,9 +364,11 @@ def _npz_member_bytes(
             )
         shape, _, dtype = _NPY_HEADER_READERS[version](member)
         header_size = member.tell()
+
     if dtype.hasobject:
         # np.load rejects it, with the message of _npz_error.
         return info.file_size
+
     data_size = math.prod(shape) * dtype.itemsize
     if header_size + data_size != info.file_size:
         raise _ArchiveCheckError(
@@ -781,6 +787,7 @@ def load_data(
     test_size: float = 0.25,
     seed: int = 0,
     scale: str | None = "auto",
+    scaling: dict[str, Any] | None = None,
 ) -> Dataset:
     """Load a data set, split it stratified and scale it into ``[0, 1]``.
 
@@ -798,6 +805,9 @@ def load_data(
             pixels for images and per column otherwise, and test values are
             clipped into the box. ``None`` keeps the values, and ``bounds``
             is then the smallest and largest value in the data.
+        scaling: the ``scaling`` of an earlier ``Dataset``, applied in place
+            of ``scale`` so that new data meets a model as its training data
+            did; both parts are clipped into ``[0, 1]``.
 
     Raises:
         FileNotFoundError: if ``path`` or ``labels`` is not a file.
@@ -809,7 +819,7 @@ def load_data(
         x, y = _digits_arrays()
         divisor = DIGITS_MAX if scale == "auto" else None
         return _make_dataset(
-            x, y, DIGITS_SHAPE, "digits", test_size, seed, scale, divisor=divisor
+            x, y, DIGITS_SHAPE, "digits", test_size, seed, scale, divisor, scaling
         )
 
     path = _existing_file(path)
@@ -828,7 +838,7 @@ def load_data(
         x, y, image_shape, divisor = _load_idx_for_scaling(path, labels, scale)
     name = path.name.split(".")[0]
     return _make_dataset(
-        x, y, image_shape, name, test_size, seed, scale, divisor=divisor
+        x, y, image_shape, name, test_size, seed, scale, divisor, scaling
     )
 
 
@@ -869,18 +879,23 @@ def _make_dataset(
     seed: int,
     scale: str | None,
     divisor: float | None = None,
-    bounds: tuple[float, float] | None = None,
+    scaling: dict[str, Any] | None = None,
 ) -> Dataset:
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size, seed)
-    if divisor is not None:
+    bounds = (0.0, 1.0)
+    if scaling is not None:
+        offset, span = _scaling_arrays(scaling, x.shape[1], name)
+        x_train = np.clip((x_train - offset) / span, 0.0, 1.0)
+        x_test = np.clip((x_test - offset) / span, 0.0, 1.0)
+    elif divisor is not None:
         x_train, x_test = x_train / divisor, x_test / divisor
-        bounds = (0.0, 1.0)
+        scaling = {"offset": 0.0, "scale": float(divisor)}
     elif scale == "auto":
-        x_train, x_test = _min_max_scale(
+        x_train, x_test, low, span = _min_max_scale(
             x_train, x_test, per_column=image_shape is None
         )
-        bounds = (0.0, 1.0)
-    elif bounds is None:
+        scaling = {"offset": np.ravel(low).tolist(), "scale": np.ravel(span).tolist()}
+    else:
         bounds = (float(x.min()), float(x.max()))
     return Dataset(
         x_train=x_train,
@@ -891,13 +906,15 @@ def _make_dataset(
         image_shape=image_shape,
         name=name,
         bounds=bounds,
+        scaling=scaling,
     )
 
 
 def _min_max_scale(
     x_train: np.ndarray, x_test: np.ndarray, per_column: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Map ``x_train`` onto ``[0, 1]`` and ``x_test`` by the same affine map.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Map ``x_train`` onto ``[0, 1]`` and ``x_test`` by the same affine map,
+    and return both with the map's offset and scale.
 
     A constant column maps to 0. Test values outside the training range are
     clipped, so every sample lies in the box ``[0, 1]``.
@@ -908,4 +925,35 @@ def _min_max_scale(
     span = np.where(span > 0, span, 1.0)
     train = (x_train - low) / span
     test = np.clip((x_test - low) / span, 0.0, 1.0)
-    return train, test
+    return train, test, low, span
+
+
+def _scaling_arrays(
+    scaling: Any, n_features: int, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the offset and scale of a ``Dataset.scaling`` as arrays that
+    broadcast over rows of ``n_features`` features."""
+    fix = "pass the data that the model was trained on, or scaling=None."
+    if not isinstance(scaling, dict) or set(scaling) != {"offset", "scale"}:
+        raise ValueError(
+            f"Expected scaling to be a dict with the keys 'offset' and 'scale', "
+            f"got {scaling!r}; {fix}"
+        )
+    arrays = []
+    for key in ("offset", "scale"):
+        try:
+            value = np.asarray(scaling[key], dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"scaling[{key!r}] is not numeric; {fix}") from error
+        if value.ndim > 1 or value.size not in (1, n_features):
+            raise ValueError(
+                f"scaling[{key!r}] has {value.size} entries but {name} has "
+                f"{n_features} features; {fix}"
+            )
+        if not np.isfinite(value).all():
+            raise ValueError(f"scaling[{key!r}] is not finite; {fix}")
+        arrays.append(value)
+    offset, span = arrays
+    if (span <= 0).any():
+        raise ValueError(f"scaling['scale'] must be > 0; {fix}")
+    return offset, span

@@ -136,12 +136,22 @@ def _data_source(value: str) -> str:
     return str(existing_file(value))
 
 
-def load_dataset(args: Any) -> Any:
-    """Load the data set named by the ``add_data_arguments`` options."""
-    from ..data import load_data
+def load_dataset(args: Any, model: Path | None = None) -> Any:
+    """Load the data set named by the ``add_data_arguments`` options.
 
+    With ``model``, a model file, the features are scaled as they were for
+    its training when the file records that scaling.
+    """
+    from ..data import load_data
+    from ..io import read_metadata
+
+    scaling = None if model is None else read_metadata(model).get("scaling")
     return load_data(
-        args.data, labels=args.labels, test_size=args.test_size, seed=args.split_seed
+        args.data,
+        labels=args.labels,
+        test_size=args.test_size,
+        seed=args.split_seed,
+        scaling=scaling,
     )
 
 

@@ -100,7 +100,7 @@ def run_attack(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path(args.model).parent / "attack"
     check_output_folder(out, args.overwrite)
     model = io.load(args.model, dtype="float64")
-    data = load_dataset(args)
+    data = load_dataset(args, model=args.model)
     check_data_fits_model(data, model)
     x, y = data.x_test[: args.limit], data.y_test[: args.limit]
 

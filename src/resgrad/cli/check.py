@@ -65,7 +65,7 @@ def run_check(args: argparse.Namespace) -> int:
     from ..io import load
 
     model = load(args.model)
-    data = load_dataset(args)
+    data = load_dataset(args, model=args.model)
     check_data_fits_model(data, model)
     report = check_on_test_split(model, data, args.samples, args.entries)
     if args.json:

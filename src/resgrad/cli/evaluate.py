@@ -32,7 +32,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..training import evaluate
 
     model = load(args.model)
-    data = load_dataset(args)
+    data = load_dataset(args, model=args.model)
     check_data_fits_model(data, model)
     figures = evaluate(model, data.x_test, data.y_test)
     if args.json:

@@ -137,7 +137,7 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
     save(
         result.model,
         out / "model.npz",
-        metadata=training_metadata(args, result, figures["accuracy"]),
+        metadata=training_metadata(args, result, figures["accuracy"], data),
     )
 
     tick = time.perf_counter()
@@ -189,7 +189,9 @@ def _metrics(args, data, result, figures, report, sections, timings) -> dict[str
     return {
         "resgrad_version": __version__,
         "environment": _environment(),
-        "options": training_metadata(args, result, figures["accuracy"])["training"],
+        "options": training_metadata(args, result, figures["accuracy"], data)[
+            "training"
+        ],
         "data": {
             "name": data.name,
             "train_samples": int(len(data.y_train)),

@@ -291,7 +291,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         args.out = Path(args.model).parent / "saliency"
     check_output_folder(args.out, args.overwrite)
     model = load(args.model)
-    data = load_dataset(args)
+    data = load_dataset(args, model=args.model)
     check_data_fits_model(data, model)
     x_test = np.asarray(data.x_test, dtype=np.float64)
     model = model.convert(dtype="float64")

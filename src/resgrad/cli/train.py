@@ -270,7 +270,9 @@ def run_train(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     test_accuracy = accuracy(result.model, data.x_test, data.y_test)
     save(
-        result.model, args.out, metadata=training_metadata(args, result, test_accuracy)
+        result.model,
+        args.out,
+        metadata=training_metadata(args, result, test_accuracy, data),
     )
     args.checkpoint.unlink(missing_ok=True)
     print(
@@ -282,9 +284,10 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def training_metadata(
-    args: argparse.Namespace, result: Any, test_accuracy: float
+    args: argparse.Namespace, result: Any, test_accuracy: float, data: Any
 ) -> dict:
-    """Return what a model file records about how it was trained."""
+    """Return what a model file records about how it was trained, and the
+    scaling of its data, which later commands apply to theirs."""
     options = ("widths", "hidden", "activation", "shortcut", "init", "optimizer", "lr")
     options += ("epochs", "batch_size", "patience", "validation", "seed", "data")
     return {
@@ -292,4 +295,5 @@ def training_metadata(
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "test_accuracy": test_accuracy,
+        "scaling": data.scaling,
     }
