@@ -188,6 +188,12 @@ def test_parse_methods():
     assert robustness.parse_methods(["bim"]) == ["bim"]
 
 
+@pytest.mark.parametrize("methods", ["fgsm,", ",pgd", "fgsm,,pgd"])
+def test_methods_with_empty_item_raise(methods):
+    with pytest.raises(ValueError, match="Empty item in the methods"):
+        robustness.parse_methods(methods)
+
+
 @pytest.mark.parametrize("methods", ["fgsm,cw", "deepfool", ""])
 def test_bad_methods_raise(methods):
     with pytest.raises(ValueError, match="method"):

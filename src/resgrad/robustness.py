@@ -141,10 +141,17 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
     ``methods`` is a sequence of names or one comma-separated string.
 
     Raises:
-        ValueError: on an unknown or missing name.
+        ValueError: on an unknown or missing name, and on an empty item of
+            the string, such as the last one of fgsm,.
     """
     names = methods.split(",") if isinstance(methods, str) else list(methods)
-    names = [str(name).strip().lower() for name in names if str(name).strip()]
+    names = [str(name).strip().lower() for name in names]
+    if names != [""] and "" in names:
+        raise ValueError(
+            f"Empty item in the methods {methods!r}; remove the extra comma, "
+            "as in fgsm,pgd."
+        )
+    names = [name for name in names if name]
     if not names:
         raise ValueError(
             f"Expected at least one attack method: all, {', '.join(METHODS)}."
