@@ -928,7 +928,7 @@ def test_digits_scaling_divides_by_sixteen():
 @pytest.mark.parametrize(
     "scaling, message",
     [
-        ({"offset": [0.0] * 3, "scale": [1.0] * 3}, "has 3 entries but"),
+        ({"offset": [0.0] * 3, "scale": [1.0] * 3}, "covers 3 features but"),
         ({"offset": 0.0, "scale": 0.0}, "must be > 0"),
         ({"offset": 0.0}, "keys 'offset' and 'scale'"),
         ({"offset": "a", "scale": 1.0}, "not numeric"),

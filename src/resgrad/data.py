@@ -947,8 +947,9 @@ def _scaling_arrays(
             raise ValueError(f"scaling[{key!r}] is not numeric; {fix}") from error
         if value.ndim > 1 or value.size not in (1, n_features):
             raise ValueError(
-                f"scaling[{key!r}] has {value.size} entries but {name} has "
-                f"{n_features} features; {fix}"
+                f"The scaling covers {value.size} features but {name} has "
+                f"{n_features}; pass data with the features that the model was "
+                "trained on."
             )
         if not np.isfinite(value).all():
             raise ValueError(f"scaling[{key!r}] is not finite; {fix}")
