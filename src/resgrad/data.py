@@ -27,6 +27,8 @@ from typing import IO, Any
 
 import numpy as np
 
+from .io import NPY_HEADER_READERS
+
 PathLike = str | os.PathLike
 
 DIGITS_SHAPE = (8, 8)
@@ -49,10 +51,6 @@ DEFLATE_MAX_RATIO = 1032
 READ_CHUNK_BYTES = 1 << 20
 # The local-file and empty-archive headers that a zip file starts with.
 _ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
-_NPY_HEADER_READERS = {
-    (1, 0): np.lib.format.read_array_header_1_0,
-    (2, 0): np.lib.format.read_array_header_2_0,
-}
 # zipfile raises NotImplementedError for a zip version or feature it lacks.
 _NPZ_ERRORS = (
     OSError,
@@ -283,6 +281,7 @@ def _check_npz_sizes(path: Path) -> None:
     memory that the operating system reports as available.
     """
     needed = 0
+    file_size = path.stat().st_size
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -298,7 +297,7 @@ def _check_npz_sizes(path: Path) -> None:
                     )
                 if name in names:
                     info = archive.getinfo(name)
-                    needed += _npz_member_bytes(path, archive, info)
+                    needed += _npz_member_bytes(path, archive, info, file_size)
     except _NPZ_ERRORS as error:
         if isinstance(error, _ArchiveCheckError):
             raise
@@ -317,10 +316,11 @@ class _ArchiveCheckError(ValueError):
 
 
 def _npz_member_bytes(
-    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo
+    path: Path, archive: zipfile.ZipFile, info: zipfile.ZipInfo, file_size: int
 ) -> int:
-    """Check one member's declared sizes and return the bytes that loading it
-    and converting it to 8-byte numbers takes."""
+    """Check one member's declared sizes against each other and against the
+    ``file_size`` bytes of the archive, and return the bytes that loading
+    the member and converting it to 8-byte numbers takes."""
     name = info.filename
     fix = (
         "the archive is corrupt or hostile; save features and labels with "
@@ -332,10 +332,10 @@ def _npz_member_bytes(
             "with np.savez(path, X=X, y=y)."
         )
 
-    if info.compress_size > path.stat().st_size:
+    if info.compress_size > file_size:
         raise _ArchiveCheckError(
             f"{path}: the member {name} declares {info.compress_size} compressed "
-            f"bytes in a {path.stat().st_size}-byte file; {fix}"
+            f"bytes in a {file_size}-byte file; {fix}"
         )
 
     if info.compress_type == zipfile.ZIP_STORED:
@@ -357,12 +357,12 @@ def _npz_member_bytes(
 
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
-        if version not in _NPY_HEADER_READERS:
+        if version not in NPY_HEADER_READERS:
             raise _ArchiveCheckError(
                 f"{path}: the member {name} has .npy format version "
                 f"{version[0]}.{version[1]}; save numeric arrays with np.savez."
             )
-        shape, _, dtype = _NPY_HEADER_READERS[version](member)
+        shape, _, dtype = NPY_HEADER_READERS[version](member)
         header_size = member.tell()
 
     if dtype.hasobject:

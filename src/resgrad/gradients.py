@@ -423,6 +423,7 @@ def _out_stacks(
         for name in ("W1", "W2", "W3")
         if name != "W3" or block.shortcut == "learned"
     ]
+    device = _arrays.array_api_compat.device
     stacks = []
     for (index, name), (left, right) in zip(names, pairs):
         stack = getattr(out.blocks[index], name)
@@ -434,7 +435,6 @@ def _out_stacks(
                 f"{where} is {found}, expected a {type(left).__name__} stack; "
                 "pass the result of a call on this model, or out=None."
             )
-        device = _arrays.array_api_compat.device
         if (
             tuple(stack.shape) != shape
             or stack.dtype != left.dtype

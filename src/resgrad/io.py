@@ -45,7 +45,8 @@ DTYPES = ("float32", "float64")
 # models), while a zip bomb expands hundreds of times.
 MAX_EXPANSION = 4
 _PARAMETER_KEY = re.compile(r"blocks\.(0|[1-9][0-9]*)\.(W1|W2|W3|b1|b2)")
-_NPY_VERSIONS = {
+# The .npy header readers by format version, for model files and .npz data.
+NPY_HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
 }
@@ -452,10 +453,10 @@ def _read_npy_header(
     """Read one member's ``.npy`` header and check it against the member size."""
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
-        if version not in _NPY_VERSIONS:
+        if version not in NPY_HEADER_READERS:
             reason = f"the member {info.filename!r} has .npy format version {version}"
             raise _invalid(path, reason, kind)
-        shape, _, dtype = _NPY_VERSIONS[version](member)
+        shape, _, dtype = NPY_HEADER_READERS[version](member)
         header_size = member.tell()
     if dtype.hasobject:
         raise _invalid(
