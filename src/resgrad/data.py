@@ -222,9 +222,10 @@ def load_npz(path: PathLike) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | 
     ``X`` has shape ``(n, d)``, or ``(n, h, w)`` for images, which are
     flattened. Pickled (object) arrays are rejected, so reading runs no code
     from the file. Archives from ``np.savez`` and ``np.savez_compressed``
-    load; before any array is allocated, the sizes that the archive and the
+    load. Before any array is allocated, the sizes that the archive and the
     ``.npy`` headers declare are checked against the compressed data and
-    against the memory available, so a zip bomb is rejected.
+    against the memory available. A zip bomb is therefore rejected unless
+    its data fits in memory once expanded.
 
     Returns:
         ``(X, y, image_shape)``: float64 ``(n, d)``, int64 ``(n,)`` and

@@ -404,7 +404,8 @@ def _out_stacks(
     if not isinstance(out, Gradients):
         raise TypeError(
             f"Expected out to be the Gradients of an earlier "
-            f"per_sample_gradients call, got {type(out).__name__}."
+            f"per_sample_gradients call, got {type(out).__name__}; pass such a "
+            "result, or out=None."
         )
     if not ops.writes_in_place:
         raise TypeError(
