@@ -61,22 +61,7 @@ def main() -> None:
             label = f"{name} ({width}, {batch}, {depth})"
             peer = "vmap(jacrev)"
             rows.append(common.versus_row(label, dtype, times, peer, f"{TARGET}x", gap))
-    print(
-        common.table(
-            [
-                "network (width, batch, blocks)",
-                "dtype",
-                "resgrad NumPy ms",
-                "resgrad torch ms",
-                "vmap(jacrev) ms",
-                "speed-up NumPy",
-                "speed-up torch",
-                "target",
-                "max gap",
-            ],
-            rows,
-        )
-    )
+    print(common.table(common.versus_header("vmap(jacrev)", "max gap"), rows))
 
 
 if __name__ == "__main__":

@@ -87,22 +87,7 @@ def main() -> None:
             label = f"{name} ({width}, {batch}, {depth})"
             goal = f"{target}x" if target else "-"
             rows.append(common.versus_row(label, dtype, times, "autograd", goal, gap))
-    print(
-        common.table(
-            [
-                "network (width, batch, blocks)",
-                "dtype",
-                "resgrad NumPy ms",
-                "resgrad torch ms",
-                "autograd ms",
-                "speed-up NumPy",
-                "speed-up torch",
-                "target",
-                "max grad gap",
-            ],
-            rows,
-        )
-    )
+    print(common.table(common.versus_header("autograd", "max grad gap"), rows))
 
 
 if __name__ == "__main__":

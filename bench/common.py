@@ -167,6 +167,22 @@ def ratio(numerator: Timing | float, denominator: Timing | float) -> str:
     return f"{numerator / denominator:.2f}x"
 
 
+def versus_header(peer: str, gap: str) -> list[str]:
+    """Return the column names of ``versus_row`` for ``peer`` and the name of
+    the gap column."""
+    return [
+        "network (width, batch, blocks)",
+        "dtype",
+        "resgrad NumPy ms",
+        "resgrad torch ms",
+        f"{peer} ms",
+        "speed-up NumPy",
+        "speed-up torch",
+        "target",
+        gap,
+    ]
+
+
 def versus_row(
     label: str, dtype: str, times: dict, peer: str, target: str, gap: float
 ) -> list[str]:
