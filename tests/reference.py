@@ -444,3 +444,13 @@ def finite_difference_gradients(
         result[name] = differences[offset : offset + size].reshape(base[name].shape)
         offset += size
     return result
+
+
+class CreateFileOnUnpickle:
+    """An object whose unpickling opens ``marker`` for writing, creating it."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))

@@ -12,19 +12,10 @@ import time
 
 import numpy as np
 import pytest
+import reference
 
 import resgrad
 from resgrad.cli import main
-
-
-class CreateFileOnUnpickle:
-    """An object whose unpickling opens ``marker`` for writing, creating it."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +25,7 @@ def files(tmp_path_factory):
     model = resgrad.ResidualMLP.init([64, 16, 10], 16, seed=0)
     resgrad.save(model, folder / "model.npz")
     (folder / "pickle.npz").write_bytes(
-        pickle.dumps(CreateFileOnUnpickle(folder / "marker"))
+        pickle.dumps(reference.CreateFileOnUnpickle(folder / "marker"))
     )
     (folder / "plain.txt").write_text("not a folder\n")
     rng = np.random.default_rng(0)

@@ -10,10 +10,10 @@ import struct
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
+import reference
 
 from resgrad import data
 from resgrad.data import load_csv, load_data, load_idx, load_npz, train_test_split
@@ -418,20 +418,10 @@ def test_available_memory_is_positive():
     assert available is None or available > 0
 
 
-class _TouchOnLoad:
-    """A pickle payload that creates ``marker`` when it is unpickled."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.touch, (self.marker,))
-
-
 def test_npz_renamed_pickle(tmp_path):
     marker = tmp_path / "unpickled.txt"
     path = tmp_path / "payload.npz"
-    path.write_bytes(pickle.dumps(_TouchOnLoad(marker)))
+    path.write_bytes(pickle.dumps(reference.CreateFileOnUnpickle(marker)))
     with pytest.raises(
         ValueError, match="payload.npz is not a readable .npz archive"
     ) as caught:
@@ -443,7 +433,7 @@ def test_npz_renamed_pickle(tmp_path):
 def test_load_data_renamed_pickle(tmp_path):
     marker = tmp_path / "unpickled.txt"
     path = tmp_path / "payload.npz"
-    path.write_bytes(pickle.dumps(_TouchOnLoad(marker)))
+    path.write_bytes(pickle.dumps(reference.CreateFileOnUnpickle(marker)))
     with pytest.raises(ValueError, match="payload.npz is not a readable .npz archive"):
         load_data(path)
     assert not marker.exists()

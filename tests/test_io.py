@@ -17,6 +17,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import reference
 
 import resgrad
 from resgrad import ResidualMLP, load, read_metadata, save
@@ -295,24 +296,14 @@ def test_empty_file(tmp_path):
         load(path)
 
 
-class CreateFileOnUnpickle:
-    """An object whose unpickling opens ``marker`` for writing, creating it."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def test_pickle_payload_is_not_run(tmp_path):
     control = tmp_path / "control"
-    pickle.loads(pickle.dumps(CreateFileOnUnpickle(control))).close()
+    pickle.loads(pickle.dumps(reference.CreateFileOnUnpickle(control))).close()
     assert control.exists(), "the payload must create its marker when unpickled"
 
     marker = tmp_path / "marker"
     path = tmp_path / "model.npz"
-    path.write_bytes(pickle.dumps(CreateFileOnUnpickle(marker)))
+    path.write_bytes(pickle.dumps(reference.CreateFileOnUnpickle(marker)))
     with pytest.raises(ValueError, match=PREFIX):
         load(path)
     with pytest.raises(ValueError, match=PREFIX):
@@ -324,7 +315,9 @@ def test_object_array_is_not_unpickled(saved):
     path, _ = saved
     arrays, header = read_parts(path)
     marker = path.parent / "marker"
-    arrays["blocks.0.W1"] = np.array([CreateFileOnUnpickle(marker)], dtype=object)
+    arrays["blocks.0.W1"] = np.array(
+        [reference.CreateFileOnUnpickle(marker)], dtype=object
+    )
     write_parts(path, arrays, header)
     with pytest.raises(ValueError, match="'blocks.0.W1.npy' contains an object array"):
         load(path)
@@ -792,7 +785,7 @@ def test_rejected_link_falls_back_to_copy(tmp_path, monkeypatch):
 def test_pickle_in_npy_member_is_not_run(saved):
     path, _ = saved
     marker = path.parent / "marker"
-    payload = pickle.dumps(CreateFileOnUnpickle(marker))
+    payload = pickle.dumps(reference.CreateFileOnUnpickle(marker))
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr("blocks.9.W1.npy", payload)
     with pytest.raises(ValueError, match=PREFIX):
@@ -804,7 +797,7 @@ def test_pickled_npy_file_renamed(tmp_path):
     path = tmp_path / "model.npz"
     marker = tmp_path / "marker"
     with open(path, "wb") as file:
-        np.save(file, np.array([CreateFileOnUnpickle(marker)], dtype=object))
+        np.save(file, np.array([reference.CreateFileOnUnpickle(marker)], dtype=object))
     with pytest.raises(ValueError, match=PREFIX + "it is not a readable zip"):
         load(path)
     assert not marker.exists()
@@ -813,7 +806,7 @@ def test_pickled_npy_file_renamed(tmp_path):
 def test_hostile_checkpoint_files(tmp_path):
     path = tmp_path / "run.ckpt"
     marker = tmp_path / "marker"
-    path.write_bytes(pickle.dumps(CreateFileOnUnpickle(marker)))
+    path.write_bytes(pickle.dumps(reference.CreateFileOnUnpickle(marker)))
     with pytest.raises(ValueError, match="is not a resgrad checkpoint file"):
         resgrad.io.load_checkpoint(path)
     assert not marker.exists()

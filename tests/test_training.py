@@ -559,35 +559,44 @@ def _interrupt_after(epochs_done):
     return progress
 
 
-def _shifted_validation(x, y):
-    # Training on y raises the loss on these labels, so early stopping waits.
-    return x.copy(), (y + 1) % 3
-
-
-def _resume_case(tmp_path, optimizer, epochs_done, **kwargs):
-    """Return the uninterrupted result and the interrupted-then-resumed one."""
-    x, y = _blobs()
-    settings = dict(
-        optimizer=optimizer,
-        lr=0.01,
-        epochs=30,
-        batch_size=16,
-        validation=_shifted_validation(x, y),
-        patience=5,
-        seed=3,
-        **kwargs,
-    )
-    full = fit(_small_model(), x, y, **settings)
-    path = tmp_path / "run.ckpt"
+def _fit_until_interrupted(model, x, y, path, epochs_done, **settings):
+    """Run ``fit`` with a checkpoint at ``path`` and stop it after
+    ``epochs_done`` epochs."""
     with pytest.raises(Interrupted):
         fit(
-            _small_model(),
+            model,
             x,
             y,
             checkpoint=path,
             progress=_interrupt_after(epochs_done),
             **settings,
         )
+
+
+def _shifted_validation(x, y):
+    # Training on y raises the loss on these labels, so early stopping waits.
+    return x.copy(), (y + 1) % 3
+
+
+def _early_stopping_settings(x, y):
+    """Return fit settings under which early stopping ends the run."""
+    return dict(
+        lr=0.01,
+        epochs=30,
+        batch_size=16,
+        validation=_shifted_validation(x, y),
+        patience=5,
+        seed=3,
+    )
+
+
+def _resume_case(tmp_path, optimizer, epochs_done):
+    """Return the uninterrupted result and the interrupted-then-resumed one."""
+    x, y = _blobs()
+    settings = dict(optimizer=optimizer, **_early_stopping_settings(x, y))
+    full = fit(_small_model(), x, y, **settings)
+    path = tmp_path / "run.ckpt"
+    _fit_until_interrupted(_small_model(), x, y, path, epochs_done, **settings)
     resumed = fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
     return full, resumed
 
@@ -609,17 +618,7 @@ def test_resume_while_early_stopping_waits(tmp_path):
     # Interrupted after the best epoch, the checkpoint must carry the best
     # weights and the epochs waited, or the resumed run stops elsewhere.
     x, y = _blobs()
-    probe = fit(
-        _small_model(),
-        x,
-        y,
-        lr=0.01,
-        epochs=30,
-        batch_size=16,
-        validation=_shifted_validation(x, y),
-        patience=5,
-        seed=3,
-    )
+    probe = fit(_small_model(), x, y, **_early_stopping_settings(x, y))
     assert probe.best_epoch + 2 < len(probe.history)
 
     full, resumed = _resume_case(tmp_path, "adam", epochs_done=probe.best_epoch + 2)
@@ -636,8 +635,7 @@ def test_resume_on_torch_matches_uninterrupted(tmp_path):
     settings = {"epochs": 4, "batch_size": 16, "validation": None, "seed": 1}
     full = fit(model, x, y, **settings)
     path = tmp_path / "run.ckpt"
-    with pytest.raises(Interrupted):
-        fit(model, x, y, checkpoint=path, progress=_interrupt_after(2), **settings)
+    _fit_until_interrupted(model, x, y, path, 2, **settings)
     resumed = fit(model, x, y, checkpoint=path, resume=True, **settings)
 
     for name, value in resumed.model.arrays().items():
@@ -678,16 +676,7 @@ def test_resume_to_another_epoch_count(tmp_path):
     x, y = _blobs()
     settings = {"batch_size": 16, "validation": None, "seed": 1}
     path = tmp_path / "run.ckpt"
-    with pytest.raises(Interrupted):
-        fit(
-            _small_model(),
-            x,
-            y,
-            epochs=6,
-            checkpoint=path,
-            progress=_interrupt_after(3),
-            **settings,
-        )
+    _fit_until_interrupted(_small_model(), x, y, path, 3, epochs=6, **settings)
     saved = path.read_bytes()
     with pytest.raises(ValueError, match="already run 3 epochs. Pass epochs >= 3"):
         fit(_small_model(), x, y, epochs=2, checkpoint=path, resume=True, **settings)
