@@ -230,16 +230,19 @@ def test_tracked_torch_gets_plain_kernels():
 
 
 @pytest.mark.parametrize("width", [8, 128, 200])
-def test_transposed_forward_matches(width):
+def test_prepared_forward_matches(width):
     model = resgrad.ResidualMLP.init([width, width, 5], seed=2)
     x = np.random.default_rng(0).uniform(size=(7, width))
-    transposed = model._transposed()
+    prepared = model._prepared(7)
     small = model.blocks[0].W1.size <= _kernels.SMALL_MATRIX
-    assert transposed[0][0].flags.c_contiguous == small
+    assert prepared[0][0].flags.c_contiguous == small
+    # 7 rows of a bias of at most 200 entries are few enough to repeat.
+    assert prepared[0][1].shape == (7, width)
+    assert prepared[1][3].shape == (7, 5)
     # The two layouts may sum a product in another order, so the results
     # agree to rounding, relative to the largest entry.
     plain, a_plain = model._forward(x)
-    fast, a_fast = model._forward(x, transposed)
+    fast, a_fast = model._forward(x, prepared)
     assert reference.relative_error(a_fast, a_plain) < 1e-13
     for fast_trace, plain_trace in zip(fast, plain):
         for left, right in zip(fast_trace, plain_trace):
@@ -248,11 +251,31 @@ def test_transposed_forward_matches(width):
     loss = get_loss("cross_entropy")
     expected = resgrad.input_gradient(model, x, y)[1]
     assert (
-        reference.relative_error(
-            _input_gradient(model, x, y, loss, transposed), expected
-        )
+        reference.relative_error(_input_gradient(model, x, y, loss, prepared), expected)
         < 1e-12
     )
+
+
+@pytest.mark.parametrize("rows", [1, 64, 128, 129])
+def test_bias_rows_repeat_small_biases(rows):
+    """A bias of 128 entries is repeated up to SMALL_MATRIX entries in all,
+    read-only, and a product plus either form gives the same bits."""
+    rng = np.random.default_rng(1)
+    bias = rng.standard_normal(128)
+    before = bias.copy()
+    ops = _kernels.NumpyKernels(np)
+    repeated = ops.bias_rows(bias, rows)
+    if rows * 128 <= _kernels.SMALL_MATRIX:
+        assert repeated.shape == (rows, 128)
+        assert not repeated.flags.writeable
+        np.testing.assert_array_equal(repeated, np.tile(bias, (rows, 1)))
+    else:
+        assert repeated is bias
+    a, w = rng.standard_normal((rows, 32)), rng.standard_normal((32, 128))
+    np.testing.assert_array_equal(ops.linear(a, w, repeated), ops.linear(a, w, bias))
+    np.testing.assert_array_equal(bias, before)
+    assert ops.bias_rows(None, rows) is None
+    assert _kernels.Kernels(np).bias_rows(bias, rows) is bias
 
 
 def test_linf_clamp_is_ball_then_box():

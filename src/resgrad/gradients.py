@@ -133,9 +133,7 @@ def prepare(
         raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
     loss_fn = get_loss(loss)
     check_reduction(reduction)
-    # The model checks at construction that its arrays share a namespace, so
-    # its first weight represents all of them.
-    xp = _arrays.namespace(model.blocks[0].W1, x, y)
+    xp = model._namespace_with(x, y)
     _arrays.check_input(xp, x, model.sizes[0], model.dtype)
     check_targets(xp, loss_fn, y, x.shape[0], model.n_classes, model.dtype)
     model._check_device(x)
@@ -310,19 +308,19 @@ def _input_gradient(
     x: Array,
     y: Array,
     loss: Loss,
-    transposed: list[tuple[Array, ...]] | None = None,
+    prepared: list[tuple[Array | None, ...]] | None = None,
     ops: _kernels.Kernels | None = None,
 ) -> Array:
     """Return ``dY_i/dx_i`` ``(n, p_0)`` for arguments checked by the caller.
 
     For an attack that takes many gradient steps on one model: it skips the
-    argument checks and the loss values, ``transposed`` (the model's
-    ``_transposed()``) saves the forward pass its transposes, and ``ops``
-    saves looking up the kernels at every step.
+    argument checks and the loss values, ``prepared`` (the model's
+    ``_prepared(n)``) saves the forward pass its transposes and bias
+    copies, and ``ops`` saves looking up the kernels at every step.
     """
     if ops is None:
         ops = _kernels.kernels(model, x, y)
-    traces, a_L = model._forward(x, transposed, ops)
+    traces, a_L = model._forward(x, prepared, ops)
     _, error = _sample_losses(model, traces, a_L, y, loss, value=False, ops=ops)
     dx, _ = propagate(model, traces, error, keep=False, ops=ops)
     return dx

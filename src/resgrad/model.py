@@ -203,6 +203,17 @@ class ResidualMLP:
 
     # Shape and placement.
 
+    def _namespace_with(self, *arrays: Array) -> Any:
+        """Return the namespace shared by the weights and ``arrays``.
+
+        Raises a TypeError naming both namespaces, e.g. a NumPy model and a
+        torch ``x``, before any operation fails with a less clear message.
+        The model checked at construction that its arrays share one
+        namespace, so its first weight stands for all of them; a 100-block
+        model would otherwise cost a lookup over 600 arrays per call.
+        """
+        return _arrays.namespace(self.blocks[0].W1, *arrays)
+
     @property
     def xp(self) -> Any:
         """The array namespace of the weights."""
@@ -328,9 +339,7 @@ class ResidualMLP:
             ``(traces, a_L)``: one ``BlockTrace`` per block and the output
             ``a^L = g_out(z^L)`` of shape ``(n, p_L)``.
         """
-        # Raises a TypeError naming both namespaces, e.g. a NumPy model and a
-        # torch x, before any operation fails with a less clear message.
-        _arrays.namespace(self.blocks[0].W1, x)
+        self._namespace_with(x)
         self._check_device(x)
         _arrays.check_input(self.xp, x, self.sizes[0], self.dtype)
         return self._forward(x)
@@ -338,21 +347,23 @@ class ResidualMLP:
     def _forward(
         self,
         x: Array,
-        transposed: list[tuple[Array, ...]] | None = None,
+        prepared: list[tuple[Array | None, ...]] | None = None,
         ops: _kernels.Kernels | None = None,
     ) -> tuple[list[BlockTrace], Array]:
         """Run ``trace`` on an ``x`` that the caller has already checked.
 
-        ``transposed`` is ``_transposed()`` of this model, for a caller that
-        runs the forward pass many times on unchanged weights. ``ops`` are
-        the kernels of the call, looked up when not given.
+        ``prepared`` is ``_prepared(n)`` of this model for the ``n`` rows of
+        ``x``, for a caller that runs the forward pass many times on
+        unchanged weights. ``ops`` are the kernels of the call, looked up
+        when not given.
         """
         xp = self.xp
         if ops is None:
             ops = _kernels.kernels(self, x)
-        if transposed is None:
-            transposed = [
-                (b.W1.T, b.W2.T, None if b.W3 is None else b.W3.T) for b in self.blocks
+        if prepared is None:
+            prepared = [
+                (b.W1.T, b.b1, b.W2.T, b.b2, None if b.W3 is None else b.W3.T)
+                for b in self.blocks
             ]
         g, g_post, g_out = self.activations()
         traces = []
@@ -362,10 +373,10 @@ class ResidualMLP:
         # own overflow warnings would only repeat it.
         with np.errstate(over="ignore", invalid="ignore"):
             for index, block in enumerate(self.blocks):
-                w1, w2, w3 = transposed[index]
-                u = ops.linear(a, w1, block.b1)
+                w1, b1, w2, b2, w3 = prepared[index]
+                u = ops.linear(a, w1, b1)
                 h = ops.activate(g, u)
-                z = ops.linear(h, w2, block.b2)
+                z = ops.linear(h, w2, b2)
                 if block.shortcut == "learned":
                     z = ops.add_product(z, a, w3)
                 elif block.shortcut == "identity":
@@ -376,12 +387,19 @@ class ResidualMLP:
             raise ForwardOverflowError(self._overflow_message(xp, traces))
         return traces, a
 
-    def _transposed(self) -> list[tuple[Array, ...]]:
-        """Return ``(W1.T, W2.T, W3.T)`` of each block in the layout the
-        forward pass multiplies fastest (``None`` for a missing ``W3``)."""
+    def _prepared(self, rows: int) -> list[tuple[Array | None, ...]]:
+        """Return ``(W1.T, b1, W2.T, b2, W3.T)`` of each block in the layout
+        that the forward pass on ``rows`` samples computes fastest (``None``
+        for an absent array)."""
         ops = _kernels.kernels(self)
         return [
-            tuple(None if w is None else ops.transpose(w) for w in (b.W1, b.W2, b.W3))
+            (
+                ops.transpose(b.W1),
+                ops.bias_rows(b.b1, rows),
+                ops.transpose(b.W2),
+                ops.bias_rows(b.b2, rows),
+                None if b.W3 is None else ops.transpose(b.W3),
+            )
             for b in self.blocks
         ]
 

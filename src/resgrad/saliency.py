@@ -72,7 +72,7 @@ def _check_model(model: Any) -> None:
 def _check_batch(model: ResidualMLP, x: Array) -> Any:
     """Check ``x`` against the model and return the model's namespace."""
     _check_model(model)
-    _arrays.namespace(*model.arrays().values(), x)
+    model._namespace_with(x)
     xp = model.xp
     _arrays.check_input(xp, x, model.sizes[0], model.dtype)
     return xp

@@ -79,9 +79,10 @@ class Batch:
         return _arrays.array_api_compat.device(self.x)
 
     @cached_property
-    def transposed(self) -> list[tuple[Array, ...]]:
-        """The model's transposed weights, made once for all gradient steps."""
-        return self.model._transposed()
+    def prepared(self) -> list[tuple[Array | None, ...]]:
+        """The model's weights as the forward pass on this batch computes
+        fastest, made once for all gradient steps."""
+        return self.model._prepared(self.n)
 
     @cached_property
     def ops(self) -> _kernels.Kernels:
@@ -94,7 +95,7 @@ class Batch:
         Iterates are finite and in the box by construction, so ``v`` is not
         checked again.
         """
-        traces, _ = self.model._forward(v, self.transposed, self.ops)
+        traces, _ = self.model._forward(v, self.prepared, self.ops)
         return self.xp.argmax(traces[-1].z, axis=1)
 
     @property
@@ -131,7 +132,7 @@ def prepare(
     target_class = scalar_class(target)
     if target_class is not None:
         target = None
-    xp = _arrays.namespace(*model.arrays().values(), x, y, target)
+    xp = model._namespace_with(x, y, target)
     _arrays.check_input(xp, x, model.sizes[0], model.dtype)
     check_box(xp, x, lo, hi)
     _arrays.check_labels(xp, y, x.shape[0], model.n_classes)
@@ -269,7 +270,7 @@ def ascent_direction(batch: Batch, v: Array) -> Array:
     # finite and in the box by construction, so the checks are not repeated.
     labels = batch.y if batch.target is None else batch.target
     dx = _input_gradient(
-        batch.model, v, labels, _CROSS_ENTROPY, batch.transposed, batch.ops
+        batch.model, v, labels, _CROSS_ENTROPY, batch.prepared, batch.ops
     )
     return dx if batch.target is None else -dx
 
