@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import array_api_compat
 import numpy as np
 
 Array = Any
+Seed = int | np.random.Generator | None
 
 
 def namespace(*arrays: Array) -> Any:
@@ -107,6 +109,34 @@ def check_labels(xp: Any, y: Array, n: int, classes: int, name: str = "y") -> No
             f"Label {bad} in {name} is outside [0, {classes}); the model has "
             f"{classes} outputs."
         )
+
+
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """Return ``seed`` as an ``int`` after checking that it is an integer >= 0,
+    the seeds NumPy's generators accept."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"Expected {name} to be an int >= 0, got {seed!r}.")
+    if seed < 0:
+        raise ValueError(
+            f"Expected {name} >= 0, got {seed}; NumPy's generators take "
+            f"non-negative seeds, so pass e.g. {-int(seed)}."
+        )
+    return int(seed)
+
+
+def generator(seed: Seed, name: str = "seed") -> np.random.Generator:
+    """Return a NumPy generator for ``seed``: an int >= 0, a ``Generator``
+    (returned as it is) or ``None`` (fresh entropy from the system)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+    ):
+        raise TypeError(
+            f"Expected {name} to be an int >= 0, a numpy Generator or None, "
+            f"got {seed!r}."
+        )
+    return np.random.default_rng(None if seed is None else check_seed(seed, name))
 
 
 def one_hot(xp: Any, y: Array, classes: int, dtype: Any, device: Any) -> Array:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _arrays
 from .gradients import gradients
 from .losses import get_loss
 from .model import ResidualMLP
@@ -342,7 +343,7 @@ def check_theorem(
             rows.append(
                 CheckRow(eq, EQUATIONS[eq], "autograd", error, EXACT_TOLERANCE, count)
             )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_arrays.check_seed(seed))
     for eq, error, count in _difference_errors(
         model, x, y, loss, values, entries, step, rng
     ):

@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from . import _arrays
 from .io import NPY_HEADER_READERS
 
 PathLike = str | os.PathLike
@@ -150,7 +151,7 @@ def train_test_split(
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"Expected test_size in (0, 1), got {test_size}.")
 
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_arrays.check_seed(seed))
     classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
     n_test = _allocate_test_rows(counts, test_size)
     train_rows, test_rows = [], []

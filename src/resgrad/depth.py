@@ -132,7 +132,7 @@ def probe_batch(
     Both have rows drawn uniformly on the unit sphere (float64), from a
     stream of ``seed`` separate from the one ``ResidualMLP.init`` uses.
     """
-    rng = np.random.default_rng([seed, PROBE_STREAM])
+    rng = np.random.default_rng([_arrays.check_seed(seed), PROBE_STREAM])
     x = _unit_rows(rng.standard_normal((n, n_features)))
     v = _unit_rows(rng.standard_normal((n, n_outputs)))
     return x, v

@@ -507,11 +507,7 @@ class ResidualMLP:
             raise ValueError(
                 f"Expected {depth} shortcuts, one per block, got {len(shortcuts)}."
             )
-        rng = (
-            seed
-            if isinstance(seed, np.random.Generator)
-            else np.random.default_rng(seed)
-        )
+        rng = _arrays.generator(seed)
 
         blocks = []
         for p_in, q, p_out, kind in zip(sizes[:-1], hidden, sizes[1:], shortcuts):

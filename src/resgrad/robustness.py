@@ -291,6 +291,7 @@ def evaluate(
     radii = parse_eps(eps_values)
     bounds = check_bounds(bounds)
     limits = _check_limits(limits or {}, names)
+    seed = _arrays.check_seed(seed)
     runs = [(method, eps) for method in names for eps in radii]
     if progress is not None:
         runs = progress(runs, desc="attacks", total=len(runs))

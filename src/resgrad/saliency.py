@@ -352,7 +352,7 @@ def _smoothgrad_noise(
     lo, hi = (float(b) for b in bounds)
     if not hi >= lo:
         raise ValueError(f"Expected bounds (lo, hi) with lo <= hi, got {(lo, hi)}.")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _arrays.generator(seed)
     draws = rng.standard_normal(shape) * (noise_level * (hi - lo))
     return xp.asarray(draws, dtype=x.dtype, device=_device(x))
 
@@ -663,7 +663,7 @@ def randomize_blocks(
     count = _check_count(count, "count", 0)
     if count > model.depth:
         raise ValueError(f"Expected count <= {model.depth} (the depth), got {count}.")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _arrays.generator(seed)
     draws = [_he_arrays(model, index, rng) for index in range(model.depth - 1, -1, -1)]
     host = model.convert(np, dtype="float64")
     models, replaced = [], {}
@@ -829,7 +829,7 @@ def deletion_curve(
 
     keys = xp.abs(saliency) if rank_by == "magnitude" else saliency
     order = xp.argsort(keys, axis=1, descending=True, stable=True)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    rng = _arrays.generator(seed)
     n, d = x.shape
     orders = [order] + [
         xp.asarray(np.argsort(rng.random((n, d)), axis=1), device=_device(x))

@@ -439,7 +439,7 @@ def fit(
     loss_fn = get_loss(loss)
     xp = _check_data(model, loss_fn, x, y, "x", "y")
     x_train, y_train, val = _split_validation(model, loss_fn, x, y, validation, seed)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_arrays.check_seed(seed))
     run = _Run(model, loss_fn, opt, x_train, y_train, batch_size, rng, xp)
     progress_state = _Progress.start(run, patience)
     saver = None

@@ -25,7 +25,6 @@ from ..losses import get_loss
 from ..model import ResidualMLP
 
 Array = Any
-Seed = int | np.random.Generator | None
 
 # How far an input may lie outside the box before it is rejected, so that
 # values rounded on their way into [0, 1] still count as inside.
@@ -322,19 +321,6 @@ def project_l2(batch: Batch, v: Array, eps: float) -> Array:
 
 
 # Randomness and starting points.
-
-
-def generator(seed: Seed) -> np.random.Generator:
-    """Return a NumPy generator for ``seed`` (an int, a ``Generator`` or ``None``)."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-    ):
-        raise TypeError(
-            f"Expected seed to be an int or a numpy Generator, got {seed!r}."
-        )
-    return np.random.default_rng(seed)
 
 
 def from_numpy(batch: Batch, values: np.ndarray) -> Array:

@@ -12,12 +12,12 @@ from dataclasses import replace
 
 import numpy as np
 
+from .._arrays import Seed, generator
 from ..model import ResidualMLP
 from ._common import (
     Array,
     AttackResult,
     Batch,
-    Seed,
     ascent_direction,
     check_eps,
     check_number,
@@ -25,7 +25,6 @@ from ._common import (
     check_steps,
     finish,
     from_numpy,
-    generator,
     iterate,
     linf_limits,
     prepare,

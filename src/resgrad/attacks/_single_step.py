@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._arrays import Seed, generator
 from ..model import ResidualMLP
 from ._common import (
     Array,
     AttackResult,
-    Seed,
     ascent_direction,
     check_eps,
     check_number,
@@ -17,7 +17,6 @@ from ._common import (
     constant_steps,
     finish,
     from_numpy,
-    generator,
     linf_limits,
     prepare,
     project_linf,

@@ -23,6 +23,7 @@ from ._common import (
     existing_file,
     load_dataset,
     make_output_folder,
+    non_negative_int,
     output_folder,
     positive_int,
     progress_bar,
@@ -82,7 +83,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="attack only the first N test samples (default: all)",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the random starts (default: 0)"
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seed of the random starts (default: 0)",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar"

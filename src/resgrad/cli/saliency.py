@@ -29,6 +29,7 @@ from ._common import (
     existing_file,
     load_dataset,
     make_output_folder,
+    non_negative_int,
     output_folder,
     progress_bar,
     write_atomic,
@@ -115,7 +116,7 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="seed of the SmoothGrad noise, the re-initialisation and the random "
         "orders (default: 0)",

@@ -12,6 +12,7 @@ from ._common import (
     add_data_arguments,
     fraction,
     load_dataset,
+    non_negative_int,
     output_file,
     plural,
     positive_float,
@@ -134,7 +135,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--seed",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="seeds the weights and the batches (default: %(default)s)",
     )
