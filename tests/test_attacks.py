@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -856,6 +857,80 @@ def test_bad_seed_raises(model):
     x, y = make_batch()
     with pytest.raises(TypeError, match="seed"):
         attacks.pgd(model, x, y, EPS, seed="zero")
+
+
+@pytest.mark.parametrize("bounds", ["01", ("0", "1"), (0.0, None)])
+def test_bounds_of_text_raise(model, bounds):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="pair of numbers"):
+        attacks.fgsm(model, x, y, EPS, bounds=bounds)
+
+
+@pytest.mark.parametrize(
+    "eps", [np.array(EPS), torch.tensor(EPS, requires_grad=True), np.float32(EPS)]
+)
+def test_zero_dimensional_eps_equals_float(model, eps):
+    x, y = make_batch()
+    expected = attacks.pgd(model, x, y, eps.item(), seed=3)
+    result = attacks.pgd(model, x, y, eps, seed=3)
+    np.testing.assert_array_equal(result.x_adv, expected.x_adv)
+
+
+def test_array_eps_of_one_entry_raises(model):
+    x, y = make_batch()
+    with pytest.raises(TypeError, match="eps to be a real number"):
+        attacks.pgd(model, x, y, np.array([EPS]))
+
+
+@pytest.mark.parametrize("dtype, eps", [("float64", 1e155), ("float32", 1e20)])
+def test_pgd_l2_huge_eps_still_attacks(dtype, eps):
+    """Squares of such radii overflow, which once made every step zero."""
+    net = resgrad.ResidualMLP.init([D, 24, CLASSES], seed=0, dtype=dtype)
+    x, y = make_batch()
+    x = x.astype(dtype)
+    with np.errstate(all="raise"):
+        result = attacks.pgd_l2(net, x, y, eps, seed=0, steps=3)
+    moved = np.abs(result.x_adv - x).max(axis=1)
+    assert np.all(moved > 0.5)
+    assert result.x_adv.min() >= 0.0
+    assert result.x_adv.max() <= 1.0
+
+
+def test_row_norms_match_plain_norms_and_stay_finite():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 7))
+    a[2] = 0.0
+    norms = common.row_norms(common._arrays.array_api_compat.numpy, a)
+    np.testing.assert_allclose(norms[:, 0], np.linalg.norm(a, axis=1), rtol=1e-15)
+    big = torch.full((2, 3), 1e20, dtype=torch.float32)
+    norms = common.row_norms(common._arrays.array_api_compat.torch, big)
+    assert torch.isfinite(norms).all()
+    assert math.isclose(norms[0, 0].item(), 3**0.5 * 1e20, rel_tol=1e-6)
+
+
+def test_overflowing_default_step_raises(model):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="default step size .* overflows"):
+        attacks.pgd_l2(model, x, y, 1.7e308, steps=1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_input_requiring_grad_gives_plain_result(model, name):
+    """x_adv carries no autograd graph and torch gives no warning, as for an
+    input that does not require a gradient."""
+    x, y = make_batch()
+    net = model.convert(torch)
+    x_t, y_t = torch.from_numpy(x), torch.from_numpy(y)
+    tracked = x_t.clone().requires_grad_(True)
+    weights = {k: v.clone().requires_grad_(True) for k, v in net.arrays().items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = run(name, net.replace_arrays(weights), tracked, y_t)
+    expected = run(name, net, x_t, y_t)
+    assert not result.x_adv.requires_grad
+    assert tracked.grad is None
+    assert torch.is_grad_enabled()
+    torch.testing.assert_close(result.x_adv, expected.x_adv, rtol=0, atol=0)
 
 
 def test_start_of_wrong_shape_raises(model):

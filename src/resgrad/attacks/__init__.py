@@ -6,7 +6,8 @@ Every attack takes a model, a batch ``x`` of shape ``(n, d)`` in a box
 counts and the L-inf, L2 and L0 sizes of the perturbations. Gradients come
 from ``resgrad.input_gradient`` and Jacobians from ``resgrad.input_jacobian``,
 with no autograd, so NumPy and PyTorch inputs run the same code and results
-keep the input's namespace, device and dtype.
+keep the input's namespace, device and dtype. On PyTorch the attacks run
+with autograd off, so the results carry no graph.
 """
 
 from ._common import BOX_TOLERANCE, AttackResult

@@ -9,8 +9,10 @@ gradient ``dY_i/dv_i`` of the softmax cross-entropy with label ``c``, taken by
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -106,6 +108,26 @@ class Batch:
         return int(self.x.shape[1])
 
 
+def without_autograd(attack: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``attack`` to run with PyTorch's autograd off.
+
+    The attacks take their gradients in closed form, so autograd would only
+    record a graph through every step when ``x`` or a weight requires a
+    gradient. With autograd off, the results carry no graph and the
+    in-place kernels run.
+    """
+
+    @functools.wraps(attack)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return attack(*args, **kwargs)
+        with torch.no_grad():
+            return attack(*args, **kwargs)
+
+    return run
+
+
 # Argument checks.
 
 
@@ -177,10 +199,15 @@ def scalar_class(target: Any) -> int | None:
 def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
     """Return ``bounds`` as two floats ``lo < hi``, or raise ``ValueError``."""
     try:
-        lo, hi = (float(value) for value in bounds)
+        lo, hi = bounds
+        if isinstance(bounds, (str, bytes)):
+            raise TypeError
+        lo = check_number("lo", lo, finite=False)
+        hi = check_number("hi", hi, finite=False)
     except (TypeError, ValueError):
         raise ValueError(
-            f"Expected bounds as a pair of numbers (lo, hi), got {bounds!r}."
+            f"Expected bounds as a pair of numbers (lo, hi), got {bounds!r}; "
+            "the default box for images is (0.0, 1.0)."
         ) from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ValueError(
@@ -203,12 +230,21 @@ def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> None:
         )
 
 
-def check_number(name: str, value: Any) -> float:
-    """Return ``value`` as a finite float, or raise ``TypeError``/``ValueError``."""
+def check_number(name: str, value: Any, finite: bool = True) -> float:
+    """Return ``value`` as a float, or raise ``TypeError``/``ValueError``.
+
+    A real number, including a NumPy scalar or a 0-d array or tensor, is
+    accepted; with ``finite`` it must also be finite.
+    """
+    if getattr(value, "shape", None) == ():
+        # A 0-d array or tensor, detached so that torch does not warn about
+        # reading a tensor that requires a gradient.
+        detach = getattr(value, "detach", None)
+        value = (value if detach is None else detach()).item()
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"Expected {name} to be a real number, got {value!r}.")
     value = float(value)
-    if not math.isfinite(value):
+    if finite and not math.isfinite(value):
         raise ValueError(
             f"Expected a finite {name}, got {value}; pass a finite real number."
         )
@@ -251,6 +287,11 @@ def step_size(alpha: float | None, default: float, eps: float) -> float:
     With ``eps = 0`` the attack returns its input, so the default may be 0.
     """
     if alpha is None:
+        if not math.isfinite(default):
+            raise ValueError(
+                f"The default step size for eps {eps} overflows to {default}; "
+                "pass a smaller eps, or a finite alpha."
+            )
         return default
     alpha = check_positive("alpha", alpha)
     return alpha
@@ -310,11 +351,23 @@ def project_linf(batch: Batch, v: Array, limits: tuple[Array, Array]) -> Array:
     return batch.xp.minimum(batch.xp.maximum(v, lower), upper)
 
 
+def row_norms(xp: Any, a: Array) -> Array:
+    """Return the ``(n, 1)`` L2 norms of the rows of ``a``.
+
+    Each row is divided by its largest magnitude before the sum of squares,
+    so entries above the square root of the largest float (1.8e19 in
+    float32) do not overflow to an infinite norm.
+    """
+    largest = xp.max(xp.abs(a), axis=1, keepdims=True)
+    safe = xp.where(largest > 0, largest, xp.ones_like(largest))
+    return largest * xp.linalg.vector_norm(a / safe, axis=1, keepdims=True)
+
+
 def project_l2(batch: Batch, v: Array, eps: float) -> Array:
     """Project ``v`` onto ``{||v - x||_2 <= eps}`` per sample, then onto the box."""
     xp = batch.xp
     delta = v - batch.x
-    norm = xp.linalg.vector_norm(delta, axis=1, keepdims=True)
+    norm = row_norms(xp, delta)
     safe = xp.where(norm > 0, norm, xp.ones_like(norm))
     scale = xp.where(norm > eps, eps / safe, xp.ones_like(norm))
     return clip(batch, batch.x + delta * scale)

@@ -30,8 +30,10 @@ from ._common import (
     prepare,
     project_l2,
     project_linf,
+    row_norms,
     step_size,
     unchanged,
+    without_autograd,
 )
 
 # Madry et al. (2017) take steps of 2.5 eps / steps, so that a run can cross
@@ -39,6 +41,7 @@ from ._common import (
 PGD_STEP_FACTOR = 2.5
 
 
+@without_autograd
 def bim(
     model: ResidualMLP,
     x: Array,
@@ -75,12 +78,13 @@ def bim(
     """
     batch = prepare(model, x, y, target, bounds)
     eps, steps = check_eps(eps), check_steps(steps)
-    alpha = step_size(alpha, PGD_STEP_FACTOR * eps / steps, eps)
+    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps)
     if eps == 0:
         return unchanged(batch)
     return _sign_steps(batch, x, linf_limits(batch, eps), alpha, steps, early_stop)
 
 
+@without_autograd
 def least_likely_class(model: ResidualMLP, x: Array) -> Array:
     """Return ``y_LL = argmin_k p(k | x)`` per row of ``x`` (n, d), shape ``(n,)``.
 
@@ -91,6 +95,7 @@ def least_likely_class(model: ResidualMLP, x: Array) -> Array:
     return model.xp.argmin(model(x), axis=1)
 
 
+@without_autograd
 def illcm(
     model: ResidualMLP,
     x: Array,
@@ -121,12 +126,13 @@ def illcm(
     batch = prepare(model, x, y, None, bounds)
     batch = replace(batch, target=least_likely_class(model, x))
     eps, steps = check_eps(eps), check_steps(steps)
-    alpha = step_size(alpha, PGD_STEP_FACTOR * eps / steps, eps)
+    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps)
     if eps == 0:
         return unchanged(batch)
     return _sign_steps(batch, x, linf_limits(batch, eps), alpha, steps, early_stop)
 
 
+@without_autograd
 def mifgsm(
     model: ResidualMLP,
     x: Array,
@@ -182,6 +188,7 @@ def mifgsm(
     return finish(batch, x_adv, taken)
 
 
+@without_autograd
 def pgd(
     model: ResidualMLP,
     x: Array,
@@ -216,7 +223,7 @@ def pgd(
     """
     batch = prepare(model, x, y, target, bounds)
     eps, steps = check_eps(eps), check_steps(steps)
-    alpha = step_size(alpha, PGD_STEP_FACTOR * eps / steps, eps)
+    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps)
     if eps == 0:
         return unchanged(batch)
     limits = linf_limits(batch, eps)
@@ -231,6 +238,7 @@ def pgd(
     return _sign_steps(batch, x_0, limits, alpha, steps, early_stop)
 
 
+@without_autograd
 def pgd_l2(
     model: ResidualMLP,
     x: Array,
@@ -270,7 +278,7 @@ def pgd_l2(
     """
     batch = prepare(model, x, y, target, bounds)
     eps, steps = check_eps(eps), check_steps(steps)
-    alpha = step_size(alpha, PGD_STEP_FACTOR * eps / steps, eps)
+    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps)
     if eps == 0:
         return unchanged(batch)
     if start is not None:
@@ -285,7 +293,7 @@ def pgd_l2(
 
     def step(v: Array) -> Array:
         grad = ascent_direction(batch, v)
-        norm = xp.linalg.vector_norm(grad, axis=1, keepdims=True)
+        norm = row_norms(xp, grad)
         safe = xp.where(norm > 0, norm, xp.ones_like(norm))
         return project_l2(batch, v + alpha * (grad / safe), eps)
 

@@ -43,6 +43,7 @@ from ._common import (
     prepare,
     succeeded,
     unchanged,
+    without_autograd,
 )
 
 # The number of (p, q) scores formed at once, about 16 MiB per float64
@@ -56,6 +57,7 @@ Selector = Callable[
 ]
 
 
+@without_autograd
 def jsma(
     model: ResidualMLP,
     x: Array,
@@ -106,6 +108,7 @@ def jsma(
     return _run(batch, batch.target, abs(theta), gamma, _jsma_selector(theta > 0))
 
 
+@without_autograd
 def mjsma(
     model: ResidualMLP,
     x: Array,

@@ -21,9 +21,11 @@ from ._common import (
     prepare,
     project_linf,
     unchanged,
+    without_autograd,
 )
 
 
+@without_autograd
 def fgsm(
     model: ResidualMLP,
     x: Array,
@@ -69,6 +71,7 @@ def fgsm(
     return finish(batch, x_adv, constant_steps(batch, 1))
 
 
+@without_autograd
 def rfgsm(
     model: ResidualMLP,
     x: Array,
