@@ -237,6 +237,27 @@ def test_torch_labels_with_numpy_input_raise():
         resgrad.gradients(model, x, torch.asarray(y))
 
 
+@pytest.mark.parametrize("plain", [list, tuple])
+def test_python_sequence_input_names_the_conversion(plain):
+    model = reference.random_model(1, "relu", "learned")
+    x, y = reference.random_batch(model, 3)
+    rows = plain(plain(row) for row in x.tolist())
+    with pytest.raises(TypeError, match=f"got a {plain.__name__}; .*np.asarray"):
+        resgrad.gradients(model, rows, y)
+
+
+@pytest.mark.parametrize(
+    "backend, hint", [("numpy", r"y.astype\(np.int64\)"), ("torch", r"y.long\(\)")]
+)
+def test_float_labels_name_the_cast_of_their_backend(backend, hint):
+    model = reference.random_model(1, "relu", "learned")
+    x, y = reference.random_batch(model, 3)
+    if backend == "torch":
+        model, x, y = model.convert(torch), torch.asarray(x), torch.asarray(y)
+    with pytest.raises(TypeError, match=f"cast them with {hint}"):
+        resgrad.gradients(model, x, y * 1.0)
+
+
 def test_strict_model_with_numpy_input_raises():
     model = reference.random_model(1, "relu", "learned").convert(array_api_strict)
     x, y = reference.random_batch(model, 3)

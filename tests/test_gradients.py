@@ -1,6 +1,7 @@
 """Gradients of the loss: backpropagation and Theorem 1's products against
 PyTorch autograd and central finite differences, in float64."""
 
+import dataclasses
 import itertools
 import math
 
@@ -371,6 +372,31 @@ def test_per_sample_out_rejects_stacks_holding_x():
     with pytest.raises(ValueError, match="shares memory with x"):
         resgrad.per_sample_gradients(model, inside, y, out=out)
     assert np.array_equal(inside, x)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("block, name", [(1, "W1"), (0, "b2"), (1, "W3")])
+def test_per_sample_out_rejects_stacks_holding_weights(backend, block, name):
+    """A model whose weight is a view into a stack of out is left as it was."""
+    model = reference.random_model(2, "relu", "learned")
+    x, y = reference.random_batch(model, 4)
+    model, x, y = _on_backend(backend, model, x, y)
+    out = resgrad.per_sample_gradients(model, x, y)
+    weight = getattr(model.blocks[block], name)
+    inside = out.blocks[1].W2.reshape(-1)[: math.prod(weight.shape)]
+    inside = inside.reshape(weight.shape)
+    inside[...] = weight
+    if backend == "numpy" and name == "W3":
+        # A view whose base is no ndarray, so its owner is unknown.
+        inside = np.lib.stride_tricks.as_strided(inside)
+    blocks = list(model.blocks)
+    blocks[block] = dataclasses.replace(blocks[block], **{name: inside})
+    aliased = dataclasses.replace(model, blocks=blocks)
+    before = np.asarray(inside).copy()
+    key = f"blocks.{block}.{name}"
+    with pytest.raises(ValueError, match=f"W2 shares memory with the model's {key}"):
+        resgrad.per_sample_gradients(aliased, x, y, out=out)
+    assert np.array_equal(np.asarray(inside), before)
 
 
 def test_per_sample_out_needs_writable_tensors():

@@ -598,6 +598,30 @@ def test_explicit_logits_gradients_equal_autograd():
         assert reference.relative_error(actual[name], grad) <= 1e-12, name
 
 
+@pytest.mark.parametrize("shape", [(), (3, 2)])
+def test_explicit_module_takes_leading_axes_like_linear(shape):
+    model = _model("learned", "relu")
+    module = to_module(model)
+    explicit = to_module(model, explicit=True)
+    x, _ = _batch(model)
+    rows = x[: math.prod(shape) or 1].reshape(*shape, x.shape[1])
+    rows = rows.clone().requires_grad_(True)
+    expected = module(rows)
+    actual = explicit(rows)
+    assert actual.shape == expected.shape == (*shape, model.n_classes)
+    assert reference.relative_error(actual, expected) <= 1e-14
+    (grad_expected,) = torch.autograd.grad(expected.square().sum(), rows)
+    (grad_actual,) = torch.autograd.grad(actual.square().sum(), rows)
+    assert reference.relative_error(grad_actual, grad_expected) <= 1e-12
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(3, 3), nn.ReLU(), nn.Identity()])
+def test_from_module_names_a_lone_layer(layer):
+    name = type(layer).__name__
+    with pytest.raises(ValueError, match=f"A lone {name} is not a residual network"):
+        from_module(layer)
+
+
 def test_explicit_forward_equals_module():
     model = _model("identity", "softplus", output_activation="softplus")
     module = to_module(model)

@@ -21,6 +21,13 @@ def namespace(*arrays: Array) -> Any:
             array.
     """
     present = [a for a in arrays if a is not None]
+    for a in present:
+        if isinstance(a, (list, tuple, int, float)):
+            raise TypeError(
+                f"Expected arrays, got a {type(a).__name__}; convert it first, "
+                "e.g. with np.asarray(x) or torch.as_tensor(x) in the model's "
+                "namespace and dtype."
+            )
     try:
         return array_api_compat.array_namespace(*present)
     except TypeError as error:
@@ -96,9 +103,14 @@ def check_labels(xp: Any, y: Array, n: int, classes: int, name: str = "y") -> No
             f"shape {tuple(y.shape)}."
         )
     if not xp.isdtype(y.dtype, "integral"):
+        cast = (
+            f"{name}.long()"
+            if array_api_compat.is_torch_array(y)
+            else f"{name}.astype(np.int64)"
+        )
         raise TypeError(
             f"Expected integer class labels in {name}, got dtype {y.dtype}; "
-            f"cast them with astype(int64)."
+            f"cast them with {cast}."
         )
     if n == 0:
         return

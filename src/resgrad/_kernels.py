@@ -110,6 +110,12 @@ class Kernels:
         """Return the first and one past the last byte address of ``array``."""
         raise NotImplementedError
 
+    def owner(self, array: Array) -> Any:
+        """Return the object that owns the memory of ``array`` alone, so that
+        arrays of two different owners share no memory, or ``None`` when
+        that is unknown."""
+        return None
+
     def outer_products(
         self, pairs: list[tuple[Array, Array]], out: list[Array] | None = None
     ) -> list[Array]:
@@ -220,6 +226,14 @@ class NumpyKernels(Kernels):
                 "pass arrays of their own, or out=None"
             )
         return None
+
+    def owner(self, array):
+        # A view's base is the array it was made from, down to one that
+        # allocated its memory (base None). Any other base, such as a buffer
+        # or an as_strided view, could share memory with anything.
+        while isinstance(array, np.ndarray) and array.base is not None:
+            array = array.base
+        return array if isinstance(array, np.ndarray) else None
 
     def extent(self, array):
         if array.flags.c_contiguous:

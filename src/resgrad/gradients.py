@@ -19,6 +19,7 @@ rows are samples and the diagonal matrices become elementwise products, so
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -449,21 +450,22 @@ def _out_stacks(
         if reason is not None:
             raise ValueError(f"{where} {reason}.")
         stacks.append(stack)
-    _check_disjoint(ops, x, names, stacks)
+    reads = {"x": x, **{f"the model's {k}": v for k, v in model.arrays().items()}}
+    _check_disjoint(ops, reads, names, stacks)
     return stacks
 
 
 def _check_disjoint(
     ops: _kernels.Kernels,
-    x: Array,
+    reads: dict[str, Array],
     names: list[tuple[int, str]],
     stacks: list[Array],
 ) -> None:
-    """Raise ``ValueError`` if two of ``stacks`` or a stack and ``x`` share
-    memory.
+    """Raise ``ValueError`` if two of ``stacks`` share memory, or a stack
+    shares memory with one of ``reads`` (``x`` and the model's arrays).
 
     Writing one stack would then change another before it is filled, or
-    change ``x``, which the first block's stacks read. The check compares
+    change an input of the call or the caller's model. The check compares
     address ranges, so two views that interleave without sharing an element
     are rejected too.
     """
@@ -483,12 +485,29 @@ def _check_disjoint(
                 f"{where(first)} and {where(second)} share memory; pass stacks "
                 "of their own, or out=None."
             )
-    x_start, x_end = ops.extent(x)
-    for start, end, position in ranges:
-        if start < x_end and x_start < end:
+    if not ranges:
+        return
+    # The stacks are disjoint now, so sorted by start they are also sorted by
+    # end, and a read range overlaps a stack exactly when the first stack
+    # that ends after the read starts begins before the read ends.
+    ends = [end for _, end, _ in ranges]
+    # Reading the addresses of the 600 arrays of a 100-block model took
+    # 1.4 ms, so an array whose memory has an owner other than the stacks'
+    # is skipped.
+    owners = {id(ops.owner(stack)) for stack in stacks}
+    known = id(None) not in owners
+    for name, array in reads.items():
+        if array is None or not math.prod(array.shape):
+            continue
+        owner = ops.owner(array)
+        if known and owner is not None and id(owner) not in owners:
+            continue
+        start, end = ops.extent(array)
+        first = bisect.bisect_right(ends, start)
+        if first < len(ranges) and ranges[first][0] < end:
             raise ValueError(
-                f"{where(position)} shares memory with x; pass stacks of their "
-                "own, or out=None."
+                f"{where(ranges[first][2])} shares memory with {name}; pass "
+                "stacks of their own, or out=None."
             )
 
 

@@ -787,6 +787,15 @@ def from_module(
     _check_layers(module)
     if isinstance(module, nn.ModuleList):
         module = nn.Sequential(*module)
+    # The tracer reads a torch.nn layer as one opaque node, so a lone layer
+    # would only fail later with a message about its weight.
+    own = isinstance(module, (TorchBlock, TorchResidualMLP))
+    if not own and _Tracer().is_leaf_module(module, ""):
+        raise ValueError(
+            f"A lone {type(module).__name__} is not a residual network: a block "
+            "is Linear, activation, Linear, as in nn.Sequential(nn.Linear(p, q), "
+            "nn.ReLU(), nn.Linear(q, p))."
+        )
     blocks, streams, output_activation = _chain(_read(module))
     model = ResidualMLP(
         [_resgrad_block(block) for block in blocks],
@@ -988,9 +997,14 @@ def explicit_forward(
 
     Args:
         module: a ``TorchResidualMLP``.
-        x: the inputs, shape ``(n, p_0)``, in the module's dtype and device.
+        x: the inputs, shape ``(n, p_0)``, or ``(..., p_0)`` as for
+            ``nn.Linear``, in the module's dtype and device.
         output: ``"output"`` for ``a^L`` or ``"logits"`` for ``z^L``.
     """
+    if isinstance(x, torch.Tensor) and x.ndim not in (0, 2):
+        # One row, or rows under more leading axes, run as a flat batch.
+        flat = explicit_forward(module, x.reshape(-1, x.shape[-1]), output)
+        return flat.reshape(*x.shape[:-1], flat.shape[-1])
     if not isinstance(module, TorchResidualMLP):
         raise TypeError(
             f"Expected a TorchResidualMLP, got {type(module).__name__}; convert "
