@@ -594,13 +594,25 @@ def edit_header(path, edit):
         (lambda h: h["config"].update(sizes="5,4,3"), "'sizes' is '5,4,3'; expected"),
         (lambda h: h["config"].update(sizes=[5]), r"sizes \[5\] are not two or more"),
         (lambda h: h["config"].update(sizes=[5, 0, 3]), "sizes .* positive ints"),
-        (lambda h: h["config"].update(hidden=[6]), r"hidden \[6\] is not 2 positive"),
+        (
+            lambda h: h["config"].update(hidden=[6]),
+            (
+                r"config hidden \[6\] has 1 entry, but sizes, shortcuts and biases "
+                "give 2 blocks, so it needs 2, one per block"
+            ),
+        ),
         (lambda h: h["config"].update(hidden=[6, 2.5]), "hidden .* positive ints"),
         (lambda h: h["config"].update(activation="swish"), "activation 'swish' is"),
         (lambda h: h["config"].update(output_activation="softmax"), "'softmax' is"),
-        (lambda h: h["config"].update(shortcuts=["learned"]), "shortcuts .* not 2"),
+        (
+            lambda h: h["config"].update(shortcuts=["learned"]),
+            r"shortcuts \['learned'\] has 1 entry, .* needs 2",
+        ),
         (lambda h: h["config"].update(shortcuts=["learned", "dense"]), "shortcuts"),
-        (lambda h: h["config"].update(biases=[[True, True]]), "biases .* not 2"),
+        (
+            lambda h: h["config"].update(biases=[[True, True]]),
+            r"biases \[\[True, True\]\] has 1 entry, .* needs 2",
+        ),
         (lambda h: h["config"].update(biases=[[1, 1], [1, 1]]), "pairs of booleans"),
         (lambda h: h["config"].update(dtype="float16"), "dtype 'float16' is not"),
     ],
@@ -609,6 +621,48 @@ def test_invalid_header(saved, edit, match):
     path, _ = saved
     edit_header(path, edit)
     with pytest.raises(ValueError, match=PREFIX + ".*" + match):
+        load(path)
+
+
+def test_config_sizes_wrong_length(tmp_path):
+    path = tmp_path / "model.npz"
+    save(ResidualMLP.init([6, 6, 6, 3], seed=0), path)
+    edit_header(path, lambda h: h["config"].update(sizes=[10**12, 10**12]))
+    with pytest.raises(ValueError) as error:
+        load(path)
+    message = str(error.value)
+    assert (
+        "config sizes [1000000000000, 1000000000000] has 2 entries, but hidden, "
+        "shortcuts and biases give 3 blocks, so it needs 4, the input width and "
+        "one output width per block." in message
+    )
+    assert "hidden [" not in message
+
+
+def test_config_long_sizes_shortened(saved):
+    path, _ = saved
+    edit_header(path, lambda h: h["config"].update(sizes=[10**50] * 100000))
+    with pytest.raises(ValueError, match="config sizes .*has 100000 entries") as error:
+        load(path)
+    message = str(error.value).removeprefix(str(path))
+    assert len(message) < 500
+    assert str(10**50) not in message
+
+
+def test_config_block_counts_disagree(saved):
+    path, _ = saved
+
+    def edit(header):
+        header["config"].update(hidden=[6], shortcuts=["none"])
+
+    edit_header(path, edit)
+    match = (
+        r"the config lists give different numbers of blocks \(sizes \[5, 4, 3\] "
+        r"gives 2 blocks, hidden \[6\] gives 1 block, shortcuts \['none'\] gives "
+        r"1 block, biases \[\[True, True\], \[True, True\]\] gives 2 blocks\), "
+        "but they must agree"
+    )
+    with pytest.raises(ValueError, match=PREFIX + match):
         load(path)
 
 

@@ -16,11 +16,13 @@ any array is read. Every defect raises ``ValueError`` naming the file.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import math
 import os
 import re
+import reprlib
 import secrets
 import shutil
 import zipfile
@@ -500,7 +502,7 @@ def _check_array_headers(
             raise _invalid(
                 path,
                 f"{key} has shape {found_shape}, but the config's sizes and hidden "
-                f"widths need {shape}",
+                f"widths need {_short(shape)}",
             )
 
 
@@ -543,7 +545,8 @@ def _check_fields(path: Path, where: str, value: Any, fields: dict[str, type]) -
         field = value[name]
         if not isinstance(field, kind) or (kind is int and isinstance(field, bool)):
             raise _invalid(
-                path, f"{where} field {name!r} is {field!r}; expected a {kind.__name__}"
+                path,
+                f"{where} field {name!r} is {_short(field)}; expected a {kind.__name__}",
             )
 
 
@@ -566,31 +569,84 @@ def _check_config(path: Path, config: dict) -> None:
     _check_fields(path, "the config", config, _CONFIG_FIELDS)
     sizes, hidden = config["sizes"], config["hidden"]
     if len(sizes) < 2 or not all(_is_positive_int(s) for s in sizes):
-        raise _invalid(path, f"config sizes {sizes} are not two or more positive ints")
-    depth = len(sizes) - 1
-    if len(hidden) != depth or not all(_is_positive_int(q) for q in hidden):
         raise _invalid(
-            path, f"config hidden {hidden} is not {depth} positive ints, one per block"
+            path, f"config sizes {_short(sizes)} are not two or more positive ints"
+        )
+    _check_block_count(path, config)
+    if not all(_is_positive_int(q) for q in hidden):
+        raise _invalid(
+            path, f"config hidden {_short(hidden)} are not all positive ints"
         )
     for name in ("activation", "post_activation", "output_activation"):
         if config[name] not in ACTIVATIONS:
             raise _invalid(
                 path,
-                f"config {name} {config[name]!r} is unknown; expected one of "
+                f"config {name} {_short(config[name])} is unknown; expected one of "
                 f"{', '.join(ACTIVATIONS)}",
             )
-    _check_blocks(path, config, depth)
+    _check_blocks(path, config)
     if config["dtype"] not in DTYPES:
-        raise _invalid(path, f"config dtype {config['dtype']!r} is not one of {DTYPES}")
+        raise _invalid(
+            path, f"config dtype {_short(config['dtype'])} is not one of {DTYPES}"
+        )
 
 
-def _check_blocks(path: Path, config: dict, depth: int) -> None:
-    shortcuts, biases = config["shortcuts"], config["biases"]
-    if len(shortcuts) != depth or not all(s in SHORTCUTS for s in shortcuts):
+# The config lists with one entry per block. sizes has one entry more.
+_PER_BLOCK_FIELDS = ("hidden", "shortcuts", "biases")
+
+
+def _check_block_count(path: Path, config: dict) -> None:
+    """Check that sizes and the per-block lists give the same number of blocks.
+
+    When all lists but one agree, the message names that one, because it is
+    the likely edit. Otherwise it lists every count.
+    """
+    counts = {"sizes": len(config["sizes"]) - 1}
+    counts.update((name, len(config[name])) for name in _PER_BLOCK_FIELDS)
+    depth, agreeing = collections.Counter(counts.values()).most_common(1)[0]
+    if agreeing == len(counts):
+        return
+    if agreeing < len(counts) - 1:
+        found = ", ".join(
+            f"{name} {_short(config[name])} gives {_blocks(count)}"
+            for name, count in counts.items()
+        )
         raise _invalid(
             path,
-            f"config shortcuts {shortcuts} are not {depth} of "
-            f"{', '.join(SHORTCUTS)}, one per block",
+            f"the config lists give different numbers of blocks ({found}), but "
+            "they must agree, with one entry more in sizes than in hidden, "
+            "shortcuts and biases",
+        )
+    name = next(name for name, count in counts.items() if count != depth)
+    others = [other for other in counts if other != name]
+    if name == "sizes":
+        found = _entries(len(config["sizes"]))
+        needed = f"{depth + 1}, the input width and one output width per block"
+    else:
+        found, needed = _entries(counts[name]), f"{depth}, one per block"
+    raise _invalid(
+        path,
+        f"config {name} {_short(config[name])} has {found}, but "
+        f"{', '.join(others[:-1])} and {others[-1]} give {_blocks(depth)}, "
+        f"so it needs {needed}",
+    )
+
+
+def _entries(count: int) -> str:
+    return f"{count} entry" if count == 1 else f"{count} entries"
+
+
+def _blocks(count: int) -> str:
+    return f"{count} block" if count == 1 else f"{count} blocks"
+
+
+def _check_blocks(path: Path, config: dict) -> None:
+    shortcuts, biases = config["shortcuts"], config["biases"]
+    if not all(s in SHORTCUTS for s in shortcuts):
+        raise _invalid(
+            path,
+            f"config shortcuts {_short(shortcuts)} are not all one of "
+            f"{', '.join(SHORTCUTS)}",
         )
     pairs = all(
         isinstance(pair, list)
@@ -598,12 +654,21 @@ def _check_blocks(path: Path, config: dict, depth: int) -> None:
         and all(isinstance(flag, bool) for flag in pair)
         for pair in biases
     )
-    if len(biases) != depth or not pairs:
+    if not pairs:
         raise _invalid(
             path,
-            f"config biases {biases} are not {depth} [b1, b2] pairs of booleans, "
-            "one per block",
+            f"config biases {_short(biases)} are not all [b1, b2] pairs of booleans",
         )
+
+
+# reprlib cuts long lists, strings and ints with "...", so that an edited
+# config of a million sizes or a 4000-digit width gives a short message.
+_SHORT_REPR = reprlib.Repr()
+
+
+def _short(value: Any) -> str:
+    """Return the repr of a value from a file, shortened if long."""
+    return _SHORT_REPR.repr(value)
 
 
 def _is_positive_int(value: Any) -> bool:
