@@ -581,7 +581,6 @@ def edit_header(path, edit):
     "edit, match",
     [
         (lambda h: h.update(format="pickle"), "its format is 'pickle'"),
-        (lambda h: h.update(format_version=2), "format version 2, .* upgrade resgrad"),
         (lambda h: h.update(format_version=0), "its format version 0 is unknown"),
         (lambda h: h.update(format_version=True), "'format_version' is True; expected"),
         (lambda h: h.pop("metadata"), r"missing the field\(s\) \['metadata'\]"),
@@ -621,6 +620,40 @@ def test_invalid_header(saved, edit, match):
     path, _ = saved
     edit_header(path, edit)
     with pytest.raises(ValueError, match=PREFIX + ".*" + match):
+        load(path)
+
+
+def test_newer_format_version(saved):
+    path, _ = saved
+    edit_header(path, lambda h: h.update(format_version=99))
+    message = (
+        f"{path} is a resgrad model file of format version 99, written by resgrad "
+        f"{resgrad.__version__}, but resgrad {resgrad.__version__} reads format "
+        "versions up to 1. Upgrade resgrad to read it."
+    )
+    for read in (load, read_metadata):
+        with pytest.raises(resgrad.InvalidModelFile) as error:
+            read(path)
+        assert str(error.value) == message
+
+
+def test_newer_format_with_other_fields(saved):
+    path, _ = saved
+
+    def edit(header):
+        header.update(format_version=2, resgrad_version="2.0.0", compression="zstd")
+        del header["metadata"]
+
+    edit_header(path, edit)
+    match = "format version 2, written by resgrad 2.0.0, but resgrad .* up to 1"
+    with pytest.raises(ValueError, match=match):
+        load(path)
+
+
+def test_newer_format_odd_writer_left_out(saved):
+    path, _ = saved
+    edit_header(path, lambda h: h.update(format_version=2, resgrad_version="x\n" * 99))
+    with pytest.raises(ValueError, match="format version 2, but resgrad"):
         load(path)
 
 

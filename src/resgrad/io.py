@@ -299,8 +299,9 @@ def load(
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the file is not a valid resgrad model file; the message
-            names the file and the defect.
+        ValueError: if the file is not a valid resgrad model file, or has a
+            later format version than this resgrad reads; the message names
+            the file and the defect.
     """
     path = _existing_file(path)
     with open(path, "rb") as file:
@@ -323,7 +324,8 @@ def read_metadata(path: PathLike) -> dict:
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
-        ValueError: if the file is not a valid resgrad model file.
+        ValueError: if the file is not a valid resgrad model file, or has a
+            later format version than this resgrad reads.
     """
     path = _existing_file(path)
     with open(path, "rb") as file:
@@ -340,7 +342,8 @@ def _existing_file(path: PathLike, kind: str = "Model") -> Path:
 
 
 class InvalidModelFile(ValueError):
-    """A model or checkpoint file that is damaged, foreign or inconsistent.
+    """A model or checkpoint file that is damaged, foreign or inconsistent,
+    or a model file of a later format version than this resgrad reads.
 
     A subclass of ``ValueError``; the message names the file and the defect.
     """
@@ -526,6 +529,7 @@ def _read_header(path: Path, file: IO[bytes], headers: dict[str, tuple]) -> dict
         raise _invalid(
             path, f"{CONFIG_KEY} is not valid UTF-8 JSON ({error})"
         ) from error
+    _check_newer_format(path, header)
     _check_fields(path, "the header", header, _HEADER_FIELDS)
     _check_format(path, header)
     _check_config(path, header["config"])
@@ -550,19 +554,43 @@ def _check_fields(path: Path, where: str, value: Any, fields: dict[str, type]) -
             )
 
 
+# A resgrad_version shown in a message, such as 1.2.0 or 2.0.0rc1+local. Other
+# text in that field of a later format is left out of the message.
+_VERSION_TEXT = re.compile(r"[0-9A-Za-z.+!_-]{1,40}")
+
+
+def _check_newer_format(path: Path, header: Any) -> None:
+    """Reject a model file of a later format version than this resgrad reads.
+
+    This runs before the other header checks, because a later format may
+    add, remove or retype fields.
+    """
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        return
+    version = header.get("format_version")
+    if not _is_positive_int(version) or version <= FORMAT_VERSION:
+        return
+    from . import __version__
+
+    writer = header.get("resgrad_version")
+    written_by = ""
+    if isinstance(writer, str) and _VERSION_TEXT.fullmatch(writer):
+        written_by = f", written by resgrad {writer}"
+    raise InvalidModelFile(
+        f"{path} is a resgrad model file of format version {_short(version)}"
+        f"{written_by}, but resgrad {__version__} reads format versions up to "
+        f"{FORMAT_VERSION}. Upgrade resgrad to read it."
+    )
+
+
 def _check_format(path: Path, header: dict) -> None:
     if header["format"] != FORMAT:
-        raise _invalid(path, f"its format is {header['format']!r}, not {FORMAT!r}")
-    version = header["format_version"]
-    if version > FORMAT_VERSION:
         raise _invalid(
-            path,
-            f"it has format version {version}, written by resgrad "
-            f"{header['resgrad_version']}; this resgrad reads version "
-            f"{FORMAT_VERSION}, so upgrade resgrad",
+            path, f"its format is {_short(header['format'])}, not {FORMAT!r}"
         )
+    version = header["format_version"]
     if version != FORMAT_VERSION:
-        raise _invalid(path, f"its format version {version} is unknown")
+        raise _invalid(path, f"its format version {_short(version)} is unknown")
 
 
 def _check_config(path: Path, config: dict) -> None:
