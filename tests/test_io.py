@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import pickle
+import re
 import signal
 import struct
 import subprocess
@@ -164,6 +165,16 @@ def test_save_missing_folder(tmp_path):
     folder = tmp_path / "runs"
     with pytest.raises(FileNotFoundError, match=f"the folder {folder} does not exist"):
         save(random_model(), folder / "model.npz")
+
+
+def test_save_to_folder(tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    message = f"Cannot save {folder}: it is a folder, not a file. Pass a file path"
+    with pytest.raises(IsADirectoryError, match=re.escape(message)):
+        save(random_model(), folder)
+    assert os.listdir(tmp_path) == ["runs"]
+    assert os.listdir(folder) == []
 
 
 def test_load_missing_file(tmp_path):

@@ -107,6 +107,7 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
         TypeError: if the model is not a ``ResidualMLP``, its dtype is not
             float32 or float64, or ``metadata`` is not a JSON-serialisable
             dict.
+        IsADirectoryError: if ``path`` is a folder.
         FileNotFoundError: if the folder of ``path`` does not exist.
 
     >>> import os, tempfile
@@ -169,7 +170,16 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     ``.<name>.<pid>.<random>.tmp``. The next write to ``path`` removes such
     files whose process no longer runs. Where ``O_TMPFILE`` is missing, the
     data goes to the named temporary file from the start.
+
+    Raises:
+        IsADirectoryError: if ``path`` is a folder.
+        FileNotFoundError: if the folder of ``path`` does not exist.
     """
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"Cannot save {path}: it is a folder, not a file. Pass a file path, "
+            "such as a new file name inside that folder."
+        )
     folder = path.parent
     if not folder.is_dir():
         raise FileNotFoundError(
