@@ -177,6 +177,20 @@ def test_save_to_folder(tmp_path):
     assert os.listdir(folder) == []
 
 
+@pytest.mark.parametrize("inside", ["model.npz", "runs/model.npz"])
+def test_save_under_file(tmp_path, inside):
+    parent = tmp_path / "notes.txt"
+    parent.write_text("not a folder")
+    message = (
+        f"Cannot save {parent / inside}: {parent} is a file, not a folder. Pass a "
+        "path inside an existing folder."
+    )
+    with pytest.raises(NotADirectoryError, match=re.escape(message)):
+        save(random_model(), parent / inside)
+    assert os.listdir(tmp_path) == ["notes.txt"]
+    assert parent.read_text() == "not a folder"
+
+
 def test_load_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.npz does not exist"):
         load(tmp_path / "absent.npz")

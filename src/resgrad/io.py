@@ -109,6 +109,7 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
             dict.
         IsADirectoryError: if ``path`` is a folder.
         FileNotFoundError: if the folder of ``path`` does not exist.
+        NotADirectoryError: if a parent of ``path`` is a file.
 
     >>> import os, tempfile
     >>> model = ResidualMLP.init([4, 3, 2], seed=0)
@@ -174,6 +175,7 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     Raises:
         IsADirectoryError: if ``path`` is a folder.
         FileNotFoundError: if the folder of ``path`` does not exist.
+        NotADirectoryError: if a parent of ``path`` is a file.
     """
     if path.is_dir():
         raise IsADirectoryError(
@@ -182,9 +184,7 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         )
     folder = path.parent
     if not folder.is_dir():
-        raise FileNotFoundError(
-            f"Cannot save {path}: the folder {folder} does not exist; create it first."
-        )
+        raise _missing_folder_error(path)
     _remove_stale_temporaries(path)
     temporary = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
     descriptor, named = _open_temporary(folder, temporary)
@@ -201,6 +201,26 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.unlink(temporary)
         raise
     _sync_folder(folder)
+
+
+def _missing_folder_error(path: Path) -> OSError:
+    """Return the error for a ``path`` whose folder is not an existing folder.
+
+    The message names the closest existing parent when that is not a folder,
+    because then the folder cannot be created.
+    """
+    folder = path.parent
+    parents = (folder, *folder.parents)
+    existing = next((parent for parent in parents if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        problem = "is a file, not a folder" if existing.is_file() else "is not a folder"
+        return NotADirectoryError(
+            f"Cannot save {path}: {existing} {problem}. Pass a path inside an "
+            "existing folder."
+        )
+    return FileNotFoundError(
+        f"Cannot save {path}: the folder {folder} does not exist; create it first."
+    )
 
 
 def _open_temporary(folder: Path, temporary: Path) -> tuple[int, bool]:
