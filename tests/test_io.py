@@ -238,6 +238,26 @@ def test_metadata_not_serialisable(tmp_path, metadata, match):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize(
+    "metadata, message",
+    [
+        ({1: 2}, "metadata has the key 1 of type int, which JSON would store as "),
+        ({True: 1}, "metadata has the key True of type bool, "),
+        (
+            {"runs": [{"scores": {0: 0.9}}]},
+            "metadata['runs'][0]['scores'] has the key 0",
+        ),
+        ({"x": ({None: 1},)}, "metadata['x'][0] has the key None of type NoneType"),
+    ],
+)
+def test_metadata_key_not_string(tmp_path, metadata, message):
+    with pytest.raises(TypeError) as error:
+        save(random_model(), tmp_path / "model.npz", metadata=metadata)
+    assert str(error.value).startswith(message)
+    assert str(error.value).endswith(". Use string keys instead.")
+    assert os.listdir(tmp_path) == []
+
+
 def test_metadata_not_dict(tmp_path):
     with pytest.raises(TypeError, match="Expected metadata as a dict, got list"):
         save(random_model(), tmp_path / "model.npz", metadata=["digits"])

@@ -101,12 +101,12 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
         metadata: a JSON-serialisable dict stored beside the weights (for
             example the data set and the test accuracy), returned by
             ``read_metadata``. It is stored as JSON, so tuples come back as
-            lists.
+            lists. Every dict key, at any depth, must be a string.
 
     Raises:
         TypeError: if the model is not a ``ResidualMLP``, its dtype is not
             float32 or float64, or ``metadata`` is not a JSON-serialisable
-            dict.
+            dict with string keys.
         IsADirectoryError: if ``path`` is a folder.
         FileNotFoundError: if the folder of ``path`` does not exist.
         NotADirectoryError: if a parent of ``path`` is a file.
@@ -157,7 +157,39 @@ def _encode_header(config: dict, metadata: dict | None) -> bytes:
             f"metadata is not JSON-serialisable: {error}; use strings, finite "
             "numbers, booleans, None, lists and dicts with string keys."
         ) from error
+    _check_metadata_keys(metadata)
     return text.encode("utf-8")
+
+
+def _check_metadata_keys(metadata: dict) -> None:
+    """Reject dict keys that are not strings, at any depth of ``metadata``.
+
+    json.dumps writes int, float, bool and None keys as strings, so the
+    metadata would load back with other keys. Call this after json.dumps has
+    accepted ``metadata``, which rules out circular references.
+    """
+    stack = [("metadata", metadata)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            items = value.items()
+            for key in value:
+                if not isinstance(key, str):
+                    stored = next(iter(json.loads(json.dumps({key: None}))))
+                    raise TypeError(
+                        f"{where} has the key {_short(key)} of type "
+                        f"{type(key).__name__}, which JSON would store as the "
+                        f"string {_short(stored)}. Use string keys instead."
+                    )
+        elif isinstance(value, (list, tuple)):
+            items = enumerate(value)
+        else:
+            continue
+        stack.extend(
+            (f"{where}[{_short(key)}]", item)
+            for key, item in items
+            if isinstance(item, (dict, list, tuple))
+        )
 
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
