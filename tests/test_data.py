@@ -190,6 +190,28 @@ def test_split_rejects_length_mismatch():
         train_test_split(x, y[:-1])
 
 
+def test_load_rejects_one_row_per_class(tmp_path):
+    x, y = blobs((1, 1, 1), features=5)
+    path = write_npz(tmp_path / "tiny.npz", x, y)
+    x_before = x.copy()
+    for test_size in (0.25, 0.9):
+        with pytest.raises(
+            ValueError,
+            match="The test part of the data set 'tiny' is empty because each "
+            "of its 3 classes has a single row.*at least two rows in some class",
+        ):
+            load_data(path, test_size=test_size)
+    assert np.array_equal(x, x_before)
+
+
+def test_load_keeps_one_test_row_per_class(tmp_path):
+    # Each class keeps a row in both parts, so 0.1 gives half the rows.
+    x, y = blobs((2,) * 10)
+    dataset = load_data(write_npz(tmp_path / "pairs.npz", x, y), test_size=0.1)
+    assert sorted(dataset.y_test.tolist()) == list(range(10))
+    assert sorted(dataset.y_train.tolist()) == list(range(10))
+
+
 # .npz files.
 
 

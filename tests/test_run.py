@@ -208,6 +208,28 @@ def test_run_interrupt_in_training_no_folder(tmp_path, monkeypatch, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_empty_test_split_trains_nothing(tmp_path, monkeypatch, capsys, command):
+    import resgrad.cli.run
+    import resgrad.cli.train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(resgrad.cli.run, "train_model", no_training)
+    monkeypatch.setattr(resgrad.cli.train, "train_model", no_training)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "tiny.npz", X=rng.uniform(size=(3, 5)), y=np.arange(3))
+    out = tmp_path / ("model.npz" if command == "train" else "run")
+    argv = [command, "--data", str(tmp_path / "tiny.npz"), "--out", str(out)]
+    status = main([*argv, "--no-progress"])
+
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "The test part of the data set 'tiny' is empty" in err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["tiny.npz"]
+
+
 @pytest.mark.parametrize("command", ["run", "train", "evaluate", "check"])
 def test_command_help_exits_zero(command, capsys):
     status = main([command, "--help"])

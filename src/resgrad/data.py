@@ -123,8 +123,12 @@ def train_test_split(
     """Split rows into a training and a test part, stratified by label.
 
     Each class gives about ``test_size`` of its rows to the test part, and
-    every class with at least two rows appears in both parts. The same seed
-    gives the same split. The inputs are not modified.
+    every class with at least two rows appears in both parts. A class with a
+    single row goes to the training part, so the test part is empty when
+    every class has one row. Keeping a row of every class in each part can
+    move the split far from ``test_size`` when there are few rows per
+    class: 20 rows in 10 classes split 10/10 at ``test_size=0.1``. The same
+    seed gives the same split. The inputs are not modified.
 
     Args:
         x: features of shape ``(n, ...)``.
@@ -800,6 +804,10 @@ def load_data(
         labels: the IDX label file; required for IDX images, else unused.
         label_column: the label column of a CSV file (``-1``: the last).
         test_size: the fraction of rows for the test part, in ``(0, 1)``.
+            Every class with two or more rows gives at least one row to each
+            part, and a class with one row gives it to the training part. With
+            few rows per class the split can therefore differ much from
+            ``test_size``: 20 rows in 10 classes split 10/10 at ``0.1``.
         seed: the seed of the stratified split.
         scale: ``"auto"`` maps features into ``[0, 1]``. Digits are divided
             by 16 and IDX uint8 pixels by 255. Other data are min-max scaled
@@ -813,7 +821,9 @@ def load_data(
 
     Raises:
         FileNotFoundError: if ``path`` or ``labels`` is not a file.
-        ValueError: if the file is invalid; the message names the problem.
+        ValueError: if the file is invalid, the message naming the problem,
+            or if every class has a single row, which leaves the test part
+            empty.
     """
     if scale not in SCALES:
         raise ValueError(f"Expected scale 'auto' or None, got {scale!r}.")
@@ -884,6 +894,15 @@ def _make_dataset(
     scaling: dict[str, Any] | None = None,
 ) -> Dataset:
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size, seed)
+    if len(y_test) == 0:
+        # train_test_split keeps at least one training row per class, so only
+        # data with one row per class gets here, whatever test_size is.
+        raise ValueError(
+            f"The test part of the data set {name!r} is empty because each of "
+            f"its {len(y)} classes has a single row, which the stratified split "
+            "keeps for training at any test_size; pass data with at least two "
+            "rows in some class."
+        )
     bounds = (0.0, 1.0)
     if scaling is not None:
         offset, span = _scaling_arrays(scaling, x.shape[1], name)

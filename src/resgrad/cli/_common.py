@@ -119,7 +119,10 @@ def add_data_arguments(parser: Any) -> None:
         "--test-size",
         type=open_fraction,
         default=0.25,
-        help="the fraction of samples held out for testing (default: 0.25)",
+        help="the fraction of samples held out for testing; every class with "
+        "two or more samples puts at least one in each part, so with few "
+        "samples per class the split can differ much from it, e.g. 20 samples "
+        "in 10 classes split 10/10 at 0.1 (default: 0.25)",
     )
     parser.add_argument(
         "--split-seed",
