@@ -91,7 +91,7 @@ BAD_ARGUMENTS = {
     ),
     "train checkpoint left": (
         ["train", "--out", "{dir}/new.npz", "--checkpoint", "{dir}/plain.txt"],
-        "plain.txt contains the checkpoint of an interrupted run; pass --resume",
+        "plain.txt contains the checkpoint of an unfinished run; pass --resume",
     ),
     "evaluate no model": (["evaluate"], "required: --model"),
     "evaluate missing model": (
@@ -400,6 +400,68 @@ def test_train_interrupt_names_checkpoint(tmp_path, monkeypatch, capsys):
     assert f"{checkpoint} contains the last finished epoch" in err
     assert "--resume" in err
     assert not out.exists()
+
+
+def test_train_error_removes_new_checkpoint(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.train as train_cli
+
+    out = tmp_path / "model.npz"
+    checkpoint = tmp_path / "model.checkpoint.npz"
+
+    def diverging_training(args, data, progress):
+        checkpoint.write_bytes(b"epoch 1")
+        raise resgrad.TrainingDiverged("Training diverged at epoch 2")
+
+    monkeypatch.setattr(train_cli, "train_model", diverging_training)
+    status, lines = run_cli(capsys, ["train", "--out", str(out), "--no-progress"])
+
+    assert status == 2
+    assert lines == ["resgrad train: error: Training diverged at epoch 2"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_resumed_error_keeps_checkpoint(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.train as train_cli
+
+    out = tmp_path / "model.npz"
+    checkpoint = tmp_path / "model.checkpoint.npz"
+    checkpoint.write_bytes(b"epoch 1")
+
+    def diverging_training(args, data, progress):
+        raise resgrad.TrainingDiverged("Training diverged at epoch 2")
+
+    monkeypatch.setattr(train_cli, "train_model", diverging_training)
+    argv = ["train", "--out", str(out), "--no-progress", "--resume"]
+    status, _ = run_cli(capsys, argv)
+
+    assert status == 2
+    assert sorted(path.name for path in tmp_path.iterdir()) == [checkpoint.name]
+
+
+def test_train_save_error_keeps_checkpoint_to_resume(tmp_path, monkeypatch, capsys):
+    import resgrad.io
+
+    out = tmp_path / "model.npz"
+    checkpoint = tmp_path / "model.checkpoint.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(resgrad.io, "save", full_disk)
+        status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("resgrad train: error: [Errno 28] No space left")
+    assert f"{checkpoint} contains the last finished epoch" in lines[0]
+    assert "--resume" in lines[0]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [checkpoint.name]
+
+    # The checkpoint has run every epoch, so resuming only saves the model.
+    assert main([*argv, "--resume"]) == 0
+    assert "trained 1 epoch in " in capsys.readouterr().out
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.npz"]
 
 
 def test_later_commands_scale_data_as_training_did(tmp_path, capsys):

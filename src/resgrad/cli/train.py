@@ -223,7 +223,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--overwrite",
         action="store_true",
         help="replace an existing --out file, and start over when the "
-        "checkpoint of an interrupted run exists",
+        "checkpoint of an unfinished run exists",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar"
@@ -253,13 +253,20 @@ def run_train(args: argparse.Namespace) -> int:
         )
     if args.checkpoint.exists() and not (args.resume or args.overwrite):
         raise FileExistsError(
-            f"{args.checkpoint} contains the checkpoint of an interrupted run; pass "
+            f"{args.checkpoint} contains the checkpoint of an unfinished run; pass "
             "--resume to continue it, or --overwrite to start over."
         )
     data = load_dataset(args)
     start = time.perf_counter()
     try:
         result = train_model(args, data, progress_bar(not args.no_progress))
+        seconds = time.perf_counter() - start
+        test_accuracy = accuracy(result.model, data.x_test, data.y_test)
+        save(
+            result.model,
+            args.out,
+            metadata=training_metadata(args, result, test_accuracy, data),
+        )
     except KeyboardInterrupt:
         if not args.checkpoint.is_file():
             raise
@@ -268,13 +275,23 @@ def run_train(args: argparse.Namespace) -> int:
             f"{args.checkpoint} contains the last finished epoch; run the same "
             "command with --resume to continue"
         ) from None
-    seconds = time.perf_counter() - start
-    test_accuracy = accuracy(result.model, data.x_test, data.y_test)
-    save(
-        result.model,
-        args.out,
-        metadata=training_metadata(args, result, test_accuracy, data),
-    )
+    except (ValueError, TypeError):
+        # Resuming would repeat these errors, such as a divergence, so a
+        # checkpoint that this run started would only read as an unfinished
+        # run. A resumed run keeps the checkpoint that it continued.
+        if not args.resume:
+            args.checkpoint.unlink(missing_ok=True)
+        raise
+    except OSError as error:
+        # A full disk or a lost folder can be fixed, and the run continues.
+        if not args.checkpoint.is_file():
+            raise
+        message = str(error).rstrip(".")
+        raise OSError(
+            f"{message}; {args.checkpoint} contains the last finished epoch, so "
+            "once the cause is fixed, the same command with --resume continues "
+            "from it"
+        ) from error
     args.checkpoint.unlink(missing_ok=True)
     print(
         f"trained {plural(len(result.history), 'epoch')} in {seconds:.1f} s "
