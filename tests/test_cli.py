@@ -464,6 +464,44 @@ def test_train_save_error_keeps_checkpoint_to_resume(tmp_path, monkeypatch, caps
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.npz"]
 
 
+def test_train_rejects_second_run_on_checkpoint(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.train as train_cli
+
+    out = tmp_path / "model.npz"
+    checkpoint = tmp_path / "model.checkpoint.npz"
+    argv = ["train", "--out", str(out), "--no-progress"]
+    second = {}
+
+    def training_with_second_run(args, data, progress):
+        checkpoint.write_bytes(b"epoch 1")
+        if second:
+            raise AssertionError("the second run started training")
+        second["status"] = main([*argv, "--resume"])
+        second["err"] = capsys.readouterr().err
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "train_model", training_with_second_run)
+    assert main(argv) == 130
+
+    assert second["status"] == 2
+    assert (
+        f"{checkpoint} is in use by another resgrad train (process {os.getpid()}), "
+        f"which holds the lock on {checkpoint}.lock; wait for that run to end"
+    ) in second["err"]
+    assert checkpoint.read_bytes() == b"epoch 1"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [checkpoint.name]
+
+
+def test_train_takes_over_lock_of_ended_run(tmp_path, capsys):
+    out = tmp_path / "model.npz"
+    lock = tmp_path / "model.checkpoint.npz.lock"
+    lock.write_text("999999999\n")
+    status = main(["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)])
+
+    assert status == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model.npz"]
+
+
 def test_later_commands_scale_data_as_training_did(tmp_path, capsys):
     rng = np.random.default_rng(0)
     x = rng.uniform(-3.0, 7.0, size=(80, 5))
