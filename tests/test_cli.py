@@ -276,6 +276,18 @@ def test_help_exits_zero(capsys):
     assert "--resume" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_help_shows_list_defaults_as_typed(capsys, command):
+    from resgrad.training import DEFAULT_RECIPE
+
+    assert main([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    widths = ",".join(str(width) for width in DEFAULT_RECIPE["model"]["sizes"][1:-1])
+    assert f"from the data (default: {widths})" in text
+    assert f"comma-separated (default: {DEFAULT_RECIPE['model']['hidden']})" in text
+    assert "default: [" not in text
+
+
 def test_executable_reports_one_line(files):
     executable = shutil.which("resgrad")
     assert executable is not None, "the resgrad script is not installed"

@@ -39,6 +39,11 @@ def _int_list(value: str) -> list[int]:
     return numbers
 
 
+def _show_int_list(numbers: list[int]) -> str:
+    """Return ``numbers`` as ``_int_list`` parses them, e.g. ``256,256``."""
+    return ",".join(str(number) for number in numbers)
+
+
 def _recipe() -> dict[str, Any]:
     """Return the command-line defaults, taken from ``DEFAULT_RECIPE``."""
     from ..training import DEFAULT_RECIPE
@@ -73,13 +78,15 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         type=_int_list,
         default=recipe["widths"],
         help="output widths of the blocks before the last, comma-separated; the "
-        "input width and the class count come from the data (default: %(default)s)",
+        "input width and the class count come from the data (default: "
+        f"{_show_int_list(recipe['widths'])})",
     )
     group.add_argument(
         "--hidden",
         type=_int_list,
         default=recipe["hidden"],
-        help="hidden width q of every block, or one per block (default: %(default)s)",
+        help="hidden width q of every block, or one per block, comma-separated "
+        f"(default: {_show_int_list(recipe['hidden'])})",
     )
     group.add_argument(
         "--activation",
