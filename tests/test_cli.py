@@ -33,6 +33,10 @@ def files(tmp_path_factory):
     np.savez(folder / "narrow.npz", X=rng.uniform(size=(60, 32)), y=labels)
     many = np.arange(60) % 12
     np.savez(folder / "many_labels.npz", X=rng.uniform(size=(60, 64)), y=many)
+    baseline = np.zeros(64)
+    baseline[[5, 9]] = np.nan, np.inf
+    np.save(folder / "nan_baseline.npy", baseline)
+    np.save(folder / "text_baseline.npy", np.array(["0.5"] * 64))
     return folder
 
 
@@ -137,6 +141,26 @@ BAD_ARGUMENTS = {
     "saliency out file": (
         ["saliency", "--model", "{dir}/model.npz", "--out", "{dir}/plain.txt"],
         "plain.txt is a file; expected a folder",
+    ),
+    "saliency nan baseline": (
+        [
+            "saliency",
+            "--model",
+            "{dir}/model.npz",
+            "--baseline",
+            "{dir}/nan_baseline.npy",
+        ],
+        "has 2 NaN or infinite value(s), the first at index 5 (nan); replace",
+    ),
+    "saliency text baseline": (
+        [
+            "saliency",
+            "--model",
+            "{dir}/model.npz",
+            "--baseline",
+            "{dir}/text_baseline.npy",
+        ],
+        "text_baseline.npy' has dtype <U3, not real numbers; save the row as floats",
     ),
     "depth empty item": (["depth", "--depths", "1,,4"], "empty item in '1,,4'"),
     "saliency empty item": (

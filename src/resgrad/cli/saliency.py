@@ -237,12 +237,21 @@ def _baseline_row(text: str, width: int) -> np.ndarray:
         raise ValueError(
             f"Expected --baseline of shape ({width},), one input row, got {shape}."
         )
-    if not np.issubdtype(row.dtype, np.number) or not np.isfinite(row).all():
+    if row.dtype.kind not in "iuf":
         raise ValueError(
-            f"--baseline {text!r} must hold finite numbers, got dtype {row.dtype} "
-            "or NaN/infinite entries."
+            f"--baseline {text!r} has dtype {row.dtype}, not real numbers; save "
+            "the row as floats, e.g. np.save(path, row.astype(float))."
         )
-    return np.asarray(row, dtype=np.float64).reshape(width)
+    row = np.asarray(row, dtype=np.float64).reshape(width)
+    bad = ~np.isfinite(row)
+    if bad.any():
+        index = int(np.argmax(bad))
+        raise ValueError(
+            f"--baseline {text!r} has {int(bad.sum())} NaN or infinite value(s), "
+            f"the first at index {index} ({row[index]}); replace them with finite "
+            "numbers."
+        )
+    return row
 
 
 def method_options(
