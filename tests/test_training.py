@@ -3,6 +3,7 @@ and fit's reproducibility, early stopping, divergence guard and checks."""
 
 import io
 import re
+import warnings
 
 import array_api_strict
 import numpy as np
@@ -268,6 +269,27 @@ def test_fit_on_backend_matches_numpy(backend):
     for name, value in backend_result.model.arrays().items():
         assert type(value) is type(xp.asarray(0.0))
         np.testing.assert_allclose(on_host[name], expected[name], rtol=0, atol=1e-12)
+
+
+def test_fit_on_tracked_tensors_records_no_graph():
+    """Inputs and weights that require a gradient train to the same weights
+    as plain ones, with no autograd graph and no torch warning."""
+    x, y = _blobs()
+    model = _small_model().convert(torch)
+    tracked = model.replace_arrays(
+        {k: v.clone().requires_grad_(True) for k, v in model.arrays().items()}
+    )
+    x_t = torch.asarray(x).requires_grad_(True)
+    settings = {"optimizer": "adam", "epochs": 2, "batch_size": 16}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = fit(tracked, x_t, torch.asarray(y), **settings)
+    expected = fit(model, torch.asarray(x), torch.asarray(y), **settings)
+    for name, value in result.model.arrays().items():
+        assert not value.requires_grad, name
+        assert torch.equal(value, expected.model.arrays()[name]), name
+    assert x_t.grad is None
+    assert torch.is_grad_enabled()
 
 
 def test_early_stopping_returns_best_epoch():

@@ -1,8 +1,8 @@
 """resgrad: explicit matrix gradients of fully connected residual networks."""
 
 from . import attacks, data, saliency, training
-from .check import check_theorem
 from .activations import ACTIVATIONS, Activation, get_activation
+from .check import check_theorem
 from .gradients import (
     BlockGradients,
     Gradients,

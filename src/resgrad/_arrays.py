@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import sys
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
@@ -155,3 +158,23 @@ def one_hot(xp: Any, y: Array, classes: int, dtype: Any, device: Any) -> Array:
     """Return the ``(n, classes)`` one-hot encoding of integer labels ``y``."""
     columns = xp.arange(classes, device=device)
     return xp.astype(y[:, None] == columns[None, :], dtype)
+
+
+def without_autograd(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``function`` to run with PyTorch's autograd off.
+
+    Attacks, saliency maps and training take their gradients in closed form,
+    so autograd would only record a graph through every step when ``x`` or a
+    weight requires a gradient. With autograd off, the results carry no
+    graph and the in-place kernels run.
+    """
+
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return function(*args, **kwargs)
+        with torch.no_grad():
+            return function(*args, **kwargs)
+
+    return run

@@ -346,6 +346,7 @@ class FitResult:
     steps: int
 
 
+@_arrays.without_autograd
 def fit(
     model: ResidualMLP,
     x: Array,

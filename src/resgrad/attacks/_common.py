@@ -9,10 +9,8 @@ gradient ``dY_i/dv_i`` of the softmax cross-entropy with label ``c``, taken by
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -106,26 +104,6 @@ class Batch:
     @property
     def d(self) -> int:
         return int(self.x.shape[1])
-
-
-def without_autograd(attack: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap ``attack`` to run with PyTorch's autograd off.
-
-    The attacks take their gradients in closed form, so autograd would only
-    record a graph through every step when ``x`` or a weight requires a
-    gradient. With autograd off, the results carry no graph and the
-    in-place kernels run.
-    """
-
-    @functools.wraps(attack)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        torch = sys.modules.get("torch")
-        if torch is None:
-            return attack(*args, **kwargs)
-        with torch.no_grad():
-            return attack(*args, **kwargs)
-
-    return run
 
 
 # Argument checks.

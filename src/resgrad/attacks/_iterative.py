@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .._arrays import Seed, generator
+from .._arrays import Seed, generator, without_autograd
 from ..model import ResidualMLP
 from ._common import (
     Array,
@@ -33,7 +33,6 @@ from ._common import (
     row_norms,
     step_size,
     unchanged,
-    without_autograd,
 )
 
 # Madry et al. (2017) take steps of 2.5 eps / steps, so that a run can cross

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from .._arrays import without_autograd
 from ..model import ResidualMLP
 from ..product import input_jacobian
 from ._common import (
@@ -43,7 +44,6 @@ from ._common import (
     prepare,
     succeeded,
     unchanged,
-    without_autograd,
 )
 
 # The number of (p, q) scores formed at once, about 16 MiB per float64

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._arrays import Seed, generator
+from .._arrays import Seed, generator, without_autograd
 from ..model import ResidualMLP
 from ._common import (
     Array,
@@ -21,7 +21,6 @@ from ._common import (
     prepare,
     project_linf,
     unchanged,
-    without_autograd,
 )
 
 
