@@ -407,6 +407,16 @@ def test_papernot_decreasing_map(model, x):
             ValueError,
             "baseline of shape",
         ),
+        (
+            lambda m, x: saliency.integrated_gradients(m, x, baseline=float("nan")),
+            ValueError,
+            "finite baseline .* got nan",
+        ),
+        (
+            lambda m, x: saliency.integrated_gradients(m, x, baseline=-(10**400)),
+            ValueError,
+            "finite baseline",
+        ),
         (lambda m, x: saliency.smoothgrad(m, x, samples=0), ValueError, "samples >= 1"),
         (
             lambda m, x: saliency.smoothgrad(m, x, noise_level=-0.1),
@@ -441,6 +451,11 @@ def test_papernot_decreasing_map(model, x):
             "saliency of the input's shape",
         ),
         (
+            lambda m, x: saliency.deletion_curve(m, x, x, baseline=float("inf")),
+            ValueError,
+            "finite baseline .* got inf",
+        ),
+        (
             lambda m, x: saliency.randomization_check(m, x, target="all"),
             ValueError,
             "one class per row",
@@ -450,6 +465,12 @@ def test_papernot_decreasing_map(model, x):
 def test_bad_input_raises(model, x, call, error, match):
     with pytest.raises(error, match=match):
         call(model, x)
+
+
+def test_baseline_beyond_float32_range(x):
+    model32 = make_model(dtype="float32")
+    with pytest.raises(ValueError, match="magnitude at most 3.403e[+]38"):
+        saliency.integrated_gradients(model32, x.astype(np.float32), baseline=1e300)
 
 
 # Namespaces, dtypes and the input.

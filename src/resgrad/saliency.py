@@ -34,6 +34,7 @@ namespace, dtype and device. A ``target`` is one of:
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -173,11 +174,23 @@ def _per_class(x: Array, target: Array | str) -> Array:
 def _as_reference(xp: Any, value: Any, x: Array, name: str) -> Array:
     """Return a baseline-like argument broadcast to the shape of ``x``.
 
-    ``value`` is a number, or an array of shape ``(p_0,)``, ``(1, p_0)`` or
-    ``(n, p_0)`` that is cast to the dtype of ``x``.
+    ``value`` is a number that the dtype of ``x`` holds as a finite value, or
+    an array of shape ``(p_0,)``, ``(1, p_0)`` or ``(n, p_0)`` that is cast to
+    the dtype of ``x``.
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return xp.full(x.shape, float(value), dtype=x.dtype, device=_device(x))
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        largest = float(xp.finfo(x.dtype).max)
+        if not abs(number) <= largest:
+            raise ValueError(
+                f"Expected a finite {name} of magnitude at most {largest:.4g} "
+                f"(the largest {x.dtype}), got {value!r}; pass a finite number "
+                "in that range or an array."
+            )
+        return xp.full(x.shape, number, dtype=x.dtype, device=_device(x))
     _arrays.namespace(value, x)
     n, d = x.shape
     if tuple(value.shape) not in ((d,), (1, d), (n, d)):
