@@ -451,6 +451,11 @@ def test_papernot_decreasing_map(model, x):
             "saliency of the input's shape",
         ),
         (
+            lambda m, x: saliency.deletion_curve(m, x, np.full_like(x, np.nan)),
+            ValueError,
+            f"saliency contains {N * WIDTH} NaN",
+        ),
+        (
             lambda m, x: saliency.deletion_curve(m, x, x, baseline=float("inf")),
             ValueError,
             "finite baseline .* got inf",

@@ -809,7 +809,8 @@ def deletion_curve(
     Args:
         model: the network.
         x: inputs of shape ``(n, p_0)``.
-        saliency: the map, shape ``(n, p_0)``, in the model's namespace.
+        saliency: the map, shape ``(n, p_0)``, in the model's namespace,
+            with finite values.
         target: one class per row (not ``"all"``); ``None`` is the class
             predicted at ``x``.
         baseline: the value of a removed feature: a number (0, the lower
@@ -835,6 +836,7 @@ def deletion_curve(
             f"Expected saliency of the input's shape {tuple(x.shape)}, got "
             f"{tuple(saliency.shape)}; pass the map of one class per row."
         )
+    _arrays.check_finite(xp, saliency, "saliency")
     target = resolve_target(model, x, target)
     if isinstance(target, str) and target == "all":
         raise ValueError("deletion_curve scores one class per row; pass a class.")
