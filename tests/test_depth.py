@@ -148,6 +148,53 @@ def test_build_network_branch_scale():
     assert not np.any(zero.blocks[3].W2)
 
 
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: depth.branch_scale("scaled", 0), "depth .* positive integer, got 0"),
+        (lambda: depth.branch_scale("residual", -1), "depth .* got -1"),
+        (lambda: depth.identity_block(0, np.zeros(1)), "width .* got 0"),
+        (lambda: depth.probe_batch(0, 4, 4), "n to be a positive integer, got 0"),
+        (lambda: depth.probe_batch(2, 0, 4), "n_features .* got 0"),
+        (lambda: depth.probe_batch(2, 4, -1), "n_outputs .* got -1"),
+        (lambda: depth.classifier_network("plain", 1, 0, 3, 2), "width .* got 0"),
+        (lambda: depth.classifier_network("plain", 2, 4, 0, 2), "n_features"),
+        (lambda: depth.classifier_network("plain", 2, 4, 3, 0), "n_classes"),
+        (lambda: depth.depth_sweep(()), "at least one value in depths"),
+        (lambda: depth.depth_sweep((1, 0)), "every value in depths .* got 0"),
+        (lambda: depth.depth_sweep(widths=()), "at least one value in widths"),
+        (lambda: depth.depth_sweep(widths=(4, -4)), "every value in widths"),
+        (lambda: depth.depth_sweep(archs=()), "at least one architecture"),
+        (lambda: depth.depth_sweep(samples=0), "samples .* got 0"),
+        (lambda: depth.depth_sweep(spectrum_depth=-1), "spectrum_depth .* got -1"),
+        (lambda: depth.depth_sweep(spectrum_samples=-1), "spectrum_samples"),
+        (lambda: depth.trained_sweep(None, depths=(-1,)), "every value in depths"),
+        (lambda: depth.trained_sweep(None, archs=()), "at least one architecture"),
+        (lambda: depth.trained_sweep(None, seeds=0), "seeds .* got 0"),
+        (lambda: depth.trained_sweep(None, samples=-1), "samples .* got -1"),
+        (
+            lambda: depth.identity_limit("relu", (-1,), seeds=1, samples=2),
+            "every value in identity_blocks to be a non-negative integer, got -1",
+        ),
+        (lambda: depth.identity_limit("relu", (2.5,)), "identity_blocks .* got 2.5"),
+        (lambda: depth.identity_limit("relu", ()), "value in identity_blocks"),
+        (lambda: depth.identity_limit(seeds=0), "seeds .* got 0"),
+        (lambda: depth.identity_limit(samples=0), "samples .* got 0"),
+        (lambda: depth.branch_gain(None, 0), "depth .* got 0"),
+        (lambda: depth.branch_gain(1.0, 2, width=0), "width .* got 0"),
+        (lambda: depth.branch_gain(1.0, 2, seeds=0), "seeds .* got 0"),
+        (lambda: depth.branch_gain(1.0, 2, samples=0), "samples .* got 0"),
+        (lambda: depth.critical_relu_moments(0, "he", True), "depth .* got 0"),
+        (lambda: depth.jacobian_moments(1, 4, seeds=0), "seeds .* got 0"),
+        (lambda: depth.mean_jacobian_eigenvalue(1, 4, seeds=0), "seeds .* got 0"),
+        (lambda: depth.mean_jacobian_eigenvalue(1, 4, samples=0), "samples"),
+    ],
+)
+def test_bad_count_raises(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
 def test_probe_batch_rows_are_unit_vectors():
     x, v = depth.probe_batch(5, 7, 3, seed=1)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0)

@@ -68,6 +68,7 @@ DEFAULT_HISTOGRAM_EDGES = np.linspace(-16.0, 24.0, 161)
 def branch_scale(arch: str, depth: int) -> float:
     """Return the factor ``alpha`` that multiplies ``W2`` in ``arch`` of ``depth``."""
     _check_arch(arch)
+    depth = _check_positive_int("depth", depth)
     if arch == "scaled":
         return 1.0 / math.sqrt(depth)
     return 0.0 if arch == "zero" else 1.0
@@ -116,6 +117,7 @@ def identity_block(width: int, like: Array) -> Block:
     Its ``Q = W2 D_hat W1 + W3`` is the identity. ``like`` fixes the
     namespace, dtype and device of the arrays.
     """
+    width = _check_positive_int("width", width)
     xp = _arrays.namespace(like)
     device = _arrays.array_api_compat.device(like)
     W1 = xp.zeros((width, width), dtype=like.dtype, device=device)
@@ -132,6 +134,9 @@ def probe_batch(
     Both have rows drawn uniformly on the unit sphere (float64), from a
     stream of ``seed`` separate from the one ``ResidualMLP.init`` uses.
     """
+    n = _check_positive_int("n", n)
+    n_features = _check_positive_int("n_features", n_features)
+    n_outputs = _check_positive_int("n_outputs", n_outputs)
     rng = np.random.default_rng([_arrays.check_seed(seed), PROBE_STREAM])
     x = _unit_rows(rng.standard_normal((n, n_features)))
     v = _unit_rows(rng.standard_normal((n, n_outputs)))
@@ -669,9 +674,13 @@ def depth_sweep(
     Returns:
         One ``DepthResult`` per width, architecture and depth, in that order.
     """
-    for arch in archs:
-        _check_arch(arch)
+    depths = _check_int_list("depths", depths, _check_positive_int)
+    widths = _check_int_list("widths", widths, _check_positive_int)
+    archs = _check_archs(archs)
     seeds = _check_positive_int("seeds", seeds)
+    samples = _check_positive_int("samples", samples)
+    spectrum_depth = _check_non_negative_int("spectrum_depth", spectrum_depth)
+    spectrum_samples = _check_non_negative_int("spectrum_samples", spectrum_samples)
     progress = progress or _no_progress
     cases = [(w, a, d) for w in widths for a in archs for d in depths]
     runs = [(case, s) for case in cases for s in range(seeds)]
@@ -738,6 +747,9 @@ def classifier_network(
     biases, and ``W2`` is scaled by ``branch_scale(arch, depth)``.
     """
     depth = _check_positive_int("depth", depth)
+    width = _check_positive_int("width", width)
+    n_features = _check_positive_int("n_features", n_features)
+    n_classes = _check_positive_int("n_classes", n_classes)
     sizes = [n_features] + [width] * (depth - 1) + [n_classes]
     model = ResidualMLP.init(
         sizes,
@@ -819,6 +831,10 @@ def trained_sweep(
     Raises:
         ImportError: if ``resgrad.training`` is not available.
     """
+    depths = _check_int_list("depths", depths, _check_positive_int)
+    archs = _check_archs(archs)
+    seeds = _check_positive_int("seeds", seeds)
+    samples = _check_positive_int("samples", samples)
     fit = _import_fit()
     progress = progress or _no_progress
     x = np.asarray(data.x_test[:samples], dtype=np.float64)
@@ -896,20 +912,25 @@ def identity_limit(
     Returns:
         One ``DepthResult`` (``arch="learned"``) per ``k``.
     """
+    identity_blocks = _check_int_list(
+        "identity_blocks", identity_blocks, _check_non_negative_int
+    )
     base_depth = _check_positive_int("base_depth", base_depth)
+    seeds = _check_positive_int("seeds", seeds)
+    samples = _check_positive_int("samples", samples)
     progress = progress or _no_progress
     runs = [(k, s) for k in identity_blocks for s in range(seeds)]
-    profiles: dict[int, list] = {int(k): [] for k in identity_blocks}
+    profiles: dict[int, list] = {k: [] for k in identity_blocks}
     for k, seed in progress(
         runs, desc=f"identity blocks ({activation})", total=len(runs)
     ):
         base = build_network(
             "learned", base_depth, width, activation=activation, init=init, seed=seed
         )
-        top = [identity_block(width, base.blocks[0].W1) for _ in range(int(k))]
+        top = [identity_block(width, base.blocks[0].W1) for _ in range(k)]
         model = ResidualMLP(base.blocks + top, activation, activation, "identity")
         x, v = probe_batch(samples, width, width, seed)
-        profiles[int(k)].append(gradient_profile(model, x, v))
+        profiles[k].append(gradient_profile(model, x, v))
     results = []
     for k, group in profiles.items():
         blocks, input_summary = summarise(group)
@@ -951,6 +972,10 @@ def branch_gain(
         ``measured``, ``predicted`` and ``standard_error`` (of the measured
         mean over seeds, each seed pooling its samples).
     """
+    depth = _check_positive_int("depth", depth)
+    width = _check_positive_int("width", width)
+    seeds = _check_positive_int("seeds", seeds)
+    samples = _check_positive_int("samples", samples)
     alpha = 1.0 / math.sqrt(depth) if alpha is None else float(alpha)
     per_seed = []
     for seed in range(seeds):
@@ -990,6 +1015,7 @@ def critical_relu_moments(depth: int, init: str, output: bool) -> dict[str, floa
     more, which is the network of that paper: mean 1 and normalised variance
     ``2 * layers`` (Gaussian) or ``layers`` (orthogonal).
     """
+    depth = _check_positive_int("depth", depth)
     if init not in ("he", "orthogonal"):
         raise ValueError(f"Expected init 'he' or 'orthogonal', got {init!r}.")
     weights = 2 * depth
@@ -1019,6 +1045,7 @@ def jacobian_moments(
     """
     from .product import input_jacobian
 
+    seeds = _check_positive_int("seeds", seeds)
     moments: dict[str, list] = {"logits": [], "output": []}
     for seed in range(seeds):
         logits, _ = _critical_plain(depth, width, init, seed)
@@ -1054,6 +1081,8 @@ def mean_jacobian_eigenvalue(
         For ``"logits"`` and ``"output"``: the ``mean`` over seeds and
         samples and its ``standard_error`` over seeds.
     """
+    seeds = _check_positive_int("seeds", seeds)
+    samples = _check_positive_int("samples", samples)
     per_seed: dict[str, list] = {"logits": [], "output": []}
     for seed in range(seeds):
         logits, output = _critical_plain(depth, width, init, seed)
@@ -1086,7 +1115,34 @@ def _check_arch(arch: str) -> None:
         raise ValueError(f"Unknown architecture {arch!r}; expected one of: {valid}.")
 
 
+def _check_archs(archs: Sequence[str]) -> list[str]:
+    archs = list(archs)
+    if not archs:
+        raise ValueError("Expected at least one architecture in archs, got none.")
+    for arch in archs:
+        _check_arch(arch)
+    return archs
+
+
 def _check_positive_int(name: str, value: int) -> int:
     if isinstance(value, bool) or int(value) != value or value < 1:
         raise ValueError(f"Expected {name} to be a positive integer, got {value!r}.")
     return int(value)
+
+
+def _check_non_negative_int(name: str, value: int) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError(
+            f"Expected {name} to be a non-negative integer, got {value!r}."
+        )
+    return int(value)
+
+
+def _check_int_list(
+    name: str, values: Sequence[int], check: Callable[[str, int], int]
+) -> list[int]:
+    """Return ``values`` as a list of ints, each passed through ``check``."""
+    values = list(values)
+    if not values:
+        raise ValueError(f"Expected at least one value in {name}, got none.")
+    return [check(f"every value in {name}", value) for value in values]
