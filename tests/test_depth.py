@@ -234,6 +234,42 @@ def test_eigenvalue_moments_pad_missing_rows():
     assert moments["variance"] == pytest.approx(np.var([1.0, 4.0, 0.0, 0.0]))
 
 
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: depth.log10_rms(np.zeros((0, 3))), "one value in log10_values"),
+        (lambda: depth.Summary.of([]), "at least one seed"),
+        (lambda: depth.Summary.of([np.zeros((0, 3))]), "one sample per seed"),
+        (
+            lambda: depth.eigenvalue_moments(np.array([]), 0),
+            "at least one singular value, got an empty array",
+        ),
+        (lambda: depth.eigenvalue_moments(np.ones((2, 3)), 3), r"shape \(k,\)"),
+        (lambda: depth.eigenvalue_moments(np.ones(5), 3), "at most rows = 3"),
+        (lambda: depth.eigenvalue_moments(np.ones(2), 0), "rows .* got 0"),
+        (
+            lambda: depth.eigenvalue_moments(np.array([np.nan, 1.0]), 2),
+            "singular_values contains 1 NaN",
+        ),
+        (
+            lambda: depth.numerical_zeros(np.zeros((2, 0)), (3, 3)),
+            "one singular value per row",
+        ),
+        (lambda: depth.numerical_zeros(np.ones((2, 3)), (3,)), r"\(p_L, p_0\)"),
+        (lambda: depth.numerical_zeros(np.ones((2, 3)), (3, 0)), "entry of shape"),
+        (lambda: depth.Spectrum.of([], (3, 3)), "at least one sample"),
+        (
+            lambda: depth.Spectrum.of([np.zeros((0, 3))], (3, 3)),
+            "at least one sample",
+        ),
+        (lambda: depth.summarise([]), "at least one GradientProfile"),
+    ],
+)
+def test_empty_statistics_input_raises(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
 # The Jacobian J.
 
 

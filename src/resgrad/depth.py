@@ -373,6 +373,10 @@ def log10_rms(log10_values: np.ndarray, axis: int | tuple[int, ...] = 0) -> np.n
     ``-inf``.
     """
     g = np.asarray(log10_values, dtype=np.float64)
+    if g.size == 0:
+        raise ValueError(
+            f"Expected at least one value in log10_values, got shape {g.shape}."
+        )
     peak = np.max(g, axis=axis, keepdims=True)
     safe = np.where(np.isfinite(peak), peak, 0.0)
     with np.errstate(divide="ignore"):
@@ -402,7 +406,14 @@ class Summary:
     @classmethod
     def of(cls, per_seed: Sequence[np.ndarray]) -> Summary:
         """Summarise arrays of shape ``(n, ...)``, one per seed."""
+        if len(per_seed) == 0:
+            raise ValueError("Expected the norms of at least one seed, got none.")
         stacked = np.stack([np.asarray(a, dtype=np.float64) for a in per_seed])
+        if stacked.ndim < 2 or stacked.shape[1] == 0:
+            raise ValueError(
+                "Expected arrays of shape (n, ...) with at least one sample per "
+                f"seed, got shape {stacked.shape[1:]}."
+            )
         seed_rms = log10_rms(stacked, axis=1)
         with np.errstate(invalid="ignore"):
             # A seed whose norm is exactly zero (-inf) leaves the spread NaN.
@@ -463,9 +474,24 @@ def eigenvalue_moments(singular_values: np.ndarray, rows: int) -> dict[str, floa
 
     The eigenvalues are the squared singular values, plus ``rows - k`` zeros
     when ``J`` has fewer columns than rows; ``singular_values`` has shape
-    ``(k,)``. ``normalised_variance`` is the variance over the squared mean.
+    ``(k,)`` with ``1 <= k <= rows`` and finite values. ``normalised_variance``
+    is the variance over the squared mean.
     """
     s = np.asarray(singular_values, dtype=np.float64)
+    if s.ndim != 1:
+        raise ValueError(
+            f"Expected singular_values of shape (k,), the values of one matrix, got "
+            f"shape {s.shape}; pass one row of jacobian_singular_values at a time."
+        )
+    if s.shape[0] == 0:
+        raise ValueError("Expected at least one singular value, got an empty array.")
+    _arrays.check_finite(np, s, "singular_values")
+    rows = _check_positive_int("rows", rows)
+    if s.shape[0] > rows:
+        raise ValueError(
+            f"Expected at most rows = {rows} singular values, got {s.shape[0]}; "
+            "pass rows = p_L, the number of rows of J."
+        )
     eigenvalues = np.zeros(rows)
     eigenvalues[: s.shape[-1]] = s**2
     mean = float(np.mean(eigenvalues))
@@ -489,6 +515,14 @@ def numerical_zeros(singular_values: np.ndarray, shape: tuple[int, int]) -> np.n
         A boolean array of the shape of ``singular_values``.
     """
     s = np.asarray(singular_values, dtype=np.float64)
+    if s.ndim == 0 or s.shape[-1] == 0:
+        raise ValueError(
+            f"Expected at least one singular value per row, got shape {s.shape}."
+        )
+    if len(shape) != 2:
+        raise ValueError(f"Expected the shape (p_L, p_0) of J, got {shape!r}.")
+    for size in shape:
+        _check_positive_int("every entry of shape", size)
     tolerance = s.max(axis=-1, keepdims=True) * max(shape) * np.finfo(np.float64).eps
     return s <= tolerance
 
@@ -517,6 +551,10 @@ class Spectrum:
         moments = [
             eigenvalue_moments(s, rows) for group in singular_values for s in group
         ]
+        if not moments:
+            raise ValueError(
+                "Expected the singular values of at least one sample, got none."
+            )
         logs = []
         for group in singular_values:
             with np.errstate(divide="ignore"):
@@ -634,6 +672,8 @@ def summarise(
     profiles: Sequence[GradientProfile],
 ) -> tuple[dict[str, Summary], Summary]:
     """Return the per-block ``Summary`` by name and that of ``||dY/dx||``."""
+    if not profiles:
+        raise ValueError("Expected at least one GradientProfile, got none.")
     names = profiles[0].arrays().keys()
     blocks = {name: Summary.of([p.arrays()[name] for p in profiles]) for name in names}
     return blocks, Summary.of([p.input for p in profiles])
