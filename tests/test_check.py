@@ -142,3 +142,10 @@ def test_check_rejects_bad_arguments(kwargs, message):
     x, y = reference.random_batch(model, 2)
     with pytest.raises(ValueError, match=message):
         check_theorem(model, x, y, **kwargs)
+
+
+def test_check_rejects_empty_batch():
+    model = reference.random_model(1, "tanh", "learned")
+    x, y = reference.random_batch(model, 2)
+    with pytest.raises(ValueError, match=r"at least one sample in x, got shape \(0, "):
+        check_theorem(model, x[:0], y[:0])

@@ -313,8 +313,8 @@ def check_theorem(
 
     Args:
         model: the network; it is converted to NumPy float64 for the check.
-        x: inputs of shape ``(n, p_0)``; keep ``n`` small (the product form
-            forms ``Q^l`` per sample).
+        x: inputs of shape ``(n, p_0)`` with ``n >= 1``; keep ``n`` small
+            (the product form forms ``Q^l`` per sample).
         y: labels of shape ``(n,)``.
         autograd: compare with PyTorch; ``None`` means when it is installed.
     """
@@ -323,6 +323,11 @@ def check_theorem(
     if not step > 0:
         raise ValueError(f"Expected a positive finite-difference step, got {step}.")
     model, x, y = _to_numpy(model, x, y)
+    if x.ndim == 2 and x.shape[0] == 0:
+        raise ValueError(
+            f"Expected at least one sample in x, got shape {x.shape}; the finite "
+            "differences need an entry to perturb, so pass one or more rows."
+        )
     values = _theorem_values(model, x, y, loss)
     rows = []
     for eq, (error, count) in _compare(
