@@ -499,6 +499,32 @@ def test_torch_in_torch_out(torch_model, torch_x, method):
 
 
 @pytest.mark.parametrize("method", saliency.METHODS)
+def test_tracked_torch_input_gives_plain_map(torch_model, torch_x, method):
+    """Every method returns a map with no autograd graph and no torch warning
+    when x and the weights require a gradient, equal to the plain map."""
+    tracked = torch_model.replace_arrays(
+        {k: v.clone().requires_grad_(True) for k, v in torch_model.arrays().items()}
+    )
+    x = torch_x.clone().requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = saliency.saliency_map(tracked, x, method, TORCH_TARGET)
+    expected = saliency.saliency_map(torch_model, torch_x, method, TORCH_TARGET)
+    assert not got.requires_grad
+    assert x.grad is None
+    assert torch.equal(got, expected)
+
+
+def test_tracked_deletion_curve_is_plain(torch_model, torch_x):
+    x = torch_x.clone().requires_grad_(True)
+    saliency_values = torch.rand(torch_x.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        curve = saliency.deletion_curve(torch_model, x, saliency_values, TORCH_TARGET)
+    assert not torch.as_tensor(curve.scores).requires_grad
+
+
+@pytest.mark.parametrize("method", saliency.METHODS)
 def test_numpy_float32_stays_float32(x, method):
     model32 = make_model(dtype="float32")
     x32 = x.astype(np.float32)

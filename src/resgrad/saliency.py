@@ -207,6 +207,7 @@ def _as_reference(xp: Any, value: Any, x: Array, name: str) -> Array:
 # The maps.
 
 
+@_arrays.without_autograd
 def vanilla_gradient(
     model: ResidualMLP, x: Array, target: Any = None, *, absolute: bool = False
 ) -> Array:
@@ -247,6 +248,7 @@ def vanilla_gradient(
     return xp.abs(grad) if absolute else grad
 
 
+@_arrays.without_autograd
 def input_x_gradient(
     model: ResidualMLP, x: Array, target: Any = None, *, absolute: bool = False
 ) -> Array:
@@ -272,6 +274,7 @@ def input_x_gradient(
     return xp.abs(attribution) if absolute else attribution
 
 
+@_arrays.without_autograd
 def smoothgrad(
     model: ResidualMLP,
     x: Array,
@@ -434,6 +437,7 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     return np.linspace(0.0, 1.0, m), weights
 
 
+@_arrays.without_autograd
 def integrated_gradients(
     model: ResidualMLP,
     x: Array,
@@ -494,6 +498,7 @@ def integrated_gradients(
     return IntegratedGradients(attributions, gap, difference)
 
 
+@_arrays.without_autograd
 def jsma_map(
     model: ResidualMLP, x: Array, target: Any = None, *, variant: str = "manuscript"
 ) -> Array:
@@ -562,6 +567,7 @@ def _jsma_of_class(xp: Any, J: Array, o: Array | int, variant: str) -> Array:
     return xp.where((t > 0) | (s < 0), zero, xp.abs(t) * s)
 
 
+@_arrays.without_autograd
 def saliency_map(
     model: ResidualMLP,
     x: Array,
@@ -707,6 +713,7 @@ def _he_arrays(
     return {f"blocks.{index}.{name}": value for name, value in arrays.items()}
 
 
+@_arrays.without_autograd
 def randomization_check(
     model: ResidualMLP,
     x: Array,
@@ -784,6 +791,7 @@ class DeletionCurve(NamedTuple):
     random_auc: np.ndarray
 
 
+@_arrays.without_autograd
 def deletion_curve(
     model: ResidualMLP,
     x: Array,
