@@ -134,6 +134,8 @@ def test_check_report_serialises_rows():
     [
         ({"entries": 0}, "Expected entries >= 1, got 0"),
         ({"step": 0.0}, "positive finite-difference step, got 0.0"),
+        ({"step": float("inf")}, "positive finite-difference step, got inf"),
+        ({"step": float("nan")}, "positive finite-difference step, got nan"),
         ({"loss": "hinge"}, "Unknown loss 'hinge'"),
     ],
 )

@@ -155,6 +155,8 @@ def test_build_network_branch_scale():
         (lambda: depth.branch_scale("residual", -1), "depth .* got -1"),
         (lambda: depth.identity_block(0, np.zeros(1)), "width .* got 0"),
         (lambda: depth.probe_batch(0, 4, 4), "n to be a positive integer, got 0"),
+        (lambda: depth.probe_batch(math.nan, 4, 4), "n .* positive integer, got nan"),
+        (lambda: depth.identity_limit(seeds=math.inf), "seeds .* got inf"),
         (lambda: depth.probe_batch(2, 0, 4), "n_features .* got 0"),
         (lambda: depth.probe_batch(2, 4, -1), "n_outputs .* got -1"),
         (lambda: depth.classifier_network("plain", 1, 0, 3, 2), "width .* got 0"),

@@ -320,8 +320,11 @@ def check_theorem(
     """
     if entries < 1:
         raise ValueError(f"Expected entries >= 1, got {entries}.")
-    if not step > 0:
-        raise ValueError(f"Expected a positive finite-difference step, got {step}.")
+    if not 0 < step < math.inf:
+        raise ValueError(
+            f"Expected a positive finite-difference step, got {step}; the "
+            "default is 1e-6."
+        )
     model, x, y = _to_numpy(model, x, y)
     if x.ndim == 2 and x.shape[0] == 0:
         raise ValueError(

@@ -31,6 +31,7 @@ The identity-block study follows the last section of the manuscript
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -1165,17 +1166,25 @@ def _check_archs(archs: Sequence[str]) -> list[str]:
 
 
 def _check_positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 1:
+    if not _is_whole(value) or value < 1:
         raise ValueError(f"Expected {name} to be a positive integer, got {value!r}.")
     return int(value)
 
 
 def _check_non_negative_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < 0:
+    if not _is_whole(value) or value < 0:
         raise ValueError(
             f"Expected {name} to be a non-negative integer, got {value!r}."
         )
     return int(value)
+
+
+def _is_whole(value: Any) -> bool:
+    """Return whether ``value`` is a finite real number equal to an integer,
+    not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(value) and int(value) == value
 
 
 def _check_int_list(
