@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import pickle
@@ -942,6 +943,31 @@ def test_hostile_checkpoint_files(tmp_path):
     with pytest.raises(ValueError, match="is not a resgrad checkpoint file"):
         resgrad.io.load_checkpoint(path)
     assert not marker.exists()
+
+
+def test_newer_checkpoint_names_its_version(tmp_path):
+    path = tmp_path / "run.ckpt"
+    resgrad.io.save_checkpoint(path, {"epoch": 1}, {})
+    with zipfile.ZipFile(path) as archive:
+        raw = np.load(io.BytesIO(archive.read("__checkpoint__.npy")))
+    header = json.loads(raw.tobytes())
+    header["format_version"] = 7
+    encoded = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    buffer = io.BytesIO()
+    np.save(buffer, encoded)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("__checkpoint__.npy", buffer.getvalue())
+    with pytest.raises(ValueError, match="checkpoint of format version 7, written"):
+        resgrad.io.load_checkpoint(path)
+
+
+def test_deeply_nested_metadata_is_a_type_error(tmp_path):
+    metadata = {}
+    for _ in range(100_000):
+        metadata = {"inner": metadata}
+    with pytest.raises(TypeError, match="nests too deeply"):
+        save(random_model(), tmp_path / "model.npz", metadata=metadata)
+    assert not (tmp_path / "model.npz").exists()
 
 
 def test_invalid_file_error_is_public(tmp_path):

@@ -152,9 +152,10 @@ def _encode_header(config: dict, metadata: dict | None) -> bytes:
     }
     try:
         text = json.dumps(header, allow_nan=False)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, RecursionError) as error:
+        cause = "it nests too deeply" if isinstance(error, RecursionError) else error
         raise TypeError(
-            f"metadata is not JSON-serialisable: {error}; use strings, finite "
+            f"metadata is not JSON-serialisable: {cause}; use strings, finite "
             "numbers, booleans, None, lists and dicts with string keys."
         ) from error
     _check_metadata_keys(metadata)
@@ -924,8 +925,17 @@ def _decode_checkpoint_header(path: Path, raw: np.ndarray) -> dict:
         raise _invalid(path, reason, kind) from error
     if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
         raise _invalid(path, f"its header does not declare {CHECKPOINT_FORMAT!r}", kind)
-    if header.get("format_version") != FORMAT_VERSION:
-        version = header.get("format_version")
-        reason = f"its format version {version!r} is not {FORMAT_VERSION}"
+    version = header.get("format_version")
+    if _is_positive_int(version) and version > FORMAT_VERSION:
+        from . import __version__
+
+        raise InvalidModelFile(
+            f"{path} is a resgrad checkpoint of format version {version}, "
+            f"written by a later resgrad than {__version__}, which reads version "
+            f"{FORMAT_VERSION}. Resume with the resgrad that wrote it, or start "
+            "over with --overwrite."
+        )
+    if version != FORMAT_VERSION:
+        reason = f"its format version {_short(version)} is not {FORMAT_VERSION}"
         raise _invalid(path, reason, kind)
     return header
