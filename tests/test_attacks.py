@@ -908,6 +908,18 @@ def test_row_norms_match_plain_norms_and_stay_finite():
     assert math.isclose(norms[0, 0].item(), 3**0.5 * 1e20, rel_tol=1e-6)
 
 
+@pytest.mark.parametrize("eps", [1e308, 1.7e308])
+def test_pgd_random_start_of_huge_eps(model, eps):
+    """A range 2 eps above the largest float still draws a random start,
+    which such an eps puts at a corner of the box."""
+    x, y = make_batch()
+    result = attacks.pgd(model, x, y, eps, alpha=1e-9, steps=1, seed=0)
+    distance_to_corner = np.minimum(result.x_adv, 1.0 - result.x_adv)
+    assert distance_to_corner.max() <= 1e-9
+    assert result.x_adv.min() >= 0.0
+    assert result.x_adv.max() <= 1.0
+
+
 def test_overflowing_default_step_raises(model):
     x, y = make_batch()
     with pytest.raises(ValueError, match="default step size .* overflows"):

@@ -8,6 +8,7 @@ new iterate onto the eps-ball around the clean input ``x`` (not around
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -230,7 +231,7 @@ def pgd(
         check_start(batch, start)
         x_0 = project_linf(batch, start, limits)
     elif random_start:
-        noise = generator(seed).uniform(-eps, eps, size=(batch.n, batch.d))
+        noise = _uniform_noise(generator(seed), eps, (batch.n, batch.d))
         x_0 = project_linf(batch, x + from_numpy(batch, noise), limits)
     else:
         x_0 = x
@@ -298,6 +299,19 @@ def pgd_l2(
 
     x_adv, taken = iterate(batch, x_0, steps, step, early_stop)
     return finish(batch, x_adv, taken)
+
+
+def _uniform_noise(
+    rng: np.random.Generator, eps: float, shape: tuple[int, int]
+) -> np.ndarray:
+    """Draw ``shape`` values uniform in ``[-eps, eps]`` (float64).
+
+    NumPy rejects a range ``2 eps`` above the largest float, so such an eps
+    scales draws in ``[-1, 1]`` instead; smaller ones keep NumPy's draws.
+    """
+    if math.isfinite(2.0 * eps):
+        return rng.uniform(-eps, eps, size=shape)
+    return eps * rng.uniform(-1.0, 1.0, size=shape)
 
 
 def _l2_ball(batch: Batch, eps: float, seed: Seed) -> np.ndarray:
