@@ -920,9 +920,30 @@ def test_pgd_random_start_of_huge_eps(model, eps):
     assert result.x_adv.max() <= 1.0
 
 
+@pytest.mark.parametrize(
+    "name, arguments",
+    [
+        ("rfgsm", {"eps": 1e39, "seed": 0}),
+        ("pgd", {"eps": 1e300}),
+        ("pgd", {"eps": 0.1, "alpha": 1e39}),
+        ("jsma", {"theta": 1e39}),
+        ("fgsm", {"eps": 0.1, "bounds": (-1e39, 1e39)}),
+    ],
+)
+def test_values_beyond_float32_are_named(model, name, arguments):
+    """A float32 batch rejects a radius, step or bound that float32 cannot
+    hold, where it once failed later with a message about x or overflow."""
+    x, y = make_batch()
+    net = model.convert(torch, dtype=torch.float32)
+    x_t, y_t = torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y)
+    key = "bounds[0]" if "bounds" in arguments else max(arguments, key=arguments.get)
+    with pytest.raises(ValueError, match=re.escape(f"Expected {key} of magnitude")):
+        run(name, net, x_t, y_t, **arguments)
+
+
 def test_overflowing_default_step_raises(model):
     x, y = make_batch()
-    with pytest.raises(ValueError, match="default step size .* overflows"):
+    with pytest.raises(ValueError, match="default step size .* beyond the range"):
         attacks.pgd_l2(model, x, y, 1.7e308, steps=1)
 
 

@@ -182,6 +182,17 @@ def test_evaluate_on_torch(model, batch):
 # Argument parsing.
 
 
+@pytest.mark.parametrize("eps", [1e300, 1.7e308])
+def test_huge_eps_runs_random_attacks(model, batch, eps):
+    """The seed key of an eps that overflows when scaled by 1e9 still gives
+    every (method, eps) its own stream."""
+    x, y = batch
+    table = robustness.evaluate(model, x[:4], y[:4], "rfgsm,pgd", [eps], seed=0)
+    assert [row.method for row in table.rows] == ["rfgsm", "pgd"]
+    keys = {robustness._eps_key(value) for value in (0.1, 1e300, 1.7e308)}
+    assert len(keys) == 3
+
+
 def test_parse_methods():
     assert robustness.parse_methods("all") == list(robustness.METHODS)
     assert robustness.parse_methods("FGSM, pgd_l2,fgsm") == ["fgsm", "pgd_l2"]

@@ -32,6 +32,7 @@ import csv
 import io
 import json
 import math
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -329,7 +330,12 @@ def _check_limits(limits: dict[str, int], names: list[str]) -> dict[str, int]:
 
 def _eps_key(eps: float) -> int:
     """Return an integer that names ``eps`` in a seed sequence."""
-    return round(eps * 1e9)
+    scaled = eps * 1e9
+    if math.isfinite(scaled):
+        return round(scaled)
+    # Above about 1.8e299 the scaled value overflows, so the float's bits
+    # name it instead. Such keys lie above every scaled one.
+    return int.from_bytes(struct.pack("<d", eps), "little") << 1024
 
 
 def _row(model, method, eps, x, y, result: AttackResult) -> RobustnessRow:

@@ -141,7 +141,10 @@ def prepare(
         target = xp.full((x.shape[0],), target_class, dtype=xp.int64, device=device)
     if target is not None:
         _arrays.check_labels(xp, target, x.shape[0], model.n_classes, name="target")
-    return Batch(model, xp, x, y, target, lo, hi)
+    batch = Batch(model, xp, x, y, target, lo, hi)
+    check_fits(batch, "bounds[0]", lo)
+    check_fits(batch, "bounds[1]", hi)
+    return batch
 
 
 def scalar_class(target: Any) -> int | None:
@@ -229,14 +232,31 @@ def check_number(name: str, value: Any, finite: bool = True) -> float:
     return value
 
 
-def check_eps(eps: Any) -> float:
-    """Return ``eps`` as a float, raising ``ValueError`` if it is negative."""
+def check_eps(eps: Any, batch: Batch | None = None) -> float:
+    """Return ``eps`` as a float, raising ``ValueError`` if it is negative or,
+    given the ``batch``, beyond the range of its dtype."""
     eps = check_number("eps", eps)
     if eps < 0:
         raise ValueError(
             f"Expected eps >= 0, got {eps}; eps is the perturbation radius."
         )
-    return eps
+    return eps if batch is None else check_fits(batch, "eps", eps)
+
+
+def check_fits(batch: Batch, name: str, value: float) -> float:
+    """Return ``value`` after checking that ``x``'s dtype can hold it.
+
+    A float32 input with an eps of 1e39 would otherwise compute with
+    infinities and fail later with a message about the forward pass or x.
+    """
+    largest = float(batch.xp.finfo(batch.x.dtype).max)
+    if not abs(value) <= largest:
+        raise ValueError(
+            f"Expected {name} of magnitude at most {largest:.4g} (the largest "
+            f"{batch.x.dtype}), got {value:g}; pass a smaller {name}, or "
+            "float64 inputs."
+        )
+    return value
 
 
 def check_positive(name: str, value: Any) -> float:
@@ -259,20 +279,20 @@ def check_steps(steps: Any) -> int:
     return int(steps)
 
 
-def step_size(alpha: float | None, default: float, eps: float) -> float:
+def step_size(alpha: float | None, default: float, eps: float, batch: Batch) -> float:
     """Return the step size: ``alpha`` if given (it must be > 0), else ``default``.
 
     With ``eps = 0`` the attack returns its input, so the default may be 0.
     """
     if alpha is None:
-        if not math.isfinite(default):
+        if not abs(default) <= float(batch.xp.finfo(batch.x.dtype).max):
             raise ValueError(
-                f"The default step size for eps {eps} overflows to {default}; "
-                "pass a smaller eps, or a finite alpha."
+                f"The default step size for eps {eps} is {default}, beyond the "
+                f"range of {batch.x.dtype}; pass a smaller eps, or alpha."
             )
         return default
     alpha = check_positive("alpha", alpha)
-    return alpha
+    return check_fits(batch, "alpha", alpha)
 
 
 # Gradients and predictions.

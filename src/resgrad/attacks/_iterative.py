@@ -77,8 +77,8 @@ def bim(
         An ``AttackResult``.
     """
     batch = prepare(model, x, y, target, bounds)
-    eps, steps = check_eps(eps), check_steps(steps)
-    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps)
+    eps, steps = check_eps(eps, batch), check_steps(steps)
+    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
     if eps == 0:
         return unchanged(batch)
     return _sign_steps(batch, x, linf_limits(batch, eps), alpha, steps, early_stop)
@@ -125,8 +125,8 @@ def illcm(
     """
     batch = prepare(model, x, y, None, bounds)
     batch = replace(batch, target=least_likely_class(model, x))
-    eps, steps = check_eps(eps), check_steps(steps)
-    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps)
+    eps, steps = check_eps(eps, batch), check_steps(steps)
+    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
     if eps == 0:
         return unchanged(batch)
     return _sign_steps(batch, x, linf_limits(batch, eps), alpha, steps, early_stop)
@@ -164,8 +164,8 @@ def mifgsm(
         An ``AttackResult``.
     """
     batch = prepare(model, x, y, target, bounds)
-    eps, steps = check_eps(eps), check_steps(steps)
-    alpha = step_size(alpha, eps / steps, eps)
+    eps, steps = check_eps(eps, batch), check_steps(steps)
+    alpha = step_size(alpha, eps / steps, eps, batch)
     mu = check_number("mu", mu)
     if mu < 0:
         raise ValueError(f"Expected mu >= 0, got {mu}; Dong et al. use mu = 1.")
@@ -222,8 +222,8 @@ def pgd(
         An ``AttackResult``.
     """
     batch = prepare(model, x, y, target, bounds)
-    eps, steps = check_eps(eps), check_steps(steps)
-    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps)
+    eps, steps = check_eps(eps, batch), check_steps(steps)
+    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
     if eps == 0:
         return unchanged(batch)
     limits = linf_limits(batch, eps)
@@ -277,8 +277,8 @@ def pgd_l2(
         An ``AttackResult``.
     """
     batch = prepare(model, x, y, target, bounds)
-    eps, steps = check_eps(eps), check_steps(steps)
-    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps)
+    eps, steps = check_eps(eps, batch), check_steps(steps)
+    alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
     if eps == 0:
         return unchanged(batch)
     if start is not None:

@@ -38,6 +38,7 @@ from ._common import (
     Array,
     AttackResult,
     Batch,
+    check_fits,
     check_number,
     clip,
     finish,
@@ -102,6 +103,7 @@ def jsma(
         )
     batch = prepare(model, x, y, target, bounds)
     theta = batch.hi - batch.lo if theta is None else check_number("theta", theta)
+    check_fits(batch, "theta", theta)
     gamma = _check_gamma(gamma)
     if theta == 0:
         return unchanged(batch)
@@ -146,6 +148,7 @@ def mjsma(
     """
     batch = prepare(model, x, y, target, bounds)
     theta = batch.hi - batch.lo if theta is None else check_number("theta", theta)
+    check_fits(batch, "theta", theta)
     if theta < 0:
         raise ValueError(
             f"Expected theta >= 0 for maximal JSMA, got {theta}; the attack picks "

@@ -11,6 +11,7 @@ from ._common import (
     AttackResult,
     ascent_direction,
     check_eps,
+    check_fits,
     check_number,
     check_start,
     clip,
@@ -63,7 +64,7 @@ def fgsm(
         ([1, 1], True)
     """
     batch = prepare(model, x, y, target, bounds)
-    eps = check_eps(eps)
+    eps = check_eps(eps, batch)
     if eps == 0:
         return unchanged(batch)
     x_adv = clip(batch, x + eps * batch.xp.sign(ascent_direction(batch, x)))
@@ -103,8 +104,8 @@ def rfgsm(
         An ``AttackResult`` with one step per sample.
     """
     batch = prepare(model, x, y, None, bounds)
-    eps = check_eps(eps)
-    alpha = _random_step(eps, alpha)
+    eps = check_eps(eps, batch)
+    alpha = check_fits(batch, "alpha", _random_step(eps, alpha))
     if eps == 0:
         return unchanged(batch)
     x_star = _randomised_point(batch, alpha, seed, start)
