@@ -62,6 +62,22 @@ BAD_ARGUMENTS = {
         ["train", "--epochs", "0"],
         "--epochs: expected an integer >= 1, got 0",
     ),
+    "train widths empty item": (
+        ["train", "--widths", "3,,4"],
+        "--widths: expected comma-separated integers with no empty item, got '3,,4'",
+    ),
+    "train hidden empty item": (
+        ["train", "--hidden", ",8"],
+        "--hidden: expected comma-separated integers with no empty item",
+    ),
+    "train out under file": (
+        ["train", "--out", "{dir}/plain.txt/m.npz"],
+        "{dir}/plain.txt in {dir}/plain.txt/m.npz is a file, not a folder",
+    ),
+    "attack out under file": (
+        ["attack", "--out", "{dir}/plain.txt/report"],
+        "{dir}/plain.txt in {dir}/plain.txt/report is a file, not a folder",
+    ),
     "train batch text": (
         ["train", "--batch-size", "x"],
         "expected an integer, got 'x'",

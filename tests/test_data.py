@@ -781,8 +781,8 @@ def test_features_not_finite(tmp_path, value):
     x[2, 1] = value
     path = write_npz(tmp_path / "bad.npz", x, y)
     match = (
-        r"1 NaN or infinite feature value\(s\), the first at row 2, column 1 "
-        rf"\({value}\)"
+        r"1 NaN or infinite feature value\(s\), the first at row 2, feature 1 "
+        rf"\({value}\), both counted from 0"
     )
     with pytest.raises(ValueError, match=match):
         load_data(path)

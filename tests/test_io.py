@@ -628,7 +628,10 @@ def edit_header(path, edit):
     [
         (lambda h: h.update(format="pickle"), "its format is 'pickle'"),
         (lambda h: h.update(format_version=0), "its format version 0 is unknown"),
-        (lambda h: h.update(format_version=True), "'format_version' is True; expected"),
+        (
+            lambda h: h.update(format_version=True),
+            "'format_version' is True; expected an int",
+        ),
         (lambda h: h.pop("metadata"), r"missing the field\(s\) \['metadata'\]"),
         (lambda h: h.update(code="x"), r"unknown field\(s\) \['code'\]"),
         (

@@ -431,6 +431,25 @@ def test_papernot_decreasing_map(model, x):
             "noise of shape",
         ),
         (
+            lambda m, x: saliency.smoothgrad(m, x, noise_level=float("inf")),
+            ValueError,
+            "finite noise_level >= 0",
+        ),
+        (
+            lambda m, x: saliency.smoothgrad(
+                m, x, noise_level=1e200, bounds=(0.0, 1e200)
+            ),
+            ValueError,
+            "noise scale noise_level",
+        ),
+        (
+            lambda m, x: saliency.smoothgrad(
+                m, x, samples=2, noise=np.full((2, N, WIDTH), np.nan)
+            ),
+            ValueError,
+            "noise contains",
+        ),
+        (
             lambda m, x: saliency.jsma_map(m, x, variant="maximal"),
             ValueError,
             "Unknown variant",
@@ -532,6 +551,20 @@ def test_numpy_float32_stays_float32(x, method):
     assert isinstance(got, np.ndarray)
     assert got.dtype == np.float32
     assert got.shape == (N, CLASSES, WIDTH)
+
+
+def test_relative_gap_of_equal_scores(model, x):
+    """A baseline equal to x gives a zero gap and a zero score difference,
+    whose relative gap is 0, with no warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = saliency.integrated_gradients(model, x, 0, baseline=x, steps=4)
+        relative = result.relative_gap
+    np.testing.assert_array_equal(relative, np.zeros(N))
+    forced = saliency.IntegratedGradients(
+        result.attributions, result.gap + 1.0, result.score_difference
+    )
+    assert np.all(np.isinf(forced.relative_gap))
 
 
 def test_integrated_gradients_gap_keeps_dtype(x):

@@ -719,8 +719,8 @@ def _validate_features(
         row, column = np.argwhere(bad)[0]
         raise ValueError(
             f"{source} has {int(bad.sum())} NaN or infinite feature value(s), the "
-            f"first at row {row}, column {column} ({x[row, column]}); remove or "
-            "impute them."
+            f"first at row {row}, feature {column} ({x[row, column]}), both "
+            "counted from 0; remove or impute them."
         )
     return x, image_shape
 

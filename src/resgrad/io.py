@@ -613,7 +613,8 @@ def _check_fields(path: Path, where: str, value: Any, fields: dict[str, type]) -
         if not isinstance(field, kind) or (kind is int and isinstance(field, bool)):
             raise _invalid(
                 path,
-                f"{where} field {name!r} is {_short(field)}; expected a {kind.__name__}",
+                f"{where} field {name!r} is {_short(field)}; expected "
+                f"{'an' if kind.__name__[0] in 'aeiou' else 'a'} {kind.__name__}",
             )
 
 

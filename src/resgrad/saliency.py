@@ -359,17 +359,28 @@ def _smoothgrad_noise(
                 f"Expected noise of shape {shape} (samples, n, p_0), got "
                 f"{tuple(noise.shape)}."
             )
-        return xp.astype(noise, x.dtype)
+        noise = xp.astype(noise, x.dtype)
+        _arrays.check_finite(xp, noise, "noise")
+        return noise
     noise_level = float(noise_level)
-    if not noise_level >= 0:
+    if not 0 <= noise_level < math.inf:
         raise ValueError(
-            f"Expected noise_level >= 0 (a fraction of hi - lo), got {noise_level}."
+            f"Expected a finite noise_level >= 0 (a fraction of hi - lo), got "
+            f"{noise_level}."
         )
     lo, hi = (float(b) for b in bounds)
     if not hi >= lo:
         raise ValueError(f"Expected bounds (lo, hi) with lo <= hi, got {(lo, hi)}.")
+    sigma = noise_level * (hi - lo)
+    largest = float(xp.finfo(x.dtype).max)
+    if not sigma <= largest:
+        raise ValueError(
+            f"The noise scale noise_level * (hi - lo) = {sigma:g} is beyond the "
+            f"range of {x.dtype} (largest {largest:.4g}); pass a smaller "
+            "noise_level or narrower bounds."
+        )
     rng = _arrays.generator(seed)
-    draws = rng.standard_normal(shape) * (noise_level * (hi - lo))
+    draws = rng.standard_normal(shape) * sigma
     return xp.asarray(draws, dtype=x.dtype, device=_device(x))
 
 
@@ -391,8 +402,13 @@ class IntegratedGradients(NamedTuple):
     @property
     def relative_gap(self) -> Array:
         """``|gap| / |F(x) - F(x')|``; infinite where the two scores are equal
-        and the gap is not zero."""
-        return abs(self.gap) / abs(self.score_difference)
+        and the gap is not zero, and 0 where both are zero."""
+        xp = _arrays.namespace(self.gap)
+        difference = abs(self.score_difference)
+        equal = difference == 0
+        ratio = abs(self.gap) / xp.where(equal, xp.ones_like(difference), difference)
+        infinite = xp.full_like(ratio, math.inf)
+        return xp.where(equal, xp.where(self.gap == 0, ratio * 0, infinite), ratio)
 
 
 def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:

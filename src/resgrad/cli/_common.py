@@ -176,6 +176,7 @@ def output_file(value: str) -> Path:
         raise argparse.ArgumentTypeError(
             f"{value!r} is a folder; expected a file name, e.g. {example}."
         )
+    _check_no_file_above(path, value)
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(
             f"the folder {path.parent} of {value} does not exist; create it first."
@@ -190,7 +191,19 @@ def output_folder(value: str) -> Path:
         raise argparse.ArgumentTypeError(
             f"{value} is a file; expected a folder for the output files."
         )
+    _check_no_file_above(path, value)
     return path
+
+
+def _check_no_file_above(path: Path, value: str) -> None:
+    """Raise ``ArgumentTypeError`` if the nearest existing folder above
+    ``path`` is a file, which no folder can be made in."""
+    existing = next((parent for parent in path.parents if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{existing} in {value} is a file, not a folder; pass a path inside "
+            "a folder."
+        )
 
 
 def add_overwrite_argument(parser: Any) -> None:

@@ -28,8 +28,13 @@ from ._common import (
 
 
 def _int_list(value: str) -> list[int]:
+    parts = value.split(",")
+    if value and not all(part.strip() for part in parts):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers with no empty item, got {value!r}"
+        )
     try:
-        numbers = [int(part) for part in value.split(",") if part.strip()]
+        numbers = [int(part) for part in parts if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers, got {value!r}"
