@@ -966,6 +966,14 @@ def test_input_requiring_grad_gives_plain_result(model, name):
     torch.testing.assert_close(result.x_adv, expected.x_adv, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", ["pgd", "pgd_l2"])
+@pytest.mark.parametrize("option", ["random_start", "early_stop"])
+def test_flag_of_text_raises(model, name, option):
+    x, y = make_batch()
+    with pytest.raises(TypeError, match=f"Expected {option} to be True or False"):
+        run(name, model, x, y, **{option: "no"})
+
+
 def test_start_of_wrong_shape_raises(model):
     x, y = make_batch()
     with pytest.raises(ValueError, match="start"):

@@ -66,9 +66,17 @@ def test_numpy_integer_seed_equals_int_seed(setting, name):
     assert not np.array_equal(first, other)
 
 
-@pytest.mark.parametrize("command", ["train", "attack", "saliency"])
-def test_cli_rejects_negative_seed(capsys, command):
-    assert main([command, "--seed", "-1"]) == 2
-    assert (
-        "argument --seed: expected an integer >= 0, got -1" in capsys.readouterr().err
-    )
+@pytest.mark.parametrize(
+    "command, option",
+    [
+        ("train", "--seed"),
+        ("attack", "--seed"),
+        ("saliency", "--seed"),
+        ("train", "--split-seed"),
+        ("evaluate", "--split-seed"),
+    ],
+)
+def test_cli_rejects_negative_seed(capsys, command, option):
+    assert main([command, option, "-1"]) == 2
+    expected = f"argument {option}: expected an integer >= 0, got -1"
+    assert expected in capsys.readouterr().err

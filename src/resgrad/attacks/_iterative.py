@@ -21,6 +21,7 @@ from ._common import (
     Batch,
     ascent_direction,
     check_eps,
+    check_flag,
     check_number,
     check_start,
     check_steps,
@@ -230,7 +231,7 @@ def pgd(
     if start is not None:
         check_start(batch, start)
         x_0 = project_linf(batch, start, limits)
-    elif random_start:
+    elif check_flag("random_start", random_start):
         noise = _uniform_noise(generator(seed), eps, (batch.n, batch.d))
         x_0 = project_linf(batch, x + from_numpy(batch, noise), limits)
     else:
@@ -284,7 +285,7 @@ def pgd_l2(
     if start is not None:
         check_start(batch, start)
         x_0 = project_l2(batch, start, eps)
-    elif random_start:
+    elif check_flag("random_start", random_start):
         x_0 = project_l2(batch, x + from_numpy(batch, _l2_ball(batch, eps, seed)), eps)
     else:
         x_0 = x

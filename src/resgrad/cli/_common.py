@@ -126,7 +126,7 @@ def add_data_arguments(parser: Any) -> None:
     )
     parser.add_argument(
         "--split-seed",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="the seed of the stratified train/test split (default: 0)",
     )
