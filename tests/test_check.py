@@ -151,3 +151,39 @@ def test_check_rejects_empty_batch():
     x, y = reference.random_batch(model, 2)
     with pytest.raises(ValueError, match=r"at least one sample in x, got shape \(0, "):
         check_theorem(model, x[:0], y[:0])
+
+
+def _unbiased_relu_model():
+    model = resgrad.ResidualMLP.init([5, 6, 6, 3], seed=3)
+    biases = [k for k in model.arrays() if k.endswith(("b1", "b2"))]
+    zeros = {k: np.zeros_like(model.arrays()[k]) for k in biases}
+    return model.replace_arrays(zeros)
+
+
+def test_check_steps_around_relu_kinks():
+    """A zero row with no biases puts every relu input of that sample at 0,
+    where a central difference averages the two sides. Its entries are left
+    out, and the check passes with as many entries as asked."""
+    model = _unbiased_relu_model()
+    x = np.random.default_rng(0).uniform(size=(3, 5))
+    x[0] = 0.0
+    y = np.array([0, 1, 2])
+    report = check_theorem(model, x, y, entries=8, autograd=False)
+    rows = {row.equation: row for row in report.rows if "differences" in row.reference}
+    assert report.passed
+    assert rows["4"].entries == 8
+    assert rows["5"].entries == 8 * 3
+
+
+def test_check_reports_rows_with_every_entry_on_a_kink():
+    """With x = 0 every step of an input entry crosses a kink, while a step
+    of a weight leaves every relu input at 0."""
+    model = _unbiased_relu_model()
+    x = np.zeros((2, 5))
+    report = check_theorem(model, x, np.array([0, 1]), autograd=False)
+    rows = {row.equation: row for row in report.rows if "differences" in row.reference}
+    assert report.passed
+    assert rows["4"].entries == 0
+    assert rows["5"].entries == 0
+    assert rows["6"].entries > 0
+    assert "none off a relu kink" in report.to_markdown()
