@@ -587,3 +587,16 @@ def test_later_commands_scale_data_as_training_did(tmp_path, capsys):
     model = resgrad.load(tmp_path / "m.npz")
     expected = resgrad.training.evaluate(model, data.x_test, data.y_test)
     assert printed["loss"] == pytest.approx(expected["loss"], rel=1e-12)
+
+
+def test_labels_without_data_raise(tmp_path, capsys):
+    model = tmp_path / "model.npz"
+    resgrad.save(resgrad.ResidualMLP.init([64, 10], seed=0), model)
+    labels = tmp_path / "labels.idx"
+    labels.write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x00")
+    status, lines = run_cli(
+        capsys, ["evaluate", "--model", str(model), "--labels", str(labels)]
+    )
+    assert status == 2
+    assert len(lines) == 1
+    assert f"--labels {labels} goes with the IDX image file of --data" in lines[0]

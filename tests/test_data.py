@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import pickle
 import re
 import struct
@@ -951,3 +952,9 @@ def test_scaling_rejects_bad_maps(tmp_path, scaling, message):
     path = write_npz(tmp_path / "blobs.npz", *blobs(features=4))
     with pytest.raises(ValueError, match=message):
         load_data(path, scaling=scaling)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")
+def test_device_file_is_not_a_regular_file():
+    with pytest.raises(FileNotFoundError, match="/dev/null is not a regular file"):
+        load_data("/dev/null")

@@ -979,3 +979,18 @@ def test_invalid_file_error_is_public(tmp_path):
     with pytest.raises(resgrad.InvalidModelFile, match="not a readable zip"):
         load(path)
     assert issubclass(resgrad.InvalidModelFile, ValueError)
+
+
+@pytest.mark.parametrize("dtype", ["bogus", "float16", "int64"])
+def test_load_rejects_dtypes_save_cannot_write(saved, dtype):
+    path, _ = saved
+    with pytest.raises(
+        ValueError, match=f"Expected dtype float32 or float64, .*'{dtype}'"
+    ):
+        load(path, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float32", np.float32, np.dtype("float32")])
+def test_load_converts_to_float32_in_any_spelling(saved, dtype):
+    path, _ = saved
+    assert load(path, dtype=dtype).dtype == np.float32

@@ -338,3 +338,10 @@ def test_call_rejects_wrong_input(transform, error, message):
     x, _ = reference.random_batch(model, 3)
     with pytest.raises(error, match=message):
         model(transform(x))
+
+
+@pytest.mark.parametrize("name", ["bogus", "int64"])
+def test_convert_names_an_unknown_dtype(name):
+    model = resgrad.ResidualMLP.init([3, 2], seed=0)
+    with pytest.raises(ValueError, match=f"floating dtype of .*, got '{name}'"):
+        model.convert(dtype=name)

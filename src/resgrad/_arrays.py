@@ -46,6 +46,14 @@ def is_floating(xp: Any, a: Array) -> bool:
     return xp.isdtype(a.dtype, "real floating")
 
 
+def is_dtype(xp: Any, dtype: Any, kind: str) -> bool:
+    """Return whether ``dtype`` is a dtype of ``xp`` of the array-API ``kind``."""
+    try:
+        return bool(xp.isdtype(dtype, kind))
+    except (TypeError, ValueError):
+        return False
+
+
 def all_finite(xp: Any, a: Array) -> bool:
     """Return whether every entry of ``a`` is finite."""
     if array_api_compat.is_numpy_array(a):

@@ -673,7 +673,12 @@ def _read_exactly(path: Path, file: IO[bytes], n_bytes: int) -> bytes:
 def _existing_file(path: PathLike) -> Path:
     path = Path(path)
     if not path.is_file():
-        kind = "is a folder, not a file" if path.is_dir() else "does not exist"
+        if path.is_dir():
+            kind = "is a folder, not a file"
+        elif path.exists():
+            kind = "is not a regular file (a device, pipe or socket)"
+        else:
+            kind = "does not exist"
         raise FileNotFoundError(f"Data file {path} {kind}; check the path.")
     if path.stat().st_size == 0:
         raise ValueError(f"Data file {path} is empty (0 bytes).")

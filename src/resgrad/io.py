@@ -356,16 +356,23 @@ def load(
         path: the ``.npz`` model file.
         xp: the array namespace of the returned model (e.g. ``torch``);
             NumPy by default.
-        dtype: the dtype to convert to, such as ``"float32"``; by default the
-            dtype stored in the file.
+        dtype: the dtype to convert to, float32 or float64 (as a name or a
+            dtype object), the two that ``save`` writes; by default the dtype
+            stored in the file.
         device: the device to place the arrays on.
 
     Raises:
         FileNotFoundError: if ``path`` is not a file.
         ValueError: if the file is not a valid resgrad model file, or has a
             later format version than this resgrad reads; the message names
-            the file and the defect.
+            the file and the defect. Also for another ``dtype``.
     """
+    name = getattr(dtype, "__name__", None) or str(dtype)
+    if dtype is not None and name.rsplit(".", 1)[-1] not in DTYPES:
+        raise ValueError(
+            f"Expected dtype float32 or float64, the dtypes of resgrad model "
+            f"files, got {dtype!r}; load the file and convert the model instead."
+        )
     path = _existing_file(path)
     with open(path, "rb") as file:
         headers = _check_archive(path, file)

@@ -323,7 +323,13 @@ class ResidualMLP:
             _arrays.array_api_compat.array_namespace(xp.asarray(0.0)) if xp else self.xp
         )
         if isinstance(dtype, str):
-            dtype = getattr(xp, dtype)
+            name = dtype
+            dtype = getattr(xp, name, None)
+            if dtype is None or not _arrays.is_dtype(xp, dtype, "real floating"):
+                raise ValueError(
+                    f"Expected the name of a floating dtype of {xp.__name__}, such "
+                    f"as 'float32' or 'float64', got {name!r}."
+                )
         converted = {}
         for name, value in self.arrays().items():
             value = _to_namespace(value, xp, device)

@@ -148,6 +148,11 @@ def load_dataset(args: Any, model: Path | None = None) -> Any:
     from ..data import load_data
     from ..io import read_metadata
 
+    if args.labels is not None and args.data is None:
+        raise ValueError(
+            f"--labels {args.labels} goes with the IDX image file of --data; pass "
+            "--data too, or leave out --labels for the digits."
+        )
     scaling = None if model is None else read_metadata(model).get("scaling")
     return load_data(
         args.data,
