@@ -432,6 +432,7 @@ def test_report_section(files, tmp_path):
     }
     assert "| pgd | 0.1 |" in section.markdown
     assert "resgrad attack --model" in section.markdown
+    assert "runs JSMA and maximal JSMA on all 20 samples" in section.markdown
 
 
 def test_cli_draws_progress_bar(files, capsys):

@@ -760,14 +760,16 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path):
         (["--samples", "0"], "--samples must be at least 1"),
         (["--baseline", "BASELINE"], "Expected --baseline of shape (64,)"),
         (["--baseline", "nan"], "--baseline must be a finite number, got 'nan'"),
-        (["--baseline", "NOT_NPY"], "is not a readable .npy array"),
+        (["--baseline", "NOT_NPY"], "is not a .npy array of numbers; save the row"),
+        (["--baseline", "CSV"], "is not a .npy array of numbers; save the row"),
     ],
 )
 def test_cli_bad_input_one_line(digits_model, tmp_path, capsys, extra, message):
     path, _ = digits_model
     np.save(tmp_path / "baseline.npy", np.zeros((3, 3)))
     (tmp_path / "text.npy").write_text("not an array")
-    files = {"BASELINE": "baseline.npy", "NOT_NPY": "text.npy"}
+    (tmp_path / "row.csv").write_text("0.1,0.2,0.3\n")
+    files = {"BASELINE": "baseline.npy", "NOT_NPY": "text.npy", "CSV": "row.csv"}
     extra = [str(tmp_path / files[e]) if e in files else e for e in extra]
     out = tmp_path / "out"
     argv = ["--model", str(path), "--out", str(out), "--no-progress", *extra]
@@ -775,6 +777,7 @@ def test_cli_bad_input_one_line(digits_model, tmp_path, capsys, extra, message):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert message in err
+    assert "allow_pickle" not in err
     assert not out.exists()
 
 

@@ -221,7 +221,9 @@ def _section_markdown(table: Any, rows: str, notes: dict[str, str], data: Any) -
             "",
             (
                 "The same table for a saved model: `resgrad attack --model "
-                "<run>/model.npz --method all --eps 0.05,0.1,0.2`."
+                "<run>/model.npz --method all --eps 0.05,0.1,0.2`. That command "
+                f"runs JSMA and maximal JSMA on all {n} samples, so their rows can "
+                f"differ from these, which cover the first {saliency}."
             ),
         ]
     )

@@ -264,8 +264,8 @@ def _report(args, data, result, figures, report, sections, timings) -> str:
         f"rate {args.lr:g}, mini-batches of "
         f"{args.batch_size}, seed {args.seed}, mean softmax cross-entropy"
         f"{_held_out(args)}. "
-        f"{plural(len(result.history), 'epoch')} ({result.steps} steps), every "
-        "gradient by "
+        f"{plural(len(result.history), 'epoch')} ({plural(result.steps, 'step')}), "
+        "every gradient by "
         f"the backpropagation recurrence without autograd, in "
         f"{timings['train']:.1f} s; {_kept_weights(result)}",
         "",

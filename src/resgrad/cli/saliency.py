@@ -229,8 +229,12 @@ def _baseline_row(text: str, width: int) -> np.ndarray:
     try:
         row = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
+        # NumPy reads a file it cannot parse as a pickle, and its message then
+        # suggests loading it unsafely, which a baseline never needs.
+        detail = "" if "pickle" in str(error) else f" ({error})"
         raise ValueError(
-            f"--baseline {text!r} is not a readable .npy array of numbers ({error})."
+            f"--baseline {text!r} is not a .npy array of numbers{detail}; save "
+            "the row with np.save(path, row)."
         ) from error
     if not isinstance(row, np.ndarray) or row.shape not in ((width,), (1, width)):
         shape = getattr(row, "shape", type(row).__name__)
