@@ -600,3 +600,21 @@ def test_labels_without_data_raise(tmp_path, capsys):
     assert status == 2
     assert len(lines) == 1
     assert f"--labels {labels} goes with the IDX image file of --data" in lines[0]
+
+
+def test_evaluate_warns_on_another_split(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X=rng.random((60, 4)), y=np.arange(60) % 3)
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    capsys.readouterr()
+    evaluate = ["evaluate", "--model", str(model), "--data", str(data)]
+
+    assert main(evaluate) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([*evaluate, "--split-seed", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the model was trained on a split with --test-size 0.25" in err
+    assert "--split-seed 3 contains training rows" in err

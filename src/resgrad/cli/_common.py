@@ -153,13 +153,42 @@ def load_dataset(args: Any, model: Path | None = None) -> Any:
             f"--labels {args.labels} goes with the IDX image file of --data; pass "
             "--data too, or leave out --labels for the digits."
         )
-    scaling = None if model is None else read_metadata(model).get("scaling")
+    metadata = {} if model is None else read_metadata(model)
+    _warn_on_other_split(args, metadata.get("training") or {})
+    scaling = metadata.get("scaling")
     return load_data(
         args.data,
         labels=args.labels,
         test_size=args.test_size,
         seed=args.split_seed,
         scaling=scaling,
+    )
+
+
+def _warn_on_other_split(args: Any, training: dict) -> None:
+    """Warn when ``args`` split the data that the model was trained on with
+    another test size or seed, so that its test part contains training rows.
+
+    Model files record the split from this version on; the data is matched
+    by file name, since a later command may run from another folder.
+    """
+    if "test_size" not in training or "split_seed" not in training:
+        return
+    trained_on, data = training.get("data"), args.data
+    if (trained_on is None) != (data is None):
+        return
+    if data is not None and Path(trained_on).name != Path(data).name:
+        return
+    split = (args.test_size, args.split_seed)
+    if split == (training["test_size"], training["split_seed"]):
+        return
+    print(
+        f"resgrad {args.command}: warning: the model was trained on a split with "
+        f"--test-size {training['test_size']} --split-seed "
+        f"{training['split_seed']}, so the test part of --test-size "
+        f"{args.test_size} --split-seed {args.split_seed} contains training rows; "
+        "pass the training split to measure on unseen rows.",
+        file=sys.stderr,
     )
 
 

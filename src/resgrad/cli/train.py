@@ -398,6 +398,7 @@ def training_metadata(
     scaling of its data, which later commands apply to theirs."""
     options = ("widths", "hidden", "activation", "shortcut", "init", "optimizer", "lr")
     options += ("epochs", "batch_size", "patience", "validation", "seed", "data")
+    options += ("test_size", "split_seed")
     return {
         "training": {name: getattr(args, name) for name in options},
         "best_epoch": result.best_epoch,
