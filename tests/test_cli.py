@@ -618,3 +618,16 @@ def test_evaluate_warns_on_another_split(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: the model was trained on a split with --test-size 0.25" in err
     assert "--split-seed 3 contains training rows" in err
+
+
+def test_evaluate_without_data_names_the_training_file(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X=rng.random((60, 4)), y=np.arange(60) % 3)
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    capsys.readouterr()
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert f"The model was trained on {data}; pass --data {data}." in lines[0]

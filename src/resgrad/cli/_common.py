@@ -154,15 +154,25 @@ def load_dataset(args: Any, model: Path | None = None) -> Any:
             "--data too, or leave out --labels for the digits."
         )
     metadata = {} if model is None else read_metadata(model)
-    _warn_on_other_split(args, metadata.get("training") or {})
+    training = metadata.get("training") or {}
+    _warn_on_other_split(args, training)
     scaling = metadata.get("scaling")
-    return load_data(
-        args.data,
-        labels=args.labels,
-        test_size=args.test_size,
-        seed=args.split_seed,
-        scaling=scaling,
-    )
+    try:
+        return load_data(
+            args.data,
+            labels=args.labels,
+            test_size=args.test_size,
+            seed=args.split_seed,
+            scaling=scaling,
+        )
+    except ValueError as error:
+        trained_on = training.get("data")
+        if args.data is not None or trained_on is None:
+            raise
+        raise ValueError(
+            f"{str(error).rstrip('.')}. The model was trained on {trained_on}; "
+            f"pass --data {trained_on}."
+        ) from error
 
 
 def _warn_on_other_split(args: Any, training: dict) -> None:
