@@ -602,7 +602,8 @@ def test_labels_without_data_raise(tmp_path, capsys):
     assert f"--labels {labels} goes with the IDX image file of --data" in lines[0]
 
 
-def test_evaluate_warns_on_another_split(tmp_path, capsys):
+def _train_small(tmp_path, capsys):
+    """Train a 4-feature model on 60 random rows; return the data and model paths."""
     data = tmp_path / "d.npz"
     rng = np.random.default_rng(0)
     np.savez(data, X=rng.random((60, 4)), y=np.arange(60) % 3)
@@ -610,6 +611,11 @@ def test_evaluate_warns_on_another_split(tmp_path, capsys):
     train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
     assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
     capsys.readouterr()
+    return data, model
+
+
+def test_evaluate_warns_on_another_split(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
     evaluate = ["evaluate", "--model", str(model), "--data", str(data)]
 
     assert main(evaluate) == 0
@@ -621,13 +627,7 @@ def test_evaluate_warns_on_another_split(tmp_path, capsys):
 
 
 def test_evaluate_without_data_names_the_training_file(tmp_path, capsys):
-    data = tmp_path / "d.npz"
-    rng = np.random.default_rng(0)
-    np.savez(data, X=rng.random((60, 4)), y=np.arange(60) % 3)
-    model = tmp_path / "m.npz"
-    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
-    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
-    capsys.readouterr()
+    data, model = _train_small(tmp_path, capsys)
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
     assert f"The model was trained on {data}; pass --data {data}." in lines[0]
