@@ -205,6 +205,12 @@ def test_methods_with_empty_item_raise(methods):
         robustness.parse_methods(methods)
 
 
+@pytest.mark.parametrize("methods", ["fgsm,all", ["all", "pgd"], "all,all"])
+def test_all_beside_other_names_raises(methods):
+    with pytest.raises(ValueError, match="'all' already names every attack"):
+        robustness.parse_methods(methods)
+
+
 @pytest.mark.parametrize("methods", ["fgsm,cw", "deepfool", ""])
 def test_bad_methods_raise(methods):
     with pytest.raises(ValueError, match="method"):

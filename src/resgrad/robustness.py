@@ -142,8 +142,9 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
     ``methods`` is a sequence of names or one comma-separated string.
 
     Raises:
-        ValueError: on an unknown or missing name, and on an empty item of
-            the string, such as the last one of fgsm,.
+        ValueError: on an unknown or missing name, on an empty item of the
+            string, such as the last one of fgsm,, and on "all" beside other
+            names.
     """
     names = methods.split(",") if isinstance(methods, str) else list(methods)
     names = [str(name).strip().lower() for name in names]
@@ -158,6 +159,11 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
             f"Expected at least one attack method: all, {', '.join(METHODS)}."
         )
     if "all" in names:
+        if len(names) > 1:
+            raise ValueError(
+                f"'all' already names every attack, so {methods!r} lists more; "
+                "pass all alone or only the names you want."
+            )
         return list(METHODS)
     unknown = [name for name in names if name not in ATTACKS]
     if unknown:
