@@ -631,7 +631,9 @@ def test_idx_load_data_divides_by_255(tmp_path, mnist_like):
 
 def test_idx_without_labels(tmp_path, mnist_like):
     images_path = write_idx(tmp_path / "img-idx3-ubyte", mnist_like[0])
-    with pytest.raises(ValueError, match="pass its label file with labels="):
+    with pytest.raises(
+        ValueError, match=r"pass its label file with labels= \(--labels on the"
+    ):
         load_data(images_path)
 
 
@@ -756,7 +758,9 @@ def test_empty_file(tmp_path):
 def test_labels_for_npz(tmp_path):
     x, y = blobs()
     path = write_npz(tmp_path / "blobs.npz", x, y)
-    with pytest.raises(ValueError, match="labels= is only for IDX image files"):
+    with pytest.raises(
+        ValueError, match=r"labels= \(--labels on the command line\) is only for IDX"
+    ):
         load_data(path, labels=path)
 
 

@@ -493,7 +493,9 @@ def test_fit_rejects_validation_label_out_of_range():
 def test_fit_rejects_fraction_without_validation_rows():
     # One row per class: every row must stay in the training part.
     x, y = _blobs(n=3)
-    with pytest.raises(ValueError, match="leaves the validation set empty"):
+    with pytest.raises(
+        ValueError, match=r"set empty, .*or None \(--validation 0 on the"
+    ):
         fit(_small_model(), x, y, epochs=1, validation=0.5)
 
 

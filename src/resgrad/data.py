@@ -843,8 +843,9 @@ def load_data(
     kind = _file_kind(path)
     if kind != "idx" and labels is not None:
         raise ValueError(
-            f"labels= is only for IDX image files, but {path} is a {kind} file "
-            "whose labels are inside it; leave labels unset."
+            f"labels= (--labels on the command line) is only for IDX image "
+            f"files, but {path} is a {kind} file whose labels are inside it; "
+            "leave it unset."
         )
     divisor = None
     if kind == "npz":
@@ -878,8 +879,8 @@ def _load_idx_for_scaling(
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None, float | None]:
     if labels is None:
         raise ValueError(
-            f"{path} is an IDX image file; pass its label file with labels=, "
-            "e.g. labels='train-labels-idx1-ubyte'."
+            f"{path} is an IDX image file; pass its label file with labels= "
+            "(--labels on the command line), e.g. labels='train-labels-idx1-ubyte'."
         )
     images, label_values = _read_idx_pair(path, labels)
     divisor = UINT8_MAX if scale == "auto" and images.dtype == np.uint8 else None

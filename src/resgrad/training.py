@@ -606,7 +606,8 @@ def _hold_out(xp, x, y, fraction: float, seed: int):
         raise ValueError(
             f"A validation fraction of {fraction} of {rows.shape[0]} rows leaves "
             "the validation set empty, because every class keeps one training "
-            "row; pass a larger fraction, a pair (x_val, y_val) or None."
+            "row; pass a larger fraction if a class has two or more rows, a pair "
+            "(x_val, y_val), or None (--validation 0 on the command line)."
         )
 
     device = _arrays.array_api_compat.device(x)
