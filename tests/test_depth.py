@@ -593,6 +593,22 @@ def test_cli_trained_option(tmp_path):
     assert (tmp_path / "depth_trained.png").exists()
 
 
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--epochs", "3"], "--epochs applies only to the trained"),
+        (["--trained-depths", "2", "--trained-width", "8"], "--trained-depths, "),
+    ],
+)
+def test_cli_rejects_trained_options_without_trained(tmp_path, capsys, options, named):
+    status = main(["depth", "--out", str(tmp_path / "out"), *options])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert "add --trained" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_rejects_unknown_arch(tmp_path, capsys):
     status = main(["depth", "--arch", "resnet", "--out", str(tmp_path)])
     assert status == 2

@@ -762,6 +762,11 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path):
         (["--baseline", "nan"], "--baseline must be a finite number, got 'nan'"),
         (["--baseline", "NOT_NPY"], "is not a .npy array of numbers; save the row"),
         (["--baseline", "CSV"], "is not a .npy array of numbers; save the row"),
+        (["--method", "vanilla", "--squared"], "leaves out the method that reads"),
+        (
+            ["--method", "smoothgrad", "--variant", "increase"],
+            "reads --variant increase, so it would change nothing",
+        ),
     ],
 )
 def test_cli_bad_input_one_line(digits_model, tmp_path, capsys, extra, message):
@@ -779,6 +784,16 @@ def test_cli_bad_input_one_line(digits_model, tmp_path, capsys, extra, message):
     assert message in err
     assert "allow_pickle" not in err
     assert not out.exists()
+
+
+def test_cli_names_a_bad_value_before_a_full_folder(digits_model, tmp_path, capsys):
+    path, _ = digits_model
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("from an earlier run")
+    argv = ["--model", str(path), "--out", str(out), "--noise-level", "-1"]
+    assert run_cli(argv) == 2
+    assert "--noise-level must be >= 0" in capsys.readouterr().err
 
 
 def test_cli_default_out_beside_model(digits_model, tmp_path):

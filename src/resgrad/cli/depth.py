@@ -34,6 +34,8 @@ from ._common import (
 
 JSON_NAME = "depth.json"
 IDENTITY_ACTIVATIONS = ("relu", "sigmoid", "tanh")
+# The options that only --trained reads, with their defaults.
+TRAINED_DEFAULTS = {"trained_depths": [1, 4, 16], "trained_width": 64, "epochs": 5}
 BRANCH_GAIN_CASES = (
     (1.0, 1),
     (1.0, 2),
@@ -172,19 +174,19 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trained-depths",
         type=_int_list,
-        default=[1, 4, 16],
+        default=TRAINED_DEFAULTS["trained_depths"],
         help="comma-separated depths of the trained classifiers (default: 1,4,16)",
     )
     parser.add_argument(
         "--trained-width",
         type=positive_int,
-        default=64,
+        default=TRAINED_DEFAULTS["trained_width"],
         help="the block width of the trained classifiers (default: 64)",
     )
     parser.add_argument(
         "--epochs",
         type=positive_int,
-        default=5,
+        default=TRAINED_DEFAULTS["epochs"],
         help="training epochs of each classifier (default: 5)",
     )
 
@@ -230,6 +232,20 @@ def _name_list(valid: Sequence[str]):
 def run_depth(args: argparse.Namespace) -> int:
     from .. import depth
 
+    if not args.trained:
+        changed = [
+            "--" + name.replace("_", "-")
+            for name, default in TRAINED_DEFAULTS.items()
+            if getattr(args, name) != default
+        ]
+        if changed:
+            verb, pronoun = (
+                ("applies", "it") if len(changed) == 1 else ("apply", "them")
+            )
+            raise ValueError(
+                f"{', '.join(changed)} {verb} only to the trained classifiers; "
+                f"add --trained, or drop {pronoun}."
+            )
     out = check_output_folder(args.out, args.overwrite)
     progress = progress_bar(not args.no_progress)
     sweep = depth.depth_sweep(

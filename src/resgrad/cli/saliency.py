@@ -42,6 +42,11 @@ METHOD_TITLES = {
     "integrated_gradients": "Integrated Gradients",
     "jsma": "JSMA map",
 }
+# Defaults of the options that only SmoothGrad or the JSMA map read, so that
+# a changed value with neither method selected can be rejected.
+SMOOTHGRAD_SAMPLES = 50
+NOISE_LEVEL = 0.15
+JSMA_VARIANT = "manuscript"
 DIVERGING = "RdBu_r"
 MARKERS = ("o", "s", "^", "D", "v")
 JSON_NAME = "saliency.json"
@@ -145,19 +150,22 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
         "input row (default: 0)",
     )
     parser.add_argument(
-        "--samples", type=int, default=50, help="SmoothGrad noisy copies (default: 50)"
+        "--samples",
+        type=int,
+        default=SMOOTHGRAD_SAMPLES,
+        help=f"SmoothGrad noisy copies (default: {SMOOTHGRAD_SAMPLES})",
     )
     parser.add_argument(
         "--noise-level",
         type=float,
-        default=0.15,
+        default=NOISE_LEVEL,
         help="SmoothGrad noise standard deviation as a fraction of hi - lo "
         "(default: 0.15)",
     )
     parser.add_argument("--squared", action="store_true", help="use SmoothGrad-Squared")
     parser.add_argument(
         "--variant",
-        default="manuscript",
+        default=JSMA_VARIANT,
         choices=JSMA_VARIANTS,
         help="JSMA map: the manuscript's, or Papernot's increase/decrease map "
         "(default: manuscript)",
@@ -303,13 +311,13 @@ def run_saliency(args: argparse.Namespace) -> int:
 
     if args.out is None:
         args.out = Path(args.model).parent / "saliency"
-    check_output_folder(args.out, args.overwrite)
+    methods = parse_methods(args.method)
+    _check_unused_options(args, methods)
     model = load(args.model)
     data = load_dataset(args, model=args.model)
     check_data_fits_model(data, model)
     x_test = np.asarray(data.x_test, dtype=np.float64)
     model = model.convert(dtype="float64")
-    methods = parse_methods(args.method)
     indices = parse_indices(args.index, "--index", len(x_test), "the test split")
     if args.classes.strip() == "all":
         classes = list(range(model.n_classes))
@@ -327,6 +335,9 @@ def run_saliency(args: argparse.Namespace) -> int:
         )
     baseline = parse_baseline(args.baseline, model.sizes[0])
     options = method_options(args, data.bounds, baseline)
+    # This runs after the argument checks, so that a bad value is named
+    # before a folder that is not empty.
+    check_output_folder(args.out, args.overwrite)
     progress = progress_bar(not args.no_progress)
 
     summary = draw_samples(
@@ -341,6 +352,28 @@ def run_saliency(args: argparse.Namespace) -> int:
     write_atomic(args.out / JSON_NAME, json.dumps(_finite(summary), indent=2) + "\n")
     print(f"wrote {len(summary['files'])} files to {args.out}")
     return 0
+
+
+def _check_unused_options(args: argparse.Namespace, methods: list[str]) -> None:
+    """Reject a SmoothGrad or JSMA option changed from its default while
+    --method leaves that method out, since it would change nothing."""
+    unused = []
+    if "smoothgrad" not in methods:
+        if args.samples != SMOOTHGRAD_SAMPLES:
+            unused.append(f"--samples {args.samples}")
+        if args.noise_level != NOISE_LEVEL:
+            unused.append(f"--noise-level {args.noise_level:g}")
+        if args.squared:
+            unused.append("--squared")
+    if "jsma" not in methods and args.variant != JSMA_VARIANT:
+        unused.append(f"--variant {args.variant}")
+    if unused:
+        pronoun = "it" if len(unused) == 1 else "them"
+        raise ValueError(
+            f"--method {args.method} leaves out the method that reads "
+            f"{', '.join(unused)}, so {pronoun} would change nothing; add the "
+            f"method to --method, or drop {pronoun}."
+        )
 
 
 def draw_samples(
