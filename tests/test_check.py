@@ -175,7 +175,7 @@ def test_check_steps_around_relu_kinks():
     assert rows["5"].entries == 8 * 3
 
 
-def test_check_reports_rows_with_every_entry_on_a_kink():
+def test_check_rows_all_on_kink():
     """With x = 0 every step of an input entry crosses a kink, while a step
     of a weight leaves every relu input at 0."""
     model = _unbiased_relu_model()

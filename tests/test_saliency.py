@@ -786,7 +786,7 @@ def test_cli_bad_input_one_line(digits_model, tmp_path, capsys, extra, message):
     assert not out.exists()
 
 
-def test_cli_names_a_bad_value_before_a_full_folder(digits_model, tmp_path, capsys):
+def test_cli_checks_values_before_out(digits_model, tmp_path, capsys):
     path, _ = digits_model
     out = tmp_path / "out"
     out.mkdir()

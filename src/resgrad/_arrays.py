@@ -134,11 +134,12 @@ def check_labels(xp: Any, y: Array, n: int, classes: int, name: str = "y") -> No
         )
 
 
-def check_seed(seed: Any, name: str = "seed") -> int:
+def check_seed(seed: Any, name: str = "seed", kinds: str = "an int >= 0") -> int:
     """Return ``seed`` as an ``int`` after checking that it is an integer >= 0,
-    the seeds NumPy's generators accept."""
+    the seeds NumPy's generators accept. ``kinds`` names what ``seed`` may
+    be in the message for a value of another type."""
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"Expected {name} to be an int >= 0, got {seed!r}.")
+        raise TypeError(f"Expected {name} to be {kinds}, got {seed!r}.")
     if seed < 0:
         raise ValueError(
             f"Expected {name} >= 0, got {seed}; NumPy's generators take "
@@ -152,14 +153,10 @@ def generator(seed: Seed, name: str = "seed") -> np.random.Generator:
     (returned as it is) or ``None`` (fresh entropy from the system)."""
     if isinstance(seed, np.random.Generator):
         return seed
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-    ):
-        raise TypeError(
-            f"Expected {name} to be an int >= 0, a numpy Generator or None, "
-            f"got {seed!r}."
-        )
-    return np.random.default_rng(None if seed is None else check_seed(seed, name))
+    if seed is None:
+        return np.random.default_rng()
+    kinds = "an int >= 0, a numpy Generator or None"
+    return np.random.default_rng(check_seed(seed, name, kinds))
 
 
 def one_hot(xp: Any, y: Array, classes: int, dtype: Any, device: Any) -> Array:

@@ -362,8 +362,8 @@ def per_sample_gradients(
             blocks, or a stack's presence, shape, dtype or device), a stack
             cannot be written in place (read-only, a broadcast view, or a
             PyTorch tensor that requires a gradient), or a stack shares
-            memory with another stack or with ``x``. ``out`` is then left
-            as it was.
+            memory with another stack, with ``x`` or with an array of the
+            model. ``out`` is then left as it was.
     """
     loss_fn, ops, traces, a_L = prepare(model, x, y, loss, "sum")
     losses, error = _sample_losses(model, traces, a_L, y, loss_fn, ops=ops)

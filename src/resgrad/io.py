@@ -236,6 +236,13 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     _sync_folder(folder)
 
 
+def file_above(path: Path) -> Path | None:
+    """Return the nearest existing path above ``path`` when it is not a
+    folder, so that no folder can be made there, else ``None``."""
+    existing = next((parent for parent in path.parents if parent.exists()), None)
+    return None if existing is None or existing.is_dir() else existing
+
+
 def _missing_folder_error(path: Path) -> OSError:
     """Return the error for a ``path`` whose folder is not an existing folder.
 
@@ -243,12 +250,11 @@ def _missing_folder_error(path: Path) -> OSError:
     because then the folder cannot be created.
     """
     folder = path.parent
-    parents = (folder, *folder.parents)
-    existing = next((parent for parent in parents if parent.exists()), None)
-    if existing is not None and not existing.is_dir():
-        problem = "is a file, not a folder" if existing.is_file() else "is not a folder"
+    blocking = file_above(path)
+    if blocking is not None:
+        problem = "is a file, not a folder" if blocking.is_file() else "is not a folder"
         return NotADirectoryError(
-            f"Cannot save {path}: {existing} {problem}. Pass a path inside an "
+            f"Cannot save {path}: {blocking} {problem}. Pass a path inside an "
             "existing folder."
         )
     return FileNotFoundError(
@@ -364,8 +370,9 @@ def load(
     Raises:
         FileNotFoundError: if ``path`` is not a file.
         ValueError: if the file is not a valid resgrad model file, or has a
-            later format version than this resgrad reads; the message names
-            the file and the defect. Also for another ``dtype``.
+            later format version than this resgrad reads. The message names
+            the file and the defect. Also raised for a ``dtype`` other than
+            float32 and float64.
     """
     name = getattr(dtype, "__name__", None) or str(dtype)
     if dtype is not None and name.rsplit(".", 1)[-1] not in DTYPES:

@@ -84,6 +84,11 @@ class Batch:
         return self.model._prepared(self.n)
 
     @cached_property
+    def largest(self) -> float:
+        """The largest finite value of ``x``'s dtype."""
+        return float(self.xp.finfo(self.x.dtype).max)
+
+    @cached_property
     def ops(self) -> _kernels.Kernels:
         """The kernels of every gradient step, looked up once."""
         return _kernels.kernels(self.model, self.x)
@@ -249,10 +254,9 @@ def check_fits(batch: Batch, name: str, value: float) -> float:
     A float32 input with an eps of 1e39 would otherwise compute with
     infinities and fail later with a message about the forward pass or x.
     """
-    largest = float(batch.xp.finfo(batch.x.dtype).max)
-    if not abs(value) <= largest:
+    if not abs(value) <= batch.largest:
         raise ValueError(
-            f"Expected {name} of magnitude at most {largest:.4g} (the largest "
+            f"Expected {name} of magnitude at most {batch.largest:.4g} (the largest "
             f"{batch.x.dtype}), got {value:g}; pass a smaller {name}, or "
             "float64 inputs."
         )
@@ -296,7 +300,7 @@ def step_size(alpha: float | None, default: float, eps: float, batch: Batch) -> 
     With ``eps = 0`` the attack returns its input, so the default may be 0.
     """
     if alpha is None:
-        if not abs(default) <= float(batch.xp.finfo(batch.x.dtype).max):
+        if not abs(default) <= batch.largest:
             raise ValueError(
                 f"The default step size for eps {eps} is {default}, beyond the "
                 f"range of {batch.x.dtype}; pass a smaller eps, or alpha."

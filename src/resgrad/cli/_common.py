@@ -240,12 +240,14 @@ def output_folder(value: str) -> Path:
 
 
 def _check_no_file_above(path: Path, value: str) -> None:
-    """Raise ``ArgumentTypeError`` if the nearest existing folder above
+    """Raise ``ArgumentTypeError`` if the nearest existing path above
     ``path`` is a file, which no folder can be made in."""
-    existing = next((parent for parent in path.parents if parent.exists()), None)
-    if existing is not None and not existing.is_dir():
+    from ..io import file_above
+
+    blocking = file_above(path)
+    if blocking is not None:
         raise argparse.ArgumentTypeError(
-            f"{existing} in {value} is a file, not a folder; pass a path inside "
+            f"{blocking} in {value} is a file, not a folder; pass a path inside "
             "a folder."
         )
 
