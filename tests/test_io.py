@@ -213,6 +213,24 @@ def test_metadata_round_trip(tmp_path):
     assert read_metadata(path) == metadata
 
 
+def test_metadata_numpy_scalars_load_as_python_numbers(tmp_path):
+    metadata = {
+        "epochs": np.int64(30),
+        "accuracy": np.float32(0.75),
+        "best": [np.float64(0.5), np.uint8(3)],
+        "done": np.bool_(True),
+    }
+    path = tmp_path / "model.npz"
+    save(random_model(), path, metadata=metadata)
+    loaded = read_metadata(path)
+    assert loaded == {"epochs": 30, "accuracy": 0.75, "best": [0.5, 3], "done": True}
+    assert [type(loaded[key]) for key in ("epochs", "accuracy", "done")] == [
+        int,
+        float,
+        bool,
+    ]
+
+
 def test_metadata_defaults_to_empty(saved):
     assert read_metadata(saved[0]) == {}
 
@@ -230,6 +248,8 @@ def test_header_fields(saved):
     [
         ({"array": np.zeros(2)}, "Object of type ndarray is not JSON serializable"),
         ({"loss": float("nan")}, "Out of range float values"),
+        ({"loss": np.float32("inf")}, "Out of range float values"),
+        ({"day": np.datetime64("2026-01-01")}, "Object of type datetime64 is not"),
         ({("a", "b"): 1}, "keys must be str"),
     ],
 )

@@ -101,7 +101,8 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
         metadata: a JSON-serialisable dict stored beside the weights (for
             example the data set and the test accuracy), returned by
             ``read_metadata``. It is stored as JSON, so tuples come back as
-            lists. Every dict key, at any depth, must be a string.
+            lists and NumPy scalars (such as ``np.int64(5)``) as Python
+            numbers. Every dict key, at any depth, must be a string.
 
     Raises:
         TypeError: if the model is not a ``ResidualMLP``, its dtype is not
@@ -151,7 +152,7 @@ def _encode_header(config: dict, metadata: dict | None) -> bytes:
         "metadata": metadata,
     }
     try:
-        text = json.dumps(header, allow_nan=False)
+        text = json.dumps(header, allow_nan=False, default=_python_scalar)
     except (TypeError, ValueError, RecursionError) as error:
         cause = "it nests too deeply" if isinstance(error, RecursionError) else error
         raise TypeError(
@@ -160,6 +161,14 @@ def _encode_header(config: dict, metadata: dict | None) -> bytes:
         ) from error
     _check_metadata_keys(metadata)
     return text.encode("utf-8")
+
+
+def _python_scalar(value: Any) -> Any:
+    """Return a NumPy integer, float or bool scalar as its Python value, for
+    ``json.dumps``; raise its usual TypeError for anything else."""
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _check_metadata_keys(metadata: dict) -> None:
