@@ -596,8 +596,14 @@ def test_cli_trained_option(tmp_path):
 @pytest.mark.parametrize(
     "options, named",
     [
-        (["--epochs", "3"], "--epochs applies only to the trained"),
-        (["--trained-depths", "2", "--trained-width", "8"], "--trained-depths, "),
+        (["--epochs", "3"], "--epochs 3 applies only to the trained"),
+        (
+            ["--trained-depths", "2", "--trained-width", "8"],
+            "--trained-depths 2, --trained-width 8 apply only",
+        ),
+        # The default values typed out are caught too.
+        (["--epochs", "5"], "--epochs 5 applies only to the trained"),
+        (["--trained-depths", "1,4,16"], "--trained-depths 1,4,16 applies only"),
     ],
 )
 def test_cli_rejects_trained_options_without_trained(tmp_path, capsys, options, named):

@@ -762,10 +762,31 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path):
         (["--baseline", "nan"], "--baseline must be a finite number, got 'nan'"),
         (["--baseline", "NOT_NPY"], "is not a .npy array of numbers; save the row"),
         (["--baseline", "CSV"], "is not a .npy array of numbers; save the row"),
-        (["--method", "vanilla", "--squared"], "leaves out the method that reads"),
+        (
+            ["--method", "vanilla", "--squared"],
+            (
+                "--method vanilla leaves out smoothgrad, which alone reads --squared, "
+                "so it would change nothing; add smoothgrad to --method, or drop it."
+            ),
+        ),
         (
             ["--method", "smoothgrad", "--variant", "increase"],
             "reads --variant increase, so it would change nothing",
+        ),
+        # The default values typed out are caught too.
+        (
+            ["--method", "vanilla", "--samples", "50", "--noise-level", "0.15"],
+            (
+                "reads --samples 50, --noise-level 0.15, so they would change "
+                "nothing; add smoothgrad to --method, or drop them."
+            ),
+        ),
+        (
+            ["--method", "vanilla", "--variant", "manuscript", "--samples", "50"],
+            (
+                "leaves out smoothgrad and jsma, which alone read --samples 50, "
+                "--variant manuscript, so they"
+            ),
         ),
     ],
 )

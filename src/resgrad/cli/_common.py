@@ -321,6 +321,36 @@ def check_data_fits_model(data: Any, model: ResidualMLP) -> None:
             )
 
 
+class Typed(argparse.Action):
+    """Store an option's value and record in ``args.typed`` that it was typed.
+
+    A command can then reject an option that its other options leave unread,
+    even when the user typed the default value.
+    """
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.typed = getattr(namespace, "typed", frozenset()) | {self.dest}
+
+
+def typed_options(args: argparse.Namespace, names: Iterable[str]) -> list[str]:
+    """Return ``--name value`` for each of ``names`` (argument dests) that the
+    user typed, in the order given."""
+    typed = getattr(args, "typed", frozenset())
+    return [
+        f"--{name.replace('_', '-')} {_shown(getattr(args, name))}"
+        for name in names
+        if name in typed
+    ]
+
+
+def _shown(value: Any) -> str:
+    """Return an option's value as the user could have typed it."""
+    if isinstance(value, list):
+        return ",".join(_shown(item) for item in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def plural(count: int, word: str) -> str:
     """Return ``count`` and ``word``, with an s unless ``count`` is 1."""
     return f"{count} {word}" if count == 1 else f"{count} {word}s"

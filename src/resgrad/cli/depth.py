@@ -23,19 +23,21 @@ import numpy as np
 from ._common import (
     RunContext,
     Section,
+    Typed,
     add_overwrite_argument,
     check_output_folder,
     make_output_folder,
     non_negative_int,
     positive_int,
     progress_bar,
+    typed_options,
     write_atomic,
 )
 
 JSON_NAME = "depth.json"
 IDENTITY_ACTIVATIONS = ("relu", "sigmoid", "tanh")
-# The options that only --trained reads, with their defaults.
-TRAINED_DEFAULTS = {"trained_depths": [1, 4, 16], "trained_width": 64, "epochs": 5}
+# The options that only --trained reads.
+TRAINED_OPTIONS = ("trained_depths", "trained_width", "epochs")
 BRANCH_GAIN_CASES = (
     (1.0, 1),
     (1.0, 2),
@@ -173,20 +175,23 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--trained-depths",
+        action=Typed,
         type=_int_list,
-        default=TRAINED_DEFAULTS["trained_depths"],
+        default=[1, 4, 16],
         help="comma-separated depths of the trained classifiers (default: 1,4,16)",
     )
     parser.add_argument(
         "--trained-width",
+        action=Typed,
         type=positive_int,
-        default=TRAINED_DEFAULTS["trained_width"],
+        default=64,
         help="the block width of the trained classifiers (default: 64)",
     )
     parser.add_argument(
         "--epochs",
+        action=Typed,
         type=positive_int,
-        default=TRAINED_DEFAULTS["epochs"],
+        default=5,
         help="training epochs of each classifier (default: 5)",
     )
 
@@ -233,11 +238,7 @@ def run_depth(args: argparse.Namespace) -> int:
     from .. import depth
 
     if not args.trained:
-        changed = [
-            "--" + name.replace("_", "-")
-            for name, default in TRAINED_DEFAULTS.items()
-            if getattr(args, name) != default
-        ]
+        changed = typed_options(args, TRAINED_OPTIONS)
         if changed:
             verb, pronoun = (
                 ("applies", "it") if len(changed) == 1 else ("apply", "them")

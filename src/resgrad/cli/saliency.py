@@ -22,6 +22,7 @@ import numpy as np
 from ._common import (
     RunContext,
     Section,
+    Typed,
     add_data_arguments,
     add_overwrite_argument,
     check_data_fits_model,
@@ -32,6 +33,7 @@ from ._common import (
     non_negative_int,
     output_folder,
     progress_bar,
+    typed_options,
     write_atomic,
 )
 
@@ -151,12 +153,14 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--samples",
+        action=Typed,
         type=int,
         default=SMOOTHGRAD_SAMPLES,
         help=f"SmoothGrad noisy copies (default: {SMOOTHGRAD_SAMPLES})",
     )
     parser.add_argument(
         "--noise-level",
+        action=Typed,
         type=float,
         default=NOISE_LEVEL,
         help="SmoothGrad noise standard deviation as a fraction of hi - lo "
@@ -165,6 +169,7 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--squared", action="store_true", help="use SmoothGrad-Squared")
     parser.add_argument(
         "--variant",
+        action=Typed,
         default=JSMA_VARIANT,
         choices=JSMA_VARIANTS,
         help="JSMA map: the manuscript's, or Papernot's increase/decrease map "
@@ -355,24 +360,24 @@ def run_saliency(args: argparse.Namespace) -> int:
 
 
 def _check_unused_options(args: argparse.Namespace, methods: list[str]) -> None:
-    """Reject a SmoothGrad or JSMA option changed from its default while
-    --method leaves that method out, since it would change nothing."""
-    unused = []
+    """Reject a SmoothGrad or JSMA option typed while --method leaves that
+    method out, since it would change nothing."""
+    unused = {}
     if "smoothgrad" not in methods:
-        if args.samples != SMOOTHGRAD_SAMPLES:
-            unused.append(f"--samples {args.samples}")
-        if args.noise_level != NOISE_LEVEL:
-            unused.append(f"--noise-level {args.noise_level:g}")
-        if args.squared:
-            unused.append("--squared")
-    if "jsma" not in methods and args.variant != JSMA_VARIANT:
-        unused.append(f"--variant {args.variant}")
+        squared = ["--squared"] if args.squared else []
+        unused["smoothgrad"] = typed_options(args, ["samples", "noise_level"]) + squared
+    if "jsma" not in methods:
+        unused["jsma"] = typed_options(args, ["variant"])
+    unused = {method: options for method, options in unused.items() if options}
     if unused:
-        pronoun = "it" if len(unused) == 1 else "them"
+        options = [option for group in unused.values() for option in group]
+        subject, pronoun = ("it", "it") if len(options) == 1 else ("they", "them")
+        left_out = " and ".join(unused)
         raise ValueError(
-            f"--method {args.method} leaves out the method that reads "
-            f"{', '.join(unused)}, so {pronoun} would change nothing; add the "
-            f"method to --method, or drop {pronoun}."
+            f"--method {args.method} leaves out {left_out}, which alone "
+            f"{'reads' if len(unused) == 1 else 'read'} {', '.join(options)}, so "
+            f"{subject} would change nothing; add {left_out} to --method, or "
+            f"drop {pronoun}."
         )
 
 
