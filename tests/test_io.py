@@ -213,7 +213,7 @@ def test_metadata_round_trip(tmp_path):
     assert read_metadata(path) == metadata
 
 
-def test_metadata_numpy_scalars_load_as_python_numbers(tmp_path):
+def test_metadata_numpy_scalars_as_python(tmp_path):
     metadata = {
         "epochs": np.int64(30),
         "accuracy": np.float32(0.75),
