@@ -731,7 +731,7 @@ def run_cli(argv: list[str]) -> int:
     return main(["saliency", *argv])
 
 
-def test_cli_writes_figures_and_json(digits_model, tmp_path):
+def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
     path, data = digits_model
     out = tmp_path / "out"
     argv = ["--model", str(path), "--index", "0,3", "--out", str(out)]
@@ -748,6 +748,19 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path):
     assert len(spearman) == 2
     gaps = report["integrated_gradients_gap"]["gap_per_class"]
     assert np.array(gaps).shape == (2, data.n_classes)
+
+    # The terminal gets the same check numbers as the JSON file.
+    printed = capsys.readouterr().out
+    assert "mean area over the first 6 test samples" in printed
+    jsma = report["deletion"]["jsma"]
+    assert f"  jsma{'':18s}{jsma['auc']:8.3f}{jsma['random_auc']:8.3f}\n" in printed
+    last = report["randomization"]["vanilla"]["spearman_abs"][-1]
+    assert f"  vanilla{'':15s}{last:8.3f}\n" in printed
+    gap = np.max(
+        np.abs(report["integrated_gradients_gap"]["relative_gap_predicted_class"])
+    )
+    assert f"(gausslegendre rule, 8 steps): largest relative {gap:.2e}" in printed
+    assert printed.endswith(f"wrote {len(report['files'])} files to {out}\n")
 
 
 @pytest.mark.parametrize(

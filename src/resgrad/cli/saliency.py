@@ -355,8 +355,36 @@ def run_saliency(args: argparse.Namespace) -> int:
     summary["files"] += [RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME]
     summary.update(check_summary(checks))
     write_atomic(args.out / JSON_NAME, json.dumps(_finite(summary), indent=2) + "\n")
+    print(_summary_text(summary))
     print(f"wrote {len(summary['files'])} files to {args.out}")
     return 0
+
+
+def _summary_text(summary: dict) -> str:
+    """Return the check numbers of ``summary`` as lines for the terminal."""
+    deletion = summary["deletion"]
+    samples = next(iter(deletion.values()))["samples"]
+    lines = [
+        f"deletion curve, mean area over the first {samples} test samples "
+        "(lower: the map ranks the decisive features first):",
+        f"  {'method':22s}{'map':>8s}{'random':>8s}",
+    ]
+    for method, numbers in deletion.items():
+        lines.append(f"  {method:22s}{numbers['auc']:8.3f}{numbers['random_auc']:8.3f}")
+    lines.append(
+        "randomisation check, rank correlation of |map| with the trained one "
+        "after reinitialising every block (near 0: the map depends on the weights):"
+    )
+    for method, numbers in summary["randomization"].items():
+        lines.append(f"  {method:22s}{numbers['spearman_abs'][-1]:8.3f}")
+    gap = summary["integrated_gradients_gap"]
+    relative = np.abs(gap["relative_gap_predicted_class"])
+    lines.append(
+        "Integrated Gradients completeness gap of the predicted class "
+        f"({gap['rule']} rule, {gap['steps']} steps): largest relative "
+        f"{np.max(relative):.2e}"
+    )
+    return "\n".join(lines)
 
 
 def _check_unused_options(args: argparse.Namespace, methods: list[str]) -> None:
