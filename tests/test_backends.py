@@ -349,6 +349,21 @@ def test_convert_like_adopts_namespace_and_dtype():
         np.testing.assert_allclose(back.arrays()[name], value, rtol=1e-7)
 
 
+def test_convert_bfloat16_to_numpy_needs_a_dtype():
+    model = reference.random_model(2, "relu", "learned").convert(
+        torch, dtype=torch.bfloat16
+    )
+    with pytest.raises(TypeError, match="numpy has no bfloat16 dtype to hold"):
+        model.convert(np)
+    # float32 holds every bfloat16 value, so this conversion is exact.
+    for dtype in ("float32", "float64"):
+        converted = model.convert(np, dtype=dtype)
+        for name, value in converted.arrays().items():
+            assert value.dtype == np.dtype(dtype), name
+            expected = model.arrays()[name].double().numpy()
+            np.testing.assert_array_equal(value, expected, err_msg=name)
+
+
 # The PyTorch module export.
 
 

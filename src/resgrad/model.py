@@ -330,6 +330,13 @@ class ResidualMLP:
                     f"Expected the name of a floating dtype of {xp.__name__}, such "
                     f"as 'float32' or 'float64', got {name!r}."
                 )
+        source = str(self.dtype).rsplit(".", 1)[-1]
+        if dtype is None and getattr(xp, source, None) is None:
+            raise TypeError(
+                f"{xp.__name__.rsplit('.', 1)[-1]} has no {source} dtype to hold "
+                "this model's arrays; pass a dtype it has, such as "
+                "dtype='float32'."
+            )
         converted = {}
         for name, value in self.arrays().items():
             value = _to_namespace(value, xp, device)
@@ -556,7 +563,11 @@ def _to_namespace(value: Array, xp: Any, device: Any) -> Array:
     if compat.array_namespace(value) is xp:
         return value if device is None else compat.to_device(value, device)
     if compat.is_torch_array(value):
-        host = value.detach().cpu().numpy()
+        value = value.detach()
+        if str(value.dtype) == "torch.bfloat16":
+            # NumPy has no bfloat16, and float32 holds every bfloat16 value.
+            value = value.float()
+        host = value.cpu().numpy()
     elif isinstance(value, np.ndarray):
         host = value
     else:
