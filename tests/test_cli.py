@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -624,6 +625,38 @@ def test_evaluate_warns_on_another_split(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: the model was trained on a split with --test-size 0.25" in err
     assert "--split-seed 3 contains training rows" in err
+
+
+def test_split_warning_matches_data_by_content(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
+    digest = resgrad.read_metadata(model)["training"]["data_sha256"]
+    assert digest == hashlib.sha256(data.read_bytes()).hexdigest()
+
+    # A renamed copy of the training data is the same data.
+    copy = tmp_path / "renamed.npz"
+    copy.write_bytes(data.read_bytes())
+    other_split = ["--split-seed", "3"]
+    evaluate = ["evaluate", "--model", str(model), *other_split]
+    assert main([*evaluate, "--data", str(copy)]) == 0
+    assert "warning: the model was trained on a split" in capsys.readouterr().err
+
+    # Other data under the training file's name is not.
+    other = tmp_path / "other" / data.name
+    other.parent.mkdir()
+    rng = np.random.default_rng(1)
+    np.savez(other, X=rng.random((60, 4)), y=np.arange(60) % 3)
+    assert main([*evaluate, "--data", str(other)]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_split_warning_for_digits_named_or_default(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", "digits", "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--widths", "8", "--hidden", "8", "--no-progress"]) == 0
+    assert resgrad.read_metadata(model)["training"]["data_sha256"] is None
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model), "--split-seed", "3"]) == 0
+    assert "warning: the model was trained on a split" in capsys.readouterr().err
 
 
 def test_evaluate_without_data_names_the_training_file(tmp_path, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
 import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -179,15 +180,15 @@ def _warn_on_other_split(args: Any, training: dict) -> None:
     """Warn when ``args`` split the data that the model was trained on with
     another test size or seed, so that its test part contains training rows.
 
-    Model files record the split from this version on; the data is matched
-    by file name, since a later command may run from another folder.
+    Model files record the split, and the SHA-256 digest of the --data file,
+    from this version on. Files without a digest are matched by file name.
     """
     if "test_size" not in training or "split_seed" not in training:
         return
-    trained_on, data = training.get("data"), args.data
+    trained_on, data = data_file(training.get("data")), data_file(args.data)
     if (trained_on is None) != (data is None):
         return
-    if data is not None and Path(trained_on).name != Path(data).name:
+    if data is not None and not _same_data(data, training):
         return
     split = (args.test_size, args.split_seed)
     if split == (training["test_size"], training["split_seed"]):
@@ -200,6 +201,32 @@ def _warn_on_other_split(args: Any, training: dict) -> None:
         "pass the training split to measure on unseen rows.",
         file=sys.stderr,
     )
+
+
+def data_file(data: str | None) -> Path | None:
+    """Return the file of a --data value, or ``None`` for the bundled digits."""
+    return None if data in (None, "digits") else Path(data)
+
+
+def _same_data(data: Path, training: dict) -> bool:
+    """Return whether ``data`` is the file the model was trained on."""
+    digest = training.get("data_sha256")
+    if digest is None:
+        return Path(training["data"]).name == data.name
+    try:
+        return file_digest(data) == digest
+    except OSError:
+        # load_data reports the unreadable file next, with its own message.
+        return False
+
+
+def file_digest(path: Path) -> str:
+    """Return the SHA-256 digest of the file ``path`` in hexadecimal."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def existing_file(value: str) -> Path:

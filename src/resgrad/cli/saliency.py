@@ -364,11 +364,11 @@ def _summary_text(summary: dict) -> str:
     """Return the check numbers of ``summary`` as lines for the terminal."""
     deletion = summary["deletion"]
     samples = next(iter(deletion.values()))["samples"]
-    lines = [
+    heading = (
         f"deletion curve, mean area over the first {samples} test samples "
-        "(lower: the map ranks the decisive features first):",
-        f"  {'method':22s}{'map':>8s}{'random':>8s}",
-    ]
+        "(lower: the map ranks the decisive features first):"
+    )
+    lines = [heading, f"  {'method':22s}{'map':>8s}{'random':>8s}"]
     for method, numbers in deletion.items():
         lines.append(f"  {method:22s}{numbers['auc']:8.3f}{numbers['random_auc']:8.3f}")
     lines.append(

@@ -16,6 +16,8 @@ except ImportError:  # Windows has no flock.
 
 from ._common import (
     add_data_arguments,
+    data_file,
+    file_digest,
     fraction,
     load_dataset,
     non_negative_int,
@@ -399,8 +401,13 @@ def training_metadata(
     options = ("widths", "hidden", "activation", "shortcut", "init", "optimizer", "lr")
     options += ("epochs", "batch_size", "patience", "validation", "seed", "data")
     options += ("test_size", "split_seed")
+    training = {name: getattr(args, name) for name in options}
+    # Later commands compare the digest to tell whether they split the same
+    # data (see load_dataset).
+    data_path = data_file(args.data)
+    training["data_sha256"] = None if data_path is None else file_digest(data_path)
     return {
-        "training": {name: getattr(args, name) for name in options},
+        "training": training,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "test_accuracy": test_accuracy,
