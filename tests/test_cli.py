@@ -538,7 +538,7 @@ def test_train_rejects_second_run_on_checkpoint(tmp_path, monkeypatch, capsys):
 
     assert second["status"] == 2
     assert (
-        f"{checkpoint} is in use by another resgrad train (process {os.getpid()}), "
+        f"{checkpoint} is in use by another training run (process {os.getpid()}), "
         f"which holds the lock on {checkpoint}.lock; wait for that run to end"
     ) in second["err"]
     assert checkpoint.read_bytes() == b"epoch 1"

@@ -2,7 +2,9 @@
 and fit's reproducibility, early stopping, divergence guard and checks."""
 
 import io
+import os
 import re
+import threading
 import warnings
 
 import array_api_strict
@@ -812,3 +814,96 @@ def test_divergence_writes_no_checkpoint(tmp_path):
         fit(_small_model(), x, y, lr=1e6, epochs=3, validation=None, checkpoint=path)
 
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoint_lock_held_during_fit(tmp_path):
+    pytest.importorskip("fcntl")
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    lock = tmp_path / "run.ckpt.lock"
+    seen = []
+
+    def progress(epochs, **kwargs):
+        for epoch in epochs:
+            seen.append(lock.read_text())
+            yield epoch
+
+    fit(
+        _small_model(),
+        x,
+        y,
+        epochs=2,
+        validation=None,
+        checkpoint=path,
+        progress=progress,
+    )
+    assert seen == [f"{os.getpid()}\n"] * 2
+    assert not lock.exists()
+
+
+def test_checkpoint_in_use_rejected(tmp_path):
+    fcntl = pytest.importorskip("fcntl")
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    # Another run's lock, taken outside resgrad as a second process would.
+    with open(tmp_path / "run.ckpt.lock", "w") as other:
+        fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.write("4242\n")
+        other.flush()
+        with pytest.raises(
+            FileExistsError,
+            match=r"run.ckpt is in use by another training run \(process 4242\)",
+        ):
+            fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt.lock"]
+
+
+def test_checkpoint_path_checked_before_training(tmp_path):
+    x, y = _blobs()
+    started = []
+
+    def progress(epochs, **kwargs):
+        started.append(True)
+        return epochs
+
+    (tmp_path / "file").write_text("")
+    cases = [
+        (tmp_path / "missing" / "run.ckpt", FileNotFoundError, "does not exist"),
+        (tmp_path, IsADirectoryError, "it is a folder, not a file"),
+        (tmp_path / "file" / "run.ckpt", NotADirectoryError, "is a file, not"),
+    ]
+    for path, error, message in cases:
+        with pytest.raises(error, match=message):
+            fit(_small_model(), x, y, epochs=1, checkpoint=path, progress=progress)
+    assert started == []
+
+
+def test_checkpoint_in_use_by_another_thread(tmp_path):
+    pytest.importorskip("fcntl")
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    errors = []
+
+    def second_run():
+        try:
+            fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=path)
+        except FileExistsError as error:
+            errors.append(str(error))
+
+    def progress(epochs, **kwargs):
+        thread = threading.Thread(target=second_run)
+        thread.start()
+        thread.join()
+        return epochs
+
+    fit(
+        _small_model(),
+        x,
+        y,
+        epochs=1,
+        validation=None,
+        checkpoint=path,
+        progress=progress,
+    )
+    assert len(errors) == 1
+    assert f"is in use by another training run (process {os.getpid()})" in errors[0]

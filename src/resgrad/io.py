@@ -219,14 +219,8 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         FileNotFoundError: if the folder of ``path`` does not exist.
         NotADirectoryError: if a parent of ``path`` is a file.
     """
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"Cannot save {path}: it is a folder, not a file. Pass a file path, "
-            "such as a new file name inside that folder."
-        )
+    check_file_path(path)
     folder = path.parent
-    if not folder.is_dir():
-        raise _missing_folder_error(path)
     _remove_stale_temporaries(path)
     temporary = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
     descriptor, named = _open_temporary(folder, temporary)
@@ -243,6 +237,17 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             os.unlink(temporary)
         raise
     _sync_folder(folder)
+
+
+def check_file_path(path: Path) -> None:
+    """Raise the error of ``write_atomically`` if ``path`` cannot become a file."""
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"Cannot save {path}: it is a folder, not a file. Pass a file path, "
+            "such as a new file name inside that folder."
+        )
+    if not path.parent.is_dir():
+        raise _missing_folder_error(path)
 
 
 def file_above(path: Path) -> Path | None:

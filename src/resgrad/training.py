@@ -13,6 +13,7 @@ every trained array, biases included.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -26,11 +27,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _arrays, io
+from . import _arrays, _lock, io
 from .data import train_test_split
 from .gradients import gradients
 from .losses import check_targets, get_loss
 from .model import ForwardOverflowError, ResidualMLP, _to_namespace
+
+_CHECKPOINT_IN_USE_HINT = (
+    "wait for that run to end, or pass another checkpoint path to fit."
+)
 
 Array = Any
 Params = dict[str, Array]
@@ -401,7 +406,10 @@ def fit(
             needed to continue: the weights, the optimizer state, the state
             of the shuffling generator, the step count, the early-stopping
             state and the history. It is written atomically (see
-            ``resgrad.io.save_checkpoint``); ``None`` writes none.
+            ``resgrad.io.save_checkpoint``); ``None`` writes none. While
+            the run lasts, a lock on the file of the same name plus
+            ``.lock`` (a ``flock``, absent on Windows) stops a second run,
+            in this process or another, from writing the same checkpoint.
         resume: continue from ``checkpoint`` instead of starting over. The
             other arguments must be the ones of the run that wrote it (the
             same initial model, data, optimizer, seed and batch size;
@@ -420,7 +428,10 @@ def fit(
         ValueError, TypeError: for invalid arguments, or a checkpoint
             written with other settings.
         FileNotFoundError: if ``resume`` is true and ``checkpoint`` does
-            not exist.
+            not exist, or the folder of ``checkpoint`` does not exist.
+        FileExistsError: if another run holds the lock of ``checkpoint``.
+        IsADirectoryError, NotADirectoryError: if ``checkpoint`` is a folder
+            or lies under a file.
 
     Example:
         >>> import numpy as np, resgrad
@@ -443,32 +454,40 @@ def fit(
     rng = np.random.default_rng(_arrays.check_seed(seed))
     run = _Run(model, loss_fn, opt, x_train, y_train, batch_size, rng, xp)
     progress_state = _Progress.start(run, patience)
-    saver = None
+    # A second run on the same checkpoint would overwrite this run's epochs.
+    lock = contextlib.nullcontext()
     if checkpoint is not None:
-        settings = _settings(
-            model, x, y, loss_fn, opt, batch_size, seed, validation, patience
-        )
-        saver = _Checkpoint(Path(checkpoint), settings)
-        if resume:
-            progress_state = saver.restore(run, patience)
+        io.check_file_path(Path(checkpoint))
+        lock = _lock.held(Path(checkpoint), _CHECKPOINT_IN_USE_HINT)
+    with lock:
+        saver = None
+        if checkpoint is not None:
+            settings = _settings(
+                model, x, y, loss_fn, opt, batch_size, seed, validation, patience
+            )
+            saver = _Checkpoint(Path(checkpoint), settings)
+            if resume:
+                progress_state = saver.restore(run, patience)
 
-    first = len(progress_state.history)
-    if epochs < first:
-        # The checkpoint contains the state after `first` epochs, which fewer
-        # epochs cannot give back.
-        raise ValueError(
-            f"Cannot resume from {checkpoint} with epochs={epochs}: it has "
-            f"already run {first} epochs. Pass epochs >= {first}, or start "
-            "over without resume."
-        )
-    epochs_bar: Iterable[int] = range(first, max(epochs, first))
-    if progress is not None:
-        epochs_bar = progress(epochs_bar, desc="train", total=max(epochs - first, 0))
+        first = len(progress_state.history)
+        if epochs < first:
+            # The checkpoint contains the state after `first` epochs, which fewer
+            # epochs cannot give back.
+            raise ValueError(
+                f"Cannot resume from {checkpoint} with epochs={epochs}: it has "
+                f"already run {first} epochs. Pass epochs >= {first}, or start "
+                "over without resume."
+            )
+        epochs_bar: Iterable[int] = range(first, max(epochs, first))
+        if progress is not None:
+            epochs_bar = progress(
+                epochs_bar, desc="train", total=max(epochs - first, 0)
+            )
 
-    # The divergence guard reports every overflow, so NumPy's warnings about
-    # them would only repeat it.
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        _train(run, epochs_bar, val, progress_state, saver)
+        # The divergence guard reports every overflow, so NumPy's warnings about
+        # them would only repeat it.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            _train(run, epochs_bar, val, progress_state, saver)
 
     history, stopping = progress_state.history, progress_state.stopping
     # Patience that runs out at the last epoch stops nothing early.

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # Windows has no flock.
-    fcntl = None
-
+from .. import _lock
 from ._common import (
     add_data_arguments,
     data_file,
@@ -259,11 +254,14 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--checkpoint {args.checkpoint} is the --out file; pick another name."
         )
-    lock = _lock_checkpoint(args.checkpoint)
+    # The lock covers the checks before training and the removal of the
+    # checkpoint after it, and fit, which runs inside, finds it held.
+    hint = "wait for that run to end, or pass another --out or --checkpoint."
+    lock = _lock.acquire(args.checkpoint, hint)
     try:
         return _train_and_save(args)
     finally:
-        _unlock_checkpoint(args.checkpoint, lock)
+        _lock.release(args.checkpoint, lock)
 
 
 def _train_and_save(args: argparse.Namespace) -> int:
@@ -328,69 +326,6 @@ def _train_and_save(args: argparse.Namespace) -> int:
     )
     print(f"saved {args.out}")
     return 0
-
-
-def _lock_path(checkpoint: Path) -> Path:
-    return checkpoint.with_name(checkpoint.name + ".lock")
-
-
-def _lock_checkpoint(checkpoint: Path) -> IO[str] | None:
-    """Take the exclusive lock that keeps two runs off one checkpoint.
-
-    The lock is a ``flock`` on the file ``<checkpoint>.lock``, which the
-    kernel releases when the process ends, however it ends. The file of a
-    killed run therefore blocks nothing, and the next run takes it over.
-    Returns the open lock file, or ``None`` where ``fcntl`` is missing.
-
-    Raises:
-        FileExistsError: another process holds the lock.
-    """
-    # NOTE: without fcntl (Windows) two runs can write one checkpoint.
-    if fcntl is None:
-        return None
-    path = _lock_path(checkpoint)
-    while True:
-        # The file stays open while the run lasts, because closing it ends
-        # the lock.
-        file = open(path, "a+")  # noqa: SIM115
-        try:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            file.seek(0)
-            owner = file.read().strip()
-            file.close()
-            process = f" (process {owner})" if owner.isdigit() else ""
-            raise FileExistsError(
-                f"{checkpoint} is in use by another resgrad train{process}, which "
-                f"holds the lock on {path}; wait for that run to end, or pass "
-                "another --out or --checkpoint."
-            ) from None
-        except BaseException:
-            file.close()
-            raise
-        # A run that ended between the open and the flock above has removed
-        # the file, so the lock covers a file that the next run would not see.
-        try:
-            current = os.path.samestat(os.fstat(file.fileno()), os.stat(path))
-        except FileNotFoundError:
-            current = False
-        if current:
-            break
-        file.close()
-    file.truncate(0)
-    file.write(f"{os.getpid()}\n")
-    file.flush()
-    return file
-
-
-def _unlock_checkpoint(checkpoint: Path, lock: IO[str] | None) -> None:
-    """Remove the lock file of ``_lock_checkpoint`` and release the lock."""
-    if lock is None:
-        return
-    # The file goes before the lock, so a run that takes the lock after this
-    # finds the file gone and makes a new one (see _lock_checkpoint).
-    _lock_path(checkpoint).unlink(missing_ok=True)
-    lock.close()
 
 
 def training_metadata(
