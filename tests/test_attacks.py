@@ -22,6 +22,7 @@ import resgrad
 import resgrad.attacks._common as common
 from resgrad import attacks
 from resgrad.attacks import AttackResult
+from resgrad.attacks._iterative import least_likely_class
 from resgrad.torch import to_module
 
 D = 64
@@ -285,6 +286,34 @@ def test_illcm_targets_least_likely_of_all_classes(model):
     result = attacks.illcm(model, x, least, EPS)
     np.testing.assert_array_equal(result.target, least)
     np.testing.assert_array_equal(result.success, result.prediction == least)
+
+
+@pytest.mark.parametrize(
+    "output_activation, logits, predicted",
+    [
+        # silu(-1.28) < silu(-20): class 0 is the least probable, class 1
+        # the predicted one.
+        ("silu", [-1.28, -20.0], 1),
+        # relu ties both negative logits at 0; the logits break the tie.
+        ("relu", [-0.1, -5.0], 0),
+    ],
+)
+def test_least_likely_class_is_never_the_prediction(
+    output_activation, logits, predicted
+):
+    block = resgrad.Block(
+        W1=np.zeros((1, 2)),
+        W2=np.zeros((2, 1)),
+        W3=np.array([[logits[0], 0.0], [logits[1], 0.0]]),
+        shortcut="learned",
+    )
+    model = resgrad.ResidualMLP([block], output_activation=output_activation)
+    x, y = np.array([[1.0, 0.0]]), np.array([predicted])
+    np.testing.assert_array_equal(model.predict(x), [predicted])
+    np.testing.assert_array_equal(least_likely_class(model, x), [1 - predicted])
+    result = attacks.illcm(model, x, y, 0.1, early_stop=True)
+    np.testing.assert_array_equal(result.target, [1 - predicted])
+    assert not result.success[0]
 
 
 def test_illcm_step_lowers_least_likely_loss(smooth_model):

@@ -67,6 +67,36 @@ def test_predict_is_argmax_of_logits():
     np.testing.assert_array_equal(model.predict(x), np.argmax(model.logits(x), axis=1))
 
 
+def _one_block(output_activation, logits):
+    """Return a 2-input network whose logits at x = [1, 0] are ``logits``."""
+    block = resgrad.Block(
+        W1=np.zeros((1, 2)),
+        W2=np.zeros((2, 1)),
+        W3=np.array([[logits[0], 0.0], [logits[1], 0.0]]),
+        shortcut="learned",
+    )
+    return resgrad.ResidualMLP([block], output_activation=output_activation)
+
+
+def test_predict_follows_probabilities_for_silu_output():
+    # silu(-1.28) = -0.278 lies below silu(-20) = -4e-8, so softmax(a^L)
+    # makes class 1 the more probable one although its logit is lower.
+    model = _one_block("silu", [-1.28, -20.0])
+    x = np.array([[1.0, 0.0]])
+    probabilities = np.exp(model(x)) / np.exp(model(x)).sum()
+    assert probabilities[0, 1] > 0.5
+    np.testing.assert_array_equal(model.predict(x), [1])
+    assert resgrad.training.accuracy(model, x, np.array([1])) == 1.0
+
+
+def test_predict_breaks_relu_output_ties_by_logits():
+    # relu maps both negative logits to 0; the larger logit wins the tie.
+    model = _one_block("relu", [-5.0, -0.1])
+    x = np.array([[1.0, 0.0]])
+    np.testing.assert_array_equal(model(x), [[0.0, 0.0]])
+    np.testing.assert_array_equal(model.predict(x), [1])
+
+
 # Construction.
 
 

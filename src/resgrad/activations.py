@@ -27,6 +27,8 @@ class Activation:
     name: str
     value: Callable[[Any, Array], Array]
     derivative: Callable[[Any, Array], Array]
+    # Whether g never decreases, so that it keeps the order of its inputs.
+    monotone: bool = True
 
 
 def _identity(xp, u):
@@ -108,7 +110,7 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("tanh", _tanh, _tanh_derivative),
         Activation("softplus", _softplus, _sigmoid),
         Activation("elu", _elu, _elu_derivative),
-        Activation("silu", _silu, _silu_derivative),
+        Activation("silu", _silu, _silu_derivative, monotone=False),
     )
 }
 

@@ -449,8 +449,21 @@ class ResidualMLP:
         return self.trace(x)[1]
 
     def predict(self, x: Array) -> Array:
-        """Return the predicted class ``argmax_k z^L_k`` per row, shape ``(n,)``."""
-        return self.xp.argmax(self.logits(x), axis=1)
+        """Return the class of highest probability ``softmax(a^L)`` per row,
+        shape ``(n,)``; for every output activation but silu that is
+        ``argmax_k z^L_k``."""
+        return self.xp.argmax(self._class_scores(*self.trace(x)), axis=1)
+
+    def _class_scores(self, traces: list[BlockTrace], a_L: Array) -> Array:
+        """Return the scores ``(n, p_L)`` whose order is that of the class
+        probabilities ``softmax(a^L)``.
+
+        They are ``z^L`` for an output activation that never decreases, which
+        is every one but silu. ``z^L`` has the order of ``a^L`` there, and it
+        also breaks the ties that relu makes in ``a^L`` among negative logits.
+        silu can swap two classes, so with it the scores are ``a^L``.
+        """
+        return traces[-1].z if self.activations()[2].monotone else a_L
 
     # Construction.
 

@@ -231,7 +231,7 @@ def attack_parameters(method: str, eps: float, d: int) -> dict[str, Any]:
 def runner_up_class(model: ResidualMLP, x: Array, y: Array) -> Array:
     """Return the highest-scoring class other than ``y`` per row, shape ``(n,)``."""
     xp = model.xp
-    logits = model.logits(x)
+    logits = model._class_scores(*model.trace(x))
     own = _arrays.one_hot(
         xp, y, model.n_classes, xp.bool, _arrays.array_api_compat.device(x)
     )

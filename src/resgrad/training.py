@@ -1015,7 +1015,7 @@ def _loss_and_predictions(model: ResidualMLP, x: Array, y: Array, loss_fn):
     z_L = traces[-1].z
     out = z_L if loss_fn.on_logits else a_L
     mean_loss = float(xp.mean(loss_fn.value(xp, out, y)))
-    predicted = xp.argmax(z_L, axis=1)
+    predicted = xp.argmax(model._class_scores(traces, a_L), axis=1)
     return mean_loss, _hit_rate(xp, predicted, _class_labels(xp, y)), predicted
 
 
@@ -1026,7 +1026,8 @@ def _hit_rate(xp: Any, predicted: Array, labels: Array) -> float:
 
 
 def accuracy(model: ResidualMLP, x: Array, y: Array) -> float:
-    """Return the fraction of rows whose class ``argmax_k z^L_k`` equals ``y``.
+    """Return the fraction of rows whose predicted class (``model.predict``)
+    equals ``y``.
 
     Args:
         x: inputs of shape ``(n, p_0)``, ``n >= 1``.

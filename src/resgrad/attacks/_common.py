@@ -99,8 +99,8 @@ class Batch:
         Iterates are finite and in the box by construction, so ``v`` is not
         checked again.
         """
-        traces, _ = self.model._forward(v, self.prepared, self.ops)
-        return self.xp.argmax(traces[-1].z, axis=1)
+        traces, a_L = self.model._forward(v, self.prepared, self.ops)
+        return self.xp.argmax(self.model._class_scores(traces, a_L), axis=1)
 
     @property
     def n(self) -> int:

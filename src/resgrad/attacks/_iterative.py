@@ -89,11 +89,12 @@ def bim(
 def least_likely_class(model: ResidualMLP, x: Array) -> Array:
     """Return ``y_LL = argmin_k p(k | x)`` per row of ``x`` (n, d), shape ``(n,)``.
 
-    ``p = softmax(a^L)`` is monotone in ``a^L``, so this is the argmin of the
-    output. Every class competes, the true label included, and ties go to
-    the smallest class index.
+    ``p = softmax(a^L)`` keeps the order of ``a^L``, so this is the argmin of
+    the class scores that ``model.predict`` maximises, with the ties of a
+    relu output broken by ``z^L``. Every class competes, the true label
+    included, and exact ties go to the smallest class index.
     """
-    return model.xp.argmin(model(x), axis=1)
+    return model.xp.argmin(model._class_scores(*model.trace(x)), axis=1)
 
 
 @without_autograd
