@@ -376,6 +376,24 @@ def test_mifgsm_rule_normalises_each_sample(model):
     np.testing.assert_allclose(result.x_adv, expected, rtol=0, atol=1e-15)
 
 
+def test_mifgsm_momentum_carries_over_zero_gradient():
+    # z_0 = 2 relu(x - 0.5) and z_1 = 0: the gradient of the true class's
+    # loss points down until x < 0.5, and is exactly zero from there on.
+    block = resgrad.Block(
+        W1=np.array([[1.0]]),
+        W2=np.array([[2.0], [0.0]]),
+        b1=np.array([-0.5]),
+        b2=np.zeros(2),
+        shortcut="none",
+    )
+    model = resgrad.ResidualMLP([block])
+    x, y = np.array([[0.55]]), np.array([0])
+    result = attacks.mifgsm(model, x, y, 0.3, alpha=0.1, steps=3, mu=1.0)
+    # Step 1 goes to 0.45, where the gradient vanishes; g keeps its sign.
+    np.testing.assert_allclose(result.x_adv, [[0.25]], rtol=0, atol=1e-15)
+    assert np.isfinite(result.x_adv).all()
+
+
 def test_mifgsm_defaults_are_dong(model):
     x, y = make_batch()
     default = attacks.mifgsm(model, x, y, EPS, steps=5)
@@ -1219,6 +1237,24 @@ def test_jsma_already_at_target_takes_no_step(small_model):
     result = attacks.jsma(small_model, x, y, predicted)
     np.testing.assert_array_equal(result.steps, np.zeros(10))
     assert np.all(result.success)
+
+
+@pytest.mark.parametrize("method", ["jsma", "mjsma"])
+def test_jsma_exact_zero_beta_admits_no_pair(method):
+    # z = W3 x: both features raise logit 0 by 0.1 and move logits 1 and 2 by
+    # +0.7 and -0.7, so beta is exactly 0 and no pair may move. The sum of
+    # all three rows minus row 0 rounds to -5.6e-17 instead.
+    w3 = np.array([[0.1, 0.1], [0.7, 0.7], [-0.7, -0.7]])
+    block = resgrad.Block(
+        W1=np.zeros((1, 2)), W2=np.zeros((3, 1)), W3=w3, shortcut="learned"
+    )
+    model = resgrad.ResidualMLP([block], activation="identity")
+    x = np.array([[0.2, 0.2]])
+    result = getattr(attacks, method)(
+        model, x, model.predict(x), target=np.array([0]), gamma=1.0
+    )
+    np.testing.assert_array_equal(result.steps, [0])
+    np.testing.assert_array_equal(result.x_adv, x)
 
 
 def test_jsma_needs_target(small_model):

@@ -296,9 +296,12 @@ def _pair_sums(batch: Batch, jacobian: Array, cls: Array) -> tuple[Array, Array]
     """Return ``alpha`` and ``beta`` of every pair, each of shape ``(n, d, d)``."""
     xp = batch.xp
     classes = jacobian.shape[1]
-    pick = _one_hot(batch, cls, classes)
-    own = xp.sum(jacobian * xp.astype(pick, jacobian.dtype)[:, :, None], axis=1)
-    others = xp.sum(jacobian, axis=1) - own
+    pick = xp.astype(_one_hot(batch, cls, classes), jacobian.dtype)[:, :, None]
+    own = xp.sum(jacobian * pick, axis=1)
+    # The other rows are summed with row cls masked out, as jsma_map does.
+    # Subtracting own from the sum of all rows leaves a rounding error, which
+    # can give an exact zero beta a sign and so admit a pair.
+    others = xp.sum(jacobian * (1 - pick), axis=1)
     alpha = own[:, :, None] + own[:, None, :]
     beta = others[:, :, None] + others[:, None, :]
     return alpha, beta
