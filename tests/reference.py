@@ -204,12 +204,38 @@ def torch_network(
     return z, a
 
 
+class _CrossEntropy(torch.autograd.Function):
+    """Per-sample softmax cross-entropy whose gradient at the label is
+    ``-sum_{k != y} p_k``.
+
+    Autograd's ``p_y - 1`` cancels when ``p_y`` is near 1: at logits
+    (45, -60, 15) and label 0 it put a relative error of 1.5e-3 into the
+    float64 input gradient. resgrad uses the exact form, so the reference
+    does too.
+    """
+
+    @staticmethod
+    def forward(ctx, a_L, y):
+        log_p = F.log_softmax(a_L, dim=1)
+        ctx.save_for_backward(log_p, y)
+        return -log_p.gather(1, y[:, None])[:, 0]
+
+    @staticmethod
+    def backward(ctx, grad):
+        log_p, y = ctx.saved_tensors
+        p = log_p.exp()
+        rows = torch.arange(p.shape[0])
+        p[rows, y] = 0
+        p[rows, y] = -p.sum(dim=1)
+        return grad[:, None] * p, None
+
+
 def torch_losses(
     loss: str, z_L: torch.Tensor, a_L: torch.Tensor, y: torch.Tensor
 ) -> torch.Tensor:
     """Return the per-sample losses, shape ``(n,)``, written with torch ops."""
     if loss == "cross_entropy":
-        return F.cross_entropy(a_L, y, reduction="none")
+        return _CrossEntropy.apply(a_L, y)
     if loss == "squared_error":
         target = y if y.is_floating_point() else F.one_hot(y, a_L.shape[1]).double()
         return 0.5 * ((a_L - target) ** 2).sum(dim=1)

@@ -164,3 +164,19 @@ def test_jacobian_at_kink_matches_jacrev(activation):
     for mode in ("reverse", "forward", "product"):
         J = resgrad.input_jacobian(model, x, mode)
         assert reference.relative_error(J, expected) <= 1e-12, mode
+
+
+@pytest.mark.parametrize(
+    "name, exact",
+    [
+        ("tanh", lambda u: 1 / np.cosh(u) ** 2),
+        ("sigmoid", lambda u: 1 / (4 * np.cosh(u / 2) ** 2)),
+        ("silu", lambda u: 1 / (1 + np.exp(-u)) + u / (4 * np.cosh(u / 2) ** 2)),
+    ],
+)
+def test_saturating_derivatives_keep_relative_precision(name, exact):
+    # 1 - tanh(u)^2 is off by 4% at u = 18 and 0 from u = 19.1 on, and
+    # s (1 - s) is 0 from u = 37 on; the derivatives must stay exact there.
+    u = np.array([-40.0, -18.0, -1.0, 0.0, 0.5, 15.0, 18.0, 25.0, 40.0])
+    derivative = resgrad.get_activation(name).derivative(xp_numpy, u)
+    np.testing.assert_allclose(derivative, exact(u), rtol=1e-13, atol=0)

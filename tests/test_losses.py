@@ -174,3 +174,41 @@ def test_score_class_outside_classes_raises(small):
     model, x, _ = small
     with pytest.raises(ValueError, match=r"Label 5 in y is outside \[0, 3\)"):
         resgrad.input_gradient(model, x, np.full(4, 5), "score")
+
+
+def test_cross_entropy_grad_matches_plain_autograd():
+    # Away from p_y = 1, the reference's exact form and torch's own
+    # cross_entropy give the same gradient.
+    out, y = _outputs(scale=3.0)
+    out_t = torch.from_numpy(out.copy()).requires_grad_(True)
+    F.cross_entropy(out_t, torch.from_numpy(y), reduction="sum").backward()
+    grad = resgrad.get_loss("cross_entropy").grad(xp_numpy, out, y)
+    np.testing.assert_allclose(grad, out_t.grad.numpy(), rtol=1e-12, atol=1e-15)
+
+
+def _confident_model(namespace, dtype):
+    """Return a 1-block network whose logits are (20, 0, 0) for any input."""
+    block = resgrad.Block(
+        W1=np.zeros((1, 2)),
+        W2=np.zeros((3, 1)),
+        W3=np.zeros((3, 2)),
+        b1=np.zeros(1),
+        b2=np.array([20.0, 0.0, 0.0]),
+    )
+    model = resgrad.ResidualMLP([block], activation="identity")
+    return model.convert(namespace, dtype=dtype)
+
+
+@pytest.mark.parametrize("namespace", ["numpy", "torch", "array_api_strict"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cross_entropy_grad_exact_at_confident_label(namespace, dtype):
+    # At logits (20, 0, 0) and label 0, p_0 rounds to 1 in float32, so
+    # p_0 - 1 would give 0 where the gradient is -2 e^-20 / (1 + 2 e^-20).
+    xp = __import__(namespace)
+    model = _confident_model(xp, dtype)
+    x = xp.asarray(np.zeros((1, 2)), dtype=getattr(xp, dtype))
+    y = xp.asarray(np.array([0]))
+    grads = resgrad.gradients(model, x, y, reduction="sum")
+    error = np.asarray(grads.blocks[0].b2, dtype=np.float64)  # dY/dz^L
+    other = np.exp(-20.0) / (1 + 2 * np.exp(-20.0))
+    np.testing.assert_allclose(error, [-2 * other, other, other], rtol=1e-6)

@@ -212,7 +212,10 @@ class NumpyKernels(Kernels):
         rows = np.arange(out.shape[0])
         values = -log_p[rows, y] if value else None
         p = np.exp(log_p)
-        p[rows, y] -= 1
+        # -sum_{k != y} p_k in place of p_y - 1, which cancels (see the
+        # cross-entropy gradient in losses.py).
+        p[rows, y] = 0
+        p[rows, y] = -p.sum(axis=1)
         return values, p
 
     writes_in_place = True
@@ -326,7 +329,9 @@ class TorchKernels(Kernels):
         labels = y.long()
         values = -log_p[rows, labels] if value else None
         p = log_p.exp_()
-        p[rows, labels] -= 1
+        # -sum_{k != y} p_k in place of p_y - 1, as in NumPy's kernel.
+        p[rows, labels] = 0
+        p[rows, labels] = -p.sum(1)
         return values, p
 
     def sign_step(self, v, direction, alpha, lower, upper):
