@@ -47,14 +47,18 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parser = common.parser(__doc__.splitlines()[0])
+    parser = common.parser(__doc__.splitlines()[0], dtypes=["float32"], budget=0.5)
     parser.add_argument(
         "--output",
         default=str(common.ROOT / "bench" / "bench_scaling.png"),
         help="where to write the PNG (default bench/bench_scaling.png)",
     )
-    parser.set_defaults(dtypes=["float32"], budget=0.5)
     args = parser.parse_args()
+    if len(args.dtypes) != 1:
+        parser.error(
+            f"the plot shows one dtype, got --dtypes {' '.join(args.dtypes)}; pass "
+            "float32 or float64 alone"
+        )
     common.start("Scaling with width and depth", args.threads)
     dtype = args.dtypes[0]
     by_width = [measure(w, WIDTH_DEPTH, dtype, args.budget) for w in WIDTHS]

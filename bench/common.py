@@ -38,11 +38,14 @@ DTYPES = ("float32", "float64")
 CLASSES = 10
 
 
-def parser(description: str, networks=None) -> argparse.ArgumentParser:
+def parser(
+    description: str, networks=None, dtypes=DTYPES, budget: float = 2.0
+) -> argparse.ArgumentParser:
     """Return an argument parser with the options every script shares.
 
     ``networks``, the names of a script's networks, adds ``--networks`` to
-    pick a subset of them.
+    pick a subset of them. ``dtypes`` and ``budget`` are the defaults of
+    ``--dtypes`` and ``--budget``.
     """
     result = argparse.ArgumentParser(description=description)
     if networks is not None:
@@ -60,15 +63,15 @@ def parser(description: str, networks=None) -> argparse.ArgumentParser:
         "--dtypes",
         nargs="+",
         choices=DTYPES,
-        default=list(DTYPES),
-        help="floating dtypes to run (default both)",
+        default=list(dtypes),
+        help=f"floating dtypes to run (default: {' '.join(dtypes)})",
     )
     result.add_argument(
         "--budget",
         type=float,
-        default=2.0,
+        default=budget,
         help="seconds of timed runs per contender and case, before the "
-        "minimum of 5 rounds (default 2.0)",
+        f"minimum of 5 rounds (default: {budget})",
     )
     return result
 

@@ -329,6 +329,19 @@ def test_help_shows_list_defaults_as_typed(capsys, command):
     assert "default: [" not in text
 
 
+def test_closed_output_pipe_ends_quietly(files):
+    executable = shutil.which("resgrad")
+    assert executable is not None, "the resgrad script is not installed"
+    command = [executable, "evaluate", "--model", str(files / "model.npz")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The reader goes away before the command writes, as `| head -0` would.
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+
+    assert process.returncode == 141
+    assert err == b""
+
+
 def test_executable_reports_one_line(files):
     executable = shutil.which("resgrad")
     assert executable is not None, "the resgrad script is not installed"

@@ -738,7 +738,7 @@ def test_resume_rejects_other_settings(tmp_path, change, difference):
     fit(_small_model(), x, y, checkpoint=path, **settings)
 
     settings.update(change)
-    with pytest.raises(ValueError, match=re.escape(difference)):
+    with pytest.raises(resgrad.CheckpointMismatch, match=re.escape(difference)):
         fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
 
 

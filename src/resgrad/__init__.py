@@ -15,7 +15,7 @@ from .io import InvalidModelFile, load, read_metadata, save
 from .losses import LOSSES, Loss, get_loss
 from .model import Block, BlockTrace, ForwardOverflowError, ResidualMLP
 from .product import TheoremMatrices, input_jacobian, theorem_matrices
-from .training import FitResult, TrainingDiverged, fit
+from .training import CheckpointMismatch, FitResult, TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,7 @@ __all__ = [
     "Block",
     "BlockGradients",
     "BlockTrace",
+    "CheckpointMismatch",
     "FitResult",
     "ForwardOverflowError",
     "Gradients",

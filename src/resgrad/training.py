@@ -87,6 +87,11 @@ class TrainingDiverged(ValueError):
     the loss grows past ``DIVERGENCE_FACTOR`` times its first value."""
 
 
+class CheckpointMismatch(ValueError):
+    """Raised when ``fit(resume=True)`` meets a checkpoint that a run with
+    other settings (model, data, optimizer, seed, batch size) wrote."""
+
+
 # Optimizers.
 
 
@@ -425,8 +430,9 @@ def fit(
             times ``max(first mini-batch loss, 1)``. The message names the
             epoch, the step and the learning rate. The model passed in is
             unchanged.
-        ValueError, TypeError: for invalid arguments, or a checkpoint
-            written with other settings.
+        CheckpointMismatch: a ``ValueError`` for a checkpoint written with
+            other settings; the message names the first that differs.
+        ValueError, TypeError: for invalid arguments.
         FileNotFoundError: if ``resume`` is true and ``checkpoint`` does
             not exist, or the folder of ``checkpoint`` does not exist.
         FileExistsError: if another run holds the lock of ``checkpoint``.
@@ -845,7 +851,7 @@ class _Checkpoint:
         try:
             return self._restore(run, patience, header, arrays)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
-            if isinstance(error, _MismatchedCheckpoint):
+            if isinstance(error, CheckpointMismatch):
                 raise
             raise ValueError(
                 f"{self.path} is not a resgrad checkpoint file: its contents are "
@@ -891,7 +897,7 @@ class _Checkpoint:
             for name in sorted(set(old) | set(new))
             if old.get(name) != new.get(name)
         ]
-        raise _MismatchedCheckpoint(
+        raise CheckpointMismatch(
             f"Cannot resume from {self.path}: it was written with different "
             f"settings: {'; '.join(differences)}. Pass the same arguments, or "
             "start over without resume."
@@ -955,10 +961,6 @@ def _show_setting(settings: dict[str, Any], name: str) -> str:
     if isinstance(value, str) and len(value) == 64:
         return f"SHA-256 {value[:12]}..."
     return repr(value)
-
-
-class _MismatchedCheckpoint(ValueError):
-    """A checkpoint written by a run with other settings."""
 
 
 def _prefixed(prefix: str, arrays: Params) -> dict[str, np.ndarray]:

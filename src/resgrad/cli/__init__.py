@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from ._common import limit_blas_threads, positive_int
+
+# The status of a process that SIGPIPE ended (128 + 13), as shells report.
+BROKEN_PIPE_STATUS = 141
 
 SUBCOMMANDS = ("run", "train", "evaluate", "check", "attack", "saliency", "depth")
 
@@ -81,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``).
 
     Return the exit status: 0 on success, 2 for an invalid argument or a
-    failure, 130 on Ctrl-C. ``--help`` and ``--version`` return 0.
+    failure, 130 on Ctrl-C, and 141, as for SIGPIPE, when the reader of
+    standard output has gone (``resgrad check | head -2``). ``--help`` and
+    ``--version`` return 0.
     """
     parser = build_parser()
     try:
@@ -94,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with limit_blas_threads(args.blas_threads):
             return args.handler(args) or 0
+    except BrokenPipeError:
+        # The output is not wanted any more, which is no error of the
+        # command. Python would report the pipe again when it flushes
+        # stdout at exit, so stdout goes to /dev/null first.
+        _discard_stdout()
+        return BROKEN_PIPE_STATUS
     except (ValueError, TypeError, OSError, ImportError) as error:
         if args.debug:
             raise
@@ -105,6 +118,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         note = f"; {_one_line(interrupt)}" if str(interrupt) else ""
         print(f"resgrad {args.command}: interrupted{note}", file=sys.stderr)
         return 130
+
+
+def _discard_stdout() -> None:
+    """Point the file descriptor of stdout at /dev/null, where it has one."""
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, descriptor)
+    os.close(devnull)
 
 
 def _exit_status(code: Any) -> int:
