@@ -962,3 +962,18 @@ def test_scaling_rejects_bad_maps(tmp_path, scaling, message):
 def test_device_file_is_not_a_regular_file():
     with pytest.raises(FileNotFoundError, match="/dev/null is not a regular file"):
         load_data("/dev/null")
+
+
+def test_digest_follows_rows_not_file_or_split(tmp_path):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 3)), np.arange(40) % 2
+    np.savez(tmp_path / "a.npz", X=x, y=y)
+    np.savetxt(tmp_path / "a.csv", np.column_stack([x, y]), delimiter=",")
+    first = data.load_data(tmp_path / "a.npz")
+    assert data.load_data(tmp_path / "a.npz", test_size=0.5, seed=3).digest == (
+        first.digest
+    )
+    assert data.load_data(tmp_path / "a.csv").digest == first.digest
+    x[7, 1] += 1e-9
+    np.savez(tmp_path / "b.npz", X=x, y=y)
+    assert data.load_data(tmp_path / "b.npz").digest != first.digest

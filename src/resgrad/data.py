@@ -16,6 +16,7 @@ Only NumPy is needed, except for the digits, which need scikit-learn.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import warnings
@@ -84,6 +85,9 @@ class Dataset:
             ``None`` for unscaled values. ``load_data(..., scaling=...)``
             applies it to other data, as ``resgrad train`` records it in
             the model file for the commands that read data later.
+        digest: the SHA-256 digest, in hexadecimal, of the rows as read,
+            before the split and the scaling. Two loads of the same rows
+            give the same digest, whatever the file's name or format.
     """
 
     x_train: np.ndarray
@@ -95,6 +99,7 @@ class Dataset:
     name: str
     bounds: tuple[float, float]
     scaling: dict[str, Any] | None = None
+    digest: str | None = None
 
     @property
     def n_features(self) -> int:
@@ -934,7 +939,19 @@ def _make_dataset(
         name=name,
         bounds=bounds,
         scaling=scaling,
+        digest=_rows_digest(x, y),
     )
+
+
+def _rows_digest(x: np.ndarray, y: np.ndarray) -> str:
+    """Return the SHA-256 digest of the features and labels, with their
+    dtypes and shapes."""
+    digest = hashlib.sha256()
+    for array in (x, y):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
 
 
 def _min_max_scale(

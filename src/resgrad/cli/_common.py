@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import hashlib
 import math
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -156,10 +155,9 @@ def load_dataset(args: Any, model: Path | None = None) -> Any:
         )
     metadata = {} if model is None else read_metadata(model)
     training = metadata.get("training") or {}
-    _warn_on_other_split(args, training)
     scaling = metadata.get("scaling")
     try:
-        return load_data(
+        data = load_data(
             args.data,
             labels=args.labels,
             test_size=args.test_size,
@@ -174,21 +172,21 @@ def load_dataset(args: Any, model: Path | None = None) -> Any:
             f"{str(error).rstrip('.')}. The model was trained on {trained_on}; "
             f"pass --data {trained_on}."
         ) from error
+    _warn_on_other_split(args, training, data)
+    return data
 
 
-def _warn_on_other_split(args: Any, training: dict) -> None:
+def _warn_on_other_split(args: Any, training: dict, data: Any) -> None:
     """Warn when ``args`` split the data that the model was trained on with
     another test size or seed, so that its test part contains training rows.
 
-    Model files record the split, and the SHA-256 digest of the --data file,
-    from this version on. Files without a digest are matched by file name.
+    ``data`` is the ``Dataset`` that ``args`` loaded. Model files record the
+    split and the digest of the training rows from this version on; files
+    without a digest are matched by the name of the data file.
     """
     if "test_size" not in training or "split_seed" not in training:
         return
-    trained_on, data = data_file(training.get("data")), data_file(args.data)
-    if (trained_on is None) != (data is None):
-        return
-    if data is not None and not _same_data(data, training):
+    if not _same_data(args, training, data):
         return
     split = (args.test_size, args.split_seed)
     if split == (training["test_size"], training["split_seed"]):
@@ -203,30 +201,21 @@ def _warn_on_other_split(args: Any, training: dict) -> None:
     )
 
 
-def data_file(data: str | None) -> Path | None:
+def _data_file(data: str | None) -> Path | None:
     """Return the file of a --data value, or ``None`` for the bundled digits."""
     return None if data in (None, "digits") else Path(data)
 
 
-def _same_data(data: Path, training: dict) -> bool:
-    """Return whether ``data`` is the file the model was trained on."""
+def _same_data(args: Any, training: dict, data: Any) -> bool:
+    """Return whether ``data``, loaded by ``args``, holds the rows the model
+    was trained on."""
     digest = training.get("data_sha256")
-    if digest is None:
-        return Path(training["data"]).name == data.name
-    try:
-        return file_digest(data) == digest
-    except OSError:
-        # load_data reports the unreadable file next, with its own message.
-        return False
-
-
-def file_digest(path: Path) -> str:
-    """Return the SHA-256 digest of the file ``path`` in hexadecimal."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    if digest is not None:
+        return data.digest == digest
+    trained_on, given = _data_file(training.get("data")), _data_file(args.data)
+    if trained_on is None or given is None:
+        return trained_on is given
+    return trained_on.name == given.name
 
 
 def existing_file(value: str) -> Path:

@@ -11,8 +11,6 @@ from typing import Any
 from .. import _lock
 from ._common import (
     add_data_arguments,
-    data_file,
-    file_digest,
     fraction,
     load_dataset,
     non_negative_int,
@@ -338,9 +336,8 @@ def training_metadata(
     options += ("test_size", "split_seed")
     training = {name: getattr(args, name) for name in options}
     # Later commands compare the digest to tell whether they split the same
-    # data (see load_dataset).
-    data_path = data_file(args.data)
-    training["data_sha256"] = None if data_path is None else file_digest(data_path)
+    # rows (see load_dataset).
+    training["data_sha256"] = data.digest
     return {
         "training": training,
         "best_epoch": result.best_epoch,
