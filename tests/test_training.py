@@ -871,6 +871,7 @@ def test_checkpoint_path_checked_before_training(tmp_path):
         (tmp_path / "missing" / "run.ckpt", FileNotFoundError, "does not exist"),
         (tmp_path, IsADirectoryError, "it is a folder, not a file"),
         (tmp_path / "file" / "run.ckpt", NotADirectoryError, "is a file, not"),
+        ("", ValueError, "checkpoint is an empty path"),
     ]
     for path, error, message in cases:
         with pytest.raises(error, match=message):
@@ -907,3 +908,64 @@ def test_checkpoint_in_use_by_another_thread(tmp_path):
     )
     assert len(errors) == 1
     assert f"is in use by another training run (process {os.getpid()})" in errors[0]
+
+
+def _fit_inside_fit(first_path, second_path):
+    """Run fit on ``first_path`` and, from its progress callback, a second
+    fit on ``second_path``; return the second's FileExistsError message."""
+    x, y = _blobs()
+    errors = []
+
+    def progress(epochs, **kwargs):
+        try:
+            fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=second_path)
+        except FileExistsError as error:
+            errors.append(str(error))
+        return epochs
+
+    fit(
+        _small_model(),
+        x,
+        y,
+        epochs=1,
+        validation=None,
+        checkpoint=first_path,
+        progress=progress,
+    )
+    return errors
+
+
+def test_checkpoint_lock_covers_symlink_and_nested_fit(tmp_path):
+    pytest.importorskip("fcntl")
+    path = tmp_path / "run.ckpt"
+    link = tmp_path / "link.ckpt"
+    link.symlink_to(path)
+    # A fit inside a fit of the same thread is a second run too, and a
+    # symbolic link names the same checkpoint.
+    for second in (path, link):
+        errors = _fit_inside_fit(path, second)
+        assert len(errors) == 1, second
+        assert f"holds the lock on {tmp_path / 'run.ckpt.lock'}" in errors[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.ckpt", "run.ckpt"]
+
+
+def test_checkpoint_lock_of_relative_path_survives_chdir(tmp_path, monkeypatch):
+    pytest.importorskip("fcntl")
+    x, y = _blobs()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+
+    def progress(epochs, **kwargs):
+        os.chdir(tmp_path / "elsewhere")
+        return epochs
+
+    fit(
+        _small_model(),
+        x,
+        y,
+        epochs=1,
+        validation=None,
+        checkpoint="run.ckpt",
+        progress=progress,
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "run.ckpt"]

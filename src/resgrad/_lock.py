@@ -14,27 +14,41 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 try:
     import fcntl
 except ImportError:  # Windows has no flock.
     fcntl = None
 
-# The checkpoints whose lock this process holds, as resolved paths, with the
-# thread that took each, so that fit inside ``resgrad train`` does not try to
-# take the command's lock again.
-_HELD: dict[Path, int] = {}
+# The locks that ``resgrad train`` holds for the fit it runs, keyed by the
+# resolved checkpoint path, with the thread that took each.
+_SHARED: dict[Path, int] = {}
+
+
+class Lock(NamedTuple):
+    """A lock that ``acquire`` took: the open lock file and its path."""
+
+    file: IO[str]
+    path: Path
 
 
 def lock_path(checkpoint: Path) -> Path:
-    """Return the lock file of ``checkpoint``."""
-    return checkpoint.with_name(checkpoint.name + ".lock")
+    """Return the lock file of ``checkpoint``, beside the file it names.
+
+    The path is resolved first, so a symbolic link to a checkpoint, or a
+    relative path read from another folder, gets the same lock file.
+    """
+    real = checkpoint.resolve()
+    return real.with_name(real.name + ".lock")
 
 
-def acquire(checkpoint: Path, hint: str) -> IO[str] | None:
-    """Take the exclusive lock of ``checkpoint`` and return its open file,
-    or ``None`` where ``fcntl`` is missing.
+def acquire(checkpoint: Path, hint: str, share: bool = False) -> Lock | None:
+    """Take the exclusive lock of ``checkpoint``; return it, or ``None``
+    where ``fcntl`` is missing.
+
+    With ``share``, a ``held`` block in the same thread, such as the fit
+    that ``resgrad train`` runs, uses this lock instead of taking its own.
 
     Raises:
         FileExistsError: another run holds the lock, in this process or
@@ -74,34 +88,34 @@ def acquire(checkpoint: Path, hint: str) -> IO[str] | None:
     file.truncate(0)
     file.write(f"{os.getpid()}\n")
     file.flush()
-    _HELD[checkpoint.resolve()] = threading.get_ident()
-    return file
+    if share:
+        _SHARED[path] = threading.get_ident()
+    return Lock(file, path)
 
 
-def release(checkpoint: Path, lock: IO[str] | None) -> None:
+def release(lock: Lock | None) -> None:
     """Remove the lock file that ``acquire`` returned and release the lock."""
     if lock is None:
         return
-    _HELD.pop(checkpoint.resolve(), None)
+    _SHARED.pop(lock.path, None)
     # The file goes before the lock, so a run that takes the lock after this
     # finds the file gone and makes a new one (see acquire).
-    lock_path(checkpoint).unlink(missing_ok=True)
-    lock.close()
+    lock.path.unlink(missing_ok=True)
+    lock.file.close()
 
 
 @contextlib.contextmanager
 def held(checkpoint: Path, hint: str) -> Iterator[None]:
     """Hold the lock of ``checkpoint`` for the ``with`` block, unless this
-    thread took it through ``acquire`` already.
-
-    ``acquire`` itself rejects a lock that this process holds, so that a
-    second ``resgrad train`` run in one process is stopped too.
-    """
-    if _HELD.get(checkpoint.resolve()) == threading.get_ident():
+    thread shares one that it took with ``acquire(share=True)``."""
+    if (
+        fcntl is not None
+        and _SHARED.get(lock_path(checkpoint)) == threading.get_ident()
+    ):
         yield
         return
     lock = acquire(checkpoint, hint)
     try:
         yield
     finally:
-        release(checkpoint, lock)
+        release(lock)

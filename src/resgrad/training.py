@@ -463,8 +463,16 @@ def fit(
     # A second run on the same checkpoint would overwrite this run's epochs.
     lock = contextlib.nullcontext()
     if checkpoint is not None:
-        io.check_file_path(Path(checkpoint))
-        lock = _lock.held(Path(checkpoint), _CHECKPOINT_IN_USE_HINT)
+        if not os.fspath(checkpoint):
+            raise ValueError(
+                "checkpoint is an empty path; pass a file path, or None to "
+                "write no checkpoint."
+            )
+        # Every epoch writes to the same file, even if the working folder
+        # changes during the run.
+        checkpoint = Path(checkpoint).absolute()
+        io.check_file_path(checkpoint)
+        lock = _lock.held(checkpoint, _CHECKPOINT_IN_USE_HINT)
     with lock:
         saver = None
         if checkpoint is not None:

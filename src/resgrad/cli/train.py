@@ -255,11 +255,11 @@ def run_train(args: argparse.Namespace) -> int:
     # The lock covers the checks before training and the removal of the
     # checkpoint after it, and fit, which runs inside, finds it held.
     hint = "wait for that run to end, or pass another --out or --checkpoint."
-    lock = _lock.acquire(args.checkpoint, hint)
+    lock = _lock.acquire(args.checkpoint, hint, share=True)
     try:
         return _train_and_save(args)
     finally:
-        _lock.release(args.checkpoint, lock)
+        _lock.release(lock)
 
 
 def _train_and_save(args: argparse.Namespace) -> int:
