@@ -206,7 +206,7 @@ def torch_network(
 
 class _CrossEntropy(torch.autograd.Function):
     """Per-sample softmax cross-entropy whose gradient at the label is
-    ``-sum_{k != y} p_k``.
+    ``-sum_{k != y} p_k`` where ``p_y > 1/2``.
 
     Autograd's ``p_y - 1`` cancels when ``p_y`` is near 1: at logits
     (45, -60, 15) and label 0 it put a relative error of 1.5e-3 into the
@@ -225,8 +225,9 @@ class _CrossEntropy(torch.autograd.Function):
         log_p, y = ctx.saved_tensors
         p = log_p.exp()
         rows = torch.arange(p.shape[0])
+        p_y = p[rows, y]
         p[rows, y] = 0
-        p[rows, y] = -p.sum(dim=1)
+        p[rows, y] = torch.where(p_y > 0.5, -p.sum(dim=1), p_y - 1)
         return grad[:, None] * p, None
 
 

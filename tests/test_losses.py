@@ -186,17 +186,27 @@ def test_cross_entropy_grad_matches_plain_autograd():
     np.testing.assert_allclose(grad, out_t.grad.numpy(), rtol=1e-12, atol=1e-15)
 
 
-def _confident_model(namespace, dtype):
-    """Return a 1-block network whose logits are (20, 0, 0) for any input."""
+def _constant_logits_model(namespace, dtype, logits):
+    """Return a 1-block network whose logits are ``logits`` for any input."""
+    classes = len(logits)
     block = resgrad.Block(
         W1=np.zeros((1, 2)),
-        W2=np.zeros((3, 1)),
-        W3=np.zeros((3, 2)),
+        W2=np.zeros((classes, 1)),
+        W3=np.zeros((classes, 2)),
         b1=np.zeros(1),
-        b2=np.array([20.0, 0.0, 0.0]),
+        b2=np.asarray(logits, dtype=np.float64),
     )
     model = resgrad.ResidualMLP([block], activation="identity")
     return model.convert(namespace, dtype=dtype)
+
+
+def _label_error(namespace, dtype, logits):
+    """Return ``dY/dz^L`` of label 0 at ``logits``, by resgrad.gradients."""
+    xp = __import__(namespace)
+    model = _constant_logits_model(xp, dtype, logits)
+    x = xp.asarray(np.zeros((1, 2)), dtype=getattr(xp, dtype))
+    grads = resgrad.gradients(model, x, xp.asarray(np.array([0])), reduction="sum")
+    return np.asarray(grads.blocks[0].b2, dtype=np.float64)
 
 
 @pytest.mark.parametrize("namespace", ["numpy", "torch", "array_api_strict"])
@@ -204,11 +214,22 @@ def _confident_model(namespace, dtype):
 def test_cross_entropy_grad_exact_at_confident_label(namespace, dtype):
     # At logits (20, 0, 0) and label 0, p_0 rounds to 1 in float32, so
     # p_0 - 1 would give 0 where the gradient is -2 e^-20 / (1 + 2 e^-20).
-    xp = __import__(namespace)
-    model = _confident_model(xp, dtype)
-    x = xp.asarray(np.zeros((1, 2)), dtype=getattr(xp, dtype))
-    y = xp.asarray(np.array([0]))
-    grads = resgrad.gradients(model, x, y, reduction="sum")
-    error = np.asarray(grads.blocks[0].b2, dtype=np.float64)  # dY/dz^L
+    error = _label_error(namespace, dtype, [20.0, 0.0, 0.0])
     other = np.exp(-20.0) / (1 + 2 * np.exp(-20.0))
     np.testing.assert_allclose(error, [-2 * other, other, other], rtol=1e-6)
+
+
+@pytest.mark.parametrize("namespace", ["numpy", "torch", "array_api_strict"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cross_entropy_grad_exact_at_unlikely_label(namespace, dtype):
+    # With 4096 classes and p_0 near 1e-6, the other p_k sum to nearly 1,
+    # and in float32 their rounded sum is further from 1 - p_0 than p_0 - 1
+    # is, so p_0 - 1 is the precise form there.
+    logits = np.random.default_rng(1).normal(size=4096).astype(dtype)
+    logits[0] = -8.0
+    error = _label_error(namespace, dtype, logits)
+    logits = logits.astype(np.float64)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    assert -1 <= error[0] < 0
+    np.testing.assert_allclose(error[0], p[0] - 1, rtol=1e-7, atol=0)

@@ -212,10 +212,12 @@ class NumpyKernels(Kernels):
         rows = np.arange(out.shape[0])
         values = -log_p[rows, y] if value else None
         p = np.exp(log_p)
-        # -sum_{k != y} p_k in place of p_y - 1, which cancels (see the
-        # cross-entropy gradient in losses.py).
+        # -sum_{k != y} p_k in place of p_y - 1 where p_y > 1/2, because
+        # p_y - 1 cancels there (see the cross-entropy gradient in
+        # losses.py).
+        p_y = p[rows, y]
         p[rows, y] = 0
-        p[rows, y] = -p.sum(axis=1)
+        p[rows, y] = np.where(p_y > 0.5, -p.sum(axis=1), p_y - 1)
         return values, p
 
     writes_in_place = True
@@ -329,9 +331,11 @@ class TorchKernels(Kernels):
         labels = y.long()
         values = -log_p[rows, labels] if value else None
         p = log_p.exp_()
-        # -sum_{k != y} p_k in place of p_y - 1, as in NumPy's kernel.
+        # -sum_{k != y} p_k in place of p_y - 1 where p_y > 1/2, as in
+        # NumPy's kernel.
+        p_y = p[rows, labels]
         p[rows, labels] = 0
-        p[rows, labels] = -p.sum(1)
+        p[rows, labels] = self.torch.where(p_y > 0.5, -p.sum(1), p_y - 1)
         return values, p
 
     def sign_step(self, v, direction, alpha, lower, upper):

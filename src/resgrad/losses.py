@@ -51,11 +51,15 @@ def _cross_entropy(xp, a, y):
 
 def _cross_entropy_grad(xp, a, y):
     # p_y - 1 cancels when p_y is near 1 (to exactly 0 in float32 at a logit
-    # margin of 20). The same value, minus the sum of the other p_k, keeps
-    # full relative precision.
+    # margin of 20). There the same value, minus the sum of the other p_k,
+    # keeps full relative precision. Below p_y = 1/2 that sum is the one
+    # near 1, so p_y - 1 is the precise form.
     one_hot = _one_hot_like(xp, y, a)
-    others = xp.exp(_log_softmax(xp, a)) * (1 - one_hot)
-    return others - one_hot * xp.sum(others, axis=1, keepdims=True)
+    p = xp.exp(_log_softmax(xp, a))
+    others = p * (1 - one_hot)
+    p_y = xp.sum(p * one_hot, axis=1, keepdims=True)
+    at_label = xp.where(p_y > 0.5, -xp.sum(others, axis=1, keepdims=True), p_y - 1)
+    return others + one_hot * at_label
 
 
 def _target(xp, y, a):
