@@ -219,11 +219,18 @@ def test_metadata_numpy_scalars_as_python(tmp_path):
         "accuracy": np.float32(0.75),
         "best": [np.float64(0.5), np.uint8(3)],
         "done": np.bool_(True),
+        "precise": np.longdouble(0.5),
     }
     path = tmp_path / "model.npz"
     save(random_model(), path, metadata=metadata)
     loaded = read_metadata(path)
-    assert loaded == {"epochs": 30, "accuracy": 0.75, "best": [0.5, 3], "done": True}
+    assert loaded == {
+        "epochs": 30,
+        "accuracy": 0.75,
+        "best": [0.5, 3],
+        "done": True,
+        "precise": 0.5,
+    }
     assert [type(loaded[key]) for key in ("epochs", "accuracy", "done")] == [
         int,
         float,
@@ -250,6 +257,7 @@ def test_header_fields(saved):
         ({"loss": float("nan")}, "Out of range float values"),
         ({"loss": np.float32("inf")}, "Out of range float values"),
         ({"day": np.datetime64("2026-01-01")}, "Object of type datetime64 is not"),
+        ({"z": np.complex128(1j)}, "Object of type complex128 is not"),
         ({("a", "b"): 1}, "keys must be str"),
     ],
 )

@@ -759,7 +759,10 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
     gap = np.max(
         np.abs(report["integrated_gradients_gap"]["relative_gap_predicted_class"])
     )
-    assert f"(gausslegendre rule, 8 steps): largest relative {gap:.2e}" in printed
+    assert (
+        "Integrated Gradients completeness gap of the predicted class, 2 samples "
+        f"of --index (gausslegendre rule, 8 steps): largest relative {gap:.2e}"
+    ) in printed
     assert printed.endswith(f"wrote {len(report['files'])} files to {out}\n")
 
 

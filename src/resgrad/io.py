@@ -101,8 +101,10 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
         metadata: a JSON-serialisable dict stored beside the weights (for
             example the data set and the test accuracy), returned by
             ``read_metadata``. It is stored as JSON, so tuples come back as
-            lists and NumPy scalars (such as ``np.int64(5)``) as Python
-            numbers. Every dict key, at any depth, must be a string.
+            lists and NumPy integer, float and bool scalars (such as
+            ``np.int64(5)``) as Python ones; a long double keeps only the
+            precision of a float. Every dict key, at any depth, must be a
+            string.
 
     Raises:
         TypeError: if the model is not a ``ResidualMLP``, its dtype is not
@@ -166,8 +168,14 @@ def _encode_header(config: dict, metadata: dict | None) -> bytes:
 def _python_scalar(value: Any) -> Any:
     """Return a NumPy integer, float or bool scalar as its Python value, for
     ``json.dumps``; raise its usual TypeError for anything else."""
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
+    # float() and int() rather than .item(), which returns a long double
+    # unchanged.
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 

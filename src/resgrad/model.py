@@ -322,20 +322,20 @@ class ResidualMLP:
         xp = (
             _arrays.array_api_compat.array_namespace(xp.asarray(0.0)) if xp else self.xp
         )
+        namespace = xp.__name__.rsplit(".", 1)[-1]
         if isinstance(dtype, str):
             name = dtype
             dtype = getattr(xp, name, None)
             if dtype is None or not _arrays.is_dtype(xp, dtype, "real floating"):
                 raise ValueError(
-                    f"Expected the name of a floating dtype of {xp.__name__}, such "
+                    f"Expected the name of a floating dtype of {namespace}, such "
                     f"as 'float32' or 'float64', got {name!r}."
                 )
         source = str(self.dtype).rsplit(".", 1)[-1]
         if dtype is None and getattr(xp, source, None) is None:
             raise TypeError(
-                f"{xp.__name__.rsplit('.', 1)[-1]} has no {source} dtype to hold "
-                "this model's arrays; pass a dtype it has, such as "
-                "dtype='float32'."
+                f"{namespace} has no {source} dtype to hold this model's arrays; "
+                "pass a dtype it has, such as dtype='float32'."
             )
         converted = {}
         for name, value in self.arrays().items():

@@ -431,7 +431,7 @@ def fit(
             epoch, the step and the learning rate. The model passed in is
             unchanged.
         CheckpointMismatch: a ``ValueError`` for a checkpoint written with
-            other settings; the message names the first that differs.
+            other settings; the message names every setting that differs.
         ValueError, TypeError: for invalid arguments.
         FileNotFoundError: if ``resume`` is true and ``checkpoint`` does
             not exist, or the folder of ``checkpoint`` does not exist.

@@ -32,6 +32,7 @@ from ._common import (
     make_output_folder,
     non_negative_int,
     output_folder,
+    plural,
     progress_bar,
     typed_options,
     write_atomic,
@@ -379,10 +380,11 @@ def _summary_text(summary: dict) -> str:
         lines.append(f"  {method:22s}{numbers['spearman_abs'][-1]:8.3f}")
     gap = summary["integrated_gradients_gap"]
     relative = np.abs(gap["relative_gap_predicted_class"])
+    drawn = plural(len(relative), "sample")
     lines.append(
-        "Integrated Gradients completeness gap of the predicted class "
-        f"({gap['rule']} rule, {gap['steps']} steps): largest relative "
-        f"{np.max(relative):.2e}"
+        f"Integrated Gradients completeness gap of the predicted class, {drawn} "
+        f"of --index ({gap['rule']} rule, {gap['steps']} steps): largest "
+        f"relative {np.max(relative):.2e}"
     )
     return "\n".join(lines)
 
