@@ -355,7 +355,7 @@ def test_convert_bfloat16_to_numpy_needs_a_dtype():
     )
     with pytest.raises(TypeError, match="numpy has no bfloat16 dtype to hold"):
         model.convert(np)
-    # float32 holds every bfloat16 value, so this conversion is exact.
+    # float32 represents every bfloat16 value, so this conversion is exact.
     for dtype in ("float32", "float64"):
         converted = model.convert(np, dtype=dtype)
         for name, value in converted.arrays().items():
