@@ -797,6 +797,8 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
                 "nothing; add smoothgrad to --method, or drop them."
             ),
         ),
+        # An abbreviated option counts as typed, under its full name.
+        (["--method", "vanilla", "--sampl=50"], "reads --samples 50, so it would"),
         (
             ["--method", "vanilla", "--variant", "manuscript", "--samples", "50"],
             (
