@@ -206,7 +206,8 @@ def torch_network(
 
 class _CrossEntropy(torch.autograd.Function):
     """Per-sample softmax cross-entropy whose gradient at the label is
-    ``-sum_{k != y} p_k`` where ``p_y > 1/2``.
+    ``-S / (S + e_y)``, with ``e = exp(a - max a)`` and ``S`` the sum of the
+    other ``e_k``.
 
     Autograd's ``p_y - 1`` cancels when ``p_y`` is near 1: at logits
     (45, -60, 15) and label 0 it put a relative error of 1.5e-3 into the
@@ -223,12 +224,15 @@ class _CrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         log_p, y = ctx.saved_tensors
-        p = log_p.exp()
-        rows = torch.arange(p.shape[0])
-        p_y = p[rows, y]
-        p[rows, y] = 0
-        p[rows, y] = torch.where(p_y > 0.5, -p.sum(dim=1), p_y - 1)
-        return grad[:, None] * p, None
+        e = (log_p - log_p.amax(dim=1, keepdim=True)).exp()
+        rows = torch.arange(e.shape[0])
+        e_y = e[rows, y]
+        e[rows, y] = 0
+        others = e.sum(dim=1)
+        total = others + e_y
+        e /= total[:, None]
+        e[rows, y] = -others / total
+        return grad[:, None] * e, None
 
 
 def torch_losses(

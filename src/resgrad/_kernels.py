@@ -204,21 +204,25 @@ class NumpyKernels(Kernels):
     def loss(self, loss, out, y, value=True):
         if loss.name != "cross_entropy":
             return super().loss(loss, out, y, value)
-        # The operations of the array-API loss, so the same numbers, with
-        # the log-softmax computed once and the label entries picked and
-        # changed in place rather than through a one-hot matrix.
+        # The array-API loss and its gradient -S / (S + e_y) at the label
+        # (see losses.py), with the label entries picked and changed in
+        # place through flat indices rather than a one-hot matrix.
         shifted = out - out.max(axis=1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        rows = np.arange(out.shape[0])
-        values = -log_p[rows, y] if value else None
-        p = np.exp(log_p)
-        # -sum_{k != y} p_k in place of p_y - 1 where p_y > 1/2, because
-        # p_y - 1 cancels there (see the cross-entropy gradient in
-        # losses.py).
-        p_y = p[rows, y]
-        p[rows, y] = 0
-        p[rows, y] = np.where(p_y > 0.5, -p.sum(axis=1), p_y - 1)
-        return values, p
+        e = np.exp(shifted)
+        labels = np.arange(0, e.size, e.shape[1]) + y
+        values = None
+        if value:
+            # logsumexp minus the label's shifted logit, summed as the
+            # array-API loss sums, so the values are the same.
+            values = np.log(e.sum(axis=1)) - shifted.reshape(-1)[labels]
+        flat = e.reshape(-1)
+        e_y = flat[labels]
+        flat[labels] = 0
+        others = e.sum(axis=1)
+        total = others + e_y
+        e /= total[:, None]
+        flat[labels] = -others / total
+        return values, e
 
     writes_in_place = True
 
@@ -324,19 +328,21 @@ class TorchKernels(Kernels):
     def loss(self, loss, out, y, value=True):
         if loss.name != "cross_entropy":
             return super().loss(loss, out, y, value)
-        log_p = self.torch.log_softmax(out, 1)
+        # The gradient -S / (S + e_y) at the label, as in NumPy's kernel.
+        shifted = out - out.amax(1, keepdim=True)
+        e = shifted.exp()
         rows = self.torch.arange(out.shape[0], device=out.device)
         # torch reads a uint8 index tensor as a mask, so the labels become
         # int64 first.
         labels = y.long()
-        values = -log_p[rows, labels] if value else None
-        p = log_p.exp_()
-        # -sum_{k != y} p_k in place of p_y - 1 where p_y > 1/2, as in
-        # NumPy's kernel.
-        p_y = p[rows, labels]
-        p[rows, labels] = 0
-        p[rows, labels] = self.torch.where(p_y > 0.5, -p.sum(1), p_y - 1)
-        return values, p
+        values = e.sum(1).log() - shifted[rows, labels] if value else None
+        e_y = e[rows, labels]
+        e[rows, labels] = 0
+        others = e.sum(1)
+        total = others + e_y
+        e /= total[:, None]
+        e[rows, labels] = -others / total
+        return values, e
 
     def sign_step(self, v, direction, alpha, lower, upper):
         step = direction.sign_().mul_(alpha).add_(v)

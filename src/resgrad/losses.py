@@ -51,15 +51,16 @@ def _cross_entropy(xp, a, y):
 
 def _cross_entropy_grad(xp, a, y):
     # p_y - 1 cancels when p_y is near 1 (to exactly 0 in float32 at a logit
-    # margin of 20). There the same value, minus the sum of the other p_k,
-    # keeps full relative precision. Below p_y = 1/2 that sum is the one
-    # near 1, so p_y - 1 is the precise form.
+    # margin of 20). It equals -S / (S + e_y), with e = exp(a - max a) and S
+    # the sum of the other e_k, which keeps full relative precision there.
+    # For a small p_y the rounding of S cancels in the ratio, which stays in
+    # [-1, 0].
     one_hot = _one_hot_like(xp, y, a)
-    p = xp.exp(_log_softmax(xp, a))
-    others = p * (1 - one_hot)
-    p_y = xp.sum(p * one_hot, axis=1, keepdims=True)
-    at_label = xp.where(p_y > 0.5, -xp.sum(others, axis=1, keepdims=True), p_y - 1)
-    return others + one_hot * at_label
+    e = xp.exp(a - xp.max(a, axis=1, keepdims=True))
+    e_others = e * (1 - one_hot)
+    others = xp.sum(e_others, axis=1, keepdims=True)
+    total = others + xp.sum(e * one_hot, axis=1, keepdims=True)
+    return (e_others - one_hot * others) / total
 
 
 def _target(xp, y, a):
