@@ -498,6 +498,18 @@ def test_csv_forced_header_skips_row(tmp_path):
     assert np.array_equal(x, [[3.0, 4.0], [5.0, 6.0]])
 
 
+def test_csv_first_row_with_typo_is_an_error(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("0.1,abc,0\n0.3,0.4,1\n0.5,0.6,0\n")
+    with pytest.raises(
+        ValueError, match="field 1 \\(counted from 0\\) is 'abc', and 2 of its 3"
+    ):
+        load_csv(path)
+    # Read as a header on request, the row is dropped.
+    x, _, _ = load_csv(path, header=True)
+    assert np.array_equal(x, [[0.3, 0.4], [0.5, 0.6]])
+
+
 def test_csv_header_false_rejects_names(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("a,b,label\n1,2,0\n")

@@ -449,15 +449,16 @@ def load_csv(
         label_column: the index of the label column (negative counts from
             the end, so ``-1`` is the last column).
         header: ``True`` if the first row contains column names, ``False`` if
-            not, or ``"auto"`` to treat the first row as a header when one of
-            its fields is not a number.
+            not, or ``"auto"`` to treat the first row as a header when none
+            of its fields is a number. With ``"auto"``, a first row of both
+            numbers and text, such as a data row with a typo, is an error.
 
     Returns:
         ``(X, y, None)``: float64 ``(n, d)`` and int64 ``(n,)``.
     """
     path = _existing_file(path)
     first_line = _first_line(path)
-    has_header = _detect_header(first_line, header)
+    has_header = _detect_header(first_line, header, path)
     table = _read_table(path, int(has_header))
     width = table.shape[1]
     names = len(first_line.split(","))
@@ -492,16 +493,33 @@ def _first_line(path: Path) -> str:
     raise ValueError(f"{path} is empty; expected rows of comma-separated numbers.")
 
 
-def _detect_header(first_line: str, header: bool | str) -> bool:
+def _detect_header(first_line: str, header: bool | str, path: Path) -> bool:
     if header not in (True, False, "auto"):
         raise ValueError(f"Expected header True, False or 'auto', got {header!r}.")
     if header != "auto":
         return bool(header)
-    try:
-        [float(field) for field in first_line.split(",")]
-    except ValueError:
+    fields = first_line.split(",")
+    text = [index for index, field in enumerate(fields) if not _is_number(field)]
+    if not text:
+        return False
+    if len(text) == len(fields):
         return True
-    return False
+    index = text[0]
+    raise ValueError(
+        f"The first row of {path} has both numbers and text: field {index} "
+        f"(counted from 0) is {fields[index].strip()!r}, and "
+        f"{len(fields) - len(text)} of its {len(fields)} fields are numbers. A "
+        "header row names every column and a data row has a number in every "
+        "field, so fix that row (in Python, header=True reads it as a header)."
+    )
+
+
+def _is_number(field: str) -> bool:
+    try:
+        float(field)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_table(path: Path, skip_rows: int) -> np.ndarray:

@@ -105,8 +105,9 @@ def add_data_arguments(parser: Any) -> None:
         type=_data_source,
         default=None,
         metavar="PATH",
-        help="a .npz (arrays X, y), .csv (last column the label) or IDX image "
-        "file; default: the digits set bundled with scikit-learn",
+        help="a .npz (arrays X, y), .csv (numbers, the last column the label, "
+        "and an optional first row of column names) or IDX image file; "
+        "default: the digits set bundled with scikit-learn",
     )
     parser.add_argument(
         "--labels",
