@@ -510,6 +510,14 @@ def test_csv_first_row_with_typo_is_an_error(tmp_path):
     assert np.array_equal(x, [[0.3, 0.4], [0.5, 0.6]])
 
 
+@pytest.mark.parametrize("label_column", [1.0, "1", True, None])
+def test_csv_label_column_must_be_an_integer(tmp_path, label_column):
+    path = tmp_path / "table.csv"
+    path.write_text("1,2,0\n3,4,1\n")
+    with pytest.raises(TypeError, match="label_column must be an integer column"):
+        load_csv(path, label_column=label_column)
+
+
 def test_csv_header_false_rejects_names(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("a,b,label\n1,2,0\n")

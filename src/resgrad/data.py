@@ -456,6 +456,13 @@ def load_csv(
     Returns:
         ``(X, y, None)``: float64 ``(n, d)`` and int64 ``(n,)``.
     """
+    if isinstance(label_column, bool) or not isinstance(
+        label_column, (int, np.integer)
+    ):
+        raise TypeError(
+            f"label_column must be an integer column index, such as -1 for the "
+            f"last column, got {label_column!r}."
+        )
     path = _existing_file(path)
     first_line = _first_line(path)
     has_header = _detect_header(first_line, header, path)
