@@ -969,3 +969,16 @@ def test_checkpoint_lock_of_relative_path_survives_chdir(tmp_path, monkeypatch):
         progress=progress,
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "run.ckpt"]
+
+
+@pytest.mark.parametrize("namespace", [np, torch])
+def test_adam_eps_that_rounds_to_zero_is_rejected(namespace):
+    x, y = _blobs()
+    model = _small_model().convert(namespace, dtype="float16")
+    x16 = namespace.asarray(x.astype(np.float16))
+    y = namespace.asarray(y)
+    with pytest.raises(ValueError, match="Adam's eps=1e-08 rounds to 0 in"):
+        fit(model, x16, y, epochs=1, validation=None)
+    # An eps that float16 can hold trains, as SGD does.
+    for optimizer in (Adam(lr=1e-3, eps=1e-4), "sgd"):
+        fit(model, x16, y, optimizer=optimizer, epochs=1, validation=None)

@@ -312,6 +312,20 @@ def get_optimizer(name: str, lr: float | None = None, **kwargs: Any) -> Optimize
     return OPTIMIZERS[name](lr, **kwargs)
 
 
+def _check_eps_fits(opt: Any, xp: Any, dtype: Any) -> None:
+    """Reject an Adam whose eps rounds to 0 in the model's dtype, where
+    every step would divide by zero for weights with zero gradients."""
+    if not isinstance(opt, Adam) or opt.eps == 0:
+        return
+    if float(xp.asarray(opt.eps, dtype=dtype)) == 0:
+        raise ValueError(
+            f"Adam's eps={opt.eps:g} rounds to 0 in {dtype}, so its steps divide "
+            "by zero; train in float32 (model.convert(dtype='float32')), pass "
+            "Adam(eps=...) with an eps the dtype can hold, or use "
+            "optimizer='sgd' or 'momentum'."
+        )
+
+
 def _make_optimizer(optimizer: str | Optimizer, lr: float | None, weight_decay: float):
     if isinstance(optimizer, str):
         return get_optimizer(optimizer, lr=lr, weight_decay=weight_decay)
@@ -456,6 +470,7 @@ def fit(
     opt = _make_optimizer(optimizer, lr, weight_decay)
     loss_fn = get_loss(loss)
     xp = _check_data(model, loss_fn, x, y, "x", "y")
+    _check_eps_fits(opt, xp, model.dtype)
     x_train, y_train, val = _split_validation(model, loss_fn, x, y, validation, seed)
     rng = np.random.default_rng(_arrays.check_seed(seed))
     run = _Run(model, loss_fn, opt, x_train, y_train, batch_size, rng, xp)
