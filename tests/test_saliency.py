@@ -770,6 +770,8 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
     "extra, message",
     [
         (["--index", "100000"], "--index 100000 is outside"),
+        (["--index", "3,0,3"], "--index lists 3 twice; list each index once."),
+        (["--classes", "1,1"], "--classes lists 1 twice"),
         (["--method", "gradcam"], "Unknown --method"),
         (["--classes", "10"], "--classes 10 is outside"),
         (["--steps", "0"], "--steps must be at least 1"),
@@ -822,6 +824,20 @@ def test_cli_bad_input_one_line(digits_model, tmp_path, capsys, extra, message):
     assert len(err.splitlines()) == 1
     assert message in err
     assert "allow_pickle" not in err
+    assert not out.exists()
+
+
+def test_cli_interrupted_in_checks_writes_nothing(digits_model, tmp_path, monkeypatch):
+    import resgrad.cli.saliency as saliency_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(saliency_cli, "run_checks", interrupted)
+    path, _ = digits_model
+    out = tmp_path / "out"
+    argv = ["--model", str(path), "--out", str(out), "--no-progress"]
+    assert run_cli([*argv, "--method", "vanilla", "--index", "0,1"]) == 130
     assert not out.exists()
 
 

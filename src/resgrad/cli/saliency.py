@@ -10,10 +10,12 @@ the first test samples, draws both, and writes every number to a JSON file.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +193,7 @@ def parse_list(text: str, option: str) -> list[str]:
 
 
 def parse_indices(text: str, option: str, size: int, range_name: str) -> list[int]:
-    """Parse comma-separated integers, each in ``[0, size)``."""
+    """Parse comma-separated distinct integers, each in ``[0, size)``."""
     indices = []
     for item in parse_list(text, option):
         try:
@@ -206,6 +208,8 @@ def parse_indices(text: str, option: str, size: int, range_name: str) -> list[in
                 f"{option} {value} is outside {range_name} [0, {size}); pass "
                 f"indices from 0 to {size - 1}."
             )
+        if value in indices:
+            raise ValueError(f"{option} lists {value} twice; list each index once.")
         indices.append(value)
     return indices
 
@@ -346,11 +350,16 @@ def run_saliency(args: argparse.Namespace) -> int:
     check_output_folder(args.out, args.overwrite)
     progress = progress_bar(not args.no_progress)
 
-    summary = draw_samples(
+    summary, sample_figures = draw_samples(
         model, data, indices, methods, classes, options, args, progress
     )
     x_check = x_test[: args.check_samples]
     checks = run_checks(model, x_check, methods, options, data.bounds, args, progress)
+    # Every number is computed before the first file is written, so an
+    # interrupted run leaves no folder of some figures and no JSON file.
+    make_output_folder(args.out)
+    for name, draw in sample_figures:
+        write_figure(args.out / name, draw())
     write_figure(args.out / RANDOMIZATION_NAME, randomization_figure(checks, data))
     write_figure(args.out / DELETION_NAME, deletion_figure(checks))
     summary["files"] += [RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME]
@@ -413,8 +422,12 @@ def _check_unused_options(args: argparse.Namespace, methods: list[str]) -> None:
 
 def draw_samples(
     model, data, indices, methods, classes, options, args, progress
-) -> dict:
-    """Draw one grid per test sample and return the numbers behind them."""
+) -> tuple[dict, list[tuple[str, Callable[[], Any]]]]:
+    """Compute the maps of the chosen test samples.
+
+    Returns the numbers behind them, and for each sample the file name of
+    its grid with a function that draws the grid.
+    """
     from ..saliency import integrated_gradients
 
     x = np.asarray(data.x_test, dtype=np.float64)[indices]
@@ -426,11 +439,9 @@ def draw_samples(
     ig = options["integrated_gradients"]
     ig_result = integrated_gradients(model, x, "all", **ig)
 
-    files = []
-    make_output_folder(args.out)
-    for row, index in enumerate(indices):
+    def grid(row: int, index: int) -> Any:
         title = f"test sample {index}: label {labels[row]}, predicted {predicted[row]}"
-        figure = sample_figure(
+        return sample_figure(
             x[row],
             {method: maps[method][row] for method in methods},
             classes,
@@ -438,10 +449,13 @@ def draw_samples(
             data.image_shape,
             title,
         )
-        name = f"saliency_sample_{index}.png"
-        write_figure(args.out / name, figure)
-        files.append(name)
-    return {
+
+    figures = [
+        (f"saliency_sample_{index}.png", functools.partial(grid, row, index))
+        for row, index in enumerate(indices)
+    ]
+    files = [name for name, _ in figures]
+    summary = {
         "model": str(args.model),
         "data": data.name,
         "methods": methods,
@@ -455,6 +469,7 @@ def draw_samples(
         "integrated_gradients_gap": _gap_summary(ig, ig_result, predicted),
         "files": files,
     }
+    return summary, figures
 
 
 def _gap_summary(ig: dict, result: Any, predicted: np.ndarray) -> dict:
