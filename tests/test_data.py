@@ -521,8 +521,30 @@ def test_csv_label_column_must_be_an_integer(tmp_path, label_column):
 def test_csv_header_false_rejects_names(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("a,b,label\n1,2,0\n")
-    with pytest.raises(ValueError, match="could not convert string 'a'"):
+    with pytest.raises(
+        ValueError,
+        match="line 1 \\(counted from 1\\), field 0 \\(counted from 0\\) is 'a'",
+    ):
         load_csv(path, header=False)
+
+
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("1,2,0\n3,,1\n", "line 2 (counted from 1), field 1 (counted from 0) is empty"),
+        (
+            "a,b,y\n1,2,cat\n",
+            "line 2 (counted from 1), field 2 (counted from 0) is 'cat'",
+        ),
+    ],
+)
+def test_csv_names_the_first_field_that_is_not_a_number(tmp_path, text, named):
+    path = tmp_path / "table.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        load_csv(path)
+    assert named in str(caught.value)
+    assert "encode text labels as class indices" in str(caught.value)
 
 
 def test_csv_fractional_labels(tmp_path):

@@ -538,9 +538,9 @@ def _read_table(path: Path, skip_rows: int) -> np.ndarray:
                 path, delimiter=",", skiprows=skip_rows, ndmin=2, encoding="utf-8-sig"
             )
     except ValueError as error:
-        ragged = _ragged_line(path, skip_rows)
-        if ragged is not None:
-            raise ValueError(f"Could not read {path} as a CSV: {ragged}.") from error
+        bad = _bad_line(path, skip_rows)
+        if bad is not None:
+            raise ValueError(f"Could not read {path} as a CSV: {bad}.") from error
         reason = str(error).rstrip(".")
         if "usecols" in reason:
             # NumPy suggests an option that the command line does not have.
@@ -554,8 +554,10 @@ def _read_table(path: Path, skip_rows: int) -> np.ndarray:
     return table
 
 
-def _ragged_line(path: Path, skip_rows: int) -> str | None:
-    """Describe the first data line whose field count differs, or return ``None``.
+def _bad_line(path: Path, skip_rows: int) -> str | None:
+    """Describe the first data line whose field count differs from the first
+    data line's, or that has a field that is not a number; return ``None``
+    if there is none.
 
     Lines are counted from 1 in the file, and blank lines and ``#`` comments
     are skipped as ``np.loadtxt`` skips them.
@@ -566,15 +568,24 @@ def _ragged_line(path: Path, skip_rows: int) -> str | None:
             text = line.split("#", 1)[0].strip()
             if number <= skip_rows or not text:
                 continue
-            count = len(text.split(","))
+            fields = text.split(",")
             if expected is None:
-                expected = (number, count)
-            elif count != expected[1]:
+                expected = (number, len(fields))
+            elif len(fields) != expected[1]:
                 return (
-                    f"line {number} has {count} field(s) but line {expected[0]} "
-                    f"has {expected[1]}; every row needs the same number of "
-                    "comma-separated fields"
+                    f"line {number} has {len(fields)} field(s) but line "
+                    f"{expected[0]} has {expected[1]}; every row needs the same "
+                    "number of comma-separated fields"
                 )
+            for index, field in enumerate(fields):
+                if not _is_number(field):
+                    shown = "empty" if not field.strip() else repr(field.strip())
+                    return (
+                        f"line {number} (counted from 1), field {index} (counted "
+                        f"from 0) is {shown}; every field after the header row "
+                        "must be a number, so fill it in or remove the row, and "
+                        "encode text labels as class indices (0, 1, 2 and so on)"
+                    )
     return None
 
 
