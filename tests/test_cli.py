@@ -111,7 +111,7 @@ BAD_ARGUMENTS = {
     ),
     "train checkpoint left": (
         ["train", "--out", "{dir}/new.npz", "--checkpoint", "{dir}/plain.txt"],
-        "plain.txt contains the checkpoint of an unfinished run; pass --resume",
+        "plain.txt is a file that is not a resgrad checkpoint, which training",
     ),
     "evaluate no model": (["evaluate"], "required: --model"),
     "evaluate missing model": (
@@ -555,6 +555,24 @@ def test_train_rejects_second_run_on_checkpoint(tmp_path, monkeypatch, capsys):
     ) in second["err"]
     assert checkpoint.read_bytes() == b"epoch 1"
     assert sorted(path.name for path in tmp_path.iterdir()) == [checkpoint.name]
+
+
+def test_train_never_replaces_a_file_that_is_no_checkpoint(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    out = tmp_path / "model.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
+    for extra in ([], ["--overwrite"]):
+        status, lines = run_cli(capsys, [*argv, "--checkpoint", str(notes), *extra])
+        assert status == 2
+        message = f"--checkpoint {notes} is a file that is not a resgrad checkpoint"
+        assert message in lines[0]
+    # --resume reads the file and names it as no checkpoint; it is kept.
+    status, lines = run_cli(capsys, [*argv, "--checkpoint", str(notes), "--resume"])
+    assert status == 2
+    assert f"{notes} is not a resgrad checkpoint file" in lines[0]
+    assert notes.read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def test_train_takes_over_lock_of_ended_run(tmp_path, capsys):

@@ -982,3 +982,25 @@ def test_adam_eps_that_rounds_to_zero_is_rejected(namespace):
     # An eps that float16 can hold trains, as SGD does.
     for optimizer in (Adam(lr=1e-3, eps=1e-4), "sgd"):
         fit(model, x16, y, optimizer=optimizer, epochs=1, validation=None)
+
+
+def test_checkpoint_never_replaces_another_file(tmp_path):
+    x, y = _blobs()
+    data = tmp_path / "data.npz"
+    np.savez(data, X=x, y=y)
+    model_file = tmp_path / "model.npz"
+    resgrad.save(_small_model(), model_file)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    for path in (data, model_file, notes):
+        before = path.read_bytes()
+        with pytest.raises(FileExistsError, match="is a file that is not a resgrad"):
+            fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=path)
+        assert path.read_bytes() == before, path.name
+        assert not resgrad.io.is_checkpoint(path)
+
+    # A checkpoint of an earlier run is replaced by a new run.
+    checkpoint = tmp_path / "run.ckpt"
+    fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=checkpoint)
+    assert resgrad.io.is_checkpoint(checkpoint)
+    fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=checkpoint)

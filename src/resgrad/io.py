@@ -953,6 +953,28 @@ def load_checkpoint(path: PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     return header, native
 
 
+def is_checkpoint(path: PathLike) -> bool:
+    """Return whether ``path`` is a file that declares the resgrad checkpoint
+    format, of any version, damaged arrays or not.
+
+    Training overwrites such a file and no other, because a checkpoint path
+    that names any other file, such as the data, names the user's file.
+    """
+    path = Path(path)
+    kind = _CHECKPOINT_LAYOUT.kind
+    try:
+        with open(path, "rb") as file:
+            headers = _check_archive(path, file, _CHECKPOINT_LAYOUT)
+            shape, dtype = headers[CHECKPOINT_KEY]
+            if dtype != np.uint8 or len(shape) != 1:
+                return False
+            raw = _read_arrays(path, file, {CHECKPOINT_KEY: (shape, dtype)}, kind)
+        header = json.loads(raw[CHECKPOINT_KEY].tobytes().decode("utf-8"))
+    except (OSError, KeyError, ValueError, RecursionError):
+        return False
+    return isinstance(header, dict) and header.get("format") == CHECKPOINT_FORMAT
+
+
 def _decode_checkpoint_header(path: Path, raw: np.ndarray) -> dict:
     kind = _CHECKPOINT_LAYOUT.kind
     try:

@@ -449,7 +449,8 @@ def fit(
         ValueError, TypeError: for invalid arguments.
         FileNotFoundError: if ``resume`` is true and ``checkpoint`` does
             not exist, or the folder of ``checkpoint`` does not exist.
-        FileExistsError: if another run holds the lock of ``checkpoint``.
+        FileExistsError: if another run holds the lock of ``checkpoint``, or
+            ``checkpoint`` is a file that is not a resgrad checkpoint.
         IsADirectoryError, NotADirectoryError: if ``checkpoint`` is a folder
             or lies under a file.
 
@@ -487,6 +488,11 @@ def fit(
         # changes during the run.
         checkpoint = Path(checkpoint).absolute()
         io.check_file_path(checkpoint)
+        if not resume and checkpoint.exists() and not io.is_checkpoint(checkpoint):
+            raise FileExistsError(
+                f"checkpoint {checkpoint} is a file that is not a resgrad "
+                "checkpoint, which training would replace; pass a new path."
+            )
         lock = _lock.held(checkpoint, _CHECKPOINT_IN_USE_HINT)
     with lock:
         saver = None

@@ -263,9 +263,16 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _train_and_save(args: argparse.Namespace) -> int:
-    from ..io import save
+    from ..io import is_checkpoint, save
     from ..training import accuracy
 
+    exists = args.checkpoint.exists()
+    if exists and not args.resume and not is_checkpoint(args.checkpoint):
+        raise FileExistsError(
+            f"--checkpoint {args.checkpoint} is a file that is not a resgrad "
+            "checkpoint, which training would replace; pass a new --checkpoint "
+            "path, or leave it out."
+        )
     if args.resume and not args.checkpoint.is_file():
         raise FileNotFoundError(
             f"--resume: no checkpoint at {args.checkpoint}; run without --resume "
