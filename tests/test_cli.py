@@ -328,6 +328,23 @@ def test_help_shows_list_defaults_as_typed(capsys, command):
     assert "default: [" not in text
 
 
+def test_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
+    import resgrad.depth
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 47.7 GiB for an array")
+
+    monkeypatch.setattr(resgrad.depth, "depth_sweep", too_big)
+    status, lines = run_cli(capsys, ["depth", "--out", str(tmp_path / "out")])
+    assert status == 2
+    assert lines == [
+        "resgrad depth: error: not enough memory (Unable to allocate 47.7 GiB for "
+        "an array); pass smaller sizes, such as fewer or narrower blocks, samples "
+        "or steps."
+    ]
+    assert not (tmp_path / "out").exists()
+
+
 def test_closed_output_pipe_ends_quietly(files):
     executable = shutil.which("resgrad")
     assert executable is not None, "the resgrad script is not installed"

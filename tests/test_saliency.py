@@ -841,6 +841,37 @@ def test_cli_interrupted_in_checks_writes_nothing(digits_model, tmp_path, monkey
     assert not out.exists()
 
 
+def test_cli_interrupted_while_writing(digits_model, tmp_path, monkeypatch, capsys):
+    import resgrad.cli.saliency as saliency_cli
+
+    written = []
+    real_write = saliency_cli.write_figure
+
+    def write_then_interrupt(path, figure):
+        if written:
+            raise KeyboardInterrupt
+        real_write(path, figure)
+        written.append(path)
+
+    monkeypatch.setattr(saliency_cli, "write_figure", write_then_interrupt)
+    path, _ = digits_model
+    argv = ["--model", str(path), "--no-progress", "--method", "vanilla"]
+    # A folder made by the run goes again.
+    fresh = tmp_path / "fresh"
+    assert run_cli([*argv, "--out", str(fresh), "--index", "0,1"]) == 130
+    assert not fresh.exists()
+    capsys.readouterr()
+    # An earlier folder is named as a mix of old and new files.
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "saliency.json").write_text("{}")
+    written.clear()
+    argv += ["--out", str(old), "--overwrite", "--index", "0,1"]
+    assert run_cli(argv) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; {old} is incomplete, with some files of this run" in err
+
+
 def test_cli_checks_values_before_out(digits_model, tmp_path, capsys):
     path, _ = digits_model
     out = tmp_path / "out"

@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``).
 
     Return the exit status: 0 on success, 2 for an invalid argument or a
-    failure, 130 on Ctrl-C, and 141, as for SIGPIPE, when the reader of
+    failure (running out of memory included), 130 on Ctrl-C, and 141, as for SIGPIPE, when the reader of
     standard output has gone (``resgrad check | head -2``). ``--help`` and
     ``--version`` return 0.
     """
@@ -107,6 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout at exit, so stdout goes to /dev/null first.
         _discard_stdout()
         return BROKEN_PIPE_STATUS
+    except MemoryError as error:
+        if args.debug:
+            raise
+        print(
+            f"resgrad {args.command}: error: not enough memory ({_one_line(error)}); "
+            "pass smaller sizes, such as fewer or narrower blocks, samples or "
+            "steps.",
+            file=sys.stderr,
+        )
+        return 2
     except (ValueError, TypeError, OSError, ImportError) as error:
         if args.debug:
             raise

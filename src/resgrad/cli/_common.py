@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import functools
 import math
+import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -308,6 +309,30 @@ def make_output_folder(out: Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+@contextlib.contextmanager
+def writing_into(out: Path) -> Iterator[Path]:
+    """Make the folder ``out`` for the ``with`` block that writes the files.
+
+    Ctrl-C in the block removes a folder that the block made. In a folder
+    that existed (``--overwrite``), it names the folder as a mix of new and
+    earlier files, since the earlier ones are gone already.
+    """
+    out = Path(out)
+    existed = out.exists()
+    make_output_folder(out)
+    try:
+        yield out
+    except KeyboardInterrupt:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+            raise
+        # main prints the message of the interrupt after "interrupted; ".
+        raise KeyboardInterrupt(
+            f"{out} is incomplete, with some files of this run and some of an "
+            "earlier one; run the command again to complete it"
+        ) from None
 
 
 def check_data_fits_model(data: Any, model: ResidualMLP) -> None:

@@ -22,11 +22,11 @@ from ._common import (
     check_output_folder,
     existing_file,
     load_dataset,
-    make_output_folder,
     non_negative_int,
     output_folder,
     positive_int,
     progress_bar,
+    writing_into,
 )
 
 ACCURACY_FIGURE = "robust_accuracy.png"
@@ -112,8 +112,8 @@ def run_attack(args: argparse.Namespace) -> int:
     table = evaluate(
         model, x, y, methods, eps_values, args.seed, progress, bounds=data.bounds
     )
-    make_output_folder(out)
-    paths = write_outputs(table, out, data.image_shape)
+    with writing_into(out):
+        paths = write_outputs(table, out, data.image_shape)
     print(summary(table))
     print(f"wrote {', '.join(str(path) for path in paths)}")
     return 0

@@ -26,12 +26,12 @@ from ._common import (
     Typed,
     add_overwrite_argument,
     check_output_folder,
-    make_output_folder,
     non_negative_int,
     positive_int,
     progress_bar,
     typed_options,
     write_atomic,
+    writing_into,
 )
 
 JSON_NAME = "depth.json"
@@ -267,19 +267,21 @@ def run_depth(args: argparse.Namespace) -> int:
     )
     published = _published(progress) if args.published else None
     trained = _trained(args, progress) if args.trained else None
-    make_output_folder(out)
-    files = write_figures(out, sweep, limits, published, trained)
-    document = {
-        "settings": _settings(args),
-        "sweep": [result.to_dict() for result in sweep],
-        "identity_limit": {
-            name: [r.to_dict() for r in results] for name, results in limits.items()
-        },
-        "published": published,
-        "trained": [r.to_dict() for r in trained] if trained is not None else None,
-        "files": files,
-    }
-    write_atomic(out / JSON_NAME, json.dumps(document, indent=1) + "\n")
+    with writing_into(out):
+        files = write_figures(out, sweep, limits, published, trained)
+        document = {
+            "settings": _settings(args),
+            "sweep": [result.to_dict() for result in sweep],
+            "identity_limit": {
+                name: [r.to_dict() for r in results] for name, results in limits.items()
+            },
+            "published": published,
+            "trained": (
+                [r.to_dict() for r in trained] if trained is not None else None
+            ),
+            "files": files,
+        }
+        write_atomic(out / JSON_NAME, json.dumps(document, indent=1) + "\n")
     print(_summary(sweep, limits, published, trained))
     print(f"wrote {out}/ ({JSON_NAME}, {', '.join(files)})")
     return 0

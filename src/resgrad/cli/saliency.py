@@ -31,13 +31,13 @@ from ._common import (
     check_output_folder,
     existing_file,
     load_dataset,
-    make_output_folder,
     non_negative_int,
     output_folder,
     plural,
     progress_bar,
     typed_options,
     write_atomic,
+    writing_into,
 )
 
 METHOD_TITLES = {
@@ -357,14 +357,15 @@ def run_saliency(args: argparse.Namespace) -> int:
     checks = run_checks(model, x_check, methods, options, data.bounds, args, progress)
     # Every number is computed before the first file is written, so an
     # interrupted run leaves no folder of some figures and no JSON file.
-    make_output_folder(args.out)
-    for name, draw in sample_figures:
-        write_figure(args.out / name, draw())
-    write_figure(args.out / RANDOMIZATION_NAME, randomization_figure(checks, data))
-    write_figure(args.out / DELETION_NAME, deletion_figure(checks))
     summary["files"] += [RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME]
     summary.update(check_summary(checks))
-    write_atomic(args.out / JSON_NAME, json.dumps(_finite(summary), indent=2) + "\n")
+    with writing_into(args.out):
+        for name, draw in sample_figures:
+            write_figure(args.out / name, draw())
+        write_figure(args.out / RANDOMIZATION_NAME, randomization_figure(checks, data))
+        write_figure(args.out / DELETION_NAME, deletion_figure(checks))
+        document = json.dumps(_finite(summary), indent=2) + "\n"
+        write_atomic(args.out / JSON_NAME, document)
     print(_summary_text(summary))
     print(f"wrote {len(summary['files'])} files to {args.out}")
     return 0
