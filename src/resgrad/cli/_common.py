@@ -209,15 +209,16 @@ def _data_file(data: str | None) -> Path | None:
 
 
 def _same_data(args: Any, training: dict, data: Any) -> bool:
-    """Return whether ``data``, loaded by ``args``, holds the rows the model
-    was trained on."""
+    """Return whether ``data``, loaded by ``args``, contains the rows the
+    model was trained on."""
     digest = training.get("data_sha256")
     if digest is not None:
         return data.digest == digest
-    trained_on, given = _data_file(training.get("data")), _data_file(args.data)
-    if trained_on is None or given is None:
-        return trained_on is given
-    return trained_on.name == given.name
+    trained_on = _data_file(training.get("data"))
+    loaded_from = _data_file(args.data)
+    if trained_on is None or loaded_from is None:
+        return trained_on is loaded_from
+    return trained_on.name == loaded_from.name
 
 
 def existing_file(value: str) -> Path:
