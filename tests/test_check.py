@@ -153,6 +153,14 @@ def test_check_rejects_empty_batch():
         check_theorem(model, x[:0], y[:0])
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_, np.str_, np.complex128])
+def test_check_rejects_x_that_is_not_floating(dtype):
+    model = reference.random_model(1, "tanh", "learned")
+    x, y = reference.random_batch(model, 2)
+    with pytest.raises(TypeError, match="Expected x of a real floating dtype, got"):
+        check_theorem(model, x.astype(dtype), y)
+
+
 def _unbiased_relu_model():
     model = resgrad.ResidualMLP.init([5, 6, 6, 3], seed=3)
     biases = [k for k in model.arrays() if k.endswith(("b1", "b2"))]

@@ -124,7 +124,15 @@ def _to_numpy(
     model: ResidualMLP, x: Array, y: Array
 ) -> tuple[ResidualMLP, np.ndarray, np.ndarray]:
     model = model.convert(np, dtype="float64")
-    x = np.asarray(_host(x), dtype=np.float64)
+    x = np.asarray(_host(x))
+    # Any real floating x is checked in float64; other kinds are mistakes
+    # (labels passed as x, strings read from a file) that a cast would hide.
+    if x.dtype.kind != "f":
+        raise TypeError(
+            f"Expected x of a real floating dtype, got {x.dtype}; pass the "
+            "inputs as floats, such as x.astype('float64')."
+        )
+    x = x.astype(np.float64)
     y = np.asarray(_host(y))
     return model, x, y
 
