@@ -97,6 +97,22 @@ def test_predict_breaks_relu_output_ties_by_logits():
     np.testing.assert_array_equal(model.predict(x), [1])
 
 
+@pytest.mark.parametrize("xp", ["numpy", "torch", 3])
+def test_convert_names_an_xp_that_is_not_a_module(xp):
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    with pytest.raises(TypeError, match="Expected xp as an array module such as"):
+        model.convert(xp)
+
+
+def test_gradients_of_empty_batch_are_zero():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    grads = resgrad.gradients(model, np.zeros((0, 4)), np.zeros(0, dtype=np.int64))
+    assert float(grads.loss) == 0.0
+    assert grads.input.shape == (0, 4)
+    for name, value in grads.arrays().items():
+        assert not np.any(value), name
+
+
 # Construction.
 
 

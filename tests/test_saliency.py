@@ -776,6 +776,12 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
         (["--classes", "10"], "--classes 10 is outside"),
         (["--steps", "0"], "--steps must be at least 1"),
         (["--samples", "0"], "--samples must be at least 1"),
+        (
+            ["--steps", "1", "--rule", "riemann_trapezoid"],
+            "--steps must be at least 2 with --rule riemann_trapezoid",
+        ),
+        (["--noise-level", "nan"], "--noise-level must be a finite number >= 0"),
+        (["--noise-level", "inf"], "--noise-level must be a finite number >= 0"),
         (["--baseline", "BASELINE"], "Expected --baseline of shape (64,)"),
         (["--baseline", "nan"], "--baseline must be a finite number, got 'nan'"),
         (["--baseline", "NOT_NPY"], "is not a .npy array of numbers; save the row"),
@@ -879,7 +885,7 @@ def test_cli_checks_values_before_out(digits_model, tmp_path, capsys):
     (out / "old.txt").write_text("from an earlier run")
     argv = ["--model", str(path), "--out", str(out), "--noise-level", "-1"]
     assert run_cli(argv) == 2
-    assert "--noise-level must be >= 0" in capsys.readouterr().err
+    assert "--noise-level must be a finite number >= 0" in capsys.readouterr().err
 
 
 def test_cli_default_out_beside_model(digits_model, tmp_path):

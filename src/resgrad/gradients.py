@@ -253,7 +253,9 @@ def gradients(
         loss: ``"cross_entropy"`` (softmax cross-entropy of ``a^L``),
             ``"squared_error"`` (``0.5 ||a^L - t||^2``) or ``"score"``
             (``Y = z^L_y``, the logit of class ``y``).
-        reduction: ``"mean"`` or ``"sum"`` of the per-sample losses.
+        reduction: ``"mean"`` or ``"sum"`` of the per-sample losses. The
+            mean of an empty batch is taken as 0, so zero rows give a loss
+            of 0 and zero gradients (PyTorch's mean gives NaN there).
         method: ``"backprop"`` runs the recurrence (fast, any size);
             ``"product"`` forms Theorem 1's matrix products per sample (for
             inspection and small networks).

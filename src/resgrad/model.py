@@ -319,6 +319,11 @@ class ResidualMLP:
             device = (
                 device if device is not None else _arrays.array_api_compat.device(like)
             )
+        if xp is not None and not callable(getattr(xp, "asarray", None)):
+            raise TypeError(
+                f"Expected xp as an array module such as numpy or torch, got "
+                f"{xp!r}; pass the module itself (import torch; xp=torch)."
+            )
         xp = (
             _arrays.array_api_compat.array_namespace(xp.asarray(0.0)) if xp else self.xp
         )

@@ -286,15 +286,20 @@ def method_options(
         raise ValueError(
             f"--steps must be at least 1, got {args.steps}; pass a positive integer."
         )
+    if args.rule == "riemann_trapezoid" and args.steps < 2:
+        raise ValueError(
+            f"--steps must be at least 2 with --rule riemann_trapezoid, whose "
+            f"points include both ends of the path; got {args.steps}."
+        )
     if args.samples < 1:
         raise ValueError(
             f"--samples must be at least 1, got {args.samples}; pass a positive "
             "integer."
         )
-    if not args.noise_level >= 0:
+    if not (math.isfinite(args.noise_level) and args.noise_level >= 0):
         raise ValueError(
-            f"--noise-level must be >= 0, got {args.noise_level}; pass a "
-            "fraction of hi - lo such as 0.15."
+            f"--noise-level must be a finite number >= 0, got {args.noise_level}; "
+            "pass a fraction of hi - lo such as 0.15."
         )
     return {
         "smoothgrad": {
