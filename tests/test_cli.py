@@ -337,11 +337,12 @@ def test_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(resgrad.depth, "depth_sweep", too_big)
     status, lines = run_cli(capsys, ["depth", "--out", str(tmp_path / "out")])
     assert status == 2
-    assert lines == [
+    message = (
         "resgrad depth: error: not enough memory (Unable to allocate 47.7 GiB for "
         "an array); pass smaller sizes, such as fewer or narrower blocks, samples "
         "or steps."
-    ]
+    )
+    assert lines == [message]
     assert not (tmp_path / "out").exists()
 
 
