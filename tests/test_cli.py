@@ -191,6 +191,11 @@ BAD_ARGUMENTS = {
     "run out file": (["run", "--out", "{dir}/plain.txt"], "plain.txt is a file"),
     "run out not empty": (["run", "--out", "{dir}"], "is not empty; choose a new"),
     "run lr negative": (["run", "--lr", "-3"], "--lr: expected a number > 0, got -3"),
+    "run skip empty item": (
+        ["run", "--skip", "attack,"],
+        "Empty item in --skip 'attack,'; remove the extra comma",
+    ),
+    "run skip unknown": (["run", "--skip", "plots"], "Unknown section(s) in --skip"),
     "attack empty eps": (
         ["attack", "--model", "{dir}/model.npz", "--eps", "0.1,,0.2"],
         "Empty item in eps '0.1,,0.2'; remove the extra comma",

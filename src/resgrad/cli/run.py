@@ -90,7 +90,12 @@ def _run_folder(out: Path | None, overwrite: bool = False) -> Path:
 
 
 def _sections_to_run(skip: str) -> list[str]:
-    names = [name.strip() for name in skip.split(",") if name.strip()]
+    names = [name.strip() for name in skip.split(",")] if skip.strip() else []
+    if "" in names:
+        raise ValueError(
+            f"Empty item in --skip {skip!r}; remove the extra comma, as in "
+            "attack,depth."
+        )
     unknown = sorted(set(names) - set(SECTIONS))
     if unknown:
         raise ValueError(
