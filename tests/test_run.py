@@ -89,8 +89,13 @@ def test_run_report_states_results(run_folder):
 def test_run_one_epoch_singular(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 0
-    assert "trained 1 epoch in " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "trained 1 epoch in " in printed
     assert " 1 epoch (" in (out / "report.md").read_text()
+    # The sections are skipped, so training.png is the only figure.
+    assert f"wrote {out}/ (report.md, metrics.json, model.npz and 1 figure) in " in (
+        printed
+    )
 
 
 def test_run_report_names_validation_split(tmp_path):

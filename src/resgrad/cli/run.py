@@ -176,8 +176,10 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     text = _report(args, data, result, figures, report, sections, timings)
     write_atomic(out / "report.md", text)
+    figures_written = plural(len(list(out.glob("*.png"))), "figure")
     print(
-        f"wrote {out}/ (report.md, metrics.json, model.npz) in {timings['total']:.1f} s"
+        f"wrote {out}/ (report.md, metrics.json, model.npz and {figures_written}) "
+        f"in {timings['total']:.1f} s"
     )
     return 0 if report.passed else 1
 
