@@ -720,6 +720,21 @@ def test_split_warning_for_digits_named_or_default(tmp_path, capsys):
     assert "warning: the model was trained on a split" in capsys.readouterr().err
 
 
+def test_other_classes_name_the_training_data(tmp_path, capsys):
+    data = tmp_path / "w64c3.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X=rng.random((60, 64)), y=np.arange(60) % 3)
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--widths", "8", "--hidden", "8", "--no-progress"]) == 0
+    capsys.readouterr()
+    # The digits have 10 classes, the model 3.
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert "outside the model's 3 classes [0, 3)" in lines[0]
+    assert f"the model was trained on {data}, so pass --data {data}." in lines[0]
+
+
 def test_evaluate_without_data_names_the_training_file(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])

@@ -336,8 +336,11 @@ def writing_into(out: Path) -> Iterator[Path]:
         ) from None
 
 
-def check_data_fits_model(data: Any, model: ResidualMLP) -> None:
+def check_data_fits_model(data: Any, model: ResidualMLP, args: Any = None) -> None:
     """Check that ``data`` has the model's input width and only its classes.
+
+    With the command's ``args``, a mismatch names the data that trained the
+    model as the fix, when the model file records it and ``--data`` differs.
 
     Raises:
         ValueError: the feature count differs from ``model.sizes[0]``, or a
@@ -345,11 +348,18 @@ def check_data_fits_model(data: Any, model: ResidualMLP) -> None:
     """
     import numpy as np
 
+    width_fix = "pass data of the width the model was trained on"
+    label_fix = "pass data labelled like the data the model was trained on"
+    trained_on = None if args is None else _training_data(args.model)
+    if trained_on is not None and trained_on != args.data:
+        width_fix = label_fix = (
+            f"the model was trained on {trained_on}, so pass --data {trained_on}"
+        )
     features = int(np.shape(data.x_train)[1])
     if features != model.sizes[0]:
         raise ValueError(
             f"--data has {features} features but the model takes "
-            f"{model.sizes[0]}; pass data of the width the model was trained on."
+            f"{model.sizes[0]}; {width_fix}."
         )
     for split, labels in (("test", data.y_test), ("train", data.y_train)):
         labels = np.asarray(labels)
@@ -359,9 +369,19 @@ def check_data_fits_model(data: Any, model: ResidualMLP) -> None:
         if outside.size:
             raise ValueError(
                 f"--data has label {outside[0]} in its {split} split, outside the "
-                f"model's {model.n_classes} classes [0, {model.n_classes}); pass "
-                "data labelled like the data the model was trained on."
+                f"model's {model.n_classes} classes [0, {model.n_classes}); "
+                f"{label_fix}."
             )
+
+
+def _training_data(model_file: Path) -> str | None:
+    """Return the --data value that trained the model in ``model_file``, or
+    ``None`` when the file does not record it."""
+    from ..io import read_metadata
+
+    training = read_metadata(model_file).get("training") or {}
+    data = training.get("data")
+    return data if isinstance(data, str) else None
 
 
 class Typed(argparse.Action):

@@ -105,7 +105,7 @@ def run_attack(args: argparse.Namespace) -> int:
     check_output_folder(out, args.overwrite)
     model = io.load(args.model, dtype="float64")
     data = load_dataset(args, model=args.model)
-    check_data_fits_model(data, model)
+    check_data_fits_model(data, model, args)
     x, y = data.x_test[: args.limit], data.y_test[: args.limit]
 
     progress = progress_bar(not args.no_progress)

@@ -68,7 +68,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     data = load_dataset(args, model=args.model)
-    check_data_fits_model(data, model)
+    check_data_fits_model(data, model, args)
     report = check_on_test_split(model, data, args.samples, args.entries)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

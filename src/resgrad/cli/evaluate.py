@@ -33,7 +33,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     data = load_dataset(args, model=args.model)
-    check_data_fits_model(data, model)
+    check_data_fits_model(data, model, args)
     figures = evaluate(model, data.x_test, data.y_test)
     if args.json:
         print(json.dumps(figures, indent=2))

@@ -330,7 +330,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     _check_unused_options(args, methods)
     model = load(args.model)
     data = load_dataset(args, model=args.model)
-    check_data_fits_model(data, model)
+    check_data_fits_model(data, model, args)
     x_test = np.asarray(data.x_test, dtype=np.float64)
     model = model.convert(dtype="float64")
     indices = parse_indices(args.index, "--index", len(x_test), "the test split")
