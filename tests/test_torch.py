@@ -702,6 +702,23 @@ def test_explicit_forward_rejects_other_modules():
         explicit_forward(nn.Sequential(nn.Linear(2, 2)), torch.zeros(1, 2))
 
 
+@pytest.mark.parametrize(
+    "dtype, fix",
+    [
+        (torch.float32, "or the module with module.to(torch.float32)."),
+        (torch.int64, "cast x with x.to(torch.float64)."),
+    ],
+)
+def test_explicit_module_names_a_dtype_fix_for_modules(dtype, fix):
+    module = to_module(_model("learned"), explicit=True)
+    with pytest.raises(TypeError) as caught:
+        module(torch.zeros(1, 5, dtype=dtype))
+    message = str(caught.value)
+    assert f"the module's dtype), got {dtype}" in message
+    assert message.endswith(fix)
+    assert "model.convert" not in message
+
+
 def test_explicit_forward_rejects_shortcut_bias():
     module = to_module(_model("learned"))
     module.blocks[1].shortcut = nn.Linear(7, 4).double()

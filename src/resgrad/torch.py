@@ -1012,6 +1012,16 @@ def explicit_forward(
         )
     if output not in ("output", "logits"):
         raise ValueError(f"Unknown output {output!r}; expected 'output' or 'logits'.")
+    dtype = next(module.parameters()).dtype
+    if isinstance(x, torch.Tensor) and x.dtype != dtype:
+        # The check inside names model.convert, which a module user lacks.
+        fix = f"cast x with x.to({dtype})"
+        if x.is_floating_point():
+            fix += f", or the module with module.to({x.dtype})"
+        raise TypeError(
+            f"Expected x of dtype {dtype} (the module's dtype), got {x.dtype}; "
+            f"{fix}."
+        )
     template = _view(module, "identity" if output == "logits" else None)
     named = module.named_arrays()
     return ExplicitGradient.apply(template, x, *(named[k] for k in template.arrays()))
