@@ -656,11 +656,12 @@ def test_labels_without_data_raise(tmp_path, capsys):
     assert f"--labels {labels} goes with the IDX image file of --data" in lines[0]
 
 
-def _train_small(tmp_path, capsys):
-    """Train a 4-feature model on 60 random rows; return the data and model paths."""
+def _train_small(tmp_path, capsys, features=4):
+    """Train a model on 60 random rows of ``features`` features in 3 classes;
+    return the data and model paths."""
     data = tmp_path / "d.npz"
     rng = np.random.default_rng(0)
-    np.savez(data, X=rng.random((60, 4)), y=np.arange(60) % 3)
+    np.savez(data, X=rng.random((60, features)), y=np.arange(60) % 3)
     model = tmp_path / "m.npz"
     train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
     assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
@@ -721,13 +722,7 @@ def test_split_warning_for_digits_named_or_default(tmp_path, capsys):
 
 
 def test_other_classes_name_the_training_data(tmp_path, capsys):
-    data = tmp_path / "w64c3.npz"
-    rng = np.random.default_rng(0)
-    np.savez(data, X=rng.random((60, 64)), y=np.arange(60) % 3)
-    model = tmp_path / "m.npz"
-    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
-    assert main([*train, "--widths", "8", "--hidden", "8", "--no-progress"]) == 0
-    capsys.readouterr()
+    data, model = _train_small(tmp_path, capsys, features=64)
     # The digits have 10 classes, the model 3.
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
