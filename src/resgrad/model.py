@@ -583,7 +583,8 @@ def _to_namespace(value: Array, xp: Any, device: Any) -> Array:
     if compat.is_torch_array(value):
         value = value.detach()
         if str(value.dtype) == "torch.bfloat16":
-            # NumPy has no bfloat16, and float32 represents every bfloat16 value exactly.
+            # NumPy has no bfloat16, and float32 represents every bfloat16
+            # value exactly.
             value = value.float()
         host = value.cpu().numpy()
     elif isinstance(value, np.ndarray):

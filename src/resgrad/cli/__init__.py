@@ -86,9 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``).
 
     Return the exit status: 0 on success, 2 for an invalid argument or a
-    failure (running out of memory included), 130 on Ctrl-C, and 141, as for SIGPIPE, when the reader of
-    standard output has gone (``resgrad check | head -2``). ``--help`` and
-    ``--version`` return 0.
+    failure (running out of memory included), 130 on Ctrl-C, and 141, as
+    for SIGPIPE, when the reader of standard output has gone
+    (``resgrad check | head -2``). ``--help`` and ``--version`` return 0.
     """
     parser = build_parser()
     try:

@@ -266,8 +266,8 @@ def _train_and_save(args: argparse.Namespace) -> int:
     from ..io import is_checkpoint, save
     from ..training import accuracy
 
-    exists = args.checkpoint.exists()
-    if exists and not args.resume and not is_checkpoint(args.checkpoint):
+    checkpoint = args.checkpoint
+    if checkpoint.exists() and not args.resume and not is_checkpoint(checkpoint):
         raise FileExistsError(
             f"--checkpoint {args.checkpoint} is a file that is not a resgrad "
             "checkpoint, which training would replace; pass a new --checkpoint "
