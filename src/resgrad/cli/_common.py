@@ -141,11 +141,12 @@ def _data_source(value: str) -> str:
     return str(existing_file(value))
 
 
-def load_dataset(args: Any, model: Path | None = None) -> Any:
+def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     """Load the data set named by the ``add_data_arguments`` options.
 
-    With ``model``, a model file, the features are scaled as they were for
-    its training when the file records that scaling.
+    With ``model``, the network saved in the file ``args.model``, the
+    features are scaled as they were for its training when the file records
+    that scaling, and the data must fit the network (``_check_fits``).
     """
     from ..data import load_data
     from ..io import read_metadata
@@ -155,19 +156,18 @@ def load_dataset(args: Any, model: Path | None = None) -> Any:
             f"--labels {args.labels} goes with the IDX image file of --data; pass "
             "--data too, or leave out --labels for the digits."
         )
-    metadata = {} if model is None else read_metadata(model)
+    metadata = {} if model is None else read_metadata(args.model)
     training = metadata.get("training") or {}
-    scaling = metadata.get("scaling")
+    trained_on = training.get("data")
     try:
         data = load_data(
             args.data,
             labels=args.labels,
             test_size=args.test_size,
             seed=args.split_seed,
-            scaling=scaling,
+            scaling=metadata.get("scaling"),
         )
     except ValueError as error:
-        trained_on = training.get("data")
         if args.data is not None or trained_on is None:
             raise
         raise ValueError(
@@ -175,6 +175,8 @@ def load_dataset(args: Any, model: Path | None = None) -> Any:
             f"pass --data {trained_on}."
         ) from error
     _warn_on_other_split(args, training, data)
+    if model is not None:
+        _check_fits(data, model, trained_on if trained_on != args.data else None)
     return data
 
 
@@ -336,11 +338,11 @@ def writing_into(out: Path) -> Iterator[Path]:
         ) from None
 
 
-def check_data_fits_model(data: Any, model: ResidualMLP, args: Any = None) -> None:
+def _check_fits(data: Any, model: ResidualMLP, trained_on: str | None) -> None:
     """Check that ``data`` has the model's input width and only its classes.
 
-    With the command's ``args``, a mismatch names the data that trained the
-    model as the fix, when the model file records it and ``--data`` differs.
+    ``trained_on``, the --data value that trained the model when it differs
+    from the one given, is named as the fix.
 
     Raises:
         ValueError: the feature count differs from ``model.sizes[0]``, or a
@@ -350,8 +352,7 @@ def check_data_fits_model(data: Any, model: ResidualMLP, args: Any = None) -> No
 
     width_fix = "pass data of the width the model was trained on"
     label_fix = "pass data labelled like the data the model was trained on"
-    trained_on = None if args is None else _training_data(args.model)
-    if trained_on is not None and trained_on != args.data:
+    if trained_on is not None:
         width_fix = label_fix = (
             f"the model was trained on {trained_on}, so pass --data {trained_on}"
         )
@@ -372,16 +373,6 @@ def check_data_fits_model(data: Any, model: ResidualMLP, args: Any = None) -> No
                 f"model's {model.n_classes} classes [0, {model.n_classes}); "
                 f"{label_fix}."
             )
-
-
-def _training_data(model_file: Path) -> str | None:
-    """Return the --data value that trained the model in ``model_file``, or
-    ``None`` when the file does not record it."""
-    from ..io import read_metadata
-
-    training = read_metadata(model_file).get("training") or {}
-    data = training.get("data")
-    return data if isinstance(data, str) else None
 
 
 class Typed(argparse.Action):

@@ -18,7 +18,6 @@ from ._common import (
     Section,
     add_data_arguments,
     add_overwrite_argument,
-    check_data_fits_model,
     check_output_folder,
     existing_file,
     load_dataset,
@@ -104,8 +103,7 @@ def run_attack(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path(args.model).parent / "attack"
     check_output_folder(out, args.overwrite)
     model = io.load(args.model, dtype="float64")
-    data = load_dataset(args, model=args.model)
-    check_data_fits_model(data, model, args)
+    data = load_dataset(args, model)
     x, y = data.x_test[: args.limit], data.y_test[: args.limit]
 
     progress = progress_bar(not args.no_progress)

@@ -9,7 +9,6 @@ import numpy as np
 
 from ._common import (
     add_data_arguments,
-    check_data_fits_model,
     existing_file,
     load_dataset,
     positive_int,
@@ -67,8 +66,7 @@ def run_check(args: argparse.Namespace) -> int:
     from ..io import load
 
     model = load(args.model)
-    data = load_dataset(args, model=args.model)
-    check_data_fits_model(data, model, args)
+    data = load_dataset(args, model)
     report = check_on_test_split(model, data, args.samples, args.entries)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

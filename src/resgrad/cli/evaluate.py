@@ -7,7 +7,6 @@ import json
 
 from ._common import (
     add_data_arguments,
-    check_data_fits_model,
     existing_file,
     load_dataset,
 )
@@ -32,8 +31,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..training import evaluate
 
     model = load(args.model)
-    data = load_dataset(args, model=args.model)
-    check_data_fits_model(data, model, args)
+    data = load_dataset(args, model)
     figures = evaluate(model, data.x_test, data.y_test)
     if args.json:
         print(json.dumps(figures, indent=2))

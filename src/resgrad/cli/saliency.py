@@ -27,7 +27,6 @@ from ._common import (
     Typed,
     add_data_arguments,
     add_overwrite_argument,
-    check_data_fits_model,
     check_output_folder,
     existing_file,
     load_dataset,
@@ -329,8 +328,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     methods = parse_methods(args.method)
     _check_unused_options(args, methods)
     model = load(args.model)
-    data = load_dataset(args, model=args.model)
-    check_data_fits_model(data, model, args)
+    data = load_dataset(args, model)
     x_test = np.asarray(data.x_test, dtype=np.float64)
     model = model.convert(dtype="float64")
     indices = parse_indices(args.index, "--index", len(x_test), "the test split")
