@@ -934,16 +934,11 @@ def load_checkpoint(path: PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     kind = _CHECKPOINT_LAYOUT.kind
     with open(path, "rb") as file:
         headers = _check_archive(path, file, _CHECKPOINT_LAYOUT)
-        if CHECKPOINT_KEY not in headers:
-            raise _invalid(path, f"the archive has no {CHECKPOINT_KEY} member", kind)
-        shape, dtype = headers.pop(CHECKPOINT_KEY)
-        if dtype != np.uint8 or len(shape) != 1:
-            reason = f"{CHECKPOINT_KEY} has shape {shape} of {dtype}, not 1-D uint8"
-            raise _invalid(path, reason, kind)
+        member = _pop_header_member(path, headers)
         for key, (_, dtype) in headers.items():
             if dtype.kind != "f":
                 raise _invalid(path, f"{key} has dtype {dtype}, not float", kind)
-        raw = _read_arrays(path, file, {CHECKPOINT_KEY: (shape, dtype)}, kind)
+        raw = _read_arrays(path, file, {CHECKPOINT_KEY: member}, kind)
         header = _decode_checkpoint_header(path, raw[CHECKPOINT_KEY])
         arrays = _read_arrays(path, file, headers, kind)
     native = {
@@ -965,17 +960,30 @@ def is_checkpoint(path: PathLike) -> bool:
     try:
         with open(path, "rb") as file:
             headers = _check_archive(path, file, _CHECKPOINT_LAYOUT)
-            shape, dtype = headers[CHECKPOINT_KEY]
-            if dtype != np.uint8 or len(shape) != 1:
-                return False
-            raw = _read_arrays(path, file, {CHECKPOINT_KEY: (shape, dtype)}, kind)
-        header = json.loads(raw[CHECKPOINT_KEY].tobytes().decode("utf-8"))
-    except (OSError, KeyError, ValueError, RecursionError):
+            member = _pop_header_member(path, headers)
+            raw = _read_arrays(path, file, {CHECKPOINT_KEY: member}, kind)
+        _checkpoint_format(path, raw[CHECKPOINT_KEY])
+    except (OSError, ValueError):
         return False
-    return isinstance(header, dict) and header.get("format") == CHECKPOINT_FORMAT
+    return True
 
 
-def _decode_checkpoint_header(path: Path, raw: np.ndarray) -> dict:
+def _pop_header_member(path: Path, headers: dict[str, tuple]) -> tuple:
+    """Remove the header member from a checkpoint's ``headers`` and return its
+    ``(shape, dtype)``, after checking that it is a 1-D uint8 array."""
+    kind = _CHECKPOINT_LAYOUT.kind
+    if CHECKPOINT_KEY not in headers:
+        raise _invalid(path, f"the archive has no {CHECKPOINT_KEY} member", kind)
+    shape, dtype = headers.pop(CHECKPOINT_KEY)
+    if dtype != np.uint8 or len(shape) != 1:
+        reason = f"{CHECKPOINT_KEY} has shape {shape} of {dtype}, not 1-D uint8"
+        raise _invalid(path, reason, kind)
+    return shape, dtype
+
+
+def _checkpoint_format(path: Path, raw: np.ndarray) -> dict:
+    """Decode a checkpoint's JSON header and check that it declares the
+    checkpoint format, of any version."""
     kind = _CHECKPOINT_LAYOUT.kind
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
@@ -984,6 +992,12 @@ def _decode_checkpoint_header(path: Path, raw: np.ndarray) -> dict:
         raise _invalid(path, reason, kind) from error
     if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT:
         raise _invalid(path, f"its header does not declare {CHECKPOINT_FORMAT!r}", kind)
+    return header
+
+
+def _decode_checkpoint_header(path: Path, raw: np.ndarray) -> dict:
+    kind = _CHECKPOINT_LAYOUT.kind
+    header = _checkpoint_format(path, raw)
     version = header.get("format_version")
     if _is_positive_int(version) and version > FORMAT_VERSION:
         from . import __version__
