@@ -46,8 +46,7 @@ METHOD_TITLES = {
     "integrated_gradients": "Integrated Gradients",
     "jsma": "JSMA map",
 }
-# Defaults of the options that only SmoothGrad or the JSMA map read, so that
-# a changed value with neither method selected can be rejected.
+# Defaults of the options that only SmoothGrad or the JSMA map read.
 SMOOTHGRAD_SAMPLES = 50
 NOISE_LEVEL = 0.15
 JSMA_VARIANT = "manuscript"
