@@ -580,7 +580,7 @@ def test_train_rejects_second_run_on_checkpoint(tmp_path, monkeypatch, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == [checkpoint.name]
 
 
-def test_train_never_replaces_a_file_that_is_no_checkpoint(tmp_path, capsys):
+def test_train_keeps_non_checkpoint_file(tmp_path, capsys):
     notes = tmp_path / "notes.txt"
     notes.write_text("my notes\n")
     out = tmp_path / "model.npz"

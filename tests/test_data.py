@@ -538,7 +538,7 @@ def test_csv_header_false_rejects_names(tmp_path):
         ),
     ],
 )
-def test_csv_names_the_first_field_that_is_not_a_number(tmp_path, text, named):
+def test_csv_names_first_non_number(tmp_path, text, named):
     path = tmp_path / "table.csv"
     path.write_text(text)
     with pytest.raises(ValueError) as caught:

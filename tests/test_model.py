@@ -98,7 +98,7 @@ def test_predict_breaks_relu_output_ties_by_logits():
 
 
 @pytest.mark.parametrize("xp", ["numpy", "torch", 3])
-def test_convert_names_an_xp_that_is_not_a_module(xp):
+def test_convert_rejects_xp_not_module(xp):
     model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
     with pytest.raises(TypeError, match="Expected xp as an array module such as"):
         model.convert(xp)

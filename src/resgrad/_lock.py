@@ -21,8 +21,8 @@ try:
 except ImportError:  # Windows has no flock.
     fcntl = None
 
-# The locks that ``resgrad train`` holds for the fit it runs, keyed by the
-# resolved checkpoint path, with the thread that took each.
+# The locks that ``resgrad train`` holds for the fit it runs, keyed by their
+# lock file (see lock_path), with the thread that took each.
 _SHARED: dict[Path, int] = {}
 
 

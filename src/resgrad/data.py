@@ -555,9 +555,10 @@ def _read_table(path: Path, skip_rows: int) -> np.ndarray:
 
 
 def _bad_line(path: Path, skip_rows: int) -> str | None:
-    """Describe the first data line whose field count differs from the first
-    data line's, or that has a field that is not a number; return ``None``
-    if there is none.
+    """Describe the first bad data line, or return ``None`` if there is none.
+
+    A line is bad when its field count differs from the first data line's,
+    or when one of its fields is not a number.
 
     Lines are counted from 1 in the file, and blank lines and ``#`` comments
     are skipped as ``np.loadtxt`` skips them.
@@ -579,10 +580,10 @@ def _bad_line(path: Path, skip_rows: int) -> str | None:
                 )
             for index, field in enumerate(fields):
                 if not _is_number(field):
-                    shown = "empty" if not field.strip() else repr(field.strip())
+                    content = "empty" if not field.strip() else repr(field.strip())
                     return (
                         f"line {number} (counted from 1), field {index} (counted "
-                        f"from 0) is {shown}; every field after the header row "
+                        f"from 0) is {content}; every field after the header row "
                         "must be a number, so fill it in or remove the row, and "
                         "encode text labels as class indices (0, 1, 2 and so on)"
                     )

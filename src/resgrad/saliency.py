@@ -408,7 +408,8 @@ class IntegratedGradients(NamedTuple):
         equal = difference == 0
         ratio = abs(self.gap) / xp.where(equal, xp.ones_like(difference), difference)
         infinite = xp.full_like(ratio, math.inf)
-        return xp.where(equal, xp.where(self.gap == 0, ratio * 0, infinite), ratio)
+        zero = xp.zeros_like(ratio)
+        return xp.where(equal, xp.where(self.gap == 0, zero, infinite), ratio)
 
 
 def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:

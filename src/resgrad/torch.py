@@ -1019,8 +1019,7 @@ def explicit_forward(
         if x.is_floating_point():
             fix += f", or the module with module.to({x.dtype})"
         raise TypeError(
-            f"Expected x of dtype {dtype} (the module's dtype), got {x.dtype}; "
-            f"{fix}."
+            f"Expected x of dtype {dtype} (the module's dtype), got {x.dtype}; {fix}."
         )
     template = _view(module, "identity" if output == "logits" else None)
     named = module.named_arrays()
