@@ -14,7 +14,8 @@ difference divided by the largest absolute entry of the reference.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -148,8 +149,8 @@ def assert_gradients_close(
 ) -> None:
     """Assert that both dicts have the same keys and every entry agrees."""
     assert sorted(actual) == sorted(expected), f"{context}: keys differ"
-    for name in expected:
-        error = relative_error(actual[name], expected[name])
+    for name, value in expected.items():
+        error = relative_error(actual[name], value)
         assert error <= tolerance, (
             f"{context}: {name} has relative error {error:.3g} > {tolerance:g}"
         )

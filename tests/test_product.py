@@ -229,7 +229,7 @@ def test_block_reads_previous_output():
     """
     model = _equal_width_model(output="identity", bias=True)
     x, _ = reference.random_batch(model, 5)
-    traces, a_L = model.trace(x)
+    traces, _ = model.trace(x)
     params = {k: v.detach() for k, v in reference.torch_parameters(model).items()}
     assert np.array_equal(traces[0].a_prev, x)
     for index in range(1, model.depth):

@@ -606,14 +606,14 @@ def _shifted_validation(x, y):
 
 def _early_stopping_settings(x, y):
     """Return fit settings under which early stopping ends the run."""
-    return dict(
-        lr=0.01,
-        epochs=30,
-        batch_size=16,
-        validation=_shifted_validation(x, y),
-        patience=5,
-        seed=3,
-    )
+    return {
+        "lr": 0.01,
+        "epochs": 30,
+        "batch_size": 16,
+        "validation": _shifted_validation(x, y),
+        "patience": 5,
+        "seed": 3,
+    }
 
 
 def _resume_case(tmp_path, optimizer, epochs_done):

@@ -8,8 +8,9 @@ the one PyTorch and JAX use: ``relu'(0) = 0`` and ``leaky_relu'(0) = slope``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Array = Any
 

@@ -20,6 +20,7 @@ rows are samples and the diagonal matrices become elementwise products, so
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -481,7 +482,7 @@ def _check_disjoint(
         index, name = names[position]
         return f"out.blocks[{index}].{name}"
 
-    for (_, end, first), (start, _, second) in zip(ranges, ranges[1:]):
+    for (_, end, first), (start, _, second) in itertools.pairwise(ranges):
         if start < end:
             raise ValueError(
                 f"{where(first)} and {where(second)} share memory; pass stacks "

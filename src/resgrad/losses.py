@@ -7,8 +7,9 @@ written against the array API. The class score acts on the logits instead:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from . import _arrays
 

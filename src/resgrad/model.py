@@ -17,8 +17,9 @@ dtype; ``ResidualMLP.convert`` moves it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -264,7 +265,7 @@ class ResidualMLP:
             for name, value in block.arrays().items()
         }
 
-    def replace_arrays(self, arrays: dict[str, Array]) -> "ResidualMLP":
+    def replace_arrays(self, arrays: dict[str, Array]) -> ResidualMLP:
         """Return a copy whose arrays are taken from ``arrays`` by key.
 
         Keys are those of ``arrays()``; a key left out keeps its array.
@@ -302,7 +303,7 @@ class ResidualMLP:
         dtype: Any = None,
         device: Any = None,
         like: Array = None,
-    ) -> "ResidualMLP":
+    ) -> ResidualMLP:
         """Return a copy with every array moved to a namespace, dtype and device.
 
         Args:
@@ -489,7 +490,7 @@ class ResidualMLP:
         dtype: str = "float64",
         xp: Any = None,
         device: Any = None,
-    ) -> "ResidualMLP":
+    ) -> ResidualMLP:
         """Create a network with random weights.
 
         Args:

@@ -479,7 +479,9 @@ class _Reader:
 
     def _output(self, node: fx.Node) -> Any:
         if not isinstance(node.args[0], fx.Node):
-            raise ValueError(
+            # A network shape from_module does not support, a ValueError like
+            # its other unsupported structures.
+            raise ValueError(  # noqa: TRY004
                 "The forward pass returns a tuple, list or constant; a resgrad "
                 "network returns one tensor."
             )

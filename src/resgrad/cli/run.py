@@ -201,8 +201,8 @@ def _metrics(args, data, result, figures, report, sections, timings) -> dict[str
         ],
         "data": {
             "name": data.name,
-            "train_samples": int(len(data.y_train)),
-            "test_samples": int(len(data.y_test)),
+            "train_samples": len(data.y_train),
+            "test_samples": len(data.y_test),
             "features": int(data.x_train.shape[1]),
             "classes": int(data.n_classes),
         },
@@ -253,31 +253,39 @@ def _report(args, data, result, figures, report, sections, timings) -> str:
     lines = [
         "# resgrad run",
         "",
-        f"Data: {data.name}, {len(data.y_train)} training and {len(data.y_test)} test "
-        f"samples of {data.x_train.shape[1]} features, {data.n_classes} classes, "
-        f"inputs scaled into [{data.bounds[0]:g}, {data.bounds[1]:g}]; stratified "
-        f"split with seed {args.split_seed}.",
+        (
+            f"Data: {data.name}, {len(data.y_train)} training and "
+            f"{len(data.y_test)} test samples of {data.x_train.shape[1]} features, {data.n_classes} classes, "
+            f"inputs scaled into [{data.bounds[0]:g}, {data.bounds[1]:g}]; stratified "
+            f"split with seed {args.split_seed}."
+        ),
         "",
-        f"Network: {model.depth} residual blocks, widths {model.sizes}, hidden widths "
-        f"{model.hidden}, activation {model.activation}, output activation "
-        f"{model.output_activation}, shortcuts "
-        f"{', '.join(b.shortcut for b in model.blocks)}, "
-        f"{INIT_NAMES.get(args.init, args.init)} initialisation, "
-        f"{model.config()['dtype']}.",
+        (
+            f"Network: {model.depth} residual blocks, widths {model.sizes}, "
+            f"hidden widths {model.hidden}, activation {model.activation}, output activation "
+            f"{model.output_activation}, shortcuts "
+            f"{', '.join(b.shortcut for b in model.blocks)}, "
+            f"{INIT_NAMES.get(args.init, args.init)} initialisation, "
+            f"{model.config()['dtype']}."
+        ),
         "",
         "## Training",
         "",
-        f"{OPTIMIZER_NAMES.get(args.optimizer, args.optimizer)} with learning "
-        f"rate {args.lr:g}, mini-batches of "
-        f"{args.batch_size}, seed {args.seed}, mean softmax cross-entropy"
-        f"{_held_out(args)}. "
-        f"{plural(len(result.history), 'epoch')} ({plural(result.steps, 'step')}), "
-        "every gradient by "
-        f"the backpropagation recurrence without autograd, in "
-        f"{timings['train']:.1f} s; {_kept_weights(result)}",
+        (
+            f"{OPTIMIZER_NAMES.get(args.optimizer, args.optimizer)} with learning "
+            f"rate {args.lr:g}, mini-batches of "
+            f"{args.batch_size}, seed {args.seed}, mean softmax cross-entropy"
+            f"{_held_out(args)}. "
+            f"{plural(len(result.history), 'epoch')} ({plural(result.steps, 'step')}), "
+            "every gradient by "
+            f"the backpropagation recurrence without autograd, in "
+            f"{timings['train']:.1f} s; {_kept_weights(result)}"
+        ),
         "",
-        f"Test accuracy: **{figures['accuracy']:.4f}** ({correct} of "
-        f"{len(data.y_test)}); test loss {figures['loss']:.4f}.",
+        (
+            f"Test accuracy: **{figures['accuracy']:.4f}** ({correct} of "
+            f"{len(data.y_test)}); test loss {figures['loss']:.4f}."
+        ),
         "",
         "![training curves](training.png)",
         "",
