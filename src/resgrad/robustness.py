@@ -139,7 +139,9 @@ class RobustnessTable:
 def parse_methods(methods: str | Sequence[str]) -> list[str]:
     """Return the attack names in ``methods``, with ``"all"`` for every attack.
 
-    ``methods`` is a sequence of names or one comma-separated string.
+    ``methods`` is a sequence of names or one comma-separated string. Names
+    are case-insensitive, and a repeated name is kept once, where it first
+    appears.
 
     Raises:
         ValueError: on an unknown or missing name, on an empty item of the
@@ -176,6 +178,9 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
 
 def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
     """Return the radii in ``eps_values`` (floats or a comma-separated string).
+
+    A repeated radius is kept once, where it first appears, so no attack runs
+    twice at one radius.
 
     Raises:
         ValueError: on a value that is not a number, or is negative or NaN, and
