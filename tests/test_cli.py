@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -37,6 +38,10 @@ def files(tmp_path_factory):
     baseline[[5, 9]] = np.nan, np.inf
     np.save(folder / "nan_baseline.npy", baseline)
     np.save(folder / "text_baseline.npy", np.array(["0.5"] * 64))
+    np.savez(folder / "archive_baseline.npz", row=np.zeros(64))
+    raw = np.zeros(64)
+    raw[7] = 16.0
+    np.save(folder / "raw_baseline.npy", raw)
     return folder
 
 
@@ -177,6 +182,30 @@ BAD_ARGUMENTS = {
             "{dir}/text_baseline.npy",
         ],
         "text_baseline.npy' has dtype <U3, not real numbers; save the row as floats",
+    ),
+    "saliency npz baseline": (
+        [
+            "saliency",
+            "--model",
+            "{dir}/model.npz",
+            "--baseline",
+            "{dir}/archive_baseline.npz",
+        ],
+        "archive_baseline.npz' is a .npz archive, not a .npy array; save the row",
+    ),
+    "saliency baseline in raw units": (
+        ["saliency", "--model", "{dir}/model.npz", "--baseline", "16"],
+        "--baseline 16 is outside the box [0, 1] that the inputs are scaled into",
+    ),
+    "saliency baseline row in raw units": (
+        [
+            "saliency",
+            "--model",
+            "{dir}/model.npz",
+            "--baseline",
+            "{dir}/raw_baseline.npy",
+        ],
+        "has the value 16 at feature 7, outside the box [0, 1]",
     ),
     "depth empty item": (["depth", "--depths", "1,,4"], "empty item in '1,,4'"),
     "saliency empty item": (
@@ -594,6 +623,7 @@ def test_train_keeps_non_checkpoint_file(tmp_path, capsys):
     status, lines = run_cli(capsys, [*argv, "--checkpoint", str(notes), "--resume"])
     assert status == 2
     assert f"{notes} is not a resgrad checkpoint file" in lines[0]
+    assert "If it is a damaged checkpoint, remove it and start over" in lines[0]
     assert notes.read_text() == "my notes\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
@@ -727,11 +757,74 @@ def test_other_classes_name_the_training_data(tmp_path, capsys):
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
     assert "outside the model's 3 classes [0, 3)" in lines[0]
-    assert f"the model was trained on {data}, so pass --data {data}." in lines[0]
+    assert f"trained with --data {data}, so pass that file again" in lines[0]
 
 
 def test_evaluate_without_data_names_the_training_file(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
-    assert f"The model was trained on {data}; pass --data {data}." in lines[0]
+    assert f"trained with --data {data}; pass that file again" in lines[0]
+
+
+def test_train_rejects_named_pipe_out(tmp_path, capsys):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    argv = ["train", "--out", str(pipe), "--epochs", "1", "--overwrite"]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert f"{pipe} is a named pipe, not a regular file" in lines[0]
+    assert pipe.is_fifo()
+    assert sorted(os.listdir(tmp_path)) == ["pipe"]
+
+
+@pytest.mark.parametrize("option", ["--out", "--checkpoint"])
+def test_train_rejects_writing_over_data(tmp_path, capsys, option):
+    data = tmp_path / "d.csv"
+    rows = np.c_[np.random.default_rng(0).random((30, 4)), np.arange(30) % 3]
+    np.savetxt(data, rows, delimiter=",")
+    before = data.read_bytes()
+    argv = ["train", "--data", str(data), "--epochs", "1", "--overwrite"]
+    if option == "--checkpoint":
+        argv += ["--out", str(tmp_path / "m.npz")]
+    status, lines = run_cli(capsys, [*argv, option, str(data)])
+    assert status == 2
+    assert f"{option} {data} is the --data file" in lines[0]
+    assert data.read_bytes() == before
+
+
+def test_evaluate_float32_model_file(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
+    single = tmp_path / "m32.npz"
+    resgrad.save(
+        resgrad.load(model, dtype="float32"), single, resgrad.read_metadata(model)
+    )
+    figures = []
+    for path in (model, single):
+        assert (
+            main(["evaluate", "--model", str(path), "--data", str(data), "--json"]) == 0
+        )
+        figures.append(json.loads(capsys.readouterr().out))
+    assert figures[1]["accuracy"] == figures[0]["accuracy"]
+    assert figures[1]["loss"] == pytest.approx(figures[0]["loss"], rel=1e-5)
+
+
+def test_unwritable_out_fails_before_work(tmp_path, monkeypatch, capsys):
+    # Simulate a read-only mount, where even root can make no file.
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(resgrad.io.tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(
+        resgrad.training, "fit", lambda *a, **k: pytest.fail("training ran")
+    )
+    for argv, where in [
+        (["train", "--out", str(tmp_path / "m.npz")], "argument --out: cannot write"),
+        (["run", "--out", str(tmp_path / "run")], "Cannot write --out"),
+    ]:
+        status, lines = run_cli(capsys, argv)
+        assert status == 2
+        assert where in lines[0]
+        assert "Read-only file system" in lines[0]
+        assert "Pass a path in a writable folder" in lines[0]
+    assert os.listdir(tmp_path) == []

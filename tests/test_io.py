@@ -178,6 +178,36 @@ def test_save_to_folder(tmp_path):
     assert os.listdir(folder) == []
 
 
+@pytest.mark.parametrize("link", [False, True])
+def test_save_keeps_named_pipe(tmp_path, link):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    path = pipe
+    if link:
+        path = tmp_path / "model.npz"
+        path.symlink_to(pipe)
+    message = f"Cannot save {path}: it is a named pipe, not a regular file"
+    with pytest.raises(FileExistsError, match=re.escape(message)):
+        save(random_model(), path)
+    assert pipe.is_fifo()
+    assert path.is_fifo()
+
+
+def test_save_to_unwritable_folder(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(resgrad.io.tempfile, "TemporaryFile", read_only)
+    path = tmp_path / "model.npz"
+    message = (
+        f"Cannot save {path}: no file can be written in the folder {tmp_path} "
+        "(Read-only file system). Pass a path in a writable folder"
+    )
+    with pytest.raises(PermissionError, match=re.escape(message)):
+        save(random_model(), path)
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("inside", ["model.npz", "runs/model.npz"])
 def test_save_under_file(tmp_path, inside):
     parent = tmp_path / "notes.txt"

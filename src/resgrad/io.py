@@ -25,6 +25,8 @@ import re
 import reprlib
 import secrets
 import shutil
+import stat
+import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -111,8 +113,10 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
             float32 or float64, or ``metadata`` is not a JSON-serialisable
             dict with string keys.
         IsADirectoryError: if ``path`` is a folder.
+        FileExistsError: if ``path`` is a device, a named pipe or a socket.
         FileNotFoundError: if the folder of ``path`` does not exist.
         NotADirectoryError: if a parent of ``path`` is a file.
+        PermissionError: if no file can be made in the folder of ``path``.
 
     >>> import os, tempfile
     >>> model = ResidualMLP.init([4, 3, 2], seed=0)
@@ -224,8 +228,11 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
     Raises:
         IsADirectoryError: if ``path`` is a folder.
+        FileExistsError: if ``path`` is a device, a named pipe or a socket,
+            which the rename would replace with a file.
         FileNotFoundError: if the folder of ``path`` does not exist.
         NotADirectoryError: if a parent of ``path`` is a file.
+        PermissionError: if no file can be made in the folder of ``path``.
     """
     check_file_path(path)
     folder = path.parent
@@ -254,8 +261,56 @@ def check_file_path(path: Path) -> None:
             f"Cannot save {path}: it is a folder, not a file. Pass a file path, "
             "such as a new file name inside that folder."
         )
+    kind = special_file(path)
+    if kind is not None:
+        raise FileExistsError(
+            f"Cannot save {path}: it is {kind}, not a regular file, and saving "
+            "would replace it. Pass the path of a regular file or a new one."
+        )
     if not path.parent.is_dir():
         raise _missing_folder_error(path)
+    check_writable(path.parent, f"Cannot save {path}")
+
+
+def check_writable(folder: Path, context: str) -> None:
+    """Raise ``PermissionError`` if no file can be made in the existing
+    ``folder``, with a message that starts with ``context``.
+
+    The test makes an unnamed temporary file, so it also catches what
+    permission bits do not show, such as a read-only mount or an immutable
+    folder.
+    """
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"{context}: no file can be written in the folder {folder} "
+            f"({error.strerror or error}). Pass a path in a writable folder, or "
+            "make this one writable."
+        ) from error
+
+
+def special_file(path: Path) -> str | None:
+    """Return what ``path`` is, such as "a character device", when it exists
+    and is neither a regular file nor a folder, else ``None``.
+
+    A symbolic link is followed, so a link to a device counts as a device.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        # Absent, or not readable here: the write reports its own error.
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = {
+        stat.S_ISCHR: "a character device",
+        stat.S_ISBLK: "a block device",
+        stat.S_ISFIFO: "a named pipe",
+        stat.S_ISSOCK: "a socket",
+    }
+    return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
 def file_above(path: Path) -> Path | None:
@@ -455,7 +510,10 @@ def _invalid(path: Path, reason: str, kind: str = "model") -> ValueError:
 
 _FIXES = {
     "model": " Pass a file written by resgrad train, resgrad run or resgrad.save.",
-    "checkpoint": " Start over without resuming, or remove the file.",
+    "checkpoint": (
+        " If it is a damaged checkpoint, remove it and start over without "
+        "resuming; otherwise pass another checkpoint path."
+    ),
 }
 
 

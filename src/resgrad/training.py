@@ -509,9 +509,10 @@ def fit(
             # The checkpoint contains the state after `first` epochs, which fewer
             # epochs cannot give back.
             raise ValueError(
-                f"Cannot resume from {checkpoint} with epochs={epochs}: it has "
-                f"already run {first} epochs. Pass epochs >= {first}, or start "
-                "over without resume."
+                f"Cannot resume from {checkpoint} with {epochs} epochs: it has "
+                f"already run {first} epochs. Ask for at least {first} epochs "
+                "(epochs= of fit, --epochs of resgrad train), or start over "
+                "without resuming."
             )
         epochs_bar: Iterable[int] = range(first, max(epochs, first))
         if progress is not None:

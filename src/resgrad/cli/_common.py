@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import functools
 import math
+import os
 import shutil
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -171,8 +172,8 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
         if args.data is not None or trained_on is None:
             raise
         raise ValueError(
-            f"{str(error).rstrip('.')}. The model was trained on {trained_on}; "
-            f"pass --data {trained_on}."
+            f"{str(error).rstrip('.')}. The model was trained with --data "
+            f"{trained_on}; pass that file again as --data."
         ) from error
     _warn_on_other_split(args, training, data)
     if model is not None:
@@ -210,6 +211,21 @@ def _data_file(data: str | None) -> Path | None:
     return None if data in (None, "digits") else Path(data)
 
 
+def check_not_input(args: Any, option: str, path: Path) -> None:
+    """Raise ``ValueError`` if the output ``path`` of ``option`` is the
+    ``--data`` or ``--labels`` file, which writing it would destroy."""
+    inputs = {
+        "--data": _data_file(getattr(args, "data", None)),
+        "--labels": getattr(args, "labels", None),
+    }
+    for name, source in inputs.items():
+        if source is not None and path.exists() and os.path.samefile(path, source):
+            raise ValueError(
+                f"{option} {path} is the {name} file, which writing it would "
+                f"replace; pass another {option} path."
+            )
+
+
 def _same_data(args: Any, training: dict, data: Any) -> bool:
     """Return whether ``data``, loaded by ``args``, contains the rows the
     model was trained on."""
@@ -234,18 +250,31 @@ def existing_file(value: str) -> Path:
 
 
 def output_file(value: str) -> Path:
-    """Return ``value`` as the path of a file to write, in an existing folder."""
+    """Return ``value`` as the path of a file to write, in an existing,
+    writable folder."""
+    from ..io import check_writable, special_file
+
     path = Path(value)
     if not value or path.is_dir():
         example = Path(value, "model.npz")
         raise argparse.ArgumentTypeError(
             f"{value!r} is a folder; expected a file name, e.g. {example}."
         )
+    kind = special_file(path)
+    if kind is not None:
+        raise argparse.ArgumentTypeError(
+            f"{value} is {kind}, not a regular file; expected the name of a "
+            "regular file or a new one."
+        )
     _check_no_file_above(path, value)
     if not path.parent.is_dir():
         raise argparse.ArgumentTypeError(
             f"the folder {path.parent} of {value} does not exist; create it first."
         )
+    try:
+        check_writable(path.parent, f"cannot write {value}")
+    except PermissionError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return path
 
 
@@ -295,7 +324,11 @@ def check_output_folder(out: Path, overwrite: bool) -> Path:
     Raises:
         ValueError: ``out`` is a file.
         FileExistsError: ``out`` is a folder with files and ``overwrite`` is false.
+        PermissionError: no file can be made in ``out``, or in the folder
+            that it will be made in.
     """
+    from ..io import check_writable
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; expected a folder.")
@@ -304,6 +337,10 @@ def check_output_folder(out: Path, overwrite: bool) -> Path:
             f"--out {out} is not empty; choose a new folder, or pass --overwrite "
             "to write into it (files of the same name are replaced, others stay)."
         )
+    # The folder or the one that it will be made in.
+    existing = next((path for path in (out, *out.parents) if path.exists()), None)
+    if existing is not None and existing.is_dir():
+        check_writable(existing, f"Cannot write --out {out}")
     return out
 
 
@@ -354,7 +391,8 @@ def _check_fits(data: Any, model: ResidualMLP, trained_on: str | None) -> None:
     label_fix = "pass data labelled like the data the model was trained on"
     if trained_on is not None:
         width_fix = label_fix = (
-            f"the model was trained on {trained_on}, so pass --data {trained_on}"
+            f"the model was trained with --data {trained_on}, so pass that file "
+            "again as --data"
         )
     features = int(np.shape(data.x_train)[1])
     if features != model.sizes[0]:

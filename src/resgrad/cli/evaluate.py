@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
 from ._common import (
     add_data_arguments,
     existing_file,
@@ -32,7 +34,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     data = load_dataset(args, model)
-    figures = evaluate(model, data.x_test, data.y_test)
+    # The data are float64; a float32 model file evaluates them in float32.
+    x_test = np.asarray(data.x_test, dtype=model.dtype)
+    figures = evaluate(model, x_test, data.y_test)
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0

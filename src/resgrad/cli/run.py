@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import json
 import os
 import platform
@@ -374,5 +375,7 @@ def _plot_training(history: list[dict[str, Any]], path: Path) -> None:
     left.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
     left.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
+    write_atomic(path, buffer.getvalue())

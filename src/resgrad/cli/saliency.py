@@ -149,8 +149,9 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baseline",
         default="0",
-        help="Integrated Gradients baseline: a number, or a .npy file of one "
-        "input row (default: 0)",
+        help="Integrated Gradients baseline, in the units of the scaled "
+        "inputs (the box [0, 1] for the bundled digits): a number, or a .npy "
+        "file of one input row (default: 0)",
     )
     parser.add_argument(
         "--samples",
@@ -252,6 +253,13 @@ def _baseline_row(text: str, width: int) -> np.ndarray:
             f"--baseline {text!r} is not a .npy array of numbers{detail}; save "
             "the row with np.save(path, row)."
         ) from error
+    if isinstance(row, np.lib.npyio.NpzFile):
+        row.close()
+        # Wrong file content: a ValueError like the other --baseline file errors.
+        raise ValueError(  # noqa: TRY004
+            f"--baseline {text!r} is a .npz archive, not a .npy array; save the "
+            "row alone with np.save(path, row)."
+        )
     if not isinstance(row, np.ndarray) or row.shape not in ((width,), (1, width)):
         shape = getattr(row, "shape", type(row).__name__)
         raise ValueError(
@@ -299,6 +307,7 @@ def method_options(
             f"--noise-level must be a finite number >= 0, got {args.noise_level}; "
             "pass a fraction of hi - lo such as 0.15."
         )
+    _check_baseline_in_box(args.baseline, baseline, bounds)
     return {
         "smoothgrad": {
             "samples": args.samples,
@@ -314,6 +323,29 @@ def method_options(
         },
         "jsma": {"variant": args.variant},
     }
+
+
+def _check_baseline_in_box(
+    text: str, baseline: float | np.ndarray, bounds: tuple[float, float]
+) -> None:
+    """Raise ``ValueError`` if the baseline leaves the box that the inputs are
+    scaled into, which most likely means it was given in raw units."""
+    lo, hi = bounds
+    values = np.atleast_1d(np.asarray(baseline, dtype=np.float64))
+    outside = (values < lo) | (values > hi)
+    if not outside.any():
+        return
+    index = int(np.argmax(outside))
+    if np.ndim(baseline) == 0:
+        problem = f"--baseline {text} is"
+    else:
+        problem = (
+            f"--baseline {text} has the value {values[index]:g} at feature {index},"
+        )
+    raise ValueError(
+        f"{problem} outside the box [{lo:g}, {hi:g}] that the inputs are scaled "
+        f"into; pass a baseline in scaled units, such as {lo:g}."
+    )
 
 
 # The command.

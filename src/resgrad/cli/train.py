@@ -11,6 +11,7 @@ from typing import Any
 from .. import _lock
 from ._common import (
     add_data_arguments,
+    check_not_input,
     fraction,
     load_dataset,
     non_negative_int,
@@ -252,6 +253,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--checkpoint {args.checkpoint} is the --out file; pick another name."
         )
+    check_not_input(args, "--out", args.out)
+    check_not_input(args, "--checkpoint", args.checkpoint)
     # The lock covers the checks before training and the removal of the
     # checkpoint after it, and fit, which runs inside, finds it held.
     hint = "wait for that run to end, or pass another --out or --checkpoint."
