@@ -345,6 +345,14 @@ def test_blas_threads_must_be_positive(capsys):
     assert "--blas-threads: expected an integer >= 1, got 0" in capsys.readouterr().err
 
 
+def test_blas_threads_at_most_cpus(monkeypatch, capsys):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert main(["evaluate", "--blas-threads", "3", "--model", "m.npz"]) == 2
+    err = capsys.readouterr().err
+    assert "--blas-threads: 3 threads are more than the 2 CPUs" in err
+    assert "pass at most 2" in err
+
+
 def test_help_exits_zero(capsys):
     assert main(["train", "--help"]) == 0
     assert "--resume" in capsys.readouterr().out

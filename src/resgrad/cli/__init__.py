@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ._common import limit_blas_threads, positive_int
+from ._common import limit_blas_threads, thread_count
 
 # The status of a process that SIGPIPE ended (128 + 13), as shells report.
 BROKEN_PIPE_STATUS = 141
@@ -74,11 +74,11 @@ def _add_global_arguments(parser: argparse.ArgumentParser, default: Any) -> None
     )
     parser.add_argument(
         "--blas-threads",
-        type=positive_int,
+        type=thread_count,
         default=1 if default is None else default,
         metavar="N",
-        help="threads of NumPy's BLAS (default: 1, fastest for the small "
-        "matrices of these networks)",
+        help="threads of NumPy's BLAS, at most the number of CPUs (default: 1, "
+        "fastest for the small matrices of these networks)",
     )
 
 

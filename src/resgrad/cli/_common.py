@@ -473,6 +473,22 @@ def positive_int(value: str) -> int:
     return number
 
 
+def thread_count(value: str) -> int:
+    """Accept an integer from 1 to the number of CPUs this process may use."""
+    number = positive_int(value)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    if number > cpus:
+        raise argparse.ArgumentTypeError(
+            f"{number} threads are more than the {plural(cpus, 'CPU')} this "
+            f"process may use, and extra threads only contend for them; pass at "
+            f"most {cpus}"
+        )
+    return number
+
+
 def positive_float(value: str) -> float:
     number = _number(value, float)
     if number <= 0:
