@@ -681,6 +681,25 @@ def test_later_commands_scale_data_as_training_did(tmp_path, capsys):
     assert printed["loss"] == pytest.approx(expected["loss"], rel=1e-12)
 
 
+def test_train_scales_column_wider_than_float64(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3.0, 7.0, size=(40, 3))
+    x[:, 0] = np.resize([-1e308, 9.8e307, 0.0, 5e307], len(x))
+    y = (x[:, 1] > 2.0).astype(int)
+    path = tmp_path / "huge.csv"
+    np.savetxt(path, np.column_stack([x, y]), delimiter=",", fmt="%.17g")
+    model = tmp_path / "m.npz"
+    argv = ["train", "--data", str(path), "--out", str(model), "--epochs", "2"]
+    status, errors = run_cli(capsys, [*argv, "--no-progress"])
+    assert status == 0
+    assert errors == []
+    scaling = resgrad.read_metadata(model)["scaling"]
+    assert scaling["prescale"] == [0.5, 1.0, 1.0]
+    argv = ["evaluate", "--model", str(model), "--data", str(path), "--json"]
+    assert main(argv) == 0
+    assert np.isfinite(json.loads(capsys.readouterr().out)["loss"])
+
+
 def test_labels_without_data_raise(tmp_path, capsys):
     model = tmp_path / "model.npz"
     resgrad.save(resgrad.ResidualMLP.init([64, 10], seed=0), model)

@@ -10,6 +10,7 @@ import re
 import struct
 import subprocess
 import sys
+import warnings
 import zipfile
 
 import numpy as np
@@ -979,6 +980,41 @@ def test_scaling_ignores_new_outliers(tmp_path):
     assert differing <= 1
 
 
+def test_scaling_halves_column_wider_than_float64(tmp_path):
+    x, y = blobs(features=3)
+    path = write_npz(tmp_path / "blobs.npz", x, y)
+    x[:, 0] = np.resize([-1e308, 9.8e307, 0.0], len(y))
+    huge = write_npz(tmp_path / "huge.npz", x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = load_data(huge)
+        again = load_data(huge, scaling=first.scaling)
+    assert first.scaling["prescale"] == [0.5, 1.0, 1.0]
+    assert np.isfinite(first.scaling["offset"] + first.scaling["scale"]).all()
+    middle = 1.0 / 1.98
+    assert np.unique(first.x_train[:, 0]) == pytest.approx([0.0, middle, 1.0])
+    assert np.array_equal(again.x_train, first.x_train)
+    assert np.array_equal(again.x_test, first.x_test)
+    # The other columns are scaled bit for bit as without the wide one.
+    normal = load_data(path)
+    assert np.array_equal(first.x_train[:, 1:], normal.x_train[:, 1:])
+    assert np.array_equal(first.x_test[:, 1:], normal.x_test[:, 1:])
+
+
+def test_scaling_clips_overflowing_outliers_without_warnings(tmp_path):
+    x, y = blobs(features=3)
+    first = load_data(write_npz(tmp_path / "blobs.npz", x * 1e-300, y))
+    x[0] = [1e308, -1e308, 1e300]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        moved = load_data(
+            write_npz(tmp_path / "moved.npz", x, y), scaling=first.scaling
+        )
+    outlier = np.concatenate([moved.x_train, moved.x_test])
+    assert [1.0, 0.0, 1.0] in outlier.tolist()
+    assert np.isfinite(outlier).all()
+
+
 def test_digits_scaling_divides_by_sixteen():
     digits = load_data()
     assert digits.scaling == {"offset": 0.0, "scale": 16.0}
@@ -992,6 +1028,8 @@ def test_digits_scaling_divides_by_sixteen():
         ({"offset": 0.0}, "keys 'offset' and 'scale'"),
         ({"offset": "a", "scale": 1.0}, "not numeric"),
         ({"offset": float("nan"), "scale": 1.0}, "not finite"),
+        ({"offset": 0.0, "scale": 1.0, "prescale": 0.0}, r"\['prescale'\] must be > 0"),
+        ({"offset": 0.0, "scale": 1.0, "shift": 0.0}, "optionally 'prescale'"),
     ],
 )
 def test_scaling_rejects_bad_maps(tmp_path, scaling, message):

@@ -82,9 +82,14 @@ class Dataset:
         scaling: the affine map from the file's values to the features,
             ``{"offset": o, "scale": s}`` with ``features = (values - o) /
             s`` (each a number, or a list with one entry per feature), or
-            ``None`` for unscaled values. ``load_data(..., scaling=...)``
-            applies it to other data, as ``resgrad train`` records it in
-            the model file for the commands that read data later.
+            ``None`` for unscaled values. A column (for images, all pixels)
+            whose range is wider than the largest float64 would need an
+            infinite ``s``, so its values are halved first: the map then has a third key ``"prescale":
+            p``, with ``features = (values * p - o) / s`` and ``p`` 0.5 for
+            that column and 1 for the others. ``load_data(...,
+            scaling=...)`` applies it to other data, as ``resgrad train``
+            records it in the model file for the commands that read data
+            later.
         digest: the SHA-256 digest, in hexadecimal, of the rows as read,
             before the split and the scaling. Two loads of the same rows
             give the same digest, whatever the file's name or format.
@@ -953,17 +958,24 @@ def _make_dataset(
         )
     bounds = (0.0, 1.0)
     if scaling is not None:
-        offset, span = _scaling_arrays(scaling, x.shape[1], name)
-        x_train = np.clip((x_train - offset) / span, 0.0, 1.0)
-        x_test = np.clip((x_test - offset) / span, 0.0, 1.0)
+        offset, span, prescale = _scaling_arrays(scaling, x.shape[1], name)
+        if prescale is not None:
+            x_train, x_test = x_train * prescale, x_test * prescale
+        # Values far outside the training range overflow to +-inf, which the
+        # clip maps to the edges of the box as it does any outlier.
+        with np.errstate(over="ignore"):
+            x_train = np.clip((x_train - offset) / span, 0.0, 1.0)
+            x_test = np.clip((x_test - offset) / span, 0.0, 1.0)
     elif divisor is not None:
         x_train, x_test = x_train / divisor, x_test / divisor
         scaling = {"offset": 0.0, "scale": float(divisor)}
     elif scale == "auto":
-        x_train, x_test, low, span = _min_max_scale(
+        x_train, x_test, low, span, prescale = _min_max_scale(
             x_train, x_test, per_column=image_shape is None
         )
         scaling = {"offset": np.ravel(low).tolist(), "scale": np.ravel(span).tolist()}
+        if (prescale != 1.0).any():
+            scaling["prescale"] = np.ravel(prescale).tolist()
     else:
         bounds = (float(x.min()), float(x.max()))
     return Dataset(
@@ -993,35 +1005,57 @@ def _rows_digest(x: np.ndarray, y: np.ndarray) -> str:
 
 def _min_max_scale(
     x_train: np.ndarray, x_test: np.ndarray, per_column: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Map ``x_train`` onto ``[0, 1]`` and ``x_test`` by the same affine map,
-    and return both with the map's offset and scale.
+    and return both with the map's offset, scale and prescale.
 
     A constant column maps to 0. Test values outside the training range are
-    clipped, so every sample lies in the box ``[0, 1]``.
+    clipped, so every sample lies in the box ``[0, 1]``. A column (for
+    images, all pixels) whose range is wider than the largest float64 is halved before the map, and
+    its prescale is 0.5. Every other prescale is 1, which leaves the values
+    as they are.
     """
     axis = 0 if per_column else None
     low = x_train.min(axis=axis)
-    span = x_train.max(axis=axis) - low
+    high = x_train.max(axis=axis)
+    with np.errstate(over="ignore"):
+        span = high - low
+    prescale = np.where(np.isfinite(span), 1.0, 0.5)
+    if (prescale != 1.0).any():
+        # Halving is exact above the subnormals, and the halves of any two
+        # finite values are at most the largest float64 apart.
+        low, high = low * prescale, high * prescale
+        span = high - low
+        x_train, x_test = x_train * prescale, x_test * prescale
     span = np.where(span > 0, span, 1.0)
     train = (x_train - low) / span
-    test = np.clip((x_test - low) / span, 0.0, 1.0)
-    return train, test, low, span
+    # Test values far outside the training range overflow to +-inf, which
+    # the clip maps to the edges of the box.
+    with np.errstate(over="ignore"):
+        test = np.clip((x_test - low) / span, 0.0, 1.0)
+    return train, test, low, span, prescale
 
 
 def _scaling_arrays(
     scaling: Any, n_features: int, name: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Return the offset and scale of a ``Dataset.scaling`` as arrays that
-    broadcast over rows of ``n_features`` features."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Return the offset, scale and prescale of a ``Dataset.scaling`` as
+    arrays that broadcast over rows of ``n_features`` features.
+
+    The prescale is ``None`` when the map has none.
+    """
     fix = "pass the data that the model was trained on, or scaling=None."
-    if not isinstance(scaling, dict) or set(scaling) != {"offset", "scale"}:
+    keys = ("offset", "scale", "prescale")
+    if not isinstance(scaling, dict) or set(scaling) not in (set(keys[:2]), set(keys)):
         raise ValueError(
             f"Expected scaling to be a dict with the keys 'offset' and 'scale', "
-            f"got {scaling!r}; {fix}"
+            f"and optionally 'prescale', got {scaling!r}; {fix}"
         )
     arrays = []
-    for key in ("offset", "scale"):
+    for key in keys:
+        if key not in scaling:
+            arrays.append(None)
+            continue
         try:
             value = np.asarray(scaling[key], dtype=np.float64)
         except (TypeError, ValueError) as error:
@@ -1034,8 +1068,8 @@ def _scaling_arrays(
             )
         if not np.isfinite(value).all():
             raise ValueError(f"scaling[{key!r}] is not finite; {fix}")
+        if key != "offset" and (value <= 0).any():
+            raise ValueError(f"scaling[{key!r}] must be > 0; {fix}")
         arrays.append(value)
-    offset, span = arrays
-    if (span <= 0).any():
-        raise ValueError(f"scaling['scale'] must be > 0; {fix}")
-    return offset, span
+    offset, span, prescale = arrays
+    return offset, span, prescale
