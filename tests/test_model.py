@@ -371,6 +371,43 @@ def test_invalid_init_arguments_raise(kwargs, message):
 
 
 @pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sizes": [8, 6.5, 3]}, r"Expected sizes to contain only ints, got 6.5 in"),
+        ({"sizes": [8.9, 6, 3]}, r"Expected sizes to contain only ints, got 8.9 in"),
+        ({"sizes": [True, 6, 3]}, r"Expected sizes to contain only ints, got True in"),
+        ({"sizes": np.array([8.0, 6.0])}, r"contain only ints, got np.float64\(8.0\)"),
+        ({"sizes": "863"}, r"Expected sizes to be a list of ints, got '863'; pass"),
+        ({"sizes": 8}, r"Expected sizes to be a list of ints, got 8; pass"),
+        ({"sizes": [8, 6, 3], "hidden": 2.7}, r"Expected hidden to be an int, .* 2.7;"),
+        ({"sizes": [8, 6, 3], "hidden": "a"}, r"Expected hidden to be an int, .* 'a';"),
+        (
+            {"sizes": [8, 6, 3], "hidden": True},
+            r"Expected hidden to be an int, .*True;",
+        ),
+        (
+            {"sizes": [8, 6, 3], "hidden": [4, 5.0]},
+            r"hidden to contain only ints, got 5.0",
+        ),
+    ],
+)
+def test_init_rejects_non_integer_widths(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        resgrad.ResidualMLP.init(**kwargs)
+
+
+def test_init_takes_numpy_integer_widths(tmp_path):
+    sizes = np.array([8, 6, 3])
+    model = resgrad.ResidualMLP.init(sizes, hidden=np.int64(4))
+    assert model.sizes == [8, 6, 3]
+    assert model.hidden == [4, 4]
+    model = resgrad.ResidualMLP.init([np.int32(8), np.uint8(6), 3], hidden=sizes[1:])
+    assert model.hidden == [6, 3]
+    resgrad.save(model, tmp_path / "model.npz")
+    assert resgrad.load(tmp_path / "model.npz").sizes == [8, 6, 3]
+
+
+@pytest.mark.parametrize(
     "transform, error, message",
     [
         (lambda x: x[0], ValueError, r"Expected x of shape \(n, 5\), got shape \(5,\)"),

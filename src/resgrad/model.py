@@ -17,7 +17,8 @@ dtype; ``ResidualMLP.convert`` moves it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -495,6 +496,8 @@ class ResidualMLP:
 
         Args:
             sizes: the widths ``[p_0, p_1, ..., p_L]``; ``L = len(sizes) - 1``.
+                Each is a Python or NumPy integer. Floats, bools and strings
+                raise ``TypeError``.
             hidden: the hidden widths ``q_l``: one int for all blocks, a list
                 of ``L`` ints, or ``None`` for ``q_l = p_l``.
             shortcut: ``"learned"``, ``"identity"`` or ``"none"`` for every
@@ -511,7 +514,7 @@ class ResidualMLP:
             dtype, xp, device: where the weights live (NumPy float64 by
                 default).
         """
-        sizes = [int(s) for s in sizes]
+        sizes = _check_widths("sizes", sizes)
         if len(sizes) < 2 or min(sizes) < 1:
             raise ValueError(
                 f"Expected sizes [p_0, ..., p_L] of at least two positive widths, "
@@ -520,9 +523,15 @@ class ResidualMLP:
         depth = len(sizes) - 1
         if hidden is None:
             hidden = sizes[1:]
-        elif isinstance(hidden, int):
-            hidden = [hidden] * depth
-        hidden = [int(q) for q in hidden]
+        elif _as_int(hidden) is not None:
+            hidden = [_as_int(hidden)] * depth
+        elif isinstance(hidden, str | bytes) or not isinstance(hidden, Iterable):
+            raise TypeError(
+                f"Expected hidden to be an int, a list of {depth} ints or None, "
+                f"got {hidden!r}; pass the hidden widths as ints."
+            )
+        else:
+            hidden = _check_widths("hidden", hidden)
         if len(hidden) != depth or min(hidden) < 1:
             raise ValueError(
                 f"Expected {depth} positive hidden widths, one per block, got {hidden}."
@@ -556,6 +565,42 @@ class ResidualMLP:
             )
         model = cls(blocks, activation, post_activation, output_activation)
         return model.convert(xp, dtype=dtype, device=device)
+
+
+def _as_int(value: Any) -> int | None:
+    """Return ``value`` as an int if it is a Python or NumPy integer (bools
+    excluded), else ``None``."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _check_widths(name: str, values: Any) -> list[int]:
+    """Return the widths in ``values`` as ints.
+
+    Raises:
+        TypeError: if ``values`` is a string or not iterable, or contains a
+            value that is not an integer, such as a float or a bool.
+    """
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise TypeError(
+            f"Expected {name} to be a list of ints, got {values!r}; pass one int "
+            "per width, such as [64, 32, 10]."
+        )
+    values = list(values)
+    widths = []
+    for value in values:
+        width = _as_int(value)
+        if width is None:
+            raise TypeError(
+                f"Expected {name} to contain only ints, got {value!r} in "
+                f"{values!r}; pass each width as an int."
+            )
+        widths.append(width)
+    return widths
 
 
 def _draw(rng: np.random.Generator, init: str, rows: int, cols: int) -> np.ndarray:
