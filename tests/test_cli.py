@@ -388,6 +388,25 @@ def test_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_data_out_of_memory_names_the_file(tmp_path, monkeypatch, capsys):
+    import resgrad.data
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 7.45 GiB for an array")
+
+    monkeypatch.setattr(resgrad.data, "load_data", too_big)
+    path = tmp_path / "huge.csv"
+    path.write_text("1,0\n2,1\n")
+    argv = ["train", "--data", str(path), "--out", str(tmp_path / "m.npz")]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    message = (
+        f"resgrad train: error: Not enough memory to load {path} (Unable to "
+        "allocate 7.45 GiB for an array); free memory or pass a smaller data file."
+    )
+    assert lines == [message]
+
+
 def test_closed_output_pipe_ends_quietly(files):
     executable = shutil.which("resgrad")
     assert executable is not None, "the resgrad script is not installed"

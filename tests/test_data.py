@@ -730,21 +730,23 @@ def test_idx_gzip_dims_larger_than_file(tmp_path, mnist_like):
 
 
 def test_idx_gzip_truncated_data(tmp_path, mnist_like):
+    labels_path = write_idx(tmp_path / "lab-idx1-ubyte", mnist_like[1])
     path = write_idx(tmp_path / "img-idx3-ubyte.gz", mnist_like[0], compress=True)
     with gzip.open(path, "rb") as file:
         raw = file.read()
     with gzip.open(path, "wb") as file:
         file.write(raw[:-100])
     with pytest.raises(ValueError, match="ends after 15580 of its 15680 declared"):
-        load_idx(path, path)
+        load_idx(path, labels_path)
 
 
 def test_idx_trailing_data(tmp_path, mnist_like):
+    labels_path = write_idx(tmp_path / "lab-idx1-ubyte", mnist_like[1])
     path = write_idx(tmp_path / "img-idx3-ubyte.gz", mnist_like[0], compress=True)
     with gzip.open(path, "ab") as file:
         file.write(b"extra")
     with pytest.raises(ValueError, match="data beyond the 15680 bytes"):
-        load_idx(path, path)
+        load_idx(path, labels_path)
 
 
 def test_idx_not_gzip(tmp_path, mnist_like):
@@ -769,6 +771,33 @@ def test_idx_count_mismatch(tmp_path, mnist_like):
     labels_path = write_idx(tmp_path / "lab-idx1-ubyte", mnist_like[1][:19])
     with pytest.raises(ValueError, match="20 feature rows but 19 labels"):
         load_idx(images_path, labels_path)
+
+
+def test_idx_count_mismatch_precedes_data(tmp_path, monkeypatch):
+    # Random bytes barely compress, so the 1 MiB gzip file passes the size
+    # check for the 10**9 data bytes that its header declares.
+    body = np.random.default_rng(0).bytes(2**20)
+    path = tmp_path / "img-idx3-ubyte.gz"
+    with gzip.open(path, "wb") as file:
+        file.write(bytes([0, 0, 8, 3]) + struct.pack(">3I", 100000, 100, 100) + body)
+    labels_path = write_idx(tmp_path / "lab-idx1-ubyte", np.arange(40) % 2)
+
+    def unread(*args):
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(data, "_read_exactly", unread)
+    with pytest.raises(ValueError, match="has 100000 feature rows but 40 labels in"):
+        load_idx(path, labels_path)
+
+
+def test_idx_needs_available_memory(tmp_path, monkeypatch, mnist_like):
+    images_path = write_idx(tmp_path / "img-idx3-ubyte", mnist_like[0])
+    labels_path = write_idx(tmp_path / "lab-idx1-ubyte", mnist_like[1])
+    monkeypatch.setattr(data, "_available_memory", lambda: 1024)
+    with pytest.raises(ValueError, match=r"shape \(20, 28, 28\), which need about"):
+        load_idx(images_path, labels_path)
+    monkeypatch.setattr(data, "_available_memory", lambda: None)
+    assert load_idx(images_path, labels_path)[0].shape == (20, 784)
 
 
 # Input checks, through load_data.

@@ -15,6 +15,7 @@ Only NumPy is needed, except for the digits, which need scikit-learn.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import math
@@ -22,6 +23,7 @@ import os
 import warnings
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -604,8 +606,9 @@ def load_idx(
     ``0x09`` int8, ``0x0B`` int16, ``0x0C`` int32, ``0x0D`` float32, ``0x0E``
     float64), the number of dimensions, and one big-endian uint32 per
     dimension. The values follow, also big-endian. Files ending in ``.gz`` are
-    decompressed. The declared dimensions are checked against the file size
-    before any data is read.
+    decompressed. Before any data is read, the declared dimensions are
+    checked against the file size, the image count against the label count,
+    and the size of the float64 images against the memory available.
 
     Args:
         images_path: an IDX file of shape ``(n, h, w)`` or ``(n, d)``.
@@ -622,19 +625,73 @@ def load_idx(
 def _read_idx_pair(
     images_path: PathLike, labels_path: PathLike
 ) -> tuple[np.ndarray, np.ndarray]:
-    images = _read_idx(images_path)
-    labels = _read_idx(labels_path)
-    if images.ndim not in (2, 3):
+    """Read an IDX image file and its label file.
+
+    Both headers are checked against each other, and the data against the
+    memory available, before either file's data is read or decompressed.
+    """
+    images_path, labels_path = _existing_file(images_path), _existing_file(labels_path)
+    image_dtype, image_shape = _idx_header_of(images_path)
+    _, label_shape = _idx_header_of(labels_path)
+    if len(image_shape) not in (2, 3):
         raise ValueError(
-            f"{images_path} contains an IDX array of shape {images.shape}; expected "
+            f"{images_path} contains an IDX array of shape {image_shape}; expected "
             "images of shape (n, h, w) or rows of shape (n, d)."
         )
-    if labels.ndim != 1:
+    if len(label_shape) != 1:
         raise ValueError(
-            f"{labels_path} contains an IDX array of shape {labels.shape}; expected "
+            f"{labels_path} contains an IDX array of shape {label_shape}; expected "
             "one label per image, shape (n,). Are the two files swapped?"
         )
-    return images, labels
+    if image_shape[0] != label_shape[0]:
+        raise ValueError(
+            f"{images_path} has {image_shape[0]} feature rows but {label_shape[0]} "
+            f"labels in {labels_path}; expected one label per row, so pass the "
+            "label file of these images."
+        )
+    # The raw values and their float64 copy, as for .npz archives.
+    needed = math.prod(image_shape) * (image_dtype.itemsize + 8)
+    available = _available_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{images_path} declares images of shape {image_shape}, which need "
+            f"about {needed / 2**20:.0f} MiB to load as float64, but "
+            f"{available / 2**20:.0f} MiB of memory is available; free memory or "
+            "load a smaller file."
+        )
+    return _read_idx(images_path), _read_idx(labels_path)
+
+
+@contextlib.contextmanager
+def _open_idx(path: Path) -> Iterator[tuple[IO[bytes], np.dtype, tuple[int, ...]]]:
+    """Open an IDX file (gzipped if it ends in ``.gz``) and read its header.
+
+    Yields the file at the start of its data, with the dtype and shape that
+    the header declares, once they have been checked against the file size.
+
+    Raises:
+        ValueError: if the header is invalid, the declared dimensions do not
+            match the file size, or reading fails.
+    """
+    compressed = path.suffix == ".gz"
+    opener = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as file:
+            dtype, shape = _read_idx_header(path, file)
+            n_bytes = math.prod(shape) * dtype.itemsize
+            _check_idx_size(path, compressed, 4 + 4 * len(shape), n_bytes)
+            yield file, dtype, shape
+    except (OSError, EOFError, zlib.error) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise ValueError(f"Could not read the IDX file {path}: {error}") from error
+
+
+def _idx_header_of(path: Path) -> tuple[np.dtype, tuple[int, ...]]:
+    """Return the dtype and shape that an IDX file declares, without reading
+    its data."""
+    with _open_idx(path) as (_, dtype, shape):
+        return dtype, shape
 
 
 def _read_idx(path: PathLike) -> np.ndarray:
@@ -645,18 +702,8 @@ def _read_idx(path: PathLike) -> np.ndarray:
             not match the file size.
     """
     path = _existing_file(path)
-    compressed = path.suffix == ".gz"
-    opener = gzip.open if compressed else open
-    try:
-        with opener(path, "rb") as file:
-            dtype, shape = _read_idx_header(path, file)
-            n_bytes = math.prod(shape) * dtype.itemsize
-            _check_idx_size(path, compressed, 4 + 4 * len(shape), n_bytes)
-            data = _read_exactly(path, file, n_bytes)
-    except (OSError, EOFError, zlib.error) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        raise ValueError(f"Could not read the IDX file {path}: {error}") from error
+    with _open_idx(path) as (file, dtype, shape):
+        data = _read_exactly(path, file, math.prod(shape) * dtype.itemsize)
     return (
         np.frombuffer(data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
     )

@@ -168,6 +168,14 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             seed=args.split_seed,
             scaling=metadata.get("scaling"),
         )
+    except MemoryError as error:
+        # The advice that main prints for a MemoryError is about network
+        # sizes, so running out of memory on the data gets its own message.
+        source = args.data or "the digits"
+        raise ValueError(
+            f"Not enough memory to load {source} ({error}); free memory or pass "
+            "a smaller data file."
+        ) from error
     except ValueError as error:
         if args.data is not None or trained_on is None:
             raise
