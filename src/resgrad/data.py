@@ -86,12 +86,12 @@ class Dataset:
             s`` (each a number, or a list with one entry per feature), or
             ``None`` for unscaled values. A column (for images, all pixels)
             whose range is wider than the largest float64 would need an
-            infinite ``s``, so its values are halved first: the map then has a third key ``"prescale":
-            p``, with ``features = (values * p - o) / s`` and ``p`` 0.5 for
-            that column and 1 for the others. ``load_data(...,
-            scaling=...)`` applies it to other data, as ``resgrad train``
-            records it in the model file for the commands that read data
-            later.
+            infinite ``s``, so its values are halved first. The map then
+            has a third key ``"prescale": p``, with ``features = (values *
+            p - o) / s``, ``p`` being 0.5 for that column and 1 for the
+            others. ``load_data(..., scaling=...)`` applies the map to other
+            data, as ``resgrad train`` records it in the model file for the
+            commands that read data later.
         digest: the SHA-256 digest, in hexadecimal, of the rows as read,
             before the split and the scaling. Two loads of the same rows
             give the same digest, whatever the file's name or format.
@@ -1058,9 +1058,9 @@ def _min_max_scale(
 
     A constant column maps to 0. Test values outside the training range are
     clipped, so every sample lies in the box ``[0, 1]``. A column (for
-    images, all pixels) whose range is wider than the largest float64 is halved before the map, and
-    its prescale is 0.5. Every other prescale is 1, which leaves the values
-    as they are.
+    images, all pixels) whose range is wider than the largest float64 is
+    halved before the map, and its prescale is 0.5. Every other prescale is
+    1, which leaves the values as they are.
     """
     axis = 0 if per_column else None
     low = x_train.min(axis=axis)
@@ -1091,7 +1091,10 @@ def _scaling_arrays(
 
     The prescale is ``None`` when the map has none.
     """
-    fix = "pass the data that the model was trained on, or scaling=None."
+    fix = (
+        "pass the Dataset.scaling that load_data returned for the training "
+        "data (in a model file, such a map means the file is damaged)."
+    )
     keys = ("offset", "scale", "prescale")
     if not isinstance(scaling, dict) or set(scaling) not in (set(keys[:2]), set(keys)):
         raise ValueError(
