@@ -719,6 +719,40 @@ def test_early_stop_freezes_successful_samples(smooth_model, name):
             assert not before.success[index]
 
 
+# ILLCM is missing: its target, the least likely class, is never the
+# predicted one, so it always takes a step.
+@pytest.mark.parametrize("name", ["bim", "mifgsm", "pgd", "pgd_l2"])
+def test_early_stop_before_any_step_copies_x(model, name):
+    x, _ = make_batch()
+    # Labels that the model already gets wrong, so every sample succeeds
+    # before the first step.
+    y = (model.predict(x) + 1) % model.n_classes
+    fixed = {"random_start": False} if name.startswith("pgd") else {}
+    before = x.copy()
+    result = run(name, model, x, y, early_stop=True, **fixed)
+    np.testing.assert_array_equal(result.steps, np.zeros(N))
+    np.testing.assert_array_equal(result.x_adv, x)
+    assert not np.shares_memory(result.x_adv, x)
+    result.x_adv[0, 0] += 1.0
+    np.testing.assert_array_equal(x, before)
+
+
+def test_early_stop_result_is_no_torch_input():
+    model = resgrad.ResidualMLP.init([12, 10, 10, 4], 8, activation="tanh", seed=4)
+    x = np.random.default_rng(0).random((16, 12))
+    y = (model.predict(x) + 1) % 4
+    x_t = torch.from_numpy(x).requires_grad_(True)
+    result = attacks.bim(
+        model.convert(torch), x_t, torch.from_numpy(y), 0.1, early_stop=True
+    )
+    assert result.x_adv is not x_t
+    assert not result.x_adv.requires_grad
+    assert result.x_adv.data_ptr() != x_t.data_ptr()
+    unchanged = attacks.bim(model.convert(torch), x_t, torch.from_numpy(y), 0.0)
+    assert not unchanged.x_adv.requires_grad
+    assert torch.equal(unchanged.x_adv, x_t.detach())
+
+
 @pytest.mark.parametrize("name", ["fgsm", "bim", "illcm", "mifgsm", "jsma", "mjsma"])
 def test_each_sample_independent_of_batch(model, name):
     x, y = make_batch()

@@ -448,8 +448,17 @@ def constant_steps(batch: Batch, count: int) -> Array:
 
 
 def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
-    """Measure the perturbation and the success of ``x_adv``."""
+    """Measure the perturbation and the success of ``x_adv``.
+
+    An ``x_adv`` that is the caller's ``x`` itself, as when early stopping
+    finds every sample done before the first step, is copied, so the result
+    never shares memory with the input.
+    """
     xp = batch.xp
+    if x_adv is batch.x:
+        # An exact copy that, with autograd off, requires no gradient, where
+        # torch.asarray(copy=True) keeps x's requires_grad.
+        x_adv = batch.x * 1
     delta = x_adv - batch.x
     prediction = batch.predict(x_adv)
     return AttackResult(
@@ -466,4 +475,4 @@ def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
 
 def unchanged(batch: Batch) -> AttackResult:
     """Return the result of an attack that leaves ``x`` as it is (``eps = 0``)."""
-    return finish(batch, batch.xp.asarray(batch.x, copy=True), constant_steps(batch, 0))
+    return finish(batch, batch.x, constant_steps(batch, 0))
