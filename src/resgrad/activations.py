@@ -45,7 +45,7 @@ def _identity_derivative(xp, u):
 def _relu(xp, u):
     if array_api_compat.is_torch_namespace(xp):
         # Autograd splits the gradient of maximum(u, 0) at the tie u = 0 and
-        # gives 0.5 there, torch.relu gives relu'(0) = 0.
+        # gives 0.5 there, while torch.relu gives relu'(0) = 0.
         return xp.relu(u)
     # NOTE: JAX's autograd may split the gradient of maximum at a tie too,
     # which would give relu'(0) = 0.5 through this line; it is unchecked,
