@@ -1383,3 +1383,16 @@ def test_scalar_target_float_or_bool(model, name, target, shown):
     x, y = make_batch()
     with pytest.raises(TypeError, match=rf"target .*, got {re.escape(shown)};"):
         run(name, model, x, y, target=target)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_ball_holds_to_rounding_in_low_precision(dtype):
+    model = resgrad.ResidualMLP.init([64, 32, 32, 10], seed=0).convert(dtype=dtype)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 64)).astype(dtype)
+    y = rng.integers(0, 10, 64)
+    result = attacks.pgd(model, x, y, 0.1, seed=0)
+    assert result.x_adv.dtype == np.dtype(dtype)
+    # x + eps rounds to the dtype: half a unit in the last place below 1.
+    assert float(result.linf.max()) <= 0.1 + float(np.spacing(np.ones(1, dtype))[0]) / 2
+    assert np.all((result.x_adv >= 0) & (result.x_adv <= 1))

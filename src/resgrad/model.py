@@ -312,6 +312,9 @@ class ResidualMLP:
                 defaults to the namespace of ``like``, else the current one.
             dtype: the target dtype, a dtype object of ``xp`` or a name such
                 as ``"float32"``; defaults to that of ``like``, else unchanged.
+                float16 and bfloat16 also run, but every product rounds to 3
+                or 2 significant digits, so their gradients can be off by
+                several percent; use float32 or float64 to trust them.
             device: the target device; defaults to that of ``like``.
             like: an array whose namespace, dtype and device to adopt.
         """
