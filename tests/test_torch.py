@@ -856,3 +856,14 @@ def test_cuda_training_matches_autograd(optimizer):
     ):
         assert b.device.type == "cuda", name
         assert reference.relative_error(b, a) <= 1e-6, name
+
+
+def test_meta_tensors_name_the_device():
+    model = resgrad.ResidualMLP.init([5, 4, 3], seed=0)
+    x = torch.empty(3, 5, dtype=torch.float64, device="meta")
+    y = torch.tensor([0, 1, 2])
+    message = "is on PyTorch's meta device, which holds shapes but no values"
+    with pytest.raises(ValueError, match=f"x {message}"):
+        resgrad.gradients(model.convert(torch), x, y)
+    with pytest.raises(ValueError, match=f"blocks.0.W1 {message}"):
+        from_module(to_module(model).to("meta"))
