@@ -213,14 +213,23 @@ class _CrossEntropy(torch.autograd.Function):
     Autograd's ``p_y - 1`` cancels when ``p_y`` is near 1: at logits
     (45, -60, 15) and label 0 it put a relative error of 1.5e-3 into the
     float64 input gradient. resgrad uses the exact form, so the reference
-    does too.
+    does too. The loss is ``log1p(S + (e_y - 1)) - s_y`` with ``s = a - max
+    a``: ``-log_softmax`` rounds a tiny ``S`` away at a confident label, by
+    a relative 7e-5 at a float64 loss of 7.9e-13.
     """
 
     @staticmethod
     def forward(ctx, a_L, y):
         log_p = F.log_softmax(a_L, dim=1)
         ctx.save_for_backward(log_p, y)
-        return -log_p.gather(1, y[:, None])[:, 0]
+        shifted = a_L - a_L.amax(dim=1, keepdim=True)
+        e = shifted.exp()
+        rows = torch.arange(e.shape[0])
+        e_y = e[rows, y]
+        others_mask = torch.ones_like(e)
+        others_mask[rows, y] = 0
+        others = (e * others_mask).sum(dim=1)
+        return torch.log1p(others + (e_y - 1)) - shifted[rows, y]
 
     @staticmethod
     def backward(ctx, grad):

@@ -1,5 +1,7 @@
 """Per-sample losses and ``dY/da^L`` against PyTorch."""
 
+import math
+
 import array_api_compat.numpy as xp_numpy
 import numpy as np
 import pytest
@@ -217,6 +219,21 @@ def test_cross_entropy_grad_exact_at_confident_label(namespace, dtype):
     error = _label_error(namespace, dtype, [20.0, 0.0, 0.0])
     other = np.exp(-20.0) / (1 + 2 * np.exp(-20.0))
     np.testing.assert_allclose(error, [-2 * other, other, other], rtol=1e-6)
+
+
+@pytest.mark.parametrize("namespace", ["numpy", "torch", "array_api_strict"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cross_entropy_loss_exact_at_confident_label(namespace, dtype):
+    # log(1 + S) rounds S = e^-30 + e^-105 away: 1e-3 off in float64, and 0
+    # in float32.
+    xp = __import__(namespace)
+    model = _constant_logits_model(xp, dtype, [45.0, -60.0, 15.0])
+    x = xp.asarray(np.zeros((1, 2)), dtype=getattr(xp, dtype))
+    loss = resgrad.gradients(model, x, xp.asarray(np.array([0]))).loss
+    exact = math.log1p(math.exp(-30.0) + math.exp(-105.0))
+    np.testing.assert_allclose(
+        float(loss), exact, rtol=1e-6 if dtype == "float32" else 1e-15
+    )
 
 
 @pytest.mark.parametrize("namespace", ["numpy", "torch", "array_api_strict"])

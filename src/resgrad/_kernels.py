@@ -210,15 +210,15 @@ class NumpyKernels(Kernels):
         shifted = out - out.max(axis=1, keepdims=True)
         e = np.exp(shifted)
         labels = np.arange(0, e.size, e.shape[1]) + y
-        values = None
-        if value:
-            # logsumexp minus the label's shifted logit, summed as the
-            # array-API loss sums, so the values are the same.
-            values = np.log(e.sum(axis=1)) - shifted.reshape(-1)[labels]
         flat = e.reshape(-1)
         e_y = flat[labels]
         flat[labels] = 0
         others = e.sum(axis=1)
+        values = None
+        if value:
+            # The array-API loss, with the sums taken as it takes them, so
+            # the values are the same.
+            values = np.log1p(others + (e_y - 1)) - shifted.reshape(-1)[labels]
         total = others + e_y
         e /= total[:, None]
         flat[labels] = -others / total
@@ -335,10 +335,11 @@ class TorchKernels(Kernels):
         # torch reads a uint8 index tensor as a mask, so the labels become
         # int64 first.
         labels = y.long()
-        values = e.sum(1).log() - shifted[rows, labels] if value else None
         e_y = e[rows, labels]
         e[rows, labels] = 0
         others = e.sum(1)
+        # The array-API loss, as in NumPy's kernel.
+        values = (others + (e_y - 1)).log1p() - shifted[rows, labels] if value else None
         total = others + e_y
         e /= total[:, None]
         e[rows, labels] = -others / total
