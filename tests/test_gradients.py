@@ -622,3 +622,9 @@ def test_public_functions_leave_inputs_unchanged(backend, shortcut):
     assert np.array_equal(reference.to_numpy(y), y_before)
     for name, value in model.arrays().items():
         assert np.array_equal(reference.to_numpy(value), before[name]), name
+
+
+def test_list_argument_error_shows_the_value():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    with pytest.raises(TypeError, match=r"got the list \[0, 1\]; convert it first"):
+        resgrad.gradients(model, np.zeros((2, 4)), [0, 1])

@@ -172,6 +172,9 @@ def test_smoothgrad_equals_mean_of_captum_saliency(captum, torch_model, torch_x)
         torch_model, torch_x, TORCH_TARGET, samples=5, noise=noise
     )
     assert max_difference(got, torch.stack(per_copy).mean(0)) < TOLERANCE
+    # Without samples, the count is the length of noise.
+    inferred = saliency.smoothgrad(torch_model, torch_x, TORCH_TARGET, noise=noise)
+    assert torch.equal(inferred, got)
 
 
 # Float64 references.

@@ -27,9 +27,9 @@ def namespace(*arrays: Array) -> Any:
     for a in present:
         if isinstance(a, (list, tuple, int, float)):
             raise TypeError(
-                f"Expected arrays, got a {type(a).__name__}; convert it first, "
-                "e.g. with np.asarray(x) or torch.as_tensor(x) in the model's "
-                "namespace and dtype."
+                f"Expected arrays, got the {type(a).__name__} {_short_repr(a)}; "
+                "convert it first, e.g. with np.asarray or torch.as_tensor, in "
+                "the model's namespace and dtype."
             )
     try:
         return array_api_compat.array_namespace(*present)
@@ -40,6 +40,12 @@ def namespace(*arrays: Array) -> Any:
             "convert the model with model.convert(like=x) or the input with "
             "the model's namespace."
         ) from error
+
+
+def _short_repr(value: Any, limit: int = 60) -> str:
+    """Return ``repr(value)``, cut to ``limit`` characters with "..."."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def is_floating(xp: Any, a: Array) -> bool:

@@ -280,7 +280,7 @@ def smoothgrad(
     x: Array,
     target: Any = None,
     *,
-    samples: int = 50,
+    samples: int | None = None,
     noise_level: float = 0.15,
     bounds: tuple[float, float] = (0.0, 1.0),
     squared: bool = False,
@@ -309,7 +309,8 @@ def smoothgrad(
         model: the network.
         x: inputs of shape ``(n, p_0)``.
         target: the class ``r``; see the module docstring.
-        samples: the number of noisy copies ``S``, at least 1.
+        samples: the number of noisy copies ``S``, at least 1; by default
+            50, or the length of ``noise`` when that is given.
         noise_level: ``sigma / (hi - lo)``, at least 0.
         bounds: the input range ``(lo, hi)``; images in ``[0, 1]`` by default.
         squared: average the squared gradients (SmoothGrad-Squared).
@@ -325,6 +326,9 @@ def smoothgrad(
         The map, shape ``(n, p_0)``, or ``(n, p_L, p_0)`` for ``"all"``.
     """
     xp = _check_batch(model, x)
+    if samples is None:
+        shape = getattr(noise, "shape", ())
+        samples = int(shape[0]) if noise is not None and len(shape) == 3 else 50
     samples = _check_count(samples, "samples", 1)
     target = resolve_target(model, x, target)
     noise = _smoothgrad_noise(xp, x, samples, noise_level, bounds, seed, noise)
