@@ -867,3 +867,10 @@ def test_meta_tensors_name_the_device():
         resgrad.gradients(model.convert(torch), x, y)
     with pytest.raises(ValueError, match=f"blocks.0.W1 {message}"):
         from_module(to_module(model).to("meta"))
+
+
+def test_explicit_module_rejects_torch_func():
+    module = to_module(resgrad.ResidualMLP.init([5, 4, 3], seed=0), explicit=True)
+    x = torch.rand(2, 5, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="setup_context"):
+        torch.func.grad(lambda v: module(v).sum())(x)

@@ -942,7 +942,8 @@ class ExplicitGradient(torch.autograd.Function):
 
     It returns ``dL/dx`` and one gradient per array, each where autograd
     needs it. The backward pass is not itself differentiable, so a backward
-    pass with ``create_graph=True`` raises a ``RuntimeError``.
+    pass with ``create_graph=True`` raises a ``RuntimeError``, and so do the
+    ``torch.func`` transforms, which need a ``setup_context`` method.
     """
 
     @staticmethod
