@@ -874,3 +874,27 @@ def test_unwritable_out_fails_before_work(tmp_path, monkeypatch, capsys):
         assert "Read-only file system" in lines[0]
         assert "Pass a path in a writable folder" in lines[0]
     assert os.listdir(tmp_path) == []
+
+
+def test_label_column_is_recorded_for_later_commands(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    x = rng.random((90, 4)) + y[:, None]
+    data = tmp_path / "first.csv"
+    np.savetxt(data, np.column_stack([y, x]), delimiter=",", header="label,a,b,c,d")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "2"]
+    assert main([*train, "--label-column", "0", "--widths", "8", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert resgrad.read_metadata(model)["training"]["label_column"] == 0
+    # evaluate reads the label column from the model file.
+    evaluate = ["evaluate", "--model", str(model), "--data", str(data), "--json"]
+    assert main(evaluate) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert main([*evaluate, "--label-column", "0"]) == 0
+    assert json.loads(capsys.readouterr().out) == figures
+    # An explicit column wins: the last column holds fractions, not labels.
+    status, lines = run_cli(capsys, [*evaluate, "--label-column", "-1"])
+    assert status == 2
+    assert "not whole numbers" in lines[0]
+    assert "--label-column on the command line" in lines[0]

@@ -573,7 +573,8 @@ def test_csv_ragged_line_counts_header(tmp_path):
 def test_csv_fractional_labels_name_option(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("1,2,0\n3,4,1.5\n")
-    with pytest.raises(ValueError, match=r"load_csv\(label_column=\.\.\.\)") as caught:
+    message = r"label_column= \(--label-column on the command line\) picks another"
+    with pytest.raises(ValueError, match=message) as caught:
         load_csv(path)
     assert "chosen otherwise" not in str(caught.value)
 
@@ -602,7 +603,10 @@ def test_csv_header_only(tmp_path):
 def test_csv_label_column_out_of_range(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("1,2,0\n3,4,1\n")
-    with pytest.raises(ValueError, match="label_column=3 is outside the 3 columns"):
+    with pytest.raises(
+        ValueError,
+        match=r"label_column=3 \(--label-column on the command line\) is outside the 3 columns",
+    ):
         load_csv(path, label_column=3)
 
 
@@ -1086,3 +1090,21 @@ def test_digest_follows_rows_not_file_or_split(tmp_path):
     x[7, 1] += 1e-9
     np.savez(tmp_path / "b.npz", X=x, y=y)
     assert data.load_data(tmp_path / "b.npz").digest != first.digest
+
+
+def test_label_column_only_for_csv(tmp_path):
+    path = write_npz(tmp_path / "blobs.npz", *blobs(features=4))
+    with pytest.raises(ValueError, match=r"label_column=0 .* is only for CSV files"):
+        load_data(path, label_column=0)
+    with pytest.raises(ValueError, match="but the data are the digits"):
+        load_data(label_column=0)
+
+
+def test_gzipped_csv_asks_to_decompress(tmp_path):
+    path = tmp_path / "table.csv.gz"
+    with gzip.open(path, "wt") as file:
+        file.write("1,2,0\n3,4,1\n")
+    with pytest.raises(
+        ValueError, match=r"'table.csv.gz'; expected .* Decompress it first"
+    ):
+        load_data(path)

@@ -488,8 +488,9 @@ def load_csv(
         )
     if not -width <= label_column < width:
         raise ValueError(
-            f"label_column={label_column} is outside the {width} columns of {path}; "
-            f"pass an index in [{-width}, {width})."
+            f"label_column={label_column} (--label-column on the command line) "
+            f"is outside the {width} columns of {path}; pass an index in "
+            f"[{-width}, {width})."
         )
     label = label_column % width
     features = np.delete(table, label, axis=1)
@@ -866,8 +867,8 @@ def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
         raise ValueError(
             f"Expected integer labels in {source}, got {int(bad.sum())} value(s) "
             f"that are not whole numbers, e.g. {first}; check the label column. "
-            "The last column of a CSV is read as the label, and "
-            "load_csv(label_column=...) in Python picks another."
+            "The last column of a CSV is read as the label unless "
+            "label_column= (--label-column on the command line) picks another."
         )
     raise TypeError(
         f"Expected integer labels in {source}, got dtype {y.dtype}; encode the "
@@ -927,6 +928,12 @@ def load_data(
     if scale not in SCALES:
         raise ValueError(f"Expected scale 'auto' or None, got {scale!r}.")
     if path is None or (isinstance(path, str) and path == "digits"):
+        if label_column != -1:
+            raise ValueError(
+                f"label_column={label_column} (--label-column on the command "
+                "line) is only for CSV files, but the data are the digits; "
+                "leave it unset."
+            )
         x, y = _digits_arrays()
         divisor = DIGITS_MAX if scale == "auto" else None
         return _make_dataset(
@@ -934,7 +941,12 @@ def load_data(
         )
 
     path = _existing_file(path)
-    kind = _file_kind(path)
+    kind = file_kind(path)
+    if kind != "csv" and label_column != -1:
+        raise ValueError(
+            f"label_column={label_column} (--label-column on the command line) "
+            f"is only for CSV files, but {path} is a {kind} file; leave it unset."
+        )
     if kind != "idx" and labels is not None:
         raise ValueError(
             f"labels= (--labels on the command line) is only for IDX image "
@@ -954,17 +966,27 @@ def load_data(
     )
 
 
-def _file_kind(path: Path) -> str:
-    name = path.name.lower().removesuffix(".gz")
+def file_kind(path: PathLike) -> str:
+    """Return ``"npz"``, ``"csv"`` or ``"idx"``, the kind of data file that
+    ``path`` names by its suffix.
+
+    Raises:
+        ValueError: for any other suffix.
+    """
+    path = Path(path)
+    name = path.name.lower()
     if name.endswith(".npz"):
         return "npz"
     if name.endswith(".csv"):
         return "csv"
+    # Only IDX files are read through gzip.
+    name = name.removesuffix(".gz")
     if name.endswith("-ubyte") or ".idx" in name:
         return "idx"
+    hint = " Decompress it first." if name.endswith((".csv", ".npz")) else ""
     raise ValueError(
         f"Unknown data file type {path.name!r}; expected .npz (arrays X and y), "
-        ".csv, or MNIST IDX files (*-ubyte, *.idx*, optionally .gz)."
+        f".csv, or MNIST IDX files (*-ubyte, *.idx*, optionally .gz).{hint}"
     )
 
 

@@ -100,14 +100,16 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     write_atomically(Path(path), lambda file: file.write(data))
 
 
-def add_data_arguments(parser: Any) -> None:
-    """Add ``--data``, ``--labels``, ``--test-size`` and ``--split-seed``."""
+def add_data_arguments(parser: Any, trained: bool = False) -> None:
+    """Add ``--data``, ``--labels``, ``--label-column``, ``--test-size`` and
+    ``--split-seed``; ``trained`` for a command that reads a trained model,
+    whose recorded label column is the default."""
     parser.add_argument(
         "--data",
         type=_data_source,
         default=None,
         metavar="PATH",
-        help="a .npz (arrays X, y), .csv (numbers, the last column the label, "
+        help="a .npz (arrays X, y), .csv (numbers, one column the label, "
         "and an optional first row of column names) or IDX image file; "
         "default: the digits set bundled with scikit-learn",
     )
@@ -117,6 +119,19 @@ def add_data_arguments(parser: Any) -> None:
         default=None,
         metavar="PATH",
         help="the IDX label file for --data",
+    )
+    default = (
+        "the column the model was trained with, else -1"
+        if trained
+        else "-1, the last column"
+    )
+    parser.add_argument(
+        "--label-column",
+        type=_integer,
+        default=None,
+        metavar="N",
+        help="the label column of a CSV --data, counted from 0, or from the "
+        f"end when negative (default: {default})",
     )
     parser.add_argument(
         "--test-size",
@@ -164,6 +179,7 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
         data = load_data(
             args.data,
             labels=args.labels,
+            label_column=_label_column(args, training),
             test_size=args.test_size,
             seed=args.split_seed,
             scaling=metadata.get("scaling"),
@@ -187,6 +203,20 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     if model is not None:
         _check_fits(data, model, trained_on if trained_on != args.data else None)
     return data
+
+
+def _label_column(args: Any, training: dict) -> int:
+    """Return ``--label-column``; without it, the label column that trained
+    the model for a CSV ``--data``, else -1 (the last column)."""
+    from ..data import file_kind
+
+    if args.label_column is not None:
+        return args.label_column
+    recorded = training.get("label_column")
+    path = _data_file(args.data)
+    if recorded is None or path is None or file_kind(path) != "csv":
+        return -1
+    return recorded
 
 
 def _warn_on_other_split(args: Any, training: dict, data: Any) -> None:
@@ -465,6 +495,10 @@ def _number(value: str, kind: type) -> Any:
     if kind is float and not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
     return number
+
+
+def _integer(value: str) -> int:
+    return _number(value, int)
 
 
 def non_negative_int(value: str) -> int:

@@ -65,7 +65,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated L-inf radii in input units, each >= 0 "
         f"(default: {DEFAULT_EPS})",
     )
-    add_data_arguments(parser)
+    add_data_arguments(parser, trained=True)
     parser.add_argument(
         "--out",
         type=output_folder,

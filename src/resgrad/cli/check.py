@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", type=existing_file, required=True, help="a .npz model file"
     )
-    add_data_arguments(parser)
+    add_data_arguments(parser, trained=True)
     parser.add_argument(
         "--samples",
         type=positive_int,

@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", type=existing_file, required=True, help="a .npz model file"
     )
-    add_data_arguments(parser)
+    add_data_arguments(parser, trained=True)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     parser.set_defaults(handler=run_evaluate)
 

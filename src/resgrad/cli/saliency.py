@@ -68,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--model", type=existing_file, required=True, help="a .npz model file"
     )
-    add_data_arguments(parser)
+    add_data_arguments(parser, trained=True)
     _add_selection_arguments(parser)
     _add_method_arguments(parser)
     _add_check_arguments(parser)

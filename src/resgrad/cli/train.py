@@ -343,7 +343,7 @@ def training_metadata(
     scaling of its data, which later commands apply to theirs."""
     options = ("widths", "hidden", "activation", "shortcut", "init", "optimizer", "lr")
     options += ("epochs", "batch_size", "patience", "validation", "seed", "data")
-    options += ("test_size", "split_seed")
+    options += ("label_column", "test_size", "split_seed")
     training = {name: getattr(args, name) for name in options}
     # Later commands compare the digest to tell whether they split the same
     # rows (see load_dataset).
