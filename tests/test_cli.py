@@ -755,6 +755,7 @@ def test_evaluate_warns_on_another_split(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: the model was trained on a split with --test-size 0.25" in err
     assert "--split-seed 3 contains training rows" in err
+    assert "pass --test-size 0.25 --split-seed 0 to measure on unseen rows" in err
 
 
 def test_split_warning_matches_data_by_content(tmp_path, capsys):
@@ -898,3 +899,33 @@ def test_label_column_is_recorded_for_later_commands(tmp_path, capsys):
     assert status == 2
     assert "not whole numbers" in lines[0]
     assert "--label-column on the command line" in lines[0]
+
+
+def test_out_folder_checks_come_before_work(tmp_path, monkeypatch, capsys):
+    (tmp_path / "notes.txt").write_text("a file\n")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing")
+    os.mkfifo(tmp_path / "pipe")
+    monkeypatch.setattr(
+        resgrad.training, "fit", lambda *a, **k: pytest.fail("training ran")
+    )
+    cases = [
+        (
+            ["run", "--out", str(tmp_path / "notes.txt" / "x")],
+            "notes.txt is a file, not a folder",
+        ),
+        (
+            ["depth", "--depths", "2", "--out", str(tmp_path / "notes.txt" / "x")],
+            "notes.txt is a file, not a folder",
+        ),
+        (
+            ["run", "--out", str(tmp_path / "dangling")],
+            "is a symbolic link to",
+        ),
+        (["run", "--out", str(tmp_path / "pipe")], "pipe is a named pipe"),
+        (["evaluate", "--model", str(tmp_path / "pipe")], "pipe is a named pipe"),
+    ]
+    for argv, message in cases:
+        status, lines = run_cli(capsys, argv)
+        assert status == 2
+        assert message in lines[0]
+    assert sorted(os.listdir(tmp_path)) == ["dangling", "notes.txt", "pipe"]

@@ -490,7 +490,12 @@ def read_metadata(path: PathLike) -> dict:
 def _existing_file(path: PathLike, kind: str = "Model") -> Path:
     path = Path(path)
     if not path.is_file():
-        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        if path.is_dir():
+            problem = "is a folder, not a file"
+        elif path.exists():
+            problem = f"is {special_file(path)}, not a regular file"
+        else:
+            problem = "does not exist"
         raise FileNotFoundError(f"{kind} file {path} {problem}; check the path.")
     return path
 

@@ -239,7 +239,8 @@ def _warn_on_other_split(args: Any, training: dict, data: Any) -> None:
         f"--test-size {training['test_size']} --split-seed "
         f"{training['split_seed']}, so the test part of --test-size "
         f"{args.test_size} --split-seed {args.split_seed} contains training rows; "
-        "pass the training split to measure on unseen rows.",
+        f"pass --test-size {training['test_size']} --split-seed "
+        f"{training['split_seed']} to measure on unseen rows.",
         file=sys.stderr,
     )
 
@@ -279,11 +280,16 @@ def _same_data(args: Any, training: dict, data: Any) -> bool:
 
 def existing_file(value: str) -> Path:
     """Return ``value`` as a path to an existing file, for ``--model`` options."""
+    from ..io import special_file
+
     path = Path(value)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; expected a file.")
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{value} does not exist; check the path.")
+    kind = special_file(path)
+    if kind is not None:
+        raise argparse.ArgumentTypeError(f"{value} is {kind}; expected a file.")
     return path
 
 
@@ -318,10 +324,13 @@ def output_file(value: str) -> Path:
 
 def output_folder(value: str) -> Path:
     """Return ``value`` as the path of a folder to write into (made if missing)."""
+    from ..io import special_file
+
     path = Path(value)
     if path.exists() and not path.is_dir():
+        kind = special_file(path) or "a file"
         raise argparse.ArgumentTypeError(
-            f"{value} is a file; expected a folder for the output files."
+            f"{value} is {kind}; expected a folder for the output files."
         )
     _check_no_file_above(path, value)
     return path
@@ -360,16 +369,29 @@ def check_output_folder(out: Path, overwrite: bool) -> Path:
     fails on bad input leaves nothing behind.
 
     Raises:
-        ValueError: ``out`` is a file.
+        ValueError: ``out`` is a file, or a symbolic link to nothing.
+        NotADirectoryError: a path above ``out`` is a file.
         FileExistsError: ``out`` is a folder with files and ``overwrite`` is false.
         PermissionError: no file can be made in ``out``, or in the folder
             that it will be made in.
     """
-    from ..io import check_writable
+    from ..io import check_writable, file_above, special_file
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; expected a folder.")
+        kind = special_file(out) or "a file"
+        raise ValueError(f"--out {out} is {kind}; expected a folder.")
+    if out.is_symlink() and not out.exists():
+        raise ValueError(
+            f"--out {out} is a symbolic link to {os.readlink(out)}, which does "
+            "not exist; remove the link or pass another folder."
+        )
+    blocking = file_above(out)
+    if blocking is not None:
+        raise NotADirectoryError(
+            f"--out {out}: {blocking} is a file, not a folder; pass a path inside "
+            "a folder."
+        )
     if not overwrite and out.is_dir() and any(out.iterdir()):
         raise FileExistsError(
             f"--out {out} is not empty; choose a new folder, or pass --overwrite "
