@@ -929,3 +929,28 @@ def test_out_folder_checks_come_before_work(tmp_path, monkeypatch, capsys):
         assert status == 2
         assert message in lines[0]
     assert sorted(os.listdir(tmp_path)) == ["dangling", "notes.txt", "pipe"]
+
+
+def test_folder_outputs_never_replace_inputs(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
+    out = tmp_path / "out"
+    out.mkdir()
+    inside = out / "robustness.csv"
+    rows = np.load(data)
+    np.savetxt(inside, np.column_stack([rows["X"], rows["y"]]), delimiter=",")
+    before = inside.read_bytes()
+    attack = ["attack", "--model", str(model), "--data", str(inside), "--out", str(out)]
+    status, lines = run_cli(capsys, [*attack, "--overwrite", "--no-progress"])
+    assert status == 2
+    assert f"Writing {inside} would replace {inside}, an input" in lines[0]
+    assert inside.read_bytes() == before
+
+    run_out = tmp_path / "run"
+    run_out.mkdir()
+    copy = run_out / "model.npz"
+    copy.write_bytes(data.read_bytes())
+    argv = ["run", "--out", str(run_out), "--overwrite", "--data", str(copy)]
+    status, lines = run_cli(capsys, [*argv, "--epochs", "1", "--no-progress"])
+    assert status == 2
+    assert "an input of this command" in lines[0]
+    assert copy.read_bytes() == data.read_bytes()

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from ._common import limit_blas_threads, thread_count
+from ._common import INPUT_FILES, limit_blas_threads, thread_count
 
 # The status of a process that SIGPIPE ended (128 + 13), as shells report.
 BROKEN_PIPE_STATUS = 141
@@ -98,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    INPUT_FILES.clear()
     try:
         with limit_blas_threads(args.blas_threads):
             return args.handler(args) or 0

@@ -88,14 +88,35 @@ def progress_bar(enabled: bool = True) -> Callable[..., Iterable]:
     return functools.partial(tqdm, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
+# The files that the running command reads (--model, --data, --labels),
+# which none of its outputs may replace. main empties it for each command.
+INPUT_FILES: list[Path] = []
+
+
+def check_not_an_input(path: Path) -> None:
+    """Raise ``ValueError`` if writing ``path`` would replace a file that the
+    running command reads, as ``--out`` with ``--overwrite`` could."""
+    path = Path(path)
+    if not path.exists():
+        return
+    for source in INPUT_FILES:
+        if source.exists() and os.path.samefile(path, source):
+            raise ValueError(
+                f"Writing {path} would replace {source}, an input of this "
+                "command; move that file out of --out, or pass another --out."
+            )
+
+
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write ``content`` to ``path`` through a temporary file and a rename.
 
     A reader sees the old file or the new one, never a partial write, and a
-    failure leaves no temporary file behind.
+    failure leaves no temporary file behind. ``path`` must not be an input
+    of the command (``check_not_an_input``).
     """
     from ..io import write_atomically
 
+    check_not_an_input(path)
     data = content.encode("utf-8") if isinstance(content, str) else content
     write_atomically(Path(path), lambda file: file.write(data))
 
@@ -172,6 +193,10 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             f"--labels {args.labels} goes with the IDX image file of --data; pass "
             "--data too, or leave out --labels for the digits."
         )
+    for option in ("model", "data", "labels"):
+        source = _data_file(getattr(args, option, None))
+        if source is not None:
+            INPUT_FILES.append(source)
     metadata = {} if model is None else read_metadata(args.model)
     training = metadata.get("training") or {}
     trained_on = training.get("data")

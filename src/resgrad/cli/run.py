@@ -26,6 +26,7 @@ from ._common import (
     Section,
     add_data_arguments,
     add_overwrite_argument,
+    check_not_an_input,
     check_output_folder,
     load_dataset,
     make_output_folder,
@@ -140,6 +141,7 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
         f"{timings['train']:.1f} s; test accuracy {figures['accuracy']:.4f}"
     )
     make_output_folder(out)
+    check_not_an_input(out / "model.npz")
     save(
         result.model,
         out / "model.npz",
