@@ -1108,3 +1108,29 @@ def test_gzipped_csv_asks_to_decompress(tmp_path):
         ValueError, match=r"'table.csv.gz'; expected .* Decompress it first"
     ):
         load_data(path)
+
+
+def test_csv_header_names_label_column(tmp_path):
+    path = tmp_path / "first.csv"
+    path.write_text("label,a,b\n0,0.5,0.25\n1,0.75,0.125\n0,0.1,0.3\n")
+    message = (
+        r"Column 2 was read as the label, but the header names column 0 "
+        r"'label': pass --label-column 0"
+    )
+    with pytest.raises(ValueError, match=message):
+        load_csv(path)
+    assert load_csv(path, label_column=0)[1].tolist() == [0, 1, 0]
+
+
+def test_labels_not_from_zero_name_the_file_fix(tmp_path):
+    path = tmp_path / "shifted.csv"
+    path.write_text("0.5,1\n0.25,2\n0.75,1\n")
+    with pytest.raises(ValueError, match="renumber them 0..k-1 in the data file"):
+        load_csv(path)
+
+
+def test_semicolon_csv_names_the_separator(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text("1;2;0\n3;4;1\n")
+    with pytest.raises(ValueError, match="looks separated by ';'; resgrad reads comma"):
+        load_csv(path)

@@ -494,7 +494,32 @@ def load_csv(
         )
     label = label_column % width
     features = np.delete(table, label, axis=1)
-    return _validate_arrays(features, table[:, label], source=path)
+    try:
+        return _validate_arrays(features, table[:, label], source=path)
+    except ValueError as error:
+        hint = _label_column_hint(first_line if has_header else "", label)
+        if hint is None:
+            raise
+        raise ValueError(f"{str(error).rstrip('.')}. {hint}") from error
+
+
+# Header names that mark the label column of a CSV file.
+LABEL_NAMES = ("label", "labels", "class", "target", "y")
+
+
+def _label_column_hint(header: str, label: int) -> str | None:
+    """Return a hint naming the header's label column when it is not the
+    column ``label`` that was read, else ``None``."""
+    names = [name.strip().strip('"').lower() for name in header.split(",")]
+    found = [index for index, name in enumerate(names) if name in LABEL_NAMES]
+    if not found or label in found:
+        return None
+    index = found[0]
+    return (
+        f"Column {label} was read as the label, but the header names column "
+        f"{index} {names[index]!r}: pass --label-column {index} "
+        f"(label_column={index} in Python)."
+    )
 
 
 def _first_line(path: Path) -> str:
@@ -589,6 +614,14 @@ def _bad_line(path: Path, skip_rows: int) -> str | None:
             for index, field in enumerate(fields):
                 if not _is_number(field):
                     content = "empty" if not field.strip() else repr(field.strip())
+                    separator = next((c for c in ";\t|" if c in field), None)
+                    if separator is not None:
+                        return (
+                            f"line {number} (counted from 1), field {index} "
+                            f"(counted from 0) is {content}, which looks separated "
+                            f"by {separator!r}; resgrad reads comma-separated "
+                            "values, so convert the file to commas first"
+                        )
                     return (
                         f"line {number} (counted from 1), field {index} (counted "
                         f"from 0) is {content}; every field after the header row "
@@ -841,8 +874,8 @@ def _validate_labels(y: np.ndarray, source: Any) -> np.ndarray:
     if present[0] != 0 or present[-1] != len(present) - 1:
         raise ValueError(
             f"Expected labels in {source} to be 0..{len(present) - 1}, got labels "
-            f"{_show_labels(present)}; remap them, e.g. with "
-            "np.unique(y, return_inverse=True)[1]."
+            f"{_show_labels(present)}; renumber them 0..k-1 in the data file "
+            "(np.unique(y, return_inverse=True)[1] does it in Python)."
         )
     return y
 
@@ -854,8 +887,8 @@ def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
         if largest > np.iinfo(np.int64).max:
             raise ValueError(
                 f"Expected labels in {source} to be 0..k-1, got a label of "
-                f"magnitude {largest:.6g}; remap them, e.g. with "
-                "np.unique(y, return_inverse=True)[1]."
+                f"magnitude {largest:.6g}; renumber them 0..k-1 in the data file "
+                "(np.unique(y, return_inverse=True)[1] does it in Python)."
             )
     if y.dtype.kind in "iu":
         return y.astype(np.int64)
