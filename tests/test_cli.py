@@ -524,6 +524,7 @@ def test_train_resume_rejects_other_seed(tmp_path, capsys):
     assert status == 2
     assert len(lines) == 1, lines
     assert "Cannot resume from" in lines[0]
+    assert "--overwrite in place of --resume" in lines[0]
     assert not out.exists()
 
 

@@ -1055,7 +1055,7 @@ def _make_dataset(
         raise ValueError(
             f"The test part of the data set {name!r} is empty because each of "
             f"its {len(y)} classes has a single row, which the stratified split "
-            "keeps for training at any test_size; pass data with at least two "
+            "keeps for training at any test size (--test-size); pass data with at least two "
             "rows in some class."
         )
     bounds = (0.0, 1.0)

@@ -512,7 +512,7 @@ def fit(
                 f"Cannot resume from {checkpoint} with {epochs} epochs: it has "
                 f"already run {first} epochs. Ask for at least {first} epochs "
                 "(epochs= of fit, --epochs of resgrad train), or start over "
-                "without resuming."
+                "without resume= (--overwrite in place of --resume)."
             )
         epochs_bar: Iterable[int] = range(first, max(epochs, first))
         if progress is not None:
@@ -930,7 +930,8 @@ class _Checkpoint:
         raise CheckpointMismatch(
             f"Cannot resume from {self.path}: it was written with different "
             f"settings: {'; '.join(differences)}. Pass the same arguments, or "
-            "start over without resume."
+            "start over without resume= (--overwrite in place of --resume on "
+            "the command line)."
         )
 
     def _arrays(self, run: _Run, arrays: dict, group: str, template: Params) -> Params:
