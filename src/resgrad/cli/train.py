@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import _lock
 from ._common import (
+    Typed,
     add_data_arguments,
     check_not_input,
     fraction,
@@ -20,6 +21,7 @@ from ._common import (
     positive_float,
     positive_int,
     progress_bar,
+    typed_options,
 )
 
 
@@ -136,6 +138,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--patience",
         type=positive_int,
+        action=Typed,
         default=recipe["patience"],
         help="epochs without a lower validation loss before stopping "
         "(default: %(default)s)",
@@ -162,6 +165,13 @@ def build_model(args: argparse.Namespace, data: Any) -> Any:
     sizes = [data.x_train.shape[1], *args.widths, data.n_classes]
     depth = len(sizes) - 1
     hidden = args.hidden * depth if len(args.hidden) == 1 else args.hidden
+    if len(hidden) != depth:
+        raise ValueError(
+            f"--hidden {_show_int_list(args.hidden)} gives {len(hidden)} hidden "
+            f"widths, but --widths {_show_int_list(args.widths)} makes {depth} "
+            f"blocks (one more than the widths); "
+            f"pass one hidden width, or {depth}."
+        )
     shortcuts = [
         args.shortcut if args.shortcut != "identity" or p_in == p_out else "learned"
         for p_in, p_out in itertools.pairwise(sizes)
@@ -184,6 +194,12 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
     """
     from ..training import fit
 
+    if not args.validation and typed_options(args, ["patience"]):
+        raise ValueError(
+            f"--patience {args.patience} applies only to early stopping, which "
+            "needs a validation split; add --validation, such as 0.1, or drop "
+            "--patience."
+        )
     checkpoint = getattr(args, "checkpoint", None)
     return fit(
         build_model(args, data),
