@@ -64,11 +64,11 @@ BAD_ARGUMENTS = {
     "train lr nan": (["train", "--lr", "nan"], "expected a finite number, got 'nan'"),
     "train lr text": (["train", "--lr", "fast"], "expected a number, got 'fast'"),
     "train hidden per block": (
-        ["train", "--widths", "8,8", "--hidden", "8,8"],
+        ["train", "--widths", "8,8", "--hidden", "8,8", "--out", "{dir}/a.npz"],
         "--hidden 8,8 gives 2 hidden widths, but --widths 8,8 makes 3 blocks",
     ),
     "train patience without validation": (
-        ["train", "--patience", "3"],
+        ["train", "--patience", "3", "--out", "{dir}/a.npz"],
         "--patience 3 applies only to early stopping",
     ),
     "train epochs zero": (
