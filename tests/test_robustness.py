@@ -465,3 +465,14 @@ def test_cli_draws_progress_bar(files, capsys):
     # tqdm draws the bar at the start and redraws it at most every 0.1 s.
     assert "attacks:" in error
     assert "/2 [" in error
+
+
+def test_display_shape_wraps_long_rows_only():
+    assert robustness.display_shape((8, 8), 64) == (8, 8)
+    assert robustness.display_shape(None, 16) is None
+    assert robustness.display_shape(None, 784) == (28, 28)
+    assert robustness.display_shape(None, 40) == (6, 7)
+    image = robustness.as_image(np.arange(40.0), (6, 7))
+    np.testing.assert_array_equal(image.reshape(-1)[:40], np.arange(40.0))
+    assert np.isnan(image.reshape(-1)[40:]).all()
+    assert robustness.as_image(np.arange(5.0), None).shape == (1, 5)

@@ -504,6 +504,40 @@ def eps_axis_label(methods: Iterable[str]) -> str:
     return "eps (L-inf radius)"
 
 
+# Rows of at most this many features are drawn as one strip; longer rows of
+# data that are not images wrap into a near-square grid.
+STRIP_FEATURES = 32
+
+
+def display_shape(
+    image_shape: tuple[int, int] | None, features: int
+) -> tuple[int, int] | None:
+    """Return the ``(height, width)`` to draw a row of ``features`` values in.
+
+    Images keep their ``image_shape``. Other rows of more than
+    ``STRIP_FEATURES`` values wrap, in order, into rows of
+    ``ceil(sqrt(features))`` values, so 784 pixels of a CSV file become a
+    28 x 28 image. Shorter rows give ``None``, one strip.
+    """
+    if image_shape is not None:
+        return tuple(image_shape)
+    if features <= STRIP_FEATURES:
+        return None
+    width = math.ceil(math.sqrt(features))
+    return math.ceil(features / width), width
+
+
+def as_image(row: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
+    """Reshape one input row to ``shape`` from ``display_shape``, padding the
+    last grid row with NaN, which draws blank; ``None`` gives one strip."""
+    row = np.asarray(row, dtype=np.float64).reshape(-1)
+    if shape is None:
+        return row.reshape(1, -1)
+    padded = np.full(shape[0] * shape[1], np.nan)
+    padded[: row.size] = row
+    return padded.reshape(shape)
+
+
 def plot_examples(
     table: RobustnessTable,
     path: str | Path,
@@ -516,13 +550,13 @@ def plot_examples(
     classes, and each further row one method at radius ``eps`` (default: the
     largest in the table). A title is red where the predicted class differs
     from the label. Inputs are drawn as ``image_shape`` images, or as
-    ``(1, d)`` strips when it is ``None``.
+    ``display_shape`` gives for other data.
     """
     plt = _pyplot()
     eps = max(table.eps_values) if eps is None else eps
     methods = [m for m in table.methods if (m, eps) in table.examples]
     count = int(table.x.shape[0])
-    shape = image_shape or (1, int(table.x.shape[1]))
+    shape = display_shape(image_shape, int(table.x.shape[1]))
     figure, grid = plt.subplots(
         1 + len(methods),
         max(count, 1),
@@ -542,13 +576,12 @@ def plot_examples(
             if c >= count:
                 axes.axis("off")
                 continue
-            image = np.reshape(inputs[c], shape)
             axes.imshow(
-                image,
+                as_image(inputs[c], shape),
                 cmap="gray_r",
                 vmin=lo,
                 vmax=hi,
-                aspect="auto" if image_shape is None else "equal",
+                aspect="auto" if shape is None else "equal",
             )
             truth, guess = int(table.y[c]), int(predictions[c])
             title = f"y={truth} p={guess}" if r == 0 else f"p={guess}"

@@ -629,19 +629,16 @@ def write_figure(path: Path, figure: Any, dpi: int = 100) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def _as_image(row: np.ndarray, image_shape: tuple[int, int] | None) -> np.ndarray:
-    """Reshape one input row for imshow: an image, or a one-row strip."""
-    if image_shape is None:
-        return row.reshape(1, -1)
-    return row.reshape(image_shape)
-
-
 def _show(ax, row, image_shape, cmap, norm) -> Any:
+    """Draw one row as an image, its shape taken from ``display_shape``."""
+    from ..robustness import as_image, display_shape
+
+    shape = display_shape(image_shape, int(np.size(row)))
     image = ax.imshow(
-        _as_image(row, image_shape),
+        as_image(row, shape),
         cmap=cmap,
         norm=norm,
-        aspect="equal" if image_shape else "auto",
+        aspect="equal" if shape else "auto",
         interpolation="nearest",
     )
     ax.set_xticks([])
@@ -672,10 +669,13 @@ def sample_figure(
         x: the input row, shape ``(p_0,)``.
         maps: per method, the maps of the drawn classes, ``(len(classes), p_0)``.
     """
+    from ..robustness import display_shape
+
     plt = _pyplot()
     rows, columns = len(maps), len(classes) + 1
-    size = 1.15 if image_shape else 2.0
-    height = size if image_shape else 0.6
+    strip = display_shape(image_shape, int(np.size(x))) is None
+    size = 2.0 if strip else 1.15
+    height = 0.6 if strip else size
     figure, axes = plt.subplots(
         rows,
         columns,
@@ -690,14 +690,16 @@ def sample_figure(
             _show(first, x, image_shape, "gray_r", None)
             first.set_title("input", fontsize=8)
         else:
-            first.axis("off")
-        first.text(
-            -0.15,
-            0.5,
+            first.set_xticks([])
+            first.set_yticks([])
+            for spine in first.spines.values():
+                spine.set_visible(False)
+        # A y label, unlike free text, gets room from the constrained layout.
+        # Strips are too low for a rotated one.
+        first.set_ylabel(
             METHOD_TITLES[method],
-            transform=first.transAxes,
-            rotation=90,
-            ha="right",
+            rotation=0 if strip else 90,
+            ha="right" if strip else "center",
             va="center",
             fontsize=8,
         )
@@ -724,13 +726,16 @@ def method_grid_figure(
     """Draw one row per sample: the input, then each method's map of the
     predicted class. Each method's column shares one scale centred at zero,
     shown by the colour bar under it."""
+    from ..robustness import display_shape
+
     plt = _pyplot()
     rows, columns = x.shape[0], len(maps) + 1
-    size = 1.3 if image_shape else 2.0
+    strip = display_shape(image_shape, int(x.shape[1])) is None
+    size = 2.0 if strip else 1.3
     figure, axes = plt.subplots(
         rows,
         columns,
-        figsize=(size * columns, (size if image_shape else 0.6) * rows + 1.0),
+        figsize=(size * columns, (0.6 if strip else size) * rows + 1.0),
         squeeze=False,
         layout="constrained",
     )
