@@ -16,6 +16,7 @@ import pytest
 import reference
 
 import resgrad
+from resgrad.cli import _common as cli_common
 from resgrad.cli import main
 
 
@@ -953,6 +954,8 @@ def test_folder_outputs_never_replace_inputs(tmp_path, capsys):
     assert status == 2
     assert f"Writing {inside} would replace {inside}, an input" in lines[0]
     assert inside.read_bytes() == before
+    # The names are checked before the attacks run, so nothing was written.
+    assert os.listdir(out) == ["robustness.csv"]
 
     run_out = tmp_path / "run"
     run_out.mkdir()
@@ -963,3 +966,6 @@ def test_folder_outputs_never_replace_inputs(tmp_path, capsys):
     assert status == 2
     assert "an input of this command" in lines[0]
     assert copy.read_bytes() == data.read_bytes()
+    assert os.listdir(run_out) == ["model.npz"]
+    # The inputs of a command are forgotten once it returns.
+    assert cli_common.INPUT_FILES == []

@@ -129,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         note = f"; {_one_line(interrupt)}" if str(interrupt) else ""
         print(f"resgrad {args.command}: interrupted{note}", file=sys.stderr)
         return 130
+    finally:
+        # Python callers of the writers that check it come after the command.
+        INPUT_FILES.clear()
 
 
 def _discard_stdout() -> None:

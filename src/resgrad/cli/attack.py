@@ -18,6 +18,7 @@ from ._common import (
     Section,
     add_data_arguments,
     add_overwrite_argument,
+    check_not_an_input,
     check_output_folder,
     existing_file,
     load_dataset,
@@ -104,6 +105,9 @@ def run_attack(args: argparse.Namespace) -> int:
     check_output_folder(out, args.overwrite)
     model = io.load(args.model, dtype="float64")
     data = load_dataset(args, model)
+    tables = [f"robustness.{suffix}" for suffix in ("md", "csv", "json")]
+    for name in (*tables, ACCURACY_FIGURE, EXAMPLES_FIGURE):
+        check_not_an_input(out / name)
     x, y = data.x_test[: args.limit], data.y_test[: args.limit]
 
     progress = progress_bar(not args.no_progress)

@@ -113,6 +113,8 @@ def run_main(args: argparse.Namespace) -> int:
     cpu_started = time.process_time()
     out = _run_folder(args.out, args.overwrite)
     data = load_dataset(args)
+    for name in ("model.npz", "report.md", "metrics.json", "training.png"):
+        check_not_an_input(out / name)
     try:
         return _run(args, data, out, sections_wanted, started, cpu_started)
     except KeyboardInterrupt:
