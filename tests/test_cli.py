@@ -969,3 +969,23 @@ def test_folder_outputs_never_replace_inputs(tmp_path, capsys):
     assert os.listdir(run_out) == ["model.npz"]
     # The inputs of a command are forgotten once it returns.
     assert cli_common.INPUT_FILES == []
+
+
+def test_later_commands_default_to_training_split(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X=rng.random((60, 4)), y=np.arange(60) % 3)
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    split = ["--test-size", "0.4", "--split-seed", "7"]
+    assert main([*train, *split, "--widths", "4", "--no-progress"]) == 0
+    capsys.readouterr()
+    evaluate = ["evaluate", "--model", str(model), "--data", str(data), "--json"]
+    assert main(evaluate) == 0
+    captured = capsys.readouterr()
+    assert "warning" not in captured.err
+    assert main([*evaluate, *split]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(captured.out)
+    # An explicit other split still gets the warning.
+    assert main([*evaluate, "--split-seed", "0"]) == 0
+    assert "pass --test-size 0.4 --split-seed 7" in capsys.readouterr().err

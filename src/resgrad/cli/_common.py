@@ -121,10 +121,16 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     write_atomically(Path(path), lambda file: file.write(data))
 
 
+# The split of --test-size and --split-seed when neither the command line
+# nor a model file gives one.
+TEST_SIZE = 0.25
+SPLIT_SEED = 0
+
+
 def add_data_arguments(parser: Any, trained: bool = False) -> None:
     """Add ``--data``, ``--labels``, ``--label-column``, ``--test-size`` and
     ``--split-seed``; ``trained`` for a command that reads a trained model,
-    whose recorded label column is the default."""
+    whose recorded label column and split are the defaults."""
     parser.add_argument(
         "--data",
         type=_data_source,
@@ -154,20 +160,23 @@ def add_data_arguments(parser: Any, trained: bool = False) -> None:
         help="the label column of a CSV --data, counted from 0, or from the "
         f"end when negative (default: {default})",
     )
+    split_default = "the split that trained the model, else " if trained else ""
     parser.add_argument(
         "--test-size",
         type=open_fraction,
-        default=0.25,
+        default=None if trained else TEST_SIZE,
         help="the fraction of samples held out for testing; every class with "
         "two or more samples puts at least one in each part, so with few "
         "samples per class the split can differ much from it, e.g. 20 samples "
-        "in 10 classes split 10/10 at 0.1 (default: 0.25)",
+        f"in 10 classes split 10/10 at 0.1 (default: {split_default}"
+        f"{TEST_SIZE})",
     )
     parser.add_argument(
         "--split-seed",
         type=non_negative_int,
-        default=0,
-        help="the seed of the stratified train/test split (default: 0)",
+        default=None if trained else SPLIT_SEED,
+        help="the seed of the stratified train/test split (default: "
+        f"{split_default}{SPLIT_SEED})",
     )
 
 
@@ -200,6 +209,12 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     metadata = {} if model is None else read_metadata(args.model)
     training = metadata.get("training") or {}
     trained_on = training.get("data")
+    # Without the options, a model's test split is the one it was trained
+    # with, so that its test rows are unseen.
+    if args.test_size is None:
+        args.test_size = training.get("test_size", TEST_SIZE)
+    if args.split_seed is None:
+        args.split_seed = training.get("split_seed", SPLIT_SEED)
     try:
         data = load_data(
             args.data,
