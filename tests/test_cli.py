@@ -956,6 +956,15 @@ def test_folder_outputs_never_replace_inputs(tmp_path, capsys):
     assert inside.read_bytes() == before
     # The names are checked before the attacks run, so nothing was written.
     assert os.listdir(out) == ["robustness.csv"]
+    # A model file under a name that saliency writes.
+    renamed = out / "saliency.json"
+    renamed.write_bytes(model.read_bytes())
+    saliency = ["saliency", "--model", str(renamed), "--data", str(inside)]
+    status, lines = run_cli(capsys, [*saliency, "--out", str(out), "--overwrite"])
+    assert status == 2
+    assert f"Writing {renamed} would replace {renamed}, an input" in lines[0]
+    assert renamed.read_bytes() == model.read_bytes()
+    assert sorted(os.listdir(out)) == ["robustness.csv", "saliency.json"]
 
     run_out = tmp_path / "run"
     run_out.mkdir()

@@ -27,6 +27,7 @@ from ._common import (
     Typed,
     add_data_arguments,
     add_overwrite_argument,
+    check_not_an_input,
     check_output_folder,
     existing_file,
     load_dataset,
@@ -382,6 +383,9 @@ def run_saliency(args: argparse.Namespace) -> int:
     # This runs after the argument checks, so that a bad value is named
     # before a folder that is not empty.
     check_output_folder(args.out, args.overwrite)
+    samples = [f"saliency_sample_{index}.png" for index in indices]
+    for name in (*samples, RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME):
+        check_not_an_input(args.out / name)
     progress = progress_bar(not args.no_progress)
 
     summary, sample_figures = draw_samples(
