@@ -599,26 +599,16 @@ def plot_examples(
 
 
 def _pyplot():
-    import matplotlib
+    from .cli._common import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _save(figure, path: str | Path) -> Path:
     """Write ``figure`` as a PNG through a temporary file and close it."""
-    import matplotlib.pyplot as plt
-
-    from .cli._common import write_atomic
+    from .cli._common import write_figure
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    try:
-        figure.savefig(buffer, format="png", dpi=110)
-    finally:
-        plt.close(figure)
-    write_atomic(path, buffer.getvalue())
+    write_figure(path, figure, dpi=110)
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import io
 import math
 import os
 import shutil
@@ -119,6 +120,27 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     check_not_an_input(path)
     data = content.encode("utf-8") if isinstance(content, str) else content
     write_atomically(Path(path), lambda file: file.write(data))
+
+
+def pyplot() -> Any:
+    """Return ``matplotlib.pyplot`` on the Agg backend, which needs no display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_figure(path: Path, figure: Any, dpi: int = 100) -> None:
+    """Write a matplotlib figure as a PNG with ``write_atomic``, and close it
+    whether or not the drawing succeeds."""
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format="png", dpi=dpi)
+    finally:
+        pyplot().close(figure)
+    write_atomic(path, buffer.getvalue())
 
 
 # The split of --test-size and --split-seed when neither the command line

@@ -11,7 +11,6 @@ writes ``depth.json`` with every figure and PNG plots into ``--out``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 from collections.abc import Sequence
@@ -31,7 +30,11 @@ from ._common import (
     progress_bar,
     typed_options,
     write_atomic,
+    write_figure,
     writing_into,
+)
+from ._common import (
+    pyplot as _pyplot,
 )
 
 JSON_NAME = "depth.json"
@@ -425,20 +428,8 @@ def _groups(results) -> dict[tuple[int, str], list]:
 # Figures.
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(figure, path: Path) -> None:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    _pyplot().close(figure)
-    write_atomic(path, buffer.getvalue())
+    write_figure(path, figure, dpi=90)
 
 
 def write_figures(out: Path, sweep, limits, published=None, trained=None) -> list[str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
 import json
 import os
 import platform
@@ -33,7 +32,9 @@ from ._common import (
     plural,
     positive_int,
     progress_bar,
+    pyplot,
     write_atomic,
+    write_figure,
 )
 from .train import add_model_arguments, train_model, training_metadata
 
@@ -143,7 +144,6 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
         f"{timings['train']:.1f} s; test accuracy {figures['accuracy']:.4f}"
     )
     make_output_folder(out)
-    check_not_an_input(out / "model.npz")
     save(
         result.model,
         out / "model.npz",
@@ -260,15 +260,16 @@ def _report(args, data, result, figures, report, sections, timings) -> str:
         "",
         (
             f"Data: {data.name}, {len(data.y_train)} training and "
-            f"{len(data.y_test)} test samples of {data.x_train.shape[1]} features, {data.n_classes} classes, "
-            f"inputs scaled into [{data.bounds[0]:g}, {data.bounds[1]:g}]; stratified "
-            f"split with seed {args.split_seed}."
+            f"{len(data.y_test)} test samples of {data.x_train.shape[1]} "
+            f"features, {data.n_classes} classes, inputs scaled into "
+            f"[{data.bounds[0]:g}, {data.bounds[1]:g}]; stratified split with "
+            f"seed {args.split_seed}."
         ),
         "",
         (
             f"Network: {model.depth} residual blocks, widths {model.sizes}, "
-            f"hidden widths {model.hidden}, activation {model.activation}, output activation "
-            f"{model.output_activation}, shortcuts "
+            f"hidden widths {model.hidden}, activation {model.activation}, "
+            f"output activation {model.output_activation}, shortcuts "
             f"{', '.join(b.shortcut for b in model.blocks)}, "
             f"{INIT_NAMES.get(args.init, args.init)} initialisation, "
             f"{model.config()['dtype']}."
@@ -360,11 +361,7 @@ def _kept_weights(result: Any) -> str:
 
 
 def _plot_training(history: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [record["epoch"] for record in history]
     validated = bool(history) and history[0]["val_loss"] is not None
     panels = 2 if validated else 1
@@ -379,7 +376,4 @@ def _plot_training(history: list[dict[str, Any]], path: Path) -> None:
     left.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
     left.legend()
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    write_atomic(path, buffer.getvalue())
+    write_figure(path, figure, dpi=100)

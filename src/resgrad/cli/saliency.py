@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import io
 import json
 import math
 import warnings
@@ -37,7 +36,11 @@ from ._common import (
     progress_bar,
     typed_options,
     write_atomic,
+    write_figure,
     writing_into,
+)
+from ._common import (
+    pyplot as _pyplot,
 )
 
 METHOD_TITLES = {
@@ -614,23 +617,6 @@ def _finite(value: Any) -> Any:
 
 
 # Figures.
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def write_figure(path: Path, figure: Any, dpi: int = 100) -> None:
-    """Save a matplotlib figure as PNG through a temporary file, then close it."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    _pyplot().close(figure)
-    write_atomic(path, buffer.getvalue())
 
 
 def _show(ax, row, image_shape, cmap, norm) -> Any:
