@@ -98,10 +98,8 @@ def check_not_an_input(path: Path) -> None:
     """Raise ``ValueError`` if writing ``path`` would replace a file that the
     running command reads, as ``--out`` with ``--overwrite`` could."""
     path = Path(path)
-    if not path.exists():
-        return
     for source in INPUT_FILES:
-        if source.exists() and os.path.samefile(path, source):
+        if _same_file(path, source):
             raise ValueError(
                 f"Writing {path} would replace {source}, an input of this "
                 "command; move that file out of --out, or pass another --out."
@@ -224,10 +222,7 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             f"--labels {args.labels} goes with the IDX image file of --data; pass "
             "--data too, or leave out --labels for the digits."
         )
-    for option in ("model", "data", "labels"):
-        source = _data_file(getattr(args, option, None))
-        if source is not None:
-            INPUT_FILES.append(source)
+    INPUT_FILES.extend(_input_files(args).values())
     metadata = {} if model is None else read_metadata(args.model)
     training = metadata.get("training") or {}
     trained_on = training.get("data")
@@ -307,20 +302,33 @@ def _warn_on_other_split(args: Any, training: dict, data: Any) -> None:
     )
 
 
-def _data_file(data: str | None) -> Path | None:
-    """Return the file of a --data value, or ``None`` for the bundled digits."""
-    return None if data in (None, "digits") else Path(data)
+def _data_file(value: str | Path | None) -> Path | None:
+    """Return the file of a --data, --labels or --model value, or ``None``
+    for an absent value or the bundled digits."""
+    return None if value in (None, "digits") else Path(value)
+
+
+def _input_files(args: Any) -> dict[str, Path]:
+    """Return the files that ``--model``, ``--data`` and ``--labels`` name,
+    keyed by option, leaving out options that are absent or name no file."""
+    files = {}
+    for option in ("model", "data", "labels"):
+        path = _data_file(getattr(args, option, None))
+        if path is not None:
+            files[f"--{option}"] = path
+    return files
+
+
+def _same_file(path: Path, source: Path) -> bool:
+    """Return whether ``path`` and ``source`` both exist and are one file."""
+    return path.exists() and source.exists() and os.path.samefile(path, source)
 
 
 def check_not_input(args: Any, option: str, path: Path) -> None:
-    """Raise ``ValueError`` if the output ``path`` of ``option`` is the
-    ``--data`` or ``--labels`` file, which writing it would destroy."""
-    inputs = {
-        "--data": _data_file(getattr(args, "data", None)),
-        "--labels": getattr(args, "labels", None),
-    }
-    for name, source in inputs.items():
-        if source is not None and path.exists() and os.path.samefile(path, source):
+    """Raise ``ValueError`` if the output ``path`` of ``option`` is a file
+    that the command reads, which writing it would destroy."""
+    for name, source in _input_files(args).items():
+        if _same_file(path, source):
             raise ValueError(
                 f"{option} {path} is the {name} file, which writing it would "
                 f"replace; pass another {option} path."
