@@ -961,12 +961,7 @@ def load_data(
     if scale not in SCALES:
         raise ValueError(f"Expected scale 'auto' or None, got {scale!r}.")
     if path is None or (isinstance(path, str) and path == "digits"):
-        if label_column != -1:
-            raise ValueError(
-                f"label_column={label_column} (--label-column on the command "
-                "line) is only for CSV files, but the data are the digits; "
-                "leave it unset."
-            )
+        _check_csv_option(label_column, "the data are the digits")
         x, y = _digits_arrays()
         divisor = DIGITS_MAX if scale == "auto" else None
         return _make_dataset(
@@ -975,11 +970,8 @@ def load_data(
 
     path = _existing_file(path)
     kind = file_kind(path)
-    if kind != "csv" and label_column != -1:
-        raise ValueError(
-            f"label_column={label_column} (--label-column on the command line) "
-            f"is only for CSV files, but {path} is a {kind} file; leave it unset."
-        )
+    if kind != "csv":
+        _check_csv_option(label_column, f"{path} is a {kind} file")
     if kind != "idx" and labels is not None:
         raise ValueError(
             f"labels= (--labels on the command line) is only for IDX image "
@@ -997,6 +989,16 @@ def load_data(
     return _make_dataset(
         x, y, image_shape, name, test_size, seed, scale, divisor, scaling
     )
+
+
+def _check_csv_option(label_column: int, source: str) -> None:
+    """Raise ``ValueError`` if ``label_column`` is set for data that are not
+    a CSV file, which ``source`` describes."""
+    if label_column != -1:
+        raise ValueError(
+            f"label_column={label_column} (--label-column on the command line) "
+            f"is only for CSV files, but {source}; leave it unset."
+        )
 
 
 def file_kind(path: PathLike) -> str:
@@ -1055,19 +1057,14 @@ def _make_dataset(
         raise ValueError(
             f"The test part of the data set {name!r} is empty because each of "
             f"its {len(y)} classes has a single row, which the stratified split "
-            "keeps for training at any test size (--test-size); pass data with at least two "
-            "rows in some class."
+            "keeps for training at any test size (--test-size); pass data with "
+            "at least two rows in some class."
         )
     bounds = (0.0, 1.0)
     if scaling is not None:
         offset, span, prescale = _scaling_arrays(scaling, x.shape[1], name)
-        if prescale is not None:
-            x_train, x_test = x_train * prescale, x_test * prescale
-        # Values far outside the training range overflow to +-inf, which the
-        # clip maps to the edges of the box as it does any outlier.
-        with np.errstate(over="ignore"):
-            x_train = np.clip((x_train - offset) / span, 0.0, 1.0)
-            x_test = np.clip((x_test - offset) / span, 0.0, 1.0)
+        x_train = _apply_scaling(x_train, offset, span, prescale)
+        x_test = _apply_scaling(x_test, offset, span, prescale)
     elif divisor is not None:
         x_train, x_test = x_train / divisor, x_test / divisor
         scaling = {"offset": 0.0, "scale": float(divisor)}
@@ -1123,19 +1120,33 @@ def _min_max_scale(
     with np.errstate(over="ignore"):
         span = high - low
     prescale = np.where(np.isfinite(span), 1.0, 0.5)
-    if (prescale != 1.0).any():
+    halved = (prescale != 1.0).any()
+    if halved:
         # Halving is exact above the subnormals, and the halves of any two
         # finite values are at most the largest float64 apart.
         low, high = low * prescale, high * prescale
         span = high - low
-        x_train, x_test = x_train * prescale, x_test * prescale
     span = np.where(span > 0, span, 1.0)
-    train = (x_train - low) / span
-    # Test values far outside the training range overflow to +-inf, which
-    # the clip maps to the edges of the box.
-    with np.errstate(over="ignore"):
-        test = np.clip((x_test - low) / span, 0.0, 1.0)
+    # The training part maps into [0, 1] exactly, so its clip changes nothing.
+    applied = prescale if halved else None
+    train = _apply_scaling(x_train, low, span, applied)
+    test = _apply_scaling(x_test, low, span, applied)
     return train, test, low, span, prescale
+
+
+def _apply_scaling(
+    x: np.ndarray, offset: Any, span: Any, prescale: np.ndarray | None
+) -> np.ndarray:
+    """Return ``(x * prescale - offset) / span`` clipped into ``[0, 1]``, with
+    no prescale when it is ``None``.
+
+    Values far outside the range of the map overflow to +-inf, which the
+    clip maps to the edges of the box, as it does any outlier.
+    """
+    if prescale is not None:
+        x = x * prescale
+    with np.errstate(over="ignore"):
+        return np.clip((x - offset) / span, 0.0, 1.0)
 
 
 def _scaling_arrays(
