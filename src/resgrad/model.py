@@ -524,17 +524,16 @@ class ResidualMLP:
                 f"got {sizes}."
             )
         depth = len(sizes) - 1
+        one_width = _as_int(hidden)
         if hidden is None:
             hidden = sizes[1:]
-        elif _as_int(hidden) is not None:
-            hidden = [_as_int(hidden)] * depth
-        elif isinstance(hidden, str | bytes) or not isinstance(hidden, Iterable):
-            raise TypeError(
-                f"Expected hidden to be an int, a list of {depth} ints or None, "
-                f"got {hidden!r}; pass the hidden widths as ints."
-            )
+        elif one_width is not None:
+            hidden = [one_width] * depth
         else:
-            hidden = _check_widths("hidden", hidden)
+            expected = f"an int, a list of {depth} ints or None"
+            hidden = _check_widths(
+                "hidden", hidden, expected, "pass the hidden widths as ints"
+            )
         if len(hidden) != depth or min(hidden) < 1:
             raise ValueError(
                 f"Expected {depth} positive hidden widths, one per block, got {hidden}."
@@ -581,18 +580,21 @@ def _as_int(value: Any) -> int | None:
         return None
 
 
-def _check_widths(name: str, values: Any) -> list[int]:
+def _check_widths(
+    name: str,
+    values: Any,
+    expected: str = "a list of ints",
+    fix: str = "pass one int per width, such as [64, 32, 10]",
+) -> list[int]:
     """Return the widths in ``values`` as ints.
 
     Raises:
-        TypeError: if ``values`` is a string or not iterable, or contains a
-            value that is not an integer, such as a float or a bool.
+        TypeError: if ``values`` is a string or not iterable, with a message
+            naming the ``expected`` types and the ``fix``, or if it contains
+            a value that is not an integer, such as a float or a bool.
     """
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
-        raise TypeError(
-            f"Expected {name} to be a list of ints, got {values!r}; pass one int "
-            "per width, such as [64, 32, 10]."
-        )
+        raise TypeError(f"Expected {name} to be {expected}, got {values!r}; {fix}.")
     values = list(values)
     widths = []
     for value in values:
