@@ -312,6 +312,17 @@ def get_optimizer(name: str, lr: float | None = None, **kwargs: Any) -> Optimize
     return OPTIMIZERS[name](lr, **kwargs)
 
 
+def check_checkpoint_target(path: Path, name: str, fix: str) -> None:
+    """Raise ``FileExistsError`` if ``path``, the checkpoint that a new run
+    would write, is a file that is not a resgrad checkpoint. The message
+    starts with ``name`` and ends with ``fix``."""
+    if path.exists() and not io.is_checkpoint(path):
+        raise FileExistsError(
+            f"{name} {path} is a file that is not a resgrad checkpoint, which "
+            f"training would replace; {fix}."
+        )
+
+
 def _check_eps_fits(opt: Any, xp: Any, dtype: Any) -> None:
     """Reject an Adam whose eps rounds to 0 in the model's dtype, where
     every step would divide by zero for weights with zero gradients."""
@@ -488,11 +499,8 @@ def fit(
         # changes during the run.
         checkpoint = Path(checkpoint).absolute()
         io.check_file_path(checkpoint)
-        if not resume and checkpoint.exists() and not io.is_checkpoint(checkpoint):
-            raise FileExistsError(
-                f"checkpoint {checkpoint} is a file that is not a resgrad "
-                "checkpoint, which training would replace; pass a new path."
-            )
+        if not resume:
+            check_checkpoint_target(checkpoint, "checkpoint", "pass a new path")
         lock = _lock.held(checkpoint, _CHECKPOINT_IN_USE_HINT)
     with lock:
         saver = None

@@ -282,16 +282,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _train_and_save(args: argparse.Namespace) -> int:
-    from ..io import is_checkpoint, save
-    from ..training import accuracy
+    from ..io import save
+    from ..training import accuracy, check_checkpoint_target
 
-    checkpoint = args.checkpoint
-    if checkpoint.exists() and not args.resume and not is_checkpoint(checkpoint):
-        raise FileExistsError(
-            f"--checkpoint {args.checkpoint} is a file that is not a resgrad "
-            "checkpoint, which training would replace; pass a new --checkpoint "
-            "path, or leave it out."
-        )
+    if not args.resume:
+        fix = "pass a new --checkpoint path, or leave it out"
+        check_checkpoint_target(args.checkpoint, "--checkpoint", fix)
     if args.resume and not args.checkpoint.is_file():
         raise FileNotFoundError(
             f"--resume: no checkpoint at {args.checkpoint}; run without --resume "
