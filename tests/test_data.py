@@ -603,24 +603,41 @@ def test_csv_header_only(tmp_path):
 def test_csv_label_column_out_of_range(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("1,2,0\n3,4,1\n")
-    with pytest.raises(
-        ValueError,
-        match=r"label_column=3 \(--label-column on the command line\) is outside the 3 columns",
-    ):
+    message = (
+        r"label_column=3 \(--label-column on the command line\) is outside "
+        r"the 3 columns"
+    )
+    with pytest.raises(ValueError, match=message):
         load_csv(path, label_column=3)
 
 
-def test_csv_header_width_mismatch(tmp_path):
-    path = tmp_path / "table.csv"
-    path.write_text("a,b,label\n1,0\n2,1\n")
-    with pytest.raises(ValueError, match="3 column names in its header but 2 columns"):
-        load_csv(path)
+# Each case: the file's name and text, and a fragment of the error.
+CSV_ERRORS = {
+    "header width mismatch": (
+        "table.csv",
+        "a,b,label\n1,0\n2,1\n",
+        "3 column names in its header but 2 columns",
+    ),
+    "single column": ("column.csv", "1\n0\n", "column.csv has 1 column"),
+    "labels not from zero": (
+        "shifted.csv",
+        "0.5,1\n0.25,2\n0.75,1\n",
+        "renumber them 0..k-1 in the data file",
+    ),
+    "semicolon separator": (
+        "semi.csv",
+        "1;2;0\n3;4;1\n",
+        "looks separated by ';'; resgrad reads comma",
+    ),
+}
 
 
-def test_csv_single_column(tmp_path):
-    path = tmp_path / "column.csv"
-    path.write_text("1\n0\n")
-    with pytest.raises(ValueError, match="column.csv has 1 column"):
+@pytest.mark.parametrize("case", list(CSV_ERRORS))
+def test_csv_error_names_problem(tmp_path, case):
+    name, text, message = CSV_ERRORS[case]
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
         load_csv(path)
 
 
@@ -1120,17 +1137,3 @@ def test_csv_header_names_label_column(tmp_path):
     with pytest.raises(ValueError, match=message):
         load_csv(path)
     assert load_csv(path, label_column=0)[1].tolist() == [0, 1, 0]
-
-
-def test_labels_not_from_zero_name_the_file_fix(tmp_path):
-    path = tmp_path / "shifted.csv"
-    path.write_text("0.5,1\n0.25,2\n0.75,1\n")
-    with pytest.raises(ValueError, match="renumber them 0..k-1 in the data file"):
-        load_csv(path)
-
-
-def test_semicolon_csv_names_the_separator(tmp_path):
-    path = tmp_path / "semi.csv"
-    path.write_text("1;2;0\n3;4;1\n")
-    with pytest.raises(ValueError, match="looks separated by ';'; resgrad reads comma"):
-        load_csv(path)
