@@ -904,7 +904,7 @@ def test_label_column_is_recorded_for_later_commands(tmp_path, capsys):
     figures = json.loads(capsys.readouterr().out)
     assert main([*evaluate, "--label-column", "0"]) == 0
     assert json.loads(capsys.readouterr().out) == figures
-    # An explicit column wins: the last column holds fractions, not labels.
+    # An explicit column wins: the last column contains fractions, not labels.
     status, lines = run_cli(capsys, [*evaluate, "--label-column", "-1"])
     assert status == 2
     assert "not whole numbers" in lines[0]

@@ -862,7 +862,7 @@ def test_meta_tensors_name_the_device():
     model = resgrad.ResidualMLP.init([5, 4, 3], seed=0)
     x = torch.empty(3, 5, dtype=torch.float64, device="meta")
     y = torch.tensor([0, 1, 2])
-    message = "is on PyTorch's meta device, which holds shapes but no values"
+    message = "is on PyTorch's meta device, which has shapes but no values"
     with pytest.raises(ValueError, match=f"x {message}"):
         resgrad.gradients(model.convert(torch), x, y)
     with pytest.raises(ValueError, match=f"blocks.0.W1 {message}"):

@@ -75,11 +75,11 @@ def all_finite(xp: Any, a: Array) -> bool:
 
 
 def check_finite(xp: Any, a: Array, name: str) -> None:
-    """Raise ``ValueError`` if ``a`` holds a NaN or an infinity, or no values
-    at all (a tensor on PyTorch's meta device)."""
+    """Raise ``ValueError`` if ``a`` contains a NaN or an infinity, or no
+    values at all (a tensor on PyTorch's meta device)."""
     if getattr(a, "is_meta", False):
         raise ValueError(
-            f"{name} is on PyTorch's meta device, which holds shapes but no "
+            f"{name} is on PyTorch's meta device, which has shapes but no "
             "values; move it to a real device, such as 'cpu', first."
         )
     if not all_finite(xp, a):
