@@ -814,14 +814,42 @@ def test_other_classes_name_the_training_data(tmp_path, capsys):
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
     assert "outside the model's 3 classes [0, 3)" in lines[0]
-    assert f"trained with --data {data}, so pass that file again" in lines[0]
+    assert f"trained with --data {data}, so pass that data again" in lines[0]
 
 
 def test_evaluate_without_data_names_the_training_file(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
-    assert f"trained with --data {data}; pass that file again" in lines[0]
+    assert f"trained with --data {data}; pass that data again" in lines[0]
+
+
+def test_hint_names_absolute_training_paths(tmp_path, capsys, monkeypatch):
+    from test_data import write_idx
+
+    # IDX images and labels given as paths relative to the training folder.
+    folder = tmp_path / "train"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    write_idx(folder / "images.idx", rng.integers(0, 256, (40, 2, 2)))
+    write_idx(folder / "labels.idx", np.arange(40) % 3)
+    monkeypatch.chdir(folder)
+    train = ["train", "--data", "images.idx", "--labels", "labels.idx"]
+    train += ["--out", "m.npz", "--epochs", "1", "--widths", "4", "--hidden", "4"]
+    assert main([*train, "--no-progress"]) == 0
+    recorded = resgrad.read_metadata(folder / "m.npz")["training"]
+    assert recorded["data"] == str(folder / "images.idx")
+    assert recorded["labels"] == str(folder / "labels.idx")
+
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    status, lines = run_cli(capsys, ["evaluate", "--model", "train/m.npz"])
+    assert status == 2
+    named = f"--data {folder / 'images.idx'} --labels {folder / 'labels.idx'}"
+    assert f"the model was trained with {named}, so pass that data again" in lines[0]
+    # The same files, by another relative path, need no hint.
+    evaluate = ["evaluate", "--model", "train/m.npz", "--data", "train/images.idx"]
+    assert main([*evaluate, "--labels", "train/labels.idx"]) == 0
 
 
 def test_train_rejects_named_pipe_out(tmp_path, capsys):

@@ -225,7 +225,7 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     INPUT_FILES.extend(_input_files(args).values())
     metadata = {} if model is None else read_metadata(args.model)
     training = metadata.get("training") or {}
-    trained_on = training.get("data")
+    trained_on = _trained_with(training)
     # Without the options, a model's test split is the one it was trained
     # with, so that its test rows are unseen.
     if args.test_size is None:
@@ -253,13 +253,33 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
         if args.data is not None or trained_on is None:
             raise
         raise ValueError(
-            f"{str(error).rstrip('.')}. The model was trained with --data "
-            f"{trained_on}; pass that file again as --data."
+            f"{str(error).rstrip('.')}. The model was trained with {trained_on}; "
+            "pass that data again."
         ) from error
     _warn_on_other_split(args, training, data)
     if model is not None:
-        _check_fits(data, model, trained_on if trained_on != args.data else None)
+        same = _same_source(training.get("data"), args.data)
+        _check_fits(data, model, None if same else trained_on)
     return data
+
+
+def _trained_with(training: dict) -> str | None:
+    """Return the ``--data`` and ``--labels`` options that trained a model,
+    as the training record of its file has them, or ``None`` without one."""
+    data, labels = training.get("data"), training.get("labels")
+    if data is None:
+        return None
+    return f"--data {data}" + ("" if labels is None else f" --labels {labels}")
+
+
+def _same_source(trained_on: str | None, data: str | None) -> bool:
+    """Return whether the recorded ``trained_on`` and ``data``, two --data
+    values, name the same data set (``None`` and ``digits`` both name the
+    digits)."""
+    first, second = data_file(trained_on), data_file(data)
+    if first is None or second is None:
+        return first is second
+    return _same_file(first, second)
 
 
 def _label_column(args: Any, training: dict) -> int:
@@ -270,7 +290,7 @@ def _label_column(args: Any, training: dict) -> int:
     if args.label_column is not None:
         return args.label_column
     recorded = training.get("label_column")
-    path = _data_file(args.data)
+    path = data_file(args.data)
     if recorded is None or path is None or file_kind(path) != "csv":
         return -1
     return recorded
@@ -302,7 +322,7 @@ def _warn_on_other_split(args: Any, training: dict, data: Any) -> None:
     )
 
 
-def _data_file(value: str | Path | None) -> Path | None:
+def data_file(value: str | Path | None) -> Path | None:
     """Return the file of a --data, --labels or --model value, or ``None``
     for an absent value or the bundled digits."""
     return None if value in (None, "digits") else Path(value)
@@ -313,7 +333,7 @@ def _input_files(args: Any) -> dict[str, Path]:
     keyed by option, leaving out options that are absent or name no file."""
     files = {}
     for option in ("model", "data", "labels"):
-        path = _data_file(getattr(args, option, None))
+        path = data_file(getattr(args, option, None))
         if path is not None:
             files[f"--{option}"] = path
     return files
@@ -341,8 +361,8 @@ def _same_data(args: Any, training: dict, data: Any) -> bool:
     digest = training.get("data_sha256")
     if digest is not None:
         return data.digest == digest
-    trained_on = _data_file(training.get("data"))
-    loaded_from = _data_file(args.data)
+    trained_on = data_file(training.get("data"))
+    loaded_from = data_file(args.data)
     if trained_on is None or loaded_from is None:
         return trained_on is loaded_from
     return trained_on.name == loaded_from.name
@@ -508,8 +528,8 @@ def writing_into(out: Path) -> Iterator[Path]:
 def _check_fits(data: Any, model: ResidualMLP, trained_on: str | None) -> None:
     """Check that ``data`` has the model's input width and only its classes.
 
-    ``trained_on``, the --data value that trained the model when it differs
-    from the one given, is named as the fix.
+    ``trained_on``, the --data (and --labels) options that trained the model
+    when they name other data than the ones given, is named as the fix.
 
     Raises:
         ValueError: the feature count differs from ``model.sizes[0]``, or a
@@ -521,8 +541,7 @@ def _check_fits(data: Any, model: ResidualMLP, trained_on: str | None) -> None:
     label_fix = "pass data labelled like the data the model was trained on"
     if trained_on is not None:
         width_fix = label_fix = (
-            f"the model was trained with --data {trained_on}, so pass that file "
-            "again as --data"
+            f"the model was trained with {trained_on}, so pass that data again"
         )
     features = int(np.shape(data.x_train)[1])
     if features != model.sizes[0]:

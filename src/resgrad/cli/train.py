@@ -13,6 +13,7 @@ from ._common import (
     Typed,
     add_data_arguments,
     check_not_input,
+    data_file,
     fraction,
     load_dataset,
     non_negative_int,
@@ -357,6 +358,10 @@ def training_metadata(
     options += ("epochs", "batch_size", "patience", "validation", "seed", "data")
     options += ("label_column", "test_size", "split_seed")
     training = {name: getattr(args, name) for name in options}
+    # Absolute paths, so that the hints of later commands hold in any folder.
+    for name in ("data", "labels"):
+        path = data_file(getattr(args, name))
+        training[name] = getattr(args, name) if path is None else str(path.resolve())
     # Later commands compare the digest to tell whether they split the same
     # rows (see load_dataset).
     training["data_sha256"] = data.digest
