@@ -484,6 +484,41 @@ def test_csv_without_header(tmp_path):
     assert np.array_equal(y, [0, 1])
 
 
+@pytest.mark.parametrize(
+    "first_row",
+    ["0,1,2", "1,2,3", "0,1,label", "x,1,2", '"0","1","2"'],
+)
+def test_csv_column_number_header(tmp_path, first_row):
+    path = tmp_path / "table.csv"
+    path.write_text(f"{first_row}\n0.5,1,0\n2,3.25,1\n")
+    x, y, _ = load_csv(path)
+    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
+    assert np.array_equal(y, [0, 1])
+
+
+def test_csv_two_column_numbers_are_data(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("0,1\n0.5,0\n")
+    x, y, _ = load_csv(path)
+    assert np.array_equal(x, [[0.0], [0.5]])
+    assert np.array_equal(y, [1, 0])
+
+
+def test_csv_quoted_fields(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text('"a","b","label"\n"0.5"," 1 ","0"\n"2",3.25,"1"\n')
+    x, y, _ = load_csv(path)
+    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
+    assert np.array_equal(y, [0, 1])
+
+
+def test_csv_quoted_first_row_is_data(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text('"0.5","1","0"\n"2","3.25","1"\n')
+    x, _, _ = load_csv(path)
+    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
+
+
 def test_csv_label_column_first(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("label,a,b\n1.0,7,8\n0.0,9,10\n")

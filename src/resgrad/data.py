@@ -457,8 +457,13 @@ def load_csv(
             the end, so ``-1`` is the last column).
         header: ``True`` if the first row contains column names, ``False`` if
             not, or ``"auto"`` to treat the first row as a header when none
-            of its fields is a number. With ``"auto"``, a first row of both
-            numbers and text, such as a data row with a typo, is an error.
+            of its fields is a number, or when each of its numbers is its
+            own column index, counted from 0 or from 1 (``0,1,2,label``, as
+            pandas writes the columns of a frame built from an array). With
+            ``"auto"``, any other first row of both numbers and text, such
+            as a data row with a typo, is an error.
+
+    Fields may be quoted with double quotes, such as ``"0.5"``.
 
     Returns:
         ``(X, y, None)``: float64 ``(n, d)`` and int64 ``(n,)``.
@@ -540,10 +545,10 @@ def _detect_header(first_line: str, header: bool | str, path: Path) -> bool:
         return bool(header)
     fields = first_line.split(",")
     text = [index for index, field in enumerate(fields) if not _is_number(field)]
+    if len(text) == len(fields) or _column_indices(fields, text):
+        return True
     if not text:
         return False
-    if len(text) == len(fields):
-        return True
     index = text[0]
     raise ValueError(
         f"The first row of {path} has both numbers and text: field {index} "
@@ -554,9 +559,34 @@ def _detect_header(first_line: str, header: bool | str, path: Path) -> bool:
     )
 
 
+def _column_indices(fields: list[str], text: list[int]) -> bool:
+    """Return whether the number fields of a first row of three or more
+    fields are their own column indices, counted from 0 or from 1.
+
+    ``text`` lists the indices of the fields that are not numbers.
+    """
+    numbers = [index for index in range(len(fields)) if index not in text]
+    if len(fields) < 3 or not numbers:
+        return False
+    values = [float(_unquote(fields[index])) for index in numbers]
+    return any(
+        all(value == index + start for value, index in zip(values, numbers))
+        for start in (0, 1)
+    )
+
+
+def _unquote(field: str) -> str:
+    """Return ``field`` without spaces around it and one pair of double
+    quotes, as ``np.loadtxt(..., quotechar='"')`` reads it."""
+    field = field.strip()
+    if len(field) >= 2 and field[0] == field[-1] == '"':
+        return field[1:-1]
+    return field
+
+
 def _is_number(field: str) -> bool:
     try:
-        float(field)
+        float(_unquote(field))
     except ValueError:
         return False
     return True
@@ -568,7 +598,12 @@ def _read_table(path: Path, skip_rows: int) -> np.ndarray:
             # An empty table raises below, so NumPy's warning would repeat it.
             warnings.filterwarnings("ignore", "loadtxt: input contained no data")
             table = np.loadtxt(
-                path, delimiter=",", skiprows=skip_rows, ndmin=2, encoding="utf-8-sig"
+                path,
+                delimiter=",",
+                skiprows=skip_rows,
+                ndmin=2,
+                encoding="utf-8-sig",
+                quotechar='"',
             )
     except ValueError as error:
         bad = _bad_line(path, skip_rows)
