@@ -9,6 +9,7 @@ import pickle
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -554,6 +555,41 @@ def test_train_interrupt_names_checkpoint(tmp_path, monkeypatch, capsys):
     assert f"{checkpoint} contains the last finished epoch" in err
     assert "--resume" in err
     assert not out.exists()
+
+
+# A program whose command succeeds and whose cleanup at exit gets a Ctrl-C.
+INTERRUPTED_EXIT = """
+import atexit, os, signal, time
+import resgrad.cli as cli
+
+def interrupt():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+
+atexit.register(interrupt)
+cli.main = lambda: 0
+cli.console()
+"""
+
+
+def test_console_ignores_interrupt_at_exit():
+    # Python installs its Ctrl-C handler only where SIGINT is not ignored.
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_EXIT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert done.returncode == 0
+    assert done.stderr == ""
+
+
+def test_console_is_the_installed_program():
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="resgrad")
+    assert script.value == "resgrad.cli:console"
 
 
 def test_train_error_removes_new_checkpoint(tmp_path, monkeypatch, capsys):

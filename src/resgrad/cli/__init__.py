@@ -14,6 +14,7 @@ import argparse
 import importlib
 import io
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -134,6 +135,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         INPUT_FILES.clear()
 
 
+def console() -> NoReturn:
+    """Run ``main`` as the ``resgrad`` program and exit with its status.
+
+    Once the command has finished, Ctrl-C is ignored, because it could only
+    interrupt Python's cleanup at exit, which then prints an "Exception
+    ignored" traceback after a command that succeeded.
+    """
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        status = 130
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)
+
+
 def _discard_stdout() -> None:
     """Point the file descriptor of stdout at /dev/null, where it has one."""
     try:
@@ -162,4 +178,4 @@ def _one_line(error: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()
