@@ -114,6 +114,26 @@ def test_integrated_gradients_match_captum(captum, torch_model, torch_x, rule):
     assert max_difference(got.attributions, expected) < TOLERANCE
 
 
+@pytest.mark.parametrize("rule", saliency.IG_RULES)
+def test_integrated_gradients_float64_autograd_sum(model, x, rule):
+    # Captum rounds the weights w_k to float32, so float64 is checked
+    # against a sum of autograd gradients with float64 weights.
+    net = to_module(model)
+    baseline = 0.1 * make_batch(seed=5)
+    positions, weights = saliency.quadrature(rule, 20)
+    total = np.zeros_like(x)
+    for alpha, weight in zip(positions, weights):
+        point = torch.from_numpy(baseline + alpha * (x - baseline)).requires_grad_()
+        net(point)[:, 2].sum().backward()
+        total += weight * point.grad.numpy()
+    got = saliency.integrated_gradients(
+        model, x, 2, baseline=baseline, steps=20, rule=rule
+    )
+    np.testing.assert_allclose(
+        got.attributions, (x - baseline) * total, rtol=1e-12, atol=1e-15
+    )
+
+
 def test_integrated_gradients_gap_matches_captum_delta(captum, torch_model, torch_x):
     net = to_module(torch_model)
     _, delta = captum.IntegratedGradients(net).attribute(
