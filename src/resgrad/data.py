@@ -565,7 +565,8 @@ def _column_indices(fields: list[str], text: list[int]) -> bool:
 
     ``text`` lists the indices of the fields that are not numbers.
     """
-    numbers = [index for index in range(len(fields)) if index not in text]
+    skipped = set(text)
+    numbers = [index for index in range(len(fields)) if index not in skipped]
     if len(fields) < 3 or not numbers:
         return False
     values = [float(_unquote(fields[index])) for index in numbers]
