@@ -847,17 +847,29 @@ def test_split_warning_for_digits_named_or_default(tmp_path, capsys):
 def test_other_classes_name_the_training_data(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys, features=64)
     # The digits have 10 classes, the model 3.
-    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    argv = ["evaluate", "--model", str(model), "--data", "digits"]
+    status, lines = run_cli(capsys, argv)
     assert status == 2
     assert "outside the model's 3 classes [0, 3)" in lines[0]
     assert f"trained with --data {data}, so pass that data again" in lines[0]
 
 
-def test_evaluate_without_data_names_the_training_file(tmp_path, capsys):
+def test_evaluate_defaults_to_training_data(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
-    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
-    assert status == 2
-    assert f"trained with --data {data}; pass that data again" in lines[0]
+    evaluate = ["evaluate", "--model", str(model), "--json"]
+    assert main([*evaluate, "--data", str(data)]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert main(evaluate) == 0
+    assert json.loads(capsys.readouterr().out) == given
+
+
+def test_missing_training_data_is_an_error(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
+    data.unlink()
+    for command in ("evaluate", "check", "attack", "saliency"):
+        status, lines = run_cli(capsys, [command, "--model", str(model)])
+        assert status == 2
+        assert f"trained with --data {data}, but {data} was not found" in lines[0]
 
 
 def test_hint_names_absolute_training_paths(tmp_path, capsys, monkeypatch):
@@ -879,7 +891,9 @@ def test_hint_names_absolute_training_paths(tmp_path, capsys, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     capsys.readouterr()
-    status, lines = run_cli(capsys, ["evaluate", "--model", "train/m.npz"])
+    assert main(["evaluate", "--model", "train/m.npz"]) == 0
+    argv = ["evaluate", "--model", "train/m.npz", "--data", "digits"]
+    status, lines = run_cli(capsys, argv)
     assert status == 2
     named = f"--data {folder / 'images.idx'} --labels {folder / 'labels.idx'}"
     assert f"the model was trained with {named}, so pass that data again" in lines[0]

@@ -151,6 +151,7 @@ def add_data_arguments(parser: Any, trained: bool = False) -> None:
     """Add ``--data``, ``--labels``, ``--label-column``, ``--test-size`` and
     ``--split-seed``; ``trained`` for a command that reads a trained model,
     whose recorded label column and split are the defaults."""
+    data_default = "the data the model was trained with, else " if trained else ""
     parser.add_argument(
         "--data",
         type=_data_source,
@@ -158,7 +159,7 @@ def add_data_arguments(parser: Any, trained: bool = False) -> None:
         metavar="PATH",
         help="a .npz (arrays X, y), .csv (numbers, one column the label, "
         "and an optional first row of column names) or IDX image file; "
-        "default: the digits set bundled with scikit-learn",
+        f"default: {data_default}the digits set bundled with scikit-learn",
     )
     parser.add_argument(
         "--labels",
@@ -222,10 +223,12 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             f"--labels {args.labels} goes with the IDX image file of --data; pass "
             "--data too, or leave out --labels for the digits."
         )
-    INPUT_FILES.extend(_input_files(args).values())
     metadata = {} if model is None else read_metadata(args.model)
     training = metadata.get("training") or {}
     trained_on = _trained_with(training)
+    if args.data is None and trained_on is not None:
+        _use_training_data(args, training, trained_on)
+    INPUT_FILES.extend(_input_files(args).values())
     # Without the options, a model's test split is the one it was trained
     # with, so that its test rows are unseen.
     if args.test_size is None:
@@ -249,13 +252,6 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             f"Not enough memory to load {source} ({error}); free memory or pass "
             "a smaller data file."
         ) from error
-    except ValueError as error:
-        if args.data is not None or trained_on is None:
-            raise
-        raise ValueError(
-            f"{str(error).rstrip('.')}. The model was trained with {trained_on}; "
-            "pass that data again."
-        ) from error
     _warn_on_other_split(args, training, data)
     if model is not None:
         same = _same_source(training.get("data"), args.data)
@@ -263,9 +259,30 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     return data
 
 
+def _use_training_data(args: Any, training: dict, trained_on: str) -> None:
+    """Set ``args.data`` and ``args.labels`` to the files that trained the
+    model, as its training record names them, when they are files.
+
+    Raises:
+        ValueError: if a recorded file no longer exists, because the digits
+            in its place would be scaled and scored as the model's data.
+    """
+    data, labels = data_file(training.get("data")), data_file(training.get("labels"))
+    if data is None:
+        return
+    missing = [str(path) for path in (data, labels) if path and not path.is_file()]
+    if missing:
+        raise ValueError(
+            f"The model was trained with {trained_on}, but {missing[0]} was "
+            "not found; pass that data, or a copy, as --data."
+        )
+    args.data = str(data)
+    args.labels = None if labels is None else str(labels)
+
+
 def _trained_with(training: dict) -> str | None:
     """Return the ``--data`` and ``--labels`` options that trained a model,
-    as the training record of its file has them, or ``None`` without one."""
+    as its file records them, or ``None`` for a file without a record."""
     data, labels = training.get("data"), training.get("labels")
     if data is None:
         return None
