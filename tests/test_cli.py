@@ -235,6 +235,10 @@ BAD_ARGUMENTS = {
         "Empty item in --skip 'attack,'; remove the extra comma",
     ),
     "run skip unknown": (["run", "--skip", "plots"], "Unknown section(s) in --skip"),
+    "attack seed without random method": (
+        ["attack", "--model", "{dir}/model.npz", "--method", "fgsm", "--seed", "0"],
+        "--method fgsm draws no random numbers, so --seed 0 would change nothing",
+    ),
     "attack empty eps": (
         ["attack", "--model", "{dir}/model.npz", "--eps", "0.1,,0.2"],
         "Empty item in eps '0.1,,0.2'; remove the extra comma",
@@ -246,6 +250,13 @@ MISFIT_DATA = {
     "narrow.npz": "--data has 32 features but the model takes 64",
     "many_labels.npz": "outside the model's 10 classes [0, 10)",
 }
+
+
+def test_no_command_prints_help_to_stderr(capsys):
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("usage: resgrad")
 
 
 @pytest.mark.parametrize("case", list(BAD_ARGUMENTS))

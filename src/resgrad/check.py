@@ -412,6 +412,12 @@ def check_theorem(
         x: inputs of shape ``(n, p_0)`` with ``n >= 1``; keep ``n`` small
             (the product form forms ``Q^l`` per sample).
         y: labels of shape ``(n,)``.
+        loss: the loss whose gradients are checked, as for ``gradients``.
+        entries: the number of entries per equation that the finite
+            differences check, ``>= 1``.
+        step: the central-difference step, ``> 0``.
+        seed: the seed that picks those entries. With relu or leaky relu,
+            entries whose step would cross the kink at 0 are not picked.
         autograd: compare with PyTorch; ``None`` means when it is installed.
     """
     if entries < 1:

@@ -53,6 +53,9 @@ SALIENCY_GAMMA = 0.5
 EXAMPLES = 8
 PLOT_MARKERS = "osD^v<>ph*"
 
+# The attacks that draw random numbers, and so take a seed.
+RANDOM_METHODS = ("rfgsm", "pgd", "pgd_l2")
+
 # A one-line description of each method's defaults, for the JSON table and
 # the run report.
 PARAMETER_NOTES = {
@@ -255,7 +258,7 @@ def run_attack(
 ) -> AttackResult:
     """Run ``method`` at radius ``eps`` with the defaults of ``attack_parameters``."""
     kwargs = attack_parameters(method, eps, int(x.shape[1]))
-    if method in ("rfgsm", "pgd", "pgd_l2"):
+    if method in RANDOM_METHODS:
         kwargs["seed"] = seed
     if method == "jsma":
         kwargs["target"] = runner_up_class(model, x, y)

@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:
         return _exit_status(exit_.code)
     if args.command is None:
-        parser.print_help()
+        # The status is an error, so the help goes to standard error.
+        parser.print_help(sys.stderr)
         return 2
     INPUT_FILES.clear()
     try:

@@ -16,6 +16,7 @@ from typing import Any
 from ._common import (
     RunContext,
     Section,
+    Typed,
     add_data_arguments,
     add_overwrite_argument,
     check_not_an_input,
@@ -26,6 +27,7 @@ from ._common import (
     output_folder,
     positive_int,
     progress_bar,
+    typed_options,
     writing_into,
 )
 
@@ -86,7 +88,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--seed",
         type=non_negative_int,
         default=0,
-        help="seed of the random starts (default: 0)",
+        action=Typed,
+        help="seed of the random draws of rfgsm, pgd and pgd_l2 (default: 0)",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar"
@@ -97,9 +100,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_attack(args: argparse.Namespace) -> int:
     """Run the attacks named on the command line and write the results."""
     from .. import io
-    from ..robustness import evaluate, parse_eps, parse_methods
+    from ..robustness import RANDOM_METHODS, evaluate, parse_eps, parse_methods
 
     methods = parse_methods(args.method)
+    typed_seed = typed_options(args, ["seed"])
+    if typed_seed and not set(methods) & set(RANDOM_METHODS):
+        raise ValueError(
+            f"--method {args.method} draws no random numbers, so {typed_seed[0]} "
+            f"would change nothing; add one of {', '.join(RANDOM_METHODS)} to "
+            "--method, or drop --seed."
+        )
     eps_values = parse_eps(args.eps)
     out = args.out if args.out is not None else Path(args.model).parent / "attack"
     check_output_folder(out, args.overwrite)
