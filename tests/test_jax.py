@@ -174,3 +174,17 @@ def test_jax_forward_equals_numpy():
     _assert_close(j_model(j_x), model(x), "float64", "output")
     _assert_close(j_model.logits(j_x), model.logits(x), "float64", "logits")
     np.testing.assert_array_equal(np.asarray(j_model.predict(j_x)), model.predict(x))
+
+
+@pytest.mark.parametrize("name", sorted(resgrad.activations.ACTIVATIONS))
+def test_jax_grad_through_value_gives_derivative(name):
+    activation = resgrad.activations.get_activation(name)
+    xp = resgrad._arrays.array_api_compat.array_namespace(jnp.zeros(1))
+    points = jnp.array([-2.0, -0.5, 0.0, 0.5, 2.0])
+    through_value = jax.vmap(jax.grad(lambda u: activation.value(xp, u)))(points)
+    np.testing.assert_allclose(
+        np.asarray(through_value),
+        np.asarray(activation.derivative(xp, points)),
+        rtol=1e-14,
+        atol=1e-15,
+    )

