@@ -83,6 +83,22 @@ def test_check_fails_on_wrong_product(monkeypatch, field, equation):
             assert row.passed, (eq, name, row.error)
 
 
+@pytest.mark.parametrize("scale", [20, 60, 100])
+def test_check_passes_on_confident_network(scale):
+    # Scaling the last block makes the logits confident: the loss falls to
+    # 3e-7, 7e-20 and 2e-107, below the point where p_y - 1 rounds to 0.
+    model = resgrad.ResidualMLP.init([8, 6, 6, 4], seed=0)
+    arrays = model.arrays()
+    for name in ("blocks.2.W1", "blocks.2.W2", "blocks.2.W3"):
+        arrays[name] = scale * arrays[name]
+    model = model.replace_arrays(arrays)
+    x = np.random.default_rng(0).random((5, 8))
+    for y in (model.predict(x), np.argmin(model.logits(x), axis=1)):
+        report = check_theorem(model, x, y)
+        assert {row.reference for row in report.rows} == REFERENCES
+        assert report.passed, report.to_markdown()
+
+
 def test_check_without_autograd_has_no_autograd_rows():
     model = reference.random_model(2, "relu", "none")
     x, y = reference.random_batch(model, 3)

@@ -188,8 +188,19 @@ def _autograd_values(
     y_t = torch.tensor(y)
     z = module.logits(x_t)
     a = module(x_t)
-    if loss == "cross_entropy":
-        value = torch.nn.functional.cross_entropy(a, y_t)
+    if loss == "cross_entropy" and a.shape[1] == 1:
+        # One class: the loss is 0 whatever the logits.
+        value = 0 * a.sum()
+    elif loss == "cross_entropy":
+        # torch's cross_entropy differentiates to softmax - onehot, whose
+        # entry p_y - 1 rounds to 0 once the loss is below about 1e-16, so a
+        # confident network would fail the check. The same loss written as
+        # log(1 + exp(L)), L = log sum_{j != y} exp(a_j - a_y), has no such
+        # difference in its derivative.
+        shifted = a - a.gather(1, y_t[:, None])
+        label = torch.nn.functional.one_hot(y_t, a.shape[1]).bool()
+        others = torch.logsumexp(shifted.masked_fill(label, -math.inf), dim=1)
+        value = torch.logaddexp(torch.zeros_like(others), others).mean()
     elif loss == "squared_error":
         target = torch.nn.functional.one_hot(y_t, a.shape[1]).to(a.dtype)
         value = 0.5 * ((a - target) ** 2).sum(dim=1).mean()
