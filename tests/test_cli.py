@@ -866,6 +866,19 @@ def test_other_classes_name_the_training_data(tmp_path, capsys):
     assert f"trained with --data {data}, so pass that data again" in lines[0]
 
 
+def test_train_prints_data_sizes_first(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X=rng.random((60, 5)), y=np.arange(60) % 3)
+    train = ["train", "--data", str(data), "--out", str(tmp_path / "m.npz")]
+    assert main([*train, "--epochs", "1", "--widths", "4", "--hidden", "4"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert (
+        first
+        == "d: 45 train + 15 test samples, 5 features, 3 classes, inputs in [0, 1]"
+    )
+
+
 def test_evaluate_defaults_to_training_data(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     evaluate = ["evaluate", "--model", str(model), "--json"]

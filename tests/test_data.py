@@ -546,7 +546,7 @@ def test_csv_first_row_with_typo_is_an_error(tmp_path):
     assert np.array_equal(x, [[0.3, 0.4], [0.5, 0.6]])
 
 
-@pytest.mark.parametrize("label_column", [1.0, "1", True, None])
+@pytest.mark.parametrize("label_column", [1.0, "1", True])
 def test_csv_label_column_must_be_an_integer(tmp_path, label_column):
     path = tmp_path / "table.csv"
     path.write_text("1,2,0\n3,4,1\n")
@@ -1166,9 +1166,53 @@ def test_csv_header_names_label_column(tmp_path):
     path = tmp_path / "first.csv"
     path.write_text("label,a,b\n0,0.5,0.25\n1,0.75,0.125\n0,0.1,0.3\n")
     message = (
-        r"Column 2 was read as the label, but the header names column 0 "
+        r"column 2 was read as the label, but the header names column 0 "
         r"'label': pass --label-column 0"
     )
     with pytest.raises(ValueError, match=message):
         load_csv(path)
     assert load_csv(path, label_column=0)[1].tolist() == [0, 1, 0]
+
+
+def test_csv_label_name_beside_last_column(tmp_path):
+    # Both columns hold valid class indices, so only the header tells them
+    # apart: the default stops, and an explicit -1 keeps the last column.
+    path = tmp_path / "visits.csv"
+    path.write_text("a,target,visit\n0.5,0,1\n0.25,1,0\n0.75,0,1\n")
+    with pytest.raises(ValueError, match=r"or --label-column -1 to keep the last"):
+        load_csv(path)
+    with pytest.raises(ValueError, match=r"header names column 1 'target'"):
+        load_data(path)
+    assert load_csv(path, label_column=-1)[1].tolist() == [1, 0, 1]
+    assert load_csv(path, label_column=1)[1].tolist() == [0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        ",a,b,label\n0,0.5,1,0\n1,2,3.25,1\n",
+        '"","a","b","label"\n"1",0.5,1,0\n"2",2,3.25,1\n',
+        ",0,1,2\ns1,0.5,1,0\ns2,2,3.25,1\n",
+    ],
+)
+def test_csv_row_name_column_left_out(tmp_path, text):
+    path = tmp_path / "named.csv"
+    path.write_text(text)
+    x, y, _ = load_csv(path)
+    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
+    assert np.array_equal(y, [0, 1])
+
+
+def test_csv_label_column_counts_after_row_names(tmp_path):
+    path = tmp_path / "named.csv"
+    path.write_text(",label,a\n7,0,0.5\n9,1,2\n")
+    x, y, _ = load_csv(path, label_column=0)
+    assert np.array_equal(x, [[0.5], [2.0]])
+    assert np.array_equal(y, [0, 1])
+
+
+def test_csv_row_names_and_bad_field(tmp_path):
+    path = tmp_path / "named.csv"
+    path.write_text(",a,b,label\n0,0.5,1,0\n1,2,x,1\n")
+    with pytest.raises(ValueError, match=r"line 3 \(counted from 1\), field 2 "):
+        load_csv(path)

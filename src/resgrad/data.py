@@ -447,14 +447,17 @@ def _npz_arrays(path: Path, archive: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_csv(
-    path: PathLike, label_column: int = -1, header: bool | str = "auto"
+    path: PathLike, label_column: int | None = None, header: bool | str = "auto"
 ) -> tuple[np.ndarray, np.ndarray, None]:
     """Read a comma-separated file of numbers with one label column.
 
     Args:
         path: the CSV file; every field except the header is a number.
         label_column: the index of the label column (negative counts from
-            the end, so ``-1`` is the last column).
+            the end, so ``-1`` is the last column). ``None`` reads the last
+            column, and raises ``ValueError`` when the header names another
+            column ``label``, ``labels``, ``class``, ``target`` or ``y``
+            (in any case), so that a feature is never read as the label.
         header: ``True`` if the first row contains column names, ``False`` if
             not, or ``"auto"`` to treat the first row as a header when none
             of its fields is a number, or when each of its numbers is its
@@ -463,11 +466,16 @@ def load_csv(
             ``"auto"``, any other first row of both numbers and text, such
             as a data row with a typo, is an error.
 
-    Fields may be quoted with double quotes, such as ``"0.5"``.
+    Fields may be quoted with double quotes, such as ``"0.5"``. A header
+    whose first field is empty, as pandas' ``to_csv`` and R's ``write.csv``
+    write above a column of row names, marks that column as row names: it
+    is left out, and ``label_column`` counts the columns after it.
 
     Returns:
         ``(X, y, None)``: float64 ``(n, d)`` and int64 ``(n,)``.
     """
+    chosen = label_column is not None
+    label_column = -1 if label_column is None else label_column
     if isinstance(label_column, bool) or not isinstance(
         label_column, (int, np.integer)
     ):
@@ -477,10 +485,14 @@ def load_csv(
         )
     path = _existing_file(path)
     first_line = _first_line(path)
-    has_header = _detect_header(first_line, header, path)
-    table = _read_table(path, int(has_header))
+    fields = first_line.split(",")
+    named_rows = len(fields) > 1 and _unquote(fields[0]) == "" and header is not False
+    first = int(named_rows)
+    has_header = _detect_header(fields[first:], header, path, first)
+    first = first if has_header else 0
+    table = _read_table(path, int(has_header), first, len(fields))
     width = table.shape[1]
-    names = len(first_line.split(","))
+    names = len(fields) - first
     if has_header and names != width:
         raise ValueError(
             f"{path} has {names} column names in its header but {width} columns "
@@ -498,11 +510,16 @@ def load_csv(
             f"[{-width}, {width})."
         )
     label = label_column % width
+    hint = _label_column_hint(fields[first:] if has_header else [], label)
+    if hint is not None and not chosen:
+        raise ValueError(
+            f"{path}: {hint[0].lower()}{hint[1:].rstrip('.')}, or "
+            "--label-column -1 to keep the last column."
+        )
     features = np.delete(table, label, axis=1)
     try:
         return _validate_arrays(features, table[:, label], source=path)
     except ValueError as error:
-        hint = _label_column_hint(first_line if has_header else "", label)
         if hint is None:
             raise
         raise ValueError(f"{str(error).rstrip('.')}. {hint}") from error
@@ -512,10 +529,10 @@ def load_csv(
 LABEL_NAMES = ("label", "labels", "class", "target", "y")
 
 
-def _label_column_hint(header: str, label: int) -> str | None:
+def _label_column_hint(header: list[str], label: int) -> str | None:
     """Return a hint naming the header's label column when it is not the
     column ``label`` that was read, else ``None``."""
-    names = [name.strip().strip('"').lower() for name in header.split(",")]
+    names = [_unquote(name).lower() for name in header]
     found = [index for index, name in enumerate(names) if name in LABEL_NAMES]
     if not found or label in found:
         return None
@@ -538,12 +555,15 @@ def _first_line(path: Path) -> str:
     raise ValueError(f"{path} is empty; expected rows of comma-separated numbers.")
 
 
-def _detect_header(first_line: str, header: bool | str, path: Path) -> bool:
+def _detect_header(
+    fields: list[str], header: bool | str, path: Path, first: int
+) -> bool:
+    """Return whether the first row, whose fields from index ``first`` on
+    are ``fields``, is a header."""
     if header not in (True, False, "auto"):
         raise ValueError(f"Expected header True, False or 'auto', got {header!r}.")
     if header != "auto":
         return bool(header)
-    fields = first_line.split(",")
     text = [index for index, field in enumerate(fields) if not _is_number(field)]
     if len(text) == len(fields) or _column_indices(fields, text):
         return True
@@ -551,7 +571,7 @@ def _detect_header(first_line: str, header: bool | str, path: Path) -> bool:
         return False
     index = text[0]
     raise ValueError(
-        f"The first row of {path} has both numbers and text: field {index} "
+        f"The first row of {path} has both numbers and text: field {index + first} "
         f"(counted from 0) is {fields[index].strip()!r}, and "
         f"{len(fields) - len(text)} of its {len(fields)} fields are numbers. A "
         "header row names every column and a data row has a number in every "
@@ -593,7 +613,9 @@ def _is_number(field: str) -> bool:
     return True
 
 
-def _read_table(path: Path, skip_rows: int) -> np.ndarray:
+def _read_table(path: Path, skip_rows: int, first: int, columns: int) -> np.ndarray:
+    """Read the numbers of ``path`` after ``skip_rows`` rows, leaving out the
+    ``first`` columns of the ``columns`` that each row has."""
     try:
         with warnings.catch_warnings():
             # An empty table raises below, so NumPy's warning would repeat it.
@@ -602,12 +624,13 @@ def _read_table(path: Path, skip_rows: int) -> np.ndarray:
                 path,
                 delimiter=",",
                 skiprows=skip_rows,
+                usecols=range(first, columns) if first else None,
                 ndmin=2,
                 encoding="utf-8-sig",
                 quotechar='"',
             )
     except ValueError as error:
-        bad = _bad_line(path, skip_rows)
+        bad = _bad_line(path, skip_rows, first)
         if bad is not None:
             raise ValueError(f"Could not read {path} as a CSV: {bad}.") from error
         reason = str(error).rstrip(".")
@@ -623,11 +646,11 @@ def _read_table(path: Path, skip_rows: int) -> np.ndarray:
     return table
 
 
-def _bad_line(path: Path, skip_rows: int) -> str | None:
+def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
     """Describe the first bad data line, or return ``None`` if there is none.
 
     A line is bad when its field count differs from the first data line's,
-    or when one of its fields is not a number.
+    or when one of its fields from index ``first`` on is not a number.
 
     Lines are counted from 1 in the file, and blank lines and ``#`` comments
     are skipped as ``np.loadtxt`` skips them.
@@ -648,7 +671,7 @@ def _bad_line(path: Path, skip_rows: int) -> str | None:
                     "number of comma-separated fields"
                 )
             for index, field in enumerate(fields):
-                if not _is_number(field):
+                if index >= first and not _is_number(field):
                     content = "empty" if not field.strip() else repr(field.strip())
                     separator = next((c for c in ";\t|" if c in field), None)
                     if separator is not None:
@@ -958,7 +981,7 @@ def load_data(
     path: PathLike | None = None,
     *,
     labels: PathLike | None = None,
-    label_column: int = -1,
+    label_column: int | None = None,
     test_size: float = 0.25,
     seed: int = 0,
     scale: str | None = "auto",
@@ -971,7 +994,8 @@ def load_data(
             ``.npz`` archive (arrays ``X``, ``y``), a ``.csv`` file, or an IDX
             image file (``*-ubyte`` or ``*.idx*``, optionally ``.gz``).
         labels: the IDX label file; required for IDX images, else unused.
-        label_column: the label column of a CSV file (``-1``: the last).
+        label_column: the label column of a CSV file, as for ``load_csv``
+            (``None``: the last, checked against the header's names).
         test_size: the fraction of rows for the test part, in ``(0, 1)``.
             Every class with two or more rows gives at least one row to each
             part, and a class with one row gives it to the training part. With
@@ -1027,10 +1051,10 @@ def load_data(
     )
 
 
-def _check_csv_option(label_column: int, source: str) -> None:
+def _check_csv_option(label_column: int | None, source: str) -> None:
     """Raise ``ValueError`` if ``label_column`` is set for data that are not
     a CSV file, which ``source`` describes."""
-    if label_column != -1:
+    if label_column is not None:
         raise ValueError(
             f"label_column={label_column} (--label-column on the command line) "
             f"is only for CSV files, but {source}; leave it unset."

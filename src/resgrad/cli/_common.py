@@ -169,10 +169,12 @@ def add_data_arguments(parser: Any, trained: bool = False) -> None:
         help="the IDX label file for --data",
     )
     default = (
-        "the column the model was trained with, else -1"
+        "the column the model was trained with, else the last column"
         if trained
-        else "-1, the last column"
+        else "the last column"
     )
+    default += ", which is an error where the header names another column "
+    default += "label, class, target or y"
     parser.add_argument(
         "--label-column",
         type=_integer,
@@ -299,9 +301,10 @@ def _same_source(trained_on: str | None, data: str | None) -> bool:
     return _same_file(first, second)
 
 
-def _label_column(args: Any, training: dict) -> int:
+def _label_column(args: Any, training: dict) -> int | None:
     """Return ``--label-column``; without it, the label column that trained
-    the model for a CSV ``--data``, else -1 (the last column)."""
+    the model for a CSV ``--data``, else ``None`` (the last column, checked
+    against the header)."""
     from ..data import file_kind
 
     if args.label_column is not None:
@@ -309,7 +312,7 @@ def _label_column(args: Any, training: dict) -> int:
     recorded = training.get("label_column")
     path = data_file(args.data)
     if recorded is None or path is None or file_kind(path) != "csv":
-        return -1
+        return None
     return recorded
 
 

@@ -305,6 +305,9 @@ def _train_and_save(args: argparse.Namespace) -> int:
             "--resume to continue it, or --overwrite to start over."
         )
     data = load_dataset(args)
+    # The sizes read from the data, so that a wrong label column or class
+    # count shows before the training time is spent.
+    print(data.summary(), flush=True)
     start = time.perf_counter()
     try:
         result = train_model(args, data, progress_bar(not args.no_progress))
