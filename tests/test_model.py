@@ -1,6 +1,8 @@
 """The residual network: forward pass, construction and validation."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -428,3 +430,18 @@ def test_convert_names_an_unknown_dtype(name):
     model = resgrad.ResidualMLP.init([3, 2], seed=0)
     with pytest.raises(ValueError, match=f"floating dtype of .*, got '{name}'"):
         model.convert(dtype=name)
+
+
+def test_package_exposes_modules_after_import():
+    # A fresh interpreter, since this one may have imported the modules.
+    code = "import resgrad; print(resgrad.robustness.evaluate, resgrad.depth.gradient_profile)"
+    completed = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    for name in resgrad.__all__:
+        assert hasattr(resgrad, name), name

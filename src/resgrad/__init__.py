@@ -1,6 +1,6 @@
 """resgrad: explicit matrix gradients of fully connected residual networks."""
 
-from . import attacks, data, saliency, training
+from . import attacks, data, depth, robustness, saliency, training
 from .activations import ACTIVATIONS, Activation, get_activation
 from .check import check_theorem
 from .gradients import (
@@ -38,6 +38,7 @@ __all__ = [
     "attacks",
     "check_theorem",
     "data",
+    "depth",
     "fit",
     "get_activation",
     "get_loss",
@@ -48,6 +49,7 @@ __all__ = [
     "per_sample_gradients",
     "per_sample_norms",
     "read_metadata",
+    "robustness",
     "saliency",
     "save",
     "theorem_matrices",
