@@ -482,6 +482,32 @@ def test_float_labels_raise(small, loss):
         resgrad.gradients(model, x, y.astype(np.float64), loss)
 
 
+@pytest.mark.parametrize("dtype", ["<U5", object])
+def test_class_name_labels_raise(small, dtype):
+    model, x, y = small
+    names = np.array(["cat", "dog", "mouse"])[y].astype(dtype)
+    with pytest.raises(TypeError, match=r"np.unique\(y, return_inverse=True\)"):
+        resgrad.gradients(model, x, names)
+
+
+class Table:
+    """A stand-in for a pandas DataFrame: values behind ``to_numpy``."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def to_numpy(self):
+        return self.values
+
+
+def test_data_frame_input_names_to_numpy(small):
+    model, x, y = small
+    with pytest.raises(TypeError, match=r"got a Table; pass its values with"):
+        resgrad.gradients(model, Table(x), y)
+    with pytest.raises(TypeError, match=r"\.to_numpy\(\)"):
+        resgrad.fit(model, Table(x), y, epochs=1)
+
+
 def test_label_count_mismatch_raises(small):
     model, x, y = small
     with pytest.raises(

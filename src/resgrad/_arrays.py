@@ -35,6 +35,13 @@ def namespace(*arrays: Array) -> Any:
         return array_api_compat.array_namespace(*present)
     except TypeError as error:
         kinds = sorted({type(a).__module__ + "." + type(a).__name__ for a in present})
+        table = next((a for a in present if hasattr(a, "to_numpy")), None)
+        if table is not None:
+            # A pandas DataFrame or Series, which is no array-API array.
+            raise TypeError(
+                f"Expected arrays, got a {type(table).__name__}; pass its values "
+                "with .to_numpy()."
+            ) from error
         raise TypeError(
             f"Expected arrays from one array namespace, got {', '.join(kinds)}; "
             "convert the model with model.convert(like=x) or the input with "
@@ -124,6 +131,12 @@ def check_labels(xp: Any, y: Array, n: int, classes: int, name: str = "y") -> No
         raise ValueError(
             f"Expected {name} of shape ({n},), one label per row of x, got "
             f"shape {tuple(y.shape)}."
+        )
+    if getattr(y.dtype, "kind", "") in "USO":
+        raise TypeError(
+            f"Expected integer class labels in {name}, got dtype {y.dtype}; "
+            f"number the classes 0..k-1, e.g. classes, {name} = "
+            f"np.unique({name}, return_inverse=True)."
         )
     if not xp.isdtype(y.dtype, "integral"):
         cast = (
