@@ -888,6 +888,30 @@ def test_evaluate_defaults_to_training_data(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == given
 
 
+def test_default_digits_named_in_width_error(tmp_path, capsys):
+    # A model saved from Python records no training data.
+    model = tmp_path / "m.npz"
+    resgrad.save(resgrad.ResidualMLP.init([13, 3], seed=0), model)
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert (
+        "the default data (the digits) has 64 features but the model takes 13"
+        in (lines[0])
+    )
+
+
+def test_scaling_error_names_training_data(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
+    other = tmp_path / "other.npz"
+    rng = np.random.default_rng(1)
+    np.savez(other, X=rng.random((60, 3)), y=np.arange(60) % 3)
+    argv = ["evaluate", "--model", str(model), "--data", str(other)]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert "The scaling covers 4 features but other has 3" in lines[0]
+    assert lines[0].endswith(f"The model was trained with --data {data}.")
+
+
 def test_missing_training_data_is_an_error(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     data.unlink()

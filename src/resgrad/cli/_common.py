@@ -237,6 +237,9 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
         args.test_size = training.get("test_size", TEST_SIZE)
     if args.split_seed is None:
         args.split_seed = training.get("split_seed", SPLIT_SEED)
+    # The files that trained the model, named in errors when they are not
+    # the data given.
+    same = _same_source(training.get("data"), args.data)
     try:
         data = load_data(
             args.data,
@@ -254,10 +257,15 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             f"Not enough memory to load {source} ({error}); free memory or pass "
             "a smaller data file."
         ) from error
+    except ValueError as error:
+        if model is None or same or trained_on is None:
+            raise
+        raise ValueError(
+            f"{str(error).rstrip('.')}. The model was trained with {trained_on}."
+        ) from error
     _warn_on_other_split(args, training, data)
     if model is not None:
-        same = _same_source(training.get("data"), args.data)
-        _check_fits(data, model, None if same else trained_on)
+        _check_fits(data, model, None if same else trained_on, args.data)
     return data
 
 
@@ -545,8 +553,11 @@ def writing_into(out: Path) -> Iterator[Path]:
         ) from None
 
 
-def _check_fits(data: Any, model: ResidualMLP, trained_on: str | None) -> None:
-    """Check that ``data`` has the model's input width and only its classes.
+def _check_fits(
+    data: Any, model: ResidualMLP, trained_on: str | None, given: str | None
+) -> None:
+    """Check that ``data``, loaded from the --data value ``given``, has the
+    model's input width and only its classes.
 
     ``trained_on``, the --data (and --labels) options that trained the model
     when they name other data than the ones given, is named as the fix.
@@ -563,10 +574,11 @@ def _check_fits(data: Any, model: ResidualMLP, trained_on: str | None) -> None:
         width_fix = label_fix = (
             f"the model was trained with {trained_on}, so pass that data again"
         )
+    source = "--data" if given is not None else "the default data (the digits)"
     features = int(np.shape(data.x_train)[1])
     if features != model.sizes[0]:
         raise ValueError(
-            f"--data has {features} features but the model takes "
+            f"{source} has {features} features but the model takes "
             f"{model.sizes[0]}; {width_fix}."
         )
     for split, labels in (("test", data.y_test), ("train", data.y_train)):
@@ -576,7 +588,7 @@ def _check_fits(data: Any, model: ResidualMLP, trained_on: str | None) -> None:
         outside = labels[(labels < 0) | (labels >= model.n_classes)]
         if outside.size:
             raise ValueError(
-                f"--data has label {outside[0]} in its {split} split, outside the "
+                f"{source} has label {outside[0]} in its {split} split, outside the "
                 f"model's {model.n_classes} classes [0, {model.n_classes}); "
                 f"{label_fix}."
             )
