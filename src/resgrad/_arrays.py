@@ -132,7 +132,7 @@ def check_labels(xp: Any, y: Array, n: int, classes: int, name: str = "y") -> No
             f"Expected {name} of shape ({n},), one label per row of x, got "
             f"shape {tuple(y.shape)}."
         )
-    if getattr(y.dtype, "kind", "") in "USO":
+    if getattr(y.dtype, "kind", None) in ("U", "S", "O"):
         raise TypeError(
             f"Expected integer class labels in {name}, got dtype {y.dtype}; "
             f"number the classes 0..k-1, e.g. classes, {name} = "
