@@ -357,6 +357,24 @@ def test_cli_writes_table_and_figures(files, capsys):
     ]
 
 
+def test_cli_report_records_settings(files, capsys):
+    folder, data, model_path = files
+    out = folder / "report"
+    argv = ["attack", "--model", str(model_path), "--data", str(data)]
+    argv += ["--method", "fgsm", "--eps", "0.1", "--out", str(out), "--limit", "5"]
+    assert main([*argv, "--no-progress"]) == 0
+    context = json.loads((out / "robustness.json").read_text())["context"]
+    assert context["model"] == str(model_path)
+    assert context["data"] == str(data)
+    assert context["test samples attacked"] == "5 (test size 0.25, split seed 0)"
+    assert context["eps"].endswith("inputs lie in [0, 1]")
+    report = (out / "robustness.md").read_text()
+    assert report.startswith("# Robust accuracy\n\n- model: ")
+    assert f"- data: {data}\n" in report
+    assert "including samples misclassified before it" in report
+    assert "- fgsm: one step of eps\n" in report
+
+
 @pytest.mark.parametrize(
     "methods, pgd_l2_named", [(["fgsm", "pgd"], False), (["fgsm", "pgd_l2"], True)]
 )

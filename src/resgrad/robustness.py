@@ -434,20 +434,53 @@ def to_csv(table: RobustnessTable) -> str:
     return buffer.getvalue()
 
 
-def to_json(table: RobustnessTable) -> str:
-    """Return the rows and the default parameters of each method as JSON."""
-    payload = {
-        "bounds": list(table.bounds),
-        "parameters": {method: PARAMETER_NOTES[method] for method in table.methods},
-        "rows": table.to_dicts(),
-    }
+def to_json(table: RobustnessTable, context: dict[str, Any] | None = None) -> str:
+    """Return the rows and the default parameters of each method as JSON,
+    after ``context``, the settings that produced them, when given."""
+    payload = {} if context is None else {"context": context}
+    payload.update(
+        {
+            "bounds": list(table.bounds),
+            "parameters": {method: PARAMETER_NOTES[method] for method in table.methods},
+            "rows": table.to_dicts(),
+        }
+    )
     return json.dumps(payload, indent=2, allow_nan=True) + "\n"
 
 
+# The meaning of each column of the Markdown table, printed below it.
+COLUMN_NOTES = (
+    "clean acc. and robust acc.: the accuracy on the samples before and after "
+    "the attack; success: the fraction of samples that the attack leaves "
+    "misclassified (for a targeted attack, classified as the target), "
+    "including samples misclassified before it; L-inf, L2 and L0: the size "
+    "of the perturbation in the scaled input units, L0 counting the changed "
+    "features."
+)
+
+
+def report_markdown(table: RobustnessTable, context: dict[str, Any]) -> str:
+    """Return the Markdown report: ``context`` (setting: value) as a list,
+    the table, what its columns measure and each method's parameters."""
+    lines = ["# Robust accuracy", ""]
+    lines += [f"- {name}: {value}" for name, value in context.items()]
+    lines += ["", to_markdown(table), COLUMN_NOTES, "", "Parameters:", ""]
+    lines += [f"- {method}: {PARAMETER_NOTES[method]}" for method in table.methods]
+    return "\n".join(lines) + "\n"
+
+
 def write_table(
-    table: RobustnessTable, folder: str | Path, stem: str = "robustness"
+    table: RobustnessTable,
+    folder: str | Path,
+    stem: str = "robustness",
+    context: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.json`` into ``folder``.
+
+    ``context`` maps setting names, such as the model and data files, to
+    values. With it, the Markdown file is a report: the settings, the table,
+    its column notes and the parameters. The JSON file then records the
+    settings too.
 
     Each file is written to a temporary name and renamed, so none is left
     half written. Returns the paths written.
@@ -456,11 +489,14 @@ def write_table(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    markdown = (
+        to_markdown(table) if context is None else report_markdown(table, context)
+    )
     paths = []
     for suffix, text in (
-        ("md", to_markdown(table)),
+        ("md", markdown),
         ("csv", to_csv(table)),
-        ("json", to_json(table)),
+        ("json", to_json(table, context)),
     ):
         path = folder / f"{stem}.{suffix}"
         write_atomic(path, text)

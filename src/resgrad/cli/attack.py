@@ -124,20 +124,47 @@ def run_attack(args: argparse.Namespace) -> int:
     table = evaluate(
         model, x, y, methods, eps_values, args.seed, progress, bounds=data.bounds
     )
+    context = attack_context(args, data, len(y))
     with writing_into(out):
-        paths = write_outputs(table, out, data.image_shape)
+        paths = write_outputs(table, out, data.image_shape, context)
     print(summary(table))
     print(f"wrote {', '.join(str(path) for path in paths)}")
     return 0
 
 
+def attack_context(args: argparse.Namespace, data: Any, samples: int) -> dict:
+    """Return the settings of an attack run, which the reports record."""
+    from datetime import datetime, timezone
+
+    from .. import __version__
+
+    lo, hi = data.bounds
+    source = "the digits" if args.data is None else str(Path(args.data).resolve())
+    if args.labels is not None:
+        source += f" with labels {Path(args.labels).resolve()}"
+    return {
+        "model": str(Path(args.model).resolve()),
+        "data": source,
+        "test samples attacked": f"{samples} (test size {args.test_size:g}, split "
+        f"seed {args.split_seed})",
+        "eps": f"L-inf radius in the scaled input units; inputs lie in "
+        f"[{lo:g}, {hi:g}]",
+        "seed": args.seed,
+        "written": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by resgrad "
+        f"{__version__}",
+    }
+
+
 def write_outputs(
-    table: Any, out: Path, image_shape: tuple[int, int] | None
+    table: Any,
+    out: Path,
+    image_shape: tuple[int, int] | None,
+    context: dict | None = None,
 ) -> list[Path]:
     """Write the table files and both figures into ``out``; return their paths."""
     from ..robustness import plot_examples, plot_robust_accuracy, write_table
 
-    paths = write_table(table, out)
+    paths = write_table(table, out, context=context)
     paths.append(plot_robust_accuracy(table, out / ACCURACY_FIGURE))
     paths.append(plot_examples(table, out / EXAMPLES_FIGURE, image_shape))
     return paths
