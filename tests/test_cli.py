@@ -879,6 +879,37 @@ def test_train_prints_data_sizes_first(tmp_path, capsys):
     )
 
 
+def test_reordered_csv_columns_are_an_error(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.random((60, 3)), np.arange(60) % 3])
+    header = "alcohol,ash,hue,target"
+    data = tmp_path / "wine.csv"
+    np.savetxt(data, rows, delimiter=",", header=header, comments="")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    columns = resgrad.read_metadata(model)["training"]["columns"]
+    assert columns == ["alcohol", "ash", "hue", "target"]
+
+    reordered = tmp_path / "reordered.csv"
+    np.savetxt(
+        reordered,
+        rows[:, [2, 1, 0, 3]],
+        delimiter=",",
+        header="hue,ash,alcohol,target",
+        comments="",
+    )
+    capsys.readouterr()
+    argv = ["evaluate", "--model", str(model), "--data", str(reordered)]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert "column 0 (counted from 0) is 'hue' here and 'alcohol' there" in lines[0]
+    # The same columns in the same order pass.
+    copy = tmp_path / "copy.csv"
+    copy.write_text(data.read_text())
+    assert main(["evaluate", "--model", str(model), "--data", str(copy)]) == 0
+
+
 def test_evaluate_defaults_to_training_data(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     evaluate = ["evaluate", "--model", str(model), "--json"]

@@ -1211,6 +1211,20 @@ def test_csv_label_column_counts_after_row_names(tmp_path):
     assert np.array_equal(y, [0, 1])
 
 
+@pytest.mark.parametrize(
+    "text, columns",
+    [
+        ('"","a","b","label"\n"1",0.5,1,0\n', ["a", "b", "label"]),
+        ("0,1,2\n0.5,1,0\n", ["0", "1", "2"]),
+        ("0.5,1,0\n0.25,2,1\n", None),
+    ],
+)
+def test_csv_columns(tmp_path, text, columns):
+    path = tmp_path / "table.csv"
+    path.write_text(text)
+    assert data.csv_columns(path) == columns
+
+
 def test_csv_row_names_and_bad_field(tmp_path):
     path = tmp_path / "named.csv"
     path.write_text(",a,b,label\n0,0.5,1,0\n1,2,x,1\n")

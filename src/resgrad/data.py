@@ -484,12 +484,7 @@ def load_csv(
             f"last column, got {label_column!r}."
         )
     path = _existing_file(path)
-    first_line = _first_line(path)
-    fields = first_line.split(",")
-    named_rows = len(fields) > 1 and _unquote(fields[0]) == "" and header is not False
-    first = int(named_rows)
-    has_header = _detect_header(fields[first:], header, path, first)
-    first = first if has_header else 0
+    fields, first, has_header = _header_of(path, header)
     table = _read_table(path, int(has_header), first, len(fields))
     width = table.shape[1]
     names = len(fields) - first
@@ -523,6 +518,29 @@ def load_csv(
         if hint is None:
             raise
         raise ValueError(f"{str(error).rstrip('.')}. {hint}") from error
+
+
+def _header_of(path: Path, header: bool | str) -> tuple[list[str], int, bool]:
+    """Return the fields of the first row of the CSV file ``path``, the
+    number of row-name columns before the data (0 or 1), and whether that
+    row is a header (``header`` as for ``load_csv``)."""
+    fields = _first_line(path).split(",")
+    named_rows = len(fields) > 1 and _unquote(fields[0]) == "" and header is not False
+    first = int(named_rows)
+    has_header = _detect_header(fields[first:], header, path, first)
+    return fields, first if has_header else 0, has_header
+
+
+def csv_columns(path: PathLike) -> list[str] | None:
+    """Return the column names in the header of the CSV file ``path``, after
+    any row-name column, or ``None`` for a file without a header.
+
+    ``resgrad train`` records them, so that later commands can reject a file
+    whose columns are named or ordered otherwise.
+    """
+    path = _existing_file(path)
+    fields, first, has_header = _header_of(path, "auto")
+    return [_unquote(name) for name in fields[first:]] if has_header else None
 
 
 # Header names that mark the label column of a CSV file.

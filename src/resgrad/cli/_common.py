@@ -264,9 +264,36 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             f"{str(error).rstrip('.')}. The model was trained with {trained_on}."
         ) from error
     _warn_on_other_split(args, training, data)
+    _check_columns(args, training)
     if model is not None:
         _check_fits(data, model, None if same else trained_on, args.data)
     return data
+
+
+def _check_columns(args: Any, training: dict) -> None:
+    """Raise ``ValueError`` if the header of a CSV ``--data`` names other
+    columns, or the same in another order, than the CSV that trained the
+    model, as its file records them."""
+    from ..data import csv_columns, file_kind
+
+    recorded = training.get("columns")
+    path = data_file(args.data)
+    if recorded is None or path is None or file_kind(path) != "csv":
+        return
+    columns = csv_columns(path)
+    if columns is None or columns == recorded:
+        return
+    index = next(
+        (i for i, pair in enumerate(zip(columns, recorded)) if pair[0] != pair[1]),
+        min(len(columns), len(recorded)),
+    )
+    here = repr(columns[index]) if index < len(columns) else "missing"
+    there = repr(recorded[index]) if index < len(recorded) else "absent"
+    raise ValueError(
+        f"The header of {path} differs from that of the CSV the model was "
+        f"trained on: column {index} (counted from 0) is {here} here and "
+        f"{there} there. Pass the columns of the training data in their order."
+    )
 
 
 def _use_training_data(args: Any, training: dict, trained_on: str) -> None:

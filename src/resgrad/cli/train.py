@@ -357,6 +357,8 @@ def training_metadata(
 ) -> dict:
     """Return what a model file records about how it was trained, and the
     scaling of its data, which later commands apply to theirs."""
+    from ..data import csv_columns, file_kind
+
     options = ("widths", "hidden", "activation", "shortcut", "init", "optimizer", "lr")
     options += ("epochs", "batch_size", "patience", "validation", "seed", "data")
     options += ("label_column", "test_size", "split_seed")
@@ -365,6 +367,10 @@ def training_metadata(
     for name in ("data", "labels"):
         path = data_file(getattr(args, name))
         training[name] = getattr(args, name) if path is None else str(path.resolve())
+    path = data_file(args.data)
+    if path is not None and file_kind(path) == "csv":
+        # Later commands reject a CSV whose header differs (see load_dataset).
+        training["columns"] = csv_columns(path)
     # Later commands compare the digest to tell whether they split the same
     # rows (see load_dataset).
     training["data_sha256"] = data.digest
