@@ -287,12 +287,12 @@ def _check_columns(args: Any, training: dict) -> None:
         (i for i, pair in enumerate(zip(columns, recorded)) if pair[0] != pair[1]),
         min(len(columns), len(recorded)),
     )
-    here = repr(columns[index]) if index < len(columns) else "missing"
-    there = repr(recorded[index]) if index < len(recorded) else "absent"
+    given = repr(columns[index]) if index < len(columns) else "missing"
+    trained = repr(recorded[index]) if index < len(recorded) else "absent"
     raise ValueError(
         f"The header of {path} differs from that of the CSV the model was "
-        f"trained on: column {index} (counted from 0) is {here} here and "
-        f"{there} there. Pass the columns of the training data in their order."
+        f"trained on: column {index} (counted from 0) is {given} here and "
+        f"{trained} there. Pass the columns of the training data in their order."
     )
 
 
