@@ -879,6 +879,23 @@ def test_train_prints_data_sizes_first(tmp_path, capsys):
     )
 
 
+def test_clipping_other_data_warns(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
+    evaluate = ["evaluate", "--model", str(model)]
+    assert main([*evaluate, "--data", str(data)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    # Column 0 in other units: 1000 times the training values.
+    with np.load(data) as archive:
+        x, y = archive["X"].copy(), archive["y"]
+    x[:, 0] *= 1000
+    other = tmp_path / "units.npz"
+    np.savez(other, X=x, y=y)
+    assert main([*evaluate, "--data", str(other)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: most values of feature(s) 0 (counted from 0)" in err
+    assert "check that those columns have the units and order" in err
+
+
 def test_reordered_csv_columns_are_an_error(tmp_path, capsys):
     rng = np.random.default_rng(0)
     rows = np.column_stack([rng.random((60, 3)), np.arange(60) % 3])

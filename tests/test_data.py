@@ -1230,3 +1230,14 @@ def test_csv_row_names_and_bad_field(tmp_path):
     path.write_text(",a,b,label\n0,0.5,1,0\n1,2,x,1\n")
     with pytest.raises(ValueError, match=r"line 3 \(counted from 1\), field 2 "):
         load_csv(path)
+
+
+def test_given_scaling_counts_clipped_values(tmp_path):
+    path = tmp_path / "rows.npz"
+    x = np.array([[0.0, 10.0], [1.0, 20.0], [2.0, 30.0], [3.0, 40.0]])
+    np.savez(path, X=x, y=np.array([0, 1, 0, 1]))
+    scaling = {"offset": [0.0, 10.0], "scale": [2.0, 10.0]}
+    dataset = load_data(path, scaling=scaling, test_size=0.5)
+    # Column 0 maps 3 to 1.5 and column 1 maps 30 and 40 to 2 and 3.
+    assert dataset.clipped.tolist() == [1, 2]
+    assert load_data(path, test_size=0.5).clipped is None

@@ -95,6 +95,10 @@ class Dataset:
         digest: the SHA-256 digest, in hexadecimal, of the rows as read,
             before the split and the scaling. Two loads of the same rows
             give the same digest, whatever the file's name or format.
+        clipped: for a ``scaling`` passed to ``load_data``, the number of
+            values of each feature, in both parts, that the map put outside
+            ``[0, 1]`` and that were clipped into it, of shape ``(d,)``;
+            ``None`` for the other ways of scaling.
     """
 
     x_train: np.ndarray
@@ -107,6 +111,7 @@ class Dataset:
     bounds: tuple[float, float]
     scaling: dict[str, Any] | None = None
     digest: str | None = None
+    clipped: np.ndarray | None = None
 
     @property
     def n_features(self) -> int:
@@ -1139,10 +1144,12 @@ def _make_dataset(
             "at least two rows in some class."
         )
     bounds = (0.0, 1.0)
+    clipped = None
     if scaling is not None:
         offset, span, prescale = _scaling_arrays(scaling, x.shape[1], name)
-        x_train = _apply_scaling(x_train, offset, span, prescale)
-        x_test = _apply_scaling(x_test, offset, span, prescale)
+        x_train, clipped_train = _apply_scaling(x_train, offset, span, prescale)
+        x_test, clipped_test = _apply_scaling(x_test, offset, span, prescale)
+        clipped = clipped_train + clipped_test
     elif divisor is not None:
         x_train, x_test = x_train / divisor, x_test / divisor
         scaling = {"offset": 0.0, "scale": float(divisor)}
@@ -1166,6 +1173,7 @@ def _make_dataset(
         bounds=bounds,
         scaling=scaling,
         digest=_rows_digest(x, y),
+        clipped=clipped,
     )
 
 
@@ -1207,16 +1215,17 @@ def _min_max_scale(
     span = np.where(span > 0, span, 1.0)
     # The training part maps into [0, 1] exactly, so its clip changes nothing.
     applied = prescale if halved else None
-    train = _apply_scaling(x_train, low, span, applied)
-    test = _apply_scaling(x_test, low, span, applied)
+    train, _ = _apply_scaling(x_train, low, span, applied)
+    test, _ = _apply_scaling(x_test, low, span, applied)
     return train, test, low, span, prescale
 
 
 def _apply_scaling(
     x: np.ndarray, offset: Any, span: Any, prescale: np.ndarray | None
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Return ``(x * prescale - offset) / span`` clipped into ``[0, 1]``, with
-    no prescale when it is ``None``.
+    no prescale when it is ``None``, and the number of values clipped in
+    each column.
 
     Values far outside the range of the map overflow to +-inf, which the
     clip maps to the edges of the box, as it does any outlier.
@@ -1224,7 +1233,9 @@ def _apply_scaling(
     if prescale is not None:
         x = x * prescale
     with np.errstate(over="ignore"):
-        return np.clip((x - offset) / span, 0.0, 1.0)
+        scaled = (x - offset) / span
+    clipped = np.count_nonzero((scaled < 0.0) | (scaled > 1.0), axis=0)
+    return np.clip(scaled, 0.0, 1.0, out=scaled), clipped
 
 
 def _scaling_arrays(

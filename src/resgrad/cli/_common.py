@@ -267,6 +267,7 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     _check_columns(args, training)
     if model is not None:
         _check_fits(data, model, None if same else trained_on, args.data)
+        _warn_on_clipping(args, training, data)
     return data
 
 
@@ -373,6 +374,31 @@ def _warn_on_other_split(args: Any, training: dict, data: Any) -> None:
         f"{args.test_size} --split-seed {args.split_seed} contains training rows; "
         f"pass --test-size {training['test_size']} --split-seed "
         f"{training['split_seed']} to measure on unseen rows.",
+        file=sys.stderr,
+    )
+
+
+def _warn_on_clipping(args: Any, training: dict, data: Any) -> None:
+    """Warn about the features of which the model's scaling clipped more than
+    half the values, which then mostly lie outside the training range, as
+    a column in other units does.
+
+    New rows of the training data's kind put a few values beyond the range
+    of the training part, so fewer clipped values are no sign of a problem.
+    """
+    if data.clipped is None or _same_data(args, training, data):
+        return
+    rows = len(data.y_train) + len(data.y_test)
+    (features,) = (2 * data.clipped > rows).nonzero()
+    if features.size == 0:
+        return
+    shown = ", ".join(str(index) for index in features[:10])
+    more = f" and {features.size - 10} more" if features.size > 10 else ""
+    print(
+        f"resgrad {args.command}: warning: most values of feature(s) {shown}"
+        f"{more} (counted from 0) of --data lie outside the range of the "
+        "training data and were clipped to it; check that those columns have "
+        "the units and order of the training data.",
         file=sys.stderr,
     )
 
