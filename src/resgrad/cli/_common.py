@@ -237,8 +237,8 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
         args.test_size = training.get("test_size", TEST_SIZE)
     if args.split_seed is None:
         args.split_seed = training.get("split_seed", SPLIT_SEED)
-    # The files that trained the model, named in errors when they are not
-    # the data given.
+    # Whether --data names the training files; errors name those files
+    # when it does not.
     same = _same_source(training.get("data"), args.data)
     try:
         data = load_data(
@@ -288,12 +288,12 @@ def _check_columns(args: Any, training: dict) -> None:
         (i for i, pair in enumerate(zip(columns, recorded)) if pair[0] != pair[1]),
         min(len(columns), len(recorded)),
     )
-    given = repr(columns[index]) if index < len(columns) else "missing"
-    trained = repr(recorded[index]) if index < len(recorded) else "absent"
+    found = repr(columns[index]) if index < len(columns) else "missing"
+    expected = repr(recorded[index]) if index < len(recorded) else "absent"
     raise ValueError(
         f"The header of {path} differs from that of the CSV the model was "
-        f"trained on: column {index} (counted from 0) is {given} here and "
-        f"{trained} there. Pass the columns of the training data in their order."
+        f"trained on: column {index} (counted from 0) is {found} here and "
+        f"{expected} there. Pass the columns of the training data in their order."
     )
 
 
@@ -392,10 +392,10 @@ def _warn_on_clipping(args: Any, training: dict, data: Any) -> None:
     (features,) = (2 * data.clipped > rows).nonzero()
     if features.size == 0:
         return
-    shown = ", ".join(str(index) for index in features[:10])
+    listed = ", ".join(str(index) for index in features[:10])
     more = f" and {features.size - 10} more" if features.size > 10 else ""
     print(
-        f"resgrad {args.command}: warning: most values of feature(s) {shown}"
+        f"resgrad {args.command}: warning: most values of feature(s) {listed}"
         f"{more} (counted from 0) of --data lie outside the range of the "
         "training data and were clipped to it; check that those columns have "
         "the units and order of the training data.",
