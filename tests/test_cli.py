@@ -932,6 +932,9 @@ def test_evaluate_defaults_to_training_data(tmp_path, capsys):
     evaluate = ["evaluate", "--model", str(model), "--json"]
     assert main([*evaluate, "--data", str(data)]) == 0
     given = json.loads(capsys.readouterr().out)
+    assert given["model"] == str(model)
+    assert given["data"] == str(data)
+    assert (given["test_size"], given["split_seed"], given["samples"]) == (0.25, 0, 15)
     assert main(evaluate) == 0
     assert json.loads(capsys.readouterr().out) == given
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -38,9 +39,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     x_test = np.asarray(data.x_test, dtype=model.dtype)
     figures = evaluate(model, x_test, data.y_test)
     if args.json:
-        print(json.dumps(figures, indent=2))
+        # The settings first, so that a saved file says what it measured.
+        source = "digits" if args.data is None else str(Path(args.data).resolve())
+        report = {
+            "model": str(Path(args.model).resolve()),
+            "data": source,
+            "labels": None if args.labels is None else str(Path(args.labels).resolve()),
+            "test_size": args.test_size,
+            "split_seed": args.split_seed,
+            "samples": len(data.y_test),
+            **figures,
+        }
+        print(json.dumps(report, indent=2))
         return 0
     print(f"test samples: {len(data.y_test)}")
-    print(f"test loss:     {figures['loss']:.4f}")
+    # Four significant digits, so that a loss of a well-fitted model does not
+    # print as 0.0000.
+    print(f"test loss:     {figures['loss']:.4g}")
     print(f"test accuracy: {figures['accuracy']:.4f}")
     return 0
