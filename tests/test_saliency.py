@@ -762,6 +762,12 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
     argv += ["--check-samples", "6", "--random-orders", "2", "--no-progress"]
     assert run_cli(argv) == 0
     report = json.loads((out / "saliency.json").read_text())
+    assert report["model"] == str(path)
+    assert (report["data"], report["test_size"], report["split_seed"]) == (
+        "digits",
+        0.25,
+        0,
+    )
     for name in report["files"]:
         assert (out / name).stat().st_size > 0
     assert "saliency_sample_3.png" in report["files"]

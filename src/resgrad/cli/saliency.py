@@ -498,8 +498,10 @@ def draw_samples(
     ]
     files = [name for name, _ in figures]
     summary = {
-        "model": str(args.model),
-        "data": data.name,
+        "model": str(Path(args.model).resolve()),
+        "data": "digits" if args.data is None else str(Path(args.data).resolve()),
+        "test_size": args.test_size,
+        "split_seed": args.split_seed,
         "methods": methods,
         "classes": classes,
         "absolute": args.absolute,
