@@ -299,6 +299,24 @@ def test_plots_are_png(table, tmp_path):
     ]
 
 
+def test_short_rows_draw_as_bars(monkeypatch, tmp_path):
+    model = resgrad.ResidualMLP.init([6, 8, CLASSES], seed=0)
+    x = np.random.default_rng(0).uniform(0.0, 1.0, size=(4, 6))
+    y = np.arange(4) % CLASSES
+    table = robustness.evaluate(model, x, y, ["fgsm"], [0.1], seed=0)
+    figures = []
+    monkeypatch.setattr(
+        robustness, "_save", lambda figure, path: figures.append(figure)
+    )
+    robustness.plot_examples(table, tmp_path / "bars.png")
+    clean, fgsm = np.asarray(figures[0].axes).reshape(2, -1)[:, 0]
+    assert not clean.images
+    assert [bar.get_height() for bar in clean.patches] == pytest.approx(table.x[0])
+    change = table.examples[("fgsm", 0.1)].x_adv[0] - table.x[0]
+    assert [bar.get_height() for bar in fgsm.patches] == pytest.approx(change)
+    assert fgsm.get_ylim() == pytest.approx((-0.1, 0.1))
+
+
 # The command line.
 
 

@@ -948,3 +948,19 @@ def test_cli_parser_registers_handler():
     args = parser.parse_args(["saliency", "--model", __file__])
     assert args.handler is saliency_cli.run_saliency
     assert Path(args.model) == Path(__file__)
+
+
+def test_short_rows_draw_maps_as_bars():
+    from resgrad.cli.saliency import sample_figure
+
+    x = np.linspace(0.0, 1.0, 6)
+    maps = {"vanilla": np.array([[1.0, -2.0, 0.5, 0.0, 3.0, -1.0]])}
+    figure = sample_figure(x, maps, [0], 0, None, "six features")
+    axes = figure.axes
+    assert not axes[0].images
+    assert [bar.get_height() for bar in axes[0].patches] == pytest.approx(x)
+    assert [bar.get_height() for bar in axes[1].patches] == pytest.approx(
+        maps["vanilla"][0]
+    )
+    # The map's axis is symmetric about 0, on the scale of its colour bar.
+    assert axes[1].get_ylim() == pytest.approx((-3.0, 3.0))

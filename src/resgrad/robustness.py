@@ -615,26 +615,61 @@ def plot_examples(
             if c >= count:
                 axes.axis("off")
                 continue
-            axes.imshow(
-                as_image(inputs[c], shape),
-                cmap="gray_r",
-                vmin=lo,
-                vmax=hi,
-                aspect="auto" if shape is None else "equal",
-            )
+            if shape is not None:
+                axes.imshow(
+                    as_image(inputs[c], shape),
+                    cmap="gray_r",
+                    vmin=lo,
+                    vmax=hi,
+                    aspect="equal",
+                )
+            else:
+                if r == 0:
+                    _feature_bars(axes, np.asarray(table.x[c]), (lo, hi))
+                else:
+                    change = np.asarray(inputs[c]) - np.asarray(table.x[c])
+                    _feature_bars(axes, change, (-eps, eps), signed=True)
+                if c == 0:
+                    # The first column carries the scale that its row shares.
+                    axes.set_yticks(axes.get_ylim())
+                    axes.tick_params(labelsize=6)
             truth, guess = int(table.y[c]), int(predictions[c])
             title = f"y={truth} p={guess}" if r == 0 else f"p={guess}"
             axes.set_title(
                 title, fontsize=8, color="black" if guess == truth else "red"
             )
         grid[r, 0].set_ylabel(label, fontsize=8)
+    bars = ""
+    if shape is None:
+        bars = (
+            "\nbars: the features of the clean input, and the change "
+            "x_adv - x for each method"
+        )
     figure.suptitle(
         f"adversarial examples at eps = {eps:g}\n"
-        "y: label, p: predicted class, red where p differs from y",
+        f"y: label, p: predicted class, red where p differs from y{bars}",
         fontsize=9,
     )
     figure.tight_layout()
     return _save(figure, path)
+
+
+def _feature_bars(
+    axes: Any, values: np.ndarray, limits: tuple[float, float], signed: bool = False
+) -> None:
+    """Draw one short non-image row as one bar per feature, with the y axis
+    over ``limits``; ``signed`` colours rises red and falls blue."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    colour: Any = "0.4"
+    if signed:
+        colour = np.where(values >= 0, "tab:red", "tab:blue")
+    axes.bar(np.arange(values.size), values, width=0.8, color=colour)
+    low, high = limits
+    if not high > low:
+        # eps = 0 changes nothing, and the axis still needs a height.
+        low, high = -1.0, 1.0
+    axes.set_ylim(low, high)
+    axes.axhline(0.0, color="0.7", linewidth=0.5)
 
 
 def _pyplot():

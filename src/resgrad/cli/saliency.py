@@ -622,10 +622,31 @@ def _finite(value: Any) -> Any:
 
 
 def _show(ax, row, image_shape, cmap, norm) -> Any:
-    """Draw one row as an image, its shape taken from ``display_shape``."""
+    """Draw one row as an image, its shape taken from ``display_shape``, or,
+    for a short row that is no image, as one bar per feature. Returns what
+    a colour bar can be drawn for."""
+    from matplotlib.cm import ScalarMappable
+
     from ..robustness import as_image, display_shape
 
     shape = display_shape(image_shape, int(np.size(row)))
+    if shape is None:
+        values = np.asarray(row, dtype=np.float64).reshape(-1)
+        mappable = ScalarMappable(norm=norm, cmap=cmap)
+        if norm is None:
+            # The input: plain bars over its own range and 0.
+            colour: Any = "0.4"
+            limits = (min(0.0, values.min()), max(0.0, values.max()))
+        else:
+            colour = mappable.to_rgba(values)
+            limits = (norm.vmin, norm.vmax)
+        ax.bar(np.arange(values.size), values, width=0.8, color=colour)
+        if limits[1] > limits[0]:
+            ax.set_ylim(*limits)
+        ax.axhline(0.0, color="0.7", linewidth=0.5)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return mappable
     image = ax.imshow(
         as_image(row, shape),
         cmap=cmap,
@@ -667,7 +688,7 @@ def sample_figure(
     rows, columns = len(maps), len(classes) + 1
     strip = display_shape(image_shape, int(np.size(x))) is None
     size = 2.0 if strip else 1.15
-    height = 0.6 if strip else size
+    height = 1.0 if strip else size
     figure, axes = plt.subplots(
         rows,
         columns,
@@ -727,7 +748,7 @@ def method_grid_figure(
     figure, axes = plt.subplots(
         rows,
         columns,
-        figsize=(size * columns, (0.6 if strip else size) * rows + 1.0),
+        figsize=(size * columns, (1.0 if strip else size) * rows + 1.0),
         squeeze=False,
         layout="constrained",
     )
