@@ -317,6 +317,17 @@ def test_short_rows_draw_as_bars(monkeypatch, tmp_path):
     assert fgsm.get_ylim() == pytest.approx((-0.1, 0.1))
 
 
+def test_accuracy_plot_title(table, monkeypatch, tmp_path):
+    figures = []
+    monkeypatch.setattr(
+        robustness, "_save", lambda figure, path: figures.append(figure)
+    )
+    robustness.plot_robust_accuracy(table, tmp_path / "a.png", "m.npz on wine")
+    robustness.plot_robust_accuracy(table, tmp_path / "b.png")
+    assert figures[0].axes[0].get_title() == "m.npz on wine"
+    assert figures[1].axes[0].get_title() == ""
+
+
 # The command line.
 
 

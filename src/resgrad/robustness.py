@@ -507,8 +507,11 @@ def write_table(
 # Figures.
 
 
-def plot_robust_accuracy(table: RobustnessTable, path: str | Path) -> Path:
-    """Draw robust accuracy against eps, one line per method, as a PNG at ``path``.
+def plot_robust_accuracy(
+    table: RobustnessTable, path: str | Path, title: str | None = None
+) -> Path:
+    """Draw robust accuracy against eps, one line per method, as a PNG at
+    ``path``, under ``title`` when given.
 
     Every curve starts at eps = 0 with the clean accuracy of the samples that
     method attacked, because every attack returns its input at eps = 0.
@@ -532,6 +535,8 @@ def plot_robust_accuracy(table: RobustnessTable, path: str | Path) -> Path:
     axes.set_ylim(-0.02, 1.02)
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", ncol=2)
+    if title is not None:
+        axes.set_title(title, fontsize=9)
     figure.tight_layout()
     return _save(figure, path)
 

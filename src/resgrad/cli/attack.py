@@ -125,8 +125,9 @@ def run_attack(args: argparse.Namespace) -> int:
         model, x, y, methods, eps_values, args.seed, progress, bounds=data.bounds
     )
     context = attack_context(args, data, len(y))
+    title = f"{Path(args.model).name} on {data.name}, {len(y)} test samples"
     with writing_into(out):
-        paths = write_outputs(table, out, data.image_shape, context)
+        paths = write_outputs(table, out, data.image_shape, context, title)
     print(summary(table))
     print(f"wrote {', '.join(str(path) for path in paths)}")
     return 0
@@ -160,12 +161,15 @@ def write_outputs(
     out: Path,
     image_shape: tuple[int, int] | None,
     context: dict | None = None,
+    title: str | None = None,
 ) -> list[Path]:
-    """Write the table files and both figures into ``out``; return their paths."""
+    """Write the table files and both figures into ``out``, the settings of
+    ``context`` in the tables and ``title`` over the accuracy plot; return
+    their paths."""
     from ..robustness import plot_examples, plot_robust_accuracy, write_table
 
     paths = write_table(table, out, context=context)
-    paths.append(plot_robust_accuracy(table, out / ACCURACY_FIGURE))
+    paths.append(plot_robust_accuracy(table, out / ACCURACY_FIGURE, title))
     paths.append(plot_examples(table, out / EXAMPLES_FIGURE, image_shape))
     return paths
 
@@ -223,7 +227,8 @@ def report_section(ctx: RunContext) -> Section:
         limits=limits,
     )
     out = Path(ctx.out_dir)
-    plot_robust_accuracy(table, out / ACCURACY_FIGURE)
+    title = f"{data.name}, {int(data.y_test.shape[0])} test samples"
+    plot_robust_accuracy(table, out / ACCURACY_FIGURE, title)
     plot_examples(table, out / EXAMPLES_FIGURE, data.image_shape)
     markdown = _section_markdown(table, to_markdown(table), PARAMETER_NOTES, data)
     metrics = {
