@@ -484,7 +484,13 @@ def _norms_figure(results, width):
                 ax.set_title(f"{arch}, width {width}")
             else:
                 ax.set_xlabel("block $l$")
-    axes[0, 0].legend(fontsize=8)
+    axes[0, 0].legend(fontsize=8, title="blocks", title_fontsize=8)
+    figure.suptitle(
+        "gradient norms per block, networks of L blocks: lines are the root "
+        "mean square over seeds and samples,\nbands the range of the seeds' "
+        "own values (the legend holds for every panel)",
+        fontsize=9,
+    )
     figure.tight_layout()
     return figure
 
