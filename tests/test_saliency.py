@@ -964,3 +964,14 @@ def test_short_rows_draw_maps_as_bars():
     )
     # The map's axis is symmetric about 0, on the scale of its colour bar.
     assert axes[1].get_ylim() == pytest.approx((-3.0, 3.0))
+
+
+def test_deletion_figure_names_baseline_and_class(model, x):
+    from resgrad.cli.saliency import deletion_figure
+
+    maps = saliency.vanilla(model, x, 0)
+    curve = saliency.deletion_curve(model, x, maps, 0, baseline=0.25)
+    checks = {"deletion": {"vanilla": (curve, "value")}, "baseline": 0.25}
+    axes = deletion_figure(checks).axes[0]
+    assert "features set to 0.25, the lower end of the box" in axes.get_xlabel()
+    assert axes.get_ylabel() == "logit of the predicted class, mean over samples"

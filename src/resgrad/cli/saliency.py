@@ -542,7 +542,7 @@ def run_checks(model, x, methods, options, bounds, args, progress) -> dict:
     """Run the randomisation check and the deletion curve for every method."""
     from ..saliency import deletion_curve, randomization_check, saliency_map
 
-    checks = {"randomization": {}, "deletion": {}}
+    checks = {"randomization": {}, "deletion": {}, "baseline": float(bounds[0])}
     for method in progress(methods, desc="checks", total=len(methods)):
         method_opts = options.get(method, {})
         checks["randomization"][method] = randomization_check(
@@ -851,9 +851,16 @@ def deletion_figure(checks: dict) -> Any:
     random_mean = random_curve.random_scores.mean(axis=0)
     random_label = f"random order (AUC {np.mean(random_curve.random_auc):.3g})"
     ax.plot(random_curve.fractions, random_mean, "k--", label=random_label)
-    ax.set_xlabel("fraction of features removed (most salient first)")
-    ax.set_ylabel("class logit, mean over samples")
-    ax.set_title("deletion curve: a lower curve means a better ranking", fontsize=9)
+    ax.set_xlabel(
+        f"fraction of features set to {checks['baseline']:g}, the lower end of "
+        "the box (most salient first)"
+    )
+    ax.set_ylabel("logit of the predicted class, mean over samples")
+    ax.set_title(
+        "deletion curve: a lower curve, and a smaller area under it (AUC, "
+        "negative\nwhere the logit is), means a better ranking",
+        fontsize=9,
+    )
     ax.legend(fontsize=7)
     return figure
 
@@ -907,7 +914,7 @@ def report_section(ctx: RunContext) -> Section:
 
     ig = integrated_gradients(model, x, **options["integrated_gradients"])
     relative_gap = np.asarray(ig.relative_gap)
-    checks = {"randomization": {}, "deletion": {}}
+    checks = {"randomization": {}, "deletion": {}, "baseline": float(lo)}
     for method in ctx.progress(REPORT_METHODS, desc="saliency checks"):
         method_opts = options.get(method, {})
         checks["randomization"][method] = randomization_check(
