@@ -969,7 +969,7 @@ def test_short_rows_draw_maps_as_bars():
 def test_deletion_figure_names_baseline_and_class(model, x):
     from resgrad.cli.saliency import deletion_figure
 
-    maps = saliency.vanilla(model, x, 0)
+    maps = saliency.vanilla_gradient(model, x, 0)
     curve = saliency.deletion_curve(model, x, maps, 0, baseline=0.25)
     checks = {"deletion": {"vanilla": (curve, "value")}, "baseline": 0.25}
     axes = deletion_figure(checks).axes[0]
