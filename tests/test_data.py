@@ -484,13 +484,25 @@ def test_csv_without_header(tmp_path):
     assert np.array_equal(y, [0, 1])
 
 
-@pytest.mark.parametrize(
-    "first_row",
-    ["0,1,2", "1,2,3", "0,1,label", "x,1,2", '"0","1","2"'],
-)
-def test_csv_column_number_header(tmp_path, first_row):
+# Each case: a CSV text holding the rows 0.5,1 (label 0) and 2,3.25 (label 1)
+# under a header that resgrad must recognise.
+SAME_ROWS = {
+    "column numbers from 0": "0,1,2\n0.5,1,0\n2,3.25,1\n",
+    "column numbers from 1": "1,2,3\n0.5,1,0\n2,3.25,1\n",
+    "numbers and a label name": "0,1,label\n0.5,1,0\n2,3.25,1\n",
+    "name and numbers": "x,1,2\n0.5,1,0\n2,3.25,1\n",
+    "quoted numbers": '"0","1","2"\n0.5,1,0\n2,3.25,1\n',
+    "quoted fields": '"a","b","label"\n"0.5"," 1 ","0"\n"2",3.25,"1"\n',
+    "pandas row names": ",a,b,label\n0,0.5,1,0\n1,2,3.25,1\n",
+    "R row names": '"","a","b","label"\n"1",0.5,1,0\n"2",2,3.25,1\n',
+    "row names and numbers": ",0,1,2\ns1,0.5,1,0\ns2,2,3.25,1\n",
+}
+
+
+@pytest.mark.parametrize("case", list(SAME_ROWS))
+def test_csv_header_forms(tmp_path, case):
     path = tmp_path / "table.csv"
-    path.write_text(f"{first_row}\n0.5,1,0\n2,3.25,1\n")
+    path.write_text(SAME_ROWS[case])
     x, y, _ = load_csv(path)
     assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
     assert np.array_equal(y, [0, 1])
@@ -502,14 +514,6 @@ def test_csv_two_column_numbers_are_data(tmp_path):
     x, y, _ = load_csv(path)
     assert np.array_equal(x, [[0.0], [0.5]])
     assert np.array_equal(y, [1, 0])
-
-
-def test_csv_quoted_fields(tmp_path):
-    path = tmp_path / "table.csv"
-    path.write_text('"a","b","label"\n"0.5"," 1 ","0"\n"2",3.25,"1"\n')
-    x, y, _ = load_csv(path)
-    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
-    assert np.array_equal(y, [0, 1])
 
 
 def test_csv_quoted_first_row_is_data(tmp_path):
@@ -1185,22 +1189,6 @@ def test_csv_label_name_beside_last_column(tmp_path):
         load_data(path)
     assert load_csv(path, label_column=-1)[1].tolist() == [1, 0, 1]
     assert load_csv(path, label_column=1)[1].tolist() == [0, 1, 0]
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        ",a,b,label\n0,0.5,1,0\n1,2,3.25,1\n",
-        '"","a","b","label"\n"1",0.5,1,0\n"2",2,3.25,1\n',
-        ",0,1,2\ns1,0.5,1,0\ns2,2,3.25,1\n",
-    ],
-)
-def test_csv_row_name_column_left_out(tmp_path, text):
-    path = tmp_path / "named.csv"
-    path.write_text(text)
-    x, y, _ = load_csv(path)
-    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
-    assert np.array_equal(y, [0, 1])
 
 
 def test_csv_label_column_counts_after_row_names(tmp_path):
