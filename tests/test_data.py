@@ -1178,6 +1178,21 @@ def test_csv_header_names_label_column(tmp_path):
     assert load_csv(path, label_column=0)[1].tolist() == [0, 1, 0]
 
 
+def test_csv_y_feature_beside_last_label(tmp_path):
+    # "y" names a coordinate as often as a label, so it stops nothing.
+    path = tmp_path / "points.csv"
+    path.write_text("x,y,cls\n0.5,0.25,1\n0.75,0.125,0\n")
+    x, y, _ = load_csv(path)
+    assert np.array_equal(x, [[0.5, 0.25], [0.75, 0.125]])
+    assert np.array_equal(y, [1, 0])
+
+
+def test_label_column_minus_one_fits_any_file(tmp_path):
+    path = tmp_path / "rows.npz"
+    np.savez(path, X=np.random.default_rng(0).random((8, 2)), y=np.arange(8) % 2)
+    assert load_data(path, label_column=-1).n_features == 2
+
+
 def test_csv_label_name_beside_last_column(tmp_path):
     # Both columns hold valid class indices, so only the header tells them
     # apart: the default stops, and an explicit -1 keeps the last column.

@@ -461,8 +461,8 @@ def load_csv(
         label_column: the index of the label column (negative counts from
             the end, so ``-1`` is the last column). ``None`` reads the last
             column, and raises ``ValueError`` when the header names another
-            column ``label``, ``labels``, ``class``, ``target`` or ``y``
-            (in any case), so that a feature is never read as the label.
+            column ``label``, ``labels``, ``class`` or ``target`` (in any
+            case), so that a feature is never read as the label.
         header: ``True`` if the first row contains column names, ``False`` if
             not, or ``"auto"`` to treat the first row as a header when none
             of its fields is a number, or when each of its numbers is its
@@ -510,16 +510,18 @@ def load_csv(
             f"[{-width}, {width})."
         )
     label = label_column % width
-    hint = _label_column_hint(fields[first:] if has_header else [], label)
-    if hint is not None and not chosen:
+    header_names = fields[first:] if has_header else []
+    named = _label_column_hint(header_names, label, LABEL_NAMES)
+    if named is not None and not chosen:
         raise ValueError(
-            f"{path}: {hint[0].lower()}{hint[1:].rstrip('.')}, or "
+            f"{path}: {named[0].lower()}{named[1:].rstrip('.')}, or "
             "--label-column -1 to keep the last column."
         )
     features = np.delete(table, label, axis=1)
     try:
         return _validate_arrays(features, table[:, label], source=path)
     except ValueError as error:
+        hint = _label_column_hint(header_names, label)
         if hint is None:
             raise
         raise ValueError(f"{str(error).rstrip('.')}. {hint}") from error
@@ -548,21 +550,26 @@ def csv_columns(path: PathLike) -> list[str] | None:
     return [_unquote(name) for name in fields[first:]] if has_header else None
 
 
-# Header names that mark the label column of a CSV file.
-LABEL_NAMES = ("label", "labels", "class", "target", "y")
+# Header names that mark the label column of a CSV file. "y" also names a
+# coordinate, so it only explains an error, and never raises one itself.
+LABEL_NAMES = ("label", "labels", "class", "target")
+HINT_NAMES = (*LABEL_NAMES, "y")
 
 
-def _label_column_hint(header: list[str], label: int) -> str | None:
-    """Return a hint naming the header's label column when it is not the
-    column ``label`` that was read, else ``None``."""
-    names = [_unquote(name).lower() for name in header]
-    found = [index for index, name in enumerate(names) if name in LABEL_NAMES]
+def _label_column_hint(
+    header: list[str], label: int, names: tuple[str, ...] = HINT_NAMES
+) -> str | None:
+    """Return a hint naming the header's label column, the first of
+    ``names``, when it is not the column ``label`` that was read, else
+    ``None``."""
+    lowered = [_unquote(name).lower() for name in header]
+    found = [index for index, name in enumerate(lowered) if name in names]
     if not found or label in found:
         return None
     index = found[0]
     return (
         f"Column {label} was read as the label, but the header names column "
-        f"{index} {names[index]!r}: pass --label-column {index} "
+        f"{index} {lowered[index]!r}: pass --label-column {index} "
         f"(label_column={index} in Python)."
     )
 
@@ -1077,7 +1084,7 @@ def load_data(
 def _check_csv_option(label_column: int | None, source: str) -> None:
     """Raise ``ValueError`` if ``label_column`` is set for data that are not
     a CSV file, which ``source`` describes."""
-    if label_column is not None:
+    if label_column not in (None, -1):
         raise ValueError(
             f"label_column={label_column} (--label-column on the command line) "
             f"is only for CSV files, but {source}; leave it unset."

@@ -174,7 +174,7 @@ def add_data_arguments(parser: Any, trained: bool = False) -> None:
         else "the last column"
     )
     default += ", which is an error where the header names another column "
-    default += "label, class, target or y"
+    default += "label, labels, class or target"
     parser.add_argument(
         "--label-column",
         type=_integer,
