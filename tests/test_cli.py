@@ -866,6 +866,21 @@ def test_other_classes_name_the_training_data(tmp_path, capsys):
     assert f"trained with --data {data}, so pass that data again" in lines[0]
 
 
+def test_train_warns_on_number_header(tmp_path, capsys):
+    data = tmp_path / "counts.csv"
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.random((40, 3)), np.arange(40) % 2])
+    np.savetxt(data, rows, delimiter=",", header="0,1,2,3", comments="")
+    train = ["train", "--data", str(data), "--out", str(tmp_path / "m.npz")]
+    status, lines = run_cli(capsys, [*train, "--epochs", "1", "--no-progress"])
+    assert status == 0
+    assert lines == [
+        f"resgrad train: warning: {data}: the first row, 0,1,2,3, was read as "
+        "column names, because its numbers are their own column indices; if it "
+        "is a data row, add a header row of column names above it."
+    ]
+
+
 def test_train_prints_data_sizes_first(tmp_path, capsys):
     data = tmp_path / "d.npz"
     rng = np.random.default_rng(0)

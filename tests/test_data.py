@@ -499,13 +499,65 @@ SAME_ROWS = {
 }
 
 
+# The cases whose header holds numbers alone, which could be a data row.
+AMBIGUOUS_HEADERS = (
+    "column numbers from 0",
+    "column numbers from 1",
+    "quoted numbers",
+    "row names and numbers",
+)
+
+
 @pytest.mark.parametrize("case", list(SAME_ROWS))
 def test_csv_header_forms(tmp_path, case):
     path = tmp_path / "table.csv"
     path.write_text(SAME_ROWS[case])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        x, y, _ = load_csv(path)
+    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
+    assert np.array_equal(y, [0, 1])
+    messages = [str(warning.message) for warning in caught]
+    if case in AMBIGUOUS_HEADERS:
+        assert len(messages) == 1
+        assert "was read as column names, because its numbers" in messages[0]
+    else:
+        assert messages == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "# measured in 2026\na,b,label\n0.5,1,0\n2,3.25,1\n",
+        "\n\na,b,label\n0.5,1,0\n2,3.25,1\n",
+        '"a,b",c,label\n0.5,1,0\n2,3.25,1\n',
+    ],
+)
+def test_csv_header_after_comments_or_with_commas(tmp_path, text):
+    path = tmp_path / "table.csv"
+    path.write_text(text)
     x, y, _ = load_csv(path)
     assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
     assert np.array_equal(y, [0, 1])
+
+
+@pytest.mark.parametrize("header", ["0,label", ",0,label"])
+def test_csv_one_feature_pandas_header(tmp_path, header):
+    path = tmp_path / "one.csv"
+    rows = "0,0.5,0\n1,2,1\n" if header.startswith(",") else "0.5,0\n2,1\n"
+    path.write_text(f"{header}\n{rows}")
+    x, y, _ = load_csv(path)
+    assert np.array_equal(x, [[0.5], [2.0]])
+    assert np.array_equal(y, [0, 1])
+
+
+def test_csv_missing_first_value_is_no_row_name(tmp_path):
+    # Beside row names pandas numbers columns from 0, so ,1,2,3 is a data
+    # row whose first value is missing.
+    path = tmp_path / "gap.csv"
+    path.write_text(",1,2,3\n0.5,0.1,0.2,0\n0.6,0.7,0.8,1\n")
+    with pytest.raises(ValueError, match=r"field 0 \(counted from 0\) is empty"):
+        load_csv(path)
 
 
 def test_csv_two_column_numbers_are_data(tmp_path):

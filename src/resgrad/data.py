@@ -16,6 +16,7 @@ Only NumPy is needed, except for the digits, which need scikit-learn.
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import hashlib
 import math
@@ -489,8 +490,8 @@ def load_csv(
             f"last column, got {label_column!r}."
         )
     path = _existing_file(path)
-    fields, first, has_header = _header_of(path, header)
-    table = _read_table(path, int(has_header), first, len(fields))
+    fields, first, has_header, line = _header_of(path, header)
+    table = _read_table(path, line if has_header else 0, first, len(fields))
     width = table.shape[1]
     names = len(fields) - first
     if has_header and names != width:
@@ -527,15 +528,25 @@ def load_csv(
         raise ValueError(f"{str(error).rstrip('.')}. {hint}") from error
 
 
-def _header_of(path: Path, header: bool | str) -> tuple[list[str], int, bool]:
+def _header_of(path: Path, header: bool | str) -> tuple[list[str], int, bool, int]:
     """Return the fields of the first row of the CSV file ``path``, the
-    number of row-name columns before the data (0 or 1), and whether that
-    row is a header (``header`` as for ``load_csv``)."""
-    fields = _first_line(path).split(",")
+    number of row-name columns before the data (0 or 1), whether that row is
+    a header (``header`` as for ``load_csv``) and its line number, counted
+    from 1 over the blank and comment lines before it."""
+    text, line = _first_line(path)
+    # The csv module keeps a quoted name such as "od280,od315" whole.
+    fields = next(csv.reader([text], skipinitialspace=True))
     named_rows = len(fields) > 1 and _unquote(fields[0]) == "" and header is not False
     first = int(named_rows)
     has_header = _detect_header(fields[first:], header, path, first)
-    return fields, first if has_header else 0, has_header
+    if has_header and header == "auto" and all(map(_is_number, fields[first:])):
+        warnings.warn(
+            f"{path}: the first row, {text}, was read as column names, because "
+            "its numbers are their own column indices; if it is a data row, add "
+            "a header row of column names above it.",
+            stacklevel=3,
+        )
+    return fields, first if has_header else 0, has_header, line
 
 
 def csv_columns(path: PathLike) -> list[str] | None:
@@ -546,7 +557,10 @@ def csv_columns(path: PathLike) -> list[str] | None:
     whose columns are named or ordered otherwise.
     """
     path = _existing_file(path)
-    fields, first, has_header = _header_of(path, "auto")
+    with warnings.catch_warnings():
+        # load_csv warns about the same header when it reads the rows.
+        warnings.simplefilter("ignore")
+        fields, first, has_header, _ = _header_of(path, "auto")
     return [_unquote(name) for name in fields[first:]] if has_header else None
 
 
@@ -574,12 +588,15 @@ def _label_column_hint(
     )
 
 
-def _first_line(path: Path) -> str:
+def _first_line(path: Path) -> tuple[str, int]:
+    """Return the first line of ``path`` that is neither blank nor a ``#``
+    comment, as ``np.loadtxt`` skips them, and its number counted from 1."""
     try:
         with open(path, encoding="utf-8-sig") as file:
-            for line in file:
-                if line.strip():
-                    return line.strip()
+            for number, line in enumerate(file, start=1):
+                text = line.split("#", 1)[0].strip()
+                if text:
+                    return text, number
     except UnicodeDecodeError as error:
         raise ValueError(f"{path} is not a UTF-8 text file: {error}.") from error
     raise ValueError(f"{path} is empty; expected rows of comma-separated numbers.")
@@ -595,7 +612,9 @@ def _detect_header(
     if header != "auto":
         return bool(header)
     text = [index for index, field in enumerate(fields) if not _is_number(field)]
-    if len(text) == len(fields) or _column_indices(fields, text):
+    # pandas numbers the columns from 0 beside an index column.
+    starts = (0,) if first else (0, 1)
+    if len(text) == len(fields) or _column_indices(fields, text, starts):
         return True
     if not text:
         return False
@@ -603,26 +622,31 @@ def _detect_header(
     raise ValueError(
         f"The first row of {path} has both numbers and text: field {index + first} "
         f"(counted from 0) is {fields[index].strip()!r}, and "
-        f"{len(fields) - len(text)} of its {len(fields)} fields are numbers. A "
+        f"{len(fields) - len(text)} of its {len(fields) + first} fields are "
+        "numbers. A "
         "header row names every column and a data row has a number in every "
         "field, so fix that row (in Python, header=True reads it as a header)."
     )
 
 
-def _column_indices(fields: list[str], text: list[int]) -> bool:
-    """Return whether the number fields of a first row of three or more
-    fields are their own column indices, counted from 0 or from 1.
+def _column_indices(
+    fields: list[str], text: list[int], starts: tuple[int, ...] = (0, 1)
+) -> bool:
+    """Return whether the number fields of a first row are their own column
+    indices, counted from one of ``starts``.
 
-    ``text`` lists the indices of the fields that are not numbers.
+    ``text`` lists the indices of the fields that are not numbers. A row of
+    numbers alone needs three or more fields, because a data row of two,
+    such as ``0,1`` (feature 0, label 1), is common.
     """
     skipped = set(text)
     numbers = [index for index in range(len(fields)) if index not in skipped]
-    if len(fields) < 3 or not numbers:
+    if not numbers or (not text and len(fields) < 3):
         return False
     values = [float(_unquote(fields[index])) for index in numbers]
     return any(
         all(value == index + start for value, index in zip(values, numbers))
-        for start in (0, 1)
+        for start in starts
     )
 
 

@@ -10,6 +10,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,14 +242,16 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     # when it does not.
     same = _same_source(training.get("data"), args.data)
     try:
-        data = load_data(
-            args.data,
-            labels=args.labels,
-            label_column=_label_column(args, training),
-            test_size=args.test_size,
-            seed=args.split_seed,
-            scaling=metadata.get("scaling"),
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            data = load_data(
+                args.data,
+                labels=args.labels,
+                label_column=_label_column(args, training),
+                test_size=args.test_size,
+                seed=args.split_seed,
+                scaling=metadata.get("scaling"),
+            )
     except MemoryError as error:
         # The advice that main prints for a MemoryError is about network
         # sizes, so running out of memory on the data gets its own message.
@@ -263,6 +266,8 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
         raise ValueError(
             f"{str(error).rstrip('.')}. The model was trained with {trained_on}."
         ) from error
+    for warning in caught:
+        print(f"resgrad {args.command}: warning: {warning.message}", file=sys.stderr)
     _warn_on_other_split(args, training, data)
     _check_columns(args, training)
     if model is not None:
