@@ -506,6 +506,8 @@ def test_data_frame_input_names_to_numpy(small):
         resgrad.gradients(model, Table(x), y)
     with pytest.raises(TypeError, match=r"\.to_numpy\(\)"):
         resgrad.fit(model, Table(x), y, epochs=1)
+    with pytest.raises(TypeError, match=r"\.to_numpy\(\)"):
+        resgrad.robustness.evaluate(model, Table(x), y, ["fgsm"], [0.1])
 
 
 def test_label_count_mismatch_raises(small):

@@ -317,6 +317,17 @@ def test_short_rows_draw_as_bars(monkeypatch, tmp_path):
     assert fgsm.get_ylim() == pytest.approx((-0.1, 0.1))
 
 
+def test_examples_figure_fits_title_for_one_sample(model, batch, monkeypatch, tmp_path):
+    x, y = batch
+    table = robustness.evaluate(model, x[:1], y[:1], ["fgsm"], [0.1], seed=0)
+    figures = []
+    monkeypatch.setattr(
+        robustness, "_save", lambda figure, path: figures.append(figure)
+    )
+    robustness.plot_examples(table, tmp_path / "one.png")
+    assert figures[0].get_size_inches()[0] >= 6.4
+
+
 def test_accuracy_plot_title(table, monkeypatch, tmp_path):
     figures = []
     monkeypatch.setattr(

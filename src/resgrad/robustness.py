@@ -302,6 +302,9 @@ def evaluate(
     Returns:
         A ``RobustnessTable`` with the methods in the order given.
     """
+    # The namespace check names the fix for lists and DataFrames, which the
+    # slicing below would fail on.
+    _arrays.namespace(x, y)
     names = parse_methods(methods)
     radii = parse_eps(eps_values)
     bounds = check_bounds(bounds)
@@ -604,7 +607,8 @@ def plot_examples(
     figure, grid = plt.subplots(
         1 + len(methods),
         max(count, 1),
-        figsize=(1.2 * max(count, 1), 1.35 * (1 + len(methods))),
+        # Wide enough for the three title lines however few the examples.
+        figsize=(max(1.2 * count, 6.4), 1.35 * (1 + len(methods))),
         squeeze=False,
     )
     lo, hi = table.bounds
