@@ -911,6 +911,46 @@ def test_clipping_other_data_warns(tmp_path, capsys):
     assert "check that those columns have the units and order" in err
 
 
+def test_changed_training_file_is_named(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
+    rng = np.random.default_rng(5)
+    # Other rows of the same shape: a warning, and the command runs.
+    np.savez(data, X=rng.random((60, 4)), y=np.arange(60) % 3)
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 0
+    assert lines == [
+        f"resgrad evaluate: warning: {data} has changed since the model was "
+        "trained on it: its rows differ from those the model file records, so "
+        "its test part may hold training rows."
+    ]
+    # A column fewer: the scaling error says that the file changed.
+    np.savez(data, X=rng.random((60, 3)), y=np.arange(60) % 3)
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert lines[0].endswith(f"{data} has changed since the model was trained on it.")
+
+
+def test_changed_csv_header_named_before_width(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.random((60, 3)), np.arange(60) % 3])
+    data = tmp_path / "wine.csv"
+    np.savetxt(data, rows, delimiter=",", header="alcohol,ash,hue,target", comments="")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    np.savetxt(
+        data,
+        rows[:, [0, 2, 3]],
+        delimiter=",",
+        header="alcohol,hue,target",
+        comments="",
+    )
+    capsys.readouterr()
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert "column 1 (counted from 0) is 'hue' here and 'ash' there" in lines[0]
+
+
 def test_reordered_csv_columns_are_an_error(tmp_path, capsys):
     rng = np.random.default_rng(0)
     rows = np.column_stack([rng.random((60, 3)), np.arange(60) % 3])

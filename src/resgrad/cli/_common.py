@@ -241,6 +241,10 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     # Whether --data names the training files; errors name those files
     # when it does not.
     same = _same_source(training.get("data"), args.data)
+    if model is not None:
+        # Before loading, so that a changed header is named rather than
+        # the width or scaling error that it causes.
+        _check_columns(args, training)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
@@ -261,15 +265,26 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             "a smaller data file."
         ) from error
     except ValueError as error:
-        if model is None or same or trained_on is None:
+        if model is None or trained_on is None:
             raise
-        raise ValueError(
-            f"{str(error).rstrip('.')}. The model was trained with {trained_on}."
-        ) from error
+        # The training files loaded when the model was trained.
+        note = (
+            f"{args.data} has changed since the model was trained on it"
+            if same
+            else f"The model was trained with {trained_on}"
+        )
+        raise ValueError(f"{str(error).rstrip('.')}. {note}.") from error
     for warning in caught:
         print(f"resgrad {args.command}: warning: {warning.message}", file=sys.stderr)
     _warn_on_other_split(args, training, data)
-    _check_columns(args, training)
+    digest = training.get("data_sha256")
+    if same and args.data is not None and digest not in (None, data.digest):
+        print(
+            f"resgrad {args.command}: warning: {args.data} has changed since the "
+            "model was trained on it: its rows differ from those the model file "
+            "records, so its test part may hold training rows.",
+            file=sys.stderr,
+        )
     if model is not None:
         _check_fits(data, model, None if same else trained_on, args.data)
         _warn_on_clipping(args, training, data)
