@@ -911,6 +911,16 @@ def test_clipping_other_data_warns(tmp_path, capsys):
     assert "check that those columns have the units and order" in err
 
 
+def test_training_record_keeps_link_names(tmp_path, capsys):
+    data, _ = _train_small(tmp_path, capsys)
+    link = tmp_path / "current.npz"
+    link.symlink_to(data)
+    model = tmp_path / "linked.npz"
+    train = ["train", "--data", str(link), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    assert resgrad.read_metadata(model)["training"]["data"] == str(link)
+
+
 def test_changed_training_file_is_named(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     rng = np.random.default_rng(5)

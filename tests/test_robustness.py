@@ -406,11 +406,16 @@ def test_cli_report_records_settings(files, capsys):
     context = json.loads((out / "robustness.json").read_text())["context"]
     assert context["model"] == str(model_path)
     assert context["data"] == str(data)
-    assert context["test samples attacked"] == "5 (test size 0.25, split seed 0)"
-    assert context["eps"].endswith("inputs lie in [0, 1]")
+    assert context["labels"] is None
+    assert (context["test_size"], context["split_seed"]) == (0.25, 0)
+    assert (context["samples"], context["input_box"]) == (5, [0.0, 1.0])
+    # fgsm draws no random numbers, so no seed is recorded.
+    assert context["seed"] is None
     report = (out / "robustness.md").read_text()
     assert report.startswith("# Robust accuracy\n\n- model: ")
     assert f"- data: {data}\n" in report
+    assert "- test size: 0.25\n" in report
+    assert "seed:" not in report.replace("split seed", "")
     assert "including samples misclassified before it" in report
     assert "- fgsm: one step of eps\n" in report
 

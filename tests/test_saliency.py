@@ -763,6 +763,7 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
     assert run_cli(argv) == 0
     report = json.loads((out / "saliency.json").read_text())
     assert report["model"] == str(path)
+    assert report["labels"] is None
     assert (report["data"], report["test_size"], report["split_seed"]) == (
         "digits",
         0.25,

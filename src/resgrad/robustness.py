@@ -466,7 +466,11 @@ def report_markdown(table: RobustnessTable, context: dict[str, Any]) -> str:
     """Return the Markdown report: ``context`` (setting: value) as a list,
     the table, what its columns measure and each method's parameters."""
     lines = ["# Robust accuracy", ""]
-    lines += [f"- {name}: {value}" for name, value in context.items()]
+    lines += [
+        f"- {name.replace('_', ' ')}: {value}"
+        for name, value in context.items()
+        if value is not None
+    ]
     lines += ["", to_markdown(table), COLUMN_NOTES, "", "Parameters:", ""]
     lines += [f"- {method}: {PARAMETER_NOTES[method]}" for method in table.methods]
     return "\n".join(lines) + "\n"

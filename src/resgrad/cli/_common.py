@@ -423,6 +423,26 @@ def _warn_on_clipping(args: Any, training: dict, data: Any) -> None:
     )
 
 
+def absolute(value: str | Path | None) -> str | None:
+    """Return a --data, --labels or --model value as an absolute path, with
+    links kept as named, or ``None`` and ``"digits"`` as they are."""
+    if value is None or value == "digits":
+        return value
+    return os.path.abspath(value)
+
+
+def files_record(args: Any) -> dict[str, Any]:
+    """Return the model, data and split that a command read, for the files
+    it writes."""
+    return {
+        "model": absolute(args.model),
+        "data": absolute(args.data) or "digits",
+        "labels": absolute(args.labels),
+        "test_size": args.test_size,
+        "split_seed": args.split_seed,
+    }
+
+
 def data_file(value: str | Path | None) -> Path | None:
     """Return the file of a --data, --labels or --model value, or ``None``
     for an absent value or the bundled digits."""

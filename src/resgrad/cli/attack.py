@@ -22,6 +22,7 @@ from ._common import (
     check_not_an_input,
     check_output_folder,
     existing_file,
+    files_record,
     load_dataset,
     non_negative_int,
     output_folder,
@@ -124,7 +125,7 @@ def run_attack(args: argparse.Namespace) -> int:
     table = evaluate(
         model, x, y, methods, eps_values, args.seed, progress, bounds=data.bounds
     )
-    context = attack_context(args, data, len(y))
+    context = attack_context(args, data, len(y), methods)
     title = f"{Path(args.model).name} on {data.name}, {len(y)} test samples"
     with writing_into(out):
         paths = write_outputs(table, out, data.image_shape, context, title)
@@ -133,26 +134,25 @@ def run_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-def attack_context(args: argparse.Namespace, data: Any, samples: int) -> dict:
+def attack_context(
+    args: argparse.Namespace, data: Any, samples: int, methods: list[str]
+) -> dict:
     """Return the settings of an attack run, which the reports record."""
     from datetime import datetime, timezone
 
     from .. import __version__
+    from ..robustness import RANDOM_METHODS
 
-    lo, hi = data.bounds
-    source = "the digits" if args.data is None else str(Path(args.data).resolve())
-    if args.labels is not None:
-        source += f" with labels {Path(args.labels).resolve()}"
+    random = set(methods) & set(RANDOM_METHODS)
     return {
-        "model": str(Path(args.model).resolve()),
-        "data": source,
-        "test samples attacked": f"{samples} (test size {args.test_size:g}, split "
-        f"seed {args.split_seed})",
-        "eps": f"L-inf radius in the scaled input units; inputs lie in "
-        f"[{lo:g}, {hi:g}]",
-        "seed": args.seed,
-        "written": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by resgrad "
-        f"{__version__}",
+        **files_record(args),
+        "samples": samples,
+        "input_box": list(data.bounds),
+        "eps": "L-inf radius in the scaled input units",
+        # The seed reaches only the random attacks.
+        "seed": args.seed if random else None,
+        "resgrad_version": __version__,
+        "written": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
     }
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 
 from ._common import (
     add_data_arguments,
     existing_file,
+    files_record,
     load_dataset,
 )
 
@@ -40,16 +40,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     figures = evaluate(model, x_test, data.y_test)
     if args.json:
         # The settings first, so that a saved file says what it measured.
-        source = "digits" if args.data is None else str(Path(args.data).resolve())
-        report = {
-            "model": str(Path(args.model).resolve()),
-            "data": source,
-            "labels": None if args.labels is None else str(Path(args.labels).resolve()),
-            "test_size": args.test_size,
-            "split_seed": args.split_seed,
-            "samples": len(data.y_test),
-            **figures,
-        }
+        report = {**files_record(args), "samples": len(data.y_test), **figures}
         print(json.dumps(report, indent=2))
         return 0
     print(f"test samples: {len(data.y_test)}")

@@ -29,6 +29,7 @@ from ._common import (
     check_not_an_input,
     check_output_folder,
     existing_file,
+    files_record,
     load_dataset,
     non_negative_int,
     output_folder,
@@ -498,10 +499,7 @@ def draw_samples(
     ]
     files = [name for name, _ in figures]
     summary = {
-        "model": str(Path(args.model).resolve()),
-        "data": "digits" if args.data is None else str(Path(args.data).resolve()),
-        "test_size": args.test_size,
-        "split_seed": args.split_seed,
+        **files_record(args),
         "methods": methods,
         "classes": classes,
         "absolute": args.absolute,

@@ -11,6 +11,7 @@ from typing import Any
 from .. import _lock
 from ._common import (
     Typed,
+    absolute,
     add_data_arguments,
     check_not_input,
     data_file,
@@ -365,8 +366,7 @@ def training_metadata(
     training = {name: getattr(args, name) for name in options}
     # Absolute paths, so that the hints of later commands hold in any folder.
     for name in ("data", "labels"):
-        path = data_file(getattr(args, name))
-        training[name] = getattr(args, name) if path is None else str(path.resolve())
+        training[name] = absolute(getattr(args, name))
     path = data_file(args.data)
     if path is not None and file_kind(path) == "csv":
         # Later commands reject a CSV whose header differs (see load_dataset).
