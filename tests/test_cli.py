@@ -875,9 +875,11 @@ def test_train_warns_on_number_header(tmp_path, capsys):
     status, lines = run_cli(capsys, [*train, "--epochs", "1", "--no-progress"])
     assert status == 0
     assert lines == [
-        f"resgrad train: warning: {data}: the first row, 0,1,2,3, was read as "
-        "column names, because its numbers are their own column indices; if it "
-        "is a data row, add a header row of column names above it."
+        (
+            f"resgrad train: warning: {data}: the first row, 0,1,2,3, was read as "
+            "column names, because its numbers are their own column indices; if it "
+            "is a data row, add a header row of column names above it."
+        )
     ]
 
 
@@ -929,9 +931,11 @@ def test_changed_training_file_is_named(tmp_path, capsys):
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 0
     assert lines == [
-        f"resgrad evaluate: warning: {data} has changed since the model was "
-        "trained on it: its rows differ from those the model file records, so "
-        "its test part may hold training rows."
+        (
+            f"resgrad evaluate: warning: {data} has changed since the model was "
+            "trained on it: its rows differ from those the model file records, so "
+            "its test part may hold training rows."
+        )
     ]
     # A column fewer: the scaling error says that the file changed.
     np.savez(data, X=rng.random((60, 3)), y=np.arange(60) % 3)
@@ -959,6 +963,43 @@ def test_changed_csv_header_named_before_width(tmp_path, capsys):
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
     assert "column 1 (counted from 0) is 'hue' here and 'ash' there" in lines[0]
+
+
+def test_clipping_warning_names_csv_columns(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.random((60, 3)), np.arange(60) % 3])
+    header = "alcohol,ash,hue,target"
+    data = tmp_path / "wine.csv"
+    np.savetxt(data, rows, delimiter=",", header=header, comments="")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    rows[:, 1] *= 1000
+    grams = tmp_path / "grams.csv"
+    np.savetxt(grams, rows, delimiter=",", header=header, comments="")
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model), "--data", str(grams)]) == 0
+    assert "most values of feature(s) 1 (ash) (counted" in capsys.readouterr().err
+
+
+def test_missing_label_file_names_both_options(tmp_path, capsys, monkeypatch):
+    from test_data import write_idx
+
+    rng = np.random.default_rng(0)
+    write_idx(tmp_path / "images.idx", rng.integers(0, 256, (40, 2, 2)))
+    write_idx(tmp_path / "labels.idx", np.arange(40) % 3)
+    train = ["train", "--data", str(tmp_path / "images.idx")]
+    train += [
+        "--labels",
+        str(tmp_path / "labels.idx"),
+        "--out",
+        str(tmp_path / "m.npz"),
+    ]
+    assert main([*train, "--epochs", "1", "--no-progress"]) == 0
+    (tmp_path / "labels.idx").unlink()
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(tmp_path / "m.npz")])
+    assert status == 2
+    assert lines[0].endswith("as --data and --labels.")
 
 
 def test_reordered_csv_columns_are_an_error(tmp_path, capsys):

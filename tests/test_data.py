@@ -1230,6 +1230,13 @@ def test_csv_header_names_label_column(tmp_path):
     assert load_csv(path, label_column=0)[1].tolist() == [0, 1, 0]
 
 
+def test_csv_label_name_keeps_its_case(tmp_path):
+    path = tmp_path / "upper.csv"
+    path.write_text("a,TARGET,visit\n0.5,0,1\n0.25,1,0\n")
+    with pytest.raises(ValueError, match=r"names column 1 'TARGET'"):
+        load_csv(path)
+
+
 def test_csv_y_feature_beside_last_label(tmp_path):
     # "y" names a coordinate as often as a label, so it stops nothing.
     path = tmp_path / "points.csv"

@@ -576,14 +576,14 @@ def _label_column_hint(
     """Return a hint naming the header's label column, the first of
     ``names``, when it is not the column ``label`` that was read, else
     ``None``."""
-    lowered = [_unquote(name).lower() for name in header]
-    found = [index for index, name in enumerate(lowered) if name in names]
+    shown = [_unquote(name) for name in header]
+    found = [index for index, name in enumerate(shown) if name.lower() in names]
     if not found or label in found:
         return None
     index = found[0]
     return (
         f"Column {label} was read as the label, but the header names column "
-        f"{index} {lowered[index]!r}: pass --label-column {index} "
+        f"{index} {shown[index]!r}: pass --label-column {index} "
         f"(label_column={index} in Python)."
     )
 

@@ -330,9 +330,10 @@ def _use_training_data(args: Any, training: dict, trained_on: str) -> None:
         return
     missing = [str(path) for path in (data, labels) if path and not path.is_file()]
     if missing:
+        options = "--data" if labels is None else "--data and --labels"
         raise ValueError(
             f"The model was trained with {trained_on}, but {missing[0]} was "
-            "not found; pass that data, or a copy, as --data."
+            f"not found; pass that data, or a copy, as {options}."
         )
     args.data = str(data)
     args.labels = None if labels is None else str(labels)
@@ -412,7 +413,11 @@ def _warn_on_clipping(args: Any, training: dict, data: Any) -> None:
     (features,) = (2 * data.clipped > rows).nonzero()
     if features.size == 0:
         return
-    listed = ", ".join(str(index) for index in features[:10])
+    names = _feature_names(training)
+    listed = ", ".join(
+        str(index) if names is None else f"{index} ({names[index]})"
+        for index in features[:10]
+    )
     more = f" and {features.size - 10} more" if features.size > 10 else ""
     print(
         f"resgrad {args.command}: warning: most values of feature(s) {listed}"
@@ -441,6 +446,17 @@ def files_record(args: Any) -> dict[str, Any]:
         "test_size": args.test_size,
         "split_seed": args.split_seed,
     }
+
+
+def _feature_names(training: dict) -> list[str] | None:
+    """Return the header names of the features of the CSV that trained a
+    model, the label column left out, or ``None`` without a record."""
+    columns = training.get("columns")
+    if not columns:
+        return None
+    label = training.get("label_column")
+    label = len(columns) - 1 if label is None else label % len(columns)
+    return [name for index, name in enumerate(columns) if index != label]
 
 
 def data_file(value: str | Path | None) -> Path | None:

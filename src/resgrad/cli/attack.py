@@ -26,6 +26,7 @@ from ._common import (
     load_dataset,
     non_negative_int,
     output_folder,
+    plural,
     positive_int,
     progress_bar,
     typed_options,
@@ -126,7 +127,7 @@ def run_attack(args: argparse.Namespace) -> int:
         model, x, y, methods, eps_values, args.seed, progress, bounds=data.bounds
     )
     context = attack_context(args, data, len(y), methods)
-    title = f"{Path(args.model).name} on {data.name}, {len(y)} test samples"
+    title = f"{Path(args.model).name} on {data.name}, {plural(len(y), 'test sample')}"
     with writing_into(out):
         paths = write_outputs(table, out, data.image_shape, context, title)
     print(summary(table))
