@@ -944,14 +944,25 @@ def test_changed_training_file_is_named(tmp_path, capsys):
     assert lines[0].endswith(f"{data} has changed since the model was trained on it.")
 
 
-def test_changed_csv_header_named_before_width(tmp_path, capsys):
+WINE_HEADER = "alcohol,ash,hue,target"
+
+
+def _train_on_csv(tmp_path, capsys):
+    """Train a model on 60 random rows of a CSV with WINE_HEADER; return the
+    rows, the data and the model paths."""
     rng = np.random.default_rng(0)
     rows = np.column_stack([rng.random((60, 3)), np.arange(60) % 3])
     data = tmp_path / "wine.csv"
-    np.savetxt(data, rows, delimiter=",", header="alcohol,ash,hue,target", comments="")
+    np.savetxt(data, rows, delimiter=",", header=WINE_HEADER, comments="")
     model = tmp_path / "m.npz"
     train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
     assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    capsys.readouterr()
+    return rows, data, model
+
+
+def test_changed_csv_header_named_before_width(tmp_path, capsys):
+    rows, data, model = _train_on_csv(tmp_path, capsys)
     np.savetxt(
         data,
         rows[:, [0, 2, 3]],
@@ -966,23 +977,15 @@ def test_changed_csv_header_named_before_width(tmp_path, capsys):
 
 
 def test_clipping_warning_names_csv_columns(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    rows = np.column_stack([rng.random((60, 3)), np.arange(60) % 3])
-    header = "alcohol,ash,hue,target"
-    data = tmp_path / "wine.csv"
-    np.savetxt(data, rows, delimiter=",", header=header, comments="")
-    model = tmp_path / "m.npz"
-    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
-    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    rows, _, model = _train_on_csv(tmp_path, capsys)
     rows[:, 1] *= 1000
     grams = tmp_path / "grams.csv"
-    np.savetxt(grams, rows, delimiter=",", header=header, comments="")
-    capsys.readouterr()
+    np.savetxt(grams, rows, delimiter=",", header=WINE_HEADER, comments="")
     assert main(["evaluate", "--model", str(model), "--data", str(grams)]) == 0
     assert "most values of feature(s) 1 (ash) (counted" in capsys.readouterr().err
 
 
-def test_missing_label_file_names_both_options(tmp_path, capsys, monkeypatch):
+def test_missing_label_file_names_both_options(tmp_path, capsys):
     from test_data import write_idx
 
     rng = np.random.default_rng(0)
@@ -1003,14 +1006,7 @@ def test_missing_label_file_names_both_options(tmp_path, capsys, monkeypatch):
 
 
 def test_reordered_csv_columns_are_an_error(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    rows = np.column_stack([rng.random((60, 3)), np.arange(60) % 3])
-    header = "alcohol,ash,hue,target"
-    data = tmp_path / "wine.csv"
-    np.savetxt(data, rows, delimiter=",", header=header, comments="")
-    model = tmp_path / "m.npz"
-    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
-    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    rows, data, model = _train_on_csv(tmp_path, capsys)
     columns = resgrad.read_metadata(model)["training"]["columns"]
     assert columns == ["alcohol", "ash", "hue", "target"]
 
