@@ -531,8 +531,11 @@ def load_csv(
 def _header_of(path: Path, header: bool | str) -> tuple[list[str], int, bool, int]:
     """Return the fields of the first row of the CSV file ``path``, the
     number of row-name columns before the data (0 or 1), whether that row is
-    a header (``header`` as for ``load_csv``) and its line number, counted
-    from 1 over the blank and comment lines before it."""
+    a header (``header`` as for ``load_csv``), and its line number.
+
+    The line number counts from 1, and over the blank and comment lines
+    before the row.
+    """
     text, line = _first_line(path)
     # The csv module keeps a quoted name such as "od280,od315" whole.
     fields = next(csv.reader([text], skipinitialspace=True))
@@ -576,14 +579,14 @@ def _label_column_hint(
     """Return a hint naming the header's label column, the first of
     ``names``, when it is not the column ``label`` that was read, else
     ``None``."""
-    shown = [_unquote(name) for name in header]
-    found = [index for index, name in enumerate(shown) if name.lower() in names]
+    columns = [_unquote(name) for name in header]
+    found = [index for index, name in enumerate(columns) if name.lower() in names]
     if not found or label in found:
         return None
     index = found[0]
     return (
         f"Column {label} was read as the label, but the header names column "
-        f"{index} {shown[index]!r}: pass --label-column {index} "
+        f"{index} {columns[index]!r}: pass --label-column {index} "
         f"(label_column={index} in Python)."
     )
 
