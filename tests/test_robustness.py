@@ -539,3 +539,22 @@ def test_display_shape_wraps_long_rows_only():
     np.testing.assert_array_equal(image.reshape(-1)[:40], np.arange(40.0))
     assert np.isnan(image.reshape(-1)[40:]).all()
     assert robustness.as_image(np.arange(5.0), None).shape == (1, 5)
+
+
+def test_wrapped_rows_draw_padding_apart(monkeypatch, tmp_path):
+    import matplotlib.colors
+
+    model = resgrad.ResidualMLP.init([33, 8, CLASSES], seed=0)
+    x = np.random.default_rng(0).uniform(0.0, 1.0, size=(2, 33))
+    table = robustness.evaluate(model, x, np.arange(2), ["fgsm"], [0.1], seed=0)
+    figures = []
+    monkeypatch.setattr(
+        robustness, "_save", lambda figure, path: figures.append(figure)
+    )
+    robustness.plot_examples(table, tmp_path / "grid.png")
+    (image,) = figures[0].axes[0].images
+    # 33 features wrap into 6 x 6 cells, three of them padding.
+    assert int(np.ma.getmaskarray(image.get_array()).sum()) == 3
+    padding = image.get_cmap()(np.nan)
+    assert padding == matplotlib.colors.to_rgba(robustness.PADDING_COLOUR)
+    assert padding not in [image.get_cmap()(v) for v in np.linspace(0, 1, 256)]

@@ -578,9 +578,23 @@ def display_shape(
     return math.ceil(features / width), width
 
 
+# The colour of the cells that pad the last row of a wrapped grid, which no
+# value of a grey or diverging colour map takes.
+PADDING_COLOUR = "khaki"
+
+
+def padded_cmap(name: str) -> Any:
+    """Return the colour map ``name`` drawing NaN, the padding of
+    ``as_image``, in ``PADDING_COLOUR``."""
+    import matplotlib
+
+    return matplotlib.colormaps[name].with_extremes(bad=PADDING_COLOUR)
+
+
 def as_image(row: np.ndarray, shape: tuple[int, int] | None) -> np.ndarray:
     """Reshape one input row to ``shape`` from ``display_shape``, padding the
-    last grid row with NaN, which draws blank; ``None`` gives one strip."""
+    last grid row with NaN, which ``padded_cmap`` colour maps draw apart
+    from every value; ``None`` gives one strip."""
     row = np.asarray(row, dtype=np.float64).reshape(-1)
     if shape is None:
         return row.reshape(1, -1)
@@ -631,7 +645,7 @@ def plot_examples(
             if shape is not None:
                 axes.imshow(
                     as_image(inputs[c], shape),
-                    cmap="gray_r",
+                    cmap=padded_cmap("gray_r"),
                     vmin=lo,
                     vmax=hi,
                     aspect="equal",

@@ -228,7 +228,10 @@ def report_section(ctx: RunContext) -> Section:
         limits=limits,
     )
     out = Path(ctx.out_dir)
-    title = f"{data.name}, {int(data.y_test.shape[0])} test samples"
+    samples = int(data.y_test.shape[0])
+    title = f"{data.name}, {plural(samples, 'test sample')}"
+    if samples > REPORT_SALIENCY_SAMPLES:
+        title += f" ({REPORT_SALIENCY_SAMPLES} for jsma and mjsma)"
     plot_robust_accuracy(table, out / ACCURACY_FIGURE, title)
     plot_examples(table, out / EXAMPLES_FIGURE, data.image_shape)
     markdown = _section_markdown(table, to_markdown(table), PARAMETER_NOTES, data)

@@ -625,7 +625,7 @@ def _show(ax, row, image_shape, cmap, norm) -> Any:
     a colour bar can be drawn for."""
     from matplotlib.cm import ScalarMappable
 
-    from ..robustness import as_image, display_shape
+    from ..robustness import as_image, display_shape, padded_cmap
 
     shape = display_shape(image_shape, int(np.size(row)))
     if shape is None:
@@ -647,7 +647,7 @@ def _show(ax, row, image_shape, cmap, norm) -> Any:
         return mappable
     image = ax.imshow(
         as_image(row, shape),
-        cmap=cmap,
+        cmap=padded_cmap(cmap) if isinstance(cmap, str) else cmap,
         norm=norm,
         aspect="equal" if shape else "auto",
         interpolation="nearest",
