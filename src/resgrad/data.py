@@ -567,8 +567,9 @@ def csv_columns(path: PathLike) -> list[str] | None:
     return [_unquote(name) for name in fields[first:]] if has_header else None
 
 
-# Header names that mark the label column of a CSV file. "y" also names a
-# coordinate, so it only explains an error, and never raises one itself.
+# Header names that mark the label column of a CSV file; load_csv raises on
+# these alone. "y" also names a coordinate, so only the hints of HINT_NAMES,
+# added to errors raised for other reasons, use it.
 LABEL_NAMES = ("label", "labels", "class", "target")
 HINT_NAMES = (*LABEL_NAMES, "y")
 
@@ -640,7 +641,7 @@ def _column_indices(
 
     ``text`` lists the indices of the fields that are not numbers. A row of
     numbers alone needs three or more fields, because a data row of two,
-    such as ``0,1`` (feature 0, label 1), is common.
+    such as ``0,1`` (feature 0, label 1), is too likely to be data.
     """
     skipped = set(text)
     numbers = [index for index in range(len(fields)) if index not in skipped]

@@ -652,10 +652,13 @@ def plot_examples(
                 )
             else:
                 if r == 0:
-                    _feature_bars(axes, np.asarray(table.x[c]), (lo, hi))
+                    feature_bars(axes, table.x[c], (lo, hi))
                 else:
                     change = np.asarray(inputs[c]) - np.asarray(table.x[c])
-                    _feature_bars(axes, change, (-eps, eps), signed=True)
+                    # eps = 0 changes nothing, and the axis still needs a height.
+                    limits = (-eps, eps) if eps > 0 else (-1.0, 1.0)
+                    rises = np.where(change >= 0, "tab:red", "tab:blue")
+                    feature_bars(axes, change, limits, rises)
                 if c == 0:
                     # The first column carries the scale that its row shares.
                     axes.set_yticks(axes.get_ylim())
@@ -681,21 +684,17 @@ def plot_examples(
     return _save(figure, path)
 
 
-def _feature_bars(
-    axes: Any, values: np.ndarray, limits: tuple[float, float], signed: bool = False
+def feature_bars(
+    axes: Any, values: Any, limits: tuple[float, float], colour: Any = "0.4"
 ) -> None:
-    """Draw one short non-image row as one bar per feature, with the y axis
-    over ``limits``; ``signed`` colours rises red and falls blue."""
+    """Draw one short non-image row as one bar per feature in ``colour`` (one
+    colour, or one per bar), with the y axis over ``limits`` when they span
+    an interval."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)
-    colour: Any = "0.4"
-    if signed:
-        colour = np.where(values >= 0, "tab:red", "tab:blue")
     axes.bar(np.arange(values.size), values, width=0.8, color=colour)
     low, high = limits
-    if not high > low:
-        # eps = 0 changes nothing, and the axis still needs a height.
-        low, high = -1.0, 1.0
-    axes.set_ylim(low, high)
+    if high > low:
+        axes.set_ylim(low, high)
     axes.axhline(0.0, color="0.7", linewidth=0.5)
 
 

@@ -238,8 +238,8 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
         args.test_size = training.get("test_size", TEST_SIZE)
     if args.split_seed is None:
         args.split_seed = training.get("split_seed", SPLIT_SEED)
-    # Whether --data names the training files; errors name those files
-    # when it does not.
+    # Whether --data names the training files. Errors name those files when
+    # it does not.
     same = _same_source(training.get("data"), args.data)
     if model is not None:
         # Before loading, so that a changed header is named rather than
@@ -267,7 +267,8 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     except ValueError as error:
         if model is None or trained_on is None:
             raise
-        # The training files loaded when the model was trained.
+        # The training files loaded when the model was trained, so an error
+        # on them means that they have changed since.
         note = (
             f"{args.data} has changed since the model was trained on it"
             if same
@@ -277,29 +278,37 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     for warning in caught:
         print(f"resgrad {args.command}: warning: {warning.message}", file=sys.stderr)
     _warn_on_other_split(args, training, data)
-    digest = training.get("data_sha256")
-    if same and args.data is not None and digest not in (None, data.digest):
-        print(
-            f"resgrad {args.command}: warning: {args.data} has changed since the "
-            "model was trained on it: its rows differ from those the model file "
-            "records, so its test part may hold training rows.",
-            file=sys.stderr,
-        )
+    if same:
+        _warn_on_changed_file(args, training, data)
     if model is not None:
         _check_fits(data, model, None if same else trained_on, args.data)
         _warn_on_clipping(args, training, data)
     return data
 
 
+def _warn_on_changed_file(args: Any, training: dict, data: Any) -> None:
+    """Warn when the rows of the training file ``args.data`` differ from the
+    digest that the model file records."""
+    digest = training.get("data_sha256")
+    if args.data is None or digest in (None, data.digest):
+        return
+    print(
+        f"resgrad {args.command}: warning: {args.data} has changed since the "
+        "model was trained on it: its rows differ from those the model file "
+        "records, so its test part may contain training rows.",
+        file=sys.stderr,
+    )
+
+
 def _check_columns(args: Any, training: dict) -> None:
     """Raise ``ValueError`` if the header of a CSV ``--data`` names other
     columns, or the same in another order, than the CSV that trained the
     model, as its file records them."""
-    from ..data import csv_columns, file_kind
+    from ..data import csv_columns
 
     recorded = training.get("columns")
-    path = data_file(args.data)
-    if recorded is None or path is None or file_kind(path) != "csv":
+    path = csv_file(args.data)
+    if recorded is None or path is None:
         return
     columns = csv_columns(path)
     if columns is None or columns == recorded:
@@ -362,13 +371,10 @@ def _label_column(args: Any, training: dict) -> int | None:
     """Return ``--label-column``; without it, the label column that trained
     the model for a CSV ``--data``, else ``None`` (the last column, checked
     against the header)."""
-    from ..data import file_kind
-
     if args.label_column is not None:
         return args.label_column
     recorded = training.get("label_column")
-    path = data_file(args.data)
-    if recorded is None or path is None or file_kind(path) != "csv":
+    if recorded is None or csv_file(args.data) is None:
         return None
     return recorded
 
@@ -463,6 +469,15 @@ def data_file(value: str | Path | None) -> Path | None:
     """Return the file of a --data, --labels or --model value, or ``None``
     for an absent value or the bundled digits."""
     return None if value in (None, "digits") else Path(value)
+
+
+def csv_file(value: str | Path | None) -> Path | None:
+    """Return the file of a --data value that names a CSV file, else
+    ``None``."""
+    from ..data import file_kind
+
+    path = data_file(value)
+    return path if path is not None and file_kind(path) == "csv" else None
 
 
 def _input_files(args: Any) -> dict[str, Path]:

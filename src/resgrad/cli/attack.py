@@ -105,8 +105,9 @@ def run_attack(args: argparse.Namespace) -> int:
     from ..robustness import RANDOM_METHODS, evaluate, parse_eps, parse_methods
 
     methods = parse_methods(args.method)
+    random = bool(set(methods) & set(RANDOM_METHODS))
     typed_seed = typed_options(args, ["seed"])
-    if typed_seed and not set(methods) & set(RANDOM_METHODS):
+    if typed_seed and not random:
         raise ValueError(
             f"--method {args.method} draws no random numbers, so {typed_seed[0]} "
             f"would change nothing; add one of {', '.join(RANDOM_METHODS)} to "
@@ -126,7 +127,8 @@ def run_attack(args: argparse.Namespace) -> int:
     table = evaluate(
         model, x, y, methods, eps_values, args.seed, progress, bounds=data.bounds
     )
-    context = attack_context(args, data, len(y), methods)
+    # The seed reaches only the random attacks.
+    context = attack_context(args, data, len(y), args.seed if random else None)
     title = f"{Path(args.model).name} on {data.name}, {plural(len(y), 'test sample')}"
     with writing_into(out):
         paths = write_outputs(table, out, data.image_shape, context, title)
@@ -136,22 +138,20 @@ def run_attack(args: argparse.Namespace) -> int:
 
 
 def attack_context(
-    args: argparse.Namespace, data: Any, samples: int, methods: list[str]
+    args: argparse.Namespace, data: Any, samples: int, seed: int | None
 ) -> dict:
-    """Return the settings of an attack run, which the reports record."""
+    """Return the settings of an attack run, which the reports record;
+    ``seed`` is ``None`` for a run without random attacks."""
     from datetime import datetime, timezone
 
     from .. import __version__
-    from ..robustness import RANDOM_METHODS
 
-    random = set(methods) & set(RANDOM_METHODS)
     return {
         **files_record(args),
         "samples": samples,
         "input_box": list(data.bounds),
         "eps": "L-inf radius in the scaled input units",
-        # The seed reaches only the random attacks.
-        "seed": args.seed if random else None,
+        "seed": seed,
         "resgrad_version": __version__,
         "written": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
     }

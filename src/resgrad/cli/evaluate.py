@@ -39,7 +39,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     x_test = np.asarray(data.x_test, dtype=model.dtype)
     figures = evaluate(model, x_test, data.y_test)
     if args.json:
-        # The settings first, so that a saved file says what it measured.
+        # The settings first, so that a saved file records what it measured.
         report = {**files_record(args), "samples": len(data.y_test), **figures}
         print(json.dumps(report, indent=2))
         return 0

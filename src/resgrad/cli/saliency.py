@@ -625,7 +625,7 @@ def _show(ax, row, image_shape, cmap, norm) -> Any:
     a colour bar can be drawn for."""
     from matplotlib.cm import ScalarMappable
 
-    from ..robustness import as_image, display_shape, padded_cmap
+    from ..robustness import as_image, display_shape, feature_bars, padded_cmap
 
     shape = display_shape(image_shape, int(np.size(row)))
     if shape is None:
@@ -633,15 +633,9 @@ def _show(ax, row, image_shape, cmap, norm) -> Any:
         mappable = ScalarMappable(norm=norm, cmap=cmap)
         if norm is None:
             # The input: plain bars over its own range and 0.
-            colour: Any = "0.4"
-            limits = (min(0.0, values.min()), max(0.0, values.max()))
+            feature_bars(ax, values, (min(0.0, values.min()), max(0.0, values.max())))
         else:
-            colour = mappable.to_rgba(values)
-            limits = (norm.vmin, norm.vmax)
-        ax.bar(np.arange(values.size), values, width=0.8, color=colour)
-        if limits[1] > limits[0]:
-            ax.set_ylim(*limits)
-        ax.axhline(0.0, color="0.7", linewidth=0.5)
+            feature_bars(ax, values, (norm.vmin, norm.vmax), mappable.to_rgba(values))
         ax.set_xticks([])
         ax.set_yticks([])
         return mappable

@@ -14,7 +14,7 @@ from ._common import (
     absolute,
     add_data_arguments,
     check_not_input,
-    data_file,
+    csv_file,
     fraction,
     load_dataset,
     non_negative_int,
@@ -358,17 +358,17 @@ def training_metadata(
 ) -> dict:
     """Return what a model file records about how it was trained, and the
     scaling of its data, which later commands apply to theirs."""
-    from ..data import csv_columns, file_kind
+    from ..data import csv_columns
 
     options = ("widths", "hidden", "activation", "shortcut", "init", "optimizer", "lr")
-    options += ("epochs", "batch_size", "patience", "validation", "seed", "data")
+    options += ("epochs", "batch_size", "patience", "validation", "seed")
     options += ("label_column", "test_size", "split_seed")
     training = {name: getattr(args, name) for name in options}
     # Absolute paths, so that the hints of later commands hold in any folder.
     for name in ("data", "labels"):
         training[name] = absolute(getattr(args, name))
-    path = data_file(args.data)
-    if path is not None and file_kind(path) == "csv":
+    path = csv_file(args.data)
+    if path is not None:
         # Later commands reject a CSV whose header differs (see load_dataset).
         training["columns"] = csv_columns(path)
     # Later commands compare the digest to tell whether they split the same
