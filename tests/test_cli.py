@@ -934,10 +934,10 @@ def test_changed_training_file_is_named(tmp_path, capsys):
         (
             f"resgrad evaluate: warning: {data} has changed since the model was "
             "trained on it: its rows differ from those the model file records, so "
-            "its test part may hold training rows."
+            "its test part may contain training rows."
         )
     ]
-    # A column fewer: the scaling error says that the file changed.
+    # With a column fewer, the scaling error names the changed file.
     np.savez(data, X=rng.random((60, 3)), y=np.arange(60) % 3)
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
@@ -1033,12 +1033,14 @@ def test_evaluate_defaults_to_training_data(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     evaluate = ["evaluate", "--model", str(model), "--json"]
     assert main([*evaluate, "--data", str(data)]) == 0
-    given = json.loads(capsys.readouterr().out)
-    assert given["model"] == str(model)
-    assert given["data"] == str(data)
-    assert (given["test_size"], given["split_seed"], given["samples"]) == (0.25, 0, 15)
+    explicit = json.loads(capsys.readouterr().out)
+    assert explicit["model"] == str(model)
+    assert explicit["data"] == str(data)
+    assert explicit["test_size"] == 0.25
+    assert explicit["split_seed"] == 0
+    assert explicit["samples"] == 15
     assert main(evaluate) == 0
-    assert json.loads(capsys.readouterr().out) == given
+    assert json.loads(capsys.readouterr().out) == explicit
 
 
 def test_default_digits_named_in_width_error(tmp_path, capsys):

@@ -499,7 +499,7 @@ SAME_ROWS = {
 }
 
 
-# The cases whose header holds numbers alone, which could be a data row.
+# The cases whose header contains numbers alone, as a data row could.
 AMBIGUOUS_HEADERS = (
     "column numbers from 0",
     "column numbers from 1",
@@ -533,7 +533,7 @@ def test_csv_header_forms(tmp_path, case):
         '"a,b",c,label\n0.5,1,0\n2,3.25,1\n',
     ],
 )
-def test_csv_header_after_comments_or_with_commas(tmp_path, text):
+def test_csv_comments_and_quoted_commas(tmp_path, text):
     path = tmp_path / "table.csv"
     path.write_text(text)
     x, y, _ = load_csv(path)
@@ -541,38 +541,42 @@ def test_csv_header_after_comments_or_with_commas(tmp_path, text):
     assert np.array_equal(y, [0, 1])
 
 
-@pytest.mark.parametrize("header", ["0,label", ",0,label"])
-def test_csv_one_feature_pandas_header(tmp_path, header):
-    path = tmp_path / "one.csv"
-    rows = "0,0.5,0\n1,2,1\n" if header.startswith(",") else "0.5,0\n2,1\n"
-    path.write_text(f"{header}\n{rows}")
-    x, y, _ = load_csv(path)
-    assert np.array_equal(x, [[0.5], [2.0]])
-    assert np.array_equal(y, [0, 1])
+# Each case: a CSV text, and the features and labels it must read as.
+READS = {
+    "one feature under a pandas header": (
+        "0,label\n0.5,0\n2,1\n",
+        [[0.5], [2.0]],
+        [0, 1],
+    ),
+    "one feature under a pandas header and index": (
+        ",0,label\n0,0.5,0\n1,2,1\n",
+        [[0.5], [2.0]],
+        [0, 1],
+    ),
+    # Two numbers alone are too likely to be data to make a header.
+    "two column numbers": ("0,1\n0.5,0\n", [[0.0], [0.5]], [1, 0]),
+    "quoted first row": (
+        '"0.5","1","0"\n"2","3.25","1"\n',
+        [[0.5, 1.0], [2.0, 3.25]],
+        [0, 1],
+    ),
+    # "y" names a coordinate as often as a label, so it stops nothing.
+    "y feature beside the label": (
+        "x,y,cls\n0.5,0.25,1\n0.75,0.125,0\n",
+        [[0.5, 0.25], [0.75, 0.125]],
+        [1, 0],
+    ),
+}
 
 
-def test_csv_missing_first_value_is_no_row_name(tmp_path):
-    # Beside row names pandas numbers columns from 0, so ,1,2,3 is a data
-    # row whose first value is missing.
-    path = tmp_path / "gap.csv"
-    path.write_text(",1,2,3\n0.5,0.1,0.2,0\n0.6,0.7,0.8,1\n")
-    with pytest.raises(ValueError, match=r"field 0 \(counted from 0\) is empty"):
-        load_csv(path)
-
-
-def test_csv_two_column_numbers_are_data(tmp_path):
+@pytest.mark.parametrize("case", list(READS))
+def test_csv_reads_rows(tmp_path, case):
+    text, features, labels = READS[case]
     path = tmp_path / "table.csv"
-    path.write_text("0,1\n0.5,0\n")
+    path.write_text(text)
     x, y, _ = load_csv(path)
-    assert np.array_equal(x, [[0.0], [0.5]])
-    assert np.array_equal(y, [1, 0])
-
-
-def test_csv_quoted_first_row_is_data(tmp_path):
-    path = tmp_path / "table.csv"
-    path.write_text('"0.5","1","0"\n"2","3.25","1"\n')
-    x, _, _ = load_csv(path)
-    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
+    assert np.array_equal(x, features)
+    assert np.array_equal(y, labels)
 
 
 def test_csv_label_column_first(tmp_path):
@@ -719,6 +723,18 @@ CSV_ERRORS = {
         "semi.csv",
         "1;2;0\n3;4;1\n",
         "looks separated by ';'; resgrad reads comma",
+    ),
+    # Beside row names pandas numbers columns from 0, so ,1,2,3 is a data
+    # row whose first value is missing.
+    "missing first value": (
+        "gap.csv",
+        ",1,2,3\n0.5,0.1,0.2,0\n0.6,0.7,0.8,1\n",
+        r"field 0 \(counted from 0\) is empty",
+    ),
+    "label name in capitals": (
+        "upper.csv",
+        "a,TARGET,visit\n0.5,0,1\n0.25,1,0\n",
+        r"names column 1 'TARGET'",
     ),
 }
 
@@ -1230,31 +1246,15 @@ def test_csv_header_names_label_column(tmp_path):
     assert load_csv(path, label_column=0)[1].tolist() == [0, 1, 0]
 
 
-def test_csv_label_name_keeps_its_case(tmp_path):
-    path = tmp_path / "upper.csv"
-    path.write_text("a,TARGET,visit\n0.5,0,1\n0.25,1,0\n")
-    with pytest.raises(ValueError, match=r"names column 1 'TARGET'"):
-        load_csv(path)
-
-
-def test_csv_y_feature_beside_last_label(tmp_path):
-    # "y" names a coordinate as often as a label, so it stops nothing.
-    path = tmp_path / "points.csv"
-    path.write_text("x,y,cls\n0.5,0.25,1\n0.75,0.125,0\n")
-    x, y, _ = load_csv(path)
-    assert np.array_equal(x, [[0.5, 0.25], [0.75, 0.125]])
-    assert np.array_equal(y, [1, 0])
-
-
-def test_label_column_minus_one_fits_any_file(tmp_path):
+def test_label_column_last_any_file(tmp_path):
     path = tmp_path / "rows.npz"
     np.savez(path, X=np.random.default_rng(0).random((8, 2)), y=np.arange(8) % 2)
     assert load_data(path, label_column=-1).n_features == 2
 
 
 def test_csv_label_name_beside_last_column(tmp_path):
-    # Both columns hold valid class indices, so only the header tells them
-    # apart: the default stops, and an explicit -1 keeps the last column.
+    # Both columns contain valid class indices, so only the header marks the
+    # label. The default raises, and an explicit -1 keeps the last column.
     path = tmp_path / "visits.csv"
     path.write_text("a,target,visit\n0.5,0,1\n0.25,1,0\n0.75,0,1\n")
     with pytest.raises(ValueError, match=r"or --label-column -1 to keep the last"):
@@ -1265,7 +1265,7 @@ def test_csv_label_name_beside_last_column(tmp_path):
     assert load_csv(path, label_column=1)[1].tolist() == [0, 1, 0]
 
 
-def test_csv_label_column_counts_after_row_names(tmp_path):
+def test_csv_label_index_skips_row_names(tmp_path):
     path = tmp_path / "named.csv"
     path.write_text(",label,a\n7,0,0.5\n9,1,2\n")
     x, y, _ = load_csv(path, label_column=0)

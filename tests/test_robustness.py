@@ -317,7 +317,7 @@ def test_short_rows_draw_as_bars(monkeypatch, tmp_path):
     assert fgsm.get_ylim() == pytest.approx((-0.1, 0.1))
 
 
-def test_examples_figure_fits_title_for_one_sample(model, batch, monkeypatch, tmp_path):
+def test_examples_figure_one_sample_width(model, batch, monkeypatch, tmp_path):
     x, y = batch
     table = robustness.evaluate(model, x[:1], y[:1], ["fgsm"], [0.1], seed=0)
     figures = []
@@ -407,8 +407,10 @@ def test_cli_report_records_settings(files, capsys):
     assert context["model"] == str(model_path)
     assert context["data"] == str(data)
     assert context["labels"] is None
-    assert (context["test_size"], context["split_seed"]) == (0.25, 0)
-    assert (context["samples"], context["input_box"]) == (5, [0.0, 1.0])
+    assert context["test_size"] == 0.25
+    assert context["split_seed"] == 0
+    assert context["samples"] == 5
+    assert context["input_box"] == [0.0, 1.0]
     # fgsm draws no random numbers, so no seed is recorded.
     assert context["seed"] is None
     report = (out / "robustness.md").read_text()
