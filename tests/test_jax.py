@@ -1,8 +1,9 @@
 """The core on JAX arrays through the array API, against the NumPy results.
 
-Skipped unless JAX is installed; JAX is not a test dependency. This file
-imports neither torch nor the test helpers, so that it also runs in an
-environment with JAX and without PyTorch (``pytest --noconftest``).
+Skipped unless JAX is installed; the test extra installs it on Python 3.11
+and later, which JAX needs. This file imports neither torch nor the test
+helpers, so that it also runs in an environment with JAX and without
+PyTorch (``pytest --noconftest``).
 """
 
 from __future__ import annotations
