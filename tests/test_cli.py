@@ -476,6 +476,18 @@ def test_train_divergence_names_step_and_rate(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("optimizer", "rate"), [("sgd", 0.1), ("momentum", 0.01), ("adam", 1e-3)]
+)
+def test_train_learning_rate_defaults_to_the_optimizer_s(tmp_path, optimizer, rate):
+    # The rates of fit, not Adam's 1e-3 for every optimizer.
+    out = tmp_path / "model.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--optimizer", optimizer]
+    assert main([*argv, "--out", str(out)]) == 0
+
+    assert resgrad.read_metadata(out)["training"]["lr"] == rate
+
+
 def test_train_removes_checkpoint_when_done(tmp_path, capsys):
     out = tmp_path / "model.npz"
     status = main(["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)])
@@ -640,6 +652,27 @@ def test_train_resumed_error_keeps_checkpoint(tmp_path, monkeypatch, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == [checkpoint.name]
 
 
+def test_train_error_before_an_epoch_keeps_earlier_checkpoint(tmp_path, capsys):
+    # --overwrite starts over, but a run that fails on its options before
+    # writing a checkpoint must not delete the one it would have replaced.
+    out = tmp_path / "model.npz"
+    checkpoint = tmp_path / "model.checkpoint.npz"
+    model = resgrad.ResidualMLP.init([2, 3, 2], seed=0)
+    x, y = np.eye(2), np.arange(2)
+    resgrad.fit(model, x, y, epochs=1, validation=None, checkpoint=checkpoint)
+    earlier = checkpoint.read_bytes()
+    argv = ["train", "--hidden", "1,2", "--out", str(out), "--overwrite"]
+    status, lines = run_cli(capsys, [*argv, "--no-progress"])
+
+    assert status == 2
+    assert "--hidden 1,2 gives 2 hidden widths" in lines[-1]
+    assert checkpoint.read_bytes() == earlier
+
+
+def _raise_full_disk(*args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+
 def test_train_save_error_keeps_checkpoint_to_resume(tmp_path, monkeypatch, capsys):
     import resgrad.io
 
@@ -647,11 +680,8 @@ def test_train_save_error_keeps_checkpoint_to_resume(tmp_path, monkeypatch, caps
     checkpoint = tmp_path / "model.checkpoint.npz"
     argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
 
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
-
     with monkeypatch.context() as patch:
-        patch.setattr(resgrad.io, "save", full_disk)
+        patch.setattr(resgrad.io, "save", _raise_full_disk)
         status, lines = run_cli(capsys, argv)
     assert status == 2
     assert len(lines) == 1, lines
@@ -662,8 +692,23 @@ def test_train_save_error_keeps_checkpoint_to_resume(tmp_path, monkeypatch, caps
 
     # The checkpoint has run every epoch, so resuming only saves the model.
     assert main([*argv, "--resume"]) == 0
-    assert "trained 1 epoch in " in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "the checkpoint already contained 1 finished epoch (best" in printed
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.npz"]
+
+
+def test_train_resumed_counts_only_its_own_epochs(tmp_path, monkeypatch, capsys):
+    import resgrad.io
+
+    out = tmp_path / "model.npz"
+    argv = ["train", *SMALL_RUN, "--out", str(out)]
+    with monkeypatch.context() as patch:
+        patch.setattr(resgrad.io, "save", _raise_full_disk)
+        assert main([*argv, "--epochs", "1"]) == 2
+    capsys.readouterr()
+
+    assert main([*argv, "--epochs", "3", "--resume"]) == 0
+    assert "trained 2 more epochs in " in capsys.readouterr().out
 
 
 def test_train_rejects_second_run_on_checkpoint(tmp_path, monkeypatch, capsys):

@@ -744,6 +744,29 @@ def test_resume_rejects_other_settings(tmp_path, change, difference):
         fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
 
 
+@pytest.mark.parametrize(
+    "first, then",
+    [
+        ({"batch_size": np.int64(16), "seed": np.int64(3)}, {}),
+        ({"patience": np.int64(4)}, {}),
+        ({"validation": 0}, {"validation": None}),
+        ({"patience": 4}, {"patience": 9}),
+    ],
+)
+def test_resume_takes_settings_that_train_alike(tmp_path, first, then):
+    # NumPy integers must reach the JSON header as ints, and without
+    # validation neither 0 against None nor the unused patience differs.
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    settings = {"epochs": 2, "validation": None, "seed": 3, "batch_size": 16}
+    _fit_until_interrupted(_small_model(), x, y, path, 1, **{**settings, **first})
+    resumed = fit(
+        _small_model(), x, y, checkpoint=path, resume=True, **{**settings, **then}
+    )
+
+    assert _weights_equal(resumed.model, fit(_small_model(), x, y, **settings).model)
+
+
 def test_resume_names_every_difference(tmp_path):
     x, y = _blobs()
     path = tmp_path / "run.ckpt"

@@ -834,7 +834,11 @@ def _settings(model, x, y, loss_fn, opt, batch_size, seed, validation, patience)
     if isinstance(validation, (tuple, list)):
         validation = _digest(*validation)
     elif validation is not None:
-        validation = float(validation)
+        # 0 trains without validation, as None does.
+        validation = float(validation) or None
+    if validation is None:
+        # Without validation nothing stops early, whatever the patience.
+        patience = None
     weights = model.arrays()
     settings = {
         "model": model.config(),
@@ -842,10 +846,11 @@ def _settings(model, x, y, loss_fn, opt, batch_size, seed, validation, patience)
         "data": _digest(x, y),
         "loss": loss_fn.name,
         "optimizer": _describe_optimizer(opt),
-        "batch_size": batch_size,
-        "seed": seed,
+        # int() for NumPy integers, which JSON cannot store.
+        "batch_size": int(batch_size),
+        "seed": int(seed),
         "validation": validation,
-        "patience": patience,
+        "patience": None if patience is None else int(patience),
     }
     # The checkpoint stores the settings as JSON, which turns tuples into lists.
     return json.loads(json.dumps(settings))

@@ -61,7 +61,6 @@ def _recipe() -> dict[str, Any]:
         "shortcut": model["shortcut"],
         "init": model["init"],
         "optimizer": fit["optimizer"],
-        "lr": fit["lr"],
         "epochs": fit["epochs"],
         "batch_size": fit["batch_size"],
         "patience": 10,
@@ -71,9 +70,11 @@ def _recipe() -> dict[str, Any]:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the architecture and training options, with ``DEFAULT_RECIPE``'s
-    values as defaults."""
+    values as defaults, except the learning rate, which defaults to that of
+    the chosen optimizer."""
     from ..activations import ACTIVATIONS
     from ..model import INITIALIZERS, SHORTCUTS
+    from ..training import DEFAULT_LEARNING_RATES
 
     recipe = _recipe()
 
@@ -119,11 +120,14 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=recipe["optimizer"],
         help="optimizer (default: %(default)s)",
     )
+    rates = ", ".join(
+        f"{rate:g} for {name}" for name, rate in DEFAULT_LEARNING_RATES.items()
+    )
     group.add_argument(
         "--lr",
         type=positive_float,
-        default=recipe["lr"],
-        help="learning rate (default: %(default)s)",
+        default=None,
+        help=f"learning rate (default: {rates})",
     )
     group.add_argument(
         "--epochs",
@@ -194,8 +198,10 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
     With ``args.checkpoint`` set (``resgrad train``), a checkpoint is written
     after every epoch, and ``args.resume`` continues from it.
     """
-    from ..training import fit
+    from ..training import DEFAULT_LEARNING_RATES, fit
 
+    if args.lr is None:
+        args.lr = DEFAULT_LEARNING_RATES[args.optimizer]
     if not args.validation and typed_options(args, ["patience"]):
         raise ValueError(
             f"--patience {args.patience} applies only to early stopping, which "
@@ -309,9 +315,19 @@ def _train_and_save(args: argparse.Namespace) -> int:
     # The sizes read from the data, so that a wrong label column or class
     # count shows before the training time is spent.
     print(data.summary(), flush=True)
+    # The checkpoint of an earlier run, if any, as it is before this run.
+    earlier = _identity(args.checkpoint)
     start = time.perf_counter()
+    bar = progress_bar(not args.no_progress)
+    # The epochs that this run trains, after those of a resumed checkpoint.
+    new_epochs: list[int] = []
+
+    def progress(epochs: range, **kwargs: Any) -> Any:
+        new_epochs.append(len(epochs))
+        return bar(epochs, **kwargs)
+
     try:
-        result = train_model(args, data, progress_bar(not args.no_progress))
+        result = train_model(args, data, progress)
         seconds = time.perf_counter() - start
         test_accuracy = accuracy(result.model, data.x_test, data.y_test)
         save(
@@ -330,8 +346,10 @@ def _train_and_save(args: argparse.Namespace) -> int:
     except (ValueError, TypeError):
         # Resuming would repeat these errors, such as a divergence, so a
         # checkpoint that this run started would only read as an unfinished
-        # run. A resumed run keeps the checkpoint that it continued.
-        if not args.resume:
+        # run. A resumed run keeps the checkpoint that it continued, and a
+        # run that failed before its first epoch ended, such as on an option
+        # that does not fit the data, keeps that of the earlier run.
+        if not args.resume and _identity(args.checkpoint) != earlier:
             args.checkpoint.unlink(missing_ok=True)
         raise
     except OSError as error:
@@ -346,11 +364,32 @@ def _train_and_save(args: argparse.Namespace) -> int:
         ) from error
     args.checkpoint.unlink(missing_ok=True)
     print(
-        f"trained {plural(len(result.history), 'epoch')} in {seconds:.1f} s "
-        f"(best epoch {result.best_epoch}); test accuracy {test_accuracy:.4f}"
+        f"{_trained(len(result.history), sum(new_epochs), seconds)} (best epoch "
+        f"{result.best_epoch}); test accuracy {test_accuracy:.4f}"
     )
     print(f"saved {args.out}")
     return 0
+
+
+def _trained(epochs: int, new: int, seconds: float) -> str:
+    """Say how many of the run's ``epochs`` this command trained (``new``)
+    and in how long, the rest having come from a resumed checkpoint."""
+    if new == epochs:
+        return f"trained {plural(epochs, 'epoch')} in {seconds:.1f} s"
+    if new == 0:
+        return f"the checkpoint already contained {plural(epochs, 'finished epoch')}"
+    return f"trained {plural(new, 'more epoch')} in {seconds:.1f} s, {epochs} in all"
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Return the device, inode and modification time of the file at
+    ``path``, which every atomic write changes, or ``None`` when none is
+    there."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_dev, status.st_ino, status.st_mtime_ns
 
 
 def training_metadata(
