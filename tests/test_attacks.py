@@ -1164,6 +1164,17 @@ def test_one_pair_budget_changes_two_features(small_model, name):
 
 
 @pytest.mark.parametrize("name", ["jsma", "mjsma"])
+def test_budget_of_no_pair_names_the_smallest_gamma(small_model, name):
+    # 8 features at gamma 0.1 allow floor(0.4) = 0 pairs: a silent no-op.
+    x, y = small_batch()
+    target = (y + 1) % 5
+    attack = getattr(attacks, name)
+    with pytest.raises(ValueError, match=r"= 0 iterations .* pass gamma >= 0.25\."):
+        attack(small_model, x, y, target=target)
+    assert attack(small_model, x, y, target=target, gamma=0.25).steps.max() == 1
+
+
+@pytest.mark.parametrize("name", ["jsma", "mjsma"])
 def test_budget_rounds_down(small_model, name):
     x, y = small_batch(n=40)
     y = small_model.predict(x)
@@ -1268,7 +1279,7 @@ def test_saliency_attack_stops_on_success(small_model, name):
 def test_jsma_already_at_target_takes_no_step(small_model):
     x, y = small_batch(n=10)
     predicted = small_model.predict(x)
-    result = attacks.jsma(small_model, x, y, predicted)
+    result = attacks.jsma(small_model, x, y, predicted, gamma=1.0)
     np.testing.assert_array_equal(result.steps, np.zeros(10))
     assert np.all(result.success)
 

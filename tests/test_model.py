@@ -223,6 +223,31 @@ def test_convert_changes_dtype():
     assert model.dtype == np.float64
 
 
+@pytest.mark.parametrize(
+    "converted, shared",
+    [
+        (lambda model: model.convert(), True),
+        (lambda model: model.convert(dtype="float64"), True),
+        (lambda model: model.convert(np), True),
+        (lambda model: model.convert(dtype="float32"), False),
+    ],
+)
+def test_convert_shares_only_unchanged_arrays(converted, shared):
+    # As its docstring says: a dtype the model already has copies nothing.
+    model = reference.random_model(2, "tanh", "learned")
+    new = converted(model).arrays()
+    for name, value in model.arrays().items():
+        assert np.shares_memory(new[name], value) is shared
+
+
+def test_models_compare_by_identity():
+    # Elementwise array comparison has no single truth value to return.
+    model = reference.random_model(2, "tanh", "learned")
+    assert model == model
+    assert model != model.convert()
+    assert model.blocks[0] != model.convert().blocks[0]
+
+
 # Validation.
 
 

@@ -220,6 +220,7 @@ def test_bad_methods_raise(methods):
 def test_parse_eps():
     assert robustness.parse_eps("0, 0.05,0.1") == [0.0, 0.05, 0.1]
     assert robustness.parse_eps([0.2, 0.2]) == [0.2]
+    assert robustness.parse_eps(0.3) == [0.3]
 
 
 @pytest.mark.parametrize(
@@ -234,6 +235,25 @@ def test_evaluate_rejects_unknown_method(model, batch):
     x, y = batch
     with pytest.raises(ValueError, match="Unknown attack method 'cw'"):
         robustness.evaluate(model, x, y, ["cw"], [0.1])
+
+
+@pytest.mark.parametrize("d", [2, 3])
+def test_evaluate_moves_a_pair_on_few_features(d):
+    # gamma = 0.5 allows floor(d / 4) = 0 pairs below 4 features.
+    model = resgrad.ResidualMLP.init([d, 6, 3], seed=1)
+    x = np.random.default_rng(0).uniform(0.2, 0.8, (20, d))
+    y = model.predict(x)
+    table = robustness.evaluate(model, x, y, "jsma,mjsma", 0.4, examples=20)
+    for method in ("jsma", "mjsma"):
+        moved = table.examples[(method, 0.4)].x_adv != x
+        assert moved.sum(axis=1).max() == 2
+
+
+def test_evaluate_names_pair_attacks_on_one_feature():
+    model = resgrad.ResidualMLP.init([1, 6, 3], seed=0)
+    x = np.full((4, 1), 0.5)
+    with pytest.raises(ValueError, match="mjsma change features in pairs, and x has 1"):
+        robustness.evaluate(model, x, model.predict(x), "fgsm,mjsma", 0.1)
 
 
 def test_evaluate_rejects_negative_eps(model, batch):

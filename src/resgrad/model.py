@@ -38,7 +38,9 @@ class ForwardOverflowError(ValueError):
     """The forward pass left the range of the dtype: ``z^L`` is not finite."""
 
 
-@dataclass
+# eq=False: two models compare equal only when they are one object, since
+# comparing their arrays elementwise gives no single truth value.
+@dataclass(eq=False)
 class Block:
     """One residual block ``z = W2 g(W1 a + b1) + b2 + W3 a``.
 
@@ -141,9 +143,14 @@ class BlockTrace(NamedTuple):
     z: Array
 
 
-@dataclass
+@dataclass(eq=False)
 class ResidualMLP:
     """A stack of residual blocks with one activation between them.
+
+    Methods that return a model (``replace_arrays``, ``convert``) share every
+    array they do not change with the model they start from, and nothing in
+    resgrad writes into a model's arrays. Copy an array before updating it in
+    place, or the update shows in both models.
 
     Attributes:
         blocks: the blocks ``B_1 .. B_L``; block ``l`` reads the output width
@@ -259,7 +266,8 @@ class ResidualMLP:
     # Parameters.
 
     def arrays(self) -> dict[str, Array]:
-        """Return every trainable array, keyed ``"blocks.<l>.<name>"``."""
+        """Return every trainable array, keyed ``"blocks.<l>.<name>"``; these
+        are the model's own arrays, not copies."""
         return {
             f"blocks.{index}.{name}": value
             for index, block in enumerate(self.blocks)
@@ -267,9 +275,11 @@ class ResidualMLP:
         }
 
     def replace_arrays(self, arrays: dict[str, Array]) -> ResidualMLP:
-        """Return a copy whose arrays are taken from ``arrays`` by key.
+        """Return a new model whose arrays are taken from ``arrays`` by key.
 
-        Keys are those of ``arrays()``; a key left out keeps its array.
+        Keys are those of ``arrays()``; a key left out keeps its array. No
+        array is copied: the new model uses the arrays given and shares the
+        ones kept.
         """
         unknown = set(arrays) - set(self.arrays())
         if unknown:
@@ -305,7 +315,13 @@ class ResidualMLP:
         device: Any = None,
         like: Array = None,
     ) -> ResidualMLP:
-        """Return a copy with every array moved to a namespace, dtype and device.
+        """Return a new model with every array moved to a namespace, dtype and
+        device.
+
+        An array that moves to another namespace is copied. One that is already
+        in the target namespace, dtype and device is shared, as ``xp.asarray``
+        shares it, so ``convert()`` with no arguments returns a model that
+        shares every array.
 
         Args:
             xp: the target array namespace (e.g. ``numpy`` or ``torch``);
@@ -350,7 +366,9 @@ class ResidualMLP:
         converted = {}
         for name, value in self.arrays().items():
             value = _to_namespace(value, xp, device)
-            converted[name] = value if dtype is None else xp.astype(value, dtype)
+            if dtype is not None:
+                value = xp.astype(value, dtype, copy=False)
+            converted[name] = value
         return self.replace_arrays(converted)
 
     # Evaluation.

@@ -24,6 +24,9 @@ Default parameters per attack at radius eps (``attack_parameters``):
   input's highest-scoring class other than ``y``.
 - mjsma: untargeted on the source class ``y``, ``theta = eps``,
   ``gamma = 0.5``.
+
+With fewer than 4 features, jsma and mjsma take ``gamma = 2 / d`` in place of
+0.5, the smallest value that lets one pair of features move.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import csv
 import io
 import json
 import math
+import numbers
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -180,7 +184,8 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
 
 
 def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
-    """Return the radii in ``eps_values`` (floats or a comma-separated string).
+    """Return the radii in ``eps_values`` (floats, one float or a
+    comma-separated string).
 
     A repeated radius is kept once, where it first appears, so no attack runs
     twice at one radius.
@@ -206,6 +211,8 @@ def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
                 raise ValueError(
                     f"Invalid eps {text!r}; expected numbers such as 0,0.1."
                 ) from None
+    elif isinstance(eps_values, numbers.Real):
+        values = [eps_values]
     else:
         values = list(eps_values)
     if not values:
@@ -230,7 +237,8 @@ def attack_parameters(method: str, eps: float, d: int) -> dict[str, Any]:
     if method == "pgd_l2":
         return {"eps": eps * math.sqrt(d), "steps": STEPS}
     if method in ("jsma", "mjsma"):
-        return {"theta": eps, "gamma": SALIENCY_GAMMA}
+        # At least one pair of features, floor(d gamma / 2) >= 1.
+        return {"theta": eps, "gamma": max(SALIENCY_GAMMA, min(1.0, 2 / d))}
     raise ValueError(
         f"Unknown attack method {method!r}; expected one of: {', '.join(METHODS)}."
     )
@@ -289,7 +297,7 @@ def evaluate(
             namespace and dtype.
         y: their labels, shape ``(n,)``.
         methods: attack names or ``"all"`` (see ``resgrad.attacks.ATTACKS``).
-        eps_values: the radii, each ``>= 0``.
+        eps_values: the radii, each ``>= 0``, or one radius.
         seed: the seed of the random attacks. Each (method, eps) draws from
             its own stream, so a row does not depend on the other rows.
         progress: wraps the list of (method, eps) runs, as
@@ -306,6 +314,13 @@ def evaluate(
     # slicing below would fail on.
     _arrays.namespace(x, y)
     names = parse_methods(methods)
+    pairwise = [name for name in names if name in ("jsma", "mjsma")]
+    if pairwise and getattr(x, "ndim", 0) == 2 and x.shape[1] < 2:
+        raise ValueError(
+            f"{' and '.join(pairwise)} change features in pairs, and x has "
+            f"{x.shape[1]} feature; leave them out of the methods (--method of "
+            "resgrad attack)."
+        )
     radii = parse_eps(eps_values)
     bounds = check_bounds(bounds)
     limits = _check_limits(limits or {}, names)

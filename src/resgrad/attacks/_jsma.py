@@ -162,6 +162,28 @@ def mjsma(
     return _run(batch, source, theta, gamma, _maximal_selector(toward))
 
 
+def _budget(d: int, gamma: float) -> int:
+    """Return the number of iterations, ``floor(d * gamma / 2)``.
+
+    Raises:
+        ValueError: if ``gamma`` allows no iteration on ``d`` features, where
+            the attack would silently change nothing.
+    """
+    budget = math.floor(d * gamma / 2)
+    if budget >= 1:
+        return budget
+    if d < 2:
+        raise ValueError(
+            f"JSMA changes features in pairs, and the inputs have {d} feature; "
+            "it needs at least 2."
+        )
+    raise ValueError(
+        f"gamma {gamma} allows floor({d} * {gamma} / 2) = 0 iterations on inputs "
+        f"of {d} features, so the attack would change nothing; pass gamma >= "
+        f"{math.ceil(2e4 / d) / 1e4:g}."
+    )
+
+
 def _check_gamma(gamma: Any) -> float:
     gamma = check_number("gamma", gamma)
     if not 0 < gamma <= 1:
@@ -180,7 +202,7 @@ def _run(
 ) -> AttackResult:
     """Run the saliency iterations on chunks of rows and join the results."""
     xp = batch.xp
-    budget = math.floor(batch.d * gamma / 2)
+    budget = _budget(batch.d, gamma)
     chunk = max(1, SCORE_ELEMENTS // (batch.d * batch.d))
     pieces = []
     for first in range(0, batch.n, chunk):
