@@ -243,7 +243,8 @@ def test_convert_shares_only_unchanged_arrays(converted, shared):
 def test_models_compare_by_identity():
     # Elementwise array comparison has no single truth value to return.
     model = reference.random_model(2, "tanh", "learned")
-    assert model == model
+    same = model
+    assert model == same
     assert model != model.convert()
     assert model.blocks[0] != model.convert().blocks[0]
 
