@@ -1164,6 +1164,16 @@ def test_one_pair_budget_changes_two_features(small_model, name):
 
 
 @pytest.mark.parametrize("name", ["jsma", "mjsma"])
+def test_saliency_attacks_clip_input_within_tolerance(small_model, name):
+    # Rows the attack never moves must end in the box too.
+    x, y = small_batch()
+    x[0, 0], x[1, 1] = 1 + 5e-7, -5e-7
+    result = getattr(attacks, name)(small_model, x, y, target=(y + 1) % 5, gamma=0.25)
+    assert result.x_adv.max() <= 1.0
+    assert result.x_adv.min() >= 0.0
+
+
+@pytest.mark.parametrize("name", ["jsma", "mjsma"])
 def test_budget_of_no_pair_names_the_smallest_gamma(small_model, name):
     # 8 features at gamma 0.1 allow floor(0.4) = 0 pairs: a silent no-op.
     x, y = small_batch()

@@ -235,6 +235,9 @@ def test_torch_labels_with_numpy_input_raise():
     x, y = reference.random_batch(model, 3)
     with pytest.raises(TypeError, match="Expected arrays from one array namespace"):
         resgrad.gradients(model, x, torch.asarray(y))
+    # Here the labels, not the input, are in the other namespace.
+    with pytest.raises(TypeError, match="pass every input, label and target in"):
+        resgrad.gradients(model, x, torch.asarray(y))
 
 
 @pytest.mark.parametrize("plain", [list, tuple])

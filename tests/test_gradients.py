@@ -569,6 +569,20 @@ def test_x_dtype_mismatch_raises(small):
         resgrad.gradients(model, x.astype(np.float32), y)
 
 
+def test_byte_swapped_x_names_byte_order(small):
+    # float64 in big-endian order prints as >f8 and compares unequal.
+    model, x, y = small
+    with pytest.raises(TypeError, match="got the big-endian dtype >f8; convert it"):
+        resgrad.gradients(model, x.astype(">f8"), y)
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_numpy_matrix_x_names_asarray(small):
+    model, x, y = small
+    with pytest.raises(TypeError, match=r"got a numpy.matrix; pass np.asarray\(m\)"):
+        resgrad.gradients(model, np.asmatrix(x), y)
+
+
 def test_integer_x_raises(small):
     model, x, y = small
     with pytest.raises(

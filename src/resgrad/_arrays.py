@@ -31,6 +31,12 @@ def namespace(*arrays: Array) -> Any:
                 "convert it first, e.g. with np.asarray or torch.as_tensor, in "
                 "the model's namespace and dtype."
             )
+        if isinstance(a, np.matrix):
+            # np.matrix keeps two dimensions in every reduction, which the
+            # array API does not allow.
+            raise TypeError(
+                "Expected arrays, got a numpy.matrix; pass np.asarray(m) instead."
+            )
     try:
         return array_api_compat.array_namespace(*present)
     except TypeError as error:
@@ -44,8 +50,9 @@ def namespace(*arrays: Array) -> Any:
             ) from error
         raise TypeError(
             f"Expected arrays from one array namespace, got {', '.join(kinds)}; "
-            "convert the model with model.convert(like=x) or the input with "
-            "the model's namespace."
+            "pass every input, label and target in the model's namespace (e.g. "
+            "np.asarray or torch.as_tensor), or convert the model with "
+            "model.convert(like=x)."
         ) from error
 
 
@@ -116,6 +123,14 @@ def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> N
         raise TypeError(
             f"Expected {name} of a real floating dtype, got {x.dtype}; "
             f"cast it to the model's dtype {dtype}."
+        )
+    order = getattr(x.dtype, "byteorder", "=")
+    if order not in ("=", "|"):
+        # NumPy compares a big-endian float64 (>f8) unequal to float64.
+        raise TypeError(
+            f"Expected {name} in the machine's byte order, got the "
+            f"{'big' if order == '>' else 'little'}-endian dtype {x.dtype.str}; "
+            f"convert it with {name}.astype({name}.dtype.newbyteorder('='))."
         )
     if x.dtype != dtype:
         raise TypeError(

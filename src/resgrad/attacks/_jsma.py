@@ -229,7 +229,9 @@ def _iterate(
     Each iteration forms the Jacobian and the pair scores of the samples
     still running only, and spreads the chosen moves back over the batch.
     """
-    xp, x = batch.xp, batch.x
+    # An input may lie outside the box by up to BOX_TOLERANCE. Clipping it
+    # first keeps the rows that never move in the box, as the moved ones are.
+    xp, x = batch.xp, clip(batch, batch.x)
     up, down = x < batch.hi, x > batch.lo
     x_adv = x
     taken = xp.zeros((batch.n,), dtype=xp.int64, device=batch.device)
