@@ -83,6 +83,27 @@ def test_check_fails_on_wrong_product(monkeypatch, field, equation):
             assert row.passed, (eq, name, row.error)
 
 
+def test_verdict_tells_difference_miss_from_disagreement(monkeypatch):
+    from resgrad.cli.check import verdict
+    from resgrad.data import load_data
+
+    # Weights scaled by 100 make the digits loss so steep that the central
+    # differences of step 1e-6 miss, while backprop and autograd agree.
+    data = load_data()
+    model = resgrad.ResidualMLP.init([64, 32, 32, 10], seed=0)
+    model = model.replace_arrays({k: 100 * v for k, v in model.arrays().items()})
+    steep = check_theorem(model, data.x_test[:8], data.y_test[:8], seed=0)
+    assert {row.reference for row in steep.rows if not row.passed} == {
+        "central differences"
+    }
+    assert verdict(steep).startswith("every equation agrees with the exact")
+
+    small = reference.random_model(2, "softplus", "learned")
+    x, y = reference.random_batch(small, 3)
+    _wrong_product(monkeypatch, "W1", 1.01)
+    assert verdict(check_theorem(small, x, y)) == "some equations disagree"
+
+
 @pytest.mark.parametrize("scale", [20, 60, 100])
 def test_check_passes_on_confident_network(scale):
     # Scaling the last block makes the logits confident: the loss falls to

@@ -505,6 +505,25 @@ def wait_for(path, process, timeout=120.0):
         time.sleep(0.005)
 
 
+def test_train_stops_on_sigterm_as_on_ctrl_c(tmp_path):
+    out = tmp_path / "model.npz"
+    checkpoint = tmp_path / "model.checkpoint.npz"
+    command = [shutil.which("resgrad"), "train", *SMALL_RUN, "--epochs", "200"]
+    process = subprocess.Popen(
+        [*command, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_for(checkpoint, process)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+
+    assert process.returncode == 143
+    assert f"resgrad train: terminated; {checkpoint} contains" in err.decode()
+    # The lock file goes as after Ctrl-C; SIGKILL is what leaves it.
+    assert sorted(path.name for path in tmp_path.iterdir()) == [checkpoint.name]
+
+
 @pytest.mark.slow
 def test_train_resume_after_kill(tmp_path, capsys):
     epochs = ["--epochs", "15"]
@@ -1202,8 +1221,11 @@ def test_unwritable_out_fails_before_work(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(
         resgrad.training, "fit", lambda *a, **k: pytest.fail("training ran")
     )
+    monkeypatch.chdir(tmp_path)
     for argv, where in [
         (["train", "--out", str(tmp_path / "m.npz")], "argument --out: cannot write"),
+        # The default --out, model.npz in the working folder, as well.
+        (["train"], "argument --out: cannot write model.npz"),
         (["run", "--out", str(tmp_path / "run")], "Cannot write --out"),
     ]:
         status, lines = run_cli(capsys, argv)

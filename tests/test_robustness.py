@@ -417,6 +417,17 @@ def test_cli_writes_table_and_figures(files, capsys):
     ]
 
 
+def test_cli_warns_of_eps_wider_than_box(files, capsys):
+    # 5 reads as a radius in raw units, such as the digits' grey levels.
+    folder, data, model_path = files
+    argv = ["attack", "--model", str(model_path), "--data", str(data)]
+    argv += ["--method", "fgsm", "--eps", "0.1,5", "--out", str(folder / "wide")]
+    assert main([*argv, "--limit", "5", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --eps 5 exceeds 1, the width of the box [0, 1]" in err
+    assert "--eps 0.1" not in err
+
+
 def test_cli_report_records_settings(files, capsys):
     folder, data, model_path = files
     out = folder / "report"

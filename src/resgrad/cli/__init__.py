@@ -129,6 +129,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A command may raise the interrupt again with a note, such as the
         # folder it left incomplete.
         note = f"; {_one_line(interrupt)}" if str(interrupt) else ""
+        if _terminated:
+            print(f"resgrad {args.command}: terminated{note}", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print(f"resgrad {args.command}: interrupted{note}", file=sys.stderr)
         return 130
     finally:
@@ -136,18 +139,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         INPUT_FILES.clear()
 
 
+# Whether the running command got SIGTERM, which _terminate turns into a
+# KeyboardInterrupt.
+_terminated = False
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """Stop the command on SIGTERM (``kill``, ``timeout``, a batch system's
+    pre-emption) as Ctrl-C does, so that it removes its locks and partial
+    files and reports what it left."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
+
+
 def console() -> NoReturn:
     """Run ``main`` as the ``resgrad`` program and exit with its status.
 
+    SIGTERM stops a command as Ctrl-C does, with status 143 in place of 130.
     Once the command has finished, Ctrl-C is ignored, because it could only
     interrupt Python's cleanup at exit, which then prints an "Exception
     ignored" traceback after a command that succeeded.
     """
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         status = main()
     except KeyboardInterrupt:
-        status = 130
+        status = 128 + signal.SIGTERM if _terminated else 130
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(status)
 
 

@@ -10,6 +10,7 @@ attack at each eps, and writes ``robustness.md``, ``.csv`` and ``.json``,
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--eps",
         default=DEFAULT_EPS,
-        help="comma-separated L-inf radii in input units, each >= 0 "
-        f"(default: {DEFAULT_EPS})",
+        help="comma-separated L-inf radii, each >= 0, in the units of the "
+        "scaled features, which lie in [0, 1] (on the digits, whose pixels run "
+        "0 to 16, 0.1 is 1.6 grey levels); pgd_l2 takes eps sqrt(d) as its L2 "
+        f"radius and jsma and mjsma move a feature by eps (default: {DEFAULT_EPS})",
     )
     add_data_arguments(parser, trained=True)
     parser.add_argument(
@@ -118,6 +121,7 @@ def run_attack(args: argparse.Namespace) -> int:
     check_output_folder(out, args.overwrite)
     model = io.load(args.model, dtype="float64")
     data = load_dataset(args, model)
+    _warn_on_wide_eps(eps_values, data.bounds)
     tables = [f"robustness.{suffix}" for suffix in ("md", "csv", "json")]
     for name in (*tables, ACCURACY_FIGURE, EXAMPLES_FIGURE):
         check_not_an_input(out / name)
@@ -135,6 +139,22 @@ def run_attack(args: argparse.Namespace) -> int:
     print(summary(table))
     print(f"wrote {', '.join(str(path) for path in paths)}")
     return 0
+
+
+def _warn_on_wide_eps(eps_values: list[float], bounds: tuple[float, float]) -> None:
+    """Warn about radii wider than the box of the scaled features, which
+    suggest a radius in the data's raw units."""
+    low, high = bounds
+    wide = [eps for eps in eps_values if eps > high - low]
+    if wide:
+        listed = ",".join(f"{eps:g}" for eps in wide)
+        print(
+            f"resgrad attack: warning: --eps {listed} exceeds {high - low:g}, the "
+            f"width of the box [{low:g}, {high:g}] of the scaled features, so the "
+            "L-inf ball contains the whole box; eps is in scaled units, not the "
+            "data's raw units.",
+            file=sys.stderr,
+        )
 
 
 def attack_context(

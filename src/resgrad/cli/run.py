@@ -36,6 +36,7 @@ from ._common import (
     write_atomic,
     write_figure,
 )
+from .check import verdict as check_verdict
 from .train import add_model_arguments, train_model, training_metadata
 
 SECTIONS = ("attack", "saliency", "depth")
@@ -161,6 +162,8 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
         f"Theorem 1 check: {verdict} ({len(report.rows)} comparisons, worst "
         f"relative error {worst:.1e})"
     )
+    if not report.passed:
+        print(f"  {check_verdict(report)}")
 
     context = RunContext(result.model, data, out, args.seed, progress)
     sections = []
@@ -329,6 +332,7 @@ def _check_summary(report: Any) -> str:
         f"{DIFFERENCE_TOLERANCE:g}. The error is max |product - reference| / "
         "max |reference| over the compared entries, and over every block for "
         f"(6)-(8).{left_out}"
+        + ("" if report.passed else f" Outcome: {check_verdict(report)}.")
     )
 
 

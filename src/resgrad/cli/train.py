@@ -238,7 +238,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out",
         type=output_file,
-        default=Path("model.npz"),
+        default="model.npz",
         help="the model file to write (default: model.npz)",
     )
     parser.add_argument(
