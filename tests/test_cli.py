@@ -688,6 +688,15 @@ def test_train_error_before_an_epoch_keeps_earlier_checkpoint(tmp_path, capsys):
     assert checkpoint.read_bytes() == earlier
 
 
+@pytest.mark.parametrize("validation", [[], ["--validation", "0.2"]])
+def test_train_names_kept_epoch_only_with_validation(tmp_path, capsys, validation):
+    argv = ["train", *SMALL_RUN, "--epochs", "2", "--out", str(tmp_path / "m.npz")]
+    assert main([*argv, *validation]) == 0
+    printed = capsys.readouterr().out
+    assert ("of the lowest validation loss" in printed) is bool(validation)
+    assert "best epoch" not in printed
+
+
 def _raise_full_disk(*args, **kwargs):
     raise OSError(28, "No space left on device")
 
@@ -712,7 +721,7 @@ def test_train_save_error_keeps_checkpoint_to_resume(tmp_path, monkeypatch, caps
     # The checkpoint has run every epoch, so resuming only saves the model.
     assert main([*argv, "--resume"]) == 0
     printed = capsys.readouterr().out
-    assert "the checkpoint already contained 1 finished epoch (best" in printed
+    assert "the checkpoint already contained 1 finished epoch;" in printed
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.npz"]
 
 
@@ -1127,7 +1136,10 @@ def test_scaling_error_names_training_data(tmp_path, capsys):
     argv = ["evaluate", "--model", str(model), "--data", str(other)]
     status, lines = run_cli(capsys, argv)
     assert status == 2
-    assert "The scaling covers 4 features but other has 3" in lines[0]
+    assert (
+        "other has 3 features, but the scaling of the training data covers 4"
+        in lines[0]
+    )
     assert lines[0].endswith(f"The model was trained with --data {data}.")
 
 

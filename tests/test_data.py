@@ -788,6 +788,14 @@ def test_idx_dtypes(tmp_path, dtype):
     assert image_shape is None
 
 
+@pytest.mark.parametrize("load", [load_idx, lambda x, y: load_data(x, labels=y)])
+def test_idx_label_error_names_label_file(tmp_path, load):
+    images_path = write_idx(tmp_path / "rows.idx", np.zeros((6, 4), np.uint8))
+    labels_path = write_idx(tmp_path / "labels.idx", np.array([0, 1, 200] * 2))
+    with pytest.raises(ValueError, match=f"Expected labels in {labels_path} to be"):
+        load(images_path, labels_path)
+
+
 def test_idx_load_data_divides_by_255(tmp_path, mnist_like):
     images, labels = mnist_like
     images_path = write_idx(tmp_path / "train-images-idx3-ubyte", images)
@@ -1180,7 +1188,10 @@ def test_digits_scaling_divides_by_sixteen():
 @pytest.mark.parametrize(
     "scaling, message",
     [
-        ({"offset": [0.0] * 3, "scale": [1.0] * 3}, "covers 3 features but"),
+        (
+            {"offset": [0.0] * 3, "scale": [1.0] * 3},
+            "scaling of the training data covers 3;",
+        ),
         ({"offset": 0.0, "scale": 0.0}, "must be > 0"),
         ({"offset": 0.0}, "keys 'offset' and 'scale'"),
         ({"offset": "a", "scale": 1.0}, "not numeric"),

@@ -417,6 +417,20 @@ def test_cli_writes_table_and_figures(files, capsys):
     ]
 
 
+@pytest.mark.parametrize("n, limited", [(12, False), (150, False), (151, True)])
+def test_report_names_jsma_limit_only_when_it_cuts(n, limited):
+    from types import SimpleNamespace
+
+    from resgrad.cli.attack import _section_markdown
+
+    table = SimpleNamespace(methods=["fgsm"])
+    data = SimpleNamespace(y_test=np.zeros(n))
+    text = _section_markdown(table, "", {"fgsm": "one step"}, data)
+    assert ("run on the first 150 only" in text) is limited
+    assert ("which cover the first 150" in text) is limited
+    assert (f"on all {n} test samples." in text) is not limited
+
+
 def test_cli_warns_of_eps_wider_than_box(files, capsys):
     # 5 reads as a radius in raw units, such as the digits' grey levels.
     folder, data, model_path = files
@@ -534,7 +548,7 @@ def test_report_section(files, tmp_path):
     }
     assert "| pgd | 0.1 |" in section.markdown
     assert "resgrad attack --model" in section.markdown
-    assert "runs JSMA and maximal JSMA on all 20 samples" in section.markdown
+    assert "on all 20 test samples." in section.markdown
 
 
 def test_cli_draws_progress_bar(files, capsys):

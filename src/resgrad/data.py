@@ -770,7 +770,12 @@ def load_idx(
         values, int64 ``(n,)`` and ``(h, w)`` (``None`` for 2-D files).
     """
     images, labels = _read_idx_pair(images_path, labels_path)
-    return _validate_arrays(images, labels, source=_existing_file(images_path))
+    return _validate_arrays(
+        images,
+        labels,
+        source=_existing_file(images_path),
+        label_source=_existing_file(labels_path),
+    )
 
 
 def _read_idx_pair(
@@ -934,11 +939,15 @@ def _existing_file(path: PathLike) -> Path:
 
 
 def _validate_arrays(
-    x: np.ndarray, y: np.ndarray, source: Any
+    x: np.ndarray, y: np.ndarray, source: Any, label_source: Any = None
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
-    """Check and convert raw arrays to ``(X float64 (n, d), y int64, image_shape)``."""
+    """Check and convert raw arrays to ``(X float64 (n, d), y int64, image_shape)``.
+
+    ``label_source`` names the file of the labels where it is not ``source``,
+    as for IDX images and labels.
+    """
     x, image_shape = _validate_features(np.asarray(x), source)
-    y = _validate_labels(np.asarray(y), source)
+    y = _validate_labels(np.asarray(y), label_source or source)
     if len(x) != len(y):
         raise ValueError(
             f"{source} has {len(x)} feature rows but {len(y)} labels; expected "
@@ -1153,7 +1162,9 @@ def _load_idx_for_scaling(
         )
     images, label_values = _read_idx_pair(path, labels)
     divisor = UINT8_MAX if scale == "auto" and images.dtype == np.uint8 else None
-    x, y, image_shape = _validate_arrays(images, label_values, source=path)
+    x, y, image_shape = _validate_arrays(
+        images, label_values, source=path, label_source=_existing_file(labels)
+    )
     return x, y, image_shape, divisor
 
 
@@ -1302,9 +1313,9 @@ def _scaling_arrays(
             raise ValueError(f"scaling[{key!r}] is not numeric; {fix}") from error
         if value.ndim > 1 or value.size not in (1, n_features):
             raise ValueError(
-                f"The scaling covers {value.size} features but {name} has "
-                f"{n_features}; pass data with the features that the model was "
-                "trained on."
+                f"{name} has {n_features} features, but the scaling of the "
+                f"training data covers {value.size}; pass data with the features "
+                "that the model was trained on."
             )
         if not np.isfinite(value).all():
             raise ValueError(f"scaling[{key!r}] is not finite; {fix}")

@@ -772,7 +772,11 @@ class _Run:
             advice = "try a smaller learning rate"
             rate = ""
         else:
-            advice = f"try a smaller learning rate, e.g. {lr / 10:g}"
+            # A tenth of a rate far above the optimizer's default would
+            # likely diverge again, so the default is named instead.
+            default = DEFAULT_LEARNING_RATES.get(type(self.opt).__name__.lower())
+            smaller = default if default and lr > 10 * default else lr / 10
+            advice = f"try a smaller learning rate, e.g. {smaller:g}"
             rate = f" with learning rate {lr:g}"
         return TrainingDiverged(
             f"Training diverged at epoch {epoch}, step {step}{rate}: {cause}; {advice}."

@@ -266,16 +266,32 @@ def report_section(ctx: RunContext) -> Section:
 
 def _section_markdown(table: Any, rows: str, notes: dict[str, str], data: Any) -> str:
     n = int(data.y_test.shape[0])
-    saliency = min(REPORT_SALIENCY_SAMPLES, n)
+    limited = n > REPORT_SALIENCY_SAMPLES
     parameters = "; ".join(f"{method}: {notes[method]}" for method in table.methods)
+    radii = ", ".join(f"{eps:g}" for eps in REPORT_EPS)
+    scope = f"Every attack of `resgrad.attacks` at L-inf radius eps in {{{radii}}} "
+    if limited:
+        scope += (
+            f"on the {n} test samples; JSMA and maximal JSMA run on the first "
+            f"{REPORT_SALIENCY_SAMPLES} only, because their pair search costs a "
+            "(d, d) matrix per sample and step."
+        )
+    else:
+        scope += f"on all {n} test samples."
+    command = (
+        "The same table for a saved model: `resgrad attack --model "
+        "<run>/model.npz --method all --eps 0.05,0.1,0.2`."
+    )
+    if limited:
+        command += (
+            f" That command runs JSMA and maximal JSMA on all {n} samples, so "
+            "their rows can differ from these, which cover the first "
+            f"{REPORT_SALIENCY_SAMPLES}."
+        )
     return "\n".join(
         [
             (
-                f"Every attack of `resgrad.attacks` at L-inf radius eps in "
-                f"{{{', '.join(f'{eps:g}' for eps in REPORT_EPS)}}} on the {n} test "
-                f"samples; JSMA and maximal JSMA run on the first {saliency} only, "
-                "because their pair search costs a (d, d) matrix per sample and step. "
-                "Robust accuracy is the fraction still classified correctly; the "
+                f"{scope} Robust accuracy is the fraction still classified correctly; the "
                 "success rate counts reaching the target for the targeted attacks "
                 "(illcm, jsma) and any wrong class for the others."
             ),
@@ -287,11 +303,6 @@ def _section_markdown(table: Any, rows: str, notes: dict[str, str], data: Any) -
             "",
             f"![adversarial examples]({EXAMPLES_FIGURE})",
             "",
-            (
-                "The same table for a saved model: `resgrad attack --model "
-                "<run>/model.npz --method all --eps 0.05,0.1,0.2`. That command "
-                f"runs JSMA and maximal JSMA on all {n} samples, so their rows can "
-                f"differ from these, which cover the first {saliency}."
-            ),
+            command,
         ]
     )

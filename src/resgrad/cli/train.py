@@ -363,16 +363,22 @@ def _train_and_save(args: argparse.Namespace) -> int:
             "from it"
         ) from error
     args.checkpoint.unlink(missing_ok=True)
+    # Without a validation split the weights of the last epoch are kept.
+    kept = (
+        f" (kept epoch {result.best_epoch}, of the lowest validation loss)"
+        if args.validation
+        else ""
+    )
     print(
-        f"{_trained(len(result.history), sum(new_epochs), seconds)} (best epoch "
-        f"{result.best_epoch}); test accuracy {test_accuracy:.4f}"
+        f"{_trained(len(result.history), sum(new_epochs), seconds)}{kept}; "
+        f"test accuracy {test_accuracy:.4f}"
     )
     print(f"saved {args.out}")
     return 0
 
 
 def _trained(epochs: int, new: int, seconds: float) -> str:
-    """Say how many of the run's ``epochs`` this command trained (``new``)
+    """Return how many of the run's ``epochs`` this command trained (``new``)
     and in how long, the rest having come from a resumed checkpoint."""
     if new == epochs:
         return f"trained {plural(epochs, 'epoch')} in {seconds:.1f} s"
