@@ -1006,6 +1006,16 @@ def test_hostile_checkpoint_files(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("read", [load, resgrad.read_metadata])
+def test_checkpoint_as_model_names_resume(tmp_path, read):
+    path = tmp_path / "model.checkpoint.npz"
+    model = reference.random_model(1, "tanh", "learned")
+    arrays = {f"params.{key}": value for key, value in model.arrays().items()}
+    resgrad.io.save_checkpoint(path, {"epoch": 1}, arrays)
+    with pytest.raises(ValueError, match="is a training checkpoint, not a model"):
+        read(path)
+
+
 def test_newer_checkpoint_names_its_version(tmp_path):
     path = tmp_path / "run.ckpt"
     resgrad.io.save_checkpoint(path, {"epoch": 1}, {})

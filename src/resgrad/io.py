@@ -568,6 +568,12 @@ def _check_members(
     path: Path, members: list[zipfile.ZipInfo], size: int, layout: _Layout
 ) -> None:
     names = [info.filename for info in members]
+    if layout is _MODEL_LAYOUT and f"{CHECKPOINT_KEY}.npy" in names:
+        raise InvalidModelFile(
+            f"{path} is a training checkpoint, not a model file; finish its run "
+            "with resgrad train --resume and the options that started it, which "
+            "saves the model to --out."
+        )
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         reason = f"the archive repeats the member(s) {duplicates}"
