@@ -476,6 +476,17 @@ def test_train_divergence_names_step_and_rate(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_train_empty_widths_make_one_block(tmp_path, capsys):
+    out = tmp_path / "model.npz"
+    argv = ["train", "--widths", "", "--hidden", "8", "--epochs", "1"]
+    assert main([*argv, "--out", str(out), "--no-progress"]) == 0
+    assert resgrad.load(out).sizes == [64, 10]
+
+    status, lines = run_cli(capsys, [*argv[:3], "--hidden", "8,8"])
+    assert status == 2
+    assert "--widths '' makes 1 block (one more" in lines[-1]
+
+
 @pytest.mark.parametrize(
     ("optimizer", "rate"), [("sgd", 0.1), ("momentum", 0.01), ("adam", 1e-3)]
 )

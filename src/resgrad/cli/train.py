@@ -44,6 +44,12 @@ def _int_list(value: str) -> list[int]:
     return numbers
 
 
+def _width_list(value: str) -> list[int]:
+    """Parse ``--widths``: comma-separated integers, or an empty value for a
+    network of one block."""
+    return [] if not value.strip() else _int_list(value)
+
+
 def _show_int_list(numbers: list[int]) -> str:
     """Return ``numbers`` as ``_int_list`` parses them, e.g. ``256,256``."""
     return ",".join(str(number) for number in numbers)
@@ -81,11 +87,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("network")
     group.add_argument(
         "--widths",
-        type=_int_list,
+        type=_width_list,
         default=recipe["widths"],
-        help="output widths of the blocks before the last, comma-separated; the "
-        "input width and the class count come from the data (default: "
-        f"{_show_int_list(recipe['widths'])})",
+        help="output widths of the blocks before the last, comma-separated, or "
+        "'' for a single block; the input width and the class count come from "
+        f"the data (default: {_show_int_list(recipe['widths'])})",
     )
     group.add_argument(
         "--hidden",
@@ -172,11 +178,11 @@ def build_model(args: argparse.Namespace, data: Any) -> Any:
     depth = len(sizes) - 1
     hidden = args.hidden * depth if len(args.hidden) == 1 else args.hidden
     if len(hidden) != depth:
+        widths = _show_int_list(args.widths) or "''"
         raise ValueError(
             f"--hidden {_show_int_list(args.hidden)} gives {len(hidden)} hidden "
-            f"widths, but --widths {_show_int_list(args.widths)} makes {depth} "
-            f"blocks (one more than the widths); "
-            f"pass one hidden width, or {depth}."
+            f"widths, but --widths {widths} makes {plural(depth, 'block')} (one "
+            f"more than the widths); pass one hidden width, or {depth}."
         )
     shortcuts = [
         args.shortcut if args.shortcut != "identity" or p_in == p_out else "learned"
