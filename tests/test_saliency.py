@@ -965,6 +965,40 @@ def test_short_rows_draw_maps_as_bars():
     assert axes[1].get_ylim() == pytest.approx((-3.0, 3.0))
 
 
+def test_non_negative_maps_scale_from_zero():
+    from resgrad.cli.saliency import sample_figure
+
+    x = np.linspace(0.0, 1.0, 64)
+    maps = {"vanilla": np.abs(np.random.default_rng(0).normal(size=(2, 64)))}
+    figure = sample_figure(x, maps, [0, 1], 0, (8, 8), "absolute maps")
+    image = figure.axes[1].images[0]
+    assert image.norm.vmin == 0.0
+    assert image.norm.vmax == pytest.approx(maps["vanilla"].max())
+    assert image.get_cmap().name == "Purples"
+
+
+def test_non_positive_maps_scale_to_zero():
+    from resgrad.cli.saliency import sample_figure
+
+    x = np.linspace(0.0, 1.0, 64)
+    maps = {"jsma": -np.abs(np.random.default_rng(0).normal(size=(2, 64)))}
+    figure = sample_figure(x, maps, [0, 1], 0, (8, 8), "JSMA maps")
+    image = figure.axes[1].images[0]
+    assert image.norm.vmin == pytest.approx(maps["jsma"].min())
+    assert image.norm.vmax == 0.0
+    # Reversed, so the most negative, most salient pixels are the darkest.
+    assert image.get_cmap().name == "Purples_r"
+
+
+def test_non_negative_bars_scale_from_zero():
+    from resgrad.cli.saliency import sample_figure
+
+    x = np.linspace(0.0, 1.0, 6)
+    maps = {"vanilla": np.array([[1.0, 2.0, 0.5, 0.0, 3.0, 1.0]])}
+    figure = sample_figure(x, maps, [0], 0, None, "six features")
+    assert figure.axes[1].get_ylim() == pytest.approx((0.0, 3.0))
+
+
 def test_deletion_figure_names_baseline_and_class(model, x):
     from resgrad.cli.saliency import deletion_figure
 

@@ -594,7 +594,7 @@ def display_shape(
 
 
 # The colour of the cells that pad the last row of a wrapped grid, which no
-# value of a grey or diverging colour map takes.
+# value of a grey, purple or diverging colour map takes.
 PADDING_COLOUR = "khaki"
 
 

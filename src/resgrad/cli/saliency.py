@@ -56,6 +56,11 @@ SMOOTHGRAD_SAMPLES = 50
 NOISE_LEVEL = 0.15
 JSMA_VARIANT = "manuscript"
 DIVERGING = "RdBu_r"
+# Maps of one sign (every map with --absolute, and the manuscript's JSMA map,
+# which is never positive) are drawn from zero on this sequential colour map,
+# darker where the magnitude is larger. Its light end is near white, like
+# the centre of DIVERGING.
+SEQUENTIAL = "Purples"
 MARKERS = ("o", "s", "^", "D", "v")
 JSON_NAME = "saliency.json"
 RANDOMIZATION_NAME = "saliency_randomization.png"
@@ -651,13 +656,23 @@ def _show(ax, row, image_shape, cmap, norm) -> Any:
     return image
 
 
-def _symmetric_norm(values: np.ndarray) -> Any:
-    """Return a colour scale centred at zero that covers ``values``."""
+def _colour_scale(values: np.ndarray) -> tuple[str, Any]:
+    """Return the colour map name and the scale that draw ``values``.
+
+    Maps of one sign get ``SEQUENTIAL`` from zero to the largest magnitude,
+    reversed for maps that are never positive, so the colour darkens with
+    the magnitude either way. Other maps get ``DIVERGING`` centred at zero.
+    """
     from matplotlib.colors import Normalize
 
+    values = np.asarray(values, dtype=np.float64)
     limit = float(np.max(np.abs(values))) if values.size else 0.0
     limit = limit if limit > 0 else 1.0
-    return Normalize(vmin=-limit, vmax=limit)
+    if values.size == 0 or np.min(values) >= 0:
+        return SEQUENTIAL, Normalize(vmin=0.0, vmax=limit)
+    if np.max(values) <= 0:
+        return f"{SEQUENTIAL}_r", Normalize(vmin=-limit, vmax=0.0)
+    return DIVERGING, Normalize(vmin=-limit, vmax=limit)
 
 
 def sample_figure(
@@ -708,10 +723,10 @@ def sample_figure(
             va="center",
             fontsize=8,
         )
-        norm = _symmetric_norm(method_maps)
+        cmap, norm = _colour_scale(method_maps)
         for column, cls in enumerate(classes, start=1):
             image = _show(
-                axes[row, column], method_maps[column - 1], image_shape, DIVERGING, norm
+                axes[row, column], method_maps[column - 1], image_shape, cmap, norm
             )
             if row == 0:
                 mark = " (pred.)" if cls == predicted else ""
@@ -729,8 +744,8 @@ def method_grid_figure(
     image_shape: tuple[int, int] | None,
 ) -> Any:
     """Draw one row per sample: the input, then each method's map of the
-    predicted class. Each method's column shares one scale centred at zero,
-    shown by the colour bar under it."""
+    predicted class. Each method's column shares one colour scale from
+    ``_colour_scale``, shown by the colour bar under it."""
     from ..robustness import display_shape
 
     plt = _pyplot()
@@ -744,7 +759,7 @@ def method_grid_figure(
         squeeze=False,
         layout="constrained",
     )
-    norms = {method: _symmetric_norm(values) for method, values in maps.items()}
+    scales = {method: _colour_scale(values) for method, values in maps.items()}
     for row in range(rows):
         _show(axes[row, 0], x[row], image_shape, "gray_r", None)
         axes[row, 0].set_ylabel(
@@ -755,8 +770,7 @@ def method_grid_figure(
                 axes[row, column],
                 method_maps[row],
                 image_shape,
-                DIVERGING,
-                norms[method],
+                *scales[method],
             )
             if row == 0:
                 axes[row, column].set_title(METHOD_TITLES[method], fontsize=8)
@@ -793,7 +807,7 @@ def randomization_figure(checks: dict, data: Any) -> Any:
         labels.append(f"{noun} {_block_range(b + 1, steps)} new")
     for column, (row_map, label) in enumerate(zip(maps, labels)):
         ax = figure.add_subplot(grid[0, column])
-        _show(ax, row_map, data.image_shape, DIVERGING, _symmetric_norm(row_map))
+        _show(ax, row_map, data.image_shape, *_colour_scale(row_map))
         ax.set_title(label, fontsize=7)
 
     ax = figure.add_subplot(grid[1, :])
