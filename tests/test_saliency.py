@@ -999,6 +999,25 @@ def test_non_negative_bars_scale_from_zero():
     assert figure.axes[1].get_ylim() == pytest.approx((0.0, 3.0))
 
 
+def test_grid_title_explains_jsma_colours():
+    from resgrad.cli.saliency import method_grid_figure
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(2, 64))
+    maps = {
+        "vanilla": rng.normal(size=(2, 64)),
+        "jsma": -np.abs(rng.normal(size=(2, 64))),
+    }
+    figure = method_grid_figure(x, maps, np.array([1, 2]), np.array([1, 2]), (8, 8))
+    title = figure.get_suptitle()
+    assert "red raises the score, blue lowers it" in title
+    assert "JSMA map in purple: one sign, darker where more salient" in title
+    assert "gradient in purple" not in title
+    jsma_column = figure.axes[2]
+    assert jsma_column.get_title() == "JSMA map"
+    assert jsma_column.images[0].get_cmap().name == "Purples_r"
+
+
 def test_deletion_figure_names_baseline_and_class(model, x):
     from resgrad.cli.saliency import deletion_figure
 

@@ -780,11 +780,31 @@ def method_grid_figure(
                 )
                 colorbar.ax.tick_params(labelsize=6)
     axes[0, 0].set_title("input", fontsize=8)
-    figure.suptitle(
-        "maps of the predicted class (red raises the score, blue lowers it)",
-        fontsize=9,
-    )
+    figure.suptitle(_grid_title(scales), fontsize=9)
     return figure
+
+
+def _grid_title(scales: dict[str, tuple[str, Any]]) -> str:
+    """Return the title of ``method_grid_figure``, with the meaning of the
+    colours of each kind of column. ``scales`` maps each method to the
+    colour map name and scale from ``_colour_scale``."""
+    title = "maps of the predicted class"
+    if any(cmap == DIVERGING for cmap, _ in scales.values()):
+        title += " (red raises the score, blue lowers it)"
+    # The sign of a JSMA map or of |map| does not tell whether a feature
+    # raises or lowers the score, but a larger magnitude marks a more salient
+    # feature.
+    one_sign = [
+        METHOD_TITLES[method]
+        for method, (cmap, _) in scales.items()
+        if cmap != DIVERGING
+    ]
+    if one_sign:
+        title += (
+            f"\n{', '.join(one_sign)} in purple: one sign, darker where more "
+            "salient (larger magnitude)"
+        )
+    return title
 
 
 def randomization_figure(checks: dict, data: Any) -> Any:
@@ -955,7 +975,10 @@ def _report_markdown(metrics: dict, depth: int) -> str:
     gap = metrics["integrated_gradients_gap"]
     maps_text = (
         "Each map is built from the row dB_r/dx of the logit Jacobian for the "
-        "predicted class r, and drawn on a colour scale centred at zero."
+        "predicted class r. Signed maps are drawn on a colour scale centred at "
+        "zero, red where a pixel raises the score and blue where it lowers it. "
+        "The manuscript's JSMA map is never positive, so its column is drawn in "
+        "purple from zero, darker where a pixel is more salient."
     )
 
     gap_text = (
