@@ -11,6 +11,7 @@ import argparse
 import json
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -1016,6 +1017,30 @@ def test_grid_title_explains_jsma_colours():
     jsma_column = figure.axes[2]
     assert jsma_column.get_title() == "JSMA map"
     assert jsma_column.images[0].get_cmap().name == "Purples_r"
+
+
+def test_randomization_curves_differ_in_style(model, x):
+    from resgrad.cli.saliency import randomization_figure
+
+    methods = ("input_x_gradient", "integrated_gradients")
+    checks = {
+        "randomization": {
+            method: saliency.randomization_check(model, x, method, init_seed=0)
+            for method in methods
+        }
+    }
+    figure = randomization_figure(checks, SimpleNamespace(image_shape=None))
+    panels = [ax for ax in figure.axes if ax.get_legend_handles_labels()[1]]
+    # One panel for |map| and one for the signed map.
+    assert [ax.get_title() for ax in panels] == ["|map|", "signed map"]
+    for ax in panels:
+        lines = {line.get_label(): line for line in ax.lines}
+        product, integrated = lines["input x gradient"], lines["Integrated Gradients"]
+        # Integrated Gradients is drawn on top, so its dashes must let the
+        # input x gradient curve show through.
+        assert integrated.get_linestyle() != "-"
+        assert product.get_linestyle() != integrated.get_linestyle()
+        assert product.get_marker() != integrated.get_marker()
 
 
 def test_deletion_figure_names_baseline_and_class(model, x):

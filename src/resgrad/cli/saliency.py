@@ -62,6 +62,7 @@ DIVERGING = "RdBu_r"
 # the centre of DIVERGING.
 SEQUENTIAL = "Purples"
 MARKERS = ("o", "s", "^", "D", "v")
+LINE_STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))
 JSON_NAME = "saliency.json"
 RANDOMIZATION_NAME = "saliency_randomization.png"
 DELETION_NAME = "saliency_deletion.png"
@@ -815,7 +816,7 @@ def randomization_figure(checks: dict, data: Any) -> Any:
     first_method, first = next(iter(results.items()))
     steps = len(first.blocks)
     figure = plt.figure(
-        figsize=(max(6.0, 1.1 * (steps + 1)), 5.2), layout="constrained"
+        figsize=(max(7.0, 1.1 * (steps + 1)), 5.2), layout="constrained"
     )
     grid = figure.add_gridspec(2, steps + 1, height_ratios=[1, 2.2])
 
@@ -830,27 +831,38 @@ def randomization_figure(checks: dict, data: Any) -> Any:
         _show(ax, row_map, data.image_shape, *_colour_scale(row_map))
         ax.set_title(label, fontsize=7)
 
-    ax = figure.add_subplot(grid[1, :])
+    # |map| and the signed map get a panel each, so a method keeps one line
+    # style in both.
+    panels = grid[1, :].subgridspec(1, 2)
+    left = figure.add_subplot(panels[0, 0])
+    right = figure.add_subplot(panels[0, 1], sharey=left)
     x_axis = np.arange(steps + 1)
     # Curves can coincide (input x gradient and Integrated Gradients with a
-    # zero baseline often do), so each method gets its own marker and the
-    # later ones are drawn thinner and smaller, on top.
+    # zero baseline often do), so each method gets its own line style and
+    # marker, and the later ones are drawn thinner and smaller, on top. The
+    # gaps of their dashes show the curves below.
     for rank, (method, result) in enumerate(results.items()):
-        absolute = np.concatenate(([1.0], _nanmean_rows(result.spearman_abs)))
-        signed = np.concatenate(([1.0], _nanmean_rows(result.spearman)))
         style = {
+            "color": f"C{rank}",
+            "linestyle": LINE_STYLES[rank % len(LINE_STYLES)],
             "marker": MARKERS[rank % len(MARKERS)],
             "markersize": max(3.0, 7.0 - rank),
             "linewidth": max(0.8, 2.2 - 0.3 * rank),
+            "label": METHOD_TITLES[method],
         }
-        (line,) = ax.plot(x_axis, absolute, label=METHOD_TITLES[method], **style)
-        ax.plot(x_axis, signed, linestyle="--", color=line.get_color(), **style)
+        absolute = np.concatenate(([1.0], _nanmean_rows(result.spearman_abs)))
+        signed = np.concatenate(([1.0], _nanmean_rows(result.spearman)))
+        left.plot(x_axis, absolute, **style)
+        right.plot(x_axis, signed, **style)
     ticks = ["none"] + [_block_range(b + 1, steps) for b in first.blocks]
-    ax.set_xticks(x_axis, ticks)
-    ax.set_xlabel("blocks re-initialised (cascading from the top)")
-    ax.set_ylabel("Spearman rank correlation\n(solid: |map|, dashed: signed)")
-    ax.axhline(0.0, color="gray", linewidth=0.5)
-    ax.legend(fontsize=7)
+    for ax, title in ((left, "|map|"), (right, "signed map")):
+        ax.set_xticks(x_axis, ticks)
+        ax.set_xlabel("blocks re-initialised (cascading from the top)", fontsize=8)
+        ax.set_title(title, fontsize=8)
+        ax.axhline(0.0, color="gray", linewidth=0.5)
+    left.set_ylabel("Spearman rank correlation\nwith the trained model's map")
+    right.tick_params(labelleft=False)
+    left.legend(fontsize=7)
     figure.suptitle(
         f"model-randomisation check (top row: {METHOD_TITLES[first_method]}, "
         "first sample)",
