@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -656,3 +657,76 @@ def test_report_section_w2_ratio(tmp_path):
     assert "log10 ||dY/dW^{12}|| / ||dY/dW^{L2}||" in section.markdown
     assert "W^{L1}" not in section.markdown
     assert row in section.markdown
+
+
+def test_report_section_unsigned_zero(tmp_path):
+    """A value that rounds to zero prints as 0.0, not -0.0."""
+    from resgrad.cli.depth import report_section
+
+    data = _small_data()
+    model = depth.classifier_network("residual", 3, 6, 5, 2, seed=0)
+    section = report_section(RunContext(model, data, tmp_path, seed=0))
+    assert re.search(r"-0\.0+\b", section.markdown) is None
+
+
+# A plain relu network of width 8 and 4096 blocks has every relu unit off in
+# some block, so all its W2 gradient norms are exactly 0.
+
+
+@pytest.fixture(scope="module")
+def dead_sweep():
+    return depth.depth_sweep((1, 4096), (8,), ("plain",), 1, samples=4)
+
+
+def test_cli_prints_zero_norms(tmp_path, capsys):
+    status = main(
+        [
+            "depth",
+            "--depths",
+            "1,4096",
+            "--widths",
+            "8",
+            "--arch",
+            "plain",
+            "--seeds",
+            "1",
+            "--samples",
+            "4",
+            "--identity-blocks",
+            "0",
+            "--identity-width",
+            "4",
+            "--spectrum-depth",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
+    assert status == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if " plain " in line)
+    assert row.split()[-2:] == ["0.00", "0/0"]
+    assert "nan" not in out
+    assert "a norm is exactly 0 in float64" in out
+    assert "a ratio of two such norms is 0/0" in out
+    document = json.loads((tmp_path / "depth.json").read_text())
+    assert document["sweep"][1]["log10_ratio_first_to_last"]["W2"] is None
+
+
+def test_ratio_figure_names_dropped_points(dead_sweep):
+    from resgrad.cli.depth import _ratio_figure
+
+    ratio, error, gain = _ratio_figure(dead_sweep).axes[:3]
+    assert "not drawn, a norm is exactly 0" in ratio.get_xlabel()
+    assert "plain, width 8, L=4096: 0/0" in ratio.get_xlabel()
+    assert "plain, width 8, L=4096: -inf" in error.get_xlabel()
+    assert "plain, width 8, L=4096: -inf" in gain.get_xlabel()
+
+
+def test_norms_figure_names_dropped_blocks(dead_sweep):
+    from resgrad.cli.depth import _norms_figure
+
+    w2_panel = _norms_figure(dead_sweep, 8).axes[0]
+    assert "L=4096: 4096 of 4096 blocks" in w2_panel.get_xlabel()
+    assert "L=1" not in w2_panel.get_xlabel()

@@ -57,6 +57,12 @@ PENNINGTON_WIDTH = 512
 REPORT_DEPTHS = (1, 4, 16, 64)
 REPORT_WIDTH = 32
 REPORT_IDENTITY_BLOCKS = (0, 1, 4, 16)
+# The line printed under the numbers when one of them is not finite.
+ZERO_NORM_NOTE = (
+    "-inf, inf, 0/0: a norm is exactly 0 in float64 (every relu unit off, or "
+    "underflow), so its log10 is -inf, and a ratio of two such norms is 0/0. "
+    "depth.json has null there, and the plots leave those points out."
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -373,22 +379,49 @@ def _trained(args, progress) -> list:
 # Text output.
 
 
+def _log10_text(value: float | None, digits: int = 2) -> str:
+    """Format a base-10 logarithm of a norm, or of a ratio of two norms.
+
+    A norm that is exactly 0 has log10 -inf, and a ratio of two such norms
+    is NaN, printed as ``0/0``. ``None`` (no result) prints as ``-``. A value
+    that rounds to zero prints without a sign.
+    """
+    if value is None:
+        return "-"
+    if math.isnan(value):
+        return "0/0"
+    if math.isinf(value):
+        return "-inf" if value < 0 else "inf"
+    text = f"{value:.{digits}f}"
+    # Rounding keeps the sign of a small negative value, as in "-0.00".
+    if float(text) == 0:
+        text = text.lstrip("-")
+    return text
+
+
 def _summary(sweep, limits, published, trained) -> str:
     lines = [
         "log10 first-to-last ratio ||dY/dW^{12}|| / ||dY/dW^{L2}|| (rms over seeds):"
     ]
+    shown = []
     depths = sorted({r.depth for r in sweep})
     lines.append("  width arch      " + "".join(f"{d:>9}" for d in depths))
     for (width, arch), group in _groups(sweep).items():
         by_depth = {r.depth: r.log10_ratio("W2") for r in group}
-        cells = "".join(f"{by_depth.get(d, math.nan):9.2f}" for d in depths)
+        shown += by_depth.values()
+        cells = "".join(f"{_log10_text(by_depth.get(d)):>9}" for d in depths)
         lines.append(f"  {width:5d} {arch:9s}{cells}")
     lines.append("log10 ||dY/dW^{11}|| with k identity blocks on top:")
     for activation, results in limits.items():
+        values = [float(r.blocks["W1"].rms[0]) for r in results]
+        shown += values
         cells = ", ".join(
-            f"k={r.identity_blocks}: {r.blocks['W1'].rms[0]:.2f}" for r in results
+            f"k={r.identity_blocks}: {_log10_text(value)}"
+            for r, value in zip(results, values)
         )
         lines.append(f"  {activation}: {cells}")
+    if not all(math.isfinite(value) for value in shown):
+        lines.append(f"  {ZERO_NORM_NOTE}")
     if published is not None:
         lines += _published_lines(published)
     if trained is not None:
@@ -476,14 +509,20 @@ def _norms_figure(results, width):
     for column, arch in enumerate(archs):
         for row, (name, label) in enumerate(rows):
             ax = axes[row, column]
+            dropped = []
             for r in (r for r in results if r.arch == arch):
                 _band(ax, r.blocks[name], colours[r.depth], f"L={r.depth}")
+                zeros = int(np.sum(~np.isfinite(r.blocks[name].rms)))
+                if zeros:
+                    dropped.append(f"L={r.depth}: {zeros} of {r.depth} blocks")
             ax.set_xscale("log")
             ax.set(ylabel=label if column == 0 else None)
             if row == 0:
                 ax.set_title(f"{arch}, width {width}")
             else:
                 ax.set_xlabel("block $l$")
+            if dropped:
+                _note_dropped(ax, dropped)
     axes[0, 0].legend(fontsize=8, title="blocks", title_fontsize=8)
     figure.suptitle(
         "gradient norms per block, networks of L blocks: lines are the root "
@@ -525,6 +564,8 @@ def _ratio_figure(results):
             r"$E\|\partial Y/\partial x\|^2$, unit $\partial Y/\partial a^L$",
         ),
     )
+    # Per panel, the points that a norm of exactly 0 leaves out.
+    dropped: list[list[str]] = [[] for _ in panels]
     for (width, arch), group in _groups(results).items():
         depths = [r.depth for r in group]
         style = {
@@ -534,13 +575,33 @@ def _ratio_figure(results):
             "ms": 3,
             "label": f"{arch}, width {width}",
         }
-        for ax, (value, _) in zip(axes, panels):
-            ax.plot(depths, [value(r) for r in group], **style)
-    for ax, (_, title) in zip(axes, panels):
+        for ax, (value, _), names in zip(axes, panels, dropped):
+            values = [value(r) for r in group]
+            ax.plot(depths, values, **style)
+            names += [
+                f"{arch}, width {width}, L={r.depth}: {_log10_text(v)}"
+                for r, v in zip(group, values)
+                if not math.isfinite(v)
+            ]
+    for ax, (_, title), names in zip(axes, panels, dropped):
         ax.set(xscale="log", xlabel="blocks $L$", ylabel="$\\log_{10}$", title=title)
+        if names:
+            _note_dropped(ax, names)
     axes[-1].legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def _note_dropped(ax, names: list[str], shown: int = 4) -> None:
+    """Name under ``ax`` the points left out because a norm is exactly 0.
+
+    The names go into the x label, which the layout keeps clear of the data.
+    """
+    lines = names[:shown]
+    if len(names) > shown:
+        lines.append(f"and {len(names) - shown} more")
+    note = "not drawn, a norm is exactly 0:\n" + "\n".join(lines)
+    ax.set_xlabel(f"{ax.get_xlabel()}\n{note}")
 
 
 def _spectrum_figure(results, width):
@@ -760,11 +821,16 @@ def _report_markdown(sweep, limits, model_rows, files) -> str:
         "| architecture | " + " | ".join(f"L = {d}" for d in depths) + " |",
         "|---|" + "---|" * len(depths),
     ]
+    shown = []
     for (_, arch), group in _groups(sweep).items():
-        cells = [
-            f"{r.log10_ratio('W2'):.2f} ({r.log10_input_gain():.1f})" for r in group
-        ]
+        cells = []
+        for r in group:
+            ratio, gain = r.log10_ratio("W2"), r.log10_input_gain()
+            shown += [ratio, gain]
+            cells.append(f"{_log10_text(ratio)} ({_log10_text(gain, 1)})")
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    if not all(math.isfinite(value) for value in shown):
+        lines += ["", ZERO_NORM_NOTE]
     lines += ["", _identity_sentence(limits), "", _trained_sentence(model_rows), ""]
     lines += [f"![{name}]({name})" for name in files]
     return "\n".join(lines)
@@ -772,7 +838,7 @@ def _report_markdown(sweep, limits, model_rows, files) -> str:
 
 def _identity_sentence(limits) -> str:
     def norms(results):
-        return ", ".join(f"{r.blocks['W1'].rms[0]:.2f}" for r in results)
+        return ", ".join(_log10_text(r.blocks["W1"].rms[0]) for r in results)
 
     relu, sigmoid = limits["relu"], limits["sigmoid"]
     blocks = ", ".join(str(r.identity_blocks) for r in relu)
@@ -789,8 +855,8 @@ def _trained_sentence(model_rows) -> str:
     trained, init = model_rows["trained"], model_rows["init"]
     return (
         "The trained model: log10 ||dY/dW^{12}|| / ||dY/dW^{L2}|| "
-        f"{trained['log10_ratio_W2']:.2f} (the same architecture redrawn: "
-        f"{init['log10_ratio_W2']:.2f}), log10 E||dY/dx||^2 "
-        f"{trained['log10_input_gain']:.2f} (redrawn: "
-        f"{init['log10_input_gain']:.2f})."
+        f"{_log10_text(trained['log10_ratio_W2'])} (the same architecture "
+        f"redrawn: {_log10_text(init['log10_ratio_W2'])}), log10 E||dY/dx||^2 "
+        f"{_log10_text(trained['log10_input_gain'])} (redrawn: "
+        f"{_log10_text(init['log10_input_gain'])})."
     )
