@@ -730,3 +730,16 @@ def test_norms_figure_names_dropped_blocks(dead_sweep):
     w2_panel = _norms_figure(dead_sweep, 8).axes[0]
     assert "L=4096: 4096 of 4096 blocks" in w2_panel.get_xlabel()
     assert "L=1" not in w2_panel.get_xlabel()
+
+
+def test_trained_figure_integer_blocks():
+    from resgrad.cli.depth import _trained_figure
+
+    trained = depth.trained_sweep(
+        _small_data(), depths=(2,), width=6, archs=("residual",), seeds=1, epochs=1
+    )
+    figure = _trained_figure(trained)
+    figure.canvas.draw()
+    ticks = figure.axes[0].get_xticks()
+    assert ticks.size > 0
+    assert np.all(ticks == np.round(ticks)), ticks

@@ -251,3 +251,55 @@ def test_readme_example_runs(capsys):
     printed = capsys.readouterr().out.split(maxsplit=1)
     assert float(printed[0]) > 0
     assert printed[1].strip() == "(32, 64) (5, 10, 64)"
+
+
+def _drawn_training(monkeypatch, tmp_path, history, best_epoch=None):
+    """Return the figure that ``_plot_training`` draws, drawn but not saved."""
+    from resgrad.cli import run
+
+    figures = []
+    monkeypatch.setattr(
+        run, "write_figure", lambda path, figure, dpi: figures.append(figure)
+    )
+    if best_epoch is None:
+        run._plot_training(history, tmp_path / "training.png")
+    else:
+        run._plot_training(history, tmp_path / "training.png", best_epoch)
+    figures[0].canvas.draw()
+    return figures[0]
+
+
+def _history(epochs: int) -> list[dict]:
+    return [
+        {
+            "epoch": epoch,
+            "train_loss": 1.0 / epoch,
+            "val_loss": 1.0 + (epoch - 2) ** 2,
+            "val_accuracy": 0.9,
+        }
+        for epoch in range(1, epochs + 1)
+    ]
+
+
+def test_training_plot_integer_epochs(monkeypatch, tmp_path):
+    figure = _drawn_training(monkeypatch, tmp_path, _history(3))
+    for ax in figure.axes:
+        ticks = ax.get_xticks()
+        assert ticks.size > 0, ax.get_title()
+        assert np.all(ticks == np.round(ticks)), ticks
+
+
+def test_training_plot_marks_kept_epoch(monkeypatch, tmp_path):
+    figure = _drawn_training(monkeypatch, tmp_path, _history(3), best_epoch=2)
+    for ax in figure.axes:
+        kept = [line for line in ax.lines if "kept weights" in line.get_label()]
+        assert len(kept) == 1, ax.get_title()
+        assert kept[0].get_label() == "kept weights: epoch 2"
+        assert list(kept[0].get_xdata()) == [2, 2]
+        assert "kept weights: epoch 2" in [
+            text.get_text() for text in ax.get_legend().get_texts()
+        ]
+    # Weights of the last epoch need no mark.
+    last = _drawn_training(monkeypatch, tmp_path, _history(3), best_epoch=3)
+    for ax in last.axes:
+        assert not [line for line in ax.lines if "kept" in line.get_label()]

@@ -709,6 +709,8 @@ def _published_figure(published):
 
 
 def _trained_figure(trained):
+    from matplotlib.ticker import MaxNLocator
+
     plt = _pyplot()
     archs = list(dict.fromkeys(r.arch for r in trained))
     colours = _depth_colours(sorted({r.depth for r in trained}))
@@ -729,6 +731,7 @@ def _trained_figure(trained):
                 label=f"L={r.depth}, {r.stage}",
             )
         ax.set(title=f"{arch}, digits", xlabel="block $l$")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0, 0].set_ylabel(r"$\log_{10}\|\partial Y/\partial W^{l1}\|_F$")
     axes[0, 0].legend(fontsize=7)
     figure.tight_layout()

@@ -176,7 +176,7 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
             sections.append(section)
             print(f"{section.title}: done in {timings[name]:.1f} s")
 
-    _plot_training(result.history, out / "training.png")
+    _plot_training(result.history, out / "training.png", result.best_epoch)
     timings["total"] = time.perf_counter() - started
     # Wall time grows with other processes' load and CPU time much less, so
     # both are kept.
@@ -365,7 +365,14 @@ def _kept_weights(result: Any) -> str:
     )
 
 
-def _plot_training(history: list[dict[str, Any]], path: Path) -> None:
+def _plot_training(
+    history: list[dict[str, Any]], path: Path, best_epoch: int | None = None
+) -> None:
+    """Draw the losses per epoch, and the validation accuracy when there is a
+    validation split, with a line at ``best_epoch`` when training kept the
+    weights of an epoch before the last."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     epochs = [record["epoch"] for record in history]
     validated = bool(history) and history[0]["val_loss"] is not None
@@ -379,6 +386,18 @@ def _plot_training(history: list[dict[str, Any]], path: Path) -> None:
         right.plot(epochs, [r["val_accuracy"] for r in history])
         right.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
     left.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
+    kept = validated and best_epoch is not None and best_epoch != epochs[-1]
+    for ax in axes[0]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if kept:
+            ax.axvline(
+                best_epoch,
+                color="0.4",
+                linestyle=":",
+                label=f"kept weights: epoch {best_epoch}",
+            )
     left.legend()
+    if kept:
+        right.legend()
     figure.tight_layout()
     write_figure(path, figure, dpi=100)
