@@ -8,6 +8,7 @@ folder on ``sys.path``, so this file does.
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 TESTS = str(Path(__file__).resolve().parent)
@@ -18,3 +19,12 @@ if TESTS not in sys.path:
 # thread pool's overhead per operation dominates: on 2 busy cores a small
 # autograd pass took 174 ms with 2 threads and 1.4 ms with 1.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Close the figures a test drew, which pyplot keeps open until closed."""
+    yield
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close("all")

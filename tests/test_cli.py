@@ -482,7 +482,8 @@ def test_train_empty_widths_make_one_block(tmp_path, capsys):
     assert main([*argv, "--out", str(out), "--no-progress"]) == 0
     assert resgrad.load(out).sizes == [64, 10]
 
-    status, lines = run_cli(capsys, [*argv[:3], "--hidden", "8,8"])
+    bad = [*argv[:3], "--hidden", "8,8", "--out", str(tmp_path / "bad.npz")]
+    status, lines = run_cli(capsys, bad)
     assert status == 2
     assert "--widths '' makes 1 block (one more" in lines[-1]
 
@@ -591,6 +592,29 @@ def test_train_resume_rejects_other_seed(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_train_interrupt_before_an_epoch_names_earlier_run(
+    tmp_path, monkeypatch, capsys
+):
+    # --resume would not continue the earlier run with this run's options.
+    import resgrad.cli.train as train_cli
+
+    out = tmp_path / "model.npz"
+    checkpoint = tmp_path / "model.checkpoint.npz"
+    checkpoint.write_bytes(b"earlier run")
+
+    def interrupted_training(args, data, progress):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "train_model", interrupted_training)
+    monkeypatch.setattr(resgrad.training, "check_checkpoint_target", lambda *a: None)
+    argv = ["train", "--out", str(out), "--overwrite", "--no-progress"]
+    status, lines = run_cli(capsys, argv)
+    assert status == 130
+    assert "is still the checkpoint of the earlier run" in lines[-1]
+    assert "--resume" not in lines[-1]
+    assert checkpoint.read_bytes() == b"earlier run"
+
+
 def test_train_interrupt_names_checkpoint(tmp_path, monkeypatch, capsys):
     import resgrad.cli.train as train_cli
 
@@ -637,6 +661,43 @@ def test_console_ignores_interrupt_at_exit():
     )
     assert done.returncode == 0
     assert done.stderr == ""
+
+
+# A command that finished its work although SIGTERM came, as when Python
+# ignores the handler's exception inside a garbage-collection callback.
+FINISHED_AFTER_SIGTERM = """
+import resgrad.cli as cli
+
+def finished_anyway():
+    cli._terminated = True
+    return 0
+
+cli.main = finished_anyway
+cli.console()
+"""
+
+
+def test_console_reports_sigterm_that_did_not_stop():
+    done = subprocess.run(
+        [sys.executable, "-c", FINISHED_AFTER_SIGTERM],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 143
+    assert "terminated (SIGTERM), after the command had finished" in done.stderr
+
+
+def test_error_after_sigterm_reports_termination(files, monkeypatch, capsys):
+    # A library that catches the interrupt may raise a ValueError instead.
+    from resgrad import cli
+
+    monkeypatch.setattr(cli, "_terminated", True)
+    argv = ["evaluate", "--model", str(files / "pickle.npz")]
+    status, lines = run_cli(capsys, argv)
+    assert status == 143
+    assert lines == ["resgrad evaluate: terminated"]
 
 
 def test_console_is_the_installed_program():
@@ -697,6 +758,16 @@ def test_train_error_before_an_epoch_keeps_earlier_checkpoint(tmp_path, capsys):
     assert status == 2
     assert "--hidden 1,2 gives 2 hidden widths" in lines[-1]
     assert checkpoint.read_bytes() == earlier
+
+
+def test_train_early_stop_counts_epochs_run(tmp_path, capsys):
+    # Not the --epochs asked for: early stopping ends the run before them.
+    argv = ["train", *SMALL_RUN, "--epochs", "40", "--validation", "0.2"]
+    argv += ["--patience", "1", "--lr", "0.05", "--out", str(tmp_path / "m.npz")]
+    assert main(argv) == 0
+    epochs = resgrad.read_metadata(tmp_path / "m.npz")["epochs_run"]
+    assert epochs < 40
+    assert f"trained {epochs} epochs in " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("validation", [[], ["--validation", "0.2"]])

@@ -221,6 +221,7 @@ def test_parse_eps():
     assert robustness.parse_eps("0, 0.05,0.1") == [0.0, 0.05, 0.1]
     assert robustness.parse_eps([0.2, 0.2]) == [0.2]
     assert robustness.parse_eps(0.3) == [0.3]
+    assert robustness.parse_eps(np.array(0.3)) == [0.3]
 
 
 @pytest.mark.parametrize(
@@ -423,9 +424,10 @@ def test_report_names_jsma_limit_only_when_it_cuts(n, limited):
 
     from resgrad.cli.attack import _section_markdown
 
-    table = SimpleNamespace(methods=["fgsm"])
+    table = SimpleNamespace(methods=["fgsm", "jsma"])
     data = SimpleNamespace(y_test=np.zeros(n))
-    text = _section_markdown(table, "", {"fgsm": "one step"}, data)
+    notes = {"fgsm": "one step", "jsma": "pairs"}
+    text = _section_markdown(table, "", notes, data)
     assert ("run on the first 150 only" in text) is limited
     assert ("which cover the first 150" in text) is limited
     assert (f"on all {n} test samples." in text) is not limited

@@ -98,6 +98,23 @@ def test_run_one_epoch_singular(tmp_path, capsys):
     )
 
 
+def test_run_attacks_one_feature_without_pair_attacks(tmp_path):
+    # JSMA and maximal JSMA need two features; the other attacks still run.
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    data = tmp_path / "one.csv"
+    np.savetxt(data, np.column_stack([y + rng.random(60), y]), delimiter=",")
+    out = tmp_path / "run"
+    argv = ["run", "--data", str(data), "--out", str(out), "--epochs", "1"]
+    argv += ["--widths", "4", "--hidden", "4", "--skip", "saliency,depth"]
+    assert main([*argv, "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    methods = {row["method"] for row in metrics["sections"]["attacks"]["rows"]}
+    assert "fgsm" in methods
+    assert "jsma" not in methods
+    assert "need at least 2 features" in (out / "report.md").read_text()
+
+
 def test_run_report_names_validation_split(tmp_path):
     out = tmp_path / "run"
     argv = ["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]

@@ -768,6 +768,22 @@ def test_resume_takes_settings_that_train_alike(tmp_path, first, then):
     assert _weights_equal(resumed.model, fit(_small_model(), x, y, **settings).model)
 
 
+def test_resume_ignores_stored_patience_without_validation(tmp_path):
+    # Checkpoints written before patience was dropped for runs without
+    # validation store it, and no argument could match it now.
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    settings = {"epochs": 2, "validation": None, "seed": 3, "batch_size": 16}
+    _fit_until_interrupted(_small_model(), x, y, path, 1, **settings)
+    header, arrays = resgrad.io.load_checkpoint(path)
+    header["settings"]["patience"] = 10
+    header = {k: v for k, v in header.items() if k not in ("format", "format_version")}
+    resgrad.io.save_checkpoint(path, header, arrays)
+
+    resumed = fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
+    assert _weights_equal(resumed.model, fit(_small_model(), x, y, **settings).model)
+
+
 def test_resume_names_every_difference(tmp_path):
     x, y = _blobs()
     path = tmp_path / "run.ckpt"

@@ -211,8 +211,9 @@ def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
                 raise ValueError(
                     f"Invalid eps {text!r}; expected numbers such as 0,0.1."
                 ) from None
-    elif isinstance(eps_values, numbers.Real):
-        values = [eps_values]
+    elif isinstance(eps_values, numbers.Real) or getattr(eps_values, "ndim", 1) == 0:
+        # One radius: a Python number, or a 0-d NumPy or torch array.
+        values = [float(eps_values)]
     else:
         values = list(eps_values)
     if not values:

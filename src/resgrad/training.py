@@ -933,6 +933,10 @@ class _Checkpoint:
         )
 
     def _check_settings(self, stored: Any) -> None:
+        if isinstance(stored, dict) and stored.get("validation") is None:
+            # Older checkpoints also stored the patience of a run without
+            # validation, where it has no effect.
+            stored = {**stored, "patience": None}
         if stored == self.settings:
             return
         if not isinstance(stored, dict):

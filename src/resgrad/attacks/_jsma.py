@@ -96,6 +96,10 @@ def jsma(
 
     Returns:
         An ``AttackResult`` whose ``steps`` counts the pairs changed.
+
+    Raises:
+        ValueError: if ``floor(d * gamma / 2)`` is 0, so that no pair could
+            move; the message names the smallest ``gamma`` that moves one.
     """
     if target is None:
         raise ValueError(
@@ -145,6 +149,10 @@ def mjsma(
 
     Returns:
         An ``AttackResult`` whose ``steps`` counts the pairs changed.
+
+    Raises:
+        ValueError: if ``floor(d * gamma / 2)`` is 0, so that no pair could
+            move; the message names the smallest ``gamma`` that moves one.
     """
     batch = prepare(model, x, y, target, bounds)
     theta = batch.hi - batch.lo if theta is None else check_number("theta", theta)

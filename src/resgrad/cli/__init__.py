@@ -87,9 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``).
 
     Return the exit status: 0 on success, 2 for an invalid argument or a
-    failure (running out of memory included), 130 on Ctrl-C, and 141, as
-    for SIGPIPE, when the reader of standard output has gone
-    (``resgrad check | head -2``). ``--help`` and ``--version`` return 0.
+    failure (running out of memory included), 130 on Ctrl-C, 143 on SIGTERM
+    under ``console``, and 141, as for SIGPIPE, when the reader of standard
+    output has gone (``resgrad check | head -2``). ``--help`` and
+    ``--version`` return 0.
     """
     parser = build_parser()
     try:
@@ -123,6 +124,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, OSError, ImportError) as error:
         if args.debug:
             raise
+        if _terminated:
+            # A library that caught the interrupt raised this in its place.
+            print(f"resgrad {args.command}: terminated", file=sys.stderr)
+            return 128 + signal.SIGTERM
         print(f"resgrad {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
@@ -168,6 +173,15 @@ def console() -> NoReturn:
         status = 128 + signal.SIGTERM if _terminated else 130
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _terminated and status != 128 + signal.SIGTERM:
+        # Python ignores an exception raised in a signal handler while it
+        # runs a garbage-collection callback, so the command can finish its
+        # work after SIGTERM. The status still reports the signal.
+        print(
+            "resgrad: terminated (SIGTERM), after the command had finished",
+            file=sys.stderr,
+        )
+        status = 128 + signal.SIGTERM
     sys.exit(status)
 
 

@@ -236,11 +236,14 @@ def report_section(ctx: RunContext) -> Section:
     model = ctx.model.convert(dtype="float64")
     data = ctx.data
     limits = {"jsma": REPORT_SALIENCY_SAMPLES, "mjsma": REPORT_SALIENCY_SAMPLES}
+    # JSMA and maximal JSMA move pairs of features, which one feature lacks.
+    methods = [m for m in METHODS if data.n_features >= 2 or m not in limits]
+    limits = {m: count for m, count in limits.items() if m in methods}
     table = evaluate(
         model,
         data.x_test,
         data.y_test,
-        METHODS,
+        methods,
         REPORT_EPS,
         ctx.seed,
         ctx.progress,
@@ -266,11 +269,17 @@ def report_section(ctx: RunContext) -> Section:
 
 def _section_markdown(table: Any, rows: str, notes: dict[str, str], data: Any) -> str:
     n = int(data.y_test.shape[0])
-    limited = n > REPORT_SALIENCY_SAMPLES
+    pairs = "jsma" in table.methods
+    limited = pairs and n > REPORT_SALIENCY_SAMPLES
     parameters = "; ".join(f"{method}: {notes[method]}" for method in table.methods)
     radii = ", ".join(f"{eps:g}" for eps in REPORT_EPS)
     scope = f"Every attack of `resgrad.attacks` at L-inf radius eps in {{{radii}}} "
-    if limited:
+    if not pairs:
+        scope += (
+            f"on all {n} test samples, except JSMA and maximal JSMA, which "
+            "change features in pairs and so need at least 2 features."
+        )
+    elif limited:
         scope += (
             f"on the {n} test samples; JSMA and maximal JSMA run on the first "
             f"{REPORT_SALIENCY_SAMPLES} only, because their pair search costs a "
@@ -278,9 +287,10 @@ def _section_markdown(table: Any, rows: str, notes: dict[str, str], data: Any) -
         )
     else:
         scope += f"on all {n} test samples."
+    method = "all" if pairs else ",".join(table.methods)
     command = (
         "The same table for a saved model: `resgrad attack --model "
-        "<run>/model.npz --method all --eps 0.05,0.1,0.2`."
+        f"<run>/model.npz --method {method} --eps 0.05,0.1,0.2`."
     )
     if limited:
         command += (

@@ -51,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "run",
         help="train on a data set (default: the digits), check Theorem 1, attack "
-        "the model, draw saliency maps and write a report",
+        "the model, draw saliency maps, run the depth study and write a report",
         description="Train a residual network by the explicit gradients, check "
         "Theorem 1 on it, evaluate attacks, saliency maps and the depth study, "
         "and write everything to a run folder.",

@@ -410,7 +410,10 @@ def run_saliency(args: argparse.Namespace) -> int:
     with writing_into(args.out):
         for name, draw in sample_figures:
             write_figure(args.out / name, draw())
-        write_figure(args.out / RANDOMIZATION_NAME, randomization_figure(checks, data))
+        write_figure(
+            args.out / RANDOMIZATION_NAME,
+            randomization_figure(checks, data, args.absolute),
+        )
         write_figure(args.out / DELETION_NAME, deletion_figure(checks))
         document = json.dumps(_finite(summary), indent=2) + "\n"
         write_atomic(args.out / JSON_NAME, document)
@@ -808,9 +811,11 @@ def _grid_title(scales: dict[str, tuple[str, Any]]) -> str:
     return title
 
 
-def randomization_figure(checks: dict, data: Any) -> Any:
+def randomization_figure(checks: dict, data: Any, absolute: bool = False) -> Any:
     """Draw the rank correlations per re-initialised block, and the first
-    sample's map of the first method at every step."""
+    sample's map of the first method at every step; ``absolute`` for maps
+    that are already |map| (``--absolute``), whose signed panel repeats the
+    other."""
     plt = _pyplot()
     results = checks["randomization"]
     first_method, first = next(iter(results.items()))
@@ -850,12 +855,13 @@ def randomization_figure(checks: dict, data: Any) -> Any:
             "linewidth": max(0.8, 2.2 - 0.3 * rank),
             "label": METHOD_TITLES[method],
         }
-        absolute = np.concatenate(([1.0], _nanmean_rows(result.spearman_abs)))
-        signed = np.concatenate(([1.0], _nanmean_rows(result.spearman)))
-        left.plot(x_axis, absolute, **style)
-        right.plot(x_axis, signed, **style)
+        of_magnitude = np.concatenate(([1.0], _nanmean_rows(result.spearman_abs)))
+        of_signed = np.concatenate(([1.0], _nanmean_rows(result.spearman)))
+        left.plot(x_axis, of_magnitude, **style)
+        right.plot(x_axis, of_signed, **style)
     ticks = ["none"] + [_block_range(b + 1, steps) for b in first.blocks]
-    for ax, title in ((left, "|map|"), (right, "signed map")):
+    signed_title = "signed map (here |map|: --absolute)" if absolute else "signed map"
+    for ax, title in ((left, "|map|"), (right, signed_title)):
         ax.set_xticks(x_axis, ticks)
         ax.set_xlabel("blocks re-initialised (cascading from the top)", fontsize=8)
         ax.set_title(title, fontsize=8)

@@ -325,11 +325,11 @@ def _train_and_save(args: argparse.Namespace) -> int:
     earlier = _identity(args.checkpoint)
     start = time.perf_counter()
     bar = progress_bar(not args.no_progress)
-    # The epochs that this run trains, after those of a resumed checkpoint.
-    new_epochs: list[int] = []
+    # The epochs that a resumed checkpoint had run before this command.
+    resumed_at: list[int] = []
 
     def progress(epochs: range, **kwargs: Any) -> Any:
-        new_epochs.append(len(epochs))
+        resumed_at.append(epochs.start)
         return bar(epochs, **kwargs)
 
     try:
@@ -345,6 +345,11 @@ def _train_and_save(args: argparse.Namespace) -> int:
         if not args.checkpoint.is_file():
             raise
         # main prints the message of the interrupt after "interrupted; ".
+        if not args.resume and _identity(args.checkpoint) == earlier:
+            raise KeyboardInterrupt(
+                f"no epoch of this run finished, so {args.checkpoint} is still "
+                "the checkpoint of the earlier run"
+            ) from None
         raise KeyboardInterrupt(
             f"{args.checkpoint} contains the last finished epoch; run the same "
             "command with --resume to continue"
@@ -362,6 +367,10 @@ def _train_and_save(args: argparse.Namespace) -> int:
         # A full disk or a lost folder can be fixed, and the run continues.
         if not args.checkpoint.is_file():
             raise
+        if not args.resume and _identity(args.checkpoint) == earlier:
+            # The checkpoint is an earlier run's, which --resume would not
+            # continue with this command's options.
+            raise
         message = str(error).rstrip(".")
         raise OSError(
             f"{message}; {args.checkpoint} contains the last finished epoch, so "
@@ -375,10 +384,9 @@ def _train_and_save(args: argparse.Namespace) -> int:
         if args.validation
         else ""
     )
-    print(
-        f"{_trained(len(result.history), sum(new_epochs), seconds)}{kept}; "
-        f"test accuracy {test_accuracy:.4f}"
-    )
+    epochs = len(result.history)
+    trained = _trained(epochs, epochs - sum(resumed_at), seconds)
+    print(f"{trained}{kept}; test accuracy {test_accuracy:.4f}")
     print(f"saved {args.out}")
     return 0
 
