@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -553,8 +554,11 @@ def test_report_section(files, tmp_path):
     assert "on all 20 test samples." in section.markdown
 
 
-def test_cli_draws_progress_bar(files, capsys):
+@pytest.mark.parametrize("terminal", [True, False])
+def test_cli_draws_progress_bar(files, capsys, monkeypatch, terminal):
+    # Only on a terminal: in a log file every redraw would add a line.
     folder, data, model_path = files
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
     status = main(
         [
             "attack",
@@ -567,7 +571,7 @@ def test_cli_draws_progress_bar(files, capsys):
             "--eps",
             "0.1",
             "--out",
-            str(folder / "progress"),
+            str(folder / f"progress-{terminal}"),
             "--limit",
             "4",
         ]
@@ -575,8 +579,8 @@ def test_cli_draws_progress_bar(files, capsys):
     error = capsys.readouterr().err
     assert status == 0
     # tqdm draws the bar at the start and redraws it at most every 0.1 s.
-    assert "attacks:" in error
-    assert "/2 [" in error
+    assert ("attacks:" in error) is terminal
+    assert ("/2 [" in error) is terminal
 
 
 def test_display_shape_wraps_long_rows_only():

@@ -79,15 +79,25 @@ def progress_bar(enabled: bool = True) -> Callable[..., Iterable]:
     """Return a wrapper that draws a tqdm bar on standard error over an iterable.
 
     The wrapper takes the iterable and tqdm keywords (``desc``, ``total``).
-    With ``enabled`` false, or without tqdm, it returns the iterable as is.
+    With ``enabled`` false, without tqdm, or when standard error is not a
+    terminal (a log file, a batch job), whose redrawn bars would fill it
+    with lines, it returns the iterable as is.
     """
-    if not enabled:
+    if not enabled or not _is_terminal(sys.stderr):
         return lambda iterable, **kwargs: iterable
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return lambda iterable, **kwargs: iterable
     return functools.partial(tqdm, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        # No isatty, or a closed stream.
+        return False
 
 
 # The files that the running command reads (--model, --data, --labels),
