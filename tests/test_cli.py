@@ -649,14 +649,22 @@ cli.console()
 """
 
 
-def test_console_ignores_interrupt_at_exit():
-    # Python installs its Ctrl-C handler only where SIGINT is not ignored.
-    done = subprocess.run(
-        [sys.executable, "-c", INTERRUPTED_EXIT],
+def _run_program(program, **kwargs):
+    """Run the Python ``program`` in a new process; return its result."""
+    return subprocess.run(
+        [sys.executable, "-c", program],
         check=False,
         capture_output=True,
         text=True,
         timeout=60,
+        **kwargs,
+    )
+
+
+def test_console_ignores_interrupt_at_exit():
+    # Python installs its Ctrl-C handler only where SIGINT is not ignored.
+    done = _run_program(
+        INTERRUPTED_EXIT,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert done.returncode == 0
@@ -678,13 +686,7 @@ cli.console()
 
 
 def test_console_reports_sigterm_that_did_not_stop():
-    done = subprocess.run(
-        [sys.executable, "-c", FINISHED_AFTER_SIGTERM],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _run_program(FINISHED_AFTER_SIGTERM)
     assert done.returncode == 143
     assert "terminated (SIGTERM), after the command had finished" in done.stderr
 
