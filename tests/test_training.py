@@ -351,6 +351,16 @@ def test_patience_none_runs_every_epoch():
     assert not result.stopped_early
 
 
+def test_fit_counts_validation_rows():
+    x, y = _blobs()
+    settings = {"epochs": 1, "seed": 0}
+    assert fit(_small_model(), x, y, validation=None, **settings).validation_rows == 0
+    pair = fit(_small_model(), x, y, validation=(x[:7], y[:7]), **settings)
+    assert pair.validation_rows == 7
+    held_out = fit(_small_model(), x, y, validation=0.25, **settings)
+    assert held_out.validation_rows == pytest.approx(0.25 * len(y), abs=3)
+
+
 def test_divergence_names_learning_rate():
     x, y = _blobs()
     model = _small_model()

@@ -372,6 +372,7 @@ class FitResult:
         stopped_early: whether training stopped before ``epochs`` because the
             validation loss did not improve for ``patience`` epochs.
         steps: the number of optimizer steps taken.
+        validation_rows: the number of validation rows, 0 without validation.
     """
 
     model: ResidualMLP
@@ -379,6 +380,7 @@ class FitResult:
     best_epoch: int
     stopped_early: bool
     steps: int
+    validation_rows: int = 0
 
 
 @_arrays.without_autograd
@@ -537,7 +539,10 @@ def fit(
     # Patience that runs out at the last epoch stops nothing early.
     stopped_early = progress_state.stopped_early and len(history) < epochs
     best_model = model.replace_arrays(stopping.best_params)
-    return FitResult(best_model, history, stopping.best_epoch, stopped_early, run.steps)
+    rows = 0 if val is None else int(val[1].shape[0])
+    return FitResult(
+        best_model, history, stopping.best_epoch, stopped_early, run.steps, rows
+    )
 
 
 @dataclass

@@ -380,7 +380,9 @@ def _train_and_save(args: argparse.Namespace) -> int:
     args.checkpoint.unlink(missing_ok=True)
     # Without a validation split the weights of the last epoch are kept.
     kept = (
-        f" (kept epoch {result.best_epoch}, of the lowest validation loss)"
+        f" (kept epoch {result.best_epoch}, of the lowest loss on "
+        f"{plural(result.validation_rows, 'validation sample')} held out of the "
+        "training part)"
         if args.validation
         else ""
     )
