@@ -233,7 +233,7 @@ def test_convert_changes_dtype():
     ],
 )
 def test_convert_shares_only_unchanged_arrays(converted, shared):
-    # As its docstring says: a dtype the model already has copies nothing.
+    # As its docstring states, a dtype the model already has copies nothing.
     model = reference.random_model(2, "tanh", "learned")
     new = converted(model).arrays()
     for name, value in model.arrays().items():

@@ -309,10 +309,10 @@ def test_training_plot_integer_epochs(monkeypatch, tmp_path):
 def test_training_plot_marks_kept_epoch(monkeypatch, tmp_path):
     figure = _drawn_training(monkeypatch, tmp_path, _history(3), best_epoch=2)
     for ax in figure.axes:
-        kept = [line for line in ax.lines if "kept weights" in line.get_label()]
-        assert len(kept) == 1, ax.get_title()
-        assert kept[0].get_label() == "kept weights: epoch 2"
-        assert list(kept[0].get_xdata()) == [2, 2]
+        markers = [line for line in ax.lines if "kept weights" in line.get_label()]
+        assert len(markers) == 1, ax.get_title()
+        assert markers[0].get_label() == "kept weights: epoch 2"
+        assert list(markers[0].get_xdata()) == [2, 2]
         assert "kept weights: epoch 2" in [
             text.get_text() for text in ax.get_legend().get_texts()
         ]

@@ -1042,7 +1042,7 @@ def test_randomization_curves_differ_in_style(model, x):
         assert product.get_linestyle() != integrated.get_linestyle()
         assert product.get_marker() != integrated.get_marker()
 
-    # With --absolute the signed panel shows |map| too, and says so.
+    # With --absolute the signed panel shows |map| too, and its title names it.
     figure = randomization_figure(checks, SimpleNamespace(image_shape=None), True)
     panels = [ax for ax in figure.axes if ax.get_legend_handles_labels()[1]]
     assert panels[1].get_title() == "signed map (here |map|: --absolute)"

@@ -60,6 +60,9 @@ PLOT_MARKERS = "osD^v<>ph*"
 # The attacks that draw random numbers, and so take a seed.
 RANDOM_METHODS = ("rfgsm", "pgd", "pgd_l2")
 
+# The attacks that move features in pairs, and so need two or more features.
+PAIR_METHODS = ("jsma", "mjsma")
+
 # A one-line description of each method's defaults, for the JSON table and
 # the run report.
 PARAMETER_NOTES = {
@@ -237,7 +240,7 @@ def attack_parameters(method: str, eps: float, d: int) -> dict[str, Any]:
         return {"eps": eps, "steps": STEPS, "mu": 1.0}
     if method == "pgd_l2":
         return {"eps": eps * math.sqrt(d), "steps": STEPS}
-    if method in ("jsma", "mjsma"):
+    if method in PAIR_METHODS:
         # At least one pair of features, floor(d gamma / 2) >= 1.
         return {"theta": eps, "gamma": max(SALIENCY_GAMMA, min(1.0, 2 / d))}
     raise ValueError(
@@ -315,7 +318,7 @@ def evaluate(
     # slicing below would fail on.
     _arrays.namespace(x, y)
     names = parse_methods(methods)
-    pairwise = [name for name in names if name in ("jsma", "mjsma")]
+    pairwise = [name for name in names if name in PAIR_METHODS]
     if pairwise and getattr(x, "ndim", 0) == 2 and x.shape[1] < 2:
         raise ValueError(
             f"{' and '.join(pairwise)} change features in pairs, and x has "

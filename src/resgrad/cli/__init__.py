@@ -23,6 +23,8 @@ from ._common import INPUT_FILES, limit_blas_threads, thread_count
 
 # The status of a process that SIGPIPE ended (128 + 13), as shells report.
 BROKEN_PIPE_STATUS = 141
+# The status of a process that SIGTERM stopped, as a shell reports it.
+TERMINATED_STATUS = 128 + signal.SIGTERM
 
 SUBCOMMANDS = ("run", "train", "evaluate", "check", "attack", "saliency", "depth")
 
@@ -127,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _terminated:
             # A library that caught the interrupt raised this in its place.
             print(f"resgrad {args.command}: terminated", file=sys.stderr)
-            return 128 + signal.SIGTERM
+            return TERMINATED_STATUS
         print(f"resgrad {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         note = f"; {_one_line(interrupt)}" if str(interrupt) else ""
         if _terminated:
             print(f"resgrad {args.command}: terminated{note}", file=sys.stderr)
-            return 128 + signal.SIGTERM
+            return TERMINATED_STATUS
         print(f"resgrad {args.command}: interrupted{note}", file=sys.stderr)
         return 130
     finally:
@@ -170,10 +172,10 @@ def console() -> NoReturn:
     try:
         status = main()
     except KeyboardInterrupt:
-        status = 128 + signal.SIGTERM if _terminated else 130
+        status = TERMINATED_STATUS if _terminated else 130
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if _terminated and status != 128 + signal.SIGTERM:
+    if _terminated and status != TERMINATED_STATUS:
         # Python ignores an exception raised in a signal handler while it
         # runs a garbage-collection callback, so the command can finish its
         # work after SIGTERM. The status still reports the signal.
@@ -181,7 +183,7 @@ def console() -> NoReturn:
             "resgrad: terminated (SIGTERM), after the command had finished",
             file=sys.stderr,
         )
-        status = 128 + signal.SIGTERM
+        status = TERMINATED_STATUS
     sys.exit(status)
 
 

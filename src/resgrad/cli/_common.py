@@ -92,6 +92,11 @@ def progress_bar(enabled: bool = True) -> Callable[..., Iterable]:
     return functools.partial(tqdm, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
+def warn(command: str, message: str) -> None:
+    """Print ``message`` on standard error as a warning of ``resgrad command``."""
+    print(f"resgrad {command}: warning: {message}", file=sys.stderr)
+
+
 def _is_terminal(stream: Any) -> bool:
     try:
         return stream.isatty()
@@ -286,7 +291,7 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
         )
         raise ValueError(f"{str(error).rstrip('.')}. {note}.") from error
     for warning in caught:
-        print(f"resgrad {args.command}: warning: {warning.message}", file=sys.stderr)
+        warn(args.command, str(warning.message))
     _warn_on_other_split(args, training, data)
     if same:
         _warn_on_changed_file(args, training, data)
@@ -302,11 +307,11 @@ def _warn_on_changed_file(args: Any, training: dict, data: Any) -> None:
     digest = training.get("data_sha256")
     if args.data is None or digest in (None, data.digest):
         return
-    print(
-        f"resgrad {args.command}: warning: {args.data} has changed since the "
-        "model was trained on it: its rows differ from those the model file "
-        "records, so its test part may contain training rows.",
-        file=sys.stderr,
+    warn(
+        args.command,
+        f"{args.data} has changed since the model was trained on it: its rows "
+        "differ from those the model file records, so its test part may "
+        "contain training rows.",
     )
 
 
@@ -404,14 +409,14 @@ def _warn_on_other_split(args: Any, training: dict, data: Any) -> None:
     split = (args.test_size, args.split_seed)
     if split == (training["test_size"], training["split_seed"]):
         return
-    print(
-        f"resgrad {args.command}: warning: the model was trained on a split with "
+    warn(
+        args.command,
+        "the model was trained on a split with "
         f"--test-size {training['test_size']} --split-seed "
         f"{training['split_seed']}, so the test part of --test-size "
         f"{args.test_size} --split-seed {args.split_seed} contains training rows; "
         f"pass --test-size {training['test_size']} --split-seed "
         f"{training['split_seed']} to measure on unseen rows.",
-        file=sys.stderr,
     )
 
 
@@ -435,12 +440,12 @@ def _warn_on_clipping(args: Any, training: dict, data: Any) -> None:
         for index in features[:10]
     )
     more = f" and {features.size - 10} more" if features.size > 10 else ""
-    print(
-        f"resgrad {args.command}: warning: most values of feature(s) {listed}"
+    warn(
+        args.command,
+        f"most values of feature(s) {listed}"
         f"{more} (counted from 0) of --data lie outside the range of the "
         "training data and were clipped to it; check that those columns have "
         "the units and order of the training data.",
-        file=sys.stderr,
     )
 
 

@@ -10,7 +10,6 @@ attack at each eps, and writes ``robustness.md``, ``.csv`` and ``.json``,
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from ._common import (
     positive_int,
     progress_bar,
     typed_options,
+    warn,
     writing_into,
 )
 
@@ -148,12 +148,12 @@ def _warn_on_wide_eps(eps_values: list[float], bounds: tuple[float, float]) -> N
     wide = [eps for eps in eps_values if eps > high - low]
     if wide:
         listed = ",".join(f"{eps:g}" for eps in wide)
-        print(
-            f"resgrad attack: warning: --eps {listed} exceeds {high - low:g}, the "
-            f"width of the box [{low:g}, {high:g}] of the scaled features, so the "
-            "L-inf ball contains the whole box; eps is in scaled units, not the "
-            "data's raw units.",
-            file=sys.stderr,
+        warn(
+            "attack",
+            f"--eps {listed} exceeds {high - low:g}, the width of the box "
+            f"[{low:g}, {high:g}] of the scaled features, so the L-inf ball "
+            "contains the whole box; eps is in scaled units, not the data's raw "
+            "units.",
         )
 
 
@@ -226,6 +226,7 @@ def report_section(ctx: RunContext) -> Section:
     """
     from ..robustness import (
         METHODS,
+        PAIR_METHODS,
         PARAMETER_NOTES,
         evaluate,
         plot_examples,
@@ -235,10 +236,9 @@ def report_section(ctx: RunContext) -> Section:
 
     model = ctx.model.convert(dtype="float64")
     data = ctx.data
-    limits = {"jsma": REPORT_SALIENCY_SAMPLES, "mjsma": REPORT_SALIENCY_SAMPLES}
     # JSMA and maximal JSMA move pairs of features, which one feature lacks.
-    methods = [m for m in METHODS if data.n_features >= 2 or m not in limits]
-    limits = {m: count for m, count in limits.items() if m in methods}
+    methods = [m for m in METHODS if data.n_features >= 2 or m not in PAIR_METHODS]
+    limits = {m: REPORT_SALIENCY_SAMPLES for m in PAIR_METHODS if m in methods}
     table = evaluate(
         model,
         data.x_test,

@@ -403,24 +403,24 @@ def _summary(sweep, limits, published, trained) -> str:
     lines = [
         "log10 first-to-last ratio ||dY/dW^{12}|| / ||dY/dW^{L2}|| (rms over seeds):"
     ]
-    shown = []
+    printed = []
     depths = sorted({r.depth for r in sweep})
     lines.append("  width arch      " + "".join(f"{d:>9}" for d in depths))
     for (width, arch), group in _groups(sweep).items():
         by_depth = {r.depth: r.log10_ratio("W2") for r in group}
-        shown += by_depth.values()
+        printed += by_depth.values()
         cells = "".join(f"{_log10_text(by_depth.get(d)):>9}" for d in depths)
         lines.append(f"  {width:5d} {arch:9s}{cells}")
     lines.append("log10 ||dY/dW^{11}|| with k identity blocks on top:")
     for activation, results in limits.items():
         values = [float(r.blocks["W1"].rms[0]) for r in results]
-        shown += values
+        printed += values
         cells = ", ".join(
             f"k={r.identity_blocks}: {_log10_text(value)}"
             for r, value in zip(results, values)
         )
         lines.append(f"  {activation}: {cells}")
-    if not all(math.isfinite(value) for value in shown):
+    if not all(math.isfinite(value) for value in printed):
         lines.append(f"  {ZERO_NORM_NOTE}")
     if published is not None:
         lines += _published_lines(published)
@@ -592,14 +592,14 @@ def _ratio_figure(results):
     return figure
 
 
-def _note_dropped(ax, names: list[str], shown: int = 4) -> None:
+def _note_dropped(ax, names: list[str], max_listed: int = 4) -> None:
     """Name under ``ax`` the points left out because a norm is exactly 0.
 
     The names go into the x label, which the layout keeps clear of the data.
     """
-    lines = names[:shown]
-    if len(names) > shown:
-        lines.append(f"and {len(names) - shown} more")
+    lines = names[:max_listed]
+    if len(names) > max_listed:
+        lines.append(f"and {len(names) - max_listed} more")
     note = "not drawn, a norm is exactly 0:\n" + "\n".join(lines)
     ax.set_xlabel(f"{ax.get_xlabel()}\n{note}")
 
@@ -824,15 +824,15 @@ def _report_markdown(sweep, limits, model_rows, files) -> str:
         "| architecture | " + " | ".join(f"L = {d}" for d in depths) + " |",
         "|---|" + "---|" * len(depths),
     ]
-    shown = []
+    printed = []
     for (_, arch), group in _groups(sweep).items():
         cells = []
         for r in group:
             ratio, gain = r.log10_ratio("W2"), r.log10_input_gain()
-            shown += [ratio, gain]
+            printed += [ratio, gain]
             cells.append(f"{_log10_text(ratio)} ({_log10_text(gain, 1)})")
         lines.append(f"| {arch} | " + " | ".join(cells) + " |")
-    if not all(math.isfinite(value) for value in shown):
+    if not all(math.isfinite(value) for value in printed):
         lines += ["", ZERO_NORM_NOTE]
     lines += ["", _identity_sentence(limits), "", _trained_sentence(model_rows), ""]
     lines += [f"![{name}]({name})" for name in files]

@@ -386,10 +386,10 @@ def _plot_training(
         right.plot(epochs, [r["val_accuracy"] for r in history])
         right.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
     left.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
-    kept = validated and best_epoch is not None and best_epoch != epochs[-1]
+    earlier_kept = validated and best_epoch is not None and best_epoch != epochs[-1]
     for ax in axes[0]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if kept:
+        if earlier_kept:
             ax.axvline(
                 best_epoch,
                 color="0.4",
@@ -397,7 +397,7 @@ def _plot_training(
                 label=f"kept weights: epoch {best_epoch}",
             )
     left.legend()
-    if kept:
+    if earlier_kept:
         right.legend()
     figure.tight_layout()
     write_figure(path, figure, dpi=100)

@@ -379,7 +379,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
         ) from error
     args.checkpoint.unlink(missing_ok=True)
     # Without a validation split the weights of the last epoch are kept.
-    kept = (
+    kept_epoch = (
         f" (kept epoch {result.best_epoch}, of the lowest loss on "
         f"{plural(result.validation_rows, 'validation sample')} held out of the "
         "training part)"
@@ -387,13 +387,13 @@ def _train_and_save(args: argparse.Namespace) -> int:
         else ""
     )
     epochs = len(result.history)
-    trained = _trained(epochs, epochs - sum(resumed_at), seconds)
-    print(f"{trained}{kept}; test accuracy {test_accuracy:.4f}")
+    trained = _epochs_summary(epochs, epochs - sum(resumed_at), seconds)
+    print(f"{trained}{kept_epoch}; test accuracy {test_accuracy:.4f}")
     print(f"saved {args.out}")
     return 0
 
 
-def _trained(epochs: int, new: int, seconds: float) -> str:
+def _epochs_summary(epochs: int, new: int, seconds: float) -> str:
     """Return how many of the run's ``epochs`` this command trained (``new``)
     and in how long, the rest having come from a resumed checkpoint."""
     if new == epochs:
