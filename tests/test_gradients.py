@@ -1,9 +1,12 @@
 """Gradients of the loss: backpropagation and Theorem 1's products against
 PyTorch autograd and central finite differences, in float64."""
 
+import concurrent.futures
 import dataclasses
 import itertools
 import math
+import time
+import weakref
 
 import numpy as np
 import pytest
@@ -410,6 +413,93 @@ def test_per_sample_out_needs_writable_tensors():
     with torch.no_grad():
         filled = resgrad.per_sample_gradients(model_t, x_t, y_t, out=out)
     assert filled.blocks[0].W1 is out.blocks[0].W1
+
+
+def _stack_copies(result):
+    return {name: np.copy(value) for name, value in result.arrays().items()}
+
+
+def test_per_sample_stacks_reuse_a_dropped_result():
+    """A call after the last result was dropped fills that result's buffer."""
+    model = reference.random_model(3, "relu", "learned")
+    x, y = reference.random_batch(model, 6)
+    expected = _stack_copies(resgrad.per_sample_gradients(model, 2 * x, y))
+    first = resgrad.per_sample_gradients(model, x, y)
+    buffer = weakref.ref(first.blocks[0].W1.base)
+    del first
+    again = resgrad.per_sample_gradients(model, 2 * x, y)
+    assert buffer() is not None
+    assert np.shares_memory(again.blocks[2].W3, buffer())
+    for name, value in again.arrays().items():
+        assert np.array_equal(value, expected[name]), name
+
+
+# Objects that share memory with a stack of a result but hold no reference
+# to the result itself.
+HOLDERS = {
+    "view of a stack": lambda result: result.blocks[1].W2[3],
+    "torch tensor": lambda result: torch.from_numpy(result.blocks[0].W1),
+    "memoryview": lambda result: memoryview(result.blocks[2].W1),
+    "list of stacks": lambda result: [result.blocks[0].W3, result.blocks[2].W2],
+    "flat view": lambda result: result.blocks[2].W3.reshape(-1)[5:],
+}
+
+
+@pytest.mark.parametrize("holder_of", HOLDERS.values(), ids=list(HOLDERS))
+def test_per_sample_stacks_not_reused_while_referenced(holder_of):
+    model = reference.random_model(3, "relu", "learned")
+    x, y = reference.random_batch(model, 6)
+    first = resgrad.per_sample_gradients(model, x, y)
+    holder = holder_of(first)
+    copies = [np.copy(part) for part in _parts(holder)]
+    del first
+    again = resgrad.per_sample_gradients(model, 2 * x, y)
+    for before, part in zip(copies, _parts(holder)):
+        assert np.array_equal(part, before)
+        for stack in again.arrays().values():
+            assert not np.shares_memory(part, stack)
+
+
+def _parts(holder):
+    """Return the NumPy arrays that ``holder`` shares memory with."""
+    parts = holder if isinstance(holder, list) else [holder]
+    return [p.numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]
+
+
+def test_per_sample_stacks_above_the_limit_are_freed(monkeypatch):
+    from resgrad import _kernels
+
+    monkeypatch.setattr(_kernels._NUMPY._spare, "limit", 1024)
+    model = reference.random_model(3, "relu", "learned")
+    x, y = reference.random_batch(model, 6)
+    first = resgrad.per_sample_gradients(model, x, y)
+    assert first.blocks[0].W1.nbytes > 1024
+    buffer = weakref.ref(first.blocks[0].W1.base)
+    del first
+    assert buffer() is None
+
+
+def test_per_sample_stacks_from_threads_stay_apart():
+    """Threads that drop and request results at once never share a buffer."""
+    model = reference.random_model(3, "relu", "learned")
+    batches = [reference.random_batch(model, 40, seed=seed) for seed in range(2)]
+    expected = [
+        _stack_copies(resgrad.per_sample_gradients(model, x, y)) for x, y in batches
+    ]
+
+    def work(index):
+        x, y = batches[index]
+        for _ in range(30):
+            result = resgrad.per_sample_gradients(model, x, y)
+            time.sleep(0)
+            for name, value in result.arrays().items():
+                if not np.array_equal(value, expected[index][name]):
+                    return name
+            del result
+        return None
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(work, [0, 1, 0, 1])) == [None] * 4
 
 
 @pytest.mark.parametrize("loss", LOSSES)

