@@ -795,12 +795,29 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
     assert printed.endswith(f"wrote {len(report['files'])} files to {out}\n")
 
 
+def test_cli_repeats_count_once(digits_model, tmp_path, capsys):
+    path, _ = digits_model
+    out = tmp_path / "out"
+    argv = ["--model", str(path), "--index", "3,0,3", "--classes", "1,4,1"]
+    argv += ["--method", "vanilla,input_x_gradient,vanilla", "--out", str(out)]
+    argv += ["--steps", "4", "--check-samples", "4", "--random-orders", "1"]
+    assert run_cli([*argv, "--no-progress"]) == 0
+    report = json.loads((out / "saliency.json").read_text())
+    assert [s["index"] for s in report["samples"]] == [3, 0]
+    assert report["classes"] == [1, 4]
+    assert report["methods"] == ["vanilla", "input_x_gradient"]
+    assert sorted(path.name for path in out.glob("saliency_sample_*.png")) == [
+        "saliency_sample_0.png",
+        "saliency_sample_3.png",
+    ]
+    printed = capsys.readouterr().out
+    assert printed.count("\n  vanilla ") == 2
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--index", "100000"], "--index 100000 is outside"),
-        (["--index", "3,0,3"], "--index lists 3 twice; list each index once."),
-        (["--classes", "1,1"], "--classes lists 1 twice"),
         (["--method", "gradcam"], "Unknown --method"),
         (["--classes", "10"], "--classes 10 is outside"),
         (["--steps", "0"], "--steps must be at least 1"),

@@ -203,7 +203,8 @@ def parse_list(text: str, option: str) -> list[str]:
 
 
 def parse_indices(text: str, option: str, size: int, range_name: str) -> list[int]:
-    """Parse comma-separated distinct integers, each in ``[0, size)``."""
+    """Parse comma-separated integers, each in ``[0, size)``; a repeated one
+    counts once, where it first appears."""
     indices = []
     for item in parse_list(text, option):
         try:
@@ -218,9 +219,8 @@ def parse_indices(text: str, option: str, size: int, range_name: str) -> list[in
                 f"{option} {value} is outside {range_name} [0, {size}); pass "
                 f"indices from 0 to {size - 1}."
             )
-        if value in indices:
-            raise ValueError(f"{option} lists {value} twice; list each index once.")
-        indices.append(value)
+        if value not in indices:
+            indices.append(value)
     return indices
 
 
@@ -234,7 +234,8 @@ def parse_methods(text: str) -> list[str]:
                 f"Unknown --method {method!r}; expected one of: "
                 f"{', '.join(METHOD_TITLES)} (or all)."
             )
-    return methods
+    # A repeated method counts once, as in ``resgrad attack``.
+    return list(dict.fromkeys(methods))
 
 
 def parse_baseline(text: str, width: int) -> float | np.ndarray:
