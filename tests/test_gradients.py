@@ -5,6 +5,7 @@ import concurrent.futures
 import dataclasses
 import itertools
 import math
+import sys
 import time
 import weakref
 
@@ -366,6 +367,18 @@ def test_per_sample_out_rejects_bad_stacks(backend):
         resgrad.per_sample_gradients(model, x, y, out={"blocks": []})
 
 
+def test_per_sample_out_rejects_stacks_holding_y():
+    model = reference.random_model(2, "relu", "learned")
+    x, _ = reference.random_batch(model, 4)
+    targets = np.random.default_rng(1).standard_normal((4, model.n_classes))
+    out = resgrad.per_sample_gradients(model, x, targets, "squared_error")
+    inside = out.blocks[0].W1[:, 0, : model.n_classes]
+    inside[...] = targets
+    with pytest.raises(ValueError, match="W1 shares memory with y"):
+        resgrad.per_sample_gradients(model, x, inside, "squared_error", out=out)
+    assert np.array_equal(inside, targets)
+
+
 def test_per_sample_out_rejects_stacks_holding_x():
     model = reference.random_model(2, "relu", "learned")
     x, y = reference.random_batch(model, 4)
@@ -464,6 +477,34 @@ def _parts(holder):
     """Return the NumPy arrays that ``holder`` shares memory with."""
     parts = holder if isinstance(holder, list) else [holder]
     return [p.numpy() if isinstance(p, torch.Tensor) else np.asarray(p) for p in parts]
+
+
+def test_per_sample_stacks_safe_after_a_tracer():
+    """A debugger that reads every frame's locals during one call must not
+    make a later call reuse a buffer the caller still holds."""
+    model = reference.random_model(3, "relu", "learned")
+    x, y = reference.random_batch(model, 6)
+
+    seen = []
+
+    def tracer(frame, event, arg):
+        # Reading f_locals takes a reference to every local, as debuggers do.
+        seen.append(len(frame.f_locals))
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        first = resgrad.per_sample_gradients(model, x, y)
+    finally:
+        sys.settrace(previous)
+    assert seen
+    kept = first.blocks[0].W1
+    before = np.copy(kept)
+    del first
+    again = resgrad.per_sample_gradients(model, 2 * x, y)
+    assert np.array_equal(kept, before)
+    assert not np.shares_memory(kept, again.blocks[0].W1)
 
 
 def test_per_sample_stacks_above_the_limit_are_freed(monkeypatch):

@@ -410,14 +410,15 @@ class SpareBuffer:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._buffer: np.ndarray | None = None
-        # The reference count of ``_buffer`` when nothing but this object
-        # refers to it, as ``_references`` reads it.
-        self._unused = 0
+        self._buffer = np.empty(0, dtype=np.uint8)
+        # An array that only this object refers to. Its reference count,
+        # read the same way and at the same moment as the buffer's, is the
+        # count of an unused buffer, whatever the interpreter counts for
+        # the call itself.
+        self._probe = np.empty(0, dtype=np.uint8)
 
-    def _references(self) -> int:
-        buffer = self._buffer
-        return sys.getrefcount(buffer)
+    def _unused(self) -> bool:
+        return sys.getrefcount(self._buffer) == sys.getrefcount(self._probe)
 
     def take(self, size: int, dtype: np.dtype) -> np.ndarray:
         """Return a one-dimensional array of ``size`` entries of ``dtype``,
@@ -427,13 +428,8 @@ class SpareBuffer:
         if nbytes > self.limit:
             return np.empty(size, dtype=dtype)
         with self._lock:
-            if (
-                self._buffer is None
-                or self._buffer.size < nbytes
-                or self._references() != self._unused
-            ):
+            if self._buffer.size < nbytes or not self._unused():
                 self._buffer = np.empty(nbytes, dtype=np.uint8)
-                self._unused = self._references()
             return self._buffer[:nbytes].view(dtype)
 
 

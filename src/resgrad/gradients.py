@@ -348,9 +348,10 @@ def per_sample_gradients(
     faster to fill than many arrays. A buffer of at most 64 MiB is kept
     after the last array made from it is gone, and the next call fills it
     again in place of fresh memory, which the operating system would first
-    map and zero. So up to 64 MiB stay allocated between calls. A buffer
-    still referenced, through a stack, a view or a tensor made from one,
-    is never reused.
+    map and zero. So up to 64 MiB stay allocated between calls, and a weak
+    reference to the stacks' ``.base`` outlives the result. A buffer still
+    referenced, through a stack, a view or a tensor made from one, is
+    never reused.
 
     Args:
         model, x, y, loss: as for ``gradients``.
@@ -369,8 +370,8 @@ def per_sample_gradients(
             blocks, or a stack's presence, shape, dtype or device), a stack
             cannot be written in place (read-only, a broadcast view, or a
             PyTorch tensor that requires a gradient), or a stack shares
-            memory with another stack, with ``x`` or with an array of the
-            model. ``out`` is then left as it was.
+            memory with another stack, with ``x``, with ``y`` or with an
+            array of the model. ``out`` is then left as it was.
     """
     loss_fn, ops, traces, a_L = prepare(model, x, y, loss, "sum")
     losses, error = _sample_losses(model, traces, a_L, y, loss_fn, ops=ops)
@@ -383,7 +384,10 @@ def per_sample_gradients(
     if out is None:
         stacks = iter(ops.outer_products(pairs))
     else:
-        stacks = iter(ops.outer_products(pairs, _out_stacks(model, ops, out, pairs, x)))
+        inputs = {"x": x, "y": y}
+        stacks = iter(
+            ops.outer_products(pairs, _out_stacks(model, ops, out, pairs, inputs))
+        )
     blocks = []
     for block, (e, e_hat) in zip(model.blocks, errors):
         blocks.append(
@@ -403,7 +407,7 @@ def _out_stacks(
     ops: _kernels.Kernels,
     out: Gradients,
     pairs: list[tuple[Array, Array]],
-    x: Array,
+    inputs: dict[str, Array],
 ) -> list[Array]:
     """Return the weight stacks of ``out`` in the order of ``pairs``, after
     checking that each one can take its outer products."""
@@ -457,7 +461,7 @@ def _out_stacks(
         if reason is not None:
             raise ValueError(f"{where} {reason}.")
         stacks.append(stack)
-    reads = {"x": x, **{f"the model's {k}": v for k, v in model.arrays().items()}}
+    reads = {**inputs, **{f"the model's {k}": v for k, v in model.arrays().items()}}
     _check_disjoint(ops, reads, names, stacks)
     return stacks
 
@@ -469,7 +473,7 @@ def _check_disjoint(
     stacks: list[Array],
 ) -> None:
     """Raise ``ValueError`` if two of ``stacks`` share memory, or a stack
-    shares memory with one of ``reads`` (``x`` and the model's arrays).
+    shares memory with one of ``reads`` (``x``, ``y`` and the model's arrays).
 
     Writing one stack would then change another before it is filled, or
     change an input of the call or the caller's model. The check compares
