@@ -2,6 +2,7 @@
 PyTorch module export."""
 
 import itertools
+import warnings
 
 import array_api_strict
 import numpy as np
@@ -331,6 +332,18 @@ def test_input_on_other_device_raises():
         ValueError, match="Expected x on the model's device cpu, got x on meta"
     ):
         model(x)
+
+
+@pytest.mark.parametrize("layout", ["to_sparse", "to_sparse_csr"])
+def test_sparse_torch_input_names_to_dense(layout):
+    model = reference.random_model(2, "relu", "learned").convert(torch)
+    x = torch.rand(3, model.sizes[0], dtype=torch.float64)
+    with warnings.catch_warnings():
+        # PyTorch warns that its CSR support is in beta.
+        warnings.simplefilter("ignore", UserWarning)
+        sparse = getattr(x, layout)()
+    with pytest.raises(TypeError, match=r"dense tensor.*pass x.to_dense\(\)"):
+        resgrad.gradients(model, sparse, torch.tensor([0, 1, 2]))
 
 
 def test_torch_dtype_mismatch_raises():

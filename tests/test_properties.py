@@ -347,8 +347,20 @@ def test_forward_overflow_is_reported(dtype):
         [4, 4, 4, 4, 4], 4, activation="identity", seed=1, dtype=dtype
     )
     x = np.full((1, 4), np.finfo(dtype).max / 2, dtype=dtype)
-    with pytest.raises(resgrad.ForwardOverflowError, match="overflow"):
+    with pytest.raises(resgrad.ForwardOverflowError, match="overflow") as raised:
         strict(model.logits, x)
+    # float64 is the widest dtype, so it is suggested only for float32.
+    assert ("use float64" in str(raised.value)) == (dtype == "float32")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_non_finite_weight_is_named(value):
+    model = resgrad.ResidualMLP.init([4, 4, 4, 3], 3, seed=1)
+    model.blocks[1].W2[0, 0] = value
+    x = np.full((2, 4), 0.5)
+    message = "the model's blocks.1.W2 holds NaN or Inf values"
+    with pytest.raises(resgrad.ForwardOverflowError, match=message):
+        resgrad.gradients(model, x, np.array([0, 1]))
 
 
 # Softmax and sigmoid at logits of magnitude 1e4.

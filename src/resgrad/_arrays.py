@@ -109,6 +109,12 @@ def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> N
 
     ``dtype`` is the model's dtype, which ``x`` must share.
     """
+    if array_api_compat.is_torch_array(x) and x.layout != sys.modules["torch"].strided:
+        # PyTorch's sparse layouts lack most of the operations of a pass.
+        raise TypeError(
+            f"Expected {name} as a dense tensor, got the layout {x.layout}; "
+            f"pass {name}.to_dense()."
+        )
     if x.ndim != 2:
         raise ValueError(
             f"Expected {name} of shape (n, {width}), got shape {tuple(x.shape)}; "

@@ -445,16 +445,25 @@ class ResidualMLP:
         ]
 
     def _overflow_message(self, xp: Any, traces: list[BlockTrace]) -> str:
+        # A weight written in place after the model was made can hold NaN or
+        # Inf, and then nothing overflowed.
+        for name, value in self.arrays().items():
+            if not _arrays.all_finite(xp, value):
+                return (
+                    f"The logits z^L are not finite because the model's {name} "
+                    "holds NaN or Inf values; load or initialise the model "
+                    "again, or replace that array with replace_arrays."
+                )
         block = next(
             index
             for index, trace in enumerate(traces)
             if not bool(xp.all(xp.isfinite(trace.u)))
             or not bool(xp.all(xp.isfinite(trace.z)))
         )
+        wider = "" if self.dtype == self.xp.float64 else ", or use float64"
         return (
             f"The forward pass overflowed {self.dtype} in block {block}: the "
-            "logits z^L are not finite. Scale the inputs or the weights down, "
-            "or use float64."
+            f"logits z^L are not finite. Scale the inputs or the weights down{wider}."
         )
 
     def _check_device(self, x: Array) -> None:
