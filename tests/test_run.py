@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,78 @@ def test_run_refuses_folder_of_another_run(run_folder, capsys):
     assert main(["run", "--out", str(out), *SMALL_RUN]) == 2
     assert "is not empty" in capsys.readouterr().err
     assert sorted(path.name for path in out.iterdir()) == before
+
+
+def test_default_folders_of_one_second_stay_apart(tmp_path, monkeypatch, capsys):
+    """A run whose default folder another run makes after the check takes the
+    next name, and a failed run removes the empty folder it made."""
+    import resgrad.cli.run
+
+    class Clock:
+        """Every run starts at one second."""
+
+        @staticmethod
+        def now():
+            return datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(resgrad.cli.run, "datetime", Clock)
+    runs = tmp_path / "runs"
+    load = resgrad.cli.run.load_dataset
+
+    def another_run_starts(args):
+        # Another run started in the same second makes the folder this
+        # run has just checked.
+        stamp = "20260102-030405"
+        (runs / stamp).mkdir(parents=True)
+        (runs / stamp / "report.md").write_text("another run\n")
+        return load(args)
+
+    monkeypatch.setattr(resgrad.cli.run, "load_dataset", another_run_starts)
+    assert main(["run", *SMALL_RUN, "--epochs", "1"]) == 0
+    other, ours = sorted(runs.iterdir())
+    assert ours.name == f"{other.name}-2"
+    assert [path.name for path in other.iterdir()] == ["report.md"]
+    assert (ours / "model.npz").is_file()
+    assert f"wrote runs/{ours.name}/ " in capsys.readouterr().out
+
+    def fail(*args, **kwargs):
+        raise ValueError("the data went wrong")
+
+    monkeypatch.setattr(resgrad.cli.run, "load_dataset", load)
+    monkeypatch.setattr(resgrad.cli.run, "train_model", fail)
+    assert main(["run", *SMALL_RUN]) == 2
+    assert "the data went wrong" in capsys.readouterr().err
+    assert sorted(runs.iterdir()) == [other, ours]
+
+
+def test_run_refuses_folder_filled_meanwhile(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.run
+
+    out = tmp_path / "run"
+    train = resgrad.cli.run.train_model
+
+    def another_command_writes(*args, **kwargs):
+        out.mkdir()
+        (out / "report.md").write_text("another run\n")
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(resgrad.cli.run, "train_model", another_command_writes)
+    assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 2
+    assert "was filled by another command while this one ran" in (
+        capsys.readouterr().err
+    )
+    assert [path.name for path in out.iterdir()] == ["report.md"]
+
+
+def test_run_overwrite_counts_its_own_figures(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old_figure.png").write_bytes(b"not a figure of this run")
+    argv = ["run", "--out", str(out), *SMALL_RUN, "--epochs", "1", "--overwrite"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "model.npz and 1 figure) in " in printed
 
 
 def test_evaluate_prints_saved_model_accuracy(run_folder, capsys):

@@ -661,15 +661,35 @@ def check_output_folder(out: Path, overwrite: bool) -> Path:
     return out
 
 
-def make_output_folder(out: Path) -> Path:
-    """Make the folder ``out`` (and its parents) if missing, and return it."""
+def make_output_folder(out: Path, overwrite: bool) -> Path:
+    """Make the folder ``out`` (and its parents) for a command's files.
+
+    Without ``overwrite``, ``out`` must still be absent or empty, as
+    ``check_output_folder`` found it before the work began: another command
+    may have made it since and be writing there.
+
+    Raises:
+        FileExistsError: ``out`` has gained files, or was made by another
+            command, since the check.
+    """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if overwrite:
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir()
+    except FileExistsError:
+        if not out.is_dir() or any(out.iterdir()):
+            raise FileExistsError(
+                f"--out {out} was filled by another command while this one "
+                "ran; run again with another --out, or pass --overwrite."
+            ) from None
     return out
 
 
 @contextlib.contextmanager
-def writing_into(out: Path) -> Iterator[Path]:
+def writing_into(out: Path, overwrite: bool) -> Iterator[Path]:
     """Make the folder ``out`` for the ``with`` block that writes the files.
 
     Ctrl-C in the block removes a folder that the block made. In a folder
@@ -678,7 +698,7 @@ def writing_into(out: Path) -> Iterator[Path]:
     """
     out = Path(out)
     existed = out.exists()
-    make_output_folder(out)
+    make_output_folder(out, overwrite)
     try:
         yield out
     except KeyboardInterrupt:

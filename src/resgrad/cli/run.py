@@ -60,7 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=Path,
         default=None,
-        help="the run folder to write (default: runs/<date>-<time>); it must be "
+        help="the run folder to write (default: runs/<date>-<time>, with -2, "
+        "-3 and so on added for runs started in the same second); it must be "
         "absent or empty, unless --overwrite is given",
     )
     add_overwrite_argument(parser)
@@ -83,7 +84,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_folder(out: Path | None, overwrite: bool = False) -> Path:
-    """Return the run folder after checking it; it is made later, when needed."""
+    """Return the run folder after checking it. ``run_main`` makes the
+    default folder once the data are loaded, and a given ``--out`` when the
+    first file is written."""
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / stamp
@@ -118,15 +121,46 @@ def run_main(args: argparse.Namespace) -> int:
     data = load_dataset(args)
     for name in ("model.npz", "report.md", "metrics.json", "training.png"):
         check_not_an_input(out / name)
+    reserved = args.out is None
+    if reserved:
+        out = _reserve(out)
     try:
         return _run(args, data, out, sections_wanted, started, cpu_started)
     except KeyboardInterrupt:
-        if not out.exists():
+        if not out.exists() or (reserved and _remove_if_empty(out)):
             raise
         # main prints the message of the interrupt after "interrupted; ".
         raise KeyboardInterrupt(
             f"{out} is incomplete; pass --out {out} --overwrite to reuse it"
         ) from None
+    except BaseException:
+        if reserved:
+            _remove_if_empty(out)
+        raise
+
+
+def _reserve(out: Path) -> Path:
+    """Make the default run folder ``out`` now, or ``out-2``, ``out-3`` and so
+    on where another run has made it since, so two runs started in the
+    same second never share a folder."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    name, suffix = out.name, 1
+    while True:
+        try:
+            out.mkdir()
+            return out
+        except FileExistsError:
+            suffix += 1
+            out = out.parent / f"{name}-{suffix}"
+
+
+def _remove_if_empty(out: Path) -> bool:
+    """Remove ``out`` if it is an empty folder; return whether it is gone."""
+    try:
+        out.rmdir()
+    except OSError:
+        return False
+    return True
 
 
 def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
@@ -145,7 +179,8 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
         f"trained {plural(len(result.history), 'epoch')} in "
         f"{timings['train']:.1f} s; test accuracy {figures['accuracy']:.4f}"
     )
-    make_output_folder(out)
+    make_output_folder(out, args.overwrite)
+    png_times = _png_times(out)
     save(
         result.model,
         out / "model.npz",
@@ -185,12 +220,21 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
     write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     text = _report(args, data, result, figures, report, sections, timings)
     write_atomic(out / "report.md", text)
-    figures_written = plural(len(list(out.glob("*.png"))), "figure")
+    written = [
+        time for name, time in _png_times(out).items() if png_times.get(name) != time
+    ]
+    figures_written = plural(len(written), "figure")
     print(
         f"wrote {out}/ (report.md, metrics.json, model.npz and {figures_written}) "
         f"in {timings['total']:.1f} s"
     )
     return 0 if report.passed else 1
+
+
+def _png_times(out: Path) -> dict[str, int]:
+    """Return the modification time of each PNG file in ``out``, by name, so
+    that figures left by an earlier run (``--overwrite``) are not counted."""
+    return {path.name: path.stat().st_mtime_ns for path in out.glob("*.png")}
 
 
 def _section(name: str, context: RunContext) -> Section | None:

@@ -408,7 +408,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     # interrupted run leaves no folder of some figures and no JSON file.
     summary["files"] += [RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME]
     summary.update(check_summary(checks))
-    with writing_into(args.out):
+    with writing_into(args.out, args.overwrite):
         for name, draw in sample_figures:
             write_figure(args.out / name, draw())
         write_figure(
