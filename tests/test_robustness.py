@@ -434,6 +434,22 @@ def test_report_names_jsma_limit_only_when_it_cuts(n, limited):
     assert (f"on all {n} test samples." in text) is not limited
 
 
+def test_cli_failed_figure_leaves_no_folder(files, monkeypatch, capsys):
+    import resgrad.robustness
+
+    def broken(*args, **kwargs):
+        raise ValueError("the figure could not be drawn")
+
+    monkeypatch.setattr(resgrad.robustness, "plot_examples", broken)
+    folder, data, model_path = files
+    out = folder / "failed"
+    argv = ["attack", "--model", str(model_path), "--data", str(data)]
+    argv += ["--method", "fgsm", "--eps", "0.1", "--out", str(out)]
+    assert main([*argv, "--limit", "5", "--no-progress"]) == 2
+    assert "the figure could not be drawn" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_cli_warns_of_eps_wider_than_box(files, capsys):
     # 5 reads as a radius in raw units, such as the digits' grey levels.
     folder, data, model_path = files
@@ -506,6 +522,7 @@ def test_cli_default_out_beside_model(files):
     [
         ("--method", "fgsm,cw", "Unknown attack method 'cw'"),
         ("--eps", "0.1,-0.2", "eps >= 0"),
+        ("--eps", "0.1,1e308", "--eps 1e+308 is more than 1000 times the width 1"),
     ],
 )
 def test_cli_bad_argument_one_line(files, capsys, option, value, message):

@@ -291,6 +291,21 @@ def test_smoothgrad_without_noise_is_vanilla(model, x):
     np.testing.assert_allclose(got, saliency.vanilla_gradient(model, x, 3), rtol=1e-14)
 
 
+def test_smoothgrad_noise_overflow_names_noise_level(model, x):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="overflows float64; pass a smaller"):
+            saliency.smoothgrad(model, x, 0, samples=2, noise_level=1e308, seed=0)
+
+
+def test_smoothgrad_forward_overflow_names_noise():
+    model = resgrad.ResidualMLP.init([2, 4, 4, 3], activation="identity", seed=0)
+    x = np.full((1, 2), 0.5)
+    noise = np.full((2, *x.shape), np.finfo(np.float64).max / 2)
+    with pytest.raises(resgrad.ForwardOverflowError, match="noisy copy 0 overflowed"):
+        saliency.smoothgrad(model, x, 0, noise=noise)
+
+
 def test_smoothgrad_noise_scales_with_range(model, x):
     sigma, samples = 0.1 * (3.0 - 1.0), 4
     draws = np.random.default_rng(5).standard_normal((samples,) + x.shape) * sigma

@@ -43,7 +43,7 @@ import numpy as np
 
 from . import _arrays
 from .gradients import input_gradient
-from .model import ResidualMLP
+from .model import ForwardOverflowError, ResidualMLP
 from .product import input_jacobian
 
 Array = Any
@@ -336,7 +336,13 @@ def smoothgrad(
     total = None
     steps = range(samples)
     for s in progress(steps, desc="smoothgrad", total=samples) if progress else steps:
-        grad = _class_gradient(model, x + noise[s, ...], target)
+        try:
+            grad = _class_gradient(model, x + noise[s, ...], target)
+        except ForwardOverflowError as error:
+            raise ForwardOverflowError(
+                f"SmoothGrad's noisy copy {s} overflowed the forward pass; pass "
+                f"a smaller noise_level (or noise). {error}"
+            ) from error
         if squared:
             grad = grad * grad
         elif absolute:
@@ -384,7 +390,13 @@ def _smoothgrad_noise(
             "noise_level or narrower bounds."
         )
     rng = _arrays.generator(seed)
-    draws = rng.standard_normal(shape) * sigma
+    with np.errstate(over="ignore"):
+        draws = rng.standard_normal(shape) * sigma
+    if not np.all(np.abs(draws) <= largest):
+        raise ValueError(
+            f"Noise drawn at noise_level {noise_level} (sigma {sigma:g}) "
+            f"overflows {x.dtype}; pass a smaller noise_level."
+        )
     return xp.asarray(draws, dtype=x.dtype, device=_device(x))
 
 

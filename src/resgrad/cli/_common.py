@@ -692,15 +692,19 @@ def make_output_folder(out: Path, overwrite: bool) -> Path:
 def writing_into(out: Path, overwrite: bool) -> Iterator[Path]:
     """Make the folder ``out`` for the ``with`` block that writes the files.
 
-    Ctrl-C in the block removes a folder that the block made. In a folder
-    that existed (``--overwrite``), it names the folder as a mix of new and
-    earlier files, since the earlier ones are gone already.
+    Ctrl-C or an error in the block removes a folder that the block made.
+    In a folder that existed (``--overwrite``), Ctrl-C names the folder as
+    a mix of new and earlier files, since the earlier ones are gone already.
     """
     out = Path(out)
     existed = out.exists()
     make_output_folder(out, overwrite)
     try:
         yield out
+    except Exception:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     except KeyboardInterrupt:
         if not existed:
             shutil.rmtree(out, ignore_errors=True)

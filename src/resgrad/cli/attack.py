@@ -141,10 +141,26 @@ def run_attack(args: argparse.Namespace) -> int:
     return 0
 
 
+# The widest --eps, in box widths. At one width the L-inf ball already holds
+# the whole box, and near the float64 maximum the step sizes and the
+# figures' axes overflow.
+WIDEST_EPS = 1000
+
+
 def _warn_on_wide_eps(eps_values: list[float], bounds: tuple[float, float]) -> None:
     """Warn about radii wider than the box of the scaled features, which
-    suggest a radius in the data's raw units."""
+    suggest a radius in the data's raw units, and reject radii of more than
+    ``WIDEST_EPS`` box widths."""
     low, high = bounds
+    widest = WIDEST_EPS * (high - low)
+    for eps in eps_values:
+        if eps > widest:
+            raise ValueError(
+                f"--eps {eps:g} is more than {WIDEST_EPS} times the width "
+                f"{high - low:g} of the box [{low:g}, {high:g}] of the scaled "
+                f"features, while at {high - low:g} the L-inf ball already holds "
+                "the whole box; pass a smaller eps, in scaled units."
+            )
     wide = [eps for eps in eps_values if eps > high - low]
     if wide:
         listed = ",".join(f"{eps:g}" for eps in wide)
