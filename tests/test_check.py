@@ -104,6 +104,25 @@ def test_verdict_tells_difference_miss_from_disagreement(monkeypatch):
     assert verdict(check_theorem(small, x, y)) == "some equations disagree"
 
 
+def test_verdict_names_comparisons_of_no_entries():
+    from resgrad.cli.check import verdict
+
+    model = reference.random_model(2, "softplus", "learned")
+    x, y = reference.random_batch(model, 3)
+    report = check_theorem(model, x, y)
+    assert verdict(report) == "all equations agree"
+    rows = list(report.rows)
+    index = next(
+        i for i, row in enumerate(rows) if row.reference == "central differences"
+    )
+    rows[index] = dataclasses.replace(rows[index], entries=0)
+    emptied = dataclasses.replace(report, rows=rows)
+    assert verdict(emptied) == (
+        "all equations agree where compared; no entries were compared for "
+        f"({rows[index].equation}) against central differences"
+    )
+
+
 @pytest.mark.parametrize("scale", [20, 60, 100])
 def test_check_passes_on_confident_network(scale):
     # Scaling the last block makes the logits confident: the loss falls to

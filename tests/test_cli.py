@@ -1445,3 +1445,50 @@ def test_later_commands_default_to_training_split(tmp_path, capsys):
     # An explicit other split still gets the warning.
     assert main([*evaluate, "--split-seed", "0"]) == 0
     assert "pass --test-size 0.4 --split-seed 7" in capsys.readouterr().err
+
+
+def test_constant_features_warn_before_training(tmp_path, capsys):
+    data = tmp_path / "flat.npz"
+    np.savez(data, X=np.ones((30, 4)), y=np.arange(30) % 3)
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "m.npz")]
+    assert main([*argv, "--epochs", "1", "--hidden", "4", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: every feature of flat is constant over the training split" in err
+
+
+def test_varied_features_do_not_warn(tmp_path, capsys):
+    data = tmp_path / "varied.npz"
+    x = np.ones((30, 4))
+    x[:, 2] = np.arange(30)
+    np.savez(data, X=x, y=np.arange(30) % 3)
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "m.npz")]
+    assert main([*argv, "--epochs", "1", "--hidden", "4", "--no-progress"]) == 0
+    assert "constant" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (
+            lambda meta: meta["scaling"].update(scale=0.0),
+            "is damaged: its feature scaling is invalid (scaling['scale'] must be > 0)",
+        ),
+        (
+            lambda meta: meta["training"].update(test_size=5),
+            "records the test fraction 5, outside (0, 1), so the file is damaged",
+        ),
+    ],
+)
+def test_damaged_model_file_not_blamed_on_data(tmp_path, capsys, damage, message):
+    model_path = tmp_path / "m.npz"
+    argv = ["train", "--out", str(model_path), "--epochs", "1", "--hidden", "4"]
+    assert main([*argv, "--no-progress"]) == 0
+    metadata = resgrad.io.read_metadata(model_path)
+    damage(metadata)
+    damaged = tmp_path / "damaged.npz"
+    resgrad.save(resgrad.load(model_path), damaged, metadata=metadata)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(damaged)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "has changed since" not in err

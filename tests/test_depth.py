@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -634,6 +635,20 @@ def test_report_section(tmp_path):
         assert (tmp_path / name).exists()
     assert "| residual |" in section.markdown
     assert set(section.metrics["trained_model"]) == {"trained", "init"}
+
+
+def test_report_section_zero_inputs_no_warning(tmp_path):
+    """Inputs of zeros leave every relu unit off, so the W2 norms are 0 at
+    both ends and their log10 ratio is NaN, without a NumPy warning."""
+    from resgrad.cli.depth import report_section
+
+    data = _small_data()
+    data.x_test = np.zeros_like(data.x_test)
+    model = depth.classifier_network("residual", 3, 6, 5, 2, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        section = report_section(RunContext(model, data, tmp_path, seed=0))
+    assert math.isnan(section.metrics["trained_model"]["trained"]["log10_ratio_W2"])
 
 
 def test_report_section_w2_ratio(tmp_path):

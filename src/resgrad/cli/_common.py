@@ -251,8 +251,12 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     # with, so that its test rows are unseen.
     if args.test_size is None:
         args.test_size = training.get("test_size", TEST_SIZE)
+        if model is not None:
+            _check_recorded_test_size(args)
     if args.split_seed is None:
         args.split_seed = training.get("split_seed", SPLIT_SEED)
+    if model is not None and metadata.get("scaling") is not None:
+        _check_recorded_scaling(args, metadata["scaling"], model)
     # Whether --data names the training files. Errors name those files when
     # it does not.
     same = _same_source(training.get("data"), args.data)
@@ -298,7 +302,24 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     if model is not None:
         _check_fits(data, model, None if same else trained_on, args.data)
         _warn_on_clipping(args, training, data)
+    else:
+        _warn_on_constant_features(args, data)
     return data
+
+
+def _warn_on_constant_features(args: Any, data: Any) -> None:
+    """Warn, before training, when every feature is constant over the
+    training split: no input then tells the classes apart."""
+    import numpy as np
+
+    x = np.asarray(data.x_train)
+    if x.shape[0] > 1 and np.all(x == x[:1]):
+        warn(
+            args.command,
+            f"every feature of {data.name} is constant over the training split, "
+            "so the network can learn only how often each class occurs; check "
+            "the --data file.",
+        )
 
 
 def _warn_on_changed_file(args: Any, training: dict, data: Any) -> None:
@@ -713,6 +734,33 @@ def writing_into(out: Path, overwrite: bool) -> Iterator[Path]:
         raise KeyboardInterrupt(
             f"{out} is incomplete, with some files of this run and some of an "
             "earlier one; run the command again to complete it"
+        ) from None
+
+
+def _check_recorded_test_size(args: Any) -> None:
+    """Reject a test fraction read from the model file outside (0, 1), which
+    only a damaged file records."""
+    value = args.test_size
+    if not (isinstance(value, (int, float)) and 0 < value < 1):
+        raise ValueError(
+            f"The model file {args.model} records the test fraction {value!r}, "
+            "outside (0, 1), so the file is damaged; pass --test-size, or train "
+            "the model again."
+        )
+
+
+def _check_recorded_scaling(args: Any, scaling: Any, model: ResidualMLP) -> None:
+    """Reject a feature scaling in the model file that no data could fix, so
+    that it is not blamed on the data file."""
+    from ..data import _scaling_arrays
+
+    try:
+        _scaling_arrays(scaling, model.sizes[0], "the model")
+    except ValueError as error:
+        problem = str(error).split(";")[0]
+        raise ValueError(
+            f"The model file {args.model} is damaged: its feature scaling is "
+            f"invalid ({problem}); train the model again."
         ) from None
 
 

@@ -88,7 +88,14 @@ def verdict(report: Any) -> str:
     every exact reference in agreement, gets its own message.
     """
     if report.passed:
-        return "all equations agree"
+        empty = [row for row in report.rows if row.entries == 0]
+        if not empty:
+            return "all equations agree"
+        # A comparison of no entries passes, but checks nothing.
+        names = ", ".join(f"({row.equation}) against {row.reference}" for row in empty)
+        return (
+            f"all equations agree where compared; no entries were compared for {names}"
+        )
     failed = {row.reference for row in report.rows if not row.passed}
     if failed != {"central differences"}:
         return "some equations disagree"

@@ -798,9 +798,12 @@ def _trained_model_rows(ctx: RunContext) -> dict[str, Any]:
     ):
         blocks, input_summary = summarise([gradient_profile(network, x, v)])
         rms = blocks["W2"].rms
+        with np.errstate(invalid="ignore"):
+            # Both ends zero (-inf), as when every input is constant, give NaN.
+            ratio = float(rms[0] - rms[-1])
         rows[name] = {
             "log10_W2": [float(value) for value in rms],
-            "log10_ratio_W2": float(rms[0] - rms[-1]),
+            "log10_ratio_W2": ratio,
             "log10_input_gain": float(2 * input_summary.rms),
         }
     return rows
