@@ -810,6 +810,27 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
     assert printed.endswith(f"wrote {len(report['files'])} files to {out}\n")
 
 
+@pytest.mark.parametrize("typed", [[], ["--classes", "all"]])
+def test_cli_many_classes_draws_first_twenty(tmp_path, capsys, typed):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "many.npz"
+    np.savez(data, X=rng.random((120, 6)), y=np.arange(120) % 30)
+    model = tmp_path / "model.npz"
+    resgrad.save(resgrad.ResidualMLP.init([6, 8, 30], seed=0), model)
+    out = tmp_path / "out"
+    argv = ["--model", str(model), "--data", str(data), "--index", "0"]
+    argv += ["--method", "vanilla", "--out", str(out), "--check-samples", "2"]
+    assert run_cli([*argv, "--random-orders", "1", "--no-progress", *typed]) == 0
+    report = json.loads((out / "saliency.json").read_text())
+    err = capsys.readouterr().err
+    if typed:
+        assert report["classes"] == list(range(30))
+        assert "warning" not in err
+    else:
+        assert report["classes"] == list(range(20))
+        assert "the model has 30 classes; drawing the first 20" in err
+
+
 def test_cli_repeats_count_once(digits_model, tmp_path, capsys):
     path, _ = digits_model
     out = tmp_path / "out"

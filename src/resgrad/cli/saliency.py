@@ -36,6 +36,7 @@ from ._common import (
     plural,
     progress_bar,
     typed_options,
+    warn,
     write_atomic,
     write_figure,
     writing_into,
@@ -51,6 +52,9 @@ METHOD_TITLES = {
     "integrated_gradients": "Integrated Gradients",
     "jsma": "JSMA map",
 }
+# The number of classes drawn without --classes at most; each class is one
+# column of every sample's figure.
+DRAWN_CLASSES = 20
 # Defaults of the options that only SmoothGrad or the JSMA map read.
 SMOOTHGRAD_SAMPLES = 50
 NOISE_LEVEL = 0.15
@@ -103,8 +107,10 @@ def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--classes",
+        action=Typed,
         default="all",
-        help="comma-separated classes whose maps to draw, or 'all' (default: all)",
+        help="comma-separated classes whose maps to draw, or 'all' (default: all, "
+        f"or the first {DRAWN_CLASSES} of a model with more)",
     )
     parser.add_argument(
         "--out",
@@ -377,6 +383,16 @@ def run_saliency(args: argparse.Namespace) -> int:
     indices = parse_indices(args.index, "--index", len(x_test), "the test split")
     if args.classes.strip() == "all":
         classes = list(range(model.n_classes))
+        if model.n_classes > DRAWN_CLASSES and not typed_options(args, ["classes"]):
+            # Each class is a column of every sample's figure, about 200
+            # pixels wide.
+            classes = classes[:DRAWN_CLASSES]
+            warn(
+                "saliency",
+                f"the model has {model.n_classes} classes; drawing the first "
+                f"{DRAWN_CLASSES}, since each adds a column to the figures. Pass "
+                "--classes to choose others, or --classes all for every one.",
+            )
     else:
         classes = parse_indices(
             args.classes, "--classes", model.n_classes, "the classes"
