@@ -339,6 +339,23 @@ def test_short_rows_draw_as_bars(monkeypatch, tmp_path):
     assert fgsm.get_ylim() == pytest.approx((-0.1, 0.1))
 
 
+def test_bars_span_l2_changes_wider_than_eps(monkeypatch, tmp_path):
+    model = resgrad.ResidualMLP.init([6, 8, CLASSES], seed=0)
+    x = np.random.default_rng(0).uniform(0.2, 0.8, size=(4, 6))
+    y = np.arange(4) % CLASSES
+    table = robustness.evaluate(model, x, y, ["fgsm", "pgd_l2"], [0.1], seed=0)
+    figures = []
+    monkeypatch.setattr(
+        robustness, "_save", lambda figure, path: figures.append(figure)
+    )
+    robustness.plot_examples(table, tmp_path / "bars.png")
+    _, fgsm, pgd_l2 = np.asarray(figures[0].axes).reshape(3, -1)[:, 0]
+    assert fgsm.get_ylim() == pytest.approx((-0.1, 0.1))
+    largest = np.max(np.abs(table.examples[("pgd_l2", 0.1)].x_adv - x))
+    assert largest > 0.1
+    assert pgd_l2.get_ylim() == pytest.approx((-largest, largest))
+
+
 def test_examples_figure_one_sample_width(model, batch, monkeypatch, tmp_path):
     x, y = batch
     table = robustness.evaluate(model, x[:1], y[:1], ["fgsm"], [0.1], seed=0)

@@ -654,6 +654,10 @@ def plot_examples(
         for m in methods
     ]
     for r, (label, inputs, predictions) in enumerate(rows):
+        # An L2 attack, or JSMA, can move one feature by more than eps, so a
+        # row of bars spans its largest change when that is wider.
+        largest = float(np.max(np.abs(np.asarray(inputs) - table.x), initial=0.0))
+        radius = max(eps, largest)
         for c in range(grid.shape[1]):
             axes = grid[r, c]
             axes.set_xticks([])
@@ -675,7 +679,7 @@ def plot_examples(
                 else:
                     change = np.asarray(inputs[c]) - np.asarray(table.x[c])
                     # eps = 0 changes nothing, and the axis still needs a height.
-                    limits = (-eps, eps) if eps > 0 else (-1.0, 1.0)
+                    limits = (-radius, radius) if radius > 0 else (-1.0, 1.0)
                     rises = np.where(change >= 0, "tab:red", "tab:blue")
                     feature_bars(axes, change, limits, rises)
                 if c == 0:
