@@ -1492,3 +1492,15 @@ def test_damaged_model_file_not_blamed_on_data(tmp_path, capsys, damage, message
     err = capsys.readouterr().err
     assert message in err
     assert "has changed since" not in err
+
+
+def test_python_m_resgrad_runs_the_command_line():
+    done = subprocess.run(
+        [sys.executable, "-m", "resgrad", "--version"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("resgrad ")

@@ -646,8 +646,17 @@ def test_csv_names_first_non_number(tmp_path, text, named):
 def test_csv_fractional_labels(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("1,2,0\n3,4,1.5\n")
-    with pytest.raises(ValueError, match="not whole numbers, e.g. 1.5"):
+    with pytest.raises(ValueError, match="not whole numbers, e.g. 1.5") as caught:
         load_csv(path)
+    assert "The last column of a CSV is read as the label" in str(caught.value)
+
+
+def test_npz_fractional_labels_no_csv_hint(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, X=np.ones((4, 2)), y=np.array([0, 1, 0.5, 1]))
+    with pytest.raises(ValueError, match="not whole numbers, e.g. 0.5") as caught:
+        load_data(path)
+    assert "CSV" not in str(caught.value)
 
 
 def test_csv_ragged_rows(tmp_path):

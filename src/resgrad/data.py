@@ -1023,11 +1023,16 @@ def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
         if not bad.any():
             return y.astype(np.int64)
         first = y[np.argmax(bad)]
+        hint = "check the labels"
+        if str(source).lower().endswith(".csv"):
+            hint = (
+                "check the label column. The last column of a CSV is read as the "
+                "label unless label_column= (--label-column on the command line) "
+                "picks another"
+            )
         raise ValueError(
             f"Expected integer labels in {source}, got {int(bad.sum())} value(s) "
-            f"that are not whole numbers, e.g. {first}; check the label column. "
-            "The last column of a CSV is read as the label unless "
-            "label_column= (--label-column on the command line) picks another."
+            f"that are not whole numbers, e.g. {first}; {hint}."
         )
     raise TypeError(
         f"Expected integer labels in {source}, got dtype {y.dtype}; encode the "

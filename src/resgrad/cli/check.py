@@ -40,9 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--entries",
         type=positive_int,
         default=40,
-        help="entries per equation compared with finite differences; for (6)-(8) "
-        "they are split evenly over the blocks, rounding down, with at least 2 "
-        "per block (default: 40)",
+        help="entries per equation perturbed for the central differences: input "
+        "entries for (4) and (5), where each gives one column of J, so (5) "
+        "compares that many times the classes; for (6)-(8) weight entries split "
+        "evenly over the blocks, rounding down, with at least 2 per block "
+        "(default: 40)",
     )
     parser.add_argument(
         "--json",
