@@ -165,6 +165,16 @@ def test_default_folders_of_one_second_stay_apart(tmp_path, monkeypatch, capsys)
     assert (ours / "model.npz").is_file()
     assert f"wrote runs/{ours.name}/ " in capsys.readouterr().out
 
+    # A third run checks <stamp>-3, which a fourth makes meanwhile.
+    def fourth_run_starts(args):
+        (runs / "20260102-030405-3").mkdir()
+        return load(args)
+
+    monkeypatch.setattr(resgrad.cli.run, "load_dataset", fourth_run_starts)
+    assert main(["run", *SMALL_RUN, "--epochs", "1"]) == 0
+    assert (runs / "20260102-030405-4" / "model.npz").is_file()
+    folders = sorted(runs.iterdir())
+
     def fail(*args, **kwargs):
         raise ValueError("the data went wrong")
 
@@ -172,7 +182,7 @@ def test_default_folders_of_one_second_stay_apart(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(resgrad.cli.run, "train_model", fail)
     assert main(["run", *SMALL_RUN]) == 2
     assert "the data went wrong" in capsys.readouterr().err
-    assert sorted(runs.iterdir()) == [other, ours]
+    assert sorted(runs.iterdir()) == folders
 
 
 def test_run_refuses_folder_filled_meanwhile(tmp_path, monkeypatch, capsys):

@@ -140,18 +140,21 @@ def run_main(args: argparse.Namespace) -> int:
 
 
 def _reserve(out: Path) -> Path:
-    """Make the default run folder ``out`` now, or ``out-2``, ``out-3`` and so
-    on where another run has made it since, so two runs started in the
-    same second never share a folder."""
+    """Make the default run folder ``out`` now, or ``<stamp>-2``,
+    ``<stamp>-3`` and so on where other runs have made it since, so two
+    runs started in the same second never share a folder."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    name, suffix = out.name, 1
+    # The name is <date>-<time>, with -<n> where _run_folder numbered it.
+    parts = out.name.split("-")
+    stamp = "-".join(parts[:2])
+    suffix = int(parts[2]) if len(parts) > 2 else 1
     while True:
         try:
             out.mkdir()
             return out
         except FileExistsError:
             suffix += 1
-            out = out.parent / f"{name}-{suffix}"
+            out = out.parent / f"{stamp}-{suffix}"
 
 
 def _remove_if_empty(out: Path) -> bool:
