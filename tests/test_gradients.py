@@ -7,6 +7,7 @@ import itertools
 import math
 import sys
 import time
+import tracemalloc
 import weakref
 
 import numpy as np
@@ -520,8 +521,51 @@ def test_per_sample_stacks_above_the_limit_are_freed(monkeypatch):
     assert buffer() is None
 
 
+def test_small_results_release_large_buffer():
+    """A loop that drops large results and keeps small ones stays bounded."""
+    model = reference.random_model(3, "relu", "learned")
+    large_x, large_y = reference.random_batch(model, 200)
+    small_x, small_y = reference.random_batch(model, 2, seed=1)
+    large_bytes = sum(
+        stack.nbytes
+        for stack in resgrad.per_sample_gradients(model, large_x, large_y)
+        .arrays()
+        .values()
+    )
+    kept = []
+    tracemalloc.start()
+    try:
+        for _ in range(6):
+            dropped = resgrad.per_sample_gradients(model, large_x, large_y)
+            del dropped
+            kept.append(resgrad.per_sample_gradients(model, small_x, small_y))
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # One large buffer may stay allocated. Six would mean that each small
+    # result keeps one alive.
+    assert held < 2 * large_bytes
+
+
+def test_per_sample_stacks_without_reference_counts_are_new(monkeypatch):
+    """Where the interpreter has no ``sys.getrefcount``, nothing is reused."""
+    from resgrad import _kernels
+
+    monkeypatch.setattr(_kernels, "_COUNTS_REFERENCES", False)
+    model = reference.random_model(3, "relu", "learned")
+    x, y = reference.random_batch(model, 6)
+    first = resgrad.per_sample_gradients(model, x, y)
+    buffer = weakref.ref(first.blocks[0].W1.base)
+    del first
+    assert buffer() is None
+
+
 def test_per_sample_stacks_from_threads_stay_apart():
-    """Threads that drop and request results at once never share a buffer."""
+    """Threads that drop and request results at once never share a buffer.
+
+    With the GIL the check and the slice run without a switch between them;
+    the lock in ``SpareBuffer.take`` matters on free-threaded builds.
+    """
     model = reference.random_model(3, "relu", "learned")
     batches = [reference.random_batch(model, 40, seed=seed) for seed in range(2)]
     expected = [
@@ -601,6 +645,39 @@ def test_label_outside_classes_raises(small, label):
     y = y.copy()
     y[1] = label
     with pytest.raises(ValueError, match=rf"Label {label} in y is outside \[0, 3\)"):
+        resgrad.gradients(model, x, y)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.uint64])
+def test_wide_unsigned_labels_raise(small, dtype):
+    model, x, y = small
+    with pytest.raises(TypeError, match=r"signed integer dtype or uint8.*astype"):
+        resgrad.gradients(model, x, y.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_wide_unsigned_torch_labels_raise(dtype):
+    model = reference.random_model(2, "relu", "learned").convert(torch)
+    x = torch.rand(4, model.sizes[0], dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 1], dtype=dtype)
+    with pytest.raises(TypeError, match=r"signed integer dtype or uint8.*y.long"):
+        resgrad.gradients(model, x, y)
+
+
+def test_uint8_and_int8_labels_match_int64(small):
+    model, x, y = small
+    expected = resgrad.gradients(model, x, y).arrays()
+    for dtype in (np.uint8, np.int8):
+        got = resgrad.gradients(model, x, y.astype(dtype)).arrays()
+        for name, value in expected.items():
+            assert np.array_equal(got[name], value), (dtype, name)
+
+
+def test_labels_on_meta_device_raise():
+    model = reference.random_model(2, "relu", "learned").convert(torch)
+    x = torch.rand(4, model.sizes[0], dtype=torch.float64)
+    y = torch.empty(4, dtype=torch.long, device="meta")
+    with pytest.raises(ValueError, match="y is on PyTorch's meta device"):
         resgrad.gradients(model, x, y)
 
 
@@ -801,3 +878,21 @@ def test_list_argument_error_shows_the_value():
     model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
     with pytest.raises(TypeError, match=r"got the list \[0, 1\]; convert it first"):
         resgrad.gradients(model, np.zeros((2, 4)), [0, 1])
+
+
+def test_float16_mean_over_more_rows_than_float16_holds():
+    """NumPy casts the row count to float16 before dividing, and above 65504
+    rows that count is infinite."""
+    model = reference.random_model(2, "tanh", "learned")
+    n = 70_000
+    x, y = reference.random_batch(model, n)
+    expected = resgrad.gradients(model, x, y)
+    half = model.convert(dtype="float16")
+    with np.errstate(over="ignore"):
+        got = resgrad.gradients(half, x.astype(np.float16), y)
+    for name, value in expected.arrays().items():
+        if name == "loss":
+            continue
+        scale = np.max(np.abs(value))
+        error = np.max(np.abs(got.arrays()[name].astype(np.float64) - value))
+        assert error <= 0.02 * scale, name

@@ -9,6 +9,7 @@ PyTorch (``pytest --noconftest``).
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
@@ -189,3 +190,49 @@ def test_jax_grad_through_value_gives_derivative(name):
         rtol=1e-14,
         atol=1e-15,
     )
+
+
+TRANSFORMS = {
+    "jit over x": lambda model, x, y: jax.jit(
+        lambda v: resgrad.gradients(model, v, y).input
+    )(x),
+    "jit over y": lambda model, x, y: jax.jit(
+        lambda t: resgrad.gradients(model, x, t).input
+    )(y),
+    "grad": lambda model, x, y: jax.grad(lambda v: resgrad.gradients(model, v, y).loss)(
+        x
+    ),
+    "vmap": lambda model, x, y: jax.vmap(
+        lambda v: resgrad.input_jacobian(model, v[None])
+    )(x),
+    "jit of an attack": lambda model, x, y: jax.jit(
+        lambda v: resgrad.attacks.fgsm(model, v, y, eps=0.1).x
+    )(x),
+}
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS.values(), ids=list(TRANSFORMS))
+def test_jax_transforms_raise_a_clear_error(transform):
+    model = _model("learned")
+    model, x, y = _jax_case(model, *_batch(model))
+    with pytest.raises(TypeError, match="JAX tracer: resgrad ran inside jax.jit"):
+        transform(model, x, y)
+
+
+def test_jax_attacks_without_64_bit_mode_warn_nothing():
+    """Without 64-bit mode JAX warns at every int64 request, so resgrad
+    requests the namespace's default integer dtype instead."""
+    model = _model("learned")
+    x, y = _batch(model)
+    jax.config.update("jax_enable_x64", False)
+    try:
+        model, x, y = _jax_case(model, x, y, "float32")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            box = {"bounds": (-4.0, 4.0)}
+            result = resgrad.attacks.pgd(model, x, y, eps=0.1, steps=1, seed=0, **box)
+            targeted = resgrad.attacks.jsma(model, x, y, target=0, gamma=0.4, **box)
+        for counts in (result.steps, result.l0, targeted.steps, targeted.l0):
+            assert counts.dtype == jnp.int32
+    finally:
+        jax.config.update("jax_enable_x64", True)

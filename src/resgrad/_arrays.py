@@ -74,6 +74,17 @@ def is_dtype(xp: Any, dtype: Any, kind: str) -> bool:
         return False
 
 
+@functools.cache
+def index_dtype(xp: Any) -> Any:
+    """Return the default integer dtype of ``xp``: int64 on NumPy and
+    PyTorch, and int32 on JAX unless its 64-bit mode is on, where asking
+    for int64 only gives int32 and a warning."""
+    try:
+        return xp.__array_namespace_info__().default_dtypes()["integral"]
+    except AttributeError:
+        return xp.int64
+
+
 def all_finite(xp: Any, a: Array) -> bool:
     """Return whether every entry of ``a`` is finite."""
     if array_api_compat.is_numpy_array(a):
@@ -85,19 +96,36 @@ def all_finite(xp: Any, a: Array) -> bool:
         # A complex magnitude can overflow from finite parts, so complex
         # arrays take the general path.
         return a.numel() == 0 or math.isfinite(a.abs().max().item())
-    return bool(xp.all(xp.isfinite(a)))
+    finite = xp.all(xp.isfinite(a))
+    # Inside jax.jit every operation gives a tracer, concrete input or not.
+    check_concrete(finite, "a value that resgrad checks")
+    return bool(finite)
+
+
+def check_concrete(a: Array, name: str = "x") -> None:
+    """Raise ``TypeError`` if ``a`` is a JAX tracer, which has no values
+    for resgrad's checks to read."""
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(a, jax.core.Tracer):
+        raise TypeError(
+            f"{name} is a JAX tracer: resgrad ran inside jax.jit, jax.grad or "
+            "jax.vmap, whose tracers hold no values, and it reads the values "
+            "of its inputs to check them. Call resgrad outside the transform, "
+            "on concrete arrays."
+        )
 
 
 def check_finite(xp: Any, a: Array, name: str) -> None:
     """Raise ``ValueError`` if ``a`` contains a NaN or an infinity, or no
     values at all (a tensor on PyTorch's meta device)."""
+    check_concrete(a, name)
     if getattr(a, "is_meta", False):
         raise ValueError(
             f"{name} is on PyTorch's meta device, which has shapes but no "
             "values; move it to a real device, such as 'cpu', first."
         )
     if not all_finite(xp, a):
-        bad = int(xp.sum(xp.astype(~xp.isfinite(a), xp.int64)))
+        bad = int(xp.sum(xp.astype(~xp.isfinite(a), index_dtype(xp))))
         raise ValueError(
             f"{name} contains {bad} NaN or infinite value(s); "
             "remove or impute them before calling resgrad."
@@ -148,6 +176,7 @@ def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> N
 
 def check_labels(xp: Any, y: Array, n: int, classes: int, name: str = "y") -> None:
     """Check that ``y`` holds ``n`` integer labels in ``[0, classes)``."""
+    check_concrete(y, name)
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(
             f"Expected {name} of shape ({n},), one label per row of x, got "
@@ -159,15 +188,27 @@ def check_labels(xp: Any, y: Array, n: int, classes: int, name: str = "y") -> No
             f"number the classes 0..k-1, e.g. classes, {name} = "
             f"np.unique({name}, return_inverse=True)."
         )
+    cast = (
+        f"{name}.long()"
+        if array_api_compat.is_torch_array(y)
+        else f"{name}.astype(np.int64)"
+    )
     if not xp.isdtype(y.dtype, "integral"):
-        cast = (
-            f"{name}.long()"
-            if array_api_compat.is_torch_array(y)
-            else f"{name}.astype(np.int64)"
-        )
         raise TypeError(
             f"Expected integer class labels in {name}, got dtype {y.dtype}; "
             f"cast them with {cast}."
+        )
+    if xp.isdtype(y.dtype, "unsigned integer") and y.dtype != xp.uint8:
+        # NumPy adds uint64 to int64 as float64, which cannot index, and
+        # PyTorch lacks min and max for uint16 to uint64.
+        raise TypeError(
+            f"Expected class labels of a signed integer dtype or uint8 in "
+            f"{name}, got {y.dtype}; cast them with {cast}."
+        )
+    if getattr(y, "is_meta", False):
+        raise ValueError(
+            f"{name} is on PyTorch's meta device, which has shapes but no "
+            "values; move it to a real device, such as 'cpu', first."
         )
     if n == 0:
         return

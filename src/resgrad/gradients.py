@@ -94,7 +94,20 @@ def output_error(
     if reduction == "sum":
         return xp.sum(per_sample), error
     n = max(error.shape[0], 1)
-    return xp.sum(per_sample) / n, error / n
+    return _divided(xp, xp.sum(per_sample), n), _divided(xp, error, n)
+
+
+def _divided(xp: Any, a: Array, n: int) -> Array:
+    """Return ``a / n`` where ``n`` may exceed the largest value of ``a``'s
+    dtype: NumPy casts ``n`` to that dtype first, which turns more than 65504
+    rows into infinity in float16, and so every gradient into zero."""
+    largest = float(xp.finfo(a.dtype).max)
+    divisor: float = n
+    while divisor > largest:
+        # Powers of two divide without rounding, as long as a stays normal.
+        a = a / 256
+        divisor /= 256
+    return a / divisor
 
 
 def _sample_losses(
@@ -249,8 +262,9 @@ def gradients(
     Args:
         model: the network.
         x: inputs of shape ``(n, p_0)`` in the model's namespace and dtype.
-        y: integer labels of shape ``(n,)`` in ``[0, p_L)``; for
-            ``"squared_error"`` also a float target of shape ``(n, p_L)``.
+        y: integer labels of shape ``(n,)`` in ``[0, p_L)``, of a signed
+            integer dtype or uint8; for ``"squared_error"`` also a float
+            target of shape ``(n, p_L)``.
         loss: ``"cross_entropy"`` (softmax cross-entropy of ``a^L``),
             ``"squared_error"`` (``0.5 ||a^L - t||^2``) or ``"score"``
             (``Y = z^L_y``, the logit of class ``y``).
@@ -348,10 +362,11 @@ def per_sample_gradients(
     faster to fill than many arrays. A buffer of at most 64 MiB is kept
     after the last array made from it is gone, and the next call fills it
     again in place of fresh memory, which the operating system would first
-    map and zero. So up to 64 MiB stay allocated between calls, and a weak
-    reference to the stacks' ``.base`` outlives the result. A buffer still
+    map and zero. So up to 64 MiB stay allocated between calls, and the
+    stacks' ``.base`` stays alive after the result is dropped. A buffer still
     referenced, through a stack, a view or a tensor made from one, is
-    never reused.
+    never reused. A call that needs less than half the kept buffer gets
+    memory of its own, so a small result kept does not hold a large buffer.
 
     Args:
         model, x, y, loss: as for ``gradients``.
@@ -455,7 +470,8 @@ def _out_stacks(
                 f"{where} has shape {tuple(stack.shape)}, dtype {stack.dtype} "
                 f"and device {device(stack)}, but this call needs {shape}, "
                 f"{left.dtype} and {device(left)}; pass the result of a call "
-                "on a batch of the same size, or out=None."
+                "on a batch of the same size and dtype, on the same device, "
+                "or out=None."
             )
         reason = ops.unwritable(stack)
         if reason is not None:

@@ -330,7 +330,9 @@ class ResidualMLP:
                 as ``"float32"``; defaults to that of ``like``, else unchanged.
                 float16 and bfloat16 also run, but every product rounds to 3
                 or 2 significant digits, so their gradients can be off by
-                several percent; use float32 or float64 to trust them.
+                several percent; use float32 or float64 to trust them. A
+                loss summed past 65504, the largest float16, is ``inf``, as
+                in PyTorch, though its gradients stay finite.
             device: the target device; defaults to that of ``like``.
             like: an array whose namespace, dtype and device to adopt.
         """
@@ -467,7 +469,9 @@ class ResidualMLP:
         )
 
     def _check_device(self, x: Array) -> None:
-        """Raise ``ValueError`` if ``x`` is not on the model's device."""
+        """Raise ``ValueError`` if ``x`` is not on the model's device, and
+        ``TypeError`` if it is a JAX tracer."""
+        _arrays.check_concrete(x)
         device = _arrays.array_api_compat.device(x)
         if device != self.device:
             raise ValueError(

@@ -1080,7 +1080,7 @@ def _loss_and_predictions(model: ResidualMLP, x: Array, y: Array, loss_fn):
 
 def _hit_rate(xp: Any, predicted: Array, labels: Array) -> float:
     # Counting in int64 keeps the rate exact in float32 models too.
-    hits = int(xp.sum(xp.astype(predicted == labels, xp.int64)))
+    hits = int(xp.sum(xp.astype(predicted == labels, _arrays.index_dtype(xp))))
     return hits / predicted.shape[0]
 
 

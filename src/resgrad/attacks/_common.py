@@ -143,7 +143,9 @@ def prepare(
     if target_class is not None:
         # One class for every sample: broadcast it in x's namespace and device.
         device = array_api_compat.device(x)
-        target = xp.full((x.shape[0],), target_class, dtype=xp.int64, device=device)
+        target = xp.full(
+            (x.shape[0],), target_class, dtype=_arrays.index_dtype(xp), device=device
+        )
     if target is not None:
         _arrays.check_labels(xp, target, x.shape[0], model.n_classes, name="target")
     batch = Batch(model, xp, x, y, target, lo, hi)
@@ -430,21 +432,23 @@ def iterate(
         for _ in range(steps):
             x_adv = step(x_adv)
         return x_adv, constant_steps(batch, steps)
-    taken = xp.zeros((batch.n,), dtype=xp.int64, device=batch.device)
+    taken = xp.zeros((batch.n,), dtype=_arrays.index_dtype(xp), device=batch.device)
     active = xp.ones((batch.n,), dtype=xp.bool, device=batch.device)
     for _ in range(steps):
         active = active & ~succeeded(batch, batch.predict(x_adv))
         if not bool(xp.any(active)):
             break
         x_adv = xp.where(active[:, None], step(x_adv), x_adv)
-        taken = taken + xp.astype(active, xp.int64)
+        taken = taken + xp.astype(active, _arrays.index_dtype(xp))
     return x_adv, taken
 
 
 def constant_steps(batch: Batch, count: int) -> Array:
     """Return ``(n,)`` int64 step counts that all equal ``count``."""
     xp = batch.xp
-    return xp.full((batch.n,), count, dtype=xp.int64, device=batch.device)
+    return xp.full(
+        (batch.n,), count, dtype=_arrays.index_dtype(xp), device=batch.device
+    )
 
 
 def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
@@ -467,7 +471,7 @@ def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
         steps=steps,
         linf=xp.max(xp.abs(delta), axis=1),
         l2=xp.linalg.vector_norm(delta, axis=1),
-        l0=xp.sum(xp.astype(delta != 0, xp.int64), axis=1),
+        l0=xp.sum(xp.astype(delta != 0, _arrays.index_dtype(xp)), axis=1),
         prediction=prediction,
         target=batch.target,
     )

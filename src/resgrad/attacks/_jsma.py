@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from .. import _arrays
 from .._arrays import without_autograd
 from ..model import ResidualMLP
 from ..product import input_jacobian
@@ -242,7 +243,7 @@ def _iterate(
     xp, x = batch.xp, clip(batch, batch.x)
     up, down = x < batch.hi, x > batch.lo
     x_adv = x
-    taken = xp.zeros((batch.n,), dtype=xp.int64, device=batch.device)
+    taken = xp.zeros((batch.n,), dtype=_arrays.index_dtype(xp), device=batch.device)
     active = ~succeeded(batch, batch.model.predict(x))
     for _ in range(budget):
         active = active & (_count(xp, up | down) >= 2)
@@ -262,7 +263,7 @@ def _iterate(
         step = (theta * direction)[:, None] * xp.astype(pair, x.dtype)
 
         # Row i of the batch is row position[i] of the running samples.
-        position = xp.cumulative_sum(xp.astype(active, xp.int64)) - 1
+        position = xp.cumulative_sum(xp.astype(active, _arrays.index_dtype(xp))) - 1
         position = xp.clip(position, 0, None)
         active = active & xp.take(found, position)
         pair = xp.take(pair, position, axis=0) & active[:, None]
@@ -270,7 +271,7 @@ def _iterate(
         x_adv = xp.where(active[:, None], moved, x_adv)
         up = up & ~pair & (x_adv < batch.hi)
         down = down & ~pair & (x_adv > batch.lo)
-        taken = taken + xp.astype(active, xp.int64)
+        taken = taken + xp.astype(active, _arrays.index_dtype(xp))
         active = active & ~succeeded(batch, batch.model.predict(x_adv))
     return x_adv, taken
 
@@ -370,4 +371,4 @@ def _one_hot(batch: Batch, index: Array, size: int | None = None) -> Array:
 
 
 def _count(xp: Any, mask: Array) -> Array:
-    return xp.sum(xp.astype(mask, xp.int64), axis=1)
+    return xp.sum(xp.astype(mask, _arrays.index_dtype(xp)), axis=1)
