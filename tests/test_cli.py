@@ -872,6 +872,18 @@ def test_train_keeps_non_checkpoint_file(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+def test_train_damaged_default_checkpoint(tmp_path, capsys):
+    out = tmp_path / "model.npz"
+    damaged = tmp_path / "model.checkpoint.npz"
+    damaged.write_bytes(b"PK\x03\x04 cut short")
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out), "--overwrite"]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert f"--checkpoint {damaged} is a file that is not a resgrad" in lines[0]
+    assert "move or remove it, or pass another --checkpoint path" in lines[0]
+    assert damaged.read_bytes() == b"PK\x03\x04 cut short"
+
+
 def test_train_takes_over_lock_of_ended_run(tmp_path, capsys):
     out = tmp_path / "model.npz"
     lock = tmp_path / "model.checkpoint.npz.lock"
@@ -1504,3 +1516,50 @@ def test_python_m_resgrad_runs_the_command_line():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("resgrad ")
+
+
+# Output folders.
+
+
+def test_output_folder_made_by_another_command_is_refused(tmp_path):
+    folder = cli_common.check_output_folder(tmp_path / "out", overwrite=False)
+    (tmp_path / "out").mkdir()  # another command, still empty
+    with pytest.raises(FileExistsError, match="was made or filled by another"):
+        cli_common.make_output_folder(folder)
+    assert (tmp_path / "out").is_dir()
+
+
+def test_failed_write_removes_the_parents_it_made(tmp_path):
+    out = tmp_path / "made" / "for" / "out"
+    folder = cli_common.check_output_folder(out, overwrite=False)
+    with (
+        pytest.raises(ValueError, match="figure failed"),
+        cli_common.writing_into(folder),
+    ):
+        (out / "first.png").write_bytes(b"written")
+        raise ValueError("figure failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_write_keeps_shared_parent(tmp_path):
+    out = tmp_path / "shared" / "out"
+    folder = cli_common.check_output_folder(out, overwrite=False)
+    with (
+        pytest.raises(ValueError, match="figure failed"),
+        cli_common.writing_into(folder),
+    ):
+        (tmp_path / "shared" / "other.json").write_text("{}")
+        raise ValueError("figure failed")
+    assert sorted(p.name for p in (tmp_path / "shared").iterdir()) == ["other.json"]
+
+
+def test_failed_write_empties_given_folder(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    folder = cli_common.check_output_folder(out, overwrite=False)
+    with pytest.raises(KeyboardInterrupt), cli_common.writing_into(folder):
+        (out / "first.png").write_bytes(b"written")
+        (out / "sub").mkdir()
+        raise KeyboardInterrupt
+    assert out.is_dir()
+    assert list(out.iterdir()) == []

@@ -18,6 +18,7 @@ from resgrad import depth
 from resgrad.cli import main
 from resgrad.cli._common import RunContext
 from resgrad.gradients import propagate
+from resgrad.io import json_text
 
 
 @pytest.fixture(autouse=True)
@@ -649,6 +650,9 @@ def test_report_section_zero_inputs_no_warning(tmp_path):
         warnings.simplefilter("error")
         section = report_section(RunContext(model, data, tmp_path, seed=0))
     assert math.isnan(section.metrics["trained_model"]["trained"]["log10_ratio_W2"])
+    # metrics.json writes it as null, which strict JSON readers accept.
+    written = json.loads(json_text(section.metrics))
+    assert written["trained_model"]["trained"]["log10_ratio_W2"] is None
 
 
 def test_report_section_w2_ratio(tmp_path):

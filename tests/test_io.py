@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import pickle
 import re
@@ -1062,3 +1063,10 @@ def test_load_rejects_dtypes_save_cannot_write(saved, dtype):
 def test_load_converts_to_float32_in_any_spelling(saved, dtype):
     path, _ = saved
     assert load(path, dtype=dtype).dtype == np.float32
+
+
+def test_json_text_writes_non_finite_numbers_as_null():
+    document = {"a": [math.nan, math.inf, 1.5], "b": {"c": -math.inf}, "d": (2, "x")}
+    text = resgrad.io.json_text(document)
+    assert text.endswith("\n")
+    assert json.loads(text) == {"a": [None, None, 1.5], "b": {"c": None}, "d": [2, "x"]}

@@ -296,6 +296,23 @@ def test_json_has_rows_and_parameters(table):
     assert set(payload["parameters"]) == set(robustness.METHODS)
 
 
+def test_json_writes_nan_as_null(model, batch):
+    """The means over no samples are NaN, which strict JSON has no word for."""
+    x, y = batch
+    table = robustness.evaluate(model, x[:0], y[:0], "fgsm", [0.0])
+    (row,) = table.to_dicts()
+    assert math.isnan(row["mean_l2"])
+    (read,) = json.loads(robustness.to_json(table), parse_constant=_reject)["rows"]
+    assert read == {
+        key: None if isinstance(v, float) and math.isnan(v) else v
+        for key, v in row.items()
+    }
+
+
+def _reject(constant):
+    raise ValueError(f"{constant} is not strict JSON")
+
+
 def test_write_table_leaves_no_temporary_files(table, tmp_path):
     paths = robustness.write_table(table, tmp_path / "out")
     assert [path.name for path in paths] == [

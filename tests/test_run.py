@@ -198,10 +198,55 @@ def test_run_refuses_folder_filled_meanwhile(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(resgrad.cli.run, "train_model", another_command_writes)
     assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 2
-    assert "was filled by another command while this one ran" in (
+    assert "was made or filled by another command while this one ran" in (
         capsys.readouterr().err
     )
     assert [path.name for path in out.iterdir()] == ["report.md"]
+
+
+def test_run_refuses_folder_made_meanwhile(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.run
+
+    out = tmp_path / "run"
+    train = resgrad.cli.run.train_model
+
+    def another_command_makes_it(*args, **kwargs):
+        out.mkdir()
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(resgrad.cli.run, "train_model", another_command_makes_it)
+    assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 2
+    assert "was made or filled by another command" in capsys.readouterr().err
+    # The other command's folder stays.
+    assert out.is_dir()
+
+
+def test_run_failing_after_a_file_names_the_folder(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.check
+
+    def fail(*args, **kwargs):
+        raise ValueError("the check went wrong")
+
+    monkeypatch.setattr(resgrad.cli.check, "check_on_test_split", fail)
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} is incomplete; pass --out {out} --overwrite" in err
+    assert "the check went wrong" in err
+    assert [path.name for path in out.iterdir()] == ["model.npz"]
+
+
+def test_run_failing_before_a_file_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import resgrad.io
+
+    def fail(*args, **kwargs):
+        raise OSError("the disk is full")
+
+    monkeypatch.setattr(resgrad.io, "save", fail)
+    out = tmp_path / "made" / "run"
+    assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 2
+    assert "the disk is full" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_run_overwrite_counts_its_own_figures(tmp_path, capsys):

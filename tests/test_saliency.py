@@ -306,6 +306,19 @@ def test_smoothgrad_forward_overflow_names_noise():
         saliency.smoothgrad(model, x, 0, noise=noise)
 
 
+@pytest.mark.parametrize("cause", ["input", "weight"])
+def test_smoothgrad_overflow_without_noise_does_not_blame_it(cause):
+    model = resgrad.ResidualMLP.init([2, 4, 4, 3], activation="identity", seed=0)
+    x = np.full((1, 2), 0.5)
+    if cause == "input":
+        x = np.full((1, 2), np.finfo(np.float64).max / 2)
+    else:
+        model.blocks[1].W2[0, 0] = np.nan
+    with pytest.raises(resgrad.ForwardOverflowError) as caught:
+        saliency.smoothgrad(model, x, 0, samples=2, noise_level=0.0, seed=0)
+    assert "noise" not in str(caught.value)
+
+
 def test_smoothgrad_noise_scales_with_range(model, x):
     sigma, samples = 0.1 * (3.0 - 1.0), 4
     draws = np.random.default_rng(5).standard_normal((samples,) + x.shape) * sigma
@@ -800,13 +813,18 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
     assert f"  jsma{'':18s}{jsma['auc']:8.3f}{jsma['random_auc']:8.3f}\n" in printed
     last = report["randomization"]["vanilla"]["spearman_abs"][-1]
     assert f"  vanilla{'':15s}{last:8.3f}\n" in printed
-    gap = np.max(
-        np.abs(report["integrated_gradients_gap"]["relative_gap_predicted_class"])
-    )
+    gaps = report["integrated_gradients_gap"]
+    gap = np.max(np.abs(gaps["relative_gap_predicted_class"]))
+    absolute = np.max(np.abs(gaps["gap_predicted_class"]))
+    per_class = np.asarray(gaps["gap_per_class"])
+    predicted = [sample["predicted"] for sample in report["samples"]]
+    assert absolute == np.max(np.abs(per_class[np.arange(2), predicted]))
     assert (
         "Integrated Gradients completeness gap of the predicted class, 2 samples "
-        f"of --index (gausslegendre rule, 8 steps): largest relative {gap:.2e}"
+        f"of --index (gausslegendre rule, 8 steps): largest relative {gap:.2e}, "
+        f"largest absolute {absolute:.2e}"
     ) in printed
+    assert "nan: no rank correlation" not in printed
     assert printed.endswith(f"wrote {len(report['files'])} files to {out}\n")
 
 
@@ -829,6 +847,21 @@ def test_cli_many_classes_draws_first_twenty(tmp_path, capsys, typed):
     else:
         assert report["classes"] == list(range(20))
         assert "the model has 30 classes; drawing the first 20" in err
+
+
+def test_cli_explains_nan_correlation_of_one_feature(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "one.npz"
+    np.savez(data, X=rng.random((40, 1)), y=np.arange(40) % 2)
+    model = tmp_path / "model.npz"
+    resgrad.save(resgrad.ResidualMLP.init([1, 4, 2], seed=0), model)
+    out = tmp_path / "out"
+    argv = ["--model", str(model), "--data", str(data), "--index", "0"]
+    argv += ["--method", "vanilla", "--out", str(out), "--check-samples", "2"]
+    assert run_cli([*argv, "--random-orders", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"  vanilla{'':15s}{'nan':>8s}\n" in printed
+    assert "nan: no rank correlation exists where a map is constant" in printed
 
 
 def test_cli_repeats_count_once(digits_model, tmp_path, capsys):
@@ -1099,6 +1132,27 @@ def test_randomization_curves_differ_in_style(model, x):
     figure = randomization_figure(checks, SimpleNamespace(image_shape=None), True)
     panels = [ax for ax in figure.axes if ax.get_legend_handles_labels()[1]]
     assert panels[1].get_title() == "signed map (here |map|: --absolute)"
+
+
+def test_randomization_panels_share_one_colour_map(model, x, monkeypatch):
+    """A signed map that happens to be never positive after one step is
+    drawn on the diverging scale of its neighbours, not in purple."""
+    from resgrad.cli import saliency as cli_saliency
+
+    result = saliency.randomization_check(model, x, "vanilla", init_seed=0)
+    randomized = list(result.randomized)
+    randomized[0] = -np.abs(np.asarray(randomized[0]))
+    checks = {"randomization": {"vanilla": result._replace(randomized=randomized)}}
+    drawn = []
+    show = cli_saliency._show
+
+    def recording_show(ax, row, image_shape, cmap, norm):
+        drawn.append(cmap)
+        return show(ax, row, image_shape, cmap, norm)
+
+    monkeypatch.setattr(cli_saliency, "_show", recording_show)
+    cli_saliency.randomization_figure(checks, SimpleNamespace(image_shape=None))
+    assert drawn == [cli_saliency.DIVERGING] * (len(randomized) + 1)
 
 
 def test_deletion_figure_names_baseline_and_class(model, x):

@@ -127,7 +127,8 @@ class Dataset:
         lo, hi = self.bounds
         return (
             f"{self.name}: {len(self.y_train)} train + {len(self.y_test)} test "
-            f"samples, {self.n_features} features{images}, {self.n_classes} "
+            f"samples, {self.n_features} feature{'' if self.n_features == 1 else 's'}"
+            f"{images}, {self.n_classes} "
             f"classes, inputs in [{lo:g}, {hi:g}]"
         )
 

@@ -214,6 +214,24 @@ def _check_metadata_keys(metadata: dict) -> None:
         )
 
 
+def json_text(document: Any, indent: int = 2) -> str:
+    """Return ``document`` as JSON text ending in a newline, with NaN and
+    the infinities written as ``null``: strict JSON readers reject the
+    ``NaN`` and ``Infinity`` that Python's ``json`` writes by default."""
+    return json.dumps(_finite(document), indent=indent, allow_nan=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN and infinities in ``value``, nested, by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write a file whole or not at all.
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import numbers
 import struct
@@ -47,6 +46,7 @@ import numpy as np
 from . import _arrays
 from .attacks import ATTACKS, AttackResult
 from .attacks._common import check_bounds, check_eps
+from .io import json_text
 from .model import ResidualMLP
 
 Array = Any
@@ -467,7 +467,7 @@ def to_json(table: RobustnessTable, context: dict[str, Any] | None = None) -> st
             "rows": table.to_dicts(),
         }
     )
-    return json.dumps(payload, indent=2, allow_nan=True) + "\n"
+    return json_text(payload)
 
 
 # The meaning of each column of the Markdown table, printed below it.

@@ -143,7 +143,7 @@ def resolve_target(model: ResidualMLP, x: Array, target: Any) -> Array | str:
                 f"Class {target} is outside [0, {classes}); the model has "
                 f"{classes} outputs."
             )
-        return xp.full((n,), target, dtype=xp.int64, device=model.device)
+        return xp.full((n,), target, dtype=_arrays.index_dtype(xp), device=model.device)
     labels = xp.asarray(target, device=model.device)
     _arrays.check_labels(xp, labels, n, classes, "target")
     return labels
@@ -339,6 +339,9 @@ def smoothgrad(
         try:
             grad = _class_gradient(model, x + noise[s, ...], target)
         except ForwardOverflowError as error:
+            # An overflow of x itself, or a weight that is not finite, is
+            # named as such, not blamed on the noise.
+            model.logits(x)
             raise ForwardOverflowError(
                 f"SmoothGrad's noisy copy {s} overflowed the forward pass; pass "
                 f"a smaller noise_level (or noise). {error}"
@@ -585,7 +588,7 @@ def _jsma_of_class(xp: Any, J: Array, o: Array | int, variant: str) -> Array:
     """Return the map of class ``o`` (an int, or one class per row) from ``J``."""
     n, classes, _ = J.shape
     if isinstance(o, int):
-        o = xp.full((n,), o, dtype=xp.int64, device=_device(J))
+        o = xp.full((n,), o, dtype=_arrays.index_dtype(xp), device=_device(J))
     chosen = _arrays.one_hot(xp, o, classes, J.dtype, _device(J))[:, :, None]
     t = xp.sum(J * chosen, axis=1)
     # The sum over j != o, formed with row o masked out rather than

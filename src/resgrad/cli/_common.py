@@ -637,7 +637,18 @@ def add_overwrite_argument(parser: Any) -> None:
     )
 
 
-def check_output_folder(out: Path, overwrite: bool) -> Path:
+@dataclass(frozen=True)
+class OutputFolder:
+    """A command's output folder as ``check_output_folder`` found it."""
+
+    path: Path
+    overwrite: bool
+    # Whether it was absent then, so that a folder found there later was
+    # made by another command.
+    absent: bool
+
+
+def check_output_folder(out: Path, overwrite: bool) -> OutputFolder:
     """Check, before any work starts, that ``out`` may take a command's files.
 
     ``out`` must be absent or an empty folder, or any folder with
@@ -679,62 +690,86 @@ def check_output_folder(out: Path, overwrite: bool) -> Path:
     existing = next((path for path in (out, *out.parents) if path.exists()), None)
     if existing is not None and existing.is_dir():
         check_writable(existing, f"Cannot write --out {out}")
-    return out
+    return OutputFolder(out, overwrite, absent=not out.exists())
 
 
-def make_output_folder(out: Path, overwrite: bool) -> Path:
-    """Make the folder ``out`` (and its parents) for a command's files.
+def make_output_folder(folder: OutputFolder) -> Path | None:
+    """Make the folder for a command's files, and its missing parents.
 
-    Without ``overwrite``, ``out`` must still be absent or empty, as
-    ``check_output_folder`` found it before the work began: another command
-    may have made it since and be writing there.
+    Return the highest folder made, ``folder.path`` or a parent of it, or
+    ``None`` where the folder existed. Without ``overwrite`` the folder
+    must be as ``check_output_folder`` found it before the work began: a
+    folder that appeared since, or gained files, belongs to another
+    command that may be writing there.
 
     Raises:
-        FileExistsError: ``out`` has gained files, or was made by another
-            command, since the check.
+        FileExistsError: the folder was made, or gained files, since the check.
     """
-    out = Path(out)
-    if overwrite:
+    out = folder.path
+    missing = [path for path in (out, *out.parents) if not path.exists()]
+    highest = missing[-1] if missing else None
+    if folder.overwrite:
         out.mkdir(parents=True, exist_ok=True)
-        return out
+        return highest
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         out.mkdir()
     except FileExistsError:
-        if not out.is_dir() or any(out.iterdir()):
+        if folder.absent or not out.is_dir() or any(out.iterdir()):
             raise FileExistsError(
-                f"--out {out} was filled by another command while this one "
-                "ran; run again with another --out, or pass --overwrite."
+                f"--out {out} was made or filled by another command while this "
+                "one ran; run again with another --out, or pass --overwrite."
             ) from None
-    return out
+        return None
+    return highest
+
+
+def remove_output_folder(out: Path, highest: Path | None) -> None:
+    """Remove ``out``, made by ``make_output_folder``, and the empty parents
+    made with it up to ``highest``. A parent that another command has
+    written into stays."""
+    if highest is None:
+        return
+    shutil.rmtree(out, ignore_errors=True)
+    chain = [out, *out.parents]
+    for parent in chain[1 : chain.index(highest) + 1]:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
 
 
 @contextlib.contextmanager
-def writing_into(out: Path, overwrite: bool) -> Iterator[Path]:
-    """Make the folder ``out`` for the ``with`` block that writes the files.
+def writing_into(folder: OutputFolder) -> Iterator[Path]:
+    """Make the output folder for the ``with`` block that writes the files.
 
-    Ctrl-C or an error in the block removes a folder that the block made.
-    In a folder that existed (``--overwrite``), Ctrl-C names the folder as
-    a mix of new and earlier files, since the earlier ones are gone already.
+    Ctrl-C or an error in the block removes a folder that the block made,
+    with the parents made for it, and empties a folder that was empty. In a
+    folder that held files (``--overwrite``), Ctrl-C names the folder as a
+    mix of new and earlier files, since the earlier ones are gone already.
     """
-    out = Path(out)
-    existed = out.exists()
-    make_output_folder(out, overwrite)
+    out = folder.path
+    earlier = set(out.iterdir()) if out.is_dir() else set()
+    highest = make_output_folder(folder)
     try:
         yield out
-    except Exception:
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
+    except BaseException as error:
+        if highest is not None:
+            remove_output_folder(out, highest)
+        elif not earlier:
+            for path in out.iterdir():
+                with contextlib.suppress(OSError):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path)
+                    else:
+                        path.unlink()
+        elif isinstance(error, KeyboardInterrupt):
+            # main prints the message of the interrupt after "interrupted; ".
+            raise KeyboardInterrupt(
+                f"{out} is incomplete, with some files of this run and some of "
+                "an earlier one; run the command again to complete it"
+            ) from None
         raise
-    except KeyboardInterrupt:
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
-            raise
-        # main prints the message of the interrupt after "interrupted; ".
-        raise KeyboardInterrupt(
-            f"{out} is incomplete, with some files of this run and some of an "
-            "earlier one; run the command again to complete it"
-        ) from None
 
 
 def _check_recorded_test_size(args: Any) -> None:
@@ -789,7 +824,7 @@ def _check_fits(
     features = int(np.shape(data.x_train)[1])
     if features != model.sizes[0]:
         raise ValueError(
-            f"{source} has {features} features but the model takes "
+            f"{source} has {plural(features, 'feature')} but the model takes "
             f"{model.sizes[0]}; {width_fix}."
         )
     for split, labels in (("test", data.y_test), ("train", data.y_train)):

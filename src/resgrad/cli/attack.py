@@ -118,7 +118,7 @@ def run_attack(args: argparse.Namespace) -> int:
         )
     eps_values = parse_eps(args.eps)
     out = args.out if args.out is not None else Path(args.model).parent / "attack"
-    check_output_folder(out, args.overwrite)
+    folder = check_output_folder(out, args.overwrite)
     model = io.load(args.model, dtype="float64")
     data = load_dataset(args, model)
     _warn_on_wide_eps(eps_values, data.bounds)
@@ -134,7 +134,7 @@ def run_attack(args: argparse.Namespace) -> int:
     # The seed reaches only the random attacks.
     context = attack_context(args, data, len(y), args.seed if random else None)
     title = f"{Path(args.model).name} on {data.name}, {plural(len(y), 'test sample')}"
-    with writing_into(out, args.overwrite):
+    with writing_into(folder):
         paths = write_outputs(table, out, data.image_shape, context, title)
     print(summary(table))
     print(f"wrote {', '.join(str(path) for path in paths)}")

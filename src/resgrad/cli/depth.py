@@ -11,7 +11,6 @@ writes ``depth.json`` with every figure and PNG plots into ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io import json_text
 from ._common import (
     RunContext,
     Section,
@@ -256,7 +256,7 @@ def run_depth(args: argparse.Namespace) -> int:
                 f"{', '.join(changed)} {verb} only to the trained classifiers; "
                 f"add --trained, or drop {pronoun}."
             )
-    out = check_output_folder(args.out, args.overwrite)
+    folder = check_output_folder(args.out, args.overwrite)
     progress = progress_bar(not args.no_progress)
     sweep = depth.depth_sweep(
         args.depths,
@@ -276,7 +276,7 @@ def run_depth(args: argparse.Namespace) -> int:
     )
     published = _published(progress) if args.published else None
     trained = _trained(args, progress) if args.trained else None
-    with writing_into(out, args.overwrite):
+    with writing_into(folder) as out:
         files = write_figures(out, sweep, limits, published, trained)
         document = {
             "settings": _settings(args),
@@ -290,7 +290,7 @@ def run_depth(args: argparse.Namespace) -> int:
             ),
             "files": files,
         }
-        write_atomic(out / JSON_NAME, json.dumps(document, indent=1) + "\n")
+        write_atomic(out / JSON_NAME, json_text(document, indent=1))
     print(_summary(sweep, limits, published, trained))
     print(f"wrote {out}/ ({JSON_NAME}, {', '.join(files)})")
     return 0
@@ -814,8 +814,8 @@ def _report_markdown(sweep, limits, model_rows, files) -> str:
     intro = (
         "Per-sample gradient norms for a fixed random input batch and a linear "
         "loss whose gradient dY/da^L is a random unit vector per sample, at "
-        f"initialisation (He weights, width {REPORT_WIDTH}, no biases, two "
-        "seeds). The table gives log10 ||dY/dW^{12}|| / ||dY/dW^{L2}||, the "
+        f"initialisation (relu blocks with He weights, width {REPORT_WIDTH}, no "
+        "biases, two seeds, whatever the trained model's activation). The table gives log10 ||dY/dW^{12}|| / ||dY/dW^{L2}||, the "
         "gradient norm of the first block's W2 over that of the last block's, "
         "as in depth_ratio.png, and, in brackets, log10 E||dY/dx||^2. It uses W2 "
         "because with alpha = 0 (architecture zero) W2 = 0 makes the W1 gradient "

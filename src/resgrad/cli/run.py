@@ -11,16 +11,21 @@ subcommand's module.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import json
+import itertools
 import os
 import platform
+import shlex
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..io import json_text
 from ._common import (
+    OutputFolder,
     RunContext,
     Section,
     add_data_arguments,
@@ -33,6 +38,8 @@ from ._common import (
     positive_int,
     progress_bar,
     pyplot,
+    remove_output_folder,
+    warn,
     write_atomic,
     write_figure,
 )
@@ -62,7 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="the run folder to write (default: runs/<date>-<time>, with -2, "
         "-3 and so on added for runs started in the same second); it must be "
-        "absent or empty, unless --overwrite is given",
+        "absent or empty, unless --overwrite is given, and is made once the "
+        "training ends",
     )
     add_overwrite_argument(parser)
     add_data_arguments(parser)
@@ -83,18 +91,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_main)
 
 
-def _run_folder(out: Path | None, overwrite: bool = False) -> Path:
-    """Return the run folder after checking it. ``run_main`` makes the
-    default folder once the data are loaded, and a given ``--out`` when the
-    first file is written."""
+def _run_folder(args: argparse.Namespace, base: Path) -> OutputFolder:
+    """Return the run folder after checking it: ``--out``, or the first of
+    ``_numbered(base)`` that is free. ``run_main`` makes it once the data
+    are loaded."""
+    out = args.out
     if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / stamp
-        suffix = 1
-        while out.exists():
-            suffix += 1
-            out = Path("runs") / f"{stamp}-{suffix}"
-    return check_output_folder(out, overwrite)
+        out = next(path for path in _numbered(base) if not path.exists())
+    return check_output_folder(out, args.overwrite)
+
+
+def _numbered(base: Path) -> Iterator[Path]:
+    """Yield ``base``, then ``<base>-2``, ``<base>-3`` and so on."""
+    yield base
+    for suffix in itertools.count(2):
+        yield base.parent / f"{base.name}-{suffix}"
 
 
 def _sections_to_run(skip: str) -> list[str]:
@@ -114,66 +125,19 @@ def _sections_to_run(skip: str) -> list[str]:
 
 
 def run_main(args: argparse.Namespace) -> int:
+    from ..training import evaluate
+
     sections_wanted = _sections_to_run(args.skip)
     started = time.perf_counter()
     cpu_started = time.process_time()
-    out = _run_folder(args.out, args.overwrite)
+    base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = _run_folder(args, base)
     data = load_dataset(args)
     for name in ("model.npz", "report.md", "metrics.json", "training.png"):
-        check_not_an_input(out / name)
-    reserved = args.out is None
-    if reserved:
-        out = _reserve(out)
-    try:
-        return _run(args, data, out, sections_wanted, started, cpu_started)
-    except KeyboardInterrupt:
-        if not out.exists() or (reserved and _remove_if_empty(out)):
-            raise
-        # main prints the message of the interrupt after "interrupted; ".
-        raise KeyboardInterrupt(
-            f"{out} is incomplete; pass --out {out} --overwrite to reuse it"
-        ) from None
-    except BaseException:
-        if reserved:
-            _remove_if_empty(out)
-        raise
-
-
-def _reserve(out: Path) -> Path:
-    """Make the default run folder ``out`` now, or ``<stamp>-2``,
-    ``<stamp>-3`` and so on where other runs have made it since, so two
-    runs started in the same second never share a folder."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # The name is <date>-<time>, with -<n> where _run_folder numbered it.
-    parts = out.name.split("-")
-    stamp = "-".join(parts[:2])
-    suffix = int(parts[2]) if len(parts) > 2 else 1
-    while True:
-        try:
-            out.mkdir()
-            return out
-        except FileExistsError:
-            suffix += 1
-            out = out.parent / f"{stamp}-{suffix}"
-
-
-def _remove_if_empty(out: Path) -> bool:
-    """Remove ``out`` if it is an empty folder; return whether it is gone."""
-    try:
-        out.rmdir()
-    except OSError:
-        return False
-    return True
-
-
-def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
-    from ..io import save
-    from ..training import evaluate
-    from .check import check_on_test_split
+        check_not_an_input(folder.path / name)
 
     progress = progress_bar(not args.no_progress)
     timings: dict[str, float] = {}
-
     tick = time.perf_counter()
     result = train_model(args, data, progress)
     timings["train"] = time.perf_counter() - tick
@@ -182,8 +146,54 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
         f"trained {plural(len(result.history), 'epoch')} in "
         f"{timings['train']:.1f} s; test accuracy {figures['accuracy']:.4f}"
     )
-    make_output_folder(out, args.overwrite)
-    png_times = _png_times(out)
+
+    # The folder is made only now, so that an interrupted training leaves
+    # none behind.
+    if args.out is None:
+        out, highest = _reserve(base)
+    else:
+        out, highest = folder.path, make_output_folder(folder)
+    earlier = _file_times(out)
+    trained = (result, figures, timings, progress)
+    try:
+        clocks = (started, cpu_started)
+        return _write_run(args, data, out, trained, sections_wanted, clocks)
+    except BaseException as error:
+        if _file_times(out) == earlier:
+            # Nothing written.
+            remove_output_folder(out, highest)
+            raise
+        quoted = shlex.quote(str(out))
+        note = f"{out} is incomplete; pass --out {quoted} --overwrite to reuse it"
+        if isinstance(error, KeyboardInterrupt):
+            # main prints the message of the interrupt after "interrupted; ".
+            raise KeyboardInterrupt(note) from None
+        if isinstance(error, Exception):
+            warn("run", note)
+        raise
+
+
+def _reserve(base: Path) -> tuple[Path, Path | None]:
+    """Make the first free folder of ``_numbered(base)``, testing and making
+    in one step so that two runs started in the same second never share a
+    folder. Return it and the highest folder made."""
+    missing = [path for path in base.parents if not path.exists()]
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for out in _numbered(base):
+        with contextlib.suppress(FileExistsError):
+            out.mkdir()
+            return out, (missing[-1] if missing else out)
+
+
+def _write_run(args, data, out, trained, sections_wanted, clocks) -> int:
+    """Check Theorem 1 on the trained model, run the sections and write
+    the run folder ``out``."""
+    from ..io import save
+    from .check import check_on_test_split
+
+    result, figures, timings, progress = trained
+    started, cpu_started = clocks
+    png_times = _file_times(out, "*.png")
     save(
         result.model,
         out / "model.npz",
@@ -220,11 +230,13 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
     # both are kept.
     timings["cpu_total"] = time.process_time() - cpu_started
     metrics = _metrics(args, data, result, figures, report, sections, timings)
-    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_atomic(out / "metrics.json", json_text(metrics))
     text = _report(args, data, result, figures, report, sections, timings)
     write_atomic(out / "report.md", text)
     written = [
-        time for name, time in _png_times(out).items() if png_times.get(name) != time
+        time
+        for name, time in _file_times(out, "*.png").items()
+        if png_times.get(name) != time
     ]
     figures_written = plural(len(written), "figure")
     print(
@@ -234,10 +246,11 @@ def _run(args, data, out, sections_wanted, started, cpu_started) -> int:
     return 0 if report.passed else 1
 
 
-def _png_times(out: Path) -> dict[str, int]:
-    """Return the modification time of each PNG file in ``out``, by name, so
-    that figures left by an earlier run (``--overwrite``) are not counted."""
-    return {path.name: path.stat().st_mtime_ns for path in out.glob("*.png")}
+def _file_times(out: Path, pattern: str = "*") -> dict[str, int]:
+    """Return the modification time of each file in ``out`` that matches
+    ``pattern``, by name, to tell the files this run wrote from those of an
+    earlier run (``--overwrite``)."""
+    return {path.name: path.stat().st_mtime_ns for path in out.glob(pattern)}
 
 
 def _section(name: str, context: RunContext) -> Section | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import warnings
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..io import json_text
 from ._common import (
     RunContext,
     Section,
@@ -409,7 +409,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     options = method_options(args, data.bounds, baseline)
     # This runs after the argument checks, so that a bad value is named
     # before a folder that is not empty.
-    check_output_folder(args.out, args.overwrite)
+    folder = check_output_folder(args.out, args.overwrite)
     samples = [f"saliency_sample_{index}.png" for index in indices]
     for name in (*samples, RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME):
         check_not_an_input(args.out / name)
@@ -424,7 +424,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     # interrupted run leaves no folder of some figures and no JSON file.
     summary["files"] += [RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME]
     summary.update(check_summary(checks))
-    with writing_into(args.out, args.overwrite):
+    with writing_into(folder):
         for name, draw in sample_figures:
             write_figure(args.out / name, draw())
         write_figure(
@@ -432,8 +432,7 @@ def run_saliency(args: argparse.Namespace) -> int:
             randomization_figure(checks, data, args.absolute),
         )
         write_figure(args.out / DELETION_NAME, deletion_figure(checks))
-        document = json.dumps(_finite(summary), indent=2) + "\n"
-        write_atomic(args.out / JSON_NAME, document)
+        write_atomic(args.out / JSON_NAME, json_text(summary))
     print(_summary_text(summary))
     print(f"wrote {len(summary['files'])} files to {args.out}")
     return 0
@@ -454,15 +453,22 @@ def _summary_text(summary: dict) -> str:
         "randomisation check, rank correlation of |map| with the trained one "
         "after reinitialising every block (near 0: the map depends on the weights):"
     )
-    for method, numbers in summary["randomization"].items():
-        lines.append(f"  {method:22s}{numbers['spearman_abs'][-1]:8.3f}")
+    correlations = [n["spearman_abs"][-1] for n in summary["randomization"].values()]
+    for method, value in zip(summary["randomization"], correlations):
+        lines.append(f"  {method:22s}{value:8.3f}")
+    if any(value is None or math.isnan(value) for value in correlations):
+        lines.append(
+            "  nan: no rank correlation exists where a map is constant, as "
+            "with one input feature or a map of zeros"
+        )
     gap = summary["integrated_gradients_gap"]
     relative = np.abs(gap["relative_gap_predicted_class"])
+    absolute = np.abs(gap["gap_predicted_class"])
     drawn = plural(len(relative), "sample")
     lines.append(
         f"Integrated Gradients completeness gap of the predicted class, {drawn} "
         f"of --index ({gap['rule']} rule, {gap['steps']} steps): largest "
-        f"relative {np.max(relative):.2e}"
+        f"relative {np.max(relative):.2e}, largest absolute {np.max(absolute):.2e}"
     )
     return "\n".join(lines)
 
@@ -548,6 +554,7 @@ def _gap_summary(ig: dict, result: Any, predicted: np.ndarray) -> dict:
         "rule": ig["rule"],
         "steps": ig["steps"],
         "gap_per_class": np.asarray(result.gap).tolist(),
+        "gap_predicted_class": np.asarray(result.gap)[rows, predicted].tolist(),
         "relative_gap_predicted_class": relative.tolist(),
     }
 
@@ -631,17 +638,6 @@ def _json_options(options: dict) -> dict:
     return result
 
 
-def _finite(value: Any) -> Any:
-    """Replace NaN and infinities by ``None``, which JSON can represent."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: _finite(v) for key, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
 # Figures.
 
 
@@ -677,21 +673,24 @@ def _show(ax, row, image_shape, cmap, norm) -> Any:
     return image
 
 
-def _colour_scale(values: np.ndarray) -> tuple[str, Any]:
+def _colour_scale(values: np.ndarray, family: Any = None) -> tuple[str, Any]:
     """Return the colour map name and the scale that draw ``values``.
 
     Maps of one sign get ``SEQUENTIAL`` from zero to the largest magnitude,
     reversed for maps that are never positive, so the colour darkens with
     the magnitude either way. Other maps get ``DIVERGING`` centred at zero.
+    The signs of ``family``, when given, choose the colour map in place of
+    those of ``values``, so that maps drawn side by side share one.
     """
     from matplotlib.colors import Normalize
 
     values = np.asarray(values, dtype=np.float64)
+    signs = values if family is None else np.asarray(family, dtype=np.float64)
     limit = float(np.max(np.abs(values))) if values.size else 0.0
     limit = limit if limit > 0 else 1.0
-    if values.size == 0 or np.min(values) >= 0:
+    if signs.size == 0 or np.min(signs) >= 0:
         return SEQUENTIAL, Normalize(vmin=0.0, vmax=limit)
-    if np.max(values) <= 0:
+    if np.max(signs) <= 0:
         return f"{SEQUENTIAL}_r", Normalize(vmin=-limit, vmax=0.0)
     return DIVERGING, Normalize(vmin=-limit, vmax=limit)
 
@@ -850,7 +849,8 @@ def randomization_figure(checks: dict, data: Any, absolute: bool = False) -> Any
         labels.append(f"{noun} {_block_range(b + 1, steps)} new")
     for column, (row_map, label) in enumerate(zip(maps, labels)):
         ax = figure.add_subplot(grid[0, column])
-        _show(ax, row_map, data.image_shape, *_colour_scale(row_map))
+        # Each panel has its own magnitude but the colour map of them all.
+        _show(ax, row_map, data.image_shape, *_colour_scale(row_map, maps))
         ax.set_title(label, fontsize=7)
 
     # |map| and the signed map get a panel each, so a method keeps one line
@@ -1001,7 +1001,7 @@ def report_section(ctx: RunContext) -> Section:
         title="Saliency maps",
         key="saliency",
         markdown=_report_markdown(metrics, model.depth),
-        metrics=_finite(metrics),
+        metrics=metrics,
         files=[REPORT_GRID_NAME, RANDOMIZATION_NAME, DELETION_NAME],
     )
 

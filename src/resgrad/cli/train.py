@@ -277,6 +277,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    args.default_checkpoint = args.checkpoint is None
     if args.checkpoint is None:
         args.checkpoint = args.out.with_suffix(".checkpoint.npz")
     if args.checkpoint.resolve() == args.out.resolve():
@@ -300,7 +301,12 @@ def _train_and_save(args: argparse.Namespace) -> int:
     from ..training import accuracy, check_checkpoint_target
 
     if not args.resume:
-        fix = "pass a new --checkpoint path, or leave it out"
+        if args.default_checkpoint:
+            # --overwrite does not replace it: it may be a file of the user's
+            # that happens to have the name.
+            fix = "move or remove it, or pass another --checkpoint path"
+        else:
+            fix = "pass a new --checkpoint path, or leave it out"
         check_checkpoint_target(args.checkpoint, "--checkpoint", fix)
     if args.resume and not args.checkpoint.is_file():
         raise FileNotFoundError(
