@@ -762,3 +762,14 @@ def test_trained_figure_integer_blocks():
     ticks = figure.axes[0].get_xticks()
     assert ticks.size > 0
     assert np.all(ticks == np.round(ticks)), ticks
+
+
+def test_spectrum_figure_defines_j_and_zeros():
+    from resgrad.cli.depth import _spectrum_figure
+
+    sweep = depth.depth_sweep((1, 4), (8,), ("plain",), 1, samples=4, spectrum_depth=4)
+    panel = _spectrum_figure(sweep, 8).axes[0]
+    assert "J = dz^L/dx" in panel.get_xlabel()
+    labels = panel.get_legend_handles_labels()[1]
+    assert all("% exactly 0)" in label for label in labels)
+    assert len(labels) == 2

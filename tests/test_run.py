@@ -270,6 +270,15 @@ def test_evaluate_prints_saved_model_accuracy(run_folder, capsys):
     assert np.asarray(figures["confusion_matrix"]).sum() == 450
 
 
+def test_evaluate_names_the_data_it_read(run_folder, capsys):
+    out, _ = run_folder
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(out / "model.npz")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "data:          digits (test split 0.25, split seed 0)"
+    assert lines[1] == "test samples:  450"
+
+
 def test_check_passes_on_saved_model(run_folder, capsys):
     out, _ = run_folder
     capsys.readouterr()

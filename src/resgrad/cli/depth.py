@@ -623,14 +623,14 @@ def _spectrum_figure(results, width):
             # Normalised by every value, zeros included, so the area is the
             # nonzero fraction.
             total = max(r.spectrum.log10_singular_values.size, 1)
-            label = f"L={r.depth} ({r.spectrum.zero_fraction():.0%} zero)"
+            label = f"L={r.depth} ({r.spectrum.zero_fraction():.0%} exactly 0)"
             ax.stairs(counts / total, edges, color=colours[r.depth], label=label)
         used = np.flatnonzero(sum(r.spectrum.histogram(edges) for r in shown))
         if used.size:
             ax.set_xlim(edges[used[0]] - 0.5, edges[used[-1] + 1] + 0.5)
         ax.set(
             title=f"{arch}, width {width}",
-            xlabel=r"$\log_{10}$ singular value of $J$",
+            xlabel=r"$\log_{10}$ singular value of $J = dz^L/dx$",
         )
         ax.legend(fontsize=7, loc="best")
     for ax in axes[:, 0]:

@@ -43,7 +43,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         report = {**files_record(args), "samples": len(data.y_test), **figures}
         print(json.dumps(report, indent=2))
         return 0
-    print(f"test samples: {len(data.y_test)}")
+    record = files_record(args)
+    labels = f", labels {record['labels']}" if record["labels"] else ""
+    print(
+        f"data:          {record['data']}{labels} (test split "
+        f"{record['test_size']:g}, split seed {record['split_seed']})"
+    )
+    print(f"test samples:  {len(data.y_test)}")
     # Four significant digits, so that a loss of a well-fitted model does not
     # print as 0.0000.
     print(f"test loss:     {figures['loss']:.4g}")
