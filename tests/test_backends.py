@@ -283,10 +283,14 @@ def test_weights_from_two_namespaces_raise():
         b1=block.b1,
         b2=block.b2,
     )
-    with pytest.raises(
-        TypeError, match="from one array namespace, got numpy.ndarray, torch.Tensor"
-    ):
+    message = (
+        "got blocks.0.W1 as numpy.ndarray and blocks.1.W2 as torch.Tensor; "
+        "convert that array"
+    )
+    with pytest.raises(TypeError, match=message):
         resgrad.ResidualMLP([model.blocks[0], mixed])
+    with pytest.raises(TypeError, match=message):
+        model.replace_arrays({"blocks.1.W2": torch.asarray(block.W2)})
 
 
 # NumPy float32.

@@ -182,7 +182,7 @@ class ResidualMLP:
         for name in (self.activation, self.post_activation, self.output_activation):
             get_activation(name)
         self._check_chain()
-        self._xp = _arrays.namespace(*self.arrays().values())
+        self._xp = self._weights_namespace()
         self._check_dtypes()
 
     def _check_chain(self) -> None:
@@ -194,6 +194,29 @@ class ResidualMLP:
                     f"Block {index - 1} outputs {width} features but block "
                     f"{index} reads {reads}; the widths must chain."
                 )
+
+    def _weights_namespace(self) -> Any:
+        """Return the array namespace of the weights, or raise a TypeError
+        that names a weight of another namespace than the first one."""
+        arrays = self.arrays()
+        try:
+            return _arrays.namespace(*arrays.values())
+        except TypeError:
+            (first, kind), *others = (
+                (name, f"{type(a).__module__}.{type(a).__name__}")
+                for name, a in arrays.items()
+            )
+            odd = [(n, k) for n, k in others if k != kind]
+            if not odd:
+                raise
+            name, other = odd[0]
+            raise TypeError(
+                f"Expected every weight in one array namespace, got {first} as "
+                f"{kind} and {name} as {other}; convert that array to the "
+                "others' type (e.g. np.asarray or torch.as_tensor) before "
+                "replacing it, or build the model in one namespace and move it "
+                "with model.convert."
+            ) from None
 
     def _check_dtypes(self) -> None:
         xp = self._xp
