@@ -879,7 +879,10 @@ def test_train_damaged_default_checkpoint(tmp_path, capsys):
     argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out), "--overwrite"]
     status, lines = run_cli(capsys, argv)
     assert status == 2
-    assert f"--checkpoint {damaged} is a file that is not a resgrad" in lines[0]
+    assert (
+        f"The default checkpoint (--out with .checkpoint.npz) {damaged} is a file "
+        "that is not a resgrad checkpoint"
+    ) in lines[0]
     assert "move or remove it, or pass another --checkpoint path" in lines[0]
     assert damaged.read_bytes() == b"PK\x03\x04 cut short"
 
@@ -1563,3 +1566,54 @@ def test_failed_write_empties_given_folder(tmp_path):
         raise KeyboardInterrupt
     assert out.is_dir()
     assert list(out.iterdir()) == []
+
+
+def test_out_through_a_missing_folder_and_dotdot(tmp_path):
+    """ "results/missing/.." names results, which contains the user's files."""
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "notes.txt").write_text("keep me\n")
+    out = results / "missing" / ".."
+    with pytest.raises(FileExistsError, match="is not empty"):
+        cli_common.check_output_folder(out, overwrite=False)
+    folder = cli_common.check_output_folder(out, overwrite=True)
+    assert folder.path == results.resolve()
+    with pytest.raises(KeyboardInterrupt), cli_common.writing_into(folder):
+        raise KeyboardInterrupt
+    assert (results / "notes.txt").read_text() == "keep me\n"
+    assert sorted(p.name for p in results.iterdir()) == ["notes.txt"]
+
+
+def _race_for(out, monkeypatch):
+    """Make ``out`` with a file of another command just before this one's
+    mkdir of it runs."""
+    real_mkdir = type(out).mkdir
+
+    def another_command_first(self, *args, **kwargs):
+        if self == out and not out.exists():
+            real_mkdir(self)
+            (out / "other.json").write_text("{}")
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(out), "mkdir", another_command_first)
+
+
+def test_failed_overwrite_keeps_folder_another_command_made(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    folder = cli_common.check_output_folder(out, overwrite=True)
+    _race_for(out, monkeypatch)
+    with (
+        pytest.raises(ValueError, match="figure failed"),
+        cli_common.writing_into(folder),
+    ):
+        raise ValueError("figure failed")
+    assert (out / "other.json").read_text() == "{}"
+
+
+def test_folder_made_meanwhile_is_left_to_its_command(tmp_path, monkeypatch):
+    out = tmp_path / "new" / "out"
+    folder = cli_common.check_output_folder(out, overwrite=False)
+    _race_for(out, monkeypatch)
+    with pytest.raises(FileExistsError, match="made or filled by another"):
+        cli_common.make_output_folder(folder)
+    assert (out / "other.json").read_text() == "{}"

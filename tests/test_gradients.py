@@ -896,3 +896,12 @@ def test_float16_mean_over_more_rows_than_float16_holds():
         scale = np.max(np.abs(value))
         error = np.max(np.abs(got.arrays()[name].astype(np.float64) - value))
         assert error <= 0.02 * scale, name
+
+
+def test_divided_by_more_rows_than_float16_holds():
+    """The mean of both methods divides through this."""
+    from resgrad._arrays import divided
+
+    got = divided(np, np.full(3, 0.5, dtype=np.float16), 70_000)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float64), 0.5 / 70_000, rtol=1e-2)

@@ -236,3 +236,15 @@ def test_jax_attacks_without_64_bit_mode_warn_nothing():
             assert counts.dtype == jnp.int32
     finally:
         jax.config.update("jax_enable_x64", True)
+
+
+def test_jax_index_dtype_follows_64_bit_mode():
+    """The mode can change between calls, so the dtype is not cached."""
+    from resgrad._arrays import index_dtype
+
+    assert index_dtype(jnp) == jnp.int64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        assert index_dtype(jnp) == jnp.int32
+    finally:
+        jax.config.update("jax_enable_x64", True)

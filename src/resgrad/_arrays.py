@@ -74,15 +74,24 @@ def is_dtype(xp: Any, dtype: Any, kind: str) -> bool:
         return False
 
 
-@functools.cache
 def index_dtype(xp: Any) -> Any:
     """Return the default integer dtype of ``xp``: int64 on NumPy and
-    PyTorch, and int32 on JAX unless its 64-bit mode is on, where asking
-    for int64 only gives int32 and a warning."""
+    PyTorch, and int32 on JAX unless its 64-bit mode is on, where a request
+    for int64 gives int32 and a warning."""
+    if array_api_compat.is_jax_namespace(xp):
+        # The 64-bit mode can change between calls.
+        return _default_integer(xp)
+    return _cached_default_integer(xp)
+
+
+def _default_integer(xp: Any) -> Any:
     try:
         return xp.__array_namespace_info__().default_dtypes()["integral"]
     except AttributeError:
         return xp.int64
+
+
+_cached_default_integer = functools.cache(_default_integer)
 
 
 def all_finite(xp: Any, a: Array) -> bool:
@@ -100,6 +109,19 @@ def all_finite(xp: Any, a: Array) -> bool:
     # Inside jax.jit every operation gives a tracer, concrete input or not.
     check_concrete(finite, "a value that resgrad checks")
     return bool(finite)
+
+
+def divided(xp: Any, a: Array, n: int) -> Array:
+    """Return ``a / n`` where ``n`` may exceed the largest value of ``a``'s
+    dtype: NumPy casts ``n`` to that dtype first, which turns more than 65504
+    rows into infinity in float16, and so every gradient into zero."""
+    largest = float(xp.finfo(a.dtype).max)
+    divisor: float = n
+    while divisor > largest:
+        # Powers of two divide without rounding, as long as a stays normal.
+        a = a / 256
+        divisor /= 256
+    return a / divisor
 
 
 def check_concrete(a: Array, name: str = "x") -> None:

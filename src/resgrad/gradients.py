@@ -94,20 +94,7 @@ def output_error(
     if reduction == "sum":
         return xp.sum(per_sample), error
     n = max(error.shape[0], 1)
-    return _divided(xp, xp.sum(per_sample), n), _divided(xp, error, n)
-
-
-def _divided(xp: Any, a: Array, n: int) -> Array:
-    """Return ``a / n`` where ``n`` may exceed the largest value of ``a``'s
-    dtype: NumPy casts ``n`` to that dtype first, which turns more than 65504
-    rows into infinity in float16, and so every gradient into zero."""
-    largest = float(xp.finfo(a.dtype).max)
-    divisor: float = n
-    while divisor > largest:
-        # Powers of two divide without rounding, as long as a stays normal.
-        a = a / 256
-        divisor /= 256
-    return a / divisor
+    return _arrays.divided(xp, xp.sum(per_sample), n), _arrays.divided(xp, error, n)
 
 
 def _sample_losses(

@@ -105,8 +105,8 @@ def product_gradients(
     dY_da = loss.grad(xp, out, y)[:, :, None]
     if reduction == "mean":
         n = max(z_L.shape[0], 1)
-        dY_da = dY_da / n
-        value = xp.sum(per_sample) / n
+        dY_da = _arrays.divided(xp, dY_da, n)
+        value = _arrays.divided(xp, xp.sum(per_sample), n)
     else:
         value = xp.sum(per_sample)
 

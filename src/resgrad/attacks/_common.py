@@ -37,6 +37,9 @@ class AttackResult:
 
     Arrays keep the namespace and device of the input ``x``.
 
+    The integer fields are int64, except on JAX without its 64-bit mode,
+    where they are int32, its default integer dtype.
+
     Attributes:
         x_adv: the adversarial inputs, shape ``(n, d)``, in the dtype of ``x``.
         success: ``(n,)`` booleans. An untargeted attack succeeds when the
@@ -420,7 +423,7 @@ def iterate(
 ) -> tuple[Array, Array]:
     """Apply ``step`` ``steps`` times from ``start``.
 
-    Returns the last iterate and the ``(n,)`` int64 count of steps taken.
+    Returns the last iterate and the ``(n,)`` integer count of steps taken.
 
     With ``early_stop`` a sample that already succeeds is frozen before the
     next step, so its step count stops growing.
@@ -444,7 +447,7 @@ def iterate(
 
 
 def constant_steps(batch: Batch, count: int) -> Array:
-    """Return ``(n,)`` int64 step counts that all equal ``count``."""
+    """Return ``(n,)`` integer step counts that all equal ``count``."""
     xp = batch.xp
     return xp.full(
         (batch.n,), count, dtype=_arrays.index_dtype(xp), device=batch.device

@@ -667,6 +667,10 @@ def check_output_folder(out: Path, overwrite: bool) -> OutputFolder:
     from ..io import check_writable, file_above, special_file
 
     out = Path(out)
+    if ".." in out.parts:
+        # "a/missing/.." names a, but exists() is false for it, and
+        # removing the folder made for it would remove a.
+        out = out.resolve()
     if out.exists() and not out.is_dir():
         kind = special_file(out) or "a file"
         raise ValueError(f"--out {out} is {kind}; expected a folder.")
@@ -693,46 +697,47 @@ def check_output_folder(out: Path, overwrite: bool) -> OutputFolder:
     return OutputFolder(out, overwrite, absent=not out.exists())
 
 
-def make_output_folder(folder: OutputFolder) -> Path | None:
+def make_output_folder(folder: OutputFolder) -> list[Path]:
     """Make the folder for a command's files, and its missing parents.
 
-    Return the highest folder made, ``folder.path`` or a parent of it, or
-    ``None`` where the folder existed. Without ``overwrite`` the folder
-    must be as ``check_output_folder`` found it before the work began: a
-    folder that appeared since, or gained files, belongs to another
-    command that may be writing there.
+    Return the folders that this call made, from the highest down, which
+    ``remove_output_folder`` may remove again. Each is made on its own, so
+    a folder that another command makes at the same moment is not counted.
+    Without ``overwrite`` the folder must be as ``check_output_folder``
+    found it before the work began: a folder that appeared since, or gained
+    files, belongs to another command that may be writing there.
 
     Raises:
         FileExistsError: the folder was made, or gained files, since the check.
     """
     out = folder.path
-    missing = [path for path in (out, *out.parents) if not path.exists()]
-    highest = missing[-1] if missing else None
-    if folder.overwrite:
-        out.mkdir(parents=True, exist_ok=True)
-        return highest
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        out.mkdir()
-    except FileExistsError:
-        if folder.absent or not out.is_dir() or any(out.iterdir()):
-            raise FileExistsError(
-                f"--out {out} was made or filled by another command while this "
-                "one ran; run again with another --out, or pass --overwrite."
-            ) from None
-        return None
-    return highest
+    made = []
+    for level in reversed([out, *out.parents]):
+        if level.is_dir():
+            continue
+        try:
+            level.mkdir()
+        except FileExistsError:
+            continue
+        made.append(level)
+    if out in made or folder.overwrite:
+        return made
+    if folder.absent or not out.is_dir() or any(out.iterdir()):
+        remove_output_folder(out, made)
+        raise FileExistsError(
+            f"--out {out} was made or filled by another command while this "
+            "one ran; run again with another --out, or pass --overwrite."
+        )
+    return made
 
 
-def remove_output_folder(out: Path, highest: Path | None) -> None:
-    """Remove ``out``, made by ``make_output_folder``, and the empty parents
-    made with it up to ``highest``. A parent that another command has
-    written into stays."""
-    if highest is None:
-        return
-    shutil.rmtree(out, ignore_errors=True)
-    chain = [out, *out.parents]
-    for parent in chain[1 : chain.index(highest) + 1]:
+def remove_output_folder(out: Path, made: list[Path]) -> None:
+    """Remove what ``make_output_folder`` made for ``out``: the folder with
+    its files, and the parents in ``made`` while they are empty. A parent
+    that another command has written into stays."""
+    if out in made:
+        shutil.rmtree(out, ignore_errors=True)
+    for parent in reversed([level for level in made if level != out]):
         try:
             parent.rmdir()
         except OSError:
@@ -749,14 +754,16 @@ def writing_into(folder: OutputFolder) -> Iterator[Path]:
     mix of new and earlier files, since the earlier ones are gone already.
     """
     out = folder.path
-    earlier = set(out.iterdir()) if out.is_dir() else set()
-    highest = make_output_folder(folder)
+    # None where the folder is absent, so that one that another command
+    # makes meanwhile is not emptied as the empty folder given.
+    earlier = set(out.iterdir()) if out.is_dir() else None
+    made = make_output_folder(folder)
     try:
         yield out
     except BaseException as error:
-        if highest is not None:
-            remove_output_folder(out, highest)
-        elif not earlier:
+        if out in made:
+            remove_output_folder(out, made)
+        elif earlier == set():
             for path in out.iterdir():
                 with contextlib.suppress(OSError):
                     if path.is_dir() and not path.is_symlink():

@@ -93,8 +93,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_folder(args: argparse.Namespace, base: Path) -> OutputFolder:
     """Return the run folder after checking it: ``--out``, or the first of
-    ``_numbered(base)`` that is free. ``run_main`` makes it once the data
-    are loaded."""
+    ``_numbered(base)`` that is free. ``run_main`` makes it once the
+    training ends."""
     out = args.out
     if out is None:
         out = next(path for path in _numbered(base) if not path.exists())
@@ -150,9 +150,9 @@ def run_main(args: argparse.Namespace) -> int:
     # The folder is made only now, so that an interrupted training leaves
     # none behind.
     if args.out is None:
-        out, highest = _reserve(base)
+        out, made = _reserve(base)
     else:
-        out, highest = folder.path, make_output_folder(folder)
+        out, made = folder.path, make_output_folder(folder)
     earlier = _file_times(out)
     trained = (result, figures, timings, progress)
     try:
@@ -161,7 +161,7 @@ def run_main(args: argparse.Namespace) -> int:
     except BaseException as error:
         if _file_times(out) == earlier:
             # Nothing written.
-            remove_output_folder(out, highest)
+            remove_output_folder(out, made)
             raise
         quoted = shlex.quote(str(out))
         note = f"{out} is incomplete; pass --out {quoted} --overwrite to reuse it"
@@ -173,16 +173,15 @@ def run_main(args: argparse.Namespace) -> int:
         raise
 
 
-def _reserve(base: Path) -> tuple[Path, Path | None]:
+def _reserve(base: Path) -> tuple[Path, list[Path]]:
     """Make the first free folder of ``_numbered(base)``, testing and making
     in one step so that two runs started in the same second never share a
-    folder. Return it and the highest folder made."""
-    missing = [path for path in base.parents if not path.exists()]
-    base.parent.mkdir(parents=True, exist_ok=True)
+    folder. Return it and the folders made, from the highest down."""
+    made = make_output_folder(OutputFolder(base.parent, True, absent=False))
     for out in _numbered(base):
         with contextlib.suppress(FileExistsError):
             out.mkdir()
-            return out, (missing[-1] if missing else out)
+            return out, [*made, out]
 
 
 def _write_run(args, data, out, trained, sections_wanted, clocks) -> int:

@@ -410,6 +410,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     # This runs after the argument checks, so that a bad value is named
     # before a folder that is not empty.
     folder = check_output_folder(args.out, args.overwrite)
+    args.out = folder.path
     samples = [f"saliency_sample_{index}.png" for index in indices]
     for name in (*samples, RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME):
         check_not_an_input(args.out / name)
@@ -456,7 +457,7 @@ def _summary_text(summary: dict) -> str:
     correlations = [n["spearman_abs"][-1] for n in summary["randomization"].values()]
     for method, value in zip(summary["randomization"], correlations):
         lines.append(f"  {method:22s}{value:8.3f}")
-    if any(value is None or math.isnan(value) for value in correlations):
+    if any(math.isnan(value) for value in correlations):
         lines.append(
             "  nan: no rank correlation exists where a map is constant, as "
             "with one input feature or a map of zeros"

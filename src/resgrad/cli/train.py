@@ -304,10 +304,11 @@ def _train_and_save(args: argparse.Namespace) -> int:
         if args.default_checkpoint:
             # --overwrite does not replace it: it may be a file of the user's
             # that happens to have the name.
+            name = "The default checkpoint (--out with .checkpoint.npz)"
             fix = "move or remove it, or pass another --checkpoint path"
         else:
-            fix = "pass a new --checkpoint path, or leave it out"
-        check_checkpoint_target(args.checkpoint, "--checkpoint", fix)
+            name, fix = "--checkpoint", "pass a new --checkpoint path, or leave it out"
+        check_checkpoint_target(args.checkpoint, name, fix)
     if args.resume and not args.checkpoint.is_file():
         raise FileNotFoundError(
             f"--resume: no checkpoint at {args.checkpoint}; run without --resume "
