@@ -828,17 +828,25 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
     assert printed.endswith(f"wrote {len(report['files'])} files to {out}\n")
 
 
-@pytest.mark.parametrize("typed", [[], ["--classes", "all"]])
-def test_cli_many_classes_draws_first_twenty(tmp_path, capsys, typed):
+def _run_vanilla_on(tmp_path, features, classes, *typed):
+    """Run saliency with vanilla maps on random data of ``features`` and
+    ``classes``, after saving a fresh model for it; return the folder."""
     rng = np.random.default_rng(0)
-    data = tmp_path / "many.npz"
-    np.savez(data, X=rng.random((120, 6)), y=np.arange(120) % 30)
+    data = tmp_path / "data.npz"
+    n = 4 * classes
+    np.savez(data, X=rng.random((n, features)), y=np.arange(n) % classes)
     model = tmp_path / "model.npz"
-    resgrad.save(resgrad.ResidualMLP.init([6, 8, 30], seed=0), model)
+    resgrad.save(resgrad.ResidualMLP.init([features, 8, classes], seed=0), model)
     out = tmp_path / "out"
     argv = ["--model", str(model), "--data", str(data), "--index", "0"]
     argv += ["--method", "vanilla", "--out", str(out), "--check-samples", "2"]
     assert run_cli([*argv, "--random-orders", "1", "--no-progress", *typed]) == 0
+    return out
+
+
+@pytest.mark.parametrize("typed", [[], ["--classes", "all"]])
+def test_cli_many_classes_draws_first_twenty(tmp_path, capsys, typed):
+    out = _run_vanilla_on(tmp_path, 6, 30, *typed)
     report = json.loads((out / "saliency.json").read_text())
     err = capsys.readouterr().err
     if typed:
@@ -850,15 +858,7 @@ def test_cli_many_classes_draws_first_twenty(tmp_path, capsys, typed):
 
 
 def test_cli_explains_nan_correlation_of_one_feature(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    data = tmp_path / "one.npz"
-    np.savez(data, X=rng.random((40, 1)), y=np.arange(40) % 2)
-    model = tmp_path / "model.npz"
-    resgrad.save(resgrad.ResidualMLP.init([1, 4, 2], seed=0), model)
-    out = tmp_path / "out"
-    argv = ["--model", str(model), "--data", str(data), "--index", "0"]
-    argv += ["--method", "vanilla", "--out", str(out), "--check-samples", "2"]
-    assert run_cli([*argv, "--random-orders", "1", "--no-progress"]) == 0
+    _run_vanilla_on(tmp_path, 1, 2)
     printed = capsys.readouterr().out
     assert f"  vanilla{'':15s}{'nan':>8s}\n" in printed
     assert "nan: no rank correlation exists where a map is constant" in printed
