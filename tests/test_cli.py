@@ -887,6 +887,54 @@ def test_train_damaged_default_checkpoint(tmp_path, capsys):
     assert damaged.read_bytes() == b"PK\x03\x04 cut short"
 
 
+@pytest.mark.parametrize(
+    ("out", "checkpoint"),
+    [
+        ("model.npz", "model.checkpoint.npz"),
+        ("val_0.5", "val_0.5.checkpoint.npz"),
+        ("val_0.25", "val_0.25.checkpoint.npz"),
+        ("plain", "plain.checkpoint.npz"),
+    ],
+)
+def test_default_checkpoint_keeps_the_whole_out_name(out, checkpoint):
+    from pathlib import Path
+
+    from resgrad.cli.train import _default_checkpoint
+
+    assert _default_checkpoint(Path("runs") / out) == Path("runs") / checkpoint
+
+
+def test_train_keeps_out_another_command_wrote(tmp_path, capsys, monkeypatch):
+    import resgrad.cli.train
+
+    out = tmp_path / "model.npz"
+    train = resgrad.cli.train.train_model
+
+    def another_command_saves(*args, **kwargs):
+        result = train(*args, **kwargs)
+        out.write_bytes(b"the other run's model")
+        return result
+
+    monkeypatch.setattr(resgrad.cli.train, "train_model", another_command_saves)
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert f"--out {out} was written by another command while this one" in lines[0]
+    assert out.read_bytes() == b"the other run's model"
+    # The finished epoch stays, for --resume with --overwrite.
+    assert (tmp_path / "model.checkpoint.npz").is_file()
+
+
+def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
+    out = tmp_path / "model.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
+    assert run_cli(capsys, argv)[0] == 0
+    status, lines = run_cli(capsys, [*argv, "--resume"])
+    assert status == 2
+    assert f"and --out {out} exists, so that run has finished" in lines[0]
+    assert f"resgrad evaluate --model {out}" in lines[0]
+
+
 def test_train_takes_over_lock_of_ended_run(tmp_path, capsys):
     out = tmp_path / "model.npz"
     lock = tmp_path / "model.checkpoint.npz.lock"

@@ -291,6 +291,21 @@ def test_check_passes_on_saved_model(run_folder, capsys):
     assert len(report["rows"]) == 15
 
 
+def test_check_caps_samples_at_the_test_split(run_folder, capsys):
+    out, _ = run_folder
+    capsys.readouterr()
+    model = str(out / "model.npz")
+    argv = ["check", "--model", model, "--samples", "100000", "--entries", "3"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert (
+        "--samples 100000 is more than the 450 test samples; checking all 450"
+    ) in captured.err
+    assert captured.out.endswith("comparisons on 450 samples)\n")
+    assert main(["check", "--model", model, "--samples", "1", "--entries", "3"]) == 0
+    assert capsys.readouterr().out.endswith("comparisons on 1 sample)\n")
+
+
 def test_run_without_torch_leaves_out_autograd(tmp_path, monkeypatch):
     """Without PyTorch the check still runs and the report states what it
     left out."""

@@ -755,6 +755,19 @@ def test_resume_rejects_other_settings(tmp_path, change, difference):
         fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
 
 
+def test_resume_names_what_changed_digests_come_from(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    fit(_small_model(), x, y, epochs=1, checkpoint=path, seed=3)
+    with pytest.raises(resgrad.CheckpointMismatch) as caught:
+        fit(_small_model(), x[:-4], y[:-4], epochs=1, checkpoint=path, resume=True)
+    message = str(caught.value)
+    assert "data SHA-256" in message
+    assert "(the training rows differ: another data file, labels, --test-size" in (
+        message
+    )
+
+
 @pytest.mark.parametrize(
     "first, then",
     [

@@ -949,7 +949,7 @@ class _Checkpoint:
         old, new = _flat_settings(stored), _flat_settings(self.settings)
         differences = [
             f"{name} {_show_setting(old, name)} in the checkpoint but "
-            f"{_show_setting(new, name)} now"
+            f"{_show_setting(new, name)} now{DIGEST_NOTES.get(name, '')}"
             for name in sorted(set(old) | set(new))
             if old.get(name) != new.get(name)
         ]
@@ -1007,6 +1007,21 @@ def _flat_settings(settings: dict[str, Any]) -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+# The causes of a changed digest in a checkpoint's settings, on the command
+# line and in fit.
+DIGEST_NOTES = {
+    "data": (
+        " (the training rows differ: another data file, labels, --test-size "
+        "or --split-seed on the command line, or other x and y passed to fit)"
+    ),
+    "initial_weights": (
+        " (the initial weights differ: another --seed or --init on the command "
+        "line, or another model passed to fit)"
+    ),
+    "validation": " (the validation rows differ)",
+}
 
 
 def _show_setting(settings: dict[str, Any], name: str) -> str:

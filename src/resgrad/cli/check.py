@@ -12,7 +12,9 @@ from ._common import (
     add_data_arguments,
     existing_file,
     load_dataset,
+    plural,
     positive_int,
+    warn,
 )
 
 
@@ -70,6 +72,13 @@ def run_check(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     data = load_dataset(args, model)
+    available = len(data.y_test)
+    if args.samples > available:
+        warn(
+            "check",
+            f"--samples {args.samples} is more than the {available} test "
+            f"samples; checking all {available}",
+        )
     report = check_on_test_split(model, data, args.samples, args.entries)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -77,7 +86,7 @@ def run_check(args: argparse.Namespace) -> int:
         print(report.to_markdown())
         print(
             f"\n{verdict(report)} ({len(report.rows)} comparisons on "
-            f"{report.samples} samples)"
+            f"{plural(report.samples, 'sample')})"
         )
     return 0 if report.passed else 1
 

@@ -255,7 +255,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the checkpoint written after every epoch and removed once the "
         "model is saved; while a run writes it, a lock on the file of the same "
         "name plus '.lock' rejects a second run on it (default: the --out name "
-        "with the suffix '.checkpoint.npz')",
+        "with '.npz' replaced by '.checkpoint.npz', or with '.checkpoint.npz' "
+        "added where it has no '.npz')",
     )
     parser.add_argument(
         "--resume",
@@ -279,7 +280,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     args.default_checkpoint = args.checkpoint is None
     if args.checkpoint is None:
-        args.checkpoint = args.out.with_suffix(".checkpoint.npz")
+        args.checkpoint = _default_checkpoint(args.out)
     if args.checkpoint.resolve() == args.out.resolve():
         raise ValueError(
             f"--checkpoint {args.checkpoint} is the --out file; pick another name."
@@ -296,6 +297,16 @@ def run_train(args: argparse.Namespace) -> int:
         _lock.release(lock)
 
 
+def _default_checkpoint(out: Path) -> Path:
+    """Return the checkpoint of a run that writes ``out``: ``model.npz``
+    gives ``model.checkpoint.npz``, and ``val_0.5`` gives
+    ``val_0.5.checkpoint.npz``, not ``val_0.checkpoint.npz``, which would
+    also be that of ``val_0.25``."""
+    if out.suffix == ".npz":
+        return out.with_suffix(".checkpoint.npz")
+    return out.with_name(f"{out.name}.checkpoint.npz")
+
+
 def _train_and_save(args: argparse.Namespace) -> int:
     from ..io import save
     from ..training import accuracy, check_checkpoint_target
@@ -310,6 +321,14 @@ def _train_and_save(args: argparse.Namespace) -> int:
             name, fix = "--checkpoint", "pass a new --checkpoint path, or leave it out"
         check_checkpoint_target(args.checkpoint, name, fix)
     if args.resume and not args.checkpoint.is_file():
+        if args.out.exists():
+            # The checkpoint is removed once the model is saved.
+            raise FileNotFoundError(
+                f"--resume: no checkpoint at {args.checkpoint}, and --out "
+                f"{args.out} exists, so that run has finished; evaluate it with "
+                f"resgrad evaluate --model {args.out}, or pass --overwrite "
+                "without --resume to train again."
+            )
         raise FileNotFoundError(
             f"--resume: no checkpoint at {args.checkpoint}; run without --resume "
             "to start over."
@@ -343,6 +362,12 @@ def _train_and_save(args: argparse.Namespace) -> int:
         result = train_model(args, data, progress)
         seconds = time.perf_counter() - start
         test_accuracy = accuracy(result.model, data.x_test, data.y_test)
+        if args.out.exists() and not args.overwrite:
+            # It was absent at the start, so another command wrote it since.
+            raise FileExistsError(
+                f"--out {args.out} was written by another command while this "
+                "one trained; pass --overwrite to replace it, or another --out"
+            )
         save(
             result.model,
             args.out,
