@@ -285,6 +285,7 @@ def _metrics(args, data, result, figures, report, sections, timings) -> dict[str
         "test": figures,
         "theorem_check": report.to_dict(),
         "sections": {section.key: section.metrics for section in sections},
+        "skipped_sections": _skipped(args),
         "seconds": timings,
     }
 
@@ -367,8 +368,17 @@ def _report(args, data, result, figures, report, sections, timings) -> str:
     ]
     for section in sections:
         lines += [f"## {section.title}", "", section.markdown.strip(), ""]
+    skipped = _skipped(args)
+    if skipped:
+        lines += [f"Sections left out with --skip: {', '.join(skipped)}.", ""]
     lines += [_timing_line(timings), ""]
     return "\n".join(lines)
+
+
+def _skipped(args: argparse.Namespace) -> list[str]:
+    """Return the sections that ``--skip`` left out, in the report's order."""
+    wanted = _sections_to_run(args.skip)
+    return [name for name in SECTIONS if name not in wanted]
 
 
 def _check_summary(report: Any) -> str:
@@ -391,7 +401,8 @@ def _check_summary(report: Any) -> str:
         f"differences (step {report.step:g}) on sampled entries, to "
         f"{DIFFERENCE_TOLERANCE:g}. The error is max |product - reference| / "
         "max |reference| over the compared entries, and over every block for "
-        f"(6)-(8).{left_out}"
+        "(6)-(8); against finite differences it divides by the largest entry "
+        f"of the whole product instead.{left_out}"
         + ("" if report.passed else f" Outcome: {check_verdict(report)}.")
     )
 
