@@ -269,3 +269,27 @@ def test_few_tiny_sampled_entries_pass():
             report = check_theorem(model, x, y, entries=entries, seed=seed)
             failed = [row.equation for row in report.rows if not row.passed]
             assert failed == [], (seed, entries)
+
+
+def test_zero_analytic_gradient_fails_against_differences(monkeypatch):
+    """An analytic gradient of zeros fails even where the true one is tiny,
+    below the tolerance itself."""
+    from resgrad import check
+
+    model = reference.random_model(2, "softplus", "learned")
+    x, y = reference.random_batch(model, 4)
+    last = model.blocks[-1]
+    model = model.replace_arrays(
+        {"blocks.1.W2": np.asarray(last.W2) * 1e-7, "blocks.1.W3": last.W3 * 1e-7}
+    )
+    values = check._theorem_values
+
+    def zero_input_gradient(*args, **kwargs):
+        found = values(*args, **kwargs)
+        found["4"]["x"] = np.zeros_like(found["4"]["x"])
+        return found
+
+    monkeypatch.setattr(check, "_theorem_values", zero_input_gradient)
+    report = check_theorem(model, x, y, autograd=False)
+    failed = {(row.equation, row.reference) for row in report.rows if not row.passed}
+    assert ("4", "central differences") in failed

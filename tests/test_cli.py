@@ -918,11 +918,21 @@ def test_train_keeps_out_another_command_wrote(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(resgrad.cli.train, "train_model", another_command_saves)
     argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
     status, lines = run_cli(capsys, argv)
+    checkpoint = tmp_path / "model.checkpoint.npz"
     assert status == 2
-    assert f"--out {out} was written by another command while this one" in lines[0]
+    assert lines[0] == (
+        f"resgrad train: error: --out {out} was written by another command while "
+        f"this one trained. {checkpoint} contains this run's last epoch: the same "
+        f"command with --resume --overwrite saves its model over {out}, and with "
+        f"--resume --checkpoint {checkpoint} --out <another file> saves it there."
+    )
     assert out.read_bytes() == b"the other run's model"
-    # The finished epoch stays, for --resume with --overwrite.
-    assert (tmp_path / "model.checkpoint.npz").is_file()
+    assert checkpoint.is_file()
+    # The advice works.
+    monkeypatch.setattr(resgrad.cli.train, "train_model", train)
+    assert run_cli(capsys, [*argv, "--resume", "--overwrite"])[0] == 0
+    assert resgrad.load(out).sizes[0] == 64
+    assert not checkpoint.exists()
 
 
 def test_resume_of_a_finished_run_says_so(tmp_path, capsys):

@@ -45,7 +45,7 @@ class CheckRow:
     differences reach only sampled entries, and a few of them can all be
     tiny, so that the rounding of the differences reads as a large error.
     Against them it divides by the largest entry of the whole analytic
-    array instead.
+    array, or of the differences where that is larger.
     """
 
     equation: str
@@ -348,9 +348,8 @@ def _difference_errors(
         for i in picked
     ]
     if len(fd):
-        error = _relative_error(
-            values["4"]["x"].flat[picked], np.array(fd), _largest(values["4"]["x"])
-        )
+        scale = max(_largest(values["4"]["x"]), _largest(fd))
+        error = _relative_error(values["4"]["x"].flat[picked], np.array(fd), scale)
         results.append(("4", error, len(fd)))
     else:
         results.append(("4", 0.0, 0))
@@ -365,7 +364,9 @@ def _difference_errors(
     if len(fd_rows):
         analytic = np.stack([jac[s, :, f] for s, f in zip(samples, features)])
         numeric = np.stack([row[s] for row, s in zip(fd_rows, samples)])
-        error = _relative_error(analytic, numeric, _largest(jac))
+        error = _relative_error(
+            analytic, numeric, max(_largest(jac), _largest(numeric))
+        )
         results.append(("5", error, analytic.size))
     else:
         results.append(("5", 0.0, 0))
@@ -391,7 +392,10 @@ def _difference_errors(
             )
             analytic_values.extend(value.flat[picked])
         if analytic_values:
-            scale = max(_largest(value) for value in values[eq].values())
+            scale = max(
+                _largest(numeric_values),
+                *(_largest(value) for value in values[eq].values()),
+            )
             error = _relative_error(
                 np.array(analytic_values), np.array(numeric_values), scale
             )

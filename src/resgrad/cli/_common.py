@@ -753,6 +753,8 @@ def writing_into(folder: OutputFolder) -> Iterator[Path]:
     folder that held files (``--overwrite``), Ctrl-C names the folder as a
     mix of new and earlier files, since the earlier ones are gone already.
     """
+    # NOTE: two commands given one empty --out at once both pass the checks,
+    # and the clean-up of one that fails removes the other's files too.
     out = folder.path
     # None where the folder is absent, so that one that another command
     # makes meanwhile is not emptied as the empty folder given.

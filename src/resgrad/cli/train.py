@@ -297,6 +297,10 @@ def run_train(args: argparse.Namespace) -> int:
         _lock.release(lock)
 
 
+class _OutWrittenMeanwhile(FileExistsError):
+    """The --out file of a training run appeared while it trained."""
+
+
 def _default_checkpoint(out: Path) -> Path:
     """Return the checkpoint of a run that writes ``out``: ``model.npz``
     gives ``model.checkpoint.npz``, and ``val_0.5`` gives
@@ -364,9 +368,12 @@ def _train_and_save(args: argparse.Namespace) -> int:
         test_accuracy = accuracy(result.model, data.x_test, data.y_test)
         if args.out.exists() and not args.overwrite:
             # It was absent at the start, so another command wrote it since.
-            raise FileExistsError(
+            raise _OutWrittenMeanwhile(
                 f"--out {args.out} was written by another command while this "
-                "one trained; pass --overwrite to replace it, or another --out"
+                f"one trained. {args.checkpoint} contains this run's last "
+                "epoch: the same command with --resume --overwrite saves its "
+                f"model over {args.out}, and with --resume --checkpoint "
+                f"{args.checkpoint} --out <another file> saves it there."
             )
         save(
             result.model,
@@ -394,6 +401,8 @@ def _train_and_save(args: argparse.Namespace) -> int:
         # that does not fit the data, keeps that of the earlier run.
         if not args.resume and _identity(args.checkpoint) != earlier:
             args.checkpoint.unlink(missing_ok=True)
+        raise
+    except _OutWrittenMeanwhile:
         raise
     except OSError as error:
         # A full disk or a lost folder can be fixed, and the run continues.
