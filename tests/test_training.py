@@ -732,10 +732,13 @@ def test_resume_to_another_epoch_count(tmp_path):
 @pytest.mark.parametrize(
     "change, difference",
     [
-        ({"seed": 4}, "seed 3 in the checkpoint but 4 now"),
-        ({"batch_size": 8}, "batch_size 16 in the checkpoint but 8 now"),
-        ({"lr": 0.02}, "lr 0.01 in the checkpoint but 0.02 now"),
-        ({"optimizer": "sgd"}, "optimizer 'Adam' in the checkpoint but 'SGD' now"),
+        ({"seed": 4}, "seed (--seed) 3 in the checkpoint but 4 now"),
+        ({"batch_size": 8}, "batch_size (--batch-size) 16 in the checkpoint but 8 now"),
+        ({"lr": 0.02}, "lr (--lr) 0.01 in the checkpoint but 0.02 now"),
+        (
+            {"optimizer": "sgd"},
+            "optimizer (--optimizer) 'Adam' in the checkpoint but 'SGD' now",
+        ),
     ],
 )
 def test_resume_rejects_other_settings(tmp_path, change, difference):
@@ -817,8 +820,8 @@ def test_resume_names_every_difference(tmp_path):
     with pytest.raises(ValueError) as caught:
         fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
     message = str(caught.value)
-    assert "lr 0.01 in the checkpoint but 0.02 now" in message
-    assert "seed 3 in the checkpoint but 4 now" in message
+    assert "lr (--lr) 0.01 in the checkpoint but 0.02 now" in message
+    assert "seed (--seed) 3 in the checkpoint but 4 now" in message
     assert "optimizer" not in message
 
 

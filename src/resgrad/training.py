@@ -948,8 +948,9 @@ class _Checkpoint:
             stored = {}
         old, new = _flat_settings(stored), _flat_settings(self.settings)
         differences = [
-            f"{name} {_show_setting(old, name)} in the checkpoint but "
-            f"{_show_setting(new, name)} now{DIGEST_NOTES.get(name, '')}"
+            f"{name}{SETTING_OPTIONS.get(name, '')} {_show_setting(old, name)} in "
+            f"the checkpoint but {_show_setting(new, name)} now"
+            f"{DIGEST_NOTES.get(name, '')}"
             for name in sorted(set(old) | set(new))
             if old.get(name) != new.get(name)
         ]
@@ -1009,6 +1010,20 @@ def _flat_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+# The options of resgrad train that set a checkpoint's settings, named after
+# fit's argument in a refusal to resume.
+SETTING_OPTIONS = {
+    "lr": " (--lr)",
+    "batch_size": " (--batch-size)",
+    "seed": " (--seed)",
+    "patience": " (--patience)",
+    "validation": " (--validation)",
+    "optimizer": " (--optimizer)",
+    "model sizes": " (--widths)",
+    "model hidden": " (--hidden)",
+    "model activation": " (--activation)",
+    "model shortcuts": " (--shortcut)",
+}
 # The causes of a changed digest in a checkpoint's settings, on the command
 # line and in fit.
 DIGEST_NOTES = {
