@@ -1675,3 +1675,21 @@ def test_folder_made_meanwhile_is_left_to_its_command(tmp_path, monkeypatch):
     with pytest.raises(FileExistsError, match="made or filled by another"):
         cli_common.make_output_folder(folder)
     assert (out / "other.json").read_text() == "{}"
+
+
+def test_moved_label_column_with_same_features_passes(tmp_path, capsys):
+    rows, _, model = _train_on_csv(tmp_path, capsys)
+    first = tmp_path / "label_first.csv"
+    np.savetxt(
+        first,
+        rows[:, [3, 0, 1, 2]],
+        delimiter=",",
+        header="target,alcohol,ash,hue",
+        comments="",
+    )
+    argv = ["evaluate", "--model", str(model), "--data", str(first)]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert "and --label-column where the label column moved" in lines[0]
+    assert main([*argv, "--label-column", "0"]) == 0
+    assert "test accuracy:" in capsys.readouterr().out

@@ -338,8 +338,8 @@ def _warn_on_changed_file(args: Any, training: dict, data: Any) -> None:
 
 def _check_columns(args: Any, training: dict) -> None:
     """Raise ``ValueError`` if the header of a CSV ``--data`` names other
-    columns, or the same in another order, than the CSV that trained the
-    model, as its file records them."""
+    feature columns, or the same in another order, than the CSV that
+    trained the model, as its file records them."""
     from ..data import csv_columns
 
     recorded = training.get("columns")
@@ -348,6 +348,10 @@ def _check_columns(args: Any, training: dict) -> None:
         return
     columns = csv_columns(path)
     if columns is None or columns == recorded:
+        return
+    # The label column may move, as long as the features keep their order.
+    features = _without_label(columns, _label_column(args, training))
+    if features is not None and features == _feature_names(training):
         return
     index = next(
         (i for i, pair in enumerate(zip(columns, recorded)) if pair[0] != pair[1]),
@@ -358,7 +362,8 @@ def _check_columns(args: Any, training: dict) -> None:
     raise ValueError(
         f"The header of {path} differs from that of the CSV the model was "
         f"trained on: column {index} (counted from 0) is {found} here and "
-        f"{expected} there. Pass the columns of the training data in their order."
+        f"{expected} there. Pass the feature columns of the training data in "
+        "their order, and --label-column where the label column moved."
     )
 
 
@@ -496,7 +501,14 @@ def _feature_names(training: dict) -> list[str] | None:
     columns = training.get("columns")
     if not columns:
         return None
-    label = training.get("label_column")
+    return _without_label(columns, training.get("label_column"))
+
+
+def _without_label(columns: list[str], label: int | None) -> list[str] | None:
+    """Return ``columns`` without the label column ``label`` (the last for
+    ``None``), or ``None`` where ``label`` lies outside them."""
+    if label is not None and not -len(columns) <= label < len(columns):
+        return None
     label = len(columns) - 1 if label is None else label % len(columns)
     return [name for index, name in enumerate(columns) if index != label]
 
