@@ -1693,3 +1693,14 @@ def test_moved_label_column_with_same_features_passes(tmp_path, capsys):
     assert "and --label-column where the label column moved" in lines[0]
     assert main([*argv, "--label-column", "0"]) == 0
     assert "test accuracy:" in capsys.readouterr().out
+
+
+def test_train_warns_when_validation_is_most_rows(tmp_path, capsys):
+    out = tmp_path / "model.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
+    assert main([*argv, "--validation", "0.9"]) == 0
+    err = capsys.readouterr().err
+    assert "--validation 0.9 holds out more of the training part than it" in err
+    assert "about 135 of 1347 rows left to train" in err
+    assert main([*argv, "--validation", "0.1", "--overwrite"]) == 0
+    assert "holds out" not in capsys.readouterr().err

@@ -24,6 +24,7 @@ from ._common import (
     positive_int,
     progress_bar,
     typed_options,
+    warn,
 )
 
 
@@ -213,6 +214,14 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
             f"--patience {args.patience} applies only to early stopping, which "
             "needs a validation split; add --validation, such as 0.1, or drop "
             "--patience."
+        )
+    if args.validation and args.validation > 0.5:
+        kept = len(data.y_train) - round(args.validation * len(data.y_train))
+        warn(
+            args.command,
+            f"--validation {args.validation:g} holds out more of the training "
+            f"part than it trains on, about {kept} of {len(data.y_train)} rows "
+            "left to train; early stopping needs only a small split, such as 0.1.",
         )
     checkpoint = getattr(args, "checkpoint", None)
     return fit(
