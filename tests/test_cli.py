@@ -1102,7 +1102,7 @@ def test_train_warns_on_number_header(tmp_path, capsys):
     data = tmp_path / "counts.csv"
     rng = np.random.default_rng(0)
     rows = np.column_stack([rng.random((40, 3)), np.arange(40) % 2])
-    np.savetxt(data, rows, delimiter=",", header="0,1,2,3", comments="")
+    _write_csv(data, rows, "0,1,2,3")
     train = ["train", "--data", str(data), "--out", str(tmp_path / "m.npz")]
     status, lines = run_cli(capsys, [*train, "--epochs", "1", "--no-progress"])
     assert status == 0
@@ -1179,13 +1179,18 @@ def test_changed_training_file_is_named(tmp_path, capsys):
 WINE_HEADER = "alcohol,ash,hue,target"
 
 
+def _write_csv(path, rows, header):
+    """Write ``rows`` to the CSV file ``path`` under the line ``header``."""
+    np.savetxt(path, rows, delimiter=",", header=header, comments="")
+
+
 def _train_on_csv(tmp_path, capsys):
     """Train a model on 60 random rows of a CSV with WINE_HEADER; return the
     rows, the data and the model paths."""
     rng = np.random.default_rng(0)
     rows = np.column_stack([rng.random((60, 3)), np.arange(60) % 3])
     data = tmp_path / "wine.csv"
-    np.savetxt(data, rows, delimiter=",", header=WINE_HEADER, comments="")
+    _write_csv(data, rows, WINE_HEADER)
     model = tmp_path / "m.npz"
     train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
     assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
@@ -1195,13 +1200,7 @@ def _train_on_csv(tmp_path, capsys):
 
 def test_changed_csv_header_named_before_width(tmp_path, capsys):
     rows, data, model = _train_on_csv(tmp_path, capsys)
-    np.savetxt(
-        data,
-        rows[:, [0, 2, 3]],
-        delimiter=",",
-        header="alcohol,hue,target",
-        comments="",
-    )
+    _write_csv(data, rows[:, [0, 2, 3]], "alcohol,hue,target")
     capsys.readouterr()
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
@@ -1212,7 +1211,7 @@ def test_clipping_warning_names_csv_columns(tmp_path, capsys):
     rows, _, model = _train_on_csv(tmp_path, capsys)
     rows[:, 1] *= 1000
     grams = tmp_path / "grams.csv"
-    np.savetxt(grams, rows, delimiter=",", header=WINE_HEADER, comments="")
+    _write_csv(grams, rows, WINE_HEADER)
     assert main(["evaluate", "--model", str(model), "--data", str(grams)]) == 0
     assert "most values of feature(s) 1 (ash) (counted" in capsys.readouterr().err
 
@@ -1243,13 +1242,7 @@ def test_reordered_csv_columns_are_an_error(tmp_path, capsys):
     assert columns == ["alcohol", "ash", "hue", "target"]
 
     reordered = tmp_path / "reordered.csv"
-    np.savetxt(
-        reordered,
-        rows[:, [2, 1, 0, 3]],
-        delimiter=",",
-        header="hue,ash,alcohol,target",
-        comments="",
-    )
+    _write_csv(reordered, rows[:, [2, 1, 0, 3]], "hue,ash,alcohol,target")
     capsys.readouterr()
     argv = ["evaluate", "--model", str(model), "--data", str(reordered)]
     status, lines = run_cli(capsys, argv)
@@ -1680,13 +1673,7 @@ def test_folder_made_meanwhile_is_left_to_its_command(tmp_path, monkeypatch):
 def test_moved_label_column_with_same_features_passes(tmp_path, capsys):
     rows, _, model = _train_on_csv(tmp_path, capsys)
     first = tmp_path / "label_first.csv"
-    np.savetxt(
-        first,
-        rows[:, [3, 0, 1, 2]],
-        delimiter=",",
-        header="target,alcohol,ash,hue",
-        comments="",
-    )
+    _write_csv(first, rows[:, [3, 0, 1, 2]], "target,alcohol,ash,hue")
     argv = ["evaluate", "--model", str(model), "--data", str(first)]
     status, lines = run_cli(capsys, argv)
     assert status == 2

@@ -123,7 +123,7 @@ def _relative_error(
     """Return ``max |value - reference|`` over ``scale``, by default the
     largest ``|reference|``, or the gap itself where the scale is 0."""
     if scale is None:
-        scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+        scale = _largest(reference)
     gap = float(np.max(np.abs(value - reference))) if reference.size else 0.0
     if scale == 0.0:
         return gap

@@ -948,8 +948,8 @@ class _Checkpoint:
             stored = {}
         old, new = _flat_settings(stored), _flat_settings(self.settings)
         differences = [
-            f"{name}{SETTING_OPTIONS.get(name, '')} {_show_setting(old, name)} in "
-            f"the checkpoint but {_show_setting(new, name)} now"
+            f"{_setting_name(name)} {_show_setting(old, name)} in the checkpoint "
+            f"but {_show_setting(new, name)} now"
             f"{DIGEST_NOTES.get(name, '')}"
             for name in sorted(set(old) | set(new))
             if old.get(name) != new.get(name)
@@ -1013,16 +1013,16 @@ def _flat_settings(settings: dict[str, Any]) -> dict[str, Any]:
 # The options of resgrad train that set a checkpoint's settings, named after
 # fit's argument in a refusal to resume.
 SETTING_OPTIONS = {
-    "lr": " (--lr)",
-    "batch_size": " (--batch-size)",
-    "seed": " (--seed)",
-    "patience": " (--patience)",
-    "validation": " (--validation)",
-    "optimizer": " (--optimizer)",
-    "model sizes": " (--widths)",
-    "model hidden": " (--hidden)",
-    "model activation": " (--activation)",
-    "model shortcuts": " (--shortcut)",
+    "lr": "--lr",
+    "batch_size": "--batch-size",
+    "seed": "--seed",
+    "patience": "--patience",
+    "validation": "--validation",
+    "optimizer": "--optimizer",
+    "model sizes": "--widths",
+    "model hidden": "--hidden",
+    "model activation": "--activation",
+    "model shortcuts": "--shortcut",
 }
 # The causes of a changed digest in a checkpoint's settings, on the command
 # line and in fit.
@@ -1037,6 +1037,12 @@ DIGEST_NOTES = {
     ),
     "validation": " (the validation rows differ)",
 }
+
+
+def _setting_name(name: str) -> str:
+    """Return ``name``, followed by its resgrad train option where it has one."""
+    option = SETTING_OPTIONS.get(name)
+    return name if option is None else f"{name} ({option})"
 
 
 def _show_setting(settings: dict[str, Any], name: str) -> str:

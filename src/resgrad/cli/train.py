@@ -216,11 +216,11 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
             "--patience."
         )
     if args.validation and args.validation > 0.5:
-        kept = len(data.y_train) - round(args.validation * len(data.y_train))
+        left = len(data.y_train) - round(args.validation * len(data.y_train))
         warn(
             args.command,
             f"--validation {args.validation:g} holds out more of the training "
-            f"part than it trains on, about {kept} of {len(data.y_train)} rows "
+            f"part than it trains on, about {left} of {len(data.y_train)} rows "
             "left to train; early stopping needs only a small split, such as 0.1.",
         )
     checkpoint = getattr(args, "checkpoint", None)
@@ -287,7 +287,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    args.default_checkpoint = args.checkpoint is None
     if args.checkpoint is None:
         args.checkpoint = _default_checkpoint(args.out)
     if args.checkpoint.resolve() == args.out.resolve():
@@ -325,7 +324,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
     from ..training import accuracy, check_checkpoint_target
 
     if not args.resume:
-        if args.default_checkpoint:
+        if args.checkpoint == _default_checkpoint(args.out):
             # --overwrite does not replace it: it may be a file of the user's
             # that happens to have the name.
             name = "The default checkpoint (--out with .checkpoint.npz)"
