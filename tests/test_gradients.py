@@ -532,19 +532,19 @@ def test_small_results_release_large_buffer():
         .arrays()
         .values()
     )
-    kept = []
+    small_results = []
     tracemalloc.start()
     try:
         for _ in range(6):
             dropped = resgrad.per_sample_gradients(model, large_x, large_y)
             del dropped
-            kept.append(resgrad.per_sample_gradients(model, small_x, small_y))
-        held, _ = tracemalloc.get_traced_memory()
+            small_results.append(resgrad.per_sample_gradients(model, small_x, small_y))
+        traced_bytes, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     # One large buffer may stay allocated. Six would mean that each small
     # result keeps one alive.
-    assert held < 2 * large_bytes
+    assert traced_bytes < 2 * large_bytes
 
 
 def test_per_sample_stacks_without_reference_counts_are_new(monkeypatch):

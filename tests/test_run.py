@@ -85,7 +85,7 @@ def test_run_report_states_results(run_folder):
     assert "FAIL" not in report
     assert "![training curves](training.png)" in report
     assert "2 epochs (" in report
-    # SMALL_RUN skips every section, and both files say so.
+    # SMALL_RUN skips every section, and both files list them.
     assert "Sections left out with --skip: attack, saliency, depth." in report
     assert metrics["skipped_sections"] == ["attack", "saliency", "depth"]
 

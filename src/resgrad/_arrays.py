@@ -120,7 +120,7 @@ def divided(xp: Any, a: Array, n: int) -> Array:
     dtype: NumPy casts ``n`` to that dtype first, which turns more than 65504
     rows into infinity in float16, and so every gradient into zero."""
     if n <= FLOAT16_MAX:
-        # Every floating dtype holds n; this skips the finfo lookup.
+        # Every floating dtype can represent n, so no finfo lookup is needed.
         return a / n
     largest = float(xp.finfo(a.dtype).max)
     divisor: float = n

@@ -309,7 +309,7 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
 
 def _warn_on_constant_features(args: Any, data: Any) -> None:
     """Warn, before training, when every feature is constant over the
-    training split: no input then tells the classes apart."""
+    training split, because no input then separates the classes."""
     import numpy as np
 
     x = np.asarray(data.x_train)
@@ -765,8 +765,8 @@ def writing_into(folder: OutputFolder) -> Iterator[Path]:
     folder that held files (``--overwrite``), Ctrl-C names the folder as a
     mix of new and earlier files, since the earlier ones are gone already.
     """
-    # NOTE: two commands given one empty --out at once both pass the checks,
-    # and the clean-up of one that fails removes the other's files too.
+    # NOTE: two commands given one empty --out at once both pass the checks.
+    # When one of them fails, its clean-up removes the other's files too.
     out = folder.path
     # None where the folder is absent, so that one that another command
     # makes meanwhile is not emptied as the empty folder given.

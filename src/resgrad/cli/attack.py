@@ -142,7 +142,7 @@ def run_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-# The widest --eps, in box widths. At one width the L-inf ball already holds
+# The widest --eps, in box widths. At one width the L-inf ball already contains
 # the whole box, and near the float64 maximum the step sizes and the
 # figures' axes overflow.
 WIDEST_EPS = 1000
@@ -159,7 +159,7 @@ def _warn_on_wide_eps(eps_values: list[float], bounds: tuple[float, float]) -> N
             raise ValueError(
                 f"--eps {eps:g} is more than {WIDEST_EPS} times the width "
                 f"{high - low:g} of the box [{low:g}, {high:g}] of the scaled "
-                f"features, while at {high - low:g} the L-inf ball already holds "
+                f"features, while at {high - low:g} the L-inf ball already contains "
                 "the whole box; pass a smaller eps, in scaled units."
             )
     wide = [eps for eps in eps_values if eps > high - low]

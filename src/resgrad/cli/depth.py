@@ -815,11 +815,11 @@ def _report_markdown(sweep, limits, model_rows, files) -> str:
         "Per-sample gradient norms for a fixed random input batch and a linear "
         "loss whose gradient dY/da^L is a random unit vector per sample, at "
         f"initialisation (relu blocks with He weights, width {REPORT_WIDTH}, no "
-        "biases, two seeds, whatever the trained model's activation). The table gives log10 ||dY/dW^{12}|| / ||dY/dW^{L2}||, the "
-        "gradient norm of the first block's W2 over that of the last block's, "
-        "as in depth_ratio.png, and, in brackets, log10 E||dY/dx||^2. It uses W2 "
-        "because with alpha = 0 (architecture zero) W2 = 0 makes the W1 gradient "
-        "exactly zero:"
+        "biases, two seeds, whatever the trained model's activation). The table "
+        "gives log10 ||dY/dW^{12}|| / ||dY/dW^{L2}||, the gradient norm of the "
+        "first block's W2 over that of the last block's, as in depth_ratio.png, "
+        "and, in brackets, log10 E||dY/dx||^2. It uses W2 because with alpha = "
+        "0 (architecture zero) W2 = 0 makes the W1 gradient exactly zero:"
     )
     lines = [
         intro,
