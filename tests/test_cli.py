@@ -1110,7 +1110,63 @@ def test_train_warns_on_number_header(tmp_path, capsys):
         (
             f"resgrad train: warning: {data}: the first row, 0,1,2,3, was read as "
             "column names, because its numbers are their own column indices; if it "
-            "is a data row, add a header row of column names above it."
+            "is a data row, pass --header no (header=False in Python), or add a "
+            "header row of column names above it."
+        )
+    ]
+
+
+def test_header_yes_is_recorded(tmp_path, capsys):
+    data = tmp_path / "mixed.csv"
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.random((40, 3)), np.arange(40) % 2])
+    # A first row of numbers and text that is neither names nor data.
+    _write_csv(data, rows, "a,2.5,c,label")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model)]
+    train += ["--epochs", "1", "--no-progress"]
+    status, lines = run_cli(capsys, train)
+    assert status == 2
+    assert "or pass --header yes (header=True in Python)" in lines[0]
+    status, _ = run_cli(capsys, [*train, "--header", "yes"])
+    assert status == 0
+    assert resgrad.read_metadata(model)["training"]["header"] == "yes"
+    # Later commands read the header as training did, unless --header is given.
+    assert main(["evaluate", "--model", str(model)]) == 0
+    assert "test samples:  10\n" in capsys.readouterr().out
+    status, lines = run_cli(
+        capsys, ["evaluate", "--model", str(model), "--header", "no"]
+    )
+    assert status == 2
+    assert "field 0 (counted from 0) is 'a'" in lines[0]
+    assert lines[0].endswith("The model was trained with --header yes.")
+
+
+def test_header_no_reads_a_number_row_as_data(tmp_path, capsys):
+    data = tmp_path / "counts.csv"
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.random((40, 3)), np.arange(40) % 2])
+    # A data row whose numbers happen to be their column indices.
+    _write_csv(data, rows, "0,1,2,1")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--header", "no"]
+    status, lines = run_cli(capsys, [*train, "--epochs", "1", "--no-progress"])
+    assert (status, lines) == (0, [])
+    # All 41 rows are data, where auto reads 40 under a header.
+    assert resgrad.load(model).sizes[0] == 3
+    assert main(["evaluate", "--model", str(model)]) == 0
+    assert "test samples:  11\n" in capsys.readouterr().out
+
+
+def test_header_rejected_for_digits(tmp_path, capsys):
+    status, lines = run_cli(
+        capsys, ["train", "--header", "yes", "--out", str(tmp_path / "m.npz")]
+    )
+    assert status == 2
+    assert lines == [
+        (
+            "resgrad train: error: header=True (--header yes on the command line) "
+            "is only for CSV files, but the data are the digits; leave it unset."
         )
     ]
 

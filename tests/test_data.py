@@ -594,6 +594,28 @@ def test_csv_forced_header_skips_row(tmp_path):
     assert np.array_equal(x, [[3.0, 4.0], [5.0, 6.0]])
 
 
+def test_load_data_passes_header_to_csv(tmp_path):
+    path = tmp_path / "table.csv"
+    rows = [f"{i / 10},{i % 2}" for i in range(1, 9)]
+    path.write_text("\n".join(["0.0,1", *rows]) + "\n")
+    for header, rows in [(False, 9), (True, 8)]:
+        dataset = load_data(path, header=header)
+        assert dataset.x_train.shape[0] + dataset.x_test.shape[0] == rows
+    with pytest.raises(ValueError, match="Expected header True, False or 'auto'"):
+        load_data(path, header="yes")
+
+
+@pytest.mark.parametrize("header", [True, False])
+def test_load_data_rejects_header_for_npz(tmp_path, header):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.eye(4), y=np.array([0, 1, 0, 1]))
+    option = "yes" if header else "no"
+    with pytest.raises(
+        ValueError, match=rf"--header {option} on the command line\) is only for CSV"
+    ):
+        load_data(path, header=header)
+
+
 def test_csv_first_row_with_typo_is_an_error(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("0.1,abc,0\n0.3,0.4,1\n0.5,0.6,0\n")

@@ -766,8 +766,9 @@ def test_resume_names_what_changed_digests_come_from(tmp_path):
         fit(_small_model(), x[:-4], y[:-4], epochs=1, checkpoint=path, resume=True)
     message = str(caught.value)
     assert "data SHA-256" in message
-    assert "(the training rows differ: another data file, labels, --test-size" in (
-        message
+    assert (
+        "(the training rows differ: another data file, labels, --header, --test-size"
+        in (message)
     )
 
 

@@ -546,16 +546,18 @@ def _header_of(path: Path, header: bool | str) -> tuple[list[str], int, bool, in
     if has_header and header == "auto" and all(map(_is_number, fields[first:])):
         warnings.warn(
             f"{path}: the first row, {text}, was read as column names, because "
-            "its numbers are their own column indices; if it is a data row, add "
-            "a header row of column names above it.",
+            "its numbers are their own column indices; if it is a data row, pass "
+            "--header no (header=False in Python), or add a header row of column "
+            "names above it.",
             stacklevel=3,
         )
     return fields, first if has_header else 0, has_header, line
 
 
-def csv_columns(path: PathLike) -> list[str] | None:
+def csv_columns(path: PathLike, header: bool | str = "auto") -> list[str] | None:
     """Return the column names in the header of the CSV file ``path``, after
-    any row-name column, or ``None`` for a file without a header.
+    any row-name column, or ``None`` for a file without a header (``header``
+    as for ``load_csv``).
 
     ``resgrad train`` records them, so that later commands can reject a file
     whose columns are named or ordered otherwise.
@@ -564,7 +566,7 @@ def csv_columns(path: PathLike) -> list[str] | None:
     with warnings.catch_warnings():
         # load_csv warns about the same header when it reads the rows.
         warnings.simplefilter("ignore")
-        fields, first, has_header, _ = _header_of(path, "auto")
+        fields, first, has_header, _ = _header_of(path, header)
     return [_unquote(name) for name in fields[first:]] if has_header else None
 
 
@@ -612,8 +614,7 @@ def _detect_header(
 ) -> bool:
     """Return whether the first row, whose fields from index ``first`` on
     are ``fields``, is a header."""
-    if header not in (True, False, "auto"):
-        raise ValueError(f"Expected header True, False or 'auto', got {header!r}.")
+    _check_header_value(header)
     if header != "auto":
         return bool(header)
     text = [index for index, field in enumerate(fields) if not _is_number(field)]
@@ -630,8 +631,14 @@ def _detect_header(
         f"{len(fields) - len(text)} of its {len(fields) + first} fields are "
         "numbers. A "
         "header row names every column and a data row has a number in every "
-        "field, so fix that row (in Python, header=True reads it as a header)."
+        "field, so fix that row, or pass --header yes (header=True in Python) "
+        "to read it as a header."
     )
+
+
+def _check_header_value(header: Any) -> None:
+    if header not in (True, False, "auto"):
+        raise ValueError(f"Expected header True, False or 'auto', got {header!r}.")
 
 
 def _column_indices(
@@ -1059,6 +1066,7 @@ def load_data(
     seed: int = 0,
     scale: str | None = "auto",
     scaling: dict[str, Any] | None = None,
+    header: bool | str = "auto",
 ) -> Dataset:
     """Load a data set, split it stratified and scale it into ``[0, 1]``.
 
@@ -1084,6 +1092,8 @@ def load_data(
         scaling: the ``scaling`` of an earlier ``Dataset``, applied in place
             of ``scale`` so that new data meets a model as its training data
             did; both parts are clipped into ``[0, 1]``.
+        header: whether the first row of a CSV file names the columns, as
+            for ``load_csv``: ``True``, ``False`` or ``"auto"``.
 
     Raises:
         FileNotFoundError: if ``path`` or ``labels`` is not a file.
@@ -1093,8 +1103,9 @@ def load_data(
     """
     if scale not in SCALES:
         raise ValueError(f"Expected scale 'auto' or None, got {scale!r}.")
+    _check_header_value(header)
     if path is None or (isinstance(path, str) and path == "digits"):
-        _check_csv_option(label_column, "the data are the digits")
+        _check_csv_option(label_column, header, "the data are the digits")
         x, y = _digits_arrays()
         divisor = DIGITS_MAX if scale == "auto" else None
         return _make_dataset(
@@ -1104,7 +1115,7 @@ def load_data(
     path = _existing_file(path)
     kind = file_kind(path)
     if kind != "csv":
-        _check_csv_option(label_column, f"{path} is a {kind} file")
+        _check_csv_option(label_column, header, f"{path} is a {kind} file")
     if kind != "idx" and labels is not None:
         raise ValueError(
             f"labels= (--labels on the command line) is only for IDX image "
@@ -1115,7 +1126,7 @@ def load_data(
     if kind == "npz":
         x, y, image_shape = load_npz(path)
     elif kind == "csv":
-        x, y, image_shape = load_csv(path, label_column=label_column)
+        x, y, image_shape = load_csv(path, label_column=label_column, header=header)
     else:
         x, y, image_shape, divisor = _load_idx_for_scaling(path, labels, scale)
     name = path.name.split(".")[0]
@@ -1124,13 +1135,21 @@ def load_data(
     )
 
 
-def _check_csv_option(label_column: int | None, source: str) -> None:
-    """Raise ``ValueError`` if ``label_column`` is set for data that are not
-    a CSV file, which ``source`` describes."""
+def _check_csv_option(
+    label_column: int | None, header: bool | str, source: str
+) -> None:
+    """Raise ``ValueError`` if ``label_column`` or ``header`` is set for data
+    that are not a CSV file, which ``source`` describes."""
     if label_column not in (None, -1):
         raise ValueError(
             f"label_column={label_column} (--label-column on the command line) "
             f"is only for CSV files, but {source}; leave it unset."
+        )
+    if header != "auto":
+        option = {True: "yes", False: "no"}.get(header, header)
+        raise ValueError(
+            f"header={header!r} (--header {option} on the command line) is only "
+            f"for CSV files, but {source}; leave it unset."
         )
 
 

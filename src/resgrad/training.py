@@ -1028,8 +1028,9 @@ SETTING_OPTIONS = {
 # line and in fit.
 DIGEST_NOTES = {
     "data": (
-        " (the training rows differ: another data file, labels, --test-size "
-        "or --split-seed on the command line, or other x and y passed to fit)"
+        " (the training rows differ: another data file, labels, --header, "
+        "--test-size or --split-seed on the command line, or other x and y "
+        "passed to fit)"
     ),
     "initial_weights": (
         " (the initial weights differ: another --seed or --init on the command "

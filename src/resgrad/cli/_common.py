@@ -157,6 +157,9 @@ def write_figure(path: Path, figure: Any, dpi: int = 100) -> None:
     write_atomic(path, buffer.getvalue())
 
 
+# The values of --header, and what load_csv's header argument takes for each.
+HEADER_CHOICES = {"auto": "auto", "yes": True, "no": False}
+
 # The split of --test-size and --split-seed when neither the command line
 # nor a model file gives one.
 TEST_SIZE = 0.25
@@ -198,6 +201,16 @@ def add_data_arguments(parser: Any, trained: bool = False) -> None:
         metavar="N",
         help="the label column of a CSV --data, counted from 0, or from the "
         f"end when negative (default: {default})",
+    )
+    header_default = "the choice that trained the model, else " if trained else ""
+    parser.add_argument(
+        "--header",
+        choices=HEADER_CHOICES,
+        default=None if trained else "auto",
+        help="whether the first row of a CSV --data names the columns; auto "
+        "reads it as names when none of its fields is a number, or when its "
+        "numbers are their own column indices, as in 0,1,2,label (default: "
+        f"{header_default}auto)",
     )
     split_default = "the split that trained the model, else " if trained else ""
     parser.add_argument(
@@ -271,6 +284,7 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
                 args.data,
                 labels=args.labels,
                 label_column=_label_column(args, training),
+                header=csv_header(args, training),
                 test_size=args.test_size,
                 seed=args.split_seed,
                 scaling=metadata.get("scaling"),
@@ -288,11 +302,13 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             raise
         # The training files loaded when the model was trained, so an error
         # on them means that they have changed since.
-        note = (
-            f"{args.data} has changed since the model was trained on it"
-            if same
-            else f"The model was trained with {trained_on}"
-        )
+        recorded = training.get("header")
+        if same and args.header not in (None, recorded) and recorded is not None:
+            note = f"The model was trained with --header {recorded}"
+        elif same:
+            note = f"{args.data} has changed since the model was trained on it"
+        else:
+            note = f"The model was trained with {trained_on}"
         raise ValueError(f"{str(error).rstrip('.')}. {note}.") from error
     for warning in caught:
         warn(args.command, str(warning.message))
@@ -346,7 +362,7 @@ def _check_columns(args: Any, training: dict) -> None:
     path = csv_file(args.data)
     if recorded is None or path is None:
         return
-    columns = csv_columns(path)
+    columns = csv_columns(path, csv_header(args, training))
     if columns is None or columns == recorded:
         return
     # The label column may move, as long as the features keep their order.
@@ -406,6 +422,18 @@ def _same_source(trained_on: str | None, data: str | None) -> bool:
     if first is None or second is None:
         return first is second
     return _same_file(first, second)
+
+
+def csv_header(args: Any, training: dict) -> bool | str:
+    """Return ``load_csv``'s ``header`` for ``--header``; without it, the
+    choice that trained the model for a CSV ``--data``, else ``"auto"``."""
+    choice = args.header
+    if choice is None:
+        recorded = training.get("header")
+        use = isinstance(recorded, str) and recorded in HEADER_CHOICES
+        use = use and csv_file(args.data) is not None
+        choice = recorded if use else "auto"
+    return HEADER_CHOICES[choice]
 
 
 def _label_column(args: Any, training: dict) -> int | None:

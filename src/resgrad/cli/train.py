@@ -15,6 +15,7 @@ from ._common import (
     add_data_arguments,
     check_not_input,
     csv_file,
+    csv_header,
     fraction,
     load_dataset,
     non_negative_int,
@@ -472,7 +473,7 @@ def training_metadata(
 
     options = ("widths", "hidden", "activation", "shortcut", "init", "optimizer", "lr")
     options += ("epochs", "batch_size", "patience", "validation", "seed")
-    options += ("label_column", "test_size", "split_seed")
+    options += ("label_column", "header", "test_size", "split_seed")
     training = {name: getattr(args, name) for name in options}
     # Absolute paths, so that the hints of later commands hold in any folder.
     for name in ("data", "labels"):
@@ -480,7 +481,7 @@ def training_metadata(
     path = csv_file(args.data)
     if path is not None:
         # Later commands reject a CSV whose header differs (see load_dataset).
-        training["columns"] = csv_columns(path)
+        training["columns"] = csv_columns(path, csv_header(args, {}))
     # Later commands compare the digest to tell whether they split the same
     # rows (see load_dataset).
     training["data_sha256"] = data.digest
