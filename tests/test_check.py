@@ -148,6 +148,26 @@ def test_check_without_autograd_has_no_autograd_rows():
     assert report.passed
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error", "score"])
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.uint8])
+def test_check_takes_every_label_dtype(loss, dtype):
+    model = reference.random_model(2, "tanh", "learned")
+    x, y = reference.random_batch(model, 3)
+    report = check_theorem(model, x, y.astype(dtype), loss=loss, entries=5)
+    assert "autograd" in {row.reference for row in report.rows}
+    assert report.passed
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_check_takes_squared_error_targets(dtype):
+    model = reference.random_model(2, "tanh", "learned")
+    x, _ = reference.random_batch(model, 3)
+    target = np.random.default_rng(1).random((3, model.n_classes)).astype(dtype)
+    report = check_theorem(model, x, target, loss="squared_error", entries=5)
+    assert "autograd" in {row.reference for row in report.rows}
+    assert report.passed
+
+
 def test_check_runs_on_torch_float32_model():
     """A float32 torch model is checked in float64 on a NumPy copy."""
     model = reference.random_model(2, "tanh", "learned")

@@ -144,6 +144,9 @@ def _to_numpy(
         )
     x = x.astype(np.float64)
     y = np.asarray(_host(y))
+    if y.dtype.kind == "f":
+        # A squared-error target, checked in float64 as x is.
+        y = y.astype(np.float64)
     return model, x, y
 
 
@@ -194,7 +197,10 @@ def _autograd_values(
 
     module = to_module(model)
     x_t = torch.tensor(x, requires_grad=True)
-    y_t = torch.tensor(y)
+    # torch's one_hot takes int64 indices alone and gather int32 or int64,
+    # where resgrad takes labels of any signed integer dtype or uint8.
+    targets = y.dtype.kind == "f"
+    y_t = torch.tensor(y if targets else y.astype(np.int64))
     z = module.logits(x_t)
     a = module(x_t)
     if loss == "cross_entropy" and a.shape[1] == 1:
@@ -211,7 +217,10 @@ def _autograd_values(
         others = torch.logsumexp(shifted.masked_fill(label, -math.inf), dim=1)
         value = torch.logaddexp(torch.zeros_like(others), others).mean()
     elif loss == "squared_error":
-        target = torch.nn.functional.one_hot(y_t, a.shape[1]).to(a.dtype)
+        if targets:
+            target = y_t
+        else:
+            target = torch.nn.functional.one_hot(y_t, a.shape[1]).to(a.dtype)
         value = 0.5 * ((a - target) ** 2).sum(dim=1).mean()
     else:
         value = z.gather(1, y_t[:, None]).mean()
@@ -447,7 +456,8 @@ def check_theorem(
         model: the network; it is converted to NumPy float64 for the check.
         x: inputs of shape ``(n, p_0)`` with ``n >= 1``; keep ``n`` small
             (the product form forms ``Q^l`` per sample).
-        y: labels of shape ``(n,)``.
+        y: labels of shape ``(n,)``, or for ``"squared_error"`` also a float
+            target of shape ``(n, p_L)``.
         loss: the loss whose gradients are checked, as for ``gradients``.
         entries: the number of entries per equation that the finite
             differences check, ``>= 1``.
