@@ -194,6 +194,20 @@ def test_save_keeps_named_pipe(tmp_path, link):
     assert path.is_fifo()
 
 
+def test_save_writes_through_symbolic_link(tmp_path):
+    (tmp_path / "runs").mkdir()
+    target = tmp_path / "runs" / "model.npz"
+    save(ResidualMLP.init([5, 4, 3], seed=0), target)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(target)
+    replacement = random_model()
+    save(replacement, link)
+    assert link.is_symlink()
+    assert link.resolve() == target
+    np.testing.assert_array_equal(load(target).blocks[0].W1, replacement.blocks[0].W1)
+    assert sorted(os.listdir(tmp_path / "runs")) == ["model.npz"]
+
+
 def test_save_to_unwritable_folder(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))

@@ -244,6 +244,9 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     files whose process no longer runs. Where ``O_TMPFILE`` is missing, the
     data goes to the named temporary file from the start.
 
+    A symbolic link at ``path`` is kept, and the file it points to is
+    replaced, as ``open(path, "wb")`` would write through it.
+
     Raises:
         IsADirectoryError: if ``path`` is a folder.
         FileExistsError: if ``path`` is a device, a named pipe or a socket,
@@ -253,6 +256,9 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         PermissionError: if no file can be made in the folder of ``path``.
     """
     check_file_path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
+        check_file_path(path)
     folder = path.parent
     _remove_stale_temporaries(path)
     temporary = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
