@@ -773,3 +773,10 @@ def test_spectrum_figure_defines_j_and_zeros():
     labels = panel.get_legend_handles_labels()[1]
     assert all("% exactly 0)" in label for label in labels)
     assert len(labels) == 2
+
+
+def test_singular_values_flag_of_text_raises():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    x = np.random.default_rng(0).random((2, 4))
+    with pytest.raises(TypeError, match="Expected output to be True or False"):
+        depth.jacobian_singular_values(model, x, output="no")

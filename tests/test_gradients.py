@@ -791,6 +791,19 @@ def test_numpy_matrix_x_names_asarray(small):
         resgrad.gradients(model, np.asmatrix(x), y)
 
 
+def test_masked_x_names_filled(small):
+    model, x, y = small
+    masked = np.ma.array(x, mask=x > 0.5)
+    with pytest.raises(TypeError, match=r"got a numpy masked array; pass a.filled"):
+        resgrad.gradients(model, masked, y)
+
+
+def test_flag_of_text_raises_in_gradients(small):
+    model, x, y = small
+    with pytest.raises(TypeError, match="Expected with_input to be True or False"):
+        resgrad.gradients(model, x, y, with_input="no")
+
+
 def test_integer_x_raises(small):
     model, x, y = small
     with pytest.raises(

@@ -215,6 +215,48 @@ def test_replace_arrays_rejects_unknown_names():
         model.replace_arrays({"blocks.0.W3": np.eye(4)})
 
 
+def test_replace_arrays_removes_bias_only():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    without = model.replace_arrays({"blocks.0.b1": None})
+    assert without.blocks[0].b1 is None
+    assert without.blocks[0].b2 is not None
+    with pytest.raises(ValueError, match="Expected an array for blocks.0.W1, got None"):
+        model.replace_arrays({"blocks.0.W1": None})
+
+
+def test_big_endian_weights_raise():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    swapped = {key: value.astype(">f8") for key, value in model.arrays().items()}
+    with pytest.raises(TypeError, match="got blocks.0.W1 of dtype >f8; convert each"):
+        model.replace_arrays(swapped)
+
+
+def test_masked_weights_raise():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    masked = np.ma.array(model.blocks[0].W1)
+    with pytest.raises(TypeError, match="got a numpy masked array"):
+        model.replace_arrays({"blocks.0.W1": masked})
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"alpha": "a"}, "Expected alpha to be a real number, got 'a'"),
+        ({"bias": "no"}, "Expected bias to be True or False, got 'no'"),
+    ],
+)
+def test_init_names_bad_option(options, message):
+    with pytest.raises(TypeError, match=message):
+        resgrad.ResidualMLP.init([4, 3, 2], **options)
+
+
+@pytest.mark.parametrize("device", ["nonsense", 3.5])
+def test_convert_names_a_bad_device(device):
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    with pytest.raises(ValueError, match=f"on device {device!r} of torch"):
+        model.convert(torch, device=device)
+
+
 def test_convert_changes_dtype():
     model = reference.random_model(2, "tanh", "learned")
     single = model.convert(dtype="float32")

@@ -266,6 +266,22 @@ def test_absolute_is_abs_of_signed(model, x):
     )
 
 
+@pytest.mark.parametrize(
+    "method, options",
+    [
+        ("vanilla", {"absolute": "no"}),
+        ("input_x_gradient", {"absolute": "no"}),
+        ("smoothgrad", {"absolute": "no"}),
+        ("smoothgrad", {"squared": "no"}),
+        ("integrated_gradients", {"absolute": "no"}),
+    ],
+)
+def test_flag_of_text_raises(model, x, method, options):
+    (name,) = options
+    with pytest.raises(TypeError, match=f"Expected {name} to be True or False"):
+        saliency.saliency_map(model, x, method, 1, **options)
+
+
 def test_input_x_gradient_is_product(model, x):
     expected = x * saliency.vanilla_gradient(model, x, 1)
     np.testing.assert_array_equal(saliency.input_x_gradient(model, x, 1), expected)

@@ -874,3 +874,9 @@ def test_explicit_module_rejects_torch_func():
     x = torch.rand(2, 5, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="setup_context"):
         torch.func.grad(lambda v: module(v).sum())(x)
+
+
+def test_to_module_flag_of_text_raises():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    with pytest.raises(TypeError, match="Expected explicit to be True or False"):
+        to_module(model, explicit="no")

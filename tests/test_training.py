@@ -1073,3 +1073,14 @@ def test_checkpoint_never_replaces_another_file(tmp_path):
     fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=checkpoint)
     assert resgrad.io.is_checkpoint(checkpoint)
     fit(_small_model(), x, y, epochs=1, validation=None, checkpoint=checkpoint)
+
+
+def test_flags_of_text_raise(tmp_path):
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    x = np.random.default_rng(0).random((6, 4))
+    y = np.array([0, 1] * 3)
+    with pytest.raises(TypeError, match="Expected resume to be True or False"):
+        resgrad.fit(model, x, y, checkpoint=tmp_path / "c.npz", resume="no")
+    assert not (tmp_path / "c.npz").exists()
+    with pytest.raises(TypeError, match="Expected nesterov to be True or False"):
+        resgrad.training.Momentum(0.1, nesterov="no")

@@ -37,6 +37,14 @@ def namespace(*arrays: Array) -> Any:
             raise TypeError(
                 "Expected arrays, got a numpy.matrix; pass np.asarray(m) instead."
             )
+        if isinstance(a, np.ma.MaskedArray):
+            # NumPy's masked products broadcast differently from the array
+            # API's, and a mask would silently drop out of some results.
+            raise TypeError(
+                "Expected arrays, got a numpy masked array; pass a.filled(v) to "
+                "replace its masked entries with a value v, or drop the rows "
+                "that have them."
+            )
     try:
         return array_api_compat.array_namespace(*present)
     except TypeError as error:
@@ -159,6 +167,17 @@ def check_finite(xp: Any, a: Array, name: str) -> None:
             f"{name} contains {bad} NaN or infinite value(s); "
             "remove or impute them before calling resgrad."
         )
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """Return ``value`` as a bool, raising ``TypeError`` unless it is one.
+
+    A string such as ``"no"`` is true in Python, so it would turn the
+    option on.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Expected {name} to be True or False, got {value!r}.")
+    return bool(value)
 
 
 def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> None:

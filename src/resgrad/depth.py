@@ -456,6 +456,7 @@ def jacobian_singular_values(
     """
     from .product import input_jacobian
 
+    _arrays.check_flag("output", output)
     xp = model.xp
     J = input_jacobian(model, x, mode=mode)
     if output:

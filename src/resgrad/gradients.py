@@ -280,6 +280,7 @@ def gradients(
         raise ValueError(
             f"Unknown method {method!r}; expected one of: {', '.join(METHODS)}."
         )
+    _arrays.check_flag("with_input", with_input)
     loss_fn, ops, traces, a_L = prepare(model, x, y, loss, reduction)
     if method == "product":
         from .product import product_gradients

@@ -207,7 +207,10 @@ class ResidualMLP:
                 for name, a in arrays.items()
             )
             odd = [(n, k) for n, k in others if k != kind]
-            if not odd:
+            subclass = (np.matrix, np.ma.MaskedArray)
+            if not odd or any(isinstance(a, subclass) for a in arrays.values()):
+                # No second namespace, or a NumPy subclass that namespace
+                # rejects with its own fix.
                 raise
             name, other = odd[0]
             raise TypeError(
@@ -230,6 +233,14 @@ class ResidualMLP:
             if not _arrays.is_floating(xp, value):
                 raise TypeError(
                     f"Expected floating weights, got {name} of dtype {value.dtype}."
+                )
+            if getattr(value.dtype, "byteorder", "=") not in ("=", "|"):
+                # The inputs must then be big-endian too, which check_input
+                # rejects, so such a model could take no input.
+                raise TypeError(
+                    f"Expected weights in the machine's byte order, got {name} of "
+                    f"dtype {value.dtype.str}; convert each weight w with "
+                    "w.astype(w.dtype.newbyteorder('='))."
                 )
             _arrays.check_finite(xp, value, name)
 
@@ -300,13 +311,19 @@ class ResidualMLP:
     def replace_arrays(self, arrays: dict[str, Array]) -> ResidualMLP:
         """Return a new model whose arrays are taken from ``arrays`` by key.
 
-        Keys are those of ``arrays()``; a key left out keeps its array. No
-        array is copied: the new model uses the arrays given and shares the
-        ones kept.
+        Keys are those of ``arrays()``; a key left out keeps its array, and
+        a bias given as ``None`` is removed. No array is copied: the new model
+        uses the arrays given and shares the ones kept.
         """
         unknown = set(arrays) - set(self.arrays())
         if unknown:
             raise ValueError(f"Unknown parameter names: {sorted(unknown)}.")
+        for key, value in arrays.items():
+            if value is None and key.rsplit(".", 1)[-1] in ("W1", "W2", "W3"):
+                raise ValueError(
+                    f"Expected an array for {key}, got None; only a bias (b1, "
+                    "b2) can be removed with None."
+                )
         blocks = []
         for index, block in enumerate(self.blocks):
             changes = {
@@ -390,7 +407,19 @@ class ResidualMLP:
             )
         converted = {}
         for name, value in self.arrays().items():
-            value = _to_namespace(value, xp, device)
+            try:
+                value = _to_namespace(value, xp, device)
+            except (RuntimeError, TypeError, ValueError) as error:
+                # NotImplementedError, torch's error for a device it was
+                # built without, is a RuntimeError.
+                if device is None:
+                    raise
+                reason = (str(error).splitlines() or [type(error).__name__])[0]
+                raise ValueError(
+                    f"Cannot place the model's arrays on device {device!r} of "
+                    f"{namespace} ({reason}); pass a device that {namespace} "
+                    "has, such as 'cpu'."
+                ) from error
             if dtype is not None:
                 value = xp.astype(value, dtype, copy=False)
             converted[name] = value
@@ -596,9 +625,15 @@ class ResidualMLP:
             raise ValueError(
                 f"Unknown init {init!r}; expected one of: {', '.join(INITIALIZERS)}."
             )
-        alpha = float(alpha)
+        try:
+            alpha = float(alpha)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"Expected alpha to be a real number, got {alpha!r}."
+            ) from None
         if not math.isfinite(alpha):
             raise ValueError(f"Expected a finite alpha, got {alpha}.")
+        _arrays.check_flag("bias", bias)
         shortcuts = [shortcut] * depth if isinstance(shortcut, str) else list(shortcut)
         if len(shortcuts) != depth:
             raise ValueError(

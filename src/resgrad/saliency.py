@@ -243,6 +243,7 @@ def vanilla_gradient(
         (2, 2, 4)
     """
     xp = _check_batch(model, x)
+    _arrays.check_flag("absolute", absolute)
     target = resolve_target(model, x, target)
     grad = _class_gradient(model, x, target)
     return xp.abs(grad) if absolute else grad
@@ -269,6 +270,7 @@ def input_x_gradient(
         The map, shape ``(n, p_0)``, or ``(n, p_L, p_0)`` for ``"all"``.
     """
     xp = _check_batch(model, x)
+    _arrays.check_flag("absolute", absolute)
     target = resolve_target(model, x, target)
     attribution = _per_class(x, target) * _class_gradient(model, x, target)
     return xp.abs(attribution) if absolute else attribution
@@ -330,6 +332,8 @@ def smoothgrad(
         shape = getattr(noise, "shape", ())
         samples = int(shape[0]) if noise is not None and len(shape) == 3 else 50
     samples = _check_count(samples, "samples", 1)
+    _arrays.check_flag("squared", squared)
+    _arrays.check_flag("absolute", absolute)
     target = resolve_target(model, x, target)
     noise = _smoothgrad_noise(xp, x, samples, noise_level, bounds, seed, noise)
 
@@ -625,6 +629,7 @@ def saliency_map(
         The map, shape ``(n, p_0)``, or ``(n, p_L, p_0)`` for ``"all"``.
     """
     _check_choice(method, "method", METHODS)
+    _arrays.check_flag("absolute", absolute)
     functions = {
         "vanilla": vanilla_gradient,
         "input_x_gradient": input_x_gradient,

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from . import _arrays
 from .activations import ACTIVATIONS, LEAKY_RELU_SLOPE
 from .gradients import backward
 from .model import Block, BlockTrace, ResidualMLP
@@ -141,6 +142,7 @@ def to_module(model: ResidualMLP, *, explicit: bool = False) -> TorchResidualMLP
     """
     if not isinstance(model, ResidualMLP):
         raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
+    _arrays.check_flag("explicit", explicit)
     # convert may share memory with the model's arrays; _linear copies.
     model = model.convert(torch)
     blocks = []

@@ -205,6 +205,9 @@ class Momentum:
         object.__setattr__(self, "lr", _check_positive("learning rate", self.lr))
         object.__setattr__(self, "momentum", _check_fraction("momentum", self.momentum))
         object.__setattr__(self, "weight_decay", _check_weight_decay(self.weight_decay))
+        object.__setattr__(
+            self, "nesterov", _arrays.check_flag("nesterov", self.nesterov)
+        )
         if self.nesterov and self.momentum == 0:
             raise ValueError("Nesterov momentum needs momentum > 0, got 0.")
 
@@ -479,7 +482,7 @@ def fit(
         (20, True)
     """
     _check_fit_settings(model, loss, epochs, batch_size, patience)
-    if resume and checkpoint is None:
+    if _arrays.check_flag("resume", resume) and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from.")
     opt = _make_optimizer(optimizer, lr, weight_decay)
     loss_fn = get_loss(loss)

@@ -276,17 +276,6 @@ def check_positive(name: str, value: Any) -> float:
     return value
 
 
-def check_flag(name: str, value: Any) -> bool:
-    """Return ``value`` as a bool, raising ``TypeError`` unless it is one.
-
-    A string such as ``"no"`` is true in Python, so it would turn the
-    option on.
-    """
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Expected {name} to be True or False, got {value!r}.")
-    return bool(value)
-
-
 def check_steps(steps: Any) -> int:
     """Return ``steps`` as an int, raising ``ValueError`` unless it is >= 1."""
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
@@ -428,7 +417,7 @@ def iterate(
     With ``early_stop`` a sample that already succeeds is frozen before the
     next step, so its step count stops growing.
     """
-    check_flag("early_stop", early_stop)
+    _arrays.check_flag("early_stop", early_stop)
     xp = batch.xp
     x_adv = start
     if not early_stop:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from .._arrays import Seed, generator, without_autograd
+from .._arrays import Seed, check_flag, generator, without_autograd
 from ..model import ResidualMLP
 from ._common import (
     Array,
@@ -21,7 +21,6 @@ from ._common import (
     Batch,
     ascent_direction,
     check_eps,
-    check_flag,
     check_number,
     check_start,
     check_steps,
