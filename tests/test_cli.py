@@ -1644,7 +1644,7 @@ def test_failed_write_removes_the_parents_it_made(tmp_path):
     folder = cli_common.check_output_folder(out, overwrite=False)
     with (
         pytest.raises(ValueError, match="figure failed"),
-        cli_common.writing_into(folder),
+        cli_common.writing_into(folder, "attack"),
     ):
         (out / "first.png").write_bytes(b"written")
         raise ValueError("figure failed")
@@ -1656,7 +1656,7 @@ def test_failed_write_keeps_shared_parent(tmp_path):
     folder = cli_common.check_output_folder(out, overwrite=False)
     with (
         pytest.raises(ValueError, match="figure failed"),
-        cli_common.writing_into(folder),
+        cli_common.writing_into(folder, "attack"),
     ):
         (tmp_path / "shared" / "other.json").write_text("{}")
         raise ValueError("figure failed")
@@ -1667,12 +1667,37 @@ def test_failed_write_empties_given_folder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     folder = cli_common.check_output_folder(out, overwrite=False)
-    with pytest.raises(KeyboardInterrupt), cli_common.writing_into(folder):
+    with pytest.raises(KeyboardInterrupt), cli_common.writing_into(folder, "attack"):
         (out / "first.png").write_bytes(b"written")
         (out / "sub").mkdir()
         raise KeyboardInterrupt
     assert out.is_dir()
     assert list(out.iterdir()) == []
+
+
+def test_failed_overwrite_names_mixed_folder(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    folder = cli_common.check_output_folder(out, overwrite=True)
+    with (
+        pytest.raises(ValueError, match="figure failed"),
+        cli_common.writing_into(folder, "attack"),
+    ):
+        raise ValueError("figure failed")
+    # Nothing was written, so the earlier files are whole.
+    assert capsys.readouterr().err == ""
+    with (
+        pytest.raises(ValueError, match="figure failed"),
+        cli_common.writing_into(folder, "attack"),
+    ):
+        (out / "first.png").write_bytes(b"written")
+        raise ValueError("figure failed")
+    assert capsys.readouterr().err == (
+        f"resgrad attack: warning: {out} is incomplete, with some files of this "
+        "run and some of an earlier one; run the command again to complete it\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["first.png", "report.json"]
 
 
 def test_out_through_a_missing_folder_and_dotdot(tmp_path):
@@ -1685,7 +1710,7 @@ def test_out_through_a_missing_folder_and_dotdot(tmp_path):
         cli_common.check_output_folder(out, overwrite=False)
     folder = cli_common.check_output_folder(out, overwrite=True)
     assert folder.path == results.resolve()
-    with pytest.raises(KeyboardInterrupt), cli_common.writing_into(folder):
+    with pytest.raises(KeyboardInterrupt), cli_common.writing_into(folder, "attack"):
         raise KeyboardInterrupt
     assert (results / "notes.txt").read_text() == "keep me\n"
     assert sorted(p.name for p in results.iterdir()) == ["notes.txt"]
@@ -1711,7 +1736,7 @@ def test_failed_overwrite_keeps_folder_another_command_made(tmp_path, monkeypatc
     _race_for(out, monkeypatch)
     with (
         pytest.raises(ValueError, match="figure failed"),
-        cli_common.writing_into(folder),
+        cli_common.writing_into(folder, "attack"),
     ):
         raise ValueError("figure failed")
     assert (out / "other.json").read_text() == "{}"

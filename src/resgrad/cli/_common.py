@@ -784,14 +784,22 @@ def remove_output_folder(out: Path, made: list[Path]) -> None:
             break
 
 
+def file_times(out: Path, pattern: str = "*") -> dict[str, int]:
+    """Return the modification time of each file in ``out`` that matches
+    ``pattern``, by name, to tell the files this run wrote from those of an
+    earlier run (``--overwrite``)."""
+    return {path.name: path.stat().st_mtime_ns for path in out.glob(pattern)}
+
+
 @contextlib.contextmanager
-def writing_into(folder: OutputFolder) -> Iterator[Path]:
+def writing_into(folder: OutputFolder, command: str) -> Iterator[Path]:
     """Make the output folder for the ``with`` block that writes the files.
 
     Ctrl-C or an error in the block removes a folder that the block made,
     with the parents made for it, and empties a folder that was empty. In a
-    folder that held files (``--overwrite``), Ctrl-C names the folder as a
-    mix of new and earlier files, since the earlier ones are gone already.
+    folder that held files (``--overwrite``), where the block has written
+    some, the interrupt or a warning of ``resgrad command`` names the folder
+    as a mix of new and earlier files, since the earlier ones are gone.
     """
     # NOTE: two commands given one empty --out at once both pass the checks.
     # When one of them fails, its clean-up removes the other's files too.
@@ -799,6 +807,7 @@ def writing_into(folder: OutputFolder) -> Iterator[Path]:
     # None where the folder is absent, so that one that another command
     # makes meanwhile is not emptied as the empty folder given.
     earlier = set(out.iterdir()) if out.is_dir() else None
+    times = file_times(out) if earlier else {}
     made = make_output_folder(folder)
     try:
         yield out
@@ -812,12 +821,16 @@ def writing_into(folder: OutputFolder) -> Iterator[Path]:
                         shutil.rmtree(path)
                     else:
                         path.unlink()
-        elif isinstance(error, KeyboardInterrupt):
-            # main prints the message of the interrupt after "interrupted; ".
-            raise KeyboardInterrupt(
+        elif earlier and file_times(out) != times:
+            note = (
                 f"{out} is incomplete, with some files of this run and some of "
                 "an earlier one; run the command again to complete it"
-            ) from None
+            )
+            if isinstance(error, KeyboardInterrupt):
+                # main prints the message of the interrupt after "interrupted; ".
+                raise KeyboardInterrupt(note) from None
+            if isinstance(error, Exception):
+                warn(command, note)
         raise
 
 

@@ -135,7 +135,7 @@ def run_attack(args: argparse.Namespace) -> int:
     # The seed reaches only the random attacks.
     context = attack_context(args, data, len(y), args.seed if random else None)
     title = f"{Path(args.model).name} on {data.name}, {plural(len(y), 'test sample')}"
-    with writing_into(folder):
+    with writing_into(folder, "attack"):
         paths = write_outputs(table, out, data.image_shape, context, title)
     print(summary(table))
     print(f"wrote {', '.join(str(path) for path in paths)}")

@@ -276,7 +276,7 @@ def run_depth(args: argparse.Namespace) -> int:
     )
     published = _published(progress) if args.published else None
     trained = _trained(args, progress) if args.trained else None
-    with writing_into(folder) as out:
+    with writing_into(folder, "depth") as out:
         files = write_figures(out, sweep, limits, published, trained)
         document = {
             "settings": _settings(args),

@@ -32,6 +32,7 @@ from ._common import (
     add_overwrite_argument,
     check_not_an_input,
     check_output_folder,
+    file_times,
     load_dataset,
     make_output_folder,
     plural,
@@ -153,13 +154,13 @@ def run_main(args: argparse.Namespace) -> int:
         out, made = _reserve(base)
     else:
         out, made = folder.path, make_output_folder(folder)
-    earlier = _file_times(out)
+    earlier = file_times(out)
     trained = (result, figures, timings, progress)
     try:
         clocks = (started, cpu_started)
         return _write_run(args, data, out, trained, sections_wanted, clocks)
     except BaseException as error:
-        if _file_times(out) == earlier:
+        if file_times(out) == earlier:
             # Nothing written.
             remove_output_folder(out, made)
             raise
@@ -192,7 +193,7 @@ def _write_run(args, data, out, trained, sections_wanted, clocks) -> int:
 
     result, figures, timings, progress = trained
     started, cpu_started = clocks
-    png_times = _file_times(out, "*.png")
+    png_times = file_times(out, "*.png")
     save(
         result.model,
         out / "model.npz",
@@ -234,7 +235,7 @@ def _write_run(args, data, out, trained, sections_wanted, clocks) -> int:
     write_atomic(out / "report.md", text)
     written = [
         time
-        for name, time in _file_times(out, "*.png").items()
+        for name, time in file_times(out, "*.png").items()
         if png_times.get(name) != time
     ]
     figures_written = plural(len(written), "figure")
@@ -243,13 +244,6 @@ def _write_run(args, data, out, trained, sections_wanted, clocks) -> int:
         f"in {timings['total']:.1f} s"
     )
     return 0 if report.passed else 1
-
-
-def _file_times(out: Path, pattern: str = "*") -> dict[str, int]:
-    """Return the modification time of each file in ``out`` that matches
-    ``pattern``, by name, to tell the files this run wrote from those of an
-    earlier run (``--overwrite``)."""
-    return {path.name: path.stat().st_mtime_ns for path in out.glob(pattern)}
 
 
 def _section(name: str, context: RunContext) -> Section | None:

@@ -425,7 +425,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     # interrupted run leaves no folder of some figures and no JSON file.
     summary["files"] += [RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME]
     summary.update(check_summary(checks))
-    with writing_into(folder):
+    with writing_into(folder, "saliency"):
         for name, draw in sample_figures:
             write_figure(args.out / name, draw())
         write_figure(
