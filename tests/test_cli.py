@@ -1142,6 +1142,22 @@ def test_header_yes_is_recorded(tmp_path, capsys):
     assert lines[0].endswith("The model was trained with --header yes.")
 
 
+def test_other_label_column_is_named_not_a_changed_file(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([np.arange(40) % 2, rng.random((40, 2))])
+    _write_csv(data, rows, "label,a,b")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--label-column", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    evaluate = ["evaluate", "--model", str(model), "--label-column", "-1"]
+    status, lines = run_cli(capsys, evaluate)
+    assert status == 2
+    assert lines[0].endswith("The model was trained with --label-column 0.")
+    assert "has changed since" not in lines[0]
+
+
 def test_header_no_reads_a_number_row_as_data(tmp_path, capsys):
     data = tmp_path / "counts.csv"
     rng = np.random.default_rng(0)

@@ -301,10 +301,11 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
         if model is None or trained_on is None:
             raise
         # The training files loaded when the model was trained, so an error
-        # on them means that they have changed since.
-        recorded = training.get("header")
-        if same and args.header not in (None, recorded) and recorded is not None:
-            note = f"The model was trained with --header {recorded}"
+        # on them means that they have changed since, or that they were read
+        # with other options.
+        options = _other_csv_options(args, training) if same else []
+        if options:
+            note = f"The model was trained with {' and '.join(options)}"
         elif same:
             note = f"{args.data} has changed since the model was trained on it"
         else:
@@ -422,6 +423,21 @@ def _same_source(trained_on: str | None, data: str | None) -> bool:
     if first is None or second is None:
         return first is second
     return _same_file(first, second)
+
+
+def _other_csv_options(args: Any, training: dict) -> list[str]:
+    """Return the recorded ``--header`` and ``--label-column`` options that
+    trained the model, where the command line passes other values."""
+    options = []
+    header = training.get("header")
+    if args.header is not None and header is not None and args.header != header:
+        options.append(f"--header {header}")
+    # A column left out (None) is the last one.
+    column = training.get("label_column")
+    column = -1 if column is None else column
+    if args.label_column is not None and args.label_column != column:
+        options.append(f"--label-column {column}")
+    return options
 
 
 def csv_header(args: Any, training: dict) -> bool | str:
