@@ -1783,8 +1783,12 @@ def test_train_warns_when_validation_is_most_rows(tmp_path, capsys):
     out = tmp_path / "model.npz"
     argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
     assert main([*argv, "--validation", "0.9"]) == 0
-    err = capsys.readouterr().err
-    assert "--validation 0.9 holds out more of the training part than it" in err
-    assert "about 135 of 1347 rows left to train" in err
+    captured = capsys.readouterr()
+    assert "--validation 0.9 holds out more of the training part than it" in (
+        captured.err
+    )
+    # The count of fit's stratified split, which the training line confirms.
+    assert "134 of 1347 rows left to train" in captured.err
+    assert "1213 validation samples held out" in captured.out
     assert main([*argv, "--validation", "0.1", "--overwrite"]) == 0
     assert "holds out" not in capsys.readouterr().err

@@ -217,12 +217,18 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
             "--patience."
         )
     if args.validation and args.validation > 0.5:
-        left = len(data.y_train) - round(args.validation * len(data.y_train))
+        import numpy as np
+
+        from ..data import train_test_split
+
+        # The split that fit makes, which keeps a row of every class.
+        rows = np.arange(len(data.y_train))
+        kept = train_test_split(rows, data.y_train, args.validation, args.seed)[0]
         warn(
             args.command,
             f"--validation {args.validation:g} holds out more of the training "
-            f"part than it trains on, about {left} of {len(data.y_train)} rows "
-            "left to train; early stopping needs only a small split, such as 0.1.",
+            f"part than it trains on, {len(kept)} of {len(rows)} rows left to "
+            "train; early stopping needs only a small split, such as 0.1.",
         )
     checkpoint = getattr(args, "checkpoint", None)
     return fit(
