@@ -119,6 +119,21 @@ def test_run_attacks_one_feature_without_pair_attacks(tmp_path):
     assert "need at least 2 features" in (out / "report.md").read_text()
 
 
+def test_run_report_explains_nan_of_one_feature(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    data = tmp_path / "one.csv"
+    np.savetxt(data, np.column_stack([y + rng.random(60), y]), delimiter=",")
+    out = tmp_path / "run"
+    argv = ["run", "--data", str(data), "--out", str(out), "--epochs", "1"]
+    argv += ["--widths", "4", "--hidden", "4", "--skip", "attack,depth"]
+    assert main([*argv, "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    assert "test samples of 1 feature, 2 classes" in report
+    assert "| gradient | nan |" in report
+    assert "NaN: no rank correlation exists where a map is constant" in report
+
+
 def test_run_report_names_validation_split(tmp_path):
     out = tmp_path / "run"
     argv = ["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]

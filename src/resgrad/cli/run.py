@@ -318,8 +318,9 @@ def _report(args, data, result, figures, report, sections, timings) -> str:
         "",
         (
             f"Data: {data.name}, {len(data.y_train)} training and "
-            f"{len(data.y_test)} test samples of {data.x_train.shape[1]} "
-            f"features, {data.n_classes} classes, inputs scaled into "
+            f"{len(data.y_test)} test samples of "
+            f"{plural(data.x_train.shape[1], 'feature')}, "
+            f"{data.n_classes} classes, inputs scaled into "
             f"[{data.bounds[0]:g}, {data.bounds[1]:g}]; stratified split with "
             f"seed {args.split_seed}."
         ),

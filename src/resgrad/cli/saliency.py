@@ -439,6 +439,13 @@ def run_saliency(args: argparse.Namespace) -> int:
     return 0
 
 
+# Why a randomisation result is NaN, printed under one.
+NAN_CORRELATION = (
+    "no rank correlation exists where a map is constant, as with one input "
+    "feature or a map of zeros"
+)
+
+
 def _summary_text(summary: dict) -> str:
     """Return the check numbers of ``summary`` as lines for the terminal."""
     deletion = summary["deletion"]
@@ -458,10 +465,7 @@ def _summary_text(summary: dict) -> str:
     for method, value in zip(summary["randomization"], correlations):
         lines.append(f"  {method:22s}{value:8.3f}")
     if any(math.isnan(value) for value in correlations):
-        lines.append(
-            "  nan: no rank correlation exists where a map is constant, as "
-            "with one input feature or a map of zeros"
-        )
+        lines.append(f"  nan: {NAN_CORRELATION}")
     gap = summary["integrated_gradients_gap"]
     relative = np.abs(gap["relative_gap_predicted_class"])
     absolute = np.abs(gap["gap_predicted_class"])
@@ -1050,9 +1054,13 @@ def _report_markdown(metrics: dict, depth: int) -> str:
         f"| method | {steps} |",
         "|---|" + "---|" * depth,
     ]
+    undefined = False
     for method, values in metrics["randomization"].items():
         cells = " | ".join(f"{v:.3f}" for v in values["spearman_abs"])
         lines.append(f"| {METHOD_TITLES[method]} | {cells} |")
+        undefined = undefined or any(math.isnan(v) for v in values["spearman_abs"])
+    if undefined:
+        lines += ["", f"NaN: {NAN_CORRELATION}."]
 
     lines += [
         "",
