@@ -618,6 +618,39 @@ def test_cli_rejects_trained_options_without_trained(tmp_path, capsys, options, 
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "options, named",
+    [
+        (["--depths", "100000"], "--depths 100000 at --widths 256 needs about"),
+        (["--identity-blocks", "100000"], "--identity-blocks 100000 at"),
+        (["--trained", "--trained-depths", "100000"], "--trained-depths 100000 at"),
+    ],
+)
+def test_cli_rejects_network_over_memory(tmp_path, capsys, monkeypatch, options, named):
+    from resgrad.cli import depth as depth_cli
+
+    # 1 GiB available; a network of 100,000 blocks takes more at any width.
+    monkeypatch.setattr(depth_cli, "_available_memory", lambda: 2**30)
+    monkeypatch.setattr(
+        depth, "depth_sweep", lambda *a, **k: pytest.fail("the sweep ran")
+    )
+    small = ["--depths", "4", "--widths", "256", "--identity-blocks", "4"]
+    status = main(["depth", "--out", str(tmp_path / "out"), *small, *options])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert "more than the 1.0 GiB of memory available" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_network_bytes_err_high():
+    from resgrad.cli.depth import _network_bytes
+
+    # tracemalloc measured about 5,200 bytes per block of width 4 on 16 rows.
+    assert 5200 < _network_bytes(1, 4, 16) < 4 * 5200
+    assert _network_bytes(10, 4, 16) == 10 * _network_bytes(1, 4, 16)
+
+
 def test_cli_rejects_unknown_arch(tmp_path, capsys):
     status = main(["depth", "--arch", "resnet", "--out", str(tmp_path)])
     assert status == 2
