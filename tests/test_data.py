@@ -1032,6 +1032,27 @@ def test_features_not_finite(tmp_path, value):
         load_data(path)
 
 
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        (
+            "a,b,label\n0.1,0.2,0\n# note\n\n0.4,1e400,1\n",
+            "line 5 (counted from 1), field 1",
+        ),
+        ("0.1,0.2,0\n0.3,nan,1\n", "line 2 (counted from 1), field 1"),
+        (
+            '"",a,b,label\nr1,0.1,0.2,0\nr2,-inf,0.4,1\n',
+            "line 3 (counted from 1), field 1",
+        ),
+    ],
+)
+def test_csv_not_finite_names_line_and_field(tmp_path, text, named):
+    path = tmp_path / "table.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(named)):
+        load_csv(path)
+
+
 def test_labels_strings(tmp_path):
     x, _ = blobs((2, 2))
     path = write_npz(tmp_path / "names.npz", x, np.array(["a", "b", "a", "b"]))

@@ -493,6 +493,7 @@ def load_csv(
     path = _existing_file(path)
     fields, first, has_header, line = _header_of(path, header)
     table = _read_table(path, line if has_header else 0, first, len(fields))
+    _check_finite_table(path, table, line if has_header else 0, first)
     width = table.shape[1]
     names = len(fields) - first
     if has_header and names != width:
@@ -710,6 +711,34 @@ def _read_table(path: Path, skip_rows: int, first: int, columns: int) -> np.ndar
     if table.size == 0:
         raise ValueError(f"{path} has a header but no data rows.")
     return table
+
+
+def _check_finite_table(
+    path: Path, table: np.ndarray, skip_rows: int, first: int
+) -> None:
+    """Raise ``ValueError`` naming the file line and field of the first NaN
+    or infinite number of ``table``, which ``_read_table`` read from ``path``
+    after ``skip_rows`` rows, leaving out the ``first`` columns."""
+    bad = ~np.isfinite(table)
+    if not bad.any():
+        return
+    row, column = np.argwhere(bad)[0]
+    rows = -1
+    with open(path, encoding="utf-8-sig") as file:
+        for number, line in enumerate(file, start=1):
+            text = line.split("#", 1)[0].strip()
+            if number <= skip_rows or not text:
+                continue
+            rows += 1
+            if rows == row:
+                break
+    field = next(csv.reader([text], skipinitialspace=True))[first + column]
+    raise ValueError(
+        f"{path} has {int(bad.sum())} NaN or infinite value(s), the first at "
+        f"line {number} (counted from 1), field {first + column} (counted from "
+        f"0): {field.strip()!r}, read as {table[row, column]}; remove or impute "
+        "them."
+    )
 
 
 def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
