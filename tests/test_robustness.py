@@ -223,6 +223,8 @@ def test_parse_eps():
     assert robustness.parse_eps([0.2, 0.2]) == [0.2]
     assert robustness.parse_eps(0.3) == [0.3]
     assert robustness.parse_eps(np.array(0.3)) == [0.3]
+    # -0 is the radius 0, printed without its sign.
+    assert [str(eps) for eps in robustness.parse_eps("-0,0")] == ["0.0"]
 
 
 @pytest.mark.parametrize(

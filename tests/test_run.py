@@ -134,6 +134,16 @@ def test_run_report_explains_nan_of_one_feature(tmp_path):
     assert "NaN: no rank correlation exists where a map is constant" in report
 
 
+def test_run_warns_when_check_samples_exceed_test_split(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]
+    assert main([*argv, "--check-samples", "100000"]) == 0
+    assert (
+        "resgrad run: warning: --check-samples 100000 is more than the 450 test "
+        "samples; checking all 450"
+    ) in capsys.readouterr().err
+
+
 def test_run_report_names_validation_split(tmp_path):
     out = tmp_path / "run"
     argv = ["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]

@@ -860,6 +860,11 @@ def _run_vanilla_on(tmp_path, features, classes, *typed):
     return out
 
 
+def test_cli_counts_one_step(tmp_path, capsys):
+    _run_vanilla_on(tmp_path, 3, 2, "--steps", "1")
+    assert "(gausslegendre rule, 1 step): largest" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("typed", [[], ["--classes", "all"]])
 def test_cli_many_classes_draws_first_twenty(tmp_path, capsys, typed):
     out = _run_vanilla_on(tmp_path, 6, 30, *typed)

@@ -221,7 +221,8 @@ def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
         values = list(eps_values)
     if not values:
         raise ValueError("Expected at least one eps value, such as 0,0.05,0.1.")
-    return list(dict.fromkeys(check_eps(value) for value in values))
+    # Adding 0.0 turns -0.0, which check_eps accepts, into 0.0 for printing.
+    return list(dict.fromkeys(check_eps(value) + 0.0 for value in values))
 
 
 def attack_parameters(method: str, eps: float, d: int) -> dict[str, Any]:

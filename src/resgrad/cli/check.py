@@ -56,12 +56,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_check)
 
 
-def check_on_test_split(model, data, samples: int, entries: int, seed: int = 0):
-    """Run ``check_theorem`` on the first ``samples`` test samples of ``data``."""
+def check_on_test_split(
+    model,
+    data,
+    samples: int,
+    entries: int,
+    seed: int = 0,
+    command: str = "check",
+    option: str = "--samples",
+):
+    """Run ``check_theorem`` on the first ``samples`` test samples of ``data``.
+
+    Warns, as ``resgrad command`` and naming the ``option`` that set
+    ``samples``, when the test split has fewer samples.
+    """
     from ..check import check_theorem
 
     if samples < 1:
         raise ValueError(f"Expected at least 1 sample to check, got {samples}.")
+    available = len(data.y_test)
+    if samples > available:
+        warn(
+            command,
+            f"{option} {samples} is more than the {available} test samples; "
+            f"checking all {available}",
+        )
     x = np.asarray(data.x_test[:samples])
     y = np.asarray(data.y_test[:samples])
     return check_theorem(model, x, y, entries=entries, seed=seed)
@@ -72,13 +91,6 @@ def run_check(args: argparse.Namespace) -> int:
 
     model = load(args.model)
     data = load_dataset(args, model)
-    available = len(data.y_test)
-    if args.samples > available:
-        warn(
-            "check",
-            f"--samples {args.samples} is more than the {available} test "
-            f"samples; checking all {available}",
-        )
     report = check_on_test_split(model, data, args.samples, args.entries)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))

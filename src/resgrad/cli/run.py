@@ -202,7 +202,13 @@ def _write_run(args, data, out, trained, sections_wanted, clocks) -> int:
 
     tick = time.perf_counter()
     report = check_on_test_split(
-        result.model, data, args.check_samples, entries=CHECK_ENTRIES, seed=args.seed
+        result.model,
+        data,
+        args.check_samples,
+        entries=CHECK_ENTRIES,
+        seed=args.seed,
+        command="run",
+        option="--check-samples",
     )
     timings["check"] = time.perf_counter() - tick
     worst = max(row.error for row in report.rows)

@@ -472,7 +472,7 @@ def _summary_text(summary: dict) -> str:
     drawn = plural(len(relative), "sample")
     lines.append(
         f"Integrated Gradients completeness gap of the predicted class, {drawn} "
-        f"of --index ({gap['rule']} rule, {gap['steps']} steps): largest "
+        f"of --index ({gap['rule']} rule, {plural(gap['steps'], 'step')}): largest "
         f"relative {np.max(relative):.2e}, largest absolute {np.max(absolute):.2e}"
     )
     return "\n".join(lines)
