@@ -559,7 +559,14 @@ def test_cli_writes_json_and_figures(tmp_path, capsys):
     assert document["sweep"][1]["spectrum"]["histogram"]
     for name in document["files"]:
         assert (tmp_path / name).stat().st_size < 150_000, name
-    assert "first-to-last" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "first-to-last" in printed
+    # The input gain comes first, with the value that depth.json records.
+    assert printed.startswith("log10 E||dY/dx||^2, over every seed and sample:\n")
+    gain = document["sweep"][1]["log10_input_gain"]
+    lines = printed.splitlines()
+    assert lines[2].startswith("      6 residual")
+    assert f"{gain:.2f}" in lines[2].split()
 
 
 def test_cli_trained_option(tmp_path):
@@ -804,7 +811,7 @@ def test_spectrum_figure_defines_j_and_zeros():
     panel = _spectrum_figure(sweep, 8).axes[0]
     assert "J = dz^L/dx" in panel.get_xlabel()
     labels = panel.get_legend_handles_labels()[1]
-    assert all("% exactly 0)" in label for label in labels)
+    assert all("% below resolution)" in label for label in labels)
     assert len(labels) == 2
 
 

@@ -132,6 +132,7 @@ def test_run_report_explains_nan_of_one_feature(tmp_path):
     assert "test samples of 1 feature, 2 classes" in report
     assert "| gradient | nan |" in report
     assert "NaN: no rank correlation exists where a map is constant" in report
+    assert "Input x gradient and Integrated Gradients multiply the gradient" in report
 
 
 def test_run_warns_when_check_samples_exceed_test_split(tmp_path, capsys):

@@ -841,6 +841,7 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
         f"largest absolute {absolute:.2e}"
     ) in printed
     assert "nan: no rank correlation" not in printed
+    assert "Integrated Gradients multiply the gradient by x minus the" in printed
     assert printed.endswith(f"wrote {len(report['files'])} files to {out}\n")
 
 
@@ -860,9 +861,23 @@ def _run_vanilla_on(tmp_path, features, classes, *typed):
     return out
 
 
+def test_cli_deletion_score_probability(tmp_path, capsys):
+    out = _run_vanilla_on(tmp_path, 3, 2, "--deletion-score", "probability")
+    deletion = json.loads((out / "saliency.json").read_text())["deletion"]
+    assert deletion["vanilla"]["score"] == "probability"
+    # Softmax probabilities lie in [0, 1], and so do areas over [0, 1].
+    assert 0 <= deletion["vanilla"]["auc"] <= 1
+    assert 0 <= deletion["vanilla"]["random_auc"] <= 1
+    printed = capsys.readouterr().out
+    assert "deletion curve of the class softmax probability, mean area" in printed
+
+
 def test_cli_counts_one_step(tmp_path, capsys):
     _run_vanilla_on(tmp_path, 3, 2, "--steps", "1")
-    assert "(gausslegendre rule, 1 step): largest" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "(gausslegendre rule, 1 step): largest" in printed
+    # Vanilla maps alone need no note on maps that multiply by the input.
+    assert "multiply the gradient by x" not in printed
 
 
 @pytest.mark.parametrize("typed", [[], ["--classes", "all"]])

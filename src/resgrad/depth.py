@@ -503,11 +503,14 @@ def eigenvalue_moments(singular_values: np.ndarray, rows: int) -> dict[str, floa
 
 
 def numerical_zeros(singular_values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Mark the singular values that are zero to float64 precision.
+    """Mark the singular values below float64's resolution next to the largest.
 
-    A value at most ``s_max * max(shape) * eps`` is zero, the rule of
+    A value at most ``s_max * max(shape) * eps`` is marked, the rule of
     ``numpy.linalg.matrix_rank``. Relu masks make ``J`` rank-deficient, and
     its zero singular values come out of the SVD at that rounding level.
+    Deep networks also have nonzero values below it: when ``s_max`` is
+    ``1e13`` the level is near ``1e-1``, so the marked fraction can exceed
+    the fraction of exact zeros.
 
     Args:
         singular_values: shape ``(n, k)``, one row per sample.
@@ -571,7 +574,8 @@ class Spectrum:
         return {name: float(np.mean([m[name] for m in self.moments])) for name in names}
 
     def zero_fraction(self) -> float:
-        """Return the fraction of singular values that are numerically zero."""
+        """Return the fraction of singular values that ``numerical_zeros``
+        marks, exact zeros and values below float64's resolution."""
         return float(np.mean(np.isneginf(self.log10_singular_values)))
 
     def histogram(self, edges: np.ndarray = DEFAULT_HISTOGRAM_EDGES) -> np.ndarray:

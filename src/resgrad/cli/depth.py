@@ -467,17 +467,32 @@ def _log10_text(value: float | None, digits: int = 2) -> str:
 
 
 def _summary(sweep, limits, published, trained) -> str:
-    lines = [
-        "log10 first-to-last ratio ||dY/dW^{12}|| / ||dY/dW^{L2}|| (rms over seeds):"
+    # The input gain shows explosion and vanishing, which the ratio of
+    # weight gradients can hide, so it comes first.
+    tables = [
+        (
+            "log10 E||dY/dx||^2, over every seed and sample:",
+            lambda r: r.log10_input_gain(),
+        ),
+        (
+            (
+                "log10 first-to-last ratio ||dY/dW^{12}|| / ||dY/dW^{L2}|| (rms "
+                "over seeds and samples):"
+            ),
+            lambda r: r.log10_ratio("W2"),
+        ),
     ]
+    lines = []
     printed = []
     depths = sorted({r.depth for r in sweep})
-    lines.append("  width arch      " + "".join(f"{d:>9}" for d in depths))
-    for (width, arch), group in _groups(sweep).items():
-        by_depth = {r.depth: r.log10_ratio("W2") for r in group}
-        printed += by_depth.values()
-        cells = "".join(f"{_log10_text(by_depth.get(d)):>9}" for d in depths)
-        lines.append(f"  {width:5d} {arch:9s}{cells}")
+    for title, value in tables:
+        lines.append(title)
+        lines.append("  width arch      " + "".join(f"{d:>9}" for d in depths))
+        for (width, arch), group in _groups(sweep).items():
+            by_depth = {r.depth: value(r) for r in group}
+            printed += by_depth.values()
+            cells = "".join(f"{_log10_text(by_depth.get(d)):>9}" for d in depths)
+            lines.append(f"  {width:5d} {arch:9s}{cells}")
     lines.append("log10 ||dY/dW^{11}|| with k identity blocks on top:")
     for activation, results in limits.items():
         values = [float(r.blocks["W1"].rms[0]) for r in results]
@@ -690,7 +705,8 @@ def _spectrum_figure(results, width):
             # Normalised by every value, zeros included, so the area is the
             # nonzero fraction.
             total = max(r.spectrum.log10_singular_values.size, 1)
-            label = f"L={r.depth} ({r.spectrum.zero_fraction():.0%} exactly 0)"
+            fraction = r.spectrum.zero_fraction()
+            label = f"L={r.depth} ({fraction:.0%} below resolution)"
             ax.stairs(counts / total, edges, color=colours[r.depth], label=label)
         used = np.flatnonzero(sum(r.spectrum.histogram(edges) for r in shown))
         if used.size:
@@ -725,7 +741,8 @@ def _identity_figure(limits):
         ax.set_xscale("symlog", linthresh=1)
         ax.set(xlabel="identity blocks $k$ on top", title=f"block 1 of 4, {title}")
         ax.legend(fontsize=8)
-    axes[0].set_ylabel(r"$\log_{10}\|\partial Y/\partial W^{11}\|_F$")
+    for ax in axes:
+        ax.set_ylabel(r"$\log_{10}\|\partial Y/\partial W^{11}\|_F$")
     figure.tight_layout()
     return figure
 

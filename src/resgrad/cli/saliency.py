@@ -70,6 +70,8 @@ LINE_STYLES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1, 1, 1)))
 JSON_NAME = "saliency.json"
 RANDOMIZATION_NAME = "saliency_randomization.png"
 DELETION_NAME = "saliency_deletion.png"
+# The values of --deletion-score, and how figures and reports name each.
+DELETION_SCORES = {"logit": "logit", "probability": "softmax probability"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -138,6 +140,15 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=5,
         help="random orders averaged for the deletion baseline curve (default: 5)",
+    )
+    parser.add_argument(
+        "--deletion-score",
+        choices=DELETION_SCORES,
+        default="logit",
+        help="the class score that the deletion curve records: logit, which "
+        "can fall below 0 and so rewards a map for driving the class down "
+        "past the point where its evidence is gone, or probability (softmax), "
+        "which stays in [0, 1], as in RISE's deletion metric (default: logit)",
     )
     parser.add_argument(
         "--seed",
@@ -439,7 +450,16 @@ def run_saliency(args: argparse.Namespace) -> int:
     return 0
 
 
-# Why a randomisation result is NaN, printed under one.
+# The maps that multiply by the input, and the reason their randomisation
+# results stay high, printed under those results.
+INPUT_TIMES_MAPS = ("input_x_gradient", "integrated_gradients")
+INPUT_CORRELATION = (
+    "input x gradient and Integrated Gradients multiply the gradient by x "
+    "minus the baseline, so they keep the input's pattern whatever the "
+    "weights, and the features at the baseline tie at the lowest rank"
+)
+
+# The reason for a randomisation result of NaN, printed under one.
 NAN_CORRELATION = (
     "no rank correlation exists where a map is constant, as with one input "
     "feature or a map of zeros"
@@ -449,10 +469,12 @@ NAN_CORRELATION = (
 def _summary_text(summary: dict) -> str:
     """Return the check numbers of ``summary`` as lines for the terminal."""
     deletion = summary["deletion"]
-    samples = next(iter(deletion.values()))["samples"]
+    first = next(iter(deletion.values()))
+    score = DELETION_SCORES[first.get("score", "logit")]
     heading = (
-        f"deletion curve, mean area over the first {samples} test samples "
-        "(lower: the map ranks the decisive features first):"
+        f"deletion curve of the class {score}, mean area over the first "
+        f"{first['samples']} test samples (lower: the map ranks the decisive "
+        "features first):"
     )
     lines = [heading, f"  {'method':22s}{'map':>8s}{'random':>8s}"]
     for method, numbers in deletion.items():
@@ -464,6 +486,8 @@ def _summary_text(summary: dict) -> str:
     correlations = [n["spearman_abs"][-1] for n in summary["randomization"].values()]
     for method, value in zip(summary["randomization"], correlations):
         lines.append(f"  {method:22s}{value:8.3f}")
+    if any(method in INPUT_TIMES_MAPS for method in summary["randomization"]):
+        lines.append(f"  {INPUT_CORRELATION}")
     if any(math.isnan(value) for value in correlations):
         lines.append(f"  nan: {NAN_CORRELATION}")
     gap = summary["integrated_gradients_gap"]
@@ -579,6 +603,7 @@ def run_checks(model, x, methods, options, bounds, args, progress) -> dict:
     from ..saliency import deletion_curve, randomization_check, saliency_map
 
     checks = {"randomization": {}, "deletion": {}, "baseline": float(bounds[0])}
+    checks["score"] = args.deletion_score
     for method in progress(methods, desc="checks", total=len(methods)):
         method_opts = options.get(method, {})
         checks["randomization"][method] = randomization_check(
@@ -595,6 +620,7 @@ def run_checks(model, x, methods, options, bounds, args, progress) -> dict:
                 rank_by=rank_by,
                 random_orders=args.random_orders,
                 seed=args.seed,
+                score=args.deletion_score,
             ),
             rank_by,
         )
@@ -615,6 +641,7 @@ def check_summary(checks: dict) -> dict:
     for method, (curve, rank_by) in checks["deletion"].items():
         deletion[method] = {
             "rank_by": rank_by,
+            "score": checks.get("score", "logit"),
             "auc": float(np.mean(curve.auc)),
             "random_auc": float(np.mean(curve.random_auc)),
             "samples": int(curve.scores.shape[0]),
@@ -893,7 +920,7 @@ def randomization_figure(checks: dict, data: Any, absolute: bool = False) -> Any
     left.legend(fontsize=7)
     figure.suptitle(
         f"model-randomisation check (top row: {METHOD_TITLES[first_method]}, "
-        "first sample)",
+        "first sample, each map scaled to its own largest magnitude)",
         fontsize=9,
     )
     return figure
@@ -921,10 +948,12 @@ def deletion_figure(checks: dict) -> Any:
         f"fraction of features set to {checks['baseline']:g}, the lower end of "
         "the box (most salient first)"
     )
-    ax.set_ylabel("logit of the predicted class, mean over samples")
+    score = DELETION_SCORES[checks.get("score", "logit")]
+    ax.set_ylabel(f"{score} of the predicted class, mean over samples")
+    negative = ", negative\nwhere the logit is" if score == "logit" else ""
     ax.set_title(
-        "deletion curve: a lower curve, and a smaller area under it (AUC, "
-        "negative\nwhere the logit is), means a better ranking",
+        f"deletion curve: a lower curve, and a smaller area under it (AUC{negative}"
+        "), means a better ranking",
         fontsize=9,
     )
     ax.legend(fontsize=7)
@@ -1034,6 +1063,8 @@ def _report_markdown(metrics: dict, depth: int) -> str:
         "the blocks from the top. A map that depends on the learned weights "
         "decorrelates."
     )
+    if any(method in INPUT_TIMES_MAPS for method in metrics["randomization"]):
+        randomization_text += f" {INPUT_CORRELATION[0].upper()}{INPUT_CORRELATION[1:]}."
 
     deletion_text = (
         "Deletion curve: features are set to the lower bound in saliency order, "
