@@ -168,6 +168,13 @@ def test_check_takes_squared_error_targets(dtype):
     assert report.passed
 
 
+def test_check_names_dtype_of_float_labels():
+    model = reference.random_model(2, "tanh", "learned")
+    x, y = reference.random_batch(model, 3)
+    with pytest.raises(TypeError, match="got dtype float32"):
+        check_theorem(model, x, y.astype(np.float32), entries=5)
+
+
 def test_check_runs_on_torch_float32_model():
     """A float32 torch model is checked in float64 on a NumPy copy."""
     model = reference.random_model(2, "tanh", "learned")

@@ -1139,10 +1139,13 @@ def test_header_yes_is_recorded(tmp_path, capsys):
     )
     assert status == 2
     assert "field 0 (counted from 0) is 'a'" in lines[0]
-    assert lines[0].endswith("The model was trained with --header yes.")
+    assert lines[0].endswith(
+        f"{data} was read with other options than in training (--header yes "
+        "there), or has changed since."
+    )
 
 
-def test_other_label_column_is_named_not_a_changed_file(tmp_path, capsys):
+def test_other_label_column_is_named_with_a_changed_file(tmp_path, capsys):
     data = tmp_path / "d.csv"
     rng = np.random.default_rng(0)
     rows = np.column_stack([np.arange(40) % 2, rng.random((40, 2))])
@@ -1154,8 +1157,25 @@ def test_other_label_column_is_named_not_a_changed_file(tmp_path, capsys):
     evaluate = ["evaluate", "--model", str(model), "--label-column", "-1"]
     status, lines = run_cli(capsys, evaluate)
     assert status == 2
-    assert lines[0].endswith("The model was trained with --label-column 0.")
-    assert "has changed since" not in lines[0]
+    assert lines[0].endswith(
+        f"{data} was read with other options than in training (--label-column 0 "
+        "there), or has changed since."
+    )
+
+
+def test_recorded_header_stays_with_the_training_file(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.random((40, 3)), np.arange(40) % 2])
+    trained_on, other = tmp_path / "a.csv", tmp_path / "b.csv"
+    _write_csv(trained_on, rows, "0,1,2,1")
+    _write_csv(other, rows, "a,b,c,label")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(trained_on), "--out", str(model)]
+    assert main([*train, "--header", "no", "--epochs", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    # The other file's header is detected, not read as data by --header no.
+    assert main(["evaluate", "--model", str(model), "--data", str(other)]) == 0
+    assert "test samples:  10\n" in capsys.readouterr().out
 
 
 def test_header_no_reads_a_number_row_as_data(tmp_path, capsys):
@@ -1714,6 +1734,17 @@ def test_failed_overwrite_names_mixed_folder(tmp_path, capsys):
         "run and some of an earlier one; run the command again to complete it\n"
     )
     assert sorted(p.name for p in out.iterdir()) == ["first.png", "report.json"]
+
+
+def test_overwrite_folder_with_dangling_link(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old-link").symlink_to(tmp_path / "gone")
+    folder = cli_common.check_output_folder(out, overwrite=True)
+    with cli_common.writing_into(folder, "attack"):
+        (out / "first.png").write_bytes(b"written")
+    assert sorted(p.name for p in out.iterdir()) == ["first.png", "old-link"]
+    assert capsys.readouterr().err == ""
 
 
 def test_out_through_a_missing_folder_and_dotdot(tmp_path):

@@ -1044,6 +1044,11 @@ def test_features_not_finite(tmp_path, value):
             '"",a,b,label\nr1,0.1,0.2,0\nr2,-inf,0.4,1\n',
             "line 3 (counted from 1), field 1",
         ),
+        # A "#" inside quotes starts no comment, as in np.loadtxt.
+        (
+            ',a,b,label\n"r#1",0.1,0.2,0\n"r#2",0.3,nan,1\n',
+            "line 3 (counted from 1), field 2",
+        ),
     ],
 )
 def test_csv_not_finite_names_line_and_field(tmp_path, text, named):

@@ -257,6 +257,31 @@ def test_convert_names_a_bad_device(device):
         model.convert(torch, device=device)
 
 
+def test_convert_keeps_out_of_memory_error(monkeypatch):
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    def exhausted(value, xp, device):
+        raise OutOfMemoryError("CUDA out of memory")
+
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    monkeypatch.setattr(resgrad.model, "_to_namespace", exhausted)
+    with pytest.raises(OutOfMemoryError, match="CUDA out of memory"):
+        model.convert(torch, device="cpu")
+
+
+@pytest.mark.parametrize("value", [True, 1, 0, np.True_, np.array(False)])
+def test_flags_take_bools_and_zero_one(value):
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0, bias=value)
+    assert (model.blocks[0].b1 is not None) == bool(value)
+
+
+@pytest.mark.parametrize("value", [2, "no", None, 0.5, np.array([True])])
+def test_flags_reject_other_values(value):
+    with pytest.raises(TypeError, match="Expected bias to be True or False"):
+        resgrad.ResidualMLP.init([4, 3, 2], seed=0, bias=value)
+
+
 def test_convert_changes_dtype():
     model = reference.random_model(2, "tanh", "learned")
     single = model.convert(dtype="float32")

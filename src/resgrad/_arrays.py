@@ -170,14 +170,19 @@ def check_finite(xp: Any, a: Array, name: str) -> None:
 
 
 def check_flag(name: str, value: Any) -> bool:
-    """Return ``value`` as a bool, raising ``TypeError`` unless it is one.
+    """Return ``value`` as a bool, raising ``TypeError`` unless it is a bool,
+    a NumPy bool (0-d arrays included) or the integer 0 or 1.
 
     A string such as ``"no"`` is true in Python, so it would turn the
     option on.
     """
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"Expected {name} to be True or False, got {value!r}.")
-    return bool(value)
+    if isinstance(value, np.ndarray) and value.shape == () and value.dtype == bool:
+        return bool(value)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"Expected {name} to be True or False, got {value!r}.")
 
 
 def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> None:

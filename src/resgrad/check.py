@@ -144,9 +144,6 @@ def _to_numpy(
         )
     x = x.astype(np.float64)
     y = np.asarray(_host(y))
-    if y.dtype.kind == "f":
-        # A squared-error target, checked in float64 as x is.
-        y = y.astype(np.float64)
     return model, x, y
 
 
@@ -474,6 +471,10 @@ def check_theorem(
             "default is 1e-6."
         )
     model, x, y = _to_numpy(model, x, y)
+    if loss == "squared_error" and y.dtype.kind == "f":
+        # A target, checked in float64 as x is. Float labels of the other
+        # losses keep their dtype for the error that names it.
+        y = y.astype(np.float64)
     if x.ndim == 2 and x.shape[0] == 0:
         raise ValueError(
             f"Expected at least one sample in x, got shape {x.shape}; the finite "

@@ -723,21 +723,31 @@ def _check_finite_table(
     if not bad.any():
         return
     row, column = np.argwhere(bad)[0]
+    count, index = int(bad.sum()), first + column
+
     rows = -1
     with open(path, encoding="utf-8-sig") as file:
         for number, line in enumerate(file, start=1):
-            text = line.split("#", 1)[0].strip()
-            if number <= skip_rows or not text:
+            # A blank line or a line of a comment alone contains no row.
+            # The csv module below keeps a "#" inside quotes, as
+            # np.loadtxt does.
+            if number <= skip_rows or not line.split("#", 1)[0].strip():
                 continue
             rows += 1
             if rows == row:
                 break
-    field = next(csv.reader([text], skipinitialspace=True))[first + column]
+
+    fields = next(csv.reader([line.strip()], skipinitialspace=True), [])
+    if index < len(fields):
+        text = fields[index].split("#", 1)[0].strip()
+        where = f"line {number} (counted from 1), field {index} (counted from 0)"
+        found = f"{text!r}, read as {table[row, column]}"
+    else:
+        where = f"data row {row}, column {index}, both counted from 0"
+        found = str(table[row, column])
     raise ValueError(
-        f"{path} has {int(bad.sum())} NaN or infinite value(s), the first at "
-        f"line {number} (counted from 1), field {first + column} (counted from "
-        f"0): {field.strip()!r}, read as {table[row, column]}; remove or impute "
-        "them."
+        f"{path} has {count} NaN or infinite value(s), the first at {where}: "
+        f"{found}; remove or impute them."
     )
 
 

@@ -412,7 +412,9 @@ class ResidualMLP:
             except (RuntimeError, TypeError, ValueError) as error:
                 # NotImplementedError, torch's error for a device it was
                 # built without, is a RuntimeError.
-                if device is None:
+                if device is None or type(error).__name__.endswith("OutOfMemoryError"):
+                    # torch's OutOfMemoryError is a RuntimeError on a valid
+                    # device, whose fix is not another device.
                     raise
                 reason = (str(error).splitlines() or [type(error).__name__])[0]
                 raise ValueError(

@@ -202,7 +202,11 @@ def add_data_arguments(parser: Any, trained: bool = False) -> None:
         help="the label column of a CSV --data, counted from 0, or from the "
         f"end when negative (default: {default})",
     )
-    header_default = "the choice that trained the model, else " if trained else ""
+    header_default = (
+        "the choice that trained the model for its training file, else "
+        if trained
+        else ""
+    )
     parser.add_argument(
         "--header",
         choices=HEADER_CHOICES,
@@ -305,7 +309,12 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
         # with other options.
         options = _other_csv_options(args, training) if same else []
         if options:
-            note = f"The model was trained with {' and '.join(options)}"
+            # Two values can name one column (-1 and 3 of 4), so the file
+            # may have changed instead.
+            note = (
+                f"{args.data} was read with other options than in training "
+                f"({' and '.join(options)} there), or has changed since"
+            )
         elif same:
             note = f"{args.data} has changed since the model was trained on it"
         else:
@@ -430,7 +439,8 @@ def _other_csv_options(args: Any, training: dict) -> list[str]:
     trained the model, where the command line passes other values."""
     options = []
     header = training.get("header")
-    if args.header is not None and header is not None and args.header != header:
+    recorded = isinstance(header, str) and header in HEADER_CHOICES
+    if args.header is not None and recorded and args.header != header:
         options.append(f"--header {header}")
     # A column left out (None) is the last one.
     column = training.get("label_column")
@@ -442,12 +452,18 @@ def _other_csv_options(args: Any, training: dict) -> list[str]:
 
 def csv_header(args: Any, training: dict) -> bool | str:
     """Return ``load_csv``'s ``header`` for ``--header``; without it, the
-    choice that trained the model for a CSV ``--data``, else ``"auto"``."""
+    choice that trained the model when ``--data`` is that CSV file, else
+    ``"auto"``.
+
+    Another CSV file gets ``"auto"``, because the choice was made for the
+    first row of the training file.
+    """
     choice = args.header
     if choice is None:
         recorded = training.get("header")
         use = isinstance(recorded, str) and recorded in HEADER_CHOICES
         use = use and csv_file(args.data) is not None
+        use = use and _same_source(training.get("data"), args.data)
         choice = recorded if use else "auto"
     return HEADER_CHOICES[choice]
 
@@ -803,8 +819,14 @@ def remove_output_folder(out: Path, made: list[Path]) -> None:
 def file_times(out: Path, pattern: str = "*") -> dict[str, int]:
     """Return the modification time of each file in ``out`` that matches
     ``pattern``, by name, to tell the files this run wrote from those of an
-    earlier run (``--overwrite``)."""
-    return {path.name: path.stat().st_mtime_ns for path in out.glob(pattern)}
+    earlier run (``--overwrite``). A symbolic link counts by its own time,
+    so a dangling one does not fail."""
+    times = {}
+    for path in out.glob(pattern):
+        with contextlib.suppress(FileNotFoundError):
+            # Removed meanwhile, between the listing and the lstat.
+            times[path.name] = path.lstat().st_mtime_ns
+    return times
 
 
 @contextlib.contextmanager
