@@ -102,16 +102,23 @@ def test_run_one_epoch_singular(tmp_path, capsys):
     )
 
 
-def test_run_attacks_one_feature_without_pair_attacks(tmp_path):
-    # JSMA and maximal JSMA need two features; the other attacks still run.
+def _run_on_one_feature(tmp_path, skip):
+    """Run on 60 rows of one feature, skipping the sections ``skip``; return
+    the run folder."""
     rng = np.random.default_rng(0)
     y = np.arange(60) % 2
     data = tmp_path / "one.csv"
     np.savetxt(data, np.column_stack([y + rng.random(60), y]), delimiter=",")
     out = tmp_path / "run"
     argv = ["run", "--data", str(data), "--out", str(out), "--epochs", "1"]
-    argv += ["--widths", "4", "--hidden", "4", "--skip", "saliency,depth"]
+    argv += ["--widths", "4", "--hidden", "4", "--skip", skip]
     assert main([*argv, "--no-progress"]) == 0
+    return out
+
+
+def test_run_attacks_one_feature_without_pair_attacks(tmp_path):
+    # JSMA and maximal JSMA need two features; the other attacks still run.
+    out = _run_on_one_feature(tmp_path, "saliency,depth")
     metrics = json.loads((out / "metrics.json").read_text())
     methods = {row["method"] for row in metrics["sections"]["attacks"]["rows"]}
     assert "fgsm" in methods
@@ -120,14 +127,7 @@ def test_run_attacks_one_feature_without_pair_attacks(tmp_path):
 
 
 def test_run_report_explains_nan_of_one_feature(tmp_path):
-    rng = np.random.default_rng(0)
-    y = np.arange(60) % 2
-    data = tmp_path / "one.csv"
-    np.savetxt(data, np.column_stack([y + rng.random(60), y]), delimiter=",")
-    out = tmp_path / "run"
-    argv = ["run", "--data", str(data), "--out", str(out), "--epochs", "1"]
-    argv += ["--widths", "4", "--hidden", "4", "--skip", "attack,depth"]
-    assert main([*argv, "--no-progress"]) == 0
+    out = _run_on_one_feature(tmp_path, "attack,depth")
     report = (out / "report.md").read_text()
     assert "test samples of 1 feature, 2 classes" in report
     assert "| gradient | nan |" in report
