@@ -1747,6 +1747,17 @@ def test_overwrite_folder_with_dangling_link(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_folder_files_replace_symbolic_links(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    outside = tmp_path / "outside.md"
+    (out / "report.md").symlink_to(outside)
+    cli_common.write_atomic(out / "report.md", "# report\n")
+    assert not (out / "report.md").is_symlink()
+    assert (out / "report.md").read_text() == "# report\n"
+    assert not outside.exists()
+
+
 def test_out_through_a_missing_folder_and_dotdot(tmp_path):
     """ "results/missing/.." names results, which contains the user's files."""
     results = tmp_path / "results"

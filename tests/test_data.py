@@ -636,6 +636,21 @@ def test_csv_label_column_must_be_an_integer(tmp_path, label_column):
         load_csv(path, label_column=label_column)
 
 
+def test_csv_header_false_names_the_option(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("a,b,label\n1,2,0\n")
+    with pytest.raises(ValueError, match=r"read as data because of header=False"):
+        load_csv(path, header=False)
+
+
+def test_csv_header_true_warns_on_a_number_row(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("0.5,2,0\n3,4,1\n5,6,0\n")
+    with pytest.warns(UserWarning, match="though it contains numbers alone"):
+        x, _, _ = load_csv(path, header=True)
+    assert x.shape == (2, 2)
+
+
 def test_csv_header_false_rejects_names(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("a,b,label\n1,2,0\n")

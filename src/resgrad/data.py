@@ -492,7 +492,17 @@ def load_csv(
         )
     path = _existing_file(path)
     fields, first, has_header, line = _header_of(path, header)
-    table = _read_table(path, line if has_header else 0, first, len(fields))
+    try:
+        table = _read_table(path, line if has_header else 0, first, len(fields))
+    except ValueError as error:
+        if header is not False or all(map(_is_number, fields[first:])):
+            raise
+        raise ValueError(
+            f"{str(error).rstrip('.')}. The first row contains text and was read "
+            "as data because of header=False (--header no on the command "
+            "line); pass header='auto' or True (--header auto or yes) to read "
+            "it as column names."
+        ) from error
     _check_finite_table(path, table, line if has_header else 0, first)
     width = table.shape[1]
     names = len(fields) - first
@@ -544,7 +554,16 @@ def _header_of(path: Path, header: bool | str) -> tuple[list[str], int, bool, in
     named_rows = len(fields) > 1 and _unquote(fields[0]) == "" and header is not False
     first = int(named_rows)
     has_header = _detect_header(fields[first:], header, path, first)
-    if has_header and header == "auto" and all(map(_is_number, fields[first:])):
+    numbers = all(map(_is_number, fields[first:]))
+    if header is True and numbers and not _column_indices(fields[first:], []):
+        warnings.warn(
+            f"{path}: the first row, {text}, was read as column names because "
+            "of header=True (--header yes on the command line), though it "
+            "contains numbers alone; if it is a data row, pass --header auto or "
+            "no (header='auto' or False in Python).",
+            stacklevel=3,
+        )
+    if has_header and header == "auto" and numbers:
         warnings.warn(
             f"{path}: the first row, {text}, was read as column names, because "
             "its numbers are their own column indices; if it is a data row, pass "

@@ -232,7 +232,9 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+def write_atomically(
+    path: Path, write: Callable[[IO[bytes]], None], follow_links: bool = True
+) -> None:
     """Write a file whole or not at all.
 
     ``write`` fills an unnamed file in the folder of ``path`` (``O_TMPFILE``
@@ -245,7 +247,8 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     data goes to the named temporary file from the start.
 
     A symbolic link at ``path`` is kept, and the file it points to is
-    replaced, as ``open(path, "wb")`` would write through it.
+    replaced, as ``open(path, "wb")`` would write through it. With
+    ``follow_links`` false the link itself is replaced by the file.
 
     Raises:
         IsADirectoryError: if ``path`` is a folder.
@@ -256,7 +259,7 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         PermissionError: if no file can be made in the folder of ``path``.
     """
     check_file_path(path)
-    if path.is_symlink():
+    if follow_links and path.is_symlink():
         path = Path(os.path.realpath(path))
         check_file_path(path)
     folder = path.parent

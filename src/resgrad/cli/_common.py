@@ -127,13 +127,15 @@ def write_atomic(path: Path, content: str | bytes) -> None:
 
     A reader sees the old file or the new one, never a partial write, and a
     failure leaves no temporary file behind. ``path`` must not be an input
-    of the command (``check_not_an_input``).
+    of the command (``check_not_an_input``). A symbolic link at ``path`` is
+    replaced by the file, so that a command's files stay in its output
+    folder.
     """
     from ..io import write_atomically
 
     check_not_an_input(path)
     data = content.encode("utf-8") if isinstance(content, str) else content
-    write_atomically(Path(path), lambda file: file.write(data))
+    write_atomically(Path(path), lambda file: file.write(data), follow_links=False)
 
 
 def pyplot() -> Any:
@@ -366,7 +368,7 @@ def _check_columns(args: Any, training: dict) -> None:
     """Raise ``ValueError`` if the header of a CSV ``--data`` names other
     feature columns, or the same in another order, than the CSV that
     trained the model, as its file records them."""
-    from ..data import csv_columns
+    from ..data import _is_number, csv_columns
 
     recorded = training.get("columns")
     path = csv_file(args.data)
@@ -385,11 +387,17 @@ def _check_columns(args: Any, training: dict) -> None:
     )
     found = repr(columns[index]) if index < len(columns) else "missing"
     expected = repr(recorded[index]) if index < len(recorded) else "absent"
+    hint = ""
+    if args.header == "yes" and all(map(_is_number, columns)):
+        hint = (
+            " Its first row contains numbers alone, so it may be a data row: "
+            "pass --header auto or no."
+        )
     raise ValueError(
         f"The header of {path} differs from that of the CSV the model was "
         f"trained on: column {index} (counted from 0) is {found} here and "
         f"{expected} there. Pass the feature columns of the training data in "
-        "their order, and --label-column where the label column moved."
+        f"their order, and --label-column where the label column moved.{hint}"
     )
 
 

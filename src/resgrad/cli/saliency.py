@@ -949,11 +949,11 @@ def deletion_figure(checks: dict) -> Any:
         "the box (most salient first)"
     )
     score = DELETION_SCORES[checks.get("score", "logit")]
-    ax.set_ylabel(f"{score} of the predicted class, mean over samples")
-    negative = ", negative\nwhere the logit is" if score == "logit" else ""
+    ax.set_ylabel(f"{score} of the predicted class,\nmean over samples")
+    negative = ", negative where the logit is" if score == "logit" else ""
     ax.set_title(
-        f"deletion curve: a lower curve, and a smaller area under it (AUC{negative}"
-        "), means a better ranking",
+        "deletion curve: a lower curve, and a smaller area under it\n"
+        f"(AUC{negative}), means a better ranking",
         fontsize=9,
     )
     ax.legend(fontsize=7)
