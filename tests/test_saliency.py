@@ -1199,4 +1199,4 @@ def test_deletion_figure_names_baseline_and_class(model, x):
     checks = {"deletion": {"vanilla": (curve, "value")}, "baseline": 0.25}
     axes = deletion_figure(checks).axes[0]
     assert "features set to 0.25, the lower end of the box" in axes.get_xlabel()
-    assert axes.get_ylabel() == "logit of the predicted class, mean over samples"
+    assert axes.get_ylabel() == "logit of the predicted class,\nmean over samples"
