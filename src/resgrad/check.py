@@ -354,8 +354,8 @@ def _difference_errors(
         for i in picked
     ]
     if len(fd):
-        scale = max(_largest(values["4"]["x"]), _largest(fd))
-        error = _relative_error(values["4"]["x"].flat[picked], np.array(fd), scale)
+        analytic = values["4"]["x"]
+        error = _difference_error(analytic.flat[picked], fd, analytic)
         results.append(("4", error, len(fd)))
     else:
         results.append(("4", 0.0, 0))
@@ -370,9 +370,7 @@ def _difference_errors(
     if len(fd_rows):
         analytic = np.stack([jac[s, :, f] for s, f in zip(samples, features)])
         numeric = np.stack([row[s] for row, s in zip(fd_rows, samples)])
-        error = _relative_error(
-            analytic, numeric, max(_largest(jac), _largest(numeric))
-        )
+        error = _difference_error(analytic, numeric, jac)
         results.append(("5", error, analytic.size))
     else:
         results.append(("5", 0.0, 0))
@@ -398,17 +396,21 @@ def _difference_errors(
             )
             analytic_values.extend(value.flat[picked])
         if analytic_values:
-            scale = max(
-                _largest(numeric_values),
-                *(_largest(value) for value in values[eq].values()),
-            )
-            error = _relative_error(
-                np.array(analytic_values), np.array(numeric_values), scale
+            error = _difference_error(
+                analytic_values, numeric_values, *values[eq].values()
             )
             results.append((eq, error, len(analytic_values)))
         elif values[eq]:
             results.append((eq, 0.0, 0))
     return results
+
+
+def _difference_error(analytic: Any, numeric: Any, *whole: Any) -> float:
+    """Return the error of the sampled ``analytic`` entries against their
+    central differences ``numeric``, over the largest entry of the
+    differences or of the ``whole`` analytic arrays they were sampled from."""
+    scale = max(_largest(numeric), *(_largest(array) for array in whole))
+    return _relative_error(np.asarray(analytic), np.asarray(numeric), scale)
 
 
 def _largest(array: Any) -> float:

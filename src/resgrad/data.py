@@ -744,18 +744,11 @@ def _check_finite_table(
     row, column = np.argwhere(bad)[0]
     count, index = int(bad.sum()), first + column
 
-    rows = -1
-    with open(path, encoding="utf-8-sig") as file:
-        for number, line in enumerate(file, start=1):
-            # A blank line or a line of a comment alone contains no row.
-            # The csv module below keeps a "#" inside quotes, as
-            # np.loadtxt does.
-            if number <= skip_rows or not line.split("#", 1)[0].strip():
-                continue
-            rows += 1
-            if rows == row:
-                break
+    for rows, (number, line) in enumerate(_data_lines(path, skip_rows)):
+        if rows == row:
+            break
 
+    # The csv module keeps a "#" inside quotes, as np.loadtxt does.
     fields = next(csv.reader([line.strip()], skipinitialspace=True), [])
     if index < len(fields):
         text = fields[index].split("#", 1)[0].strip()
@@ -780,38 +773,44 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
     are skipped as ``np.loadtxt`` skips them.
     """
     expected = None
+    for number, line in _data_lines(path, skip_rows):
+        fields = line.split("#", 1)[0].strip().split(",")
+        if expected is None:
+            expected = (number, len(fields))
+        elif len(fields) != expected[1]:
+            return (
+                f"line {number} has {len(fields)} field(s) but line "
+                f"{expected[0]} has {expected[1]}; every row needs the same "
+                "number of comma-separated fields"
+            )
+        for index, field in enumerate(fields):
+            if index >= first and not _is_number(field):
+                content = "empty" if not field.strip() else repr(field.strip())
+                separator = next((c for c in ";\t|" if c in field), None)
+                if separator is not None:
+                    return (
+                        f"line {number} (counted from 1), field {index} "
+                        f"(counted from 0) is {content}, which looks separated "
+                        f"by {separator!r}; resgrad reads comma-separated "
+                        "values, so convert the file to commas first"
+                    )
+                return (
+                    f"line {number} (counted from 1), field {index} (counted "
+                    f"from 0) is {content}; every field after the header row "
+                    "must be a number, so fill it in or remove the row, and "
+                    "encode text labels as class indices (0, 1, 2 and so on)"
+                )
+    return None
+
+
+def _data_lines(path: Path, skip_rows: int) -> Iterator[tuple[int, str]]:
+    """Yield the number, counted from 1, and the text of each line of
+    ``path`` after ``skip_rows`` that contains a row: blank lines and lines
+    of a ``#`` comment alone are skipped, as ``np.loadtxt`` skips them."""
     with open(path, encoding="utf-8-sig") as file:
         for number, line in enumerate(file, start=1):
-            text = line.split("#", 1)[0].strip()
-            if number <= skip_rows or not text:
-                continue
-            fields = text.split(",")
-            if expected is None:
-                expected = (number, len(fields))
-            elif len(fields) != expected[1]:
-                return (
-                    f"line {number} has {len(fields)} field(s) but line "
-                    f"{expected[0]} has {expected[1]}; every row needs the same "
-                    "number of comma-separated fields"
-                )
-            for index, field in enumerate(fields):
-                if index >= first and not _is_number(field):
-                    content = "empty" if not field.strip() else repr(field.strip())
-                    separator = next((c for c in ";\t|" if c in field), None)
-                    if separator is not None:
-                        return (
-                            f"line {number} (counted from 1), field {index} "
-                            f"(counted from 0) is {content}, which looks separated "
-                            f"by {separator!r}; resgrad reads comma-separated "
-                            "values, so convert the file to commas first"
-                        )
-                    return (
-                        f"line {number} (counted from 1), field {index} (counted "
-                        f"from 0) is {content}; every field after the header row "
-                        "must be a number, so fill it in or remove the row, and "
-                        "encode text labels as class indices (0, 1, 2 and so on)"
-                    )
-    return None
+            if number > skip_rows and line.split("#", 1)[0].strip():
+                yield number, line
 
 
 def load_idx(
