@@ -1145,7 +1145,7 @@ def test_header_yes_is_recorded(tmp_path, capsys):
     )
 
 
-def test_other_label_column_is_named_with_a_changed_file(tmp_path, capsys):
+def test_other_label_column_named_in_error(tmp_path, capsys):
     data = tmp_path / "d.csv"
     rng = np.random.default_rng(0)
     rows = np.column_stack([np.arange(40) % 2, rng.random((40, 2))])

@@ -16,6 +16,10 @@ Array = Any
 Seed = int | np.random.Generator | None
 
 
+# NumPy subclasses that ``namespace`` rejects, each with its own fix.
+REJECTED_SUBCLASSES = (np.matrix, np.ma.MaskedArray)
+
+
 def namespace(*arrays: Array) -> Any:
     """Return the array-API namespace shared by ``arrays`` (``None`` skipped).
 

@@ -207,7 +207,7 @@ class ResidualMLP:
                 for name, a in arrays.items()
             )
             odd = [(n, k) for n, k in others if k != kind]
-            subclass = (np.matrix, np.ma.MaskedArray)
+            subclass = _arrays.REJECTED_SUBCLASSES
             if not odd or any(isinstance(a, subclass) for a in arrays.values()):
                 # No second namespace, or a NumPy subclass that namespace
                 # rejects with its own fix.

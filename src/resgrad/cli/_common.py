@@ -446,9 +446,8 @@ def _other_csv_options(args: Any, training: dict) -> list[str]:
     """Return the recorded ``--header`` and ``--label-column`` options that
     trained the model, where the command line passes other values."""
     options = []
-    header = training.get("header")
-    recorded = isinstance(header, str) and header in HEADER_CHOICES
-    if args.header is not None and recorded and args.header != header:
+    header = _recorded_header(training)
+    if args.header is not None and header is not None and args.header != header:
         options.append(f"--header {header}")
     # A column left out (None) is the last one.
     column = training.get("label_column")
@@ -468,12 +467,18 @@ def csv_header(args: Any, training: dict) -> bool | str:
     """
     choice = args.header
     if choice is None:
-        recorded = training.get("header")
-        use = isinstance(recorded, str) and recorded in HEADER_CHOICES
-        use = use and csv_file(args.data) is not None
+        recorded = _recorded_header(training)
+        use = recorded is not None and csv_file(args.data) is not None
         use = use and _same_source(training.get("data"), args.data)
         choice = recorded if use else "auto"
     return HEADER_CHOICES[choice]
+
+
+def _recorded_header(training: dict) -> str | None:
+    """Return the ``--header`` that a model file records, or ``None`` where
+    it records none or a value that is not one of ``HEADER_CHOICES``."""
+    header = training.get("header")
+    return header if isinstance(header, str) and header in HEADER_CHOICES else None
 
 
 def _label_column(args: Any, training: dict) -> int | None:
@@ -868,16 +873,26 @@ def writing_into(folder: OutputFolder, command: str) -> Iterator[Path]:
                     else:
                         path.unlink()
         elif earlier and file_times(out) != times:
-            note = (
+            report_incomplete(
+                error,
+                command,
                 f"{out} is incomplete, with some files of this run and some of "
-                "an earlier one; run the command again to complete it"
+                "an earlier one; run the command again to complete it",
             )
-            if isinstance(error, KeyboardInterrupt):
-                # main prints the message of the interrupt after "interrupted; ".
-                raise KeyboardInterrupt(note) from None
-            if isinstance(error, Exception):
-                warn(command, note)
         raise
+
+
+def report_incomplete(error: BaseException, command: str, note: str) -> None:
+    """Report ``note`` on a folder that ``error`` left half written.
+
+    An interrupt is raised again with the note as its message, which main
+    prints after "interrupted; ". Another error gets the note as a warning
+    of ``resgrad command``, and the caller raises the error again.
+    """
+    if isinstance(error, KeyboardInterrupt):
+        raise KeyboardInterrupt(note) from None
+    if isinstance(error, Exception):
+        warn(command, note)
 
 
 def _check_recorded_test_size(args: Any) -> None:

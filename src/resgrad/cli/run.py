@@ -40,7 +40,7 @@ from ._common import (
     progress_bar,
     pyplot,
     remove_output_folder,
-    warn,
+    report_incomplete,
     write_atomic,
     write_figure,
 )
@@ -166,11 +166,7 @@ def run_main(args: argparse.Namespace) -> int:
             raise
         quoted = shlex.quote(str(out))
         note = f"{out} is incomplete; pass --out {quoted} --overwrite to reuse it"
-        if isinstance(error, KeyboardInterrupt):
-            # main prints the message of the interrupt after "interrupted; ".
-            raise KeyboardInterrupt(note) from None
-        if isinstance(error, Exception):
-            warn("run", note)
+        report_incomplete(error, "run", note)
         raise
 
 

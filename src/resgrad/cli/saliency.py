@@ -470,7 +470,7 @@ def _summary_text(summary: dict) -> str:
     """Return the check numbers of ``summary`` as lines for the terminal."""
     deletion = summary["deletion"]
     first = next(iter(deletion.values()))
-    score = DELETION_SCORES[first.get("score", "logit")]
+    score = DELETION_SCORES[first["score"]]
     heading = (
         f"deletion curve of the class {score}, mean area over the first "
         f"{first['samples']} test samples (lower: the map ranks the decisive "
@@ -641,7 +641,7 @@ def check_summary(checks: dict) -> dict:
     for method, (curve, rank_by) in checks["deletion"].items():
         deletion[method] = {
             "rank_by": rank_by,
-            "score": checks.get("score", "logit"),
+            "score": checks["score"],
             "auc": float(np.mean(curve.auc)),
             "random_auc": float(np.mean(curve.random_auc)),
             "samples": int(curve.scores.shape[0]),
@@ -1010,6 +1010,7 @@ def report_section(ctx: RunContext) -> Section:
     ig = integrated_gradients(model, x, **options["integrated_gradients"])
     relative_gap = np.asarray(ig.relative_gap)
     checks = {"randomization": {}, "deletion": {}, "baseline": float(lo)}
+    checks["score"] = "logit"
     for method in ctx.progress(REPORT_METHODS, desc="saliency checks"):
         method_opts = options.get(method, {})
         checks["randomization"][method] = randomization_check(

@@ -223,11 +223,11 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
 
         # The split that fit makes, which keeps a row of every class.
         rows = np.arange(len(data.y_train))
-        kept = train_test_split(rows, data.y_train, args.validation, args.seed)[0]
+        train_rows = train_test_split(rows, data.y_train, args.validation, args.seed)[0]
         warn(
             args.command,
             f"--validation {args.validation:g} holds out more of the training "
-            f"part than it trains on, {len(kept)} of {len(rows)} rows left to "
+            f"part than it trains on, {len(train_rows)} of {len(rows)} rows left to "
             "train; early stopping needs only a small split, such as 0.1.",
         )
     checkpoint = getattr(args, "checkpoint", None)
