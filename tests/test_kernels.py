@@ -5,6 +5,8 @@ of them must give the numbers of the plain array-API lines and leave the
 arrays it does not own unchanged.
 """
 
+import math
+
 import array_api_compat.numpy as np_compat
 import array_api_compat.torch as torch_compat
 import numpy as np
@@ -105,6 +107,32 @@ def test_numpy_relu_keeps_few_small_zero_arrays():
     big = np.full(_kernels.ZERO_ARRAY_SIZE + 1, -1.0)
     assert np.array_equal(fast.activate(relu, big), np.zeros_like(big))
     assert fast._zeros == {}
+
+
+@pytest.mark.parametrize("rows", [0, 1, 7, 64, 5000])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_column_sum_is_as_exact_as_np_sum(rows, dtype):
+    fast = _kernels.NumpyKernels(np_compat)
+    e = np.random.default_rng(rows).standard_normal((rows, 5)).astype(dtype)
+    before = e.copy()
+    first = fast.column_sum(e)
+    exact = np.array([math.fsum(column) for column in e.T.astype(np.float64)])
+    scale = np.abs(e).sum(axis=0) + np.finfo(dtype).tiny
+    bound = 4 * np.finfo(dtype).eps
+    assert first.dtype == e.dtype and first.shape == (5,)
+    assert np.all(np.abs(first - exact) <= bound * scale)
+    assert np.all(np.abs(np.sum(e, axis=0) - exact) <= bound * scale)
+    # The result is an array of its own: writing into it changes neither the
+    # input nor the next sum.
+    first[...] = 7
+    assert np.array_equal(e, before)
+    assert np.all(np.abs(fast.column_sum(e) - exact) <= bound * scale)
+
+
+def test_numpy_column_sum_keeps_nan_and_inf():
+    fast = _kernels.NumpyKernels(np_compat)
+    e = np.array([[1.0, np.inf, np.nan], [2.0, 1.0, 0.0]])
+    np.testing.assert_array_equal(fast.column_sum(e), [3.0, np.inf, np.nan])
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])

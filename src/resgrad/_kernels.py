@@ -33,8 +33,9 @@ Array = Any
 # The largest weight, in entries, that NumPy's kernels transpose into a copy.
 SMALL_MATRIX = 128 * 128
 
-# NumPy's relu keeps up to this many arrays of zeros, one per shape and
-# dtype, each of at most ZERO_ARRAY_SIZE entries.
+# NumPy's kernels keep up to this many arrays of zeros (for relu) and of
+# ones (for column sums), one per shape and dtype, each of at most
+# ZERO_ARRAY_SIZE entries.
 ZERO_ARRAYS = 32
 ZERO_ARRAY_SIZE = 2**20
 
@@ -152,28 +153,30 @@ class NumpyKernels(Kernels):
 
     def __init__(self, xp: Any) -> None:
         super().__init__(xp)
-        self._zeros: dict[tuple[tuple[int, ...], np.dtype], np.ndarray] = {}
+        self._zeros: dict[tuple[tuple[int, ...], np.dtype, float], np.ndarray] = {}
         self._spare = SpareBuffer(SPARE_BUFFER_BYTES)
 
-    def _zeros_like(self, u: np.ndarray) -> np.ndarray:
-        """Return a read-only array of zeros with the shape and dtype of ``u``,
-        made once per shape."""
-        key = (u.shape, u.dtype)
-        zeros = self._zeros.get(key)
-        if zeros is None:
+    def _constant(
+        self, shape: tuple[int, ...], dtype: np.dtype, value: float
+    ) -> np.ndarray:
+        """Return a read-only array of ``shape`` and ``dtype`` filled with
+        ``value``, made once per shape."""
+        key = (shape, dtype, value)
+        constant = self._zeros.get(key)
+        if constant is None:
             if len(self._zeros) >= ZERO_ARRAYS:
                 self._zeros.clear()
-            zeros = np.zeros(u.shape, u.dtype)
-            zeros.flags.writeable = False
-            self._zeros[key] = zeros
-        return zeros
+            constant = np.full(shape, value, dtype)
+            constant.flags.writeable = False
+            self._zeros[key] = constant
+        return constant
 
     def activate(self, g, u):
         if g.name == "relu" and u.size <= ZERO_ARRAY_SIZE:
             # Measured with NumPy 2.4 at 64 x 64 and 256 x 256: np.maximum
             # against an array of zeros ran 2 to 2.5 times faster than
             # against the scalar 0.
-            return np.maximum(u, self._zeros_like(u))
+            return np.maximum(u, self._constant(u.shape, u.dtype, 0))
         return super().activate(g, u)
 
     def column_sum(self, e):
@@ -182,6 +185,12 @@ class NumpyKernels(Kernels):
             # once the running sum is large the rows' small terms round
             # away: the bias gradients of 70,000 rows were 26% to 57% off.
             return np.sum(e, axis=0, dtype=np.float32).astype(np.float16)
+        if e.ndim == 2 and e.shape[0] <= ZERO_ARRAY_SIZE:
+            # A product by a vector of ones goes to BLAS: at 64 x 64 it took
+            # 1.0 us in float32 and 1.6 us in float64, np.sum 2.4 us and
+            # 3.8 us. From 64 to a million rows of normal values its sums
+            # were as close to the exact ones as np.sum's.
+            return self._constant((e.shape[0],), e.dtype, 1) @ e
         return np.sum(e, axis=0)
 
     def transpose(self, weight):
