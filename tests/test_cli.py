@@ -17,6 +17,7 @@ import pytest
 import reference
 
 import resgrad
+from resgrad import _lock
 from resgrad.cli import _common as cli_common
 from resgrad.cli import main
 
@@ -1807,6 +1808,62 @@ def test_folder_made_meanwhile_is_left_to_its_command(tmp_path, monkeypatch):
     with pytest.raises(FileExistsError, match="made or filled by another"):
         cli_common.make_output_folder(folder)
     assert (out / "other.json").read_text() == "{}"
+
+
+def test_second_command_on_one_empty_folder_removes_nothing(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    # Both commands check the empty folder before either writes.
+    first = cli_common.check_output_folder(out, overwrite=False)
+    second = cli_common.check_output_folder(out, overwrite=False)
+    with cli_common.writing_into(first, "attack"):
+        with (
+            pytest.raises(FileExistsError, match="in use by another resgrad command"),
+            cli_common.writing_into(second, "saliency"),
+        ):
+            raise ValueError("the second command failed")
+        (out / "first.png").write_bytes(b"first")
+    assert [path.name for path in out.iterdir()] == ["first.png"]
+    # The lock ends with the block, so a later command may write again.
+    again = cli_common.check_output_folder(out, overwrite=True)
+    with cli_common.writing_into(again, "saliency"):
+        (out / "second.json").write_text("{}")
+    assert sorted(path.name for path in out.iterdir()) == ["first.png", "second.json"]
+
+
+def test_folder_filled_before_its_lock_is_refused(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    folder = cli_common.check_output_folder(out, overwrite=False)
+    lock_folder = _lock.lock_folder
+
+    def another_command_writes_first(path, what):
+        (out / "other.json").write_text("{}")
+        return lock_folder(path, what)
+
+    monkeypatch.setattr(_lock, "lock_folder", another_command_writes_first)
+    with (
+        pytest.raises(FileExistsError, match="was filled by another command"),
+        cli_common.writing_into(folder, "attack"),
+    ):
+        pass
+    assert [path.name for path in out.iterdir()] == ["other.json"]
+    # The refused command released its lock.
+    monkeypatch.undo()
+    _lock.unlock_folder(_lock.lock_folder(out, "--out"))
+
+
+def test_folder_without_read_permission_is_written_unlocked(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    folder = cli_common.check_output_folder(out, overwrite=False)
+
+    def unreadable(path, flags, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(_lock.os, "open", unreadable)
+    with cli_common.writing_into(folder, "attack"):
+        (out / "first.png").write_bytes(b"first")
+    assert [path.name for path in out.iterdir()] == ["first.png"]
 
 
 def test_moved_label_column_with_same_features_passes(tmp_path, capsys):

@@ -250,6 +250,28 @@ def test_run_refuses_folder_made_meanwhile(tmp_path, monkeypatch, capsys):
     assert out.is_dir()
 
 
+def test_run_stops_on_folder_another_command_writes(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.run
+    from resgrad import _lock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    train = resgrad.cli.run.train_model
+    held = []
+
+    def another_command_locks_it(*args, **kwargs):
+        held.append(_lock.lock_folder(out, f"--out {out}"))
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(resgrad.cli.run, "train_model", another_command_locks_it)
+    try:
+        assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 2
+    finally:
+        _lock.unlock_folder(held[0])
+    assert "is in use by another resgrad command" in capsys.readouterr().err
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
 def test_run_failing_after_a_file_names_the_folder(tmp_path, monkeypatch, capsys):
     import resgrad.cli.check
 

@@ -1,10 +1,14 @@
-"""The lock that keeps two training runs off one checkpoint file.
+"""The locks that keep two runs off one checkpoint file or output folder.
 
-``resgrad train`` takes it for the whole command, and ``fit(checkpoint=...)``
-takes it for the training. The lock is a ``flock`` on the file
-``<checkpoint>.lock``, which the kernel releases when the process ends,
-however it ends, so the file of a killed run blocks nothing and the next
-run takes it over.
+``resgrad train`` takes a checkpoint's lock for the whole command, and
+``fit(checkpoint=...)`` takes it for the training. The lock is a ``flock``
+on the file ``<checkpoint>.lock``, which the kernel releases when the
+process ends, however it ends, so the file of a killed run blocks nothing
+and the next run takes it over.
+
+A command that writes files into an ``--out`` folder holds a ``flock`` on
+the folder itself while it writes them (``lock_folder``), so that it needs
+no file of its own there.
 """
 
 from __future__ import annotations
@@ -119,3 +123,43 @@ def held(checkpoint: Path, hint: str) -> Iterator[None]:
         yield
     finally:
         release(lock)
+
+
+def lock_folder(folder: Path, what: str) -> int | None:
+    """Take the exclusive lock of ``folder``; return its open descriptor for
+    ``unlock_folder``, or ``None`` where ``fcntl`` is missing or the folder
+    takes no lock (no read permission, or a file system without ``flock``).
+
+    Raises:
+        FileExistsError: another process, or another open of the folder in
+            this one, holds the lock; ``what`` names the folder in the
+            message, as in ``"--out results"``.
+    """
+    # NOTE: without fcntl (Windows) two commands can write into one folder.
+    if fcntl is None:
+        return None
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise FileExistsError(
+            f"{what} is in use by another resgrad command that is writing its "
+            "files there; run again once it has finished, or pass another --out."
+        ) from None
+    except OSError:
+        os.close(descriptor)
+        return None
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def unlock_folder(descriptor: int | None) -> None:
+    """Release the lock that ``lock_folder`` returned."""
+    if descriptor is not None:
+        os.close(descriptor)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import _lock
 from ..model import ResidualMLP
 
 
@@ -816,6 +817,32 @@ def make_output_folder(folder: OutputFolder) -> list[Path]:
     return made
 
 
+def lock_output_folder(folder: OutputFolder, made: list[Path]) -> int | None:
+    """Take the lock of the folder that ``make_output_folder`` returned
+    ``made`` for, and check again under it that no other command has filled
+    the folder since; return the lock for ``_lock.unlock_folder``.
+
+    Two commands given one empty folder at once both pass the checks. The
+    lock keeps the second out while the first writes, and so keeps the
+    second's clean-up from removing the first one's files. A folder that
+    this command made and could not lock is the other command's now, so
+    nothing is removed here.
+
+    Raises:
+        FileExistsError: another command holds the lock, or has written into
+            the folder meanwhile and ``overwrite`` is false.
+    """
+    out = folder.path
+    lock = _lock.lock_folder(out, f"--out {out}")
+    if out not in made and not folder.overwrite and any(out.iterdir()):
+        _lock.unlock_folder(lock)
+        raise FileExistsError(
+            f"--out {out} was filled by another command while this one ran; "
+            "run again with another --out, or pass --overwrite."
+        )
+    return lock
+
+
 def remove_output_folder(out: Path, made: list[Path]) -> None:
     """Remove what ``make_output_folder`` made for ``out``: the folder with
     its files, and the parents in ``made`` while they are empty. A parent
@@ -851,35 +878,40 @@ def writing_into(folder: OutputFolder, command: str) -> Iterator[Path]:
     folder that held files (``--overwrite``), where the block has written
     some, the interrupt or a warning of ``resgrad command`` names the folder
     as a mix of new and earlier files, since the earlier ones are gone.
+
+    The block holds the folder's lock (``_lock.lock_folder``). Another
+    command that writes into the same folder meanwhile stops with an error
+    before it writes or removes anything.
     """
-    # NOTE: two commands given one empty --out at once both pass the checks.
-    # When one of them fails, its clean-up removes the other's files too.
     out = folder.path
-    # None where the folder is absent, so that one that another command
-    # makes meanwhile is not emptied as the empty folder given.
-    earlier = set(out.iterdir()) if out.is_dir() else None
-    times = file_times(out) if earlier else {}
     made = make_output_folder(folder)
+    lock = lock_output_folder(folder, made)
     try:
-        yield out
-    except BaseException as error:
-        if out in made:
-            remove_output_folder(out, made)
-        elif earlier == set():
-            for path in out.iterdir():
-                with contextlib.suppress(OSError):
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path)
-                    else:
-                        path.unlink()
-        elif earlier and file_times(out) != times:
-            report_incomplete(
-                error,
-                command,
-                f"{out} is incomplete, with some files of this run and some of "
-                "an earlier one; run the command again to complete it",
-            )
-        raise
+        # None where this command made the folder.
+        earlier = None if out in made else set(out.iterdir())
+        times = file_times(out) if earlier else {}
+        try:
+            yield out
+        except BaseException as error:
+            if out in made:
+                remove_output_folder(out, made)
+            elif earlier == set():
+                for path in out.iterdir():
+                    with contextlib.suppress(OSError):
+                        if path.is_dir() and not path.is_symlink():
+                            shutil.rmtree(path)
+                        else:
+                            path.unlink()
+            elif earlier and file_times(out) != times:
+                report_incomplete(
+                    error,
+                    command,
+                    f"{out} is incomplete, with some files of this run and "
+                    "some of an earlier one; run the command again to complete it",
+                )
+            raise
+    finally:
+        _lock.unlock_folder(lock)
 
 
 def report_incomplete(error: BaseException, command: str, note: str) -> None:

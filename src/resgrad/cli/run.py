@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .._lock import unlock_folder
 from ..io import json_text
 from ._common import (
     OutputFolder,
@@ -34,6 +35,7 @@ from ._common import (
     check_output_folder,
     file_times,
     load_dataset,
+    lock_output_folder,
     make_output_folder,
     plural,
     positive_int,
@@ -152,22 +154,27 @@ def run_main(args: argparse.Namespace) -> int:
     # none behind.
     if args.out is None:
         out, made = _reserve(base)
+        folder = OutputFolder(out, overwrite=False, absent=True)
     else:
         out, made = folder.path, make_output_folder(folder)
-    earlier = file_times(out)
-    trained = (result, figures, timings, progress)
+    lock = lock_output_folder(folder, made)
     try:
-        clocks = (started, cpu_started)
-        return _write_run(args, data, out, trained, sections_wanted, clocks)
-    except BaseException as error:
-        if file_times(out) == earlier:
-            # Nothing written.
-            remove_output_folder(out, made)
+        earlier = file_times(out)
+        trained = (result, figures, timings, progress)
+        try:
+            clocks = (started, cpu_started)
+            return _write_run(args, data, out, trained, sections_wanted, clocks)
+        except BaseException as error:
+            if file_times(out) == earlier:
+                # Nothing written.
+                remove_output_folder(out, made)
+                raise
+            quoted = shlex.quote(str(out))
+            note = f"{out} is incomplete; pass --out {quoted} --overwrite to reuse it"
+            report_incomplete(error, "run", note)
             raise
-        quoted = shlex.quote(str(out))
-        note = f"{out} is incomplete; pass --out {quoted} --overwrite to reuse it"
-        report_incomplete(error, "run", note)
-        raise
+    finally:
+        unlock_folder(lock)
 
 
 def _reserve(base: Path) -> tuple[Path, list[Path]]:
