@@ -87,16 +87,20 @@ def test_verdict_tells_difference_miss_from_disagreement(monkeypatch):
     from resgrad.cli.check import verdict
     from resgrad.data import load_data
 
-    # Weights scaled by 100 make the digits loss so steep that the central
-    # differences of step 1e-6 miss, while backprop and autograd agree.
+    # A step of 0.01 on a tanh network curves away from the tangent: the
+    # central differences miss by 5e-6 to 2e-5, while backprop and autograd
+    # agree. A step of 0.001 passes.
     data = load_data()
-    model = resgrad.ResidualMLP.init([64, 32, 32, 10], seed=0)
-    model = model.replace_arrays({k: 100 * v for k, v in model.arrays().items()})
-    steep = check_theorem(model, data.x_test[:8], data.y_test[:8], seed=0)
+    model = resgrad.ResidualMLP.init([64, 32, 32, 10], seed=0, activation="tanh")
+    x, y = data.x_test[:8], data.y_test[:8]
+    steep = check_theorem(model, x, y, seed=0, step=0.01)
     assert {row.reference for row in steep.rows if not row.passed} == {
         "central differences"
     }
     assert verdict(steep).startswith("every equation agrees with the exact")
+    assert verdict(check_theorem(model, x, y, seed=0, step=0.001)) == (
+        "all equations agree"
+    )
 
     small = reference.random_model(2, "softplus", "learned")
     x, y = reference.random_batch(small, 3)
@@ -121,6 +125,90 @@ def test_verdict_names_comparisons_of_no_entries():
         "all equations agree where compared; no entries were compared for "
         f"({rows[index].equation}) against central differences"
     )
+
+
+@pytest.mark.parametrize(
+    "activation, biases", [("tanh", [13.0, 12.5]), ("sigmoid", [22.5, 21.0])]
+)
+def test_autograd_reference_keeps_digits_where_output_saturates(activation, biases):
+    # torch's own derivatives, 1 - tanh^2 and s (1 - s), were 1.1e-6 and
+    # 6e-7 off here; resgrad's values match the exact ones.
+    model = resgrad.ResidualMLP.init(
+        [2, 2], activation=activation, output_activation=activation, seed=0
+    )
+    model = model.replace_arrays({"blocks.0.b2": np.array(biases)})
+    x, y = np.array([[0.1, -0.2]]), np.array([0])
+    report = check_theorem(model, x, y, loss="squared_error")
+    for (eq, name), row in _rows(report).items():
+        if name == "autograd":
+            assert row.error < 1e-14, (eq, row.error)
+
+
+def test_reference_activations_match_torch_and_their_derivatives():
+    from resgrad.check import _saturating_activations
+
+    t = torch.tensor(
+        [-800.0, -40.0, -13.2, -1.0, -0.3, -1e-300, 0.0, 1e-9, 0.7, 1.0, 22.5, 800.0],
+        dtype=torch.float64,
+        requires_grad=True,
+    )
+    exact = {
+        "tanh": (torch.tanh, lambda v: 1 / torch.cosh(v) ** 2),
+        "sigmoid": (
+            torch.sigmoid,
+            lambda v: torch.exp(-v.abs()) / (1 + torch.exp(-v.abs())) ** 2,
+        ),
+    }
+    for name, function in _saturating_activations().items():
+        value, derivative = exact[name]
+        out = function(t)
+        (grad,) = torch.autograd.grad(out.sum(), t)
+        plain = t.detach()
+        torch.testing.assert_close(out.detach(), value(plain), rtol=4e-16, atol=0)
+        torch.testing.assert_close(grad, derivative(plain), rtol=1e-14, atol=0)
+
+
+def test_difference_tolerance_rises_to_the_rounding_of_the_loss():
+    # dY/dx is about 5e-6 while the loss is 1.1: differences of step 1e-6 of
+    # the loss carry rounding of about 2e-10, 3e-5 of the gradient.
+    model = resgrad.ResidualMLP.init(
+        [4, 3, 3], shortcut="none", activation="tanh", seed=0
+    )
+    model = model.replace_arrays({"blocks.0.W1": model.blocks[0].W1 * 1e-5})
+    x = np.random.default_rng(0).normal(size=(2, 4))
+    report = check_theorem(model, x, np.array([0, 1]))
+    row = _rows(report)[("4", "central differences")]
+    assert 1e-5 < row.error < row.tolerance < 1e-3
+    assert row.resolved and report.passed
+    # A step of 1e-4 has a hundredth of that rounding.
+    wide = _rows(check_theorem(model, x, np.array([0, 1]), step=1e-4))
+    stepped = wide[("4", "central differences")]
+    assert DIFFERENCE_TOLERANCE <= stepped.tolerance < 0.02 * row.tolerance
+    assert stepped.passed
+
+
+def test_rows_below_the_resolution_of_differences_are_named():
+    from resgrad.cli.check import verdict
+
+    # The gradients come through tanh'(13) ~ 1e-11, far below the rounding of
+    # the loss, 0.5, in its differences.
+    model = resgrad.ResidualMLP.init(
+        [2, 2], activation="tanh", output_activation="tanh", seed=0
+    )
+    model = model.replace_arrays({"blocks.0.b2": np.array([13.0, 12.5])})
+    report = check_theorem(
+        model, np.array([[0.1, -0.2]]), np.array([0]), loss="squared_error"
+    )
+    blurred = [row for row in report.rows if not row.resolved]
+    assert [row.equation for row in blurred] == ["4", "6", "7", "8"]
+    assert {row.reference for row in blurred} == {"central differences"}
+    assert report.passed
+    assert verdict(report) == (
+        "all equations agree where compared; central differences of step 1e-06 "
+        "cannot resolve (4), (6), (7), (8), whose entries are small against the "
+        "rounding of the loss or the logits"
+    )
+    assert report.to_markdown().count("below resolution") == 4
 
 
 @pytest.mark.parametrize("scale", [20, 60, 100])

@@ -111,14 +111,26 @@ def verdict(report: Any) -> str:
     every exact reference in agreement, gets its own message.
     """
     if report.passed:
+        # A comparison of no entries, or one below the resolution of its
+        # reference, passes but checks nothing.
         empty = [row for row in report.rows if row.entries == 0]
-        if not empty:
+        blurred = [row for row in report.rows if row.entries and not row.resolved]
+        if not empty and not blurred:
             return "all equations agree"
-        # A comparison of no entries passes, but checks nothing.
-        names = ", ".join(f"({row.equation}) against {row.reference}" for row in empty)
-        return (
-            f"all equations agree where compared; no entries were compared for {names}"
-        )
+        notes = []
+        if empty:
+            names = ", ".join(
+                f"({row.equation}) against {row.reference}" for row in empty
+            )
+            notes.append(f"no entries were compared for {names}")
+        if blurred:
+            names = ", ".join(f"({row.equation})" for row in blurred)
+            notes.append(
+                f"central differences of step {report.step:g} cannot resolve "
+                f"{names}, whose entries are small against the rounding of the "
+                "loss or the logits"
+            )
+        return "all equations agree where compared; " + "; ".join(notes)
     failed = {row.reference for row in report.rows if not row.passed}
     if failed != {"central differences"}:
         return "some equations disagree"
