@@ -465,6 +465,26 @@ def test_executable_reports_one_line(files):
 SMALL_RUN = ["--widths", "64", "--hidden", "64", "--no-progress", "--seed", "3"]
 
 
+def test_train_on_a_full_disk_names_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(resgrad.io.os, "fsync", full)
+    out = tmp_path / "model.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    # The first file written is the checkpoint of the first epoch.
+    checkpoint = tmp_path / "model.checkpoint.npz"
+    assert lines[-1] == (
+        f"resgrad train: error: Cannot save {checkpoint}: no space left on device, "
+        "and nothing was written; free space on that disk, or save to another one."
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_train_divergence_names_step_and_rate(tmp_path, capsys):
     out = tmp_path / "model.npz"
     argv = ["train", *SMALL_RUN, "--epochs", "2", "--lr", "1e6", "--out", str(out)]

@@ -1084,3 +1084,39 @@ def test_json_text_writes_non_finite_numbers_as_null():
     text = resgrad.io.json_text(document)
     assert text.endswith("\n")
     assert json.loads(text) == {"a": [None, None, 1.5], "b": {"c": None}, "d": [2, "x"]}
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+@pytest.mark.parametrize("earlier", [False, True])
+def test_full_disk_names_the_file_and_keeps_it(tmp_path, code, earlier):
+    path = tmp_path / "model.npz"
+    if earlier:
+        path.write_bytes(b"earlier")
+
+    def fill(file):
+        file.write(b"half")
+        raise OSError(code, os.strerror(code))
+
+    with pytest.raises(OSError) as raised:
+        resgrad.io.write_atomically(path, fill)
+    message = str(raised.value)
+    assert raised.value.errno == code
+    assert message.startswith(f"Cannot save {path}: {os.strerror(code).lower()}")
+    assert "free space on that disk, or save to another one" in message
+    if earlier:
+        assert "the file keeps its earlier contents" in message
+        assert path.read_bytes() == b"earlier"
+    else:
+        assert "nothing was written" in message
+        assert not path.exists()
+    assert temporary_files(tmp_path) == []
+
+
+def test_other_write_errors_pass_through(tmp_path):
+    def fail(file):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    with pytest.raises(OSError) as raised:
+        resgrad.io.write_atomically(tmp_path / "model.npz", fail)
+    assert raised.value.errno == errno.EIO
+    assert str(raised.value) == f"[Errno {errno.EIO}] {os.strerror(errno.EIO)}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import json
 import math
 import os
@@ -257,6 +258,8 @@ def write_atomically(
         FileNotFoundError: if the folder of ``path`` does not exist.
         NotADirectoryError: if a parent of ``path`` is a file.
         PermissionError: if no file can be made in the folder of ``path``.
+        OSError: if the disk or the user's quota is full, with a message
+            that names ``path``.
     """
     check_file_path(path)
     if follow_links and path.is_symlink():
@@ -274,11 +277,28 @@ def write_atomically(
             if not named:
                 _name_unnamed(file, temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+        if isinstance(error, OSError) and error.errno in FULL_DISK:
+            # The write calls name no file, so the message would not either.
+            kept = (
+                "the file keeps its earlier contents"
+                if path.exists()
+                else ("nothing was written")
+            )
+            full = OSError(
+                f"Cannot save {path}: {os.strerror(error.errno).lower()}, and "
+                f"{kept}; free space on that disk, or save to another one."
+            )
+            full.errno = error.errno
+            raise full from error
         raise
     _sync_folder(folder)
+
+
+# The errors of a write that found no room: a full disk, a full quota.
+FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
 
 
 def check_file_path(path: Path) -> None:
