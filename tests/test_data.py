@@ -672,11 +672,20 @@ def test_csv_header_false_rejects_names(tmp_path):
             "a,b,y\n1,2,cat\n",
             "line 2 (counted from 1), field 2 (counted from 0) is 'cat'",
         ),
+        # Python's float() reads these, NumPy does not.
+        (
+            "a,b,y\n1,2,0\n3,1_0,1\n",
+            "line 3 (counted from 1), field 1 (counted from 0) is '1_0'",
+        ),
+        (
+            "1,2,0\n\uff11,4,1\n",
+            "line 2 (counted from 1), field 0 (counted from 0) is '\uff11'",
+        ),
     ],
 )
 def test_csv_names_first_non_number(tmp_path, text, named):
     path = tmp_path / "table.csv"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     with pytest.raises(ValueError) as caught:
         load_csv(path)
     assert named in str(caught.value)

@@ -692,8 +692,15 @@ def _unquote(field: str) -> str:
 
 
 def _is_number(field: str) -> bool:
+    """Return whether ``np.loadtxt`` reads ``field`` as a number."""
+    text = _unquote(field)
+    # Python's float() also takes underscores between digits and digits of
+    # other scripts, such as "1_000" and a full-width "1", which NumPy
+    # rejects.
+    if "_" in text or not text.isascii():
+        return False
     try:
-        float(_unquote(field))
+        float(text)
     except ValueError:
         return False
     return True
