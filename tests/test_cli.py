@@ -258,6 +258,11 @@ def test_no_command_prints_help_to_stderr(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("usage: resgrad")
+    # The last line says what went wrong, where a reader looks first.
+    assert captured.err.splitlines()[-1] == (
+        "resgrad: error: a command is required; for a first run on the bundled "
+        "digits, try 'resgrad run'."
+    )
 
 
 @pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
@@ -463,6 +468,16 @@ def test_executable_reports_one_line(files):
 # Training: divergence, checkpoints and resuming a killed run.
 
 SMALL_RUN = ["--widths", "64", "--hidden", "64", "--no-progress", "--seed", "3"]
+
+
+def test_model_through_a_link_loop_is_named(tmp_path, capsys):
+    loop = tmp_path / "model.npz"
+    loop.symlink_to(loop)
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(loop)])
+    assert status == 2
+    assert (
+        f"--model: {loop} is a symbolic link that leads back to itself" in (lines[-1])
+    )
 
 
 def test_train_on_a_full_disk_names_the_file(tmp_path, capsys, monkeypatch):

@@ -1002,6 +1002,25 @@ def test_missing_file(tmp_path):
         load_data(tmp_path / "absent.npz")
 
 
+def test_missing_file_through_a_link_says_why(tmp_path):
+    loop = tmp_path / "loop.csv"
+    loop.symlink_to(loop)
+    with pytest.raises(FileNotFoundError) as caught:
+        load_data(loop)
+    assert str(caught.value) == (
+        f"Data file {loop} is a symbolic link that leads back to itself; check "
+        "the path."
+    )
+    dangling = tmp_path / "dangling.csv"
+    dangling.symlink_to(tmp_path / "moved.csv")
+    with pytest.raises(FileNotFoundError) as caught:
+        load_data(dangling)
+    assert str(caught.value) == (
+        f"Data file {dangling} is a symbolic link to {tmp_path / 'moved.csv'}, "
+        "which does not exist; check the path."
+    )
+
+
 def test_folder_instead_of_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="is a folder, not a file"):
         load_data(tmp_path)

@@ -1000,7 +1000,9 @@ def _existing_file(path: PathLike) -> Path:
         elif path.exists():
             kind = "is not a regular file (a device, pipe or socket)"
         else:
-            kind = "does not exist"
+            from .io import missing
+
+            kind = missing(path)
         raise FileNotFoundError(f"Data file {path} {kind}; check the path.")
     if path.stat().st_size == 0:
         raise ValueError(f"Data file {path} is empty (0 bytes).")

@@ -360,6 +360,19 @@ def special_file(path: Path) -> str | None:
     return next((name for test, name in kinds.items() if test(mode)), "a special file")
 
 
+def missing(path: Path) -> str:
+    """Say why ``path``, which ``exists()`` found missing, cannot be opened,
+    as the end of a sentence that starts with the path."""
+    try:
+        os.stat(path)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symbolic link that leads back to itself"
+    if path.is_symlink():
+        return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+    return "does not exist"
+
+
 def file_above(path: Path) -> Path | None:
     """Return the nearest existing path above ``path`` when it is not a
     folder, so that no folder can be made there, else ``None``."""

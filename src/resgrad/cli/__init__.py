@@ -102,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         # The status is an error, so the help goes to standard error.
         parser.print_help(sys.stderr)
+        print(
+            "\nresgrad: error: a command is required; for a first run on the "
+            "bundled digits, try 'resgrad run'.",
+            file=sys.stderr,
+        )
         return 2
     INPUT_FILES.clear()
     try:

@@ -644,13 +644,13 @@ def _same_data(args: Any, training: dict, data: Any) -> bool:
 
 def existing_file(value: str) -> Path:
     """Return ``value`` as a path to an existing file, for ``--model`` options."""
-    from ..io import special_file
+    from ..io import missing, special_file
 
     path = Path(value)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; expected a file.")
     if not path.exists():
-        raise argparse.ArgumentTypeError(f"{value} does not exist; check the path.")
+        raise argparse.ArgumentTypeError(f"{value} {missing(path)}; check the path.")
     kind = special_file(path)
     if kind is not None:
         raise argparse.ArgumentTypeError(f"{value} is {kind}; expected a file.")
