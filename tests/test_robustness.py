@@ -228,7 +228,13 @@ def test_parse_eps():
 
 
 @pytest.mark.parametrize(
-    "eps, message", [("0,-0.1", "eps >= 0"), ("a", "Invalid eps"), ("", "at least one")]
+    "eps, message",
+    [
+        ("0,-0.1", "eps >= 0"),
+        ("a", "Invalid eps"),
+        ("", "at least one"),
+        ("0.1,1e400", "Invalid eps '1e400': it is beyond the largest float"),
+    ],
 )
 def test_bad_eps_raise(eps, message):
     with pytest.raises(ValueError, match=message):

@@ -209,11 +209,17 @@ def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
             if not text:
                 continue
             try:
-                values.append(float(text))
+                value = float(text)
             except ValueError:
                 raise ValueError(
                     f"Invalid eps {text!r}; expected numbers such as 0,0.1."
                 ) from None
+            if math.isinf(value) and "inf" not in text.lower():
+                raise ValueError(
+                    f"Invalid eps {text!r}: it is beyond the largest float and "
+                    "reads as inf; pass a finite radius, such as 0.1."
+                )
+            values.append(value)
     elif isinstance(eps_values, numbers.Real) or getattr(eps_values, "ndim", 1) == 0:
         # One radius: a Python number, or a 0-d NumPy or torch array.
         values = [float(eps_values)]
