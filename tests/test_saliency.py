@@ -1170,6 +1170,46 @@ def test_randomization_curves_differ_in_style(model, x):
     assert panels[1].get_title() == "signed map (here |map|: --absolute)"
 
 
+def test_randomization_spread_over_samples(model, x):
+    from resgrad.cli.saliency import check_summary, randomization_figure
+
+    result = saliency.randomization_check(model, x, "vanilla", init_seed=0)
+    # One sample without a defined correlation at the last step.
+    spearman_abs = result.spearman_abs.copy()
+    spearman_abs[-1, 0] = np.nan
+    result = result._replace(spearman_abs=spearman_abs)
+    checks = {"randomization": {"vanilla": result}, "deletion": {}, "score": "logit"}
+    summary = check_summary(checks)["randomization"]["vanilla"]
+    for key, values in (
+        ("spearman_quartiles", result.spearman),
+        ("spearman_abs_quartiles", spearman_abs),
+    ):
+        quartiles = np.array(summary[key])
+        assert quartiles.shape == (model.depth, 2)
+        for row, (low, high) in zip(values, quartiles):
+            finite = row[np.isfinite(row)]
+            assert low == np.percentile(finite, 25) and high == np.percentile(
+                finite, 75
+            )
+            assert -1 <= low <= high <= 1
+    figure = randomization_figure(checks, SimpleNamespace(image_shape=None))
+    panels = [ax for ax in figure.axes if ax.get_legend_handles_labels()[1]]
+    for ax, values in zip(panels, (spearman_abs, result.spearman)):
+        (band,) = ax.collections
+        top = band.get_paths()[0].vertices[:, 1]
+        # The band starts at 1, the trained model's map against itself.
+        assert top.max() <= 1 + 1e-12
+        assert np.isclose(top, np.nanpercentile(values[-1], 75)).any()
+    assert "band: middle\nhalf of the samples" in panels[0].get_ylabel()
+
+
+def test_quartiles_of_undefined_correlations_are_nan():
+    from resgrad.cli.saliency import _quartile_rows
+
+    rows = np.array([[np.nan, np.nan], [0.2, 0.4]])
+    np.testing.assert_allclose(_quartile_rows(rows), [[np.nan, np.nan], [0.25, 0.35]])
+
+
 def test_randomization_panels_share_one_colour_map(model, x, monkeypatch):
     """A signed map that happens to be never positive after one step is
     drawn on the diverging scale of its neighbours, not in purple."""

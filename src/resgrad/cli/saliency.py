@@ -636,6 +636,9 @@ def check_summary(checks: dict) -> dict:
             "blocks_reinitialised": [_block_range(b + 1, depth) for b in result.blocks],
             "spearman": _nanmean_rows(result.spearman).tolist(),
             "spearman_abs": _nanmean_rows(result.spearman_abs).tolist(),
+            # The spread over the samples of the means above.
+            "spearman_quartiles": _quartile_rows(result.spearman).tolist(),
+            "spearman_abs_quartiles": _quartile_rows(result.spearman_abs).tolist(),
         }
     deletion = {}
     for method, (curve, rank_by) in checks["deletion"].items():
@@ -658,6 +661,17 @@ def _nanmean_rows(values: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(values, axis=1)
+
+
+def _quartile_rows(values: np.ndarray) -> np.ndarray:
+    """Return the first and third quartiles of each row over its finite
+    entries, shape ``(rows, 2)``; a row of NaN gives NaN."""
+    quartiles = np.full((len(values), 2), np.nan)
+    for index, row in enumerate(values):
+        finite = row[np.isfinite(row)]
+        if finite.size:
+            quartiles[index] = np.percentile(finite, [25, 75])
+    return quartiles
 
 
 def _json_options(options: dict) -> dict:
@@ -860,8 +874,9 @@ def _grid_title(scales: dict[str, tuple[str, Any]]) -> str:
 
 
 def randomization_figure(checks: dict, data: Any, absolute: bool = False) -> Any:
-    """Draw the rank correlations per re-initialised block, and the first
-    sample's map of the first method at every step; ``absolute`` for maps
+    """Draw the rank correlations per re-initialised block, the mean over
+    the samples with a band over their middle half, and the first sample's
+    map of the first method at every step; ``absolute`` for maps
     that are already |map| (``--absolute``), whose signed panel repeats the
     other."""
     plt = _pyplot()
@@ -904,10 +919,12 @@ def randomization_figure(checks: dict, data: Any, absolute: bool = False) -> Any
             "linewidth": max(0.8, 2.2 - 0.3 * rank),
             "label": METHOD_TITLES[method],
         }
-        of_magnitude = np.concatenate(([1.0], _nanmean_rows(result.spearman_abs)))
-        of_signed = np.concatenate(([1.0], _nanmean_rows(result.spearman)))
-        left.plot(x_axis, of_magnitude, **style)
-        right.plot(x_axis, of_signed, **style)
+        for ax, correlations in ((left, result.spearman_abs), (right, result.spearman)):
+            mean = np.concatenate(([1.0], _nanmean_rows(correlations)))
+            ax.plot(x_axis, mean, **style)
+            # The band spans the middle half of the samples.
+            low, high = np.vstack(([[1.0, 1.0]], _quartile_rows(correlations))).T
+            ax.fill_between(x_axis, low, high, color=style["color"], alpha=0.1, lw=0)
     ticks = ["none"] + [_block_range(b + 1, steps) for b in first.blocks]
     signed_title = "signed map (here |map|: --absolute)" if absolute else "signed map"
     for ax, title in ((left, "|map|"), (right, signed_title)):
@@ -915,7 +932,11 @@ def randomization_figure(checks: dict, data: Any, absolute: bool = False) -> Any
         ax.set_xlabel("blocks re-initialised (cascading from the top)", fontsize=8)
         ax.set_title(title, fontsize=8)
         ax.axhline(0.0, color="gray", linewidth=0.5)
-    left.set_ylabel("Spearman rank correlation\nwith the trained model's map")
+    left.set_ylabel(
+        "Spearman rank correlation with the\ntrained model's map (mean; band: "
+        "middle\nhalf of the samples)",
+        fontsize=8,
+    )
     right.tick_params(labelleft=False)
     left.legend(fontsize=7)
     figure.suptitle(
