@@ -709,10 +709,12 @@ def test_explicit_forward_rejects_other_modules():
         (torch.int64, "cast x with x.to(torch.float64)."),
     ],
 )
-def test_explicit_module_names_a_dtype_fix_for_modules(dtype, fix):
-    module = to_module(_model("learned"), explicit=True)
+@pytest.mark.parametrize("explicit", [True, False])
+@pytest.mark.parametrize("output", ["forward", "logits"])
+def test_modules_name_a_dtype_fix(dtype, fix, explicit, output):
+    module = to_module(_model("learned"), explicit=explicit)
     with pytest.raises(TypeError) as caught:
-        module(torch.zeros(1, 5, dtype=dtype))
+        getattr(module, output)(torch.zeros(1, 5, dtype=dtype))
     message = str(caught.value)
     assert f"the module's dtype), got {dtype}" in message
     assert message.endswith(fix)

@@ -93,6 +93,7 @@ class TorchResidualMLP(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``z^L``, the last block's output before ``g_out``."""
+        _check_dtype(self, x)
         a = x
         for index, block in enumerate(self.blocks):
             z = block(a)
@@ -112,6 +113,20 @@ class TorchResidualMLP(nn.Module):
             for index, block in enumerate(self.blocks)
             for name, value in block.named_parameters()
         }
+
+
+def _check_dtype(module: TorchResidualMLP, x: Any) -> None:
+    """Raise ``TypeError`` if the tensor ``x`` has another dtype than the
+    module's weights, where torch's own message names neither the module nor
+    the fix."""
+    dtype = module.blocks[0].linear1.weight.dtype
+    if isinstance(x, torch.Tensor) and x.dtype != dtype:
+        fix = f"cast x with x.to({dtype})"
+        if x.is_floating_point():
+            fix += f", or the module with module.to({x.dtype})"
+        raise TypeError(
+            f"Expected x of dtype {dtype} (the module's dtype), got {x.dtype}; {fix}."
+        )
 
 
 # resgrad to PyTorch.
@@ -1017,15 +1032,7 @@ def explicit_forward(
         )
     if output not in ("output", "logits"):
         raise ValueError(f"Unknown output {output!r}; expected 'output' or 'logits'.")
-    dtype = next(module.parameters()).dtype
-    if isinstance(x, torch.Tensor) and x.dtype != dtype:
-        # The check inside names model.convert, which a module user lacks.
-        fix = f"cast x with x.to({dtype})"
-        if x.is_floating_point():
-            fix += f", or the module with module.to({x.dtype})"
-        raise TypeError(
-            f"Expected x of dtype {dtype} (the module's dtype), got {x.dtype}; {fix}."
-        )
+    _check_dtype(module, x)
     template = _view(module, "identity" if output == "logits" else None)
     named = module.named_arrays()
     return ExplicitGradient.apply(template, x, *(named[k] for k in template.arrays()))
