@@ -93,12 +93,19 @@ class TorchResidualMLP(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Return ``z^L``, the last block's output before ``g_out``."""
-        _check_dtype(self, x)
-        a = x
-        for index, block in enumerate(self.blocks):
-            z = block(a)
-            if index < len(self.blocks) - 1:
-                a = _FUNCTIONS[self.post_activation](z)
+        try:
+            a = x
+            for index, block in enumerate(self.blocks):
+                z = block(a)
+                if index < len(self.blocks) - 1:
+                    a = _FUNCTIONS[self.post_activation](z)
+        except RuntimeError:
+            # Checked only after torch's error, because reading the weights'
+            # dtype through the submodules took 3.4 us a call.
+            mismatch = _dtype_mismatch(self, x)
+            if mismatch is None:
+                raise
+            raise TypeError(mismatch) from None
         return z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,18 +122,17 @@ class TorchResidualMLP(nn.Module):
         }
 
 
-def _check_dtype(module: TorchResidualMLP, x: Any) -> None:
-    """Raise ``TypeError`` if the tensor ``x`` has another dtype than the
-    module's weights, where torch's own message names neither the module nor
-    the fix."""
+def _dtype_mismatch(module: TorchResidualMLP, x: Any) -> str | None:
+    """Return the message for a tensor ``x`` of another dtype than the
+    module's weights, which torch's own error names without the module or
+    the fix, or ``None`` when the dtypes match."""
     dtype = module.blocks[0].linear1.weight.dtype
-    if isinstance(x, torch.Tensor) and x.dtype != dtype:
-        fix = f"cast x with x.to({dtype})"
-        if x.is_floating_point():
-            fix += f", or the module with module.to({x.dtype})"
-        raise TypeError(
-            f"Expected x of dtype {dtype} (the module's dtype), got {x.dtype}; {fix}."
-        )
+    if not isinstance(x, torch.Tensor) or x.dtype == dtype:
+        return None
+    fix = f"cast x with x.to({dtype})"
+    if x.is_floating_point():
+        fix += f", or the module with module.to({x.dtype})"
+    return f"Expected x of dtype {dtype} (the module's dtype), got {x.dtype}; {fix}."
 
 
 # resgrad to PyTorch.
@@ -1032,7 +1038,9 @@ def explicit_forward(
         )
     if output not in ("output", "logits"):
         raise ValueError(f"Unknown output {output!r}; expected 'output' or 'logits'.")
-    _check_dtype(module, x)
+    mismatch = _dtype_mismatch(module, x)
+    if mismatch is not None:
+        raise TypeError(mismatch)
     template = _view(module, "identity" if output == "logits" else None)
     named = module.named_arrays()
     return ExplicitGradient.apply(template, x, *(named[k] for k in template.arrays()))
