@@ -159,7 +159,9 @@ def test_reference_activations_match_torch_and_their_derivatives():
             lambda v: torch.exp(-v.abs()) / (1 + torch.exp(-v.abs())) ** 2,
         ),
     }
-    for name, function in _saturating_activations().items():
+    functions = _saturating_activations()
+    assert set(functions) == set(exact)
+    for name, function in functions.items():
         value, derivative = exact[name]
         out = function(t)
         (grad,) = torch.autograd.grad(out.sum(), t)
@@ -185,6 +187,24 @@ def test_difference_tolerance_rises_to_the_rounding_of_the_loss():
     stepped = wide[("4", "central differences")]
     assert DIFFERENCE_TOLERANCE <= stepped.tolerance < 0.02 * row.tolerance
     assert stepped.passed
+
+
+@pytest.mark.parametrize("margin", [16.5, 30.0])
+def test_differences_catch_a_wrong_gradient_on_a_confident_network(monkeypatch, margin):
+    # The loss and dY/dz are tiny here, and so is the rounding that reaches
+    # the loss from the logits: the rows keep their tolerance of 1e-6.
+    model = resgrad.ResidualMLP.init([3, 4, 3], activation="tanh", seed=1)
+    model = model.replace_arrays({"blocks.1.b2": np.array([margin, 0.0, 0.0])})
+    x = np.array([[0.3, -0.5, 0.8], [-0.2, 0.4, 0.1]])
+    y = np.array([0, 0])
+    right = _rows(check_theorem(model, x, y, autograd=False))
+    differences = [v for (_, name), v in right.items() if name == "central differences"]
+    assert all(row.tolerance == DIFFERENCE_TOLERANCE for row in differences)
+    assert all(row.passed for row in right.values())
+    _wrong_product(monkeypatch, "W1", 1.0001)
+    wrong = _rows(check_theorem(model, x, y, autograd=False))
+    assert not wrong[("6", "central differences")].passed
+    assert wrong[("6", "central differences")].error > 5e-5
 
 
 def test_rows_below_the_resolution_of_differences_are_named():

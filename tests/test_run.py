@@ -272,6 +272,39 @@ def test_run_stops_on_folder_another_command_writes(tmp_path, monkeypatch, capsy
     assert out.is_dir() and list(out.iterdir()) == []
 
 
+def test_run_names_check_rows_below_resolution(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    import resgrad.cli.check
+
+    check = resgrad.cli.check.check_on_test_split
+
+    def blurred(*args, **kwargs):
+        report = check(*args, **kwargs)
+        rows = [
+            dataclasses.replace(row, tolerance=5.0)
+            if (row.equation, row.reference) == ("6", "central differences")
+            else row
+            for row in report.rows
+        ]
+        return dataclasses.replace(report, rows=rows)
+
+    monkeypatch.setattr(resgrad.cli.check, "check_on_test_split", blurred)
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "Theorem 1 check: pass" in printed
+    assert "central differences of step 1e-06 cannot resolve (6)" in printed
+    report = (out / "report.md").read_text()
+    assert "Outcome: all equations agree where compared; central differences" in (
+        report
+    )
+    rows = json.loads((out / "metrics.json").read_text())["theorem_check"]["rows"]
+    flags = {(r["equation"], r["reference"]): r["resolved"] for r in rows}
+    assert flags.pop(("6", "central differences")) is False
+    assert all(flags.values())
+
+
 def test_run_failing_after_a_file_names_the_folder(tmp_path, monkeypatch, capsys):
     import resgrad.cli.check
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import _arrays
-from .gradients import gradients
+from .gradients import gradients, output_error
 from .losses import get_loss
 from .model import ResidualMLP
 from .product import input_jacobian
@@ -37,7 +37,9 @@ DIFFERENCE_TOLERANCE = 1e-6
 # A function computed to about eps |f| has central differences of step h
 # that carry rounding errors of about eps |f| / h. A row's tolerance rises
 # to DIFFERENCE_ROUNDING times that, over the row's largest entry, where
-# the entries are small against the loss or the logits.
+# the entries are small against it. For the loss, |f| is the loss plus
+# sum |z dY/dz| over the logits z, the rounding of the logits as it reaches
+# the loss; for the logits, it is the largest logit.
 DIFFERENCE_ROUNDING = 2.0
 # A row whose tolerance reaches this cannot tell a right gradient from a
 # wrong one, and is reported as below the differences' resolution.
@@ -99,7 +101,10 @@ class CheckReport:
         return all(row.passed for row in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
-        rows = [dict(asdict(row), passed=row.passed) for row in self.rows]
+        rows = [
+            dict(asdict(row), passed=row.passed, resolved=row.resolved)
+            for row in self.rows
+        ]
         return {
             "passed": self.passed,
             "samples": self.samples,
@@ -210,7 +215,8 @@ def _saturating_activations() -> dict[str, Callable[[Any], Any]]:
     ``s (1 - s)``. Once the activation saturates, those differences of
     nearly equal numbers keep few digits: with a tanh output and a logit of
     12.6 the gradient came out 1.1e-6 off in float64. Written through
-    ``e = exp(-|t|)``, the chain rule adds terms of one sign only.
+    ``exp(-|t|)`` and ``exp(-2|t|)``, no derivative that the chain rule
+    forms is such a difference.
     """
     import torch
 
@@ -421,9 +427,16 @@ def _difference_errors(
     def input_pattern(v):
         return _kink_pattern(model, v)
 
-    logits = _largest(model.logits(x))
-    # What the loss is computed from, for the rounding of its differences.
-    loss_size = abs(_loss_of(model, x, y, loss)) + logits
+    traces, a_L = model.trace(x)
+    logits = _largest(traces[-1].z)
+    # The rounding of the loss: its own, and that of each logit, eps |z|,
+    # carried into the loss by dY/dz. The second is far below eps |z| where
+    # the network is confident (dY/dz ~ 1e-7 at a margin of 16).
+    value, error = output_error(model, traces, a_L, y, get_loss(loss), "mean")
+    shares = np.sum(np.abs(traces[-1].z * error), axis=1)
+    # A weight moves every sample's share of the loss, an input one only.
+    loss_size = abs(float(value)) + float(np.sum(shares))
+    input_loss_size = abs(float(value)) + float(np.max(shares))
 
     def floor(size, scale):
         rounding = DIFFERENCE_ROUNDING * np.finfo(np.float64).eps * size / step
@@ -437,7 +450,7 @@ def _difference_errors(
     if len(fd):
         analytic = values["4"]["x"]
         error, scale = _difference_error(analytic.flat[picked], fd, analytic)
-        results.append(("4", error, len(fd), floor(loss_size, scale)))
+        results.append(("4", error, len(fd), floor(input_loss_size, scale)))
     else:
         results.append(("4", 0.0, 0, 0.0))
 

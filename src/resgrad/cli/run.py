@@ -220,8 +220,9 @@ def _write_run(args, data, out, trained, sections_wanted, clocks) -> int:
         f"Theorem 1 check: {verdict} ({len(report.rows)} comparisons, worst "
         f"relative error {worst:.1e})"
     )
-    if not report.passed:
-        print(f"  {check_verdict(report)}")
+    outcome = check_verdict(report)
+    if outcome != "all equations agree":
+        print(f"  {outcome}")
 
     context = RunContext(result.model, data, out, args.seed, progress)
     sections = []
@@ -403,12 +404,19 @@ def _check_summary(report: Any) -> str:
         f"{report.loss.replace('_', ' ')}), are compared with {exact}, to a "
         f"relative error of {EXACT_TOLERANCE:g}, and with central finite "
         f"differences (step {report.step:g}) on sampled entries, to "
-        f"{DIFFERENCE_TOLERANCE:g}. The error is max |product - reference| / "
-        "max |reference| over the compared entries, and over every block for "
-        "(6)-(8); against finite differences it divides by the largest entry "
-        f"of the whole product instead.{left_out}"
-        + ("" if report.passed else f" Outcome: {check_verdict(report)}.")
+        f"{DIFFERENCE_TOLERANCE:g} or their rounding where that is larger. The "
+        "error is max |product - reference| / max |reference| over the "
+        "compared entries, and over every block for (6)-(8); against finite "
+        "differences it divides by the largest entry of the whole product "
+        f"instead.{left_out}" + (_outcome(report))
     )
+
+
+def _outcome(report: Any) -> str:
+    """Return the check's outcome as a sentence for the report, or nothing
+    when every row compared entries and passed."""
+    outcome = check_verdict(report)
+    return "" if outcome == "all equations agree" else f" Outcome: {outcome}."
 
 
 def _timing_line(timings: dict[str, float]) -> str:
