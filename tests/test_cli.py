@@ -1888,6 +1888,42 @@ def test_folder_filled_before_its_lock_is_refused(tmp_path, monkeypatch):
     _lock.unlock_folder(_lock.lock_folder(out, "--out"))
 
 
+def test_failed_check_under_the_lock_releases_it(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    folder = cli_common.check_output_folder(out, overwrite=False)
+    iterdir = type(out).iterdir
+    calls = []
+
+    def interrupted(self):
+        # The first listing is make_output_folder's, before the lock.
+        if self == out:
+            calls.append(self)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return iterdir(self)
+
+    monkeypatch.setattr(type(out), "iterdir", interrupted)
+    with pytest.raises(KeyboardInterrupt), cli_common.writing_into(folder, "attack"):
+        pass
+    monkeypatch.undo()
+    # Released: this process can take the lock again.
+    _lock.unlock_folder(_lock.lock_folder(out, "--out"))
+
+
+def test_interrupt_before_the_lock_removes_the_folders_made(tmp_path, monkeypatch):
+    out = tmp_path / "made" / "out"
+    folder = cli_common.check_output_folder(out, overwrite=False)
+
+    def interrupted(path, what):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_lock, "lock_folder", interrupted)
+    with pytest.raises(KeyboardInterrupt), cli_common.writing_into(folder, "attack"):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_folder_without_read_permission_is_written_unlocked(tmp_path, monkeypatch):
     out = tmp_path / "out"
     folder = cli_common.check_output_folder(out, overwrite=False)

@@ -833,14 +833,34 @@ def lock_output_folder(folder: OutputFolder, made: list[Path]) -> int | None:
             the folder meanwhile and ``overwrite`` is false.
     """
     out = folder.path
-    lock = _lock.lock_folder(out, f"--out {out}")
-    if out not in made and not folder.overwrite and any(out.iterdir()):
+    try:
+        lock = _lock.lock_folder(out, f"--out {out}")
+    except FileExistsError:
+        raise
+    except BaseException:
+        # Ctrl-C or an error before the lock: the folders made for this
+        # command go again while empty. rmdir never removes files.
+        _remove_empty(made)
+        raise
+    try:
+        if out not in made and not folder.overwrite and any(out.iterdir()):
+            raise FileExistsError(
+                f"--out {out} was filled by another command while this one "
+                "ran; run again with another --out, or pass --overwrite."
+            )
+    except BaseException:
         _lock.unlock_folder(lock)
-        raise FileExistsError(
-            f"--out {out} was filled by another command while this one ran; "
-            "run again with another --out, or pass --overwrite."
-        )
+        raise
     return lock
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove the folders of ``made``, from the lowest up, while they are empty."""
+    for level in reversed(made):
+        try:
+            level.rmdir()
+        except OSError:
+            break
 
 
 def remove_output_folder(out: Path, made: list[Path]) -> None:
@@ -849,11 +869,7 @@ def remove_output_folder(out: Path, made: list[Path]) -> None:
     that another command has written into stays."""
     if out in made:
         shutil.rmtree(out, ignore_errors=True)
-    for parent in reversed([level for level in made if level != out]):
-        try:
-            parent.rmdir()
-        except OSError:
-            break
+    _remove_empty([level for level in made if level != out])
 
 
 def file_times(out: Path, pattern: str = "*") -> dict[str, int]:
