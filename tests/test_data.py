@@ -681,6 +681,11 @@ def test_csv_header_false_rejects_names(tmp_path):
             "1,2,0\n\uff11,4,1\n",
             "line 2 (counted from 1), field 0 (counted from 0) is '\uff11'",
         ),
+        # NumPy strips white space of any script, inside quotes too.
+        (
+            'a,b,y\n"\u00a01",2,0\n" 3\u3000",4,1\n5,abc,0\n',
+            "line 4 (counted from 1), field 1 (counted from 0) is 'abc'",
+        ),
     ],
 )
 def test_csv_names_first_non_number(tmp_path, text, named):
@@ -1008,16 +1013,23 @@ def test_missing_file_through_a_link_says_why(tmp_path):
     with pytest.raises(FileNotFoundError) as caught:
         load_data(loop)
     assert str(caught.value) == (
-        f"Data file {loop} is a symbolic link that leads back to itself; check "
-        "the path."
+        f"Data file {loop} is a symbolic link that leads back to itself or "
+        "through too many links; check the path."
     )
+    inside = tmp_path / "loop" / "data.csv"
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(FileNotFoundError, match="data.csv passes through a symbolic"):
+        load_data(inside)
+    # A chain of links is named by the end that is missing.
     dangling = tmp_path / "dangling.csv"
-    dangling.symlink_to(tmp_path / "moved.csv")
+    dangling.symlink_to(tmp_path / "link.csv")
+    (tmp_path / "link.csv").symlink_to(tmp_path / "moved.csv")
     with pytest.raises(FileNotFoundError) as caught:
         load_data(dangling)
+    moved = os.path.realpath(tmp_path / "moved.csv")
     assert str(caught.value) == (
-        f"Data file {dangling} is a symbolic link to {tmp_path / 'moved.csv'}, "
-        "which does not exist; check the path."
+        f"Data file {dangling} is a symbolic link to {moved}, which does not "
+        "exist; check the path."
     )
 
 

@@ -1112,6 +1112,17 @@ def test_full_disk_names_the_file_and_keeps_it(tmp_path, code, earlier):
     assert temporary_files(tmp_path) == []
 
 
+def test_full_disk_before_the_first_byte_names_the_file(tmp_path, monkeypatch):
+    # No room for the temporary file itself: no inode left, say.
+    def no_inode(folder, temporary):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(resgrad.io, "_open_temporary", no_inode)
+    path = tmp_path / "model.npz"
+    with pytest.raises(OSError, match=f"^Cannot save {re.escape(str(path))}: no"):
+        resgrad.io.write_atomically(path, lambda file: None)
+
+
 def test_other_write_errors_pass_through(tmp_path):
     def fail(file):
         raise OSError(errno.EIO, os.strerror(errno.EIO))

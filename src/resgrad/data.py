@@ -693,7 +693,8 @@ def _unquote(field: str) -> str:
 
 def _is_number(field: str) -> bool:
     """Return whether ``np.loadtxt`` reads ``field`` as a number."""
-    text = _unquote(field)
+    # NumPy strips white space of any script inside the quotes too.
+    text = _unquote(field).strip()
     # Python's float() also takes underscores between digits and digits of
     # other scripts, such as "1_000" and a full-width "1", which NumPy
     # rejects.

@@ -268,33 +268,43 @@ def write_atomically(
     folder = path.parent
     _remove_stale_temporaries(path)
     temporary = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
-    descriptor, named = _open_temporary(folder, temporary)
     try:
-        with os.fdopen(descriptor, "w+b") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-            if not named:
-                _name_unnamed(file, temporary)
-        os.replace(temporary, path)
-    except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        if isinstance(error, OSError) and error.errno in FULL_DISK:
-            # The write calls name no file, so the message would not either.
-            kept = (
-                "the file keeps its earlier contents"
-                if path.exists()
-                else ("nothing was written")
-            )
-            full = OSError(
-                f"Cannot save {path}: {os.strerror(error.errno).lower()}, and "
-                f"{kept}; free space on that disk, or save to another one."
-            )
-            full.errno = error.errno
-            raise full from error
+        descriptor, named = _open_temporary(folder, temporary)
+        try:
+            with os.fdopen(descriptor, "w+b") as file:
+                write(file)
+                file.flush()
+                os.fsync(file.fileno())
+                if not named:
+                    _name_unnamed(file, temporary)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
+    except OSError as error:
+        if error.errno in FULL_DISK:
+            raise _full_disk(error, path) from error
         raise
     _sync_folder(folder)
+
+
+def _full_disk(error: OSError, path: Path) -> OSError:
+    """Return the error of a write to ``path`` that found no room, with a
+    message that names the file, which the write calls do not."""
+    if path.exists():
+        kept = "the file keeps its earlier contents"
+    else:
+        kept = "nothing was written"
+    reason = os.strerror(error.errno)
+    full = OSError(
+        f"Cannot save {path}: {reason.lower()}, and {kept}; free space on that "
+        "disk, or save to another one."
+    )
+    # Only the errno: with strerror or filename set, str() would show those
+    # in place of the message.
+    full.errno = error.errno
+    return full
 
 
 # The errors of a write that found no room: a full disk, a full quota.
@@ -367,9 +377,14 @@ def missing(path: Path) -> str:
         os.stat(path)
     except OSError as error:
         if error.errno == errno.ELOOP:
-            return "is a symbolic link that leads back to itself"
+            where = "is" if path.is_symlink() else "passes through"
+            return (
+                f"{where} a symbolic link that leads back to itself or through "
+                "too many links"
+            )
     if path.is_symlink():
-        return f"is a symbolic link to {os.readlink(path)}, which does not exist"
+        target = os.path.realpath(path)
+        return f"is a symbolic link to {target}, which does not exist"
     return "does not exist"
 
 

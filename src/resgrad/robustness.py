@@ -216,8 +216,8 @@ def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
                 ) from None
             if math.isinf(value) and "inf" not in text.lower():
                 raise ValueError(
-                    f"Invalid eps {text!r}: it is beyond the largest float and "
-                    "reads as inf; pass a finite radius, such as 0.1."
+                    f"Invalid eps {text!r}: it is beyond the largest float; "
+                    "pass a finite radius, such as 0.1."
                 )
             values.append(value)
     elif isinstance(eps_values, numbers.Real) or getattr(eps_values, "ndim", 1) == 0:
