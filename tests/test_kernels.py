@@ -129,6 +129,19 @@ def test_numpy_column_sum_is_as_exact_as_np_sum(rows, dtype):
     assert np.all(np.abs(fast.column_sum(e) - exact) <= bound * scale)
 
 
+def test_numpy_column_sum_of_strided_and_long_inputs_matches_np_sum():
+    fast = _kernels.NumpyKernels(np_compat)
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal((64, 10))
+    # A transposed view and every other column: neither is C-contiguous.
+    for e in (wide.T.copy().T, wide[:, ::2]):
+        np.testing.assert_allclose(fast.column_sum(e), np.sum(e, axis=0), rtol=1e-14)
+    # Past the largest cached vector of ones, np.sum adds the rows.
+    long = np.ones((_kernels.ZERO_ARRAY_SIZE + 1, 2))
+    assert np.array_equal(fast.column_sum(long), np.sum(long, axis=0))
+    assert all(key[0] != long.shape[:1] for key in fast._zeros)
+
+
 def test_numpy_column_sum_keeps_nan_and_inf():
     fast = _kernels.NumpyKernels(np_compat)
     e = np.array([[1.0, np.inf, np.nan], [2.0, 1.0, 0.0]])
