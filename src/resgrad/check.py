@@ -55,7 +55,9 @@ class CheckRow:
     differences reach only sampled entries, and a few of them can all be
     tiny, so that the rounding of the differences reads as a large error.
     Against them it divides by the largest entry of the whole analytic
-    array, or of the differences where that is larger.
+    array, or of the differences where that is larger, and ``tolerance`` is
+    ``DIFFERENCE_TOLERANCE`` or the rounding of the differences, whichever
+    is larger (see ``DIFFERENCE_ROUNDING``).
     """
 
     equation: str

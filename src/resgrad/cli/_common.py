@@ -825,8 +825,9 @@ def lock_output_folder(folder: OutputFolder, made: list[Path]) -> int | None:
     Two commands given one empty folder at once both pass the checks. The
     lock keeps the second out while the first writes, and so keeps the
     second's clean-up from removing the first one's files. A folder that
-    this command made and could not lock is the other command's now, so
-    nothing is removed here.
+    this command made and could not lock is the other command's now, so it
+    stays. After any other error before the lock, such as Ctrl-C, the
+    folders made for this command go again while they are empty.
 
     Raises:
         FileExistsError: another command holds the lock, or has written into

@@ -408,7 +408,7 @@ def _check_summary(report: Any) -> str:
         "error is max |product - reference| / max |reference| over the "
         "compared entries, and over every block for (6)-(8); against finite "
         "differences it divides by the largest entry of the whole product "
-        f"instead.{left_out}" + (_outcome(report))
+        f"instead.{left_out}" + _outcome(report)
     )
 
 
