@@ -207,6 +207,32 @@ def test_differences_catch_a_wrong_gradient_on_a_confident_network(monkeypatch, 
     assert wrong[("6", "central differences")].error > 5e-5
 
 
+@pytest.mark.parametrize("output", ["relu", "leaky_relu"])
+def test_differences_step_around_a_kink_of_the_output_activation(output):
+    # The second output sits 1e-9 above its kink, so a step of 1e-6 of most
+    # entries crosses it and would average the slopes on both sides.
+    model = resgrad.ResidualMLP.init(
+        [3, 4, 3], activation="tanh", output_activation=output, seed=0
+    )
+    x = np.random.default_rng(0).normal(size=(2, 3))
+    b2 = np.asarray(model.blocks[1].b2) - model.logits(x)[0] + [1.0, 1e-9, 1.0]
+    report = check_theorem(model.replace_arrays({"blocks.1.b2": b2}), x, [1, 0])
+    assert report.passed
+    rows = _rows(report)
+    assert rows[("4", "central differences")].entries > 0
+    assert rows[("4", "central differences")].error < 1e-8
+
+
+def test_rows_resolve_errors_of_a_thousandth():
+    from resgrad.check import CheckRow
+
+    row = CheckRow("6", "dY/dW1", "central differences", 1e-4, 5e-4, 10)
+    assert row.passed and row.resolved
+    # A tolerance of 2e-3 would pass a gradient 0.1% off.
+    blurred = dataclasses.replace(row, tolerance=2e-3)
+    assert blurred.passed and not blurred.resolved
+
+
 def test_rows_below_the_resolution_of_differences_are_named():
     from resgrad.cli.check import verdict
 
