@@ -787,6 +787,13 @@ def test_x_outside_box_raises(model, name):
         run(name, model, x, y)
 
 
+def test_box_error_shows_the_value_unrounded(model):
+    x, y = make_batch()
+    x[2, 3] = 1.000002
+    with pytest.raises(ValueError, match=r"values in \[.*, 1\.000002\], outside"):
+        attacks.fgsm(model, x, y, EPS)
+
+
 @pytest.mark.parametrize("name", ["fgsm", "jsma"])
 def test_x_within_tolerance_accepted(model, name):
     x, y = make_batch()

@@ -838,3 +838,10 @@ def test_singular_values_flag_of_text_raises():
     x = np.random.default_rng(0).random((2, 4))
     with pytest.raises(TypeError, match="Expected output to be True or False"):
         depth.jacobian_singular_values(model, x, output="no")
+
+
+def test_log10_ratio_names_the_quantities_it_has():
+    result = depth.depth_sweep(depths=(2,), widths=(4,), seeds=1, samples=2)[0]
+    with pytest.raises(ValueError, match="Unknown quantity 'W3'; expected one of: "):
+        result.log10_ratio("W3")
+    assert math.isfinite(result.log10_ratio("W1"))

@@ -282,6 +282,16 @@ def test_flags_reject_other_values(value):
         resgrad.ResidualMLP.init([4, 3, 2], seed=0, bias=value)
 
 
+def test_convert_rejects_a_dtype_of_another_namespace():
+    import torch
+
+    model = resgrad.ResidualMLP.init([3, 4, 2], seed=0)
+    with pytest.raises(TypeError, match="floating dtype of numpy or its name"):
+        model.convert(np, dtype=torch.float32)
+    with pytest.raises(TypeError, match="got <class 'numpy.int32'>"):
+        model.convert(np, dtype=np.int32)
+
+
 def test_convert_changes_dtype():
     model = reference.random_model(2, "tanh", "learned")
     single = model.convert(dtype="float32")

@@ -882,3 +882,17 @@ def test_to_module_flag_of_text_raises():
     model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
     with pytest.raises(TypeError, match="Expected explicit to be True or False"):
         to_module(model, explicit="no")
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+def test_autocast_is_refused_with_the_way_out(explicit):
+    model = resgrad.ResidualMLP.init([6, 5, 3], seed=0, dtype="float32")
+    x, y = torch.rand(2, 6), torch.tensor([0, 1])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(RuntimeError, match="does not run under torch.autocast"):
+            if explicit:
+                to_module(model, explicit=True)(x)
+            else:
+                resgrad.gradients(model.convert(torch), x, y)
+        with torch.autocast("cpu", enabled=False):
+            assert resgrad.gradients(model.convert(torch), x, y).loss.isfinite()

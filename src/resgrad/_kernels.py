@@ -479,6 +479,15 @@ def kernels(model: Any, *arrays: Array) -> Kernels:
         return Kernels(xp)
     import torch
 
+    device_type = getattr(model.device, "type", "cpu")
+    if torch.is_autocast_enabled(device_type):
+        # Autocast would run each product in its own dtype, which the
+        # in-place kernels cannot mix with the model's.
+        raise RuntimeError(
+            f"resgrad computes in the model's dtype ({model.dtype}) and does "
+            "not run under torch.autocast; call it outside the autocast block, "
+            f"or inside torch.autocast({device_type!r}, enabled=False)."
+        )
     if torch.is_grad_enabled() and (
         any(getattr(a, "requires_grad", False) for a in arrays)
         or any(

@@ -638,6 +638,10 @@ class DepthResult:
 
     def log10_ratio(self, name: str = "W1") -> float:
         """Return ``log10`` of the first block's RMS norm over the last block's."""
+        if name not in self.blocks:
+            raise ValueError(
+                f"Unknown quantity {name!r}; expected one of: {', '.join(self.blocks)}."
+            )
         rms = self.blocks[name].rms
         with np.errstate(invalid="ignore"):
             # Both ends zero (-inf), as for W1 with alpha = 0, give NaN.

@@ -399,6 +399,12 @@ class ResidualMLP:
                     f"Expected the name of a floating dtype of {namespace}, such "
                     f"as 'float32' or 'float64', got {name!r}."
                 )
+        elif dtype is not None and not _arrays.is_dtype(xp, dtype, "real floating"):
+            # Such as a torch dtype for NumPy arrays, which NumPy cannot read.
+            raise TypeError(
+                f"Expected a floating dtype of {namespace} or its name, such as "
+                f"'float32', got {dtype!r}."
+            )
         source = str(self.dtype).rsplit(".", 1)[-1]
         if dtype is None and getattr(xp, source, None) is None:
             raise TypeError(

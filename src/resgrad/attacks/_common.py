@@ -215,7 +215,9 @@ def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> None:
     low, high = float(xp.min(x)), float(xp.max(x))
     if low < lo - BOX_TOLERANCE or high > hi + BOX_TOLERANCE:
         raise ValueError(
-            f"{name} has values in [{low:.6g}, {high:.6g}], outside the box "
+            # repr: the shortest form that names the value exactly, so that
+            # 1.000002 does not print as 1.
+            f"{name} has values in [{low!r}, {high!r}], outside the box "
             f"[{lo:g}, {hi:g}]; scale the inputs into the box or pass "
             "bounds=(lo, hi)."
         )
