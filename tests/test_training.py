@@ -189,6 +189,28 @@ def test_get_optimizer_rejects_bad_settings(name, kwargs, message):
         get_optimizer(name, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        ("sgd", {"lr": "0.1"}, "learning rate to be a real number, got '0.1'"),
+        ("sgd", {"lr": True}, "learning rate to be a real number, got True"),
+        ("momentum", {"lr": 0.1, "momentum": "0.9"}, "momentum to be a real"),
+        ("adam", {"b1": "0.5"}, "b1 to be a real number"),
+        ("adam", {"eps": "1e-8"}, "eps to be a real number"),
+        ("adam", {"weight_decay": "0.1"}, "weight_decay to be a real number"),
+    ],
+)
+def test_optimizers_take_numbers_not_strings(name, kwargs, message):
+    # As the attacks' eps and fit's epochs: a string is not converted.
+    with pytest.raises(TypeError, match=message):
+        get_optimizer(name, **kwargs)
+
+
+def test_optimizers_take_numpy_scalars_and_zero_d_arrays():
+    assert get_optimizer("sgd", lr=np.float32(0.5)).lr == 0.5
+    assert get_optimizer("adam", lr=np.array(0.25)).lr == 0.25
+
+
 # fit on small synthetic data.
 
 

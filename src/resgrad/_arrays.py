@@ -327,3 +327,24 @@ def without_autograd(function: Callable[..., Any]) -> Callable[..., Any]:
             return function(*args, **kwargs)
 
     return run
+
+
+def check_number(name: str, value: Any, finite: bool = True) -> float:
+    """Return ``value`` as a float, or raise ``TypeError``/``ValueError``.
+
+    A real number, including a NumPy scalar or a 0-d array or tensor, is
+    accepted; with ``finite`` it must also be finite.
+    """
+    if getattr(value, "shape", None) == ():
+        # A 0-d array or tensor, detached so that torch does not warn about
+        # reading a tensor that requires a gradient.
+        detach = getattr(value, "detach", None)
+        value = (value if detach is None else detach()).item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"Expected {name} to be a real number, got {value!r}.")
+    value = float(value)
+    if finite and not math.isfinite(value):
+        raise ValueError(
+            f"Expected a finite {name}, got {value}; pass a finite real number."
+        )
+    return value

@@ -96,21 +96,21 @@ class CheckpointMismatch(ValueError):
 
 
 def _check_positive(name: str, value: float) -> float:
-    value = float(value)
+    value = _arrays.check_number(name, value, finite=False)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"Expected a finite {name} > 0, got {value}.")
     return value
 
 
 def _check_fraction(name: str, value: float) -> float:
-    value = float(value)
+    value = _arrays.check_number(name, value, finite=False)
     if not 0 <= value < 1:
         raise ValueError(f"Expected {name} in [0, 1), got {value}.")
     return value
 
 
 def _check_weight_decay(value: float) -> float:
-    value = float(value)
+    value = _arrays.check_number("weight_decay", value, finite=False)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"Expected a finite weight_decay >= 0, got {value}.")
     return value
@@ -259,7 +259,7 @@ class Adam:
         object.__setattr__(self, "b1", _check_fraction("b1", self.b1))
         object.__setattr__(self, "b2", _check_fraction("b2", self.b2))
         object.__setattr__(self, "weight_decay", _check_weight_decay(self.weight_decay))
-        eps = float(self.eps)
+        eps = _arrays.check_number("eps", self.eps, finite=False)
         if not math.isfinite(eps) or eps < 0:
             raise ValueError(f"Expected a finite eps >= 0, got {eps}.")
         object.__setattr__(self, "eps", eps)

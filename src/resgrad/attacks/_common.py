@@ -20,6 +20,7 @@ import array_api_compat
 import numpy as np
 
 from .. import _arrays, _kernels
+from .._arrays import check_number
 from ..gradients import _input_gradient
 from ..losses import get_loss
 from ..model import ResidualMLP
@@ -221,27 +222,6 @@ def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> None:
             f"[{lo:g}, {hi:g}]; scale the inputs into the box or pass "
             "bounds=(lo, hi)."
         )
-
-
-def check_number(name: str, value: Any, finite: bool = True) -> float:
-    """Return ``value`` as a float, or raise ``TypeError``/``ValueError``.
-
-    A real number, including a NumPy scalar or a 0-d array or tensor, is
-    accepted; with ``finite`` it must also be finite.
-    """
-    if getattr(value, "shape", None) == ():
-        # A 0-d array or tensor, detached so that torch does not warn about
-        # reading a tensor that requires a gradient.
-        detach = getattr(value, "detach", None)
-        value = (value if detach is None else detach()).item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"Expected {name} to be a real number, got {value!r}.")
-    value = float(value)
-    if finite and not math.isfinite(value):
-        raise ValueError(
-            f"Expected a finite {name}, got {value}; pass a finite real number."
-        )
-    return value
 
 
 def check_eps(eps: Any, batch: Batch | None = None) -> float:
