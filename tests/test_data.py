@@ -442,6 +442,19 @@ def test_available_memory_is_positive():
     assert available is None or available > 0
 
 
+def test_available_memory_follows_ulimit(monkeypatch):
+    import resource
+
+    unlimited = data._available_memory()
+    assert unlimited is not None and unlimited > 0
+    # An address-space limit of 1 GiB above what the process maps now.
+    used = data._proc_bytes("/proc/self/status", "VmSize:")
+    limit = used + 2**30
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (limit, limit))
+    # The mapped size can move by a few pages between the two reads.
+    assert abs(data._available_memory() - min(unlimited, 2**30)) < 2**26
+
+
 def test_npz_renamed_pickle(tmp_path):
     marker = tmp_path / "unpickled.txt"
     path = tmp_path / "payload.npz"

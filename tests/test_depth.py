@@ -650,21 +650,6 @@ def test_cli_rejects_network_over_memory(tmp_path, capsys, monkeypatch, options,
     assert not (tmp_path / "out").exists()
 
 
-def test_available_memory_follows_ulimit(monkeypatch):
-    import resource
-
-    from resgrad.cli import depth as depth_cli
-
-    unlimited = depth_cli._available_memory()
-    assert unlimited is not None and unlimited > 0
-    # An address-space limit of 1 GiB above what the process maps now.
-    used = depth_cli._proc_kilobytes("/proc/self/status", "VmSize:")
-    limit = used + 2**30
-    monkeypatch.setattr(resource, "getrlimit", lambda kind: (limit, limit))
-    # The mapped size can move by a few pages between the two reads.
-    assert abs(depth_cli._available_memory() - min(unlimited, 2**30)) < 2**26
-
-
 def test_network_bytes_err_high():
     from resgrad.cli.depth import _network_bytes
 

@@ -406,18 +406,40 @@ def _npz_member_bytes(
 
 def _available_memory() -> int | None:
     """Return the bytes of memory available to new allocations, or ``None``
-    where the operating system does not report them."""
+    where the operating system does not report them.
+
+    Linux's ``MemAvailable`` counts, else the free physical pages, and at
+    most what the address-space limit of ``ulimit -v`` leaves.
+    """
+    available = _proc_bytes("/proc/meminfo", "MemAvailable:")
+    if available is None:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, OSError, ValueError):
+            return None
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
+        import resource
+    except ImportError:
+        return available
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    used = _proc_bytes("/proc/self/status", "VmSize:")
+    if limit != resource.RLIM_INFINITY and used is not None:
+        # The limit counts the address space this process already maps.
+        available = min(available, limit - used)
+    return max(available, 0)
+
+
+def _proc_bytes(path: str, key: str) -> int | None:
+    """Return the bytes of the ``key`` line of a Linux /proc file, which
+    gives kilobytes, or ``None`` where it cannot be read."""
+    try:
+        with open(path, encoding="ascii") as file:
+            for line in file:
+                if line.startswith(key):
                     return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
         return None
+    return None
 
 
 def _npz_error(path: Path, error: Exception) -> ValueError:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data import _available_memory
 from ..io import json_text
 from ._common import (
     RunContext,
@@ -338,38 +339,6 @@ def _network_bytes(blocks: int, width: int, rows: int) -> int:
     weights = 3 * width * width + 2 * width
     trace = 4 * rows * width
     return blocks * (8 * (weights + trace) + BLOCK_OVERHEAD)
-
-
-def _available_memory() -> int | None:
-    """Return the bytes of memory available, from Linux's /proc/meminfo and
-    the address-space limit of ``ulimit -v``, or ``None`` where /proc/meminfo
-    cannot be read."""
-    available = _proc_kilobytes("/proc/meminfo", "MemAvailable:")
-    if available is None:
-        return None
-    try:
-        import resource
-    except ImportError:
-        return available
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    used = _proc_kilobytes("/proc/self/status", "VmSize:")
-    if limit != resource.RLIM_INFINITY and used is not None:
-        # The limit counts the address space this process already maps.
-        available = min(available, limit - used)
-    return max(available, 0)
-
-
-def _proc_kilobytes(path: str, key: str) -> int | None:
-    """Return the bytes of the ``key`` line of a /proc file, which gives
-    kilobytes, or ``None`` where it cannot be read."""
-    try:
-        with open(path, encoding="ascii") as file:
-            for line in file:
-                if line.startswith(key):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def _check_memory(args: argparse.Namespace) -> None:
