@@ -1136,8 +1136,7 @@ def test_other_classes_name_the_training_data(tmp_path, capsys):
 
 def test_train_warns_on_number_header(tmp_path, capsys):
     data = tmp_path / "counts.csv"
-    rng = np.random.default_rng(0)
-    rows = np.column_stack([rng.random((40, 3)), np.arange(40) % 2])
+    rows = _two_class_rows()
     _write_csv(data, rows, "0,1,2,3")
     train = ["train", "--data", str(data), "--out", str(tmp_path / "m.npz")]
     status, lines = run_cli(capsys, [*train, "--epochs", "1", "--no-progress"])
@@ -1154,8 +1153,7 @@ def test_train_warns_on_number_header(tmp_path, capsys):
 
 def test_header_yes_is_recorded(tmp_path, capsys):
     data = tmp_path / "mixed.csv"
-    rng = np.random.default_rng(0)
-    rows = np.column_stack([rng.random((40, 3)), np.arange(40) % 2])
+    rows = _two_class_rows()
     # A first row of numbers and text that is neither names nor data.
     _write_csv(data, rows, "a,2.5,c,label")
     model = tmp_path / "m.npz"
@@ -1200,8 +1198,7 @@ def test_other_label_column_named_in_error(tmp_path, capsys):
 
 
 def test_recorded_header_stays_with_the_training_file(tmp_path, capsys):
-    rng = np.random.default_rng(0)
-    rows = np.column_stack([rng.random((40, 3)), np.arange(40) % 2])
+    rows = _two_class_rows()
     trained_on, other = tmp_path / "a.csv", tmp_path / "b.csv"
     _write_csv(trained_on, rows, "0,1,2,1")
     _write_csv(other, rows, "a,b,c,label")
@@ -1216,8 +1213,7 @@ def test_recorded_header_stays_with_the_training_file(tmp_path, capsys):
 
 def test_header_no_reads_a_number_row_as_data(tmp_path, capsys):
     data = tmp_path / "counts.csv"
-    rng = np.random.default_rng(0)
-    rows = np.column_stack([rng.random((40, 3)), np.arange(40) % 2])
+    rows = _two_class_rows()
     # A data row whose numbers happen to be their column indices.
     _write_csv(data, rows, "0,1,2,1")
     model = tmp_path / "m.npz"
@@ -1305,6 +1301,12 @@ def test_changed_training_file_is_named(tmp_path, capsys):
 
 
 WINE_HEADER = "alcohol,ash,hue,target"
+
+
+def _two_class_rows():
+    """Return 40 rows of 3 random features and a label of 0 or 1."""
+    rng = np.random.default_rng(0)
+    return np.column_stack([rng.random((40, 3)), np.arange(40) % 2])
 
 
 def _write_csv(path, rows, header):

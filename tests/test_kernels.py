@@ -102,11 +102,11 @@ def test_numpy_relu_keeps_few_small_zero_arrays():
     relu = resgrad.get_activation("relu")
     for rows in range(1, _kernels.ZERO_ARRAYS + 6):
         fast.activate(relu, np.ones((rows, 3)))
-    assert 0 < len(fast._zeros) <= _kernels.ZERO_ARRAYS
-    fast._zeros.clear()
+    assert 0 < len(fast._constants) <= _kernels.ZERO_ARRAYS
+    fast._constants.clear()
     big = np.full(_kernels.ZERO_ARRAY_SIZE + 1, -1.0)
     assert np.array_equal(fast.activate(relu, big), np.zeros_like(big))
-    assert fast._zeros == {}
+    assert fast._constants == {}
 
 
 @pytest.mark.parametrize("rows", [0, 1, 7, 64, 5000])
@@ -139,7 +139,7 @@ def test_numpy_column_sum_of_strided_and_long_inputs_matches_np_sum():
     # Past the largest cached vector of ones, np.sum adds the rows.
     long = np.ones((_kernels.ZERO_ARRAY_SIZE + 1, 2))
     assert np.array_equal(fast.column_sum(long), np.sum(long, axis=0))
-    assert all(key[0] != long.shape[:1] for key in fast._zeros)
+    assert all(key[0] != long.shape[:1] for key in fast._constants)
 
 
 def test_numpy_column_sum_keeps_nan_and_inf():

@@ -153,7 +153,7 @@ class NumpyKernels(Kernels):
 
     def __init__(self, xp: Any) -> None:
         super().__init__(xp)
-        self._zeros: dict[tuple[tuple[int, ...], np.dtype, float], np.ndarray] = {}
+        self._constants: dict[tuple[tuple[int, ...], np.dtype, float], np.ndarray] = {}
         self._spare = SpareBuffer(SPARE_BUFFER_BYTES)
 
     def _constant(
@@ -162,13 +162,13 @@ class NumpyKernels(Kernels):
         """Return a read-only array of ``shape`` and ``dtype`` filled with
         ``value``, made once per shape."""
         key = (shape, dtype, value)
-        constant = self._zeros.get(key)
+        constant = self._constants.get(key)
         if constant is None:
-            if len(self._zeros) >= ZERO_ARRAYS:
-                self._zeros.clear()
+            if len(self._constants) >= ZERO_ARRAYS:
+                self._constants.clear()
             constant = np.full(shape, value, dtype)
             constant.flags.writeable = False
-            self._zeros[key] = constant
+            self._constants[key] = constant
         return constant
 
     def activate(self, g, u):

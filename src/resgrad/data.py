@@ -19,6 +19,7 @@ import contextlib
 import csv
 import gzip
 import hashlib
+import itertools
 import math
 import os
 import warnings
@@ -774,10 +775,7 @@ def _check_finite_table(
     row, column = np.argwhere(bad)[0]
     count, index = int(bad.sum()), first + column
 
-    for rows, (number, line) in enumerate(_data_lines(path, skip_rows)):
-        if rows == row:
-            break
-
+    number, line = next(itertools.islice(_data_lines(path, skip_rows), row, None))
     # The csv module keeps a "#" inside quotes, as np.loadtxt does.
     fields = next(csv.reader([line.strip()], skipinitialspace=True), [])
     if index < len(fields):
