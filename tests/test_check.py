@@ -170,7 +170,7 @@ def test_reference_activations_match_torch_and_their_derivatives():
         torch.testing.assert_close(grad, derivative(plain), rtol=1e-14, atol=0)
 
 
-def test_difference_tolerance_rises_to_the_rounding_of_the_loss():
+def test_difference_tolerance_rises_with_rounding():
     # dY/dx is about 5e-6 while the loss is 1.1: differences of step 1e-6 of
     # the loss carry rounding of about 2e-10, 3e-5 of the gradient.
     model = resgrad.ResidualMLP.init(
@@ -190,7 +190,7 @@ def test_difference_tolerance_rises_to_the_rounding_of_the_loss():
 
 
 @pytest.mark.parametrize("margin", [16.5, 30.0])
-def test_differences_catch_a_wrong_gradient_on_a_confident_network(monkeypatch, margin):
+def test_differences_catch_confident_network_error(monkeypatch, margin):
     # The loss and dY/dz are tiny here, and so is the rounding that reaches
     # the loss from the logits: the rows keep their tolerance of 1e-6.
     model = resgrad.ResidualMLP.init([3, 4, 3], activation="tanh", seed=1)
@@ -208,7 +208,7 @@ def test_differences_catch_a_wrong_gradient_on_a_confident_network(monkeypatch, 
 
 
 @pytest.mark.parametrize("output", ["relu", "leaky_relu"])
-def test_differences_step_around_a_kink_of_the_output_activation(output):
+def test_differences_skip_output_kink(output):
     # The second output sits 1e-9 above its kink, so a step of 1e-6 of most
     # entries crosses it and would average the slopes on both sides.
     model = resgrad.ResidualMLP.init(

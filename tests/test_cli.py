@@ -258,7 +258,7 @@ def test_no_command_prints_help_to_stderr(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("usage: resgrad")
-    # The last line says what went wrong, where a reader looks first.
+    # The error comes last, where a reader looks first.
     assert captured.err.splitlines()[-1] == (
         "resgrad: error: a command is required; for a first run on the bundled "
         "digits, try 'resgrad run'."
@@ -1874,9 +1874,9 @@ def test_folder_filled_before_its_lock_is_refused(tmp_path, monkeypatch):
     folder = cli_common.check_output_folder(out, overwrite=False)
     lock_folder = _lock.lock_folder
 
-    def another_command_writes_first(path, what):
+    def another_command_writes_first(path, label):
         (out / "other.json").write_text("{}")
-        return lock_folder(path, what)
+        return lock_folder(path, label)
 
     monkeypatch.setattr(_lock, "lock_folder", another_command_writes_first)
     with (
@@ -1917,7 +1917,7 @@ def test_interrupt_before_the_lock_removes_the_folders_made(tmp_path, monkeypatc
     out = tmp_path / "made" / "out"
     folder = cli_common.check_output_folder(out, overwrite=False)
 
-    def interrupted(path, what):
+    def interrupted(path, label):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(_lock, "lock_folder", interrupted)

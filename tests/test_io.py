@@ -1112,8 +1112,8 @@ def test_full_disk_names_the_file_and_keeps_it(tmp_path, code, earlier):
     assert temporary_files(tmp_path) == []
 
 
-def test_full_disk_before_the_first_byte_names_the_file(tmp_path, monkeypatch):
-    # No room for the temporary file itself: no inode left, say.
+def test_full_disk_before_first_byte(tmp_path, monkeypatch):
+    # No room for the temporary file itself, as when no inode is left.
     def no_inode(folder, temporary):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 

@@ -111,7 +111,7 @@ def test_numpy_relu_keeps_few_small_zero_arrays():
 
 @pytest.mark.parametrize("rows", [0, 1, 7, 64, 5000])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_numpy_column_sum_is_as_exact_as_np_sum(rows, dtype):
+def test_numpy_column_sum_accuracy(rows, dtype):
     fast = _kernels.NumpyKernels(np_compat)
     e = np.random.default_rng(rows).standard_normal((rows, 5)).astype(dtype)
     before = e.copy()
@@ -119,7 +119,8 @@ def test_numpy_column_sum_is_as_exact_as_np_sum(rows, dtype):
     exact = np.array([math.fsum(column) for column in e.T.astype(np.float64)])
     scale = np.abs(e).sum(axis=0) + np.finfo(dtype).tiny
     bound = 4 * np.finfo(dtype).eps
-    assert first.dtype == e.dtype and first.shape == (5,)
+    assert first.dtype == e.dtype
+    assert first.shape == (5,)
     assert np.all(np.abs(first - exact) <= bound * scale)
     assert np.all(np.abs(np.sum(e, axis=0) - exact) <= bound * scale)
     # The result is an array of its own: writing into it changes neither the
@@ -129,7 +130,7 @@ def test_numpy_column_sum_is_as_exact_as_np_sum(rows, dtype):
     assert np.all(np.abs(fast.column_sum(e) - exact) <= bound * scale)
 
 
-def test_numpy_column_sum_of_strided_and_long_inputs_matches_np_sum():
+def test_numpy_column_sum_strided_and_long():
     fast = _kernels.NumpyKernels(np_compat)
     rng = np.random.default_rng(0)
     wide = rng.standard_normal((64, 10))

@@ -257,19 +257,20 @@ def test_run_stops_on_folder_another_command_writes(tmp_path, monkeypatch, capsy
     out = tmp_path / "run"
     out.mkdir()
     train = resgrad.cli.run.train_model
-    held = []
+    locks = []
 
     def another_command_locks_it(*args, **kwargs):
-        held.append(_lock.lock_folder(out, f"--out {out}"))
+        locks.append(_lock.lock_folder(out, f"--out {out}"))
         return train(*args, **kwargs)
 
     monkeypatch.setattr(resgrad.cli.run, "train_model", another_command_locks_it)
     try:
         assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 2
     finally:
-        _lock.unlock_folder(held[0])
+        _lock.unlock_folder(locks[0])
     assert "is in use by another resgrad command" in capsys.readouterr().err
-    assert out.is_dir() and list(out.iterdir()) == []
+    assert out.is_dir()
+    assert list(out.iterdir()) == []
 
 
 def test_run_names_check_rows_below_resolution(tmp_path, monkeypatch, capsys):

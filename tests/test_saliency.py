@@ -1188,9 +1188,8 @@ def test_randomization_spread_over_samples(model, x):
         assert quartiles.shape == (model.depth, 2)
         for row, (low, high) in zip(values, quartiles):
             finite = row[np.isfinite(row)]
-            assert low == np.percentile(finite, 25) and high == np.percentile(
-                finite, 75
-            )
+            assert low == np.percentile(finite, 25)
+            assert high == np.percentile(finite, 75)
             assert -1 <= low <= high <= 1
     figure = randomization_figure(checks, SimpleNamespace(image_shape=None))
     panels = [ax for ax in figure.axes if ax.get_legend_handles_labels()[1]]

@@ -6,7 +6,7 @@ on the file ``<checkpoint>.lock``, which the kernel releases when the
 process ends, however it ends, so the file of a killed run blocks nothing
 and the next run takes it over.
 
-A command that writes files into an ``--out`` folder holds a ``flock`` on
+A command that writes files into an ``--out`` folder takes a ``flock`` on
 the folder itself while it writes them (``lock_folder``), so that it needs
 no file of its own there.
 """
@@ -125,14 +125,16 @@ def held(checkpoint: Path, hint: str) -> Iterator[None]:
         release(lock)
 
 
-def lock_folder(folder: Path, what: str) -> int | None:
-    """Take the exclusive lock of ``folder``; return its open descriptor for
-    ``unlock_folder``, or ``None`` where ``fcntl`` is missing or the folder
-    takes no lock (no read permission, or a file system without ``flock``).
+def lock_folder(folder: Path, label: str) -> int | None:
+    """Take the exclusive lock of ``folder`` and return its open descriptor
+    for ``unlock_folder``.
+
+    Returns ``None`` where ``fcntl`` is missing or the folder takes no lock,
+    because it cannot be read or its file system has no ``flock``.
 
     Raises:
         FileExistsError: another process, or another open of the folder in
-            this one, holds the lock; ``what`` names the folder in the
+            this one, has the lock. ``label`` names the folder in the
             message, as in ``"--out results"``.
     """
     # NOTE: without fcntl (Windows) two commands can write into one folder.
@@ -147,7 +149,7 @@ def lock_folder(folder: Path, what: str) -> int | None:
     except BlockingIOError:
         os.close(descriptor)
         raise FileExistsError(
-            f"{what} is in use by another resgrad command that is writing its "
+            f"{label} is in use by another resgrad command that is writing its "
             "files there; run again once it has finished, or pass another --out."
         ) from None
     except OSError:

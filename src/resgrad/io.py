@@ -293,12 +293,12 @@ def _full_disk(error: OSError, path: Path) -> OSError:
     """Return the error of a write to ``path`` that found no room, with a
     message that names the file, which the write calls do not."""
     if path.exists():
-        kept = "the file keeps its earlier contents"
+        outcome = "the file keeps its earlier contents"
     else:
-        kept = "nothing was written"
+        outcome = "nothing was written"
     reason = os.strerror(error.errno)
     full = OSError(
-        f"Cannot save {path}: {reason.lower()}, and {kept}; free space on that "
+        f"Cannot save {path}: {reason.lower()}, and {outcome}; free space on that "
         "disk, or save to another one."
     )
     # Only the errno: with strerror or filename set, str() would show those

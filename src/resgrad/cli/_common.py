@@ -819,8 +819,10 @@ def make_output_folder(folder: OutputFolder) -> list[Path]:
 
 def lock_output_folder(folder: OutputFolder, made: list[Path]) -> int | None:
     """Take the lock of the folder that ``make_output_folder`` returned
-    ``made`` for, and check again under it that no other command has filled
-    the folder since; return the lock for ``_lock.unlock_folder``.
+    ``made`` for, and return it for ``_lock.unlock_folder``.
+
+    Under the lock the folder is checked again, because another command may
+    have filled it since.
 
     Two commands given one empty folder at once both pass the checks. The
     lock keeps the second out while the first writes, and so keeps the

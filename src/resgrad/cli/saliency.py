@@ -874,11 +874,13 @@ def _grid_title(scales: dict[str, tuple[str, Any]]) -> str:
 
 
 def randomization_figure(checks: dict, data: Any, absolute: bool = False) -> Any:
-    """Draw the rank correlations per re-initialised block, the mean over
-    the samples with a band over their middle half, and the first sample's
-    map of the first method at every step; ``absolute`` for maps
-    that are already |map| (``--absolute``), whose signed panel repeats the
-    other."""
+    """Draw the rank correlations per re-initialised block and the first
+    sample's map of the first method at every step.
+
+    Each curve is the mean over the samples, with a band over their middle
+    half. ``absolute`` is for maps that are already |map| (``--absolute``),
+    whose signed panel repeats the other.
+    """
     plt = _pyplot()
     results = checks["randomization"]
     first_method, first = next(iter(results.items()))
