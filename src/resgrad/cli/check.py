@@ -103,6 +103,10 @@ def run_check(args: argparse.Namespace) -> int:
     return 0 if report.passed else 1
 
 
+# The verdict of a check whose every row compared entries and passed.
+AGREEMENT = "all equations agree"
+
+
 def verdict(report: Any) -> str:
     """Return the one-line outcome of a ``CheckReport``.
 
@@ -116,7 +120,7 @@ def verdict(report: Any) -> str:
         empty = [row for row in report.rows if row.entries == 0]
         blurred = [row for row in report.rows if row.entries and not row.resolved]
         if not empty and not blurred:
-            return "all equations agree"
+            return AGREEMENT
         notes = []
         if empty:
             names = ", ".join(

@@ -46,6 +46,7 @@ from ._common import (
     write_atomic,
     write_figure,
 )
+from .check import AGREEMENT
 from .check import verdict as check_verdict
 from .train import add_model_arguments, train_model, training_metadata
 
@@ -221,7 +222,7 @@ def _write_run(args, data, out, trained, sections_wanted, clocks) -> int:
         f"relative error {worst:.1e})"
     )
     outcome = check_verdict(report)
-    if outcome != "all equations agree":
+    if outcome != AGREEMENT:
         print(f"  {outcome}")
 
     context = RunContext(result.model, data, out, args.seed, progress)
@@ -416,7 +417,7 @@ def _outcome(report: Any) -> str:
     """Return the check's outcome as a sentence for the report, or nothing
     when every row compared entries and passed."""
     outcome = check_verdict(report)
-    return "" if outcome == "all equations agree" else f" Outcome: {outcome}."
+    return "" if outcome == AGREEMENT else f" Outcome: {outcome}."
 
 
 def _timing_line(timings: dict[str, float]) -> str:
