@@ -242,6 +242,8 @@ def test_masked_weights_raise():
     "options, message",
     [
         ({"alpha": "a"}, "Expected alpha to be a real number, got 'a'"),
+        ({"alpha": "0.5"}, "Expected alpha to be a real number, got '0.5'"),
+        ({"alpha": True}, "Expected alpha to be a real number, got True"),
         ({"bias": "no"}, "Expected bias to be True or False, got 'no'"),
     ],
 )

@@ -633,14 +633,7 @@ class ResidualMLP:
             raise ValueError(
                 f"Unknown init {init!r}; expected one of: {', '.join(INITIALIZERS)}."
             )
-        try:
-            alpha = float(alpha)
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"Expected alpha to be a real number, got {alpha!r}."
-            ) from None
-        if not math.isfinite(alpha):
-            raise ValueError(f"Expected a finite alpha, got {alpha}.")
+        alpha = _arrays.check_number("alpha", alpha)
         _arrays.check_flag("bias", bias)
         shortcuts = [shortcut] * depth if isinstance(shortcut, str) else list(shortcut)
         if len(shortcuts) != depth:
