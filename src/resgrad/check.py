@@ -240,24 +240,6 @@ def _saturating_activations() -> dict[str, Callable[[Any], Any]]:
     return {"tanh": tanh, "sigmoid": sigmoid}
 
 
-def _reference_logits(module: Any, x: Any, functions: dict[str, Any]) -> Any:
-    """Return ``module.logits(x)`` with the activations of ``functions`` in
-    place of those they name."""
-    from .torch import _FUNCTIONS
-
-    def activation(name):
-        return functions.get(name, _FUNCTIONS[name])
-
-    a = x
-    for index, block in enumerate(module.blocks):
-        z = block.linear2(activation(block.activation)(block.linear1(a)))
-        if block.shortcut is not None:
-            z = z + block.shortcut(a)
-        if index < len(module.blocks) - 1:
-            a = activation(module.post_activation)(z)
-    return z
-
-
 def _autograd_values(
     model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str
 ) -> dict[str, Any]:
@@ -266,14 +248,12 @@ def _autograd_values(
     from .torch import _FUNCTIONS, to_module
 
     module = to_module(model)
-    functions = _saturating_activations()
+    functions = {**_FUNCTIONS, **_saturating_activations()}
 
     def logits(v):
-        return _reference_logits(module, v, functions)
+        return module.logits(v, functions)
 
-    output = functions.get(
-        module.output_activation, _FUNCTIONS[module.output_activation]
-    )
+    output = functions[module.output_activation]
     x_t = torch.tensor(x, requires_grad=True)
     # torch's one_hot takes int64 indices alone and gather int32 or int64,
     # where resgrad takes labels of any signed integer dtype or uint8.

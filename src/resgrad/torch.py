@@ -73,8 +73,12 @@ class TorchBlock(nn.Module):
         self.shortcut = shortcut
         self.activation = activation
 
-    def forward(self, a: torch.Tensor) -> torch.Tensor:
-        z = self.linear2(_FUNCTIONS[self.activation](self.linear1(a)))
+    def forward(
+        self, a: torch.Tensor, functions: dict[str, Callable] = _FUNCTIONS
+    ) -> torch.Tensor:
+        """Return ``z`` for rows ``a``, with the activation that ``functions``
+        maps the block's activation name to."""
+        z = self.linear2(functions[self.activation](self.linear1(a)))
         if self.shortcut is not None:
             z = z + self.shortcut(a)
         return z
@@ -91,14 +95,20 @@ class TorchResidualMLP(nn.Module):
         self.post_activation = post_activation
         self.output_activation = output_activation
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Return ``z^L``, the last block's output before ``g_out``."""
+    def logits(
+        self, x: torch.Tensor, functions: dict[str, Callable] = _FUNCTIONS
+    ) -> torch.Tensor:
+        """Return ``z^L``, the last block's output before ``g_out``.
+
+        ``functions`` maps each activation name to the function applied, so
+        a caller can swap in another formula for one of them.
+        """
         try:
             a = x
             for index, block in enumerate(self.blocks):
-                z = block(a)
+                z = block(a, functions)
                 if index < len(self.blocks) - 1:
-                    a = _FUNCTIONS[self.post_activation](z)
+                    a = functions[self.post_activation](z)
         except RuntimeError:
             # Checked only after torch's error, because reading the weights'
             # dtype through the submodules took 3.4 us a call.
