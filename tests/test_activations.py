@@ -58,6 +58,40 @@ def test_autograd_through_value_gives_derivative(name):
     )
 
 
+def _gradient_or_zeros(output, u):
+    """Return d(sum output)/du, or zeros where ``output`` has no graph."""
+    import torch
+
+    if not output.requires_grad:
+        return np.zeros(u.shape)
+    (gradient,) = torch.autograd.grad(output.sum(), u, allow_unused=True)
+    return np.zeros(u.shape) if gradient is None else gradient.numpy()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_autograd_through_derivative_gives_second_derivative(name):
+    """Autograd through the closed-form derivative, as when autograd
+    differentiates resgrad's gradients, gives PyTorch's second derivative,
+    at the kinks too."""
+    import array_api_compat.torch as xp_torch
+    import torch
+
+    activation = resgrad.get_activation(name)
+    u = torch.tensor(POINTS, requires_grad=True)
+    through_derivative = _gradient_or_zeros(activation.derivative(xp_torch, u), u)
+    t = torch.tensor(POINTS, requires_grad=True)
+    value = reference.TORCH_ACTIVATIONS[name](t)
+    (first,) = torch.autograd.grad(value.sum(), t, create_graph=True)
+    expected = _gradient_or_zeros(first, t)
+    # torch's softplus'' is NaN at -745 and -1000, where exp underflows.
+    known = np.isfinite(expected)
+    assert known.sum() >= len(POINTS) - 2
+    # torch's silu'' cancels at u = 21, where its relative error is 1e-7.
+    np.testing.assert_allclose(
+        through_derivative[known], expected[known], rtol=1e-6, atol=1e-15
+    )
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_derivative_keeps_shape_and_dtype(name):
     activation = resgrad.get_activation(name)

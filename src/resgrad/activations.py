@@ -110,7 +110,13 @@ def _elu(xp, u):
 
 
 def _elu_derivative(xp, u):
-    return xp.where(u > 0, xp.ones_like(u), xp.exp(xp.minimum(u, xp.zeros_like(u))))
+    # Both branches give 1 at u = 0. The tie goes to the constant one, as in
+    # PyTorch's double backward of elu, so that autograd through this
+    # derivative gives elu''(0) = 0 (a minimum would split it and give 1/2).
+    negative = u < 0
+    return xp.where(
+        negative, xp.exp(xp.where(negative, u, xp.zeros_like(u))), xp.ones_like(u)
+    )
 
 
 def _silu(xp, u):
