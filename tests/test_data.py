@@ -807,6 +807,23 @@ CSV_ERRORS = {
         ",1,2,3\n0.5,0.1,0.2,0\n0.6,0.7,0.8,1\n",
         r"field 0 \(counted from 0\) is empty",
     ),
+    # Some spreadsheet exports end every row in a comma.
+    "trailing commas after a header": (
+        "trailing.csv",
+        "a,b,label,\n0.5,0.1,0,\n0.6,0.7,1,\n",
+        (
+            r"line 2 \(counted from 1\) ends in a comma, so its last field, field 3 "
+            r"\(counted from 0\), is empty; remove the comma at the end of each row"
+        ),
+    ),
+    "trailing commas without a header": (
+        "trailing.csv",
+        "0.5,0.1,0,\n0.6,0.7,1,\n",
+        (
+            r"The first row of .* ends in a comma, so its last field, field 3 "
+            r"\(counted from 0\), is empty; remove the comma at the end of each row"
+        ),
+    ),
     "label name in capitals": (
         "upper.csv",
         "a,TARGET,visit\n0.5,0,1\n0.25,1,0\n",

@@ -668,6 +668,12 @@ def _detect_header(
     if not text:
         return False
     index = text[0]
+    if text == [len(fields) - 1] and not fields[index].strip():
+        raise ValueError(
+            f"The first row of {path} ends in a comma, so its last field, "
+            f"field {index + first} (counted from 0), is empty; "
+            f"{REMOVE_TRAILING_COMMAS}."
+        )
     raise ValueError(
         f"The first row of {path} has both numbers and text: field {index + first} "
         f"(counted from 0) is {fields[index].strip()!r}, and "
@@ -677,6 +683,13 @@ def _detect_header(
         "field, so fix that row, or pass --header yes (header=True in Python) "
         "to read it as a header."
     )
+
+
+# Rows written with a comma after their last field, as some spreadsheet
+# exports do, have one empty field more than their columns.
+REMOVE_TRAILING_COMMAS = (
+    "remove the comma at the end of each row, or fill in that column"
+)
 
 
 def _check_header_value(header: Any) -> None:
@@ -814,6 +827,12 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
         for index, field in enumerate(fields):
             if index >= first and not _is_number(field):
                 content = "empty" if not field.strip() else repr(field.strip())
+                if content == "empty" and index == len(fields) - 1 > 0:
+                    return (
+                        f"line {number} (counted from 1) ends in a comma, so "
+                        f"its last field, field {index} (counted from 0), is "
+                        f"empty; {REMOVE_TRAILING_COMMAS}"
+                    )
                 separator = next((c for c in ";\t|" if c in field), None)
                 if separator is not None:
                     return (
