@@ -312,6 +312,19 @@ def run_train(args: argparse.Namespace) -> int:
         _lock.release(lock)
 
 
+def _epochs_in(checkpoint: Path, epochs: int) -> str:
+    """Return " (epoch k of n)" for the epochs that ``checkpoint`` records,
+    or "" where it cannot be read."""
+    from ..io import load_checkpoint
+
+    try:
+        header, _ = load_checkpoint(checkpoint)
+        finished = len(header["history"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f" (epoch {finished} of {epochs})"
+
+
 class _OutWrittenMeanwhile(FileExistsError):
     """The --out file of a training run appeared while it trained."""
 
@@ -405,8 +418,9 @@ def _train_and_save(args: argparse.Namespace) -> int:
                 "the checkpoint of the earlier run"
             ) from None
         raise KeyboardInterrupt(
-            f"{args.checkpoint} contains the last finished epoch; run the same "
-            "command with --resume to continue"
+            f"{args.checkpoint} contains the last finished epoch"
+            f"{_epochs_in(args.checkpoint, args.epochs)}; run the same command "
+            "with --resume to continue"
         ) from None
     except (ValueError, TypeError):
         # Resuming would repeat these errors, such as a divergence, so a
