@@ -280,6 +280,29 @@ def test_bad_argument_one_line(files, capsys, case):
     assert "Traceback" not in lines[0]
 
 
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_hidden_count_checked_before_data(command, tmp_path, monkeypatch, capsys):
+    """A --hidden that does not fit --widths needs no data to be found."""
+    import resgrad.cli.run
+    import resgrad.cli.train
+
+    def no_loading(args):
+        raise AssertionError("the data were loaded")
+
+    monkeypatch.setattr(resgrad.cli.train, "load_dataset", no_loading)
+    monkeypatch.setattr(resgrad.cli.run, "load_dataset", no_loading)
+    monkeypatch.chdir(tmp_path)
+    argv = [command, "--widths", "8", "--hidden", "8,8,8"]
+    if command == "train":
+        argv += ["--out", "model.npz"]
+    status = main(argv)
+    captured = capsys.readouterr()
+    assert status == 2
+    assert "--hidden 8,8,8 gives 3 hidden widths" in captured.err
+    assert captured.out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["evaluate", "check", "attack", "saliency"])
 @pytest.mark.parametrize("name", list(MISFIT_DATA))
 def test_data_must_fit_model(files, tmp_path, capsys, command, name):

@@ -48,7 +48,7 @@ from ._common import (
 )
 from .check import AGREEMENT
 from .check import verdict as check_verdict
-from .train import add_model_arguments, train_model, training_metadata
+from .train import add_model_arguments, hidden_widths, train_model, training_metadata
 
 SECTIONS = ("attack", "saliency", "depth")
 OPTIMIZER_NAMES = {"sgd": "SGD", "momentum": "SGD with momentum", "adam": "Adam"}
@@ -132,6 +132,7 @@ def run_main(args: argparse.Namespace) -> int:
     from ..training import evaluate
 
     sections_wanted = _sections_to_run(args.skip)
+    hidden_widths(args)
     started = time.perf_counter()
     cpu_started = time.process_time()
     base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -172,12 +172,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_model(args: argparse.Namespace, data: Any) -> Any:
-    """Create the initial network for ``data`` from the options."""
-    from ..model import ResidualMLP
-
-    sizes = [data.x_train.shape[1], *args.widths, data.n_classes]
-    depth = len(sizes) - 1
+def hidden_widths(args: argparse.Namespace) -> list[int]:
+    """Return one hidden width per block from ``--hidden``, or raise
+    ``ValueError`` when their count does not fit ``--widths``; the data are
+    not needed, so commands call this before loading them."""
+    depth = len(args.widths) + 1
     hidden = args.hidden * depth if len(args.hidden) == 1 else args.hidden
     if len(hidden) != depth:
         widths = _show_int_list(args.widths) or "''"
@@ -186,6 +185,15 @@ def build_model(args: argparse.Namespace, data: Any) -> Any:
             f"widths, but --widths {widths} makes {plural(depth, 'block')} (one "
             f"more than the widths); pass one hidden width, or {depth}."
         )
+    return hidden
+
+
+def build_model(args: argparse.Namespace, data: Any) -> Any:
+    """Create the initial network for ``data`` from the options."""
+    from ..model import ResidualMLP
+
+    sizes = [data.x_train.shape[1], *args.widths, data.n_classes]
+    hidden = hidden_widths(args)
     shortcuts = [
         args.shortcut if args.shortcut != "identity" or p_in == p_out else "learned"
         for p_in, p_out in itertools.pairwise(sizes)
@@ -352,6 +360,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
         else:
             name, fix = "--checkpoint", "pass a new --checkpoint path, or leave it out"
         check_checkpoint_target(args.checkpoint, name, fix)
+    hidden_widths(args)
     if args.resume and not args.checkpoint.is_file():
         if args.out.exists():
             # The checkpoint is removed once the model is saved.
