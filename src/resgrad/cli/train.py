@@ -173,9 +173,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def hidden_widths(args: argparse.Namespace) -> list[int]:
-    """Return one hidden width per block from ``--hidden``, or raise
-    ``ValueError`` when their count does not fit ``--widths``; the data are
-    not needed, so commands call this before loading them."""
+    """Return one hidden width per block from ``--hidden``.
+
+    Raises ``ValueError`` when their count does not fit ``--widths``. Both
+    options are enough, so commands call this before loading the data.
+    """
     depth = len(args.widths) + 1
     hidden = args.hidden * depth if len(args.hidden) == 1 else args.hidden
     if len(hidden) != depth:
