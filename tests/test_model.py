@@ -550,3 +550,43 @@ def test_package_exposes_modules_after_import():
     assert completed.returncode == 0, completed.stderr
     for name in resgrad.__all__:
         assert hasattr(resgrad, name), name
+
+
+def test_repr_shows_shapes_not_entries():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    text = repr(model)
+    assert text.startswith(
+        "ResidualMLP(blocks=[Block(W1=float64[3, 4], W2=float64[3, 3]"
+    )
+    assert "activation='relu', post_activation='relu'" in text
+    assert "_xp" not in text
+    assert str(float(model.blocks[0].W1[0, 0]))[:6] not in text
+
+
+def test_repr_names_torch_and_device():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0).convert(torch, dtype="float32")
+    assert "W1=torch.float32[3, 4]" in repr(model)
+    assert " on " not in repr(model)
+
+
+def test_repr_cuts_long_block_lists():
+    model = resgrad.ResidualMLP.init([4] * 21, seed=0)
+    text = repr(model)
+    assert text.count("Block(") == 4
+    assert "... 16 more" in text
+
+
+def test_repr_of_results_summarises_arrays():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    x = np.linspace(0, 1, 20).reshape(5, 4)
+    y = np.array([0, 1, 0, 1, 1])
+    grads = resgrad.gradients(model, x, y)
+    assert repr(grads).startswith("Gradients(loss=np.float64(0.")
+    assert "input=float64[5, 4], blocks=[BlockGradients(W1=float64[3, 4]" in repr(grads)
+    integrated = resgrad.saliency.integrated_gradients(model, x, steps=4)
+    assert repr(integrated) == (
+        "IntegratedGradients(attributions=float64[5, 4], gap=float64[5], "
+        "score_difference=float64[5])"
+    )
+    attack = resgrad.attacks.fgsm(model, x, y, eps=0.1)
+    assert repr(attack).startswith("AttackResult(x_adv=float64[5, 4], success=bool[5]")

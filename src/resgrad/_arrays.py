@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import array_api_compat
@@ -72,6 +73,71 @@ def _short_repr(value: Any, limit: int = 60) -> str:
     """Return ``repr(value)``, cut to ``limit`` characters with "..."."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# Lists and tuples longer than this show their first items and their last.
+SUMMARY_ITEMS = 8
+
+
+def summary_repr(value: Any) -> str:
+    """Return ``repr(value)`` with each array written as its dtype and
+    shape, such as ``float64[128, 64]``.
+
+    The result types use it as their ``__repr__``, because the arrays' own
+    reprs print their entries: about 200 lines for the default digits model.
+    Dataclass fields with ``repr=False`` are left out, and lists longer than
+    ``SUMMARY_ITEMS`` show their first three items and their last.
+    """
+    if array_api_compat.is_array_api_obj(value) and not isinstance(
+        value, numbers.Number
+    ):
+        return _array_summary(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [f.name for f in dataclasses.fields(value) if f.repr]
+        return _call_repr(value, fields)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return _call_repr(value, value._fields)
+    if isinstance(value, (list, tuple)):
+        items = [summary_repr(item) for item in value]
+        if len(items) > SUMMARY_ITEMS:
+            items = [*items[:3], f"... {len(items) - 4} more", items[-1]]
+        text = ", ".join(items)
+        if isinstance(value, list):
+            return f"[{text}]"
+        return f"({text},)" if len(items) == 1 else f"({text})"
+    if isinstance(value, dict):
+        pairs = [f"{key!r}: {summary_repr(item)}" for key, item in value.items()]
+        return "{" + ", ".join(pairs) + "}"
+    return repr(value)
+
+
+def _call_repr(value: Any, fields: Sequence[str]) -> str:
+    """Return ``Name(field=..., ...)`` with each field in ``summary_repr``."""
+    parts = [f"{name}={summary_repr(getattr(value, name))}" for name in fields]
+    return f"{type(value).__name__}({', '.join(parts)})"
+
+
+def _array_summary(a: Array) -> str:
+    """Return ``dtype[shape]``, the value of a 0-d array, and the device
+    when it is not the CPU."""
+    dtype = str(a.dtype).removeprefix("torch.")
+    if isinstance(a, np.ndarray):
+        prefix = ""
+    elif array_api_compat.is_jax_array(a):
+        prefix = "jax."
+    else:
+        prefix = f"{type(a).__module__.split('.')[0]}."
+    if a.ndim == 0:
+        try:
+            text = f"{prefix}{dtype}({a.item()!r})"
+        except Exception:  # noqa: BLE001 (a traced or lazy value has no item)
+            text = f"{prefix}{dtype}[]"
+    else:
+        text = f"{prefix}{dtype}[{', '.join(str(n) for n in a.shape)}]"
+    device = str(getattr(a, "device", "cpu"))
+    if not device.lower().startswith(("cpu", "tfrt_cpu")):
+        text += f" on {device}"
+    return text
 
 
 def is_floating(xp: Any, a: Array) -> bool:

@@ -172,6 +172,8 @@ class GradientProfile:
     W2: np.ndarray
     W3: np.ndarray | None
 
+    __repr__ = _arrays.summary_repr
+
     def arrays(self) -> dict[str, np.ndarray]:
         """Return the per-block arrays by name, leaving out an absent ``W3``."""
         named = {"error": self.error, "W1": self.W1, "W2": self.W2, "W3": self.W3}
@@ -404,6 +406,8 @@ class Summary:
     low: np.ndarray
     high: np.ndarray
 
+    __repr__ = _arrays.summary_repr
+
     @classmethod
     def of(cls, per_seed: Sequence[np.ndarray]) -> Summary:
         """Summarise arrays of shape ``(n, ...)``, one per seed."""
@@ -547,6 +551,8 @@ class Spectrum:
     moments: list[dict[str, float]]
     rows: int
 
+    __repr__ = _arrays.summary_repr
+
     @classmethod
     def of(
         cls, singular_values: Sequence[np.ndarray], shape: tuple[int, int]
@@ -635,6 +641,8 @@ class DepthResult:
     identity_blocks: int = 0
     accuracy: float | None = None
     activation: str = "relu"
+
+    __repr__ = _arrays.summary_repr
 
     def log10_ratio(self, name: str = "W1") -> float:
         """Return ``log10`` of the first block's RMS norm over the last block's."""

@@ -46,6 +46,8 @@ class BlockGradients:
     b1: Array | None = None
     b2: Array | None = None
 
+    __repr__ = _arrays.summary_repr
+
 
 @dataclass
 class Gradients:
@@ -63,6 +65,8 @@ class Gradients:
     loss: Array
     input: Array | None
     blocks: list[BlockGradients]
+
+    __repr__ = _arrays.summary_repr
 
     def arrays(self) -> dict[str, Array]:
         """Return the weight gradients keyed as ``ResidualMLP.arrays()``."""

@@ -64,6 +64,8 @@ class Block:
     b2: Array | None = None
     shortcut: str | None = None
 
+    __repr__ = _arrays.summary_repr
+
     def __post_init__(self) -> None:
         if self.shortcut is None:
             self.shortcut = "identity" if self.W3 is None else "learned"
@@ -167,6 +169,8 @@ class ResidualMLP:
     post_activation: str | None = None
     output_activation: str = "identity"
     _xp: Any = field(default=None, init=False, repr=False, compare=False)
+
+    __repr__ = _arrays.summary_repr
 
     def __post_init__(self) -> None:
         self.blocks = list(self.blocks)

@@ -99,6 +99,8 @@ class RobustnessRow:
     mean_l0: float
     max_l0: float
 
+    __repr__ = _arrays.summary_repr
+
 
 @dataclass
 class Examples:
@@ -106,6 +108,8 @@ class Examples:
 
     x_adv: np.ndarray
     prediction: np.ndarray
+
+    __repr__ = _arrays.summary_repr
 
 
 @dataclass
@@ -127,6 +131,8 @@ class RobustnessTable:
     clean_prediction: np.ndarray
     examples: dict[tuple[str, float], Examples] = field(default_factory=dict)
     bounds: tuple[float, float] = (0.0, 1.0)
+
+    __repr__ = _arrays.summary_repr
 
     def to_dicts(self) -> list[dict[str, Any]]:
         """Return the rows as plain dicts, for JSON and CSV."""

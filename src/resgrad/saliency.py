@@ -422,6 +422,8 @@ class IntegratedGradients(NamedTuple):
     gap: Array
     score_difference: Array
 
+    __repr__ = _arrays.summary_repr
+
     @property
     def relative_gap(self) -> Array:
         """``|gap| / |F(x) - F(x')|``; infinite where the two scores are equal
@@ -704,6 +706,8 @@ class RandomizationCheck(NamedTuple):
     original: Array
     randomized: list[Array]
 
+    __repr__ = _arrays.summary_repr
+
 
 def randomize_blocks(
     model: ResidualMLP, count: int, seed: int | np.random.Generator | None = 0
@@ -830,6 +834,8 @@ class DeletionCurve(NamedTuple):
     random_scores: np.ndarray
     auc: np.ndarray
     random_auc: np.ndarray
+
+    __repr__ = _arrays.summary_repr
 
 
 @_arrays.without_autograd

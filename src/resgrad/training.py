@@ -385,6 +385,8 @@ class FitResult:
     steps: int
     validation_rows: int = 0
 
+    __repr__ = _arrays.summary_repr
+
 
 @_arrays.without_autograd
 def fit(

@@ -64,6 +64,8 @@ class AttackResult:
     prediction: Array
     target: Array | None = None
 
+    __repr__ = _arrays.summary_repr
+
 
 @dataclass(frozen=True)
 class Batch:
