@@ -130,7 +130,7 @@ def test_run_report_explains_nan_of_one_feature(tmp_path):
     out = _run_on_one_feature(tmp_path, "attack,depth")
     report = (out / "report.md").read_text()
     assert "test samples of 1 feature, 2 classes" in report
-    assert "| gradient | nan |" in report
+    assert "| vanilla gradient | nan |" in report
     assert "NaN: no rank correlation exists where a map is constant" in report
     assert "Input x gradient and Integrated Gradients multiply the gradient" in report
 

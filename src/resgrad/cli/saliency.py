@@ -46,7 +46,7 @@ from ._common import (
 )
 
 METHOD_TITLES = {
-    "vanilla": "gradient",
+    "vanilla": "vanilla gradient",
     "input_x_gradient": "input x gradient",
     "smoothgrad": "SmoothGrad",
     "integrated_gradients": "Integrated Gradients",
