@@ -1380,6 +1380,17 @@ def test_label_column_only_for_csv(tmp_path):
         load_data(label_column=0)
 
 
+def test_npz_named_csv_names_the_suffix(tmp_path):
+    path = tmp_path / "table.csv"
+    with open(path, "wb") as file:
+        np.savez(file, X=np.ones((4, 2)), y=np.arange(4))
+    with pytest.raises(ValueError) as caught:
+        load_data(path)
+    assert "is not a UTF-8 text file" in str(caught.value)
+    assert "It is a zip archive, as np.savez writes" in str(caught.value)
+    assert "give it the .npz suffix" in str(caught.value)
+
+
 def test_gzipped_csv_asks_to_decompress(tmp_path):
     path = tmp_path / "table.csv.gz"
     with gzip.open(path, "wt") as file:

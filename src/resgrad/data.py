@@ -648,7 +648,15 @@ def _first_line(path: Path) -> tuple[str, int]:
                 if text:
                     return text, number
     except UnicodeDecodeError as error:
-        raise ValueError(f"{path} is not a UTF-8 text file: {error}.") from error
+        with open(path, "rb") as file:
+            start = file.read(4)
+        hint = ""
+        if start in _ZIP_STARTS:
+            hint = (
+                " It is a zip archive, as np.savez writes; if it holds arrays X "
+                "and y, give it the .npz suffix."
+            )
+        raise ValueError(f"{path} is not a UTF-8 text file: {error}.{hint}") from error
     raise ValueError(f"{path} is empty; expected rows of comma-separated numbers.")
 
 
