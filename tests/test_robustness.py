@@ -362,6 +362,14 @@ def test_short_rows_draw_as_bars(monkeypatch, tmp_path):
     change = table.examples[("fgsm", 0.1)].x_adv[0] - table.x[0]
     assert [bar.get_height() for bar in fgsm.patches] == pytest.approx(change)
     assert fgsm.get_ylim() == pytest.approx((-0.1, 0.1))
+    # Red is for the titles of changed predictions, not for bars.
+    from matplotlib.colors import to_rgba
+
+    red = to_rgba("tab:red")
+    for bar, step in zip(fgsm.patches, change):
+        assert bar.get_facecolor() != red
+        colour = robustness.RISE_COLOUR if step >= 0 else robustness.FALL_COLOUR
+        assert bar.get_facecolor() == to_rgba(colour)
 
 
 def test_bars_span_l2_changes_wider_than_eps(monkeypatch, tmp_path):

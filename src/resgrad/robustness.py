@@ -693,7 +693,8 @@ def plot_examples(
                     change = np.asarray(inputs[c]) - np.asarray(table.x[c])
                     # eps = 0 changes nothing, and the axis still needs a height.
                     limits = (-radius, radius) if radius > 0 else (-1.0, 1.0)
-                    rises = np.where(change >= 0, "tab:red", "tab:blue")
+                    # Red titles mark changed predictions, so bars avoid red.
+                    rises = np.where(change >= 0, RISE_COLOUR, FALL_COLOUR)
                     feature_bars(axes, change, limits, rises)
                 if c == 0:
                     # The first column carries the scale that its row shares.
@@ -709,7 +710,7 @@ def plot_examples(
     if shape is None:
         bars = (
             "\nbars: the features of the clean input, and the change "
-            "x_adv - x for each method"
+            "x_adv - x for each method (orange up, blue down)"
         )
     figure.suptitle(
         f"adversarial examples at eps = {eps:g}\n"
@@ -718,6 +719,11 @@ def plot_examples(
     )
     figure.tight_layout()
     return _save(figure, path)
+
+
+# The colours of the bars of features that an attack raised and lowered.
+RISE_COLOUR = "tab:orange"
+FALL_COLOUR = "tab:blue"
 
 
 def feature_bars(
