@@ -40,6 +40,9 @@ def test_every_page_with_examples_is_run():
     assert pages == PAGES
 
 
+# Captum warns when it sets requires_grad on the input that the torch page
+# passes it, which the example leaves to Captum.
+@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 @pytest.mark.parametrize("page", PAGES)
 def test_page_examples_run(page, folder, monkeypatch, capsys):
     monkeypatch.chdir(folder)
