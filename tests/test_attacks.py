@@ -1319,6 +1319,51 @@ def test_jsma_exact_zero_beta_admits_no_pair(method):
     np.testing.assert_array_equal(result.x_adv, x)
 
 
+def _steep_linear_model(scale: float) -> resgrad.ResidualMLP:
+    """Return ``z = W3 x + b2`` with logit 0 rising and logit 1 falling twice as
+    fast in features 2 and 3 as in 0 and 1, times ``scale``."""
+    w3 = scale * np.array([[1.0, 1.0, 2.0, 2.0], [-1.0, -1.0, -2.0, -2.0]])
+    block = resgrad.Block(
+        W1=np.zeros((1, 4)),
+        W2=np.zeros((2, 1)),
+        W3=w3,
+        b1=np.zeros(1),
+        b2=np.array([-20.0 * scale, 0.0]),
+    )
+    return resgrad.ResidualMLP([block], activation="identity")
+
+
+@pytest.mark.parametrize("namespace", ["numpy", "torch"])
+@pytest.mark.parametrize("method", ["jsma", "mjsma"])
+def test_jsma_half_precision_picks_best_pair(method, namespace):
+    # Pair sums of 200 and 400 give scores of 80000 and more, beyond the
+    # largest float16, 65504.
+    xp = torch if namespace == "torch" else np
+    model = _steep_linear_model(100.0).convert(xp, dtype="float16")
+    x = xp.asarray(np.full((1, 4), 0.5, dtype=np.float16))
+    label, target = xp.asarray(np.array([1])), xp.asarray(np.array([0]))
+    result = getattr(attacks, method)(
+        model, x, label, target=target, theta=0.1, gamma=0.5
+    )
+    np.testing.assert_array_equal(np.asarray(result.steps), [1])
+    moved = np.asarray(result.x_adv, dtype=np.float64)[0] > 0.55
+    np.testing.assert_array_equal(moved, [False, False, True, True])
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in multiply")
+@pytest.mark.parametrize("method", ["jsma", "mjsma"])
+def test_jsma_infinite_scores_still_move(method):
+    # In float32 the pair scores overflow to infinity. They then tie, and
+    # the attack moves the first pair rather than stopping on a NaN score.
+    model = _steep_linear_model(1e20).convert(np, dtype="float32")
+    x = np.full((1, 4), 0.5, dtype=np.float32)
+    result = getattr(attacks, method)(
+        model, x, np.array([1]), target=np.array([0]), theta=0.1, gamma=0.5
+    )
+    np.testing.assert_array_equal(result.steps, [1])
+    assert np.count_nonzero(result.x_adv != x) == 2
+
+
 def test_jsma_needs_target(small_model):
     x, y = small_batch()
     with pytest.raises(ValueError, match="targeted"):

@@ -292,9 +292,9 @@ def _jsma_selector(increasing: bool) -> Selector:
         xp = batch.xp
         alpha, beta = _pair_sums(batch, jacobian, cls)
         if increasing:
-            score = _gain(xp, alpha, beta) * _pair_weights(batch, up)
+            score = _on_pairs(batch, _gain(xp, alpha, beta), up)
         else:
-            score = _gain(xp, -alpha, -beta) * _pair_weights(batch, down)
+            score = _on_pairs(batch, _gain(xp, -alpha, -beta), down)
         p, q, found = _best_pair(batch, score)
         sign = 1.0 if increasing else -1.0
         direction = xp.full((batch.n,), sign, dtype=batch.x.dtype, device=batch.device)
@@ -314,8 +314,8 @@ def _maximal_selector(toward: bool) -> Selector:
         raises, lowers = _gain(xp, alpha, beta), _gain(xp, -alpha, -beta)
         if not toward:
             raises, lowers = lowers, raises
-        up_score = raises * _pair_weights(batch, up)
-        score = up_score + lowers * _pair_weights(batch, down)
+        up_score = _on_pairs(batch, raises, up)
+        score = up_score + _on_pairs(batch, lowers, down)
         p, q, found = _best_pair(batch, score)
         flat = xp.reshape(up_score, (batch.n, batch.d * batch.d))
         chosen = xp.take_along_axis(flat, (p * batch.d + q)[:, None], axis=1)[:, 0]
@@ -328,6 +328,10 @@ def _maximal_selector(toward: bool) -> Selector:
 def _pair_sums(batch: Batch, jacobian: Array, cls: Array) -> tuple[Array, Array]:
     """Return ``alpha`` and ``beta`` of every pair, each of shape ``(n, d, d)``."""
     xp = batch.xp
+    if xp.finfo(jacobian.dtype).bits < 32:
+        # A product of two pair sums of 256 overflows float16, which would
+        # leave every pair at the same infinite score.
+        jacobian = xp.astype(jacobian, xp.float32)
     classes = jacobian.shape[1]
     pick = xp.astype(_one_hot(batch, cls, classes), jacobian.dtype)[:, :, None]
     own = xp.sum(jacobian * pick, axis=1)
@@ -345,13 +349,18 @@ def _gain(xp: Any, alpha: Array, beta: Array) -> Array:
     return xp.clip(alpha, 0.0, None) * xp.clip(-beta, 0.0, None)
 
 
-def _pair_weights(batch: Batch, domain: Array) -> Array:
-    """Return the ``(n, d, d)`` weights: 1 for pairs ``p < q`` in ``domain``, else 0."""
+def _on_pairs(batch: Batch, score: Array, domain: Array) -> Array:
+    """Return ``score`` on the pairs ``p < q`` of features in ``domain``, and 0
+    on the other pairs of the ``(n, d, d)`` array.
+
+    A ``where`` and not a product by 0/1 weights, because an infinite score
+    times 0 is NaN, which argmax would pick.
+    """
     xp = batch.xp
     index = xp.arange(batch.d, device=batch.device)
-    upper = xp.astype(index[:, None] < index[None, :], batch.x.dtype)
-    inside = xp.astype(domain, batch.x.dtype)
-    return (inside[:, :, None] * inside[:, None, :]) * upper[None, :, :]
+    upper = index[:, None] < index[None, :]
+    pairs = (domain[:, :, None] & domain[:, None, :]) & upper[None, :, :]
+    return xp.where(pairs, score, xp.zeros_like(score))
 
 
 def _best_pair(batch: Batch, score: Array) -> tuple[Array, Array, Array]:
