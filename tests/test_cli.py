@@ -674,7 +674,9 @@ def test_train_interrupt_before_an_epoch_names_earlier_run(
     assert checkpoint.read_bytes() == b"earlier run"
 
 
-def test_train_interrupt_names_finished_epochs(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("readable", [True, False])
+def test_train_interrupt_names_checkpoint(readable, tmp_path, monkeypatch, capsys):
+    """The message names the checkpoint, and its epoch where it can be read."""
     import resgrad.cli.train as train_cli
     from resgrad.io import save_checkpoint
 
@@ -682,31 +684,18 @@ def test_train_interrupt_names_finished_epochs(tmp_path, monkeypatch, capsys):
     checkpoint = tmp_path / "model.checkpoint.npz"
 
     def interrupted_training(args, data, progress):
-        save_checkpoint(checkpoint, {"history": [{"loss": 1.0}] * 3}, {})
+        if readable:
+            save_checkpoint(checkpoint, {"history": [{"loss": 1.0}] * 3}, {})
+        else:
+            checkpoint.write_bytes(b"epoch 1")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_cli, "train_model", interrupted_training)
     status = main(["train", "--out", str(out), "--epochs", "7", "--no-progress"])
     err = capsys.readouterr().err
+    epoch = " (epoch 3 of 7)" if readable else ""
     assert status == 130
-    assert f"{checkpoint} contains the last finished epoch (epoch 3 of 7);" in err
-
-
-def test_train_interrupt_names_checkpoint(tmp_path, monkeypatch, capsys):
-    import resgrad.cli.train as train_cli
-
-    out = tmp_path / "model.npz"
-    checkpoint = tmp_path / "model.checkpoint.npz"
-
-    def interrupted_training(args, data, progress):
-        checkpoint.write_bytes(b"epoch 1")
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_cli, "train_model", interrupted_training)
-    status = main(["train", "--out", str(out), "--epochs", "2", "--no-progress"])
-    err = capsys.readouterr().err
-    assert status == 130
-    assert f"{checkpoint} contains the last finished epoch" in err
+    assert f"{checkpoint} contains the last finished epoch{epoch};" in err
     assert "--resume" in err
     assert not out.exists()
 
