@@ -328,10 +328,6 @@ def _maximal_selector(toward: bool) -> Selector:
 def _pair_sums(batch: Batch, jacobian: Array, cls: Array) -> tuple[Array, Array]:
     """Return ``alpha`` and ``beta`` of every pair, each of shape ``(n, d, d)``."""
     xp = batch.xp
-    if xp.finfo(jacobian.dtype).bits < 32:
-        # A product of two pair sums of 256 overflows float16, which would
-        # leave every pair at the same infinite score.
-        jacobian = xp.astype(jacobian, xp.float32)
     classes = jacobian.shape[1]
     pick = xp.astype(_one_hot(batch, cls, classes), jacobian.dtype)[:, :, None]
     own = xp.sum(jacobian * pick, axis=1)
@@ -339,9 +335,29 @@ def _pair_sums(batch: Batch, jacobian: Array, cls: Array) -> tuple[Array, Array]
     # Subtracting own from the sum of all rows leaves a rounding error, which
     # can give an exact zero beta a sign and so admit a pair.
     others = xp.sum(jacobian * (1 - pick), axis=1)
+    own, others = _unit_scale(xp, own), _unit_scale(xp, others)
     alpha = own[:, :, None] + own[:, None, :]
     beta = others[:, :, None] + others[:, None, :]
     return alpha, beta
+
+
+def _unit_scale(xp: Any, rows: Array) -> Array:
+    """Return ``rows`` ``(n, d)``, each row times the power of two that brings
+    its largest magnitude into ``[1, 2)``.
+
+    Each score ``alpha * |beta|`` of a sample then changes by one factor, so
+    the best pair stays the same, and a very large or very small Jacobian no
+    longer makes the scores overflow or underflow. Powers of two scale
+    without rounding. Rows of zeros, and rows with a non-finite entry, stay
+    as they are.
+    """
+    largest = xp.max(xp.abs(rows), axis=1)
+    usable = (largest > 0) & xp.isfinite(largest)
+    exponent = xp.floor(xp.log2(xp.where(usable, largest, xp.ones_like(largest))))
+    # 2 ** -exponent must itself be finite and normal in the dtype.
+    limit = math.floor(math.log2(float(xp.finfo(rows.dtype).max))) - 1
+    exponent = xp.clip(exponent, -limit, limit)
+    return rows * xp.pow(2.0, -exponent)[:, None]
 
 
 def _gain(xp: Any, alpha: Array, beta: Array) -> Array:
