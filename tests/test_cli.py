@@ -380,14 +380,19 @@ def test_pickle_model_runs_no_code(files, capsys):
     assert not (files / "marker").exists()
 
 
-def test_debug_shows_traceback(files):
-    with pytest.raises(ValueError, match="is not a resgrad model file"):
-        main(["--debug", "evaluate", "--model", str(files / "pickle.npz")])
-
-
-def test_debug_after_command_shows_traceback(files):
-    with pytest.raises(ValueError, match="is not a resgrad model file"):
-        main(["evaluate", "--model", str(files / "pickle.npz"), "--debug"])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_traceback_keeps_status(where, files, capsys):
+    """--debug, before or after the command, adds the traceback to the
+    message and keeps exit status 2, which scripts read as bad input."""
+    command = ["evaluate", "--model", str(files / "pickle.npz")]
+    argv = ["--debug", *command] if where == "before" else [*command, "--debug"]
+    status = main(argv)
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("Traceback (most recent call last):")
+    # Once in the traceback's last line, once in the usual message.
+    assert err.count("is not a resgrad model file") == 2
+    assert err.splitlines()[-1].startswith("resgrad evaluate: error: ")
 
 
 def test_blas_threads_must_be_positive(capsys):

@@ -16,6 +16,7 @@ import io
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -73,7 +74,8 @@ def _add_global_arguments(parser: argparse.ArgumentParser, default: Any) -> None
         "--debug",
         action="store_true",
         default=False if default is None else default,
-        help="show the full traceback on errors",
+        help="print the full traceback before the message of an error; the "
+        "exit status stays the same",
     )
     parser.add_argument(
         "--blas-threads",
@@ -83,6 +85,13 @@ def _add_global_arguments(parser: argparse.ArgumentParser, default: Any) -> None
         help="threads of NumPy's BLAS, at most the number of CPUs (default: 1, "
         "fastest for the small matrices of these networks)",
     )
+
+
+def _print_traceback(debug: bool) -> None:
+    """Print the traceback of the exception being handled when ``--debug`` is
+    given; the command still exits with its usual status and message."""
+    if debug:
+        traceback.print_exc()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,8 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _discard_stdout()
         return BROKEN_PIPE_STATUS
     except MemoryError as error:
-        if args.debug:
-            raise
+        _print_traceback(args.debug)
         print(
             f"resgrad {args.command}: error: not enough memory ({_one_line(error)}); "
             "pass smaller sizes, such as fewer or narrower blocks, samples or "
@@ -129,8 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     except (ValueError, TypeError, OSError, ImportError) as error:
-        if args.debug:
-            raise
+        _print_traceback(args.debug)
         if _terminated:
             # A library that caught the interrupt raised this in its place.
             print(f"resgrad {args.command}: terminated", file=sys.stderr)
