@@ -372,6 +372,29 @@ def test_short_rows_draw_as_bars(monkeypatch, tmp_path):
         assert bar.get_facecolor() == to_rgba(colour)
 
 
+@pytest.mark.parametrize("samples", [1, 5])
+def test_examples_title_fits_figure(samples, monkeypatch, tmp_path):
+    model = resgrad.ResidualMLP.init([6, 8, CLASSES], seed=0)
+    x = np.random.default_rng(0).uniform(0.0, 1.0, size=(samples, 6))
+    y = np.arange(samples) % CLASSES
+    table = robustness.evaluate(model, x, y, ["fgsm", "pgd"], [0.1], seed=0)
+    figures = []
+    monkeypatch.setattr(
+        robustness, "_save", lambda figure, path: figures.append(figure)
+    )
+    robustness.plot_examples(table, tmp_path / "bars.png")
+    figure = figures[0]
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    title = figure._suptitle.get_window_extent(renderer)
+    page = figure.bbox
+    assert title.x0 >= page.x0
+    assert title.x1 <= page.x1
+    assert title.y1 <= page.y1
+    # The title must not run into the top row of plots either.
+    assert title.y0 >= max(axes.get_tightbbox(renderer).y1 for axes in figure.axes[:1])
+
+
 def test_bars_span_l2_changes_wider_than_eps(monkeypatch, tmp_path):
     model = resgrad.ResidualMLP.init([6, 8, CLASSES], seed=0)
     x = np.random.default_rng(0).uniform(0.2, 0.8, size=(4, 6))

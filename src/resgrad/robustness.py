@@ -657,8 +657,8 @@ def plot_examples(
     figure, grid = plt.subplots(
         1 + len(methods),
         max(count, 1),
-        # Wide enough for the three title lines however few the examples.
-        figsize=(max(1.2 * count, 6.4), 1.35 * (1 + len(methods))),
+        # Wide and tall enough for the title lines however few the examples.
+        figsize=(max(1.2 * count, 6.4), 1.35 * (1 + len(methods)) + 0.3),
         squeeze=False,
     )
     lo, hi = table.bounds
@@ -709,8 +709,8 @@ def plot_examples(
     bars = ""
     if shape is None:
         bars = (
-            "\nbars: the features of the clean input, and the change "
-            "x_adv - x for each method (orange up, blue down)"
+            "\nbars: the features of the clean input, and for each method"
+            "\nthe change x_adv - x (orange up, blue down)"
         )
     figure.suptitle(
         f"adversarial examples at eps = {eps:g}\n"
