@@ -235,7 +235,22 @@ BAD_ARGUMENTS = {
         ["run", "--skip", "attack,"],
         "Empty item in --skip 'attack,'; remove the extra comma",
     ),
-    "run skip unknown": (["run", "--skip", "plots"], "Unknown section(s) in --skip"),
+    "run skip unknown": (
+        ["run", "--skip", "Attack,plots"],
+        "Unknown --skip value 'plots'; expected all, or some of: attack, saliency,",
+    ),
+    "run skip all beside others": (
+        ["run", "--skip", "all,depth"],
+        "--skip 'all,depth': 'all' already names every choice; pass all alone",
+    ),
+    "saliency method all beside others": (
+        ["saliency", "--model", "{dir}/model.npz", "--method", "all,vanilla"],
+        "--method 'all,vanilla': 'all' already names every choice; pass all alone",
+    ),
+    "depth arch unknown": (
+        ["depth", "--arch", "resnet"],
+        "Unknown --arch value 'resnet'; expected all, or some of: residual,",
+    ),
     "attack seed without random method": (
         ["attack", "--model", "{dir}/model.npz", "--method", "fgsm", "--seed", "0"],
         "--method fgsm draws no random numbers, so --seed 0 would change nothing",
@@ -1999,3 +2014,31 @@ def test_train_warns_when_validation_is_most_rows(tmp_path, capsys):
     assert "1213 validation samples held out" in captured.out
     assert main([*argv, "--validation", "0.1", "--overwrite"]) == 0
     assert "holds out" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "skip, sections",
+    [
+        ("", ["attack", "saliency", "depth"]),
+        ("Depth, ATTACK", ["saliency"]),
+        ("depth,depth", ["attack", "saliency"]),
+        ("all", []),
+    ],
+)
+def test_run_skip_names(skip, sections):
+    from resgrad.cli.run import _sections_to_run
+
+    assert _sections_to_run(skip) == sections
+
+
+@pytest.mark.parametrize(
+    "text, methods",
+    [
+        ("Vanilla", ["vanilla"]),
+        ("jsma, SmoothGrad,jsma", ["jsma", "smoothgrad"]),
+    ],
+)
+def test_saliency_method_names(text, methods):
+    from resgrad.cli.saliency import parse_methods
+
+    assert parse_methods(text) == methods

@@ -661,7 +661,22 @@ def test_network_bytes_err_high():
 def test_cli_rejects_unknown_arch(tmp_path, capsys):
     status = main(["depth", "--arch", "resnet", "--out", str(tmp_path)])
     assert status == 2
-    assert "unknown resnet" in capsys.readouterr().err
+    assert "Unknown --arch value 'resnet'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, archs",
+    [
+        ("all", list(depth.ARCHITECTURES)),
+        ("ALL", list(depth.ARCHITECTURES)),
+        ("Plain, residual,plain", ["plain", "residual"]),
+    ],
+)
+def test_cli_arch_names(text, archs):
+    from resgrad.cli import build_parser
+
+    args = build_parser().parse_args(["depth", "--arch", text])
+    assert args.arch == archs
 
 
 def test_report_section(tmp_path):

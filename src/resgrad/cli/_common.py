@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,37 @@ def _is_terminal(stream: Any) -> bool:
 # The files that the running command reads (--model, --data, --labels),
 # which none of its outputs may replace. main empties it for each command.
 INPUT_FILES: list[Path] = []
+
+
+def parse_names(text: str, option: str, valid: Sequence[str]) -> list[str]:
+    """Return the names of a comma-separated option value, in lower case,
+    each once, in the order given. ``all`` alone stands for every name of
+    ``valid``.
+
+    Raises:
+        ValueError: on an empty list or item, an unknown name, or ``all``
+            beside other names.
+    """
+    names = [item.strip().lower() for item in text.split(",")]
+    choices = f"all, or some of: {', '.join(valid)}"
+    if not any(names):
+        raise ValueError(f"{option} is empty; pass {choices}.")
+    if not all(names):
+        raise ValueError(f"Empty item in {option} {text!r}; remove the extra comma.")
+    if "all" in names:
+        if len(names) > 1:
+            raise ValueError(
+                f"{option} {text!r}: 'all' already names every choice; pass all "
+                "alone or only the names you want."
+            )
+        return list(valid)
+    unknown = [name for name in names if name not in valid]
+    if unknown:
+        raise ValueError(
+            f"Unknown {option} value {', '.join(map(repr, unknown))}; expected "
+            f"{choices}."
+        )
+    return list(dict.fromkeys(names))
 
 
 def check_not_an_input(path: Path) -> None:

@@ -27,6 +27,7 @@ from ._common import (
     add_overwrite_argument,
     check_output_folder,
     non_negative_int,
+    parse_names,
     positive_int,
     progress_bar,
     typed_options,
@@ -112,10 +113,10 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--arch",
-        type=_name_list(ARCHITECTURES),
+        type=_name_list("--arch", ARCHITECTURES),
         default=["residual", "plain", "scaled"],
-        help=f"comma-separated architectures out of {','.join(ARCHITECTURES)} "
-        "(default: residual,plain,scaled)",
+        help=f"comma-separated architectures out of {','.join(ARCHITECTURES)}, "
+        "or all (default: residual,plain,scaled)",
     )
     parser.add_argument(
         "--samples",
@@ -228,15 +229,13 @@ def _items(value: str) -> list[str]:
     return items
 
 
-def _name_list(valid: Sequence[str]):
+def _name_list(option: str, valid: Sequence[str]):
     def parse(value: str) -> list[str]:
-        names = _items(value)
-        unknown = [name for name in names if name not in valid]
-        if unknown:
-            raise argparse.ArgumentTypeError(
-                f"unknown {', '.join(unknown)}; expected some of: {', '.join(valid)}"
-            )
-        return names
+        try:
+            return parse_names(value, option, valid)
+        except ValueError as error:
+            # argparse prints only the message of this exception type.
+            raise argparse.ArgumentTypeError(str(error)) from None
 
     return parse
 

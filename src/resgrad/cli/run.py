@@ -37,6 +37,7 @@ from ._common import (
     load_dataset,
     lock_output_folder,
     make_output_folder,
+    parse_names,
     plural,
     positive_int,
     progress_bar,
@@ -89,7 +90,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--skip",
         default="",
         metavar="NAMES",
-        help=f"comma-separated sections to leave out: {', '.join(SECTIONS)}",
+        help=f"comma-separated sections to leave out, out of {','.join(SECTIONS)}, "
+        "or all (default: none)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(handler=run_main)
@@ -113,18 +115,7 @@ def _numbered(base: Path) -> Iterator[Path]:
 
 
 def _sections_to_run(skip: str) -> list[str]:
-    names = [name.strip() for name in skip.split(",")] if skip.strip() else []
-    if "" in names:
-        raise ValueError(
-            f"Empty item in --skip {skip!r}; remove the extra comma, as in "
-            "attack,depth."
-        )
-    unknown = sorted(set(names) - set(SECTIONS))
-    if unknown:
-        raise ValueError(
-            f"Unknown section(s) in --skip: {', '.join(unknown)}; expected some of: "
-            f"{', '.join(SECTIONS)}."
-        )
+    names = parse_names(skip, "--skip", SECTIONS) if skip.strip() else []
     return [name for name in SECTIONS if name not in names]
 
 

@@ -33,6 +33,7 @@ from ._common import (
     load_dataset,
     non_negative_int,
     output_folder,
+    parse_names,
     plural,
     progress_bar,
     typed_options,
@@ -242,17 +243,7 @@ def parse_indices(text: str, option: str, size: int, range_name: str) -> list[in
 
 
 def parse_methods(text: str) -> list[str]:
-    if text.strip() == "all":
-        return list(METHOD_TITLES)
-    methods = parse_list(text, "--method")
-    for method in methods:
-        if method not in METHOD_TITLES:
-            raise ValueError(
-                f"Unknown --method {method!r}; expected one of: "
-                f"{', '.join(METHOD_TITLES)} (or all)."
-            )
-    # A repeated method counts once, as in ``resgrad attack``.
-    return list(dict.fromkeys(methods))
+    return parse_names(text, "--method", list(METHOD_TITLES))
 
 
 def parse_baseline(text: str, width: int) -> float | np.ndarray:
