@@ -2042,3 +2042,32 @@ def test_saliency_method_names(text, methods):
     from resgrad.cli.saliency import parse_methods
 
     assert parse_methods(text) == methods
+
+
+@pytest.mark.parametrize(
+    "command, options, message",
+    [
+        (
+            "attack",
+            ["--method", "fgsm", "--eps", "0.1", "--limit", "100"],
+            "--limit 100 is more than the 10 test samples; attacking all 10",
+        ),
+        (
+            "saliency",
+            ["--method", "vanilla", "--index", "0", "--check-samples", "100"],
+            "--check-samples 100 is more than the 10 test samples; checking all 10",
+        ),
+    ],
+)
+def test_counts_beyond_test_split_warn(
+    command, options, message, files, tmp_path, capsys
+):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "small.npz"
+    np.savez(data, X=rng.uniform(size=(20, 64)), y=np.arange(20) % 10)
+    model = str(files / "model.npz")
+    argv = [command, "--model", model, "--data", str(data), *options]
+    status = main([*argv, "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 0
+    assert f"resgrad {command}: warning: {message}" in err

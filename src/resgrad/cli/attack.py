@@ -126,6 +126,13 @@ def run_attack(args: argparse.Namespace) -> int:
     tables = [f"robustness.{suffix}" for suffix in ("md", "csv", "json")]
     for name in (*tables, ACCURACY_FIGURE, EXAMPLES_FIGURE):
         check_not_an_input(out / name)
+    available = len(data.y_test)
+    if args.limit is not None and args.limit > available:
+        warn(
+            "attack",
+            f"--limit {args.limit} is more than the {available} test samples; "
+            f"attacking all {available}",
+        )
     x, y = data.x_test[: args.limit], data.y_test[: args.limit]
 
     progress = progress_bar(not args.no_progress)

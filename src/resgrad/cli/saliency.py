@@ -421,6 +421,12 @@ def run_saliency(args: argparse.Namespace) -> int:
     summary, sample_figures = draw_samples(
         model, data, indices, methods, classes, options, args, progress
     )
+    if args.check_samples > len(x_test):
+        warn(
+            "saliency",
+            f"--check-samples {args.check_samples} is more than the "
+            f"{len(x_test)} test samples; checking all {len(x_test)}",
+        )
     x_check = x_test[: args.check_samples]
     checks = run_checks(model, x_check, methods, options, data.bounds, args, progress)
     # Every number is computed before the first file is written, so an
