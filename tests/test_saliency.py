@@ -812,6 +812,9 @@ def test_cli_writes_figures_and_json(digits_model, tmp_path, capsys):
     assert report["data"] == "digits"
     assert report["test_size"] == 0.25
     assert report["split_seed"] == 0
+    assert report["seed"] == 0
+    assert report["check_samples"] == 6
+    assert report["random_orders"] == 2
     for name in report["files"]:
         assert (out / name).stat().st_size > 0
     assert "saliency_sample_3.png" in report["files"]

@@ -433,6 +433,10 @@ def run_saliency(args: argparse.Namespace) -> int:
     # interrupted run leaves no folder of some figures and no JSON file.
     summary["files"] += [RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME]
     summary.update(check_summary(checks))
+    # The settings of the checks, which the method options above leave out.
+    summary["seed"] = args.seed
+    summary["check_samples"] = len(x_check)
+    summary["random_orders"] = args.random_orders
     with writing_into(folder, "saliency"):
         for name, draw in sample_figures:
             write_figure(args.out / name, draw())
