@@ -557,6 +557,10 @@ def test_cli_writes_json_and_figures(tmp_path, capsys):
     assert len(document["sweep"]) == 6
     assert set(document["identity_limit"]) == {"relu", "sigmoid", "tanh"}
     assert document["sweep"][1]["spectrum"]["histogram"]
+    # Resolved settings, without those of the trained study, which was off.
+    assert document["settings"]["post_activation"] == "relu"
+    assert document["settings"]["trained"] is False
+    assert "epochs" not in document["settings"]
     for name in document["files"]:
         assert (tmp_path / name).stat().st_size < 150_000, name
     printed = capsys.readouterr().out
@@ -600,6 +604,8 @@ def test_cli_trained_option(tmp_path):
     assert status == 0
     document = json.loads((tmp_path / "depth.json").read_text())
     assert [r["stage"] for r in document["trained"]] == ["init", "trained"]
+    assert document["settings"]["trained_width"] == 8
+    assert document["settings"]["epochs"] == 1
     assert (tmp_path / "depth_trained.png").exists()
 
 

@@ -313,11 +313,13 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "identity_width",
         "published",
         "trained",
-        "trained_depths",
-        "trained_width",
-        "epochs",
     )
-    return {name: getattr(args, name) for name in names}
+    settings = {name: getattr(args, name) for name in names}
+    # None stands for the same function as --activation.
+    settings["post_activation"] = args.post_activation or args.activation
+    if args.trained:
+        settings.update({name: getattr(args, name) for name in TRAINED_OPTIONS})
+    return settings
 
 
 # Bytes per block beside its arrays and trace, mostly the Block and array
