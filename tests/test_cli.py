@@ -231,6 +231,14 @@ BAD_ARGUMENTS = {
     "run out file": (["run", "--out", "{dir}/plain.txt"], "plain.txt is a file"),
     "run out not empty": (["run", "--out", "{dir}"], "is not empty; choose a new"),
     "run lr negative": (["run", "--lr", "-3"], "--lr: expected a number > 0, got -3"),
+    "unknown option of a command": (
+        ["check", "--model", "{dir}/model.npz", "--no-progress"],
+        "unrecognized arguments: --no-progress; see 'resgrad check --help'.",
+    ),
+    "unknown option without a command": (
+        ["--bogus"],
+        "resgrad: error: unrecognized arguments: --bogus; see 'resgrad --help'.",
+    ),
     "run skip empty item": (
         ["run", "--skip", "attack,"],
         "Empty item in --skip 'attack,'; remove the extra comma",

@@ -87,6 +87,16 @@ def _add_global_arguments(parser: argparse.ArgumentParser, default: Any) -> None
     )
 
 
+def _command_parser(
+    parser: argparse.ArgumentParser, command: str | None
+) -> argparse.ArgumentParser | None:
+    """Return the parser of ``command``, or ``None`` when there is none."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(command)
+    return None
+
+
 def _print_traceback(debug: bool) -> None:
     """Print the traceback of the exception being handled when ``--debug`` is
     given; the command still exits with its usual status and message."""
@@ -105,7 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # argparse reports these from the top parser, whose --help does
+            # not list the options of the command.
+            command = _command_parser(parser, args.command) or parser
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exit_:
         return _exit_status(exit_.code)
     if args.command is None:
