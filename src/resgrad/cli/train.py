@@ -295,7 +295,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--overwrite",
         action="store_true",
         help="replace an existing --out file, and start over when the "
-        "checkpoint of an unfinished run exists",
+        "checkpoint of an unfinished run exists; with --resume, only replace "
+        "--out once the resumed run ends",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar"
