@@ -259,11 +259,28 @@ def test_evaluate_moves_a_pair_on_few_features(d):
         assert moved.sum(axis=1).max() == 2
 
 
-def test_evaluate_names_pair_attacks_on_one_feature():
+@pytest.mark.parametrize(
+    "methods, named",
+    [
+        (
+            "fgsm,mjsma",
+            "mjsma changes features in pairs, and x has 1 feature; leave it",
+        ),
+        (
+            "all",
+            "jsma and mjsma change features in pairs, and x has 1 feature; leave them",
+        ),
+    ],
+)
+def test_evaluate_names_pair_attacks_on_one_feature(methods, named):
     model = resgrad.ResidualMLP.init([1, 6, 3], seed=0)
     x = np.full((4, 1), 0.5)
-    with pytest.raises(ValueError, match="mjsma change features in pairs, and x has 1"):
-        robustness.evaluate(model, x, model.predict(x), "fgsm,mjsma", 0.1)
+    with pytest.raises(ValueError) as caught:
+        robustness.evaluate(model, x, model.predict(x), methods, 0.1)
+    assert named in str(caught.value)
+    assert str(caught.value).endswith(
+        "which may be any of: fgsm, bim, illcm, rfgsm, mifgsm, pgd, pgd_l2."
+    )
 
 
 def test_evaluate_rejects_negative_eps(model, batch):

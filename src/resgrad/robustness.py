@@ -333,10 +333,13 @@ def evaluate(
     names = parse_methods(methods)
     pairwise = [name for name in names if name in PAIR_METHODS]
     if pairwise and getattr(x, "ndim", 0) == 2 and x.shape[1] < 2:
+        verb = "changes" if len(pairwise) == 1 else "change"
+        others = [name for name in METHODS if name not in PAIR_METHODS]
         raise ValueError(
-            f"{' and '.join(pairwise)} change features in pairs, and x has "
-            f"{x.shape[1]} feature; leave them out of the methods (--method of "
-            "resgrad attack)."
+            f"{' and '.join(pairwise)} {verb} features in pairs, and x has "
+            f"{x.shape[1]} feature; leave {'it' if len(pairwise) == 1 else 'them'} "
+            f"out of the methods (--method of resgrad attack), which may be any "
+            f"of: {', '.join(others)}."
         )
     radii = parse_eps(eps_values)
     bounds = check_bounds(bounds)
