@@ -1142,6 +1142,14 @@ def test_evaluate_warns_on_another_split(tmp_path, capsys):
     assert "pass --test-size 0.25 --split-seed 0 to measure on unseen rows" in err
 
 
+def test_check_ignores_another_split(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
+    argv = ["check", "--model", str(model), "--data", str(data), "--split-seed", "3"]
+    status = main([*argv, "--samples", "2", "--entries", "2"])
+    assert status == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_split_warning_matches_data_by_content(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     digest = resgrad.read_metadata(model)["training"]["data_sha256"]
