@@ -1464,6 +1464,24 @@ def test_evaluate_defaults_to_training_data(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == explicit
 
 
+def test_evaluate_shows_training_settings(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
+    assert main(["evaluate", "--model", str(model), "--json"]) == 0
+    training = json.loads(capsys.readouterr().out)["training"]
+    assert training == resgrad.read_metadata(model)["training"]
+    assert main(["evaluate", "--model", str(model)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == "trained with:  adam, lr 0.001, 1 epoch of batches of 32, seed 0"
+
+    # A model saved from Python records no training.
+    plain = tmp_path / "plain.npz"
+    resgrad.save(resgrad.ResidualMLP.init([4, 3], seed=0), plain)
+    assert main(["evaluate", "--model", str(plain), "--data", str(data)]) == 0
+    assert capsys.readouterr().out.startswith("data:")
+    assert main(["evaluate", "--model", str(plain), "--data", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["training"] == {}
+
+
 def test_default_digits_named_in_width_error(tmp_path, capsys):
     # A model saved from Python records no training data.
     model = tmp_path / "m.npz"

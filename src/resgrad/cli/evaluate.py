@@ -12,6 +12,7 @@ from ._common import (
     existing_file,
     files_record,
     load_dataset,
+    plural,
 )
 
 
@@ -30,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..io import load
+    from ..io import load, read_metadata
     from ..training import evaluate
 
     model = load(args.model)
@@ -38,12 +39,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # The data are float64; a float32 model file evaluates them in float32.
     x_test = np.asarray(data.x_test, dtype=model.dtype)
     figures = evaluate(model, x_test, data.y_test)
+    training = read_metadata(args.model).get("training") or {}
     if args.json:
         # The settings first, so that a saved file records what it measured.
         report = {**files_record(args), "samples": len(data.y_test), **figures}
+        report["training"] = training
         print(json.dumps(report, indent=2))
         return 0
     record = files_record(args)
+    if "optimizer" in training:
+        print(
+            f"trained with:  {training['optimizer']}, lr {training['lr']:g}, "
+            f"{plural(training['epochs'], 'epoch')} of batches of "
+            f"{training['batch_size']}, "
+            f"seed {training['seed']}"
+        )
     labels = f", labels {record['labels']}" if record["labels"] else ""
     print(
         f"data:          {record['data']}{labels} (test split "
