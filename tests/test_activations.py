@@ -226,7 +226,7 @@ def test_jacobian_at_kink_matches_jacrev(activation):
     ],
 )
 def test_saturating_derivatives_keep_relative_precision(name, exact):
-    # 1 - tanh(u)^2 is off by 4% at u = 18 and 0 from u = 19.1 on, and
+    # 1 - tanh(u)^2 is off by 4% at u = 18 and 0 from u = 19.0 on, and
     # s (1 - s) is 0 from u = 37 on; the derivatives must stay exact there.
     u = np.array([-40.0, -18.0, -1.0, 0.0, 0.5, 15.0, 18.0, 25.0, 40.0])
     derivative = resgrad.get_activation(name).derivative(xp_numpy, u)

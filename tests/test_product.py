@@ -359,8 +359,9 @@ def test_equation_32_uses_derivative():
 
 
 def test_weight_differential_acts_on_z():
-    """Eqs. (46)-(48): ``d z^l = W2 D_hat^l dW1 a^{l-1}``, ``dW2 h^l`` and
-    ``dW3 a^{l-1}``. The printed left side ``d a^l`` misses ``D^l``."""
+    """Eqs. (45)-(48): the left side, printed ``d a^l``, is ``d z^l``, which
+    (46)-(48) give as ``W2 D_hat^l dW1 a^{l-1}``, ``dW2 h^l`` and
+    ``dW3 a^{l-1}``; ``d a^l`` would carry ``D^l`` as well."""
     model = _equal_width_model(depth=2, bias=True)
     x, _ = reference.random_batch(model, 5)
     params = {k: v.detach() for k, v in reference.torch_parameters(model).items()}
