@@ -47,13 +47,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     record = files_record(args)
-    if "optimizer" in training:
-        print(
-            f"trained with:  {training['optimizer']}, lr {training['lr']:g}, "
-            f"{plural(training['epochs'], 'epoch')} of batches of "
-            f"{training['batch_size']}, "
-            f"seed {training['seed']}"
-        )
     labels = f", labels {record['labels']}" if record["labels"] else ""
     print(
         f"data:          {record['data']}{labels} (test split "
@@ -64,4 +57,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # print as 0.0000.
     print(f"test loss:     {figures['loss']:.4g}")
     print(f"test accuracy: {figures['accuracy']:.4f}")
+    if "optimizer" in training:
+        print(
+            f"trained with:  {training['optimizer']}, lr {training['lr']:g}, "
+            f"{plural(training['epochs'], 'epoch')} of batches of "
+            f"{training['batch_size']}, "
+            f"seed {training['seed']}"
+        )
     return 0
