@@ -731,6 +731,50 @@ def test_randomization_check_correlations(model, x):
     )
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (
+            lambda m, x, y: saliency.saliency_map(m, x, y),
+            (
+                "Expected method to be one of: vanilla, input_x_gradient, smoothgrad, "
+                "integrated_gradients, jsma, got a ndarray; pass the method name "
+                "before the target, or the target as target=."
+            ),
+        ),
+        (
+            lambda m, x, y: saliency.saliency_map(m, x, "smoothgrad", y, sample=3),
+            (
+                "Unknown option(s) 'sample' for method 'smoothgrad'; it takes: absolute, "
+                "bounds, noise, noise_level, progress, samples, seed, squared."
+            ),
+        ),
+        (
+            lambda m, x, y: saliency.randomization_check(m, x, y),
+            "Expected method to be one of:",
+        ),
+        (
+            lambda m, x, y: saliency.randomization_check(m, x, seed=3),
+            (
+                "Method 'vanilla' takes no seed; the seed of the re-initialised weights "
+                "is init_seed=."
+            ),
+        ),
+    ],
+)
+def test_map_by_name_names_misplaced_arguments(call, message, model, x):
+    y = np.asarray(model.predict(x))
+    with pytest.raises(TypeError) as caught:
+        call(model, x, y)
+    assert str(caught.value).startswith(message)
+
+
+def test_map_by_name_passes_options(model, x):
+    by_name = saliency.saliency_map(model, x, "smoothgrad", 0, samples=3, seed=1)
+    direct = saliency.smoothgrad(model, x, 0, samples=3, seed=1)
+    np.testing.assert_array_equal(by_name, direct)
+
+
 # The deletion curve.
 
 

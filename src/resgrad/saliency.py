@@ -34,6 +34,7 @@ namespace, dtype and device. A ``target`` is one of:
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 from collections.abc import Callable, Iterable
@@ -88,6 +89,13 @@ def _check_count(value: Any, name: str, minimum: int) -> int:
 
 
 def _check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str):
+        # An array here is most often the target, passed where the name goes.
+        raise TypeError(
+            f"Expected {name} to be one of: {', '.join(choices)}, got a "
+            f"{type(value).__name__}; pass the {name} name before the target, "
+            f"or the target as target=."
+        )
     if value not in choices:
         raise ValueError(
             f"Unknown {name} {value!r}; expected one of: {', '.join(choices)}."
@@ -639,10 +647,25 @@ def saliency_map(
         "integrated_gradients": integrated_gradients,
         "jsma": jsma_map,
     }
-    result = functions[method](model, x, target, **options)
+    function = functions[method]
+    accepted = _keyword_options(function)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(
+            f"Unknown option(s) {', '.join(map(repr, unknown))} for method "
+            f"{method!r}; it takes: {', '.join(sorted(accepted)) or 'none'}."
+        )
+    result = function(model, x, target, **options)
     if method == "integrated_gradients":
         result = result.attributions
     return model.xp.abs(result) if absolute else result
+
+
+def _keyword_options(function: Callable[..., Any]) -> set[str]:
+    """Return the names of the options of a map function, those after its
+    model, inputs and target."""
+    parameters = list(inspect.signature(function).parameters.values())[3:]
+    return {p.name for p in parameters if p.kind is not p.VAR_KEYWORD}
 
 
 # The model-randomisation check.
@@ -794,6 +817,12 @@ def randomization_check(
         A ``RandomizationCheck`` with the correlations per step and sample.
     """
     _check_batch(model, x)
+    _check_choice(method, "method", METHODS)
+    if "seed" in options and method != "smoothgrad":
+        raise TypeError(
+            f"Method {method!r} takes no seed; the seed of the re-initialised "
+            "weights is init_seed=."
+        )
     target = resolve_target(model, x, target)
     if isinstance(target, str) and target == "all":
         raise ValueError("randomization_check maps one class per row; pass a class.")
