@@ -138,6 +138,19 @@ def test_profile_rejects_direction_shape():
         depth.gradient_profile(model, x, v[:2])
 
 
+def test_sweep_takes_one_depth_width_and_arch():
+    results = depth.depth_sweep(
+        depths=4, widths=8, archs="residual", seeds=1, samples=2, spectrum_depth=0
+    )
+    assert [(r.arch, r.depth, r.width) for r in results] == [("residual", 4, 8)]
+
+
+@pytest.mark.parametrize("depths", ["4", 4.5, None])
+def test_sweep_names_depths_of_wrong_type(depths):
+    with pytest.raises(TypeError, match="Expected depths to be a list of integers"):
+        depth.depth_sweep(depths=depths, widths=4, seeds=1)
+
+
 def test_build_network_rejects_unknown_arch():
     with pytest.raises(ValueError, match="Unknown architecture 'resnet'"):
         depth.build_network("resnet", 2, 4)

@@ -95,7 +95,10 @@ def build_network(
     """Draw a square network of ``depth`` blocks of ``width`` without biases.
 
     Every block has ``p_l = q_l = width``. ``arch`` is one of
-    ``ARCHITECTURES``; the other arguments go to ``ResidualMLP.init``.
+    ``ARCHITECTURES``: ``residual`` (identity shortcut), ``learned`` (a
+    drawn ``W3``), ``plain`` (no shortcut), ``scaled`` (identity shortcut,
+    ``W2`` times ``1 / sqrt(depth)``) or ``zero`` (identity shortcut,
+    ``W2 = 0``). The other arguments go to ``ResidualMLP.init``.
     """
     depth = _check_positive_int("depth", depth)
     width = _check_positive_int("width", width)
@@ -1174,7 +1177,8 @@ def _check_arch(arch: str) -> None:
 
 
 def _check_archs(archs: Sequence[str]) -> list[str]:
-    archs = list(archs)
+    # One name is a list of one, not a sequence of letters.
+    archs = [archs] if isinstance(archs, str) else list(archs)
     if not archs:
         raise ValueError("Expected at least one architecture in archs, got none.")
     for arch in archs:
@@ -1207,7 +1211,15 @@ def _is_whole(value: Any) -> bool:
 def _check_int_list(
     name: str, values: Sequence[int], check: Callable[[str, int], int]
 ) -> list[int]:
-    """Return ``values`` as a list of ints, each passed through ``check``."""
+    """Return ``values`` as a list of ints, each passed through ``check``;
+    a single int stands for a list of one."""
+    if _is_whole(values):
+        values = [values]
+    if not isinstance(values, Iterable) or isinstance(values, (str, bytes)):
+        raise TypeError(
+            f"Expected {name} to be a list of integers, got {values!r}; pass "
+            f"them as a list, such as {name}=[1, 4, 16]."
+        )
     values = list(values)
     if not values:
         raise ValueError(f"Expected at least one value in {name}, got none.")
