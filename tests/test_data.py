@@ -1470,3 +1470,9 @@ def test_given_scaling_counts_clipped_values(tmp_path):
     # Column 0 maps 3 to 1.5 and column 1 maps 30 and 40 to 2 and 3.
     assert dataset.clipped.tolist() == [1, 2]
     assert load_data(path, test_size=0.5).clipped is None
+
+
+def test_dataset_repr_shows_shapes():
+    text = repr(load_data())
+    assert text.startswith("Dataset(x_train=float64[1347, 64], y_train=int64[1347]")
+    assert "n_classes=10, image_shape=(8, 8), name='digits'" in text

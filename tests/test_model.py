@@ -588,5 +588,11 @@ def test_repr_of_results_summarises_arrays():
         "IntegratedGradients(attributions=float64[5, 4], gap=float64[5], "
         "score_difference=float64[5])"
     )
+    matrices = resgrad.theorem_matrices(model, x)[0]
+    assert repr(matrices) == (
+        "TheoremMatrices(Q=float64[5, 3, 4], D=float64[5, 3, 3], D_hat=float64[5, 3, 3])"
+    )
+    trace = model.trace(x)[0][0]
+    assert repr(trace).startswith("BlockTrace(a_prev=float64[5, 4], u=float64[5, 3]")
     attack = resgrad.attacks.fgsm(model, x, y, eps=0.1)
     assert repr(attack).startswith("AttackResult(x_adv=float64[5, 4], success=bool[5]")

@@ -115,6 +115,8 @@ class Dataset:
     digest: str | None = None
     clipped: np.ndarray | None = None
 
+    __repr__ = _arrays.summary_repr
+
     @property
     def n_features(self) -> int:
         """The input width ``d``, which is the model's ``p_0``."""

@@ -144,6 +144,8 @@ class BlockTrace(NamedTuple):
     h: Array
     z: Array
 
+    __repr__ = _arrays.summary_repr
+
 
 @dataclass(eq=False)
 class ResidualMLP:

@@ -45,6 +45,8 @@ class TheoremMatrices(NamedTuple):
     D: Array
     D_hat: Array
 
+    __repr__ = _arrays.summary_repr
+
 
 def _diag(xp: Any, values: Array) -> Array:
     """Return the ``(n, k, k)`` stack of ``diag(values[i])``."""
