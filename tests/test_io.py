@@ -1027,8 +1027,12 @@ def test_checkpoint_as_model_names_resume(tmp_path, read):
     model = reference.random_model(1, "tanh", "learned")
     arrays = {f"params.{key}": value for key, value in model.arrays().items()}
     resgrad.io.save_checkpoint(path, {"epoch": 1}, arrays)
-    with pytest.raises(ValueError, match="is a training checkpoint, not a model"):
+    with pytest.raises(ValueError) as caught:
         read(path)
+    message = str(caught.value)
+    assert "is a training checkpoint, not a model" in message
+    assert "resgrad train --resume" in message
+    assert "resgrad.fit(..., checkpoint=path, resume=True)" in message
 
 
 def test_newer_checkpoint_names_its_version(tmp_path):

@@ -647,7 +647,8 @@ def _check_members(
         raise InvalidModelFile(
             f"{path} is a training checkpoint, not a model file; finish its run "
             "with resgrad train --resume and the options that started it, which "
-            "saves the model to --out."
+            "saves the model to --out, or in Python with resgrad.fit(..., "
+            "checkpoint=path, resume=True) and the same arguments."
         )
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
