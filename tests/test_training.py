@@ -4,6 +4,7 @@ and fit's reproducibility, early stopping, divergence guard and checks."""
 import io
 import os
 import re
+import sys
 import threading
 import warnings
 
@@ -1106,3 +1107,48 @@ def test_flags_of_text_raise(tmp_path):
     assert not (tmp_path / "c.npz").exists()
     with pytest.raises(TypeError, match="Expected nesterov to be True or False"):
         resgrad.training.Momentum(0.1, nesterov="no")
+
+
+@pytest.mark.parametrize("flag", [False, np.False_, None])
+def test_progress_off_gives_no_wrapper(flag):
+    assert resgrad._arrays.progress_wrapper(flag) is None
+
+
+def test_progress_true_draws_tqdm_bar():
+    from tqdm.auto import tqdm
+
+    wrapper = resgrad._arrays.progress_wrapper(True)
+    bar = wrapper(range(3), desc="steps", disable=True)
+    assert isinstance(bar, tqdm)
+    assert list(bar) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("value", ["yes", 3])
+def test_progress_of_other_type_raises(value):
+    with pytest.raises(TypeError, match="Expected progress to be True, False, None"):
+        resgrad._arrays.progress_wrapper(value)
+
+
+def test_progress_true_without_tqdm_names_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    with pytest.raises(ImportError, match=r"tqdm is not installed; install it"):
+        resgrad._arrays.progress_wrapper(True)
+
+
+def test_public_loops_take_progress_true():
+    """Every function with a progress argument accepts True."""
+    from resgrad import depth, robustness, saliency
+
+    model = resgrad.ResidualMLP.init([6, 5, 3], seed=0)
+    x = np.linspace(0.0, 1.0, 24).reshape(4, 6)
+    y = np.array([0, 1, 2, 0])
+    result = resgrad.fit(model, x, y, epochs=1, validation=None, progress=True)
+    assert len(result.history) == 1
+    saliency.smoothgrad(model, x, samples=2, progress=True)
+    saliency.integrated_gradients(model, x, steps=3, progress=True)
+    saliency.randomization_check(model, x, progress=True)
+    attribution = saliency.vanilla_gradient(model, x)
+    saliency.deletion_curve(model, x, attribution, random_orders=1, progress=True)
+    robustness.evaluate(model, x, y, "fgsm", 0.1, progress=True)
+    depth.depth_sweep(depths=2, widths=4, seeds=1, samples=2, progress=True)
+    depth.identity_limit("relu", (0, 1), width=4, seeds=1, samples=2, progress=True)

@@ -140,6 +140,32 @@ def _array_summary(a: Array) -> str:
     return text
 
 
+def progress_wrapper(progress: Any) -> Callable[..., Any] | None:
+    """Return the wrapper of a ``progress`` argument, or ``None`` for no bar.
+
+    ``None`` and ``False`` draw no bar, ``True`` a tqdm bar (``tqdm.auto``,
+    a widget in notebooks), and a callable such as ``tqdm.tqdm`` is called
+    with the iterable and the ``desc`` and ``total`` keywords.
+    """
+    if progress is None or isinstance(progress, (bool, np.bool_)) and not progress:
+        return None
+    if isinstance(progress, (bool, np.bool_)):
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            raise ImportError(
+                "progress=True draws a tqdm bar, and tqdm is not installed; "
+                "install it (pip install tqdm), or leave progress out."
+            ) from None
+        return functools.partial(tqdm, leave=False)
+    if not callable(progress):
+        raise TypeError(
+            f"Expected progress to be True, False, None or a callable such as "
+            f"tqdm.tqdm, got {type(progress).__name__}."
+        )
+    return progress
+
+
 def is_floating(xp: Any, a: Array) -> bool:
     return xp.isdtype(a.dtype, "real floating")
 

@@ -717,7 +717,7 @@ def depth_sweep(
     spectrum_depth: int = 64,
     spectrum_samples: int = 1,
     jacobian_mode: str = "auto",
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> list[DepthResult]:
     """Measure the gradient norms of each architecture at each depth and width.
 
@@ -742,7 +742,7 @@ def depth_sweep(
     samples = _check_positive_int("samples", samples)
     spectrum_depth = _check_non_negative_int("spectrum_depth", spectrum_depth)
     spectrum_samples = _check_non_negative_int("spectrum_samples", spectrum_samples)
-    progress = progress or _no_progress
+    progress = _arrays.progress_wrapper(progress) or _no_progress
     cases = [(w, a, d) for w in widths for a in archs for d in depths]
     runs = [(case, s) for case in cases for s in range(seeds)]
     profiles: dict[tuple, list] = {case: [] for case in cases}
@@ -872,7 +872,7 @@ def trained_sweep(
     *,
     epochs: int = 5,
     samples: int = 64,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> list[DepthResult]:
     """Measure the gradient norms of classifiers before and after training.
 
@@ -897,7 +897,7 @@ def trained_sweep(
     seeds = _check_positive_int("seeds", seeds)
     samples = _check_positive_int("samples", samples)
     fit = _import_fit()
-    progress = progress or _no_progress
+    progress = _arrays.progress_wrapper(progress) or _no_progress
     x = np.asarray(data.x_test[:samples], dtype=np.float64)
     runs = [(a, d, s) for a in archs for d in depths for s in range(seeds)]
     found: dict[tuple, dict[str, list]] = {}
@@ -959,7 +959,7 @@ def identity_limit(
     seeds: int = 4,
     samples: int = 16,
     init: str = "he",
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> list[DepthResult]:
     """Stack ``k`` identity blocks on a random network and measure its gradients.
 
@@ -979,7 +979,7 @@ def identity_limit(
     base_depth = _check_positive_int("base_depth", base_depth)
     seeds = _check_positive_int("seeds", seeds)
     samples = _check_positive_int("samples", samples)
-    progress = progress or _no_progress
+    progress = _arrays.progress_wrapper(progress) or _no_progress
     runs = [(k, s) for k in identity_blocks for s in range(seeds)]
     profiles: dict[int, list] = {k: [] for k in identity_blocks}
     for k, seed in progress(

@@ -300,7 +300,7 @@ def evaluate(
     methods: str | Sequence[str] = "all",
     eps_values: str | Iterable[float] = (0.05, 0.1, 0.2),
     seed: int = 0,
-    progress: Callable[..., Iterable] | None = None,
+    progress: Callable[..., Iterable] | bool | None = None,
     *,
     bounds: tuple[float, float] = (0.0, 1.0),
     limits: dict[str, int] | None = None,
@@ -318,7 +318,8 @@ def evaluate(
         seed: the seed of the random attacks. Each (method, eps) draws from
             its own stream, so a row does not depend on the other rows.
         progress: wraps the list of (method, eps) runs, as
-            ``progress(iterable, desc=..., total=...)``, e.g. a tqdm bar.
+            ``progress(iterable, desc=..., total=...)``, e.g. a tqdm bar;
+            ``True`` draws one.
         bounds: the input box ``(lo, hi)``.
         limits: the largest number of samples per method, e.g.
             ``{"jsma": 100}``; a method runs on the first rows of ``x``.
@@ -327,6 +328,7 @@ def evaluate(
     Returns:
         A ``RobustnessTable`` with the methods in the order given.
     """
+    progress = _arrays.progress_wrapper(progress)
     # The namespace check names the fix for lists and DataFrames, which the
     # slicing below would fail on.
     _arrays.namespace(x, y)

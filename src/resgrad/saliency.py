@@ -297,7 +297,7 @@ def smoothgrad(
     absolute: bool = False,
     seed: int | np.random.Generator | None = 0,
     noise: Array | None = None,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> Array:
     """Compute the SmoothGrad map (Smilkov et al. 2017).
 
@@ -330,11 +330,14 @@ def smoothgrad(
         noise: the perturbations ``eps_s`` themselves, shape
             ``(samples, n, p_0)`` in the model's namespace; when given,
             ``noise_level``, ``bounds`` and ``seed`` are not used.
-        progress: wraps the loop over the noisy copies (see ``resgrad.cli``).
+        progress: wraps the loop over the noisy copies, as
+            ``progress(iterable, desc=..., total=...)``; ``True`` draws a
+            tqdm bar.
 
     Returns:
         The map, shape ``(n, p_0)``, or ``(n, p_L, p_0)`` for ``"all"``.
     """
+    progress = _arrays.progress_wrapper(progress)
     xp = _check_batch(model, x)
     if samples is None:
         shape = getattr(noise, "shape", ())
@@ -496,7 +499,7 @@ def integrated_gradients(
     baseline: Array | float | None = None,
     steps: int = 50,
     rule: str = "gausslegendre",
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> IntegratedGradients:
     """Compute Integrated Gradients (Sundararajan et al. 2017).
 
@@ -521,12 +524,14 @@ def integrated_gradients(
             ``(n, p_0)``, ``(p_0,)`` or ``(1, p_0)``.
         steps: the number of points on the path, at least 1.
         rule: one of ``IG_RULES``.
-        progress: wraps the loop over the path points.
+        progress: wraps the loop over the path points; ``True`` draws a
+            tqdm bar.
 
     Returns:
         An ``IntegratedGradients`` with the attributions, the completeness
         gap and ``F(x) - F(x')``.
     """
+    progress = _arrays.progress_wrapper(progress)
     xp = _check_batch(model, x)
     alphas, weights = quadrature(rule, steps)
     baseline = _as_reference(xp, 0.0 if baseline is None else baseline, x, "baseline")
@@ -789,7 +794,7 @@ def randomization_check(
     target: Any = None,
     *,
     init_seed: int | np.random.Generator | None = 0,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
     **options: Any,
 ) -> RandomizationCheck:
     """Run the cascading model-randomisation check of Adebayo et al. (2018).
@@ -810,12 +815,14 @@ def randomization_check(
         target: one class per row (not ``"all"``); see the module docstring.
         init_seed: the seed of the He draws (``seed`` is left to the
             options, for SmoothGrad's noise).
-        progress: wraps the loop over the randomisation steps.
+        progress: wraps the loop over the randomisation steps; ``True``
+            draws a tqdm bar.
         options: passed to ``saliency_map``.
 
     Returns:
         A ``RandomizationCheck`` with the correlations per step and sample.
     """
+    progress = _arrays.progress_wrapper(progress)
     _check_batch(model, x)
     _check_choice(method, "method", METHODS)
     if "seed" in options and method != "smoothgrad":
@@ -879,7 +886,7 @@ def deletion_curve(
     score: str = "logit",
     random_orders: int = 5,
     seed: int | np.random.Generator | None = 0,
-    progress: Progress | None = None,
+    progress: Progress | bool | None = None,
 ) -> DeletionCurve:
     """Remove features in saliency order and record the class score.
 
@@ -905,11 +912,13 @@ def deletion_curve(
         score: ``"logit"`` (``z^L_r``) or ``"probability"`` (softmax).
         random_orders: the number of random orders, at least 1.
         seed: an int or NumPy ``Generator`` for the random orders.
-        progress: wraps the loop over the orders.
+        progress: wraps the loop over the orders; ``True`` draws a tqdm
+            bar.
 
     Returns:
         A ``DeletionCurve``; its arrays are NumPy arrays.
     """
+    progress = _arrays.progress_wrapper(progress)
     xp = _check_batch(model, x)
     _check_choice(rank_by, "rank_by", DELETION_RANKINGS)
     _check_choice(score, "score", DELETION_SCORES)

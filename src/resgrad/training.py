@@ -403,7 +403,7 @@ def fit(
     validation: float | tuple[Array, Array] | None = 0.1,
     patience: int | None = 10,
     weight_decay: float = 0.0,
-    progress: Callable[..., Iterable] | None = None,
+    progress: Callable[..., Iterable] | bool | None = None,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
 ) -> FitResult:
@@ -438,7 +438,8 @@ def fit(
             ``torch.optim``.
         progress: wraps the epochs, ``progress(range(epochs), desc="train",
             total=epochs)``; if the object it returns has ``set_postfix`` (a
-            tqdm bar), it receives the losses after every epoch.
+            tqdm bar), it receives the losses after every epoch. ``True``
+            draws a tqdm bar.
         checkpoint: a file that receives, after every epoch, everything
             needed to continue: the weights, the optimizer state, the state
             of the shuffling generator, the step count, the early-stopping
@@ -483,6 +484,7 @@ def fit(
         >>> len(result.history), result.history[-1]["train_loss"] < 0.3
         (20, True)
     """
+    progress = _arrays.progress_wrapper(progress)
     _check_fit_settings(model, loss, epochs, batch_size, patience)
     if _arrays.check_flag("resume", resume) and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from.")
