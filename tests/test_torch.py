@@ -896,3 +896,19 @@ def test_autocast_is_refused_with_the_way_out(explicit):
                 resgrad.gradients(model.convert(torch), x, y)
         with torch.autocast("cpu", enabled=False):
             assert resgrad.gradients(model.convert(torch), x, y).loss.isfinite()
+
+
+def test_module_repr_names_activations():
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0, activation="tanh")
+    text = repr(to_module(model))
+    assert "post_activation='tanh', output_activation='identity'" in text
+    assert text.count("activation='tanh'\n") == 2
+
+
+def test_module_signatures_hide_activation_table():
+    import inspect
+
+    from resgrad.torch import TorchBlock, TorchResidualMLP
+
+    for method in (TorchBlock.forward, TorchResidualMLP.logits):
+        assert inspect.signature(method).parameters["functions"].default is None

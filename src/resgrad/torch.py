@@ -73,11 +73,15 @@ class TorchBlock(nn.Module):
         self.shortcut = shortcut
         self.activation = activation
 
+    def extra_repr(self) -> str:
+        return f"activation={self.activation!r}"
+
     def forward(
-        self, a: torch.Tensor, functions: dict[str, Callable] = _FUNCTIONS
+        self, a: torch.Tensor, functions: dict[str, Callable] | None = None
     ) -> torch.Tensor:
         """Return ``z`` for rows ``a``, with the activation that ``functions``
-        maps the block's activation name to."""
+        maps the block's activation name to (by default PyTorch's own)."""
+        functions = _FUNCTIONS if functions is None else functions
         z = self.linear2(functions[self.activation](self.linear1(a)))
         if self.shortcut is not None:
             z = z + self.shortcut(a)
@@ -95,14 +99,22 @@ class TorchResidualMLP(nn.Module):
         self.post_activation = post_activation
         self.output_activation = output_activation
 
+    def extra_repr(self) -> str:
+        return (
+            f"post_activation={self.post_activation!r}, "
+            f"output_activation={self.output_activation!r}"
+        )
+
     def logits(
-        self, x: torch.Tensor, functions: dict[str, Callable] = _FUNCTIONS
+        self, x: torch.Tensor, functions: dict[str, Callable] | None = None
     ) -> torch.Tensor:
         """Return ``z^L``, the last block's output before ``g_out``.
 
         ``functions`` maps each activation name to the function applied, so
-        a caller can swap in another formula for one of them.
+        a caller can swap in another formula for one of them; by default
+        PyTorch's own.
         """
+        functions = _FUNCTIONS if functions is None else functions
         try:
             a = x
             for index, block in enumerate(self.blocks):
