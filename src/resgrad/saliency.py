@@ -313,7 +313,8 @@ def smoothgrad(
     ``NoiseTunnel(Saliency(...))`` with ``nt_type="smoothgrad"`` (or
     ``"smoothgrad_sq"``) and ``abs=False`` computes the same average.
     Captum draws its noise with torch's generator, so pass that noise as
-    ``noise`` to reproduce its result.
+    ``noise`` to reproduce its result. Captum's ``nt_samples`` is
+    ``samples`` here, and its ``stdevs`` is ``noise_level * (hi - lo)``.
 
     Args:
         model: the network.
@@ -514,7 +515,8 @@ def integrated_gradients(
     activations, where Gauss-Legendre converges fast, but piecewise constant
     for relu, where every rule converges slowly. The defaults (50 steps,
     Gauss-Legendre, a zero baseline) are Captum's, and the rules match
-    Captum's definitions.
+    Captum's definitions. Captum's ``n_steps``, ``baselines`` and ``method``
+    are ``steps``, ``baseline`` and ``rule`` here.
 
     Args:
         model: the network.
