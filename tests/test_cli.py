@@ -116,7 +116,6 @@ BAD_ARGUMENTS = {
         ["train", "--out", "{dir}"],
         "is a folder; expected a file name",
     ),
-    "train out no folder": (["train", "--out", "{dir}/no/m.npz"], "folder {dir}/no of"),
     "train resume nothing": (
         ["train", "--resume", "--out", "{dir}/fresh.npz"],
         "no checkpoint at {dir}/fresh.checkpoint.npz",
@@ -2105,3 +2104,36 @@ def test_counts_beyond_test_split_warn(
     err = capsys.readouterr().err
     assert status == 0
     assert f"resgrad {command}: warning: {message}" in err
+
+
+def test_train_makes_missing_folders_of_out(tmp_path, capsys):
+    out = tmp_path / "new" / "sub" / "model.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    assert resgrad.load(out).sizes[0] == 64
+    assert sorted(path.name for path in out.parent.iterdir()) == ["model.npz"]
+
+
+def test_train_failure_removes_folders_it_made(tmp_path, capsys):
+    out = tmp_path / "new" / "sub" / "model.npz"
+    argv = ["train", "--widths", "8", "--hidden", "8,8,8", "--out", str(out)]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert "--hidden 8,8,8 gives 3 hidden widths" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_interrupt_keeps_folder_of_checkpoint(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.train as train_cli
+    from resgrad.io import save_checkpoint
+
+    out = tmp_path / "new" / "model.npz"
+    checkpoint = tmp_path / "new" / "model.checkpoint.npz"
+
+    def interrupted_training(args, data, progress):
+        save_checkpoint(checkpoint, {"history": [{"loss": 1.0}]}, {})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "train_model", interrupted_training)
+    assert main(["train", "--out", str(out), "--epochs", "3", "--no-progress"]) == 130
+    assert sorted(path.name for path in out.parent.iterdir()) == [checkpoint.name]

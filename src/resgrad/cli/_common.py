@@ -709,12 +709,13 @@ def output_file(value: str) -> Path:
             "regular file or a new one."
         )
     _check_no_file_above(path, value)
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(
-            f"the folder {path.parent} of {value} does not exist; create it first."
-        )
+    # Missing folders are made by the command; the nearest existing one
+    # must take them.
+    existing = path.parent
+    while not existing.is_dir():
+        existing = existing.parent
     try:
-        check_writable(path.parent, f"cannot write {value}")
+        check_writable(existing, f"cannot write {value}")
     except PermissionError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return path
@@ -877,7 +878,7 @@ def lock_output_folder(folder: OutputFolder, made: list[Path]) -> int | None:
     except BaseException:
         # Ctrl-C or an error before the lock: the folders made for this
         # command go again while empty. rmdir never removes files.
-        _remove_empty(made)
+        remove_empty(made)
         raise
     try:
         if out not in made and not folder.overwrite and any(out.iterdir()):
@@ -891,7 +892,23 @@ def lock_output_folder(folder: OutputFolder, made: list[Path]) -> int | None:
     return lock
 
 
-def _remove_empty(made: list[Path]) -> None:
+def make_parents(*files: Path) -> list[Path]:
+    """Make the missing folders above each of ``files``; return those made,
+    from the highest down, for ``remove_empty`` to remove again."""
+    made = []
+    for file in files:
+        for level in reversed(Path(file).parents):
+            if level.is_dir():
+                continue
+            try:
+                level.mkdir()
+            except FileExistsError:
+                continue
+            made.append(level)
+    return made
+
+
+def remove_empty(made: list[Path]) -> None:
     """Remove the folders of ``made``, from the lowest up, while they are empty."""
     for level in reversed(made):
         try:
@@ -906,7 +923,7 @@ def remove_output_folder(out: Path, made: list[Path]) -> None:
     that another command has written into stays."""
     if out in made:
         shutil.rmtree(out, ignore_errors=True)
-    _remove_empty([level for level in made if level != out])
+    remove_empty([level for level in made if level != out])
 
 
 def file_times(out: Path, pattern: str = "*") -> dict[str, int]:

@@ -18,12 +18,14 @@ from ._common import (
     csv_header,
     fraction,
     load_dataset,
+    make_parents,
     non_negative_int,
     output_file,
     plural,
     positive_float,
     positive_int,
     progress_bar,
+    remove_empty,
     typed_options,
     warn,
 )
@@ -271,7 +273,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--out",
         type=output_file,
         default="model.npz",
-        help="the model file to write (default: model.npz)",
+        help="the model file to write; missing folders above it are made "
+        "(default: model.npz)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -316,11 +319,21 @@ def run_train(args: argparse.Namespace) -> int:
     # The lock covers the checks before training and the removal of the
     # checkpoint after it, and fit, which runs inside, finds it held.
     hint = "wait for that run to end, or pass another --out or --checkpoint."
-    lock = _lock.acquire(args.checkpoint, hint, share=True)
+    made = make_parents(args.out, args.checkpoint)
+    finished = False
     try:
-        return _train_and_save(args)
+        lock = _lock.acquire(args.checkpoint, hint, share=True)
+        try:
+            status = _train_and_save(args)
+        finally:
+            _lock.release(lock)
+        finished = True
+        return status
     finally:
-        _lock.release(lock)
+        if not finished:
+            # A failed run leaves no folder it made, unless a checkpoint or
+            # another command's file is in it.
+            remove_empty(made)
 
 
 def _epochs_in(checkpoint: Path, epochs: int) -> str:
