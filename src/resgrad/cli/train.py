@@ -319,7 +319,7 @@ def run_train(args: argparse.Namespace) -> int:
     # The lock covers the checks before training and the removal of the
     # checkpoint after it, and fit, which runs inside, finds it held.
     hint = "wait for that run to end, or pass another --out or --checkpoint."
-    made = make_parents(args.out, args.checkpoint)
+    made_folders = make_parents(args.out, args.checkpoint)
     finished = False
     try:
         lock = _lock.acquire(args.checkpoint, hint, share=True)
@@ -333,7 +333,7 @@ def run_train(args: argparse.Namespace) -> int:
         if not finished:
             # A failed run leaves no folder it made, unless a checkpoint or
             # another command's file is in it.
-            remove_empty(made)
+            remove_empty(made_folders)
 
 
 def _epochs_in(checkpoint: Path, epochs: int) -> str:
