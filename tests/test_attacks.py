@@ -1363,6 +1363,43 @@ def test_jsma_extreme_jacobian_picks_best_pair(scale, dtype, method, namespace):
     np.testing.assert_array_equal(moved, [False, False, True, True])
 
 
+@pytest.mark.parametrize("namespace", ["numpy", "torch"])
+@pytest.mark.parametrize(
+    "method, large, small, dtype",
+    [
+        ("jsma", 100.0, 0.005, "float16"),
+        ("mjsma", 100.0, 0.005, "float16"),
+        ("jsma", 100.0, 0.002, "float16"),
+        ("jsma", 1e30, 1e-8, "float32"),
+    ],
+)
+def test_jsma_blocked_large_feature_keeps_best_pair(
+    method, large, small, dtype, namespace
+):
+    # Feature 0 sits at hi, so it cannot move up, and its large entry must
+    # not set the scale of the others, whose best pair is (2, 3).
+    xp = torch if namespace == "torch" else np
+    w3 = np.array([[large, small, 1.5 * small, 2 * small]])
+    block = resgrad.Block(
+        W1=np.zeros((1, 4)),
+        W2=np.zeros((2, 1)),
+        W3=np.concatenate([w3, -w3]),
+        b1=np.zeros(1),
+        b2=np.array([-2.005 * large, 0.0]),
+    )
+    model = resgrad.ResidualMLP([block], activation="identity").convert(xp, dtype=dtype)
+    x = xp.asarray(np.array([[1.0, 0.5, 0.5, 0.5]], dtype=dtype))
+    label, target = xp.asarray(np.array([1])), xp.asarray(np.array([0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = getattr(attacks, method)(
+            model, x, label, target=target, theta=0.1, gamma=0.5
+        )
+    np.testing.assert_array_equal(np.asarray(result.steps), [1])
+    moved = np.asarray(result.x_adv, dtype=np.float64)[0] > 0.55
+    np.testing.assert_array_equal(moved, [True, False, True, True])
+
+
 def test_jsma_needs_target(small_model):
     x, y = small_batch()
     with pytest.raises(ValueError, match="targeted"):

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from .. import _arrays
 from .._arrays import without_autograd
 from ..model import ResidualMLP
@@ -290,7 +292,7 @@ def _take_rows(batch: Batch, x_adv: Array, rows: Array) -> Batch:
 def _jsma_selector(increasing: bool) -> Selector:
     def select(batch, jacobian, cls, up, down):
         xp = batch.xp
-        alpha, beta = _pair_sums(batch, jacobian, cls)
+        alpha, beta = _pair_sums(batch, jacobian, cls, up if increasing else down)
         if increasing:
             score = _on_pairs(batch, _gain(xp, alpha, beta), up)
         else:
@@ -308,7 +310,7 @@ def _maximal_selector(toward: bool) -> Selector:
 
     def select(batch, jacobian, cls, up, down):
         xp = batch.xp
-        alpha, beta = _pair_sums(batch, jacobian, cls)
+        alpha, beta = _pair_sums(batch, jacobian, cls, up | down)
         # Moving both features up raises the logit of cls and lowers the
         # others by these scores, and moving both down does the reverse.
         raises, lowers = _gain(xp, alpha, beta), _gain(xp, -alpha, -beta)
@@ -325,9 +327,20 @@ def _maximal_selector(toward: bool) -> Selector:
     return select
 
 
-def _pair_sums(batch: Batch, jacobian: Array, cls: Array) -> tuple[Array, Array]:
-    """Return ``alpha`` and ``beta`` of every pair, each of shape ``(n, d, d)``."""
+def _pair_sums(
+    batch: Batch, jacobian: Array, cls: Array, domain: Array
+) -> tuple[Array, Array]:
+    """Return ``alpha`` and ``beta`` of every pair, each of shape ``(n, d, d)``,
+    each sample's scaled by one power of two (see ``_unit_scale``).
+
+    ``domain`` ``(n, d)`` marks the features that may move, which set the
+    scale.
+    """
     xp = batch.xp
+    if xp.finfo(jacobian.dtype).bits < 32:
+        # float16 keeps 11 bits and overflows at 65504, so a product of two
+        # pair sums of 256 is infinite and scaled scores lose their order.
+        jacobian = xp.astype(jacobian, xp.float32)
     classes = jacobian.shape[1]
     pick = xp.astype(_one_hot(batch, cls, classes), jacobian.dtype)[:, :, None]
     own = xp.sum(jacobian * pick, axis=1)
@@ -335,23 +348,26 @@ def _pair_sums(batch: Batch, jacobian: Array, cls: Array) -> tuple[Array, Array]
     # Subtracting own from the sum of all rows leaves a rounding error, which
     # can give an exact zero beta a sign and so admit a pair.
     others = xp.sum(jacobian * (1 - pick), axis=1)
-    own, others = _unit_scale(xp, own), _unit_scale(xp, others)
+    own, others = _unit_scale(xp, own, domain), _unit_scale(xp, others, domain)
     alpha = own[:, :, None] + own[:, None, :]
     beta = others[:, :, None] + others[:, None, :]
     return alpha, beta
 
 
-def _unit_scale(xp: Any, rows: Array) -> Array:
+def _unit_scale(xp: Any, rows: Array, domain: Array) -> Array:
     """Return ``rows`` ``(n, d)``, each row times the power of two that brings
-    its largest magnitude into ``[1, 2)``.
+    its largest magnitude over the features of ``domain`` into ``[1, 2)``.
 
     Each score ``alpha * |beta|`` of a sample then changes by one factor, so
-    the best pair stays the same, and a very large or very small Jacobian no
-    longer makes the scores overflow or underflow. Powers of two scale
-    without rounding. Rows of zeros, and rows with a non-finite entry, stay
-    as they are.
+    the best pair stays the same where no score overflowed or underflowed
+    before, and a Jacobian that is very large or very small as a whole no
+    longer makes them. Features outside ``domain`` cannot move, so a large
+    entry of theirs does not shrink the others. Powers of two scale without
+    rounding. Rows with nothing in ``domain`` or with a non-finite entry
+    there stay as they are.
     """
-    largest = xp.max(xp.abs(rows), axis=1)
+    magnitude = xp.where(domain, xp.abs(rows), xp.zeros_like(rows))
+    largest = xp.max(magnitude, axis=1)
     usable = (largest > 0) & xp.isfinite(largest)
     exponent = xp.floor(xp.log2(xp.where(usable, largest, xp.ones_like(largest))))
     # 2 ** -exponent must itself be finite and normal in the dtype.
@@ -362,7 +378,10 @@ def _unit_scale(xp: Any, rows: Array) -> Array:
 
 def _gain(xp: Any, alpha: Array, beta: Array) -> Array:
     """Return ``alpha * |beta|`` where ``alpha > 0`` and ``beta < 0``, else 0."""
-    return xp.clip(alpha, 0.0, None) * xp.clip(-beta, 0.0, None)
+    # After _unit_scale only pairs with a feature outside the domain can
+    # overflow, and _on_pairs sets those to 0, so NumPy need not warn.
+    with np.errstate(over="ignore"):
+        return xp.clip(alpha, 0.0, None) * xp.clip(-beta, 0.0, None)
 
 
 def _on_pairs(batch: Batch, score: Array, domain: Array) -> Array:
