@@ -1470,7 +1470,9 @@ def test_evaluate_shows_training_settings(tmp_path, capsys):
     assert training == resgrad.read_metadata(model)["training"]
     assert main(["evaluate", "--model", str(model)]) == 0
     last = capsys.readouterr().out.splitlines()[-1]
-    assert last == "trained with:  adam, lr 0.001, 1 epoch of batches of 32, seed 0"
+    assert (
+        last == "trained with:  adam, lr 0.001, 1 of 1 epoch run, batches of 32, seed 0"
+    )
 
     # A model saved from Python records no training.
     plain = tmp_path / "plain.npz"
@@ -2137,3 +2139,46 @@ def test_train_interrupt_keeps_folder_of_checkpoint(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(train_cli, "train_model", interrupted_training)
     assert main(["train", "--out", str(out), "--epochs", "3", "--no-progress"]) == 130
     assert sorted(path.name for path in out.parent.iterdir()) == [checkpoint.name]
+
+
+@pytest.mark.parametrize(
+    "training, message",
+    [
+        ("nonsense", "has an invalid training record, 'nonsense', where a dict"),
+        ({"data": 5}, "invalid training record: data is 5, where str or null"),
+        ({"test_size": True}, "test_size is True, where int or float was expected"),
+        ({"columns": ["a", 3]}, "columns is ['a', 3], where a list of str or null"),
+    ],
+)
+def test_invalid_training_record_is_named(training, message, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    resgrad.save(
+        resgrad.ResidualMLP.init([64, 10], seed=0), model, {"training": training}
+    )
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert len(lines) == 1
+    assert message in lines[0]
+    assert lines[0].endswith("or with the record that resgrad train writes.")
+
+
+@pytest.mark.parametrize(
+    "training, shown",
+    [
+        ({"optimizer": "adam"}, "trained with:  adam"),
+        ({"optimizer": "adam", "lr": None, "epochs": "x"}, "trained with:  adam"),
+        ({"lr": 0.5, "seed": 3}, "trained with:  lr 0.5, seed 3"),
+        ({}, None),
+    ],
+)
+def test_evaluate_shows_partial_training_settings(training, shown, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    resgrad.save(
+        resgrad.ResidualMLP.init([64, 10], seed=0), model, {"training": training}
+    )
+    assert main(["evaluate", "--model", str(model)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    if shown is None:
+        assert last.startswith("test accuracy: ")
+    else:
+        assert last == shown

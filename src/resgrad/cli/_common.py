@@ -277,6 +277,71 @@ def _data_source(value: str) -> str:
     return str(existing_file(value))
 
 
+# The fields of the training record that the commands read, and the types
+# that resgrad train writes for them.
+TRAINING_FIELDS = {
+    "data": (str, type(None)),
+    "labels": (str, type(None)),
+    "label_column": (int, type(None)),
+    "header": (str, type(None)),
+    "test_size": (int, float),
+    "split_seed": (int,),
+    "columns": (list, type(None)),
+    "data_sha256": (str,),
+    "optimizer": (str,),
+}
+
+
+def training_record(path: Any, metadata: dict) -> dict:
+    """Return the ``training`` record of a model file's metadata, or ``{}``
+    without one, after checking the fields that the commands read.
+
+    A file saved from Python holds the caller's metadata, which may have
+    any form.
+
+    Raises:
+        ValueError: if the record or one of those fields has another type
+            than ``resgrad train`` writes.
+    """
+    training = metadata.get("training")
+    if training is None:
+        return {}
+    fix = (
+        "save the model without metadata['training'], or with the record "
+        "that resgrad train writes"
+    )
+    if not isinstance(training, dict):
+        # A damaged file, not a wrong argument, as for InvalidModelFile.
+        raise ValueError(  # noqa: TRY004
+            f"The model file {path} has an invalid training record, "
+            f"{_short_value(training)}, where a dict was expected; {fix}."
+        )
+    for name, kinds in TRAINING_FIELDS.items():
+        value = training.get(name)
+        wrong = name in training and (
+            not isinstance(value, kinds) or isinstance(value, bool)
+        )
+        if name == "columns" and isinstance(value, list):
+            wrong = not all(isinstance(column, str) for column in value)
+        if wrong:
+            expected = " or ".join(
+                "null" if kind is type(None) else kind.__name__ for kind in kinds
+            )
+            if name == "columns":
+                expected = "a list of str or null"
+            raise ValueError(
+                f"The model file {path} has an invalid training record: "
+                f"{name} is {_short_value(value)}, where {expected} was "
+                f"expected; {fix}."
+            )
+    return training
+
+
+def _short_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
     """Load the data set named by the ``add_data_arguments`` options.
 
@@ -293,7 +358,7 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             "--data too, or leave out --labels for the digits."
         )
     metadata = {} if model is None else read_metadata(args.model)
-    training = metadata.get("training") or {}
+    training = {} if model is None else training_record(args.model, metadata)
     trained_on = _trained_with(training)
     if args.data is None and trained_on is not None:
         _use_training_data(args, training, trained_on)

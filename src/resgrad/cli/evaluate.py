@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,7 @@ from ._common import (
     files_record,
     load_dataset,
     plural,
+    training_record,
 )
 
 
@@ -39,7 +41,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # The data are float64; a float32 model file evaluates them in float32.
     x_test = np.asarray(data.x_test, dtype=model.dtype)
     figures = evaluate(model, x_test, data.y_test)
-    training = read_metadata(args.model).get("training") or {}
+    metadata = read_metadata(args.model)
+    training = training_record(args.model, metadata)
     if args.json:
         # The settings first, so that a saved file records what it measured.
         report = {**files_record(args), "samples": len(data.y_test), **figures}
@@ -57,11 +60,34 @@ def run_evaluate(args: argparse.Namespace) -> int:
     # print as 0.0000.
     print(f"test loss:     {figures['loss']:.4g}")
     print(f"test accuracy: {figures['accuracy']:.4f}")
-    if "optimizer" in training:
-        print(
-            f"trained with:  {training['optimizer']}, lr {training['lr']:g}, "
-            f"{plural(training['epochs'], 'epoch')} of batches of "
-            f"{training['batch_size']}, "
-            f"seed {training['seed']}"
-        )
+    settings = _training_settings(training, metadata)
+    if settings:
+        print(f"trained with:  {settings}")
     return 0
+
+
+def _training_settings(training: dict, metadata: dict) -> str:
+    """Return the recorded optimizer, learning rate, epochs, batch size and
+    seed as one line, leaving out any that the file lacks or that has
+    another type, as a file saved from Python may."""
+
+    def number(name: str) -> Any:
+        value = training.get(name)
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return value if is_number else None
+
+    parts = []
+    if isinstance(training.get("optimizer"), str):
+        parts.append(training["optimizer"])
+    if number("lr") is not None:
+        parts.append(f"lr {number('lr'):g}")
+    run, epochs = metadata.get("epochs_run"), number("epochs")
+    if isinstance(run, int) and not isinstance(run, bool) and epochs is not None:
+        parts.append(f"{run} of {plural(int(epochs), 'epoch')} run")
+    elif epochs is not None:
+        parts.append(plural(int(epochs), "epoch"))
+    if number("batch_size") is not None:
+        parts.append(f"batches of {int(number('batch_size'))}")
+    if number("seed") is not None:
+        parts.append(f"seed {int(number('seed'))}")
+    return ", ".join(parts)
