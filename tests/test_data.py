@@ -824,6 +824,17 @@ CSV_ERRORS = {
             r"\(counted from 0\), is empty; remove the comma at the end of each row"
         ),
     ),
+    # A row that misses its last value is no file of trailing commas.
+    "last value missing in one row": (
+        "missing.csv",
+        "a,b,label\n0.5,0.1,0\n0.6,0.7,\n",
+        r"line 3 \(counted from 1\), field 2 \(counted from 0\) is empty; every",
+    ),
+    "last value missing in the first row": (
+        "missing.csv",
+        "0.5,0.1,\n0.6,0.7,1\n",
+        r"The first row of .* has both numbers and text: field 2",
+    ),
     "label name in capitals": (
         "upper.csv",
         "a,TARGET,visit\n0.5,0,1\n0.25,1,0\n",

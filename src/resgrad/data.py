@@ -578,7 +578,7 @@ def _header_of(path: Path, header: bool | str) -> tuple[list[str], int, bool, in
     fields = next(csv.reader([text], skipinitialspace=True))
     named_rows = len(fields) > 1 and _unquote(fields[0]) == "" and header is not False
     first = int(named_rows)
-    has_header = _detect_header(fields[first:], header, path, first)
+    has_header = _detect_header(fields[first:], header, path, first, line)
     numbers = all(map(_is_number, fields[first:]))
     if header is True and numbers and not _column_indices(fields[first:], []):
         warnings.warn(
@@ -663,10 +663,10 @@ def _first_line(path: Path) -> tuple[str, int]:
 
 
 def _detect_header(
-    fields: list[str], header: bool | str, path: Path, first: int
+    fields: list[str], header: bool | str, path: Path, first: int, line: int = 1
 ) -> bool:
     """Return whether the first row, whose fields from index ``first`` on
-    are ``fields``, is a header."""
+    are ``fields``, is a header; ``line`` is its line number."""
     _check_header_value(header)
     if header != "auto":
         return bool(header)
@@ -678,7 +678,11 @@ def _detect_header(
     if not text:
         return False
     index = text[0]
-    if text == [len(fields) - 1] and not fields[index].strip():
+    if (
+        text == [len(fields) - 1]
+        and not fields[index].strip()
+        and _rows_end_in_comma(path, line - 1)
+    ):
         raise ValueError(
             f"The first row of {path} ends in a comma, so its last field, "
             f"field {index + first} (counted from 0), is empty; "
@@ -837,7 +841,8 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
         for index, field in enumerate(fields):
             if index >= first and not _is_number(field):
                 content = "empty" if not field.strip() else repr(field.strip())
-                if content == "empty" and index == len(fields) - 1 > 0:
+                last = index == len(fields) - 1 > 0
+                if content == "empty" and last and _rows_end_in_comma(path, skip_rows):
                     return (
                         f"line {number} (counted from 1) ends in a comma, so "
                         f"its last field, field {index} (counted from 0), is "
@@ -858,6 +863,14 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
                     "encode text labels as class indices (0, 1, 2 and so on)"
                 )
     return None
+
+
+def _rows_end_in_comma(path: Path, skip_rows: int) -> bool:
+    """Return whether the first two rows of ``path`` after ``skip_rows`` both
+    end in a comma, which marks a file written with one after every row,
+    rather than a row that misses its last value."""
+    rows = itertools.islice(_data_lines(path, skip_rows), 2)
+    return all(text.split("#", 1)[0].rstrip().endswith(",") for _, text in rows)
 
 
 def _data_lines(path: Path, skip_rows: int) -> Iterator[tuple[int, str]]:
