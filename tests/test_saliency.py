@@ -738,8 +738,7 @@ def test_randomization_check_correlations(model, x):
             lambda m, x, y: saliency.saliency_map(m, x, y),
             (
                 "Expected method to be one of: vanilla, input_x_gradient, smoothgrad, "
-                "integrated_gradients, jsma, got a ndarray; pass the method name "
-                "before the target, or the target as target=."
+                "integrated_gradients, jsma, got array(["
             ),
         ),
         (
@@ -767,6 +766,10 @@ def test_map_by_name_names_misplaced_arguments(call, message, model, x):
     with pytest.raises(TypeError) as caught:
         call(model, x, y)
     assert str(caught.value).startswith(message)
+    if "got array" in message:
+        assert str(caught.value).endswith(
+            "; pass the method name before the target, or the target as target=."
+        )
 
 
 def test_map_by_name_passes_options(model, x):

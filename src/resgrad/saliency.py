@@ -89,12 +89,13 @@ def _check_count(value: Any, name: str, minimum: int) -> int:
 
 
 def _check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
-    if not isinstance(value, str):
-        # An array here is most often the target, passed where the name goes.
+    if name == "method" and not isinstance(value, str):
+        # The functions that take a method name take the target after it, so
+        # an array here is most often the target.
         raise TypeError(
-            f"Expected {name} to be one of: {', '.join(choices)}, got a "
-            f"{type(value).__name__}; pass the {name} name before the target, "
-            f"or the target as target=."
+            f"Expected method to be one of: {', '.join(choices)}, got "
+            f"{_arrays._short_repr(value)}; pass the method name before the "
+            "target, or the target as target=."
         )
     if value not in choices:
         raise ValueError(
