@@ -4,8 +4,8 @@ Each subcommand lives in a module of this package that defines
 ``add_parser(subparsers)``; the parser it adds carries the function to run
 as its ``handler`` default. Library errors (``ValueError``, ``TypeError``,
 ``OSError``, ``ImportError``) and invalid arguments end the program with
-one line on standard error and status 2, and ``--debug`` shows the
-traceback of a library error instead.
+one line on standard error and status 2; ``--debug`` prints the traceback
+of a library error before that line.
 """
 
 from __future__ import annotations
