@@ -610,7 +610,9 @@ def test_cli_default_out_beside_model(files):
 @pytest.mark.parametrize(
     "option, value, message",
     [
-        ("--method", "fgsm,cw", "Unknown attack method 'cw'"),
+        ("--method", "fgsm,cw", "Unknown --method value 'cw'; expected all, or"),
+        ("--method", "all,fgsm", "--method 'all,fgsm': 'all' already names every"),
+        ("--method", "fgsm,", "Empty item in --method 'fgsm,'"),
         ("--eps", "0.1,-0.2", "eps >= 0"),
         ("--eps", "0.1,1e308", "--eps 1e+308 is more than 1000 times the width 1"),
     ],

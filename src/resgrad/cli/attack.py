@@ -26,6 +26,7 @@ from ._common import (
     load_dataset,
     non_negative_int,
     output_folder,
+    parse_names,
     plural,
     positive_int,
     progress_bar,
@@ -105,9 +106,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_attack(args: argparse.Namespace) -> int:
     """Run the attacks named on the command line and write the results."""
     from .. import io
-    from ..robustness import RANDOM_METHODS, evaluate, parse_eps, parse_methods
+    from ..robustness import METHODS, RANDOM_METHODS, evaluate, parse_eps
 
-    methods = parse_methods(args.method)
+    methods = parse_names(args.method, "--method", METHODS)
     random = bool(set(methods) & set(RANDOM_METHODS))
     typed_seed = typed_options(args, ["seed"])
     if typed_seed and not random:
