@@ -596,3 +596,24 @@ def test_repr_of_results_summarises_arrays():
     assert repr(trace).startswith("BlockTrace(a_prev=float64[5, 4], u=float64[5, 3]")
     attack = resgrad.attacks.fgsm(model, x, y, eps=0.1)
     assert repr(attack).startswith("AttackResult(x_adv=float64[5, 4], success=bool[5]")
+
+
+def test_repr_of_cycles_stops():
+    from dataclasses import dataclass
+
+    from resgrad._arrays import summary_repr
+
+    loop = [1, np.zeros(2)]
+    loop.append(loop)
+    assert summary_repr(loop) == "[1, float64[2], [...]]"
+    table = {"x": np.zeros(3)}
+    table["self"] = table
+    assert summary_repr(table) == "{'x': float64[3], 'self': {...}}"
+
+    @dataclass
+    class Node:
+        child: object = None
+
+    node = Node()
+    node.child = node
+    assert summary_repr(node) == "Node(child=Node(...))"

@@ -85,35 +85,53 @@ def summary_repr(value: Any) -> str:
 
     The result types use it as their ``__repr__``, because the arrays' own
     reprs print their entries: about 200 lines for the default digits model.
-    Dataclass fields with ``repr=False`` are left out, and lists longer than
-    ``SUMMARY_ITEMS`` show their first three items and their last.
+    Dataclass fields with ``repr=False`` are left out, lists longer than
+    ``SUMMARY_ITEMS`` show their first three items and their last, and a
+    container met again inside itself is written ``[...]``, as ``repr``
+    writes it.
     """
+    return _summary(value, frozenset())
+
+
+def _summary(value: Any, inside: frozenset[int]) -> str:
+    """Return ``summary_repr(value)``; ``inside`` holds the ids of the
+    containers that ``value`` is part of."""
     if array_api_compat.is_array_api_obj(value) and not isinstance(
         value, numbers.Number
     ):
         return _array_summary(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = [f.name for f in dataclasses.fields(value) if f.repr]
-        return _call_repr(value, fields)
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return _call_repr(value, value._fields)
-    if isinstance(value, (list, tuple)):
-        items = [summary_repr(item) for item in value]
-        if len(items) > SUMMARY_ITEMS:
-            items = [*items[:3], f"... {len(items) - 4} more", items[-1]]
-        text = ", ".join(items)
+    container = isinstance(value, (list, tuple, dict)) or (
+        dataclasses.is_dataclass(value) and not isinstance(value, type)
+    )
+    if not container:
+        return repr(value)
+    if id(value) in inside:
         if isinstance(value, list):
-            return f"[{text}]"
-        return f"({text},)" if len(items) == 1 else f"({text})"
+            return "[...]"
+        if isinstance(value, dict):
+            return "{...}"
+        return f"{type(value).__name__}(...)"
+    inside = inside | {id(value)}
+    if dataclasses.is_dataclass(value):
+        fields = [f.name for f in dataclasses.fields(value) if f.repr]
+        return _call_repr(value, fields, inside)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return _call_repr(value, value._fields, inside)
     if isinstance(value, dict):
-        pairs = [f"{key!r}: {summary_repr(item)}" for key, item in value.items()]
+        pairs = [f"{key!r}: {_summary(item, inside)}" for key, item in value.items()]
         return "{" + ", ".join(pairs) + "}"
-    return repr(value)
+    items = [_summary(item, inside) for item in value]
+    if len(items) > SUMMARY_ITEMS:
+        items = [*items[:3], f"... {len(items) - 4} more", items[-1]]
+    text = ", ".join(items)
+    if isinstance(value, list):
+        return f"[{text}]"
+    return f"({text},)" if len(items) == 1 else f"({text})"
 
 
-def _call_repr(value: Any, fields: Sequence[str]) -> str:
+def _call_repr(value: Any, fields: Sequence[str], inside: frozenset[int]) -> str:
     """Return ``Name(field=..., ...)`` with each field in ``summary_repr``."""
-    parts = [f"{name}={summary_repr(getattr(value, name))}" for name in fields]
+    parts = [f"{name}={_summary(getattr(value, name), inside)}" for name in fields]
     return f"{type(value).__name__}({', '.join(parts)})"
 
 
