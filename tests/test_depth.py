@@ -138,11 +138,17 @@ def test_profile_rejects_direction_shape():
         depth.gradient_profile(model, x, v[:2])
 
 
-def test_sweep_takes_one_depth_width_and_arch():
+@pytest.mark.parametrize("depths", [4, np.array(4), np.int64(4)])
+def test_sweep_takes_one_depth_width_and_arch(depths):
     results = depth.depth_sweep(
-        depths=4, widths=8, archs="residual", seeds=1, samples=2, spectrum_depth=0
+        depths=depths, widths=8, archs="residual", seeds=1, samples=2, spectrum_depth=0
     )
     assert [(r.arch, r.depth, r.width) for r in results] == [("residual", 4, 8)]
+
+
+def test_sweep_names_an_arch_of_bytes():
+    with pytest.raises(ValueError, match="Unknown architecture b'plain'"):
+        depth.depth_sweep(depths=1, widths=4, archs=b"plain", seeds=1)
 
 
 @pytest.mark.parametrize("depths", ["4", 4.5, None])

@@ -1178,7 +1178,7 @@ def _check_arch(arch: str) -> None:
 
 def _check_archs(archs: Sequence[str]) -> list[str]:
     # One name is a list of one, not a sequence of letters.
-    archs = [archs] if isinstance(archs, str) else list(archs)
+    archs = [archs] if isinstance(archs, (str, bytes)) else list(archs)
     if not archs:
         raise ValueError("Expected at least one architecture in archs, got none.")
     for arch in archs:
@@ -1213,6 +1213,9 @@ def _check_int_list(
 ) -> list[int]:
     """Return ``values`` as a list of ints, each passed through ``check``;
     a single int stands for a list of one."""
+    if getattr(values, "shape", None) == ():
+        # A 0-d array or tensor holds one value.
+        values = values.item()
     if _is_whole(values):
         values = [values]
     if not isinstance(values, Iterable) or isinstance(values, (str, bytes)):
