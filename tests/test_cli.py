@@ -2182,3 +2182,29 @@ def test_evaluate_shows_partial_training_settings(training, shown, tmp_path, cap
         assert last.startswith("test accuracy: ")
     else:
         assert last == shown
+
+
+def test_train_interrupt_removes_empty_out_folder(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.train as train_cli
+    from resgrad.io import save_checkpoint
+
+    out = tmp_path / "models" / "model.npz"
+    checkpoint = tmp_path / "checkpoints" / "run.npz"
+
+    def interrupted_training(args, data, progress):
+        save_checkpoint(checkpoint, {"history": [{"loss": 1.0}]}, {})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "train_model", interrupted_training)
+    argv = ["train", "--out", str(out), "--checkpoint", str(checkpoint)]
+    assert main([*argv, "--epochs", "3", "--no-progress"]) == 130
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoints"]
+
+
+def test_train_success_removes_checkpoint_folder(tmp_path, capsys):
+    out = tmp_path / "models" / "model.npz"
+    checkpoint = tmp_path / "checkpoints" / "run.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]
+    assert main([*argv, "--checkpoint", str(checkpoint)]) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["models"]
+    assert out.is_file()

@@ -110,6 +110,8 @@ def _summary(value: Any, inside: frozenset[int]) -> str:
             return "[...]"
         if isinstance(value, dict):
             return "{...}"
+        if type(value) is tuple:
+            return "(...)"
         return f"{type(value).__name__}(...)"
     inside = inside | {id(value)}
     if dataclasses.is_dataclass(value):

@@ -373,7 +373,9 @@ def _unit_scale(xp: Any, rows: Array, domain: Array) -> Array:
     # 2 ** -exponent must itself be finite and normal in the dtype.
     limit = math.floor(math.log2(float(xp.finfo(rows.dtype).max))) - 1
     exponent = xp.clip(exponent, -limit, limit)
-    return rows * xp.pow(2.0, -exponent)[:, None]
+    # Entries outside the domain may overflow, and their pairs are masked.
+    with np.errstate(over="ignore"):
+        return rows * xp.pow(2.0, -exponent)[:, None]
 
 
 def _gain(xp: Any, alpha: Array, beta: Array) -> Array:

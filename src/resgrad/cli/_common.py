@@ -974,12 +974,14 @@ def make_parents(*files: Path) -> list[Path]:
 
 
 def remove_empty(made: list[Path]) -> None:
-    """Remove the folders of ``made``, from the lowest up, while they are empty."""
+    """Remove the folders of ``made`` that are empty, from the lowest up.
+
+    A folder that holds a file stays, and so do the folders above it, which
+    hold it; ``made`` may hold several chains of folders.
+    """
     for level in reversed(made):
-        try:
+        with contextlib.suppress(OSError):
             level.rmdir()
-        except OSError:
-            break
 
 
 def remove_output_folder(out: Path, made: list[Path]) -> None:

@@ -320,20 +320,17 @@ def run_train(args: argparse.Namespace) -> int:
     # checkpoint after it, and fit, which runs inside, finds it held.
     hint = "wait for that run to end, or pass another --out or --checkpoint."
     made_folders = make_parents(args.out, args.checkpoint)
-    finished = False
     try:
         lock = _lock.acquire(args.checkpoint, hint, share=True)
         try:
-            status = _train_and_save(args)
+            return _train_and_save(args)
         finally:
             _lock.release(lock)
-        finished = True
-        return status
     finally:
-        if not finished:
-            # A failed run leaves no folder it made, unless a checkpoint or
-            # another command's file is in it.
-            remove_empty(made_folders)
+        # The run leaves no folder it made empty: a failed run none without
+        # a checkpoint in it, and a finished one none of its removed
+        # checkpoint.
+        remove_empty(made_folders)
 
 
 def _epochs_in(checkpoint: Path, epochs: int) -> str:
