@@ -833,7 +833,16 @@ CSV_ERRORS = {
     "last value missing in the first row": (
         "missing.csv",
         "0.5,0.1,\n0.6,0.7,1\n",
-        r"The first row of .* has both numbers and text: field 2",
+        (
+            r"The first row of .* has numbers and an empty field, field 2 \(counted "
+            r"from 0\); fill it in or remove the row"
+        ),
+    ),
+    # Once read as a header of column indices, which lost the row.
+    "indices beside an empty field in the first row": (
+        "missing.csv",
+        "1,2,\n3,4,1\n5,6,0\n",
+        r"The first row of .* has numbers and an empty field, field 2",
     ),
     "label name in capitals": (
         "upper.csv",

@@ -671,6 +671,11 @@ def _detect_header(
     if header != "auto":
         return bool(header)
     text = [index for index, field in enumerate(fields) if not _is_number(field)]
+    empty = [index for index in text if not fields[index].strip()]
+    if empty and len(text) < len(fields):
+        # Numbers beside an empty field make a data row with a missing
+        # value, not a header with an unnamed column.
+        _raise_empty_first_field(path, fields, empty[0], first, line)
     # pandas numbers the columns from 0 beside an index column.
     starts = (0,) if first else (0, 1)
     if len(text) == len(fields) or _column_indices(fields, text, starts):
@@ -678,16 +683,6 @@ def _detect_header(
     if not text:
         return False
     index = text[0]
-    if (
-        text == [len(fields) - 1]
-        and not fields[index].strip()
-        and _rows_end_in_comma(path, line - 1)
-    ):
-        raise ValueError(
-            f"The first row of {path} ends in a comma, so its last field, "
-            f"field {index + first} (counted from 0), is empty; "
-            f"{REMOVE_TRAILING_COMMAS}."
-        )
     raise ValueError(
         f"The first row of {path} has both numbers and text: field {index + first} "
         f"(counted from 0) is {fields[index].strip()!r}, and "
@@ -696,6 +691,23 @@ def _detect_header(
         "header row names every column and a data row has a number in every "
         "field, so fix that row, or pass --header yes (header=True in Python) "
         "to read it as a header."
+    )
+
+
+def _raise_empty_first_field(
+    path: Path, fields: list[str], index: int, first: int, line: int
+) -> None:
+    """Raise ``ValueError`` for the empty field ``index`` of a first row that
+    also has numbers, naming trailing commas where every row ends in one."""
+    where = f"field {index + first} (counted from 0)"
+    if index == len(fields) - 1 and _rows_end_in_comma(path, line - 1):
+        raise ValueError(
+            f"The first row of {path} ends in a comma, so its last field, "
+            f"{where}, is empty; {REMOVE_TRAILING_COMMAS}."
+        )
+    raise ValueError(
+        f"The first row of {path} has numbers and an empty field, {where}; "
+        "fill it in or remove the row."
     )
 
 
