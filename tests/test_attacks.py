@@ -1333,6 +1333,19 @@ def _steep_linear_model(scale: float) -> resgrad.ResidualMLP:
     return resgrad.ResidualMLP([block], activation="identity")
 
 
+def _one_pair_moved(method, model, x, xp):
+    """Run one step of ``method`` from label 1 toward class 0, with warnings
+    as errors, and return which features of the sample end above 0.55."""
+    label, target = xp.asarray(np.array([1])), xp.asarray(np.array([0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = getattr(attacks, method)(
+            model, x, label, target=target, theta=0.1, gamma=0.5
+        )
+    np.testing.assert_array_equal(np.asarray(result.steps), [1])
+    return np.asarray(result.x_adv, dtype=np.float64)[0] > 0.55
+
+
 @pytest.mark.parametrize("namespace", ["numpy", "torch"])
 @pytest.mark.parametrize("method", ["jsma", "mjsma"])
 @pytest.mark.parametrize(
@@ -1352,15 +1365,9 @@ def test_jsma_extreme_jacobian_picks_best_pair(scale, dtype, method, namespace):
     xp = torch if namespace == "torch" else np
     model = _steep_linear_model(scale).convert(xp, dtype=dtype)
     x = xp.asarray(np.full((1, 4), 0.5, dtype=dtype))
-    label, target = xp.asarray(np.array([1])), xp.asarray(np.array([0]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        result = getattr(attacks, method)(
-            model, x, label, target=target, theta=0.1, gamma=0.5
-        )
-    np.testing.assert_array_equal(np.asarray(result.steps), [1])
-    moved = np.asarray(result.x_adv, dtype=np.float64)[0] > 0.55
-    np.testing.assert_array_equal(moved, [False, False, True, True])
+    np.testing.assert_array_equal(
+        _one_pair_moved(method, model, x, xp), [False, False, True, True]
+    )
 
 
 @pytest.mark.parametrize("namespace", ["numpy", "torch"])
@@ -1389,15 +1396,9 @@ def test_jsma_blocked_large_feature_keeps_best_pair(
     )
     model = resgrad.ResidualMLP([block], activation="identity").convert(xp, dtype=dtype)
     x = xp.asarray(np.array([[1.0, 0.5, 0.5, 0.5]], dtype=dtype))
-    label, target = xp.asarray(np.array([1])), xp.asarray(np.array([0]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        result = getattr(attacks, method)(
-            model, x, label, target=target, theta=0.1, gamma=0.5
-        )
-    np.testing.assert_array_equal(np.asarray(result.steps), [1])
-    moved = np.asarray(result.x_adv, dtype=np.float64)[0] > 0.55
-    np.testing.assert_array_equal(moved, [True, False, True, True])
+    np.testing.assert_array_equal(
+        _one_pair_moved(method, model, x, xp), [True, False, True, True]
+    )
 
 
 def test_jsma_needs_target(small_model):

@@ -2125,22 +2125,6 @@ def test_train_failure_removes_folders_it_made(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_train_interrupt_keeps_folder_of_checkpoint(tmp_path, monkeypatch, capsys):
-    import resgrad.cli.train as train_cli
-    from resgrad.io import save_checkpoint
-
-    out = tmp_path / "new" / "model.npz"
-    checkpoint = tmp_path / "new" / "model.checkpoint.npz"
-
-    def interrupted_training(args, data, progress):
-        save_checkpoint(checkpoint, {"history": [{"loss": 1.0}]}, {})
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_cli, "train_model", interrupted_training)
-    assert main(["train", "--out", str(out), "--epochs", "3", "--no-progress"]) == 130
-    assert sorted(path.name for path in out.parent.iterdir()) == [checkpoint.name]
-
-
 @pytest.mark.parametrize(
     "training, message",
     [
@@ -2184,12 +2168,17 @@ def test_evaluate_shows_partial_training_settings(training, shown, tmp_path, cap
         assert last == shown
 
 
-def test_train_interrupt_removes_empty_out_folder(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("checkpoint_folder", ["new", "checkpoints"])
+def test_train_interrupt_keeps_only_checkpoint_folder(
+    checkpoint_folder, tmp_path, monkeypatch, capsys
+):
+    """The folders made for --out and --checkpoint stay only where the
+    checkpoint of the interrupted run is."""
     import resgrad.cli.train as train_cli
     from resgrad.io import save_checkpoint
 
-    out = tmp_path / "models" / "model.npz"
-    checkpoint = tmp_path / "checkpoints" / "run.npz"
+    out = tmp_path / "new" / "model.npz"
+    checkpoint = tmp_path / checkpoint_folder / "run.npz"
 
     def interrupted_training(args, data, progress):
         save_checkpoint(checkpoint, {"history": [{"loss": 1.0}]}, {})
@@ -2198,7 +2187,8 @@ def test_train_interrupt_removes_empty_out_folder(tmp_path, monkeypatch, capsys)
     monkeypatch.setattr(train_cli, "train_model", interrupted_training)
     argv = ["train", "--out", str(out), "--checkpoint", str(checkpoint)]
     assert main([*argv, "--epochs", "3", "--no-progress"]) == 130
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoints"]
+    assert [path.name for path in tmp_path.iterdir()] == [checkpoint_folder]
+    assert [path.name for path in checkpoint.parent.iterdir()] == ["run.npz"]
 
 
 def test_train_success_removes_checkpoint_folder(tmp_path, capsys):

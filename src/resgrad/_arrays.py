@@ -160,6 +160,39 @@ def _array_summary(a: Array) -> str:
     return text
 
 
+def parse_names(
+    value: str | Sequence[str], name: str, valid: Sequence[str]
+) -> list[str]:
+    """Return the names of ``value``, a comma-separated string or a sequence,
+    in lower case, each once, in the order given; ``all`` alone stands for
+    every name of ``valid``. ``name`` names the value in messages.
+
+    Raises:
+        ValueError: on an empty list or item, an unknown name, or ``all``
+            beside other names.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(item).strip().lower() for item in items]
+    choices = f"all, or some of: {', '.join(valid)}"
+    if not any(names):
+        raise ValueError(f"{name} is empty; pass {choices}.")
+    if not all(names):
+        raise ValueError(f"Empty item in {name} {value!r}; remove the extra comma.")
+    if "all" in names:
+        if len(names) > 1:
+            raise ValueError(
+                f"{name} {value!r}: 'all' already names every choice; pass all "
+                "alone or only the names you want."
+            )
+        return list(valid)
+    unknown = [item for item in names if item not in valid]
+    if unknown:
+        raise ValueError(
+            f"Unknown {name} value {', '.join(map(repr, unknown))}; expected {choices}."
+        )
+    return list(dict.fromkeys(names))
+
+
 def progress_wrapper(progress: Any) -> Callable[..., Any] | None:
     """Return the wrapper of a ``progress`` argument, or ``None`` for no bar.
 

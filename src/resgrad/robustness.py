@@ -164,32 +164,7 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
             string, such as the last one of fgsm,, and on "all" beside other
             names.
     """
-    names = methods.split(",") if isinstance(methods, str) else list(methods)
-    names = [str(name).strip().lower() for name in names]
-    if names != [""] and "" in names:
-        raise ValueError(
-            f"Empty item in the methods {methods!r}; remove the extra comma, "
-            "as in fgsm,pgd."
-        )
-    names = [name for name in names if name]
-    if not names:
-        raise ValueError(
-            f"Expected at least one attack method: all, {', '.join(METHODS)}."
-        )
-    if "all" in names:
-        if len(names) > 1:
-            raise ValueError(
-                f"'all' already names every attack, so {methods!r} lists more; "
-                "pass all alone or only the names you want."
-            )
-        return list(METHODS)
-    unknown = [name for name in names if name not in ATTACKS]
-    if unknown:
-        raise ValueError(
-            f"Unknown attack method {', '.join(map(repr, unknown))}; expected all "
-            f"or any of: {', '.join(METHODS)}."
-        )
-    return list(dict.fromkeys(names))
+    return _arrays.parse_names(methods, "methods", METHODS)
 
 
 def parse_eps(eps_values: str | Iterable[float]) -> list[float]:

@@ -11,7 +11,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,37 +109,6 @@ def _is_terminal(stream: Any) -> bool:
 # The files that the running command reads (--model, --data, --labels),
 # which none of its outputs may replace. main empties it for each command.
 INPUT_FILES: list[Path] = []
-
-
-def parse_names(text: str, option: str, valid: Sequence[str]) -> list[str]:
-    """Return the names of a comma-separated option value, in lower case,
-    each once, in the order given. ``all`` alone stands for every name of
-    ``valid``.
-
-    Raises:
-        ValueError: on an empty list or item, an unknown name, or ``all``
-            beside other names.
-    """
-    names = [item.strip().lower() for item in text.split(",")]
-    choices = f"all, or some of: {', '.join(valid)}"
-    if not any(names):
-        raise ValueError(f"{option} is empty; pass {choices}.")
-    if not all(names):
-        raise ValueError(f"Empty item in {option} {text!r}; remove the extra comma.")
-    if "all" in names:
-        if len(names) > 1:
-            raise ValueError(
-                f"{option} {text!r}: 'all' already names every choice; pass all "
-                "alone or only the names you want."
-            )
-        return list(valid)
-    unknown = [name for name in names if name not in valid]
-    if unknown:
-        raise ValueError(
-            f"Unknown {option} value {', '.join(map(repr, unknown))}; expected "
-            f"{choices}."
-        )
-    return list(dict.fromkeys(names))
 
 
 def check_not_an_input(path: Path) -> None:
@@ -897,15 +866,7 @@ def make_output_folder(folder: OutputFolder) -> list[Path]:
         FileExistsError: the folder was made, or gained files, since the check.
     """
     out = folder.path
-    made = []
-    for level in reversed([out, *out.parents]):
-        if level.is_dir():
-            continue
-        try:
-            level.mkdir()
-        except FileExistsError:
-            continue
-        made.append(level)
+    made = _make_folder(out)
     if out in made or folder.overwrite:
         return made
     if folder.absent or not out.is_dir() or any(out.iterdir()):
@@ -960,16 +921,22 @@ def lock_output_folder(folder: OutputFolder, made: list[Path]) -> int | None:
 def make_parents(*files: Path) -> list[Path]:
     """Make the missing folders above each of ``files``; return those made,
     from the highest down, for ``remove_empty`` to remove again."""
+    return [level for file in files for level in _make_folder(Path(file).parent)]
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Make ``folder`` and its missing parents, each on its own, and return
+    those that this call made, from the highest down; a folder that another
+    command makes at the same moment is not counted."""
     made = []
-    for file in files:
-        for level in reversed(Path(file).parents):
-            if level.is_dir():
-                continue
-            try:
-                level.mkdir()
-            except FileExistsError:
-                continue
-            made.append(level)
+    for level in reversed([folder, *folder.parents]):
+        if level.is_dir():
+            continue
+        try:
+            level.mkdir()
+        except FileExistsError:
+            continue
+        made.append(level)
     return made
 
 

@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .._arrays import parse_names
 from ._common import (
     RunContext,
     Section,
@@ -26,7 +27,6 @@ from ._common import (
     load_dataset,
     non_negative_int,
     output_folder,
-    parse_names,
     plural,
     positive_int,
     progress_bar,

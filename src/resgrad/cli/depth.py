@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import parse_names
 from ..data import _available_memory
 from ..io import json_text
 from ._common import (
@@ -27,7 +28,6 @@ from ._common import (
     add_overwrite_argument,
     check_output_folder,
     non_negative_int,
-    parse_names,
     positive_int,
     progress_bar,
     typed_options,

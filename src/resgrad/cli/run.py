@@ -23,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .._arrays import parse_names
 from .._lock import unlock_folder
 from ..io import json_text
 from ._common import (
@@ -37,7 +38,6 @@ from ._common import (
     load_dataset,
     lock_output_folder,
     make_output_folder,
-    parse_names,
     plural,
     positive_int,
     progress_bar,

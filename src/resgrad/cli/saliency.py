@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import parse_names
 from ..io import json_text
 from ._common import (
     RunContext,
@@ -33,7 +34,6 @@ from ._common import (
     load_dataset,
     non_negative_int,
     output_folder,
-    parse_names,
     plural,
     progress_bar,
     typed_options,
