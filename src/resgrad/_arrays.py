@@ -94,7 +94,7 @@ def summary_repr(value: Any) -> str:
 
 
 def _summary(value: Any, inside: frozenset[int]) -> str:
-    """Return ``summary_repr(value)``; ``inside`` holds the ids of the
+    """Return ``summary_repr(value)``; ``inside`` contains the ids of the
     containers that ``value`` is part of."""
     if array_api_compat.is_array_api_obj(value) and not isinstance(
         value, numbers.Number

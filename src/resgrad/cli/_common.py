@@ -943,8 +943,8 @@ def _make_folder(folder: Path) -> list[Path]:
 def remove_empty(made: list[Path]) -> None:
     """Remove the folders of ``made`` that are empty, from the lowest up.
 
-    A folder that holds a file stays, and so do the folders above it, which
-    hold it; ``made`` may hold several chains of folders.
+    A folder that contains a file stays, and so do the folders above it.
+    ``made`` may contain several chains of folders.
     """
     for level in reversed(made):
         with contextlib.suppress(OSError):

@@ -327,9 +327,9 @@ def run_train(args: argparse.Namespace) -> int:
         finally:
             _lock.release(lock)
     finally:
-        # The run leaves no folder it made empty: a failed run none without
-        # a checkpoint in it, and a finished one none of its removed
-        # checkpoint.
+        # The folders made here that the run left empty go again: those of
+        # a failed run without a checkpoint, and that of the checkpoint once
+        # a finished run removed it.
         remove_empty(made_folders)
 
 
