@@ -103,6 +103,29 @@ def test_torch_jacobian_matches_jacrev(dtype, mode):
     assert reference.relative_error(J, expected) <= TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
+@pytest.mark.parametrize("mode", MODES)
+def test_torch_jacobian_keeps_graph_of_input(mode, activation):
+    """Every mode gives a Jacobian that autograd can differentiate with
+    respect to an input that requires a gradient, as jacrev's does; for
+    relu and leaky relu that gradient is 0."""
+    import torch
+
+    model = resgrad.ResidualMLP.init([4, 5, 3], seed=0, activation=activation)
+    model = model.convert(torch)
+    x = torch.linspace(-1.0, 1.0, 8, dtype=torch.float64).reshape(2, 4)
+    x.requires_grad_(True)
+    J = resgrad.input_jacobian(model, x, mode)
+    assert J.requires_grad
+    (gradient,) = torch.autograd.grad((J**2).sum(), x)
+    x_ref = x.detach().requires_grad_(True)
+    expected_jacobian = torch.func.vmap(torch.func.jacrev(to_module(model).logits))(
+        x_ref
+    )
+    (expected,) = torch.autograd.grad((expected_jacobian**2).sum(), x_ref)
+    torch.testing.assert_close(gradient, expected, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_torch_theorem_matrices_match_numpy(dtype):
     model = reference.random_model(3, "softplus", "identity", output_activation="tanh")

@@ -55,7 +55,20 @@ def _relu(xp, u):
 
 def _relu_derivative(xp, u):
     # relu'(0) = 0, as in PyTorch and JAX.
+    if _tracks_gradient(xp, u):
+        return xp.ops.aten.threshold_backward(xp.ones_like(u), u, 0)
     return xp.astype(u > 0, u.dtype)
+
+
+def _tracks_gradient(xp, u) -> bool:
+    """Return whether ``u`` is a torch tensor that requires a gradient.
+
+    A derivative formed from ``u > 0`` then leaves autograd's graph, so a
+    Jacobian built from it would not require a gradient, where autograd's
+    own, of zero gradient, does. torch's backward functions of relu and
+    leaky relu give the same values and keep the graph.
+    """
+    return array_api_compat.is_torch_namespace(xp) and u.requires_grad
 
 
 def _leaky_relu(xp, u):
@@ -65,6 +78,8 @@ def _leaky_relu(xp, u):
 def _leaky_relu_derivative(xp, u):
     # leaky_relu'(0) = slope, as in PyTorch.
     one = xp.ones_like(u)
+    if _tracks_gradient(xp, u):
+        return xp.ops.aten.leaky_relu_backward(one, u, LEAKY_RELU_SLOPE, False)
     return xp.where(u > 0, one, LEAKY_RELU_SLOPE * one)
 
 
