@@ -739,7 +739,9 @@ def test_resume_to_another_epoch_count(tmp_path):
     _fit_until_interrupted(_small_model(), x, y, path, 3, epochs=6, **settings)
     saved = path.read_bytes()
     with pytest.raises(
-        ValueError, match="already run 3 epochs. Ask for at least 3 epochs"
+        ValueError,
+        match="already run 3 epochs, and epochs counts them too. Ask for at least "
+        "3 epochs, such as 5 for 2 more",
     ):
         fit(_small_model(), x, y, epochs=2, checkpoint=path, resume=True, **settings)
     assert path.read_bytes() == saved

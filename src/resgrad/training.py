@@ -527,9 +527,10 @@ def fit(
             # epochs cannot give back.
             raise ValueError(
                 f"Cannot resume from {checkpoint} with {epochs} epochs: it has "
-                f"already run {first} epochs. Ask for at least {first} epochs "
-                "(epochs= of fit, --epochs of resgrad train), or start over "
-                "without resume= (--overwrite in place of --resume)."
+                f"already run {first} epochs, and epochs counts them too. Ask "
+                f"for at least {first} epochs, such as {first + epochs} for "
+                f"{epochs} more (epochs= of fit, --epochs of resgrad train), or "
+                "start over without resume= (--overwrite in place of --resume)."
             )
         epochs_bar: Iterable[int] = range(first, max(epochs, first))
         if progress is not None:
