@@ -210,7 +210,7 @@ def progress_wrapper(progress: Any) -> Callable[..., Any] | None:
                 "progress=True draws a tqdm bar, and tqdm is not installed; "
                 "install it (pip install tqdm), or leave progress out."
             ) from None
-        return functools.partial(tqdm, leave=False)
+        return tqdm
     if not callable(progress):
         raise TypeError(
             f"Expected progress to be True, False, None or a callable such as "
