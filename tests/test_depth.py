@@ -692,16 +692,25 @@ def test_cli_rejects_unknown_arch(tmp_path, capsys):
 @pytest.mark.parametrize(
     "text, archs",
     [
+        (None, ["residual", "plain", "scaled"]),
         ("all", list(depth.ARCHITECTURES)),
         ("ALL", list(depth.ARCHITECTURES)),
         ("Plain, residual,plain", ["plain", "residual"]),
     ],
 )
-def test_cli_arch_names(text, archs):
-    from resgrad.cli import build_parser
+def test_cli_arch_names(text, archs, tmp_path, monkeypatch, capsys):
+    swept = []
 
-    args = build_parser().parse_args(["depth", "--arch", text])
-    assert args.arch == archs
+    def record(depths, widths, archs, *args, **kwargs):
+        swept.append(archs)
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(depth, "depth_sweep", record)
+    argv = ["depth", "--depths", "1", "--widths", "4", "--out", str(tmp_path / "o")]
+    if text is not None:
+        argv += ["--arch", text]
+    assert main(argv) == 2
+    assert swept == [archs]
 
 
 def test_report_section(tmp_path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +112,7 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--arch",
-        type=_name_list("--arch", ARCHITECTURES),
-        default=["residual", "plain", "scaled"],
+        default="residual,plain,scaled",
         help=f"comma-separated architectures out of {','.join(ARCHITECTURES)}, "
         "or all (default: residual,plain,scaled)",
     )
@@ -229,23 +227,14 @@ def _items(value: str) -> list[str]:
     return items
 
 
-def _name_list(option: str, valid: Sequence[str]):
-    def parse(value: str) -> list[str]:
-        try:
-            return parse_names(value, option, valid)
-        except ValueError as error:
-            # argparse prints only the message of this exception type.
-            raise argparse.ArgumentTypeError(str(error)) from None
-
-    return parse
-
-
 # The command.
 
 
 def run_depth(args: argparse.Namespace) -> int:
     from .. import depth
 
+    # Read here rather than by argparse, which would name the option twice.
+    args.arch = parse_names(args.arch, "--arch", depth.ARCHITECTURES)
     if not args.trained:
         changed = typed_options(args, TRAINED_OPTIONS)
         if changed:
