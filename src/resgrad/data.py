@@ -518,7 +518,11 @@ def load_csv(
     path = _existing_file(path)
     fields, first, has_header, line = _header_of(path, header)
     try:
-        table = _read_table(path, line if has_header else 0, first, len(fields))
+        skip = line if has_header else line - 1
+        trailing = _rows_end_in_comma(path, skip)
+        table = _read_table(
+            path, line if has_header else 0, first, len(fields), trailing
+        )
     except ValueError as error:
         if header is not False or all(map(_is_number, fields[first:])):
             raise
@@ -576,9 +580,17 @@ def _header_of(path: Path, header: bool | str) -> tuple[list[str], int, bool, in
     text, line = _first_line(path)
     # The csv module keeps a quoted name such as "od280,od315" whole.
     fields = next(csv.reader([text], skipinitialspace=True))
+    if (
+        len(fields) > 1
+        and not fields[-1].strip()
+        and _rows_end_in_comma(path, line - 1)
+    ):
+        # Some spreadsheet exports end every row in a comma, and the empty
+        # field after it is no column.
+        fields = fields[:-1]
     named_rows = len(fields) > 1 and _unquote(fields[0]) == "" and header is not False
     first = int(named_rows)
-    has_header = _detect_header(fields[first:], header, path, first, line)
+    has_header = _detect_header(fields[first:], header, path, first)
     numbers = all(map(_is_number, fields[first:]))
     if header is True and numbers and not _column_indices(fields[first:], []):
         warnings.warn(
@@ -663,10 +675,10 @@ def _first_line(path: Path) -> tuple[str, int]:
 
 
 def _detect_header(
-    fields: list[str], header: bool | str, path: Path, first: int, line: int = 1
+    fields: list[str], header: bool | str, path: Path, first: int
 ) -> bool:
     """Return whether the first row, whose fields from index ``first`` on
-    are ``fields``, is a header; ``line`` is its line number."""
+    are ``fields``, is a header."""
     _check_header_value(header)
     if header != "auto":
         return bool(header)
@@ -675,7 +687,10 @@ def _detect_header(
     if empty and len(text) < len(fields):
         # Numbers beside an empty field make a data row with a missing
         # value, not a header with an unnamed column.
-        _raise_empty_first_field(path, fields, empty[0], first, line)
+        raise ValueError(
+            f"The first row of {path} has numbers and an empty field, field "
+            f"{empty[0] + first} (counted from 0); fill it in or remove the row."
+        )
     # pandas numbers the columns from 0 beside an index column.
     starts = (0,) if first else (0, 1)
     if len(text) == len(fields) or _column_indices(fields, text, starts):
@@ -692,30 +707,6 @@ def _detect_header(
         "field, so fix that row, or pass --header yes (header=True in Python) "
         "to read it as a header."
     )
-
-
-def _raise_empty_first_field(
-    path: Path, fields: list[str], index: int, first: int, line: int
-) -> None:
-    """Raise ``ValueError`` for the empty field ``index`` of a first row that
-    also has numbers, naming trailing commas where every row ends in one."""
-    where = f"field {index + first} (counted from 0)"
-    if index == len(fields) - 1 and _rows_end_in_comma(path, line - 1):
-        raise ValueError(
-            f"The first row of {path} ends in a comma, so its last field, "
-            f"{where}, is empty; {REMOVE_TRAILING_COMMAS}."
-        )
-    raise ValueError(
-        f"The first row of {path} has numbers and an empty field, {where}; "
-        "fill it in or remove the row."
-    )
-
-
-# Rows written with a comma after their last field, as some spreadsheet
-# exports do, have one empty field more than their columns.
-REMOVE_TRAILING_COMMAS = (
-    "remove the comma at the end of each row, or fill in that column"
-)
 
 
 def _check_header_value(header: Any) -> None:
@@ -769,9 +760,17 @@ def _is_number(field: str) -> bool:
     return True
 
 
-def _read_table(path: Path, skip_rows: int, first: int, columns: int) -> np.ndarray:
+def _read_table(
+    path: Path, skip_rows: int, first: int, columns: int, trailing: bool = False
+) -> np.ndarray:
     """Read the numbers of ``path`` after ``skip_rows`` rows, leaving out the
-    ``first`` columns of the ``columns`` that each row has."""
+    ``first`` columns of the ``columns`` that each row has, and with
+    ``trailing`` the empty field after the comma that ends each row."""
+    usecols = range(first, columns) if first else None
+    if trailing:
+        _, text = next(_data_lines(path, skip_rows))
+        count = len(next(csv.reader([text.split("#", 1)[0].strip()])))
+        usecols = range(first, count - 1)
     try:
         with warnings.catch_warnings():
             # An empty table raises below, so NumPy's warning would repeat it.
@@ -780,7 +779,7 @@ def _read_table(path: Path, skip_rows: int, first: int, columns: int) -> np.ndar
                 path,
                 delimiter=",",
                 skiprows=skip_rows,
-                usecols=range(first, columns) if first else None,
+                usecols=usecols,
                 ndmin=2,
                 encoding="utf-8-sig",
                 quotechar='"',
@@ -853,13 +852,6 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
         for index, field in enumerate(fields):
             if index >= first and not _is_number(field):
                 content = "empty" if not field.strip() else repr(field.strip())
-                last = index == len(fields) - 1 > 0
-                if content == "empty" and last and _rows_end_in_comma(path, skip_rows):
-                    return (
-                        f"line {number} (counted from 1) ends in a comma, so "
-                        f"its last field, field {index} (counted from 0), is "
-                        f"empty; {REMOVE_TRAILING_COMMAS}"
-                    )
                 separator = next((c for c in ";\t|" if c in field), None)
                 if separator is not None:
                     return (
@@ -880,9 +872,12 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
 def _rows_end_in_comma(path: Path, skip_rows: int) -> bool:
     """Return whether the first two rows of ``path`` after ``skip_rows`` both
     end in a comma, which marks a file written with one after every row,
-    rather than a row that misses its last value."""
-    rows = itertools.islice(_data_lines(path, skip_rows), 2)
-    return all(text.split("#", 1)[0].rstrip().endswith(",") for _, text in rows)
+    as some spreadsheet exports do, rather than a row that misses its last
+    value."""
+    rows = list(itertools.islice(_data_lines(path, skip_rows), 2))
+    return bool(rows) and all(
+        text.split("#", 1)[0].rstrip().endswith(",") for _, text in rows
+    )
 
 
 def _data_lines(path: Path, skip_rows: int) -> Iterator[tuple[int, str]]:
