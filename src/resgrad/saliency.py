@@ -88,15 +88,20 @@ def _check_count(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
-    if name == "method" and not isinstance(value, str):
-        # The functions that take a method name take the target after it, so
-        # an array here is most often the target.
+def _check_method(method: Any) -> None:
+    """Check a name of ``METHODS``, which the functions that take one take
+    before the target."""
+    if not isinstance(method, str):
+        # An array here is most often the target, passed in its place.
         raise TypeError(
-            f"Expected method to be one of: {', '.join(choices)}, got "
-            f"{_arrays._short_repr(value)}; pass the method name before the "
+            f"Expected method to be one of: {', '.join(METHODS)}, got "
+            f"{_arrays._short_repr(method)}; pass the method name before the "
             "target, or the target as target=."
         )
+    _check_choice(method, "method", METHODS)
+
+
+def _check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(
             f"Unknown {name} {value!r}; expected one of: {', '.join(choices)}."
@@ -646,7 +651,7 @@ def saliency_map(
     Returns:
         The map, shape ``(n, p_0)``, or ``(n, p_L, p_0)`` for ``"all"``.
     """
-    _check_choice(method, "method", METHODS)
+    _check_method(method)
     _arrays.check_flag("absolute", absolute)
     functions = {
         "vanilla": vanilla_gradient,
@@ -827,7 +832,7 @@ def randomization_check(
     """
     progress = _arrays.progress_wrapper(progress)
     _check_batch(model, x)
-    _check_choice(method, "method", METHODS)
+    _check_method(method)
     if "seed" in options and method != "smoothgrad":
         raise TypeError(
             f"Method {method!r} takes no seed; the seed of the re-initialised "

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import _lock
+from .. import _arrays, _lock
 from ..model import ResidualMLP
 
 
@@ -265,7 +265,7 @@ def training_record(path: Any, metadata: dict) -> dict:
     """Return the ``training`` record of a model file's metadata, or ``{}``
     without one, after checking the fields that the commands read.
 
-    A file saved from Python holds the caller's metadata, which may have
+    A file saved from Python contains the caller's metadata, which may have
     any form.
 
     Raises:
@@ -283,7 +283,7 @@ def training_record(path: Any, metadata: dict) -> dict:
         # A damaged file, not a wrong argument, as for InvalidModelFile.
         raise ValueError(  # noqa: TRY004
             f"The model file {path} has an invalid training record, "
-            f"{_short_value(training)}, where a dict was expected; {fix}."
+            f"{_arrays._short_repr(training)}, where a dict was expected; {fix}."
         )
     for name, kinds in TRAINING_FIELDS.items():
         value = training.get(name)
@@ -300,15 +300,10 @@ def training_record(path: Any, metadata: dict) -> dict:
                 expected = "a list of str or null"
             raise ValueError(
                 f"The model file {path} has an invalid training record: "
-                f"{name} is {_short_value(value)}, where {expected} was "
+                f"{name} is {_arrays._short_repr(value)}, where {expected} was "
                 f"expected; {fix}."
             )
     return training
-
-
-def _short_value(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
@@ -926,8 +921,10 @@ def make_parents(*files: Path) -> list[Path]:
 
 def _make_folder(folder: Path) -> list[Path]:
     """Make ``folder`` and its missing parents, each on its own, and return
-    those that this call made, from the highest down; a folder that another
-    command makes at the same moment is not counted."""
+    those that this call made, from the highest down.
+
+    A folder that another command makes at the same moment is not counted.
+    """
     made = []
     for level in reversed([folder, *folder.parents]):
         if level.is_dir():
