@@ -107,7 +107,7 @@ def test_torch_jacobian_matches_jacrev(dtype, mode):
 @pytest.mark.parametrize("mode", MODES)
 def test_torch_jacobian_keeps_graph_of_input(mode, activation):
     """Every mode gives a Jacobian that autograd can differentiate with
-    respect to an input that requires a gradient, as jacrev's does; for
+    respect to an input that requires a gradient, as jacrev's does. For
     relu and leaky relu that gradient is 0."""
     import torch
 

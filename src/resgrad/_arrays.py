@@ -105,6 +105,7 @@ def _summary(value: Any, inside: frozenset[int]) -> str:
     )
     if not container:
         return repr(value)
+
     if id(value) in inside:
         if isinstance(value, list):
             return "[...]"
@@ -114,6 +115,7 @@ def _summary(value: Any, inside: frozenset[int]) -> str:
             return "(...)"
         return f"{type(value).__name__}(...)"
     inside = inside | {id(value)}
+
     if dataclasses.is_dataclass(value):
         fields = [f.name for f in dataclasses.fields(value) if f.repr]
         return _call_repr(value, fields, inside)
@@ -122,6 +124,7 @@ def _summary(value: Any, inside: frozenset[int]) -> str:
     if isinstance(value, dict):
         pairs = [f"{key!r}: {_summary(item, inside)}" for key, item in value.items()]
         return "{" + ", ".join(pairs) + "}"
+
     items = [_summary(item, inside) for item in value]
     if len(items) > SUMMARY_ITEMS:
         items = [*items[:3], f"... {len(items) - 4} more", items[-1]]
@@ -164,8 +167,10 @@ def parse_names(
     value: str | Sequence[str], name: str, valid: Sequence[str]
 ) -> list[str]:
     """Return the names of ``value``, a comma-separated string or a sequence,
-    in lower case, each once, in the order given; ``all`` alone stands for
-    every name of ``valid``. ``name`` names the value in messages.
+    in lower case, each once, in the order given.
+
+    ``all`` alone stands for every name of ``valid``, and ``name`` names the
+    value in messages.
 
     Raises:
         ValueError: on an empty list or item, an unknown name, or ``all``

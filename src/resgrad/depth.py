@@ -1214,7 +1214,7 @@ def _check_int_list(
     """Return ``values`` as a list of ints, each passed through ``check``;
     a single int stands for a list of one."""
     if getattr(values, "shape", None) == ():
-        # A 0-d array or tensor holds one value.
+        # A 0-d array or tensor contains one value.
         values = values.item()
     if _is_whole(values):
         values = [values]

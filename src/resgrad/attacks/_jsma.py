@@ -360,8 +360,8 @@ def _unit_scale(xp: Any, rows: Array, domain: Array) -> Array:
 
     Each score ``alpha * |beta|`` of a sample then changes by one factor, so
     the best pair stays the same where no score overflowed or underflowed
-    before, and a Jacobian that is very large or very small as a whole no
-    longer makes them. Features outside ``domain`` cannot move, so a large
+    before. A Jacobian that is very large or very small as a whole then no
+    longer makes them overflow or underflow. Features outside ``domain`` cannot move, so a large
     entry of theirs does not shrink the others. Powers of two scale without
     rounding. Rows with nothing in ``domain`` or with a non-finite entry
     there stay as they are.
