@@ -215,6 +215,44 @@ def test_per_sample_norms_scale_past_overflow():
     assert huge[0] == pytest.approx(small[0] * 2.0**600, rel=1e-12)
 
 
+def test_per_sample_norms_differentiate_through_zero_rows():
+    """A zero input row, and rows whose relu units are all off, have zero
+    factors ``||a||`` and ``||e_hat||``; autograd through the norms must
+    still give the finite gradient of the materialised norms."""
+    model = resgrad.ResidualMLP.init([8, 8, 4], hidden=2, seed=0, xp=torch)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 8, dtype=torch.float64, generator=generator)
+    x[0] = 0.0
+    y = torch.arange(64) % 4
+    weights = {k: v.clone().requires_grad_(True) for k, v in model.arrays().items()}
+    x.requires_grad_(True)
+    norms = resgrad.per_sample_norms(model.replace_arrays(weights), x, y)
+    norms.sum().backward()
+
+    module = to_module(model)
+    params = dict(module.named_parameters())
+    names = dict(zip(module.named_arrays(), params))
+
+    def norm(params, row, label):
+        def loss(params):
+            logits = torch.func.functional_call(module, params, (row[None],))
+            return torch.nn.functional.cross_entropy(logits, label[None])
+
+        grads = torch.func.grad(loss)(params)
+        return torch.sqrt(sum(torch.sum(g * g) for g in grads.values()))
+
+    x_ref = x.detach().clone().requires_grad_(True)
+    reference_norms = torch.func.vmap(norm, in_dims=(None, 0, 0))(params, x_ref, y)
+    reference_norms.sum().backward()
+    hidden_off = torch.relu(x.detach() @ model.blocks[0].W1.T + model.blocks[0].b1)
+    assert (hidden_off.amax(dim=1) == 0).any()
+    torch.testing.assert_close(norms, reference_norms, rtol=1e-12, atol=0)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-10, atol=1e-14)
+    for name, value in weights.items():
+        expected = params[names[name]].grad
+        torch.testing.assert_close(value.grad, expected, rtol=1e-10, atol=1e-14)
+
+
 def test_empty_batch_has_zero_gradients():
     model = reference.random_model(2, "relu", "learned")
     x = np.zeros((0, model.sizes[0]))

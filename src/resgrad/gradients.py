@@ -569,9 +569,15 @@ def _row_norms(xp: Any, rows: Array) -> Array:
 
     Each row is divided by its largest magnitude before squaring, so that the
     squares of entries above ``sqrt(finfo.max)`` do not overflow and those of
-    tiny entries do not underflow. A row of zeros has norm 0.
+    tiny entries do not underflow. A row of zeros has norm 0, and under
+    autograd the gradient 0 there, as ``torch.linalg.vector_norm`` gives.
     """
-    scale = xp.max(xp.abs(rows), axis=1, keepdims=True)
-    safe = xp.where(scale > 0, scale, xp.ones_like(scale))
-    scaled = rows / safe
-    return xp.sqrt(xp.sum(scaled * scaled, axis=1)) * safe[:, 0]
+    scale = xp.max(xp.abs(rows), axis=1)
+    nonzero = scale > 0
+    safe = xp.where(nonzero, scale, xp.ones_like(scale))
+    scaled = rows / safe[:, None]
+    squares = xp.sum(scaled * scaled, axis=1)
+    # sqrt has an infinite derivative at 0, and autograd's infinity times the
+    # zero derivative of the rows would give NaN, so zero rows take sqrt(1).
+    roots = xp.sqrt(xp.where(nonzero, squares, xp.ones_like(squares)))
+    return xp.where(nonzero, roots * safe, xp.zeros_like(roots))
