@@ -598,6 +598,28 @@ def test_explicit_logits_gradients_equal_autograd():
         assert reference.relative_error(actual[name], grad) <= 1e-12, name
 
 
+@pytest.mark.parametrize("output", ["output", "logits"])
+def test_explicit_output_may_change_in_place(output):
+    # With the identity output activation the output is the last block's z;
+    # the backward pass must not need it, as autograd's does not.
+    model = _model("learned", "relu")
+    x, y = _batch(model)
+    grads = []
+    for explicit in (False, True):
+        module = to_module(model, explicit=explicit)
+        x_t = x.clone().requires_grad_(True)
+        out = module(x_t) if output == "output" else module.logits(x_t)
+        out.sub_(0.5)
+        F.relu(out, inplace=True)
+        F.cross_entropy(out, y).backward()
+        grads.append({"input": x_t.grad, **{
+            name: p.grad for name, p in module.named_arrays().items()
+        }})  # fmt: skip
+    expected, actual = grads
+    for name, grad in expected.items():
+        assert reference.relative_error(actual[name], grad) <= 1e-12, name
+
+
 @pytest.mark.parametrize("shape", [(), (3, 2)])
 def test_explicit_module_takes_leading_axes_like_linear(shape):
     model = _model("learned", "relu")

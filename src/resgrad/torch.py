@@ -1003,7 +1003,12 @@ class ExplicitGradient(torch.autograd.Function):
             model = template.replace_arrays(dict(zip(names, arrays)))
         traces, a_L = model.trace(x)
         ctx.model = model
-        ctx.save_for_backward(*arrays, *(value for trace in traces for value in trace))
+        saved = [value for trace in traces for value in trace]
+        if model.output_activation == "identity":
+            # The last z is then the output, which the caller may change in
+            # place, and the backward pass needs no g_out'(z^L) = 1.
+            saved[-1] = None
+        ctx.save_for_backward(*arrays, *saved)
         return a_L
 
     @staticmethod
@@ -1021,8 +1026,10 @@ class ExplicitGradient(torch.autograd.Function):
         # between the forward and the backward pass.
         values = ctx.saved_tensors[len(model.arrays()) :]
         traces = [BlockTrace(*values[i : i + 4]) for i in range(0, len(values), 4)]
-        g_out = model.activations()[2]
-        error = grad_output * g_out.derivative(model.xp, traces[-1].z)
+        error = grad_output
+        if traces[-1].z is not None:
+            g_out = model.activations()[2]
+            error = grad_output * g_out.derivative(model.xp, traces[-1].z)
         needs = ctx.needs_input_grad
         dx, blocks = backward(
             model, traces, error, weights=any(needs[2:]), with_input=needs[1]
