@@ -620,6 +620,56 @@ def test_explicit_output_may_change_in_place(output):
         assert reference.relative_error(actual[name], grad) <= 1e-12, name
 
 
+class _DoubledLinear(nn.Linear):
+    def forward(self, a):
+        return 2 * super().forward(a)
+
+
+def _hook_linear(module):
+    module.blocks[1].linear1.register_forward_hook(lambda *args: None)
+
+
+def _hook_block(module):
+    module.blocks[0].register_forward_pre_hook(lambda *args: None)
+
+
+def _override_forward(module):
+    old = module.blocks[0].linear2
+    new = _DoubledLinear(old.in_features, old.out_features, dtype=old.weight.dtype)
+    new.load_state_dict(old.state_dict())
+    module.blocks[0].linear2 = new
+
+
+def _weight_norm(module):
+    nn.utils.parametrizations.weight_norm(module.blocks[0].shortcut)
+
+
+@pytest.mark.parametrize(
+    ("change", "layer", "reason"),
+    [
+        (_hook_linear, "blocks.1.linear1", "it has forward hooks"),
+        (_hook_block, "blocks.0", "it has forward hooks"),
+        (_override_forward, "blocks.0.linear2", "_DoubledLinear overrides Linear"),
+        (_weight_norm, "blocks.0.shortcut", "its weights are parametrized"),
+    ],
+)
+def test_explicit_module_rejects_layers_it_would_skip(change, layer, reason):
+    # The autograd module runs each layer's own code; the explicit one reads
+    # the weights, so it must refuse rather than give another output.
+    model = _model("learned", "relu")
+    x, _ = _batch(model)
+    module = to_module(model)
+    change(module)
+    module(x)
+    explicit = ExplicitResidualMLP.wrap(module)
+    with pytest.raises(ValueError, match=f"cannot run {layer}: {reason}"):
+        explicit(x)
+    built = to_module(model, explicit=True)
+    change(built)
+    with pytest.raises(ValueError, match=f"cannot run {layer}: {reason}"):
+        built.logits(x)
+
+
 @pytest.mark.parametrize("shape", [(), (3, 2)])
 def test_explicit_module_takes_leading_axes_like_linear(shape):
     model = _model("learned", "relu")

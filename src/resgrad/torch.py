@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.nn.utils import parametrize
 
 from . import _arrays
 from .activations import ACTIVATIONS, LEAKY_RELU_SLOPE
@@ -1070,9 +1071,37 @@ def explicit_forward(
     mismatch = _dtype_mismatch(module, x)
     if mismatch is not None:
         raise TypeError(mismatch)
+    _check_layers_read_directly(module)
     template = _view(module, "identity" if output == "logits" else None)
     named = module.named_arrays()
     return ExplicitGradient.apply(template, x, *(named[k] for k in template.arrays()))
+
+
+def _check_layers_read_directly(module: TorchResidualMLP) -> None:
+    """Raise for a layer whose own forward pass the explicit module would
+    skip, since it reads the weights and runs the whole network at once."""
+    for index, block in enumerate(module.blocks):
+        layers = {"": block, ".linear1": block.linear1, ".linear2": block.linear2}
+        if isinstance(block.shortcut, nn.Linear):
+            layers[".shortcut"] = block.shortcut
+        for attribute, layer in layers.items():
+            plain = TorchBlock if layer is block else nn.Linear
+            if parametrize.is_parametrized(layer):
+                reason = "its weights are parametrized (weight_norm, spectral_norm)"
+            elif layer._forward_hooks or layer._forward_pre_hooks:
+                reason = "it has forward hooks"
+            elif type(layer).forward is not plain.forward:
+                reason = f"{type(layer).__name__} overrides {plain.__name__}.forward"
+            else:
+                continue
+            raise ValueError(
+                f"The explicit module cannot run blocks.{index}{attribute}: "
+                f"{reason}. ExplicitGradient reads each layer's weight and bias "
+                "and evaluates the network itself, so that code would not run. "
+                "Use the autograd module (to_module(model), or the module given "
+                "to ExplicitResidualMLP.wrap), or remove the hooks or the "
+                "parametrization."
+            )
 
 
 class ExplicitResidualMLP(TorchResidualMLP):
