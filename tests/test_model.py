@@ -252,7 +252,18 @@ def test_init_names_bad_option(options, message):
         resgrad.ResidualMLP.init([4, 3, 2], **options)
 
 
-@pytest.mark.parametrize("device", ["nonsense", 3.5])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "nonsense",
+        3.5,
+        # torch built without CUDA raises an AssertionError for it.
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has CUDA"),
+        ),
+    ],
+)
 def test_convert_names_a_bad_device(device):
     model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
     with pytest.raises(ValueError, match=f"on device {device!r} of torch"):
@@ -292,6 +303,10 @@ def test_convert_rejects_a_dtype_of_another_namespace():
         model.convert(np, dtype=torch.float32)
     with pytest.raises(TypeError, match="got <class 'numpy.int32'>"):
         model.convert(np, dtype=np.int32)
+    with pytest.raises(TypeError, match="floating dtype of torch or its name"):
+        model.convert(torch, dtype=np.float32)
+    with pytest.raises(TypeError, match="floating dtype of torch or its name"):
+        model.convert(torch).convert(dtype=np.dtype("float32"))
 
 
 def test_convert_changes_dtype():

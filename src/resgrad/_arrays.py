@@ -232,7 +232,9 @@ def is_dtype(xp: Any, dtype: Any, kind: str) -> bool:
     """Return whether ``dtype`` is a dtype of ``xp`` of the array-API ``kind``."""
     try:
         return bool(xp.isdtype(dtype, kind))
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
+        # torch's isdtype reads attributes of torch dtypes, which a NumPy
+        # dtype lacks.
         return False
 
 

@@ -421,9 +421,9 @@ class ResidualMLP:
         for name, value in self.arrays().items():
             try:
                 value = _to_namespace(value, xp, device)
-            except (RuntimeError, TypeError, ValueError) as error:
-                # NotImplementedError, torch's error for a device it was
-                # built without, is a RuntimeError.
+            except (AssertionError, RuntimeError, TypeError, ValueError) as error:
+                # torch raises NotImplementedError, a RuntimeError, or an
+                # AssertionError for a device it was built without.
                 if device is None or type(error).__name__.endswith("OutOfMemoryError"):
                     # torch's OutOfMemoryError is a RuntimeError on a valid
                     # device, whose fix is not another device.
