@@ -594,6 +594,25 @@ def test_train_removes_checkpoint_when_done(tmp_path, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.npz"]
 
 
+def test_train_checkpoint_every(tmp_path, monkeypatch, capsys):
+    written = []
+    save = resgrad.io.save_checkpoint
+
+    def recording(path, header, arrays):
+        written.append(len(header["history"]))
+        save(path, header, arrays)
+
+    monkeypatch.setattr(resgrad.io, "save_checkpoint", recording)
+    out = tmp_path / "model.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "4", "--out", str(out)]
+    assert main([*argv, "--checkpoint-every", "3"]) == 0
+    assert written == [3, 4]
+
+    status, lines = run_cli(capsys, [*argv, "--checkpoint-every", "0"])
+    assert status == 2
+    assert "--checkpoint-every: expected an integer >= 1, got 0" in lines[-1]
+
+
 def wait_for(path, process, timeout=120.0):
     """Poll until ``path`` exists; fail if ``process`` ends first."""
     deadline = time.monotonic() + timeout

@@ -910,6 +910,101 @@ def test_divergence_writes_no_checkpoint(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _recorded_writes(monkeypatch):
+    """Record the epoch count of every checkpoint that fit writes."""
+    written = []
+    save = resgrad.io.save_checkpoint
+
+    def recording(path, header, arrays):
+        written.append(len(header["history"]))
+        save(path, header, arrays)
+
+    monkeypatch.setattr(resgrad.io, "save_checkpoint", recording)
+    return written
+
+
+def test_checkpoint_every_writes_due_epochs_and_the_last(tmp_path, monkeypatch):
+    x, y = _blobs()
+    written = _recorded_writes(monkeypatch)
+    path = tmp_path / "run.ckpt"
+    fit(
+        _small_model(), x, y, epochs=10, validation=None, checkpoint=path,
+        checkpoint_every=4,
+    )  # fmt: skip
+
+    assert written == [4, 8, 10]
+    assert len(resgrad.io.load_checkpoint(path)[0]["history"]) == 10
+
+
+def test_checkpoint_every_writes_an_early_stop(tmp_path, monkeypatch):
+    x, y = _blobs()
+    settings = _early_stopping_settings(x, y)
+    full = fit(_small_model(), x, y, **settings)
+    assert full.stopped_early and len(full.history) % 4 != 0
+    written = _recorded_writes(monkeypatch)
+    fit(
+        _small_model(), x, y, checkpoint=tmp_path / "run.ckpt", checkpoint_every=4,
+        **settings,
+    )  # fmt: skip
+
+    assert written[-1] == len(full.history)
+
+
+def _interrupt_at_step(monkeypatch, error, at):
+    """Make the ``at``-th training step of the run raise ``error``."""
+    from resgrad import training
+
+    step = training._Run._step
+    taken = []
+
+    def interrupted(self, *args):
+        taken.append(None)
+        if len(taken) == at:
+            raise error
+        return step(self, *args)
+
+    monkeypatch.setattr(training._Run, "_step", interrupted)
+
+
+@pytest.mark.parametrize(
+    "error", [KeyboardInterrupt(), TrainingDiverged("stands in for a divergence")]
+)
+def test_checkpoint_every_keeps_last_finished_epoch(tmp_path, monkeypatch, error):
+    # 90 rows in batches of 16 take 6 steps an epoch; step 21 is in epoch 4.
+    x, y = _blobs()
+    settings = {"epochs": 8, "batch_size": 16, "validation": None, "seed": 2}
+    full = fit(_small_model(), x, y, **settings)
+    path = tmp_path / "run.ckpt"
+    with monkeypatch.context() as patch:
+        _interrupt_at_step(patch, error, at=21)
+        with pytest.raises(type(error)):
+            fit(
+                _small_model(), x, y, checkpoint=path, checkpoint_every=5,
+                **settings,
+            )  # fmt: skip
+
+    header, _ = resgrad.io.load_checkpoint(path)
+    assert len(header["history"]) == 3
+    assert header["steps"] == 18
+    # The shuffling generator is stored as it was after epoch 3, before
+    # epoch 4 drew its order.
+    resumed = fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)
+    assert _weights_equal(full.model, resumed.model)
+    assert resumed.steps == full.steps
+    assert [h["train_loss"] for h in resumed.history] == [
+        h["train_loss"] for h in full.history
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [(0, ValueError), (2.5, TypeError), (True, TypeError)]
+)
+def test_checkpoint_every_rejects_non_counts(value, error):
+    x, y = _blobs()
+    with pytest.raises(error, match="checkpoint_every"):
+        fit(_small_model(), x, y, epochs=1, checkpoint_every=value)
+
+
 def test_checkpoint_lock_held_during_fit(tmp_path):
     pytest.importorskip("fcntl")
     x, y = _blobs()

@@ -406,6 +406,7 @@ def fit(
     progress: Callable[..., Iterable] | bool | None = None,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
+    checkpoint_every: int = 1,
 ) -> FitResult:
     """Train ``model`` by mini-batch descent on the backpropagation gradients.
 
@@ -440,19 +441,26 @@ def fit(
             total=epochs)``; if the object it returns has ``set_postfix`` (a
             tqdm bar), it receives the losses after every epoch. ``True``
             draws a tqdm bar.
-        checkpoint: a file that receives, after every epoch, everything
-            needed to continue: the weights, the optimizer state, the state
-            of the shuffling generator, the step count, the early-stopping
-            state and the history. It is written atomically (see
-            ``resgrad.io.save_checkpoint``); ``None`` writes none. While
-            the run lasts, a lock on the file of the same name plus
-            ``.lock`` (a ``flock``, absent on Windows) stops a second run,
-            in this process or another, from writing the same checkpoint.
+        checkpoint: a file that receives, after every ``checkpoint_every``
+            epochs, everything needed to continue: the weights, the
+            optimizer state, the state of the shuffling generator, the step
+            count, the early-stopping state and the history. It is written
+            atomically (see ``resgrad.io.save_checkpoint``); ``None`` writes
+            none. While the run lasts, a lock on the file of the same name
+            plus ``.lock`` (a ``flock``, absent on Windows) stops a second
+            run, in this process or another, from writing the same
+            checkpoint.
         resume: continue from ``checkpoint`` instead of starting over. The
             other arguments must be the ones of the run that wrote it (the
             same initial model, data, optimizer, seed and batch size;
             ``epochs`` may differ), and the result is bit-identical to that
             of a run that was never interrupted.
+        checkpoint_every: the epochs between two writes of the checkpoint.
+            The last epoch is always written, and so is the last finished
+            one when the run stops on an error or an interrupt, so only a
+            killed process loses up to ``checkpoint_every - 1`` epochs.
+            Each write syncs the file to disk and stores the whole history,
+            which on small networks can take longer than the epoch.
 
     Returns:
         A ``FitResult`` whose ``model`` has the best weights.
@@ -486,6 +494,7 @@ def fit(
     """
     progress = _arrays.progress_wrapper(progress)
     _check_fit_settings(model, loss, epochs, batch_size, patience)
+    _check_count("checkpoint_every", checkpoint_every)
     if _arrays.check_flag("resume", resume) and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from.")
     opt = _make_optimizer(optimizer, lr, weight_decay)
@@ -517,7 +526,7 @@ def fit(
             settings = _settings(
                 model, x, y, loss_fn, opt, batch_size, seed, validation, patience
             )
-            saver = _Checkpoint(Path(checkpoint), settings)
+            saver = _Checkpoint(Path(checkpoint), settings, checkpoint_every)
             if resume:
                 progress_state = saver.restore(run, patience)
 
@@ -541,7 +550,7 @@ def fit(
         # The divergence guard reports every overflow, so NumPy's warnings about
         # them would only repeat it.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            _train(run, epochs_bar, val, progress_state, saver)
+            _train(run, epochs_bar, epochs, val, progress_state, saver)
 
     history, stopping = progress_state.history, progress_state.stopping
     # Patience that runs out at the last epoch stops nothing early.
@@ -571,26 +580,35 @@ class _Progress:
         return cls(params, run.opt.init(params), _EarlyStopping(patience, params), [])
 
 
-def _train(run: _Run, epochs_bar: Iterable[int], val, progress: _Progress, saver):
+def _train(
+    run: _Run, epochs_bar: Iterable[int], epochs: int, val, progress: _Progress, saver
+) -> None:
     """Run the epochs until the last or an early stop, updating ``progress``."""
     if progress.stopped_early:
         return
-    for index in epochs_bar:
-        start = time.perf_counter()
-        progress.params, progress.state, record = run.epoch(
-            index + 1, progress.params, progress.state, val
-        )
-        record["seconds"] = time.perf_counter() - start
-        progress.history.append(record)
-        _show_losses(epochs_bar, record)
-        stop = progress.stopping.observe(
-            record["epoch"], record["val_loss"], progress.params
-        )
-        progress.stopped_early = stop
+    try:
+        for index in epochs_bar:
+            start = time.perf_counter()
+            progress.params, progress.state, record = run.epoch(
+                index + 1, progress.params, progress.state, val
+            )
+            record["seconds"] = time.perf_counter() - start
+            progress.history.append(record)
+            _show_losses(epochs_bar, record)
+            stop = progress.stopping.observe(
+                record["epoch"], record["val_loss"], progress.params
+            )
+            progress.stopped_early = stop
+            if saver is not None:
+                saver.finished(run, progress, last=stop or index + 1 >= epochs)
+            if stop:
+                break
+    except BaseException:
+        # An interrupt or a divergence keeps the last finished epoch, as a
+        # checkpoint written after every epoch would.
         if saver is not None:
-            saver.save(run, progress)
-        if stop:
-            break
+            saver.write_pending()
+        raise
 
 
 def _check_count(name: str, value: Any) -> int:
@@ -876,10 +894,26 @@ def _settings(model, x, y, loss_fn, opt, batch_size, seed, validation, patience)
 class _Checkpoint:
     """The checkpoint file of one ``fit`` call and the settings it must match."""
 
-    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
-        self.path, self.settings = path, settings
+    def __init__(self, path: Path, settings: dict[str, Any], every: int = 1) -> None:
+        self.path, self.settings, self.every = path, settings, every
+        # The contents of the last finished epoch, while not yet written.
+        self.pending: tuple[dict, dict] | None = None
 
-    def save(self, run: _Run, progress: _Progress) -> None:
+    def finished(self, run: _Run, progress: _Progress, last: bool) -> None:
+        """Take the state after an epoch; write it if it is due or ``last``."""
+        self.pending = self._contents(run, progress)
+        if last or len(progress.history) % self.every == 0:
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        """Write the last finished epoch, unless it is written already."""
+        contents, self.pending = self.pending, None
+        if contents is not None:
+            io.save_checkpoint(self.path, *contents)
+
+    def _contents(self, run: _Run, progress: _Progress) -> tuple[dict, dict]:
+        """Return the header and arrays of ``progress``, copied where the
+        following epochs would change them."""
         state_scalars, state_arrays = _split_state(progress.state)
         stopping = progress.stopping
         arrays = _prefixed("params", progress.params)
@@ -890,7 +924,7 @@ class _Checkpoint:
             arrays.update(_prefixed(f"state.{field}", values))
         header = {
             "settings": self.settings,
-            "history": progress.history,
+            "history": list(progress.history),
             "stopped_early": progress.stopped_early,
             "steps": run.steps,
             "loss_limit": _finite_or_none(run.loss_limit),
@@ -903,7 +937,7 @@ class _Checkpoint:
                 "waited": stopping.waited,
             },
         }
-        io.save_checkpoint(self.path, header, arrays)
+        return header, arrays
 
     def restore(self, run: _Run, patience: int | None) -> _Progress:
         """Load the checkpoint into ``run`` and return the progress it stores."""

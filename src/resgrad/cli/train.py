@@ -216,7 +216,8 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
     """Build and train the network; return the ``FitResult``.
 
     With ``args.checkpoint`` set (``resgrad train``), a checkpoint is written
-    after every epoch, and ``args.resume`` continues from it.
+    every ``args.checkpoint_every`` epochs, and ``args.resume`` continues
+    from it.
     """
     from ..training import DEFAULT_LEARNING_RATES, fit
 
@@ -257,6 +258,7 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
         progress=progress,
         checkpoint=checkpoint,
         resume=bool(getattr(args, "resume", False)) and checkpoint is not None,
+        checkpoint_every=getattr(args, "checkpoint_every", 1),
     )
 
 
@@ -281,11 +283,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=output_file,
         default=None,
         metavar="PATH",
-        help="the checkpoint written after every epoch and removed once the "
+        help="the checkpoint written during the run and removed once the "
         "model is saved; while a run writes it, a lock on the file of the same "
         "name plus '.lock' rejects a second run on it (default: the --out name "
         "with '.npz' replaced by '.checkpoint.npz', or with '.checkpoint.npz' "
         "added where it has no '.npz')",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="write the checkpoint every N epochs, and at the last one; an "
+        "interrupt still writes the last finished epoch, so only a killed "
+        "process loses up to N-1 epochs. Each write syncs the file to "
+        "disk, which can take longer than an epoch of a small network "
+        "(default: 1)",
     )
     parser.add_argument(
         "--resume",
