@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import pickle
 import shutil
@@ -2185,6 +2186,35 @@ def test_evaluate_shows_partial_training_settings(training, shown, tmp_path, cap
         assert last.startswith("test accuracy: ")
     else:
         assert last == shown
+
+
+def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):
+    # save writes no NaN or infinity, but JSON read from an edited file may
+    # hold them.
+    model = tmp_path / "m.npz"
+    resgrad.save(resgrad.ResidualMLP.init([64, 10], seed=0), model)
+    training = {"optimizer": "adam", "epochs": math.inf, "lr": math.nan}
+    monkeypatch.setattr(
+        resgrad.io, "read_metadata", lambda path: {"training": training}
+    )
+    assert main(["evaluate", "--model", str(model)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "trained with:  adam"
+    assert main(["evaluate", "--model", str(model), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
+    assert report["training"] == {"optimizer": "adam", "epochs": None, "lr": None}
+
+
+def test_evaluate_names_damaged_split_seed(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    resgrad.save(
+        resgrad.ResidualMLP.init([64, 10], seed=0),
+        model,
+        {"training": {"split_seed": -3}},
+    )
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert f"{model} records the split seed -3, below 0, so the file" in lines[-1]
+    assert "has changed" not in lines[-1]
 
 
 @pytest.mark.parametrize("checkpoint_folder", ["new", "checkpoints"])

@@ -335,6 +335,12 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             _check_recorded_test_size(args)
     if args.split_seed is None:
         args.split_seed = training.get("split_seed", SPLIT_SEED)
+        if model is not None and args.split_seed < 0:
+            raise ValueError(
+                f"The model file {args.model} records the split seed "
+                f"{args.split_seed}, below 0, so the file is damaged; pass "
+                "--split-seed, or train the model again."
+            )
     if model is not None and metadata.get("scaling") is not None:
         _check_recorded_scaling(args, metadata["scaling"], model)
     # Whether --data names the training files. Errors name those files when

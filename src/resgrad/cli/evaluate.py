@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import math
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..io import load, read_metadata
+    from ..io import json_text, load, read_metadata
     from ..training import evaluate
 
     model = load(args.model)
@@ -47,7 +47,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         # The settings first, so that a saved file records what it measured.
         report = {**files_record(args), "samples": len(data.y_test), **figures}
         report["training"] = training
-        print(json.dumps(report, indent=2))
+        # A file saved from Python may record NaN, which strict JSON lacks.
+        print(json_text(report), end="")
         return 0
     record = files_record(args)
     labels = f", labels {record['labels']}" if record["labels"] else ""
@@ -74,7 +75,7 @@ def _training_settings(training: dict, metadata: dict) -> str:
     def number(name: str) -> Any:
         value = training.get(name)
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return value if is_number else None
+        return value if is_number and math.isfinite(value) else None
 
     parts = []
     if isinstance(training.get("optimizer"), str):
