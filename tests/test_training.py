@@ -891,6 +891,50 @@ def test_resume_rejects_corrupt_checkpoint(tmp_path):
         _resume_one_epoch(path, x, y)
 
 
+def _edit_header(path, edit):
+    """Rewrite the checkpoint at ``path`` with ``edit`` applied to its header."""
+    header, arrays = resgrad.io.load_checkpoint(path)
+    edit(header)
+    for name in ("format", "format_version"):
+        header.pop(name)
+    resgrad.io.save_checkpoint(path, header, arrays)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda h: h.update(history=["junk", "junk"]),
+            "record 1 of the history is 'junk'",
+        ),
+        (lambda h: h.update(history={"epoch": 1}), "the history is {'epoch': 1}"),
+        (
+            lambda h: h["history"][1].update(epoch=5),
+            "record 2 of the history is .* not that of epoch 2",
+        ),
+        (
+            lambda h: h["stopping"].update(best_epoch=9),
+            "the best epoch 9 is not one of the 2 run",
+        ),
+        (
+            lambda h: h["optimizer_state"]["scalars"].update(count="x"),
+            "the optimizer state field count is 'x', not an integer",
+        ),
+    ],
+    ids=["junk records", "dict history", "skipped epoch", "best epoch", "count"],
+)
+def test_resume_rejects_damaged_header(tmp_path, edit, message):
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    settings = {"epochs": 2, "validation": None, "checkpoint": path}
+    fit(_small_model(), x, y, **settings)
+    _edit_header(path, edit)
+    with pytest.raises(
+        ValueError, match=f"is not a resgrad checkpoint file.*{message}"
+    ):
+        fit(_small_model(), x, y, **{**settings, "epochs": 3}, resume=True)
+
+
 def test_resume_rejects_model_file(tmp_path):
     x, y = _blobs()
     path = tmp_path / "model.npz"
@@ -1171,6 +1215,15 @@ def test_adam_eps_that_rounds_to_zero_is_rejected(namespace):
     # An eps that float16 can hold trains, as SGD does.
     for optimizer in (Adam(lr=1e-3, eps=1e-4), "sgd"):
         fit(model, x16, y, optimizer=optimizer, epochs=1, validation=None)
+
+
+def test_adam_eps_zero_divergence_names_eps():
+    # A constant feature gives W1 a column of zero gradients, which Adam with
+    # eps=0 turns into 0/0 at the first step, whatever the learning rate.
+    x, y = _blobs()
+    x[:, 1] = 0.0
+    with pytest.raises(TrainingDiverged, match="Adam with eps=0 divides 0 by 0"):
+        fit(_small_model(), x, y, optimizer=Adam(lr=1e-3, eps=0.0), epochs=1)
 
 
 def test_checkpoint_never_replaces_another_file(tmp_path):

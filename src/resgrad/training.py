@@ -774,6 +774,14 @@ class _Run:
         self._check_loss(epoch, step, value, weight_grads)
         params, state = self.opt.update(weight_grads, state, params)
         if not self._all_finite(params):
+            if isinstance(self.opt, Adam) and self.opt.eps == 0:
+                # A smaller learning rate cannot help here.
+                raise TrainingDiverged(
+                    f"Training diverged at epoch {epoch}, step {step}: the "
+                    "updated weights became NaN, because Adam with eps=0 "
+                    "divides 0 by 0 for a weight whose gradient has been 0 at "
+                    "every step; pass Adam(eps=...) with eps > 0, such as 1e-8."
+                )
             cause = "the updated weights became NaN or infinite"
             raise self._diverged(epoch, step, cause)
         self.steps += 1
@@ -974,7 +982,7 @@ class _Checkpoint:
         run.steps = int(header["steps"])
         run.loss_limit = _none_to_inf(header["loss_limit"])
         run.rng.bit_generator.state = header["rng"]
-        history = list(header["history"])
+        history = _checked_history(header["history"], stopping.best_epoch)
         return _Progress(
             params, state, stopping, history, bool(header["stopped_early"])
         )
@@ -1132,7 +1140,41 @@ def _join_state(template: Any, scalars: dict[str, Any], arrays: dict[str, Params
             f"the optimizer state fields {sorted(set(scalars) | set(arrays))} "
             f"are not {sorted(fields)}"
         )
+    for field, value in scalars.items():
+        expected = getattr(template, field)
+        kind = (
+            numbers.Integral if isinstance(expected, numbers.Integral) else numbers.Real
+        )
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise TypeError(
+                f"the optimizer state field {field} is {_arrays._short_repr(value)}, "
+                f"not {'an integer' if kind is numbers.Integral else 'a number'}"
+            )
     return template._replace(**scalars, **arrays)
+
+
+def _checked_history(history: Any, best_epoch: int) -> list[dict[str, Any]]:
+    """Return the history of a checkpoint, checked to be one record per
+    epoch, numbered from 1, with the training loss of each."""
+    if not isinstance(history, list):
+        raise TypeError(f"the history is {_arrays._short_repr(history)}, not a list")
+    for number, record in enumerate(history, start=1):
+        loss = record.get("train_loss") if isinstance(record, dict) else None
+        if (
+            not isinstance(record, dict)
+            or record.get("epoch") != number
+            or isinstance(loss, bool)
+            or not isinstance(loss, numbers.Real)
+        ):
+            raise ValueError(
+                f"record {number} of the history is {_arrays._short_repr(record)}, "
+                f"not that of epoch {number}"
+            )
+    if not 0 <= best_epoch <= len(history):
+        raise ValueError(
+            f"the best epoch {best_epoch} is not one of the {len(history)} run"
+        )
+    return list(history)
 
 
 def _finite_or_none(value: float) -> float | None:
