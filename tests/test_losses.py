@@ -145,7 +145,8 @@ def small():
 def test_target_of_wrong_shape_raises(small):
     model, x, _ = small
     with pytest.raises(
-        ValueError, match=r"Expected a target of shape \(4, 3\), got \(4, 2\)"
+        ValueError,
+        match=r"Expected y as a target of shape \(4, 3\), one row per row of x, got \(4, 2\)",
     ):
         resgrad.gradients(model, x, np.zeros((4, 2)), "squared_error")
 
@@ -153,7 +154,7 @@ def test_target_of_wrong_shape_raises(small):
 def test_target_of_wrong_dtype_raises(small):
     model, x, _ = small
     with pytest.raises(
-        TypeError, match="Expected a target of dtype float64, got float32"
+        TypeError, match="Expected y as a target of dtype float64, got float32"
     ):
         resgrad.gradients(model, x, np.zeros((4, 3), np.float32), "squared_error")
 

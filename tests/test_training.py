@@ -1226,6 +1226,29 @@ def test_adam_eps_zero_divergence_names_eps():
         fit(_small_model(), x, y, optimizer=Adam(lr=1e-3, eps=0.0), epochs=1)
 
 
+@pytest.mark.parametrize(
+    ("y_val", "error", "message"),
+    [
+        (lambda y: y.astype(float), TypeError, "integer class labels in y_val"),
+        (lambda y: y[:-1], ValueError, "one label per row of x_val"),
+    ],
+)
+def test_validation_pair_errors_name_it(y_val, error, message):
+    x, y = _blobs()
+    with pytest.raises(error, match=message):
+        fit(_small_model(), x, y, epochs=1, validation=(x, y_val(y)))
+
+
+def test_validation_target_errors_name_it():
+    x, y = _blobs()
+    target = np.eye(3)[y]
+    with pytest.raises(ValueError, match="y_val as a target of shape .* of x_val"):
+        fit(
+            _small_model(), x, target, loss="squared_error", epochs=1,
+            validation=(x, target[:-1]),
+        )  # fmt: skip
+
+
 def test_checkpoint_never_replaces_another_file(tmp_path):
     x, y = _blobs()
     data = tmp_path / "data.npz"

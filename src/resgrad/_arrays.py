@@ -383,12 +383,15 @@ def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> N
     check_finite(xp, x, name)
 
 
-def check_labels(xp: Any, y: Array, n: int, classes: int, name: str = "y") -> None:
-    """Check that ``y`` holds ``n`` integer labels in ``[0, classes)``."""
+def check_labels(
+    xp: Any, y: Array, n: int, classes: int, name: str = "y", x_name: str = "x"
+) -> None:
+    """Check that ``y`` holds ``n`` integer labels in ``[0, classes)``, one
+    per row of the input named ``x_name``."""
     check_concrete(y, name)
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(
-            f"Expected {name} of shape ({n},), one label per row of x, got "
+            f"Expected {name} of shape ({n},), one label per row of {x_name}, got "
             f"shape {tuple(y.shape)}."
         )
     if getattr(y.dtype, "kind", None) in ("U", "S", "O"):

@@ -120,16 +120,30 @@ def check_reduction(reduction: str) -> None:
 
 
 def check_targets(
-    xp: Any, loss: Loss, y: Array, n: int, classes: int, dtype: Any
+    xp: Any,
+    loss: Loss,
+    y: Array,
+    n: int,
+    classes: int,
+    dtype: Any,
+    name: str = "y",
+    x_name: str = "x",
 ) -> None:
-    """Check labels, or for squared error also a float target of shape (n, p_L)."""
+    """Check labels, or for squared error also a float target of shape (n, p_L).
+
+    ``name`` and ``x_name`` are the names of ``y`` and of its inputs in
+    messages.
+    """
     if not loss.integer_labels and _arrays.is_floating(xp, y):
         if tuple(y.shape) != (n, classes):
             raise ValueError(
-                f"Expected a target of shape ({n}, {classes}), got {tuple(y.shape)}."
+                f"Expected {name} as a target of shape ({n}, {classes}), one row "
+                f"per row of {x_name}, got {tuple(y.shape)}."
             )
         if y.dtype != dtype:
-            raise TypeError(f"Expected a target of dtype {dtype}, got {y.dtype}.")
-        _arrays.check_finite(xp, y, "the target")
+            raise TypeError(
+                f"Expected {name} as a target of dtype {dtype}, got {y.dtype}."
+            )
+        _arrays.check_finite(xp, y, "the target" if name == "y" else name)
         return
-    _arrays.check_labels(xp, y, n, classes)
+    _arrays.check_labels(xp, y, n, classes, name, x_name)
