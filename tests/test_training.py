@@ -797,6 +797,18 @@ def test_resume_names_what_changed_digests_come_from(tmp_path):
     )
 
 
+def test_resume_names_network_shape_for_weights(tmp_path):
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    fit(_small_model(), x, y, epochs=1, checkpoint=path)
+    wider = resgrad.ResidualMLP.init([x.shape[1], 9, 3], seed=0)
+    with pytest.raises(resgrad.CheckpointMismatch) as caught:
+        fit(wider, x, y, epochs=1, checkpoint=path, resume=True)
+    message = str(caught.value)
+    assert "model sizes (--widths)" in message
+    assert "another --seed, --init or network shape on the command line" in message
+
+
 @pytest.mark.parametrize(
     "first, then",
     [

@@ -1083,8 +1083,8 @@ DIGEST_NOTES = {
         "passed to fit)"
     ),
     "initial_weights": (
-        " (the initial weights differ: another --seed or --init on the command "
-        "line, or another model passed to fit)"
+        " (the initial weights differ: another --seed, --init or network "
+        "shape on the command line, or another model passed to fit)"
     ),
     "validation": " (the validation rows differ)",
 }
