@@ -309,13 +309,18 @@ def test_check_names_dtype_of_float_labels():
         check_theorem(model, x, y.astype(np.float32), entries=5)
 
 
-def test_check_runs_on_torch_float32_model():
-    """A float32 torch model is checked in float64 on a NumPy copy."""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_check_runs_on_torch_low_precision_model(dtype):
+    """A float32 or bfloat16 torch model is checked in float64 on a NumPy
+    copy; NumPy has no bfloat16."""
     model = reference.random_model(2, "tanh", "learned")
     x, y = reference.random_batch(model, 3)
-    single = model.convert(torch, dtype="float32")
+    single = model.convert(torch, dtype=dtype)
     report = check_theorem(
-        single, torch.asarray(x, dtype=torch.float32), torch.asarray(y), entries=8
+        single,
+        torch.asarray(x, dtype=getattr(torch, dtype)),
+        torch.asarray(y),
+        entries=8,
     )
     assert report.passed
     assert all(isinstance(v, torch.Tensor) for v in single.arrays().values())

@@ -173,7 +173,11 @@ def _to_numpy(
 
 def _host(value: Array) -> Array:
     if hasattr(value, "detach"):
-        return value.detach().cpu().numpy()
+        value = value.detach()
+        if str(value.dtype) == "torch.bfloat16":
+            # NumPy has no bfloat16; float32 holds every bfloat16 exactly.
+            value = value.float()
+        return value.cpu().numpy()
     return value
 
 
