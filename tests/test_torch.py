@@ -620,6 +620,29 @@ def test_explicit_output_may_change_in_place(output):
         assert reference.relative_error(actual[name], grad) <= 1e-12, name
 
 
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda model, row, label: resgrad.gradients(model, row[None], label[None]).loss,
+        lambda model, row, label: resgrad.input_jacobian(model, row[None]),
+        lambda model, row, label: resgrad.per_sample_norms(
+            model, row[None], label[None]
+        ),
+    ],
+    ids=["gradients", "input_jacobian", "per_sample_norms"],
+)
+def test_vmap_over_resgrad_names_the_batch(call):
+    # resgrad reads its inputs' values to check them, which vmap forbids;
+    # the message must say so rather than torch's generic .item() error.
+    model = _model("learned", "relu").convert(torch)
+    x, y = _batch(model)
+    with pytest.raises(TypeError, match="x is batched by torch.func.vmap"):
+        torch.func.vmap(lambda row, label: call(model, row, label))(x, y)
+    # grad's wrappers hold values, so resgrad runs under it.
+    value = torch.func.grad(lambda row: resgrad.gradients(model, row, y).loss)(x)
+    assert value.shape == x.shape
+
+
 class _DoubledLinear(nn.Linear):
     def forward(self, a):
         return 2 * super().forward(a)

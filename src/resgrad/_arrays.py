@@ -296,8 +296,9 @@ def divided(xp: Any, a: Array, n: int) -> Array:
 
 
 def check_concrete(a: Array, name: str = "x") -> None:
-    """Raise ``TypeError`` if ``a`` is a JAX tracer, which has no values
-    for resgrad's checks to read."""
+    """Raise ``TypeError`` if ``a`` is a JAX tracer or a tensor batched by
+    ``torch.func.vmap``, neither of which has values for resgrad's checks
+    to read."""
     jax = sys.modules.get("jax")
     if jax is not None and isinstance(a, jax.core.Tracer):
         raise TypeError(
@@ -306,6 +307,29 @@ def check_concrete(a: Array, name: str = "x") -> None:
             "of its inputs to check them. Call resgrad outside the transform, "
             "on concrete arrays."
         )
+    if _vmap_batched(a):
+        raise TypeError(
+            f"{name} is batched by torch.func.vmap, and resgrad reads the values "
+            "of its inputs to check them, which vmap does not allow. Call "
+            "resgrad on the whole batch instead: its functions take a batch of "
+            "rows, and per_sample_gradients and input_jacobian give what "
+            "vmap(grad) and vmap(jacrev) would."
+        )
+
+
+def _vmap_batched(a: Array) -> bool:
+    """Return whether ``a`` is, or wraps, a tensor batched by ``vmap``."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(a, torch.Tensor):
+        return False
+    # torch.func keeps no public test of this; grad's wrappers hold values,
+    # so only a batched level counts.
+    functorch = torch._C._functorch
+    while functorch.is_functorch_wrapped_tensor(a):
+        if functorch.is_batchedtensor(a):
+            return True
+        a = functorch.get_unwrapped(a)
+    return False
 
 
 def check_finite(xp: Any, a: Array, name: str) -> None:
