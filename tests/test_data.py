@@ -561,6 +561,36 @@ def test_csv_comments_and_quoted_commas(tmp_path, text):
     assert np.array_equal(y, [0, 1])
 
 
+@pytest.mark.parametrize(
+    "header_line",
+    ['a,"b#1",c,label', 'a, "b#1",c,label # b in cm', '"a","b#1","c","label"'],
+)
+def test_csv_quoted_hash_in_header(tmp_path, header_line):
+    rng = np.random.default_rng(0)
+    features = rng.uniform(size=(40, 3)).round(3)
+    rows = "".join(
+        f"{a},{b},{c},{index % 2}\n" for index, (a, b, c) in enumerate(features)
+    )
+    path = tmp_path / "table.csv"
+    path.write_text(f'# "units" follow\n{header_line}\n{rows}')
+    for header in ("auto", True):
+        x, y, _ = load_csv(path, header=header)
+        assert np.array_equal(x, features)
+        assert np.array_equal(y, np.arange(40) % 2)
+    assert csv_columns(path) == ["a", "b#1", "c", "label"]
+    assert load_data(path).n_features == 3
+
+
+def test_csv_quoted_hash_in_data_row(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text('a,b,label\n0.5,1,0 # first\n0.25,"2#3",1 # second\n')
+    with pytest.raises(ValueError) as caught:
+        load_csv(path)
+    message = str(caught.value)
+    assert "line 3 (counted from 1), field 1 (counted from 0) is '\"2#3\"'" in message
+    assert "field(s) but line" not in message
+
+
 # Each case: a CSV text, and the features and labels it must read as.
 READS = {
     "one feature under a pandas header": (

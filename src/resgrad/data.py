@@ -658,7 +658,7 @@ def _first_line(path: Path) -> tuple[str, int]:
     try:
         with open(path, encoding="utf-8-sig") as file:
             for number, line in enumerate(file, start=1):
-                text = line.split("#", 1)[0].strip()
+                text = _strip_comment(line, quote_after_space=True).strip()
                 if text:
                     return text, number
     except UnicodeDecodeError as error:
@@ -769,7 +769,7 @@ def _read_table(
     usecols = range(first, columns) if first else None
     if trailing:
         _, text = next(_data_lines(path, skip_rows))
-        count = len(next(csv.reader([text.split("#", 1)[0].strip()])))
+        count = len(next(csv.reader([_strip_comment(text).strip()])))
         usecols = range(first, count - 1)
     try:
         with warnings.catch_warnings():
@@ -814,10 +814,10 @@ def _check_finite_table(
     count, index = int(bad.sum()), first + column
 
     number, line = next(itertools.islice(_data_lines(path, skip_rows), row, None))
-    # The csv module keeps a "#" inside quotes, as np.loadtxt does.
-    fields = next(csv.reader([line.strip()], skipinitialspace=True), [])
+    row_text = _strip_comment(line).strip()
+    fields = next(csv.reader([row_text], skipinitialspace=True), [])
     if index < len(fields):
-        text = fields[index].split("#", 1)[0].strip()
+        text = fields[index].strip()
         where = f"line {number} (counted from 1), field {index} (counted from 0)"
         found = f"{text!r}, read as {table[row, column]}"
     else:
@@ -840,7 +840,7 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
     """
     expected = None
     for number, line in _data_lines(path, skip_rows):
-        fields = line.split("#", 1)[0].strip().split(",")
+        fields = _strip_comment(line).strip().split(",")
         if expected is None:
             expected = (number, len(fields))
         elif len(fields) != expected[1]:
@@ -876,7 +876,7 @@ def _rows_end_in_comma(path: Path, skip_rows: int) -> bool:
     value."""
     rows = list(itertools.islice(_data_lines(path, skip_rows), 2))
     return bool(rows) and all(
-        text.split("#", 1)[0].rstrip().endswith(",") for _, text in rows
+        _strip_comment(text).rstrip().endswith(",") for _, text in rows
     )
 
 
@@ -886,8 +886,39 @@ def _data_lines(path: Path, skip_rows: int) -> Iterator[tuple[int, str]]:
     of a ``#`` comment alone are skipped, as ``np.loadtxt`` skips them."""
     with open(path, encoding="utf-8-sig") as file:
         for number, line in enumerate(file, start=1):
-            if number > skip_rows and line.split("#", 1)[0].strip():
+            if number > skip_rows and _strip_comment(line).strip():
                 yield number, line
+
+
+def _strip_comment(line: str, quote_after_space: bool = False) -> str:
+    """Return ``line`` up to its first ``#`` outside double quotes, as
+    ``np.loadtxt(..., quotechar='"')`` reads it.
+
+    A quote opens a quoted field only as the field's first character, and
+    two quotes inside a quoted field are one literal quote. With
+    ``quote_after_space``, a quote after spaces at the start of a field opens
+    one too, as for ``csv.reader(..., skipinitialspace=True)``.
+    """
+    quoted = False
+    field_start = True
+    position = 0
+    while position < len(line):
+        character = line[position]
+        if quoted:
+            if line.startswith('""', position):
+                position += 1
+            elif character == '"':
+                quoted = False
+        elif character == "#":
+            return line[:position]
+        elif character == '"' and field_start:
+            quoted = True
+        if not quoted and character == ",":
+            field_start = True
+        elif not (field_start and quote_after_space and character == " "):
+            field_start = False
+        position += 1
+    return line
 
 
 def load_idx(
