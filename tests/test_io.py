@@ -10,6 +10,7 @@ import os
 import pickle
 import re
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -387,6 +388,64 @@ def test_overwrite_replaces_file(saved):
     save(random_model(shortcut="none"), path)
     assert load(path).config()["shortcuts"] == ["none", "none"]
     assert os.listdir(path.parent) == ["model.npz"]
+
+
+def file_mode(path):
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def reject_link(descriptor, name):
+    raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+
+def open_named_temporary(folder, temporary):
+    return resgrad.io._create_exclusive(temporary), True
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs Unix permission bits")
+@pytest.mark.parametrize("naming", ["link", "copy", "named"])
+def test_overwrite_keeps_file_mode(tmp_path, monkeypatch, naming):
+    # The temporary file is named by a link of the unnamed file, by a copy
+    # where the link is rejected, or from the start without O_TMPFILE.
+    if naming == "copy":
+        monkeypatch.setattr(resgrad.io, "_link_unnamed", reject_link)
+    if naming == "named":
+        monkeypatch.setattr(resgrad.io, "_open_temporary", open_named_temporary)
+    model_path = tmp_path / "model.npz"
+    checkpoint_path = tmp_path / "model.checkpoint.npz"
+    save(random_model(), model_path)
+    resgrad.io.save_checkpoint(checkpoint_path, {"epoch": 1}, {})
+    model_path.chmod(0o600)
+    checkpoint_path.chmod(0o640)
+
+    save(random_model(), model_path)
+    resgrad.io.save_checkpoint(checkpoint_path, {"epoch": 2}, {})
+    assert file_mode(model_path) == 0o600
+    assert file_mode(checkpoint_path) == 0o640
+    assert sorted(os.listdir(tmp_path)) == [checkpoint_path.name, model_path.name]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs Unix permission bits")
+def test_save_through_link_keeps_mode(tmp_path):
+    target = tmp_path / "target.npz"
+    save(random_model(), target)
+    target.chmod(0o600)
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+
+    save(random_model(), link)
+    assert link.is_symlink()
+    assert file_mode(target) == 0o600
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs Unix permission bits")
+def test_new_file_mode_follows_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        save(random_model(), tmp_path / "model.npz")
+    finally:
+        os.umask(previous)
+    assert file_mode(tmp_path / "model.npz") == 0o640
 
 
 # Files that are not zip archives.

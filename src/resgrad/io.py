@@ -251,6 +251,12 @@ def write_atomically(
     replaced, as ``open(path, "wb")`` would write through it. With
     ``follow_links`` false the link itself is replaced by the file.
 
+    The new file takes the permission bits of the regular file it replaces,
+    and a file new to ``path`` gets mode 0o666 less the umask, as with
+    ``open(path, "wb")``. Unlike that call, the rename puts a new file at
+    ``path``, so hard links to the old file keep the old contents, and the
+    file's owner and group are those of a file that this process creates.
+
     Raises:
         IsADirectoryError: if ``path`` is a folder.
         FileExistsError: if ``path`` is a device, a named pipe or a socket,
@@ -266,11 +272,14 @@ def write_atomically(
         path = Path(os.path.realpath(path))
         check_file_path(path)
     folder = path.parent
+    mode = _replaced_mode(path)
     _remove_stale_temporaries(path)
     temporary = folder / f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
     try:
         descriptor, named = _open_temporary(folder, temporary)
         try:
+            if mode is not None:
+                _set_mode(descriptor, mode)
             with os.fdopen(descriptor, "w+b") as file:
                 write(file)
                 file.flush()
@@ -414,12 +423,37 @@ def _missing_folder_error(path: Path) -> OSError:
     )
 
 
+def _replaced_mode(path: Path) -> int | None:
+    """Return the permission bits of the regular file at ``path``, or
+    ``None`` where there is none, such as a missing file or a symbolic link
+    that the write replaces."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(status.st_mode):
+        return None
+    return stat.S_IMODE(status.st_mode) & 0o777
+
+
+def _set_mode(descriptor: int, mode: int) -> None:
+    """Give the open file ``descriptor`` the permission bits ``mode``."""
+    # Windows has no fchmod before Python 3.13, and file systems without
+    # Unix permissions, such as FAT, may reject the change. The file then
+    # keeps the mode that it was created with.
+    if not hasattr(os, "fchmod"):
+        return
+    with contextlib.suppress(OSError):
+        os.fchmod(descriptor, mode)
+
+
 def _open_temporary(folder: Path, temporary: Path) -> tuple[int, bool]:
     """Open an unnamed file in ``folder`` if the OS allows, else ``temporary``.
 
     Return the descriptor and whether the file already has the name
     ``temporary``. Mode 0o666 lets the umask set the permissions, as for a
-    file created by open().
+    file created by open(). ``write_atomically`` then gives the file the
+    mode of the file that it replaces, if any.
     """
     unnamed = getattr(os, "O_TMPFILE", 0)
     if unnamed and Path("/proc/self/fd").is_dir():
@@ -447,6 +481,7 @@ def _name_unnamed(file: IO[bytes], name: Path) -> None:
         pass
     file.seek(0)
     with os.fdopen(_create_exclusive(name), "wb") as copy:
+        _set_mode(copy.fileno(), stat.S_IMODE(os.fstat(file.fileno()).st_mode))
         shutil.copyfileobj(file, copy)
         copy.flush()
         os.fsync(copy.fileno())
