@@ -1194,3 +1194,93 @@ def test_other_write_errors_pass_through(tmp_path):
         resgrad.io.write_atomically(tmp_path / "model.npz", fail)
     assert raised.value.errno == errno.EIO
     assert str(raised.value) == f"[Errno {errno.EIO}] {os.strerror(errno.EIO)}"
+
+
+# The checkpoint lock file.
+
+TRAIN_SMALL = ["train", "--widths", "8", "--hidden", "8", "--epochs", "1"]
+
+
+def train_beside_lock(tmp_path, capsys):
+    """Run a short ``resgrad train`` in ``tmp_path``; return its exit status
+    and the last line of its error output."""
+    from resgrad.cli import main
+
+    status = main([*TRAIN_SMALL, "--out", str(tmp_path / "m.npz"), "--no-progress"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    return status, lines[-1] if lines else ""
+
+
+def test_lock_rejects_symbolic_link(tmp_path, capsys):
+    pytest.importorskip("fcntl")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("notes\n")
+    lock = tmp_path / "m.checkpoint.npz.lock"
+    lock.symlink_to("victim.txt")
+
+    status, message = train_beside_lock(tmp_path, capsys)
+    assert status == 2
+    assert f"Cannot take the checkpoint lock {lock}: it is a symbolic link" in message
+    assert "Remove it, or pass another checkpoint path (--checkpoint" in message
+    assert victim.read_text() == "notes\n"
+    assert lock.is_symlink()
+    assert sorted(os.listdir(tmp_path)) == [lock.name, victim.name]
+
+
+@pytest.mark.parametrize(
+    "contents, shown",
+    [("my notes\n", r"'my notes\n'"), ("4242\n" * 10, "'4242\\n4242")],
+)
+def test_lock_rejects_other_file(tmp_path, capsys, contents, shown):
+    pytest.importorskip("fcntl")
+    lock = tmp_path / "m.checkpoint.npz.lock"
+    lock.write_text(contents)
+
+    status, message = train_beside_lock(tmp_path, capsys)
+    assert status == 2
+    assert f"Cannot take the checkpoint lock {lock}: it contains {shown}" in message
+    assert "not a lock file that resgrad wrote" in message
+    assert lock.read_text() == contents
+    assert os.listdir(tmp_path) == [lock.name]
+
+
+def test_lock_rejects_folder(tmp_path):
+    pytest.importorskip("fcntl")
+    from resgrad import _lock
+
+    (tmp_path / "m.checkpoint.npz.lock").mkdir()
+    with pytest.raises(FileExistsError, match="lock.*: it is a folder, so it is not"):
+        _lock.acquire(tmp_path / "m.checkpoint.npz", "hint")
+
+
+def test_lock_open_follows_no_link(tmp_path, monkeypatch):
+    pytest.importorskip("fcntl")
+    from resgrad import _lock
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("notes\n")
+    lock = tmp_path / "m.checkpoint.npz.lock"
+    lock.symlink_to(victim)
+    # The link appears after the check before the open, as in a race.
+    monkeypatch.setattr(
+        _lock, "_check_regular", lambda path, status: None, raising=False
+    )
+
+    with pytest.raises(FileExistsError, match="it is a symbolic link, so it is not"):
+        _lock.acquire(tmp_path / "m.checkpoint.npz", "hint")
+    assert victim.read_text() == "notes\n"
+
+
+@pytest.mark.parametrize("contents", ["", "999999999\n", "999999999"])
+def test_lock_of_ended_run_taken_over(tmp_path, contents):
+    pytest.importorskip("fcntl")
+    from resgrad import _lock
+
+    lock = tmp_path / "m.checkpoint.npz.lock"
+    lock.write_text(contents)
+    held = _lock.acquire(tmp_path / "m.checkpoint.npz", "hint")
+    try:
+        assert lock.read_text() == f"{os.getpid()}\n"
+    finally:
+        _lock.release(held)
+    assert not lock.exists()
