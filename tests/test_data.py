@@ -1018,10 +1018,27 @@ def test_idx_trailing_data(tmp_path, mnist_like):
         load_idx(path, labels_path)
 
 
-def test_idx_not_gzip(tmp_path, mnist_like):
-    path = write_idx(tmp_path / "img-idx3-ubyte.gz", mnist_like[0], compress=False)
+@pytest.mark.parametrize(
+    "suffix, compress",
+    [(".GZ", True), (".Gz", True), ("", True), (".gz", False), (".GZ", False)],
+)
+def test_idx_gzip_found_by_content(tmp_path, mnist_like, suffix, compress):
+    images, labels = mnist_like
+    images_path = write_idx(tmp_path / f"IMG-UBYTE{suffix}", images, compress=compress)
+    labels_path = write_idx(tmp_path / f"LAB-UBYTE{suffix}", labels, compress=compress)
+    x, y, image_shape = load_idx(images_path, labels_path)
+    assert image_shape == (28, 28)
+    assert np.array_equal(x, images.reshape(20, -1))
+    assert np.array_equal(y, labels)
+    dataset = load_data(images_path, labels=labels_path)
+    assert dataset.n_features == 28 * 28
+
+
+def test_idx_corrupt_gzip(tmp_path, mnist_like):
+    path = tmp_path / "img-idx3-ubyte"
+    path.write_bytes(b"\x1f\x8b" + bytes(range(40)))
     with pytest.raises(
-        ValueError, match="Could not read the IDX file .*img-idx3-ubyte.gz"
+        ValueError, match="Could not read the IDX file .*img-idx3-ubyte"
     ):
         load_idx(path, path)
 

@@ -54,6 +54,8 @@ IDX_DTYPES = {
 }
 # The largest ratio of output to input that a deflate stream can reach.
 DEFLATE_MAX_RATIO = 1032
+# The first two bytes of every gzip file, which Python's gzip module checks.
+GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK_BYTES = 1 << 20
 # The local-file and empty-archive headers that a zip file starts with.
 _ZIP_STARTS = (b"PK\x03\x04", b"PK\x05\x06")
@@ -929,8 +931,9 @@ def load_idx(
     An IDX file starts with two zero bytes, a dtype code (``0x08`` uint8,
     ``0x09`` int8, ``0x0B`` int16, ``0x0C`` int32, ``0x0D`` float32, ``0x0E``
     float64), the number of dimensions, and one big-endian uint32 per
-    dimension. The values follow, also big-endian. Files ending in ``.gz`` are
-    decompressed. Before any data is read, the declared dimensions are
+    dimension. The values follow, also big-endian. Gzipped files, which
+    start with the bytes 1f 8b, are decompressed, whatever their suffix.
+    Before any data is read, the declared dimensions are
     checked against the file size, the image count against the label count,
     and the size of the float64 images against the memory available.
 
@@ -993,7 +996,7 @@ def _read_idx_pair(
 
 @contextlib.contextmanager
 def _open_idx(path: Path) -> Iterator[tuple[IO[bytes], np.dtype, tuple[int, ...]]]:
-    """Open an IDX file (gzipped if it ends in ``.gz``) and read its header.
+    """Open an IDX file, gzipped or not, and read its header.
 
     Yields the file at the start of its data, with the dtype and shape that
     the header declares, once they have been checked against the file size.
@@ -1002,9 +1005,9 @@ def _open_idx(path: Path) -> Iterator[tuple[IO[bytes], np.dtype, tuple[int, ...]
         ValueError: if the header is invalid, the declared dimensions do not
             match the file size, or reading fails.
     """
-    compressed = path.suffix == ".gz"
-    opener = gzip.open if compressed else open
     try:
+        compressed = _is_gzip(path)
+        opener = gzip.open if compressed else open
         with opener(path, "rb") as file:
             dtype, shape = _read_idx_header(path, file)
             n_bytes = math.prod(shape) * dtype.itemsize
@@ -1016,6 +1019,13 @@ def _open_idx(path: Path) -> Iterator[tuple[IO[bytes], np.dtype, tuple[int, ...]
         raise ValueError(f"Could not read the IDX file {path}: {error}") from error
 
 
+def _is_gzip(path: Path) -> bool:
+    """Return whether ``path`` starts with the gzip magic bytes, which no IDX
+    file starts with, because an IDX header starts with two zero bytes."""
+    with open(path, "rb") as file:
+        return file.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+
+
 def _idx_header_of(path: Path) -> tuple[np.dtype, tuple[int, ...]]:
     """Return the dtype and shape that an IDX file declares, without reading
     its data."""
@@ -1024,7 +1034,7 @@ def _idx_header_of(path: Path) -> tuple[np.dtype, tuple[int, ...]]:
 
 
 def _read_idx(path: PathLike) -> np.ndarray:
-    """Read one IDX file (gzipped if it ends in ``.gz``) into a native array.
+    """Read one IDX file, gzipped or not, into a native array.
 
     Raises:
         ValueError: if the header is invalid or the declared dimensions do
@@ -1240,7 +1250,7 @@ def load_data(
     Args:
         path: ``None`` or ``"digits"`` for the scikit-learn digits, else a
             ``.npz`` archive (arrays ``X``, ``y``), a ``.csv`` file, or an IDX
-            image file (``*-ubyte`` or ``*.idx*``, optionally ``.gz``).
+            image file (``*-ubyte`` or ``*.idx*``, optionally gzipped).
         labels: the IDX label file; required for IDX images, else unused.
         label_column: the label column of a CSV file, as for ``load_csv``
             (``None``: the last, checked against the header's names).
