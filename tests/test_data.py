@@ -1177,6 +1177,38 @@ def test_features_not_finite(tmp_path, value):
         load_data(path)
 
 
+WIDE_LONGDOUBLE = np.finfo(np.longdouble).max > np.finfo(np.float64).max
+
+
+@pytest.mark.skipif(not WIDE_LONGDOUBLE, reason="longdouble is float64 here")
+def test_features_beyond_float64_range(tmp_path):
+    x, y = blobs()
+    x = x.astype(np.longdouble)
+    x[2, 1] = np.longdouble(10) ** 400
+    x[5, 0] = -x[2, 1]
+    path = write_npz(tmp_path / "wide.npz", x, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError) as caught:
+            load_data(path)
+    message = str(caught.value)
+    assert f"has 2 {x.dtype} feature value(s) beyond float64's range" in message
+    assert "the first at row 2, feature 1 (1e+400), both counted from 0" in message
+    assert "NaN or infinite" not in message
+
+
+@pytest.mark.skipif(not WIDE_LONGDOUBLE, reason="longdouble is float64 here")
+def test_features_longdouble_within_range(tmp_path):
+    x, y = blobs()
+    path = write_npz(tmp_path / "wide.npz", x.astype(np.longdouble), y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        features, labels, _ = load_npz(path)
+    assert features.dtype == np.float64
+    assert np.array_equal(features, x)
+    assert np.array_equal(labels, y)
+
+
 @pytest.mark.parametrize(
     "text, named",
     [

@@ -1157,7 +1157,7 @@ def _validate_features(
     if len(x) == 0 or x[0].size == 0:
         raise ValueError(f"{source} contains no samples (features of shape {x.shape}).")
     image_shape = tuple(int(s) for s in x.shape[1:]) if x.ndim == 3 else None
-    x = x.reshape(len(x), -1).astype(np.float64)
+    x = x.reshape(len(x), -1)
     bad = ~np.isfinite(x)
     if bad.any():
         row, column = np.argwhere(bad)[0]
@@ -1166,7 +1166,27 @@ def _validate_features(
             f"first at row {row}, feature {column} ({x[row, column]}), both "
             "counted from 0; remove or impute them."
         )
-    return x, image_shape
+    return _as_float64(x, source), image_shape
+
+
+def _as_float64(x: np.ndarray, source: Any) -> np.ndarray:
+    """Return the finite features ``x`` as float64, raising ``ValueError``
+    for values of a wider float type, such as longdouble, that do not fit."""
+    with np.errstate(over="ignore"):
+        converted = x.astype(np.float64)
+    overflow = ~np.isfinite(converted)
+    if overflow.any():
+        row, column = np.argwhere(overflow)[0]
+        largest = np.finfo(np.float64).max
+        # format() shows a longdouble of 1e400 as inf, and str() keeps it.
+        raise ValueError(
+            f"{source} has {int(overflow.sum())} {x.dtype} feature value(s) "
+            f"beyond float64's range of +-{largest:.6g}, the first at row {row}, "
+            f"feature {column} ({x[row, column]!s}), both counted from 0; scale "
+            "the features into that range, such as by dividing them by a power "
+            "of ten, before saving them."
+        )
+    return converted
 
 
 def _validate_labels(y: np.ndarray, source: Any) -> np.ndarray:
