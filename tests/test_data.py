@@ -747,6 +747,46 @@ def test_csv_names_first_non_number(tmp_path, text, named):
     assert "encode text labels as class indices" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "text, named, fixed",
+    [
+        (
+            'a,b,label\n"0,637",1.0,0\n0.5,1.0,1\n',
+            "line 2 (counted from 1), field 0 (counted from 0) is '\"0,637\"'",
+            "0.637",
+        ),
+        (
+            'a,b,label\n0.5,1,0\n0.5,"-1,25",1\n',
+            "line 3 (counted from 1), field 1 (counted from 0) is '\"-1,25\"'",
+            "-1.25",
+        ),
+    ],
+)
+def test_csv_quoted_decimal_comma(tmp_path, text, named, fixed):
+    path = tmp_path / "table.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        load_csv(path)
+    message = str(caught.value)
+    assert named in message
+    assert "looks like a number with a decimal comma" in message
+    assert f"write it with a decimal point, as {fixed}" in message
+
+
+def test_csv_quoted_comma_in_text(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text('x,y,label\n0.5,1,0\n"red, dark",1,1\n')
+    with pytest.raises(ValueError) as caught:
+        load_csv(path)
+    message = str(caught.value)
+    assert (
+        "line 3 (counted from 1), field 0 (counted from 0) is '\"red, dark\"'"
+        in message
+    )
+    assert "encode text labels as class indices" in message
+    assert "decimal comma" not in message
+
+
 def test_csv_fractional_labels(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("1,2,0\n3,4,1.5\n")

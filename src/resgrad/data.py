@@ -22,6 +22,7 @@ import hashlib
 import itertools
 import math
 import os
+import re
 import warnings
 import zipfile
 import zlib
@@ -831,6 +832,10 @@ def _check_finite_table(
     )
 
 
+# A number written with a decimal comma, such as "0,637" in a quoted field.
+DECIMAL_COMMA = re.compile(r"[+-]?[0-9]+,[0-9]+")
+
+
 def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
     """Describe the first bad data line, or return ``None`` if there is none.
 
@@ -842,7 +847,7 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
     """
     expected = None
     for number, line in _data_lines(path, skip_rows):
-        fields = _strip_comment(line).strip().split(",")
+        fields = _split_row(line)
         if expected is None:
             expected = (number, len(fields))
         elif len(fields) != expected[1]:
@@ -854,6 +859,14 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
         for index, field in enumerate(fields):
             if index >= first and not _is_number(field):
                 content = "empty" if not field.strip() else repr(field.strip())
+                if DECIMAL_COMMA.fullmatch(_unquote(field).strip()):
+                    number_text = _unquote(field).strip().replace(",", ".")
+                    return (
+                        f"line {number} (counted from 1), field {index} "
+                        f"(counted from 0) is {content}, which looks like a "
+                        "number with a decimal comma; write it with a decimal "
+                        f"point, as {number_text}"
+                    )
                 separator = next((c for c in ";\t|" if c in field), None)
                 if separator is not None:
                     return (
@@ -894,16 +907,24 @@ def _data_lines(path: Path, skip_rows: int) -> Iterator[tuple[int, str]]:
 
 def _strip_comment(line: str, quote_after_space: bool = False) -> str:
     """Return ``line`` up to its first ``#`` outside double quotes, as
-    ``np.loadtxt(..., quotechar='"')`` reads it.
+    ``np.loadtxt(..., quotechar='"')`` reads it (see ``_split_row``)."""
+    return ",".join(_split_row(line, quote_after_space))
+
+
+def _split_row(line: str, quote_after_space: bool = False) -> list[str]:
+    """Return the comma-separated fields of ``line``, quotes included, up to
+    its first ``#`` outside double quotes, as ``np.loadtxt(...,
+    quotechar='"')`` splits it.
 
     A quote opens a quoted field only as the field's first character, and
     two quotes inside a quoted field are one literal quote. With
     ``quote_after_space``, a quote after spaces at the start of a field opens
     one too, as for ``csv.reader(..., skipinitialspace=True)``.
     """
+    fields = []
     quoted = False
     field_start = True
-    position = 0
+    start = position = 0
     while position < len(line):
         character = line[position]
         if quoted:
@@ -912,15 +933,19 @@ def _strip_comment(line: str, quote_after_space: bool = False) -> str:
             elif character == '"':
                 quoted = False
         elif character == "#":
-            return line[:position]
+            break
         elif character == '"' and field_start:
             quoted = True
-        if not quoted and character == ",":
+        elif character == ",":
+            fields.append(line[start:position])
+            start = position + 1
             field_start = True
-        elif not (field_start and quote_after_space and character == " "):
-            field_start = False
+            position += 1
+            continue
+        field_start = field_start and quote_after_space and character == " "
         position += 1
-    return line
+    fields.append(line[start:position])
+    return fields
 
 
 def load_idx(
