@@ -131,6 +131,59 @@ def test_profile_overflow_without_rescaling_raises():
         depth.gradient_profile(model, x, v)
 
 
+def _first_non_finite_block(model, x) -> int:
+    """Run the forward pass block by block and return the first block,
+    counted from 1, whose u or z is not finite."""
+    g, g_post, _ = model.activations()
+    a = x
+    with np.errstate(over="ignore", invalid="ignore"):
+        for index, block in enumerate(model.blocks):
+            u = a @ block.W1.T
+            z = g.value(np, u) @ block.W2.T + a
+            if not (np.isfinite(u).all() and np.isfinite(z).all()):
+                return index + 1
+            a = g_post.value(np, z)
+    raise AssertionError("the forward pass stayed finite")
+
+
+def test_overflow_names_block_from_one():
+    model = depth.build_network("residual", 3000, 8, activation="softplus", seed=0)
+    x, v = depth.probe_batch(2, 8, 8, seed=0)
+    expected = _first_non_finite_block(model, x)
+    with pytest.raises(depth.DepthOverflowError) as caught:
+        depth.gradient_profile(model, x, v)
+    assert caught.value.block == expected
+    message = str(caught.value)
+    assert f"in block {expected} of 3000 (counting from 1)" in message
+    assert f"use fewer than {expected} blocks" in message
+    assert "Scale the inputs" not in message
+
+
+def test_branch_gain_overflow_names_alpha():
+    with pytest.raises(depth.DepthOverflowError) as caught:
+        depth.branch_gain(1e200, 3, width=4)
+    assert caught.value.block == 2
+    assert "in block 2 of 3 (counting from 1)" in str(caught.value)
+    assert "smaller alpha" in str(caught.value)
+
+
+def test_cli_overflow_names_options(tmp_path, capsys):
+    argv = ["depth", "--no-progress", "--depths", "3000", "--widths", "8"]
+    argv += ["--arch", "residual", "--seeds", "1", "--samples", "2"]
+    argv += ["--identity-blocks", "0", "--activation", "softplus"]
+    argv += ["--spectrum-depth", "0", "--out", str(tmp_path / "out")]
+    model = depth.build_network("residual", 3000, 8, activation="softplus", seed=0)
+    x, _ = depth.probe_batch(2, 8, 8, seed=0)
+    expected = _first_non_finite_block(model, x)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "the residual network of width 8 (seed 0)" in err
+    assert f"in block {expected} of 3000 (counting from 1)" in err
+    assert f"pass --depths below {expected}" in err
+    assert "--arch scaled or zero" in err
+    assert "Scale the inputs" not in err
+
+
 def test_profile_rejects_direction_shape():
     model = depth.build_network("plain", 2, 4, seed=0)
     x, v = depth.probe_batch(3, 4, 4, seed=0)

@@ -40,7 +40,7 @@ import numpy as np
 
 from . import _arrays
 from .gradients import propagate
-from .model import Block, ResidualMLP, _to_namespace
+from .model import Block, ForwardOverflowError, ResidualMLP, _to_namespace
 
 Array = Any
 Progress = Callable[..., Iterable]
@@ -206,14 +206,15 @@ def gradient_profile(
         A ``GradientProfile`` of NumPy float64 arrays.
 
     Raises:
-        ValueError: if the arguments are invalid, or the forward pass of a
-            network that cannot be rescaled overflows.
+        ValueError: if the arguments are invalid.
+        DepthOverflowError: if the forward pass overflows float64, which a
+            network that cannot be rescaled does after enough blocks.
     """
     xp = _check_probe(model, x, direction)
     segment = _check_positive_int("segment", segment)
     pieces = _segments(model, segment)
     with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        traces, scales = _forward(pieces, x, _rescalable(model))
+        traces, scales = _forward(pieces, x, _rescalable(model), segment)
         _, _, g_out = model.activations()
         error = direction * g_out.derivative(xp, traces[-1][-1].z)
         return _backward(pieces, traces, scales, error)
@@ -262,7 +263,59 @@ def _segments(model: ResidualMLP, size: int) -> list[tuple[int, ResidualMLP]]:
     return pieces
 
 
-def _forward(pieces, x, rescale):
+class DepthOverflowError(ForwardOverflowError):
+    """The forward pass of ``gradient_profile`` left float64's range.
+
+    Attributes:
+        block: the first block, counted from 1, whose ``u^l`` or ``z^l`` is
+            not finite.
+        depth: the number of blocks of the network.
+        segment: the blocks between two rescalings.
+        rescaled: whether the forward pass was rescaled between segments.
+        network: the network's description in the message.
+    """
+
+    def __init__(
+        self,
+        block: int,
+        depth: int,
+        segment: int,
+        rescaled: bool,
+        network: str = "",
+    ):
+        self.block = block
+        self.depth = depth
+        self.segment = segment
+        self.rescaled = rescaled
+        self.network = network
+        super().__init__(self._message())
+
+    def location(self) -> str:
+        """Return the clause that names the network and the block."""
+        of = f" of {self.network}" if self.network else ""
+        return (
+            f"The forward pass{of} overflowed float64 in block {self.block} of "
+            f"{self.depth} (counting from 1)"
+        )
+
+    def _message(self) -> str:
+        where = self.location()
+        if self.rescaled:
+            return (
+                f"{where}, within one segment of {self.segment} blocks between "
+                "rescalings; pass a smaller segment to gradient_profile, or draw "
+                "the network with a smaller alpha."
+            )
+        homogeneous = ", ".join(HOMOGENEOUS_ACTIVATIONS)
+        return (
+            f"{where}. The network has biases or an activation that is not "
+            "positively homogeneous, so it cannot be rescaled; use fewer than "
+            f"{self.block} blocks, a smaller alpha, or activations out of "
+            f"{homogeneous} without biases."
+        )
+
+
+def _forward(pieces, x, rescale, segment):
     """Run the segments in turn.
 
     Returns each segment's ``BlockTrace`` list and the ``log10`` factor, of
@@ -273,13 +326,16 @@ def _forward(pieces, x, rescale):
     scale = xp.zeros(
         x.shape[0], dtype=x.dtype, device=_arrays.array_api_compat.device(x)
     )
+    depth = pieces[-1][0] + pieces[-1][1].depth
     traces, scales = [], []
     for start, net in pieces:
         scales.append(scale)
-        segment_traces, a = net.trace(a)
+        segment_traces, output = _trace_finite(xp, net, a)
+        if segment_traces is None:
+            block = start + _first_overflow(xp, net, a) + 1
+            raise DepthOverflowError(block, depth, segment, rescale)
         traces.append(segment_traces)
-        if not bool(xp.all(xp.isfinite(a))):
-            raise ValueError(_overflow_message(start + net.depth, net.depth, rescale))
+        a = output
         if rescale:
             norm = _safe_norm(xp, a)
             a = a / norm[:, None]
@@ -287,16 +343,36 @@ def _forward(pieces, x, rescale):
     return traces, scales
 
 
-def _overflow_message(block: int, segment: int, rescaled: bool) -> str:
-    where = f"The forward pass overflowed float64 by block {block}"
-    if rescaled:
-        return (
-            f"{where}, within one segment of {segment} blocks; pass a smaller segment."
-        )
-    return (
-        f"{where}. The network has biases or an activation that is not positively "
-        "homogeneous, so it cannot be rescaled; use fewer blocks or a smaller alpha."
-    )
+def _trace_finite(xp, net, a):
+    """Return ``net.trace(a)``, or ``(None, None)`` when a value is not finite.
+
+    A value can leave float64's range and come back, as ``relu(-inf) = 0``,
+    so every ``u^l`` and ``z^l`` is checked, not only the output.
+    """
+    try:
+        traces, output = net.trace(a)
+    except ForwardOverflowError:
+        return None, None
+    for trace in traces:
+        if not (_all_finite(xp, trace.u) and _all_finite(xp, trace.z)):
+            return None, None
+    if not _all_finite(xp, output):
+        return None, None
+    return traces, output
+
+
+def _first_overflow(xp, net, a) -> int:
+    """Return the index in ``net`` of the first block whose ``u`` or ``z`` is
+    not finite on the finite input ``a``."""
+    for index, (_, block) in enumerate(_segments(net, 1)):
+        traces, a = _trace_finite(xp, block, a)
+        if traces is None:
+            return index
+    return net.depth - 1
+
+
+def _all_finite(xp, a) -> bool:
+    return bool(xp.all(xp.isfinite(a)))
 
 
 def _safe_norm(xp, a):
@@ -760,7 +836,14 @@ def depth_sweep(
             seed=seed,
         )
         x, v = probe_batch(samples, width, width, seed)
-        profiles[(width, arch, depth)].append(gradient_profile(model, x, v))
+        try:
+            profile = gradient_profile(model, x, v)
+        except DepthOverflowError as error:
+            network = f"the {arch} network of width {width} (seed {seed})"
+            raise DepthOverflowError(
+                error.block, error.depth, error.segment, error.rescaled, network
+            ) from None
+        profiles[(width, arch, depth)].append(profile)
         if depth <= spectrum_depth and spectrum_samples > 0:
             s = jacobian_singular_values(
                 model, x[:spectrum_samples], mode=jacobian_mode

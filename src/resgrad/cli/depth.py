@@ -248,19 +248,22 @@ def run_depth(args: argparse.Namespace) -> int:
     folder = check_output_folder(args.out, args.overwrite)
     _check_memory(args)
     progress = progress_bar(not args.no_progress)
-    sweep = depth.depth_sweep(
-        args.depths,
-        args.widths,
-        args.arch,
-        args.seeds,
-        samples=args.samples,
-        activation=args.activation,
-        post_activation=args.post_activation,
-        init=args.init,
-        spectrum_depth=args.spectrum_depth,
-        jacobian_mode=args.jacobian_mode,
-        progress=progress,
-    )
+    try:
+        sweep = depth.depth_sweep(
+            args.depths,
+            args.widths,
+            args.arch,
+            args.seeds,
+            samples=args.samples,
+            activation=args.activation,
+            post_activation=args.post_activation,
+            init=args.init,
+            spectrum_depth=args.spectrum_depth,
+            jacobian_mode=args.jacobian_mode,
+            progress=progress,
+        )
+    except depth.DepthOverflowError as error:
+        raise ValueError(_overflow_message(error)) from None
     limits = _identity_study(
         args.identity_blocks, args.identity_width, args.seeds, progress
     )
@@ -284,6 +287,27 @@ def run_depth(args: argparse.Namespace) -> int:
     print(_summary(sweep, limits, published, trained))
     print(f"wrote {out}/ ({JSON_NAME}, {', '.join(files)})")
     return 0
+
+
+def _overflow_message(error) -> str:
+    """Name the options that avoid the sweep's overflow ``error``."""
+    from ..depth import HOMOGENEOUS_ACTIVATIONS
+
+    where = error.location()
+    if error.rescaled:
+        return (
+            f"{where}, within one segment of {error.segment} blocks between "
+            "rescalings; pass smaller --depths, or --arch scaled or zero, whose "
+            "branches are scaled down."
+        )
+    homogeneous = ", ".join(HOMOGENEOUS_ACTIVATIONS)
+    return (
+        f"{where}. Its --activation or --post-activation is not positively "
+        "homogeneous, so the study cannot rescale it between blocks; pass "
+        f"--depths below {error.block}, --arch scaled or zero, whose branches "
+        "are scaled down, or --activation and --post-activation out of "
+        f"{homogeneous}."
+    )
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
