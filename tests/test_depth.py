@@ -909,6 +909,22 @@ def test_trained_figure_integer_blocks():
     assert np.all(ticks == np.round(ticks)), ticks
 
 
+def test_trained_figure_names_dropped_blocks():
+    from resgrad.cli.depth import _trained_figure
+
+    trained = depth.trained_sweep(
+        _small_data(), depths=(1, 3), width=6, archs=("zero",), seeds=1, epochs=1
+    )
+    # With alpha = 0, W2 = 0 makes every W1 gradient exactly 0 at init.
+    initial = [r for r in trained if r.stage == "init"]
+    assert all(np.isneginf(r.blocks["W1"].rms).all() for r in initial)
+    label = _trained_figure(trained).axes[0].get_xlabel()
+    assert "not drawn, a norm is exactly 0" in label
+    assert "L=1, init: 1 of 1 blocks" in label
+    assert "L=3, init: 3 of 3 blocks" in label
+    assert "trained:" not in label
+
+
 def test_spectrum_figure_defines_j_and_zeros():
     from resgrad.cli.depth import _spectrum_figure
 

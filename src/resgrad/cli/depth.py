@@ -804,8 +804,12 @@ def _trained_figure(trained):
         1, len(archs), figsize=(3.6 * len(archs), 3.4), squeeze=False, sharey=True
     )
     for ax, arch in zip(axes[0], archs):
+        dropped = []
         for r in (r for r in trained if r.arch == arch):
             blocks = np.arange(1, r.depth + 1)
+            zeros = int(np.sum(~np.isfinite(r.blocks["W1"].rms)))
+            if zeros:
+                dropped.append(f"L={r.depth}, {r.stage}: {zeros} of {r.depth} blocks")
             style = "-" if r.stage == "trained" else ":"
             ax.plot(
                 blocks,
@@ -818,6 +822,8 @@ def _trained_figure(trained):
             )
         ax.set(title=f"{arch}, digits", xlabel="block $l$")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if dropped:
+            _note_dropped(ax, dropped)
     axes[0, 0].set_ylabel(r"$\log_{10}\|\partial Y/\partial W^{l1}\|_F$")
     axes[0, 0].legend(fontsize=7)
     figure.tight_layout()
