@@ -272,6 +272,53 @@ def test_bad_count_raises(call, match):
         call()
 
 
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: depth.depth_sweep((4, 4), 4, seeds=1), "value 4 in depths"),
+        (lambda: depth.depth_sweep(1, (4, 4), seeds=1), "value 4 in widths"),
+        (
+            lambda: depth.depth_sweep(1, 4, ("plain", "plain"), seeds=1),
+            "value 'plain' in archs",
+        ),
+        (
+            lambda: depth.identity_limit("relu", (16, 0, 4, 4), seeds=1),
+            r"value 4 in identity_blocks \[16, 0, 4, 4\]",
+        ),
+        (lambda: depth.trained_sweep(None, depths=(1, 1)), "value 1 in depths"),
+        (
+            lambda: depth.trained_sweep(None, archs=("zero", "zero")),
+            "value 'zero' in archs",
+        ),
+    ],
+)
+def test_repeated_values_raise(call, match):
+    with pytest.raises(ValueError, match=f"Repeated {match}.*give each value once"):
+        call()
+
+
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--widths", "4,4"),
+        ("--depths", "4,1,4"),
+        ("--identity-blocks", "16,0,4,4"),
+        ("--trained-depths", "1,1"),
+    ],
+)
+def test_cli_rejects_repeated_values(tmp_path, capsys, option, value):
+    argv = ["depth", "--no-progress", "--out", str(tmp_path / "out")]
+    if option == "--trained-depths":
+        argv.append("--trained")
+    status = main([*argv, option, value])
+    assert status == 2
+    err = capsys.readouterr().err
+    repeated = value.split(",")[-1]
+    assert f"argument {option}: repeated value {repeated} in '{value}'" in err
+    assert "give each value once" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_probe_batch_rows_are_unit_vectors():
     x, v = depth.probe_batch(5, 7, 3, seed=1)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0)

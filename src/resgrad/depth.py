@@ -1266,6 +1266,7 @@ def _check_archs(archs: Sequence[str]) -> list[str]:
         raise ValueError("Expected at least one architecture in archs, got none.")
     for arch in archs:
         _check_arch(arch)
+    _check_unique("archs", archs)
     return archs
 
 
@@ -1309,4 +1310,17 @@ def _check_int_list(
     values = list(values)
     if not values:
         raise ValueError(f"Expected at least one value in {name}, got none.")
-    return [check(f"every value in {name}", value) for value in values]
+    values = [check(f"every value in {name}", value) for value in values]
+    _check_unique(name, values)
+    return values
+
+
+def _check_unique(name: str, values: list) -> None:
+    # A repeated value would pool the networks of its seeds twice over.
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(
+                f"Repeated value {value!r} in {name} {values}; give each value once."
+            )
+        seen.add(value)

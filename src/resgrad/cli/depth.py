@@ -209,11 +209,24 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _int_list(value: str) -> list[int]:
-    return [positive_int(item) for item in _items(value)]
+    return _unique(value, [positive_int(item) for item in _items(value)])
 
 
 def _int_list_with_zero(value: str) -> list[int]:
-    return [non_negative_int(item) for item in _items(value)]
+    return _unique(value, [non_negative_int(item) for item in _items(value)])
+
+
+def _unique(value: str, numbers: list[int]) -> list[int]:
+    """Return ``numbers`` parsed from ``value``, which must not repeat one."""
+    # A repeated value would pool the networks of its seeds twice over.
+    seen = set()
+    for number in numbers:
+        if number in seen:
+            raise argparse.ArgumentTypeError(
+                f"repeated value {number} in {value!r}; give each value once"
+            )
+        seen.add(number)
+    return numbers
 
 
 def _items(value: str) -> list[str]:
