@@ -935,6 +935,31 @@ def test_ratio_figure_names_dropped_points(dead_sweep):
     assert "plain, width 8, L=4096: -inf" in gain.get_xlabel()
 
 
+def test_ratio_figure_sorts_depths():
+    from resgrad.cli.depth import _ratio_figure
+
+    sweep = depth.depth_sweep(
+        (16, 1, 4), 4, ("residual",), 1, samples=2, spectrum_depth=0
+    )
+    for ax in _ratio_figure(sweep).axes[:3]:
+        assert list(ax.lines[0].get_xdata()) == [1, 4, 16]
+
+
+def test_identity_figure_sorts_blocks():
+    from resgrad.cli.depth import _identity_figure
+
+    limits = {
+        activation: depth.identity_limit(activation, (16, 0, 4), width=4, seeds=1)
+        for activation in ("relu", "sigmoid")
+    }
+    left = _identity_figure(limits).axes[0]
+    for line in left.lines[:2]:
+        assert list(line.get_xdata()) == [0, 4, 16]
+    bound = [line for line in left.lines if line.get_label() == "bound $(1/4)^k$"]
+    assert len(bound) == 1
+    assert list(bound[0].get_xdata()) == [4, 16]
+
+
 def test_norms_figure_names_dropped_blocks(dead_sweep):
     from resgrad.cli.depth import _norms_figure
 

@@ -549,8 +549,13 @@ def _published_lines(published) -> list[str]:
 
 
 def _groups(results) -> dict[tuple[int, str], list]:
+    """Group ``results`` by width and architecture, each group by depth.
+
+    The depths come in the order given, and the lines of a plot must not
+    zigzag back.
+    """
     groups: dict[tuple[int, str], list] = {}
-    for r in results:
+    for r in sorted(results, key=lambda r: r.depth):
         groups.setdefault((r.width, r.arch), []).append(r)
     return groups
 
@@ -607,7 +612,8 @@ def _norms_figure(results, width):
         for row, (name, label) in enumerate(rows):
             ax = axes[row, column]
             dropped = []
-            for r in (r for r in results if r.arch == arch):
+            of_arch = [r for r in results if r.arch == arch]
+            for r in sorted(of_arch, key=lambda r: r.depth):
                 _band(ax, r.blocks[name], colours[r.depth], f"L={r.depth}")
                 zeros = int(np.sum(~np.isfinite(r.blocks[name].rms)))
                 if zeros:
@@ -743,15 +749,18 @@ def _identity_figure(limits):
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
     for index, (activation, results) in enumerate(limits.items()):
+        results = sorted(results, key=lambda r: r.identity_blocks)
         k = np.array([r.identity_blocks for r in results])
         first = np.array([r.blocks["W1"].rms[0] for r in results])
         style = {"marker": "o", "ms": 3, "color": f"C{index}", "label": activation}
         for ax in axes:
             if ax is axes[0] or activation != "sigmoid":
                 ax.plot(k, first, **style)
-        if activation == "sigmoid" and k.size > 1:
-            bound = first[1] + (k[1:] - k[1]) * math.log10(0.25)
-            axes[0].plot(k[1:], bound, ":", color="grey", label="bound $(1/4)^k$")
+        # The bound starts at the smallest k of at least 1.
+        start = int(np.searchsorted(k, 1))
+        if activation == "sigmoid" and k.size - start > 1:
+            bound = first[start] + (k[start:] - k[start]) * math.log10(0.25)
+            axes[0].plot(k[start:], bound, ":", color="grey", label="bound $(1/4)^k$")
     for ax, title in zip(axes, ("all activations", "without sigmoid")):
         ax.set_xscale("symlog", linthresh=1)
         ax.set(xlabel="identity blocks $k$ on top", title=f"block 1 of 4, {title}")
