@@ -780,7 +780,117 @@ def test_network_bytes_err_high():
 
     # tracemalloc measured about 5,200 bytes per block of width 4 on 16 rows.
     assert 5200 < _network_bytes(1, 4, 16) < 4 * 5200
-    assert _network_bytes(10, 4, 16) == 10 * _network_bytes(1, 4, 16)
+
+
+def _memory_args(**options):
+    settings = {
+        "depths": [1],
+        "widths": [4],
+        "seeds": 1,
+        "samples": 1,
+        "arch": ["residual"],
+        "spectrum_depth": 0,
+        "identity_blocks": [0],
+        "identity_width": 4,
+        "trained": False,
+    }
+    return SimpleNamespace(**{**settings, **options})
+
+
+@pytest.mark.parametrize(
+    "blocks, width, samples, spectrum_depth",
+    [(4, 16, 4000, 0), (70, 8, 2000, 0), (2, 300, 2, 2)],
+)
+def test_memory_estimate_covers_peak(blocks, width, samples, spectrum_depth):
+    import tracemalloc
+
+    from resgrad.cli.depth import _memory_cases
+
+    args = _memory_args(
+        depths=[blocks],
+        widths=[width],
+        seeds=2,
+        samples=samples,
+        spectrum_depth=spectrum_depth,
+    )
+    estimate = max(case[1] for case in _memory_cases(args))
+    tracemalloc.start()
+    try:
+        depth.depth_sweep(
+            [blocks],
+            [width],
+            ["residual"],
+            2,
+            samples=samples,
+            spectrum_depth=spectrum_depth,
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert estimate > peak
+    assert estimate < 2 * peak
+
+
+def test_cli_memory_check_counts_spectrum(tmp_path, capsys, monkeypatch):
+    from resgrad.cli import depth as depth_cli
+
+    # 0.7 GiB holds the weights of one block of width 4000 but not its
+    # Jacobian and SVD.
+    monkeypatch.setattr(depth_cli, "_available_memory", lambda: 0.7 * 2**30)
+    swept = []
+
+    def record(*args, **kwargs):
+        swept.append(kwargs["spectrum_depth"])
+        raise ValueError("recorded")
+
+    monkeypatch.setattr(depth, "depth_sweep", record)
+    argv = ["depth", "--depths", "1", "--widths", "4000", "--arch", "residual"]
+    argv += ["--identity-blocks", "0", "--identity-width", "4"]
+    status = main([*argv, "--out", str(tmp_path / "a")])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "--depths 1 at --widths 4000 needs about 1.0 GiB" in err
+    assert "singular values of its Jacobian 4000 x 4000" in err
+    assert "pass --spectrum-depth 0 to skip them" in err
+    assert swept == []
+    status = main([*argv, "--spectrum-depth", "0", "--out", str(tmp_path / "b")])
+    assert status == 2
+    assert "recorded" in capsys.readouterr().err
+    assert swept == [0]
+
+
+def test_cli_memory_check_counts_samples(tmp_path, capsys, monkeypatch):
+    from resgrad.cli import depth as depth_cli
+
+    # tracemalloc measured a peak of 1.5 GB for one network at these sizes.
+    monkeypatch.setattr(depth_cli, "_available_memory", lambda: 1.2 * 2**30)
+    monkeypatch.setattr(
+        depth, "depth_sweep", lambda *a, **k: pytest.fail("the sweep ran")
+    )
+    argv = ["depth", "--depths", "4", "--widths", "64", "--samples", "100000"]
+    argv += ["--spectrum-depth", "0", "--out", str(tmp_path / "out")]
+    status = main(argv)
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "--depths 4 at --widths 64 needs about" in err
+    assert "for one network on --samples 100000" in err
+    assert "fewer samples" in err
+
+
+def test_cli_spectrum_out_of_memory(tmp_path, capsys, monkeypatch):
+    def fail(*args, **kwargs):
+        raise MemoryError("Unable to allocate 122. MiB for an array")
+
+    monkeypatch.setattr(depth, "jacobian_singular_values", fail)
+    argv = ["depth", "--no-progress", "--depths", "1,2", "--widths", "4"]
+    argv += ["--arch", "plain", "--seeds", "1", "--samples", "2"]
+    argv += ["--identity-blocks", "0", "--out", str(tmp_path / "out")]
+    status = main(argv)
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "the plain network of depth 1 at width 4" in err
+    assert "(Unable to allocate 122. MiB for an array)" in err
+    assert "pass --spectrum-depth 0 to skip them" in err
 
 
 def test_cli_rejects_unknown_arch(tmp_path, capsys):

@@ -845,14 +845,38 @@ def depth_sweep(
             ) from None
         profiles[(width, arch, depth)].append(profile)
         if depth <= spectrum_depth and spectrum_samples > 0:
-            s = jacobian_singular_values(
-                model, x[:spectrum_samples], mode=jacobian_mode
-            )
+            try:
+                s = jacobian_singular_values(
+                    model, x[:spectrum_samples], mode=jacobian_mode
+                )
+            except MemoryError as error:
+                network = f"the {arch} network of depth {depth} at width {width}"
+                raise SpectrumMemoryError(str(error), network, depth) from None
             jacobians[(width, arch, depth)].append(s)
     return [
         _result(case, profiles[case], jacobians[case], samples, activation)
         for case in cases
     ]
+
+
+class SpectrumMemoryError(MemoryError):
+    """Forming the Jacobian of ``network`` or its SVD ran out of memory.
+
+    Attributes:
+        reason: the message of the ``MemoryError`` raised.
+        network: the network's description.
+        depth: its number of blocks; a ``spectrum_depth`` below it skips it.
+    """
+
+    def __init__(self, reason: str, network: str, depth: int):
+        self.reason = reason
+        self.network = network
+        self.depth = depth
+        super().__init__(
+            f"Not enough memory for the singular values of the Jacobian of "
+            f"{network} ({reason}); pass a spectrum_depth below {depth}, or 0 "
+            "to skip them."
+        )
 
 
 def _result(case, profiles, jacobians, samples, activation) -> DepthResult:

@@ -277,6 +277,13 @@ def run_depth(args: argparse.Namespace) -> int:
         )
     except depth.DepthOverflowError as error:
         raise ValueError(_overflow_message(error)) from None
+    except depth.SpectrumMemoryError as error:
+        raise ValueError(
+            f"Not enough memory for the singular values of the Jacobian of "
+            f"{error.network} ({error.reason}); pass --spectrum-depth 0 to skip "
+            "them, "
+            f"or a --spectrum-depth below {error.depth}."
+        ) from None
     limits = _identity_study(
         args.identity_blocks, args.identity_width, args.seeds, progress
     )
@@ -359,13 +366,105 @@ BLOCK_OVERHEAD = 4096
 IDENTITY_ROWS = 16
 TRAINED_ROWS = 1797
 
+# Arrays of shape (rows, width) that gradient_profile holds beside those of
+# the blocks: the probes x and v, and temporaries. tracemalloc on
+# depth_sweep at width 32 on 2,000 samples measured 12.4 such arrays in all
+# at 1 block, 393 at 64 blocks and 4.2 more per block beyond, which the
+# count of _network_bytes exceeds at every depth.
+PROFILE_ARRAYS = 16
+# Values per block and row: four log10 norms and their temporaries.
+NORMS_PER_BLOCK = 8
+# Arrays of shape (width, width) per sample that the Jacobian and its SVD
+# hold at once. tracemalloc measured about 3 at widths 1000 and 2000, and
+# ru_maxrss about a quarter more for LAPACK's workspace.
+JACOBIAN_ARRAYS = 5
+# The rows of the sweep whose Jacobian is formed, depth_sweep's default.
+SPECTRUM_ROWS = 1
 
-def _network_bytes(blocks: int, width: int, rows: int) -> int:
-    """Estimate the bytes of a network of ``blocks`` blocks of ``width`` and
-    its float64 trace on ``rows`` rows, erring high."""
-    weights = 3 * width * width + 2 * width
-    trace = 4 * rows * width
-    return blocks * (8 * (weights + trace) + BLOCK_OVERHEAD)
+
+def _network_bytes(
+    blocks: int, width: int, rows: int, *, spectrum: bool = False, trained=False
+) -> int:
+    """Estimate the peak bytes of measuring the gradients of one network of
+    ``blocks`` blocks of ``width`` on ``rows`` rows, erring high.
+
+    The forward trace contains ``a^{l-1}``, ``u``, ``h`` and ``z`` of every
+    block, each of shape ``(rows, width)``. The backward pass keeps the
+    errors ``e`` and ``e_hat`` of at most two segments at once, and the log10
+    norms of each block and row. ``spectrum`` adds the Jacobian and its
+    SVD, and ``trained`` the gradient and Adam's two moments, three more
+    copies of the weights.
+    """
+    from ..depth import SEGMENT_BLOCKS
+
+    weights = 8 * (3 * width * width + 2 * width)
+    if trained:
+        weights *= 4
+    arrays = 4 * blocks + 2 * min(blocks, 2 * SEGMENT_BLOCKS) + PROFILE_ARRAYS
+    per_row = 8 * (arrays * width + NORMS_PER_BLOCK * blocks)
+    jacobian = SPECTRUM_ROWS * JACOBIAN_ARRAYS * 8 * width * width if spectrum else 0
+    return blocks * (weights + BLOCK_OVERHEAD) + rows * per_row + jacobian
+
+
+def _memory_cases(args: argparse.Namespace) -> list[tuple[str, int, str, str]]:
+    """Return, for the largest network of each study, the options that set
+    it, the estimated bytes, what the estimate covers and the fix."""
+    depth, width = max(args.depths), max(args.widths)
+    # Every seed's four log10 norms per block and sample stay until the end.
+    norm_bytes = 8 * 4 * args.seeds * args.samples * sum(args.depths)
+    norm_bytes *= len(args.widths) * len(args.arch)
+
+    cases = [
+        (
+            f"--depths {depth} at --widths {width}",
+            _network_bytes(depth, width, args.samples) + norm_bytes,
+            f"for one network on --samples {args.samples} (an estimate)",
+            "pass fewer blocks, a smaller width or fewer samples",
+        )
+    ]
+
+    spectra = [d for d in args.depths if d <= args.spectrum_depth]
+    if spectra:
+        deepest = max(spectra)
+        needed = _network_bytes(deepest, width, args.samples, spectrum=True)
+        fix = "pass --spectrum-depth 0 to skip them"
+        if deepest > min(args.depths):
+            fix += f", a --spectrum-depth below {deepest}"
+        covered = (
+            "for one network and the singular values of its Jacobian "
+            f"{width} x {width} (an estimate)"
+        )
+        cases.append(
+            (
+                f"--depths {deepest} at --widths {width}",
+                needed + norm_bytes,
+                covered,
+                f"{fix}, or a smaller width",
+            )
+        )
+
+    identity = max(args.identity_blocks)
+    cases.append(
+        (
+            f"--identity-blocks {identity} at --identity-width {args.identity_width}",
+            # Stacked on a network of 4 blocks.
+            _network_bytes(identity + 4, args.identity_width, IDENTITY_ROWS),
+            "for one network (an estimate)",
+            "pass fewer identity blocks or a smaller width",
+        )
+    )
+
+    if args.trained:
+        trained = max(args.trained_depths)
+        cases.append(
+            (
+                f"--trained-depths {trained} at --trained-width {args.trained_width}",
+                _network_bytes(trained, args.trained_width, TRAINED_ROWS, trained=True),
+                "for one network (an estimate)",
+                "pass fewer blocks or a smaller width",
+            )
+        )
+    return cases
 
 
 def _check_memory(args: argparse.Namespace) -> None:
@@ -375,29 +474,12 @@ def _check_memory(args: argparse.Namespace) -> None:
     available = _available_memory()
     if available is None:
         return
-    depth, width = max(args.depths), max(args.widths)
-    identity = max(args.identity_blocks)
-    cases = [
-        (f"--depths {depth} at --widths {width}", depth, width, args.samples),
-        (
-            f"--identity-blocks {identity} at --identity-width {args.identity_width}",
-            # Stacked on a network of 4 blocks.
-            identity + 4,
-            args.identity_width,
-            IDENTITY_ROWS,
-        ),
-    ]
-    if args.trained:
-        trained = max(args.trained_depths)
-        option = f"--trained-depths {trained} at --trained-width {args.trained_width}"
-        cases.append((option, trained, args.trained_width, TRAINED_ROWS))
-    for option, blocks, block_width, rows in cases:
-        needed = _network_bytes(blocks, block_width, rows)
+    for option, needed, covered, fix in _memory_cases(args):
         if needed > available:
             raise ValueError(
-                f"{option} needs about {needed / 2**30:.1f} GiB for one network "
-                f"(an estimate), more than the {available / 2**30:.1f} GiB of "
-                "memory available; pass fewer blocks or a smaller width."
+                f"{option} needs about {needed / 2**30:.1f} GiB {covered}, more "
+                f"than the {available / 2**30:.1f} GiB of memory available; "
+                f"{fix}."
             )
 
 
