@@ -210,6 +210,18 @@ def test_sweep_names_depths_of_wrong_type(depths):
         depth.depth_sweep(depths=depths, widths=4, seeds=1)
 
 
+def test_docs_name_last_block_activation():
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parent.parent / "docs" / "depth.md"
+    text = " ".join(page.read_text().split())
+    model = depth.build_network("residual", 3, 4)
+    assert (model.activation, model.post_activation) == ("relu", "relu")
+    assert model.output_activation == "identity"
+    assert "relu inside and after each block" not in text
+    assert "The last block has no activation after it" in text
+
+
 def test_build_network_rejects_unknown_arch():
     with pytest.raises(ValueError, match="Unknown architecture 'resnet'"):
         depth.build_network("resnet", 2, 4)
