@@ -331,6 +331,21 @@ def test_cli_rejects_repeated_values(tmp_path, capsys, option, value):
     assert not (tmp_path / "out").exists()
 
 
+def test_sweep_rejects_mode_without_spectrum():
+    with pytest.raises(ValueError, match="Unknown jacobian_mode 'bogus'; expected"):
+        depth.depth_sweep(1, 4, seeds=1, spectrum_depth=0, jacobian_mode="bogus")
+
+
+def test_cli_help_names_sweep_only_options(capsys):
+    assert main(["depth", "--help"]) == 0
+    # argparse may break a line after the hyphen of identity-block.
+    text = re.sub(r"-\s+", "-", " ".join(capsys.readouterr().out.split()))
+    assert "probe inputs per network of the sweep; the identity-block study" in text
+    assert "probes 16 and the trained classifiers 64" in text
+    assert "the activation inside the blocks of the sweep" in text
+    assert "the weight distribution of the sweep" in text
+
+
 def test_probe_batch_rows_are_unit_vectors():
     x, v = depth.probe_batch(5, 7, 3, seed=1)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0)
@@ -692,6 +707,17 @@ def test_cli_writes_json_and_figures(tmp_path, capsys):
     assert document["settings"]["post_activation"] == "relu"
     assert document["settings"]["trained"] is False
     assert "epochs" not in document["settings"]
+    assert "trained_study" not in document["settings"]
+    # --samples and --init set the sweep only.
+    identity_study = {
+        "samples": 16,
+        "activations": ["relu", "sigmoid", "tanh"],
+        "init": "he",
+    }
+    assert document["settings"]["identity_study"] == identity_study
+    assert all(
+        r["samples"] == 16 for rs in document["identity_limit"].values() for r in rs
+    )
     for name in document["files"]:
         assert (tmp_path / name).stat().st_size < 150_000, name
     printed = capsys.readouterr().out
@@ -737,6 +763,9 @@ def test_cli_trained_option(tmp_path):
     assert [r["stage"] for r in document["trained"]] == ["init", "trained"]
     assert document["settings"]["trained_width"] == 8
     assert document["settings"]["epochs"] == 1
+    trained_study = {"samples": 64, "activation": "relu", "init": "he"}
+    assert document["settings"]["trained_study"] == trained_study
+    assert all(r["samples"] == 64 for r in document["trained"])
     assert (tmp_path / "depth_trained.png").exists()
 
 

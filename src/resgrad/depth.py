@@ -818,6 +818,7 @@ def depth_sweep(
     samples = _check_positive_int("samples", samples)
     spectrum_depth = _check_non_negative_int("spectrum_depth", spectrum_depth)
     spectrum_samples = _check_non_negative_int("spectrum_samples", spectrum_samples)
+    _check_jacobian_mode(jacobian_mode)
     progress = _arrays.progress_wrapper(progress) or _no_progress
     cases = [(w, a, d) for w in widths for a in archs for d in depths]
     runs = [(case, s) for case in cases for s in range(seeds)]
@@ -1281,6 +1282,17 @@ def _check_arch(arch: str) -> None:
     if arch not in ARCHITECTURES:
         valid = ", ".join(ARCHITECTURES)
         raise ValueError(f"Unknown architecture {arch!r}; expected one of: {valid}.")
+
+
+def _check_jacobian_mode(mode: str) -> None:
+    # Checked before any work, since only depths with a spectrum use it.
+    from .product import JACOBIAN_MODES
+
+    if mode not in JACOBIAN_MODES:
+        raise ValueError(
+            f"Unknown jacobian_mode {mode!r}; expected one of: "
+            f"{', '.join(JACOBIAN_MODES)}."
+        )
 
 
 def _check_archs(archs: Sequence[str]) -> list[str]:

@@ -42,6 +42,8 @@ JSON_NAME = "depth.json"
 IDENTITY_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 # The options that only --trained reads.
 TRAINED_OPTIONS = ("trained_depths", "trained_width", "epochs")
+# The test rows that probe each trained classifier.
+TRAINED_SAMPLES = 64
 BRANCH_GAIN_CASES = (
     (1.0, 1),
     (1.0, 2),
@@ -120,26 +122,31 @@ def _add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "--samples",
         type=positive_int,
         default=16,
-        help="probe inputs per network (default: 16)",
+        help="probe inputs per network of the sweep; the identity-block study "
+        f"probes {IDENTITY_ROWS} and the trained classifiers {TRAINED_SAMPLES} "
+        "(default: 16)",
     )
     parser.add_argument(
         "--activation",
         choices=sorted(ACTIVATIONS),
         default="relu",
-        help="the activation inside the blocks (default: relu)",
+        help="the activation inside the blocks of the sweep; the identity-block "
+        "study uses relu, sigmoid and tanh, and the trained classifiers relu "
+        "(default: relu)",
     )
     parser.add_argument(
         "--post-activation",
         choices=sorted(ACTIVATIONS),
         default=None,
-        help="the activation between blocks (default: the same as --activation; "
-        "'identity' gives unnormalised blocks x + W2 g(W1 x))",
+        help="the activation between the blocks of the sweep (default: the same "
+        "as --activation; 'identity' gives unnormalised blocks x + W2 g(W1 x))",
     )
     parser.add_argument(
         "--init",
         choices=["he", "glorot", "orthogonal"],
         default="he",
-        help="the weight distribution (default: he)",
+        help="the weight distribution of the sweep; the identity-block study "
+        "and the trained classifiers draw he weights (default: he)",
     )
     parser.add_argument(
         "--spectrum-depth",
@@ -350,8 +357,20 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings = {name: getattr(args, name) for name in names}
     # None stands for the same function as --activation.
     settings["post_activation"] = args.post_activation or args.activation
+    # --samples, --activation, --post-activation and --init set the sweep
+    # only, so the values of the other studies are recorded beside them.
+    settings["identity_study"] = {
+        "samples": IDENTITY_ROWS,
+        "activations": list(IDENTITY_ACTIVATIONS),
+        "init": "he",
+    }
     if args.trained:
         settings.update({name: getattr(args, name) for name in TRAINED_OPTIONS})
+        settings["trained_study"] = {
+            "samples": TRAINED_SAMPLES,
+            "activation": "relu",
+            "init": "he",
+        }
     return settings
 
 
@@ -488,7 +507,13 @@ def _identity_study(blocks, width, seeds, progress) -> dict[str, list]:
 
     return {
         activation: identity_limit(
-            activation, blocks, width=width, seeds=seeds, progress=progress
+            activation,
+            blocks,
+            width=width,
+            seeds=seeds,
+            samples=IDENTITY_ROWS,
+            init="he",
+            progress=progress,
         )
         for activation in IDENTITY_ACTIVATIONS
     }
@@ -536,6 +561,7 @@ def _trained(args, progress) -> list:
         args.arch,
         args.seeds,
         epochs=args.epochs,
+        samples=TRAINED_SAMPLES,
         progress=progress,
     )
 
