@@ -351,6 +351,9 @@ def test_forward_overflow_is_reported(dtype):
         strict(model.logits, x)
     # float64 is the widest dtype, so it is suggested only for float32.
     assert ("use float64" in str(raised.value)) == (dtype == "float32")
+    # The input overflows in the first block's W1 a, which the message
+    # counts from 1, as the docs count blocks.
+    assert "in block 1 of 4 (counting from 1)" in str(raised.value)
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])

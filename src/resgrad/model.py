@@ -530,8 +530,9 @@ class ResidualMLP:
         )
         wider = "" if self.dtype == self.xp.float64 else ", or use float64"
         return (
-            f"The forward pass overflowed {self.dtype} in block {block}: the "
-            f"logits z^L are not finite. Scale the inputs or the weights down{wider}."
+            f"The forward pass overflowed {self.dtype} in block {block + 1} of "
+            f"{self.depth} (counting from 1): the logits z^L are not finite. "
+            f"Scale the inputs or the weights down{wider}."
         )
 
     def _check_device(self, x: Array) -> None:
