@@ -1053,6 +1053,35 @@ def test_checkpoint_every_keeps_last_finished_epoch(tmp_path, monkeypatch, error
 
 
 @pytest.mark.parametrize(
+    ("error", "calls", "epochs"),
+    [(KeyboardInterrupt(), 3, 4), (OSError(28, "No space left on device"), 2, 2)],
+)
+def test_checkpoint_write_that_fails(tmp_path, monkeypatch, error, calls, epochs):
+    # An interrupt during a due write writes that epoch again before the run
+    # stops; a full disk is not tried again.
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    save = resgrad.io.save_checkpoint
+    written = []
+
+    def failing_second(path, header, arrays):
+        written.append(len(header["history"]))
+        if len(written) == 2:
+            raise error
+        save(path, header, arrays)
+
+    monkeypatch.setattr(resgrad.io, "save_checkpoint", failing_second)
+    with pytest.raises(type(error)):
+        fit(
+            _small_model(), x, y, epochs=6, validation=None, checkpoint=path,
+            checkpoint_every=2,
+        )  # fmt: skip
+
+    assert len(written) == calls
+    assert len(resgrad.io.load_checkpoint(path)[0]["history"]) == epochs
+
+
+@pytest.mark.parametrize(
     ("value", "error"), [(0, ValueError), (2.5, TypeError), (True, TypeError)]
 )
 def test_checkpoint_every_rejects_non_counts(value, error):
@@ -1236,6 +1265,11 @@ def test_adam_eps_zero_divergence_names_eps():
     x[:, 1] = 0.0
     with pytest.raises(TrainingDiverged, match="Adam with eps=0 divides 0 by 0"):
         fit(_small_model(), x, y, optimizer=Adam(lr=1e-3, eps=0.0), epochs=1)
+    # Without zero gradients, an overflowing step is the learning rate's.
+    x, y = _blobs()
+    smooth = _small_model(activation="tanh")
+    with pytest.raises(TrainingDiverged, match="try a smaller learning rate"):
+        fit(smooth, x, y, optimizer=Adam(lr=1e308, eps=0.0), epochs=1)
 
 
 @pytest.mark.parametrize(

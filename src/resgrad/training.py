@@ -774,7 +774,7 @@ class _Run:
         self._check_loss(epoch, step, value, weight_grads)
         params, state = self.opt.update(weight_grads, state, params)
         if not self._all_finite(params):
-            if isinstance(self.opt, Adam) and self.opt.eps == 0:
+            if self._zero_eps_divides_by_zero(params, state):
                 # A smaller learning rate cannot help here.
                 raise TrainingDiverged(
                     f"Training diverged at epoch {epoch}, step {step}: the "
@@ -800,6 +800,17 @@ class _Run:
             raise self._diverged(epoch, step, cause)
         if self.steps == 0:
             self.loss_limit = DIVERGENCE_FACTOR * max(value, 1.0)
+
+    def _zero_eps_divides_by_zero(self, params: Params, state: Any) -> bool:
+        """Return whether Adam with eps=0 made a weight NaN by a step of 0/0,
+        where the second moment of its gradients is 0."""
+        if not (isinstance(self.opt, Adam) and self.opt.eps == 0):
+            return False
+        xp = self.xp
+        return any(
+            bool(xp.any(xp.isnan(params[name]) & (nu == 0)))
+            for name, nu in state.nu.items()
+        )
 
     def _all_finite(self, arrays: Params) -> bool:
         xp = self.xp
@@ -915,13 +926,27 @@ class _Checkpoint:
 
     def write_pending(self) -> None:
         """Write the last finished epoch, unless it is written already."""
-        contents, self.pending = self.pending, None
-        if contents is not None:
-            io.save_checkpoint(self.path, *contents)
+        if self.pending is None:
+            return
+        header, arrays = self.pending
+        try:
+            io.save_checkpoint(
+                self.path, header, {key: _to_numpy(a) for key, a in arrays.items()}
+            )
+        except OSError:
+            # A full disk would fail again, so the error ends the run at once.
+            self.pending = None
+            raise
+        # An interrupt during the write keeps the epoch pending, so the
+        # handler in _train writes it again.
+        self.pending = None
 
     def _contents(self, run: _Run, progress: _Progress) -> tuple[dict, dict]:
-        """Return the header and arrays of ``progress``, copied where the
-        following epochs would change them."""
+        """Return the header and arrays of ``progress``.
+
+        The arrays are the run's own, which later steps replace rather than
+        change, so they are copied to NumPy only when written.
+        """
         state_scalars, state_arrays = _split_state(progress.state)
         stopping = progress.stopping
         arrays = _prefixed("params", progress.params)
@@ -1107,8 +1132,8 @@ def _show_setting(settings: dict[str, Any], name: str) -> str:
     return repr(value)
 
 
-def _prefixed(prefix: str, arrays: Params) -> dict[str, np.ndarray]:
-    return {f"{prefix}.{key}": _to_numpy(value) for key, value in arrays.items()}
+def _prefixed(prefix: str, arrays: Params) -> dict[str, Any]:
+    return {f"{prefix}.{key}": value for key, value in arrays.items()}
 
 
 def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Params]]:
