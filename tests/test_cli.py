@@ -2172,6 +2172,10 @@ def test_invalid_training_record_is_named(training, message, tmp_path, capsys):
         ({"optimizer": "adam"}, "trained with:  adam"),
         ({"optimizer": "adam", "lr": None, "epochs": "x"}, "trained with:  adam"),
         ({"lr": 0.5, "seed": 3}, "trained with:  lr 0.5, seed 3"),
+        (
+            {"optimizer": "sgd", "lr": -1, "epochs": -5, "batch_size": 2.5, "seed": -1},
+            "trained with:  sgd",
+        ),
         ({}, None),
     ],
 )

@@ -20,7 +20,7 @@ import numpy as np
 from . import _arrays
 from .gradients import gradients, output_error
 from .losses import get_loss
-from .model import ResidualMLP
+from .model import ResidualMLP, _to_namespace
 from .product import input_jacobian
 
 Array = Any
@@ -173,11 +173,7 @@ def _to_numpy(
 
 def _host(value: Array) -> Array:
     if hasattr(value, "detach"):
-        value = value.detach()
-        if str(value.dtype) == "torch.bfloat16":
-            # NumPy has no bfloat16; float32 holds every bfloat16 exactly.
-            value = value.float()
-        return value.cpu().numpy()
+        return _to_namespace(value, np, None)
     return value
 
 

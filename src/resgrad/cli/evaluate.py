@@ -70,25 +70,32 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def _training_settings(training: dict, metadata: dict) -> str:
     """Return the recorded optimizer, learning rate, epochs, batch size and
     seed as one line, leaving out any that the file lacks or that has
-    another type, as a file saved from Python may."""
+    another type or an impossible value (a negative count, NaN), as a file
+    saved from Python or edited by hand may."""
 
-    def number(name: str) -> Any:
+    def number(name: str, low: float) -> Any:
+        """Return the field ``name`` if it is a finite number >= ``low``."""
         value = training.get(name)
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return value if is_number and math.isfinite(value) else None
+        return value if is_number and math.isfinite(value) and value >= low else None
+
+    def count(name: str, low: int) -> int | None:
+        value = number(name, low)
+        return int(value) if value is not None and value == int(value) else None
 
     parts = []
     if isinstance(training.get("optimizer"), str):
         parts.append(training["optimizer"])
-    if number("lr") is not None:
-        parts.append(f"lr {number('lr'):g}")
-    run, epochs = metadata.get("epochs_run"), number("epochs")
+    lr = number("lr", 0.0)
+    if lr is not None and lr > 0:
+        parts.append(f"lr {lr:g}")
+    run, epochs = metadata.get("epochs_run"), count("epochs", 1)
     if isinstance(run, int) and not isinstance(run, bool) and epochs is not None:
-        parts.append(f"{run} of {plural(int(epochs), 'epoch')} run")
+        parts.append(f"{run} of {plural(epochs, 'epoch')} run")
     elif epochs is not None:
-        parts.append(plural(int(epochs), "epoch"))
-    if number("batch_size") is not None:
-        parts.append(f"batches of {int(number('batch_size'))}")
-    if number("seed") is not None:
-        parts.append(f"seed {int(number('seed'))}")
+        parts.append(plural(epochs, "epoch"))
+    if count("batch_size", 1) is not None:
+        parts.append(f"batches of {count('batch_size', 1)}")
+    if count("seed", 0) is not None:
+        parts.append(f"seed {count('seed', 0)}")
     return ", ".join(parts)
