@@ -667,6 +667,15 @@ def _weight_norm(module):
     nn.utils.parametrizations.weight_norm(module.blocks[0].shortcut)
 
 
+def _backward_hook(module):
+    module.blocks[0].linear1.register_full_backward_hook(lambda *args: None)
+
+
+def _replace_forward(module):
+    linear = module.blocks[1].linear2
+    linear.forward = lambda a: 2 * nn.Linear.forward(linear, a)
+
+
 @pytest.mark.parametrize(
     ("change", "layer", "reason"),
     [
@@ -674,6 +683,8 @@ def _weight_norm(module):
         (_hook_block, "blocks.0", "it has forward hooks"),
         (_override_forward, "blocks.0.linear2", "_DoubledLinear overrides Linear"),
         (_weight_norm, "blocks.0.shortcut", "its weights are parametrized"),
+        (_backward_hook, "blocks.0.linear1", "it has backward hooks"),
+        (_replace_forward, "blocks.1.linear2", "its forward is replaced"),
     ],
 )
 def test_explicit_module_rejects_layers_it_would_skip(change, layer, reason):
@@ -691,6 +702,16 @@ def test_explicit_module_rejects_layers_it_would_skip(change, layer, reason):
     change(built)
     with pytest.raises(ValueError, match=f"cannot run {layer}: {reason}"):
         built.logits(x)
+
+
+def test_explicit_module_rejects_hooked_identity_shortcut():
+    model = _model("identity", "relu")
+    x, _ = _batch(model)
+    module = to_module(model, explicit=True)
+    assert isinstance(module.blocks[1].shortcut, nn.Identity)
+    module.blocks[1].shortcut.register_forward_hook(lambda layer, a, out: 2 * out)
+    with pytest.raises(ValueError, match="cannot run blocks.1.shortcut: it has"):
+        module(x)
 
 
 @pytest.mark.parametrize("shape", [(), (3, 2)])

@@ -1078,21 +1078,19 @@ def explicit_forward(
 
 
 def _check_layers_read_directly(module: TorchResidualMLP) -> None:
-    """Raise for a layer whose own forward pass the explicit module would
-    skip, since it reads the weights and runs the whole network at once."""
+    """Raise for a layer whose own code the explicit module would skip,
+    since it reads the weights and runs the whole network at once."""
     for index, block in enumerate(module.blocks):
-        layers = {"": block, ".linear1": block.linear1, ".linear2": block.linear2}
-        if isinstance(block.shortcut, nn.Linear):
-            layers[".shortcut"] = block.shortcut
-        for attribute, layer in layers.items():
-            plain = TorchBlock if layer is block else nn.Linear
-            if parametrize.is_parametrized(layer):
-                reason = "its weights are parametrized (weight_norm, spectral_norm)"
-            elif layer._forward_hooks or layer._forward_pre_hooks:
-                reason = "it has forward hooks"
-            elif type(layer).forward is not plain.forward:
-                reason = f"{type(layer).__name__} overrides {plain.__name__}.forward"
-            else:
+        layers = [("", block, TorchBlock)]
+        layers += [(".linear1", block.linear1, nn.Linear)]
+        layers += [(".linear2", block.linear2, nn.Linear)]
+        for kind in (nn.Linear, nn.Identity):
+            # Other shortcuts are rejected when the network is read.
+            if isinstance(block.shortcut, kind):
+                layers.append((".shortcut", block.shortcut, kind))
+        for attribute, layer, plain in layers:
+            reason = _skipped_code(layer, plain)
+            if reason is None:
                 continue
             raise ValueError(
                 f"The explicit module cannot run blocks.{index}{attribute}: "
@@ -1102,6 +1100,22 @@ def _check_layers_read_directly(module: TorchResidualMLP) -> None:
                 "to ExplicitResidualMLP.wrap), or remove the hooks or the "
                 "parametrization."
             )
+
+
+def _skipped_code(layer: nn.Module, plain: type) -> str | None:
+    """Return what of ``layer``'s own code, beyond that of the class
+    ``plain``, the explicit module would skip, or ``None``."""
+    if parametrize.is_parametrized(layer):
+        return "its weights are parametrized (weight_norm, spectral_norm)"
+    if layer._forward_hooks or layer._forward_pre_hooks:
+        return "it has forward hooks"
+    if layer._backward_hooks or layer._backward_pre_hooks:
+        return "it has backward hooks"
+    if "forward" in vars(layer):
+        return "its forward is replaced on the instance"
+    if type(layer).forward is not plain.forward:
+        return f"{type(layer).__name__} overrides {plain.__name__}.forward"
+    return None
 
 
 class ExplicitResidualMLP(TorchResidualMLP):
