@@ -296,6 +296,49 @@ def test_evaluate_rejects_negative_eps(model, batch):
         robustness.evaluate(model, x, y, ["fgsm"], [-0.1])
 
 
+@pytest.mark.parametrize("limit", [1, 3, np.int64(3)])
+def test_limits_below_examples_plot(model, batch, limit, tmp_path):
+    # A method limited to fewer rows than the examples keeps only its rows,
+    # and the grid leaves the rest of its row empty.
+    x, y = batch
+    table = robustness.evaluate(
+        model, x, y, "fgsm,jsma", [0.1], limits={"jsma": limit}, examples=8
+    )
+    assert table.examples[("jsma", 0.1)].x_adv.shape == (limit, D)
+    assert table.examples[("fgsm", 0.1)].x_adv.shape == (8, D)
+    path = robustness.plot_examples(table, tmp_path / "grid.png", (8, 8))
+    assert path.read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_evaluate_on_strict_namespace():
+    # array-api-strict rejects slices that end past the last row, such as
+    # the examples kept or a limit above the row count.
+    xs = pytest.importorskip("array_api_strict")
+    model = resgrad.ResidualMLP.init([4, 6, 3], seed=0)
+    x = np.full((2, 4), 0.5)
+    y = np.array([0, 1])
+    strict = model.convert(xs)
+    table = robustness.evaluate(
+        strict, xs.asarray(x), xs.asarray(y), "fgsm,jsma,mjsma", [0.1],
+        limits={"jsma": 5},
+    )  # fmt: skip
+    expected = robustness.evaluate(
+        model, x, y, "fgsm,jsma,mjsma", [0.1], limits={"jsma": 5}
+    )
+    assert [row.robust_accuracy for row in table.rows] == [
+        row.robust_accuracy for row in expected.rows
+    ]
+
+
+@pytest.mark.parametrize(
+    ("examples", "error"), [(2.5, TypeError), (True, TypeError), (-1, ValueError)]
+)
+def test_bad_examples_raise(model, batch, examples, error):
+    x, y = batch
+    with pytest.raises(error, match="examples"):
+        robustness.evaluate(model, x, y, "fgsm", [0.1], examples=examples)
+
+
 @pytest.mark.parametrize("limits", [{"cw": 3}, {"jsma": 0}, {"jsma": 2.5}])
 def test_bad_limits_raise(model, batch, limits):
     x, y = batch

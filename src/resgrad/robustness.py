@@ -326,21 +326,38 @@ def evaluate(
     if progress is not None:
         runs = progress(runs, desc="attacks", total=len(runs))
 
-    keep = slice(0, examples)
+    examples = _check_examples(examples)
+    # Slices stay within the rows, as strict array-API namespaces require.
+    n = int(x.shape[0])
+    keep = slice(0, min(examples, n))
     clean = to_numpy(model.predict(x[keep, ...]))
     table = RobustnessTable(
         [], to_numpy(x[keep, ...]), to_numpy(y[keep]), clean, bounds=bounds
     )
     for method, eps in runs:
-        rows = slice(0, limits.get(method))
+        rows = slice(0, min(limits.get(method, n), n))
         x_run, y_run = x[rows, ...], y[rows]
         rng = np.random.default_rng([seed, METHODS.index(method), _eps_key(eps)])
         result = run_attack(model, x_run, y_run, method, eps, rng, bounds)
         table.rows.append(_row(model, method, eps, x_run, y_run, result))
+        shown = slice(0, min(examples, int(x_run.shape[0])))
         table.examples[(method, eps)] = Examples(
-            to_numpy(result.x_adv[keep, ...]), to_numpy(result.prediction[keep])
+            to_numpy(result.x_adv[shown, ...]), to_numpy(result.prediction[shown])
         )
     return table
+
+
+def _check_examples(examples: Any) -> int:
+    if isinstance(examples, bool) or not isinstance(examples, numbers.Integral):
+        raise TypeError(
+            f"Expected examples to be an integer, got {_arrays._short_repr(examples)}."
+        )
+    if examples < 0:
+        raise ValueError(
+            f"Expected examples >= 0, the adversarial inputs to keep for plots, "
+            f"got {examples}."
+        )
+    return int(examples)
 
 
 def _check_limits(limits: dict[str, int], names: list[str]) -> dict[str, int]:
@@ -350,11 +367,15 @@ def _check_limits(limits: dict[str, int], names: list[str]) -> dict[str, int]:
             f"Unknown methods in limits: {unknown}; expected any of {METHODS}."
         )
     for method, count in limits.items():
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, numbers.Integral)
+            or count < 1
+        ):
             raise ValueError(
                 f"Expected a sample limit >= 1 for {method}, got {count!r}."
             )
-    return {method: limits[method] for method in names if method in limits}
+    return {method: int(limits[method]) for method in names if method in limits}
 
 
 def _eps_key(eps: float) -> int:
@@ -647,15 +668,18 @@ def plot_examples(
         for m in methods
     ]
     for r, (label, inputs, predictions) in enumerate(rows):
+        # A method limited to fewer rows has fewer examples than the clean row.
+        shown = int(np.asarray(inputs).shape[0])
         # An L2 attack, or JSMA, can move one feature by more than eps, so a
         # row of bars spans its largest change when that is wider.
-        largest = float(np.max(np.abs(np.asarray(inputs) - table.x), initial=0.0))
+        change_all = np.asarray(inputs) - table.x[:shown]
+        largest = float(np.max(np.abs(change_all), initial=0.0))
         radius = max(eps, largest)
         for c in range(grid.shape[1]):
             axes = grid[r, c]
             axes.set_xticks([])
             axes.set_yticks([])
-            if c >= count:
+            if c >= shown:
                 axes.axis("off")
                 continue
             if shape is not None:
