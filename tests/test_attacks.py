@@ -1029,6 +1029,18 @@ def test_values_beyond_float32_are_named(model, name, arguments):
         run(name, net, x_t, y_t, **arguments)
 
 
+def test_l2_of_huge_float32_perturbation_is_finite():
+    # Squares of entries past 1.8e19 overflow float32, the norm does not.
+    model = resgrad.ResidualMLP.init([8, 6, 3], seed=0, dtype="float32")
+    x = np.full((2, 8), 5e19, np.float32)
+    y = np.array([0, 1])
+    result = attacks.pgd_l2(model, x, y, 4e19, bounds=(0.0, 1e20), seed=0)
+    delta = result.x_adv.astype(np.float64) - x.astype(np.float64)
+    expected = np.linalg.norm(delta, axis=1)
+    np.testing.assert_allclose(result.l2, expected, rtol=1e-6)
+    assert (result.l2 <= np.float32(4e19) * (1 + 1e-6)).all()
+
+
 def test_overflowing_default_step_raises(model):
     x, y = make_batch()
     with pytest.raises(ValueError, match="default step size .* beyond the range"):

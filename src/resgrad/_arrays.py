@@ -295,6 +295,25 @@ def divided(xp: Any, a: Array, n: int) -> Array:
     return a / divisor
 
 
+def row_norms(xp: Any, rows: Array) -> Array:
+    """Return the Euclidean norm of each row of ``rows`` (n, m), shape ``(n,)``.
+
+    Each row is divided by its largest magnitude before squaring, so that the
+    squares of entries above ``sqrt(finfo.max)`` do not overflow and those of
+    tiny entries do not underflow. A row of zeros has norm 0, and under
+    autograd the gradient 0 there, as ``torch.linalg.vector_norm`` gives.
+    """
+    scale = xp.max(xp.abs(rows), axis=1)
+    nonzero = scale > 0
+    safe = xp.where(nonzero, scale, xp.ones_like(scale))
+    scaled = rows / safe[:, None]
+    squares = xp.sum(scaled * scaled, axis=1)
+    # sqrt has an infinite derivative at 0, and autograd's infinity times the
+    # zero derivative of the rows would give NaN, so zero rows take sqrt(1).
+    roots = xp.sqrt(xp.where(nonzero, squares, xp.ones_like(squares)))
+    return xp.where(nonzero, roots * safe, xp.zeros_like(roots))
+
+
 def check_concrete(a: Array, name: str = "x") -> None:
     """Raise ``TypeError`` if ``a`` is a JAX tracer or a tensor batched by
     ``torch.func.vmap``, neither of which has values for resgrad's checks

@@ -551,33 +551,14 @@ def per_sample_norms(
     one = xp.ones(x.shape[0], dtype=x.dtype, device=_arrays.array_api_compat.device(x))
     terms = []
     for block, trace, (e, e_hat) in zip(model.blocks, traces, errors):
-        a_norm = _row_norms(xp, trace.a_prev)
-        e_norm = _row_norms(xp, e)
-        e_hat_norm = _row_norms(xp, e_hat)
-        terms += [e_hat_norm * a_norm, e_norm * _row_norms(xp, trace.h)]
+        a_norm = _arrays.row_norms(xp, trace.a_prev)
+        e_norm = _arrays.row_norms(xp, e)
+        e_hat_norm = _arrays.row_norms(xp, e_hat)
+        terms += [e_hat_norm * a_norm, e_norm * _arrays.row_norms(xp, trace.h)]
         if block.shortcut == "learned":
             terms.append(e_norm * a_norm)
         if block.b1 is not None:
             terms.append(e_hat_norm * one)
         if block.b2 is not None:
             terms.append(e_norm * one)
-    return _row_norms(xp, xp.stack(terms, axis=1))
-
-
-def _row_norms(xp: Any, rows: Array) -> Array:
-    """Return the Euclidean norm of each row of ``rows`` (n, m), shape ``(n,)``.
-
-    Each row is divided by its largest magnitude before squaring, so that the
-    squares of entries above ``sqrt(finfo.max)`` do not overflow and those of
-    tiny entries do not underflow. A row of zeros has norm 0, and under
-    autograd the gradient 0 there, as ``torch.linalg.vector_norm`` gives.
-    """
-    scale = xp.max(xp.abs(rows), axis=1)
-    nonzero = scale > 0
-    safe = xp.where(nonzero, scale, xp.ones_like(scale))
-    scaled = rows / safe[:, None]
-    squares = xp.sum(scaled * scaled, axis=1)
-    # sqrt has an infinite derivative at 0, and autograd's infinity times the
-    # zero derivative of the rows would give NaN, so zero rows take sqrt(1).
-    roots = xp.sqrt(xp.where(nonzero, squares, xp.ones_like(squares)))
-    return xp.where(nonzero, roots * safe, xp.zeros_like(roots))
+    return _arrays.row_norms(xp, xp.stack(terms, axis=1))

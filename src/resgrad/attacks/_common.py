@@ -343,15 +343,9 @@ def project_linf(batch: Batch, v: Array, limits: tuple[Array, Array]) -> Array:
 
 
 def row_norms(xp: Any, a: Array) -> Array:
-    """Return the ``(n, 1)`` L2 norms of the rows of ``a``.
-
-    Each row is divided by its largest magnitude before the sum of squares,
-    so entries above the square root of the largest float (1.8e19 in
-    float32) do not overflow to an infinite norm.
-    """
-    largest = xp.max(xp.abs(a), axis=1, keepdims=True)
-    safe = xp.where(largest > 0, largest, xp.ones_like(largest))
-    return largest * xp.linalg.vector_norm(a / safe, axis=1, keepdims=True)
+    """Return the ``(n, 1)`` L2 norms of the rows of ``a``, which do not
+    overflow where the squares of its entries would (``_arrays.row_norms``)."""
+    return _arrays.row_norms(xp, a)[:, None]
 
 
 def project_l2(batch: Batch, v: Array, eps: float) -> Array:
@@ -441,12 +435,18 @@ def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
         x_adv = batch.x * 1
     delta = x_adv - batch.x
     prediction = batch.predict(x_adv)
+    with np.errstate(over="ignore"):
+        l2 = xp.linalg.vector_norm(delta, axis=1)
+    if not _arrays.all_finite(xp, l2):
+        # Squares above the largest float (entries past 1.8e19 in float32)
+        # overflow; the scaled norm, slower, is kept for those rare boxes.
+        l2 = _arrays.row_norms(xp, delta)
     return AttackResult(
         x_adv=x_adv,
         success=succeeded(batch, prediction),
         steps=steps,
         linf=xp.max(xp.abs(delta), axis=1),
-        l2=xp.linalg.vector_norm(delta, axis=1),
+        l2=l2,
         l0=xp.sum(xp.astype(delta != 0, _arrays.index_dtype(xp)), axis=1),
         prediction=prediction,
         target=batch.target,
