@@ -1029,6 +1029,28 @@ def test_values_beyond_float32_are_named(model, name, arguments):
         run(name, net, x_t, y_t, **arguments)
 
 
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda m, x, y: attacks.pgd(m, x, y, 0.0, start=x[:1]), ValueError),
+        (lambda m, x, y: attacks.pgd(m, x, y, 0.0, seed=-5), ValueError),
+        (lambda m, x, y: attacks.pgd_l2(m, x, y, 0.0, random_start="no"), TypeError),
+        (lambda m, x, y: attacks.bim(m, x, y, 0.0, early_stop="x"), TypeError),
+        (lambda m, x, y: attacks.mifgsm(m, x, y, 0.0, early_stop="x"), TypeError),
+        (lambda m, x, y: attacks.rfgsm(m, x, y, 0.0, start=x * np.nan), ValueError),
+        (lambda m, x, y: attacks.jsma(m, x, y, 1, theta=0, gamma=0.01), ValueError),
+        (lambda m, x, y: attacks.mjsma(m, x, y, theta=0, gamma=0.01), ValueError),
+    ],
+    ids=["start", "seed", "random_start", "bim", "mifgsm", "rfgsm", "jsma", "mjsma"],
+)
+def test_zero_radius_still_checks_options(call, error):
+    # eps = 0 (theta = 0) returns x, but a bad option is an error all the same.
+    model = resgrad.ResidualMLP.init([4, 6, 3], seed=0)
+    x = np.full((2, 4), 0.5)
+    with pytest.raises(error):
+        call(model, x, np.array([0, 1]))
+
+
 def test_l2_of_huge_float32_perturbation_is_finite():
     # Squares of entries past 1.8e19 overflow float32, the norm does not.
     model = resgrad.ResidualMLP.init([8, 6, 3], seed=0, dtype="float32")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
@@ -79,6 +80,7 @@ def bim(
     batch = prepare(model, x, y, target, bounds)
     eps, steps = check_eps(eps, batch), check_steps(steps)
     alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
+    check_flag("early_stop", early_stop)
     if eps == 0:
         return unchanged(batch)
     return _sign_steps(batch, x, linf_limits(batch, eps), alpha, steps, early_stop)
@@ -128,6 +130,7 @@ def illcm(
     batch = replace(batch, target=least_likely_class(model, x))
     eps, steps = check_eps(eps, batch), check_steps(steps)
     alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
+    check_flag("early_stop", early_stop)
     if eps == 0:
         return unchanged(batch)
     return _sign_steps(batch, x, linf_limits(batch, eps), alpha, steps, early_stop)
@@ -170,6 +173,7 @@ def mifgsm(
     mu = check_number("mu", mu)
     if mu < 0:
         raise ValueError(f"Expected mu >= 0, got {mu}; Dong et al. use mu = 1.")
+    check_flag("early_stop", early_stop)
     if eps == 0:
         return unchanged(batch)
 
@@ -225,14 +229,14 @@ def pgd(
     batch = prepare(model, x, y, target, bounds)
     eps, steps = check_eps(eps, batch), check_steps(steps)
     alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
+    rng = _check_start_options(batch, start, random_start, seed, early_stop)
     if eps == 0:
         return unchanged(batch)
     limits = linf_limits(batch, eps)
     if start is not None:
-        check_start(batch, start)
         x_0 = project_linf(batch, start, limits)
-    elif check_flag("random_start", random_start):
-        noise = _uniform_noise(generator(seed), eps, (batch.n, batch.d))
+    elif random_start:
+        noise = _uniform_noise(rng, eps, (batch.n, batch.d))
         x_0 = project_linf(batch, x + from_numpy(batch, noise), limits)
     else:
         x_0 = x
@@ -280,13 +284,13 @@ def pgd_l2(
     batch = prepare(model, x, y, target, bounds)
     eps, steps = check_eps(eps, batch), check_steps(steps)
     alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
+    rng = _check_start_options(batch, start, random_start, seed, early_stop)
     if eps == 0:
         return unchanged(batch)
     if start is not None:
-        check_start(batch, start)
         x_0 = project_l2(batch, start, eps)
-    elif check_flag("random_start", random_start):
-        x_0 = project_l2(batch, x + from_numpy(batch, _l2_ball(batch, eps, seed)), eps)
+    elif random_start:
+        x_0 = project_l2(batch, x + from_numpy(batch, _l2_ball(batch, eps, rng)), eps)
     else:
         x_0 = x
 
@@ -323,6 +327,18 @@ def _l2_ball(batch: Batch, eps: float, seed: Seed) -> np.ndarray:
     direction = direction / np.where(norm > 0, norm, 1.0)
     radius = eps * rng.uniform(size=(batch.n, 1)) ** (1.0 / batch.d)
     return radius * direction
+
+
+def _check_start_options(
+    batch: Batch, start: Array | None, random_start: Any, seed: Seed, early_stop: Any
+) -> np.random.Generator:
+    """Check the options of a PGD start, also where eps = 0 uses none of
+    them, and return the generator of the random start."""
+    if start is not None:
+        check_start(batch, start)
+    check_flag("random_start", random_start)
+    check_flag("early_stop", early_stop)
+    return generator(seed)
 
 
 def _sign_steps(

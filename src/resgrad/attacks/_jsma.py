@@ -112,6 +112,8 @@ def jsma(
     theta = batch.hi - batch.lo if theta is None else check_number("theta", theta)
     check_fits(batch, "theta", theta)
     gamma = _check_gamma(gamma)
+    # A gamma that moves no pair is an error at theta = 0 too.
+    _budget(batch.d, gamma)
     if theta == 0:
         return unchanged(batch)
     return _run(batch, batch.target, abs(theta), gamma, _jsma_selector(theta > 0))
@@ -166,6 +168,8 @@ def mjsma(
             "the direction of each move itself."
         )
     gamma = _check_gamma(gamma)
+    # A gamma that moves no pair is an error at theta = 0 too.
+    _budget(batch.d, gamma)
     if theta == 0:
         return unchanged(batch)
     source = batch.y if batch.target is None else batch.target

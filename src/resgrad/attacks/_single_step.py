@@ -106,6 +106,9 @@ def rfgsm(
     batch = prepare(model, x, y, None, bounds)
     eps = check_eps(eps, batch)
     alpha = check_fits(batch, "alpha", _random_step(eps, alpha))
+    if start is not None:
+        check_start(batch, start)
+    seed = generator(seed)
     if eps == 0:
         return unchanged(batch)
     x_star = _randomised_point(batch, alpha, seed, start)
