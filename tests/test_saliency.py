@@ -1214,6 +1214,14 @@ def test_randomization_curves_differ_in_style(model, x):
         assert product.get_linestyle() != integrated.get_linestyle()
         assert product.get_marker() != integrated.get_marker()
 
+    # The title fits the page with the longest method name in its top row.
+    figure.canvas.draw()
+    title = figure.get_suptitle()
+    extent = figure._suptitle.get_window_extent(figure.canvas.get_renderer())
+    assert "input x gradient" in title
+    assert extent.x0 >= figure.bbox.x0
+    assert extent.x1 <= figure.bbox.x1
+
     # With --absolute the signed panel shows |map| too, and its title names it.
     figure = randomization_figure(checks, SimpleNamespace(image_shape=None), True)
     panels = [ax for ax in figure.axes if ax.get_legend_handles_labels()[1]]

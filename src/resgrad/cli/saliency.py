@@ -943,8 +943,9 @@ def randomization_figure(checks: dict, data: Any, absolute: bool = False) -> Any
     right.tick_params(labelleft=False)
     left.legend(fontsize=7)
     figure.suptitle(
-        f"model-randomisation check (top row: {METHOD_TITLES[first_method]}, "
-        "first sample, each map scaled to its own largest magnitude)",
+        "model-randomisation check\n"
+        f"top row: {METHOD_TITLES[first_method]} of the first sample, each map "
+        "scaled to its own largest magnitude",
         fontsize=9,
     )
     return figure
