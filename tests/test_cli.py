@@ -747,6 +747,31 @@ def test_train_interrupt_names_checkpoint(readable, tmp_path, monkeypatch, capsy
     assert not out.exists()
 
 
+def test_train_second_interrupt_keeps_the_note(tmp_path, monkeypatch, capsys):
+    # A second Ctrl-C while the message is made, as from a key held down,
+    # must not drop what the first one left.
+    import resgrad.cli.train as train_cli
+    from resgrad.io import load_checkpoint, save_checkpoint
+
+    checkpoint = tmp_path / "model.checkpoint.npz"
+
+    def interrupted_training(args, data, progress):
+        save_checkpoint(checkpoint, {"history": [{"loss": 1.0}] * 3}, {})
+        raise KeyboardInterrupt
+
+    def interrupted_again(path):
+        os.kill(os.getpid(), signal.SIGINT)
+        return load_checkpoint(path)
+
+    monkeypatch.setattr(train_cli, "train_model", interrupted_training)
+    monkeypatch.setattr(resgrad.io, "load_checkpoint", interrupted_again)
+    out = tmp_path / "model.npz"
+    status = main(["train", "--out", str(out), "--epochs", "7", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 130
+    assert f"{checkpoint} contains the last finished epoch (epoch 3 of 7);" in err
+
+
 # A program whose command succeeds and whose cleanup at exit gets a Ctrl-C.
 INTERRUPTED_EXIT = """
 import atexit, os, signal, time

@@ -9,7 +9,9 @@ import io
 import math
 import os
 import shutil
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -1019,6 +1021,21 @@ def writing_into(folder: OutputFolder, command: str) -> Iterator[Path]:
             raise
     finally:
         _lock.unlock_folder(lock)
+
+
+@contextlib.contextmanager
+def second_interrupt_ignored() -> Iterator[None]:
+    """Ignore Ctrl-C while the block runs, such as the report of an
+    interrupt, which a second Ctrl-C would otherwise cut short."""
+    if threading.current_thread() is not threading.main_thread():
+        # Only the main thread may set signal handlers.
+        yield
+        return
+    handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def report_incomplete(error: BaseException, command: str, note: str) -> None:

@@ -26,6 +26,7 @@ from ._common import (
     positive_int,
     progress_bar,
     remove_empty,
+    second_interrupt_ignored,
     typed_options,
     warn,
 )
@@ -346,6 +347,24 @@ def run_train(args: argparse.Namespace) -> int:
         remove_empty(made_folders)
 
 
+def _interrupt_note(args: argparse.Namespace, earlier: Any) -> str | None:
+    """Return what an interrupted run leaves in its checkpoint, or ``None``
+    where it left none. ``earlier`` is the checkpoint's identity before the
+    run."""
+    if not args.checkpoint.is_file():
+        return None
+    if not args.resume and _identity(args.checkpoint) == earlier:
+        return (
+            f"no epoch of this run finished, so {args.checkpoint} is still "
+            "the checkpoint of the earlier run"
+        )
+    return (
+        f"{args.checkpoint} contains the last finished epoch"
+        f"{_epochs_in(args.checkpoint, args.epochs)}; run the same command "
+        "with --resume to continue"
+    )
+
+
 def _epochs_in(checkpoint: Path, epochs: int) -> str:
     """Return " (epoch k of n)" for the epochs that ``checkpoint`` records,
     or "" where it cannot be read."""
@@ -444,19 +463,12 @@ def _train_and_save(args: argparse.Namespace) -> int:
             metadata=training_metadata(args, result, test_accuracy, data),
         )
     except KeyboardInterrupt:
-        if not args.checkpoint.is_file():
+        with second_interrupt_ignored():
+            note = _interrupt_note(args, earlier)
+        if note is None:
             raise
         # main prints the message of the interrupt after "interrupted; ".
-        if not args.resume and _identity(args.checkpoint) == earlier:
-            raise KeyboardInterrupt(
-                f"no epoch of this run finished, so {args.checkpoint} is still "
-                "the checkpoint of the earlier run"
-            ) from None
-        raise KeyboardInterrupt(
-            f"{args.checkpoint} contains the last finished epoch"
-            f"{_epochs_in(args.checkpoint, args.epochs)}; run the same command "
-            "with --resume to continue"
-        ) from None
+        raise KeyboardInterrupt(note) from None
     except (ValueError, TypeError):
         # Resuming would repeat these errors, such as a divergence, so a
         # checkpoint that this run started would only read as an unfinished
