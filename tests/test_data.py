@@ -1629,3 +1629,29 @@ def test_csv_columns_leave_out_trailing_comma(tmp_path):
     path = tmp_path / "sheet.csv"
     path.write_text("a,b,label,\n0.5,0.1,0,\n0.6,0.7,1,\n")
     assert csv_columns(path) == ["a", "b", "label"]
+
+
+def test_numeric_header_read_as_data_is_hinted(tmp_path):
+    # A header of numbers (wavelengths) reads as a data row whose label is
+    # the last column name; the message should point at --header yes.
+    rng = np.random.default_rng(0)
+    rows = ["10,20,30,70"] + [
+        ",".join(f"{v:.3f}" for v in rng.random(3)) + f",{i % 3}" for i in range(12)
+    ]
+    path = tmp_path / "numbers.csv"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError) as caught:
+        data.load_data(path)
+    message = str(caught.value)
+    assert "Only the first row has label 70" in message
+    assert "pass --header yes (header=True in Python)" in message
+    with pytest.warns(UserWarning, match="read as column names"):
+        loaded = data.load_data(path, header=True)
+    assert len(loaded.y_train) + len(loaded.y_test) == 12
+
+    # Labels wrong beyond the first row get no such hint.
+    rows[5] = rows[5].rsplit(",", 1)[0] + ",9"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError) as caught:
+        data.load_data(path)
+    assert "--header yes" not in str(caught.value)

@@ -1232,8 +1232,23 @@ def _validate_labels(y: np.ndarray, source: Any) -> np.ndarray:
             f"Expected labels in {source} to be 0..{len(present) - 1}, got labels "
             f"{_show_labels(present)}; renumber them 0..k-1 in the data file "
             "(np.unique(y, return_inverse=True)[1] does it in Python)."
+            f"{_numeric_header_hint(y, source)}"
         )
     return y
+
+
+def _numeric_header_hint(y: np.ndarray, source: Any) -> str:
+    """Return a hint for a CSV whose first row alone breaks the labels, as a
+    header of numbers (wavelengths, years) read as data does, or ''."""
+    if not str(source).lower().endswith(".csv") or len(y) < 3:
+        return ""
+    rest = np.unique(y[1:])
+    if y[0] in rest or rest[0] != 0 or rest[-1] != len(rest) - 1:
+        return ""
+    return (
+        f" Only the first row has label {y[0]}: if that row is a header of "
+        "numbers, pass --header yes (header=True in Python)."
+    )
 
 
 def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
