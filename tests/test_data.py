@@ -1049,6 +1049,17 @@ def test_idx_gzip_truncated_data(tmp_path, mnist_like):
         load_idx(path, labels_path)
 
 
+@pytest.mark.parametrize(("change", "word"), [(-6, "truncated"), (6, "too long")])
+def test_idx_size_error_gives_total(tmp_path, mnist_like, change, word):
+    path = write_idx(tmp_path / "img-idx3-ubyte", mnist_like[0])
+    raw = path.read_bytes()
+    path.write_bytes(raw[:change] if change < 0 else raw + bytes(change))
+    total = len(raw)
+    message = f"{total} bytes in all, but the file has {total + change} bytes; "
+    with pytest.raises(ValueError, match=f"{message}the file is {word}"):
+        load_idx(path, path)
+
+
 def test_idx_trailing_data(tmp_path, mnist_like):
     labels_path = write_idx(tmp_path / "lab-idx1-ubyte", mnist_like[1])
     path = write_idx(tmp_path / "img-idx3-ubyte.gz", mnist_like[0], compress=True)

@@ -1098,8 +1098,9 @@ def _check_idx_size(path: Path, compressed: bool, header: int, n_bytes: int) -> 
     if not compressed and size != header + n_bytes:
         raise ValueError(
             f"{path} declares {n_bytes} data bytes after a {header}-byte IDX "
-            f"header, but the file has {size} bytes; the file is truncated or "
-            "its header is corrupt."
+            f"header, {header + n_bytes} bytes in all, but the file has {size} "
+            f"bytes; the file is {'truncated' if size < header + n_bytes else 'too long'} "
+            "or its header is corrupt."
         )
     if compressed and header + n_bytes > DEFLATE_MAX_RATIO * size:
         raise ValueError(
