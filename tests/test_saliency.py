@@ -393,6 +393,21 @@ def test_baseline_row_broadcasts(model, x):
     np.testing.assert_array_equal(from_row.attributions, from_batch.attributions)
 
 
+@pytest.mark.parametrize(
+    "baseline", [np.float64(0.2), np.array(0.2), torch.tensor(0.2, dtype=torch.float64)]
+)
+def test_scalar_baseline_is_a_number(model, x, baseline):
+    # NumPy scalars and 0-d arrays are numbers, as eps is for the attacks.
+    expected = saliency.integrated_gradients(model, x, 0, baseline=0.2, steps=4)
+    actual = saliency.integrated_gradients(model, x, 0, baseline=baseline, steps=4)
+    np.testing.assert_array_equal(actual.attributions, expected.attributions)
+
+
+def test_noise_level_must_be_a_number(model, x):
+    with pytest.raises(TypeError, match="Expected noise_level to be a real number"):
+        saliency.smoothgrad(model, x, 0, noise_level="a")
+
+
 # JSMA maps.
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -192,7 +193,11 @@ def _as_reference(xp: Any, value: Any, x: Array, name: str) -> Array:
     an array of shape ``(p_0,)``, ``(1, p_0)`` or ``(n, p_0)`` that is cast to
     the dtype of ``x``.
     """
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if getattr(value, "shape", None) == ():
+        # A NumPy scalar or a 0-d array or tensor is a number too.
+        detach = getattr(value, "detach", None)
+        value = (value if detach is None else detach()).item()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         try:
             number = float(value)
         except OverflowError:
@@ -397,7 +402,7 @@ def _smoothgrad_noise(
         noise = xp.astype(noise, x.dtype)
         _arrays.check_finite(xp, noise, "noise")
         return noise
-    noise_level = float(noise_level)
+    noise_level = _arrays.check_number("noise_level", noise_level, finite=False)
     if not 0 <= noise_level < math.inf:
         raise ValueError(
             f"Expected a finite noise_level >= 0 (a fraction of hi - lo), got "
