@@ -1666,3 +1666,20 @@ def test_numeric_header_read_as_data_is_hinted(tmp_path):
     with pytest.raises(ValueError) as caught:
         data.load_data(path)
     assert "--header yes" not in str(caught.value)
+
+
+def test_empty_data_file_names_a_fix(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"is empty \(0 bytes\); check that it was"):
+        data.load_data(path)
+
+
+def test_one_class_names_the_label_column(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("".join(f"{i / 10},{i % 3},0\n" for i in range(12)))
+    with pytest.raises(ValueError) as caught:
+        data.load_data(path)
+    message = str(caught.value)
+    assert "has 1 class(es) [0]; a classifier needs at least 2" in message
+    assert "--label-column" in message

@@ -1142,7 +1142,10 @@ def _existing_file(path: PathLike) -> Path:
             kind = missing(path)
         raise FileNotFoundError(f"Data file {path} {kind}; check the path.")
     if path.stat().st_size == 0:
-        raise ValueError(f"Data file {path} is empty (0 bytes).")
+        raise ValueError(
+            f"Data file {path} is empty (0 bytes); check that it was written "
+            "completely, or pass another file."
+        )
     return path
 
 
@@ -1226,7 +1229,9 @@ def _validate_labels(y: np.ndarray, source: Any) -> np.ndarray:
     if len(present) < 2:
         raise ValueError(
             f"{source} has {len(present)} class(es) {present.tolist()}; a "
-            "classifier needs at least 2."
+            "classifier needs at least 2. Check that the labels are the column "
+            "you meant (label_column=, --label-column on the command line, for "
+            "a CSV)."
         )
     if present[0] != 0 or present[-1] != len(present) - 1:
         raise ValueError(
