@@ -837,6 +837,20 @@ def test_deletion_probability_scores(model, x):
     assert np.all(curve.scores < 1)
 
 
+def test_deletion_probability_is_model_probability(x):
+    # With an output activation the class probability is softmax(a^L), as
+    # predict and the cross-entropy loss have it, not softmax(z^L).
+    model = resgrad.ResidualMLP.init([WIDTH, 16, 4], seed=0, output_activation="tanh")
+    attribution = saliency.vanilla_gradient(model, x)
+    target = model.predict(x)
+    curve = saliency.deletion_curve(model, x, attribution, target, score="probability")
+    a_L = model(x)
+    shifted = np.exp(a_L - a_L.max(axis=1, keepdims=True))
+    probability = shifted / shifted.sum(axis=1, keepdims=True)
+    expected = probability[np.arange(len(target)), target]
+    np.testing.assert_allclose(curve.scores[:, 0], expected, rtol=1e-14)
+
+
 # The command line and the report section.
 
 saliency_cli = pytest.importorskip("resgrad.cli.saliency")

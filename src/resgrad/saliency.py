@@ -922,7 +922,9 @@ def deletion_curve(
             ``(n, p_0)``, ``(p_0,)`` or ``(1, p_0)``.
         rank_by: ``"value"`` (most positive first) or ``"magnitude"``
             (largest ``|saliency|`` first).
-        score: ``"logit"`` (``z^L_r``) or ``"probability"`` (softmax).
+        score: ``"logit"`` (``z^L_r``) or ``"probability"``
+            (``softmax(a^L)_r``, the class probability that ``predict`` and
+            the cross-entropy loss use).
         random_orders: the number of random orders, at least 1.
         seed: an int or NumPy ``Generator`` for the random orders.
         progress: wraps the loop over the orders; ``True`` draws a tqdm
@@ -982,11 +984,13 @@ def _deletion_scores(
     mask = _arrays.one_hot(xp, target, model.n_classes, x.dtype, _device(x))
     scores = []
     for k in range(d + 1):
-        logits = model.logits(xp.where(rank < k, baseline, x))
+        traces, a_L = model.trace(xp.where(rank < k, baseline, x))
+        values = traces[-1].z
         if score == "probability":
-            shifted = logits - xp.max(logits, axis=1, keepdims=True)
-            logits = xp.exp(shifted) / xp.sum(xp.exp(shifted), axis=1, keepdims=True)
-        scores.append(_to_numpy(xp.sum(logits * mask, axis=1)))
+            # The model's class probabilities are softmax(a^L), as for predict.
+            shifted = a_L - xp.max(a_L, axis=1, keepdims=True)
+            values = xp.exp(shifted) / xp.sum(xp.exp(shifted), axis=1, keepdims=True)
+        scores.append(_to_numpy(xp.sum(values * mask, axis=1)))
     return np.stack(scores, axis=1)
 
 
