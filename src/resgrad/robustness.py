@@ -325,6 +325,9 @@ def evaluate(
     runs = [(method, eps) for method in names for eps in radii]
     if progress is not None:
         runs = progress(runs, desc="attacks", total=len(runs))
+    # A tqdm bar names the run it waits on, since JSMA takes far longer than
+    # the others.
+    show = getattr(runs, "set_postfix_str", None)
 
     examples = _check_examples(examples)
     # Slices stay within the rows, as strict array-API namespaces require.
@@ -335,6 +338,8 @@ def evaluate(
         [], to_numpy(x[keep, ...]), to_numpy(y[keep]), clean, bounds=bounds
     )
     for method, eps in runs:
+        if show is not None:
+            show(f"{method} eps={eps:g}")
         rows = slice(0, min(limits.get(method, n), n))
         x_run, y_run = x[rows, ...], y[rows]
         rng = np.random.default_rng([seed, METHODS.index(method), _eps_key(eps)])
