@@ -429,7 +429,7 @@ def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> N
 def check_labels(
     xp: Any, y: Array, n: int, classes: int, name: str = "y", x_name: str = "x"
 ) -> None:
-    """Check that ``y`` holds ``n`` integer labels in ``[0, classes)``, one
+    """Check that ``y`` contains ``n`` integer labels in ``[0, classes)``, one
     per row of the input named ``x_name``."""
     check_concrete(y, name)
     if y.ndim != 1 or y.shape[0] != n:
