@@ -83,6 +83,36 @@ def test_check_fails_on_wrong_product(monkeypatch, field, equation):
             assert row.passed, (eq, name, row.error)
 
 
+@pytest.mark.parametrize("drop", ["W3", "block"])
+def test_check_fails_on_missing_product_arrays(monkeypatch, drop):
+    # A product that leaves gradients out must not pass on the ones left.
+    model = reference.random_model(3, "tanh", "learned")
+    x, y = reference.random_batch(model, 3)
+    original = resgrad.product.product_gradients
+
+    def missing(*args, **kwargs):
+        grads = original(*args, **kwargs)
+        if drop == "block":
+            return dataclasses.replace(grads, blocks=grads.blocks[:-1])
+        blocks = [dataclasses.replace(b, W3=None) for b in grads.blocks]
+        return dataclasses.replace(grads, blocks=blocks)
+
+    monkeypatch.setattr(resgrad.product, "product_gradients", missing)
+    report = check_theorem(model, x, y, entries=20)
+    assert not report.passed
+    failed = {row.equation for row in report.rows if not row.passed}
+    assert failed == ({"8"} if drop == "W3" else {"6", "7", "8"})
+
+
+def test_check_passes_near_elu_zero():
+    # elu's second derivative jumps at 0, so central differences across it
+    # err by the step's size; such entries are sampled elsewhere.
+    model = resgrad.ResidualMLP.init([4, 4, 4, 3], activation="elu", seed=3)
+    x = 1e-9 * np.random.default_rng(0).standard_normal((3, 4))
+    report = check_theorem(model, x, np.array([0, 1, 2]))
+    assert report.passed, report.to_markdown()
+
+
 def test_verdict_tells_difference_miss_from_disagreement(monkeypatch):
     from resgrad.cli.check import verdict
     from resgrad.data import load_data
@@ -416,7 +446,7 @@ def test_check_rows_all_on_kink():
     assert rows["4"].entries == 0
     assert rows["5"].entries == 0
     assert rows["6"].entries > 0
-    assert "none off a relu kink" in report.to_markdown()
+    assert "none off a kink at 0" in report.to_markdown()
 
 
 def test_few_tiny_sampled_entries_pass():

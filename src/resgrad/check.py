@@ -130,8 +130,9 @@ class CheckReport:
         for row in self.rows:
             result = "pass" if row.passed else "FAIL"
             if row.entries == 0:
-                # Every entry that could be stepped sits on a relu kink.
-                result = "none off a relu kink"
+                # Every entry that could be stepped sits on a kink of a relu
+                # or leaky relu, or at elu's 0.
+                result = "none off a kink at 0"
             elif row.passed and not row.resolved:
                 result = "below resolution"
             lines.append(
@@ -304,8 +305,10 @@ def _sample_entries(
 
 
 # Activations whose derivative jumps at 0, where a central difference across
-# the jump averages the two sides instead of giving the derivative.
-KINKED = ("relu", "leaky_relu")
+# the jump averages the two sides instead of giving the derivative, and elu,
+# whose second derivative jumps there, so that the difference's error grows
+# with the step instead of its square.
+KINKED = ("relu", "leaky_relu", "elu")
 
 
 def _smooth_entries(
@@ -504,11 +507,19 @@ def _compare(
 ) -> dict[str, tuple[float, int]]:
     result = {}
     for eq in EQUATIONS:
-        keys = list(values[eq])
+        keys = sorted(set(values[eq]) | set(reference[eq]))
         if not keys:
             continue
-        errors = [_relative_error(values[eq][k], reference[eq][k]) for k in keys]
-        result[eq] = (max(errors), sum(values[eq][k].size for k in keys))
+        # An array that one side lacks, such as a W3 that the product left
+        # out, is a disagreement, not an entry to skip.
+        errors = [
+            _relative_error(values[eq][k], reference[eq][k])
+            if k in values[eq] and k in reference[eq]
+            else math.inf
+            for k in keys
+        ]
+        sizes = [(values[eq].get(k, reference[eq].get(k))).size for k in keys]
+        result[eq] = (max(errors), sum(sizes))
     return result
 
 
