@@ -215,6 +215,15 @@ def test_per_sample_norms_scale_past_overflow():
     assert huge[0] == pytest.approx(small[0] * 2.0**600, rel=1e-12)
 
 
+def test_row_norms_keep_nan_and_infinity():
+    from resgrad._arrays import row_norms
+
+    rows = np.array([[0.0, 0.0], [3.0, 4.0], [np.nan, 1.0], [np.inf, 1.0]])
+    with np.errstate(all="raise"):
+        norms = row_norms(np, rows)
+    np.testing.assert_array_equal(norms, [0.0, 5.0, np.nan, np.inf])
+
+
 def test_per_sample_norms_differentiate_through_zero_rows():
     """A zero input row, and rows whose relu units are all off, have zero
     factors ``||a||`` and ``||e_hat||``; autograd through the norms must

@@ -301,17 +301,23 @@ def row_norms(xp: Any, rows: Array) -> Array:
     Each row is divided by its largest magnitude before squaring, so that the
     squares of entries above ``sqrt(finfo.max)`` do not overflow and those of
     tiny entries do not underflow. A row of zeros has norm 0, and under
-    autograd the gradient 0 there, as ``torch.linalg.vector_norm`` gives.
+    autograd the gradient 0 there, as ``torch.linalg.vector_norm`` gives. A
+    row with a NaN has norm NaN, and one with an infinity but no NaN has
+    norm infinity.
     """
     scale = xp.max(xp.abs(rows), axis=1)
-    nonzero = scale > 0
+    # NaN != 0, so a NaN row keeps its NaN through the steps below.
+    nonzero = scale != 0
     safe = xp.where(nonzero, scale, xp.ones_like(scale))
-    scaled = rows / safe[:, None]
+    with np.errstate(invalid="ignore"):
+        scaled = rows / safe[:, None]
     squares = xp.sum(scaled * scaled, axis=1)
     # sqrt has an infinite derivative at 0, and autograd's infinity times the
     # zero derivative of the rows would give NaN, so zero rows take sqrt(1).
     roots = xp.sqrt(xp.where(nonzero, squares, xp.ones_like(squares)))
-    return xp.where(nonzero, roots * safe, xp.zeros_like(roots))
+    norms = xp.where(nonzero, roots * safe, xp.zeros_like(roots))
+    # inf / inf is NaN, so an infinite row takes its scale.
+    return xp.where(xp.isinf(scale), scale, norms)
 
 
 def check_concrete(a: Array, name: str = "x") -> None:
