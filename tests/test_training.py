@@ -1263,7 +1263,7 @@ def test_adam_eps_zero_divergence_names_eps():
     # eps=0 turns into 0/0 at the first step, whatever the learning rate.
     x, y = _blobs()
     x[:, 1] = 0.0
-    with pytest.raises(TrainingDiverged, match="Adam with eps=0 divides 0 by 0"):
+    with pytest.raises(TrainingDiverged, match="Adam with eps=0 divides by 0"):
         fit(_small_model(), x, y, optimizer=Adam(lr=1e-3, eps=0.0), epochs=1)
     # Without zero gradients, an overflowing step is the learning rate's.
     x, y = _blobs()
@@ -1292,6 +1292,19 @@ def test_validation_target_errors_name_it():
         fit(
             _small_model(), x, target, loss="squared_error", epochs=1,
             validation=(x, target[:-1]),
+        )  # fmt: skip
+
+
+def test_adam_eps_zero_names_eps_for_underflowing_squares():
+    # A feature of 1e-30 gives float32 gradients whose squares are 0, so the
+    # step is a tiny number over 0: an infinite weight, not a NaN.
+    x, y = _blobs()
+    x[:, 1] = 1e-30
+    model = _small_model().convert(dtype="float32")
+    with pytest.raises(TrainingDiverged, match="Adam with eps=0 divides by 0"):
+        fit(
+            model, x.astype(np.float32), y, optimizer=Adam(lr=1e-3, eps=0.0),
+            epochs=1,
         )  # fmt: skip
 
 

@@ -778,9 +778,10 @@ class _Run:
                 # A smaller learning rate cannot help here.
                 raise TrainingDiverged(
                     f"Training diverged at epoch {epoch}, step {step}: the "
-                    "updated weights became NaN, because Adam with eps=0 "
-                    "divides 0 by 0 for a weight whose gradient has been 0 at "
-                    "every step; pass Adam(eps=...) with eps > 0, such as 1e-8."
+                    "updated weights became NaN or infinite, because Adam with "
+                    "eps=0 divides by 0 for a weight whose gradients have been 0, "
+                    "or too small to square in the dtype, at every step; pass "
+                    "Adam(eps=...) with eps > 0, such as 1e-8."
                 )
             cause = "the updated weights became NaN or infinite"
             raise self._diverged(epoch, step, cause)
@@ -802,13 +803,14 @@ class _Run:
             self.loss_limit = DIVERGENCE_FACTOR * max(value, 1.0)
 
     def _zero_eps_divides_by_zero(self, params: Params, state: Any) -> bool:
-        """Return whether Adam with eps=0 made a weight NaN by a step of 0/0,
-        where the second moment of its gradients is 0."""
+        """Return whether Adam with eps=0 made a weight NaN or infinite by
+        dividing by a second moment of 0, which the gradients of 0, or too
+        small to square in the dtype, leave."""
         if not (isinstance(self.opt, Adam) and self.opt.eps == 0):
             return False
         xp = self.xp
         return any(
-            bool(xp.any(xp.isnan(params[name]) & (nu == 0)))
+            bool(xp.any(~xp.isfinite(params[name]) & (nu == 0)))
             for name, nu in state.nu.items()
         )
 
