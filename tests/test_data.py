@@ -773,6 +773,26 @@ def test_csv_quoted_decimal_comma(tmp_path, text, named, fixed):
     assert f"write it with a decimal point, as {fixed}" in message
 
 
+def test_csv_thousands_separator_named(tmp_path):
+    # "1,250" may be 1250 or 1.25; the message names both readings.
+    path = tmp_path / "table.csv"
+    path.write_text('price,area,label\n"1,250",80,0\n"12,500",95,1\n')
+    with pytest.raises(ValueError) as caught:
+        load_csv(path)
+    message = str(caught.value)
+    assert "a thousands separator or a decimal comma" in message
+    assert "without the comma, as 1250, or with a decimal point, as 1.250" in message
+
+
+def test_csv_tab_before_line_end_is_no_separator(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("x,y,label\n0.5,1,0\n0.5,1,x\t\n")
+    with pytest.raises(ValueError) as caught:
+        load_csv(path)
+    assert "looks separated by" not in str(caught.value)
+    assert "is 'x'" in str(caught.value)
+
+
 def test_csv_quoted_comma_in_text(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text('x,y,label\n0.5,1,0\n"red, dark",1,1\n')
@@ -1659,6 +1679,18 @@ def test_numeric_header_read_as_data_is_hinted(tmp_path):
     with pytest.warns(UserWarning, match="read as column names"):
         loaded = data.load_data(path, header=True)
     assert len(loaded.y_train) + len(loaded.y_test) == 12
+
+    # A header of text, or one read as such, rules the hint out.
+    path.write_text("\n".join(["a,b,c,label", "1,2,3,7", *rows[1:4]]) + "\n")
+    with pytest.raises(ValueError) as caught:
+        data.load_data(path)
+    assert "--header yes" not in str(caught.value)
+
+    # A header value that is no integer gets the hint too.
+    path.write_text("\n".join(["10,20,30,600.5", *rows[1:]]) + "\n")
+    with pytest.raises(ValueError) as caught:
+        data.load_data(path)
+    assert "Only the first row has label 600.5" in str(caught.value)
 
     # Labels wrong beyond the first row get no such hint.
     rows[5] = rows[5].rsplit(",", 1)[0] + ",9"

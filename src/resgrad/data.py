@@ -567,6 +567,9 @@ def load_csv(
         return _validate_arrays(features, table[:, label], source=path)
     except ValueError as error:
         hint = _label_column_hint(header_names, label)
+        if hint is None and header == "auto" and not has_header:
+            # The detection read a first row of numbers alone as data.
+            hint = _numeric_header_hint(table[:, label])
         if hint is None:
             raise
         raise ValueError(f"{str(error).rstrip('.')}. {hint}") from error
@@ -847,7 +850,7 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
     """
     expected = None
     for number, line in _data_lines(path, skip_rows):
-        fields = _split_row(line)
+        fields = [field.strip() for field in _split_row(line)]
         if expected is None:
             expected = (number, len(fields))
         elif len(fields) != expected[1]:
@@ -859,13 +862,26 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
         for index, field in enumerate(fields):
             if index >= first and not _is_number(field):
                 content = "empty" if not field.strip() else repr(field.strip())
-                if DECIMAL_COMMA.fullmatch(_unquote(field).strip()):
-                    number_text = _unquote(field).strip().replace(",", ".")
-                    return (
+                text = _unquote(field).strip()
+                if DECIMAL_COMMA.fullmatch(text):
+                    whole, fraction = text.split(",")
+                    where = (
                         f"line {number} (counted from 1), field {index} "
-                        f"(counted from 0) is {content}, which looks like a "
-                        "number with a decimal comma; write it with a decimal "
-                        f"point, as {number_text}"
+                        f"(counted from 0) is {content}"
+                    )
+                    if len(fraction) == 3 and whole.lstrip("+-") not in ("", "0"):
+                        # 1,250 may be a thousand and a quarter or 1.25.
+                        return (
+                            f"{where}, which looks like a number with a "
+                            "thousands separator or a decimal comma; write it "
+                            f"without the comma, as {whole}{fraction}, or with "
+                            f"a decimal point, as {whole}.{fraction}, whichever "
+                            "it means"
+                        )
+                    return (
+                        f"{where}, which looks like a number with a decimal "
+                        f"comma; write it with a decimal point, as "
+                        f"{whole}.{fraction}"
                     )
                 separator = next((c for c in ";\t|" if c in field), None)
                 if separator is not None:
@@ -921,6 +937,10 @@ def _split_row(line: str, quote_after_space: bool = False) -> list[str]:
     ``quote_after_space``, a quote after spaces at the start of a field opens
     one too, as for ``csv.reader(..., skipinitialspace=True)``.
     """
+    if '"' not in line:
+        # The common case, without the walk over every character below, which
+        # the error paths run on every line of a large file.
+        return line.split("#", 1)[0].split(",")
     fields = []
     quoted = False
     field_start = True
@@ -1238,22 +1258,22 @@ def _validate_labels(y: np.ndarray, source: Any) -> np.ndarray:
             f"Expected labels in {source} to be 0..{len(present) - 1}, got labels "
             f"{_show_labels(present)}; renumber them 0..k-1 in the data file "
             "(np.unique(y, return_inverse=True)[1] does it in Python)."
-            f"{_numeric_header_hint(y, source)}"
         )
     return y
 
 
-def _numeric_header_hint(y: np.ndarray, source: Any) -> str:
-    """Return a hint for a CSV whose first row alone breaks the labels, as a
-    header of numbers (wavelengths, years) read as data does, or ''."""
-    if not str(source).lower().endswith(".csv") or len(y) < 3:
-        return ""
-    rest = np.unique(y[1:])
-    if y[0] in rest or rest[0] != 0 or rest[-1] != len(rest) - 1:
-        return ""
+def _numeric_header_hint(labels: np.ndarray) -> str | None:
+    """Return a hint for CSV labels that only the first row breaks, as a
+    header of numbers (wavelengths, years) read as data does, or ``None``."""
+    rest = labels[1:]
+    if len(rest) < 2 or not np.all(np.isfinite(rest) & (rest == np.round(rest))):
+        return None
+    classes = np.unique(rest)
+    if labels[0] in classes or classes[0] != 0 or classes[-1] != len(classes) - 1:
+        return None
     return (
-        f" Only the first row has label {y[0]}: if that row is a header of "
-        "numbers, pass --header yes (header=True in Python)."
+        f"Only the first row has label {labels[0]:g}: if that row is a header "
+        "of numbers, pass --header yes (header=True in Python)."
     )
 
 
