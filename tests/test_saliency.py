@@ -403,6 +403,12 @@ def test_scalar_baseline_is_a_number(model, x, baseline):
     np.testing.assert_array_equal(actual.attributions, expected.attributions)
 
 
+@pytest.mark.parametrize("baseline", [np.complex128(1), np.array(True), True])
+def test_baseline_rejects_other_scalars(model, x, baseline):
+    with pytest.raises(TypeError, match="Expected baseline as a real number"):
+        saliency.integrated_gradients(model, x, 0, baseline=baseline, steps=4)
+
+
 def test_noise_level_must_be_a_number(model, x):
     with pytest.raises(TypeError, match="Expected noise_level to be a real number"):
         saliency.smoothgrad(model, x, 0, noise_level="a")

@@ -197,7 +197,11 @@ def _as_reference(xp: Any, value: Any, x: Array, name: str) -> Array:
         # A NumPy scalar or a 0-d array or tensor is a number too.
         detach = getattr(value, "detach", None)
         value = (value if detach is None else detach()).item()
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    if isinstance(value, bool) or (
+        isinstance(value, numbers.Number) and not isinstance(value, numbers.Real)
+    ):
+        raise TypeError(f"Expected {name} as a real number or an array, got {value!r}.")
+    if isinstance(value, numbers.Real):
         try:
             number = float(value)
         except OverflowError:
