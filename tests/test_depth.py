@@ -1171,3 +1171,24 @@ def test_log10_ratio_names_the_quantities_it_has():
     with pytest.raises(ValueError, match="Unknown quantity 'W3'; expected one of: "):
         result.log10_ratio("W3")
     assert math.isfinite(result.log10_ratio("W1"))
+
+
+def test_depth_errors_survive_pickling():
+    # A sweep in a process pool sends its errors back pickled.
+    import pickle
+
+    for error in (
+        depth.DepthOverflowError(5, 10, 32, False, "the residual network"),
+        depth.SpectrumMemoryError("no room", "the plain network", 4),
+    ):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error)
+        assert str(again) == str(error)
+
+
+def test_overflow_in_short_network_names_its_length():
+    with pytest.raises(depth.DepthOverflowError) as caught:
+        depth.branch_gain(1e200, 3, width=4)
+    message = str(caught.value)
+    assert "within one segment of 3 blocks" in message
+    assert "a smaller alpha" in message

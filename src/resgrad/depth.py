@@ -290,6 +290,11 @@ class DepthOverflowError(ForwardOverflowError):
         self.network = network
         super().__init__(self._message())
 
+    def __reduce__(self) -> tuple:
+        # Pickling (a sweep in a process pool) rebuilds from these arguments.
+        arguments = (self.block, self.depth, self.segment, self.rescaled)
+        return type(self), (*arguments, self.network)
+
     def location(self) -> str:
         """Return the clause that names the network and the block."""
         of = f" of {self.network}" if self.network else ""
@@ -301,16 +306,19 @@ class DepthOverflowError(ForwardOverflowError):
     def _message(self) -> str:
         where = self.location()
         if self.rescaled:
+            segment = min(self.segment, self.depth)
             return (
-                f"{where}, within one segment of {self.segment} blocks between "
-                "rescalings; pass a smaller segment to gradient_profile, or draw "
-                "the network with a smaller alpha."
+                f"{where}, within one segment of {segment} blocks between "
+                "rescalings; use fewer blocks, a smaller segment= of "
+                "gradient_profile, or branches scaled down (a smaller alpha, or "
+                "the scaled or zero architecture)."
             )
         homogeneous = ", ".join(HOMOGENEOUS_ACTIVATIONS)
         return (
             f"{where}. The network has biases or an activation that is not "
             "positively homogeneous, so it cannot be rescaled; use fewer than "
-            f"{self.block} blocks, a smaller alpha, or activations out of "
+            f"{self.block} blocks, branches scaled down (a smaller alpha, or "
+            "the scaled or zero architecture), or activations out of "
             f"{homogeneous} without biases."
         )
 
@@ -354,9 +362,9 @@ def _trace_finite(xp, net, a):
     except ForwardOverflowError:
         return None, None
     for trace in traces:
-        if not (_all_finite(xp, trace.u) and _all_finite(xp, trace.z)):
+        if not (_arrays.all_finite(xp, trace.u) and _arrays.all_finite(xp, trace.z)):
             return None, None
-    if not _all_finite(xp, output):
+    if not _arrays.all_finite(xp, output):
         return None, None
     return traces, output
 
@@ -369,10 +377,6 @@ def _first_overflow(xp, net, a) -> int:
         if traces is None:
             return index
     return net.depth - 1
-
-
-def _all_finite(xp, a) -> bool:
-    return bool(xp.all(xp.isfinite(a)))
 
 
 def _safe_norm(xp, a):
@@ -878,6 +882,9 @@ class SpectrumMemoryError(MemoryError):
             f"{network} ({reason}); pass a spectrum_depth below {depth}, or 0 "
             "to skip them."
         )
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.reason, self.network, self.depth)
 
 
 def _result(case, profiles, jacobians, samples, activation) -> DepthResult:
