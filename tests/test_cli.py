@@ -2201,6 +2201,7 @@ def test_invalid_training_record_is_named(training, message, tmp_path, capsys):
             {"optimizer": "sgd", "lr": -1, "epochs": -5, "batch_size": 2.5, "seed": -1},
             "trained with:  sgd",
         ),
+        ({"optimizer": "sgd", "epochs": 1e300}, "trained with:  sgd"),
         ({}, None),
     ],
 )
@@ -2215,6 +2216,17 @@ def test_evaluate_shows_partial_training_settings(training, shown, tmp_path, cap
         assert last.startswith("test accuracy: ")
     else:
         assert last == shown
+
+
+@pytest.mark.parametrize(
+    ("run", "shown"), [(4, "4 of 10 epochs run"), (-3, "10 epochs"), (12, "10 epochs")]
+)
+def test_evaluate_checks_epochs_run(run, shown, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    metadata = {"training": {"epochs": 10}, "epochs_run": run}
+    resgrad.save(resgrad.ResidualMLP.init([64, 10], seed=0), model, metadata)
+    assert main(["evaluate", "--model", str(model)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"trained with:  {shown}"
 
 
 def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):

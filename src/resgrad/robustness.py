@@ -321,6 +321,7 @@ def evaluate(
     radii = parse_eps(eps_values)
     bounds = check_bounds(bounds)
     limits = _check_limits(limits or {}, names)
+    examples = _check_examples(examples)
     seed = _arrays.check_seed(seed)
     runs = [(method, eps) for method in names for eps in radii]
     if progress is not None:
@@ -329,7 +330,6 @@ def evaluate(
     # the others.
     show = getattr(runs, "set_postfix_str", None)
 
-    examples = _check_examples(examples)
     # Slices stay within the rows, as strict array-API namespaces require.
     n = int(x.shape[0])
     keep = slice(0, min(examples, n))

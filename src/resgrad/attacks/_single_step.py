@@ -132,8 +132,9 @@ def _random_step(eps: float, alpha: Any) -> float:
 
 
 def _randomised_point(batch, alpha: float, seed: Seed, start: Array | None) -> Array:
+    """Return ``x*``: the ``start`` that rfgsm has checked, projected, or a
+    random corner of the alpha-ball."""
     if start is not None:
-        check_start(batch, start)
         return project_linf(batch, start, linf_limits(batch, alpha))
     noise = generator(seed).standard_normal((batch.n, batch.d))
     signs = batch.xp.sign(from_numpy(batch, noise))

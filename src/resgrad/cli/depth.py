@@ -225,14 +225,13 @@ def _int_list_with_zero(value: str) -> list[int]:
 
 def _unique(value: str, numbers: list[int]) -> list[int]:
     """Return ``numbers`` parsed from ``value``, which must not repeat one."""
-    # A repeated value would pool the networks of its seeds twice over.
-    seen = set()
-    for number in numbers:
-        if number in seen:
-            raise argparse.ArgumentTypeError(
-                f"repeated value {number} in {value!r}; give each value once"
-            )
-        seen.add(number)
+    from ..depth import first_repeat
+
+    repeated = first_repeat(numbers)
+    if repeated is not None:
+        raise argparse.ArgumentTypeError(
+            f"repeated value {repeated} in {value!r}; give each value once"
+        )
     return numbers
 
 
@@ -285,11 +284,13 @@ def run_depth(args: argparse.Namespace) -> int:
     except depth.DepthOverflowError as error:
         raise ValueError(_overflow_message(error)) from None
     except depth.SpectrumMemoryError as error:
+        below = (
+            f", or a --spectrum-depth below {error.depth}" if error.depth > 1 else ""
+        )
         raise ValueError(
             f"Not enough memory for the singular values of the Jacobian of "
             f"{error.network} ({error.reason}); pass --spectrum-depth 0 to skip "
-            "them, "
-            f"or a --spectrum-depth below {error.depth}."
+            f"them{below}."
         ) from None
     limits = _identity_study(
         args.identity_blocks, args.identity_width, args.seeds, progress

@@ -81,7 +81,10 @@ def _training_settings(training: dict, metadata: dict) -> str:
 
     def count(name: str, low: int) -> int | None:
         value = number(name, low)
-        return int(value) if value is not None and value == int(value) else None
+        # Counts past int64, like 1e300 epochs, are damage too.
+        if value is None or value != int(value) or value >= 2**63:
+            return None
+        return int(value)
 
     parts = []
     if isinstance(training.get("optimizer"), str):
@@ -90,7 +93,8 @@ def _training_settings(training: dict, metadata: dict) -> str:
     if lr is not None and lr > 0:
         parts.append(f"lr {lr:g}")
     run, epochs = metadata.get("epochs_run"), count("epochs", 1)
-    if isinstance(run, int) and not isinstance(run, bool) and epochs is not None:
+    run_counts = isinstance(run, int) and not isinstance(run, bool)
+    if run_counts and epochs is not None and 0 <= run <= epochs:
         parts.append(f"{run} of {plural(epochs, 'epoch')} run")
     elif epochs is not None:
         parts.append(plural(epochs, "epoch"))
