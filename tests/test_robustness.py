@@ -589,6 +589,21 @@ def test_report_names_jsma_limit_only_when_it_cuts(n, limited):
     assert (f"on all {n} test samples." in text) is not limited
 
 
+@pytest.mark.parametrize("seed, option", [(0, ""), (3, " --seed 3")])
+def test_report_command_repeats_the_seed(seed, option):
+    # The random attacks of the report drew from the run's seed, so the
+    # command that repeats the table needs it too.
+    from types import SimpleNamespace
+
+    from resgrad.cli.attack import _section_markdown
+
+    table = SimpleNamespace(methods=["fgsm", "pgd"])
+    data = SimpleNamespace(y_test=np.zeros(12))
+    notes = {"fgsm": "one step", "pgd": "ten steps"}
+    text = _section_markdown(table, "", notes, data, seed)
+    assert f"--method fgsm,pgd --eps 0.05,0.1,0.2{option}`." in text
+
+
 def test_cli_failed_figure_leaves_no_folder(files, monkeypatch, capsys):
     import resgrad.robustness
 

@@ -282,7 +282,9 @@ def report_section(ctx: RunContext) -> Section:
         title += f" ({REPORT_SALIENCY_SAMPLES} for jsma and mjsma)"
     plot_robust_accuracy(table, out / ACCURACY_FIGURE, title)
     plot_examples(table, out / EXAMPLES_FIGURE, data.image_shape)
-    markdown = _section_markdown(table, to_markdown(table), PARAMETER_NOTES, data)
+    markdown = _section_markdown(
+        table, to_markdown(table), PARAMETER_NOTES, data, ctx.seed
+    )
     metrics = {
         "eps": list(REPORT_EPS),
         "saliency_samples": min(REPORT_SALIENCY_SAMPLES, int(data.y_test.shape[0])),
@@ -292,7 +294,9 @@ def report_section(ctx: RunContext) -> Section:
     return Section("Adversarial robustness", "attacks", markdown, metrics, figures)
 
 
-def _section_markdown(table: Any, rows: str, notes: dict[str, str], data: Any) -> str:
+def _section_markdown(
+    table: Any, rows: str, notes: dict[str, str], data: Any, seed: int = 0
+) -> str:
     n = int(data.y_test.shape[0])
     pairs = "jsma" in table.methods
     limited = pairs and n > REPORT_SALIENCY_SAMPLES
@@ -313,9 +317,11 @@ def _section_markdown(table: Any, rows: str, notes: dict[str, str], data: Any) -
     else:
         scope += f"on all {n} test samples."
     method = "all" if pairs else ",".join(table.methods)
+    # The random attacks draw from the run's seed, which the command repeats.
+    seeded = f" --seed {seed}" if seed else ""
     command = (
         "The same table for a saved model: `resgrad attack --model "
-        f"<run>/model.npz --method {method} --eps 0.05,0.1,0.2`."
+        f"<run>/model.npz --method {method} --eps 0.05,0.1,0.2{seeded}`."
     )
     if limited:
         command += (
