@@ -318,7 +318,12 @@ def test_run_failing_after_a_file_names_the_folder(tmp_path, monkeypatch, capsys
     err = capsys.readouterr().err
     assert f"{out} is incomplete; pass --out {out} --overwrite" in err
     assert "the check went wrong" in err
-    assert [path.name for path in out.iterdir()] == ["model.npz"]
+    assert sorted(path.name for path in out.iterdir()) == [
+        "INCOMPLETE.txt",
+        "model.npz",
+    ]
+    note = (out / "INCOMPLETE.txt").read_text()
+    assert "because of ValueError: the check went wrong." in note
 
 
 def test_run_failing_before_a_file_leaves_no_folder(tmp_path, monkeypatch, capsys):
@@ -449,10 +454,18 @@ def test_run_interrupt_names_folder(tmp_path, monkeypatch, capsys):
     assert status == 130
     assert err.startswith(f"resgrad run: interrupted; {out} is incomplete;")
     assert "--overwrite" in err
-    assert [path.name for path in out.iterdir()] == ["model.npz"]
+    # The folder itself says that the run did not finish.
+    assert sorted(path.name for path in out.iterdir()) == [
+        "INCOMPLETE.txt",
+        "model.npz",
+    ]
+    note = (out / "INCOMPLETE.txt").read_text()
+    assert "because it was interrupted" in note
+    assert f"--out {out} --overwrite" in note
     assert main(argv) == 2
     assert main([*argv, "--overwrite"]) == 0
     assert (out / "report.md").is_file()
+    assert not (out / "INCOMPLETE.txt").exists()
 
 
 def test_run_interrupt_in_training_no_folder(tmp_path, monkeypatch, capsys):

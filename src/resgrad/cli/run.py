@@ -75,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="the run folder to write (default: runs/<date>-<time>, with -2, "
         "-3 and so on added for runs started in the same second); it must be "
         "absent or empty, unless --overwrite is given, and is made once the "
-        "training ends",
+        "training ends; a run stopped after that leaves INCOMPLETE.txt in it",
     )
     add_overwrite_argument(parser)
     add_data_arguments(parser)
@@ -164,10 +164,34 @@ def run_main(args: argparse.Namespace) -> int:
                 raise
             quoted = shlex.quote(str(out))
             note = f"{out} is incomplete; pass --out {quoted} --overwrite to reuse it"
+            _mark_incomplete(out, error, quoted)
             report_incomplete(error, "run", note)
             raise
     finally:
         unlock_folder(lock)
+
+
+# The file that marks a run folder whose run stopped after writing into it.
+INCOMPLETE_NAME = "INCOMPLETE.txt"
+
+
+def _mark_incomplete(out: Path, error: BaseException, quoted: str) -> None:
+    """Leave ``INCOMPLETE_NAME`` in ``out``, which the run stopped by
+    ``error`` left half written; a successful run removes it."""
+    if isinstance(error, KeyboardInterrupt):
+        cause = "it was interrupted"
+    else:
+        cause = f"of {type(error).__name__}: {error}"
+    text = (
+        f"This run stopped before it finished, because {cause}.\n"
+        "The files here are those written before it stopped. model.npz, if\n"
+        "present, is the trained network, which resgrad check, attack and\n"
+        "saliency take with --model. To complete the folder, run the same\n"
+        f"command with --out {quoted} --overwrite.\n"
+    )
+    # The error that stopped the run matters more than a failed note.
+    with contextlib.suppress(OSError):
+        write_atomic(out / INCOMPLETE_NAME, text)
 
 
 def _reserve(base: Path) -> tuple[Path, list[Path]]:
@@ -236,6 +260,8 @@ def _write_run(args, data, out, trained, sections_wanted, clocks) -> int:
     write_atomic(out / "metrics.json", json_text(metrics))
     text = _report(args, data, result, figures, report, sections, timings)
     write_atomic(out / "report.md", text)
+    # An earlier run stopped in this folder; this one has completed it.
+    (out / INCOMPLETE_NAME).unlink(missing_ok=True)
     written = [
         time
         for name, time in file_times(out, "*.png").items()
