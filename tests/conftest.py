@@ -28,3 +28,20 @@ def close_figures():
     pyplot = sys.modules.get("matplotlib.pyplot")
     if pyplot is not None:
         pyplot.close("all")
+
+
+@pytest.fixture
+def checkpoint_writes(monkeypatch):
+    """Return the list of the epoch counts of the checkpoints written while
+    the test runs, in order."""
+    import resgrad.io
+
+    written = []
+    save = resgrad.io.save_checkpoint
+
+    def recording(path, header, arrays):
+        written.append(len(header["history"]))
+        save(path, header, arrays)
+
+    monkeypatch.setattr(resgrad.io, "save_checkpoint", recording)
+    return written

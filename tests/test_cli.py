@@ -595,15 +595,8 @@ def test_train_removes_checkpoint_when_done(tmp_path, capsys):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model.npz"]
 
 
-def test_train_checkpoint_every(tmp_path, monkeypatch, capsys):
-    written = []
-    save = resgrad.io.save_checkpoint
-
-    def recording(path, header, arrays):
-        written.append(len(header["history"]))
-        save(path, header, arrays)
-
-    monkeypatch.setattr(resgrad.io, "save_checkpoint", recording)
+def test_train_checkpoint_every(tmp_path, checkpoint_writes, capsys):
+    written = checkpoint_writes
     out = tmp_path / "model.npz"
     argv = ["train", *SMALL_RUN, "--epochs", "4", "--out", str(out)]
     assert main([*argv, "--checkpoint-every", "3"]) == 0

@@ -966,22 +966,9 @@ def test_divergence_writes_no_checkpoint(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _recorded_writes(monkeypatch):
-    """Record the epoch count of every checkpoint that fit writes."""
-    written = []
-    save = resgrad.io.save_checkpoint
-
-    def recording(path, header, arrays):
-        written.append(len(header["history"]))
-        save(path, header, arrays)
-
-    monkeypatch.setattr(resgrad.io, "save_checkpoint", recording)
-    return written
-
-
-def test_checkpoint_every_writes_due_epochs_and_the_last(tmp_path, monkeypatch):
+def test_checkpoint_every_writes_due_epochs_and_the_last(tmp_path, checkpoint_writes):
     x, y = _blobs()
-    written = _recorded_writes(monkeypatch)
+    written = checkpoint_writes
     path = tmp_path / "run.ckpt"
     fit(
         _small_model(), x, y, epochs=10, validation=None, checkpoint=path,
@@ -992,12 +979,12 @@ def test_checkpoint_every_writes_due_epochs_and_the_last(tmp_path, monkeypatch):
     assert len(resgrad.io.load_checkpoint(path)[0]["history"]) == 10
 
 
-def test_checkpoint_every_writes_an_early_stop(tmp_path, monkeypatch):
+def test_checkpoint_every_writes_an_early_stop(tmp_path, checkpoint_writes):
     x, y = _blobs()
     settings = _early_stopping_settings(x, y)
     full = fit(_small_model(), x, y, **settings)
     assert full.stopped_early and len(full.history) % 4 != 0
-    written = _recorded_writes(monkeypatch)
+    written = checkpoint_writes
     fit(
         _small_model(), x, y, checkpoint=tmp_path / "run.ckpt", checkpoint_every=4,
         **settings,
