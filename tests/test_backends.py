@@ -249,7 +249,7 @@ def test_numpy_model_with_torch_input_raises(call):
     x, y = reference.random_batch(model, 3)
     with pytest.raises(
         TypeError,
-        match="from one array namespace, got numpy.ndarray, torch.Tensor",
+        match="in the model's namespace, numpy.ndarray, got x as a torch.Tensor",
     ):
         call(model, torch.asarray(x), torch.asarray(y))
 
@@ -257,11 +257,20 @@ def test_numpy_model_with_torch_input_raises(call):
 def test_torch_labels_with_numpy_input_raise():
     model = reference.random_model(2, "relu", "learned")
     x, y = reference.random_batch(model, 3)
-    with pytest.raises(TypeError, match="Expected arrays from one array namespace"):
+    # Here the labels, not the input, are in the other namespace, so the
+    # message names y alone.
+    with pytest.raises(TypeError) as caught:
         resgrad.gradients(model, x, torch.asarray(y))
-    # Here the labels, not the input, are in the other namespace.
-    with pytest.raises(TypeError, match="pass every input, label and target in"):
-        resgrad.gradients(model, x, torch.asarray(y))
+    message = str(caught.value)
+    assert "numpy.ndarray, got y as a torch.Tensor; convert it" in message
+    assert "x as a" not in message
+
+
+def test_attack_names_the_label_in_another_namespace():
+    model = reference.random_model(2, "relu", "learned").convert(torch)
+    x, y = reference.random_batch(model, 3)
+    with pytest.raises(TypeError, match="torch.Tensor, got y as a numpy.ndarray"):
+        resgrad.attacks.pgd(model, torch.asarray(x), np.asarray(y), 0.1, seed=0)
 
 
 @pytest.mark.parametrize("plain", [list, tuple])
@@ -291,7 +300,7 @@ def test_strict_model_with_numpy_input_raises():
     model = reference.random_model(1, "relu", "learned").convert(array_api_strict)
     x, y = reference.random_batch(model, 3)
     with pytest.raises(
-        TypeError, match="Expected arrays from one array namespace.*array_api_strict"
+        TypeError, match="in the model's namespace, array_api_strict.*got x as a numpy"
     ):
         resgrad.gradients(model, x, y)
 

@@ -223,7 +223,7 @@ def gradient_profile(
 def _check_probe(model: ResidualMLP, x: Array, direction: Array) -> Any:
     if not isinstance(model, ResidualMLP):
         raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
-    xp = model._namespace_with(x, direction)
+    xp = model._namespace_with(x, direction, names=("x", "direction"))
     _arrays.check_input(xp, x, model.sizes[0], model.dtype)
     expected = (x.shape[0], model.n_classes)
     if tuple(direction.shape) != expected:

@@ -252,16 +252,46 @@ class ResidualMLP:
 
     # Shape and placement.
 
-    def _namespace_with(self, *arrays: Array) -> Any:
+    def _namespace_with(
+        self, *arrays: Array, names: Sequence[str] = ("x", "y", "target")
+    ) -> Any:
         """Return the namespace shared by the weights and ``arrays``.
 
         Raises a TypeError naming both namespaces, e.g. a NumPy model and a
-        torch ``x``, before any operation fails with a less clear message.
-        The model checked at construction that its arrays share one
-        namespace, so its first weight stands for all of them; a 100-block
-        model would otherwise cost a lookup over 600 arrays per call.
+        torch ``x``, before any operation fails with a less clear message;
+        ``names`` name the ``arrays`` in it. The model checked at
+        construction that its arrays share one namespace, so its first
+        weight stands for all of them; a 100-block model would otherwise
+        cost a lookup over 600 arrays per call.
         """
-        return _arrays.namespace(self.blocks[0].W1, *arrays)
+        weight = self.blocks[0].W1
+        try:
+            return _arrays.namespace(weight, *arrays)
+        except TypeError as error:
+            compat = _arrays.array_api_compat
+            weights = compat.array_namespace(weight)
+            odd = []
+            for name, a in zip(names, arrays):
+                if a is None:
+                    continue
+                try:
+                    other = compat.array_namespace(a)
+                except TypeError:
+                    # No array at all, which the first message names.
+                    raise error from None
+                if other is not weights:
+                    odd.append((name, f"{type(a).__module__}.{type(a).__name__}"))
+            if not odd:
+                raise
+            kind = f"{type(weight).__module__}.{type(weight).__name__}"
+            listed = ", ".join(f"{name} as a {found}" for name, found in odd)
+            them, they = ("it", "it is") if len(odd) == 1 else ("them", "they are")
+            raise TypeError(
+                f"Expected arrays in the model's namespace, {kind}, got {listed}; "
+                f"convert {them} (e.g. np.asarray or torch.as_tensor), or, if "
+                f"{they} in the namespace you want, the model with "
+                "model.convert(like=x)."
+            ) from None
 
     @property
     def xp(self) -> Any:
