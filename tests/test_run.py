@@ -462,6 +462,13 @@ def test_run_interrupt_names_folder(tmp_path, monkeypatch, capsys):
     note = (out / "INCOMPLETE.txt").read_text()
     assert "because it was interrupted" in note
     assert f"--out {out} --overwrite" in note
+    # SIGTERM, which the console turns into an interrupt, is named as such.
+    with monkeypatch.context() as patch:
+        patch.setattr(resgrad.cli.check, "check_on_test_split", interrupt)
+        patch.setattr(resgrad.cli, "_terminated", True)
+        assert main([*argv, "--overwrite"]) == 143
+    note = (out / "INCOMPLETE.txt").read_text()
+    assert "because it was terminated (SIGTERM)" in note
     assert main(argv) == 2
     assert main([*argv, "--overwrite"]) == 0
     assert (out / "report.md").is_file()

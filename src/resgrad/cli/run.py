@@ -17,6 +17,7 @@ import itertools
 import os
 import platform
 import shlex
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -179,7 +180,9 @@ def _mark_incomplete(out: Path, error: BaseException, quoted: str) -> None:
     """Leave ``INCOMPLETE_NAME`` in ``out``, which the run stopped by
     ``error`` left half written; a successful run removes it."""
     if isinstance(error, KeyboardInterrupt):
-        cause = "it was interrupted"
+        # The console turns SIGTERM into an interrupt and sets this flag.
+        terminated = getattr(sys.modules[__package__], "_terminated", False)
+        cause = "it was terminated (SIGTERM)" if terminated else "it was interrupted"
     else:
         cause = f"of {type(error).__name__}: {error}"
     text = (
