@@ -409,6 +409,24 @@ def test_baseline_rejects_other_scalars(model, x, baseline):
         saliency.integrated_gradients(model, x, 0, baseline=baseline, steps=4)
 
 
+@pytest.mark.parametrize(
+    ("steps", "error", "message"),
+    [
+        (8.0, TypeError, "Expected steps to be an integer, got 8.0; pass a whole"),
+        (0, ValueError, "Expected steps >= 1, got 0; pass a whole number of at"),
+    ],
+)
+def test_steps_errors_name_the_value(model, x, steps, error, message):
+    with pytest.raises(error, match=message):
+        saliency.integrated_gradients(model, x, 0, steps=steps)
+
+
+def test_steps_take_0d_integer_tensors(model, x):
+    expected = saliency.integrated_gradients(model, x, 0, steps=4)
+    actual = saliency.integrated_gradients(model, x, 0, steps=torch.tensor(4))
+    np.testing.assert_array_equal(actual.attributions, expected.attributions)
+
+
 def test_noise_level_must_be_a_number(model, x):
     with pytest.raises(TypeError, match="Expected noise_level to be a real number"):
         saliency.smoothgrad(model, x, 0, noise_level="a")
@@ -1020,6 +1038,9 @@ def test_cli_repeats_count_once(digits_model, tmp_path, capsys):
         (["--noise-level", "inf"], "--noise-level must be a finite number >= 0"),
         (["--baseline", "BASELINE"], "Expected --baseline of shape (64,)"),
         (["--baseline", "nan"], "--baseline must be a finite number, got 'nan'"),
+        (["--baseline", "abc"], "pass a number, such as 0 or 0.5, or the path"),
+        (["--check-samples", "0"], "got 0; pass a positive integer, or leave it"),
+        (["--random-orders", "0"], "got 0; pass a positive integer, or leave it"),
         (["--baseline", "NOT_NPY"], "is not a .npy array of numbers; save the row"),
         (["--baseline", "CSV"], "is not a .npy array of numbers; save the row"),
         (

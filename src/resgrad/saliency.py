@@ -82,10 +82,20 @@ def _check_batch(model: ResidualMLP, x: Array) -> Any:
 
 
 def _check_count(value: Any, name: str, minimum: int) -> int:
+    if getattr(value, "shape", None) == () and not isinstance(value, np.generic):
+        # A 0-d integer array or tensor is a count too, as for the attacks.
+        detach = getattr(value, "detach", None)
+        value = (value if detach is None else detach()).item()
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Expected {name} to be an int, got {type(value).__name__}.")
+        raise TypeError(
+            f"Expected {name} to be an integer, got {_arrays._short_repr(value)}; "
+            f"pass a whole number of at least {minimum}."
+        )
     if value < minimum:
-        raise ValueError(f"Expected {name} >= {minimum}, got {value}.")
+        raise ValueError(
+            f"Expected {name} >= {minimum}, got {value}; pass a whole number of "
+            f"at least {minimum}."
+        )
     return int(value)
 
 
@@ -539,7 +549,8 @@ def integrated_gradients(
         target: the class ``r``, fixed at ``x``; see the module docstring.
         baseline: ``x'``: ``None`` (zeros), a number, or an array of shape
             ``(n, p_0)``, ``(p_0,)`` or ``(1, p_0)``.
-        steps: the number of points on the path, at least 1.
+        steps: the number of points on the path, at least 1, and at least 2
+            for ``"riemann_trapezoid"``.
         rule: one of ``IG_RULES``.
         progress: wraps the loop over the path points; ``True`` draws a
             tqdm bar.

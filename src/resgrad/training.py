@@ -615,7 +615,9 @@ def _check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"Expected an integer {name}, got {value!r}.")
     if value < 1:
-        raise ValueError(f"Expected {name} >= 1, got {value}.")
+        raise ValueError(
+            f"Expected {name} >= 1, got {value}; pass a whole number of at least 1."
+        )
     return int(value)
 
 

@@ -261,7 +261,9 @@ def _baseline_row(text: str, width: int) -> np.ndarray:
     path = Path(text)
     if not path.is_file():
         raise ValueError(
-            f"--baseline {text!r} is neither a number nor an existing .npy file."
+            f"--baseline {text!r} is neither a number nor an existing .npy file; "
+            "pass a number, such as 0 or 0.5, or the path of a .npy file of one "
+            "input row."
         )
     try:
         row = np.load(path, allow_pickle=False)
@@ -401,11 +403,13 @@ def run_saliency(args: argparse.Namespace) -> int:
         )
     if args.check_samples < 1:
         raise ValueError(
-            f"--check-samples must be at least 1, got {args.check_samples}."
+            f"--check-samples must be at least 1, got {args.check_samples}; pass "
+            "a positive integer, or leave it out for its default."
         )
     if args.random_orders < 1:
         raise ValueError(
-            f"--random-orders must be at least 1, got {args.random_orders}."
+            f"--random-orders must be at least 1, got {args.random_orders}; pass "
+            "a positive integer, or leave it out for its default."
         )
     baseline = parse_baseline(args.baseline, model.sizes[0])
     options = method_options(args, data.bounds, baseline)
