@@ -1166,6 +1166,47 @@ def _train_small(tmp_path, capsys, features=4):
     return data, model
 
 
+def test_check_seed_picks_the_sampled_entries(tmp_path, capsys):
+    # resgrad run samples the entries of the central differences with its
+    # --seed; check takes the same option to repeat them.
+    _, model = _train_small(tmp_path, capsys)
+    # Fewer entries than the 32 inputs of 8 samples, so that the seed picks.
+    argv = ["check", "--model", str(model), "--entries", "5", "--json"]
+    reports = {}
+    for seed in ("0", "3"):
+        assert main([*argv, "--seed", seed]) == 0
+        reports[seed] = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
+    assert main(argv) == 0
+    default = json.loads(capsys.readouterr().out)
+
+    def differences(report):
+        return [r["error"] for r in report["rows"] if "differences" in r["reference"]]
+
+    assert differences(default) == differences(reports["0"])
+    assert differences(reports["3"]) != differences(reports["0"])
+
+
+def test_check_json_of_a_missing_array_is_strict(tmp_path, monkeypatch, capsys):
+    # An array that the product leaves out has an infinite error, which the
+    # JSON report writes as null.
+    import dataclasses
+
+    import resgrad.product
+
+    _, model = _train_small(tmp_path, capsys)
+    original = resgrad.product.product_gradients
+
+    def missing(*args, **kwargs):
+        grads = original(*args, **kwargs)
+        return dataclasses.replace(grads, blocks=grads.blocks[:-1])
+
+    monkeypatch.setattr(resgrad.product, "product_gradients", missing)
+    assert main(["check", "--model", str(model), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
+    assert not report["passed"]
+    assert None in [row["error"] for row in report["rows"]]
+
+
 def test_evaluate_warns_on_another_split(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     evaluate = ["evaluate", "--model", str(model), "--data", str(data)]
