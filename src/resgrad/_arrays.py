@@ -53,7 +53,7 @@ def namespace(*arrays: Array) -> Any:
     try:
         return array_api_compat.array_namespace(*present)
     except TypeError as error:
-        kinds = sorted({type(a).__module__ + "." + type(a).__name__ for a in present})
+        kinds = sorted({type_name(a) for a in present})
         table = next((a for a in present if hasattr(a, "to_numpy")), None)
         if table is not None:
             # A pandas DataFrame or Series, which is no array-API array.
@@ -67,6 +67,25 @@ def namespace(*arrays: Array) -> Any:
             "np.asarray or torch.as_tensor), or convert the model with "
             "model.convert(like=x)."
         ) from error
+
+
+def type_name(value: Any) -> str:
+    """Return the qualified name of the type of ``value``, such as
+    ``numpy.ndarray``, as messages name array kinds."""
+    return f"{type(value).__module__}.{type(value).__name__}"
+
+
+def scalar(value: Any) -> Any:
+    """Return the Python scalar of a 0-d array or tensor (a NumPy scalar
+    included), or ``value`` itself for anything else.
+
+    A tensor is detached first, so that torch does not warn about reading a
+    tensor that requires a gradient.
+    """
+    if getattr(value, "shape", None) != ():
+        return value
+    detach = getattr(value, "detach", None)
+    return (value if detach is None else detach()).item()
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:
@@ -539,11 +558,7 @@ def check_number(name: str, value: Any, finite: bool = True) -> float:
     A real number, including a NumPy scalar or a 0-d array or tensor, is
     accepted; with ``finite`` it must also be finite.
     """
-    if getattr(value, "shape", None) == ():
-        # A 0-d array or tensor, detached so that torch does not warn about
-        # reading a tensor that requires a gradient.
-        detach = getattr(value, "detach", None)
-        value = (value if detach is None else detach()).item()
+    value = scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"Expected {name} to be a real number, got {value!r}.")
     value = float(value)

@@ -1340,9 +1340,8 @@ def _check_int_list(
 ) -> list[int]:
     """Return ``values`` as a list of ints, each passed through ``check``;
     a single int stands for a list of one."""
-    if getattr(values, "shape", None) == ():
-        # A 0-d array or tensor contains one value.
-        values = values.item()
+    # A 0-d array or tensor contains one value.
+    values = _arrays.scalar(values)
     if _is_whole(values):
         values = [values]
     if not isinstance(values, Iterable) or isinstance(values, (str, bytes)):

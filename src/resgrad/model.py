@@ -209,8 +209,7 @@ class ResidualMLP:
             return _arrays.namespace(*arrays.values())
         except TypeError:
             (first, kind), *others = (
-                (name, f"{type(a).__module__}.{type(a).__name__}")
-                for name, a in arrays.items()
+                (name, _arrays.type_name(a)) for name, a in arrays.items()
             )
             odd = [(n, k) for n, k in others if k != kind]
             subclass = _arrays.REJECTED_SUBCLASSES
@@ -280,10 +279,10 @@ class ResidualMLP:
                     # No array at all, which the first message names.
                     raise error from None
                 if other is not weights:
-                    odd.append((name, f"{type(a).__module__}.{type(a).__name__}"))
+                    odd.append((name, _arrays.type_name(a)))
             if not odd:
                 raise
-            kind = f"{type(weight).__module__}.{type(weight).__name__}"
+            kind = _arrays.type_name(weight)
             listed = ", ".join(f"{name} as a {found}" for name, found in odd)
             them, they = ("it", "it is") if len(odd) == 1 else ("them", "they are")
             raise TypeError(

@@ -82,10 +82,8 @@ def _check_batch(model: ResidualMLP, x: Array) -> Any:
 
 
 def _check_count(value: Any, name: str, minimum: int) -> int:
-    if getattr(value, "shape", None) == () and not isinstance(value, np.generic):
-        # A 0-d integer array or tensor is a count too, as for the attacks.
-        detach = getattr(value, "detach", None)
-        value = (value if detach is None else detach()).item()
+    # A 0-d integer array or tensor is a count too, as for the attacks.
+    value = _arrays.scalar(value)
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(
             f"Expected {name} to be an integer, got {_arrays._short_repr(value)}; "
@@ -203,10 +201,8 @@ def _as_reference(xp: Any, value: Any, x: Array, name: str) -> Array:
     an array of shape ``(p_0,)``, ``(1, p_0)`` or ``(n, p_0)`` that is cast to
     the dtype of ``x``.
     """
-    if getattr(value, "shape", None) == ():
-        # A NumPy scalar or a 0-d array or tensor is a number too.
-        detach = getattr(value, "detach", None)
-        value = (value if detach is None else detach()).item()
+    # A NumPy scalar or a 0-d array or tensor is a number too.
+    value = _arrays.scalar(value)
     if isinstance(value, bool) or (
         isinstance(value, numbers.Number) and not isinstance(value, numbers.Real)
     ):
