@@ -226,7 +226,7 @@ def test_row_norms_keep_nan_and_infinity():
 
 def test_per_sample_norms_differentiate_through_zero_rows():
     """A zero input row, and rows whose relu units are all off, have zero
-    factors ``||a||`` and ``||e_hat||``; autograd through the norms must
+    factors ``||a||`` and ``||e_hat||``. Autograd through the norms must
     still give the finite gradient of the materialised norms."""
     model = resgrad.ResidualMLP.init([8, 8, 4], hidden=2, seed=0, xp=torch)
     generator = torch.Generator().manual_seed(0)

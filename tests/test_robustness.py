@@ -312,17 +312,17 @@ def test_limits_below_examples_plot(model, batch, limit, tmp_path):
 
 def test_progress_bar_names_each_run(model, batch):
     x, y = batch
-    shown = []
+    postfixes = []
 
     class Bar(list):
         def set_postfix_str(self, text):
-            shown.append(text)
+            postfixes.append(text)
 
     robustness.evaluate(
         model, x, y, "fgsm,jsma", [0.0, 0.1],
         progress=lambda runs, **kwargs: Bar(runs), limits={"jsma": 2},
     )  # fmt: skip
-    assert shown == ["fgsm eps=0", "fgsm eps=0.1", "jsma eps=0", "jsma eps=0.1"]
+    assert postfixes == ["fgsm eps=0", "fgsm eps=0.1", "jsma eps=0", "jsma eps=0.1"]
 
 
 def test_evaluate_on_strict_namespace():

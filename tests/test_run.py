@@ -454,7 +454,7 @@ def test_run_interrupt_names_folder(tmp_path, monkeypatch, capsys):
     assert status == 130
     assert err.startswith(f"resgrad run: interrupted; {out} is incomplete;")
     assert "--overwrite" in err
-    # The folder itself says that the run did not finish.
+    # A file in the folder records that the run did not finish.
     assert sorted(path.name for path in out.iterdir()) == [
         "INCOMPLETE.txt",
         "model.npz",

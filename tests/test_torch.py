@@ -632,8 +632,8 @@ def test_explicit_output_may_change_in_place(output):
     ids=["gradients", "input_jacobian", "per_sample_norms"],
 )
 def test_vmap_over_resgrad_names_the_batch(call):
-    # resgrad reads its inputs' values to check them, which vmap forbids;
-    # the message must say so rather than torch's generic .item() error.
+    # resgrad reads its inputs' values to check them, which vmap forbids, so
+    # the message names vmap in place of torch's generic .item() error.
     model = _model("learned", "relu").convert(torch)
     x, y = _batch(model)
     with pytest.raises(TypeError, match="x is batched by torch.func.vmap"):

@@ -998,11 +998,11 @@ def _interrupt_at_step(monkeypatch, error, at):
     from resgrad import training
 
     step = training._Run._step
-    taken = []
+    calls = []
 
     def interrupted(self, *args):
-        taken.append(None)
-        if len(taken) == at:
+        calls.append(None)
+        if len(calls) == at:
             raise error
         return step(self, *args)
 

@@ -257,10 +257,10 @@ class ResidualMLP:
         """Return the namespace shared by the weights and ``arrays``.
 
         Raises a TypeError naming both namespaces, e.g. a NumPy model and a
-        torch ``x``, before any operation fails with a less clear message;
+        torch ``x``, before any operation fails with a less clear message.
         ``names`` name the ``arrays`` in it. The model checked at
         construction that its arrays share one namespace, so its first
-        weight stands for all of them; a 100-block model would otherwise
+        weight stands for all of them. A 100-block model would otherwise
         cost a lookup over 600 arrays per call.
         """
         weight = self.blocks[0].W1

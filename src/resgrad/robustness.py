@@ -328,7 +328,7 @@ def evaluate(
         runs = progress(runs, desc="attacks", total=len(runs))
     # A tqdm bar names the run it waits on, since JSMA takes far longer than
     # the others.
-    show = getattr(runs, "set_postfix_str", None)
+    set_postfix = getattr(runs, "set_postfix_str", None)
 
     # Slices stay within the rows, as strict array-API namespaces require.
     n = int(x.shape[0])
@@ -338,16 +338,16 @@ def evaluate(
         [], to_numpy(x[keep, ...]), to_numpy(y[keep]), clean, bounds=bounds
     )
     for method, eps in runs:
-        if show is not None:
-            show(f"{method} eps={eps:g}")
+        if set_postfix is not None:
+            set_postfix(f"{method} eps={eps:g}")
         rows = slice(0, min(limits.get(method, n), n))
         x_run, y_run = x[rows, ...], y[rows]
         rng = np.random.default_rng([seed, METHODS.index(method), _eps_key(eps)])
         result = run_attack(model, x_run, y_run, method, eps, rng, bounds)
         table.rows.append(_row(model, method, eps, x_run, y_run, result))
-        shown = slice(0, min(examples, int(x_run.shape[0])))
+        kept = slice(0, min(examples, int(x_run.shape[0])))
         table.examples[(method, eps)] = Examples(
-            to_numpy(result.x_adv[shown, ...]), to_numpy(result.prediction[shown])
+            to_numpy(result.x_adv[kept, ...]), to_numpy(result.prediction[kept])
         )
     return table
 
@@ -674,17 +674,17 @@ def plot_examples(
     ]
     for r, (label, inputs, predictions) in enumerate(rows):
         # A method limited to fewer rows has fewer examples than the clean row.
-        shown = int(np.asarray(inputs).shape[0])
+        row_examples = int(np.asarray(inputs).shape[0])
         # An L2 attack, or JSMA, can move one feature by more than eps, so a
         # row of bars spans its largest change when that is wider.
-        change_all = np.asarray(inputs) - table.x[:shown]
-        largest = float(np.max(np.abs(change_all), initial=0.0))
+        changes = np.asarray(inputs) - table.x[:row_examples]
+        largest = float(np.max(np.abs(changes), initial=0.0))
         radius = max(eps, largest)
         for c in range(grid.shape[1]):
             axes = grid[r, c]
             axes.set_xticks([])
             axes.set_yticks([])
-            if c >= shown:
+            if c >= row_examples:
                 axes.axis("off")
                 continue
             if shape is not None:
