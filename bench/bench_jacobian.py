@@ -1,7 +1,8 @@
 """Time the full input Jacobian of the logits against vmap(jacrev).
 
 resgrad runs ``resgrad.input_jacobian(model, x)`` (shape ``(n, p_L, p_0)``)
-on NumPy arrays and on torch tensors; PyTorch runs
+on NumPy arrays and on torch tensors (as called, and on resgrad's torch
+kernels); PyTorch runs
 ``torch.func.vmap(torch.func.jacrev(f))`` where ``f`` maps one sample to
 the logits of the ``to_module`` copy.
 
@@ -39,9 +40,14 @@ def contenders(model, x, y):
 
     model_t, x_t, _ = common.to_torch(model, x, y)
     jacrev = jacrev_of(to_module(model))
+
+    def torch_jacobian():
+        return common.resgrad.input_jacobian(model_t, x_t)
+
     return {
         "resgrad NumPy": lambda: common.resgrad.input_jacobian(model, x),
-        "resgrad torch": lambda: common.resgrad.input_jacobian(model_t, x_t),
+        "resgrad torch": torch_jacobian,
+        "resgrad torch kernels": common.on_torch_kernels(torch_jacobian),
         "vmap(jacrev)": lambda: jacrev(x_t),
     }
 

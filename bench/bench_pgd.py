@@ -1,6 +1,7 @@
 """Measure the throughput of 10-step L-inf PGD against torchattacks.
 
-resgrad runs ``resgrad.attacks.pgd`` on NumPy arrays and on torch tensors;
+resgrad runs ``resgrad.attacks.pgd`` on NumPy arrays and on torch tensors,
+the latter both as a user calls it and on resgrad's torch kernels;
 torchattacks runs ``torchattacks.PGD`` on the ``to_module`` copy of the same
 network. All use eps 8/255, step 2/255, 10 steps and a random start, on
 inputs in ``[0, 1]``.
@@ -36,6 +37,7 @@ def contenders(model, x, y):
     return {
         "resgrad NumPy": ours(model, x, y),
         "resgrad torch": ours(model_t, x_t, y_t),
+        "resgrad torch kernels": common.on_torch_kernels(ours(model_t, x_t, y_t)),
         "torchattacks": lambda: attack(x_t, y_t),
     }
 
@@ -45,6 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     common.start("PGD, 10 steps, against torchattacks", args.threads)
     rows = []
+    ours = common.TORCH_AND_NUMPY
     for name in args.networks:
         width, batch, depth = NETWORKS[name]
         for dtype in args.dtypes:
@@ -55,11 +58,9 @@ def main() -> None:
                 [
                     f"{name} ({width}, {batch}, {depth})",
                     dtype,
-                    common.throughput(batch, times["resgrad NumPy"]),
-                    common.throughput(batch, times["resgrad torch"]),
+                    *(common.throughput(batch, times[k]) for k in ours),
                     common.throughput(batch, peer),
-                    common.ratio(peer, times["resgrad NumPy"]),
-                    common.ratio(peer, times["resgrad torch"]),
+                    *(common.ratio(peer, times[k]) for k in ours),
                     f"{TARGET}x" if name == "small" else "-",
                 ]
             )
@@ -70,9 +71,11 @@ def main() -> None:
                 "dtype",
                 "resgrad NumPy samples/s",
                 "resgrad torch samples/s",
+                "resgrad torch kernels samples/s",
                 "torchattacks samples/s",
                 "ratio NumPy",
                 "ratio torch",
+                "ratio torch kernels",
                 "target",
             ],
             rows,

@@ -2,7 +2,9 @@
 
 A step is the forward pass, the mean softmax cross-entropy and every weight
 gradient. resgrad runs ``resgrad.gradients(..., with_input=False)`` on NumPy
-arrays and on torch tensors. Autograd runs ``loss.backward()`` on the
+arrays and on torch tensors, the latter as a user calls it (on the CPU,
+through NumPy's kernels) and with ``use_numpy_on_cpu(False)`` (resgrad's
+torch kernels). Autograd runs ``loss.backward()`` on the
 ``to_module`` copy of the same network, with ``x`` not requiring a
 gradient, so neither computes ``dY/dx``.
 
@@ -52,13 +54,16 @@ def steps(model, x, y):
 
     model_t, x_t, y_t = common.to_torch(model, x, y)
     module = to_module(model)
+
+    def torch_step():
+        return common.resgrad.gradients(model_t, x_t, y_t, with_input=False)
+
     return module, {
         "resgrad NumPy": lambda: common.resgrad.gradients(
             model, x, y, with_input=False
         ),
-        "resgrad torch": lambda: common.resgrad.gradients(
-            model_t, x_t, y_t, with_input=False
-        ),
+        "resgrad torch": torch_step,
+        "resgrad torch kernels": common.on_torch_kernels(torch_step),
         "autograd": autograd_step(module, x_t, y_t),
     }
 

@@ -178,9 +178,11 @@ def versus_header(peer: str, gap: str) -> list[str]:
         "dtype",
         "resgrad NumPy ms",
         "resgrad torch ms",
+        "resgrad torch kernels ms",
         f"{peer} ms",
         "speed-up NumPy",
         "speed-up torch",
+        "speed-up torch kernels",
         "target",
         gap,
     ]
@@ -191,21 +193,41 @@ def versus_row(
 ) -> list[str]:
     """Return a table row of resgrad on NumPy and on torch against ``peer``.
 
-    ``times`` maps ``"resgrad NumPy"``, ``"resgrad torch"`` and ``peer`` to
-    their timings; the speed-ups are the peer's time over resgrad's.
+    ``times`` maps ``"resgrad NumPy"``, ``"resgrad torch"``, ``"resgrad
+    torch kernels"`` and ``peer`` to their timings; the speed-ups are the
+    peer's time over resgrad's.
     """
-    numpy_time, torch_time = times["resgrad NumPy"], times["resgrad torch"]
+    ours = [times[name] for name in TORCH_AND_NUMPY]
     return [
         label,
         dtype,
-        milliseconds(numpy_time),
-        milliseconds(torch_time),
+        *(milliseconds(timing) for timing in ours),
         milliseconds(times[peer]),
-        ratio(times[peer], numpy_time),
-        ratio(times[peer], torch_time),
+        *(ratio(times[peer], timing) for timing in ours),
         target,
         f"{gap:.1e}",
     ]
+
+
+# resgrad's contenders: NumPy arrays, torch tensors as a user passes them
+# (on the CPU they take the NumPy route), and torch tensors on resgrad's
+# torch kernels with that route off.
+TORCH_AND_NUMPY = ("resgrad NumPy", "resgrad torch", "resgrad torch kernels")
+
+
+def on_torch_kernels(run: Callable[[], object]) -> Callable[[], object]:
+    """Wrap ``run`` to compute on resgrad's torch kernels, with the NumPy
+    route for CPU tensors off."""
+    from resgrad.torch import use_numpy_on_cpu
+
+    def wrapped() -> object:
+        previous = use_numpy_on_cpu(False)
+        try:
+            return run()
+        finally:
+            use_numpy_on_cpu(previous)
+
+    return wrapped
 
 
 def throughput(count: int, timing: Timing) -> str:

@@ -65,4 +65,4 @@ def test_cuda_example_is_the_only_one_skipped_here():
         for number, block in enumerate(_blocks(page))
         if '"cuda"' in block
     ]
-    assert skipped == [("torch.md", 5)]
+    assert skipped == [("torch.md", 6)]

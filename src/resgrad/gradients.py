@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _arrays, _kernels
+from ._numpy_route import through_numpy
 from .losses import Loss, check_reduction, check_targets, get_loss
 from .model import PARAMETERS, BlockTrace, ResidualMLP
 
@@ -238,6 +239,7 @@ def _block_gradients(ops, block, trace, e, e_hat) -> BlockGradients:
     )
 
 
+@through_numpy
 def gradients(
     model: ResidualMLP,
     x: Array,
@@ -296,6 +298,7 @@ def gradients(
     return Gradients(value, dx, blocks)
 
 
+@through_numpy
 def input_gradient(
     model: ResidualMLP, x: Array, y: Array, loss: str = "cross_entropy"
 ) -> tuple[Array, Array]:
@@ -336,6 +339,7 @@ def _input_gradient(
     return dx
 
 
+@through_numpy
 def per_sample_gradients(
     model: ResidualMLP,
     x: Array,
@@ -530,6 +534,7 @@ def _check_disjoint(
             )
 
 
+@through_numpy
 def per_sample_norms(
     model: ResidualMLP, x: Array, y: Array, loss: str = "cross_entropy"
 ) -> Array:

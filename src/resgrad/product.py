@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from . import _arrays
+from ._numpy_route import through_numpy
 from .gradients import BlockGradients, Gradients, propagate
 from .losses import Loss
 from .model import BlockTrace, ResidualMLP
@@ -142,6 +143,7 @@ def _block_products(xp, block, trace, m, P, dY_da) -> BlockGradients:
     )
 
 
+@through_numpy
 def input_jacobian(model: ResidualMLP, x: Array, mode: str = "auto") -> Array:
     """Return the Jacobian ``J = dz^L/dx`` of the logits, shape ``(n, p_L, p_0)``.
 

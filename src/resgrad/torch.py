@@ -10,6 +10,8 @@
   the forward pass inside PyTorch autograd but compute the backward pass
   with resgrad's recurrence, so ``loss.backward()`` fills every ``.grad``
   with the closed-form gradients and any ``torch.optim`` optimizer can step.
+- ``use_numpy_on_cpu(False)`` keeps resgrad's calls on CPU tensors on the
+  torch kernels, which by default run through NumPy outside autograd.
 
 Importing this module needs PyTorch.
 """
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils import parametrize
 
-from . import _arrays
+from . import _arrays, _numpy_route
 from .activations import ACTIVATIONS, LEAKY_RELU_SLOPE
 from .gradients import backward
 from .model import Block, BlockTrace, ResidualMLP
@@ -40,6 +42,7 @@ __all__ = [
     "explicit_forward",
     "from_module",
     "to_module",
+    "use_numpy_on_cpu",
 ]
 
 _FUNCTIONS = {
@@ -54,6 +57,31 @@ _FUNCTIONS = {
     "elu": F.elu,
     "silu": F.silu,
 }
+
+
+def use_numpy_on_cpu(enabled: bool) -> bool:
+    """Choose how resgrad computes on CPU tensors that autograd does not
+    record, and return the previous choice.
+
+    With ``True`` (the default), ``gradients``, ``input_gradient``,
+    ``input_jacobian``, ``per_sample_gradients``, ``per_sample_norms`` and
+    the attacks run their NumPy code on views of the tensors' memory and
+    return tensors. On the CPUs where this was measured, NumPy's BLAS
+    multiplied small matrices faster than the one in PyTorch's CPU build,
+    and its calls cost less dispatch. Those
+    calls use NumPy's BLAS threads, which ``torch.set_num_threads``
+    does not set. With ``False`` they run resgrad's torch kernels. GPU
+    tensors, calls that autograd records, and dtypes other than float32 and
+    float64 always run on torch.
+
+    Example:
+        >>> import resgrad.torch
+        >>> previous = resgrad.torch.use_numpy_on_cpu(False)
+        >>> resgrad.torch.use_numpy_on_cpu(previous)
+        False
+    """
+    return _numpy_route.set_enabled(enabled)
+
 
 # The smallest nn.Softplus threshold that from_module accepts. Above it torch
 # returns x instead of log(1 + e^x), an absolute error of at most

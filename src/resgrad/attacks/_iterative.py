@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import Seed, check_flag, generator, without_autograd
+from .._numpy_route import through_numpy
 from ..model import ResidualMLP
 from ._common import (
     Array,
@@ -43,6 +44,7 @@ PGD_STEP_FACTOR = 2.5
 
 
 @without_autograd
+@through_numpy
 def bim(
     model: ResidualMLP,
     x: Array,
@@ -87,6 +89,7 @@ def bim(
 
 
 @without_autograd
+@through_numpy
 def least_likely_class(model: ResidualMLP, x: Array) -> Array:
     """Return ``y_LL = argmin_k p(k | x)`` per row of ``x`` (n, d), shape ``(n,)``.
 
@@ -99,6 +102,7 @@ def least_likely_class(model: ResidualMLP, x: Array) -> Array:
 
 
 @without_autograd
+@through_numpy
 def illcm(
     model: ResidualMLP,
     x: Array,
@@ -137,6 +141,7 @@ def illcm(
 
 
 @without_autograd
+@through_numpy
 def mifgsm(
     model: ResidualMLP,
     x: Array,
@@ -194,6 +199,7 @@ def mifgsm(
 
 
 @without_autograd
+@through_numpy
 def pgd(
     model: ResidualMLP,
     x: Array,
@@ -244,6 +250,7 @@ def pgd(
 
 
 @without_autograd
+@through_numpy
 def pgd_l2(
     model: ResidualMLP,
     x: Array,

@@ -35,6 +35,7 @@ import numpy as np
 
 from .. import _arrays
 from .._arrays import without_autograd
+from .._numpy_route import through_numpy
 from ..model import ResidualMLP
 from ..product import input_jacobian
 from ._common import (
@@ -62,6 +63,7 @@ Selector = Callable[
 
 
 @without_autograd
+@through_numpy
 def jsma(
     model: ResidualMLP,
     x: Array,
@@ -120,6 +122,7 @@ def jsma(
 
 
 @without_autograd
+@through_numpy
 def mjsma(
     model: ResidualMLP,
     x: Array,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._arrays import Seed, generator, without_autograd
+from .._numpy_route import through_numpy
 from ..model import ResidualMLP
 from ._common import (
     Array,
@@ -26,6 +27,7 @@ from ._common import (
 
 
 @without_autograd
+@through_numpy
 def fgsm(
     model: ResidualMLP,
     x: Array,
@@ -72,6 +74,7 @@ def fgsm(
 
 
 @without_autograd
+@through_numpy
 def rfgsm(
     model: ResidualMLP,
     x: Array,

@@ -1,0 +1,269 @@
+"""Run calls on PyTorch CPU tensors through NumPy's kernels.
+
+This CPU build of PyTorch multiplies small matrices more slowly than
+NumPy: on one thread a product of two 64 x 64 matrices took 7.1 us in
+float32 and 17.2 us in float64 through ``torch.mm``, against 5.6 us and
+10.3 us through NumPy, and a torch call costs about 1.2 us of dispatch
+where a NumPy call costs 0.3 to 0.9 us. So on CPU tensors that autograd
+does not record, resgrad runs its NumPy code on views of the tensors'
+memory (``Tensor.numpy()`` copies nothing) and wraps the results back as
+tensors with ``torch.from_numpy``. The numbers differ from those of the
+torch kernels by rounding only.
+
+Everything else keeps the torch kernels: GPU tensors, a graph that
+autograd records, dtypes other than float32 and float64, tensor subclasses,
+conjugated or negated views, ``torch.autocast``, ``torch.func``
+transforms, and any call that raises on the NumPy side, which runs again on
+torch so that its error names torch's types.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import sys
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from .model import ResidualMLP
+
+Array = Any
+
+# Whether eligible calls take the NumPy route; see resgrad.torch.use_numpy_on_cpu.
+_enabled = True
+
+# The NumPy twin of each torch model, with the tensors it was made from.
+_twins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+_PARAMETERS = ("W1", "W2", "W3", "b1", "b2")
+
+
+class _NotEligible(Exception):
+    """An argument that the NumPy route cannot take as it is."""
+
+
+def set_enabled(enabled: bool) -> bool:
+    """Turn the route on or off and return the previous setting."""
+    global _enabled
+    if not isinstance(enabled, bool):
+        raise TypeError(f"Expected enabled to be True or False, got {enabled!r}.")
+    previous, _enabled = _enabled, enabled
+    return previous
+
+
+def through_numpy(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``function(model, ...)`` to run on NumPy views of CPU tensors."""
+
+    @functools.wraps(function)
+    def run(model: Any, *args: Any, **kwargs: Any) -> Any:
+        if _enabled and "torch" in sys.modules:
+            routed = _route(function, model, args, kwargs)
+            if routed is not None:
+                return routed[0]
+        return function(model, *args, **kwargs)
+
+    return run
+
+
+def _route(
+    function: Callable[..., Any], model: Any, args: tuple, kwargs: dict
+) -> tuple[Any] | None:
+    """Return ``(result,)`` of ``function`` run on NumPy, or ``None`` where
+    the call must keep the torch kernels."""
+    torch = sys.modules["torch"]
+    twin = _twin(torch, model)
+    if twin is None:
+        return None
+    # The tensor behind each view, so that a view in the result comes back
+    # as the caller's tensor itself, as the torch kernels return it.
+    tensors: dict[int, tuple[Any, Any]] = {}
+    try:
+        args = tuple(_view(torch, value, tensors) for value in args)
+        kwargs = {name: _view(torch, value, tensors) for name, value in kwargs.items()}
+    except _NotEligible:
+        return None
+    try:
+        result = function(twin, *args, **kwargs)
+    except Exception:  # noqa: BLE001
+        # The torch run raises the same error in torch's words.
+        return None
+    return (_to_torch(torch, result, tensors),)
+
+
+def _twin(torch: Any, model: Any) -> Any:
+    """Return the NumPy model that shares the memory of ``model``'s CPU
+    tensors, or ``None`` if ``model`` cannot take the route.
+
+    The twin is kept while the model lives, and made again when one of its
+    tensors is replaced or gets new memory (``tensor.data = ...``). Values
+    written in place show in the twin, which views the same memory.
+    """
+    if not isinstance(model, ResidualMLP):
+        return None
+    if not array_api_compat.is_torch_namespace(model.xp):
+        return None
+    if torch.is_autocast_enabled("cpu"):
+        # The torch kernels raise the error that explains it.
+        return None
+    weights = [
+        value
+        for block in model.blocks
+        for value in (block.W1, block.W2, block.W3, block.b1, block.b2)
+        if value is not None
+    ]
+    if torch.is_grad_enabled() and any(weight.requires_grad for weight in weights):
+        return None
+    identities = list(map(id, weights))
+    pointers = [weight.data_ptr() for weight in weights]
+    cached = _twins.get(model)
+    if cached is not None:
+        twin, _, cached_identities, cached_pointers = cached
+        if cached_identities == identities and cached_pointers == pointers:
+            return twin
+    if not _eligible_tensor(torch, weights[0], floating=True) or any(
+        type(weight) not in (torch.Tensor, torch.nn.Parameter) for weight in weights
+    ):
+        return None
+    try:
+        twin = _numpy_copy(model)
+    except (RuntimeError, TypeError):
+        return None
+    # The weights are kept so that no other tensor can take their ids.
+    _twins[model] = (twin, weights, identities, pointers)
+    return twin
+
+
+def _numpy_copy(model: Any) -> Any:
+    """Return a copy of ``model`` whose arrays are NumPy views of its tensors.
+
+    The model checked its arrays when it was made, and the views have the
+    same shapes and dtypes, so the copy skips those checks, which would cost
+    more than a small training step.
+    """
+    twin = copy.copy(model)
+    twin.blocks = []
+    for block in model.blocks:
+        view = copy.copy(block)
+        for name in _PARAMETERS:
+            value = getattr(block, name)
+            if value is not None:
+                setattr(view, name, value.detach().numpy())
+        twin.blocks.append(view)
+    twin._xp = array_api_compat.numpy
+    return twin
+
+
+# The dtypes that the NumPy route takes: floating inputs and weights, and
+# integer or boolean labels.
+_FLOATING = ("float32", "float64")
+_LABELS = ("int8", "int16", "int32", "int64", "uint8", "bool")
+
+
+def _eligible_tensor(torch: Any, value: Any, floating: bool = False) -> bool:
+    name = str(value.dtype).rsplit(".", 1)[-1]
+    allowed = _FLOATING if floating else _FLOATING + _LABELS
+    return (
+        name in allowed
+        and value.device.type == "cpu"
+        and value.layout == torch.strided
+        and not value.is_conj()
+        and not value.is_neg()
+    )
+
+
+def _view(
+    torch: Any, value: Any, tensors: dict[int, tuple[Any, Any]], nested: bool = False
+) -> Any:
+    """Return ``value`` with every CPU tensor in it as a NumPy view.
+
+    Each view is recorded in ``tensors``. A value that cannot take the route
+    raises ``_NotEligible``.
+
+    A tensor that requires a gradient is taken only at the top level and
+    with grad mode off, where the torch kernels treat it as any other. A
+    tensor in a dataclass, such as the ``out`` of per_sample_gradients, is
+    written to, so one that requires a gradient, is an inference tensor or
+    is not contiguous keeps the torch run, which rejects it in its words.
+    """
+    if isinstance(value, torch.Tensor):
+        if type(value) is not torch.Tensor or not _eligible_tensor(torch, value):
+            raise _NotEligible
+        if value.requires_grad and (nested or torch.is_grad_enabled()):
+            raise _NotEligible
+        if nested and (value.is_inference() or not value.is_contiguous()):
+            # Stacks to write into, which the torch run checks in its words.
+            raise _NotEligible
+        try:
+            view = value.detach().numpy()
+        except (RuntimeError, TypeError) as error:
+            # A tensor of a torch.func transform, which has no memory of
+            # its own.
+            raise _NotEligible from error
+        tensors[id(view)] = (view, value)
+        return view
+    if isinstance(value, np.ndarray):
+        # A NumPy array beside a torch model is an error that the torch run
+        # words.
+        raise _NotEligible
+    if isinstance(value, list):
+        return [_view(torch, item, tensors, nested) for item in value]
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_view(torch, item, tensors, nested) for item in value)
+    if dataclasses.is_dataclass(value) and hasattr(value, "__dict__"):
+        copied = object.__new__(type(value))
+        copied.__dict__.update(
+            (name, _view(torch, item, tensors, nested=True))
+            for name, item in value.__dict__.items()
+        )
+        return copied
+    return value
+
+
+def _to_torch(torch: Any, value: Any, tensors: dict[int, tuple[Any, Any]]) -> Any:
+    """Return ``value`` with every NumPy array and scalar in it as a tensor:
+    the caller's own tensor for a view that ``_view`` made, else a tensor
+    on the array's memory.
+
+    A dataclass result is copied through its ``__dict__``. The 500 arrays
+    of the gradients of a 100-block network take about 0.5 ms this way,
+    where ``dataclasses.replace`` and generic type tests took twice that.
+    """
+    from_numpy = torch.from_numpy
+    ndarray = np.ndarray
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        if kind is ndarray:
+            known = tensors.get(id(value))
+            if known is not None and known[0] is value:
+                return known[1]
+            if not value.flags.writeable:
+                # torch.from_numpy warns on a read-only array.
+                value = value.copy()
+            try:
+                return from_numpy(value)
+            except ValueError:
+                # A negative stride, which torch.from_numpy rejects.
+                return from_numpy(value.copy())
+        if value is None:
+            return None
+        if kind is list:
+            return [convert(item) for item in value]
+        if isinstance(value, np.generic):
+            return from_numpy(np.asarray(value))
+        if kind is tuple:
+            return tuple(convert(item) for item in value)
+        if hasattr(kind, "__dataclass_fields__") and hasattr(value, "__dict__"):
+            result = object.__new__(kind)
+            result.__dict__.update(
+                (name, convert(item)) for name, item in value.__dict__.items()
+            )
+            return result
+        return value
+
+    return convert(value)

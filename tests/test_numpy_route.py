@@ -1,0 +1,299 @@
+"""Tests of the NumPy route: resgrad's calls on CPU tensors outside autograd
+run NumPy's kernels on views of the tensors and return tensors.
+
+Every routed function must give what the torch kernels give, to rounding,
+in the same types, dtypes and shapes; calls the route cannot take must run
+on torch exactly as before; and errors must read the same.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import reference
+import torch
+
+import resgrad
+from resgrad import _numpy_route, attacks
+from resgrad.torch import use_numpy_on_cpu
+
+N = 7
+
+
+@pytest.fixture
+def routed(monkeypatch):
+    """Return a list that gets one entry per call that took the route."""
+    taken = []
+    original = _numpy_route._route
+
+    def spy(function, model, args, kwargs):
+        result = original(function, model, args, kwargs)
+        if result is not None:
+            taken.append(function.__name__)
+        return result
+
+    monkeypatch.setattr(_numpy_route, "_route", spy)
+    return taken
+
+
+@pytest.fixture
+def torch_kernels():
+    """Return a function that runs a call with the route off."""
+
+    def run(function, *args, **kwargs):
+        previous = use_numpy_on_cpu(False)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            use_numpy_on_cpu(previous)
+
+    return run
+
+
+def _net(dtype=torch.float64, activation="tanh", shortcut="learned"):
+    model = reference.random_model(3, activation, shortcut, classes=4)
+    x, y = reference.random_batch(model, N)
+    # Inputs in [0, 1], the attacks' default box.
+    x = 1 / (1 + np.exp(-x))
+    x_t = torch.as_tensor(x, dtype=dtype)
+    return model.convert(torch, dtype=dtype), x_t, torch.as_tensor(y)
+
+
+CALLS = {
+    "gradients": lambda m, x, y: resgrad.gradients(m, x, y),
+    "gradients sum, no input": lambda m, x, y: resgrad.gradients(
+        m, x, y, reduction="sum", with_input=False
+    ),
+    "gradients product": lambda m, x, y: resgrad.gradients(m, x, y, method="product"),
+    "input_gradient": lambda m, x, y: resgrad.input_gradient(m, x, y),
+    "input_jacobian": lambda m, x, y: resgrad.input_jacobian(m, x),
+    "per_sample_gradients": lambda m, x, y: resgrad.per_sample_gradients(m, x, y),
+    "per_sample_norms": lambda m, x, y: resgrad.per_sample_norms(m, x, y),
+    "fgsm": lambda m, x, y: attacks.fgsm(m, x, y, 0.05),
+    "rfgsm": lambda m, x, y: attacks.rfgsm(m, x, y, 0.05, seed=1),
+    "bim": lambda m, x, y: attacks.bim(m, x, y, 0.05, steps=4),
+    "illcm": lambda m, x, y: attacks.illcm(m, x, y, 0.05, steps=4),
+    "mifgsm targeted": lambda m, x, y: attacks.mifgsm(m, x, y, 0.05, target=1),
+    "pgd early stop": lambda m, x, y: attacks.pgd(
+        m, x, y, 0.05, steps=4, seed=2, early_stop=True
+    ),
+    "pgd_l2": lambda m, x, y: attacks.pgd_l2(m, x, y, 0.5, steps=4, seed=3),
+    "jsma": lambda m, x, y: attacks.jsma(m, x, y, target=2, gamma=1.0),
+    "mjsma": lambda m, x, y: attacks.mjsma(m, x, y, target=3, gamma=1.0),
+}
+
+
+def _leaves(value, path="result"):
+    """Yield ``(path, leaf)`` for every field, item and array in ``value``."""
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{path}[{index}]")
+    elif hasattr(value, "__dataclass_fields__"):
+        for name in value.__dataclass_fields__:
+            yield from _leaves(getattr(value, name), f"{path}.{name}")
+    else:
+        yield path, value
+
+
+def _assert_same_result(routed_result, torch_result, rtol):
+    assert type(routed_result) is type(torch_result)
+    pairs = list(zip(_leaves(routed_result), _leaves(torch_result), strict=True))
+    assert pairs
+    for (path, got), (other, want) in pairs:
+        assert path == other
+        assert type(got) is type(want), path
+        if isinstance(want, torch.Tensor):
+            assert got.dtype == want.dtype, path
+            assert got.shape == want.shape, path
+            assert got.device == want.device, path
+            assert got.requires_grad == want.requires_grad, path
+            torch.testing.assert_close(
+                got.detach(), want.detach(), rtol=rtol, atol=rtol, msg=path
+            )
+        else:
+            assert got == want, path
+
+
+@pytest.mark.parametrize("name", CALLS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_route_matches_torch_kernels(name, dtype, routed, torch_kernels):
+    model, x, y = _net(dtype)
+    x_before, y_before = x.clone(), y.clone()
+    weights_before = {k: v.clone() for k, v in model.arrays().items()}
+    result = CALLS[name](model, x, y)
+    assert len(routed) == 1, routed
+    expected = torch_kernels(CALLS[name], model, x, y)
+    assert len(routed) == 1
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    _assert_same_result(result, expected, rtol)
+    # Nothing of the caller's was written, and no result shares its memory.
+    torch.testing.assert_close(x, x_before, rtol=0, atol=0)
+    torch.testing.assert_close(y, y_before, rtol=0, atol=0)
+    for key, value in model.arrays().items():
+        torch.testing.assert_close(value, weights_before[key], rtol=0, atol=0)
+    for path, leaf in _leaves(result):
+        if isinstance(leaf, torch.Tensor) and leaf is not y:
+            for owner in (x, *model.arrays().values()):
+                shared = np.shares_memory(leaf.numpy(), owner.numpy())
+                assert not shared, path
+
+
+def test_route_returns_caller_target_and_out_tensors(routed):
+    model, x, y = _net()
+    target = torch.full((N,), 2)
+    result = attacks.bim(model, x, y, 0.05, steps=2, target=target)
+    assert result.target is target
+    out = resgrad.per_sample_gradients(model, x, y)
+    stacks = dict(out.arrays())
+    again = resgrad.per_sample_gradients(model, 2 * x, y, out=out)
+    assert routed == ["bim", "per_sample_gradients", "per_sample_gradients"]
+    for key, value in again.arrays().items():
+        if key.rsplit(".", 1)[1].startswith("W"):
+            assert value is stacks[key], key
+    fresh = resgrad.per_sample_gradients(model, 2 * x, y)
+    for key, value in fresh.arrays().items():
+        torch.testing.assert_close(again.arrays()[key], value, rtol=0, atol=0)
+
+
+def _requires_grad_weights(model, x, y):
+    weights = {k: v.clone().requires_grad_(True) for k, v in model.arrays().items()}
+    return model.replace_arrays(weights), x, y
+
+
+def _requires_grad_input(model, x, y):
+    return model, x.clone().requires_grad_(True), y
+
+
+def _bfloat16(model, x, y):
+    return model.convert(dtype=torch.bfloat16), x.to(torch.bfloat16), y
+
+
+def _transposed_weight(model, x, y):
+    # A conjugate view is not possible for real tensors; a negated view is.
+    weights = dict(model.arrays())
+    weights["blocks.0.W1"] = torch._neg_view(weights["blocks.0.W1"])
+    return model.replace_arrays(weights), x, y
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_requires_grad_weights, _requires_grad_input, _bfloat16, _transposed_weight],
+)
+def test_calls_the_route_cannot_take_run_on_torch(make, routed, torch_kernels):
+    model, x, y = make(*_net())
+    result = resgrad.gradients(model, x, y)
+    assert routed == []
+    expected = torch_kernels(resgrad.gradients, model, x, y)
+    _assert_same_result(result, expected, rtol=0)
+
+
+def test_route_off_keeps_torch_kernels(routed):
+    model, x, y = _net()
+    assert use_numpy_on_cpu(False) is True
+    try:
+        resgrad.gradients(model, x, y)
+        attacks.pgd(model, x, y, 0.05, steps=2, seed=0)
+    finally:
+        assert use_numpy_on_cpu(True) is False
+    assert routed == []
+    resgrad.gradients(model, x, y)
+    assert routed == ["gradients"]
+
+
+@pytest.mark.parametrize("value", [1, None, "yes", np.bool_(True)])
+def test_use_numpy_on_cpu_takes_a_bool(value):
+    with pytest.raises(TypeError, match="True or False"):
+        use_numpy_on_cpu(value)
+
+
+def test_attack_routes_input_requiring_grad(routed):
+    """Attacks run with autograd off, where the torch kernels treat such an
+    input as any other, so the route takes it and the result is the same."""
+    model, x, y = _net()
+    tracked = x.clone().requires_grad_(True)
+    result = attacks.pgd(model, tracked, y, 0.05, steps=3, seed=0)
+    plain = attacks.pgd(model, x, y, 0.05, steps=3, seed=0)
+    assert routed == ["pgd", "pgd"]
+    assert not result.x_adv.requires_grad
+    assert tracked.grad is None
+    torch.testing.assert_close(result.x_adv, plain.x_adv, rtol=0, atol=0)
+
+
+def test_weights_written_in_place_show(routed, torch_kernels):
+    model, x, y = _net()
+    resgrad.gradients(model, x, y)
+    with torch.no_grad():
+        model.blocks[0].W1.mul_(3)
+    scaled = resgrad.gradients(model, x, y)
+    expected = torch_kernels(resgrad.gradients, model, x, y)
+    torch.testing.assert_close(scaled.blocks[0].W1, expected.blocks[0].W1)
+    # A tensor whose storage is swapped gets a new NumPy view.
+    model.blocks[1].W2.data = torch.zeros_like(model.blocks[1].W2)
+    swapped = resgrad.gradients(model, x, y)
+    expected = torch_kernels(resgrad.gradients, model, x, y)
+    torch.testing.assert_close(swapped.blocks[0].W1, expected.blocks[0].W1)
+    assert float(abs(swapped.blocks[1].W1).max()) == 0
+    assert routed == ["gradients"] * 3
+
+
+def _message(function, *args, **kwargs):
+    with pytest.raises(Exception) as caught:
+        function(*args, **kwargs)
+    return type(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda m, x, y: resgrad.gradients(m, x, y + 10),
+        lambda m, x, y: resgrad.gradients(m, x.numpy(), y),
+        lambda m, x, y: resgrad.gradients(m, x[:, :2], y),
+        lambda m, x, y: resgrad.gradients(m, x.float(), y),
+        lambda m, x, y: attacks.pgd(m, x, y, -0.1),
+        lambda m, x, y: attacks.fgsm(m, x + 5, y, 0.1),
+        lambda m, x, y: resgrad.gradients(m, x * float("nan"), y),
+    ],
+    ids=["label", "numpy x", "shape", "dtype", "eps", "box", "nan"],
+)
+def test_errors_read_as_on_torch(bad, torch_kernels):
+    model, x, y = _net()
+    assert _message(bad, model, x, y) == _message(torch_kernels, bad, model, x, y)
+
+
+def test_route_under_autocast_keeps_the_torch_error(routed):
+    model, x, y = _net(torch.float32)
+    with torch.autocast("cpu"), pytest.raises(RuntimeError, match="autocast"):
+        resgrad.gradients(model, x, y)
+    assert routed == []
+
+
+def test_route_under_vmap_keeps_the_torch_error(routed):
+    model, x, y = _net()
+    with pytest.raises(TypeError, match="vmap"):
+        torch.func.vmap(lambda row: resgrad.input_gradient(model, row[None], y[:1]))(x)
+    assert routed == []
+
+
+def test_results_from_read_only_and_reversed_arrays():
+    values = np.arange(6.0).reshape(2, 3)
+    read_only = values.copy()
+    read_only.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensors = _numpy_route._to_torch(torch, [read_only, values[::-1]], {})
+    np.testing.assert_array_equal(tensors[0].numpy(), values)
+    np.testing.assert_array_equal(tensors[1].numpy(), values[::-1])
+    assert isinstance(_numpy_route._to_torch(torch, np.float32(2), {}), torch.Tensor)
+
+
+def test_training_on_tensors_matches_the_torch_kernels(torch_kernels):
+    model, x, y = _net()
+    options = {"epochs": 3, "batch_size": 4, "seed": 0, "progress": False}
+    routed_fit = resgrad.fit(model, x, y, **options)
+    torch_fit = torch_kernels(resgrad.fit, model, x, y, **options)
+    for key, value in torch_fit.model.arrays().items():
+        got = routed_fit.model.arrays()[key]
+        assert isinstance(got, torch.Tensor)
+        torch.testing.assert_close(got, value, rtol=1e-10, atol=1e-12)
