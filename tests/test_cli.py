@@ -109,6 +109,15 @@ BAD_ARGUMENTS = {
         "none.csv does not exist",
     ),
     "train data folder": (["train", "--data", "{dir}"], "is a folder; expected a file"),
+    "train empty data path": (["train", "--data", ""], "--data: the path is empty"),
+    "train empty out": (["train", "--out", " "], "--out: the path is empty"),
+    "run empty out": (["run", "--out", ""], "--out: the path is empty; pass"),
+    "depth empty out": (["depth", "--out", ""], "--out: the path is empty; pass"),
+    "attack empty model": (["attack", "--model", ""], "--model: the path is empty"),
+    "attack empty out": (
+        ["attack", "--model", "{dir}/model.npz", "--out", ""],
+        "--out: the path is empty",
+    ),
     "train labels missing": (
         ["train", "--labels", "{dir}/none"],
         "none does not exist",

@@ -713,10 +713,25 @@ def _same_data(args: Any, training: dict, data: Any) -> bool:
     return trained_on.name == loaded_from.name
 
 
+def _check_not_empty(value: str, wanted: str) -> None:
+    """Raise ``ArgumentTypeError`` for an empty path, which ``Path`` would
+    read as the current folder."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError(f"the path is empty; pass {wanted}.")
+
+
+def folder_path(value: str) -> Path:
+    """Return ``value`` as the path of an output folder that the command
+    checks later, for ``--out`` options."""
+    _check_not_empty(value, "the name of a folder, such as runs/first")
+    return Path(value)
+
+
 def existing_file(value: str) -> Path:
     """Return ``value`` as a path to an existing file, for ``--model`` options."""
     from ..io import missing, special_file
 
+    _check_not_empty(value, "the path of an existing file")
     path = Path(value)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; expected a file.")
@@ -733,8 +748,9 @@ def output_file(value: str) -> Path:
     writable folder."""
     from ..io import check_writable, special_file
 
+    _check_not_empty(value, "a file name, such as model.npz")
     path = Path(value)
-    if not value or path.is_dir():
+    if path.is_dir():
         example = Path(value, "model.npz")
         raise argparse.ArgumentTypeError(
             f"{value!r} is a folder; expected a file name, e.g. {example}."
@@ -762,6 +778,7 @@ def output_folder(value: str) -> Path:
     """Return ``value`` as the path of a folder to write into (made if missing)."""
     from ..io import special_file
 
+    _check_not_empty(value, "the name of a folder, such as out")
     path = Path(value)
     if path.exists() and not path.is_dir():
         kind = special_file(path) or "a file"

@@ -26,6 +26,7 @@ from ._common import (
     Typed,
     add_overwrite_argument,
     check_output_folder,
+    folder_path,
     non_negative_int,
     positive_int,
     progress_bar,
@@ -81,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_study_arguments(parser)
     parser.add_argument(
         "--out",
-        type=Path,
+        type=folder_path,
         default=Path("runs/depth"),
         help="the folder for depth.json and the plots, absent or empty unless "
         "--overwrite is given (default: runs/depth)",

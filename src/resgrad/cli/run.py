@@ -36,6 +36,7 @@ from ._common import (
     check_not_an_input,
     check_output_folder,
     file_times,
+    folder_path,
     load_dataset,
     lock_output_folder,
     make_output_folder,
@@ -71,7 +72,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=folder_path,
         default=None,
         help="the run folder to write (default: runs/<date>-<time>, with -2, "
         "-3 and so on added for runs started in the same second); it must be "
