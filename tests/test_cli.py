@@ -175,6 +175,15 @@ BAD_ARGUMENTS = {
         ["saliency", "--model", "{dir}"],
         "is a folder; expected a file",
     ),
+    "saliency gauss steps": (
+        ["saliency", "--model", "{dir}/model.npz", "--steps", "9" * 23],
+        "is too many for rule 'gausslegendre'",
+    ),
+    "saliency riemann steps": (
+        ["saliency", "--model", "{dir}/model.npz", "--rule", "riemann_middle"]
+        + ["--steps", "9" * 23],
+        "is too many for an array of path positions",
+    ),
     "saliency unknown method": (
         ["saliency", "--model", "{dir}/model.npz", "--method", "lime"],
         "'lime'",
@@ -473,6 +482,19 @@ def test_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
     )
     assert lines == [message]
     assert not (tmp_path / "out").exists()
+
+
+def test_overflow_is_one_line(tmp_path, monkeypatch, capsys):
+    import resgrad.depth
+
+    def too_large(*args, **kwargs):
+        raise OverflowError("cannot fit 'int' into an index-sized integer")
+
+    monkeypatch.setattr(resgrad.depth, "depth_sweep", too_large)
+    status, lines = run_cli(capsys, ["depth", "--out", str(tmp_path / "out")])
+    assert status == 2
+    message = "resgrad depth: error: cannot fit 'int' into an index-sized integer"
+    assert lines == [message]
 
 
 def test_data_out_of_memory_names_the_file(tmp_path, monkeypatch, capsys):

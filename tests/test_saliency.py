@@ -347,6 +347,29 @@ def test_smoothgrad_noise_scales_with_range(model, x):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
 
 
+def test_gauss_legendre_steps_capped():
+    with pytest.raises(ValueError, match="steps=4097 .* is too many for rule"):
+        saliency.quadrature("gausslegendre", saliency.GAUSS_MAX_STEPS + 1)
+    alphas, weights = saliency.quadrature("gausslegendre", 3)
+    assert alphas.shape == weights.shape == (3,)
+
+
+def test_smoothgrad_memory_does_not_grow_with_samples():
+    """The noise is drawn one copy at a time: 400 copies of a (50, 64) batch
+    would take 9.8 MiB in one draw."""
+    import tracemalloc
+
+    model = resgrad.ResidualMLP.init([64, 16, 3], seed=0)
+    x = np.random.default_rng(0).random((50, 64))
+    tracemalloc.start()
+    try:
+        saliency.smoothgrad(model, x, 0, samples=400, seed=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20, peak
+
+
 # Integrated Gradients completeness.
 
 

@@ -151,7 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (ValueError, TypeError, OSError, ImportError) as error:
+    except (ValueError, TypeError, OSError, ImportError, OverflowError) as error:
+        # OverflowError: a count too large for an array index, such as
+        # --steps 1e23 (NumPy raises it before any work).
         _print_traceback(args.debug)
         if _terminated:
             # A library that caught the interrupt raised this in its place.
