@@ -484,6 +484,28 @@ def test_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_network_too_large_to_train(command, tmp_path, monkeypatch, capsys):
+    import resgrad.data
+    import resgrad.model
+
+    def never(*args, **kwargs):
+        raise AssertionError("the network was made")
+
+    monkeypatch.setattr(resgrad.data, "_available_memory", lambda: 2**30)
+    monkeypatch.setattr(resgrad.model.ResidualMLP, "init", never)
+    out = ["--out", str(tmp_path / ("m.npz" if command == "train" else "run"))]
+    argv = [command, "--widths", "20000", "--hidden", "64", *out]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(
+        f"resgrad {command}: error: --widths 20000 with --hidden 64,64 needs about "
+    )
+    assert "more than the 1.0 GiB of memory available" in lines[0]
+    assert not any(tmp_path.iterdir())
+
+
 def test_overflow_is_one_line(tmp_path, monkeypatch, capsys):
     import resgrad.depth
 

@@ -203,6 +203,8 @@ def build_model(args: argparse.Namespace, data: Any) -> Any:
         args.shortcut if args.shortcut != "identity" or p_in == p_out else "learned"
         for p_in, p_out in itertools.pairwise(sizes)
     ]
+    rows = max(len(data.y_train), len(data.y_test))
+    _check_training_memory(args, sizes, hidden, shortcuts, rows)
     return ResidualMLP.init(
         sizes,
         hidden,
@@ -211,6 +213,52 @@ def build_model(args: argparse.Namespace, data: Any) -> Any:
         init=args.init,
         seed=args.seed,
     )
+
+
+# Copies of the weights that training holds at once: the weights, their
+# gradients, the optimizer's state (two for Adam, one for momentum), the
+# weights of the best epoch, and about two temporaries of the update.
+WEIGHT_COPIES = {"sgd": 5, "momentum": 6, "adam": 7}
+# Arrays per unit and row of the forward pass that the recurrence keeps:
+# u, h, z and a, and the errors e and e_hat.
+ARRAYS_PER_UNIT = 6
+
+
+def _check_training_memory(
+    args: argparse.Namespace,
+    sizes: list[int],
+    hidden: list[int],
+    shortcuts: list[str],
+    rows: int,
+) -> None:
+    """Raise ``ValueError`` before the network is made when training it
+    would need more memory than is available, which NumPy would otherwise
+    report in its own words or the kernel end by killing the process."""
+    from ..data import _available_memory
+
+    available = _available_memory()
+    if available is None:
+        return
+    weights = 0
+    units = 0
+    for (p_in, p_out), q, shortcut in zip(
+        itertools.pairwise(sizes), hidden, shortcuts, strict=True
+    ):
+        weights += q * p_in + p_out * q + q + p_out
+        weights += p_out * p_in if shortcut == "learned" else 0
+        units += q + p_out
+    copies = WEIGHT_COPIES[args.optimizer]
+    needed = 8 * (copies * weights + ARRAYS_PER_UNIT * units * rows)
+    if needed > available:
+        widths = _show_int_list(args.widths) or "''"
+        raise ValueError(
+            f"--widths {widths} with --hidden {_show_int_list(hidden)} needs about "
+            f"{needed / 2**30:.3g} GiB to train ({weights:,} weights, held "
+            f"{copies} times over in training with {args.optimizer}, and the "
+            f"activations of {rows:,} rows; an estimate), more than the "
+            f"{available / 2**30:.1f} GiB of memory available; pass smaller "
+            "widths, fewer blocks or a smaller data set."
+        )
 
 
 def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
