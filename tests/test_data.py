@@ -1573,6 +1573,23 @@ def test_csv_header_names_label_column(tmp_path):
     assert load_csv(path, label_column=0)[1].tolist() == [0, 1, 0]
 
 
+def test_csv_second_label_name_refused(tmp_path):
+    # "label" copies "class", so read as a feature it would leak the label.
+    path = tmp_path / "two.csv"
+    path.write_text("label,x2,class\n0,0.5,0\n1,0.2,1\n0,0.1,0\n1,0.9,1\n")
+    message = (
+        r"column 2 'class' was read as the label, but column 0 'label' is named "
+        r"as a label too and would be read as a feature"
+    )
+    with pytest.raises(ValueError, match=message):
+        load_csv(path)
+    with pytest.raises(ValueError, match=message):
+        load_data(path)
+    x, y, _ = load_csv(path, label_column=-1)
+    assert x.shape == (4, 2)
+    assert y.tolist() == [0, 1, 0, 1]
+
+
 def test_label_column_last_any_file(tmp_path):
     path = tmp_path / "rows.npz"
     np.savez(path, X=np.random.default_rng(0).random((8, 2)), y=np.arange(8) % 2)

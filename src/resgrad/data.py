@@ -562,6 +562,8 @@ def load_csv(
             f"{path}: {named[0].lower()}{named[1:].rstrip('.')}, or "
             "--label-column -1 to keep the last column."
         )
+    if not chosen:
+        _check_one_label_name(path, header_names, label)
     features = np.delete(table, label, axis=1)
     try:
         return _validate_arrays(features, table[:, label], source=path)
@@ -656,6 +658,26 @@ def _label_column_hint(
         f"{index} {columns[index]!r}: pass --label-column {index} "
         f"(label_column={index} in Python)."
     )
+
+
+def _check_one_label_name(path: Path, header: list[str], label: int) -> None:
+    """Raise ``ValueError`` when the header names another label column
+    beside ``label``, which would be read as a feature and leak the label."""
+    columns = [_unquote(name) for name in header]
+    others = [
+        index
+        for index, name in enumerate(columns)
+        if name.lower() in LABEL_NAMES and index != label
+    ]
+    if others:
+        index = others[0]
+        raise ValueError(
+            f"{path}: column {label} {columns[label]!r} was read as the label, "
+            f"but column {index} {columns[index]!r} is named as a label too and "
+            "would be read as a feature; remove one of them, or pass "
+            "--label-column (label_column= in Python) to choose the label and "
+            "keep the other as a feature."
+        )
 
 
 def _first_line(path: Path) -> tuple[str, int]:
