@@ -797,6 +797,10 @@ def test_cli_rejects_trained_options_without_trained(tmp_path, capsys, options, 
         (["--depths", "100000"], "--depths 100000 at --widths 256 needs about"),
         (["--identity-blocks", "100000"], "--identity-blocks 100000 at"),
         (["--trained", "--trained-depths", "100000"], "--trained-depths 100000 at"),
+        (
+            ["--depths", "1", "--seeds", "10000000"],
+            "--seeds 10000000 on --samples 16 needs about",
+        ),
     ],
 )
 def test_cli_rejects_network_over_memory(tmp_path, capsys, monkeypatch, options, named):

@@ -209,7 +209,9 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
         action=Typed,
         type=positive_int,
         default=5,
-        help="training epochs of each classifier (default: 5)",
+        help="the most training epochs of each classifier, which trains with "
+        "fit's defaults: 10%% of its rows held out for validation, and a stop "
+        "after 10 epochs without a lower validation loss (default: 5)",
     )
 
 
@@ -435,14 +437,24 @@ def _memory_cases(args: argparse.Namespace) -> list[tuple[str, int, str, str]]:
     norm_bytes = 8 * 4 * args.seeds * args.samples * sum(args.depths)
     norm_bytes *= len(args.widths) * len(args.arch)
 
-    cases = [
-        (
+    network_bytes = _network_bytes(depth, width, args.samples)
+    if norm_bytes > network_bytes:
+        covered = (
+            "for the norms kept of every seed, block and sample, and one "
+            f"network of --depths {depth} at --widths {width} (an estimate)"
+        )
+        largest = (
+            f"--seeds {args.seeds} on --samples {args.samples}",
+            covered,
+            "pass fewer seeds or samples",
+        )
+    else:
+        largest = (
             f"--depths {depth} at --widths {width}",
-            _network_bytes(depth, width, args.samples) + norm_bytes,
             f"for one network on --samples {args.samples} (an estimate)",
             "pass fewer blocks, a smaller width or fewer samples",
         )
-    ]
+    cases = [(largest[0], network_bytes + norm_bytes, *largest[1:])]
 
     spectra = [d for d in args.depths if d <= args.spectrum_depth]
     if spectra:
