@@ -1,6 +1,8 @@
 """Activations and their closed-form derivatives against PyTorch, kinks
 included."""
 
+import warnings
+
 import array_api_compat.numpy as xp_numpy
 import numpy as np
 import pytest
@@ -99,6 +101,17 @@ def test_derivative_keeps_shape_and_dtype(name):
     for result in (activation.value(xp_numpy, u), activation.derivative(xp_numpy, u)):
         assert result.shape == (3, 4)
         assert result.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["tanh", "sigmoid"])
+def test_bell_derivative_at_huge_input_is_quiet(name):
+    u = np.array([-1e308, 1e308, 0.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        derivative = resgrad.get_activation(name).derivative(xp_numpy, u)
+    assert derivative[0] == 0
+    assert derivative[1] == 0
+    assert derivative[2] == (1.0 if name == "tanh" else 0.25)
 
 
 def test_relu_derivative_at_zero_is_zero():

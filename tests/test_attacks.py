@@ -1458,6 +1458,17 @@ def test_mjsma_negative_theta_raises(small_model):
         attacks.mjsma(small_model, x, y, theta=-0.5)
 
 
+@pytest.mark.parametrize("name", ["jsma", "mjsma"])
+def test_jsma_default_theta_overflow_named(small_model, name):
+    x, y = small_batch()
+    with pytest.raises(
+        ValueError, match=r"The default theta, hi - lo = inf .* pass theta="
+    ):
+        getattr(attacks, name)(
+            small_model, x, y, target=(y + 1) % 5, bounds=(-1e308, 1e308)
+        )
+
+
 def test_saliency_chunks_give_same_result(small_model, monkeypatch):
     import resgrad.attacks._jsma as saliency
 

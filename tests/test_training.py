@@ -241,6 +241,13 @@ def test_fit_same_seed_same_weights():
     assert first.history[-1]["train_loss"] == second.history[-1]["train_loss"]
 
 
+@pytest.mark.parametrize("seed", [None, np.random.default_rng(0)])
+def test_fit_seed_must_be_an_int(seed):
+    x, y = _blobs()
+    with pytest.raises(TypeError, match="int >= 0, which a checkpoint records"):
+        fit(_small_model(), x, y, epochs=1, seed=seed)
+
+
 def test_fit_other_seed_other_weights():
     x, y = _blobs()
     first = fit(_small_model(), x, y, epochs=3, batch_size=16, seed=5)

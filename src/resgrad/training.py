@@ -501,8 +501,12 @@ def fit(
     loss_fn = get_loss(loss)
     xp = _check_data(model, loss_fn, x, y, "x", "y")
     _check_eps_fits(opt, xp, model.dtype)
+    # A checkpoint records the int seed beside the generator's state, so fit
+    # takes no Generator and no None, which the attacks and saliency take.
+    kinds = "an int >= 0, which a checkpoint records with the run"
+    seed = _arrays.check_seed(seed, kinds=kinds)
     x_train, y_train, val = _split_validation(model, loss_fn, x, y, validation, seed)
-    rng = np.random.default_rng(_arrays.check_seed(seed))
+    rng = np.random.default_rng(seed)
     run = _Run(model, loss_fn, opt, x_train, y_train, batch_size, rng, xp)
     progress_state = _Progress.start(run, patience)
     # A second run on the same checkpoint would overwrite this run's epochs.

@@ -111,8 +111,7 @@ def jsma(
             "JSMA is a targeted attack; pass target labels of shape (n,) or one int class."
         )
     batch = prepare(model, x, y, target, bounds)
-    theta = batch.hi - batch.lo if theta is None else check_number("theta", theta)
-    check_fits(batch, "theta", theta)
+    theta = _check_theta(batch, theta)
     gamma = _check_gamma(gamma)
     # A gamma that moves no pair is an error at theta = 0 too.
     _budget(batch.d, gamma)
@@ -163,8 +162,7 @@ def mjsma(
             move; the message names the smallest ``gamma`` that moves one.
     """
     batch = prepare(model, x, y, target, bounds)
-    theta = batch.hi - batch.lo if theta is None else check_number("theta", theta)
-    check_fits(batch, "theta", theta)
+    theta = _check_theta(batch, theta)
     if theta < 0:
         raise ValueError(
             f"Expected theta >= 0 for maximal JSMA, got {theta}; the attack picks "
@@ -200,6 +198,21 @@ def _budget(d: int, gamma: float) -> int:
         f"of {d} features, so the attack would change nothing; pass gamma >= "
         f"{math.ceil(2e4 / d) / 1e4:g}."
     )
+
+
+def _check_theta(batch: Batch, theta: Any) -> float:
+    """Return ``theta``, by default ``hi - lo``, after checking that the
+    dtype of ``x`` holds it."""
+    if theta is not None:
+        return check_fits(batch, "theta", check_number("theta", theta))
+    theta = batch.hi - batch.lo
+    if not abs(theta) <= batch.largest:
+        raise ValueError(
+            f"The default theta, hi - lo = {theta:g} for bounds ({batch.lo:g}, "
+            f"{batch.hi:g}), overflows {batch.x.dtype}; pass theta= (such as "
+            "1.0) or narrower bounds."
+        )
+    return theta
 
 
 def _check_gamma(gamma: Any) -> float:
