@@ -273,6 +273,36 @@ def test_run_stops_on_folder_another_command_writes(tmp_path, monkeypatch, capsy
     assert list(out.iterdir()) == []
 
 
+def test_run_prints_worst_check_row_with_tolerance(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    import resgrad.cli.check
+
+    check = resgrad.cli.check.check_on_test_split
+    chosen = []
+
+    def near_tolerance(*args, **kwargs):
+        report = check(*args, **kwargs)
+        # The row with the smallest tolerance gets the largest error for it.
+        index = min(range(len(report.rows)), key=lambda i: report.rows[i].tolerance)
+        row = report.rows[index]
+        chosen.append(row)
+        rows = list(report.rows)
+        rows[index] = dataclasses.replace(row, error=0.9 * row.tolerance)
+        return dataclasses.replace(report, rows=rows)
+
+    monkeypatch.setattr(resgrad.cli.check, "check_on_test_split", near_tolerance)
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 0
+    printed = capsys.readouterr().out
+    row = chosen[0]
+    expected = (
+        f"worst for its tolerance: {0.9 * row.tolerance:.1e} (tolerance "
+        f"{row.tolerance:.0e}), equation ({row.equation}) against {row.reference})"
+    )
+    assert expected in printed
+
+
 def test_run_names_check_rows_below_resolution(tmp_path, monkeypatch, capsys):
     import dataclasses
 
