@@ -982,6 +982,14 @@ def test_report_section(tmp_path):
         assert (tmp_path / name).exists()
     assert "| residual |" in section.markdown
     assert set(section.metrics["trained_model"]) == {"trained", "init"}
+    # Every figure has a caption, and the spectrum's explains its legend.
+    lines = section.markdown.splitlines()
+    for name in section.files:
+        index = lines.index(f"![{name}]({name})")
+        assert lines[index + 1] == ""
+        assert len(lines[index + 2]) > 40, name
+    assert "below float64's resolution" in section.markdown
+    assert "the architecture zero of resgrad depth --arch" in section.markdown
 
 
 def test_report_section_zero_inputs_no_warning(tmp_path):

@@ -133,6 +133,9 @@ def test_run_report_explains_nan_of_one_feature(tmp_path):
     assert "| vanilla gradient | nan |" in report
     assert "NaN: no rank correlation exists where a map is constant" in report
     assert "Input x gradient and Integrated Gradients multiply the gradient" in report
+    assert "drawn, one bar per feature, on a colour scale" in report
+    assert "red where a feature raises the score" in report
+    assert "pixel" not in report
 
 
 def test_run_warns_when_check_samples_exceed_test_split(tmp_path, capsys):

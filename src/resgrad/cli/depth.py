@@ -60,6 +60,8 @@ PENNINGTON_LAYERS = (2, 8, 16, 32)
 PENNINGTON_WIDTH = 512
 REPORT_DEPTHS = (1, 4, 16, 64)
 REPORT_WIDTH = 32
+# The deepest network of the run report whose Jacobian spectrum is drawn.
+REPORT_SPECTRUM_DEPTH = 16
 REPORT_IDENTITY_BLOCKS = (0, 1, 4, 16)
 # The line printed under the numbers when one of them is not finite.
 ZERO_NORM_NOTE = (
@@ -993,7 +995,7 @@ def report_section(ctx: RunContext) -> Section:
         (REPORT_WIDTH,),
         seeds=seeds,
         samples=8,
-        spectrum_depth=16,
+        spectrum_depth=REPORT_SPECTRUM_DEPTH,
         progress=ctx.progress,
     )
     limits = {
@@ -1054,8 +1056,9 @@ def _report_markdown(sweep, limits, model_rows, files) -> str:
         "biases, two seeds, whatever the trained model's activation). The table "
         "gives log10 ||dY/dW^{12}|| / ||dY/dW^{L2}||, the gradient norm of the "
         "first block's W2 over that of the last block's, as in depth_ratio.png, "
-        "and, in brackets, log10 E||dY/dx||^2. It uses W2 because with alpha = "
-        "0 (architecture zero) W2 = 0 makes the W1 gradient exactly zero:"
+        "and, in brackets, log10 E||dY/dx||^2. It uses W2 because a network "
+        "whose branches start at zero (W2 = 0, the architecture zero of "
+        "resgrad depth --arch) has a W1 gradient of exactly zero:"
     )
     lines = [
         intro,
@@ -1074,8 +1077,33 @@ def _report_markdown(sweep, limits, model_rows, files) -> str:
     if not all(math.isfinite(value) for value in printed):
         lines += ["", ZERO_NORM_NOTE]
     lines += ["", _identity_sentence(limits), "", _trained_sentence(model_rows), ""]
-    lines += [f"![{name}]({name})" for name in files]
-    return "\n".join(lines)
+    for name in files:
+        lines += [f"![{name}]({name})", "", _caption(name), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _caption(name: str) -> str:
+    """Return the sentence under the report figure ``name``."""
+    if name.startswith("depth_norms_w"):
+        return (
+            "Per-block gradient norms log10 ||dY/dW^l|| against the block l, "
+            "per architecture and depth; bands span the seeds."
+        )
+    if name.startswith("depth_spectrum_w"):
+        return (
+            "Histograms of the singular values of the Jacobian dz^L/dx, as a "
+            f"fraction of all of them, for depths up to {REPORT_SPECTRUM_DEPTH}. "
+            "The legend gives the fraction below float64's resolution next to "
+            "the largest value (the rule of numpy.linalg.matrix_rank), which "
+            "the histograms leave out."
+        )
+    return {
+        "depth_ratio.png": "The first-to-last ratio of the table against depth.",
+        "depth_identity.png": (
+            "log10 ||dY/dW^{11}|| of the random network's first block against "
+            "the identity blocks stacked on top, with relu and with sigmoid."
+        ),
+    }.get(name, "")
 
 
 def _identity_sentence(limits) -> str:

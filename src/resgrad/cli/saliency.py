@@ -1064,20 +1064,32 @@ def report_section(ctx: RunContext) -> Section:
     return Section(
         title="Saliency maps",
         key="saliency",
-        markdown=_report_markdown(metrics, model.depth),
+        markdown=_report_markdown(metrics, model.depth, _drawn_as_images(data)),
         metrics=metrics,
         files=[REPORT_GRID_NAME, RANDOMIZATION_NAME, DELETION_NAME],
     )
 
 
-def _report_markdown(metrics: dict, depth: int) -> str:
+def _drawn_as_images(data: Any) -> bool:
+    """Return whether ``_show`` draws the rows of ``data`` as images, not as
+    one bar per feature."""
+    from ..robustness import display_shape
+
+    features = int(data.x_test.shape[1])
+    return display_shape(data.image_shape, features) is not None
+
+
+def _report_markdown(metrics: dict, depth: int, images: bool = True) -> str:
     gap = metrics["integrated_gradients_gap"]
+    unit = "pixel" if images else "feature"
+    drawn = "" if images else ", one bar per feature,"
     maps_text = (
         "Each map is built from the row dB_r/dx of the logit Jacobian for the "
-        "predicted class r. Signed maps are drawn on a colour scale centred at "
-        "zero, red where a pixel raises the score and blue where it lowers it. "
-        "The manuscript's JSMA map is never positive, so its column is drawn in "
-        "purple from zero, darker where a pixel is more salient."
+        f"predicted class r. Signed maps are drawn{drawn} on a colour scale "
+        f"centred at zero, red where a {unit} raises the score and blue where "
+        "it lowers it. The manuscript's JSMA map is never positive, so its "
+        f"column is drawn in purple from zero, darker where a {unit} is more "
+        "salient."
     )
 
     gap_text = (
