@@ -1595,6 +1595,20 @@ def test_evaluate_defaults_to_training_data(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == explicit
 
 
+def test_evaluate_prints_loss_with_four_digits(tmp_path, monkeypatch, capsys):
+    import resgrad.training
+
+    data, model = _train_small(tmp_path, capsys)
+    evaluate = resgrad.training.evaluate
+
+    def round_loss(*args, **kwargs):
+        return {**evaluate(*args, **kwargs), "loss": 0.574}
+
+    monkeypatch.setattr(resgrad.training, "evaluate", round_loss)
+    assert main(["evaluate", "--model", str(model)]) == 0
+    assert "test loss:     0.5740\n" in capsys.readouterr().out
+
+
 def test_evaluate_shows_training_settings(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     assert main(["evaluate", "--model", str(model), "--json"]) == 0

@@ -58,8 +58,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     print(f"test samples:  {len(data.y_test)}")
     # Four significant digits, so that a loss of a well-fitted model does not
-    # print as 0.0000.
-    print(f"test loss:     {figures['loss']:.4g}")
+    # print as 0.0000, with trailing zeros kept (0.5740, not 0.574).
+    print(f"test loss:     {figures['loss']:#.4g}")
     print(f"test accuracy: {figures['accuracy']:.4f}")
     settings = _training_settings(training, metadata)
     if settings:
