@@ -1598,7 +1598,7 @@ def test_evaluate_defaults_to_training_data(tmp_path, capsys):
 def test_evaluate_prints_loss_with_four_digits(tmp_path, monkeypatch, capsys):
     import resgrad.training
 
-    data, model = _train_small(tmp_path, capsys)
+    _, model = _train_small(tmp_path, capsys)
     evaluate = resgrad.training.evaluate
 
     def round_loss(*args, **kwargs):

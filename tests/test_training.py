@@ -1036,6 +1036,12 @@ def test_checkpoint_every_keeps_last_finished_epoch(tmp_path, monkeypatch, error
     header, _ = resgrad.io.load_checkpoint(path)
     assert len(header["history"]) == 3
     assert header["steps"] == 18
+    if isinstance(error, KeyboardInterrupt) and sys.version_info >= (3, 11):
+        note = (
+            f"The checkpoint {path} holds epoch 3; call fit with the same "
+            "arguments and resume=True to continue."
+        )
+        assert error.__notes__ == [note]
     # The shuffling generator is stored as it was after epoch 3, before
     # epoch 4 drew its order.
     resumed = fit(_small_model(), x, y, checkpoint=path, resume=True, **settings)

@@ -607,12 +607,27 @@ def _train(
                 saver.finished(run, progress, last=stop or index + 1 >= epochs)
             if stop:
                 break
-    except BaseException:
+    except BaseException as error:
         # An interrupt or a divergence keeps the last finished epoch, as a
         # checkpoint written after every epoch would.
         if saver is not None:
             saver.write_pending()
+            finished = len(progress.history)
+            if isinstance(error, KeyboardInterrupt) and finished:
+                _add_note(
+                    error,
+                    f"The checkpoint {saver.path} holds epoch {finished}; call "
+                    "fit with the same arguments and resume=True to continue.",
+                )
         raise
+
+
+def _add_note(error: BaseException, note: str) -> None:
+    """Add ``note`` to the traceback of ``error`` where Python (3.11 and
+    later) shows notes."""
+    add_note = getattr(error, "add_note", None)
+    if add_note is not None:
+        add_note(note)
 
 
 def _check_count(name: str, value: Any) -> int:
