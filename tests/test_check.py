@@ -500,4 +500,3 @@ def test_central_difference_divides_by_stored_step():
     slope = _central_difference(lambda v: v, base, 1, 1e-6)
     assert slope[1] == 1.0
     assert slope[0] == slope[2] == 0.0
-

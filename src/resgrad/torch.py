@@ -68,11 +68,14 @@ def use_numpy_on_cpu(enabled: bool) -> bool:
     the attacks run their NumPy code on views of the tensors' memory and
     return tensors. On the CPUs where this was measured, NumPy's BLAS
     multiplied small matrices faster than the one in PyTorch's CPU build,
-    and its calls cost less dispatch. Those
-    calls use NumPy's BLAS threads, which ``torch.set_num_threads``
-    does not set. With ``False`` they run resgrad's torch kernels. GPU
-    tensors, calls that autograd records, and dtypes other than float32 and
-    float64 always run on torch.
+    and its calls cost less dispatch. Those calls use NumPy's BLAS threads,
+    which ``torch.set_num_threads`` does not set.
+
+    With ``False`` they run resgrad's torch kernels, in every thread, and
+    the NumPy views kept of each model's weights are dropped. GPU tensors,
+    calls that autograd records, dtypes other than float32 and float64,
+    tensor subclasses, ``torch.autocast`` and ``torch.func`` transforms
+    always run on torch.
 
     Example:
         >>> import resgrad.torch
