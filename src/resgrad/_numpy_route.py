@@ -49,14 +49,12 @@ class _NotEligible(Exception):
 
 def set_enabled(enabled: bool) -> bool:
     """Turn the route on or off for the whole process and return the
-    previous setting. Turning it off drops the NumPy twins, whose views
-    keep the memory of weights that a model has since replaced."""
+    previous setting. The twins stay, so that turning the route on again
+    finds them."""
     global _enabled
     if not isinstance(enabled, (bool, np.bool_)):
         raise TypeError(f"Expected enabled to be True or False, got {enabled!r}.")
     previous, _enabled = _enabled, bool(enabled)
-    if not _enabled:
-        _twins.clear()
     return previous
 
 

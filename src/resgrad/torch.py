@@ -71,11 +71,10 @@ def use_numpy_on_cpu(enabled: bool) -> bool:
     and its calls cost less dispatch. Those calls use NumPy's BLAS threads,
     which ``torch.set_num_threads`` does not set.
 
-    With ``False`` they run resgrad's torch kernels, in every thread, and
-    the NumPy views kept of each model's weights are dropped. GPU tensors,
-    calls that autograd records, dtypes other than float32 and float64,
-    tensor subclasses, ``torch.autocast`` and ``torch.func`` transforms
-    always run on torch.
+    With ``False`` they run resgrad's torch kernels, in every thread. GPU
+    tensors, calls that autograd records, dtypes other than float32 and
+    float64, tensor subclasses, ``torch.autocast`` and ``torch.func``
+    transforms always run on torch.
 
     Example:
         >>> import resgrad.torch
