@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     common.start("PGD, 10 steps, against torchattacks", args.threads)
     rows = []
-    ours = common.TORCH_AND_NUMPY
+    ours = common.RESGRAD_CONTENDERS
     for name in args.networks:
         width, batch, depth = NETWORKS[name]
         for dtype in args.dtypes:

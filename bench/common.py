@@ -197,7 +197,7 @@ def versus_row(
     torch kernels"`` and ``peer`` to their timings; the speed-ups are the
     peer's time over resgrad's.
     """
-    ours = [times[name] for name in TORCH_AND_NUMPY]
+    ours = [times[name] for name in RESGRAD_CONTENDERS]
     return [
         label,
         dtype,
@@ -212,7 +212,7 @@ def versus_row(
 # resgrad's contenders: NumPy arrays, torch tensors as a user passes them
 # (on the CPU they take the NumPy route), and torch tensors on resgrad's
 # torch kernels with that route off.
-TORCH_AND_NUMPY = ("resgrad NumPy", "resgrad torch", "resgrad torch kernels")
+RESGRAD_CONTENDERS = ("resgrad NumPy", "resgrad torch", "resgrad torch kernels")
 
 
 def on_torch_kernels(run: Callable[[], object]) -> Callable[[], object]:

@@ -3,6 +3,7 @@ references (backpropagation, autograd, finite differences) catches a wrong
 product."""
 
 import dataclasses
+import warnings
 
 import numpy as np
 import pytest
@@ -500,3 +501,15 @@ def test_central_difference_divides_by_stored_step():
     slope = _central_difference(lambda v: v, base, 1, 1e-6)
     assert slope[1] == 1.0
     assert slope[0] == slope[2] == 0.0
+
+
+def test_check_passes_where_the_step_is_lost():
+    # Next to 1e11 the floats lie 1.5e-5 apart, so x + 1e-6 == x - 1e-6; the
+    # difference quotient was 0 / 0 = NaN, and the check failed.
+    model = resgrad.ResidualMLP.init([3, 4, 2], activation="tanh", seed=0)
+    x = np.array([[0.1, 1e11, 0.3], [0.2, 0.5, -0.4]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = check_theorem(model, x, np.array([0, 1]), autograd=False)
+    assert all(np.isfinite(row.error) for row in report.rows)
+    assert report.passed

@@ -110,7 +110,7 @@ BAD_ARGUMENTS = {
     ),
     "train data folder": (["train", "--data", "{dir}"], "is a folder; expected a file"),
     "train empty data path": (["train", "--data", ""], "--data: the path is empty"),
-    "train empty out": (["train", "--out", " "], "--out: the path is empty"),
+    "train blank out": (["train", "--out", " "], "--out: the path is blank (' ')"),
     "run empty out": (["run", "--out", ""], "--out: the path is empty; pass"),
     "depth empty out": (["depth", "--out", ""], "--out: the path is empty; pass"),
     "attack empty model": (["attack", "--model", ""], "--model: the path is empty"),
@@ -495,12 +495,12 @@ def test_network_too_large_to_train(command, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(resgrad.data, "_available_memory", lambda: 2**30)
     monkeypatch.setattr(resgrad.model.ResidualMLP, "init", never)
     out = ["--out", str(tmp_path / ("m.npz" if command == "train" else "run"))]
-    argv = [command, "--widths", "20000", "--hidden", "64", *out]
+    argv = [command, "--widths", "50000", "--hidden", "64", *out]
     status, lines = run_cli(capsys, argv)
     assert status == 2
     assert len(lines) == 1, lines
     assert lines[0].startswith(
-        f"resgrad {command}: error: --widths 20000 with --hidden 64,64 needs about "
+        f"resgrad {command}: error: --widths 50000 with --hidden 64,64 needs about "
     )
     assert "more than the 1.0 GiB of memory available" in lines[0]
     assert not any(tmp_path.iterdir())

@@ -674,9 +674,9 @@ def _check_one_label_name(path: Path, header: list[str], label: int) -> None:
         raise ValueError(
             f"{path}: column {label} {columns[label]!r} was read as the label, "
             f"but column {index} {columns[index]!r} is named as a label too and "
-            "would be read as a feature; remove one of them, or pass "
-            "--label-column (label_column= in Python) to choose the label and "
-            "keep the other as a feature."
+            "would be read as a feature, which leaks the label if it copies "
+            "it; remove one of them, or, if the other is a real feature, pass "
+            "--label-column (label_column= in Python) to choose the label."
         )
 
 

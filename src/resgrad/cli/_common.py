@@ -717,7 +717,8 @@ def _check_not_empty(value: str, wanted: str) -> None:
     """Raise ``ArgumentTypeError`` for an empty path, which ``Path`` would
     read as the current folder."""
     if not value.strip():
-        raise argparse.ArgumentTypeError(f"the path is empty; pass {wanted}.")
+        kind = "empty" if not value else f"blank ({value!r})"
+        raise argparse.ArgumentTypeError(f"the path is {kind}; pass {wanted}.")
 
 
 def folder_path(value: str) -> Path:

@@ -448,7 +448,10 @@ def _memory_cases(args: argparse.Namespace) -> list[tuple[str, int, str, str]]:
         largest = (
             f"--seeds {args.seeds} on --samples {args.samples}",
             covered,
-            "pass fewer seeds or samples",
+            (
+                "pass fewer seeds or samples (the norms also grow with "
+                "--depths, --widths and --arch)"
+            ),
         )
     else:
         largest = (

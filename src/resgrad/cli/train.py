@@ -219,9 +219,9 @@ def build_model(args: argparse.Namespace, data: Any) -> Any:
 # gradients, the optimizer's state (two for Adam, one for momentum), the
 # weights of the best epoch, and about two temporaries of the update.
 WEIGHT_COPIES = {"sgd": 5, "momentum": 6, "adam": 7}
-# Arrays per unit and row of the forward pass that the recurrence keeps:
-# u, h, z and a, and the errors e and e_hat.
-ARRAYS_PER_UNIT = 6
+# Arrays per unit and row that the recurrence keeps: u, h and e_hat for
+# each hidden unit, z, a and e for each output unit.
+ARRAYS_PER_UNIT = 3
 
 
 def _check_training_memory(
