@@ -632,3 +632,20 @@ def test_repr_of_cycles_stops():
     node = Node()
     node.child = node
     assert summary_repr(node) == "Node(child=Node(...))"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_model_pickles_and_deep_copies(backend):
+    import copy
+    import pickle
+
+    xp = np if backend == "numpy" else torch
+    model = resgrad.ResidualMLP.init([6, 5, 3], seed=0, xp=xp, activation="tanh")
+    x = xp.asarray(np.random.default_rng(0).random((4, 6)))
+    for other in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert other.xp is model.xp
+        assert other.activation == "tanh"
+        assert np.array_equal(np.asarray(other(x)), np.asarray(model(x)))
+        other.blocks[0].W1[0, 0] = 5.0
+        assert model.blocks[0].W1[0, 0] != 5.0
+

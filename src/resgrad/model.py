@@ -191,6 +191,15 @@ class ResidualMLP:
         self._xp = self._weights_namespace()
         self._check_dtypes()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The namespace is a module, which pickle cannot store; it is found
+        # again from the weights when the model is loaded.
+        return {**self.__dict__, "_xp": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._xp = self._weights_namespace()
+
     def _check_chain(self) -> None:
         for index in range(1, len(self.blocks)):
             width = self.blocks[index - 1].out_features
