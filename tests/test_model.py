@@ -648,4 +648,3 @@ def test_model_pickles_and_deep_copies(backend):
         assert np.array_equal(np.asarray(other(x)), np.asarray(model(x)))
         other.blocks[0].W1[0, 0] = 5.0
         assert model.blocks[0].W1[0, 0] != 5.0
-

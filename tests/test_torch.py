@@ -1028,3 +1028,15 @@ def test_module_signatures_hide_activation_table():
 
     for method in (TorchBlock.forward, TorchResidualMLP.logits):
         assert inspect.signature(method).parameters["functions"].default is None
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_to_module_leaves_global_generator(explicit):
+    model = resgrad.ResidualMLP.init([8, 6, 3], seed=0)
+    state = torch.get_rng_state()
+    module = to_module(model, explicit=explicit)
+    assert torch.equal(torch.get_rng_state(), state)
+    x = torch.rand(
+        4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    np.testing.assert_allclose(module(x).detach().numpy(), model(x.numpy()), rtol=1e-12)

@@ -193,8 +193,16 @@ def _dtype_mismatch(module: TorchResidualMLP, x: Any) -> str | None:
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     out_features, in_features = weight.shape
-    layer = nn.Linear(in_features, out_features, bias=bias is not None)
-    layer = layer.to(dtype=weight.dtype, device=weight.device)
+    # skip_init makes the layer without its random initialisation, which
+    # would draw from torch's global generator only to be overwritten.
+    layer = torch.nn.utils.skip_init(
+        nn.Linear,
+        in_features,
+        out_features,
+        bias=bias is not None,
+        dtype=weight.dtype,
+        device=weight.device,
+    )
     with torch.no_grad():
         layer.weight.copy_(weight)
         if bias is not None:
