@@ -488,6 +488,20 @@ class TwoInputs(_TwoLinears):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
+class InPlaceAddBlock(_TwoLinears):
+    def forward(self, x):
+        out = self.fc2(torch.relu(self.fc1(x)))
+        out += x
+        return out
+
+
+def test_in_place_add_is_a_shortcut():
+    module = InPlaceAddBlock().double()
+    model = from_module(module)
+    assert model.blocks[0].shortcut == "identity"
+    _assert_same_forward(module, model)
+
+
 def test_method_activation_and_torch_add():
     module = MethodBlock().double()
     model = from_module(module)
