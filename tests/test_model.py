@@ -385,7 +385,7 @@ def test_identity_shortcut_with_unequal_widths_raises():
 )
 def test_unknown_activation_raises(field):
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match="Unknown activation 'gelu'"):
+    with pytest.raises(ValueError, match=f"^{field}: Unknown activation 'gelu'"):
         resgrad.ResidualMLP([_block(rng, 5, 6, 4)], **{field: "gelu"})
 
 

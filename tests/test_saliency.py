@@ -347,6 +347,12 @@ def test_smoothgrad_noise_scales_with_range(model, x):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
 
 
+def test_smoothgrad_noise_shape_names_samples(model, x):
+    message = r"Expected noise of shape \(samples, n, p_0\) = \(50, "
+    with pytest.raises(ValueError, match=message):
+        saliency.smoothgrad(model, x, 0, noise=np.zeros(x.shape))
+
+
 def test_gauss_legendre_steps_capped():
     with pytest.raises(ValueError, match="steps=4097 .* is too many for rule"):
         saliency.quadrature("gausslegendre", saliency.GAUSS_MAX_STEPS + 1)

@@ -185,8 +185,12 @@ class ResidualMLP:
                 )
         if self.post_activation is None:
             self.post_activation = self.activation
-        for name in (self.activation, self.post_activation, self.output_activation):
-            get_activation(name)
+        for role in ("activation", "post_activation", "output_activation"):
+            name = getattr(self, role)
+            try:
+                get_activation(name)
+            except ValueError as error:
+                raise ValueError(f"{role}: {error}") from None
         self._check_chain()
         self._xp = self._weights_namespace()
         self._check_dtypes()

@@ -412,8 +412,9 @@ def _smoothgrad_noise(
         _arrays.namespace(noise, x)
         if tuple(noise.shape) != shape:
             raise ValueError(
-                f"Expected noise of shape {shape} (samples, n, p_0), got "
-                f"{tuple(noise.shape)}."
+                f"Expected noise of shape (samples, n, p_0) = {shape}, got "
+                f"{tuple(noise.shape)}; pass noise with one (n, p_0) copy per "
+                "sample, and samples=None to count them from noise."
             )
         noise = xp.astype(noise, x.dtype)
         _arrays.check_finite(xp, noise, "noise")
