@@ -241,6 +241,13 @@ def test_fit_same_seed_same_weights():
     assert first.history[-1]["train_loss"] == second.history[-1]["train_loss"]
 
 
+def test_fit_torch_optimizer_points_to_explicit_module():
+    x, y = _blobs()
+    adam = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+    with pytest.raises(TypeError, match=r"got Adam\. To train with a torch\.optim"):
+        fit(_small_model(), x, y, optimizer=adam, epochs=1)
+
+
 @pytest.mark.parametrize("seed", [None, np.random.default_rng(0)])
 def test_fit_seed_must_be_an_int(seed):
     x, y = _blobs()

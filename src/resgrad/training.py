@@ -344,9 +344,16 @@ def _make_optimizer(optimizer: str | Optimizer, lr: float | None, weight_decay: 
     if isinstance(optimizer, str):
         return get_optimizer(optimizer, lr=lr, weight_decay=weight_decay)
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        hint = ""
+        if type(optimizer).__module__.startswith("torch.optim"):
+            hint = (
+                " To train with a torch.optim optimizer, use the module of "
+                "resgrad.torch.to_module(model, explicit=True), whose backward "
+                "pass computes resgrad's gradients."
+            )
         raise TypeError(
             f"Expected an optimizer name ({', '.join(OPTIMIZERS)}) or an object "
-            f"with init and update methods, got {type(optimizer).__name__}."
+            f"with init and update methods, got {type(optimizer).__name__}.{hint}"
         )
     if lr is not None or weight_decay != 0:
         raise ValueError(
