@@ -1054,3 +1054,27 @@ def test_to_module_leaves_global_generator(explicit):
         4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
     )
     np.testing.assert_allclose(module(x).detach().numpy(), model(x.numpy()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["saliency", "baseline", "noise", "start"])
+def test_numpy_argument_beside_torch_x_is_named(name):
+    from resgrad import attacks, saliency
+
+    model = resgrad.ResidualMLP.init([8, 6, 3], seed=0, xp=torch, dtype="float32")
+    x = torch.rand(4, 8, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0])
+    calls = {
+        "saliency": lambda: saliency.deletion_curve(model, x, np.zeros((4, 8))),
+        "baseline": lambda: saliency.integrated_gradients(
+            model, x, baseline=np.zeros(8, np.float32)
+        ),
+        "noise": lambda: saliency.smoothgrad(
+            model, x, 0, noise=np.zeros((2, 4, 8), np.float32)
+        ),
+        "start": lambda: attacks.pgd(
+            model, x, y, 0.1, start=np.zeros((4, 8), np.float32)
+        ),
+    }
+    message = f"^{name} is a numpy.ndarray but x is a torch.Tensor; pass {name} "
+    with pytest.raises(TypeError, match=message):
+        calls[name]()

@@ -69,6 +69,21 @@ def namespace(*arrays: Array) -> Any:
         ) from error
 
 
+def namespace_like(x: Array, value: Array, name: str) -> Any:
+    """Return the namespace of ``x`` after checking that the argument
+    ``name`` shares it, or raise a ``TypeError`` that names the argument."""
+    try:
+        return namespace(x, value)
+    except TypeError as error:
+        if type_name(value) == type_name(x) or not hasattr(value, "shape"):
+            raise
+        raise TypeError(
+            f"{name} is a {type_name(value)} but x is a {type_name(x)}; pass "
+            f"{name} in the namespace of x (e.g. torch.as_tensor or "
+            "np.asarray)."
+        ) from error
+
+
 def type_name(value: Any) -> str:
     """Return the qualified name of the type of ``value``, such as
     ``numpy.ndarray``, as messages name array kinds."""

@@ -220,7 +220,7 @@ def _as_reference(xp: Any, value: Any, x: Array, name: str) -> Array:
                 "in that range or an array."
             )
         return xp.full(x.shape, number, dtype=x.dtype, device=_device(x))
-    _arrays.namespace(value, x)
+    _arrays.namespace_like(x, value, name)
     n, d = x.shape
     if tuple(value.shape) not in ((d,), (1, d), (n, d)):
         raise ValueError(
@@ -409,7 +409,7 @@ def _smoothgrad_noise(
     """
     shape = (samples,) + tuple(x.shape)
     if noise is not None:
-        _arrays.namespace(noise, x)
+        _arrays.namespace_like(x, noise, "noise")
         if tuple(noise.shape) != shape:
             raise ValueError(
                 f"Expected noise of shape (samples, n, p_0) = {shape}, got "
@@ -979,7 +979,7 @@ def deletion_curve(
     _check_choice(rank_by, "rank_by", DELETION_RANKINGS)
     _check_choice(score, "score", DELETION_SCORES)
     random_orders = _check_count(random_orders, "random_orders", 1)
-    _arrays.namespace(saliency, x)
+    _arrays.namespace_like(x, saliency, "saliency")
     if tuple(saliency.shape) != tuple(x.shape):
         raise ValueError(
             f"Expected saliency of the input's shape {tuple(x.shape)}, got "

@@ -377,7 +377,7 @@ def from_numpy(batch: Batch, values: np.ndarray) -> Array:
 
 def check_start(batch: Batch, start: Array) -> None:
     """Check that a caller's starting point matches ``x`` in shape and dtype."""
-    xp = _arrays.namespace(batch.x, start)
+    xp = _arrays.namespace_like(batch.x, start, "start")
     _arrays.check_input(xp, start, batch.d, batch.x.dtype, name="start")
     if tuple(start.shape) != tuple(batch.x.shape):
         raise ValueError(
