@@ -241,6 +241,15 @@ def test_fit_same_seed_same_weights():
     assert first.history[-1]["train_loss"] == second.history[-1]["train_loss"]
 
 
+def test_fit_validation_namespace_names_the_pair():
+    x, y = _blobs()
+    model = _small_model().convert(torch)
+    x_t, y_t = torch.as_tensor(x), torch.as_tensor(y)
+    message = r"got x_val as a numpy\.ndarray, y_val as a numpy\.ndarray"
+    with pytest.raises(TypeError, match=message):
+        fit(model, x_t, y_t, epochs=1, validation=(x, y))
+
+
 def test_fit_torch_optimizer_points_to_explicit_module():
     x, y = _blobs()
     adam = torch.optim.Adam([torch.zeros(1, requires_grad=True)])
