@@ -495,8 +495,8 @@ def test_zero_analytic_gradient_fails_against_differences(monkeypatch):
 def test_central_difference_divides_by_stored_step():
     from resgrad.check import _central_difference
 
-    # Floats next to 1e8 lie 1.5e-8 apart, so 1e8 + 1e-6 is not stored as
-    # such; dividing by 2e-6 gave 0.9984 for this slope of 1.
+    # Floats next to 1e8 lie 1.5e-8 apart, so 1e8 + 1e-6 is not stored
+    # exactly. Dividing by 2e-6 gave 0.9984 for this slope of 1.
     base = np.array([0.0, 1e8, 3.0])
     slope = _central_difference(lambda v: v, base, 1, 1e-6)
     assert slope[1] == 1.0

@@ -1054,7 +1054,7 @@ def test_checkpoint_every_keeps_last_finished_epoch(tmp_path, monkeypatch, error
     assert header["steps"] == 18
     if isinstance(error, KeyboardInterrupt) and sys.version_info >= (3, 11):
         note = (
-            f"The checkpoint {path} holds epoch 3; call fit with the same "
+            f"The checkpoint {path} contains epoch 3; call fit with the same "
             "arguments and resume=True to continue."
         )
         assert error.__notes__ == [note]

@@ -12,9 +12,9 @@ torch kernels by rounding only.
 
 Everything else keeps the torch kernels: GPU tensors, a graph that
 autograd records, dtypes other than float32 and float64, tensor subclasses,
-conjugated or negated views, ``torch.autocast``, ``torch.func``
-transforms, and any call that raises on the NumPy side, which runs again on
-torch so that its error names torch's types.
+conjugated or negated views, ``torch.autocast`` and ``torch.func``
+transforms. A call that raises on the NumPy side runs again on torch, so
+that its error names torch's types.
 """
 
 from __future__ import annotations
@@ -207,15 +207,15 @@ def _numpy_copy(model: Any) -> Any:
 
 # The dtypes that the NumPy route takes: floating inputs and weights, and
 # integer or boolean labels.
-_FLOATING = ("float32", "float64")
-_LABELS = ("int8", "int16", "int32", "int64", "uint8", "bool")
+_DTYPES = ("float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
 
 
-def _eligible_tensor(torch: Any, value: Any, floating: bool = False) -> bool:
+def _eligible_tensor(torch: Any, value: Any) -> bool:
+    """Return whether ``value`` is a CPU tensor of a dtype the route takes,
+    in plain strided memory."""
     name = str(value.dtype).rsplit(".", 1)[-1]
-    allowed = _FLOATING if floating else _FLOATING + _LABELS
     return (
-        name in allowed
+        name in _DTYPES
         and value.device.type == "cpu"
         and value.layout == torch.strided
         and not value.is_conj()

@@ -648,8 +648,7 @@ def _label_column_hint(
     """Return a hint naming the header's label column, the first of
     ``names``, when it is not the column ``label`` that was read, else
     ``None``."""
-    columns = [_unquote(name) for name in header]
-    found = [index for index, name in enumerate(columns) if name.lower() in names]
+    columns, found = _label_named(header, names)
     if not found or label in found:
         return None
     index = found[0]
@@ -660,15 +659,20 @@ def _label_column_hint(
     )
 
 
+def _label_named(
+    header: list[str], names: tuple[str, ...]
+) -> tuple[list[str], list[int]]:
+    """Return the unquoted column names of ``header`` and the indices of
+    those that are one of ``names``, in any case."""
+    columns = [_unquote(name) for name in header]
+    return columns, [i for i, name in enumerate(columns) if name.lower() in names]
+
+
 def _check_one_label_name(path: Path, header: list[str], label: int) -> None:
     """Raise ``ValueError`` when the header names another label column
     beside ``label``, which would be read as a feature and leak the label."""
-    columns = [_unquote(name) for name in header]
-    others = [
-        index
-        for index, name in enumerate(columns)
-        if name.lower() in LABEL_NAMES and index != label
-    ]
+    columns, found = _label_named(header, LABEL_NAMES)
+    others = [index for index in found if index != label]
     if others:
         index = others[0]
         raise ValueError(

@@ -623,8 +623,9 @@ def _train(
             if isinstance(error, KeyboardInterrupt) and finished:
                 _add_note(
                     error,
-                    f"The checkpoint {saver.path} holds epoch {finished}; call "
-                    "fit with the same arguments and resume=True to continue.",
+                    f"The checkpoint {saver.path} contains epoch {finished}; "
+                    "call fit with the same arguments and resume=True to "
+                    "continue.",
                 )
         raise
 

@@ -202,7 +202,7 @@ def _budget(d: int, gamma: float) -> int:
 
 def _check_theta(batch: Batch, theta: Any) -> float:
     """Return ``theta``, by default ``hi - lo``, after checking that the
-    dtype of ``x`` holds it."""
+    dtype of ``x`` can represent it."""
     if theta is not None:
         return check_fits(batch, "theta", check_number("theta", theta))
     theta = batch.hi - batch.lo

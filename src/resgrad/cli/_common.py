@@ -713,12 +713,12 @@ def _same_data(args: Any, training: dict, data: Any) -> bool:
     return trained_on.name == loaded_from.name
 
 
-def _check_not_empty(value: str, wanted: str) -> None:
+def _check_not_empty(value: str, expected: str) -> None:
     """Raise ``ArgumentTypeError`` for an empty path, which ``Path`` would
     read as the current folder."""
     if not value.strip():
         kind = "empty" if not value else f"blank ({value!r})"
-        raise argparse.ArgumentTypeError(f"the path is {kind}; pass {wanted}.")
+        raise argparse.ArgumentTypeError(f"the path is {kind}; pass {expected}.")
 
 
 def folder_path(value: str) -> Path:

@@ -211,9 +211,10 @@ def _add_study_arguments(parser: argparse.ArgumentParser) -> None:
         action=Typed,
         type=positive_int,
         default=5,
-        help="the most training epochs of each classifier, which trains with "
-        "fit's defaults: 10%% of its rows held out for validation, and a stop "
-        "after 10 epochs without a lower validation loss (default: 5)",
+        help="the maximum number of training epochs of each classifier, which "
+        "trains with fit's defaults: 10%% of its rows held out for validation, "
+        "and a stop after 10 epochs without a lower validation loss "
+        "(default: 5)",
     )
 
 

@@ -215,7 +215,7 @@ def build_model(args: argparse.Namespace, data: Any) -> Any:
     )
 
 
-# Copies of the weights that training holds at once: the weights, their
+# Copies of the weights that training keeps at once: the weights, their
 # gradients, the optimizer's state (two for Adam, one for momentum), the
 # weights of the best epoch, and about two temporaries of the update.
 WEIGHT_COPIES = {"sgd": 5, "momentum": 6, "adam": 7}
