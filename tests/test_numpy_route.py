@@ -141,7 +141,7 @@ def test_route_matches_torch_kernels(name, dtype, routed, torch_kernels):
                 assert not shared, path
 
 
-def test_route_returns_caller_target_and_out_tensors(routed):
+def test_route_returns_caller_tensors(routed):
     model, x, y = _net()
     target = torch.full((N,), 2)
     result = attacks.bim(model, x, y, 0.05, steps=2, target=target)
@@ -182,7 +182,7 @@ def _negated_weight(model, x, y):
     "make",
     [_requires_grad_weights, _requires_grad_input, _bfloat16, _negated_weight],
 )
-def test_calls_the_route_cannot_take_run_on_torch(make, routed, torch_kernels):
+def test_ineligible_calls_run_on_torch(make, routed, torch_kernels):
     model, x, y = make(*_net())
     result = resgrad.gradients(model, x, y)
     assert routed == []
@@ -204,7 +204,7 @@ def test_route_off_keeps_torch_kernels(routed):
 
 
 @pytest.mark.parametrize("value", [1, None, "yes"])
-def test_use_numpy_on_cpu_takes_a_bool(value):
+def test_switch_rejects_non_bool(value):
     with pytest.raises(TypeError, match="True or False"):
         use_numpy_on_cpu(value)
 
@@ -272,7 +272,7 @@ def test_twin_follows_model_changes(change, routed, torch_kernels):
     assert len(routed) == 4
 
 
-def test_weight_swapped_for_negated_view_leaves_route(routed, torch_kernels):
+def test_negated_weight_leaves_route(routed, torch_kernels):
     model, x, y = _net()
     resgrad.gradients(model, x, y)
     model.blocks[0].W1 = torch._neg_view(model.blocks[0].W1)
@@ -296,7 +296,7 @@ def _float32_weight(model):
 
 
 @pytest.mark.parametrize("change", [_shrink_weight, _int_weight, _float32_weight])
-def test_weight_broken_in_place_raises_as_on_torch(change, routed, torch_kernels):
+def test_broken_weight_raises_as_torch(change, routed, torch_kernels):
     model, x, y = _net()
     resgrad.gradients(model, x, y)
     change(model)
@@ -359,21 +359,21 @@ def test_errors_read_as_on_torch(bad, torch_kernels):
     assert _message(bad, model, x, y) == _message(torch_kernels, bad, model, x, y)
 
 
-def test_route_under_autocast_keeps_the_torch_error(routed):
+def test_autocast_keeps_torch_error(routed):
     model, x, y = _net(torch.float32)
     with torch.autocast("cpu"), pytest.raises(RuntimeError, match="autocast"):
         resgrad.gradients(model, x, y)
     assert routed == []
 
 
-def test_route_under_vmap_keeps_the_torch_error(routed):
+def test_vmap_keeps_torch_error(routed):
     model, x, y = _net()
     with pytest.raises(TypeError, match="vmap"):
         torch.func.vmap(lambda row: resgrad.input_gradient(model, row[None], y[:1]))(x)
     assert routed == []
 
 
-def test_results_from_read_only_and_reversed_arrays():
+def test_read_only_and_reversed_results():
     values = np.arange(6.0).reshape(2, 3)
     read_only = values.copy()
     read_only.flags.writeable = False
@@ -385,7 +385,7 @@ def test_results_from_read_only_and_reversed_arrays():
     assert isinstance(_numpy_route._to_torch(torch, np.float32(2), {}), torch.Tensor)
 
 
-def test_training_on_tensors_matches_the_torch_kernels(routed, torch_kernels):
+def test_fit_matches_torch_kernels(routed, torch_kernels):
     model, x, y = _net()
     options = {"epochs": 3, "batch_size": 4, "seed": 0, "progress": False}
     routed_fit = resgrad.fit(model, x, y, **options)
