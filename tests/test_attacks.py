@@ -1096,6 +1096,32 @@ def test_flag_of_text_raises(model, name, option):
         run(name, model, x, y, **{option: "no"})
 
 
+@pytest.mark.parametrize("name", ["pgd", "pgd_l2", "rfgsm"])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_start_of_another_dtype_is_cast_to_x(model, name, backend):
+    x, y = make_batch()
+    model32, x32 = model.convert(dtype=np.float32), x.astype(np.float32)
+    start = np.clip(x + 0.03, 0.0, 1.0)
+    if backend == "torch":
+        model32 = model32.convert(torch)
+        x32, y, start = torch.tensor(x32), torch.tensor(y), torch.tensor(start)
+    cast = start.astype(np.float32) if backend == "numpy" else start.float()
+    expected = run(name, model32, x32, y, start=cast)
+    actual = run(name, model32, x32, y, start=start)
+    assert actual.x_adv.dtype == x32.dtype
+    np.testing.assert_array_equal(np.asarray(actual.x_adv), np.asarray(expected.x_adv))
+
+
+def test_start_beyond_the_dtype_of_x_names_start(model):
+    x, y = make_batch()
+    start = x.copy()
+    start[0, 0] = 1e39
+    with pytest.raises(ValueError, match="start has values beyond 3.403e"):
+        attacks.pgd(
+            model.convert(dtype=np.float32), x.astype(np.float32), y, EPS, start=start
+        )
+
+
 def test_start_of_wrong_shape_raises(model):
     x, y = make_batch()
     with pytest.raises(ValueError, match="start"):

@@ -432,6 +432,27 @@ def test_scalar_baseline_is_a_number(model, x, baseline):
     np.testing.assert_array_equal(actual.attributions, expected.attributions)
 
 
+@pytest.mark.parametrize("function", ["integrated_gradients", "deletion_curve"])
+def test_float64_baseline_beyond_float32_names_baseline(model, x, function):
+    model32, x32 = model.convert(dtype=np.float32), x.astype(np.float32)
+    third = 0 if function == "integrated_gradients" else x32
+    baseline = np.full(WIDTH, 1e39)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="baseline has values beyond 3.403e"):
+            getattr(saliency, function)(model32, x32, third, baseline=baseline)
+
+
+def test_float64_noise_beyond_float32_names_noise(model, x):
+    model32, x32 = model.convert(dtype=np.float32), x.astype(np.float32)
+    noise = np.zeros((2,) + x.shape)
+    noise[1, 0, 0] = -1e39
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="noise has values beyond 3.403e"):
+            saliency.smoothgrad(model32, x32, 0, noise=noise, samples=None)
+
+
 @pytest.mark.parametrize("baseline", [np.complex128(1), np.array(True), True])
 def test_baseline_rejects_other_scalars(model, x, baseline):
     with pytest.raises(TypeError, match="Expected baseline as a real number"):

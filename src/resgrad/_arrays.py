@@ -408,6 +408,26 @@ def check_finite(xp: Any, a: Array, name: str) -> None:
         )
 
 
+def cast_finite(xp: Any, a: Array, dtype: Any, name: str) -> Array:
+    """Return the finite floating array ``a`` cast to ``dtype``.
+
+    Raises ``ValueError`` if ``a`` holds a NaN or an infinity, or a value
+    too large for ``dtype``, which the cast would turn into an infinity.
+    """
+    check_finite(xp, a, name)
+    if a.dtype == dtype:
+        return a
+    with np.errstate(over="ignore"):
+        cast = xp.astype(a, dtype)
+    if not all_finite(xp, cast):
+        largest = float(xp.finfo(dtype).max)
+        raise ValueError(
+            f"{name} has values beyond {largest:.4g}, the largest {dtype}, "
+            f"which it must be cast to; pass {name} within that range."
+        )
+    return cast
+
+
 def check_flag(name: str, value: Any) -> bool:
     """Return ``value`` as a bool, raising ``TypeError`` unless it is a bool,
     a NumPy bool (0-d arrays included) or the integer 0 or 1.

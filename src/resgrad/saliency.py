@@ -229,8 +229,7 @@ def _as_reference(xp: Any, value: Any, x: Array, name: str) -> Array:
         )
     if not _arrays.is_floating(xp, value):
         raise TypeError(f"Expected a floating {name}, got dtype {value.dtype}.")
-    _arrays.check_finite(xp, value, name)
-    return xp.broadcast_to(xp.astype(value, x.dtype), x.shape)
+    return xp.broadcast_to(_arrays.cast_finite(xp, value, x.dtype, name), x.shape)
 
 
 # The maps.
@@ -416,8 +415,7 @@ def _smoothgrad_noise(
                 f"{tuple(noise.shape)}; pass noise with one (n, p_0) copy per "
                 "sample, and samples=None to count them from noise."
             )
-        noise = xp.astype(noise, x.dtype)
-        _arrays.check_finite(xp, noise, "noise")
+        noise = _arrays.cast_finite(xp, noise, x.dtype, "noise")
         return lambda s: noise[s, ...]
     noise_level = _arrays.check_number("noise_level", noise_level, finite=False)
     if not 0 <= noise_level < math.inf:

@@ -375,15 +375,17 @@ def from_numpy(batch: Batch, values: np.ndarray) -> Array:
     return xp.astype(xp.asarray(values, device=batch.device), batch.x.dtype)
 
 
-def check_start(batch: Batch, start: Array) -> None:
-    """Check that a caller's starting point matches ``x`` in shape and dtype."""
+def check_start(batch: Batch, start: Array) -> Array:
+    """Check that a caller's starting point matches ``x`` in shape, and
+    return it in the dtype of ``x``."""
     xp = _arrays.namespace_like(batch.x, start, "start")
-    _arrays.check_input(xp, start, batch.d, batch.x.dtype, name="start")
+    _arrays.check_input(xp, start, batch.d, start.dtype, name="start")
     if tuple(start.shape) != tuple(batch.x.shape):
         raise ValueError(
             f"Expected start of shape {tuple(batch.x.shape)} like x, got "
             f"{tuple(start.shape)}."
         )
+    return _arrays.cast_finite(xp, start, batch.x.dtype, "start")
 
 
 # Iteration and the result.

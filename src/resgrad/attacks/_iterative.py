@@ -235,7 +235,7 @@ def pgd(
     batch = prepare(model, x, y, target, bounds)
     eps, steps = check_eps(eps, batch), check_steps(steps)
     alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
-    rng = _check_start_options(batch, start, random_start, seed, early_stop)
+    start, rng = _check_start_options(batch, start, random_start, seed, early_stop)
     if eps == 0:
         return unchanged(batch)
     limits = linf_limits(batch, eps)
@@ -291,7 +291,7 @@ def pgd_l2(
     batch = prepare(model, x, y, target, bounds)
     eps, steps = check_eps(eps, batch), check_steps(steps)
     alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
-    rng = _check_start_options(batch, start, random_start, seed, early_stop)
+    start, rng = _check_start_options(batch, start, random_start, seed, early_stop)
     if eps == 0:
         return unchanged(batch)
     if start is not None:
@@ -338,14 +338,15 @@ def _l2_ball(batch: Batch, eps: float, seed: Seed) -> np.ndarray:
 
 def _check_start_options(
     batch: Batch, start: Array | None, random_start: Any, seed: Seed, early_stop: Any
-) -> np.random.Generator:
+) -> tuple[Array | None, np.random.Generator]:
     """Check the options of a PGD start, also where eps = 0 uses none of
-    them, and return the generator of the random start."""
+    them, and return ``start`` in the dtype of ``x`` and the generator of
+    the random start."""
     if start is not None:
-        check_start(batch, start)
+        start = check_start(batch, start)
     check_flag("random_start", random_start)
     check_flag("early_stop", early_stop)
-    return generator(seed)
+    return start, generator(seed)
 
 
 def _sign_steps(

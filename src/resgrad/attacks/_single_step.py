@@ -110,7 +110,7 @@ def rfgsm(
     eps = check_eps(eps, batch)
     alpha = check_fits(batch, "alpha", _random_step(eps, alpha))
     if start is not None:
-        check_start(batch, start)
+        start = check_start(batch, start)
     seed = generator(seed)
     if eps == 0:
         return unchanged(batch)
