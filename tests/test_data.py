@@ -496,6 +496,34 @@ def test_csv_with_header(tmp_path):
     assert image_shape is None
 
 
+@pytest.mark.parametrize("names", ["nan,inf,label", "a,NaN,-Infinity"])
+def test_csv_header_with_names_that_read_as_numbers(tmp_path, names):
+    path = tmp_path / "table.csv"
+    path.write_text(f"{names}\n0.5,1,0\n2,3.25,1\n")
+    x, y, _ = load_csv(path)
+    assert np.array_equal(x, [[0.5, 1.0], [2.0, 3.25]])
+    assert np.array_equal(y, [0, 1])
+    assert data.csv_columns(path) == names.split(",")
+
+
+def test_csv_first_row_of_nan_words_hints_at_a_header(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("nan,inf\n0.5,0\n2,1\n")
+    with pytest.raises(
+        ValueError, match="if that line names the columns, pass --header yes"
+    ):
+        load_csv(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(load_csv(path, header=True)[1], [0, 1])
+    # A data row with a missing value is not a header.
+    path.write_text("nan,0\n0.5,0\n2,1\n")
+    with pytest.raises(
+        ValueError, match="'nan', read as nan; remove or impute them[.]$"
+    ):
+        load_csv(path)
+
+
 def test_csv_without_header(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("0.5,1,0\n2,3.25,1\n")

@@ -497,9 +497,11 @@ def load_csv(
             not, or ``"auto"`` to treat the first row as a header when none
             of its fields is a number, or when each of its numbers is its
             own column index, counted from 0 or from 1 (``0,1,2,label``, as
-            pandas writes the columns of a frame built from an array). With
-            ``"auto"``, any other first row of both numbers and text, such
-            as a data row with a typo, is an error.
+            pandas writes the columns of a frame built from an array). Names
+            such as ``nan`` and ``inf`` count as text beside another name,
+            as in ``nan,inf,label``. With ``"auto"``, any other first row of
+            both numbers and text, such as a data row with a typo, is an
+            error.
 
     Fields may be quoted with double quotes, such as ``"0.5"``. A header
     whose first field is empty, as pandas' ``to_csv`` and R's ``write.csv``
@@ -600,7 +602,13 @@ def _header_of(path: Path, header: bool | str) -> tuple[list[str], int, bool, in
     first = int(named_rows)
     has_header = _detect_header(fields[first:], header, path, first)
     numbers = all(map(_is_number, fields[first:]))
-    if header is True and numbers and not _column_indices(fields[first:], []):
+    special = all(map(_is_special_float, fields[first:]))
+    if (
+        header is True
+        and numbers
+        and not special
+        and not _column_indices(fields[first:], [])
+    ):
         warnings.warn(
             f"{path}: the first row, {text}, was read as column names because "
             "of header=True (--header yes on the command line), though it "
@@ -729,6 +737,12 @@ def _detect_header(
         return True
     if not text:
         return False
+    if all(
+        index in text or _is_special_float(field) for index, field in enumerate(fields)
+    ):
+        # Names such as "nan" and "inf" read as numbers, but beside a name
+        # that does not, the row is a header.
+        return True
     index = text[0]
     raise ValueError(
         f"The first row of {path} has both numbers and text: field {index + first} "
@@ -774,6 +788,12 @@ def _unquote(field: str) -> str:
     if len(field) >= 2 and field[0] == field[-1] == '"':
         return field[1:-1]
     return field
+
+
+def _is_special_float(field: str) -> bool:
+    """Return whether ``field`` is a float written without digits, such as
+    "nan", "inf" or "-Infinity"."""
+    return _is_number(field) and not any(c.isdigit() for c in field)
 
 
 def _is_number(field: str) -> bool:
@@ -848,16 +868,22 @@ def _check_finite_table(
     number, line = next(itertools.islice(_data_lines(path, skip_rows), row, None))
     row_text = _strip_comment(line).strip()
     fields = next(csv.reader([row_text], skipinitialspace=True), [])
+    advice = "remove or impute them"
     if index < len(fields):
         text = fields[index].strip()
         where = f"line {number} (counted from 1), field {index} (counted from 0)"
         found = f"{text!r}, read as {table[row, column]}"
+        if skip_rows == 0 and row == 0 and all(map(_is_special_float, fields[first:])):
+            advice += (
+                ", or if that line names the columns, pass --header yes "
+                "(header=True in Python)"
+            )
     else:
         where = f"data row {row}, column {index}, both counted from 0"
         found = str(table[row, column])
     raise ValueError(
         f"{path} has {count} NaN or infinite value(s), the first at {where}: "
-        f"{found}; remove or impute them."
+        f"{found}; {advice}."
     )
 
 

@@ -218,7 +218,8 @@ def add_data_arguments(parser: Any, trained: bool = False) -> None:
         default=None if trained else "auto",
         help="whether the first row of a CSV --data names the columns; auto "
         "reads it as names when none of its fields is a number, or when its "
-        "numbers are their own column indices, as in 0,1,2,label (default: "
+        "numbers are their own column indices, as in 0,1,2,label; names "
+        "such as nan and inf count as text beside another name (default: "
         f"{header_default}auto)",
     )
     split_default = "the split that trained the model, else " if trained else ""
