@@ -9,6 +9,7 @@ on torch exactly as before, and errors must read the same.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 
 import numpy as np
@@ -357,6 +358,27 @@ def _message(function, *args, **kwargs):
 def test_errors_read_as_on_torch(bad, torch_kernels):
     model, x, y = _net()
     assert _message(bad, model, x, y) == _message(torch_kernels, bad, model, x, y)
+
+
+@pytest.mark.parametrize("name", ["rfgsm", "pgd", "pgd_l2"])
+def test_failed_numpy_run_restores_generator(name, monkeypatch, torch_kernels):
+    # A failure on the NumPy side after the random draw: the torch run that
+    # follows must draw what it would draw alone.
+    model, x, y = _net()
+    module = attacks.ATTACKS[name].__module__
+    original = sys.modules[module].from_numpy
+
+    def fails_on_numpy(batch, values):
+        if isinstance(batch.x, np.ndarray):
+            raise RuntimeError("the NumPy side failed")
+        return original(batch, values)
+
+    monkeypatch.setattr(sys.modules[module], "from_numpy", fails_on_numpy)
+    got = attacks.ATTACKS[name](model, x, y, 0.05, seed=np.random.default_rng(4))
+    want = torch_kernels(
+        attacks.ATTACKS[name], model, x, y, 0.05, seed=np.random.default_rng(4)
+    )
+    assert torch.equal(got.x_adv, want.x_adv)
 
 
 def test_autocast_keeps_torch_error(routed):

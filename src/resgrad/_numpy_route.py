@@ -14,7 +14,8 @@ Everything else keeps the torch kernels: GPU tensors, a graph that
 autograd records, dtypes other than float32 and float64, tensor subclasses,
 conjugated or negated views, ``torch.autocast`` and ``torch.func``
 transforms. A call that raises on the NumPy side runs again on torch, so
-that its error names torch's types.
+that its error names torch's types; a NumPy ``Generator`` passed to it is
+first put back in its state before the call.
 """
 
 from __future__ import annotations
@@ -89,10 +90,19 @@ def _route(
         kwargs = {name: _view(torch, value, tensors) for name, value in kwargs.items()}
     except _NotEligible:
         return None
+    # A generator's state, put back before the torch run, so that a failed
+    # NumPy run leaves the draws as a torch run alone would.
+    states = [
+        (value, value.bit_generator.state)
+        for value in (*args, *kwargs.values())
+        if isinstance(value, np.random.Generator)
+    ]
     try:
         result = function(twin, *args, **kwargs)
     except Exception:  # noqa: BLE001
         # The torch run raises the same error in torch's words.
+        for generator, state in states:
+            generator.bit_generator.state = state
         return None
     return (_to_torch(torch, result, tensors),)
 
