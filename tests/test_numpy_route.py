@@ -369,8 +369,8 @@ def test_failed_numpy_run_restores_generator(name, monkeypatch, torch_kernels):
     original = sys.modules[module].from_numpy
 
     def fails_on_numpy(batch, values):
-        if isinstance(batch.x, np.ndarray):
-            raise RuntimeError("the NumPy side failed")
+        if not torch.is_tensor(batch.x):
+            raise MemoryError("the NumPy side failed")
         return original(batch, values)
 
     monkeypatch.setattr(sys.modules[module], "from_numpy", fails_on_numpy)
