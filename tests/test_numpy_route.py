@@ -144,13 +144,10 @@ def test_route_matches_torch_kernels(name, dtype, routed, torch_kernels):
 
 def test_route_returns_caller_tensors(routed):
     model, x, y = _net()
-    target = torch.full((N,), 2)
-    result = attacks.bim(model, x, y, 0.05, steps=2, target=target)
-    assert result.target is target
     out = resgrad.per_sample_gradients(model, x, y)
     stacks = dict(out.arrays())
     again = resgrad.per_sample_gradients(model, 2 * x, y, out=out)
-    assert routed == ["bim", "per_sample_gradients", "per_sample_gradients"]
+    assert routed == ["per_sample_gradients", "per_sample_gradients"]
     for key, value in again.arrays().items():
         if key.rsplit(".", 1)[1].startswith("W"):
             assert value is stacks[key], key

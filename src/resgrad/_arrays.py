@@ -282,6 +282,17 @@ def index_dtype(xp: Any) -> Any:
     return _cached_default_integer(xp)
 
 
+def has_float64(xp: Any) -> bool:
+    """Return whether ``xp`` computes in float64, which JAX does only in its
+    64-bit mode."""
+    if array_api_compat.is_jax_namespace(xp):
+        return (
+            xp.__array_namespace_info__().default_dtypes()["real floating"]
+            == xp.float64
+        )
+    return True
+
+
 def _default_integer(xp: Any) -> Any:
     try:
         return xp.__array_namespace_info__().default_dtypes()["integral"]

@@ -331,8 +331,39 @@ def linf_limits(batch: Batch, eps: float) -> tuple[Array, Array]:
     Clamping to them gives the same numbers as clamping to the ball and then
     to the box: the composition of two clamps is one clamp whose bounds are
     the first clamp's bounds clamped by the second.
+
+    ``x + eps`` rounds to the dtype and can land past ``x + eps``. The
+    limits are the floats farthest from ``x`` that still lie within eps of
+    it, so ``|limit - x| <= eps`` holds both exactly and as computed in the
+    dtype of ``x``.
     """
-    return clip(batch, batch.x - eps), clip(batch, batch.x + eps)
+    xp, x = batch.xp, batch.x
+    # The radius is the largest float of the dtype up to eps.
+    radius = xp.asarray(eps, dtype=x.dtype, device=batch.device)
+    if float(radius) > eps:
+        radius = xp.nextafter(radius, xp.zeros_like(radius))
+    radius = float(radius)
+    if x.dtype == xp.float64 or not _arrays.has_float64(xp):
+        with np.errstate(over="ignore"):
+            lower, upper = x - radius, x + radius
+        # Rounding leaves a limit at most half a unit in its last place
+        # outside, so one move toward x brings it inside.
+        lower = xp.where(x - lower > radius, xp.nextafter(lower, x), lower)
+        upper = xp.where(upper - x > radius, xp.nextafter(upper, x), upper)
+        return clip(batch, lower), clip(batch, upper)
+    # In a narrower dtype the difference between a limit and x is exact in
+    # float64, where the limits are found and then rounded toward x.
+    wide = xp.astype(x, xp.float64)
+    wide_lower, wide_upper = wide - radius, wide + radius
+    with np.errstate(over="ignore"):
+        lower, upper = xp.astype(wide_lower, x.dtype), xp.astype(wide_upper, x.dtype)
+    lower = xp.where(
+        xp.astype(lower, xp.float64) < wide_lower, xp.nextafter(lower, x), lower
+    )
+    upper = xp.where(
+        xp.astype(upper, xp.float64) > wide_upper, xp.nextafter(upper, x), upper
+    )
+    return clip(batch, lower), clip(batch, upper)
 
 
 def project_linf(batch: Batch, v: Array, limits: tuple[Array, Array]) -> Array:
@@ -357,13 +388,61 @@ def row_norms(xp: Any, a: Array) -> Array:
 
 
 def project_l2(batch: Batch, v: Array, eps: float) -> Array:
-    """Project ``v`` onto ``{||v - x||_2 <= eps}`` per sample, then onto the box."""
-    xp = batch.xp
-    delta = v - batch.x
+    """Project ``v`` onto ``{||v - x||_2 <= eps}`` per sample, then onto the box.
+
+    A row whose rounded result still lies farther than eps from ``x`` is
+    scaled down, by 4 units in the last place and then by 8 times more at
+    each pass, until it does not.
+    """
+    xp, x = batch.xp, batch.x
+    delta = v - x
     norm = row_norms(xp, delta)
     safe = xp.where(norm > 0, norm, xp.ones_like(norm))
     scale = xp.where(norm > eps, eps / safe, xp.ones_like(norm))
-    return clip(batch, batch.x + delta * scale)
+    projected = clip(batch, x + delta * scale)
+    # Norms computed in other orders or dtypes differ by a few units in the
+    # last place, so the rows are held to a radius that much below eps.
+    unit = float(xp.finfo(x.dtype).eps)
+    radius = eps * (1.0 - 4.0 * unit)
+    # x + delta rounds to a unit in the last place of x, which can be a
+    # large part of a small delta. So the cut grows 8 times at every pass.
+    cut = 4.0 * unit
+    for _ in range(_L2_PASSES):
+        over = _l2_exceeds(xp, projected, x, radius)
+        if not bool(xp.any(over)):
+            return projected
+        scale = xp.where(over, scale * max(1.0 - cut, 0.0), scale)
+        projected = clip(batch, x + delta * scale)
+        cut *= 8.0
+    over = _l2_exceeds(xp, projected, x, radius)
+    return xp.where(over, clip(batch, x), projected)
+
+
+# Passes of project_l2. By the last one the cut is the whole scale in
+# every dtype up to float64 (4 * 8^17 units of 2.2e-16 exceed 1), so the
+# loop ends with every row inside.
+_L2_PASSES = 20
+
+
+def _l2_exceeds(xp: Any, v: Array, x: Array, radius: float) -> Array:
+    """Return the ``(n, 1)`` rows where ``v`` lies farther than ``radius``
+    from ``x`` in L2: in the dtype of ``x``, as ``AttackResult.l2`` measures
+    it, and in float64 from the rounded and from the exact differences."""
+    delta = v - x
+    with np.errstate(over="ignore"):
+        norm = xp.linalg.vector_norm(delta, axis=1, keepdims=True)
+    # A norm that overflows the dtype is left to the float64 norms below,
+    # and in float64 to the scaled norm that set the scale.
+    over = (norm > radius) & xp.isfinite(norm)
+    if x.dtype == xp.float64 or not _arrays.has_float64(xp):
+        return over
+    rounded = xp.astype(delta, xp.float64)
+    exact = xp.astype(v, xp.float64) - xp.astype(x, xp.float64)
+    return (
+        over
+        | (xp.linalg.vector_norm(rounded, axis=1, keepdims=True) > radius)
+        | (xp.linalg.vector_norm(exact, axis=1, keepdims=True) > radius)
+    )
 
 
 # Randomness and starting points.
@@ -434,15 +513,14 @@ def constant_steps(batch: Batch, count: int) -> Array:
 def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
     """Measure the perturbation and the success of ``x_adv``.
 
-    An ``x_adv`` that is the caller's ``x`` itself, as when early stopping
-    finds every sample done before the first step, is copied, so the result
-    never shares memory with the input.
+    ``x_adv`` is clipped to the box first. That changes only the rows that
+    never moved from an ``x`` outside the box by up to ``BOX_TOLERANCE``
+    (``eps = 0``, or early stopping before the first step). Clipping also
+    copies, so the result never shares memory with the input, and with
+    autograd off the copy requires no gradient.
     """
     xp = batch.xp
-    if x_adv is batch.x:
-        # An exact copy that, with autograd off, requires no gradient, where
-        # torch.asarray(copy=True) keeps x's requires_grad.
-        x_adv = batch.x * 1
+    x_adv = clip(batch, x_adv)
     delta = x_adv - batch.x
     prediction = batch.predict(x_adv)
     with np.errstate(over="ignore"):
@@ -459,10 +537,14 @@ def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
         l2=l2,
         l0=xp.sum(xp.astype(delta != 0, _arrays.index_dtype(xp)), axis=1),
         prediction=prediction,
-        target=batch.target,
+        # A copy, so that writing to the result leaves the caller's targets.
+        target=None
+        if batch.target is None
+        else xp.astype(batch.target, _arrays.index_dtype(xp), copy=True),
     )
 
 
 def unchanged(batch: Batch) -> AttackResult:
-    """Return the result of an attack that leaves ``x`` as it is (``eps = 0``)."""
+    """Return the result of an attack that leaves ``x`` as it is (``eps = 0``),
+    clipped to the box."""
     return finish(batch, batch.x, constant_steps(batch, 0))

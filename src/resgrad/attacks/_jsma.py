@@ -46,7 +46,9 @@ from ._common import (
     check_number,
     clip,
     finish,
+    linf_limits,
     prepare,
+    project_linf,
     succeeded,
     unchanged,
 )
@@ -264,6 +266,7 @@ def _iterate(
     # An input may lie outside the box by up to BOX_TOLERANCE. Clipping it
     # first keeps the rows that never move in the box, as the moved ones are.
     xp, x = batch.xp, clip(batch, batch.x)
+    limits = linf_limits(batch, theta)
     up, down = x < batch.hi, x > batch.lo
     x_adv = x
     taken = xp.zeros((batch.n,), dtype=_arrays.index_dtype(xp), device=batch.device)
@@ -290,7 +293,7 @@ def _iterate(
         position = xp.clip(position, 0, None)
         active = active & xp.take(found, position)
         pair = xp.take(pair, position, axis=0) & active[:, None]
-        moved = clip(batch, x_adv + xp.take(step, position, axis=0))
+        moved = project_linf(batch, x_adv + xp.take(step, position, axis=0), limits)
         x_adv = xp.where(active[:, None], moved, x_adv)
         up = up & ~pair & (x_adv < batch.hi)
         down = down & ~pair & (x_adv > batch.lo)

@@ -15,7 +15,6 @@ from ._common import (
     check_fits,
     check_number,
     check_start,
-    clip,
     constant_steps,
     finish,
     from_numpy,
@@ -69,7 +68,8 @@ def fgsm(
     eps = check_eps(eps, batch)
     if eps == 0:
         return unchanged(batch)
-    x_adv = clip(batch, x + eps * batch.xp.sign(ascent_direction(batch, x)))
+    step = eps * batch.xp.sign(ascent_direction(batch, x))
+    x_adv = project_linf(batch, x + step, linf_limits(batch, eps))
     return finish(batch, x_adv, constant_steps(batch, 1))
 
 
@@ -116,7 +116,7 @@ def rfgsm(
         return unchanged(batch)
     x_star = _randomised_point(batch, alpha, seed, start)
     step = (eps - alpha) * batch.xp.sign(ascent_direction(batch, x_star))
-    x_adv = clip(batch, x_star + step)
+    x_adv = project_linf(batch, x_star + step, linf_limits(batch, eps))
     return finish(batch, x_adv, constant_steps(batch, 1))
 
 
@@ -141,4 +141,4 @@ def _randomised_point(batch, alpha: float, seed: Seed, start: Array | None) -> A
         return project_linf(batch, start, linf_limits(batch, alpha))
     noise = generator(seed).standard_normal((batch.n, batch.d))
     signs = batch.xp.sign(from_numpy(batch, noise))
-    return clip(batch, batch.x + alpha * signs)
+    return project_linf(batch, batch.x + alpha * signs, linf_limits(batch, alpha))
