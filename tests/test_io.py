@@ -513,6 +513,37 @@ def test_unexpected_member(saved):
         load(path)
 
 
+@pytest.mark.parametrize("reader", ["load", "read_metadata", "load_checkpoint"])
+def test_npy_bytes_before_archive_name_the_file(saved, reader):
+    # np.load reads a file that starts as a .npy array as that array, though
+    # zipfile finds the archive after it.
+    path, _ = saved
+    if reader == "load_checkpoint":
+        weights = {"params.blocks.0.W1": np.ones((2, 2))}
+        resgrad.io.save_checkpoint(path, {"epoch": 1}, weights)
+        assert resgrad.io.is_checkpoint(path)
+    prefix = io.BytesIO()
+    np.save(prefix, np.arange(3.0))
+    path.write_bytes(prefix.getvalue() + path.read_bytes())
+    with pytest.raises(ValueError, match="starts as a .npy array, not as a zip"):
+        getattr(resgrad.io, reader)(path)
+    assert resgrad.io.is_checkpoint(path) is False
+
+
+def test_many_members_report_the_repeated(saved):
+    path, _ = saved
+    with zipfile.ZipFile(path, "a") as archive:
+        for index in range(1000, 6000):
+            archive.writestr(f"blocks.{index}.W1.npy", b"")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            archive.writestr("blocks.1007.W1.npy", b"")
+    with pytest.raises(
+        ValueError, match=r"repeats the member\(s\) \['blocks.1007.W1.npy'\]"
+    ):
+        load(path)
+
+
 def test_duplicate_member(saved):
     path, _ = saved
     arrays, _ = read_parts(path)

@@ -56,6 +56,9 @@ NPY_HEADER_READERS = {
     (2, 0): np.lib.format.read_array_header_2_0,
 }
 # zipfile raises NotImplementedError for a zip version or feature it lacks.
+# The first bytes of a .npy file.
+_NPY_MAGIC = b"\x93NUMPY"
+
 _ZIP_ERRORS = (
     zipfile.BadZipFile,
     EOFError,
@@ -685,7 +688,8 @@ def _check_members(
             "saves the model to --out, or in Python with resgrad.fit(..., "
             "checkpoint=path, resume=True) and the same arguments."
         )
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    counts = collections.Counter(names)
+    duplicates = sorted(name for name, count in counts.items() if count > 1)
     if duplicates:
         reason = f"the archive repeats the member(s) {duplicates}"
         raise _invalid(path, reason, layout.kind)
@@ -1009,6 +1013,11 @@ def _read_arrays(
     path: Path, file: IO[bytes], headers: dict[str, tuple], kind: str = "model"
 ) -> dict[str, np.ndarray]:
     """Read the named members, whose headers have already been checked."""
+    file.seek(0)
+    if file.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+        # np.load reads such a file as one array, even where a zip archive
+        # that zipfile accepts follows the array.
+        raise _invalid(path, "it starts as a .npy array, not as a zip archive", kind)
     file.seek(0)
     try:
         with np.load(file, allow_pickle=False) as archive:
