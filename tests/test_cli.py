@@ -1706,6 +1706,16 @@ def test_train_rejects_named_pipe_out(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["pipe"]
 
 
+def test_train_rejects_out_on_checkpoint_lock(tmp_path, capsys):
+    # The lock file of the checkpoint goes when the run ends.
+    out = tmp_path / "c.npz.lock"
+    argv = ["train", "--out", str(out), "--checkpoint", str(tmp_path / "c.npz")]
+    status, lines = run_cli(capsys, [*argv, "--epochs", "1", "--overwrite"])
+    assert status == 2
+    assert f"--out {out} is the lock file of --checkpoint" in lines[0]
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("option", ["--out", "--checkpoint"])
 def test_train_rejects_writing_over_data(tmp_path, capsys, option):
     data = tmp_path / "d.csv"

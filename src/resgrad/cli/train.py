@@ -376,6 +376,12 @@ def run_train(args: argparse.Namespace) -> int:
         raise ValueError(
             f"--checkpoint {args.checkpoint} is the --out file; pick another name."
         )
+    if args.out.resolve() == _lock.lock_path(args.checkpoint):
+        # The lock file goes when the run ends, and the model with it.
+        raise ValueError(
+            f"--out {args.out} is the lock file of --checkpoint "
+            f"{args.checkpoint}; pick another name."
+        )
     check_not_input(args, "--out", args.out)
     check_not_input(args, "--checkpoint", args.checkpoint)
     # The lock covers the checks before training and the removal of the
