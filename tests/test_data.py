@@ -524,6 +524,14 @@ def test_csv_first_row_of_nan_words_hints_at_a_header(tmp_path):
         load_csv(path)
 
 
+@pytest.mark.parametrize("line", ["  ", "\t", " \r", "  # an indented comment"])
+def test_csv_line_of_spaces_is_named(tmp_path, line):
+    path = tmp_path / "table.csv"
+    path.write_text(f"a,b,label\n1,2,0\n3,4,1\n{line}\n5,6,0\n7,8,1\n")
+    with pytest.raises(ValueError, match="line 4 holds only spaces or tabs"):
+        load_csv(path)
+
+
 def test_csv_without_header(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("0.5,1,0\n2,3.25,1\n")

@@ -902,6 +902,11 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
     """
     expected = None
     for number, line in _data_lines(path, skip_rows):
+        if not _strip_comment(line).strip():
+            return (
+                f"line {number} holds only spaces or tabs, before any # comment; "
+                "np.loadtxt reads it as a row, so delete the line or its spaces"
+            )
         fields = [field.strip() for field in _split_row(line)]
         if expected is None:
             expected = (number, len(fields))
@@ -965,11 +970,12 @@ def _rows_end_in_comma(path: Path, skip_rows: int) -> bool:
 
 def _data_lines(path: Path, skip_rows: int) -> Iterator[tuple[int, str]]:
     """Yield the number, counted from 1, and the text of each line of
-    ``path`` after ``skip_rows`` that contains a row: blank lines and lines
-    of a ``#`` comment alone are skipped, as ``np.loadtxt`` skips them."""
+    ``path`` after ``skip_rows`` that contains a row: empty lines and lines
+    that start with a ``#`` comment are skipped, as ``np.loadtxt`` skips
+    them. A line of spaces, or of spaces before a comment, is a row."""
     with open(path, encoding="utf-8-sig") as file:
         for number, line in enumerate(file, start=1):
-            if number > skip_rows and _strip_comment(line).strip():
+            if number > skip_rows and _strip_comment(line).strip("\r\n"):
                 yield number, line
 
 
