@@ -530,6 +530,36 @@ def test_npy_bytes_before_archive_name_the_file(saved, reader):
     assert resgrad.io.is_checkpoint(path) is False
 
 
+@pytest.mark.parametrize(
+    ("number", "message"),
+    [("NaN", "NaN is not a JSON number"), ("1e400", "1e400 is beyond the float64")],
+)
+def test_non_finite_json_numbers_rejected(saved, tmp_path, number, message):
+    # Python's JSON parser reads NaN, Infinity and 1e400; resgrad never
+    # writes them.
+    path, _ = saved
+    arrays, header = read_parts(path)
+    text = json.dumps({**header, "metadata": {"loss": 0.5}}).replace("0.5", number)
+    write_parts(path, arrays, config_bytes=text.encode())
+    with pytest.raises(
+        ValueError, match=f"__config__ is not valid UTF-8 JSON .{message}"
+    ):
+        load(path)
+
+    checkpoint = tmp_path / "run.ckpt"
+    resgrad.io.save_checkpoint(checkpoint, {"steps": 0.5}, {})
+    with np.load(checkpoint) as archive:
+        members = dict(archive)
+    text = members["__checkpoint__"].tobytes().decode().replace("0.5", number)
+    members["__checkpoint__"] = np.frombuffer(text.encode(), np.uint8)
+    with open(checkpoint, "wb") as file:
+        np.savez(file, **members)
+    with pytest.raises(
+        ValueError, match=f"__checkpoint__ is not valid UTF-8 JSON .{message}"
+    ):
+        resgrad.io.load_checkpoint(checkpoint)
+
+
 def test_many_members_report_the_repeated(saved):
     path, _ = saved
     with zipfile.ZipFile(path, "a") as archive:

@@ -807,7 +807,7 @@ def _read_header(path: Path, file: IO[bytes], headers: dict[str, tuple]) -> dict
         )
     raw = _read_arrays(path, file, {CONFIG_KEY: headers[CONFIG_KEY]})[CONFIG_KEY]
     try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
+        header = _strict_json(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise _invalid(
             path, f"{CONFIG_KEY} is not valid UTF-8 JSON ({error})"
@@ -1170,12 +1170,29 @@ def _pop_header_member(path: Path, headers: dict[str, tuple]) -> tuple:
     return shape, dtype
 
 
+def _strict_json(text: str) -> Any:
+    """Parse ``text`` as JSON, raising ``ValueError`` for ``NaN``,
+    ``Infinity`` and numbers beyond float64, which Python's parser accepts
+    and resgrad never writes."""
+
+    def constant(name: str) -> float:
+        raise ValueError(f"{name} is not a JSON number")
+
+    def finite(literal: str) -> float:
+        value = float(literal)
+        if not math.isfinite(value):
+            raise ValueError(f"{literal} is beyond the float64 range")
+        return value
+
+    return json.loads(text, parse_constant=constant, parse_float=finite)
+
+
 def _checkpoint_format(path: Path, raw: np.ndarray) -> dict:
     """Decode a checkpoint's JSON header and check that it declares the
     checkpoint format, of any version."""
     kind = _CHECKPOINT_LAYOUT.kind
     try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
+        header = _strict_json(raw.tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         reason = f"{CHECKPOINT_KEY} is not valid UTF-8 JSON ({error})"
         raise _invalid(path, reason, kind) from error
