@@ -1339,7 +1339,9 @@ def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
     if y.dtype.kind in "iuf" and y.size:
         # Past the int64 range the cast below would wrap or be undefined.
         largest = np.abs(y[np.isfinite(y)]).max(initial=0)
-        if largest > np.iinfo(np.int64).max:
+        # In float64 the int64 maximum rounds up to 2**63, past the range.
+        limit = 2.0**63 if y.dtype.kind == "f" else np.iinfo(np.int64).max + 1
+        if largest >= limit:
             raise ValueError(
                 f"Expected labels in {source} to be 0..k-1, got a label of "
                 f"magnitude {largest:.6g}; renumber them 0..k-1 in the data file "
