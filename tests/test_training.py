@@ -7,6 +7,7 @@ import re
 import sys
 import threading
 import warnings
+from typing import NamedTuple
 
 import array_api_strict
 import numpy as np
@@ -968,6 +969,40 @@ def test_resume_rejects_damaged_header(tmp_path, edit, message):
         ValueError, match=f"is not a resgrad checkpoint file.*{message}"
     ):
         fit(_small_model(), x, y, **{**settings, "epochs": 3}, resume=True)
+
+
+class _CountState(NamedTuple):
+    count: int
+    m1: dict
+
+
+class _CountingSGD:
+    """A custom optimizer whose state field name has a digit."""
+
+    def init(self, params):
+        return _CountState(
+            0, {key: np.zeros_like(value) for key, value in params.items()}
+        )
+
+    def update(self, grads, state, params):
+        stepped = {key: params[key] - 0.1 * grads[key] for key in params}
+        return stepped, _CountState(state.count + 1, state.m1)
+
+
+def test_checkpoint_rejects_state_field_name_before_training(tmp_path, monkeypatch):
+    epochs_run = []
+    original = resgrad.training._train
+    monkeypatch.setattr(
+        resgrad.training, "_train", lambda *a: epochs_run.append(1) or original(*a)
+    )
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    with pytest.raises(TypeError, match="optimizer state field 'm1'; the names"):
+        fit(_small_model(), x, y, optimizer=_CountingSGD(), epochs=2, checkpoint=path)
+    assert epochs_run == []
+    assert not path.exists()
+    # Without a checkpoint the name does not matter.
+    assert fit(_small_model(), x, y, optimizer=_CountingSGD(), epochs=1).steps > 0
 
 
 def test_resume_rejects_model_file(tmp_path):

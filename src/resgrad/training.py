@@ -19,6 +19,7 @@ import json
 import math
 import numbers
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, is_dataclass
@@ -538,6 +539,8 @@ def fit(
                 model, x, y, loss_fn, opt, batch_size, seed, validation, patience
             )
             saver = _Checkpoint(Path(checkpoint), settings, checkpoint_every)
+            # A state that no checkpoint can hold fails here, before training.
+            _split_state(progress_state.state)
             if resume:
                 progress_state = saver.restore(run, patience)
 
@@ -1167,6 +1170,10 @@ def _prefixed(prefix: str, arrays: Params) -> dict[str, Any]:
     return {f"{prefix}.{key}": value for key, value in arrays.items()}
 
 
+# The names an optimizer state field may have in a checkpoint's member keys.
+_STATE_FIELD = re.compile(r"[a-z_]+")
+
+
 def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Params]]:
     """Split an optimizer state (a NamedTuple) into JSON scalars and array dicts."""
     if not (isinstance(state, tuple) and hasattr(state, "_asdict")):
@@ -1177,6 +1184,12 @@ def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Params]]:
         )
     scalars, arrays = {}, {}
     for field, value in state._asdict().items():
+        if not _STATE_FIELD.fullmatch(field):
+            raise TypeError(
+                f"Cannot checkpoint the optimizer state field {field!r}; the "
+                "names of checkpoint members take lowercase letters and "
+                "underscores only, so rename it, such as to 'moment'."
+            )
         if isinstance(value, dict):
             arrays[field] = value
         elif isinstance(value, numbers.Real):
