@@ -90,6 +90,16 @@ class Batch:
         return self.model._prepared(self.n)
 
     @cached_property
+    def wide_x(self) -> Array | None:
+        """``x`` in float64 where its dtype is narrower and the namespace
+        computes in float64, else ``None``. The differences of the limits
+        of the eps-balls from ``x`` are exact there."""
+        xp = self.xp
+        if self.x.dtype == xp.float64 or not _arrays.has_float64(xp):
+            return None
+        return xp.astype(self.x, xp.float64)
+
+    @cached_property
     def largest(self) -> float:
         """The largest finite value of ``x``'s dtype."""
         return float(self.xp.finfo(self.x.dtype).max)
@@ -321,6 +331,9 @@ _CROSS_ENTROPY = get_loss("cross_entropy")
 
 def clip(batch: Batch, v: Array) -> Array:
     """Project ``v`` onto the box ``[lo, hi]``."""
+    if type(v) is np.ndarray:
+        # array_api_compat's clip took 11 us at 64 x 64, np.clip 2.4 us.
+        return np.clip(v, batch.lo, batch.hi)
     return batch.xp.clip(v, batch.lo, batch.hi)
 
 
@@ -343,27 +356,37 @@ def linf_limits(batch: Batch, eps: float) -> tuple[Array, Array]:
     if float(radius) > eps:
         radius = xp.nextafter(radius, xp.zeros_like(radius))
     radius = float(radius)
-    if x.dtype == xp.float64 or not _arrays.has_float64(xp):
+    if batch.wide_x is None:
         with np.errstate(over="ignore"):
             lower, upper = x - radius, x + radius
         # Rounding leaves a limit at most half a unit in its last place
         # outside, so one move toward x brings it inside.
-        lower = xp.where(x - lower > radius, xp.nextafter(lower, x), lower)
-        upper = xp.where(upper - x > radius, xp.nextafter(upper, x), upper)
+        lower = _toward(xp, lower, x, x - lower > radius)
+        upper = _toward(xp, upper, x, upper - x > radius)
         return clip(batch, lower), clip(batch, upper)
     # In a narrower dtype the difference between a limit and x is exact in
     # float64, where the limits are found and then rounded toward x.
-    wide = xp.astype(x, xp.float64)
-    wide_lower, wide_upper = wide - radius, wide + radius
+    wide_lower, wide_upper = batch.wide_x - radius, batch.wide_x + radius
     with np.errstate(over="ignore"):
         lower, upper = xp.astype(wide_lower, x.dtype), xp.astype(wide_upper, x.dtype)
-    lower = xp.where(
-        xp.astype(lower, xp.float64) < wide_lower, xp.nextafter(lower, x), lower
-    )
-    upper = xp.where(
-        xp.astype(upper, xp.float64) > wide_upper, xp.nextafter(upper, x), upper
-    )
+    lower = _toward(xp, lower, x, xp.astype(lower, xp.float64) < wide_lower)
+    upper = _toward(xp, upper, x, xp.astype(upper, xp.float64) > wide_upper)
     return clip(batch, lower), clip(batch, upper)
+
+
+def _toward(xp: Any, limit: Array, x: Array, outside: Array) -> Array:
+    """Return ``limit`` with its ``outside`` entries moved one float toward
+    ``x``; a NumPy ``limit``, which the caller made, is changed in place."""
+    if isinstance(limit, np.ndarray):
+        if not outside.any():
+            return limit
+        # Indexing only the entries that move takes a fraction of the time
+        # of np.nextafter and np.where over the whole array.
+        limit[outside] = np.nextafter(limit[outside], x[outside])
+        return limit
+    if not bool(xp.any(outside)):
+        return limit
+    return xp.where(outside, xp.nextafter(limit, x), limit)
 
 
 def project_linf(batch: Batch, v: Array, limits: tuple[Array, Array]) -> Array:
@@ -395,26 +418,28 @@ def project_l2(batch: Batch, v: Array, eps: float) -> Array:
     each pass, until it does not.
     """
     xp, x = batch.xp, batch.x
+    # Norms computed in other orders or dtypes differ by a few units in the
+    # last place, so rows are held to a radius that much below eps. They
+    # are scaled to a target below that radius, and most pass the first check.
+    unit = float(xp.finfo(x.dtype).eps)
+    radius = eps * (1.0 - 4.0 * unit)
+    target = eps * (1.0 - 8.0 * unit)
     delta = v - x
     norm = row_norms(xp, delta)
     safe = xp.where(norm > 0, norm, xp.ones_like(norm))
-    scale = xp.where(norm > eps, eps / safe, xp.ones_like(norm))
+    scale = xp.where(norm > target, target / safe, xp.ones_like(norm))
     projected = clip(batch, x + delta * scale)
-    # Norms computed in other orders or dtypes differ by a few units in the
-    # last place, so the rows are held to a radius that much below eps.
-    unit = float(xp.finfo(x.dtype).eps)
-    radius = eps * (1.0 - 4.0 * unit)
     # x + delta rounds to a unit in the last place of x, which can be a
     # large part of a small delta. So the cut grows 8 times at every pass.
     cut = 4.0 * unit
     for _ in range(_L2_PASSES):
-        over = _l2_exceeds(xp, projected, x, radius)
+        over = _l2_exceeds(batch, projected, radius)
         if not bool(xp.any(over)):
             return projected
         scale = xp.where(over, scale * max(1.0 - cut, 0.0), scale)
         projected = clip(batch, x + delta * scale)
         cut *= 8.0
-    over = _l2_exceeds(xp, projected, x, radius)
+    over = _l2_exceeds(batch, projected, radius)
     return xp.where(over, clip(batch, x), projected)
 
 
@@ -424,25 +449,26 @@ def project_l2(batch: Batch, v: Array, eps: float) -> Array:
 _L2_PASSES = 20
 
 
-def _l2_exceeds(xp: Any, v: Array, x: Array, radius: float) -> Array:
+def _l2_exceeds(batch: Batch, v: Array, radius: float) -> Array:
     """Return the ``(n, 1)`` rows where ``v`` lies farther than ``radius``
     from ``x`` in L2: in the dtype of ``x``, as ``AttackResult.l2`` measures
-    it, and in float64 from the rounded and from the exact differences."""
+    it, and, in a dtype narrower than float64, exactly.
+
+    The norm of the differences rounded to the dtype exceeds the exact norm
+    by at most half a unit in the last place of the dtype, which the margin
+    of ``radius`` below eps covers.
+    """
+    xp, x = batch.xp, batch.x
     delta = v - x
     with np.errstate(over="ignore"):
         norm = xp.linalg.vector_norm(delta, axis=1, keepdims=True)
-    # A norm that overflows the dtype is left to the float64 norms below,
+    # A norm that overflows the dtype is left to the float64 norm below,
     # and in float64 to the scaled norm that set the scale.
     over = (norm > radius) & xp.isfinite(norm)
-    if x.dtype == xp.float64 or not _arrays.has_float64(xp):
+    if batch.wide_x is None:
         return over
-    rounded = xp.astype(delta, xp.float64)
-    exact = xp.astype(v, xp.float64) - xp.astype(x, xp.float64)
-    return (
-        over
-        | (xp.linalg.vector_norm(rounded, axis=1, keepdims=True) > radius)
-        | (xp.linalg.vector_norm(exact, axis=1, keepdims=True) > radius)
-    )
+    exact = xp.astype(v, xp.float64) - batch.wide_x
+    return over | (xp.linalg.vector_norm(exact, axis=1, keepdims=True) > radius)
 
 
 # Randomness and starting points.
