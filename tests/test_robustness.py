@@ -386,6 +386,21 @@ def test_json_has_rows_and_parameters(table):
     assert set(payload["parameters"]) == set(robustness.METHODS)
 
 
+def test_parameters_give_the_gamma_the_pair_attacks_ran_with():
+    # On 2 features gamma 0.5 allows no pair, so the attacks take 2 / d = 1.
+    model = resgrad.ResidualMLP.init([2, 4, 3], seed=0)
+    x = np.random.default_rng(0).uniform(size=(6, 2))
+    y = model.predict(x)
+    table = robustness.evaluate(model, x, y, ["jsma", "mjsma"], [0.2], seed=0)
+    payload = json.loads(robustness.to_json(table))
+    assert payload["parameters"]["jsma"].startswith("theta = eps, gamma = 1,")
+    assert payload["parameters"]["mjsma"] == "untargeted, theta = eps, gamma = 1"
+    markdown = robustness.report_markdown(table, {})
+    assert "- mjsma: untargeted, theta = eps, gamma = 1\n" in markdown
+    wide = robustness.parameter_notes(64)
+    assert wide["mjsma"] == "untargeted, theta = eps, gamma = 0.5"
+
+
 def test_json_writes_nan_as_null(model, batch):
     """The means over no samples are NaN, which strict JSON has no word for."""
     x, y = batch

@@ -63,19 +63,22 @@ RANDOM_METHODS = ("rfgsm", "pgd", "pgd_l2")
 # The attacks that move features in pairs, and so need two or more features.
 PAIR_METHODS = ("jsma", "mjsma")
 
-# A one-line description of each method's defaults, for the JSON table and
-# the run report.
-PARAMETER_NOTES = {
-    "fgsm": "one step of eps",
-    "bim": "10 steps of 2.5 eps / 10",
-    "illcm": "10 steps of 2.5 eps / 10 toward the least-likely class",
-    "rfgsm": "random step eps / 2, gradient step eps / 2",
-    "mifgsm": "10 steps of eps / 10, mu = 1",
-    "pgd": "random start, 10 steps of 2.5 eps / 10",
-    "pgd_l2": "L2 radius eps sqrt(d), random start, 10 steps of 2.5 radius / 10",
-    "jsma": "theta = eps, gamma = 0.5, target: runner-up class",
-    "mjsma": "untargeted, theta = eps, gamma = 0.5",
-}
+
+def parameter_notes(d: int) -> dict[str, str]:
+    """Return a one-line description of each method's defaults on inputs of
+    ``d`` features, for the JSON table and the reports."""
+    gamma = attack_parameters("jsma", 1.0, d)["gamma"]
+    return {
+        "fgsm": "one step of eps",
+        "bim": "10 steps of 2.5 eps / 10",
+        "illcm": "10 steps of 2.5 eps / 10 toward the least-likely class",
+        "rfgsm": "random step eps / 2, gradient step eps / 2",
+        "mifgsm": "10 steps of eps / 10, mu = 1",
+        "pgd": "random start, 10 steps of 2.5 eps / 10",
+        "pgd_l2": "L2 radius eps sqrt(d), random start, 10 steps of 2.5 radius / 10",
+        "jsma": f"theta = eps, gamma = {gamma:g}, target: runner-up class",
+        "mjsma": f"untargeted, theta = eps, gamma = {gamma:g}",
+    }
 
 
 @dataclass
@@ -479,10 +482,11 @@ def to_json(table: RobustnessTable, context: dict[str, Any] | None = None) -> st
     """Return the rows and the default parameters of each method as JSON,
     after ``context``, the settings that produced them, when given."""
     payload = {} if context is None else {"context": context}
+    notes = parameter_notes(int(table.x.shape[1]))
     payload.update(
         {
             "bounds": list(table.bounds),
-            "parameters": {method: PARAMETER_NOTES[method] for method in table.methods},
+            "parameters": {method: notes[method] for method in table.methods},
             "rows": table.to_dicts(),
         }
     )
@@ -510,7 +514,8 @@ def report_markdown(table: RobustnessTable, context: dict[str, Any]) -> str:
         if value is not None
     ]
     lines += ["", to_markdown(table), COLUMN_NOTES, "", "Parameters:", ""]
-    lines += [f"- {method}: {PARAMETER_NOTES[method]}" for method in table.methods]
+    notes = parameter_notes(int(table.x.shape[1]))
+    lines += [f"- {method}: {notes[method]}" for method in table.methods]
     return "\n".join(lines) + "\n"
 
 

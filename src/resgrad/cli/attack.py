@@ -252,8 +252,8 @@ def report_section(ctx: RunContext) -> Section:
     from ..robustness import (
         METHODS,
         PAIR_METHODS,
-        PARAMETER_NOTES,
         evaluate,
+        parameter_notes,
         plot_examples,
         plot_robust_accuracy,
         to_markdown,
@@ -283,7 +283,7 @@ def report_section(ctx: RunContext) -> Section:
     plot_robust_accuracy(table, out / ACCURACY_FIGURE, title)
     plot_examples(table, out / EXAMPLES_FIGURE, data.image_shape)
     markdown = _section_markdown(
-        table, to_markdown(table), PARAMETER_NOTES, data, ctx.seed
+        table, to_markdown(table), parameter_notes(data.n_features), data, ctx.seed
     )
     metrics = {
         "eps": list(REPORT_EPS),
