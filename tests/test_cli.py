@@ -1662,7 +1662,19 @@ def test_missing_training_data_is_an_error(tmp_path, capsys):
     for command in ("evaluate", "check", "attack", "saliency"):
         status, lines = run_cli(capsys, [command, "--model", str(model)])
         assert status == 2
-        assert f"trained with --data {data}, but {data} was not found" in lines[0]
+        assert f"trained with --data {data}, but {data} does not exist;" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("make", "why"), [(os.mkfifo, "is a named pipe"), (os.mkdir, "is a folder")]
+)
+def test_training_data_that_is_not_a_file_is_named(tmp_path, capsys, make, why):
+    data, model = _train_small(tmp_path, capsys)
+    data.unlink()
+    make(data)
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert f"trained with --data {data}, but {data} {why}; pass that" in lines[0]
 
 
 def test_hint_names_absolute_training_paths(tmp_path, capsys, monkeypatch):

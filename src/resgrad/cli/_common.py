@@ -482,12 +482,21 @@ def _use_training_data(args: Any, training: dict, trained_on: str) -> None:
     data, labels = data_file(training.get("data")), data_file(training.get("labels"))
     if data is None:
         return
-    missing = [str(path) for path in (data, labels) if path and not path.is_file()]
-    if missing:
+    from ..io import missing, special_file
+
+    absent = [path for path in (data, labels) if path and not path.is_file()]
+    if absent:
         options = "--data" if labels is None else "--data and --labels"
+        path = absent[0]
+        if path.is_dir():
+            why = "is a folder"
+        elif path.exists():
+            why = f"is {special_file(path) or 'not a regular file'}"
+        else:
+            why = missing(path)
         raise ValueError(
-            f"The model was trained with {trained_on}, but {missing[0]} was "
-            f"not found; pass that data, or a copy, as {options}."
+            f"The model was trained with {trained_on}, but {path} {why}; "
+            f"pass that data, or a copy, as {options}."
         )
     args.data = str(data)
     args.labels = None if labels is None else str(labels)
