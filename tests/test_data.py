@@ -1409,6 +1409,12 @@ def test_no_samples(tmp_path):
         load_data(path)
 
 
+def test_no_features_is_named(tmp_path):
+    path = write_npz(tmp_path / "empty.npz", np.zeros((40, 0)), np.arange(40) % 2)
+    with pytest.raises(ValueError, match=r"has 40 samples but no features \("):
+        load_data(path)
+
+
 def test_unknown_scale():
     with pytest.raises(
         ValueError, match="Expected scale 'auto' or None, got 'standard'"

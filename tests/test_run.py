@@ -343,7 +343,7 @@ def test_run_failing_after_a_file_names_the_folder(tmp_path, monkeypatch, capsys
     import resgrad.cli.check
 
     def fail(*args, **kwargs):
-        raise ValueError("the check went wrong")
+        raise ValueError("the check went wrong.")
 
     monkeypatch.setattr(resgrad.cli.check, "check_on_test_split", fail)
     out = tmp_path / "run"
@@ -356,7 +356,8 @@ def test_run_failing_after_a_file_names_the_folder(tmp_path, monkeypatch, capsys
         "model.npz",
     ]
     note = (out / "INCOMPLETE.txt").read_text()
-    assert "because of ValueError: the check went wrong." in note
+    # The message's own period ends the sentence, with no second one.
+    assert "because of ValueError: the check went wrong.\n" in note
 
 
 def test_run_failing_before_a_file_leaves_no_folder(tmp_path, monkeypatch, capsys):

@@ -1261,8 +1261,13 @@ def _validate_features(
             f"Expected features in {source} of shape (n, d) or images (n, h, w), "
             f"got shape {x.shape}; reshape them to one row per sample."
         )
-    if len(x) == 0 or x[0].size == 0:
+    if len(x) == 0:
         raise ValueError(f"{source} contains no samples (features of shape {x.shape}).")
+    if x[0].size == 0:
+        raise ValueError(
+            f"{source} has {len(x)} samples but no features (features of shape "
+            f"{x.shape}); pass an array with at least one feature column."
+        )
     image_shape = tuple(int(s) for s in x.shape[1:]) if x.ndim == 3 else None
     x = x.reshape(len(x), -1)
     bad = ~np.isfinite(x)

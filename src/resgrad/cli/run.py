@@ -185,7 +185,8 @@ def _mark_incomplete(out: Path, error: BaseException, quoted: str) -> None:
         terminated = getattr(sys.modules[__package__], "_terminated", False)
         cause = "it was terminated (SIGTERM)" if terminated else "it was interrupted"
     else:
-        cause = f"of {type(error).__name__}: {error}"
+        # The message ends the sentence, which may end in a period already.
+        cause = f"of {type(error).__name__}: {str(error).rstrip('.')}"
     text = (
         f"This run stopped before it finished, because {cause}.\n"
         "The files here are those written before it stopped. model.npz, if\n"
