@@ -79,6 +79,14 @@ BAD_ARGUMENTS = {
         ["train", "--epochs", "0"],
         "--epochs: expected an integer >= 1, got 0",
     ),
+    "train seed beyond int64": (
+        ["train", "--seed", str(2**63), "--out", "{dir}/a.npz"],
+        "--seed: expected an integer of magnitude at most 9223372036854775807",
+    ),
+    "train epochs beyond int64": (
+        ["train", "--epochs", "99999999999999999999", "--out", "{dir}/a.npz"],
+        "--epochs: expected an integer of magnitude at most",
+    ),
     "train widths empty item": (
         ["train", "--widths", "3,,4"],
         "--widths: expected comma-separated integers with no empty item, got '3,,4'",
