@@ -1104,7 +1104,7 @@ def test_train_keeps_out_another_command_wrote(tmp_path, capsys, monkeypatch):
 
     def another_command_saves(*args, **kwargs):
         result = train(*args, **kwargs)
-        out.write_bytes(b"the other run's model")
+        resgrad.save(resgrad.ResidualMLP.init([64, 8, 10], seed=1), out)
         return result
 
     monkeypatch.setattr(resgrad.cli.train, "train_model", another_command_saves)
@@ -1118,13 +1118,30 @@ def test_train_keeps_out_another_command_wrote(tmp_path, capsys, monkeypatch):
         f"command with --resume --overwrite saves its model over {out}, and with "
         f"--resume --checkpoint {checkpoint} --out <another file> saves it there."
     )
-    assert out.read_bytes() == b"the other run's model"
+    assert resgrad.load(out).sizes == [64, 8, 10]
     assert checkpoint.is_file()
     # The advice works.
     monkeypatch.setattr(resgrad.cli.train, "train_model", train)
     assert run_cli(capsys, [*argv, "--resume", "--overwrite"])[0] == 0
     assert resgrad.load(out).sizes[0] == 64
     assert not checkpoint.exists()
+
+
+def test_train_overwrite_replaces_only_a_model_file(tmp_path, capsys):
+    out = tmp_path / "keep.csv"
+    out.write_text("1,2,0\n")
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out), "--overwrite"]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert f"--out {out} is a file that is not a resgrad model" in lines[0]
+    assert out.read_text() == "1,2,0\n"
+    assert sorted(os.listdir(tmp_path)) == ["keep.csv"]
+    # An earlier model is replaced.
+    model = tmp_path / "model.npz"
+    resgrad.save(resgrad.ResidualMLP.init([64, 8, 10], seed=1), model)
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(model), "--overwrite"]
+    assert run_cli(capsys, argv)[0] == 0
+    assert resgrad.load(model).sizes[1] != 8
 
 
 def test_resume_of_a_finished_run_says_so(tmp_path, capsys):

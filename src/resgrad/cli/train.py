@@ -359,7 +359,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace an existing --out file, and start over when the "
+        help="replace an existing --out model file, and start over when the "
         "checkpoint of an unfinished run exists; with --resume, only replace "
         "--out once the resumed run ends",
     )
@@ -446,6 +446,17 @@ def _default_checkpoint(out: Path) -> Path:
     return out.with_name(f"{out.name}.checkpoint.npz")
 
 
+def _is_model_file(path: Path) -> bool:
+    """Return whether ``path`` reads as a resgrad model file."""
+    from ..io import read_metadata
+
+    try:
+        read_metadata(path)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _train_and_save(args: argparse.Namespace) -> int:
     from ..io import save
     from ..training import accuracy, check_checkpoint_target
@@ -477,6 +488,14 @@ def _train_and_save(args: argparse.Namespace) -> int:
         raise FileExistsError(
             f"--out {args.out} already exists; pass --overwrite to replace it, "
             "or choose another --out."
+        )
+    if args.out.exists() and not _is_model_file(args.out):
+        # --overwrite replaces an earlier model, not a file of another kind
+        # that the path names by mistake.
+        raise FileExistsError(
+            f"--out {args.out} is a file that is not a resgrad model, which "
+            "--overwrite does not replace; choose another --out, or move or "
+            "remove that file."
         )
     if args.checkpoint.exists() and not (args.resume or args.overwrite):
         raise FileExistsError(
