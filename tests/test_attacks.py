@@ -255,15 +255,19 @@ def test_least_likely_target_differs_from_torchattacks(model):
 def test_fgsm_rule(model):
     x, y = make_batch()
     _, grad = resgrad.input_gradient(model, x, y)
-    expected = np.clip(x + EPS * np.sign(grad), 0.0, 1.0)
+    expected = np.clip(x + ball_radius(EPS) * np.sign(grad), 0.0, 1.0)
     np.testing.assert_array_equal(attacks.fgsm(model, x, y, EPS).x_adv, expected)
+    # One float inside x + eps where the dtype can hold no closer float.
+    np.testing.assert_allclose(
+        expected, np.clip(x + EPS * np.sign(grad), 0, 1), atol=3e-16
+    )
 
 
 def test_targeted_fgsm_steps_down_target_gradient(model):
     x, y = make_batch()
     target = other_class(y)
     _, grad = resgrad.input_gradient(model, x, target)
-    expected = np.clip(x - EPS * np.sign(grad), 0.0, 1.0)
+    expected = np.clip(x - ball_radius(EPS) * np.sign(grad), 0.0, 1.0)
     result = attacks.fgsm(model, x, y, EPS, target=target)
     np.testing.assert_array_equal(result.x_adv, expected)
 
@@ -333,26 +337,26 @@ def test_illcm_step_lowers_least_likely_loss(smooth_model):
     assert np.all(cross_entropy(smooth_model, plus, least) > losses[0])
 
 
+def ball_radius(eps, lo=0.0, hi=1.0):
+    """Return eps less the spacing of float64 at the largest magnitude that
+    x + eps reaches, so that x + radius rounds to within eps of x."""
+    reach = max(abs(lo), abs(hi)) + attacks.BOX_TOLERANCE + eps
+    return max(eps - float(np.spacing(reach)), 0.0)
+
+
 def within(x, v, radius, lo=0.0, hi=1.0):
-    """Return ``v`` clamped to the box and to ``radius`` of ``x`` in every
-    feature, where a limit that ``x +- radius`` rounds past is moved one
-    float toward ``x``."""
+    """Return ``v`` clamped to the box and to ``ball_radius(radius)`` of
+    ``x`` in every feature."""
     x = np.asarray(x)
-    lower, upper = x - radius, x + radius
-    for limit in (lower, upper):
-        while True:
-            over = np.abs(limit - x) > radius
-            if not over.any():
-                break
-            limit[over] = np.nextafter(limit[over], x[over])
-    return np.clip(np.clip(v, lower, upper), lo, hi)
+    inner = ball_radius(radius, lo, hi)
+    return np.clip(np.clip(v, x - inner, x + inner), lo, hi)
 
 
 def test_rfgsm_rule_takes_gradient_at_random_point(model):
     x, y = make_batch()
     alpha = 0.03
     signs = np.sign(np.random.default_rng(4).standard_normal(x.shape))
-    x_star = within(x, x + alpha * signs, alpha)
+    x_star = np.clip(x + ball_radius(alpha) * signs, 0.0, 1.0)
     _, grad = resgrad.input_gradient(model, x_star, y)
     expected = within(x, x_star + (EPS - alpha) * np.sign(grad), EPS)
     result = attacks.rfgsm(model, x, y, EPS, alpha=alpha, start=x_star)
@@ -442,7 +446,9 @@ def test_pgd_l2_projects_onto_ball(model):
     result = attacks.pgd_l2(model, x, y, eps, alpha=0.2, steps=1, random_start=False)
     _, grad = resgrad.input_gradient(model, x, y)
     unit = grad / np.linalg.norm(grad, axis=1, keepdims=True)
-    np.testing.assert_allclose(result.x_adv, x + eps * unit, rtol=0, atol=1e-15)
+    # Rows end a few units in the last place inside eps, so that the norms
+    # hold in any order of summation.
+    np.testing.assert_allclose(result.x_adv, x + eps * unit, rtol=0, atol=1e-13)
 
 
 def test_pgd_l2_random_start_is_uniform_in_ball(model, monkeypatch):
@@ -1203,6 +1209,13 @@ def test_start_of_another_dtype_is_cast_to_x(model, name, backend):
     actual = run(name, model32, x32, y, start=start)
     assert actual.x_adv.dtype == x32.dtype
     np.testing.assert_array_equal(np.asarray(actual.x_adv), np.asarray(expected.x_adv))
+
+
+def test_integer_start_names_the_dtype_of_x(model):
+    x, y = make_batch()
+    start = np.zeros(x.shape, dtype=np.int64)
+    with pytest.raises(TypeError, match="cast it to the model's dtype float64"):
+        attacks.pgd(model, x, y, EPS, start=start)
 
 
 def test_start_beyond_the_dtype_of_x_names_start(model):

@@ -81,11 +81,11 @@ BAD_ARGUMENTS = {
     ),
     "train seed beyond int64": (
         ["train", "--seed", str(2**63), "--out", "{dir}/a.npz"],
-        "--seed: expected an integer of magnitude at most 9223372036854775807",
+        "--seed: expected an integer from -2**63 to 2**63 - 1 (9223372036854775807)",
     ),
     "train epochs beyond int64": (
         ["train", "--epochs", "99999999999999999999", "--out", "{dir}/a.npz"],
-        "--epochs: expected an integer of magnitude at most",
+        "--epochs: expected an integer from -2**63 to 2**63 - 1",
     ),
     "train widths empty item": (
         ["train", "--widths", "3,,4"],
@@ -1133,7 +1133,7 @@ def test_train_overwrite_replaces_only_a_model_file(tmp_path, capsys):
     argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out), "--overwrite"]
     status, lines = run_cli(capsys, argv)
     assert status == 2
-    assert f"--out {out} is a file that is not a resgrad model" in lines[0]
+    assert f"--out {out} does not read as a resgrad model, so --overwrite" in lines[0]
     assert out.read_text() == "1,2,0\n"
     assert sorted(os.listdir(tmp_path)) == ["keep.csv"]
     # An earlier model is replaced.

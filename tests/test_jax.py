@@ -234,6 +234,14 @@ def test_jax_attacks_without_64_bit_mode_warn_nothing():
             targeted = resgrad.attacks.jsma(model, x, y, target=0, gamma=0.4, **box)
         for counts in (result.steps, result.l0, targeted.steps, targeted.l0):
             assert counts.dtype == jnp.int32
+        # Within eps exactly, though JAX cannot compute in float64 here:
+        # near 0, x + 0.25 rounds up past it in float32.
+        near_zero = jnp.asarray(
+            np.linspace(1e-5, 1e-3, x.size).reshape(x.shape), jnp.float32
+        )
+        fgsm = resgrad.attacks.fgsm(model, near_zero, y, eps=0.25)
+        moved = np.asarray(fgsm.x_adv, np.float64) - np.asarray(near_zero, np.float64)
+        assert np.abs(moved).max() <= 0.25
     finally:
         jax.config.update("jax_enable_x64", True)
 

@@ -972,12 +972,19 @@ def test_resume_rejects_damaged_header(tmp_path, edit, message):
 
 
 class _CountState(NamedTuple):
-    count: int
+    step2: int
     m1: dict
 
 
+class _MomentState(NamedTuple):
+    step2: int
+    moment: dict
+
+
 class _CountingSGD:
-    """A custom optimizer whose state field name has a digit."""
+    """A custom optimizer whose state fields have names with a digit: a
+    number, which the checkpoint header holds, and a dict of arrays, whose
+    member keys cannot."""
 
     def init(self, params):
         return _CountState(
@@ -986,7 +993,7 @@ class _CountingSGD:
 
     def update(self, grads, state, params):
         stepped = {key: params[key] - 0.1 * grads[key] for key in params}
-        return stepped, _CountState(state.count + 1, state.m1)
+        return stepped, _CountState(state.step2 + 1, state.m1)
 
 
 def test_checkpoint_rejects_state_field_name_before_training(tmp_path, monkeypatch):
@@ -1003,6 +1010,22 @@ def test_checkpoint_rejects_state_field_name_before_training(tmp_path, monkeypat
     assert not path.exists()
     # Without a checkpoint the name does not matter.
     assert fit(_small_model(), x, y, optimizer=_CountingSGD(), epochs=1).steps > 0
+    # A number's field name may have a digit: the header holds it.
+    renamed = _CountingSGD()
+    renamed.init = lambda params: _MomentState(
+        0, {k: np.zeros_like(v) for k, v in params.items()}
+    )
+    renamed.update = lambda grads, state, params: (
+        {k: params[k] - 0.1 * grads[k] for k in params},
+        _MomentState(state.step2 + 1, state.moment),
+    )
+    fit(_small_model(), x, y, optimizer=renamed, epochs=1, checkpoint=path)
+    resumed = fit(
+        _small_model(), x, y, optimizer=renamed, epochs=2, checkpoint=path, resume=True
+    )
+    whole = fit(_small_model(), x, y, optimizer=renamed, epochs=2)
+    assert resumed.steps == whole.steps
+    assert _weights_equal(resumed.model, whole.model)
 
 
 def test_resume_rejects_model_file(tmp_path):

@@ -1170,7 +1170,8 @@ def _prefixed(prefix: str, arrays: Params) -> dict[str, Any]:
     return {f"{prefix}.{key}": value for key, value in arrays.items()}
 
 
-# The names an optimizer state field may have in a checkpoint's member keys.
+# The names an optimizer state field of arrays may have, as a part of the
+# checkpoint's member keys.
 _STATE_FIELD = re.compile(r"[a-z_]+")
 
 
@@ -1184,11 +1185,14 @@ def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Params]]:
         )
     scalars, arrays = {}, {}
     for field, value in state._asdict().items():
-        if not _STATE_FIELD.fullmatch(field):
+        if isinstance(value, dict) and not _STATE_FIELD.fullmatch(field):
+            # A dict of arrays becomes archive members named after the field;
+            # numbers go into the JSON header, which takes any name.
             raise TypeError(
                 f"Cannot checkpoint the optimizer state field {field!r}; the "
-                "names of checkpoint members take lowercase letters and "
-                "underscores only, so rename it, such as to 'moment'."
+                "names of the checkpoint members that hold its arrays take "
+                "lowercase letters and underscores only, so rename it, such "
+                "as to 'moment'."
             )
         if isinstance(value, dict):
             arrays[field] = value

@@ -78,6 +78,8 @@ class Batch:
     target: Array | None
     lo: float
     hi: float
+    # Whether x lies in the box, not outside it within BOX_TOLERANCE.
+    inside: bool = True
 
     @property
     def device(self) -> Any:
@@ -90,14 +92,22 @@ class Batch:
         return self.model._prepared(self.n)
 
     @cached_property
-    def wide_x(self) -> Array | None:
-        """``x`` in float64 where its dtype is narrower and the namespace
-        computes in float64, else ``None``. The differences of the limits
-        of the eps-balls from ``x`` are exact there."""
-        xp = self.xp
-        if self.x.dtype == xp.float64 or not _arrays.has_float64(xp):
+    def wide(self) -> tuple[Any, Array] | None:
+        """``(dtype, x in it)`` for a dtype wide enough that the differences
+        of ``x``'s floats are exact in it: float64, or float32 for half
+        precision where the namespace lacks float64. ``None`` where ``x``
+        is already of the widest dtype there is."""
+        xp, dtype = self.xp, self.x.dtype
+        wide = xp.float64 if _arrays.has_float64(xp) else xp.float32
+        if dtype in (xp.float64, wide):
             return None
-        return xp.astype(self.x, xp.float64)
+        return wide, xp.astype(self.x, wide)
+
+    @cached_property
+    def wide_buffer(self) -> np.ndarray:
+        """A NumPy array of ``x``'s shape in the wide dtype, for
+        ``_l2_exceeds``."""
+        return np.empty(self.x.shape, dtype=self.wide[0])
 
     @cached_property
     def largest(self) -> float:
@@ -154,7 +164,7 @@ def prepare(
         target = None
     xp = model._namespace_with(x, y, target)
     _arrays.check_input(xp, x, model.sizes[0], model.dtype)
-    check_box(xp, x, lo, hi)
+    inside = check_box(xp, x, lo, hi)
     _arrays.check_labels(xp, y, x.shape[0], model.n_classes)
     if target_class is not None:
         # One class for every sample: broadcast it in x's namespace and device.
@@ -164,7 +174,7 @@ def prepare(
         )
     if target is not None:
         _arrays.check_labels(xp, target, x.shape[0], model.n_classes, name="target")
-    batch = Batch(model, xp, x, y, target, lo, hi)
+    batch = Batch(model, xp, x, y, target, lo, hi, inside)
     check_fits(batch, "bounds[0]", lo)
     check_fits(batch, "bounds[1]", hi)
     return batch
@@ -221,10 +231,11 @@ def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
     return lo, hi
 
 
-def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> None:
-    """Raise ``ValueError`` if ``x`` leaves ``[lo, hi]`` by more than the tolerance."""
+def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> bool:
+    """Raise ``ValueError`` if ``x`` leaves ``[lo, hi]`` by more than the
+    tolerance, and return whether it lies in the box."""
     if x.shape[0] == 0:
-        return
+        return True
     low, high = float(xp.min(x)), float(xp.max(x))
     if low < lo - BOX_TOLERANCE or high > hi + BOX_TOLERANCE:
         raise ValueError(
@@ -234,6 +245,7 @@ def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> None:
             f"[{lo:g}, {hi:g}]; scale the inputs into the box or pass "
             "bounds=(lo, hi)."
         )
+    return lo <= low and high <= hi
 
 
 def check_eps(eps: Any, batch: Batch | None = None) -> float:
@@ -346,47 +358,40 @@ def linf_limits(batch: Batch, eps: float) -> tuple[Array, Array]:
     the first clamp's bounds clamped by the second.
 
     ``x + eps`` rounds to the dtype and can land past ``x + eps``. The
-    limits are the floats farthest from ``x`` that still lie within eps of
-    it, so ``|limit - x| <= eps`` holds both exactly and as computed in the
-    dtype of ``x``.
+    limits are ``x -+ r``, where the radius ``r`` is eps less one unit in
+    the last place of the largest magnitude a limit can reach (``g``), so
+    that ``|limit - x| <= eps`` holds exactly, and so also as computed in
+    any dtype. A limit ``x + r`` rounds by at most ``g / 2``.
     """
-    xp, x = batch.xp, batch.x
-    # The radius is the largest float of the dtype up to eps.
-    radius = xp.asarray(eps, dtype=x.dtype, device=batch.device)
-    if float(radius) > eps:
-        radius = xp.nextafter(radius, xp.zeros_like(radius))
-    radius = float(radius)
-    if batch.wide_x is None:
-        with np.errstate(over="ignore"):
-            lower, upper = x - radius, x + radius
-        # Rounding leaves a limit at most half a unit in its last place
-        # outside, so one move toward x brings it inside.
-        lower = _toward(xp, lower, x, x - lower > radius)
-        upper = _toward(xp, upper, x, upper - x > radius)
-        return clip(batch, lower), clip(batch, upper)
-    # In a narrower dtype the difference between a limit and x is exact in
-    # float64, where the limits are found and then rounded toward x.
-    wide_lower, wide_upper = batch.wide_x - radius, batch.wide_x + radius
+    x = batch.x
+    radius = linf_radius(batch, eps)
     with np.errstate(over="ignore"):
-        lower, upper = xp.astype(wide_lower, x.dtype), xp.astype(wide_upper, x.dtype)
-    lower = _toward(xp, lower, x, xp.astype(lower, xp.float64) < wide_lower)
-    upper = _toward(xp, upper, x, xp.astype(upper, xp.float64) > wide_upper)
+        lower, upper = x - radius, x + radius
     return clip(batch, lower), clip(batch, upper)
 
 
-def _toward(xp: Any, limit: Array, x: Array, outside: Array) -> Array:
-    """Return ``limit`` with its ``outside`` entries moved one float toward
-    ``x``; a NumPy ``limit``, which the caller made, is changed in place."""
-    if isinstance(limit, np.ndarray):
-        if not outside.any():
-            return limit
-        # Indexing only the entries that move takes a fraction of the time
-        # of np.nextafter and np.where over the whole array.
-        limit[outside] = np.nextafter(limit[outside], x[outside])
-        return limit
-    if not bool(xp.any(outside)):
-        return limit
-    return xp.where(outside, xp.nextafter(limit, x), limit)
+def linf_radius(batch: Batch, eps: float) -> float:
+    """Return the radius of ``linf_limits``: the largest float of the dtype
+    up to eps, less the spacing of the floats at the largest magnitude a
+    limit can reach, and at least 0."""
+    xp = batch.xp
+    dtype, device = batch.x.dtype, batch.device
+    below = xp.asarray(eps, dtype=dtype, device=device)
+    if float(below) > eps:
+        below = xp.nextafter(below, xp.zeros_like(below))
+    # x lies in the box, or outside it by up to BOX_TOLERANCE.
+    reach = max(abs(batch.lo), abs(batch.hi)) + BOX_TOLERANCE + float(below)
+    top = xp.asarray(min(reach, batch.largest), dtype=dtype, device=device)
+    if float(top) < reach and float(top) < batch.largest:
+        top = xp.nextafter(top, xp.full_like(top, math.inf))
+    above = float(xp.nextafter(top, xp.full_like(top, math.inf)))
+    if math.isfinite(above):
+        spacing = above - float(top)
+    else:
+        # top is the largest float, whose spacing is the one below it.
+        spacing = float(top) - float(xp.nextafter(top, xp.zeros_like(top)))
+    # Both are multiples of the spacing at eps, so the difference is exact.
+    return max(float(below) - spacing, 0.0)
 
 
 def project_linf(batch: Batch, v: Array, limits: tuple[Array, Array]) -> Array:
@@ -413,17 +418,13 @@ def row_norms(xp: Any, a: Array) -> Array:
 def project_l2(batch: Batch, v: Array, eps: float) -> Array:
     """Project ``v`` onto ``{||v - x||_2 <= eps}`` per sample, then onto the box.
 
-    A row whose rounded result still lies farther than eps from ``x`` is
-    scaled down, by 4 units in the last place and then by 8 times more at
-    each pass, until it does not.
+    Rows are scaled to a norm just below eps (``_l2_target``). A row whose
+    rounded result still lies farther than eps from ``x`` (see
+    ``_l2_exceeds``) is scaled down again, by 2 units in the last place and
+    then by 8 times more at each pass, until it does not.
     """
     xp, x = batch.xp, batch.x
-    # Norms computed in other orders or dtypes differ by a few units in the
-    # last place, so rows are held to a radius that much below eps. They
-    # are scaled to a target below that radius, and most pass the first check.
-    unit = float(xp.finfo(x.dtype).eps)
-    radius = eps * (1.0 - 4.0 * unit)
-    target = eps * (1.0 - 8.0 * unit)
+    target = _l2_target(batch, eps)
     delta = v - x
     norm = row_norms(xp, delta)
     safe = xp.where(norm > 0, norm, xp.ones_like(norm))
@@ -431,44 +432,69 @@ def project_l2(batch: Batch, v: Array, eps: float) -> Array:
     projected = clip(batch, x + delta * scale)
     # x + delta rounds to a unit in the last place of x, which can be a
     # large part of a small delta. So the cut grows 8 times at every pass.
-    cut = 4.0 * unit
+    cut = 2.0 * float(xp.finfo(x.dtype).eps)
     for _ in range(_L2_PASSES):
-        over = _l2_exceeds(batch, projected, radius)
+        over = _l2_exceeds(batch, projected, eps)
         if not bool(xp.any(over)):
             return projected
         scale = xp.where(over, scale * max(1.0 - cut, 0.0), scale)
         projected = clip(batch, x + delta * scale)
         cut *= 8.0
-    over = _l2_exceeds(batch, projected, radius)
+    over = _l2_exceeds(batch, projected, eps)
     return xp.where(over, clip(batch, x), projected)
 
 
 # Passes of project_l2. By the last one the cut is the whole scale in
-# every dtype up to float64 (4 * 8^17 units of 2.2e-16 exceed 1), so the
+# every dtype up to float64 (2 * 8^17 units of 2.2e-16 exceed 1), so the
 # loop ends with every row inside.
 _L2_PASSES = 20
 
 
-def _l2_exceeds(batch: Batch, v: Array, radius: float) -> Array:
-    """Return the ``(n, 1)`` rows where ``v`` lies farther than ``radius``
-    from ``x`` in L2: in the dtype of ``x``, as ``AttackResult.l2`` measures
-    it, and, in a dtype narrower than float64, exactly.
+def _wide_margin(batch: Batch) -> float:
+    """Return the factor below 1 that holds the norms computed in the
+    widest dtype below eps: 2 (d + 2) units in its last place, a bound on
+    the rounding of a sum of d squares in any order."""
+    xp = batch.xp
+    dtype = batch.x.dtype if batch.wide is None else batch.wide[0]
+    return 1.0 - 2.0 * (batch.d + 2) * float(xp.finfo(dtype).eps)
 
-    The norm of the differences rounded to the dtype exceeds the exact norm
-    by at most half a unit in the last place of the dtype, which the margin
-    of ``radius`` below eps covers.
-    """
+
+def _l2_target(batch: Batch, eps: float) -> float:
+    """Return the norm that ``project_l2`` scales rows to: a unit in the
+    last place of the dtype below eps, and below the margin of the wide
+    check."""
+    unit = float(batch.xp.finfo(batch.x.dtype).eps)
+    return eps * min(1.0 - unit, 1.0 - 2.0 * (1.0 - _wide_margin(batch)))
+
+
+def _l2_exceeds(batch: Batch, v: Array, eps: float) -> Array:
+    """Return the ``(n, 1)`` rows where ``v`` lies farther than eps from
+    ``x`` in L2: as ``AttackResult.l2`` measures it in the dtype of ``x``,
+    or, within ``_wide_margin``, in the widest dtype, where the
+    differences are exact."""
     xp, x = batch.xp, batch.x
+    limit = eps * _wide_margin(batch)
     delta = v - x
     with np.errstate(over="ignore"):
         norm = xp.linalg.vector_norm(delta, axis=1, keepdims=True)
-    # A norm that overflows the dtype is left to the float64 norm below,
-    # and in float64 to the scaled norm that set the scale.
-    over = (norm > radius) & xp.isfinite(norm)
-    if batch.wide_x is None:
-        return over
-    exact = xp.astype(v, xp.float64) - batch.wide_x
-    return over | (xp.linalg.vector_norm(exact, axis=1, keepdims=True) > radius)
+    # A norm that overflows the dtype is left to the wide norm below, and
+    # in the widest dtype to the scaled norm that set the scale.
+    finite = xp.isfinite(norm)
+    if batch.wide is None:
+        return (norm > limit) & finite
+    over = (norm > eps) & finite
+    del delta
+    if type(v) is np.ndarray:
+        # One float64 buffer for every pass and step: new arrays of this
+        # size would take fresh pages from the kernel each time.
+        buffer = batch.wide_buffer
+        np.subtract(v, x, out=buffer, dtype=buffer.dtype)
+        exact = np.sqrt(np.einsum("ij,ij->i", buffer, buffer))[:, None]
+    else:
+        dtype, wide_x = batch.wide
+        difference = xp.astype(v, dtype) - wide_x
+        exact = xp.linalg.vector_norm(difference, axis=1, keepdims=True)
+    return over | (exact > limit)
 
 
 # Randomness and starting points.
@@ -484,7 +510,10 @@ def check_start(batch: Batch, start: Array) -> Array:
     """Check that a caller's starting point matches ``x`` in shape, and
     return it in the dtype of ``x``."""
     xp = _arrays.namespace_like(batch.x, start, "start")
-    _arrays.check_input(xp, start, batch.d, start.dtype, name="start")
+    # Any floating dtype passes here and is cast below; another dtype gets
+    # the error that names the dtype of x.
+    dtype = start.dtype if _arrays.is_floating(xp, start) else batch.x.dtype
+    _arrays.check_input(xp, start, batch.d, dtype, name="start")
     if tuple(start.shape) != tuple(batch.x.shape):
         raise ValueError(
             f"Expected start of shape {tuple(batch.x.shape)} like x, got "
@@ -539,14 +568,15 @@ def constant_steps(batch: Batch, count: int) -> Array:
 def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
     """Measure the perturbation and the success of ``x_adv``.
 
-    ``x_adv`` is clipped to the box first. That changes only the rows that
-    never moved from an ``x`` outside the box by up to ``BOX_TOLERANCE``
-    (``eps = 0``, or early stopping before the first step). Clipping also
-    copies, so the result never shares memory with the input, and with
-    autograd off the copy requires no gradient.
+    An ``x`` outside the box by up to ``BOX_TOLERANCE`` has ``x_adv``
+    clipped to the box, for the rows that never moved from it (``eps = 0``,
+    or early stopping before the first step). An ``x_adv`` that is ``x``
+    itself is clipped too, which copies it, so the result never shares
+    memory with the input; with autograd off the copy requires no gradient.
     """
     xp = batch.xp
-    x_adv = clip(batch, x_adv)
+    if x_adv is batch.x or not batch.inside:
+        x_adv = clip(batch, x_adv)
     delta = x_adv - batch.x
     prediction = batch.predict(x_adv)
     with np.errstate(over="ignore"):

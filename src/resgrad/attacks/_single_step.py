@@ -15,10 +15,12 @@ from ._common import (
     check_fits,
     check_number,
     check_start,
+    clip,
     constant_steps,
     finish,
     from_numpy,
     linf_limits,
+    linf_radius,
     prepare,
     project_linf,
     unchanged,
@@ -68,8 +70,10 @@ def fgsm(
     eps = check_eps(eps, batch)
     if eps == 0:
         return unchanged(batch)
-    step = eps * batch.xp.sign(ascent_direction(batch, x))
-    x_adv = project_linf(batch, x + step, linf_limits(batch, eps))
+    # A step of linf_radius, eps less a unit in the last place of the box,
+    # lands on the limits of linf_limits and so stays within eps exactly.
+    radius = linf_radius(batch, eps)
+    x_adv = clip(batch, x + radius * batch.xp.sign(ascent_direction(batch, x)))
     return finish(batch, x_adv, constant_steps(batch, 1))
 
 
@@ -115,8 +119,11 @@ def rfgsm(
     if eps == 0:
         return unchanged(batch)
     x_star = _randomised_point(batch, alpha, seed, start)
+    limits = linf_limits(batch, eps)
     step = (eps - alpha) * batch.xp.sign(ascent_direction(batch, x_star))
-    x_adv = project_linf(batch, x_star + step, linf_limits(batch, eps))
+    x_adv = project_linf(batch, x_star + step, limits)
+    # Dropped before finish, whose arrays would otherwise take fresh pages.
+    del step, x_star
     return finish(batch, x_adv, constant_steps(batch, 1))
 
 
@@ -141,4 +148,5 @@ def _randomised_point(batch, alpha: float, seed: Seed, start: Array | None) -> A
         return project_linf(batch, start, linf_limits(batch, alpha))
     noise = generator(seed).standard_normal((batch.n, batch.d))
     signs = batch.xp.sign(from_numpy(batch, noise))
-    return project_linf(batch, batch.x + alpha * signs, linf_limits(batch, alpha))
+    # Steps of linf_radius land on the limits of the alpha-ball, as in fgsm.
+    return clip(batch, batch.x + linf_radius(batch, alpha) * signs)

@@ -1190,12 +1190,11 @@ def _number(value: str, kind: type) -> Any:
         raise argparse.ArgumentTypeError(f"expected {article}, got {value!r}") from None
     if kind is float and not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
-    if kind is int and abs(number) > INT64_MAX:
+    if kind is int and not -INT64_MAX - 1 <= number <= INT64_MAX:
         # The model file records seeds and counts as int64, and the other
         # commands read a larger one as damage.
         raise argparse.ArgumentTypeError(
-            f"expected an integer of magnitude at most {INT64_MAX} (2**63 - 1), "
-            f"got {value!r}"
+            f"expected an integer from -2**63 to 2**63 - 1 ({INT64_MAX}), got {value!r}"
         )
     return number
 

@@ -446,15 +446,16 @@ def _default_checkpoint(out: Path) -> Path:
     return out.with_name(f"{out.name}.checkpoint.npz")
 
 
-def _is_model_file(path: Path) -> bool:
-    """Return whether ``path`` reads as a resgrad model file."""
+def _model_file_problem(path: Path) -> str | None:
+    """Return why ``path`` does not read as a resgrad model file, or
+    ``None`` if it does."""
     from ..io import read_metadata
 
     try:
         read_metadata(path)
-    except (OSError, ValueError):
-        return False
-    return True
+    except (OSError, ValueError) as error:
+        return str(error).rstrip(".")
+    return None
 
 
 def _train_and_save(args: argparse.Namespace) -> int:
@@ -489,12 +490,13 @@ def _train_and_save(args: argparse.Namespace) -> int:
             f"--out {args.out} already exists; pass --overwrite to replace it, "
             "or choose another --out."
         )
-    if args.out.exists() and not _is_model_file(args.out):
+    problem = _model_file_problem(args.out) if args.out.exists() else None
+    if problem is not None:
         # --overwrite replaces an earlier model, not a file of another kind
         # that the path names by mistake.
         raise FileExistsError(
-            f"--out {args.out} is a file that is not a resgrad model, which "
-            "--overwrite does not replace; choose another --out, or move or "
+            f"--out {args.out} does not read as a resgrad model, so --overwrite "
+            f"does not replace it ({problem}); choose another --out, or move or "
             "remove that file."
         )
     if args.checkpoint.exists() and not (args.resume or args.overwrite):
