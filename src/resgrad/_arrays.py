@@ -422,8 +422,9 @@ def check_finite(xp: Any, a: Array, name: str) -> None:
 def cast_finite(xp: Any, a: Array, dtype: Any, name: str) -> Array:
     """Return the finite floating array ``a`` cast to ``dtype``.
 
-    Raises ``ValueError`` if ``a`` holds a NaN or an infinity, or a value
-    too large for ``dtype``, which the cast would turn into an infinity.
+    Raises ``ValueError`` if ``a`` contains a NaN or an infinity, or a
+    value too large for ``dtype``, which the cast would turn into an
+    infinity.
     """
     check_finite(xp, a, name)
     if a.dtype == dtype:

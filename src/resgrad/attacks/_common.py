@@ -451,7 +451,7 @@ _L2_PASSES = 20
 
 
 def _wide_margin(batch: Batch) -> float:
-    """Return the factor below 1 that holds the norms computed in the
+    """Return the factor below 1 that keeps the norms computed in the
     widest dtype below eps: 2 (d + 2) units in its last place, a bound on
     the rounding of a sum of d squares in any order."""
     xp = batch.xp

@@ -489,13 +489,13 @@ def _use_training_data(args: Any, training: dict, trained_on: str) -> None:
         options = "--data" if labels is None else "--data and --labels"
         path = absent[0]
         if path.is_dir():
-            why = "is a folder"
+            reason = "is a folder"
         elif path.exists():
-            why = f"is {special_file(path) or 'not a regular file'}"
+            reason = f"is {special_file(path) or 'not a regular file'}"
         else:
-            why = missing(path)
+            reason = missing(path)
         raise ValueError(
-            f"The model was trained with {trained_on}, but {path} {why}; "
+            f"The model was trained with {trained_on}, but {path} {reason}; "
             f"pass that data, or a copy, as {options}."
         )
     args.data = str(data)
