@@ -867,6 +867,33 @@ def test_result_within_radius_exactly(name, dtype, backend):
     assert checked == 12
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_large_radius_reaches_the_box_bounds(model, backend, dtype):
+    # A bound of the box within eps of x, exactly, is reached exactly,
+    # though the radius steps a float inside eps elsewhere.
+    x, y = make_batch()
+    x = np.where(x > 0.5, 0.875, x).astype(dtype)
+    model = model.convert(dtype=dtype)
+    if backend == "torch":
+        model, x, y = model.convert(torch), torch.from_numpy(x), torch.from_numpy(y)
+    results = [
+        attacks.fgsm(model, x, y, 1.0),
+        attacks.pgd(model, x, y, 1.0, steps=2, seed=0),
+        attacks.jsma(model, x, y, other_class(y), gamma=0.25),
+        attacks.fgsm(model, x, y, 0.125),
+    ]
+    for result in results[:3]:
+        moved = np.asarray(result.x_adv)[np.asarray(result.x_adv) != np.asarray(x)]
+        assert moved.size > 0
+        assert set(np.unique(moved)) <= {0.0, 1.0}
+    # From 0.875 a step of 0.125 up reaches 1 exactly.
+    start = np.asarray(x) == 0.875
+    up = np.asarray(results[3].x_adv)[start & (np.asarray(results[3].x_adv) > 0.875)]
+    assert up.size > 0
+    assert np.all(up == 1.0)
+
+
 @pytest.mark.parametrize(
     ("name", "options"),
     [

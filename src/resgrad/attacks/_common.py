@@ -13,6 +13,7 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property
 from typing import Any
 
@@ -357,47 +358,90 @@ def linf_limits(batch: Batch, eps: float) -> tuple[Array, Array]:
     to the box: the composition of two clamps is one clamp whose bounds are
     the first clamp's bounds clamped by the second.
 
-    ``x + eps`` rounds to the dtype and can land past ``x + eps``. The
-    limits are ``x -+ r``, where the radius ``r`` is eps less one unit in
-    the last place of the largest magnitude a limit can reach (``g``), so
-    that ``|limit - x| <= eps`` holds exactly, and so also as computed in
-    any dtype. A limit ``x + r`` rounds by at most ``g / 2``.
+    ``x + eps`` rounds to the dtype and can land past ``x + eps``. So a
+    limit is ``x -+ r`` (``linf_radius``), which rounds to within eps of
+    ``x`` exactly, and so also as computed in any dtype. Where a bound of
+    the box lies within eps of ``x``, exactly, the limit is that bound, so
+    that a large eps still reaches the box's faces.
     """
-    x = batch.x
+    xp, x = batch.xp, batch.x
     radius = linf_radius(batch, eps)
+    low_reach, high_reach = box_reach(batch, eps)
     with np.errstate(over="ignore"):
         lower, upper = x - radius, x + radius
+    if type(x) is np.ndarray:
+        # In place: new arrays the size of x take fresh pages at every call.
+        np.putmask(lower, x <= low_reach, batch.lo)
+        np.putmask(upper, x >= high_reach, batch.hi)
+        np.clip(lower, batch.lo, batch.hi, out=lower)
+        return lower, np.clip(upper, batch.lo, batch.hi, out=upper)
+    lower = xp.where(x <= low_reach, xp.full_like(x, batch.lo), lower)
+    upper = xp.where(x >= high_reach, xp.full_like(x, batch.hi), upper)
     return clip(batch, lower), clip(batch, upper)
 
 
 def linf_radius(batch: Batch, eps: float) -> float:
-    """Return the radius of ``linf_limits``: the largest float of the dtype
-    up to eps, less the spacing of the floats at the largest magnitude a
-    limit can reach, and at least 0."""
+    """Return eps less the spacing of the floats of ``x``'s dtype at the
+    largest magnitude a limit can reach, and at least 0: ``x -+`` it rounds
+    by at most half that spacing, so it lands within eps of ``x``."""
     xp = batch.xp
-    dtype, device = batch.x.dtype, batch.device
-    below = xp.asarray(eps, dtype=dtype, device=device)
-    if float(below) > eps:
-        below = xp.nextafter(below, xp.zeros_like(below))
+    below = _float_below(batch, eps)
     # x lies in the box, or outside it by up to BOX_TOLERANCE.
-    reach = max(abs(batch.lo), abs(batch.hi)) + BOX_TOLERANCE + float(below)
-    top = xp.asarray(min(reach, batch.largest), dtype=dtype, device=device)
-    if float(top) < reach and float(top) < batch.largest:
-        top = xp.nextafter(top, xp.full_like(top, math.inf))
-    above = float(xp.nextafter(top, xp.full_like(top, math.inf)))
+    reach = Fraction(max(abs(batch.lo), abs(batch.hi)))
+    reach += Fraction(BOX_TOLERANCE) + Fraction(below)
+    top = _dtype_float(batch, min(reach, Fraction(batch.largest)), up=True)
+    above = float(xp.nextafter(_as_scalar(batch, top), _as_scalar(batch, math.inf)))
     if math.isfinite(above):
-        spacing = above - float(top)
+        spacing = above - top
     else:
         # top is the largest float, whose spacing is the one below it.
-        spacing = float(top) - float(xp.nextafter(top, xp.zeros_like(top)))
+        spacing = top - float(
+            xp.nextafter(_as_scalar(batch, top), _as_scalar(batch, 0))
+        )
     # Both are multiples of the spacing at eps, so the difference is exact.
-    return max(float(below) - spacing, 0.0)
+    return max(below - spacing, 0.0)
+
+
+def box_reach(batch: Batch, eps: float) -> tuple[float, float]:
+    """Return ``(low, high)``: ``x <= low`` where ``x - lo <= eps`` holds
+    exactly, and ``x >= high`` where ``hi - x <= eps`` does, for floats
+    ``x`` of the dtype."""
+    below = Fraction(_float_below(batch, eps))
+    low = _dtype_float(batch, Fraction(batch.lo) + below, up=False)
+    high = _dtype_float(batch, Fraction(batch.hi) - below, up=True)
+    return low, high
+
+
+def _float_below(batch: Batch, eps: float) -> float:
+    """Return the largest float of ``x``'s dtype up to eps."""
+    return _dtype_float(batch, eps, up=False)
+
+
+def _dtype_float(batch: Batch, value: Any, up: bool) -> float:
+    """Return the float of ``x``'s dtype nearest ``value`` (a float or a
+    Fraction) on the side ``up`` (at or above) or not (at or below)."""
+    xp, exact = batch.xp, Fraction(value)
+    scalar = _as_scalar(batch, float(value))
+    toward = _as_scalar(batch, math.inf if up else -math.inf)
+    while math.isfinite(float(scalar)) and (
+        Fraction(float(scalar)) < exact if up else Fraction(float(scalar)) > exact
+    ):
+        scalar = xp.nextafter(scalar, toward)
+    return float(scalar)
+
+
+def _as_scalar(batch: Batch, value: float) -> Array:
+    """Return ``value`` as a 0-d array of ``x``'s dtype and device."""
+    return batch.xp.asarray(value, dtype=batch.x.dtype, device=batch.device)
 
 
 def project_linf(batch: Batch, v: Array, limits: tuple[Array, Array]) -> Array:
     """Project ``v`` onto ``{||v - x||_inf <= eps}`` and then onto the box,
     given ``limits = linf_limits(batch, eps)``."""
     lower, upper = limits
+    if type(v) is np.ndarray:
+        clamped = np.maximum(v, lower)
+        return np.minimum(clamped, upper, out=clamped)
     return batch.xp.minimum(batch.xp.maximum(v, lower), upper)
 
 

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .._arrays import Seed, generator, without_autograd
 from .._numpy_route import through_numpy
 from ..model import ResidualMLP
 from ._common import (
     Array,
     AttackResult,
+    Batch,
     ascent_direction,
+    box_reach,
     check_eps,
     check_fits,
     check_number,
     check_start,
-    clip,
     constant_steps,
     finish,
     from_numpy,
@@ -70,11 +73,32 @@ def fgsm(
     eps = check_eps(eps, batch)
     if eps == 0:
         return unchanged(batch)
-    # A step of linf_radius, eps less a unit in the last place of the box,
-    # lands on the limits of linf_limits and so stays within eps exactly.
-    radius = linf_radius(batch, eps)
-    x_adv = clip(batch, x + radius * batch.xp.sign(ascent_direction(batch, x)))
-    return finish(batch, x_adv, constant_steps(batch, 1))
+    return finish(
+        batch,
+        _sign_step(batch, ascent_direction(batch, x), eps),
+        constant_steps(batch, 1),
+    )
+
+
+def _sign_step(batch: Batch, direction: Array, eps: float) -> Array:
+    """Return ``x + eps sign(direction)`` clamped to ``linf_limits``.
+
+    On NumPy the step is ``x -+ linf_radius`` written in place, and the
+    features whose box bound lies within eps take that bound; this equals
+    the clamp, with one array the size of ``x`` in place of five.
+    """
+    x = batch.x
+    if type(x) is not np.ndarray:
+        step = x + eps * batch.xp.sign(direction)
+        return project_linf(batch, step, linf_limits(batch, eps))
+    low_reach, high_reach = box_reach(batch, eps)
+    up, down = direction > 0, direction < 0
+    x_adv = np.sign(direction)
+    x_adv *= linf_radius(batch, eps)
+    x_adv += x
+    np.putmask(x_adv, up & (x >= high_reach), batch.hi)
+    np.putmask(x_adv, down & (x <= low_reach), batch.lo)
+    return np.clip(x_adv, batch.lo, batch.hi, out=x_adv)
 
 
 @without_autograd
@@ -119,11 +143,12 @@ def rfgsm(
     if eps == 0:
         return unchanged(batch)
     x_star = _randomised_point(batch, alpha, seed, start)
-    limits = linf_limits(batch, eps)
     step = (eps - alpha) * batch.xp.sign(ascent_direction(batch, x_star))
-    x_adv = project_linf(batch, x_star + step, limits)
-    # Dropped before finish, whose arrays would otherwise take fresh pages.
+    x_adv = x_star + step
+    # Each array the size of x that is alive at once takes fresh pages from
+    # the kernel at every call, so these go before the limits are made.
     del step, x_star
+    x_adv = project_linf(batch, x_adv, linf_limits(batch, eps))
     return finish(batch, x_adv, constant_steps(batch, 1))
 
 
@@ -147,6 +172,4 @@ def _randomised_point(batch, alpha: float, seed: Seed, start: Array | None) -> A
     if start is not None:
         return project_linf(batch, start, linf_limits(batch, alpha))
     noise = generator(seed).standard_normal((batch.n, batch.d))
-    signs = batch.xp.sign(from_numpy(batch, noise))
-    # Steps of linf_radius land on the limits of the alpha-ball, as in fgsm.
-    return clip(batch, batch.x + linf_radius(batch, alpha) * signs)
+    return _sign_step(batch, from_numpy(batch, noise), alpha)
