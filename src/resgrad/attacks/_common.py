@@ -403,9 +403,9 @@ def linf_radius(batch: Batch, eps: float) -> float:
 
 
 def box_reach(batch: Batch, eps: float) -> tuple[float, float]:
-    """Return ``(low, high)``: ``x <= low`` where ``x - lo <= eps`` holds
-    exactly, and ``x >= high`` where ``hi - x <= eps`` does, for floats
-    ``x`` of the dtype."""
+    """Return ``(low, high)`` for floats ``x`` of the dtype: ``x <= low``
+    exactly where ``x - lo <= eps``, and ``x >= high`` where
+    ``hi - x <= eps``."""
     below = Fraction(_float_below(batch, eps))
     low = _dtype_float(batch, Fraction(batch.lo) + below, up=False)
     high = _dtype_float(batch, Fraction(batch.hi) - below, up=True)

@@ -84,8 +84,8 @@ def _sign_step(batch: Batch, direction: Array, eps: float) -> Array:
     """Return ``x + eps sign(direction)`` clamped to ``linf_limits``.
 
     On NumPy the step is ``x -+ linf_radius`` written in place, and the
-    features whose box bound lies within eps take that bound; this equals
-    the clamp, with one array the size of ``x`` in place of five.
+    features whose box bound lies within eps take that bound. This equals
+    the clamp and takes one array the size of ``x`` in place of five.
     """
     x = batch.x
     if type(x) is not np.ndarray:
