@@ -12,6 +12,7 @@ import itertools
 import math
 import re
 import warnings
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -255,7 +256,7 @@ def test_least_likely_target_differs_from_torchattacks(model):
 def test_fgsm_rule(model):
     x, y = make_batch()
     _, grad = resgrad.input_gradient(model, x, y)
-    expected = np.clip(x + ball_radius(EPS) * np.sign(grad), 0.0, 1.0)
+    expected = within(x, x + EPS * np.sign(grad), EPS)
     np.testing.assert_array_equal(attacks.fgsm(model, x, y, EPS).x_adv, expected)
     # One float inside x + eps where the dtype can hold no closer float.
     np.testing.assert_allclose(
@@ -267,7 +268,7 @@ def test_targeted_fgsm_steps_down_target_gradient(model):
     x, y = make_batch()
     target = other_class(y)
     _, grad = resgrad.input_gradient(model, x, target)
-    expected = np.clip(x - ball_radius(EPS) * np.sign(grad), 0.0, 1.0)
+    expected = within(x, x - EPS * np.sign(grad), EPS)
     result = attacks.fgsm(model, x, y, EPS, target=target)
     np.testing.assert_array_equal(result.x_adv, expected)
 
@@ -337,26 +338,30 @@ def test_illcm_step_lowers_least_likely_loss(smooth_model):
     assert np.all(cross_entropy(smooth_model, plus, least) > losses[0])
 
 
-def ball_radius(eps, lo=0.0, hi=1.0):
-    """Return eps less the spacing of float64 at the largest magnitude that
-    x + eps reaches, so that x + radius rounds to within eps of x."""
-    reach = max(abs(lo), abs(hi)) + attacks.BOX_TOLERANCE + eps
-    return max(eps - float(np.spacing(reach)), 0.0)
+def farthest(x, radius, up):
+    """Return the floats farthest from ``x`` that lie within ``radius`` of
+    it, exactly: above ``x`` if ``up``, else below."""
+    x = np.asarray(x)
+    out = x + radius if up else x - radius
+    for index in np.ndindex(x.shape):
+        centre = Fraction(float(x[index]))
+        while abs(Fraction(float(out[index])) - centre) > Fraction(radius):
+            out[index] = np.nextafter(out[index], x[index])
+    return out
 
 
 def within(x, v, radius, lo=0.0, hi=1.0):
-    """Return ``v`` clamped to the box and to ``ball_radius(radius)`` of
-    ``x`` in every feature."""
-    x = np.asarray(x)
-    inner = ball_radius(radius, lo, hi)
-    return np.clip(np.clip(v, x - inner, x + inner), lo, hi)
+    """Return ``v`` clamped to the box and to ``radius`` of ``x`` in every
+    feature, exactly."""
+    lower, upper = farthest(x, radius, False), farthest(x, radius, True)
+    return np.clip(np.clip(v, lower, upper), lo, hi)
 
 
 def test_rfgsm_rule_takes_gradient_at_random_point(model):
     x, y = make_batch()
     alpha = 0.03
     signs = np.sign(np.random.default_rng(4).standard_normal(x.shape))
-    x_star = np.clip(x + ball_radius(alpha) * signs, 0.0, 1.0)
+    x_star = within(x, x + alpha * signs, alpha)
     _, grad = resgrad.input_gradient(model, x_star, y)
     expected = within(x, x_star + (EPS - alpha) * np.sign(grad), EPS)
     result = attacks.rfgsm(model, x, y, EPS, alpha=alpha, start=x_star)
@@ -892,6 +897,38 @@ def test_large_radius_reaches_the_box_bounds(model, backend, dtype):
     up = np.asarray(results[3].x_adv)[start & (np.asarray(results[3].x_adv) > 0.875)]
     assert up.size > 0
     assert np.all(up == 1.0)
+
+
+def test_box_bound_the_dtype_rounds_outward_is_kept():
+    # float16(0.7) is 0.7002, outside the box (0.3, 0.7).
+    model = resgrad.ResidualMLP.init([2, 4, 3], seed=0, dtype="float16")
+    x = np.array([[0.5, 0.69970703125]] * 4, dtype=np.float16)
+    y = np.array([0, 1, 2, 0])
+    for name in ("fgsm", "pgd", "bim"):
+        result = attacks.ATTACKS[name](model, x, y, 0.1, bounds=(0.3, 0.7))
+        assert np.asarray(result.x_adv, np.float64).max() <= 0.7
+        assert np.asarray(result.x_adv, np.float64).min() >= 0.3
+
+
+def test_wide_box_keeps_the_whole_radius():
+    # The limits follow the spacing of the floats at each x, not at the
+    # box's bounds: on (-1e6, 1e6) in float32 the spacing there is 0.0625.
+    model = resgrad.ResidualMLP.init([4, 6, 3], seed=0, dtype="float32")
+    x = np.linspace(-3, 3, 8, dtype=np.float32).reshape(2, 4)
+    result = attacks.fgsm(model, x, np.array([0, 1]), 0.1, bounds=(-1e6, 1e6))
+    moved = np.abs(result.x_adv.astype(np.float64) - x)
+    assert moved.max() <= 0.1
+    assert moved[moved > 0].min() > 0.0999999
+
+
+def test_pgd_l2_reports_l2_within_eps_as_a_float():
+    # 0.1 rounds up in float32, so l2 <= float32(0.1) would not be enough.
+    model = resgrad.ResidualMLP.init([8, 6, 3], seed=0, dtype="float32")
+    x = np.random.default_rng(0).uniform(-1, 1, (32, 8)).astype(np.float32)
+    y = np.random.default_rng(1).integers(0, 3, 32)
+    result = attacks.pgd_l2(model, x, y, 0.1, steps=3, seed=1, bounds=(-1.0, 1.0))
+    assert float(result.l2.max()) <= 0.1
+    assert float(result.l2.max()) > 0.0999
 
 
 @pytest.mark.parametrize(

@@ -331,11 +331,11 @@ def test_linf_clamp_is_ball_then_box():
     batch = _common.prepare(model, x, y)
     for eps in (0.0, 1e-7, 0.05, 2.0):
         v = rng.uniform(-1.5, 2.5, size=x.shape)
-        # The radius is eps less the spacing at the largest limit, so that
-        # rounding cannot carry a limit past eps.
-        reach = 1.0 + resgrad.attacks.BOX_TOLERANCE + eps
-        radius = max(eps - float(np.spacing(reach)), 0.0)
-        ball = np.minimum(np.maximum(v, x - radius), x + radius)
+        # A limit that x -+ eps rounds past lies one float toward x.
+        lower, upper = x - eps, x + eps
+        lower = np.where(x - lower > eps, np.nextafter(lower, x), lower)
+        upper = np.where(upper - x > eps, np.nextafter(upper, x), upper)
+        ball = np.minimum(np.maximum(v, lower), upper)
         expected = np.clip(ball, 0.0, 1.0)
         limits = _common.linf_limits(batch, eps)
         assert np.array_equal(_common.project_linf(batch, v, limits), expected)

@@ -111,6 +111,18 @@ class Batch:
         return np.empty(self.x.shape, dtype=self.wide[0])
 
     @cached_property
+    def box(self) -> tuple[float, float]:
+        """The box as floats of ``x``'s dtype: the smallest at or above
+        ``lo`` and the largest at or below ``hi``, so that a bound that the
+        dtype rounds outward, such as 0.7 in float16, stays inside."""
+        low = _dtype_float(self, self.lo, up=True)
+        high = _dtype_float(self, self.hi, up=False)
+        if low > high:
+            # A box narrower than the spacing of the floats there.
+            return self.lo, self.hi
+        return low, high
+
+    @cached_property
     def largest(self) -> float:
         """The largest finite value of ``x``'s dtype."""
         return float(self.xp.finfo(self.x.dtype).max)
@@ -343,11 +355,13 @@ _CROSS_ENTROPY = get_loss("cross_entropy")
 
 
 def clip(batch: Batch, v: Array) -> Array:
-    """Project ``v`` onto the box ``[lo, hi]``."""
+    """Project ``v`` onto the box ``[lo, hi]``, whose bounds are taken as
+    the floats of the dtype inside the box (``Batch.box``)."""
+    lo, hi = batch.box
     if type(v) is np.ndarray:
         # array_api_compat's clip took 11 us at 64 x 64, np.clip 2.4 us.
-        return np.clip(v, batch.lo, batch.hi)
-    return batch.xp.clip(v, batch.lo, batch.hi)
+        return np.clip(v, lo, hi)
+    return batch.xp.clip(v, lo, hi)
 
 
 def linf_limits(batch: Batch, eps: float) -> tuple[Array, Array]:
@@ -358,58 +372,82 @@ def linf_limits(batch: Batch, eps: float) -> tuple[Array, Array]:
     to the box: the composition of two clamps is one clamp whose bounds are
     the first clamp's bounds clamped by the second.
 
-    ``x + eps`` rounds to the dtype and can land past ``x + eps``. So a
-    limit is ``x -+ r`` (``linf_radius``), which rounds to within eps of
-    ``x`` exactly, and so also as computed in any dtype. Where a bound of
-    the box lies within eps of ``x``, exactly, the limit is that bound, so
-    that a large eps still reaches the box's faces.
+    ``x + eps`` rounds to the dtype and can land past ``x + eps``. Each
+    limit is the float farthest from ``x`` that lies within eps of it
+    exactly (``_farthest``), so ``|limit - x| <= eps`` holds exactly, and
+    so also as computed in any dtype.
     """
-    xp, x = batch.xp, batch.x
-    radius = linf_radius(batch, eps)
-    low_reach, high_reach = box_reach(batch, eps)
-    with np.errstate(over="ignore"):
-        lower, upper = x - radius, x + radius
-    if type(x) is np.ndarray:
-        # In place: new arrays the size of x take fresh pages at every call.
-        np.putmask(lower, x <= low_reach, batch.lo)
-        np.putmask(upper, x >= high_reach, batch.hi)
-        np.clip(lower, batch.lo, batch.hi, out=lower)
-        return lower, np.clip(upper, batch.lo, batch.hi, out=upper)
-    lower = xp.where(x <= low_reach, xp.full_like(x, batch.lo), lower)
-    upper = xp.where(x >= high_reach, xp.full_like(x, batch.hi), upper)
+    below = _float_below(batch, eps)
+    lower = _farthest(batch, below, up=False)
+    upper = _farthest(batch, below, up=True)
     return clip(batch, lower), clip(batch, upper)
 
 
-def linf_radius(batch: Batch, eps: float) -> float:
-    """Return eps less the spacing of the floats of ``x``'s dtype at the
-    largest magnitude a limit can reach, and at least 0: ``x -+`` it rounds
-    by at most half that spacing, so it lands within eps of ``x``."""
-    xp = batch.xp
-    below = _float_below(batch, eps)
-    # x lies in the box, or outside it by up to BOX_TOLERANCE.
-    reach = Fraction(max(abs(batch.lo), abs(batch.hi)))
-    reach += Fraction(BOX_TOLERANCE) + Fraction(below)
-    top = _dtype_float(batch, min(reach, Fraction(batch.largest)), up=True)
-    above = float(xp.nextafter(_as_scalar(batch, top), _as_scalar(batch, math.inf)))
-    if math.isfinite(above):
-        spacing = above - top
-    else:
-        # top is the largest float, whose spacing is the one below it.
-        spacing = top - float(
-            xp.nextafter(_as_scalar(batch, top), _as_scalar(batch, 0))
-        )
-    # Both are multiples of the spacing at eps, so the difference is exact.
-    return max(below - spacing, 0.0)
+def _farthest(batch: Batch, radius: float, up: bool) -> Array:
+    """Return ``x + radius`` (``up``) or ``x - radius``, each rounded toward
+    ``x`` where rounding to nearest carried it past: the float farthest
+    from ``x`` within ``radius`` of it, exactly.
+
+    The rounding error of the sum is found exactly: by Knuth's two-sum in
+    float32 and float64, and in float32 for half precision, whose sums it
+    holds exactly.
+    """
+    xp, x = batch.xp, batch.x
+    step = radius if up else -radius
+    if type(x) is np.ndarray and x.dtype in _BIT_TYPES:
+        return _farthest_numpy(x, step, up)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = x + step
+        if x.dtype in (xp.float32, xp.float64) or not hasattr(xp, "float32"):
+            back = total - x
+            error = (x - (total - back)) + (step - back)
+        else:
+            exact = xp.astype(x, xp.float32) + step
+            error = exact - xp.astype(total, xp.float32)
+        # A NaN error (an overflow to infinity) moves nothing; clip does.
+        past = error < 0 if up else error > 0
+    return xp.where(past, xp.nextafter(total, x), total)
 
 
-def box_reach(batch: Batch, eps: float) -> tuple[float, float]:
-    """Return ``(low, high)`` for floats ``x`` of the dtype: ``x <= low``
-    exactly where ``x - lo <= eps``, and ``x >= high`` where
-    ``hi - x <= eps``."""
-    below = Fraction(_float_below(batch, eps))
-    low = _dtype_float(batch, Fraction(batch.lo) + below, up=False)
-    high = _dtype_float(batch, Fraction(batch.hi) - below, up=True)
-    return low, high
+# The integer views of the float dtypes that _toward_by_bits moves.
+_BIT_TYPES = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
+
+
+def _farthest_numpy(x: np.ndarray, step: float, up: bool) -> np.ndarray:
+    """Return ``_farthest`` for a float32 or float64 NumPy ``x``.
+
+    The two-sum runs in place, with three arrays the size of ``x``: every
+    further one took fresh pages from the kernel at each call. The moves
+    then add or subtract 1 from the integer view of the floats, since
+    consecutive floats of one sign have consecutive bit patterns; about
+    half the entries move, where np.nextafter with np.where took 1.5 ms
+    for 256 x 1024 float32 entries.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = x + step
+        back = total - x
+        error = np.subtract(total, back)
+        np.subtract(x, error, out=error)
+        np.subtract(step, back, out=back)
+        np.add(error, back, out=error)
+        # A NaN error (an overflow to infinity) moves nothing; clip does.
+        past = error < 0 if up else error > 0
+    del back, error
+    if not past.any():
+        return total
+    # A zero that moves takes the sign of its move, so that its neighbour
+    # is the smallest float of that sign.
+    zeros = past & (total == 0)
+    if zeros.any():
+        total[zeros] = 0.0 if up else -0.0
+    bits = total.view(_BIT_TYPES[total.dtype])
+    # Away from zero (a move up from a positive float, or down from a
+    # negative one) the pattern grows by 1; toward zero it shrinks by 1.
+    away = np.signbit(total)
+    away ^= up
+    np.subtract(bits, 1, out=bits, where=past & away)
+    np.add(bits, 1, out=bits, where=past & ~away)
+    return total
 
 
 def _float_below(batch: Batch, eps: float) -> float:
@@ -508,7 +546,8 @@ def _l2_target(batch: Batch, eps: float) -> float:
     last place of the dtype below eps, and below the margin of the wide
     check."""
     unit = float(batch.xp.finfo(batch.x.dtype).eps)
-    return eps * min(1.0 - unit, 1.0 - 2.0 * (1.0 - _wide_margin(batch)))
+    below = _float_below(batch, eps)
+    return min(below * (1.0 - unit), eps * (1.0 - 2.0 * (1.0 - _wide_margin(batch))))
 
 
 def _l2_exceeds(batch: Batch, v: Array, eps: float) -> Array:
@@ -526,7 +565,9 @@ def _l2_exceeds(batch: Batch, v: Array, eps: float) -> Array:
     finite = xp.isfinite(norm)
     if batch.wide is None:
         return (norm > limit) & finite
-    over = (norm > eps) & finite
+    # Compared with the largest float up to eps: the dtype would round eps
+    # itself, perhaps up, before it compared.
+    over = (norm > _float_below(batch, eps)) & finite
     del delta
     if type(v) is np.ndarray:
         # One float64 buffer for every pass and step: new arrays of this

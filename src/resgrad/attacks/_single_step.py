@@ -14,16 +14,15 @@ from ._common import (
     AttackResult,
     Batch,
     ascent_direction,
-    box_reach,
     check_eps,
     check_fits,
     check_number,
     check_start,
+    clip,
     constant_steps,
     finish,
     from_numpy,
     linf_limits,
-    linf_radius,
     prepare,
     project_linf,
     unchanged,
@@ -83,22 +82,18 @@ def fgsm(
 def _sign_step(batch: Batch, direction: Array, eps: float) -> Array:
     """Return ``x + eps sign(direction)`` clamped to ``linf_limits``.
 
-    On NumPy the step is ``x -+ linf_radius`` written in place, and the
-    features whose box bound lies within eps take that bound. This equals
-    the clamp and takes one array the size of ``x`` in place of five.
+    The result is the upper limit where ``direction`` is positive, the
+    lower one where it is negative, and ``x`` clipped elsewhere. On NumPy
+    it is written into the upper limit, so that few arrays the size of
+    ``x`` are alive at once.
     """
     x = batch.x
+    lower, upper = linf_limits(batch, eps)
     if type(x) is not np.ndarray:
-        step = x + eps * batch.xp.sign(direction)
-        return project_linf(batch, step, linf_limits(batch, eps))
-    low_reach, high_reach = box_reach(batch, eps)
-    up, down = direction > 0, direction < 0
-    x_adv = np.sign(direction)
-    x_adv *= linf_radius(batch, eps)
-    x_adv += x
-    np.putmask(x_adv, up & (x >= high_reach), batch.hi)
-    np.putmask(x_adv, down & (x <= low_reach), batch.lo)
-    return np.clip(x_adv, batch.lo, batch.hi, out=x_adv)
+        return project_linf(batch, x + eps * batch.xp.sign(direction), (lower, upper))
+    np.copyto(upper, lower, where=direction < 0)
+    np.copyto(upper, clip(batch, x), where=direction == 0)
+    return upper
 
 
 @without_autograd
