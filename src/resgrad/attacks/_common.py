@@ -409,7 +409,7 @@ def _farthest(batch: Batch, radius: float, up: bool) -> Array:
     return xp.where(past, xp.nextafter(total, x), total)
 
 
-# The integer views of the float dtypes that _toward_by_bits moves.
+# The integer views of the float dtypes that _farthest_numpy moves.
 _BIT_TYPES = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
