@@ -380,6 +380,10 @@ def linf_limits(batch: Batch, eps: float) -> tuple[Array, Array]:
     below = _float_below(batch, eps)
     lower = _farthest(batch, below, up=False)
     upper = _farthest(batch, below, up=True)
+    if type(lower) is np.ndarray:
+        # In place: each new array the size of x takes fresh pages.
+        lo, hi = batch.box
+        return np.clip(lower, lo, hi, out=lower), np.clip(upper, lo, hi, out=upper)
     return clip(batch, lower), clip(batch, upper)
 
 
