@@ -56,9 +56,6 @@ NPY_HEADER_READERS = {
     (2, 0): np.lib.format.read_array_header_2_0,
 }
 # zipfile raises NotImplementedError for a zip version or feature it lacks.
-# The first bytes of a .npy file.
-_NPY_MAGIC = b"\x93NUMPY"
-
 _ZIP_ERRORS = (
     zipfile.BadZipFile,
     EOFError,
@@ -1014,7 +1011,8 @@ def _read_arrays(
 ) -> dict[str, np.ndarray]:
     """Read the named members, whose headers have already been checked."""
     file.seek(0)
-    if file.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+    magic = np.lib.format.MAGIC_PREFIX
+    if file.read(len(magic)) == magic:
         # np.load reads such a file as one array, even where a zip archive
         # that zipfile accepts follows the array.
         raise _invalid(path, "it starts as a .npy array, not as a zip archive", kind)
@@ -1067,10 +1065,17 @@ def _build_model(
 
 CHECKPOINT_FORMAT = "resgrad-checkpoint"
 CHECKPOINT_KEY = "__checkpoint__"
+# A group of a checkpoint's array keys, such as "params", or an optimizer
+# state field within the group "state", such as "mu".
+CHECKPOINT_NAME = re.compile(r"[a-z_]+")
+
 _CHECKPOINT_LAYOUT = _Layout(
     "checkpoint",
     CHECKPOINT_KEY,
-    re.compile(r"[a-z_]+(\.[a-z_]+)?\." + _PARAMETER_KEY.pattern),
+    re.compile(
+        rf"{CHECKPOINT_NAME.pattern}(\.{CHECKPOINT_NAME.pattern})?\."
+        + _PARAMETER_KEY.pattern
+    ),
     f"{CHECKPOINT_KEY}.npy and <group>.blocks.<l>.<W1|W2|W3|b1|b2>.npy",
 )
 

@@ -19,7 +19,6 @@ import json
 import math
 import numbers
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, is_dataclass
@@ -1170,11 +1169,6 @@ def _prefixed(prefix: str, arrays: Params) -> dict[str, Any]:
     return {f"{prefix}.{key}": value for key, value in arrays.items()}
 
 
-# The names an optimizer state field of arrays may have, as a part of the
-# checkpoint's member keys.
-_STATE_FIELD = re.compile(r"[a-z_]+")
-
-
 def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Params]]:
     """Split an optimizer state (a NamedTuple) into JSON scalars and array dicts."""
     if not (isinstance(state, tuple) and hasattr(state, "_asdict")):
@@ -1185,7 +1179,7 @@ def _split_state(state: Any) -> tuple[dict[str, Any], dict[str, Params]]:
         )
     scalars, arrays = {}, {}
     for field, value in state._asdict().items():
-        if isinstance(value, dict) and not _STATE_FIELD.fullmatch(field):
+        if isinstance(value, dict) and not io.CHECKPOINT_NAME.fullmatch(field):
             # A dict of arrays becomes archive members named after the field;
             # numbers go into the JSON header, which takes any name.
             raise TypeError(
