@@ -9,6 +9,7 @@ gradient ``dY_i/dv_i`` of the softmax cross-entropy with label ``c``, taken by
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable
@@ -93,30 +94,41 @@ class Batch:
         return self.model._prepared(self.n)
 
     @cached_property
-    def wide(self) -> tuple[Any, Array] | None:
-        """``(dtype, x in it)`` for a dtype wide enough that the differences
-        of ``x``'s floats are exact in it: float64, or float32 for half
-        precision where the namespace lacks float64. ``None`` where ``x``
-        is already of the widest dtype there is."""
-        xp, dtype = self.xp, self.x.dtype
+    def wide_dtype(self) -> Any:
+        """A dtype wide enough that the differences of ``x``'s floats are
+        exact in it: float64, or float32 for half precision where the
+        namespace lacks float64. ``None`` where ``x`` is already of the
+        widest dtype there is."""
+        xp = self.xp
         wide = xp.float64 if _arrays.has_float64(xp) else xp.float32
-        if dtype in (xp.float64, wide):
-            return None
-        return wide, xp.astype(self.x, wide)
+        return None if self.x.dtype in (xp.float64, wide) else wide
+
+    @cached_property
+    def wide_x(self) -> Array:
+        """``x`` in ``wide_dtype``, for ``_l2_exceeds`` outside NumPy."""
+        return self.xp.astype(self.x, self.wide_dtype)
 
     @cached_property
     def wide_buffer(self) -> np.ndarray:
-        """A NumPy array of ``x``'s shape in the wide dtype, for
+        """A NumPy array of ``x``'s shape in ``wide_dtype``, for
         ``_l2_exceeds``."""
-        return np.empty(self.x.shape, dtype=self.wide[0])
+        return np.empty(self.x.shape, dtype=self.wide_dtype)
+
+    @cached_property
+    def wide_margin(self) -> float:
+        """The factor below 1 that keeps the norms computed in the widest
+        dtype below eps: 2 (d + 2) units in its last place, a bound on the
+        rounding of a sum of d squares in any order."""
+        dtype = self.x.dtype if self.wide_dtype is None else self.wide_dtype
+        return 1.0 - 2.0 * (self.d + 2) * float(self.xp.finfo(dtype).eps)
 
     @cached_property
     def box(self) -> tuple[float, float]:
         """The box as floats of ``x``'s dtype: the smallest at or above
         ``lo`` and the largest at or below ``hi``, so that a bound that the
         dtype rounds outward, such as 0.7 in float16, stays inside."""
-        low = _dtype_float(self, self.lo, up=True)
-        high = _dtype_float(self, self.hi, up=False)
+        low = _dtype_float(self.xp, self.x.dtype, self.lo, up=True)
+        high = _dtype_float(self.xp, self.x.dtype, self.hi, up=False)
         if low > high:
             # A box narrower than the spacing of the floats there.
             return self.lo, self.hi
@@ -402,7 +414,7 @@ def _farthest(batch: Batch, radius: float, up: bool) -> Array:
         return _farthest_numpy(x, step, up)
     with np.errstate(over="ignore", invalid="ignore"):
         total = x + step
-        if x.dtype in (xp.float32, xp.float64) or not hasattr(xp, "float32"):
+        if x.dtype in (xp.float32, xp.float64):
             back = total - x
             error = (x - (total - back)) + (step - back)
         else:
@@ -465,25 +477,25 @@ def _farthest_numpy(x: np.ndarray, step: float, up: bool) -> np.ndarray:
 
 def _float_below(batch: Batch, eps: float) -> float:
     """Return the largest float of ``x``'s dtype up to eps."""
-    return _dtype_float(batch, eps, up=False)
+    return _dtype_float(batch.xp, batch.x.dtype, eps, up=False)
 
 
-def _dtype_float(batch: Batch, value: Any, up: bool) -> float:
-    """Return the float of ``x``'s dtype nearest ``value`` (a float or a
-    Fraction) on the side ``up`` (at or above) or not (at or below)."""
-    xp, exact = batch.xp, Fraction(value)
-    scalar = _as_scalar(batch, float(value))
-    toward = _as_scalar(batch, math.inf if up else -math.inf)
+@functools.lru_cache(maxsize=256)
+def _dtype_float(xp: Any, dtype: Any, value: Any, up: bool) -> float:
+    """Return the float of ``dtype`` nearest ``value`` (a float or a
+    Fraction) on the side ``up`` (at or above) or not (at or below).
+
+    PGD-L2 asks for the same eps at every pass of every step, so the
+    answers are cached.
+    """
+    exact = Fraction(value)
+    scalar = xp.asarray(float(value), dtype=dtype)
+    toward = xp.asarray(math.inf if up else -math.inf, dtype=dtype)
     while math.isfinite(float(scalar)) and (
         Fraction(float(scalar)) < exact if up else Fraction(float(scalar)) > exact
     ):
         scalar = xp.nextafter(scalar, toward)
     return float(scalar)
-
-
-def _as_scalar(batch: Batch, value: float) -> Array:
-    """Return ``value`` as a 0-d array of ``x``'s dtype and device."""
-    return batch.xp.asarray(value, dtype=batch.x.dtype, device=batch.device)
 
 
 def project_linf(batch: Batch, v: Array, limits: tuple[Array, Array]) -> Array:
@@ -545,38 +557,29 @@ def project_l2(batch: Batch, v: Array, eps: float) -> Array:
 _L2_PASSES = 20
 
 
-def _wide_margin(batch: Batch) -> float:
-    """Return the factor below 1 that keeps the norms computed in the
-    widest dtype below eps: 2 (d + 2) units in its last place, a bound on
-    the rounding of a sum of d squares in any order."""
-    xp = batch.xp
-    dtype = batch.x.dtype if batch.wide is None else batch.wide[0]
-    return 1.0 - 2.0 * (batch.d + 2) * float(xp.finfo(dtype).eps)
-
-
 def _l2_target(batch: Batch, eps: float) -> float:
     """Return the norm that ``project_l2`` scales rows to: a unit in the
     last place of the dtype below eps, and below the margin of the wide
     check."""
     unit = float(batch.xp.finfo(batch.x.dtype).eps)
     below = _float_below(batch, eps)
-    return min(below * (1.0 - unit), eps * (1.0 - 2.0 * (1.0 - _wide_margin(batch))))
+    return min(below * (1.0 - unit), eps * (1.0 - 2.0 * (1.0 - batch.wide_margin)))
 
 
 def _l2_exceeds(batch: Batch, v: Array, eps: float) -> Array:
     """Return the ``(n, 1)`` rows where ``v`` lies farther than eps from
     ``x`` in L2: as ``AttackResult.l2`` measures it in the dtype of ``x``,
-    or, within ``_wide_margin``, in the widest dtype, where the
+    or, within ``Batch.wide_margin``, in the widest dtype, where the
     differences are exact."""
     xp, x = batch.xp, batch.x
-    limit = eps * _wide_margin(batch)
+    limit = eps * batch.wide_margin
     delta = v - x
     with np.errstate(over="ignore"):
         norm = xp.linalg.vector_norm(delta, axis=1, keepdims=True)
     # A norm that overflows the dtype is left to the wide norm below, and
     # in the widest dtype to the scaled norm that set the scale.
     finite = xp.isfinite(norm)
-    if batch.wide is None:
+    if batch.wide_dtype is None:
         return (norm > limit) & finite
     # Compared with the largest float up to eps: the dtype would round eps
     # itself, perhaps up, before it compared.
@@ -589,8 +592,7 @@ def _l2_exceeds(batch: Batch, v: Array, eps: float) -> Array:
         np.subtract(v, x, out=buffer, dtype=buffer.dtype)
         exact = np.sqrt(np.einsum("ij,ij->i", buffer, buffer))[:, None]
     else:
-        dtype, wide_x = batch.wide
-        difference = xp.astype(v, dtype) - wide_x
+        difference = xp.astype(v, batch.wide_dtype) - batch.wide_x
         exact = xp.linalg.vector_norm(difference, axis=1, keepdims=True)
     return over | (exact > limit)
 
