@@ -474,20 +474,33 @@ def test_help_shows_list_defaults_as_typed(capsys, command):
     assert "default: [" not in text
 
 
-def test_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (
+            MemoryError("Unable to allocate 47.7 GiB for an array"),
+            (
+                "resgrad depth: error: not enough memory (Unable to allocate 47.7 "
+                "GiB for an array); pass smaller sizes, such as fewer or narrower "
+                "blocks, samples or steps."
+            ),
+        ),
+        (
+            OverflowError("cannot fit 'int' into an index-sized integer"),
+            "resgrad depth: error: cannot fit 'int' into an index-sized integer",
+        ),
+    ],
+    ids=["memory", "overflow"],
+)
+def test_depth_failure_is_one_line(tmp_path, monkeypatch, capsys, error, message):
     import resgrad.depth
 
-    def too_big(*args, **kwargs):
-        raise MemoryError("Unable to allocate 47.7 GiB for an array")
+    def fail(*args, **kwargs):
+        raise error
 
-    monkeypatch.setattr(resgrad.depth, "depth_sweep", too_big)
+    monkeypatch.setattr(resgrad.depth, "depth_sweep", fail)
     status, lines = run_cli(capsys, ["depth", "--out", str(tmp_path / "out")])
     assert status == 2
-    message = (
-        "resgrad depth: error: not enough memory (Unable to allocate 47.7 GiB for "
-        "an array); pass smaller sizes, such as fewer or narrower blocks, samples "
-        "or steps."
-    )
     assert lines == [message]
     assert not (tmp_path / "out").exists()
 
@@ -512,19 +525,6 @@ def test_network_too_large_to_train(command, tmp_path, monkeypatch, capsys):
     )
     assert "more than the 1.0 GiB of memory available" in lines[0]
     assert not any(tmp_path.iterdir())
-
-
-def test_overflow_is_one_line(tmp_path, monkeypatch, capsys):
-    import resgrad.depth
-
-    def too_large(*args, **kwargs):
-        raise OverflowError("cannot fit 'int' into an index-sized integer")
-
-    monkeypatch.setattr(resgrad.depth, "depth_sweep", too_large)
-    status, lines = run_cli(capsys, ["depth", "--out", str(tmp_path / "out")])
-    assert status == 2
-    message = "resgrad depth: error: cannot fit 'int' into an index-sized integer"
-    assert lines == [message]
 
 
 def test_data_out_of_memory_names_the_file(tmp_path, monkeypatch, capsys):
