@@ -827,8 +827,8 @@ BOXES = [(0.0, 1.0), (-1.0, 2.0), (0.0, 255.0)]
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_result_within_radius_exactly(name, dtype, backend):
-    # x + eps rounds to the dtype and can land past x + eps; the results must
-    # stay within the radius as computed in the dtype, and exactly.
+    # x + eps rounds to the dtype and can land past x + eps. The results
+    # must stay within the radius as computed in the dtype, and exactly.
     model = resgrad.ResidualMLP.init([12, 10, 10, 4], seed=2, dtype=dtype)
     rng = np.random.default_rng(3)
     checked = 0
@@ -921,7 +921,7 @@ def test_wide_box_keeps_the_whole_radius():
     assert moved[moved > 0].min() > 0.0999999
 
 
-def test_pgd_l2_reports_l2_within_eps_as_a_float():
+def test_pgd_l2_norm_within_eps_as_float():
     # 0.1 rounds up in float32, so l2 <= float32(0.1) would not be enough.
     model = resgrad.ResidualMLP.init([8, 6, 3], seed=0, dtype="float32")
     x = np.random.default_rng(0).uniform(-1, 1, (32, 8)).astype(np.float32)

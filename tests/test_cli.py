@@ -1693,7 +1693,7 @@ def test_missing_training_data_is_an_error(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("make", "why"), [(os.mkfifo, "is a named pipe"), (os.mkdir, "is a folder")]
 )
-def test_training_data_that_is_not_a_file_is_named(tmp_path, capsys, make, why):
+def test_training_data_not_a_file(tmp_path, capsys, make, why):
     data, model = _train_small(tmp_path, capsys)
     data.unlink()
     make(data)

@@ -515,7 +515,7 @@ def test_csv_header_with_names_that_read_as_numbers(tmp_path, names):
     assert data.csv_columns(path) == names.split(",")
 
 
-def test_csv_first_row_of_nan_words_hints_at_a_header(tmp_path):
+def test_csv_nan_first_row_header_hint(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("nan,inf\n0.5,0\n2,1\n")
     with pytest.raises(

@@ -386,7 +386,7 @@ def test_json_has_rows_and_parameters(table):
     assert set(payload["parameters"]) == set(robustness.METHODS)
 
 
-def test_parameters_give_the_gamma_the_pair_attacks_ran_with():
+def test_parameter_notes_jsma_gamma():
     # On 2 features gamma 0.5 allows no pair, so the attacks take 2 / d = 1.
     model = resgrad.ResidualMLP.init([2, 4, 3], seed=0)
     x = np.random.default_rng(0).uniform(size=(6, 2))

@@ -1010,7 +1010,7 @@ def test_checkpoint_rejects_state_field_name_before_training(tmp_path, monkeypat
     assert not path.exists()
     # Without a checkpoint the name does not matter.
     assert fit(_small_model(), x, y, optimizer=_CountingSGD(), epochs=1).steps > 0
-    # A number's field name may have a digit: the header holds it.
+    # A number's field name may have a digit, since the header stores it.
     renamed = _CountingSGD()
     renamed.init = lambda params: _MomentState(
         0, {k: np.zeros_like(v) for k, v in params.items()}

@@ -405,8 +405,8 @@ def _farthest(batch: Batch, radius: float, up: bool) -> Array:
     from ``x`` within ``radius`` of it, exactly.
 
     The rounding error of the sum is found exactly: by Knuth's two-sum in
-    float32 and float64, and in float32 for half precision, whose sums it
-    holds exactly.
+    float32 and float64, and for half precision in float32, which
+    represents its sums exactly.
     """
     xp, x = batch.xp, batch.x
     step = radius if up else -radius
@@ -435,15 +435,13 @@ _BIT_TYPES = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 def _farthest_numpy(x: np.ndarray, step: float, up: bool) -> np.ndarray:
     """Return ``_farthest`` for a float32 or float64 NumPy ``x``.
 
-    The two-sum runs in place, with three arrays the size of ``x``: every
-    further one took fresh pages from the kernel at each call. The moves
-    then add or subtract 1 from the integer view of the floats, since
-    consecutive floats of one sign have consecutive bit patterns; about
-    half the entries move, where np.nextafter with np.where took 1.5 ms
-    for 256 x 1024 float32 entries.
+    The two-sum runs in scratch memory kept between calls, because new
+    arrays the size of ``x`` took fresh pages from the kernel at each call.
+    Consecutive floats of one sign have consecutive bit patterns, so a move
+    adds or subtracts 1 on the integer view. About half the entries move,
+    and np.nextafter with np.where took 1.5 ms for 256 x 1024 float32
+    entries, several times as long.
     """
-    # The scratch arrays come from a buffer kept between calls, whose pages
-    # stay mapped.
     scratch = _SCRATCH.take(2 * x.size, x.dtype).reshape((2, *x.shape))
     back, error = scratch[0], scratch[1]
     with np.errstate(over="ignore", invalid="ignore"):
@@ -485,8 +483,8 @@ def _dtype_float(xp: Any, dtype: Any, value: Any, up: bool) -> float:
     """Return the float of ``dtype`` nearest ``value`` (a float or a
     Fraction) on the side ``up`` (at or above) or not (at or below).
 
-    PGD-L2 asks for the same eps at every pass of every step, so the
-    answers are cached.
+    PGD-L2 needs the same eps at every pass of every step, so the results
+    are cached.
     """
     exact = Fraction(value)
     scalar = xp.asarray(float(value), dtype=dtype)
