@@ -21,14 +21,33 @@ from bench_training import steps
 
 WIDE = (1024, 256, 4)  # (width, batch, blocks)
 TARGET = 0.70
-# Each timed step and the library whose matrix products it runs. resgrad on
-# CPU tensors runs NumPy's kernels unless use_numpy_on_cpu(False) is set.
+# Each timed step and the library whose matrix products it runs; for
+# resgrad on CPU tensors see tensor_backend.
 STEP_BACKENDS = {
     "resgrad NumPy": "NumPy",
-    "resgrad torch": "NumPy",
+    "resgrad torch": None,
     "resgrad torch kernels": "torch",
     "autograd": "torch",
 }
+
+
+def tensor_backend(model) -> str:
+    """Return whose matrix products resgrad runs on CPU tensors of ``model``.
+
+    That is NumPy's, but for large models where torch's MKL runs on an
+    Intel CPU; see ``resgrad.torch.use_numpy_on_cpu``.
+    """
+    import torch
+
+    from resgrad import _numpy_route
+
+    largest = max(value.size for value in model.arrays().values())
+    if largest >= _numpy_route.TORCH_KERNELS_FROM and _numpy_route._torch_blas_faster(
+        torch
+    ):
+        return "torch"
+    return "NumPy"
+
 
 # (rows, inner, columns) of the products that set the peak.
 PEAK_SHAPES = ((256, 1024, 1024), (1024, 1024, 1024))
@@ -96,6 +115,7 @@ def main() -> None:
             ]
             peaks[backend] = [max(r[0] for r in measured), max(r[1] for r in measured)]
         for name, backend in STEP_BACKENDS.items():
+            backend = backend or tensor_backend(model)
             rate, peak = rates[name], peaks[backend]
             rows.append(
                 [

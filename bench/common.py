@@ -210,8 +210,9 @@ def versus_row(
 
 
 # resgrad's contenders: NumPy arrays, torch tensors as a user passes them
-# (on the CPU they take the NumPy route), and torch tensors on resgrad's
-# torch kernels with that route off.
+# (on the CPU they take the NumPy route, but for large models where torch's
+# MKL runs on an Intel CPU), and torch tensors on resgrad's torch kernels
+# with that route off.
 RESGRAD_CONTENDERS = ("resgrad NumPy", "resgrad torch", "resgrad torch kernels")
 
 

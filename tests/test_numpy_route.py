@@ -30,8 +30,8 @@ def routed(monkeypatch):
     took_route = []
     original = _numpy_route._route
 
-    def spy(function, model, args, kwargs):
-        result = original(function, model, args, kwargs)
+    def spy(function, model, args, kwargs, any_size=False):
+        result = original(function, model, args, kwargs, any_size)
         if result is not None:
             took_route.append(function.__name__)
         return result
@@ -201,6 +201,78 @@ def test_route_off_keeps_torch_kernels(routed):
     assert routed == ["gradients"]
 
 
+def _wide_net(width):
+    """Return a float64 torch network whose largest weight is width x width."""
+    model = resgrad.ResidualMLP.init([width, width, 3], seed=0, xp=torch)
+    x = torch.rand(
+        4, width, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    return model, x, torch.tensor([0, 1, 2, 0])
+
+
+@pytest.mark.parametrize("torch_faster", [True, False])
+def test_large_models_keep_faster_torch_kernels(torch_faster, routed, monkeypatch):
+    monkeypatch.setattr(_numpy_route, "_torch_blas_faster", lambda torch: torch_faster)
+    side = 128
+    assert side * side == _numpy_route.TORCH_KERNELS_FROM
+    large, x, y = _wide_net(side)
+    resgrad.gradients(large, x, y)
+    attacks.fgsm(large, x, y, 0.05)
+    resgrad.per_sample_gradients(large, x, y)
+    expected = ["per_sample_gradients"]
+    if not torch_faster:
+        expected = ["gradients", "fgsm", "per_sample_gradients"]
+    assert routed == expected
+    routed.clear()
+    small, x, y = _wide_net(side - 1)
+    resgrad.gradients(small, x, y)
+    assert routed == ["gradients"]
+
+
+@pytest.mark.parametrize(
+    ("torch_blas", "numpy_blas", "vendor", "expected"),
+    [
+        ("BLAS_INFO=mkl", "scipy-openblas", "GenuineIntel", True),
+        ("BLAS_INFO=mkl", "scipy-openblas", "AuthenticAMD", False),
+        ("BLAS_INFO=mkl", "mkl-rt", "GenuineIntel", False),
+        ("BLAS_INFO=open", "scipy-openblas", "GenuineIntel", False),
+    ],
+)
+def test_torch_blas_faster_needs_mkl_on_intel(
+    torch_blas, numpy_blas, vendor, expected, monkeypatch
+):
+    monkeypatch.setattr(torch.__config__, "show", lambda: f"  - {torch_blas}, ")
+    monkeypatch.setattr(_numpy_route, "_numpy_blas", lambda: numpy_blas)
+    monkeypatch.setattr(_numpy_route, "_cpu_vendor", lambda: vendor)
+    assert _numpy_route._torch_blas_faster.__wrapped__(torch) is expected
+
+
+def test_cpu_vendor_read_from_cpuinfo(monkeypatch, tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    real_open = open
+    monkeypatch.setattr(
+        _numpy_route,
+        "open",
+        lambda path, *args, **kwargs: real_open(info, *args, **kwargs),
+        raising=False,
+    )
+    assert _numpy_route._cpu_vendor() == "AuthenticAMD"
+
+
+def test_cpu_vendor_without_cpuinfo(monkeypatch):
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("no /proc here")
+
+    monkeypatch.setattr(_numpy_route, "open", missing, raising=False)
+    monkeypatch.setattr(
+        _numpy_route.platform, "processor", lambda: "Intel64 Family 6 GenuineIntel"
+    )
+    assert _numpy_route._cpu_vendor() == "GenuineIntel"
+    monkeypatch.setattr(_numpy_route.platform, "processor", lambda: "arm")
+    assert _numpy_route._cpu_vendor() == ""
+
+
 @pytest.mark.parametrize("value", [1, None, "yes"])
 def test_switch_rejects_non_bool(value):
     with pytest.raises(TypeError, match="True or False"):
@@ -217,6 +289,8 @@ def test_switch_takes_numpy_bool():
 def test_twin_goes_with_the_model():
     import gc
 
+    # Models of earlier tests that only the cycle collector frees.
+    gc.collect()
     model, x, y = _net()
     resgrad.gradients(model, x, y)
     assert model in _numpy_route._twins

@@ -339,7 +339,7 @@ def _input_gradient(
     return dx
 
 
-@through_numpy
+@through_numpy(any_size=True)
 def per_sample_gradients(
     model: ResidualMLP,
     x: Array,
