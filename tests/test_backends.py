@@ -382,6 +382,15 @@ def test_sparse_torch_input_names_to_dense(layout):
         resgrad.gradients(model, sparse, torch.tensor([0, 1, 2]))
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error"])
+def test_sparse_torch_labels_name_to_dense(loss):
+    model = reference.random_model(2, "relu", "learned").convert(torch)
+    x = torch.rand(3, model.sizes[0], dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2]).to_sparse()
+    with pytest.raises(TypeError, match=r"dense tensor.*pass y.to_dense\(\)"):
+        resgrad.gradients(model, x, labels, loss)
+
+
 def test_torch_dtype_mismatch_raises():
     model = reference.random_model(2, "relu", "learned").convert(torch)
     x = torch.zeros(3, 5, dtype=torch.float32)

@@ -154,9 +154,39 @@ def test_target_of_wrong_shape_raises(small):
 def test_target_of_wrong_dtype_raises(small):
     model, x, _ = small
     with pytest.raises(
-        TypeError, match="Expected y as a target of dtype float64, got float32"
+        TypeError,
+        match=r"dtype float64 \(the model's dtype\), got float32; cast it with "
+        r"y.astype\(np.float64\)",
     ):
         resgrad.gradients(model, x, np.zeros((4, 3), np.float32), "squared_error")
+
+
+@pytest.mark.parametrize("dtype", [np.int64, bool])
+def test_one_hot_target_of_integers_names_cast(small, dtype):
+    model, x, y = small
+    one_hot = np.eye(3, dtype=dtype)[y]
+    with pytest.raises(
+        TypeError,
+        match=r"Expected y as 4 integer labels or as a float target of dtype "
+        r"float64 .* cast it with y.astype\(np.float64\)",
+    ):
+        resgrad.gradients(model, x, one_hot, "squared_error")
+
+
+def test_big_endian_target_names_byte_order(small):
+    model, x, y = small
+    target = np.eye(3)[y].astype(">f8")
+    with pytest.raises(TypeError, match=r"byte order, got the big-endian dtype >f8"):
+        resgrad.gradients(model, x, target, "squared_error")
+
+
+def test_torch_target_of_wrong_dtype_names_cast(small):
+    model, x, y = small
+    target = torch.eye(3, dtype=torch.float32)[torch.as_tensor(y)]
+    with pytest.raises(TypeError, match=r"cast it with y.to\(torch.float64\)"):
+        resgrad.gradients(
+            model.convert(torch), torch.as_tensor(x), target, "squared_error"
+        )
 
 
 def test_non_finite_target_raises(small):

@@ -224,6 +224,41 @@ def test_replace_arrays_removes_bias_only():
         model.replace_arrays({"blocks.0.W1": None})
 
 
+def test_replace_arrays_names_reshaped_array_and_block():
+    model = resgrad.ResidualMLP.init([4, 5, 3], seed=0)
+    with pytest.raises(
+        ValueError,
+        match=r"^Block 0, after replacing blocks.0.W1 \(shape \(5, 3\), where the "
+        r"array it replaces has \(5, 4\)\): .* Or pass arrays of the shapes",
+    ):
+        model.replace_arrays({"blocks.0.W1": np.ones((5, 3))})
+    identity = resgrad.ResidualMLP.init([4, 4, 4], seed=0, shortcut="identity")
+    with pytest.raises(ValueError, match=r"^Block 1, after replacing blocks.1.W2 "):
+        identity.replace_arrays({"blocks.1.W2": np.ones((3, 4))})
+
+
+@pytest.mark.parametrize("bias", [[0.0, 0.0, 0.0], 0.5])
+def test_bias_that_is_not_an_array_raises(bias):
+    model = resgrad.ResidualMLP.init([4, 3], seed=0)
+    kind = type(bias).__name__
+    with pytest.raises(
+        ValueError,
+        match=rf"Expected b1 to be a vector, got {kind}; pass an array, such as "
+        r"np.asarray\(b1\)",
+    ):
+        model.replace_arrays({"blocks.0.b1": bias})
+
+
+def test_matrix_bias_raises():
+    with pytest.raises(ValueError, match=r"Expected b2 to be a vector, got \(1, 4\)"):
+        resgrad.Block(W1=np.ones((6, 5)), W2=np.ones((4, 6)), b2=np.ones((1, 4)))
+
+
+def test_block_without_w2_raises():
+    with pytest.raises(ValueError, match="A block needs a W2 matrix, got None"):
+        resgrad.Block(np.ones((3, 2)), None)
+
+
 def test_big_endian_weights_raise():
     model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
     swapped = {key: value.astype(">f8") for key, value in model.arrays().items()}

@@ -456,17 +456,41 @@ def check_flag(name: str, value: Any) -> bool:
     raise TypeError(f"Expected {name} to be True or False, got {value!r}.")
 
 
+def check_dense(x: Array, name: str) -> None:
+    """Reject a PyTorch tensor of a sparse layout, which lacks most of the
+    operations of a pass."""
+    if array_api_compat.is_torch_array(x) and x.layout != sys.modules["torch"].strided:
+        raise TypeError(
+            f"Expected {name} as a dense tensor, got the layout {x.layout}; "
+            f"pass {name}.to_dense()."
+        )
+
+
+def check_byte_order(x: Array, name: str) -> None:
+    """Reject a NumPy array of the other byte order, whose dtype NumPy
+    compares unequal to the native one (``>f8`` to float64)."""
+    order = getattr(x.dtype, "byteorder", "=")
+    if order not in ("=", "|"):
+        raise TypeError(
+            f"Expected {name} in the machine's byte order, got the "
+            f"{'big' if order == '>' else 'little'}-endian dtype {x.dtype.str}; "
+            f"convert it with {name}.astype({name}.dtype.newbyteorder('='))."
+        )
+
+
+def cast_hint(y: Array, name: str, dtype: Any) -> str:
+    """Return the call that casts ``y`` to ``dtype`` in its own library."""
+    if array_api_compat.is_torch_array(y):
+        return f"{name}.to({dtype})"
+    return f"{name}.astype(np.{dtype})"
+
+
 def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> None:
     """Check that ``x`` is a finite floating batch of shape ``(n, width)``.
 
     ``dtype`` is the model's dtype, which ``x`` must share.
     """
-    if array_api_compat.is_torch_array(x) and x.layout != sys.modules["torch"].strided:
-        # PyTorch's sparse layouts lack most of the operations of a pass.
-        raise TypeError(
-            f"Expected {name} as a dense tensor, got the layout {x.layout}; "
-            f"pass {name}.to_dense()."
-        )
+    check_dense(x, name)
     if x.ndim != 2:
         raise ValueError(
             f"Expected {name} of shape (n, {width}), got shape {tuple(x.shape)}; "
@@ -482,14 +506,7 @@ def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> N
             f"Expected {name} of a real floating dtype, got {x.dtype}; "
             f"cast it to the model's dtype {dtype}."
         )
-    order = getattr(x.dtype, "byteorder", "=")
-    if order not in ("=", "|"):
-        # NumPy compares a big-endian float64 (>f8) unequal to float64.
-        raise TypeError(
-            f"Expected {name} in the machine's byte order, got the "
-            f"{'big' if order == '>' else 'little'}-endian dtype {x.dtype.str}; "
-            f"convert it with {name}.astype({name}.dtype.newbyteorder('='))."
-        )
+    check_byte_order(x, name)
     if x.dtype != dtype:
         raise TypeError(
             f"Expected {name} of dtype {dtype} (the model's dtype), got "
@@ -504,6 +521,7 @@ def check_labels(
     """Check that ``y`` contains ``n`` integer labels in ``[0, classes)``, one
     per row of the input named ``x_name``."""
     check_concrete(y, name)
+    check_dense(y, name)
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(
             f"Expected {name} of shape ({n},), one label per row of {x_name}, got "

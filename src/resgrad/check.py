@@ -410,8 +410,10 @@ def _difference_errors(
     Returns ``(equation, error, entries, floor)`` per equation, ``floor``
     being the rounding of the differences relative to the entries.
 
-    With relu or leaky relu, entries whose step crosses the kink at 0 are
-    replaced by others, because the difference there is not the derivative.
+    With relu, leaky relu or elu, entries whose step crosses 0 are replaced
+    by others: there the derivative of relu and leaky relu jumps, and so
+    does elu's second derivative, so the difference is not the derivative
+    to the precision checked.
     """
     results = []
     kinked = any(f.name in KINKED for f in model.activations())
@@ -561,8 +563,8 @@ def check_theorem(
         entries: the number of entries per equation that the finite
             differences check, ``>= 1``.
         step: the central-difference step, ``> 0``.
-        seed: the seed that picks those entries. With relu or leaky relu,
-            entries whose step would cross the kink at 0 are not picked.
+        seed: the seed that picks those entries. With relu, leaky relu or
+            elu, entries whose step would cross 0 are not picked.
         autograd: compare with PyTorch; ``None`` means when it is installed.
     """
     if entries < 1:

@@ -135,15 +135,27 @@ def check_targets(
     messages.
     """
     if not loss.integer_labels and _arrays.is_floating(xp, y):
+        _arrays.check_dense(y, name)
         if tuple(y.shape) != (n, classes):
             raise ValueError(
                 f"Expected {name} as a target of shape ({n}, {classes}), one row "
                 f"per row of {x_name}, got {tuple(y.shape)}."
             )
+        _arrays.check_byte_order(y, name)
         if y.dtype != dtype:
             raise TypeError(
-                f"Expected {name} as a target of dtype {dtype}, got {y.dtype}."
+                f"Expected {name} as a target of dtype {dtype} (the model's "
+                f"dtype), got {y.dtype}; cast it with "
+                f"{_arrays.cast_hint(y, name, dtype)}."
             )
         _arrays.check_finite(xp, y, "the target" if name == "y" else name)
         return
+    if not loss.integer_labels and tuple(getattr(y, "shape", ())) == (n, classes):
+        # A one-hot target of integers or bools: the loss takes it as a
+        # float target in the model's dtype.
+        raise TypeError(
+            f"Expected {name} as {n} integer labels or as a float target of "
+            f"dtype {dtype} (the model's dtype), got a target of dtype "
+            f"{y.dtype}; cast it with {_arrays.cast_hint(y, name, dtype)}."
+        )
     _arrays.check_labels(xp, y, n, classes, name, x_name)

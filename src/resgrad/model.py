@@ -84,11 +84,23 @@ class Block:
         self._check_shapes()
 
     def _check_shapes(self) -> None:
-        for name in ("W1", "W2", "W3"):
+        for name in ("W1", "W2"):
+            if getattr(self, name) is None:
+                raise ValueError(f"A block needs a {name} matrix, got None.")
+        for name in PARAMETERS:
             value = getattr(self, name)
-            if value is not None and getattr(value, "ndim", None) != 2:
-                shape = getattr(value, "shape", type(value).__name__)
-                raise ValueError(f"Expected {name} to be a matrix, got {shape}.")
+            rank = 2 if name.startswith("W") else 1
+            if value is None or getattr(value, "ndim", None) == rank:
+                continue
+            kind = "a matrix" if rank == 2 else "a vector"
+            shape = getattr(value, "shape", None)
+            if shape is None:
+                raise ValueError(
+                    f"Expected {name} to be {kind}, got {type(value).__name__}; "
+                    f"pass an array, such as np.asarray({name}) or "
+                    f"torch.as_tensor({name})."
+                )
+            raise ValueError(f"Expected {name} to be {kind}, got {tuple(shape)}.")
         q, p_in = self.W1.shape
         p_out = self.W2.shape[0]
         if self.W2.shape[1] != q:
@@ -130,6 +142,33 @@ class Block:
         """Return the trainable arrays by name, leaving out absent ones."""
         values = {name: getattr(self, name) for name in PARAMETERS}
         return {name: value for name, value in values.items() if value is not None}
+
+
+def _replace_message(
+    index: int, block: Block, changes: dict[str, Array], error: ValueError
+) -> str:
+    """Return ``error`` of block ``index`` prefixed with the arrays that
+    ``replace_arrays`` gave it, and the shapes of those they replace where
+    the shapes differ."""
+    parts, reshaped = [], False
+    for name, value in changes.items():
+        part = f"blocks.{index}.{name}"
+        before, shape = getattr(block, name), getattr(value, "shape", None)
+        if (
+            before is not None
+            and shape is not None
+            and tuple(before.shape) != tuple(shape)
+        ):
+            reshaped = True
+            part += (
+                f" (shape {tuple(shape)}, where the array it replaces has "
+                f"{tuple(before.shape)})"
+            )
+        parts.append(part)
+    message = f"Block {index}, after replacing {', '.join(parts)}: {error}"
+    if reshaped:
+        message += " Or pass arrays of the shapes they replace."
+    return message
 
 
 class BlockTrace(NamedTuple):
@@ -379,7 +418,12 @@ class ResidualMLP:
                 for name in PARAMETERS
                 if f"blocks.{index}.{name}" in arrays
             }
-            blocks.append(replace(block, **changes))
+            try:
+                blocks.append(replace(block, **changes))
+            except ValueError as error:
+                raise ValueError(
+                    _replace_message(index, block, changes, error)
+                ) from None
         return replace(self, blocks=blocks)
 
     def config(self) -> dict[str, Any]:
