@@ -81,11 +81,26 @@ BAD_ARGUMENTS = {
     ),
     "train seed beyond int64": (
         ["train", "--seed", str(2**63), "--out", "{dir}/a.npz"],
-        "--seed: expected an integer from -2**63 to 2**63 - 1 (9223372036854775807)",
+        "--seed: expected an integer from 0 to 2**63 - 1 (9223372036854775807)",
     ),
     "train epochs beyond int64": (
         ["train", "--epochs", "99999999999999999999", "--out", "{dir}/a.npz"],
-        "--epochs: expected an integer from -2**63 to 2**63 - 1",
+        "--epochs: expected an integer from 1 to 2**63 - 1 (9223372036854775807)",
+    ),
+    "train epochs below int64": (
+        ["train", "--epochs", "-99999999999999999999", "--out", "{dir}/a.npz"],
+        "--epochs: expected an integer >= 1, got -99999999999999999999",
+    ),
+    "depth depths beyond int64": (
+        ["depth", "--depths", "99999999999999999999"],
+        (
+            "--depths: expected an integer from 1 to 2**63 - 1 "
+            "(9223372036854775807), got '99999999999999999999'"
+        ),
+    ),
+    "depth identity blocks beyond int64": (
+        ["depth", "--identity-blocks", "0,99999999999999999999"],
+        "--identity-blocks: expected an integer from 0 to 2**63 - 1",
     ),
     "train widths empty item": (
         ["train", "--widths", "3,,4"],

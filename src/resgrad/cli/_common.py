@@ -1190,34 +1190,42 @@ def _number(value: str, kind: type) -> Any:
         raise argparse.ArgumentTypeError(f"expected {article}, got {value!r}") from None
     if kind is float and not math.isfinite(number):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
-    if kind is int and not -INT64_MAX - 1 <= number <= INT64_MAX:
-        # The model file records seeds and counts as int64, and the other
-        # commands read a larger one as damage.
-        raise argparse.ArgumentTypeError(
-            f"expected an integer from -2**63 to 2**63 - 1 ({INT64_MAX}), got {value!r}"
-        )
     return number
 
 
 INT64_MAX = 2**63 - 1
 
 
+def _int_at_least(value: str, minimum: int | None = None) -> int:
+    """Parse an integer of at least ``minimum`` (``None``: -2**63) that fits
+    in int64, checking ``minimum`` first so that the message gives the
+    option's own range."""
+    number = _number(value, int)
+    if minimum is not None and number < minimum:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= {minimum}, got {number}"
+        )
+    if not -INT64_MAX - 1 <= number <= INT64_MAX:
+        # The model file records seeds and counts as int64, and the other
+        # commands read a larger one as damage.
+        smallest = "-2**63" if minimum is None else str(minimum)
+        raise argparse.ArgumentTypeError(
+            f"expected an integer from {smallest} to 2**63 - 1 ({INT64_MAX}), "
+            f"got {value!r}"
+        )
+    return number
+
+
 def _integer(value: str) -> int:
-    return _number(value, int)
+    return _int_at_least(value)
 
 
 def non_negative_int(value: str) -> int:
-    number = _number(value, int)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {number}")
-    return number
+    return _int_at_least(value, 0)
 
 
 def positive_int(value: str) -> int:
-    number = _number(value, int)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {number}")
-    return number
+    return _int_at_least(value, 1)
 
 
 def thread_count(value: str) -> int:
