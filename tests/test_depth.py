@@ -947,12 +947,31 @@ def test_cli_rejects_unknown_arch(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    "text, repeated",
+    [
+        ("residual,residual", "residual"),
+        ("Plain, residual,plain", "plain"),
+        ("zero,ZERO", "zero"),
+    ],
+)
+def test_cli_rejects_repeated_arch(tmp_path, capsys, text, repeated):
+    status = main(["depth", "--arch", text, "--out", str(tmp_path / "out")])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"resgrad depth: error: Repeated --arch value {repeated!r} in {text!r}; "
+        "give each value once.\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
     "text, archs",
     [
         (None, ["residual", "plain", "scaled"]),
         ("all", list(depth.ARCHITECTURES)),
         ("ALL", list(depth.ARCHITECTURES)),
-        ("Plain, residual,plain", ["plain", "residual"]),
+        ("Plain, residual", ["plain", "residual"]),
     ],
 )
 def test_cli_arch_names(text, archs, tmp_path, monkeypatch, capsys):

@@ -198,17 +198,22 @@ def _array_summary(a: Array) -> str:
 
 
 def parse_names(
-    value: str | Sequence[str], name: str, valid: Sequence[str]
+    value: str | Sequence[str],
+    name: str,
+    valid: Sequence[str],
+    *,
+    unique: bool = False,
 ) -> list[str]:
     """Return the names of ``value``, a comma-separated string or a sequence,
     in lower case, each once, in the order given.
 
     ``all`` alone stands for every name of ``valid``, and ``name`` names the
-    value in messages.
+    value in messages. A repeated name counts once, unless ``unique`` is
+    true, for lists where a repeat is an error.
 
     Raises:
-        ValueError: on an empty list or item, an unknown name, or ``all``
-            beside other names.
+        ValueError: on an empty list or item, an unknown name, ``all``
+            beside other names, or with ``unique`` a repeated name.
     """
     items = value.split(",") if isinstance(value, str) else list(value)
     names = [str(item).strip().lower() for item in items]
@@ -229,6 +234,15 @@ def parse_names(
         raise ValueError(
             f"Unknown {name} value {', '.join(map(repr, unknown))}; expected {choices}."
         )
+    if unique:
+        seen: set[str] = set()
+        for item in names:
+            if item in seen:
+                raise ValueError(
+                    f"Repeated {name} value {item!r} in {value!r}; give each "
+                    "value once."
+                )
+            seen.add(item)
     return list(dict.fromkeys(names))
 
 

@@ -259,7 +259,9 @@ def run_depth(args: argparse.Namespace) -> int:
     from .. import depth
 
     # Read here rather than by argparse, which would name the option twice.
-    args.arch = parse_names(args.arch, "--arch", depth.ARCHITECTURES)
+    # A repeated architecture would pool its networks twice over, as a
+    # repeated depth or width would.
+    args.arch = parse_names(args.arch, "--arch", depth.ARCHITECTURES, unique=True)
     if not args.trained:
         changed = typed_options(args, TRAINED_OPTIONS)
         if changed:
