@@ -1144,6 +1144,42 @@ def test_identity_figure_sorts_blocks():
     assert list(bound[0].get_xdata()) == [4, 16]
 
 
+def test_identity_figure_names_dropped_points():
+    from resgrad.cli.depth import _identity_figure
+
+    # With one unit and one probe row, the relu unit of block 1 is off.
+    limits = {
+        activation: depth.identity_limit(activation, (0,), width=1, seeds=1, samples=1)
+        for activation in ("relu", "sigmoid", "tanh")
+    }
+    assert np.isneginf(limits["relu"][0].blocks["W1"].rms[0])
+    assert np.isfinite(limits["sigmoid"][0].blocks["W1"].rms[0])
+    assert np.isfinite(limits["tanh"][0].blocks["W1"].rms[0])
+    left, right = _identity_figure(limits).axes[:2]
+    for panel in (left, right):
+        label = panel.get_xlabel()
+        assert "not drawn, a norm is exactly 0:" in label
+        assert "relu, k=0: -inf" in label
+        assert "sigmoid" not in label
+        assert "tanh" not in label
+
+
+@pytest.mark.parametrize("blocks", [(0,), (4,), (16, 0, 4, 1)])
+def test_identity_figure_whole_k_ticks(blocks):
+    from resgrad.cli.depth import _identity_figure
+
+    limits = {
+        activation: depth.identity_limit(activation, blocks, width=4, seeds=1)
+        for activation in ("relu", "sigmoid")
+    }
+    figure = _identity_figure(limits)
+    figure.canvas.draw()
+    for panel in figure.axes[:2]:
+        assert list(panel.get_xticks()) == sorted(blocks)
+        labels = [label.get_text() for label in panel.get_xticklabels()]
+        assert labels == [str(k) for k in sorted(blocks)]
+
+
 def test_norms_figure_names_dropped_blocks(dead_sweep):
     from resgrad.cli.depth import _norms_figure
 

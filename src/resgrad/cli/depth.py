@@ -875,25 +875,53 @@ def _spectrum_figure(results, width):
     return figure
 
 
+# The maximum number of identity-block counts that get a tick each. More
+# counts get the decades of the symlog axis.
+MAX_K_TICKS = 8
+
+
 def _identity_figure(limits):
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    # Per panel, the points that a norm of exactly 0 leaves out.
+    dropped: list[list[str]] = [[], []]
+    every_k: set[int] = set()
     for index, (activation, results) in enumerate(limits.items()):
         results = sorted(results, key=lambda r: r.identity_blocks)
         k = np.array([r.identity_blocks for r in results])
+        every_k.update(int(value) for value in k)
         first = np.array([r.blocks["W1"].rms[0] for r in results])
         style = {"marker": "o", "ms": 3, "color": f"C{index}", "label": activation}
-        for ax in axes:
+        zeros = [
+            f"{activation}, k={value}: {_log10_text(norm)}"
+            for value, norm in zip(k, first)
+            if not math.isfinite(norm)
+        ]
+        for ax, names in zip(axes, dropped):
             if ax is axes[0] or activation != "sigmoid":
                 ax.plot(k, first, **style)
+                names += zeros
         # The bound starts at the smallest k of at least 1.
         start = int(np.searchsorted(k, 1))
-        if activation == "sigmoid" and k.size - start > 1:
+        if (
+            activation == "sigmoid"
+            and k.size - start > 1
+            and math.isfinite(first[start])
+        ):
             bound = first[start] + (k[start:] - k[start]) * math.log10(0.25)
             axes[0].plot(k[start:], bound, ":", color="grey", label="bound $(1/4)^k$")
-    for ax, title in zip(axes, ("all activations", "without sigmoid")):
+    for ax, title, names in zip(axes, ("all activations", "without sigmoid"), dropped):
         ax.set_xscale("symlog", linthresh=1)
+        if len(every_k) <= MAX_K_TICKS:
+            # The symlog ticks of a narrow range, as of a single k, are
+            # fractions such as 0.055.
+            ax.xaxis.set_major_locator(FixedLocator(sorted(every_k)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         ax.set(xlabel="identity blocks $k$ on top", title=f"block 1 of 4, {title}")
+        if names:
+            _note_dropped(ax, names)
         ax.legend(fontsize=8)
     for ax in axes:
         ax.set_ylabel(r"$\log_{10}\|\partial Y/\partial W^{11}\|_F$")
