@@ -1188,6 +1188,43 @@ def test_norms_figure_names_dropped_blocks(dead_sweep):
     assert "L=1" not in w2_panel.get_xlabel()
 
 
+def test_norms_figure_marks_isolated_points():
+    from resgrad.cli.depth import _norms_figure
+
+    # At width 1 the error norm of the 64-block residual network is exactly
+    # 0 in every block but one.
+    sweep = depth.depth_sweep((1, 64), (1,), ("residual",), 1, samples=16)
+    deep = sweep[1].blocks["error"].rms
+    finite = np.flatnonzero(np.isfinite(deep))
+    assert finite.size == 1
+    error_panel = _norms_figure(sweep, 1).axes[1]
+    points = {
+        (float(x), float(y))
+        for line in error_panel.lines
+        if line.get_marker() == "o"
+        for x, y in zip(line.get_xdata(), line.get_ydata())
+    }
+    assert (finite[0] + 1.0, float(deep[finite[0]])) in points
+    assert (1.0, float(sweep[0].blocks["error"].rms[0])) in points
+    assert len(points) == 2
+
+
+@pytest.mark.parametrize(
+    "values, isolated",
+    [
+        ([1.0], [True]),
+        ([1.0, 2.0], [False, False]),
+        ([-np.inf, 2.0, -np.inf], [False, True, False]),
+        ([3.0, -np.inf, 4.0, 5.0, np.nan], [True, False, False, False, False]),
+        ([-np.inf, -np.inf], [False, False]),
+    ],
+)
+def test_isolated_points(values, isolated):
+    from resgrad.cli.depth import _isolated
+
+    assert _isolated(np.array(values)).tolist() == isolated
+
+
 def test_trained_figure_integer_blocks():
     from resgrad.cli.depth import _trained_figure
 

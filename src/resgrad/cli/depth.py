@@ -769,12 +769,30 @@ def _norms_figure(results, width):
 
 def _band(ax, summary, colour, label):
     blocks = np.arange(1, summary.rms.shape[0] + 1)
-    marker = "o" if blocks.shape[0] == 1 else None
-    ax.plot(blocks, summary.rms, color=colour, label=label, lw=1.2, marker=marker, ms=3)
+    ax.plot(blocks, summary.rms, color=colour, label=label, lw=1.2)
+    # A line leaves out a finite point whose neighbours are not finite, as
+    # in a network of one block or one whose other norms are exactly 0.
+    isolated = _isolated(summary.rms)
+    if isolated.any():
+        ax.plot(
+            blocks[isolated],
+            summary.rms[isolated],
+            "o",
+            color=colour,
+            ms=3,
+            label="_nolegend_",
+        )
     if blocks.shape[0] > 1:
         ax.fill_between(
             blocks, summary.low, summary.high, color=colour, alpha=0.2, lw=0
         )
+
+
+def _isolated(values: np.ndarray) -> np.ndarray:
+    """Return a mask of the finite ``values`` with no finite neighbour."""
+    finite = np.isfinite(values)
+    padded = np.pad(finite, 1, constant_values=False)
+    return finite & ~padded[:-2] & ~padded[2:]
 
 
 def _ratio_figure(results):
