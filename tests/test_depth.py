@@ -1225,6 +1225,48 @@ def test_isolated_points(values, isolated):
     assert _isolated(np.array(values)).tolist() == isolated
 
 
+def test_published_figure_labels_predictions():
+    from resgrad.cli.depth import PENNINGTON_LAYERS, _published_figure
+
+    published = {
+        "branch_gain": [
+            {"predicted": 3.0**L, "measured": 1.1 * 3.0**L} for L in (1, 2, 5)
+        ],
+        "jacobian": [
+            {
+                "init": init,
+                "jacobian": target,
+                "layers": layers,
+                "measured": {"normalised_variance": 1.0},
+                "predicted": depth.critical_relu_moments(
+                    layers // 2, init, target == "output"
+                ),
+            }
+            for init in ("he", "orthogonal")
+            for layers in PENNINGTON_LAYERS
+            for target in ("output", "logits")
+        ],
+    }
+    left, right = _published_figure(published).axes[:2]
+    left_labels = [text.get_text() for text in left.get_legend().get_texts()]
+    assert left_labels == ["measured", "$y = x$, as predicted"]
+
+    formulas = {
+        "predicted $2L$": lambda L: 2 * L,
+        "predicted $2L - 1$": lambda L: 2 * L - 1,
+        "predicted $L$": lambda L: L,
+        "predicted $L - 1$": lambda L: L - 1,
+    }
+    right_labels = [text.get_text() for text in right.get_legend().get_texts()]
+    dotted = [line for line in right.lines if line.get_linestyle() == ":"]
+    assert sorted(line.get_label() for line in dotted) == sorted(formulas)
+    for line in dotted:
+        assert line.get_label() in right_labels
+        layers = np.asarray(line.get_xdata())
+        expected = formulas[line.get_label()](layers)
+        assert np.array_equal(line.get_ydata(), expected), line.get_label()
+
+
 def test_trained_figure_integer_blocks():
     from resgrad.cli.depth import _trained_figure
 

@@ -58,6 +58,14 @@ BRANCH_GAIN_CASES = (
 # Relu layers of the plain networks; a plain block is two layers.
 PENNINGTON_LAYERS = (2, 8, 16, 32)
 PENNINGTON_WIDTH = 512
+# The normalised variance that critical_relu_moments predicts for L relu
+# layers: one per relu mask, plus one per Gaussian weight matrix.
+PENNINGTON_PREDICTIONS = {
+    ("he", "output"): "$2L$",
+    ("he", "logits"): "$2L - 1$",
+    ("orthogonal", "output"): "$L$",
+    ("orthogonal", "logits"): "$L - 1$",
+}
 REPORT_DEPTHS = (1, 4, 16, 64)
 REPORT_WIDTH = 32
 # The deepest network of the run report whose Jacobian spectrum is drawn.
@@ -953,14 +961,15 @@ def _published_figure(published):
     gains = published["branch_gain"]
     predicted = [g["predicted"] for g in gains]
     measured = [g["measured"] for g in gains]
-    left.loglog(predicted, measured, "o", ms=4)
+    left.loglog(predicted, measured, "o", ms=4, label="measured")
     line = [min(predicted), max(predicted)]
-    left.loglog(line, line, ":", color="grey")
+    left.loglog(line, line, ":", color="grey", label="$y = x$, as predicted")
     left.set(
         xlabel=r"$(1 + 2\alpha^2)^L$",
         ylabel=r"measured $E\|\partial Y/\partial x_0\|^2$",
         title="unnormalised blocks, width 256",
     )
+    left.legend(fontsize=7)
     for init, marker in (("he", "o"), ("orthogonal", "s")):
         for target, colour in (("output", "C0"), ("logits", "C1")):
             rows = [
@@ -981,9 +990,10 @@ def _published_figure(published):
                 [s["predicted"]["normalised_variance"] for s in rows],
                 ":",
                 color=colour,
+                label=f"predicted {PENNINGTON_PREDICTIONS[init, target]}",
             )
     right.set(
-        xlabel="relu layers (two per plain block)",
+        xlabel="relu layers $L$ (two per plain block)",
         ylabel=r"variance / mean$^2$",
         title=r"eigenvalues of $J J^T$, width 512",
     )
