@@ -1267,6 +1267,45 @@ def test_published_figure_labels_predictions():
         assert np.array_equal(line.get_ydata(), expected), line.get_label()
 
 
+@pytest.mark.parametrize(
+    "options, networks",
+    [
+        ([], "activation relu, post-activation relu, init he"),
+        (
+            ["--activation", "sigmoid", "--post-activation", "tanh"],
+            "activation sigmoid, post-activation tanh, init he",
+        ),
+        (
+            ["--activation", "tanh", "--init", "glorot"],
+            "activation tanh, post-activation tanh, init glorot",
+        ),
+    ],
+)
+def test_sweep_figures_name_networks(tmp_path, monkeypatch, capsys, options, networks):
+    from resgrad.cli import depth as depth_cli
+
+    titles = {}
+    save = depth_cli._save
+
+    def record(figure, path):
+        titles[path.name] = figure.get_suptitle()
+        save(figure, path)
+
+    monkeypatch.setattr(depth_cli, "_save", record)
+    argv = ["depth", "--depths", "1,2", "--widths", "2", "--seeds", "1"]
+    argv += ["--samples", "2", "--identity-blocks", "0", "--identity-width", "2"]
+    argv += ["--no-progress", "--out", str(tmp_path / "out"), *options]
+    assert main(argv) == 0
+    sweep_figures = [
+        "depth_norms_w2.png",
+        "depth_spectrum_w2.png",
+        "depth_ratio.png",
+    ]
+    for name in sweep_figures:
+        assert titles[name].splitlines()[-1] == networks, name
+    assert networks not in titles["depth_identity.png"]
+
+
 def test_trained_figure_integer_blocks():
     from resgrad.cli.depth import _trained_figure
 

@@ -314,7 +314,8 @@ def run_depth(args: argparse.Namespace) -> int:
     published = _published(progress) if args.published else None
     trained = _trained(args, progress) if args.trained else None
     with writing_into(folder, "depth") as out:
-        files = write_figures(out, sweep, limits, published, trained)
+        networks = _networks_text(args.activation, args.post_activation, args.init)
+        files = write_figures(out, sweep, limits, published, trained, networks=networks)
         document = {
             "settings": _settings(args),
             "sweep": [result.to_dict() for result in sweep],
@@ -705,19 +706,25 @@ def _save(figure, path: Path) -> None:
     write_figure(path, figure, dpi=90)
 
 
-def write_figures(out: Path, sweep, limits, published=None, trained=None) -> list[str]:
-    """Draw every plot into ``out`` and return the file names written."""
+def write_figures(
+    out: Path, sweep, limits, published=None, trained=None, *, networks: str
+) -> list[str]:
+    """Draw every plot into ``out`` and return the file names written.
+
+    ``networks`` describes the networks of ``sweep`` (``_networks_text``),
+    and goes into the title of each of its plots.
+    """
     files = []
     for width in sorted({r.width for r in sweep}):
         group = [r for r in sweep if r.width == width]
         name = f"depth_norms_w{width}.png"
-        _save(_norms_figure(group, width), out / name)
+        _save(_norms_figure(group, width, networks), out / name)
         files.append(name)
         if any(r.spectrum is not None for r in group):
             name = f"depth_spectrum_w{width}.png"
-            _save(_spectrum_figure(group, width), out / name)
+            _save(_spectrum_figure(group, width, networks), out / name)
             files.append(name)
-    _save(_ratio_figure(sweep), out / "depth_ratio.png")
+    _save(_ratio_figure(sweep, networks), out / "depth_ratio.png")
     _save(_identity_figure(limits), out / "depth_identity.png")
     files += ["depth_ratio.png", "depth_identity.png"]
     if published is not None:
@@ -729,13 +736,27 @@ def write_figures(out: Path, sweep, limits, published=None, trained=None) -> lis
     return files
 
 
+def _networks_text(activation: str, post_activation: str | None, init: str) -> str:
+    """Return the line that names the sweep's activations and weights in
+    its plots, so that they cannot pass for those of another sweep."""
+    post_activation = post_activation or activation
+    return f"activation {activation}, post-activation {post_activation}, init {init}"
+
+
+def _title_networks(figure, networks: str | None, title: str = "") -> None:
+    """Give ``figure`` the title ``title``, followed by ``networks`` if any."""
+    lines = [line for line in (title, networks) if line]
+    if lines:
+        figure.suptitle("\n".join(lines), fontsize=9)
+
+
 def _depth_colours(depths):
     plt = _pyplot()
     colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, max(len(depths), 1)))
     return dict(zip(depths, colours))
 
 
-def _norms_figure(results, width):
+def _norms_figure(results, width, networks=None):
     plt = _pyplot()
     archs = list(dict.fromkeys(r.arch for r in results))
     colours = _depth_colours(sorted({r.depth for r in results}))
@@ -765,11 +786,12 @@ def _norms_figure(results, width):
             if dropped:
                 _note_dropped(ax, dropped)
     axes[0, 0].legend(fontsize=8, title="blocks", title_fontsize=8)
-    figure.suptitle(
+    _title_networks(
+        figure,
+        networks,
         "gradient norms per block, networks of L blocks: lines are the root "
         "mean square over seeds and samples,\nbands the range of the seeds' "
         "own values (the legend holds for every panel)",
-        fontsize=9,
     )
     figure.tight_layout()
     return figure
@@ -803,7 +825,7 @@ def _isolated(values: np.ndarray) -> np.ndarray:
     return finite & ~padded[:-2] & ~padded[2:]
 
 
-def _ratio_figure(results):
+def _ratio_figure(results, networks=None):
     plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     styles = ["-", "--", ":", "-."]
@@ -847,6 +869,7 @@ def _ratio_figure(results):
         if names:
             _note_dropped(ax, names)
     axes[-1].legend(fontsize=8)
+    _title_networks(figure, networks)
     figure.tight_layout()
     return figure
 
@@ -863,7 +886,7 @@ def _note_dropped(ax, names: list[str], max_listed: int = 4) -> None:
     ax.set_xlabel(f"{ax.get_xlabel()}\n{note}")
 
 
-def _spectrum_figure(results, width):
+def _spectrum_figure(results, width, networks=None):
     from ..depth import DEFAULT_HISTOGRAM_EDGES
 
     plt = _pyplot()
@@ -897,6 +920,7 @@ def _spectrum_figure(results, width):
         ax.set_ylabel("fraction of singular values")
     for ax in axes.ravel()[len(archs) :]:
         ax.set_visible(False)
+    _title_networks(figure, networks)
     figure.tight_layout()
     return figure
 
@@ -1067,7 +1091,9 @@ def report_section(ctx: RunContext) -> Section:
         for activation in ("relu", "sigmoid")
     }
     model_rows = _trained_model_rows(ctx)
-    files = write_figures(out, sweep, limits)
+    files = write_figures(
+        out, sweep, limits, networks=_networks_text("relu", None, "he")
+    )
     metrics = {
         "log10_ratio_W2": {f"{r.arch}/L={r.depth}": r.log10_ratio("W2") for r in sweep},
         "log10_input_gain": {
