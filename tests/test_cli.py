@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
 import os
@@ -2040,6 +2041,72 @@ def test_failed_write_empties_given_folder(tmp_path):
         raise KeyboardInterrupt
     assert out.is_dir()
     assert list(out.iterdir()) == []
+
+
+def test_progress_lines_at_interval():
+    stream = io.StringIO()
+    # The start, then the clock after each of the 5 items, then the end.
+    times = iter([0.0, 4.0, 11.0, 15.0, 25.0, 26.0, 27.0])
+    items = cli_common.progress_lines(
+        "abcde", desc="task", stream=stream, interval=10.0, clock=lambda: next(times)
+    )
+    assert list(items) == list("abcde")
+    assert stream.getvalue() == (
+        "task: 0/5\ntask: 2/5 after 11 s\ntask: 4/5 after 25 s\ntask: 5/5 after 27 s\n"
+    )
+
+
+def test_progress_lines_without_total():
+    stream = io.StringIO()
+    times = iter([0.0, 1.0, 2.0, 3.0])
+    items = cli_common.progress_lines(
+        (n for n in range(2)), stream=stream, interval=10.0, clock=lambda: next(times)
+    )
+    assert list(items) == [0, 1]
+    assert stream.getvalue() == "progress: 0\nprogress: 2 after 3 s\n"
+
+
+def test_progress_lines_last_not_repeated():
+    stream = io.StringIO()
+    times = iter([0.0, 12.0])
+    items = cli_common.progress_lines(
+        [1],
+        desc="one",
+        total=1,
+        stream=stream,
+        interval=10.0,
+        clock=lambda: next(times),
+    )
+    assert list(items) == [1]
+    assert stream.getvalue() == "one: 0/1\none: 1/1 after 12 s\n"
+
+
+@pytest.mark.parametrize(
+    "terminal, log_interval, kind",
+    [
+        (True, None, "bar"),
+        (True, 10.0, "bar"),
+        (False, None, "none"),
+        (False, 10.0, "lines"),
+    ],
+)
+def test_progress_bar_kind(monkeypatch, capsys, terminal, log_interval, kind):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    progress = cli_common.progress_bar(True, log_interval=log_interval)
+    assert list(progress(range(3), desc="task", total=3)) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert ("\r" in err) is (kind == "bar")
+    assert ("task: 0/3\n" in err) is (kind == "lines")
+    if kind == "none":
+        assert err == ""
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_bar_disabled_prints_nothing(monkeypatch, capsys, terminal):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    progress = cli_common.progress_bar(False, log_interval=10.0)
+    assert list(progress(range(3), desc="task", total=3)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
 
 
 def test_failed_overwrite_names_mixed_folder(tmp_path, capsys):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import warnings
 from types import SimpleNamespace
 
@@ -1068,6 +1069,59 @@ def test_report_section_unsigned_zero(tmp_path):
 @pytest.fixture(scope="module")
 def dead_sweep():
     return depth.depth_sweep((1, 4096), (8,), ("plain",), 1, samples=4)
+
+
+TINY_SWEEP = [
+    "depth",
+    "--depths",
+    "1",
+    "--widths",
+    "1",
+    "--seeds",
+    "1",
+    "--samples",
+    "1",
+    "--identity-blocks",
+    "0",
+    "--identity-width",
+    "1",
+    "--spectrum-depth",
+    "0",
+]
+
+
+def test_cli_progress_lines_in_log(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert main([*TINY_SWEEP, "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    # A stage this short prints its start and its end only.
+    assert lines[0] == "depth sweep: 0/3"
+    assert re.fullmatch(r"depth sweep: 3/3 after \d+ s", lines[1])
+    for index, activation in enumerate(("relu", "sigmoid", "tanh")):
+        start, end = lines[2 + 2 * index : 4 + 2 * index]
+        assert start == f"identity blocks ({activation}): 0/1"
+        assert re.fullmatch(rf"identity blocks \({activation}\): 1/1 after \d+ s", end)
+    assert len(lines) == 8
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_cli_no_progress_prints_nothing(tmp_path, capsys, monkeypatch, terminal):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    argv = [*TINY_SWEEP, "--no-progress", "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_progress_bar_on_terminal(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert main([*TINY_SWEEP, "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    # tqdm redraws its bar in place, and leaves no line behind.
+    assert "depth sweep:" in err
+    assert "\r" in err
+    assert "depth sweep: 0/3\n" not in err
 
 
 def test_cli_prints_zero_norms(tmp_path, capsys):

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -78,21 +79,77 @@ def limit_blas_threads(count: int) -> Iterator[None]:
         yield
 
 
-def progress_bar(enabled: bool = True) -> Callable[..., Iterable]:
+def progress_bar(
+    enabled: bool = True, *, log_interval: float | None = None
+) -> Callable[..., Iterable]:
     """Return a wrapper that draws a tqdm bar on standard error over an iterable.
 
     The wrapper takes the iterable and tqdm keywords (``desc``, ``total``).
-    With ``enabled`` false, without tqdm, or when standard error is not a
-    terminal (a log file, a batch job), whose redrawn bars would fill it
-    with lines, it returns the iterable as is.
+    With ``enabled`` false or without tqdm it returns the iterable as is.
+    When standard error is not a terminal (a log file, a batch job), whose
+    redrawn bars would fill it with lines, it returns the iterable as is
+    unless ``log_interval`` is given. With ``log_interval`` it prints plain
+    lines there instead (``progress_lines``), at most one every
+    ``log_interval`` seconds between the first and the last.
     """
-    if not enabled or not _is_terminal(sys.stderr):
+    if not enabled:
         return lambda iterable, **kwargs: iterable
+    if not _is_terminal(sys.stderr):
+        if log_interval is None:
+            return lambda iterable, **kwargs: iterable
+        return functools.partial(
+            progress_lines, stream=sys.stderr, interval=log_interval
+        )
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return lambda iterable, **kwargs: iterable
     return functools.partial(tqdm, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def progress_lines(
+    iterable: Iterable,
+    desc: str | None = None,
+    total: int | None = None,
+    *,
+    stream: Any,
+    interval: float,
+    clock: Callable[[], float] = time.monotonic,
+    **kwargs: Any,
+) -> Iterator:
+    """Yield the items of ``iterable`` and print progress lines on ``stream``.
+
+    Each line reads ``desc: done/total``. The first comes at the start.
+    Another comes when an item finishes ``interval`` seconds or more after
+    the last line, and one at the end, and these add the seconds since the
+    start. No line redraws another, so a log file gets them as they are.
+    ``total`` defaults to ``len(iterable)``, and without either the lines
+    give only the count done. Other tqdm keywords are ignored.
+    """
+    if total is None:
+        try:
+            total = len(iterable)  # type: ignore[arg-type]
+        except TypeError:
+            total = None
+    name = desc or "progress"
+    start = clock()
+
+    def line(done: int, elapsed: float | None = None) -> None:
+        count = f"{done}/{total}" if total is not None else f"{done}"
+        after = f" after {elapsed:.0f} s" if elapsed is not None else ""
+        print(f"{name}: {count}{after}", file=stream, flush=True)
+
+    line(0)
+    printed_at, printed_done, done = start, 0, 0
+    for item in iterable:
+        yield item
+        done += 1
+        now = clock()
+        if now - printed_at >= interval:
+            line(done, now - start)
+            printed_at, printed_done = now, done
+    if done != printed_done:
+        line(done, clock() - start)
 
 
 def warn(command: str, message: str) -> None:

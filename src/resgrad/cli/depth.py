@@ -40,6 +40,9 @@ from ._common import (
 )
 
 JSON_NAME = "depth.json"
+# The seconds between two progress lines where standard error is not a
+# terminal. A sweep of the default settings runs for minutes.
+PROGRESS_LOG_SECONDS = 10.0
 IDENTITY_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 # The options that only --trained reads.
 TRAINED_OPTIONS = ("trained_depths", "trained_width", "epochs")
@@ -99,7 +102,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     add_overwrite_argument(parser)
     parser.add_argument(
-        "--no-progress", action="store_true", help="hide the progress bar"
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar, and the progress lines printed in its "
+        "place when standard error is not a terminal",
     )
     parser.set_defaults(handler=run_depth)
 
@@ -282,7 +288,7 @@ def run_depth(args: argparse.Namespace) -> int:
             )
     folder = check_output_folder(args.out, args.overwrite)
     _check_memory(args)
-    progress = progress_bar(not args.no_progress)
+    progress = progress_bar(not args.no_progress, log_interval=PROGRESS_LOG_SECONDS)
     try:
         sweep = depth.depth_sweep(
             args.depths,
