@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import re
 import sys
 import warnings
@@ -164,8 +165,52 @@ def test_branch_gain_overflow_names_alpha():
     with pytest.raises(depth.DepthOverflowError) as caught:
         depth.branch_gain(1e200, 3, width=4)
     assert caught.value.block == 2
-    assert "in block 2 of 3 (counting from 1)" in str(caught.value)
-    assert "smaller alpha" in str(caught.value)
+    message = str(caught.value)
+    assert "in block 2 of 3 (counting from 1); pass a smaller alpha than 1e+200" in (
+        message
+    )
+    # branch_gain takes no segment, and fewer blocks would not help.
+    assert "segment=" not in message
+    assert "fewer" not in message
+    assert str(pickle.loads(pickle.dumps(caught.value))) == message
+
+
+def test_branch_gain_rejects_non_finite_alpha():
+    with pytest.raises(
+        ValueError, match="Expected alpha to be a finite number, got nan"
+    ):
+        depth.branch_gain(math.nan, 3, width=4)
+
+
+@pytest.mark.parametrize(
+    ("call", "needed"),
+    [
+        (lambda: depth.build_network("residual", 1e20, 4), "23841857910156.2 GiB"),
+        (lambda: depth.build_network("learned", 1, 10**7), "2235174.2 GiB"),
+        (lambda: depth.branch_gain(None, 10**18, width=4), "238418579101.6 GiB"),
+        (
+            lambda: depth.depth_sweep(depths=[1e20], widths=[4], seeds=1),
+            "23841857910156.2 GiB",
+        ),
+    ],
+)
+def test_networks_too_large_for_memory_raise(call, needed):
+    with pytest.raises(ValueError, match=rf"need {needed}, more than .*fewer blocks"):
+        call()
+
+
+def test_eigenvalue_moments_reject_negative_values():
+    with pytest.raises(
+        ValueError, match=r"singular values >= 0, got -1.0 at index 1; pass the values"
+    ):
+        depth.eigenvalue_moments(np.array([1.0, -1.0]), 2)
+
+
+def test_critical_relu_moments_check_output_flag():
+    with pytest.raises(
+        TypeError, match="Expected output to be True or False, got 'no'"
+    ):
+        depth.critical_relu_moments(2, "he", "no")
 
 
 def test_cli_overflow_names_options(tmp_path, capsys):
@@ -1428,8 +1473,16 @@ def test_depth_errors_survive_pickling():
 
 
 def test_overflow_in_short_network_names_its_length():
+    model = resgrad.ResidualMLP.init(
+        [4] * 4,
+        post_activation="identity",
+        shortcut="identity",
+        alpha=1e200,
+        bias=False,
+    )
+    x, v = depth.probe_batch(2, 4, 4, 0)
     with pytest.raises(depth.DepthOverflowError) as caught:
-        depth.branch_gain(1e200, 3, width=4)
+        depth.gradient_profile(model, x, v)
     message = str(caught.value)
     assert "within one segment of 3 blocks" in message
     assert "a smaller alpha" in message

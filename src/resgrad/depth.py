@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -102,6 +103,7 @@ def build_network(
     """
     depth = _check_positive_int("depth", depth)
     width = _check_positive_int("width", width)
+    _check_fits(depth, width, 3 if arch == "learned" else 2)
     return ResidualMLP.init(
         [width] * (depth + 1),
         activation=activation,
@@ -273,6 +275,8 @@ class DepthOverflowError(ForwardOverflowError):
         segment: the blocks between two rescalings.
         rescaled: whether the forward pass was rescaled between segments.
         network: the network's description in the message.
+        advice: the fix the message gives, in place of the one for
+            ``gradient_profile``'s arguments.
     """
 
     def __init__(
@@ -282,18 +286,20 @@ class DepthOverflowError(ForwardOverflowError):
         segment: int,
         rescaled: bool,
         network: str = "",
+        advice: str = "",
     ):
         self.block = block
         self.depth = depth
         self.segment = segment
         self.rescaled = rescaled
         self.network = network
+        self.advice = advice
         super().__init__(self._message())
 
     def __reduce__(self) -> tuple:
         # Pickling (a sweep in a process pool) rebuilds from these arguments.
         arguments = (self.block, self.depth, self.segment, self.rescaled)
-        return type(self), (*arguments, self.network)
+        return type(self), (*arguments, self.network, self.advice)
 
     def location(self) -> str:
         """Return the clause that names the network and the block."""
@@ -305,6 +311,8 @@ class DepthOverflowError(ForwardOverflowError):
 
     def _message(self) -> str:
         where = self.location()
+        if self.advice:
+            return f"{where}; {self.advice}"
         if self.rescaled:
             segment = min(self.segment, self.depth)
             return (
@@ -575,6 +583,13 @@ def eigenvalue_moments(singular_values: np.ndarray, rows: int) -> dict[str, floa
     if s.shape[0] == 0:
         raise ValueError("Expected at least one singular value, got an empty array.")
     _arrays.check_finite(np, s, "singular_values")
+    if np.any(s < 0):
+        index = int(np.argmax(s < 0))
+        raise ValueError(
+            f"Expected singular values >= 0, got {float(s[index])!r} at index "
+            f"{index}; "
+            "pass the values of an SVD, such as np.linalg.svd(J, compute_uv=False)."
+        )
     rows = _check_positive_int("rows", rows)
     if s.shape[0] > rows:
         raise ValueError(
@@ -1153,6 +1168,9 @@ def branch_gain(
     seeds = _check_positive_int("seeds", seeds)
     samples = _check_positive_int("samples", samples)
     alpha = 1.0 / math.sqrt(depth) if alpha is None else float(alpha)
+    if not math.isfinite(alpha):
+        raise ValueError(f"Expected alpha to be a finite number, got {alpha!r}.")
+    _check_fits(depth, width, 2)
     per_seed = []
     for seed in range(seeds):
         model = ResidualMLP.init(
@@ -1165,7 +1183,21 @@ def branch_gain(
             seed=seed,
         )
         x, v = probe_batch(samples, width, width, seed)
-        profile = gradient_profile(model, x, v)
+        try:
+            profile = gradient_profile(model, x, v)
+        except DepthOverflowError as error:
+            raise DepthOverflowError(
+                error.block,
+                error.depth,
+                error.segment,
+                error.rescaled,
+                error.network,
+                advice=(
+                    f"pass a smaller alpha than {alpha!r}, since each block "
+                    "multiplies the mean square of the signal by about "
+                    "1 + 2 alpha^2."
+                ),
+            ) from None
         per_seed.append(np.mean(10.0 ** (2 * profile.input)))
     per_seed = np.asarray(per_seed)
     return {
@@ -1194,6 +1226,7 @@ def critical_relu_moments(depth: int, init: str, output: bool) -> dict[str, floa
     depth = _check_positive_int("depth", depth)
     if init not in ("he", "orthogonal"):
         raise ValueError(f"Expected init 'he' or 'orthogonal', got {init!r}.")
+    output = _arrays.check_flag("output", output)
     weights = 2 * depth
     masks = 2 * depth if output else 2 * depth - 1
     per_weight = 1.0 if init == "he" else 0.0
@@ -1311,6 +1344,28 @@ def _check_archs(archs: Sequence[str]) -> list[str]:
         _check_arch(arch)
     _check_unique("archs", archs)
     return archs
+
+
+def _check_fits(depth: int, width: int, matrices: int) -> None:
+    """Raise ``ValueError`` when ``depth`` blocks of ``matrices`` float64
+    ``width x width`` weights each need more memory than is available, or
+    more bytes than an index can count where that is unknown."""
+    from .data import _available_memory
+
+    needed = depth * matrices * width * width * 8
+    available = _available_memory()
+    if needed <= (available if available is not None else sys.maxsize):
+        return
+    have = (
+        f"the {available / 2**30:.1f} GiB of memory available"
+        if available is not None
+        else "an index can count"
+    )
+    raise ValueError(
+        f"At depth={depth} and width={width} the network's weights alone need "
+        f"{needed / 2**30:.1f} GiB, more than {have}; pass fewer blocks or a "
+        "smaller width."
+    )
 
 
 def _check_positive_int(name: str, value: int) -> int:
