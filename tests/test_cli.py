@@ -250,6 +250,16 @@ BAD_ARGUMENTS = {
         ["saliency", "--model", "{dir}/model.npz", "--baseline", "16"],
         "--baseline 16 is outside the box [0, 1] that the inputs are scaled into",
     ),
+    # argparse's own pattern reads a negative number with an exponent, or
+    # -inf, as an option, and then reports that --baseline has no value.
+    "saliency negative baseline with exponent": (
+        ["saliency", "--model", "{dir}/model.npz", "--baseline", "-1e300"],
+        "--baseline -1e300 is outside the box [0, 1]",
+    ),
+    "saliency baseline -inf": (
+        ["saliency", "--model", "{dir}/model.npz", "--baseline", "-inf"],
+        "--baseline must be a finite number, got '-inf'",
+    ),
     "saliency baseline row in raw units": (
         [
             "saliency",

@@ -14,6 +14,7 @@ import argparse
 import importlib
 import io
 import os
+import re
 import signal
 import sys
 import traceback
@@ -30,13 +31,26 @@ TERMINATED_STATUS = 128 + signal.SIGTERM
 SUBCOMMANDS = ("run", "train", "evaluate", "check", "attack", "saliency", "depth")
 
 
+# A negative number, with an exponent or as inf or nan. argparse's own
+# pattern has no exponent, so it took "--baseline -1e300" for two options.
+NEGATIVE_NUMBER = re.compile(
+    r"^-(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
+    re.IGNORECASE,
+)
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser that reports a bad argument in one line.
 
     argparse prints the usage before the error; here the error comes alone,
     with a pointer to ``--help``, so that it reads like the other errors.
-    The subcommand parsers inherit the class.
+    The subcommand parsers inherit the class, and with it the reading of
+    negative numbers with an exponent as values.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER
 
     def error(self, message: str) -> NoReturn:
         message = message.rstrip(".")
