@@ -3,8 +3,9 @@
 The peak is the best rate of a plain matrix product over a few shapes,
 measured in the same run, with the same threads and dtype, for NumPy and
 for PyTorch. Each step is compared with the peak of the library that
-runs its products, which is NumPy for resgrad on CPU tensors unless its
-torch kernels are requested. The step's FLOP count is that of its matrix
+runs its products: NumPy for resgrad on CPU tensors, unless its torch
+kernels are requested or ``tensor_backend`` finds that the model takes
+them. The step's FLOP count is that of its matrix
 products. Per block the forward pass multiplies by ``W1``, ``W2`` and ``W3``, and the
 backward pass by each of them twice, once for the error and once for the
 weight gradient. The first block needs no error for ``x``, so its products

@@ -201,13 +201,14 @@ def test_route_off_keeps_torch_kernels(routed):
     assert routed == ["gradients"]
 
 
-def _wide_net(width):
-    """Return a float64 torch network whose largest weight is width x width."""
+def _wide_net(width, rows=_numpy_route.TORCH_KERNELS_ROWS):
+    """Return a float64 torch network whose largest weight is width x width,
+    and a batch of ``rows`` rows."""
     model = resgrad.ResidualMLP.init([width, width, 3], seed=0, xp=torch)
     x = torch.rand(
-        4, width, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+        rows, width, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
     )
-    return model, x, torch.tensor([0, 1, 2, 0])
+    return model, x, torch.arange(rows) % 3
 
 
 @pytest.mark.parametrize("torch_faster", [True, False])
@@ -217,7 +218,7 @@ def test_large_models_keep_faster_torch_kernels(torch_faster, routed, monkeypatc
     assert side * side == _numpy_route.TORCH_KERNELS_FROM
     large, x, y = _wide_net(side)
     resgrad.gradients(large, x, y)
-    attacks.fgsm(large, x, y, 0.05)
+    attacks.fgsm(large, x=x, y=y, eps=0.05)
     resgrad.per_sample_gradients(large, x, y)
     expected = ["per_sample_gradients"]
     if not torch_faster:
@@ -227,6 +228,15 @@ def test_large_models_keep_faster_torch_kernels(torch_faster, routed, monkeypatc
     small, x, y = _wide_net(side - 1)
     resgrad.gradients(small, x, y)
     assert routed == ["gradients"]
+
+
+def test_few_rows_take_route_on_large_models(routed, monkeypatch):
+    monkeypatch.setattr(_numpy_route, "_torch_blas_faster", lambda torch: True)
+    rows = _numpy_route.TORCH_KERNELS_ROWS - 1
+    large, x, y = _wide_net(128, rows)
+    resgrad.gradients(large, x, y)
+    resgrad.input_gradient(large, x=x, y=y)
+    assert routed == ["gradients", "input_gradient"]
 
 
 @pytest.mark.parametrize(
@@ -268,8 +278,15 @@ def test_cpu_vendor_without_cpuinfo(monkeypatch):
     monkeypatch.setattr(
         _numpy_route.platform, "processor", lambda: "Intel64 Family 6 GenuineIntel"
     )
+    monkeypatch.setattr(_numpy_route.sys, "platform", "win32")
     assert _numpy_route._cpu_vendor() == "GenuineIntel"
-    monkeypatch.setattr(_numpy_route.platform, "processor", lambda: "arm")
+    monkeypatch.setattr(_numpy_route.platform, "processor", lambda: "ARMv8 (64-bit)")
+    assert _numpy_route._cpu_vendor() == ""
+    # Elsewhere platform.processor() names no vendor, and is not asked.
+    monkeypatch.setattr(_numpy_route.sys, "platform", "darwin")
+    monkeypatch.setattr(
+        _numpy_route.platform, "processor", lambda: pytest.fail("asked")
+    )
     assert _numpy_route._cpu_vendor() == ""
 
 

@@ -11,14 +11,19 @@ tensors with ``torch.from_numpy``. The numbers differ from those of the
 torch kernels by rounding only.
 
 Large products are another matter. On an Intel Xeon, torch's MKL
-multiplied matrices of 128 x 128 and more faster than NumPy's OpenBLAS,
-and whole calls on networks of width 128 to 1024 ran 1.2 to 1.5 times
-faster on the torch kernels; on an AMD EPYC, where MKL does not run its
-fastest code, NumPy stayed the faster. So where torch's BLAS is MKL,
-NumPy's is not, and the CPU is Intel's, a model whose largest weight has
-``TORCH_KERNELS_FROM`` entries or more keeps the torch kernels. The
-per-sample gradients take the route at every size: NumPy writes the
-stacks into a buffer kept between calls, which torch cannot.
+multiplied matrices of 128 x 128 and more faster than NumPy's OpenBLAS.
+In the benchmarks there, training steps and PGD on networks of width
+256 and 1024 ran 1.1 to 1.25 times faster on the torch kernels, and
+Jacobians up to 1.2 times;
+on an AMD EPYC, where MKL does not run its fastest code, NumPy stayed
+the faster. So where torch's BLAS is MKL, NumPy's is not, and the CPU is
+Intel's, a call keeps the torch kernels when the model's largest weight
+has ``TORCH_KERNELS_FROM`` entries or more and ``x`` has
+``TORCH_KERNELS_ROWS`` rows or more. With fewer rows the products are
+too small for MKL's lead: at 1 to 4 rows most calls ran faster through
+NumPy, at widths of 256 to 1024. The per-sample gradients take the route
+at every size, where their NumPy kernels ran 1.3 to 2.3 times faster
+than the torch ones at widths 128 and 256.
 
 Everything else keeps the torch kernels: GPU tensors, a graph that
 autograd records, dtypes other than float32 and float64, tensor subclasses,
@@ -53,9 +58,11 @@ _enabled = True
 # for and the number of entries of the model's largest weight.
 _twins: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-# The entries of the largest weight from which a model keeps the torch kernels
-# where torch's BLAS is the faster (see _torch_blas_faster).
+# The entries of the largest weight, and the rows of x, from which a call
+# keeps the torch kernels where torch's BLAS is the faster (see
+# _torch_blas_faster). Both were measured on one Intel Xeon with AVX-512.
 TORCH_KERNELS_FROM = 128 * 128
+TORCH_KERNELS_ROWS = 8
 
 _PARAMETERS = ("W1", "W2", "W3", "b1", "b2")
 
@@ -112,7 +119,12 @@ def _route(
     if found is None:
         return None
     twin, largest = found
-    if not any_size and largest >= TORCH_KERNELS_FROM and _torch_blas_faster(torch):
+    if (
+        not any_size
+        and largest >= TORCH_KERNELS_FROM
+        and _rows(args, kwargs) >= TORCH_KERNELS_ROWS
+        and _torch_blas_faster(torch)
+    ):
         return None
     # The tensor behind each view, so that a view in the result comes back
     # as the caller's tensor itself, as the torch kernels return it.
@@ -211,6 +223,14 @@ def _structure(model: Any, weights: list[Any]) -> tuple:
     )
 
 
+def _rows(args: tuple, kwargs: dict) -> int:
+    """Return the rows of ``x``, the first argument after the model of every
+    routed function, or 0 when it has no shape."""
+    x = args[0] if args else kwargs.get("x")
+    shape = getattr(x, "shape", ())
+    return int(shape[0]) if len(shape) > 0 else 0
+
+
 @functools.cache
 def _torch_blas_faster(torch: Any) -> bool:
     """Return whether torch's BLAS multiplies large matrices faster than
@@ -241,6 +261,9 @@ def _cpu_vendor() -> str:
                     return line.partition(":")[2].strip()
     except OSError:
         pass
+    if sys.platform != "win32":
+        # Elsewhere platform.processor() starts a subprocess and names no vendor.
+        return ""
     # Windows names the vendor last, as in "Intel64 Family 6 ... GenuineIntel".
     return "GenuineIntel" if "GenuineIntel" in platform.processor() else ""
 
