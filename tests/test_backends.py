@@ -391,6 +391,17 @@ def test_sparse_torch_labels_name_to_dense(loss):
         resgrad.gradients(model, x, labels, loss)
 
 
+def test_strict_target_of_wrong_dtype_names_namespace_cast():
+    model = reference.random_model(2, "tanh", "learned").convert(array_api_strict)
+    x = array_api_strict.zeros((3, model.sizes[0]), dtype=array_api_strict.float64)
+    target = array_api_strict.zeros((3, 3), dtype=array_api_strict.float32)
+    with pytest.raises(
+        TypeError,
+        match=r"cast it with xp.astype\(y, xp.float64\), xp being the namespace",
+    ):
+        resgrad.gradients(model, x, target, "squared_error")
+
+
 def test_torch_dtype_mismatch_raises():
     model = reference.random_model(2, "relu", "learned").convert(torch)
     x = torch.zeros(3, 5, dtype=torch.float32)

@@ -187,6 +187,10 @@ BAD_ARGUMENTS = {
         ["attack", "--model", "{dir}/model.npz", "--eps", "-0.1"],
         "-0.1",
     ),
+    "attack negative eps list": (
+        ["attack", "--model", "{dir}/model.npz", "--eps", "-0.1,0.2"],
+        "Expected eps >= 0, got -0.1",
+    ),
     "attack unknown method": (
         ["attack", "--model", "{dir}/model.npz", "--method", "cw"],
         "'cw'",

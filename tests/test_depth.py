@@ -199,6 +199,11 @@ def test_networks_too_large_for_memory_raise(call, needed):
         call()
 
 
+def test_build_network_names_unknown_arch_before_size():
+    with pytest.raises(ValueError, match="Unknown architecture 'bogus'"):
+        depth.build_network("bogus", 10**9, 10**9)
+
+
 def test_eigenvalue_moments_reject_negative_values():
     with pytest.raises(
         ValueError, match=r"singular values >= 0, got -1.0 at index 1; pass the values"

@@ -1369,6 +1369,12 @@ def test_validation_target_errors_name_it():
         )  # fmt: skip
 
 
+def test_integer_one_hot_target_names_cast():
+    x, y = _blobs()
+    with pytest.raises(TypeError, match=r"or as a float target .* cast it with"):
+        fit(_small_model(), x, np.eye(3, dtype=np.int64)[y], loss="squared_error")
+
+
 def test_adam_eps_zero_names_eps_for_underflowing_squares():
     # A feature of 1e-30 gives float32 gradients whose squares are 0, so the
     # step is a tiny number over 0: an infinite weight, not a NaN.

@@ -494,9 +494,12 @@ def check_byte_order(x: Array, name: str) -> None:
 
 def cast_hint(y: Array, name: str, dtype: Any) -> str:
     """Return the call that casts ``y`` to ``dtype`` in its own library."""
+    short = str(dtype).rsplit(".", 1)[-1]
     if array_api_compat.is_torch_array(y):
-        return f"{name}.to({dtype})"
-    return f"{name}.astype(np.{dtype})"
+        return f"{name}.to(torch.{short})"
+    if array_api_compat.is_numpy_array(y) or array_api_compat.is_jax_array(y):
+        return f"{name}.astype(np.{short})"
+    return f"xp.astype({name}, xp.{short}), xp being the namespace of {name}"
 
 
 def check_input(xp: Any, x: Array, width: int, dtype: Any, name: str = "x") -> None:

@@ -101,6 +101,7 @@ def build_network(
     ``W2`` times ``1 / sqrt(depth)``) or ``zero`` (identity shortcut,
     ``W2 = 0``). The other arguments go to ``ResidualMLP.init``.
     """
+    shortcut = shortcut_of(arch)
     depth = _check_positive_int("depth", depth)
     width = _check_positive_int("width", width)
     _check_fits(depth, width, 3 if arch == "learned" else 2)
@@ -109,7 +110,7 @@ def build_network(
         activation=activation,
         post_activation=post_activation,
         output_activation=output_activation,
-        shortcut=shortcut_of(arch),
+        shortcut=shortcut,
         init=init,
         alpha=branch_scale(arch, depth),
         bias=False,

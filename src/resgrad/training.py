@@ -671,10 +671,7 @@ def _check_data(model: ResidualMLP, loss_fn, x: Array, y: Array, x_name, y_name)
     n = x.shape[0]
     if n == 0:
         raise ValueError(f"Expected at least one row in {x_name}, got none.")
-    if xp.isdtype(y.dtype, "integral"):
-        _arrays.check_labels(xp, y, n, model.n_classes, y_name, x_name)
-    else:
-        check_targets(xp, loss_fn, y, n, model.n_classes, model.dtype, y_name, x_name)
+    check_targets(xp, loss_fn, y, n, model.n_classes, model.dtype, y_name, x_name)
     return xp
 
 

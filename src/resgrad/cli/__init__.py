@@ -31,12 +31,11 @@ TERMINATED_STATUS = 128 + signal.SIGTERM
 SUBCOMMANDS = ("run", "train", "evaluate", "check", "attack", "saliency", "depth")
 
 
-# A negative number, with an exponent or as inf or nan. argparse's own
-# pattern has no exponent, so it took "--baseline -1e300" for two options.
-NEGATIVE_NUMBER = re.compile(
-    r"^-(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$",
-    re.IGNORECASE,
-)
+# What reads as a negative number rather than an option: a dash then a
+# digit, or a dot and a digit, or -inf and -nan. The pattern of Python
+# 3.11's argparse has no exponent, so it took "--baseline -1e300" for two
+# options.
+NEGATIVE_NUMBER = re.compile(r"^-\.?\d|^-(inf|infinity|nan)$", re.IGNORECASE)
 
 
 class _Parser(argparse.ArgumentParser):
