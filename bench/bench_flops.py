@@ -35,8 +35,9 @@ STEP_BACKENDS = {
 def tensor_backend(model) -> str:
     """Return whose matrix products resgrad runs on CPU tensors of ``model``.
 
-    That is NumPy's, but for large models where torch's MKL runs on an
-    Intel CPU; see ``resgrad.torch.use_numpy_on_cpu``.
+    That is NumPy's, but for calls of 8 rows or more on large models where
+    torch's MKL runs on an Intel CPU (see ``resgrad.torch.use_numpy_on_cpu``);
+    the wide step has 256 rows.
     """
     import torch
 
