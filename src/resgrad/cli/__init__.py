@@ -32,9 +32,9 @@ SUBCOMMANDS = ("run", "train", "evaluate", "check", "attack", "saliency", "depth
 
 
 # The pattern of arguments read as negative numbers rather than options: a
-# dash then a digit, or a dot and a digit, or -inf and -nan. The pattern of Python
-# 3.11's argparse has no exponent, so it took "--baseline -1e300" for two
-# options.
+# dash then a digit, a dash, a dot and a digit, or -inf and -nan. The
+# pattern of Python 3.11's argparse has no exponent, so it took
+# "--baseline -1e300" for two options.
 NEGATIVE_NUMBER = re.compile(r"^-\.?\d|^-(inf|infinity|nan)$", re.IGNORECASE)
 
 
