@@ -204,13 +204,17 @@ BAD_ARGUMENTS = {
         "is a folder; expected a file",
     ),
     "saliency gauss steps": (
-        ["saliency", "--model", "{dir}/model.npz", "--steps", "9" * 23],
+        ["saliency", "--model", "{dir}/model.npz", "--steps", "5000"],
         "is too many for rule 'gausslegendre'",
     ),
     "saliency riemann steps": (
         ["saliency", "--model", "{dir}/model.npz", "--rule", "riemann_middle"]
-        + ["--steps", "9" * 23],
-        "is too many for an array of path positions",
+        + ["--steps", "2000000"],
+        "--steps: expected at most 1,000,000 passes, got 2000000",
+    ),
+    "saliency steps beyond int64": (
+        ["saliency", "--model", "{dir}/model.npz", "--steps", "9" * 23],
+        "--steps: expected an integer from 1 to 2**63 - 1",
     ),
     "saliency unknown method": (
         ["saliency", "--model", "{dir}/model.npz", "--method", "lime"],
@@ -913,6 +917,45 @@ def test_console_reports_sigterm_that_did_not_stop():
     assert "terminated (SIGTERM), after the command had finished" in done.stderr
 
 
+# A command whose Ctrl-C arrives inside a garbage-collection callback, where
+# Python prints the KeyboardInterrupt as "Exception ignored" and goes on.
+FINISHED_AFTER_SIGINT = """
+import os, signal, weakref
+import resgrad.cli as cli
+
+class Thing:
+    pass
+
+def interrupt(ref):
+    os.kill(os.getpid(), signal.SIGINT)
+    total = 0
+    for step in range(100000):
+        total += step
+
+def finished_anyway():
+    thing = Thing()
+    watch = weakref.ref(thing, interrupt)
+    del thing
+    print("finished", flush=True)
+    return 0
+
+cli.main = finished_anyway
+cli.console()
+"""
+
+
+def test_console_reports_sigint_that_did_not_stop():
+    done = _run_program(
+        FINISHED_AFTER_SIGINT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert done.stdout == "finished\n"
+    assert done.returncode == 130
+    assert done.stderr == (
+        "resgrad: interrupted (Ctrl-C), after the command had finished\n"
+    )
+
+
 def test_error_after_sigterm_reports_termination(files, monkeypatch, capsys):
     # A library that catches the interrupt may raise a ValueError instead.
     from resgrad import cli
@@ -922,6 +965,24 @@ def test_error_after_sigterm_reports_termination(files, monkeypatch, capsys):
     status, lines = run_cli(capsys, argv)
     assert status == 143
     assert lines == ["resgrad evaluate: terminated"]
+
+
+@pytest.mark.parametrize(
+    "command, option, words",
+    [
+        ("attack", "--method", "a repeated one runs once"),
+        ("attack", "--eps", "a repeated radius runs once"),
+        ("saliency", "--index", "a repeated one is drawn once"),
+        ("saliency", "--method", "a repeated one runs once"),
+        ("run", "--skip", "a repeated one counts once"),
+    ],
+)
+def test_list_option_help_names_repeats(command, option, words):
+    from resgrad.cli import _command_parser, build_parser
+
+    parser = _command_parser(build_parser(), command)
+    (action,) = [a for a in parser._actions if option in a.option_strings]
+    assert words in action.help
 
 
 def test_console_is_the_installed_program():

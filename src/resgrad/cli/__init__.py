@@ -18,7 +18,7 @@ import re
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from ._common import INPUT_FILES, limit_blas_threads, thread_count
@@ -189,8 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 # Whether the running command got SIGTERM, which _terminate turns into a
-# KeyboardInterrupt.
+# KeyboardInterrupt, and whether it got Ctrl-C (SIGINT).
 _terminated = False
+_interrupted = False
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -202,6 +203,25 @@ def _terminate(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    """Stop the command on Ctrl-C, as Python's own handler does, and record
+    it, so that an interrupt that Python drops is still reported."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def _unraisable(hook: Any) -> Callable[[Any], None]:
+    """Return a ``sys.unraisablehook`` that passes everything to ``hook``
+    but the KeyboardInterrupt of a signal, which ``console`` reports."""
+
+    def report(unraisable: Any) -> None:
+        if not issubclass(unraisable.exc_type, KeyboardInterrupt):
+            hook(unraisable)
+
+    return report
+
+
 def console() -> NoReturn:
     """Run ``main`` as the ``resgrad`` program and exit with its status.
 
@@ -210,22 +230,33 @@ def console() -> NoReturn:
     interrupt Python's cleanup at exit, which then prints an "Exception
     ignored" traceback after a command that succeeded.
     """
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        # A shell starts a background job with SIGINT ignored, and Python
+        # leaves it so.
+        signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _terminate)
+    sys.unraisablehook = _unraisable(sys.unraisablehook)
     try:
         status = main()
     except KeyboardInterrupt:
         status = TERMINATED_STATUS if _terminated else 130
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Python drops an exception raised in a signal handler while it runs a
+    # garbage-collection callback, so the command can finish its work after
+    # the signal. The status still reports the signal.
     if _terminated and status != TERMINATED_STATUS:
-        # Python ignores an exception raised in a signal handler while it
-        # runs a garbage-collection callback, so the command can finish its
-        # work after SIGTERM. The status still reports the signal.
         print(
             "resgrad: terminated (SIGTERM), after the command had finished",
             file=sys.stderr,
         )
         status = TERMINATED_STATUS
+    elif _interrupted and status not in (130, TERMINATED_STATUS):
+        print(
+            "resgrad: interrupted (Ctrl-C), after the command had finished",
+            file=sys.stderr,
+        )
+        status = 130
     sys.exit(status)
 
 
