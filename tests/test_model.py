@@ -518,6 +518,10 @@ def test_non_finite_weights_raise():
             {"sizes": [4, 3, 2], "hidden": [5]},
             r"Expected 2 positive hidden widths.*got \[5\]",
         ),
+        (
+            {"sizes": [64, 10], "hidden": 0},
+            r"Expected 1 positive hidden width, one per block, got \[0\]",
+        ),
         ({"sizes": [4, 3], "init": "xavier"}, "Unknown init 'xavier'"),
         ({"sizes": [4, 3], "alpha": float("inf")}, "Expected a finite alpha, got inf"),
     ],

@@ -1078,8 +1078,25 @@ def test_cli_repeats_count_once(digits_model, tmp_path, capsys):
         (["--index", "100000"], "--index 100000 is outside"),
         (["--method", "gradcam"], "Unknown --method"),
         (["--classes", "10"], "--classes 10 is outside"),
-        (["--steps", "0"], "--steps must be at least 1"),
-        (["--samples", "0"], "--samples must be at least 1"),
+        (["--steps", "0"], "argument --steps: expected an integer >= 1, got 0"),
+        (["--samples", "0"], "argument --samples: expected an integer >= 1, got 0"),
+        (["--steps", "-1e3"], "argument --steps: expected an integer, got '-1e3'"),
+        (
+            ["--samples", "99999999999999999999"],
+            "argument --samples: expected an integer from 1 to 2**63 - 1",
+        ),
+        (
+            ["--samples", "2000000"],
+            "argument --samples: expected at most 1,000,000 passes, got 2000000",
+        ),
+        (
+            ["--steps", "100000000", "--rule", "riemann_left"],
+            "argument --steps: expected at most 1,000,000 passes, got 100000000",
+        ),
+        (
+            ["--random-orders", "1000001"],
+            "argument --random-orders: expected at most 1,000,000 passes",
+        ),
         (
             ["--steps", "1", "--rule", "riemann_trapezoid"],
             "--steps must be at least 2 with --rule riemann_trapezoid",
@@ -1089,8 +1106,14 @@ def test_cli_repeats_count_once(digits_model, tmp_path, capsys):
         (["--baseline", "BASELINE"], "Expected --baseline of shape (64,)"),
         (["--baseline", "nan"], "--baseline must be a finite number, got 'nan'"),
         (["--baseline", "abc"], "pass a number, such as 0 or 0.5, or the path"),
-        (["--check-samples", "0"], "got 0; pass a positive integer, or leave it"),
-        (["--random-orders", "0"], "got 0; pass a positive integer, or leave it"),
+        (
+            ["--check-samples", "0"],
+            "argument --check-samples: expected an integer >= 1",
+        ),
+        (
+            ["--random-orders", "0"],
+            "argument --random-orders: expected an integer >= 1",
+        ),
         (["--baseline", "NOT_NPY"], "is not a .npy array of numbers; save the row"),
         (["--baseline", "CSV"], "is not a .npy array of numbers; save the row"),
         (

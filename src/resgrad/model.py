@@ -720,7 +720,8 @@ class ResidualMLP:
             )
         if len(hidden) != depth or min(hidden) < 1:
             raise ValueError(
-                f"Expected {depth} positive hidden widths, one per block, got {hidden}."
+                f"Expected {depth} positive hidden {'width' if depth == 1 else 'widths'}, "
+                f"one per block, got {hidden}."
             )
         if init not in INITIALIZERS:
             raise ValueError(

@@ -63,8 +63,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--method",
         default="all",
-        help=f"comma-separated attacks out of {','.join(METHODS)}, or 'all' "
-        "(default: all)",
+        help=f"comma-separated attacks out of {','.join(METHODS)}, or 'all'; "
+        "a repeated one runs once (default: all)",
     )
     parser.add_argument(
         "--eps",
@@ -72,7 +72,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated L-inf radii, each >= 0, in the units of the "
         "scaled features, which lie in [0, 1] (on the digits, whose pixels run "
         "0 to 16, 0.1 is 1.6 grey levels); pgd_l2 takes eps sqrt(d) as its L2 "
-        f"radius and jsma and mjsma move a feature by eps (default: {DEFAULT_EPS})",
+        "radius and jsma and mjsma move a feature by eps; a repeated radius "
+        f"runs once (default: {DEFAULT_EPS})",
     )
     add_data_arguments(parser, trained=True)
     parser.add_argument(

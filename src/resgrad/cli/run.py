@@ -93,7 +93,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default="",
         metavar="NAMES",
         help=f"comma-separated sections to leave out, out of {','.join(SECTIONS)}, "
-        "or all (default: none)",
+        "or all; a repeated one counts once (default: none)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(handler=run_main)

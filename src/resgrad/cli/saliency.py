@@ -35,6 +35,7 @@ from ._common import (
     non_negative_int,
     output_folder,
     plural,
+    positive_int,
     progress_bar,
     typed_options,
     warn,
@@ -100,13 +101,15 @@ def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--index",
         default="0,1,2",
-        help="comma-separated test-sample indices to draw (default: 0,1,2)",
+        help="comma-separated test-sample indices to draw; a repeated one is "
+        "drawn once (default: 0,1,2)",
     )
     parser.add_argument(
         "--method",
         default="all",
         help="comma-separated methods out of "
-        f"{','.join(METHOD_TITLES)}, or 'all' (default: all)",
+        f"{','.join(METHOD_TITLES)}, or 'all'; a repeated one runs once "
+        "(default: all)",
     )
     parser.add_argument(
         "--classes",
@@ -128,17 +131,34 @@ def _add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# The most --steps, --samples and --random-orders, whose defaults are 50, 50
+# and 5. Each step or sample is a forward and backward pass over every
+# sample drawn, and each random order a deletion curve over every feature.
+MAX_PASSES = 10**6
+
+
+def passes(value: str) -> int:
+    """Parse a count of passes from 1 to ``MAX_PASSES``."""
+    number = positive_int(value)
+    if number > MAX_PASSES:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_PASSES:,} passes, got {number}; each is a "
+            "forward and backward pass over every sample drawn"
+        )
+    return number
+
+
 def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check-samples",
-        type=int,
+        type=positive_int,
         default=32,
         help="first test samples used by the randomisation check and the deletion "
         "curve (default: 32)",
     )
     parser.add_argument(
         "--random-orders",
-        type=int,
+        type=passes,
         default=5,
         help="random orders averaged for the deletion baseline curve (default: 5)",
     )
@@ -165,7 +185,7 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--steps",
-        type=int,
+        type=passes,
         default=50,
         help="Integrated Gradients path points (default: 50)",
     )
@@ -185,7 +205,7 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--samples",
         action=Typed,
-        type=int,
+        type=passes,
         default=SMOOTHGRAD_SAMPLES,
         help=f"SmoothGrad noisy copies (default: {SMOOTHGRAD_SAMPLES})",
     )
