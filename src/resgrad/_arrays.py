@@ -234,16 +234,22 @@ def parse_names(
         raise ValueError(
             f"Unknown {name} value {', '.join(map(repr, unknown))}; expected {choices}."
         )
-    if unique:
-        seen: set[str] = set()
-        for item in names:
-            if item in seen:
-                raise ValueError(
-                    f"Repeated {name} value {item!r} in {value!r}; give each "
-                    "value once."
-                )
-            seen.add(item)
+    repeated = first_repeat(names) if unique else None
+    if repeated is not None:
+        raise ValueError(
+            f"Repeated {name} value {repeated!r} in {value!r}; give each value once."
+        )
     return list(dict.fromkeys(names))
+
+
+def first_repeat(values: Sequence[Any]) -> Any | None:
+    """Return the first value that ``values`` repeats, or ``None``."""
+    seen = set()
+    for value in values:
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
 
 
 def progress_wrapper(progress: Any) -> Callable[..., Any] | None:

@@ -1413,20 +1413,10 @@ def _check_int_list(
     return values
 
 
-def first_repeat(values: Sequence[Any]) -> Any | None:
-    """Return the first value that ``values`` repeats, or ``None``; a
-    repeated depth, width or architecture would pool the networks of its
-    seeds twice over."""
-    seen = set()
-    for value in values:
-        if value in seen:
-            return value
-        seen.add(value)
-    return None
-
-
 def _check_unique(name: str, values: list) -> None:
-    repeated = first_repeat(values)
+    # A repeated depth, width or architecture would pool the networks of its
+    # seeds twice over.
+    repeated = _arrays.first_repeat(values)
     if repeated is not None:
         raise ValueError(
             f"Repeated value {repeated!r} in {name} {values}; give each value once."

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import parse_names
+from .._arrays import first_repeat, parse_names
 from ..data import _available_memory
 from ..io import json_text
 from ._common import (
@@ -245,8 +245,6 @@ def _int_list_with_zero(value: str) -> list[int]:
 
 def _unique(value: str, numbers: list[int]) -> list[int]:
     """Return ``numbers`` parsed from ``value``, which must not repeat one."""
-    from ..depth import first_repeat
-
     repeated = first_repeat(numbers)
     if repeated is not None:
         raise argparse.ArgumentTypeError(
