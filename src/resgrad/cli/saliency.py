@@ -329,20 +329,14 @@ def method_options(
     bounds: tuple[float, float],
     baseline: float | np.ndarray,
 ) -> dict:
-    """Check the options of the methods and return them keyed by method."""
-    if args.steps < 1:
-        raise ValueError(
-            f"--steps must be at least 1, got {args.steps}; pass a positive integer."
-        )
+    """Check the options of the methods and return them keyed by method.
+
+    argparse has checked that ``--steps`` and ``--samples`` are at least 1.
+    """
     if args.rule == "riemann_trapezoid" and args.steps < 2:
         raise ValueError(
             f"--steps must be at least 2 with --rule riemann_trapezoid, whose "
             f"points include both ends of the path; got {args.steps}."
-        )
-    if args.samples < 1:
-        raise ValueError(
-            f"--samples must be at least 1, got {args.samples}; pass a positive "
-            "integer."
         )
     if not (math.isfinite(args.noise_level) and args.noise_level >= 0):
         raise ValueError(
@@ -420,16 +414,6 @@ def run_saliency(args: argparse.Namespace) -> int:
     else:
         classes = parse_indices(
             args.classes, "--classes", model.n_classes, "the classes"
-        )
-    if args.check_samples < 1:
-        raise ValueError(
-            f"--check-samples must be at least 1, got {args.check_samples}; pass "
-            "a positive integer, or leave it out for its default."
-        )
-    if args.random_orders < 1:
-        raise ValueError(
-            f"--random-orders must be at least 1, got {args.random_orders}; pass "
-            "a positive integer, or leave it out for its default."
         )
     baseline = parse_baseline(args.baseline, model.sizes[0])
     options = method_options(args, data.bounds, baseline)
