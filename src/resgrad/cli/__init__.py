@@ -188,26 +188,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         INPUT_FILES.clear()
 
 
-# Whether the running command got SIGTERM, which _terminate turns into a
-# KeyboardInterrupt, and whether it got Ctrl-C (SIGINT).
+# Whether the running command got SIGTERM or Ctrl-C (SIGINT), each of which
+# _stop turns into a KeyboardInterrupt.
 _terminated = False
 _interrupted = False
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    """Stop the command on SIGTERM (``kill``, ``timeout``, a batch system's
-    pre-emption) as Ctrl-C does, so that it removes its locks and partial
-    files and reports what it left."""
-    global _terminated
-    _terminated = True
-    raise KeyboardInterrupt
-
-
-def _interrupt(signum: int, frame: Any) -> None:
-    """Stop the command on Ctrl-C, as Python's own handler does, and record
-    it, so that an interrupt that Python drops is still reported."""
-    global _interrupted
-    _interrupted = True
+def _stop(signum: int, frame: Any) -> None:
+    """Stop the command on Ctrl-C, as Python's own handler does, and on
+    SIGTERM (``kill``, ``timeout``, a batch system's pre-emption) alike, so
+    that it removes its locks and partial files and reports what it left.
+    The signal is recorded, so that one that Python drops is still
+    reported."""
+    global _terminated, _interrupted
+    if signum == signal.SIGTERM:
+        _terminated = True
+    else:
+        _interrupted = True
     raise KeyboardInterrupt
 
 
@@ -233,8 +230,8 @@ def console() -> NoReturn:
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         # A shell starts a background job with SIGINT ignored, and Python
         # leaves it so.
-        signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _terminate)
+        signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     sys.unraisablehook = _unraisable(sys.unraisablehook)
     try:
         status = main()
