@@ -32,21 +32,19 @@ STEP_BACKENDS = {
 }
 
 
-def tensor_backend(model) -> str:
-    """Return whose matrix products resgrad runs on CPU tensors of ``model``.
+def tensor_backend(model, rows: int) -> str:
+    """Return whose matrix products resgrad runs on CPU tensors of ``model``
+    for a batch of ``rows`` rows.
 
     That is NumPy's, but for calls of 8 rows or more on large models where
-    torch's MKL runs on an Intel CPU (see ``resgrad.torch.use_numpy_on_cpu``);
-    the wide step has 256 rows.
+    torch's MKL runs on an Intel CPU (see ``resgrad.torch.use_numpy_on_cpu``).
     """
     import torch
 
     from resgrad import _numpy_route
 
     largest = max(value.size for value in model.arrays().values())
-    if largest >= _numpy_route.TORCH_KERNELS_FROM and _numpy_route._torch_blas_faster(
-        torch
-    ):
+    if _numpy_route.torch_kernels_faster(torch, largest, rows):
         return "torch"
     return "NumPy"
 
@@ -117,7 +115,7 @@ def main() -> None:
             ]
             peaks[backend] = [max(r[0] for r in measured), max(r[1] for r in measured)]
         for name, backend in STEP_BACKENDS.items():
-            backend = backend or tensor_backend(model)
+            backend = backend or tensor_backend(model, batch)
             rate, peak = rates[name], peaks[backend]
             rows.append(
                 [

@@ -118,12 +118,7 @@ def _route(
     if found is None:
         return None
     twin, largest = found
-    if (
-        not any_size
-        and largest >= TORCH_KERNELS_FROM
-        and _rows(args, kwargs) >= TORCH_KERNELS_ROWS
-        and _torch_blas_faster(torch)
-    ):
+    if not any_size and torch_kernels_faster(torch, largest, _rows(args, kwargs)):
         return None
     # The tensor behind each view, so that a view in the result comes back
     # as the caller's tensor itself, as the torch kernels return it.
@@ -219,6 +214,16 @@ def _structure(model: Any, weights: list[Any]) -> tuple:
             )
             for weight in weights
         ],
+    )
+
+
+def torch_kernels_faster(torch: Any, largest: int, rows: int) -> bool:
+    """Return whether a call of ``rows`` rows on a model whose largest weight
+    has ``largest`` entries runs faster on the torch kernels here."""
+    return (
+        largest >= TORCH_KERNELS_FROM
+        and rows >= TORCH_KERNELS_ROWS
+        and _torch_blas_faster(torch)
     )
 
 
