@@ -61,12 +61,12 @@ def holding(run):
     memory back to the system and the next call faulting it in again, as
     a count of page faults showed under load.
     """
-    held = [None]
+    last_result = [None]
 
     def run_and_hold():
-        held[0] = None
-        held[0] = run()
-        return held[0]
+        last_result[0] = None
+        last_result[0] = run()
+        return last_result[0]
 
     return run_and_hold
 

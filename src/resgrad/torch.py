@@ -70,10 +70,10 @@ def use_numpy_on_cpu(enabled: bool) -> bool:
     multiplied small matrices faster than the one in PyTorch's CPU build,
     and its calls cost less dispatch. Those calls use NumPy's BLAS threads,
     which ``torch.set_num_threads`` does not set. Where PyTorch's BLAS is
-    MKL, NumPy's is not, and the CPU is Intel's, calls with 8 rows or more
-    on models whose largest weight has 128 x 128 entries or more keep the
-    torch kernels, but for ``per_sample_gradients``: MKL multiplied large
-    matrices faster there.
+    MKL, NumPy's is not, and the CPU is Intel's, MKL multiplied large
+    matrices faster. There calls with 8 rows or more, on models whose
+    largest weight has 128 x 128 entries or more, keep the torch kernels,
+    except ``per_sample_gradients``.
 
     With ``False`` they run resgrad's torch kernels, in every thread. GPU
     tensors, calls that autograd records, dtypes other than float32 and
