@@ -588,8 +588,8 @@ def eigenvalue_moments(singular_values: np.ndarray, rows: int) -> dict[str, floa
         index = int(np.argmax(s < 0))
         raise ValueError(
             f"Expected singular values >= 0, got {float(s[index])!r} at index "
-            f"{index}; "
-            "pass the values of an SVD, such as np.linalg.svd(J, compute_uv=False)."
+            f"{index}; pass the values of an SVD, such as "
+            "np.linalg.svd(J, compute_uv=False)."
         )
     rows = _check_positive_int("rows", rows)
     if s.shape[0] > rows:
