@@ -6,6 +6,7 @@ arrays it does not own unchanged.
 """
 
 import math
+import sys
 
 import array_api_compat.numpy as np_compat
 import array_api_compat.torch as torch_compat
@@ -362,6 +363,97 @@ def test_outer_products_match_array_api(backend):
     for stack, want in zip(stacks[1:], expected[1:]):
         assert np.array_equal(reference.to_numpy(stack), reference.to_numpy(want))
     _assert_unchanged([left, right, other], before)
+
+
+def _counting_torch_mul(monkeypatch):
+    calls = []
+    original = torch.mul
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("out") is not None)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "mul", counting)
+    return calls
+
+
+def _stacks_by_einsum(pairs):
+    return [np.einsum("ni,nj->nij", left, right) for left, right in pairs]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_outer_products_through_torch_are_bitwise(monkeypatch, dtype):
+    """Large stacks go through torch.mul, small ones and narrow rows do not,
+    and every stack has the bits of np.einsum's."""
+    calls = _counting_torch_mul(monkeypatch)
+    rng = np.random.default_rng(3)
+    # (rows, left width, right width): the first two are large enough, the
+    # third has rows of 32 entries, the fourth 16,384 entries in all.
+    shapes = [(32, 64, 64), (8, 64, 65), (64, 64, 32), (4, 64, 64)]
+    pairs = [
+        (
+            rng.standard_normal((n, q)).astype(dtype),
+            rng.standard_normal((n, p)).astype(dtype),
+        )
+        for n, q, p in shapes
+    ]
+    before = _copies([a for pair in pairs for a in pair])
+    stacks = _kernels.NumpyKernels(np_compat).outer_products(pairs)
+    assert calls == [True, True]
+    for stack, want in zip(stacks, _stacks_by_einsum(pairs)):
+        assert stack.dtype == want.dtype
+        assert np.array_equal(stack, want)
+    _assert_unchanged([a for pair in pairs for a in pair], before)
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _read_only,
+        lambda a: a.astype(a.dtype.newbyteorder()),
+        lambda a: a[:, ::-1],
+        lambda a: a.astype(np.float16),
+    ],
+    ids=["read-only", "byte-swapped", "negative stride", "float16"],
+)
+def test_numpy_outer_products_keep_einsum_where_torch_cannot_view(
+    monkeypatch, recwarn, change
+):
+    calls = _counting_torch_mul(monkeypatch)
+    rng = np.random.default_rng(4)
+    left = change(rng.standard_normal((32, 64)))
+    right = rng.standard_normal((32, 64)).astype(left.dtype.newbyteorder("="))
+    (stack,) = _kernels.NumpyKernels(np_compat).outer_products([(left, right)])
+    assert calls == []
+    assert not recwarn.list
+    assert np.array_equal(stack, np.einsum("ni,nj->nij", left, right))
+
+
+def test_numpy_outer_products_without_torch_imported(monkeypatch):
+    calls = _counting_torch_mul(monkeypatch)
+    monkeypatch.delitem(sys.modules, "torch")
+    rng = np.random.default_rng(5)
+    pairs = [(rng.standard_normal((32, 64)), rng.standard_normal((32, 64)))]
+    stacks = _kernels.NumpyKernels(np_compat).outer_products(pairs)
+    assert calls == []
+    assert np.array_equal(stacks[0], _stacks_by_einsum(pairs)[0])
+
+
+def test_numpy_outer_products_into_given_stacks_through_torch(monkeypatch):
+    calls = _counting_torch_mul(monkeypatch)
+    rng = np.random.default_rng(6)
+    pairs = [(rng.standard_normal((16, 64)), rng.standard_normal((16, 64)))] * 2
+    out = [np.empty((16, 64, 64)), np.empty((16, 64, 64))]
+    returned = _kernels.NumpyKernels(np_compat).outer_products(pairs, out)
+    assert calls == [True, True]
+    assert all(r is o for r, o in zip(returned, out))
+    assert np.array_equal(out[1], _stacks_by_einsum(pairs)[1])
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])

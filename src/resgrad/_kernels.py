@@ -43,6 +43,12 @@ ZERO_ARRAY_SIZE = 2**20
 # array refers to it, if the buffer has at most this many bytes.
 SPARE_BUFFER_BYTES = 64 * 2**20
 
+# NumPy's kernels write a per-sample stack with torch.mul, when PyTorch is
+# already imported, if its rows have at least TORCH_STACK_ROW entries and
+# the stack at least TORCH_STACK_SIZE.
+TORCH_STACK_ROW = 64
+TORCH_STACK_SIZE = 2**15
+
 
 class Kernels:
     """Array-API operations that always return a new array."""
@@ -291,7 +297,8 @@ class NumpyKernels(Kernels):
                 out.append(buffer[start : start + size].reshape(shape))
                 start += size
         for (left, right), stack in zip(pairs, out):
-            np.einsum("ni,nj->nij", left, right, out=stack)
+            if not _torch_outer_product(left, right, stack):
+                np.einsum("ni,nj->nij", left, right, out=stack)
         return out
 
     def sign_step(self, v, direction, alpha, lower, upper):
@@ -405,6 +412,50 @@ class TorchKernels(Kernels):
         for (left, right), stack in zip(pairs, out):
             self.torch.mul(left[:, :, None], right[:, None, :], out=stack)
         return out
+
+
+def _torch_outer_product(
+    left: np.ndarray, right: np.ndarray, stack: np.ndarray
+) -> bool:
+    """Write ``stack`` with ``torch.mul`` where that is faster than
+    ``np.einsum``, PyTorch is already imported and it can view the three
+    arrays without a copy; return whether it did.
+
+    Each entry of a stack is one product of two floats, so torch and NumPy
+    round it the same way and the stack is the same to the bit. On one
+    thread, in float32 and float64, ``torch.mul`` wrote stacks of rows of
+    64 entries or more (``right``'s width) 1.1 to 2.2 times faster than
+    ``np.einsum`` once a stack had 32,768 entries or more. Below either
+    size it ran up to 1.5 times slower. resgrad never imports torch for
+    this.
+    """
+    n, q = left.shape
+    p = right.shape[1]
+    if p < TORCH_STACK_ROW or n * q * p < TORCH_STACK_SIZE:
+        return False
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "from_numpy"):
+        return False
+    if not (_torch_views(left) and _torch_views(right) and _torch_views(stack)):
+        return False
+    torch.mul(
+        torch.from_numpy(left[:, :, None]),
+        torch.from_numpy(right[:, None, :]),
+        out=torch.from_numpy(stack),
+    )
+    return True
+
+
+def _torch_views(array: np.ndarray) -> bool:
+    """Whether ``torch.from_numpy`` views ``array`` without a warning or an
+    error: float32 or float64 in the machine's byte order, writable, with
+    no negative stride."""
+    return (
+        array.dtype.type in (np.float32, np.float64)
+        and array.dtype.isnative
+        and array.flags.writeable
+        and min(array.strides, default=0) >= 0
+    )
 
 
 # PyPy and other interpreters without reference counts have no getrefcount.
