@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -2122,7 +2123,7 @@ def test_progress_lines_at_interval():
     stream = io.StringIO()
     # The start, then the clock after each of the 5 items, then the end.
     times = iter([0.0, 4.0, 11.0, 15.0, 25.0, 26.0, 27.0])
-    items = cli_common.progress_lines(
+    items = cli_common.ProgressLines(
         "abcde", desc="task", stream=stream, interval=10.0, clock=lambda: next(times)
     )
     assert list(items) == list("abcde")
@@ -2134,7 +2135,7 @@ def test_progress_lines_at_interval():
 def test_progress_lines_without_total():
     stream = io.StringIO()
     times = iter([0.0, 1.0, 2.0, 3.0])
-    items = cli_common.progress_lines(
+    items = cli_common.ProgressLines(
         (n for n in range(2)), stream=stream, interval=10.0, clock=lambda: next(times)
     )
     assert list(items) == [0, 1]
@@ -2144,7 +2145,7 @@ def test_progress_lines_without_total():
 def test_progress_lines_last_not_repeated():
     stream = io.StringIO()
     times = iter([0.0, 12.0])
-    items = cli_common.progress_lines(
+    items = cli_common.ProgressLines(
         [1],
         desc="one",
         total=1,
@@ -2156,18 +2157,113 @@ def test_progress_lines_last_not_repeated():
     assert stream.getvalue() == "one: 0/1\none: 1/1 after 12 s\n"
 
 
+def test_progress_lines_without_start_line():
+    stream = io.StringIO()
+    # Items end at 4, 11, 15, 25 and 26 s; the end is read at 27 s.
+    times = iter([0.0, 4.0, 11.0, 15.0, 25.0, 26.0, 27.0])
+    lines = cli_common.ProgressLines(
+        "abcde",
+        desc="task",
+        stream=stream,
+        interval=10.0,
+        clock=lambda: next(times),
+        start_line=False,
+    )
+    assert list(lines) == list("abcde")
+    assert stream.getvalue() == (
+        "task: 2/5 after 11 s\ntask: 4/5 after 25 s\ntask: 5/5 after 27 s\n"
+    )
+
+
+def test_progress_lines_short_loop_without_start_line_prints_nothing():
+    stream = io.StringIO()
+    times = iter([0.0, 3.0, 6.0, 9.0])
+    lines = cli_common.ProgressLines(
+        range(3),
+        stream=stream,
+        interval=10.0,
+        clock=lambda: next(times),
+        start_line=False,
+    )
+    assert list(lines) == [0, 1, 2]
+    assert stream.getvalue() == ""
+
+
+def test_progress_lines_show_postfix():
+    stream = io.StringIO()
+    times = iter([0.0, 12.0, 24.0])
+    lines = cli_common.ProgressLines(
+        range(2),
+        desc="train",
+        stream=stream,
+        interval=10.0,
+        clock=lambda: next(times),
+        start_line=False,
+    )
+    for epoch in lines:
+        lines.set_postfix({"train_loss": 0.123456 / (epoch + 1)}, step=epoch)
+    assert stream.getvalue() == (
+        "train: 1/2 after 12 s (train_loss=0.1235, step=0)\n"
+        "train: 2/2 after 24 s (train_loss=0.06173, step=1)\n"
+    )
+
+
+def _slow_clock(monkeypatch):
+    """Make every reading of the progress clock 11 s after the last."""
+    ticks = iter(range(0, 10**6, 11))
+    monkeypatch.setattr(cli_common, "_clock", lambda: float(next(ticks)))
+
+
+def test_train_prints_epoch_lines_in_a_log(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    _slow_clock(monkeypatch)
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X=rng.random((60, 4)), y=np.arange(60) % 3)
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "m.npz")]
+    argv += ["--epochs", "3", "--widths", "4", "--hidden", "4", "--validation", "0.2"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3
+    number = r"[\d.e+-]+"
+    for epoch, line in enumerate(lines, start=1):
+        losses = rf"\(train_loss={number}, val_loss={number}\)"
+        assert re.fullmatch(rf"train: {epoch}/3 after \d+ s {losses}", line), line
+
+
+def test_attack_prints_lines_in_a_log(tmp_path, capsys, monkeypatch):
+    _, model = _train_small(tmp_path, capsys)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    _slow_clock(monkeypatch)
+    argv = ["attack", "--model", str(model), "--method", "fgsm,pgd", "--eps", "0.1"]
+    assert main([*argv, "--out", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"^attacks: 1/2 after \d+ s$", err, re.MULTILINE), err
+    assert re.search(r"^attacks: 2/2 after \d+ s$", err, re.MULTILINE), err
+    # --no-progress keeps the log free of them.
+    argv += ["--no-progress", "--out", str(tmp_path / "quiet")]
+    assert main(argv) == 0
+    assert "attacks:" not in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
-    "terminal, log_interval, kind",
+    "terminal, log_interval, log_start, kind",
     [
-        (True, None, "bar"),
-        (True, 10.0, "bar"),
-        (False, None, "none"),
-        (False, 10.0, "lines"),
+        (True, None, False, "bar"),
+        (True, 10.0, True, "bar"),
+        (False, None, True, "none"),
+        (False, 10.0, True, "lines"),
+        # A loop shorter than the interval prints no line.
+        (False, 10.0, False, "none"),
     ],
 )
-def test_progress_bar_kind(monkeypatch, capsys, terminal, log_interval, kind):
+def test_progress_bar_kind(
+    monkeypatch, capsys, terminal, log_interval, log_start, kind
+):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
-    progress = cli_common.progress_bar(True, log_interval=log_interval)
+    progress = cli_common.progress_bar(
+        True, log_interval=log_interval, log_start=log_start
+    )
     assert list(progress(range(3), desc="task", total=3)) == [0, 1, 2]
     err = capsys.readouterr().err
     assert ("\r" in err) is (kind == "bar")

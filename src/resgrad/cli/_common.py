@@ -79,18 +79,29 @@ def limit_blas_threads(count: int) -> Iterator[None]:
         yield
 
 
+# In a log, a progress bar prints a line at most once in this many seconds.
+PROGRESS_LOG_SECONDS = 10.0
+# The clock of the progress lines, unless they are given one.
+_clock = time.monotonic
+
+
 def progress_bar(
-    enabled: bool = True, *, log_interval: float | None = None
+    enabled: bool = True,
+    *,
+    log_interval: float | None = PROGRESS_LOG_SECONDS,
+    log_start: bool = False,
 ) -> Callable[..., Iterable]:
     """Return a wrapper that draws a tqdm bar on standard error over an iterable.
 
     The wrapper takes the iterable and tqdm keywords (``desc``, ``total``).
     With ``enabled`` false or without tqdm it returns the iterable as is.
     When standard error is not a terminal (a log file, a batch job), whose
-    redrawn bars would fill it with lines, it returns the iterable as is
-    unless ``log_interval`` is given. With ``log_interval`` it prints plain
-    lines there instead (``progress_lines``), at most one every
-    ``log_interval`` seconds between the first and the last.
+    redrawn bars would fill it with lines, it prints plain lines there
+    instead (``ProgressLines``), at most one every ``log_interval`` seconds,
+    or returns the iterable as is when ``log_interval`` is None. With
+    ``log_start`` the lines start with one at the start of the loop and end
+    with one at its end; without it a loop shorter than ``log_interval``
+    prints none.
     """
     if not enabled:
         return lambda iterable, **kwargs: iterable
@@ -98,7 +109,10 @@ def progress_bar(
         if log_interval is None:
             return lambda iterable, **kwargs: iterable
         return functools.partial(
-            progress_lines, stream=sys.stderr, interval=log_interval
+            ProgressLines,
+            stream=sys.stderr,
+            interval=log_interval,
+            start_line=log_start,
         )
     try:
         from tqdm.auto import tqdm
@@ -107,49 +121,74 @@ def progress_bar(
     return functools.partial(tqdm, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
-def progress_lines(
-    iterable: Iterable,
-    desc: str | None = None,
-    total: int | None = None,
-    *,
-    stream: Any,
-    interval: float,
-    clock: Callable[[], float] = time.monotonic,
-    **kwargs: Any,
-) -> Iterator:
-    """Yield the items of ``iterable`` and print progress lines on ``stream``.
+class ProgressLines:
+    """An iterable over the items of ``iterable`` that prints progress lines
+    on ``stream``.
 
-    Each line reads ``desc: done/total``. The first comes at the start.
-    Another comes when an item finishes ``interval`` seconds or more after
-    the last line, and one at the end, and these add the seconds since the
-    start. No line redraws another, so a log file gets them as they are.
-    ``total`` defaults to ``len(iterable)``, and without either the lines
-    give only the count done. Other tqdm keywords are ignored.
+    Each line reads ``desc: done/total after S s``, followed by the values
+    of the last ``set_postfix`` call, as a tqdm bar shows them. A line comes
+    when an item finishes ``interval`` seconds or more after the last line
+    (or the start), and one at the end if any came before it. With
+    ``start_line`` a line ``desc: 0/total`` comes first, and the end always
+    gets its line. No line redraws another, so a log file gets them as they
+    are. ``total`` defaults to ``len(iterable)``, and without either the
+    lines give only the count done. ``clock`` defaults to
+    ``time.monotonic``. Other tqdm keywords are ignored.
     """
-    if total is None:
-        try:
-            total = len(iterable)  # type: ignore[arg-type]
-        except TypeError:
-            total = None
-    name = desc or "progress"
-    start = clock()
 
-    def line(done: int, elapsed: float | None = None) -> None:
-        count = f"{done}/{total}" if total is not None else f"{done}"
+    def __init__(
+        self,
+        iterable: Iterable,
+        desc: str | None = None,
+        total: int | None = None,
+        *,
+        stream: Any,
+        interval: float,
+        clock: Callable[[], float] | None = None,
+        start_line: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        if total is None:
+            try:
+                total = len(iterable)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+        self.iterable, self.total = iterable, total
+        self.name = desc or "progress"
+        self.stream, self.interval = stream, interval
+        self.clock = _clock if clock is None else clock
+        self.start_line = start_line
+        self.postfix = ""
+
+    def set_postfix(self, values: dict | None = None, **kwargs: Any) -> None:
+        """Show ``values`` and ``kwargs`` (names and numbers) on the next
+        lines."""
+        shown = {**(values or {}), **kwargs}
+        self.postfix = ", ".join(
+            f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+            for name, value in shown.items()
+        )
+
+    def _line(self, done: int, elapsed: float | None = None) -> None:
+        count = f"{done}/{self.total}" if self.total is not None else f"{done}"
         after = f" after {elapsed:.0f} s" if elapsed is not None else ""
-        print(f"{name}: {count}{after}", file=stream, flush=True)
+        postfix = f" ({self.postfix})" if self.postfix and done else ""
+        print(f"{self.name}: {count}{after}{postfix}", file=self.stream, flush=True)
 
-    line(0)
-    printed_at, printed_done, done = start, 0, 0
-    for item in iterable:
-        yield item
-        done += 1
-        now = clock()
-        if now - printed_at >= interval:
-            line(done, now - start)
-            printed_at, printed_done = now, done
-    if done != printed_done:
-        line(done, clock() - start)
+    def __iter__(self) -> Iterator:
+        start = self.clock()
+        if self.start_line:
+            self._line(0)
+        printed_at, printed_done, done = start, 0, 0
+        for item in self.iterable:
+            yield item
+            done += 1
+            now = self.clock()
+            if now - printed_at >= self.interval:
+                self._line(done, now - start)
+                printed_at, printed_done = now, done
+        if done != printed_done and (self.start_line or printed_done):
+            self._line(done, self.clock() - start)
 
 
 def warn(command: str, message: str) -> None:

@@ -40,9 +40,6 @@ from ._common import (
 )
 
 JSON_NAME = "depth.json"
-# The seconds between two progress lines where standard error is not a
-# terminal. A sweep of the default settings runs for minutes.
-PROGRESS_LOG_SECONDS = 10.0
 IDENTITY_ACTIVATIONS = ("relu", "sigmoid", "tanh")
 # The options that only --trained reads.
 TRAINED_OPTIONS = ("trained_depths", "trained_width", "epochs")
@@ -286,7 +283,7 @@ def run_depth(args: argparse.Namespace) -> int:
             )
     folder = check_output_folder(args.out, args.overwrite)
     _check_memory(args)
-    progress = progress_bar(not args.no_progress, log_interval=PROGRESS_LOG_SECONDS)
+    progress = progress_bar(not args.no_progress, log_start=True)
     try:
         sweep = depth.depth_sweep(
             args.depths,
