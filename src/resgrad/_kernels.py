@@ -417,9 +417,9 @@ class TorchKernels(Kernels):
 def _torch_outer_product(
     left: np.ndarray, right: np.ndarray, stack: np.ndarray
 ) -> bool:
-    """Write ``stack`` with ``torch.mul`` where that is faster than
-    ``np.einsum``, PyTorch is already imported and it can view the three
-    arrays without a copy; return whether it did.
+    """Write ``stack`` with ``torch.mul``, and return True, where PyTorch
+    is already imported, can view the three arrays without a copy, and
+    multiplies faster than ``np.einsum``; otherwise return False.
 
     Each entry of a stack is one product of two floats, so torch and NumPy
     round it the same way and the stack is the same to the bit. On one
@@ -447,9 +447,9 @@ def _torch_outer_product(
 
 
 def _torch_views(array: np.ndarray) -> bool:
-    """Whether ``torch.from_numpy`` views ``array`` without a warning or an
-    error: float32 or float64 in the machine's byte order, writable, with
-    no negative stride."""
+    """Return whether ``torch.from_numpy`` views ``array`` without a
+    warning or an error: float32 or float64 in the machine's byte order,
+    writable, with no negative stride."""
     return (
         array.dtype.type in (np.float32, np.float64)
         and array.dtype.isnative
