@@ -230,6 +230,22 @@ def test_large_models_keep_faster_torch_kernels(torch_faster, routed, monkeypatc
     assert routed == ["gradients"]
 
 
+def test_always_routes_large_models(routed, monkeypatch):
+    monkeypatch.setattr(_numpy_route, "_torch_blas_faster", lambda torch: True)
+    large, x, y = _wide_net(128)
+    assert use_numpy_on_cpu("always") is True
+    try:
+        resgrad.gradients(large, x, y)
+        attacks.fgsm(large, x=x, y=y, eps=0.05)
+    finally:
+        assert use_numpy_on_cpu(True) == "always"
+    assert routed == ["gradients", "fgsm"]
+    routed.clear()
+    # Back to the size rule.
+    resgrad.gradients(large, x, y)
+    assert routed == []
+
+
 def test_few_rows_take_route_on_large_models(routed, monkeypatch):
     monkeypatch.setattr(_numpy_route, "_torch_blas_faster", lambda torch: True)
     rows = _numpy_route.TORCH_KERNELS_ROWS - 1
@@ -290,9 +306,9 @@ def test_cpu_vendor_without_cpuinfo(monkeypatch):
     assert _numpy_route._cpu_vendor() == ""
 
 
-@pytest.mark.parametrize("value", [1, None, "yes"])
+@pytest.mark.parametrize("value", [1, None, "yes", "Always", b"always"])
 def test_switch_rejects_non_bool(value):
-    with pytest.raises(TypeError, match="True or False"):
+    with pytest.raises(TypeError, match="True, False or 'always'"):
         use_numpy_on_cpu(value)
 
 

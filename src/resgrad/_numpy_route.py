@@ -50,8 +50,9 @@ from .model import ResidualMLP
 
 Array = Any
 
-# Whether eligible calls take the NumPy route; see resgrad.torch.use_numpy_on_cpu.
-_enabled = True
+# Whether eligible calls take the NumPy route: True by the size rule, "always"
+# at every size, or False; see resgrad.torch.use_numpy_on_cpu.
+_enabled: bool | str = True
 
 # The NumPy twin of each torch model, with the key of _structure it was made
 # for and the number of entries of the model's largest weight.
@@ -70,13 +71,18 @@ class _NotEligible(Exception):
     """An argument that the NumPy route cannot take as it is."""
 
 
-def set_enabled(enabled: bool) -> bool:
-    """Turn the route on or off for the whole process and return the
-    previous setting. The twins stay, so that turning the route on again
-    finds them."""
+def set_enabled(enabled: bool | str) -> bool | str:
+    """Turn the route on (``True``, by the size rule, or ``"always"``) or off
+    for the whole process and return the previous setting. The twins stay,
+    so that turning the route on again finds them."""
     global _enabled
+    if isinstance(enabled, str) and enabled == "always":
+        previous, _enabled = _enabled, "always"
+        return previous
     if not isinstance(enabled, (bool, np.bool_)):
-        raise TypeError(f"Expected enabled to be True or False, got {enabled!r}.")
+        raise TypeError(
+            f"Expected enabled to be True, False or 'always', got {enabled!r}."
+        )
     previous, _enabled = _enabled, bool(enabled)
     return previous
 
@@ -118,7 +124,8 @@ def _route(
     if found is None:
         return None
     twin, largest = found
-    if not any_size and torch_kernels_faster(torch, largest, _rows(args, kwargs)):
+    sized = not any_size and _enabled != "always"
+    if sized and torch_kernels_faster(torch, largest, _rows(args, kwargs)):
         return None
     # The tensor behind each view, so that a view in the result comes back
     # as the caller's tensor itself, as the torch kernels return it.

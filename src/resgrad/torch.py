@@ -59,7 +59,7 @@ _FUNCTIONS = {
 }
 
 
-def use_numpy_on_cpu(enabled: bool) -> bool:
+def use_numpy_on_cpu(enabled: bool | str) -> bool | str:
     """Choose how resgrad computes on CPU tensors that autograd does not
     record, and return the previous choice.
 
@@ -73,7 +73,10 @@ def use_numpy_on_cpu(enabled: bool) -> bool:
     MKL, NumPy's is not, and the CPU is Intel's, MKL multiplied large
     matrices faster. There calls with 8 rows or more, on models whose
     largest weight has 128 x 128 entries or more, keep the torch kernels,
-    except ``per_sample_gradients``.
+    except ``per_sample_gradients``. With ``"always"`` every such call runs
+    on NumPy, whatever its size, where that rule picks wrongly: on another
+    machine, or with a NumPy whose BLAS was swapped for MKL after it was
+    built.
 
     With ``False`` they run resgrad's torch kernels, in every thread. GPU
     tensors, calls that autograd records, dtypes other than float32 and
