@@ -700,6 +700,46 @@ def test_tracked_deletion_curve_is_plain(torch_model, torch_x):
     assert not torch.as_tensor(curve.scores).requires_grad
 
 
+MIXED_TARGET_CALLS = {
+    "vanilla_gradient": lambda m, x, t: saliency.vanilla_gradient(m, x, t),
+    "input_x_gradient": lambda m, x, t: saliency.input_x_gradient(m, x, t),
+    "smoothgrad": lambda m, x, t: saliency.smoothgrad(m, x, t, samples=2, seed=0),
+    "integrated_gradients": lambda m, x, t: saliency.integrated_gradients(m, x, t),
+    "jsma_map": lambda m, x, t: saliency.jsma_map(m, x, t),
+    "saliency_map": lambda m, x, t: saliency.saliency_map(m, x, "vanilla", t),
+    "randomization_check": lambda m, x, t: saliency.randomization_check(
+        m, x, "vanilla", t
+    ),
+    "deletion_curve": lambda m, x, t: saliency.deletion_curve(m, x, x, t),
+}
+
+
+@pytest.mark.parametrize("name", MIXED_TARGET_CALLS)
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_mixed_namespace_target_raises(model, x, torch_model, torch_x, name, backend):
+    """Every function that takes a target rejects a target array of another
+    namespace than x, with the message of the attacks."""
+    if backend == "torch":
+        model, x, target = torch_model, torch_x, TORCH_TARGET.numpy()
+        message = "torch.Tensor, got target as a numpy.ndarray"
+    else:
+        target = TORCH_TARGET
+        message = "numpy.ndarray, got target as a torch.Tensor"
+    with pytest.raises(TypeError, match=f"model's namespace, {message}; convert it"):
+        MIXED_TARGET_CALLS[name](model, x, target)
+
+
+def test_target_list_and_scalar_accepted(torch_model, torch_x):
+    """A list of classes, or one class as a 0-d array of any namespace, is
+    still a valid target."""
+    expected = saliency.vanilla_gradient(torch_model, torch_x, TORCH_TARGET)
+    from_list = saliency.vanilla_gradient(torch_model, torch_x, TORCH_TARGET.tolist())
+    assert torch.equal(from_list, expected)
+    from_tensor = saliency.vanilla_gradient(torch_model, torch_x, torch.tensor(2))
+    from_numpy = saliency.vanilla_gradient(torch_model, torch_x, np.int64(2))
+    assert torch.equal(from_tensor, from_numpy)
+
+
 @pytest.mark.parametrize("method", saliency.METHODS)
 def test_numpy_float32_stays_float32(x, method):
     model32 = make_model(dtype="float32")

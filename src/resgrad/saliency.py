@@ -139,7 +139,11 @@ def resolve_target(model: ResidualMLP, x: Array, target: Any) -> Array | str:
         x: the batch, shape ``(n, p_0)``.
         target: an int (the same class for every row), an integer array or
             sequence of shape ``(n,)``, ``None`` (the class predicted at
-            ``x``) or ``"all"``, which is returned unchanged.
+            ``x``) or ``"all"``, which is returned unchanged. An array is in
+            the namespace of ``x``.
+
+    Raises:
+        TypeError: if ``target`` is an array of another namespace than ``x``.
     """
     xp = model.xp
     n, classes = x.shape[0], model.n_classes
@@ -167,6 +171,10 @@ def resolve_target(model: ResidualMLP, x: Array, target: Any) -> Array | str:
                 f"{classes} outputs."
             )
         return xp.full((n,), target, dtype=_arrays.index_dtype(xp), device=model.device)
+    if _arrays.array_api_compat.is_array_api_obj(target):
+        # The attacks reject a target array of another namespace, so this does
+        # too. A sequence of ints is converted below.
+        model._namespace_with(x, target, names=("x", "target"))
     labels = xp.asarray(target, device=model.device)
     _arrays.check_labels(xp, labels, n, classes, "target")
     return labels
