@@ -190,7 +190,27 @@ BAD_ARGUMENTS = {
     ),
     "attack negative eps list": (
         ["attack", "--model", "{dir}/model.npz", "--eps", "-0.1,0.2"],
-        "Expected eps >= 0, got -0.1",
+        "Expected --eps >= 0, got -0.1; --eps is the perturbation radius.",
+    ),
+    "attack nan eps": (
+        ["attack", "--model", "{dir}/model.npz", "--eps", "0.1,nan"],
+        "Expected a finite --eps, got nan; pass a finite real number.",
+    ),
+    "attack infinite eps": (
+        ["attack", "--model", "{dir}/model.npz", "--eps", "inf"],
+        "Expected a finite --eps, got inf;",
+    ),
+    "attack eps beyond float": (
+        ["attack", "--model", "{dir}/model.npz", "--eps", "1e400"],
+        "Invalid --eps '1e400': it is beyond the largest float;",
+    ),
+    "attack eps not a number": (
+        ["attack", "--model", "{dir}/model.npz", "--eps", "0.1,big"],
+        "Invalid --eps 'big'; expected numbers such as 0,0.1.",
+    ),
+    "attack eps blank": (
+        ["attack", "--model", "{dir}/model.npz", "--eps", " "],
+        "Expected at least one --eps value, such as 0,0.05,0.1.",
     ),
     "attack unknown method": (
         ["attack", "--model", "{dir}/model.npz", "--method", "cw"],
@@ -326,7 +346,7 @@ BAD_ARGUMENTS = {
     ),
     "attack empty eps": (
         ["attack", "--model", "{dir}/model.npz", "--eps", "0.1,,0.2"],
-        "Empty item in eps '0.1,,0.2'; remove the extra comma",
+        "Empty item in --eps '0.1,,0.2'; remove the extra comma",
     ),
 }
 

@@ -248,6 +248,22 @@ def test_bad_eps_raise(eps, message):
         robustness.parse_eps(eps)
 
 
+@pytest.mark.parametrize(
+    "eps, message",
+    [
+        ("-0.1", "Expected eps >= 0, got -0.1; eps is the perturbation radius."),
+        ("nan", "Expected a finite eps, got nan; pass a finite real number."),
+        ("a", "Invalid eps 'a'; expected numbers such as 0,0.1."),
+        ("", "Expected at least one eps value, such as 0,0.05,0.1."),
+    ],
+)
+def test_eps_errors_name_the_argument(eps, message):
+    """The library names its argument eps, not the command line's --eps."""
+    with pytest.raises(ValueError) as caught:
+        robustness.parse_eps(eps)
+    assert str(caught.value) == message
+
+
 def test_evaluate_rejects_unknown_method(model, batch):
     x, y = batch
     with pytest.raises(ValueError, match="Unknown methods value 'cw'"):

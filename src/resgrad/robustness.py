@@ -170,12 +170,13 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
     return _arrays.parse_names(methods, "methods", METHODS)
 
 
-def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
+def parse_eps(eps_values: str | Iterable[float], *, name: str = "eps") -> list[float]:
     """Return the radii in ``eps_values`` (floats, one float or a
     comma-separated string).
 
     A repeated radius is kept once, where it first appears, so no attack runs
-    twice at one radius.
+    twice at one radius. ``name`` names the radii in messages, such as
+    ``--eps`` for the command line.
 
     Raises:
         ValueError: on a value that is not a number, or is negative or NaN, and
@@ -186,7 +187,7 @@ def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
         parts = [part.strip() for part in eps_values.split(",")]
         if parts != [""] and "" in parts:
             raise ValueError(
-                f"Empty item in eps {eps_values!r}; remove the extra comma, as "
+                f"Empty item in {name} {eps_values!r}; remove the extra comma, as "
                 "in 0.1,0.2."
             )
         for text in parts:
@@ -196,11 +197,11 @@ def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
                 value = float(text)
             except ValueError:
                 raise ValueError(
-                    f"Invalid eps {text!r}; expected numbers such as 0,0.1."
+                    f"Invalid {name} {text!r}; expected numbers such as 0,0.1."
                 ) from None
             if math.isinf(value) and "inf" not in text.lower():
                 raise ValueError(
-                    f"Invalid eps {text!r}: it is beyond the largest float; "
+                    f"Invalid {name} {text!r}: it is beyond the largest float; "
                     "pass a finite radius, such as 0.1."
                 )
             values.append(value)
@@ -210,9 +211,9 @@ def parse_eps(eps_values: str | Iterable[float]) -> list[float]:
     else:
         values = list(eps_values)
     if not values:
-        raise ValueError("Expected at least one eps value, such as 0,0.05,0.1.")
+        raise ValueError(f"Expected at least one {name} value, such as 0,0.05,0.1.")
     # Adding 0.0 turns -0.0, which check_eps accepts, into 0.0 for printing.
-    return list(dict.fromkeys(check_eps(value) + 0.0 for value in values))
+    return list(dict.fromkeys(check_eps(value, name=name) + 0.0 for value in values))
 
 
 def attack_parameters(method: str, eps: float, d: int) -> dict[str, Any]:

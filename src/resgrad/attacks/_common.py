@@ -273,15 +273,19 @@ def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> bool:
     return lo <= low and high <= hi
 
 
-def check_eps(eps: Any, batch: Batch | None = None) -> float:
+def check_eps(eps: Any, batch: Batch | None = None, *, name: str = "eps") -> float:
     """Return ``eps`` as a float, raising ``ValueError`` if it is negative or,
-    given the ``batch``, beyond the range of its dtype."""
-    eps = check_number("eps", eps)
+    given the ``batch``, beyond the range of its dtype.
+
+    ``name`` names the value in messages, such as ``--eps`` for the command
+    line.
+    """
+    eps = check_number(name, eps)
     if eps < 0:
         raise ValueError(
-            f"Expected eps >= 0, got {eps}; eps is the perturbation radius."
+            f"Expected {name} >= 0, got {eps}; {name} is the perturbation radius."
         )
-    return eps if batch is None else check_fits(batch, "eps", eps)
+    return eps if batch is None else check_fits(batch, name, eps)
 
 
 def check_fits(batch: Batch, name: str, value: float) -> float:

@@ -118,7 +118,7 @@ def run_attack(args: argparse.Namespace) -> int:
             f"would change nothing; add one of {', '.join(RANDOM_METHODS)} to "
             "--method, or drop --seed."
         )
-    eps_values = parse_eps(args.eps)
+    eps_values = parse_eps(args.eps, name="--eps")
     out = args.out if args.out is not None else Path(args.model).parent / "attack"
     folder = check_output_folder(out, args.overwrite)
     out = folder.path
