@@ -485,6 +485,48 @@ def test_failed_numpy_run_restores_generator(name, monkeypatch, torch_kernels):
     assert torch.equal(got.x_adv, want.x_adv)
 
 
+def _overflowing_net():
+    """Return a float32 network whose forward pass on the tiny x stays
+    finite while the backward pass overflows, and its x and y."""
+    model = resgrad.ResidualMLP.init(
+        [4, 6, 6, 6, 3], activation="relu", shortcut="none", dtype="float32", xp=torch
+    )
+    model = model.replace_arrays({k: v * 1e8 for k, v in model.arrays().items()})
+    x = torch.linspace(0.1, 1.0, 24, dtype=torch.float32).reshape(6, 4) * 1e-30
+    return model, x, torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def _warnings_and_error(function, *args, **kwargs):
+    """Return the warnings that ``function`` issues and its error, if any."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            function(*args, **kwargs)
+            error = None
+        except Exception as raised:  # noqa: BLE001
+            error = (type(raised), str(raised))
+    return [(w.category, str(w.message)) for w in caught], error
+
+
+@pytest.mark.parametrize(
+    "call, fails",
+    [
+        (lambda m, x, y: attacks.fgsm(m, x, y, 0.1), True),
+        (lambda m, x, y: attacks.bim(m, x, y, 0.1, steps=2), False),
+        (lambda m, x, y: resgrad.input_gradient(m, x, y), False),
+    ],
+    ids=["fgsm", "bim", "input_gradient"],
+)
+def test_overflow_warns_as_on_torch(call, fails, torch_kernels):
+    """A call whose NumPy run overflows, and fails or not, issues the
+    warnings of the torch kernels, not NumPy's on top of them."""
+    model, x, y = _overflowing_net()
+    got = _warnings_and_error(call, model, x, y)
+    want = torch_kernels(_warnings_and_error, call, model, x, y)
+    assert got == want
+    assert (got[1] is not None) == fails
+
+
 def test_autocast_keeps_torch_error(routed):
     model, x, y = _net(torch.float32)
     with torch.autocast("cpu"), pytest.raises(RuntimeError, match="autocast"):

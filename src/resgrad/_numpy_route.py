@@ -29,7 +29,9 @@ autograd records, dtypes other than float32 and float64, tensor subclasses,
 conjugated or negated views, ``torch.autocast`` and ``torch.func``
 transforms. A call that raises on the NumPy side runs again on torch, so
 that its error names torch's types; a NumPy ``Generator`` passed to it is
-first put back in its state before the call.
+first put back in its state before the call. NumPy's floating-point
+warnings are off on the NumPy side, as the torch kernels issue none, so
+that a call warns as it does off the route, once.
 """
 
 from __future__ import annotations
@@ -143,7 +145,11 @@ def _route(
         if isinstance(value, np.random.Generator)
     ]
     try:
-        result = function(twin, *args, **kwargs)
+        # The torch kernels issue no warning on an overflow or a NaN, so
+        # NumPy's are off too. A failed NumPy run then leaves no warning, and
+        # the torch run that follows warns as a call off the route does.
+        with np.errstate(all="ignore"):
+            result = function(twin, *args, **kwargs)
     except Exception:  # noqa: BLE001
         # The torch run raises the same error in torch's words.
         for generator, state in states:
