@@ -5,6 +5,7 @@ would paste them, in a folder that holds the ``model.npz`` the pages load.
 """
 
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -40,11 +41,10 @@ def test_every_page_with_examples_is_run():
     assert pages == PAGES
 
 
-# Captum warns when it sets requires_grad on the input that the torch page
-# passes it, which the example leaves to Captum.
-@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
 @pytest.mark.parametrize("page", PAGES)
 def test_page_examples_run(page, folder, monkeypatch, capsys):
+    """Each page's examples run, write the files they name, and warn of
+    nothing, since a reader would take a warning for a fault."""
     monkeypatch.chdir(folder)
     blocks = _blocks(page)
     assert blocks
@@ -52,7 +52,10 @@ def test_page_examples_run(page, folder, monkeypatch, capsys):
     for number, block in enumerate(blocks):
         if '"cuda"' in block and not torch.cuda.is_available():
             continue
-        exec(compile(block, f"{page} example {number + 1}", "exec"), namespace)  # noqa: S102 (our own docs)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            exec(compile(block, f"{page} example {number + 1}", "exec"), namespace)  # noqa: S102 (our own docs)
+        assert [str(w.message) for w in caught] == [], f"{page} example {number + 1}"
         for name in WRITTEN.findall(block):
             assert (folder / name).stat().st_size > 0, name
     capsys.readouterr()
