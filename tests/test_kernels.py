@@ -6,7 +6,10 @@ arrays it does not own unchanged.
 """
 
 import math
+import os
+import subprocess
 import sys
+import types
 
 import array_api_compat.numpy as np_compat
 import array_api_compat.torch as torch_compat
@@ -381,29 +384,46 @@ def _stacks_by_einsum(pairs):
     return [np.einsum("ni,nj->nij", left, right) for left, right in pairs]
 
 
+def _assert_same_bits_but_zero_sign(stack, want):
+    """torch.mul gives -0.0 for a zero times a negative number, einsum +0.0;
+    every other entry has the same bits."""
+    assert stack.dtype == want.dtype
+    nonzero = want != 0
+    assert np.array_equal(stack == 0, ~nonzero)
+    bits = np.dtype(f"u{want.itemsize}")
+    assert np.array_equal(stack[nonzero].view(bits), want[nonzero].view(bits))
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_numpy_outer_products_through_torch_are_bitwise(monkeypatch, dtype):
+def test_numpy_outer_products_through_torch_match_einsum(monkeypatch, dtype):
     """Large stacks go through torch.mul, small ones and narrow rows do not,
-    and every stack has the bits of np.einsum's."""
+    and every stack has the bits of np.einsum's, up to the sign of zero."""
     calls = _counting_torch_mul(monkeypatch)
     rng = np.random.default_rng(3)
     # (rows, left width, right width): the first two are large enough, the
     # third has rows of 32 entries, the fourth 16,384 entries in all.
     shapes = [(32, 64, 64), (8, 64, 65), (64, 64, 32), (4, 64, 64)]
-    pairs = [
-        (
-            rng.standard_normal((n, q)).astype(dtype),
-            rng.standard_normal((n, p)).astype(dtype),
-        )
-        for n, q, p in shapes
-    ]
+    pairs = []
+    for n, q, p in shapes:
+        left = rng.standard_normal((n, q)).astype(dtype)
+        right = rng.standard_normal((n, p)).astype(dtype)
+        # Zeros, as relu leaves them, times negative numbers.
+        left[::3] = 0.0
+        pairs.append((left, right))
     before = _copies([a for pair in pairs for a in pair])
     stacks = _kernels.NumpyKernels(np_compat).outer_products(pairs)
     assert calls == [True, True]
     for stack, want in zip(stacks, _stacks_by_einsum(pairs)):
-        assert stack.dtype == want.dtype
-        assert np.array_equal(stack, want)
+        _assert_same_bits_but_zero_sign(stack, want)
     _assert_unchanged([a for pair in pairs for a in pair], before)
+
+
+def _in_records(a):
+    """Return ``a`` as a field of a record array, whose rows are 4 bytes
+    longer than the field."""
+    records = np.zeros(a.shape[0], dtype=[("a", a.dtype, a.shape[1:]), ("b", "f4")])
+    records["a"] = a
+    return records["a"]
 
 
 def _read_only(a):
@@ -419,8 +439,15 @@ def _read_only(a):
         lambda a: a.astype(a.dtype.newbyteorder()),
         lambda a: a[:, ::-1],
         lambda a: a.astype(np.float16),
+        _in_records,
     ],
-    ids=["read-only", "byte-swapped", "negative stride", "float16"],
+    ids=[
+        "read-only",
+        "byte-swapped",
+        "negative stride",
+        "float16",
+        "stride not a multiple of the item size",
+    ],
 )
 def test_numpy_outer_products_keep_einsum_where_torch_cannot_view(
     monkeypatch, recwarn, change
@@ -443,6 +470,80 @@ def test_numpy_outer_products_without_torch_imported(monkeypatch):
     stacks = _kernels.NumpyKernels(np_compat).outer_products(pairs)
     assert calls == []
     assert np.array_equal(stacks[0], _stacks_by_einsum(pairs)[0])
+
+
+def _broken_from_numpy(array):
+    raise RuntimeError("Numpy is not available")
+
+
+@pytest.mark.parametrize(
+    "torch_module",
+    [
+        pytest.param(
+            lambda: types.SimpleNamespace(from_numpy=torch.from_numpy), id="stub"
+        ),
+        pytest.param(
+            lambda: types.SimpleNamespace(
+                from_numpy=_broken_from_numpy, mul=torch.mul, _C=torch._C
+            ),
+            id="broken NumPy bridge",
+        ),
+    ],
+)
+def test_numpy_outer_products_survive_a_failing_torch(monkeypatch, torch_module):
+    monkeypatch.setitem(sys.modules, "torch", torch_module())
+    rng = np.random.default_rng(7)
+    pairs = [(rng.standard_normal((32, 64)), rng.standard_normal((32, 64)))]
+    stacks = _kernels.NumpyKernels(np_compat).outer_products(pairs)
+    assert np.array_equal(stacks[0], _stacks_by_einsum(pairs)[0])
+
+
+def test_numpy_outer_products_under_a_torch_mode():
+    """A mode such as FakeTensorMode takes torch.mul over and writes nothing;
+    the stacks must still hold the products."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    rng = np.random.default_rng(8)
+    pairs = [(rng.standard_normal((32, 64)), rng.standard_normal((32, 64)))]
+    with FakeTensorMode(), torch.device("meta"):
+        stacks = _kernels.NumpyKernels(np_compat).outer_products(pairs)
+    assert np.array_equal(stacks[0], _stacks_by_einsum(pairs)[0])
+
+
+FORKED_STACKS = """
+import multiprocessing
+import numpy as np
+import torch
+from array_api_compat import numpy as np_compat
+from resgrad import _kernels
+
+torch.set_num_threads(2)
+rng = np.random.default_rng(0)
+pairs = [(rng.standard_normal((256, 256)), rng.standard_normal((256, 256)))]
+
+def total(_):
+    stacks = _kernels.NumpyKernels(np_compat).outer_products(pairs)
+    return float(stacks[0].sum())
+
+# The parent starts torch's thread pool, which a forked child lacks.
+parent = total(0)
+with multiprocessing.get_context("fork").Pool(1) as pool:
+    child = pool.map_async(total, [0]).get(timeout=60)
+print(parent == child[0])
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_numpy_outer_products_in_a_forked_child():
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_STACKS],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "True"
 
 
 def test_numpy_outer_products_into_given_stacks_through_torch(monkeypatch):

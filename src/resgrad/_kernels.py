@@ -17,6 +17,7 @@ just before, never to an argument of a public function.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Any
@@ -422,40 +423,72 @@ def _torch_outer_product(
     multiplies faster than ``np.einsum``; otherwise return False.
 
     Each entry of a stack is one product of two floats, so torch and NumPy
-    round it the same way and the stack is the same to the bit. On one
-    thread, in float32 and float64, ``torch.mul`` wrote stacks of rows of
-    64 entries or more (``right``'s width) 1.1 to 2.2 times faster than
-    ``np.einsum`` once a stack had 32,768 entries or more. Below either
-    size it ran up to 1.5 times slower. resgrad never imports torch for
-    this.
+    give it the same value. Only the sign of a zero can differ: ``torch.mul``
+    gives -0.0 for a zero times a negative number, as IEEE multiplication
+    does, where ``np.einsum`` adds the product to +0.0. On one thread, in
+    float32 and float64, ``torch.mul`` wrote stacks of rows of 64 entries
+    or more (``right``'s width) 1.1 to 2.2 times faster than ``np.einsum``
+    once a stack had 32,768 entries or more. Below either size it ran up to
+    1.5 times slower. resgrad never imports torch for this, and keeps
+    ``np.einsum`` in a forked child process, under a torch function or
+    dispatch mode, and wherever a torch call fails.
     """
     n, q = left.shape
     p = right.shape[1]
-    if p < TORCH_STACK_ROW or n * q * p < TORCH_STACK_SIZE:
+    if p < TORCH_STACK_ROW or n * q * p < TORCH_STACK_SIZE or _forked:
         return False
     torch = sys.modules.get("torch")
-    if torch is None or not hasattr(torch, "from_numpy"):
+    if torch is None or not all(_torch_views(a) for a in (left, right, stack)):
         return False
-    if not (_torch_views(left) and _torch_views(right) and _torch_views(stack)):
+    try:
+        if _torch_modes_active(torch):
+            return False
+        torch.mul(
+            torch.from_numpy(left[:, :, None]),
+            torch.from_numpy(right[:, None, :]),
+            out=torch.from_numpy(stack),
+        )
+    except Exception:  # noqa: BLE001
+        # A partial torch module, or one whose NumPy bridge fails.
         return False
-    torch.mul(
-        torch.from_numpy(left[:, :, None]),
-        torch.from_numpy(right[:, None, :]),
-        out=torch.from_numpy(stack),
-    )
     return True
+
+
+def _torch_modes_active(torch: Any) -> bool:
+    """Return whether a torch function or dispatch mode is active in this
+    thread. Such a mode, as ``FakeTensorMode``, can take ``torch.mul`` over
+    without writing to its output."""
+    c = torch._C
+    return c._len_torch_function_stack() > 0 or c._len_torch_dispatch_stack() > 0
 
 
 def _torch_views(array: np.ndarray) -> bool:
     """Return whether ``torch.from_numpy`` views ``array`` without a
     warning or an error: float32 or float64 in the machine's byte order,
-    writable, with no negative stride."""
+    writable, with strides that are whole, non-negative multiples of the
+    item size."""
+    size = array.dtype.itemsize
     return (
         array.dtype.type in (np.float32, np.float64)
         and array.dtype.isnative
         and array.flags.writeable
-        and min(array.strides, default=0) >= 0
+        and all(stride >= 0 and stride % size == 0 for stride in array.strides)
     )
+
+
+# Whether this process was forked from another. torch's thread pool does not
+# survive a fork, and a parallel torch call in the child can wait forever for
+# the parent's threads, so the child keeps np.einsum.
+_forked = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # PyPy and other interpreters without reference counts have no getrefcount.
