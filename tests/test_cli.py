@@ -2251,6 +2251,35 @@ def test_train_prints_epoch_lines_in_a_log(tmp_path, capsys, monkeypatch):
         assert re.fullmatch(rf"train: {epoch}/3 after \d+ s {losses}", line), line
 
 
+def test_train_prints_the_early_stop_in_a_log(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    _slow_clock(monkeypatch)
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    # Random labels: the validation loss soon stops falling.
+    np.savez(data, X=rng.random((60, 4)), y=rng.integers(0, 3, 60))
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "m.npz")]
+    argv += ["--epochs", "200", "--validation", "0.3", "--patience", "1"]
+    assert main([*argv, "--lr", "0.1", "--widths", "16", "--hidden", "16"]) == 0
+    captured = capsys.readouterr()
+    epochs = int(re.search(r"trained (\d+) epochs", captured.out).group(1))
+    assert epochs < 200
+    last = captured.err.splitlines()[-1]
+    assert re.fullmatch(rf"train: {epochs}/200 after \d+ s \(.*val_loss=.*\)", last)
+
+
+def test_progress_lines_format_numpy_floats():
+    stream = io.StringIO()
+    lines = cli_common.ProgressLines(
+        [0], stream=stream, interval=0.0, clock=lambda: 0.0, start_line=False
+    )
+    for _ in lines:
+        lines.set_postfix(loss=np.float32(0.123456), step=np.int64(3), ok=True)
+    assert (
+        stream.getvalue() == "progress: 1/1 after 0 s (loss=0.1235, step=3, ok=True)\n"
+    )
+
+
 def test_attack_prints_lines_in_a_log(tmp_path, capsys, monkeypatch):
     _, model = _train_small(tmp_path, capsys)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)

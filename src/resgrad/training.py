@@ -446,8 +446,9 @@ def fit(
             ``torch.optim``.
         progress: wraps the epochs, ``progress(range(epochs), desc="train",
             total=epochs)``; if the object it returns has ``set_postfix`` (a
-            tqdm bar), it receives the losses after every epoch. ``True``
-            draws a tqdm bar.
+            tqdm bar), it receives the losses after every epoch, and if it
+            has ``close``, that is called when early stopping ends the
+            loop. ``True`` draws a tqdm bar.
         checkpoint: a file that receives, after every ``checkpoint_every``
             epochs, everything needed to continue: the weights, the
             optimizer state, the state of the shuffling generator, the step
@@ -615,6 +616,11 @@ def _train(
             if saver is not None:
                 saver.finished(run, progress, last=stop or index + 1 >= epochs)
             if stop:
+                # A bar that prints a line at the end of the loop, as the
+                # command line's do in a log, gets its end here.
+                close = getattr(epochs_bar, "close", None)
+                if close is not None:
+                    close()
                 break
     except BaseException as error:
         # An interrupt or a divergence keeps the last finished epoch, as a

@@ -7,6 +7,7 @@ import contextlib
 import functools
 import io
 import math
+import numbers
 import os
 import shutil
 import signal
@@ -159,13 +160,18 @@ class ProgressLines:
         self.clock = _clock if clock is None else clock
         self.start_line = start_line
         self.postfix = ""
+        # The items handed out and the count in the last line printed, and
+        # whether the end has its line.
+        self._handed = self._printed = 0
+        self._ended = False
+        self._start = 0.0
 
     def set_postfix(self, values: dict | None = None, **kwargs: Any) -> None:
         """Show ``values`` and ``kwargs`` (names and numbers) on the next
         lines."""
         shown = {**(values or {}), **kwargs}
         self.postfix = ", ".join(
-            f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+            f"{name}={value:.4g}" if _is_fraction(value) else f"{name}={value}"
             for name, value in shown.items()
         )
 
@@ -176,19 +182,36 @@ class ProgressLines:
         print(f"{self.name}: {count}{after}{postfix}", file=self.stream, flush=True)
 
     def __iter__(self) -> Iterator:
-        start = self.clock()
+        self._start = printed_at = self.clock()
         if self.start_line:
             self._line(0)
-        printed_at, printed_done, done = start, 0, 0
         for item in self.iterable:
+            self._handed += 1
             yield item
-            done += 1
             now = self.clock()
             if now - printed_at >= self.interval:
-                self._line(done, now - start)
-                printed_at, printed_done = now, done
-        if done != printed_done and (self.start_line or printed_done):
-            self._line(done, self.clock() - start)
+                self._line(self._handed, now - self._start)
+                printed_at, self._printed = now, self._handed
+        self.close()
+
+    def close(self) -> None:
+        """Print the end's line, counting every item handed out as done.
+
+        The loop calls it when it runs out. A caller that leaves the loop
+        early calls it before it leaves, as training does when it stops
+        early. Later calls print nothing.
+        """
+        if self._ended:
+            return
+        self._ended = True
+        if self._handed != self._printed and (self.start_line or self._printed):
+            self._line(self._handed, self.clock() - self._start)
+
+
+def _is_fraction(value: Any) -> bool:
+    """Return whether ``value`` is a real number but not an integer, as
+    NumPy's float32 is and Python's bool is not."""
+    return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
 
 
 def warn(command: str, message: str) -> None:
