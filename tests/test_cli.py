@@ -2287,8 +2287,10 @@ def test_attack_prints_lines_in_a_log(tmp_path, capsys, monkeypatch):
     argv = ["attack", "--model", str(model), "--method", "fgsm,pgd", "--eps", "0.1"]
     assert main([*argv, "--out", str(tmp_path / "report")]) == 0
     err = capsys.readouterr().err
-    assert re.search(r"^attacks: 1/2 after \d+ s$", err, re.MULTILINE), err
-    assert re.search(r"^attacks: 2/2 after \d+ s$", err, re.MULTILINE), err
+    # Each line names the last run, as the bar names the one it waits on.
+    lines = err.splitlines()
+    assert re.fullmatch(r"attacks: 1/2 after \d+ s \(fgsm eps=0.1\)", lines[0]), err
+    assert re.fullmatch(r"attacks: 2/2 after \d+ s \(pgd eps=0.1\)", lines[1]), err
     # --no-progress keeps the log free of them.
     argv += ["--no-progress", "--out", str(tmp_path / "quiet")]
     assert main(argv) == 0

@@ -175,6 +175,11 @@ class ProgressLines:
             for name, value in shown.items()
         )
 
+    def set_postfix_str(self, text: str) -> None:
+        """Show ``text`` on the next lines, as tqdm's ``set_postfix_str``
+        shows it on the bar."""
+        self.postfix = str(text)
+
     def _line(self, done: int, elapsed: float | None = None) -> None:
         count = f"{done}/{self.total}" if self.total is not None else f"{done}"
         after = f" after {elapsed:.0f} s" if elapsed is not None else ""
