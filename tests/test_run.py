@@ -94,6 +94,8 @@ def test_run_one_epoch_singular(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 0
     printed = capsys.readouterr().out
+    # The data comes first, as resgrad train prints it, before the training.
+    assert printed.startswith("digits: 1347 train + 450 test samples, 64 features")
     assert "trained 1 epoch in " in printed
     assert " 1 epoch (" in (out / "report.md").read_text()
     # The sections are skipped, so training.png is the only figure.

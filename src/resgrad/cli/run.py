@@ -133,6 +133,9 @@ def run_main(args: argparse.Namespace) -> int:
     data = load_dataset(args)
     for name in ("model.npz", "report.md", "metrics.json", "training.png"):
         check_not_an_input(folder.path / name)
+    # As resgrad train does, so that a wrong data file or label column shows
+    # before the training time is spent.
+    print(data.summary(), flush=True)
 
     progress = progress_bar(not args.no_progress)
     timings: dict[str, float] = {}
