@@ -504,7 +504,9 @@ def test_non_finite_weights_raise():
     block = _block(rng, 5, 6, 4)
     block.W3[1, 1] = np.inf
     with pytest.raises(
-        ValueError, match="blocks.0.W3 contains 1 NaN or infinite value"
+        ValueError,
+        match="blocks.0.W3 contains 1 NaN or infinite value.*diverged.*smaller "
+        "learning rate",
     ):
         resgrad.ResidualMLP([block])
 

@@ -422,9 +422,15 @@ def _vmap_batched(a: Array) -> bool:
     return False
 
 
-def check_finite(xp: Any, a: Array, name: str) -> None:
+def check_finite(
+    xp: Any,
+    a: Array,
+    name: str,
+    fix: str = "remove or impute them before calling resgrad",
+) -> None:
     """Raise ``ValueError`` if ``a`` contains a NaN or an infinity, or no
-    values at all (a tensor on PyTorch's meta device)."""
+    values at all (a tensor on PyTorch's meta device). ``fix`` ends the
+    message."""
     check_concrete(a, name)
     if getattr(a, "is_meta", False):
         raise ValueError(
@@ -433,10 +439,7 @@ def check_finite(xp: Any, a: Array, name: str) -> None:
         )
     if not all_finite(xp, a):
         bad = int(xp.sum(xp.astype(~xp.isfinite(a), index_dtype(xp))))
-        raise ValueError(
-            f"{name} contains {bad} NaN or infinite value(s); "
-            "remove or impute them before calling resgrad."
-        )
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s); {fix}.")
 
 
 def cast_finite(xp: Any, a: Array, dtype: Any, name: str) -> Array:

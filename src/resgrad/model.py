@@ -32,6 +32,12 @@ Array = Any
 SHORTCUTS = ("learned", "identity", "none")
 INITIALIZERS = ("he", "glorot", "orthogonal")
 PARAMETERS = ("W1", "W2", "W3", "b1", "b2")
+# The end of the error for a NaN or infinite weight, which training leaves
+# when it diverges.
+WEIGHTS_FIX = (
+    "a training that diverged leaves them, so load an earlier checkpoint or "
+    "train again with a smaller learning rate"
+)
 
 
 class ForwardOverflowError(ValueError):
@@ -299,7 +305,7 @@ class ResidualMLP:
                     f"dtype {value.dtype.str}; convert each weight w with "
                     "w.astype(w.dtype.newbyteorder('='))."
                 )
-            _arrays.check_finite(xp, value, name)
+            _arrays.check_finite(xp, value, name, WEIGHTS_FIX)
 
     # Shape and placement.
 
