@@ -2234,6 +2234,26 @@ def _slow_clock(monkeypatch):
     monkeypatch.setattr(cli_common, "_clock", lambda: float(next(ticks)))
 
 
+class _FullStdout(io.StringIO):
+    """Standard output on a full disk."""
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_stdout_is_named(tmp_path, capsys, monkeypatch):
+    _, model = _train_small(tmp_path, capsys)
+    monkeypatch.setattr(sys, "stdout", _FullStdout())
+    argv = ["evaluate", "--model", str(model), "--data", str(tmp_path / "d.npz")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "resgrad evaluate: error: [Errno 28] No space left on device: "
+        "'standard output'\n"
+    )
+    # main puts the stream it found back.
+    assert isinstance(sys.stdout, _FullStdout)
+
+
 def test_train_prints_epoch_lines_in_a_log(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     _slow_clock(monkeypatch)

@@ -146,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     INPUT_FILES.clear()
+    stdout = sys.stdout
+    sys.stdout = _NamedStdout(stdout)
     try:
         with limit_blas_threads(args.blas_threads):
             return args.handler(args) or 0
@@ -186,6 +188,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         # Python callers of the writers that check it come after the command.
         INPUT_FILES.clear()
+        if isinstance(sys.stdout, _NamedStdout):
+            sys.stdout = stdout
+
+
+class _NamedStdout:
+    """Standard output whose failed writes name it.
+
+    ``print`` raises an ``OSError`` without a file name when the disk
+    behind standard output is full, which reads as if the files that the
+    command writes had failed. A broken pipe keeps its own error, which
+    ``main`` handles apart.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise _named(error) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise _named(error) from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _named(error: OSError) -> OSError:
+    """Return ``error`` as an ``OSError`` on standard output."""
+    if error.filename is not None:
+        return error
+    return OSError(error.errno, error.strerror or str(error), "standard output")
 
 
 # Whether the running command got SIGTERM or Ctrl-C (SIGINT), each of which
