@@ -1129,6 +1129,25 @@ def test_train_resumed_counts_only_its_own_epochs(tmp_path, monkeypatch, capsys)
     assert "trained 2 more epochs in " in capsys.readouterr().out
 
 
+def test_train_resumed_lines_count_every_epoch(tmp_path, monkeypatch, capsys):
+    import resgrad.io
+
+    out = tmp_path / "model.npz"
+    argv = ["train", *SMALL_RUN, "--out", str(out)]
+    argv.remove("--no-progress")
+    with monkeypatch.context() as patch:
+        patch.setattr(resgrad.io, "save", _raise_full_disk)
+        assert main([*argv, "--epochs", "1", "--no-progress"]) == 2
+    capsys.readouterr()
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    _slow_clock(monkeypatch)
+    assert main([*argv, "--epochs", "3", "--resume"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    # The checkpoint held epoch 1, so the lines count on from there.
+    assert [line.split(" after ")[0] for line in lines] == ["train: 2/3", "train: 3/3"]
+
+
 def test_train_rejects_second_run_on_checkpoint(tmp_path, monkeypatch, capsys):
     import resgrad.cli.train as train_cli
 

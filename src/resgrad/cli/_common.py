@@ -133,7 +133,8 @@ class ProgressLines:
     ``start_line`` a line ``desc: 0/total`` comes first, and the end always
     gets its line. No line redraws another, so a log file gets them as they
     are. ``total`` defaults to ``len(iterable)``, and without either the
-    lines give only the count done. ``clock`` defaults to
+    lines give only the count done. ``initial`` counts items done before
+    the first, as tqdm's keyword does. ``clock`` defaults to
     ``time.monotonic``. Other tqdm keywords are ignored.
     """
 
@@ -147,6 +148,7 @@ class ProgressLines:
         interval: float,
         clock: Callable[[], float] | None = None,
         start_line: bool = True,
+        initial: int = 0,
         **kwargs: Any,
     ) -> None:
         if total is None:
@@ -162,7 +164,7 @@ class ProgressLines:
         self.postfix = ""
         # The items handed out and the count in the last line printed, and
         # whether the end has its line.
-        self._handed = self._printed = 0
+        self._handed = self._printed = initial
         self._ended = False
         self._start = 0.0
 
@@ -189,7 +191,7 @@ class ProgressLines:
     def __iter__(self) -> Iterator:
         self._start = printed_at = self.clock()
         if self.start_line:
-            self._line(0)
+            self._line(self._handed)
         for item in self.iterable:
             self._handed += 1
             yield item

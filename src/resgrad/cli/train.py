@@ -517,6 +517,9 @@ def _train_and_save(args: argparse.Namespace) -> int:
 
     def progress(epochs: range, **kwargs: Any) -> Any:
         resumed_at.append(epochs.start)
+        # Count a resumed run's epochs from its first, as the checkpoint and
+        # the summary line do.
+        kwargs.update(initial=epochs.start, total=epochs.stop)
         return bar(epochs, **kwargs)
 
     try:
