@@ -934,10 +934,25 @@ def test_public_functions_leave_inputs_unchanged(backend, shortcut):
         assert np.array_equal(reference.to_numpy(value), before[name]), name
 
 
-def test_list_argument_error_shows_the_value():
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_list_argument_error_names_and_shows_the_value(backend):
     model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
-    with pytest.raises(TypeError, match=r"got the list \[0, 1\]; convert it first"):
-        resgrad.gradients(model, np.zeros((2, 4)), [0, 1])
+    x = np.zeros((2, 4))
+    convert = "np.asarray"
+    if backend == "torch":
+        model, x, convert = (
+            model.convert(torch),
+            torch.zeros(2, 4, dtype=torch.float64),
+            "torch.as_tensor",
+        )
+    expected = (
+        r"Expected y to be an array, got the list \[0, 1\]; convert it first "
+        rf"with {convert}, in the model's namespace"
+    )
+    with pytest.raises(TypeError, match=expected):
+        resgrad.gradients(model, x, [0, 1])
+    with pytest.raises(TypeError, match="Expected x to be an array, got the tuple"):
+        resgrad.per_sample_gradients(model, ((0.0,) * 4,) * 2, x[:, 0] * 0)
 
 
 def test_float16_mean_over_more_rows_than_float16_holds():
