@@ -21,20 +21,25 @@ Seed = int | np.random.Generator | None
 REJECTED_SUBCLASSES = (np.matrix, np.ma.MaskedArray)
 
 
-def namespace(*arrays: Array) -> Any:
+def namespace(*arrays: Array, names: Sequence[str] | None = None) -> Any:
     """Return the array-API namespace shared by ``arrays`` (``None`` skipped).
+
+    ``names``, one per array, name a list or a number among them in the
+    error, with the converter of the library of the arrays beside it.
 
     Raises:
         TypeError: if the arrays come from two namespaces, or one is not an
             array.
     """
     present = [a for a in arrays if a is not None]
-    for a in present:
+    for index, a in enumerate(arrays):
         if isinstance(a, (list, tuple, int, float)):
+            expected = "arrays" if names is None else f"{names[index]} to be an array"
             raise TypeError(
-                f"Expected arrays, got the {type(a).__name__} {_short_repr(a)}; "
-                "convert it first, e.g. with np.asarray or torch.as_tensor, in "
-                "the model's namespace and dtype."
+                f"Expected {expected}, got the {type(a).__name__} "
+                f"{_short_repr(a)}; convert it first"
+                f"{_converter(present, named=names is not None)}, in the "
+                "model's namespace and dtype."
             )
         if isinstance(a, np.matrix):
             # np.matrix keeps two dimensions in every reduction, which the
@@ -82,6 +87,19 @@ def namespace_like(x: Array, value: Array, name: str) -> Any:
             f"{name} in the namespace of x (e.g. torch.as_tensor or "
             "np.asarray)."
         ) from error
+
+
+def _converter(arrays: list[Array], named: bool) -> str:
+    """Return the words that name the converter of a list: that of the
+    library of the first torch or NumPy array in ``arrays`` where ``named``,
+    or both."""
+    if named:
+        for a in arrays:
+            if array_api_compat.is_torch_array(a):
+                return " with torch.as_tensor"
+            if array_api_compat.is_numpy_array(a):
+                return " with np.asarray"
+    return ", e.g. with np.asarray or torch.as_tensor"
 
 
 def type_name(value: Any) -> str:

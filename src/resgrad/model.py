@@ -323,7 +323,9 @@ class ResidualMLP:
         """
         weight = self.blocks[0].W1
         try:
-            return _arrays.namespace(weight, *arrays)
+            return _arrays.namespace(
+                weight, *arrays, names=("blocks.0.W1", *names[: len(arrays)])
+            )
         except TypeError as error:
             compat = _arrays.array_api_compat
             weights = compat.array_namespace(weight)
@@ -334,22 +336,8 @@ class ResidualMLP:
                 try:
                     other = compat.array_namespace(a)
                 except TypeError:
-                    if not isinstance(a, (list, tuple, int, float)):
-                        raise error from None
-                    # No array at all: name it, with the model's converter.
-                    convert = (
-                        "torch.as_tensor"
-                        if compat.is_torch_array(weight)
-                        else "np.asarray"
-                        if compat.is_numpy_array(weight)
-                        else "xp.asarray"
-                    )
-                    raise TypeError(
-                        f"Expected {name} to be an array, got the "
-                        f"{type(a).__name__} {_arrays._short_repr(a)}; convert it "
-                        f"first with {convert}, in the model's namespace and "
-                        "dtype."
-                    ) from None
+                    # No array at all, which the first message names.
+                    raise error from None
                 if other is not weights:
                     odd.append((name, _arrays.type_name(a)))
             if not odd:
