@@ -205,30 +205,27 @@ class _NamedStdout:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        try:
-            return self._stream.write(text)
-        except BrokenPipeError:
-            raise
-        except OSError as error:
-            raise _named(error) from None
+        return _naming_stdout(self._stream.write, text)
 
     def flush(self) -> None:
-        try:
-            self._stream.flush()
-        except BrokenPipeError:
-            raise
-        except OSError as error:
-            raise _named(error) from None
+        _naming_stdout(self._stream.flush)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
 
 
-def _named(error: OSError) -> OSError:
-    """Return ``error`` as an ``OSError`` on standard output."""
-    if error.filename is not None:
-        return error
-    return OSError(error.errno, error.strerror or str(error), "standard output")
+def _naming_stdout(call: Callable[..., Any], *args: Any) -> Any:
+    """Return ``call(*args)``, raising its ``OSError`` other than a broken
+    pipe as one on standard output when it names no file."""
+    try:
+        return call(*args)
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        strerror = error.strerror or str(error)
+        raise OSError(error.errno, strerror, "standard output") from None
 
 
 # Whether the running command got SIGTERM or Ctrl-C (SIGINT), each of which
