@@ -1129,7 +1129,7 @@ def test_train_resumed_counts_only_its_own_epochs(tmp_path, monkeypatch, capsys)
     assert "trained 2 more epochs in " in capsys.readouterr().out
 
 
-def test_train_resumed_lines_count_every_epoch(tmp_path, monkeypatch, capsys):
+def test_train_resumed_log_lines(tmp_path, monkeypatch, capsys):
     import resgrad.io
 
     out = tmp_path / "model.npz"
@@ -2158,16 +2158,26 @@ def test_failed_write_empties_given_folder(tmp_path):
     assert list(out.iterdir()) == []
 
 
-def test_progress_lines_at_interval():
+@pytest.mark.parametrize(
+    "start_line, first",
+    [(True, "task: 0/5\n"), (False, "")],
+    ids=["with start line", "without start line"],
+)
+def test_progress_lines_at_interval(start_line, first):
     stream = io.StringIO()
     # The start, then the clock after each of the 5 items, then the end.
     times = iter([0.0, 4.0, 11.0, 15.0, 25.0, 26.0, 27.0])
     items = cli_common.ProgressLines(
-        "abcde", desc="task", stream=stream, interval=10.0, clock=lambda: next(times)
+        "abcde",
+        desc="task",
+        stream=stream,
+        interval=10.0,
+        clock=lambda: next(times),
+        start_line=start_line,
     )
     assert list(items) == list("abcde")
-    assert stream.getvalue() == (
-        "task: 0/5\ntask: 2/5 after 11 s\ntask: 4/5 after 25 s\ntask: 5/5 after 27 s\n"
+    assert stream.getvalue() == first + (
+        "task: 2/5 after 11 s\ntask: 4/5 after 25 s\ntask: 5/5 after 27 s\n"
     )
 
 
@@ -2196,25 +2206,7 @@ def test_progress_lines_last_not_repeated():
     assert stream.getvalue() == "one: 0/1\none: 1/1 after 12 s\n"
 
 
-def test_progress_lines_without_start_line():
-    stream = io.StringIO()
-    # Items end at 4, 11, 15, 25 and 26 s; the end is read at 27 s.
-    times = iter([0.0, 4.0, 11.0, 15.0, 25.0, 26.0, 27.0])
-    lines = cli_common.ProgressLines(
-        "abcde",
-        desc="task",
-        stream=stream,
-        interval=10.0,
-        clock=lambda: next(times),
-        start_line=False,
-    )
-    assert list(lines) == list("abcde")
-    assert stream.getvalue() == (
-        "task: 2/5 after 11 s\ntask: 4/5 after 25 s\ntask: 5/5 after 27 s\n"
-    )
-
-
-def test_progress_lines_short_loop_without_start_line_prints_nothing():
+def test_progress_lines_short_loop_silent():
     stream = io.StringIO()
     times = iter([0.0, 3.0, 6.0, 9.0])
     lines = cli_common.ProgressLines(
@@ -2273,7 +2265,7 @@ def test_full_stdout_is_named(tmp_path, capsys, monkeypatch):
     assert isinstance(sys.stdout, _FullStdout)
 
 
-def test_train_prints_epoch_lines_in_a_log(tmp_path, capsys, monkeypatch):
+def test_train_log_epoch_lines(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     _slow_clock(monkeypatch)
     data = tmp_path / "d.npz"
@@ -2290,7 +2282,7 @@ def test_train_prints_epoch_lines_in_a_log(tmp_path, capsys, monkeypatch):
         assert re.fullmatch(rf"train: {epoch}/3 after \d+ s {losses}", line), line
 
 
-def test_train_prints_the_early_stop_in_a_log(tmp_path, capsys, monkeypatch):
+def test_train_log_early_stop(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     _slow_clock(monkeypatch)
     data = tmp_path / "d.npz"
@@ -2319,7 +2311,7 @@ def test_progress_lines_format_numpy_floats():
     )
 
 
-def test_attack_prints_lines_in_a_log(tmp_path, capsys, monkeypatch):
+def test_attack_log_lines(tmp_path, capsys, monkeypatch):
     _, model = _train_small(tmp_path, capsys)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
     _slow_clock(monkeypatch)

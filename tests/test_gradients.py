@@ -935,7 +935,7 @@ def test_public_functions_leave_inputs_unchanged(backend, shortcut):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_list_argument_error_names_and_shows_the_value(backend):
+def test_list_argument_error_names_it(backend):
     model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
     x = np.zeros((2, 4))
     convert = "np.asarray"

@@ -395,7 +395,7 @@ def _assert_same_bits_but_zero_sign(stack, want):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_numpy_outer_products_through_torch_match_einsum(monkeypatch, dtype):
+def test_outer_products_torch_match_einsum(monkeypatch, dtype):
     """Large stacks go through torch.mul, small ones and narrow rows do not,
     and every stack has the bits of np.einsum's, up to the sign of zero."""
     calls = _counting_torch_mul(monkeypatch)
@@ -449,9 +449,7 @@ def _read_only(a):
         "stride not a multiple of the item size",
     ],
 )
-def test_numpy_outer_products_keep_einsum_where_torch_cannot_view(
-    monkeypatch, recwarn, change
-):
+def test_outer_products_unviewable_keep_einsum(monkeypatch, recwarn, change):
     calls = _counting_torch_mul(monkeypatch)
     rng = np.random.default_rng(4)
     left = change(rng.standard_normal((32, 64)))
@@ -462,7 +460,7 @@ def test_numpy_outer_products_keep_einsum_where_torch_cannot_view(
     assert np.array_equal(stack, np.einsum("ni,nj->nij", left, right))
 
 
-def test_numpy_outer_products_without_torch_imported(monkeypatch):
+def test_outer_products_without_torch(monkeypatch):
     calls = _counting_torch_mul(monkeypatch)
     monkeypatch.delitem(sys.modules, "torch")
     rng = np.random.default_rng(5)
@@ -490,7 +488,7 @@ def _broken_from_numpy(array):
         ),
     ],
 )
-def test_numpy_outer_products_survive_a_failing_torch(monkeypatch, torch_module):
+def test_outer_products_failing_torch(monkeypatch, torch_module):
     monkeypatch.setitem(sys.modules, "torch", torch_module())
     rng = np.random.default_rng(7)
     pairs = [(rng.standard_normal((32, 64)), rng.standard_normal((32, 64)))]
@@ -498,7 +496,7 @@ def test_numpy_outer_products_survive_a_failing_torch(monkeypatch, torch_module)
     assert np.array_equal(stacks[0], _stacks_by_einsum(pairs)[0])
 
 
-def test_numpy_outer_products_under_a_torch_mode():
+def test_outer_products_under_torch_mode():
     """A mode such as FakeTensorMode takes torch.mul over and writes nothing;
     the stacks must still hold the products."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -534,7 +532,7 @@ print(parent == child[0])
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_numpy_outer_products_in_a_forked_child():
+def test_outer_products_forked_child():
     result = subprocess.run(
         [sys.executable, "-c", FORKED_STACKS],
         check=False,
@@ -546,7 +544,7 @@ def test_numpy_outer_products_in_a_forked_child():
     assert result.stdout.strip() == "True"
 
 
-def test_numpy_outer_products_into_given_stacks_through_torch(monkeypatch):
+def test_outer_products_given_stacks_torch(monkeypatch):
     calls = _counting_torch_mul(monkeypatch)
     rng = np.random.default_rng(6)
     pairs = [(rng.standard_normal((16, 64)), rng.standard_normal((16, 64)))] * 2

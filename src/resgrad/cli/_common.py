@@ -171,10 +171,10 @@ class ProgressLines:
     def set_postfix(self, values: dict | None = None, **kwargs: Any) -> None:
         """Show ``values`` and ``kwargs`` (names and numbers) on the next
         lines."""
-        shown = {**(values or {}), **kwargs}
+        named_values = {**(values or {}), **kwargs}
         self.postfix = ", ".join(
             f"{name}={value:.4g}" if _is_fraction(value) else f"{name}={value}"
-            for name, value in shown.items()
+            for name, value in named_values.items()
         )
 
     def set_postfix_str(self, text: str) -> None:
