@@ -2712,6 +2712,57 @@ def test_evaluate_checks_epochs_run(run, shown, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == f"trained with:  {shown}"
 
 
+@pytest.mark.parametrize(
+    ("validation", "best", "shown"),
+    [
+        (
+            0.1,
+            2,
+            (
+                "4 of 10 epochs run, validation split 0.1, weights of epoch 2 "
+                "(lowest validation loss)"
+            ),
+        ),
+        (0.0, 2, "4 of 10 epochs run"),
+        (0.1, 0, "4 of 10 epochs run"),
+        (0.1, 7, "4 of 10 epochs run"),
+        (0.1, True, "4 of 10 epochs run"),
+        ("0.1", 2, "4 of 10 epochs run"),
+    ],
+)
+def test_evaluate_shows_kept_epoch(validation, best, shown, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    training = {"epochs": 10, "validation": validation}
+    metadata = {"training": training, "epochs_run": 4, "best_epoch": best}
+    resgrad.save(resgrad.ResidualMLP.init([64, 10], seed=0), model, metadata)
+    assert main(["evaluate", "--model", str(model)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"trained with:  {shown}"
+
+
+def test_evaluate_reports_early_stopping(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X=rng.random((60, 4)), y=np.arange(60) % 3)
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--no-progress"]
+    train += ["--widths", "4", "--hidden", "4", "--epochs", "30", "--lr", "0.5"]
+    assert main([*train, "--validation", "0.2", "--patience", "2"]) == 0
+    metadata = resgrad.read_metadata(model)
+    best, run = metadata["best_epoch"], metadata["epochs_run"]
+    assert 1 <= best < run < 30
+    out = capsys.readouterr().out
+    assert f"kept epoch {best}," in out
+    assert main(["evaluate", "--model", str(model)]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert (
+        f"{run} of 30 epochs run, validation split 0.2, weights of epoch {best} "
+        in last
+    )
+    assert main(["evaluate", "--model", str(model), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["epochs_run"], report["best_epoch"]) == (run, best)
+
+
 def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):
     # save writes no NaN or infinity, but JSON read from an edited file may
     # hold them.

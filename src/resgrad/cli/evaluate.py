@@ -47,6 +47,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         # The settings first, so that a saved file records what it measured.
         report = {**files_record(args), "samples": len(data.y_test), **figures}
         report["training"] = training
+        for name in ("epochs_run", "best_epoch"):
+            value = metadata.get(name)
+            counts = isinstance(value, int) and not isinstance(value, bool)
+            report[name] = value if counts and value >= 0 else None
         # A file saved from Python may record NaN, which strict JSON lacks.
         print(json_text(report), end="")
         return 0
@@ -98,6 +102,16 @@ def _training_settings(training: dict, metadata: dict) -> str:
         parts.append(f"{run} of {plural(epochs, 'epoch')} run")
     elif epochs is not None:
         parts.append(plural(epochs, "epoch"))
+    validation, best = number("validation", 0.0), metadata.get("best_epoch")
+    best_counts = isinstance(best, int) and not isinstance(best, bool)
+    best_counts = best_counts and best >= 1 and (not run_counts or best <= run)
+    if validation and validation < 1 and best_counts:
+        # Early stopping keeps the weights of the lowest validation loss,
+        # which need not be those of the last epoch run.
+        parts.append(
+            f"validation split {validation:g}, weights of epoch {best} "
+            "(lowest validation loss)"
+        )
     if count("batch_size", 1) is not None:
         parts.append(f"batches of {count('batch_size', 1)}")
     if count("seed", 0) is not None:
