@@ -59,6 +59,33 @@ def run_cli(capsys, argv):
     return status, lines
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run"],
+        ["attack", "--model", "{dir}/model.npz", "--method", "fgsm"],
+        ["saliency", "--model", "{dir}/model.npz", "--method", "vanilla"],
+        ["depth", "--depths", "1", "--widths", "4"],
+    ],
+    ids=lambda argv: argv[0],
+)
+def test_missing_matplotlib_stops_before_work(
+    argv, files, tmp_path, monkeypatch, capsys
+):
+    # A None entry in sys.modules makes "import matplotlib" raise ImportError.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    argv = [arg.format(dir=files) for arg in argv] + ["--out", str(out)]
+    status = main([*argv, "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    assert captured.err.startswith(f"resgrad {argv[0]}: error: The figures of this")
+    assert 'install it with pip install "resgrad[cli]".' in captured.err
+    assert list(tmp_path.iterdir()) == []
+
+
 # Each case: the arguments ({dir} is the files fixture) and a fragment of the
 # one-line message, which names the bad value.
 BAD_ARGUMENTS = {

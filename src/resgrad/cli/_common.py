@@ -267,6 +267,22 @@ def write_atomic(path: Path, content: str | bytes) -> None:
     write_atomically(Path(path), lambda file: file.write(data), follow_links=False)
 
 
+def check_figures_installed() -> None:
+    """Raise ``ImportError`` if matplotlib, which draws the figures of
+    ``run``, ``attack``, ``saliency`` and ``depth``, cannot be imported.
+
+    Those commands call it before any work, so that a missing package stops
+    them before the training or the attacks rather than after.
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            "The figures of this command need matplotlib, which cannot be "
+            f'imported ({error}); install it with pip install "resgrad[cli]".'
+        ) from error
+
+
 def pyplot() -> Any:
     """Return ``matplotlib.pyplot`` on the Agg backend, which needs no display."""
     import matplotlib

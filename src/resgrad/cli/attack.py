@@ -20,6 +20,7 @@ from ._common import (
     Typed,
     add_data_arguments,
     add_overwrite_argument,
+    check_figures_installed,
     check_not_an_input,
     check_output_folder,
     existing_file,
@@ -119,6 +120,7 @@ def run_attack(args: argparse.Namespace) -> int:
             "--method, or drop --seed."
         )
     eps_values = parse_eps(args.eps, name="--eps")
+    check_figures_installed()
     out = args.out if args.out is not None else Path(args.model).parent / "attack"
     folder = check_output_folder(out, args.overwrite)
     out = folder.path

@@ -25,6 +25,7 @@ from ._common import (
     Section,
     Typed,
     add_overwrite_argument,
+    check_figures_installed,
     check_output_folder,
     folder_path,
     non_negative_int,
@@ -283,6 +284,7 @@ def run_depth(args: argparse.Namespace) -> int:
             )
     folder = check_output_folder(args.out, args.overwrite)
     _check_memory(args)
+    check_figures_installed()
     progress = progress_bar(not args.no_progress, log_start=True)
     try:
         sweep = depth.depth_sweep(

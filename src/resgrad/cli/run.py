@@ -33,6 +33,7 @@ from ._common import (
     Section,
     add_data_arguments,
     add_overwrite_argument,
+    check_figures_installed,
     check_not_an_input,
     check_output_folder,
     file_times,
@@ -126,6 +127,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     sections_wanted = _sections_to_run(args.skip)
     hidden_widths(args)
+    check_figures_installed()
     started = time.perf_counter()
     cpu_started = time.process_time()
     base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -27,6 +27,7 @@ from ._common import (
     Typed,
     add_data_arguments,
     add_overwrite_argument,
+    check_figures_installed,
     check_not_an_input,
     check_output_folder,
     existing_file,
@@ -394,6 +395,7 @@ def run_saliency(args: argparse.Namespace) -> int:
         args.out = Path(args.model).parent / "saliency"
     methods = parse_methods(args.method)
     _check_unused_options(args, methods)
+    check_figures_installed()
     model = load(args.model)
     data = load_dataset(args, model)
     x_test = np.asarray(data.x_test, dtype=np.float64)
