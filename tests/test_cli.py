@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import io
 import json
@@ -1420,6 +1421,25 @@ def test_check_seed_picks_the_sampled_entries(tmp_path, capsys):
 
     assert differences(default) == differences(reports["0"])
     assert differences(reports["3"]) != differences(reports["0"])
+
+
+def test_check_defaults_repeat_the_run_check(files):
+    # The docs say resgrad check repeats the rows of resgrad run's check with
+    # its defaults: the same entries and the same number of samples.
+    from resgrad.cli import build_parser
+    from resgrad.cli import run as run_command
+
+    subcommands = next(
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    check = subcommands.choices["check"].parse_args(
+        ["--model", str(files / "model.npz")]
+    )
+    run = subcommands.choices["run"].parse_args([])
+    assert check.entries == run_command.CHECK_ENTRIES
+    assert check.samples == run.check_samples
 
 
 def test_check_json_of_a_missing_array_is_strict(tmp_path, monkeypatch, capsys):
