@@ -158,7 +158,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         action=Typed,
         default=recipe["patience"],
         help="epochs without a lower validation loss before stopping "
-        "(default: %(default)s)",
+        "(default: %(default)s); needs --validation",
     )
     group.add_argument(
         "--validation",
