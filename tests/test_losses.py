@@ -173,6 +173,30 @@ def test_one_hot_target_of_integers_names_cast(small, dtype):
         resgrad.gradients(model, x, one_hot, "squared_error")
 
 
+def test_one_hot_row_target_names_cast_for_one_sample(small):
+    model, x, y = small
+    with pytest.raises(TypeError, match=r"Expected y as 1 integer label or as a"):
+        resgrad.gradients(
+            model, x[:1], np.eye(3, dtype=np.int64)[y[:1]], "squared_error"
+        )
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "score"])
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_row_target_for_label_loss_names_both_fixes(small, loss, dtype):
+    model, x, y = small
+    target = np.eye(3, dtype=dtype)[y]
+    with pytest.raises(
+        ValueError,
+        match=rf"got shape \(4, 3\); loss='{loss}' takes labels, so pass "
+        r"y.argmax\(axis=1\) for one-hot rows, or use loss='squared_error' for a "
+        r"float target of shape \(4, 3\)\.",
+    ):
+        resgrad.gradients(model, x, target, loss)
+    grads = resgrad.gradients(model, x, target.argmax(axis=1), loss)
+    assert grads.input.shape == x.shape
+
+
 def test_big_endian_target_names_byte_order(small):
     model, x, y = small
     target = np.eye(3)[y].astype(">f8")

@@ -10,6 +10,7 @@ import reference
 import torch
 
 import resgrad
+import resgrad.torch
 
 ACTIVATIONS = list(resgrad.ACTIVATIONS)
 SHORTCUTS = ("learned", "identity", "none")
@@ -367,6 +368,22 @@ def test_convert_shares_only_unchanged_arrays(converted, shared):
     new = converted(model).arrays()
     for name, value in model.arrays().items():
         assert np.shares_memory(new[name], value) is shared
+
+
+def test_convert_copies_negative_strides_to_torch():
+    # torch.asarray refuses negative strides even when asked for a copy.
+    model = reference.random_model(2, "tanh", "learned")
+    flipped = {
+        name: np.flip(np.flip(value).copy()) for name, value in model.arrays().items()
+    }
+    assert all(min(value.strides) < 0 for value in flipped.values())
+    reversed_model = model.replace_arrays(flipped)
+    for converted in (
+        reversed_model.convert(torch),
+        resgrad.torch.from_module(resgrad.torch.to_module(reversed_model)),
+    ):
+        for name, value in converted.arrays().items():
+            assert np.array_equal(np.asarray(value), model.arrays()[name])
 
 
 def test_models_compare_by_identity():

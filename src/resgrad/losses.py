@@ -150,11 +150,22 @@ def check_targets(
             )
         _arrays.check_finite(xp, y, "the target" if name == "y" else name)
         return
-    if not loss.integer_labels and tuple(getattr(y, "shape", ())) == (n, classes):
+    shape = tuple(getattr(y, "shape", ()))
+    if loss.integer_labels and len(shape) == 2 and shape[0] == n:
+        # A target of one row per sample, such as one-hot rows, which only
+        # the squared error takes.
+        raise ValueError(
+            f"Expected {name} of shape ({n},), one integer label per row of "
+            f"{x_name}, got shape {shape}; loss={loss.name!r} takes labels, so "
+            f"pass {name}.argmax(axis=1) for one-hot rows, or use "
+            f"loss='squared_error' for a float target of shape ({n}, {classes})."
+        )
+    if not loss.integer_labels and shape == (n, classes):
         # A one-hot target of integers or bools: the loss takes it as a
         # float target in the model's dtype.
+        labels = "1 integer label" if n == 1 else f"{n} integer labels"
         raise TypeError(
-            f"Expected {name} as {n} integer labels or as a float target of "
+            f"Expected {name} as {labels} or as a float target of "
             f"dtype {dtype} (the model's dtype), got a target of dtype "
             f"{y.dtype}; cast it with {_arrays.cast_hint(y, name, dtype)}."
         )

@@ -831,7 +831,9 @@ def _to_namespace(value: Array, xp: Any, device: Any) -> Array:
             value = value.float()
         host = value.cpu().numpy()
     elif isinstance(value, np.ndarray):
-        host = value
+        # torch.asarray rejects negative strides, even to copy.
+        negative = any(step < 0 for step in value.strides)
+        host = np.ascontiguousarray(value) if negative else value
     else:
         host = np.from_dlpack(compat.to_device(value, compat.device(value)))
     if device is None:
