@@ -9,6 +9,8 @@ on torch exactly as before, and errors must read the same.
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
 import sys
 import warnings
 
@@ -18,7 +20,7 @@ import reference
 import torch
 
 import resgrad
-from resgrad import _numpy_route, attacks
+from resgrad import _kernels, _numpy_route, attacks
 from resgrad.torch import use_numpy_on_cpu
 
 N = 7
@@ -244,6 +246,51 @@ def test_always_routes_large_models(routed, monkeypatch):
     # Back to the size rule.
     resgrad.gradients(large, x, y)
     assert routed == []
+
+
+def test_forked_child_routes_large_models(routed, monkeypatch):
+    monkeypatch.setattr(_numpy_route, "_torch_blas_faster", lambda torch: True)
+    monkeypatch.setattr(_kernels, "_forked", True)
+    large, x, y = _wide_net(128)
+    resgrad.gradients(large, x, y)
+    attacks.fgsm(large, x=x, y=y, eps=0.05)
+    assert routed == ["gradients", "fgsm"]
+
+
+FORKED_GRADIENTS = """
+import multiprocessing
+import numpy as np
+import torch
+import resgrad
+
+torch.set_num_threads(2)
+model = resgrad.ResidualMLP.init([128, 128, 128, 10], seed=0, xp=torch)
+rng = np.random.default_rng(0)
+x = torch.tensor(rng.random((8, 128)))
+y = torch.tensor(rng.integers(0, 10, 8))
+
+def input_gradient(_):
+    return resgrad.gradients(model, x, y).input.numpy()
+
+# The parent runs torch's BLAS on two threads, which a forked child lacks.
+parent = input_gradient(0)
+with multiprocessing.get_context("fork").Pool(1) as pool:
+    child = pool.map_async(input_gradient, [0]).get(timeout=60)[0]
+print(np.allclose(parent, child, rtol=1e-12, atol=0))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_runs_large_models():
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_GRADIENTS],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "True"
 
 
 def test_few_rows_take_route_on_large_models(routed, monkeypatch):

@@ -18,7 +18,9 @@ up to 1.2 times. On an AMD EPYC, where MKL does not run its fastest code,
 NumPy stayed the faster. So where torch's BLAS is MKL, NumPy's is not,
 and the CPU is Intel's, a call keeps the torch kernels when the model's
 largest weight has ``TORCH_KERNELS_FROM`` entries or more and ``x`` has
-``TORCH_KERNELS_ROWS`` rows or more. With fewer rows the products are too
+``TORCH_KERNELS_ROWS`` rows or more, except in a forked child process.
+There, once the parent had multiplied with torch's MKL on two threads, a
+torch product waited forever for threads that the fork did not copy. With fewer rows the products are too
 small for MKL's lead: at 1 to 4 rows most calls ran faster through NumPy,
 at widths of 256 to 1024. The per-sample gradients take the route at
 every size, because their NumPy kernels ran 1.3 to 2.3 times faster than
@@ -48,6 +50,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from . import _kernels
 from .model import ResidualMLP
 
 Array = Any
@@ -126,7 +129,9 @@ def _route(
     if found is None:
         return None
     twin, largest = found
-    sized = not any_size and _enabled != "always"
+    # A forked child keeps off torch's BLAS: its threads do not survive a
+    # fork, and a product in the child can wait for them forever.
+    sized = not any_size and _enabled != "always" and not _kernels._forked
     if sized and torch_kernels_faster(torch, largest, _rows(args, kwargs)):
         return None
     # The tensor behind each view, so that a view in the result comes back
