@@ -3,6 +3,8 @@ references (backpropagation, autograd, finite differences) catches a wrong
 product."""
 
 import dataclasses
+import importlib
+import sys
 import warnings
 
 import numpy as np
@@ -311,6 +313,27 @@ def test_check_without_autograd_has_no_autograd_rows():
     assert {row.reference for row in report.rows} == REFERENCES - {"autograd"}
     assert report.autograd_version is None
     assert report.passed
+
+
+def test_check_without_torch_names_the_install(monkeypatch):
+    monkeypatch.setattr(resgrad.check, "_torch_available", lambda: False)
+    model = reference.random_model(2, "relu", "none")
+    x, y = reference.random_batch(model, 3)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install \"resgrad\[torch\]\""):
+        check_theorem(model, x, y, entries=5, autograd=True)
+    report = check_theorem(model, x, y, entries=5)
+    assert {row.reference for row in report.rows} == REFERENCES - {"autograd"}
+
+
+def test_torch_module_without_torch_names_the_install(monkeypatch):
+    # A None entry in sys.modules makes "import torch" fail as if absent.
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.delitem(sys.modules, "resgrad.torch", raising=False)
+    with pytest.raises(
+        ModuleNotFoundError, match="resgrad.torch needs PyTorch"
+    ) as error:
+        importlib.import_module("resgrad.torch")
+    assert error.value.name == "torch"
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "squared_error", "score"])

@@ -565,7 +565,8 @@ def check_theorem(
         step: the central-difference step, ``> 0``.
         seed: the seed that picks those entries. With relu, leaky relu or
             elu, entries whose step would cross 0 are not picked.
-        autograd: compare with PyTorch; ``None`` means when it is installed.
+        autograd: compare with PyTorch; ``None`` means when it is installed,
+            and ``True`` without it raises ``ModuleNotFoundError``.
     """
     if entries < 1:
         raise ValueError(f"Expected entries >= 1, got {entries}.")
@@ -573,6 +574,13 @@ def check_theorem(
         raise ValueError(
             f"Expected a positive finite-difference step, got {step}; the "
             "default is 1e-6."
+        )
+    if autograd and not _torch_available():
+        raise ModuleNotFoundError(
+            "autograd=True compares with PyTorch autograd, but PyTorch is not "
+            'installed; install it, for example with pip install "resgrad[torch]", '
+            "or pass autograd=None, which leaves out the autograd rows without it.",
+            name="torch",
         )
     model, x, y = _to_numpy(model, x, y)
     if loss == "squared_error" and y.dtype.kind == "f":

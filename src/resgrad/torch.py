@@ -24,7 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+try:
+    import torch
+except ModuleNotFoundError as error:
+    if error.name != "torch":
+        raise
+    raise ModuleNotFoundError(
+        "resgrad.torch needs PyTorch, which is not installed; install it, for "
+        'example with pip install "resgrad[torch]".',
+        name="torch",
+    ) from error
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils import parametrize
