@@ -386,6 +386,24 @@ def test_convert_copies_negative_strides_to_torch():
             assert np.array_equal(np.asarray(value), model.arrays()[name])
 
 
+@pytest.mark.parametrize("xp", ["numpy", "torch"])
+def test_with_arrays_equals_replace_arrays(xp):
+    model = reference.random_model(3, "tanh", "learned")
+    if xp == "torch":
+        model = model.convert(torch)
+    arrays = {name: value * 2 for name, value in model.arrays().items()}
+    del arrays["blocks.1.W3"]
+    fast, checked = model._with_arrays(arrays), model.replace_arrays(arrays)
+    assert type(fast) is resgrad.ResidualMLP
+    assert fast.config() == checked.config() == model.config()
+    assert fast.xp is checked.xp
+    for name, value in checked.arrays().items():
+        assert fast.arrays()[name] is value
+    # The model it came from keeps its arrays.
+    assert model.blocks[0].W1 is not fast.blocks[0].W1
+    assert all(a is not b for a, b in zip(model.blocks, fast.blocks))
+
+
 def test_models_compare_by_identity():
     # Elementwise array comparison has no single truth value to return.
     model = reference.random_model(2, "tanh", "learned")

@@ -996,6 +996,39 @@ class _CountingSGD:
         return stepped, _CountState(state.step2 + 1, state.m1)
 
 
+class _SingleSGD(_CountingSGD):
+    """A custom optimizer that returns one weight in float32, as a careless
+    one may."""
+
+    def update(self, grads, state, params):
+        stepped, state = super().update(grads, state, params)
+        stepped["blocks.0.W1"] = stepped["blocks.0.W1"].astype(np.float32)
+        return stepped, state
+
+
+def test_fit_checks_the_weights_of_a_custom_optimizer():
+    # resgrad's own optimizers keep the model's dtype, so fit skips the
+    # checks of replace_arrays for them, but not for the caller's.
+    x, y = _blobs()
+    with pytest.raises(TypeError, match=r"Expected all weights in one dtype"):
+        fit(_small_model(), x, y, optimizer=_SingleSGD(), epochs=1)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_fit_steps_equal_replace_arrays_steps(optimizer):
+    x, y = _blobs(n=32)
+    model = _small_model()
+    result = fit(
+        model, x, y, optimizer=optimizer, epochs=1, batch_size=32, validation=None
+    )
+    opt = resgrad.training.get_optimizer(optimizer)
+    params = model.arrays()
+    order = np.random.default_rng(0).permutation(32)
+    grads = resgrad.gradients(model, x[order], y[order], with_input=False)
+    params, _ = opt.update(grads.arrays(), opt.init(params), params)
+    assert _weights_equal(result.model, model.replace_arrays(params))
+
+
 def test_checkpoint_rejects_state_field_name_before_training(tmp_path, monkeypatch):
     epochs_run = []
     original = resgrad.training._train

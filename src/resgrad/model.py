@@ -434,6 +434,28 @@ class ResidualMLP:
                 ) from None
         return replace(self, blocks=blocks)
 
+    def _with_arrays(self, arrays: dict[str, Array]) -> ResidualMLP:
+        """Return ``replace_arrays(arrays)`` without its checks.
+
+        Only for arrays made from this model's own by arithmetic, as
+        resgrad's optimizers make them: of the same keys, shapes, dtype,
+        namespace and device. On a network of three blocks of width 64 the
+        checks took a third of a training step's time.
+        """
+        blocks = []
+        for index, block in enumerate(self.blocks):
+            new = object.__new__(Block)
+            new.__dict__.update(block.__dict__)
+            for name in PARAMETERS:
+                key = f"blocks.{index}.{name}"
+                if key in arrays:
+                    new.__dict__[name] = arrays[key]
+            blocks.append(new)
+        model = object.__new__(type(self))
+        model.__dict__.update(self.__dict__)
+        model.blocks = blocks
+        return model
+
     def config(self) -> dict[str, Any]:
         """Return the architecture as a JSON-serialisable dict."""
         return {

@@ -751,6 +751,11 @@ class _Run:
 
     def __init__(self, model, loss_fn, opt, x, y, batch_size, rng, xp) -> None:
         self.model, self.loss_fn, self.opt = model, loss_fn, opt
+        # resgrad's own optimizers return arrays of the model's shapes, dtype
+        # and namespace, so the model of each step can skip replace_arrays's
+        # checks; an optimizer of the caller's cannot.
+        own = type(opt) in OPTIMIZERS.values()
+        self.with_params = model._with_arrays if own else model.replace_arrays
         self.x, self.y, self.batch_size = x, y, batch_size
         self.rng, self.xp = rng, xp
         self.device = _arrays.array_api_compat.device(x)
@@ -770,7 +775,7 @@ class _Run:
         record = {"epoch": epoch, "train_loss": total / n}
         record["val_loss"], record["val_accuracy"] = None, None
         if val is not None:
-            current = self.model.replace_arrays(params)
+            current = self.with_params(params)
             try:
                 val_loss, val_accuracy, _ = _loss_and_predictions(
                     current, *val, self.loss_fn
@@ -793,7 +798,7 @@ class _Run:
             yield xp.take(self.x, rows, axis=0), xp.take(self.y, rows, axis=0)
 
     def _step(self, epoch, step, params, state, x_batch, y_batch):
-        current = self.model.replace_arrays(params)
+        current = self.with_params(params)
         loss = self.loss_fn.name
         try:
             grads = gradients(
