@@ -22,6 +22,7 @@ SCRIPTS = (
     "bench_jacobian.py",
     "bench_per_sample.py",
     "bench_pgd.py",
+    "bench_fit.py",
     "bench_scaling.py",
 )
 
