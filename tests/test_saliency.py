@@ -860,6 +860,30 @@ def test_randomization_check_correlations(model, x):
     )
 
 
+@pytest.mark.parametrize("seed", [np.random.default_rng(5), None])
+def test_randomization_smoothgrad_keeps_one_noise(model, x, seed, monkeypatch):
+    # Every map gets one integer seed, so that the randomised maps differ
+    # from the trained one by the weights alone, not by SmoothGrad's noise.
+    seeds = []
+    original = saliency.saliency_map
+
+    def recording(*args, **options):
+        seeds.append(options["seed"])
+        return original(*args, **options)
+
+    monkeypatch.setattr(saliency, "saliency_map", recording)
+    options = {"samples": 3, "noise_level": 0.3}
+    result = saliency.randomization_check(
+        model, x, "smoothgrad", 0, init_seed=2, seed=seed, **options
+    )
+    assert len(seeds) == model.depth + 1
+    assert all(type(value) is int for value in seeds)
+    assert len(set(seeds)) == 1
+    steps = saliency.randomize_blocks(model, model.depth, 2)
+    expected = saliency.smoothgrad(steps[-1], x, 0, seed=seeds[0], **options)
+    assert np.array_equal(result.randomized[-1], expected)
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -942,6 +966,49 @@ def test_deletion_curve_ends_and_area(model, x):
         curve.auc, np.trapezoid(curve.scores, curve.fractions, axis=1), rtol=1e-12
     )
     assert curve.fractions.shape == (WIDTH + 1,)
+
+
+def test_deletion_area_of_float32_scores_near_max(model, x, monkeypatch):
+    # Sums of float32 scores near its largest value overflow, but the areas
+    # and the mean, which lie between the scores, do not.
+    largest = float(np.finfo(np.float32).max)
+    curve = np.full((x.shape[0], x.shape[1] + 1), 0.9 * largest, np.float32)
+    curve[:, 0] = largest
+    monkeypatch.setattr(saliency, "_deletion_scores", lambda *args: curve)
+    result = saliency.deletion_curve(model, x, x, 0, random_orders=2)
+    assert result.auc.dtype == np.float32
+    assert np.all(np.isfinite(result.auc))
+    assert np.all(np.isfinite(result.random_auc))
+    assert np.array_equal(result.random_scores, curve)
+    np.testing.assert_allclose(
+        result.auc, np.trapezoid(curve.astype(np.float64), axis=1) / x.shape[1]
+    )
+
+
+def test_integer_noise_and_baseline_name_the_cast(model, x):
+    noise = np.zeros((2, *x.shape), dtype=np.int64)
+    with pytest.raises(TypeError, match=r"cast it with noise.astype\(np.float64\)"):
+        saliency.smoothgrad(model, x, samples=None, noise=noise)
+    baseline = np.zeros(x.shape[1], dtype=np.int64)
+    with pytest.raises(TypeError, match=r"cast it with baseline.astype\(np.float64\)"):
+        saliency.integrated_gradients(model, x, baseline=baseline)
+
+
+@pytest.mark.parametrize("target", [[0.0, 1.0, 2.0, 0.0], [True, False, True, True]])
+def test_target_list_of_non_integers_names_ints(model, x, target):
+    with pytest.raises(TypeError, match=r"pass ints, such as \[int\(c\) for c in"):
+        saliency.vanilla_gradient(model, x[:4], target)
+
+
+def test_randomization_names_a_bad_init_seed(model, x):
+    with pytest.raises(TypeError, match=r"Expected init_seed to be an int >= 0"):
+        saliency.randomization_check(model, x, init_seed="a")
+
+
+@pytest.mark.parametrize("bounds", [(0, 1, 2), 1.0, None, ("a", "b"), (0,)])
+def test_smoothgrad_names_bad_bounds(model, x, bounds):
+    with pytest.raises(TypeError, match=r"Expected bounds as a pair of numbers"):
+        saliency.smoothgrad(model, x, samples=2, bounds=bounds)
 
 
 def test_deletion_probability_scores(model, x):

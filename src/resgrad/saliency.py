@@ -171,11 +171,18 @@ def resolve_target(model: ResidualMLP, x: Array, target: Any) -> Array | str:
                 f"{classes} outputs."
             )
         return xp.full((n,), target, dtype=_arrays.index_dtype(xp), device=model.device)
-    if _arrays.array_api_compat.is_array_api_obj(target):
+    is_array = _arrays.array_api_compat.is_array_api_obj(target)
+    if is_array:
         # The attacks reject a target array of another namespace, so this does
         # too. A sequence of ints is converted below.
         model._namespace_with(x, target, names=("x", "target"))
     labels = xp.asarray(target, device=model.device)
+    if not is_array and not xp.isdtype(labels.dtype, "integral"):
+        # check_labels would advise a cast that a list lacks.
+        raise TypeError(
+            f"Expected integer classes in target, got a sequence that converts "
+            f"to dtype {labels.dtype}; pass ints, such as [int(c) for c in target]."
+        )
     _arrays.check_labels(xp, labels, n, classes, "target")
     return labels
 
@@ -235,9 +242,18 @@ def _as_reference(xp: Any, value: Any, x: Array, name: str) -> Array:
             f"Expected {name} of shape {(n, d)} (the input's shape), {(d,)} or "
             f"{(1, d)}, got shape {tuple(value.shape)}."
         )
-    if not _arrays.is_floating(xp, value):
-        raise TypeError(f"Expected a floating {name}, got dtype {value.dtype}.")
+    _check_floating(xp, value, name, x.dtype)
     return xp.broadcast_to(_arrays.cast_finite(xp, value, x.dtype, name), x.shape)
+
+
+def _check_floating(xp: Any, value: Array, name: str, dtype: Any) -> None:
+    """Raise ``TypeError`` if ``value`` is not a floating array, with the
+    cast to ``dtype`` that fixes it."""
+    if not _arrays.is_floating(xp, value):
+        raise TypeError(
+            f"Expected a floating {name}, got dtype {value.dtype}; cast it with "
+            f"{_arrays.cast_hint(value, name, dtype)}."
+        )
 
 
 # The maps.
@@ -423,6 +439,7 @@ def _smoothgrad_noise(
                 f"{tuple(noise.shape)}; pass noise with one (n, p_0) copy per "
                 "sample, and samples=None to count them from noise."
             )
+        _check_floating(xp, noise, "noise", x.dtype)
         noise = _arrays.cast_finite(xp, noise, x.dtype, "noise")
         return lambda s: noise[s, ...]
     noise_level = _arrays.check_number("noise_level", noise_level, finite=False)
@@ -431,7 +448,7 @@ def _smoothgrad_noise(
             f"Expected a finite noise_level >= 0 (a fraction of hi - lo), got "
             f"{noise_level}."
         )
-    lo, hi = (float(b) for b in bounds)
+    lo, hi = _check_bounds(bounds)
     if not hi >= lo:
         raise ValueError(f"Expected bounds (lo, hi) with lo <= hi, got {(lo, hi)}.")
     sigma = noise_level * (hi - lo)
@@ -455,6 +472,19 @@ def _smoothgrad_noise(
         return xp.asarray(draws, dtype=x.dtype, device=_device(x))
 
     return draw
+
+
+def _check_bounds(bounds: Any) -> tuple[float, float]:
+    """Return ``bounds`` as two floats, or raise ``TypeError`` if it is not
+    a pair of real numbers."""
+    try:
+        lo, hi = bounds
+        return float(lo), float(hi)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"Expected bounds as a pair of numbers (lo, hi), such as (0.0, 1.0), "
+            f"got {_arrays._short_repr(bounds)}."
+        ) from None
 
 
 class IntegratedGradients(NamedTuple):
@@ -877,7 +907,9 @@ def randomization_check(
         method: one of ``METHODS``.
         target: one class per row (not ``"all"``); see the module docstring.
         init_seed: the seed of the He draws (``seed`` is left to the
-            options, for SmoothGrad's noise).
+            options, for SmoothGrad's noise). Every map of SmoothGrad uses
+            the same noise: a ``Generator`` or ``None`` passed as ``seed``
+            gives one integer seed for all of them.
         progress: wraps the loop over the randomisation steps; ``True``
             draws a tqdm bar.
         options: passed to ``saliency_map``.
@@ -896,11 +928,17 @@ def randomization_check(
     target = resolve_target(model, x, target)
     if isinstance(target, str) and target == "all":
         raise ValueError("randomization_check maps one class per row; pass a class.")
+    rng = _arrays.generator(init_seed, "init_seed")
+    seed = options.get("seed", 0)
+    if seed is None or isinstance(seed, np.random.Generator):
+        # One integer seed for every map, so that the maps differ by the
+        # weights alone and not also by SmoothGrad's noise.
+        options["seed"] = int(_arrays.generator(seed).integers(2**63))
     original = saliency_map(model, x, method, target, **options)
     reference = _to_numpy(original)
 
     randomized, signed, absolute = [], [], []
-    steps = randomize_blocks(model, model.depth, init_seed)
+    steps = randomize_blocks(model, model.depth, rng)
     for random_model in progress(steps, desc="randomisation") if progress else steps:
         random_map = saliency_map(random_model, x, method, target, **options)
         host = _to_numpy(random_map)
@@ -1012,7 +1050,11 @@ def deletion_curve(
     for removal in progress(orders, desc="deletion") if progress else orders:
         curves.append(_deletion_scores(model, x, baseline, removal, target, score))
     fractions = np.arange(d + 1) / max(d, 1)
-    scores, random_scores = curves[0], np.mean(curves[1:], axis=0)
+    # The mean and the areas lie between the smallest and the largest score,
+    # so taken in float64 they fit the scores' dtype, where float32 sums of
+    # scores near its largest value overflowed.
+    scores = curves[0]
+    random_scores = np.mean(curves[1:], axis=0, dtype=np.float64).astype(scores.dtype)
     return DeletionCurve(
         fractions, scores, random_scores, _area(scores, d), _area(random_scores, d)
     )
@@ -1047,6 +1089,7 @@ def _deletion_scores(
 def _area(curves: np.ndarray, d: int) -> np.ndarray:
     """Return the trapezoidal area under ``(n, d+1)`` curves over ``[0, 1]``."""
     if d == 0:
-        return np.zeros(curves.shape[0])
-    inner = curves.sum(axis=1) - 0.5 * (curves[:, 0] + curves[:, -1])
-    return inner / d
+        return np.zeros(curves.shape[0], dtype=curves.dtype)
+    wide = curves.astype(np.float64)
+    inner = wide.sum(axis=1) - 0.5 * (wide[:, 0] + wide[:, -1])
+    return (inner / d).astype(curves.dtype)
