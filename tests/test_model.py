@@ -404,6 +404,29 @@ def test_with_arrays_equals_replace_arrays(xp):
     assert all(a is not b for a, b in zip(model.blocks, fast.blocks))
 
 
+def test_convert_copies_negative_strides_of_array_api_strict():
+    xps = pytest.importorskip("array_api_strict")
+    model = reference.random_model(2, "tanh", "learned")
+    strict = model.convert(xps)
+    flipped = {name: xps.flip(value) for name, value in strict.arrays().items()}
+    converted = strict.replace_arrays(flipped).convert(torch)
+    for name, value in converted.arrays().items():
+        assert np.array_equal(value.numpy(), np.flip(model.arrays()[name]))
+
+
+def test_with_arrays_keeps_block_subclass():
+    class TaggedBlock(resgrad.model.Block):
+        pass
+
+    model = reference.random_model(2, "tanh", "learned")
+    tagged = resgrad.ResidualMLP(
+        [TaggedBlock(**vars(block)) for block in model.blocks],
+        model.activation,
+    )
+    fast = tagged._with_arrays({"blocks.0.W1": model.blocks[0].W1 * 2})
+    assert all(type(block) is TaggedBlock for block in fast.blocks)
+
+
 def test_models_compare_by_identity():
     # Elementwise array comparison has no single truth value to return.
     model = reference.random_model(2, "tanh", "learned")

@@ -439,12 +439,12 @@ class ResidualMLP:
 
         Only for arrays made from this model's own by arithmetic, as
         resgrad's optimizers make them: of the same keys, shapes, dtype,
-        namespace and device. On a network of three blocks of width 64 the
-        checks took a third of a training step's time.
+        namespace and device. Without the checks, five epochs of ``fit`` on
+        the digits ran 16% to 17% faster, with three blocks of width 64.
         """
         blocks = []
         for index, block in enumerate(self.blocks):
-            new = object.__new__(Block)
+            new = object.__new__(type(block))
             new.__dict__.update(block.__dict__)
             for name in PARAMETERS:
                 key = f"blocks.{index}.{name}"
@@ -853,11 +853,12 @@ def _to_namespace(value: Array, xp: Any, device: Any) -> Array:
             value = value.float()
         host = value.cpu().numpy()
     elif isinstance(value, np.ndarray):
-        # torch.asarray rejects negative strides, even to copy.
-        negative = any(step < 0 for step in value.strides)
-        host = np.ascontiguousarray(value) if negative else value
+        host = value
     else:
         host = np.from_dlpack(compat.to_device(value, compat.device(value)))
+    if any(step < 0 for step in host.strides):
+        # torch.asarray rejects negative strides, even to copy.
+        host = np.ascontiguousarray(host)
     if device is None:
         return xp.asarray(host, copy=True)
     return xp.asarray(host, device=device, copy=True)
