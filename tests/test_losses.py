@@ -197,6 +197,12 @@ def test_row_target_for_label_loss_names_both_fixes(small, loss, dtype):
     assert grads.input.shape == x.shape
 
 
+def test_label_column_names_reshape(small):
+    model, x, y = small
+    with pytest.raises(ValueError, match=r"so pass y.reshape\(-1\) for a column"):
+        resgrad.gradients(model, x, y[:, None])
+
+
 def test_big_endian_target_names_byte_order(small):
     model, x, y = small
     target = np.eye(3)[y].astype(">f8")

@@ -1005,10 +1005,25 @@ def test_randomization_names_a_bad_init_seed(model, x):
         saliency.randomization_check(model, x, init_seed="a")
 
 
-@pytest.mark.parametrize("bounds", [(0, 1, 2), 1.0, None, ("a", "b"), (0,)])
-def test_smoothgrad_names_bad_bounds(model, x, bounds):
-    with pytest.raises(TypeError, match=r"Expected bounds as a pair of numbers"):
+@pytest.mark.parametrize(
+    ("bounds", "error"),
+    [
+        ((0, 1, 2), ValueError),
+        (1.0, TypeError),
+        (None, TypeError),
+        (("a", "b"), ValueError),
+        ((0,), ValueError),
+    ],
+)
+def test_smoothgrad_names_bad_bounds(model, x, bounds, error):
+    # The error types are those Python's unpacking raised before.
+    with pytest.raises(error, match=r"Expected bounds as a pair of numbers"):
         saliency.smoothgrad(model, x, samples=2, bounds=bounds)
+
+
+def test_target_list_of_names_keeps_label_advice(model, x):
+    with pytest.raises(TypeError, match=r"np.unique\(target, return_inverse=True\)"):
+        saliency.vanilla_gradient(model, x[:2], ["cat", "dog"])
 
 
 def test_deletion_probability_scores(model, x):

@@ -152,13 +152,21 @@ def check_targets(
         return
     shape = tuple(getattr(y, "shape", ()))
     if loss.integer_labels and len(shape) == 2 and shape[0] == n:
-        # A target of one row per sample, such as one-hot rows, which only
-        # the squared error takes.
+        # A column of labels, or a target of one row per sample such as
+        # one-hot rows, which only the squared error takes.
+        _arrays.check_concrete(y, name)
+        _arrays.check_dense(y, name)
+        if shape[1] == 1:
+            fix = f"pass {name}.reshape(-1) for a column of labels"
+        else:
+            fix = (
+                f"pass {name}.argmax(axis=1) for one-hot rows, or use "
+                f"loss='squared_error' for a float target of shape ({n}, {classes})"
+            )
         raise ValueError(
             f"Expected {name} of shape ({n},), one integer label per row of "
             f"{x_name}, got shape {shape}; loss={loss.name!r} takes labels, so "
-            f"pass {name}.argmax(axis=1) for one-hot rows, or use "
-            f"loss='squared_error' for a float target of shape ({n}, {classes})."
+            f"{fix}."
         )
     if not loss.integer_labels and shape == (n, classes):
         # A one-hot target of integers or bools: the loss takes it as a

@@ -177,7 +177,7 @@ def resolve_target(model: ResidualMLP, x: Array, target: Any) -> Array | str:
         # too. A sequence of ints is converted below.
         model._namespace_with(x, target, names=("x", "target"))
     labels = xp.asarray(target, device=model.device)
-    if not is_array and not xp.isdtype(labels.dtype, "integral"):
+    if not is_array and xp.isdtype(labels.dtype, ("real floating", "bool")):
         # check_labels would advise a cast that a list lacks.
         raise TypeError(
             f"Expected integer classes in target, got a sequence that converts "
@@ -475,16 +475,21 @@ def _smoothgrad_noise(
 
 
 def _check_bounds(bounds: Any) -> tuple[float, float]:
-    """Return ``bounds`` as two floats, or raise ``TypeError`` if it is not
-    a pair of real numbers."""
+    """Return ``bounds`` as two floats, or raise the error that names it if
+    it is not a pair of real numbers."""
+    message = (
+        f"Expected bounds as a pair of numbers (lo, hi), such as (0.0, 1.0), "
+        f"got {_arrays._short_repr(bounds)}."
+    )
+    # The types of Python's own errors here: TypeError for a value that is
+    # not a sequence, ValueError for one of another length or of text.
     try:
         lo, hi = bounds
         return float(lo), float(hi)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"Expected bounds as a pair of numbers (lo, hi), such as (0.0, 1.0), "
-            f"got {_arrays._short_repr(bounds)}."
-        ) from None
+    except TypeError:
+        raise TypeError(message) from None
+    except ValueError:
+        raise ValueError(message) from None
 
 
 class IntegratedGradients(NamedTuple):
@@ -908,8 +913,8 @@ def randomization_check(
         target: one class per row (not ``"all"``); see the module docstring.
         init_seed: the seed of the He draws (``seed`` is left to the
             options, for SmoothGrad's noise). Every map of SmoothGrad uses
-            the same noise: a ``Generator`` or ``None`` passed as ``seed``
-            gives one integer seed for all of them.
+            the same noise: one integer drawn from a ``Generator`` or from
+            fresh entropy (``None``) passed as ``seed`` seeds all of them.
         progress: wraps the loop over the randomisation steps; ``True``
             draws a tqdm bar.
         options: passed to ``saliency_map``.
