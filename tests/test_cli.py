@@ -2810,6 +2810,17 @@ def test_evaluate_reports_early_stopping(tmp_path, capsys):
     assert (report["epochs_run"], report["best_epoch"]) == (run, best)
 
 
+@pytest.mark.parametrize(
+    ("run", "best", "shown"), [(4, 7, None), (4, 2, 2), (4, -1, None)]
+)
+def test_evaluate_json_checks_best_epoch(run, best, shown, tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    metadata = {"training": {"epochs": 10}, "epochs_run": run, "best_epoch": best}
+    resgrad.save(resgrad.ResidualMLP.init([64, 10], seed=0), model, metadata)
+    assert main(["evaluate", "--model", str(model), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["best_epoch"] == shown
+
+
 def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):
     # save writes no NaN or infinity, but JSON read from an edited file may
     # hold them.

@@ -51,6 +51,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             value = metadata.get(name)
             counts = isinstance(value, int) and not isinstance(value, bool)
             report[name] = value if counts and value >= 0 else None
+        run, best = report["epochs_run"], report["best_epoch"]
+        if run is not None and best is not None and best > run:
+            # A damaged or hand-edited file, as the summary line treats it.
+            report["best_epoch"] = None
         # A file saved from Python may record NaN, which strict JSON lacks.
         print(json_text(report), end="")
         return 0
