@@ -1016,16 +1016,23 @@ def test_fit_checks_the_weights_of_a_custom_optimizer():
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 def test_fit_steps_equal_replace_arrays_steps(optimizer):
-    x, y = _blobs(n=32)
+    # Four steps, so that every step after the first takes its gradients
+    # at weights that the optimizer made.
+    x, y = _blobs(n=64)
     model = _small_model()
     result = fit(
-        model, x, y, optimizer=optimizer, epochs=1, batch_size=32, validation=None
+        model, x, y, optimizer=optimizer, epochs=1, batch_size=16, validation=None
     )
     opt = resgrad.training.get_optimizer(optimizer)
     params = model.arrays()
-    order = np.random.default_rng(0).permutation(32)
-    grads = resgrad.gradients(model, x[order], y[order], with_input=False)
-    params, _ = opt.update(grads.arrays(), opt.init(params), params)
+    state = opt.init(params)
+    order = np.random.default_rng(0).permutation(64)
+    for start in range(0, 64, 16):
+        rows = order[start : start + 16]
+        current = model.replace_arrays(params)
+        grads = resgrad.gradients(current, x[rows], y[rows], with_input=False)
+        params, state = opt.update(grads.arrays(), state, params)
+    assert result.steps == 4
     assert _weights_equal(result.model, model.replace_arrays(params))
 
 
