@@ -18,13 +18,14 @@ up to 1.2 times. On an AMD EPYC, where MKL does not run its fastest code,
 NumPy stayed the faster. So where torch's BLAS is MKL, NumPy's is not,
 and the CPU is Intel's, a call keeps the torch kernels when the model's
 largest weight has ``TORCH_KERNELS_FROM`` entries or more and ``x`` has
-``TORCH_KERNELS_ROWS`` rows or more, except in a forked child process.
-There, once the parent had multiplied with torch's MKL on two threads, a
-torch product waited forever for threads that the fork did not copy.
-With fewer rows the products are too small for MKL's lead: at 1 to 4
-rows most calls ran faster through NumPy, at widths of 256 to 1024. The per-sample gradients take the route at
-every size, because their NumPy kernels ran 1.3 to 2.3 times faster than
-the torch ones at widths 128 and 256.
+``TORCH_KERNELS_ROWS`` rows or more, except in a child process forked
+after resgrad was imported. There, once the parent had multiplied with
+torch's MKL on two threads, a torch product waited forever for threads
+that the fork did not copy. With fewer rows the products are too small
+for MKL's lead: at 1 to 4 rows most calls ran faster through NumPy, at
+widths of 256 to 1024. The per-sample gradients take the route at every
+size, because their NumPy kernels ran 1.3 to 2.3 times faster than the
+torch ones at widths 128 and 256.
 
 Everything else keeps the torch kernels: GPU tensors, a graph that
 autograd records, dtypes other than float32 and float64, tensor subclasses,
