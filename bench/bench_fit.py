@@ -55,12 +55,9 @@ def contenders(model, x, y):
     # The order of fit's single epoch: a permutation from a generator seeded
     # with its seed.
     order = np.random.default_rng(SEED).permutation(x.shape[0])
-    batches = [
-        (x_t[rows], y_t[rows])
-        for rows in (
-            torch.as_tensor(order[start : start + BATCH])
-            for start in range(0, len(order), BATCH)
-        )
+    batch_rows = [
+        torch.as_tensor(order[start : start + BATCH])
+        for start in range(0, len(order), BATCH)
     ]
 
     def ours(model, x, y):
@@ -84,7 +81,9 @@ def contenders(model, x, y):
     def pytorch_loop():
         module = to_module(model)
         optimizer = torch.optim.Adam(module.parameters(), lr=LR, eps=1e-8)
-        for x_batch, y_batch in batches:
+        for rows in batch_rows:
+            # Gathered here, as fit gathers its batches inside its loop.
+            x_batch, y_batch = x_t[rows], y_t[rows]
             optimizer.zero_grad(set_to_none=True)
             F.cross_entropy(module(x_batch), y_batch).backward()
             optimizer.step()
