@@ -14,6 +14,8 @@ difference divided by the largest absolute entry of the reference.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -495,3 +497,17 @@ class CreateFileOnUnpickle:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+def run_python(code: str, timeout: float = 240) -> str:
+    """Run ``code`` in a new Python process and return its standard output,
+    stripped; fail with the end of its standard error if it exits non-zero."""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import sys
 import warnings
 
@@ -286,15 +285,7 @@ print(np.allclose(parent, child, rtol=1e-12, atol=0))
     reason="large models keep the torch kernels only where torch's BLAS is faster",
 )
 def test_forked_child_runs_large_models():
-    result = subprocess.run(
-        [sys.executable, "-c", FORKED_GRADIENTS],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "True"
+    assert reference.run_python(FORKED_GRADIENTS) == "True"
 
 
 def test_few_rows_take_route_on_large_models(routed, monkeypatch):
