@@ -173,7 +173,7 @@ def test_one_hot_target_of_integers_names_cast(small, dtype):
         resgrad.gradients(model, x, one_hot, "squared_error")
 
 
-def test_one_hot_row_target_names_cast_for_one_sample(small):
+def test_one_hot_target_of_one_sample(small):
     model, x, y = small
     with pytest.raises(TypeError, match=r"Expected y as 1 integer label or as a"):
         resgrad.gradients(

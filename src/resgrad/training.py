@@ -752,8 +752,8 @@ class _Run:
     def __init__(self, model, loss_fn, opt, x, y, batch_size, rng, xp) -> None:
         self.model, self.loss_fn, self.opt = model, loss_fn, opt
         # resgrad's own optimizers return arrays of the model's shapes, dtype
-        # and namespace, so the model of each step can skip replace_arrays's
-        # checks; an optimizer of the caller's cannot.
+        # and namespace, so each step's model can skip replace_arrays's
+        # checks. An optimizer of the caller's keeps them.
         own = type(opt) in OPTIMIZERS.values()
         self.with_params = model._with_arrays if own else model.replace_arrays
         self.x, self.y, self.batch_size = x, y, batch_size
