@@ -166,6 +166,19 @@ def test_all_finite_matches_isfinite(backend, bad, dtype):
         assert all_finite(np_compat, values) is expected
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32, torch.bfloat16])
+def test_all_finite_when_sum_overflows(dtype):
+    # The sum of these finite entries overflows, so the test falls back to
+    # the largest magnitude.
+    big = torch.finfo(dtype).max * 0.75
+    values = torch.full((4, 3), big, dtype=dtype)
+    assert all_finite(torch_compat, values) is True
+    values[1, 2] = -float("inf")
+    assert all_finite(torch_compat, values) is False
+    values[0, 0] = float("inf")
+    assert all_finite(torch_compat, values) is False
+
+
 @pytest.mark.parametrize("dtype", [torch.complex64, torch.complex128])
 def test_all_finite_of_large_complex_tensor(dtype):
     # |3e38 + 3e38i| overflows complex64, though both parts are finite.
