@@ -501,7 +501,7 @@ class CreateFileOnUnpickle:
 
 def run_python(code: str, timeout: float = 240) -> str:
     """Run ``code`` in a new Python process and return its standard output,
-    stripped; fail with the end of its standard error if it exits non-zero."""
+    stripped. A non-zero exit fails with the end of its standard error."""
     result = subprocess.run(
         [sys.executable, "-c", code],
         check=False,

@@ -325,7 +325,7 @@ def test_check_without_torch_names_the_install(monkeypatch):
     assert {row.reference for row in report.rows} == REFERENCES - {"autograd"}
 
 
-def test_torch_module_without_torch_names_the_install(monkeypatch):
+def test_torch_module_without_torch_message(monkeypatch):
     # A None entry in sys.modules makes "import torch" fail as if absent.
     monkeypatch.setitem(sys.modules, "torch", None)
     monkeypatch.delitem(sys.modules, "resgrad.torch", raising=False)

@@ -183,7 +183,7 @@ def test_one_hot_target_of_one_sample(small):
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "score"])
 @pytest.mark.parametrize("dtype", [np.float64, np.int64])
-def test_row_target_for_label_loss_names_both_fixes(small, loss, dtype):
+def test_row_target_label_loss_message(small, loss, dtype):
     model, x, y = small
     target = np.eye(3, dtype=dtype)[y]
     with pytest.raises(

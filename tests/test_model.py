@@ -371,7 +371,7 @@ def test_convert_shares_only_unchanged_arrays(converted, shared):
 
 
 def test_convert_copies_negative_strides_to_torch():
-    # torch.asarray refuses negative strides even when asked for a copy.
+    # torch.asarray rejects negative strides even when asked for a copy.
     model = reference.random_model(2, "tanh", "learned")
     flipped = {
         name: np.flip(np.flip(value).copy()) for name, value in model.arrays().items()
@@ -404,7 +404,7 @@ def test_with_arrays_equals_replace_arrays(xp):
     assert all(a is not b for a, b in zip(model.blocks, fast.blocks))
 
 
-def test_convert_copies_negative_strides_of_array_api_strict():
+def test_convert_array_api_strict_negative_strides():
     xps = pytest.importorskip("array_api_strict")
     model = reference.random_model(2, "tanh", "learned")
     strict = model.convert(xps)

@@ -968,7 +968,7 @@ def test_deletion_curve_ends_and_area(model, x):
     assert curve.fractions.shape == (WIDTH + 1,)
 
 
-def test_deletion_area_of_float32_scores_near_max(model, x, monkeypatch):
+def test_deletion_area_near_float32_max(model, x, monkeypatch):
     # Sums of float32 scores near its largest value overflow, but the areas
     # and the mean, which lie between the scores, do not.
     largest = float(np.finfo(np.float32).max)
@@ -985,7 +985,7 @@ def test_deletion_area_of_float32_scores_near_max(model, x, monkeypatch):
     )
 
 
-def test_integer_noise_and_baseline_name_the_cast(model, x):
+def test_integer_noise_baseline_name_cast(model, x):
     noise = np.zeros((2, *x.shape), dtype=np.int64)
     with pytest.raises(TypeError, match=r"cast it with noise.astype\(np.float64\)"):
         saliency.smoothgrad(model, x, samples=None, noise=noise)
@@ -995,7 +995,7 @@ def test_integer_noise_and_baseline_name_the_cast(model, x):
 
 
 @pytest.mark.parametrize("target", [[0.0, 1.0, 2.0, 0.0], [True, False, True, True]])
-def test_target_list_of_non_integers_names_ints(model, x, target):
+def test_float_target_list_names_ints(model, x, target):
     with pytest.raises(TypeError, match=r"pass ints, such as \[int\(c\) for c in"):
         saliency.vanilla_gradient(model, x[:4], target)
 
@@ -1021,7 +1021,7 @@ def test_smoothgrad_names_bad_bounds(model, x, bounds, error):
         saliency.smoothgrad(model, x, samples=2, bounds=bounds)
 
 
-def test_target_list_of_names_keeps_label_advice(model, x):
+def test_target_names_keep_label_advice(model, x):
     with pytest.raises(TypeError, match=r"np.unique\(target, return_inverse=True\)"):
         saliency.vanilla_gradient(model, x[:2], ["cat", "dog"])
 

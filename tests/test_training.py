@@ -1006,7 +1006,7 @@ class _SingleSGD(_CountingSGD):
         return stepped, state
 
 
-def test_fit_checks_the_weights_of_a_custom_optimizer():
+def test_fit_checks_custom_optimizer_weights():
     # resgrad's own optimizers keep the model's dtype, so fit skips the
     # checks of replace_arrays for them, but not for the caller's.
     x, y = _blobs()

@@ -314,9 +314,8 @@ def _numpy_copy(model: Any) -> Any:
     their dtypes, so the copy checks only the shapes: the checks of values
     would cost more than a small training step.
     """
-    # _with_arrays copies the model without replace_arrays's checks of
-    # values, and without copy.copy, which runs the model's __setstate__
-    # and so looks up the namespace of every tensor again.
+    # _with_arrays skips replace_arrays's checks of values and copy.copy,
+    # whose call of __setstate__ looks up every tensor's namespace again.
     views = {name: value.detach().numpy() for name, value in model.arrays().items()}
     twin = model._with_arrays(views)
     for block in twin.blocks:

@@ -152,8 +152,8 @@ def check_targets(
         return
     shape = tuple(getattr(y, "shape", ()))
     if loss.integer_labels and len(shape) == 2 and shape[0] == n:
-        # A column of labels, or a target of one row per sample such as
-        # one-hot rows, which only the squared error takes.
+        # y is a column of labels, or has one row per sample, such as one-hot
+        # rows, which only the squared error takes.
         _arrays.check_concrete(y, name)
         _arrays.check_dense(y, name)
         if shape[1] == 1:

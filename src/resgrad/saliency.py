@@ -1055,9 +1055,9 @@ def deletion_curve(
     for removal in progress(orders, desc="deletion") if progress else orders:
         curves.append(_deletion_scores(model, x, baseline, removal, target, score))
     fractions = np.arange(d + 1) / max(d, 1)
-    # The mean and the areas lie between the smallest and the largest score,
-    # so taken in float64 they fit the scores' dtype, where float32 sums of
-    # scores near its largest value overflowed.
+    # The mean and the areas lie between the smallest and largest score, so
+    # they fit the scores' dtype. Float32 sums of scores near its largest
+    # value overflowed, so they are taken in float64.
     scores = curves[0]
     random_scores = np.mean(curves[1:], axis=0, dtype=np.float64).astype(scores.dtype)
     return DeletionCurve(

@@ -98,7 +98,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=0,
         action=Typed,
         help="seed of the random draws of rfgsm, pgd and pgd_l2 (default: 0); "
-        "refused when --method names none of them, since it would change nothing",
+        "rejected when --method names none of them, since it would change nothing",
     )
     parser.add_argument(
         "--no-progress", action="store_true", help="hide the progress bar"

@@ -53,7 +53,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
             report[name] = value if counts and value >= 0 else None
         run, best = report["epochs_run"], report["best_epoch"]
         if run is not None and best is not None and best > run:
-            # A damaged or hand-edited file, as the summary line treats it.
+            # The file is damaged or edited by hand, and the summary line
+            # leaves such a value out too.
             report["best_epoch"] = None
         # A file saved from Python may record NaN, which strict JSON lacks.
         print(json_text(report), end="")
