@@ -595,6 +595,86 @@ def test_read_only_and_reversed_results():
     assert isinstance(_numpy_route._to_torch(torch, np.float32(2), {}), torch.Tensor)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fit_on_tensors_steps_as_on_numpy(optimizer, dtype):
+    """With the gradients and the optimizer's updates on NumPy, fit on CPU
+    tensors takes bit for bit the steps of fit on NumPy arrays."""
+    model, x, y = _net(dtype)
+    options = {"epochs": 3, "batch_size": 4, "progress": False, "optimizer": optimizer}
+    previous = use_numpy_on_cpu("always")
+    try:
+        on_tensors = resgrad.fit(model, x, y, **options)
+    finally:
+        use_numpy_on_cpu(previous)
+    on_numpy = resgrad.fit(model.convert(np), x.numpy(), y.numpy(), **options)
+    assert on_tensors.history[-1]["train_loss"] == on_numpy.history[-1]["train_loss"]
+    for key, value in on_numpy.model.arrays().items():
+        got = on_tensors.model.arrays()[key]
+        assert isinstance(got, torch.Tensor) and got.dtype == dtype
+        np.testing.assert_array_equal(got.numpy(), value)
+
+
+def _record_update(monkeypatch, optimizer_type):
+    """Make ``optimizer_type.update`` record the type of each call's weights."""
+    seen = []
+    original = optimizer_type.update
+
+    def spy(self, grads, state, params):
+        seen.append({type(value) for value in params.values()})
+        return original(self, grads, state, params)
+
+    monkeypatch.setattr(optimizer_type, "update", spy)
+    return seen
+
+
+def test_fit_updates_on_numpy_views(monkeypatch, torch_kernels):
+    seen = _record_update(monkeypatch, resgrad.training.Adam)
+    model, x, y = _net()
+    options = {"epochs": 1, "batch_size": 4, "validation": None, "progress": False}
+    result = resgrad.fit(model, x, y, **options)
+    assert seen == [{np.ndarray}] * 2
+    assert all(isinstance(v, torch.Tensor) for v in result.model.arrays().values())
+    seen.clear()
+    torch_kernels(resgrad.fit, model, x, y, **options)
+    assert seen == [{torch.Tensor}] * 2
+
+
+class _OwnAdam(resgrad.training.Adam):
+    """A caller's optimizer, which may write into its inputs."""
+
+
+def test_callers_optimizer_gets_tensors(monkeypatch):
+    seen = _record_update(monkeypatch, _OwnAdam)
+    model, x, y = _net()
+    resgrad.fit(
+        model, x, y, optimizer=_OwnAdam(), epochs=1, batch_size=4, progress=False
+    )
+    assert seen and all(kinds == {torch.Tensor} for kinds in seen)
+
+
+class _FailsOnNumpy:
+    """An optimizer that refuses NumPy arrays, as a caller's might."""
+
+    def update(self, grads, state, params):
+        if any(isinstance(value, np.ndarray) for value in params.values()):
+            raise TypeError("NumPy arrays")
+        return {name: w - grads[name] for name, w in params.items()}, state
+
+
+@pytest.mark.parametrize(
+    "weight",
+    [torch.ones(2), torch.ones(2, dtype=torch.float16)],
+    ids=["float64 falls back", "float16 stays"],
+)
+def test_update_runs_on_torch_where_numpy_cannot(weight):
+    params = {"w": weight}
+    grads = {"w": torch.full_like(weight, 0.5)}
+    new_params, state = _numpy_route.update(_FailsOnNumpy(), grads, {}, params)
+    assert type(new_params["w"]) is torch.Tensor and state == {}
+    torch.testing.assert_close(new_params["w"], torch.full_like(weight, 0.5))
+
+
 def test_fit_matches_torch_kernels(routed, torch_kernels):
     model, x, y = _net()
     options = {"epochs": 3, "batch_size": 4, "seed": 0, "progress": False}

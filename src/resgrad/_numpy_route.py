@@ -435,3 +435,61 @@ def _to_torch(torch: Any, value: Any, tensors: dict[int, tuple[Any, Any]]) -> An
         return value
 
     return convert(value)
+
+
+def update(opt: Any, grads: dict, state: Any, params: dict) -> tuple[dict, Any]:
+    """Return ``opt.update(grads, state, params)`` for resgrad's own optimizers,
+    run on NumPy views where every array is a float CPU tensor.
+
+    ``fit`` calls this once a step. An update takes a few elementwise
+    operations a weight, and on small weights torch's dispatch costs more
+    than the arithmetic (see the benchmarks page). The optimizers return
+    new arrays and write into none of their inputs, so views of the
+    caller's tensors are safe, and each update is NumPy's, bit for bit.
+    """
+    torch = sys.modules.get("torch")
+    if not _enabled or torch is None or _kernels._torch_modes_active(torch):
+        return opt.update(grads, state, params)
+    try:
+        views = [_float_views(torch, value) for value in (grads, state, params)]
+        with np.errstate(all="ignore"):
+            new_params, new_state = opt.update(*views)
+    except Exception:  # noqa: BLE001
+        # An array the route cannot take, or an error that the torch run
+        # raises again in torch's words.
+        return opt.update(grads, state, params)
+    return _float_tensors(torch, new_params), _float_tensors(torch, new_state)
+
+
+def _float_views(torch: Any, value: Any) -> Any:
+    """Return ``value``, a dict, named tuple or number of float CPU tensors,
+    with each tensor as a NumPy view; raise ``_NotEligible`` for anything
+    else."""
+    if isinstance(value, torch.Tensor):
+        if (
+            type(value) not in (torch.Tensor, torch.nn.Parameter)
+            or value.dtype not in (torch.float32, torch.float64)
+            or not _eligible_tensor(torch, value)
+        ):
+            raise _NotEligible
+        return value.detach().numpy()
+    if isinstance(value, dict):
+        return {name: _float_views(torch, item) for name, item in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_float_views(torch, item) for item in value))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    raise _NotEligible
+
+
+def _float_tensors(torch: Any, value: Any) -> Any:
+    """Return ``value`` with every NumPy array in it as a tensor on its memory."""
+    if isinstance(value, np.ndarray):
+        if not value.flags.writeable:
+            value = value.copy()
+        return torch.from_numpy(value)
+    if isinstance(value, dict):
+        return {name: _float_tensors(torch, item) for name, item in value.items()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_float_tensors(torch, item) for item in value))
+    return value

@@ -14,6 +14,7 @@ every trained array, biases included.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -27,7 +28,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _arrays, _lock, io
+from . import _arrays, _lock, _numpy_route, io
 from .data import train_test_split
 from .gradients import gradients
 from .losses import check_targets, get_loss
@@ -756,6 +757,9 @@ class _Run:
         # checks. An optimizer of the caller's keeps them.
         own = type(opt) in OPTIMIZERS.values()
         self.with_params = model._with_arrays if own else model.replace_arrays
+        # They also write into none of their inputs, so on CPU tensors they
+        # can run on NumPy views (see _numpy_route.update).
+        self.update = functools.partial(_numpy_route.update, opt) if own else opt.update
         self.x, self.y, self.batch_size = x, y, batch_size
         self.rng, self.xp = rng, xp
         self.device = _arrays.array_api_compat.device(x)
@@ -811,7 +815,7 @@ class _Run:
         value = float(grads.loss)
         weight_grads = grads.arrays()
         self._check_loss(epoch, step, value, weight_grads)
-        params, state = self.opt.update(weight_grads, state, params)
+        params, state = self.update(weight_grads, state, params)
         if not self._all_finite(params):
             if self._zero_eps_divides_by_zero(params, state):
                 # A smaller learning rate cannot help here.
