@@ -418,6 +418,28 @@ def test_mifgsm_momentum_carries_over_zero_gradient():
     assert np.isfinite(result.x_adv).all()
 
 
+@pytest.mark.parametrize("namespace", ["numpy", "torch"])
+def test_mifgsm_float16_l1_norm_overflow(namespace):
+    """A gradient of four entries of 40,000 has an L1 norm past float16's
+    largest value, 65504; the step must still follow its sign."""
+    xp = torch if namespace == "torch" else np
+    block = resgrad.Block(
+        W1=np.full((1, 4), 40000.0),
+        W2=np.array([[-1.0], [1.0]]),
+        b1=np.zeros(1),
+        b2=np.zeros(2),
+        shortcut="none",
+    )
+    model = resgrad.ResidualMLP([block], activation="identity")
+    model = model.convert(xp, dtype="float16")
+    x = xp.asarray(np.zeros((1, 4), dtype=np.float16))
+    y = xp.asarray(np.array([0]))
+    _, grad = resgrad.input_gradient(model, x, y)
+    np.testing.assert_array_equal(np.asarray(grad), 40000.0)
+    result = attacks.mifgsm(model, x, y, 0.1, steps=1)
+    np.testing.assert_array_equal(np.asarray(result.x_adv), np.float16(0.1))
+
+
 def test_mifgsm_defaults_are_dong(model):
     x, y = make_batch()
     default = attacks.mifgsm(model, x, y, EPS, steps=5)
@@ -805,6 +827,17 @@ def test_random_attack_row_ignores_other_rows(model, name):
 # Bad arguments.
 
 
+def test_box_error_names_exact_bounds(model):
+    """Bounds printed to six digits could read as holding the value named
+    beside them."""
+    x, y = make_batch()
+    hi = 0.9999994
+    x[0, 0] = hi + 2e-6
+    message = re.escape(f"outside the box [0.0, {hi!r}] by more than 1e-06")
+    with pytest.raises(ValueError, match=message):
+        attacks.fgsm(model, x, y, 0.1, bounds=(0.0, hi))
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_x_outside_box_raises(model, name):
     x, y = make_batch()
@@ -929,6 +962,21 @@ def test_pgd_l2_norm_within_eps_as_float():
     result = attacks.pgd_l2(model, x, y, 0.1, steps=3, seed=1, bounds=(-1.0, 1.0))
     assert float(result.l2.max()) <= 0.1
     assert float(result.l2.max()) > 0.0999
+
+
+@pytest.mark.parametrize("namespace", ["numpy", "torch"])
+def test_pgd_l2_tiny_eps_in_float16(namespace):
+    """A radius of 1e-5 puts 1 / norm past float16's largest value, 65504,
+    and the scale must not go through it."""
+    xp = torch if namespace == "torch" else np
+    model = resgrad.ResidualMLP.init(
+        [4, 6, 3], seed=0, dtype="float16", xp=xp, activation="tanh"
+    )
+    x = xp.asarray(np.full((1, 4), 1e-5, dtype=np.float16))
+    y = xp.asarray(np.array([0]))
+    result = attacks.pgd_l2(model, x, y, 1e-5, random_start=False)
+    l2 = float(result.l2[0])
+    assert 0.5e-5 < l2 <= 1e-5
 
 
 @pytest.mark.parametrize(
@@ -1481,6 +1529,30 @@ def test_jsma_never_moves_features_at_bound(small_model):
     result = attacks.jsma(small_model, x, y, (y + 1) % 5, theta=0.4, gamma=1.0)
     np.testing.assert_array_equal(result.x_adv[:, :3], 1.0)
     assert result.l0.max() > 0
+
+
+@pytest.mark.parametrize("method", ["jsma", "jsma down", "mjsma"])
+def test_jsma_skips_features_at_rounded_bound(method):
+    """float32 rounds 0.3 up and -0.3 down, so a feature at the largest
+    float32 inside the box cannot move up, and one at the smallest cannot
+    move down; every pair counted moves both its features."""
+    model = resgrad.ResidualMLP.init([16, 16, 4], seed=0, dtype="float32")
+    rng = np.random.default_rng(0)
+    edge = np.float32(0.29999998)
+    assert float(edge) <= 0.3
+    assert float(np.nextafter(edge, np.float32(1))) > 0.3
+    x = rng.uniform(-0.3, 0.2, (50, 16)).astype(np.float32)
+    x[rng.random(x.shape) < 0.5] = edge
+    y = model.predict(x)
+    options = {"gamma": 1.0, "bounds": (-0.3, 0.3)}
+    if method == "jsma":
+        result = attacks.jsma(model, x, y, (y + 1) % 4, **options)
+    elif method == "jsma down":
+        result = attacks.jsma(model, -x, y, (y + 1) % 4, theta=-0.6, **options)
+    else:
+        result = attacks.mjsma(model, x, y, **options)
+    assert result.steps.sum() > 20
+    np.testing.assert_array_equal(result.l0, 2 * result.steps)
 
 
 def test_decreasing_jsma_only_lowers_features(small_model):

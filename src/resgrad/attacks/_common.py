@@ -267,8 +267,8 @@ def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> bool:
             # repr: the shortest form that names the value exactly, so that
             # 1.000002 does not print as 1.
             f"{name} has values in [{low!r}, {high!r}], outside the box "
-            f"[{lo:g}, {hi:g}]; scale the inputs into the box or pass "
-            "bounds=(lo, hi)."
+            f"[{lo!r}, {hi!r}] by more than {BOX_TOLERANCE:g}; scale the "
+            "inputs into the box or pass bounds=(lo, hi)."
         )
     return lo <= low and high <= hi
 
@@ -524,6 +524,22 @@ def row_norms(xp: Any, a: Array) -> Array:
     return largest * xp.linalg.vector_norm(a / safe, axis=1, keepdims=True)
 
 
+def dtype_norms(xp: Any, delta: Array, keepdims: bool = False) -> Array:
+    """Return the L2 norms of the rows of ``delta``, rounded to its dtype.
+
+    NumPy squares float16 entries in float16, where the squares of entries
+    below 7.8e-3 fall among the subnormals and lose digits, and those below
+    1.7e-4 round to 0: a perturbation of 1e-5 measured 0. torch squares them in float32, and
+    NumPy's float16 rows are measured the same way.
+    """
+    if type(delta) is np.ndarray and delta.dtype == np.float16:
+        wide = np.linalg.vector_norm(
+            delta.astype(np.float32), axis=1, keepdims=keepdims
+        )
+        return wide.astype(np.float16)
+    return xp.linalg.vector_norm(delta, axis=1, keepdims=keepdims)
+
+
 def project_l2(batch: Batch, v: Array, eps: float) -> Array:
     """Project ``v`` onto ``{||v - x||_2 <= eps}`` per sample, then onto the box.
 
@@ -537,7 +553,12 @@ def project_l2(batch: Batch, v: Array, eps: float) -> Array:
     delta = v - x
     norm = row_norms(xp, delta)
     safe = xp.where(norm > 0, norm, xp.ones_like(norm))
-    scale = xp.where(norm > target, target / safe, xp.ones_like(norm))
+    # A tensor over a tensor: torch divides a Python float by a tensor as
+    # the tensor's reciprocal times the float, and 1 / norm overflows
+    # float16 for norms below 1.5e-5.
+    scale = xp.where(
+        norm > target, xp.full_like(safe, target) / safe, xp.ones_like(norm)
+    )
     projected = clip(batch, x + delta * scale)
     # x + delta rounds to a unit in the last place of x, which can be a
     # large part of a small delta. So the cut grows 8 times at every pass.
@@ -577,7 +598,7 @@ def _l2_exceeds(batch: Batch, v: Array, eps: float) -> Array:
     limit = eps * batch.wide_margin
     delta = v - x
     with np.errstate(over="ignore"):
-        norm = xp.linalg.vector_norm(delta, axis=1, keepdims=True)
+        norm = dtype_norms(xp, delta, keepdims=True)
     # A norm that overflows the dtype is left to the wide norm below, and
     # in the widest dtype to the scaled norm that set the scale.
     finite = xp.isfinite(norm)
@@ -682,7 +703,7 @@ def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
     delta = x_adv - batch.x
     prediction = batch.predict(x_adv)
     with np.errstate(over="ignore"):
-        l2 = xp.linalg.vector_norm(delta, axis=1)
+        l2 = dtype_norms(xp, delta)
     if not _arrays.all_finite(xp, l2):
         # Squares above the largest float (entries past 1.8e19 in float32)
         # overflow; the scaled norm, slower, is kept for those rare boxes.

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import Seed, check_flag, generator, without_autograd
+from .._arrays import Seed, all_finite, check_flag, generator, without_autograd
 from .._numpy_route import through_numpy
 from ..model import ResidualMLP
 from ._common import (
@@ -189,13 +189,28 @@ def mifgsm(
     def step(v: Array) -> Array:
         nonlocal momentum
         grad = ascent_direction(batch, v)
-        norm = xp.sum(xp.abs(grad), axis=1, keepdims=True)
-        safe = xp.where(norm > 0, norm, xp.ones_like(norm))
-        momentum = mu * momentum + grad / safe
+        momentum = mu * momentum + _l1_normalized(xp, grad)
         return project_linf(batch, v + alpha * xp.sign(momentum), limits)
 
     x_adv, taken = iterate(batch, x, steps, step, early_stop)
     return finish(batch, x_adv, taken)
+
+
+def _l1_normalized(xp: Any, grad: Array) -> Array:
+    """Return each row of ``grad`` divided by its L1 norm, rows of zeros as
+    they are.
+
+    Where a row's L1 norm overflows the dtype (past 65504 in float16, from
+    finite entries), the row is first divided by its largest magnitude, so
+    that its sum stays finite and the quotient does not round to 0.
+    """
+    with np.errstate(over="ignore"):
+        norm = xp.sum(xp.abs(grad), axis=1, keepdims=True)
+    if not all_finite(xp, norm):
+        largest = xp.max(xp.abs(grad), axis=1, keepdims=True)
+        grad = grad / xp.where(largest > 0, largest, xp.ones_like(largest))
+        norm = xp.sum(xp.abs(grad), axis=1, keepdims=True)
+    return grad / xp.where(norm > 0, norm, xp.ones_like(norm))
 
 
 @without_autograd

@@ -267,7 +267,11 @@ def _iterate(
     # first keeps the rows that never move in the box, as the moved ones are.
     xp, x = batch.xp, clip(batch, batch.x)
     limits = linf_limits(batch, theta)
-    up, down = x < batch.hi, x > batch.lo
+    # The bounds as floats of the dtype: a bound that the dtype rounds
+    # outward, such as 0.3 in float32, would leave a feature at the edge of
+    # the box in its domain, where a move changes nothing.
+    lo, hi = batch.box
+    up, down = x < hi, x > lo
     x_adv = x
     taken = xp.zeros((batch.n,), dtype=_arrays.index_dtype(xp), device=batch.device)
     active = ~succeeded(batch, batch.model.predict(x))
@@ -295,8 +299,8 @@ def _iterate(
         pair = xp.take(pair, position, axis=0) & active[:, None]
         moved = project_linf(batch, x_adv + xp.take(step, position, axis=0), limits)
         x_adv = xp.where(active[:, None], moved, x_adv)
-        up = up & ~pair & (x_adv < batch.hi)
-        down = down & ~pair & (x_adv > batch.lo)
+        up = up & ~pair & (x_adv < hi)
+        down = down & ~pair & (x_adv > lo)
         taken = taken + xp.astype(active, _arrays.index_dtype(xp))
         active = active & ~succeeded(batch, batch.model.predict(x_adv))
     return x_adv, taken
