@@ -937,22 +937,23 @@ def test_public_functions_leave_inputs_unchanged(backend, shortcut):
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_list_argument_error_names_it(backend):
     model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
-    x = np.zeros((2, 4))
+    x, y = np.zeros((2, 4)), np.zeros(2, dtype=np.int64)
     convert = "np.asarray"
     if backend == "torch":
-        model, x, convert = (
-            model.convert(torch),
-            torch.zeros(2, 4, dtype=torch.float64),
-            "torch.as_tensor",
-        )
+        model, x, y = model.convert(torch), torch.from_numpy(x), torch.from_numpy(y)
+        convert = "torch.as_tensor"
+    # Labels in the model's dtype would be floats, which are rejected.
     expected = (
         r"Expected y to be an array, got the list \[0, 1\]; convert it first "
-        rf"with {convert}, in the model's namespace"
+        rf"with {convert}, in the model's namespace, as integer class labels "
     )
     with pytest.raises(TypeError, match=expected):
         resgrad.gradients(model, x, [0, 1])
-    with pytest.raises(TypeError, match="Expected x to be an array, got the tuple"):
-        resgrad.per_sample_gradients(model, ((0.0,) * 4,) * 2, x[:, 0] * 0)
+    with pytest.raises(TypeError, match=r"target to be an array.*integer class"):
+        resgrad.attacks.fgsm(model, x, y, 0.1, target=[1, 1])
+    with pytest.raises(TypeError, match="namespace and dtype") as error:
+        resgrad.per_sample_gradients(model, ((0.0,) * 4,) * 2, y)
+    assert "Expected x to be an array, got the tuple" in str(error.value)
 
 
 def test_float16_mean_over_more_rows_than_float16_holds():

@@ -21,6 +21,15 @@ Seed = int | np.random.Generator | None
 REJECTED_SUBCLASSES = (np.matrix, np.ma.MaskedArray)
 
 
+# The kind of array that a list passed as labels converts to; the model's
+# dtype would make float labels, which are rejected.
+_LIST_KINDS = {
+    "y": ", as integer class labels (float targets of the model's dtype for "
+    "squared_error)",
+    "target": ", as integer class labels",
+}
+
+
 def namespace(*arrays: Array, names: Sequence[str] | None = None) -> Any:
     """Return the array-API namespace shared by ``arrays`` (``None`` skipped).
 
@@ -34,12 +43,13 @@ def namespace(*arrays: Array, names: Sequence[str] | None = None) -> Any:
     present = [a for a in arrays if a is not None]
     for index, a in enumerate(arrays):
         if isinstance(a, (list, tuple, int, float)):
-            expected = "arrays" if names is None else f"{names[index]} to be an array"
+            name = None if names is None else names[index]
+            expected = "arrays" if name is None else f"{name} to be an array"
             raise TypeError(
                 f"Expected {expected}, got the {type(a).__name__} "
                 f"{_short_repr(a)}; convert it first"
-                f"{_converter(present, named=names is not None)}, in the "
-                "model's namespace and dtype."
+                f"{_converter(present, named=name is not None)}, in the "
+                f"model's namespace{_LIST_KINDS.get(name, ' and dtype')}."
             )
         if isinstance(a, np.matrix):
             # np.matrix keeps two dimensions in every reduction, which the
