@@ -471,6 +471,31 @@ def test_not_empty_out_refused(files, tmp_path, capsys, command):
     assert (out / "old.png").read_bytes() == b"old"
 
 
+@pytest.mark.parametrize(
+    ("command", "name"),
+    [
+        ("attack", "robust_accuracy.png"),
+        ("saliency", "saliency.json"),
+        ("depth", "depth_ratio.png"),
+        ("run", "training.png"),
+    ],
+)
+def test_folder_named_as_output_file(files, tmp_path, capsys, command, name):
+    """A folder in the way of one of the command's files ends the command
+    before any work, with advice that can be followed."""
+    out = tmp_path / "earlier"
+    (out / name).mkdir(parents=True)
+    argv = [command, "--out", str(out), "--overwrite", "--no-progress"]
+    if command in ("attack", "saliency"):
+        argv += ["--model", str(files / "model.npz")]
+    status, lines = run_cli(capsys, argv)
+
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert f"{out / name} is a folder, where this command writes a file" in lines[0]
+    assert [path.name for path in out.iterdir()] == [name]
+
+
 @pytest.mark.parametrize("command", ["run", "attack", "saliency", "depth"])
 def test_overwrite_help_text(capsys, command):
     assert main([command, "--help"]) == 0

@@ -251,6 +251,19 @@ def check_not_an_input(path: Path) -> None:
             )
 
 
+def check_output_file(path: Path) -> None:
+    """Raise, before any work starts, if ``path`` cannot take one of the
+    command's files: a folder of that name is in the way, or the file is an
+    input of the command (``check_not_an_input``)."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{path} is a folder, where this command writes a file of that "
+            "name; move or rename that folder, or pass another --out."
+        )
+    check_not_an_input(path)
+
+
 def write_atomic(path: Path, content: str | bytes) -> None:
     """Write ``content`` to ``path`` through a temporary file and a rename.
 

@@ -21,7 +21,7 @@ from ._common import (
     add_data_arguments,
     add_overwrite_argument,
     check_figures_installed,
-    check_not_an_input,
+    check_output_file,
     check_output_folder,
     existing_file,
     files_record,
@@ -130,7 +130,7 @@ def run_attack(args: argparse.Namespace) -> int:
     _warn_on_wide_eps(eps_values, data.bounds)
     tables = [f"robustness.{suffix}" for suffix in ("md", "csv", "json")]
     for name in (*tables, ACCURACY_FIGURE, EXAMPLES_FIGURE):
-        check_not_an_input(out / name)
+        check_output_file(out / name)
     available = len(data.y_test)
     if args.limit is not None and args.limit > available:
         warn(

@@ -26,6 +26,7 @@ from ._common import (
     Typed,
     add_overwrite_argument,
     check_figures_installed,
+    check_output_file,
     check_output_folder,
     folder_path,
     non_negative_int,
@@ -283,6 +284,14 @@ def run_depth(args: argparse.Namespace) -> int:
                 f"add --trained, or drop {pronoun}."
             )
     folder = check_output_folder(args.out, args.overwrite)
+    names = [JSON_NAME, "depth_ratio.png", "depth_identity.png"]
+    names += [f"depth_norms_w{width}.png" for width in args.widths]
+    if args.published:
+        names.append("depth_published.png")
+    if args.trained:
+        names.append("depth_trained.png")
+    for name in names:
+        check_output_file(folder.path / name)
     _check_memory(args)
     check_figures_installed()
     progress = progress_bar(not args.no_progress, log_start=True)

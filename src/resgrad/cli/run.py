@@ -34,7 +34,7 @@ from ._common import (
     add_data_arguments,
     add_overwrite_argument,
     check_figures_installed,
-    check_not_an_input,
+    check_output_file,
     check_output_folder,
     file_times,
     folder_path,
@@ -134,7 +134,7 @@ def run_main(args: argparse.Namespace) -> int:
     folder = _run_folder(args, base)
     data = load_dataset(args)
     for name in ("model.npz", "report.md", "metrics.json", "training.png"):
-        check_not_an_input(folder.path / name)
+        check_output_file(folder.path / name)
     # As resgrad train does, so that a wrong data file or label column shows
     # before the training time is spent.
     print(data.summary(), flush=True)

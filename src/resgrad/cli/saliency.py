@@ -28,7 +28,7 @@ from ._common import (
     add_data_arguments,
     add_overwrite_argument,
     check_figures_installed,
-    check_not_an_input,
+    check_output_file,
     check_output_folder,
     existing_file,
     files_record,
@@ -425,7 +425,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     args.out = folder.path
     samples = [f"saliency_sample_{index}.png" for index in indices]
     for name in (*samples, RANDOMIZATION_NAME, DELETION_NAME, JSON_NAME):
-        check_not_an_input(args.out / name)
+        check_output_file(args.out / name)
     progress = progress_bar(not args.no_progress)
 
     summary, sample_figures = draw_samples(
