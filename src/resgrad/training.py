@@ -759,7 +759,9 @@ class _Run:
         self.with_params = model._with_arrays if own else model.replace_arrays
         # They also write into none of their inputs, so on CPU tensors they
         # can run on NumPy views (see _numpy_route.update).
-        self.update = functools.partial(_numpy_route.update, opt) if own else opt.update
+        self.update = opt.update
+        if own and _arrays.array_api_compat.is_torch_namespace(xp):
+            self.update = functools.partial(_numpy_route.update, opt)
         self.x, self.y, self.batch_size = x, y, batch_size
         self.rng, self.xp = rng, xp
         self.device = _arrays.array_api_compat.device(x)
