@@ -466,13 +466,17 @@ def _float_views(torch: Any, value: Any) -> Any:
     with each tensor as a NumPy view; raise ``_NotEligible`` for anything
     else."""
     if isinstance(value, torch.Tensor):
-        if (
-            type(value) not in (torch.Tensor, torch.nn.Parameter)
-            or value.dtype not in (torch.float32, torch.float64)
-            or not _eligible_tensor(torch, value)
+        if type(value) not in (torch.Tensor, torch.nn.Parameter) or value.dtype not in (
+            torch.float32,
+            torch.float64,
         ):
             raise _NotEligible
-        return value.detach().numpy()
+        try:
+            # numpy() itself refuses a GPU, sparse, conjugated or negated
+            # tensor, in less time than testing each of those.
+            return value.detach().numpy()
+        except (RuntimeError, TypeError) as error:
+            raise _NotEligible from error
     if isinstance(value, dict):
         return {name: _float_views(torch, item) for name, item in value.items()}
     if isinstance(value, tuple) and hasattr(value, "_fields"):
