@@ -530,6 +530,48 @@ def test_npy_bytes_before_archive_name_the_file(saved, reader):
     assert resgrad.io.is_checkpoint(path) is False
 
 
+def _deflate_and_damage(path, member):
+    """Rewrite the archive at ``path`` with compressed members and flip 20
+    bytes of the compressed data of ``member``."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename) + 5
+    raw[start : start + 20] = bytes(255 - byte for byte in raw[start : start + 20])
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("reader", ["load", "read_metadata", "load_checkpoint"])
+def test_damaged_compressed_member(saved, reader):
+    """zlib's error for damaged compressed data names the file, as the other
+    errors of a damaged archive do."""
+    path, _ = saved
+    member = "__config__.npy"
+    if reader == "load_checkpoint":
+        weights = {"params.blocks.0.W1": np.ones((2, 2))}
+        resgrad.io.save_checkpoint(path, {"epoch": 1}, weights)
+        member = "__checkpoint__.npy"
+    _deflate_and_damage(path, member)
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))} is not a resgrad"):
+        getattr(resgrad.io, reader)(path)
+    assert resgrad.io.is_checkpoint(path) is False
+
+
+def test_bytes_before_archive_not_read_as_pickle(saved):
+    """np.load reads a file that does not start as a zip archive as a
+    pickle, whose error advises allow_pickle."""
+    path, _ = saved
+    path.write_bytes(b"X" * 100 + path.read_bytes())
+    with pytest.raises(ValueError, match="other bytes come before its zip") as error:
+        load(path)
+    assert "pickle" not in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("number", "message"),
     [("NaN", "NaN is not a JSON number"), ("1e400", "1e400 is beyond the float64")],

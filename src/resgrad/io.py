@@ -29,6 +29,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, NamedTuple
@@ -55,15 +56,19 @@ NPY_HEADER_READERS = {
     (1, 0): np.lib.format.read_array_header_1_0,
     (2, 0): np.lib.format.read_array_header_2_0,
 }
-# zipfile raises NotImplementedError for a zip version or feature it lacks.
+# zipfile raises NotImplementedError for a zip version or feature it lacks,
+# and zlib.error for a damaged compressed member.
 _ZIP_ERRORS = (
     zipfile.BadZipFile,
+    zlib.error,
     EOFError,
     OSError,
     ValueError,
     OverflowError,
     NotImplementedError,
 )
+# The first bytes of a zip archive: the signature of its first member.
+_ZIP_SIGNATURE = b"PK\x03\x04"
 _HEADER_FIELDS = {
     "format": str,
     "format_version": int,
@@ -1016,6 +1021,11 @@ def _read_arrays(
         # np.load reads such a file as one array, even where a zip archive
         # that zipfile accepts follows the array.
         raise _invalid(path, "it starts as a .npy array, not as a zip archive", kind)
+    file.seek(0)
+    if file.read(len(_ZIP_SIGNATURE)) != _ZIP_SIGNATURE:
+        # zipfile finds an archive after other bytes, but np.load then reads
+        # the file as a pickle and advises allow_pickle, which would be unsafe.
+        raise _invalid(path, "other bytes come before its zip archive", kind)
     file.seek(0)
     try:
         with np.load(file, allow_pickle=False) as archive:
