@@ -956,8 +956,39 @@ def _edit_header(path, edit):
             lambda h: h["optimizer_state"]["scalars"].update(count="x"),
             "the optimizer state field count is 'x', not an integer",
         ),
+        (
+            lambda h: h["optimizer_state"]["scalars"].update(count=-5),
+            r"the optimizer state's count -5 is not the \d+ steps taken",
+        ),
+        (
+            lambda h: h.update(loss_limit=10**400),
+            "loss_limit is 1000.*, beyond the range of floats",
+        ),
+        (
+            lambda h: h["rng"]["state"].update(state=-1),
+            "OverflowError",
+        ),
+        (
+            lambda h: h.update(stopped_early="no"),
+            "stopped_early is 'no', not true or false",
+        ),
+        (
+            lambda h: h["stopping"].update(best_epoch="2"),
+            "stopping.best_epoch is '2', not an integer >= 0",
+        ),
     ],
-    ids=["junk records", "dict history", "skipped epoch", "best epoch", "count"],
+    ids=[
+        "junk records",
+        "dict history",
+        "skipped epoch",
+        "best epoch",
+        "count",
+        "negative count",
+        "huge loss limit",
+        "negative generator state",
+        "text flag",
+        "text best epoch",
+    ],
 )
 def test_resume_rejects_damaged_header(tmp_path, edit, message):
     x, y = _blobs()

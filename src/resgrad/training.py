@@ -1024,7 +1024,13 @@ class _Checkpoint:
         header, arrays = io.load_checkpoint(self.path)
         try:
             return self._restore(run, patience, header, arrays)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            OverflowError,
+        ) as error:
             if isinstance(error, CheckpointMismatch):
                 raise
             raise ValueError(
@@ -1046,18 +1052,23 @@ class _Checkpoint:
         )
         stored = header["stopping"]
         stopping = _EarlyStopping(patience, params)
-        stopping.best_loss = _none_to_inf(stored["best_loss"])
-        stopping.best_epoch = int(stored["best_epoch"])
-        stopping.waited = int(stored["waited"])
-        if not stored["best_is_current"]:
+        stopping.best_loss = _stored_loss(stored["best_loss"], "stopping.best_loss")
+        stopping.best_epoch = _stored_count(stored["best_epoch"], "stopping.best_epoch")
+        stopping.waited = _stored_count(stored["waited"], "stopping.waited")
+        if not _stored_flag(stored["best_is_current"], "stopping.best_is_current"):
             stopping.best_params = self._arrays(run, arrays, "best", template)
-        run.steps = int(header["steps"])
-        run.loss_limit = _none_to_inf(header["loss_limit"])
+        run.steps = _stored_count(header["steps"], "steps")
+        if type(run.opt) in OPTIMIZERS.values() and state.count != run.steps:
+            # resgrad's optimizers count the steps taken, as the run does.
+            raise ValueError(
+                f"the optimizer state's count {_arrays._short_repr(state.count)} "
+                f"is not the {run.steps} steps taken"
+            )
+        run.loss_limit = _stored_loss(header["loss_limit"], "loss_limit")
         run.rng.bit_generator.state = header["rng"]
         history = _checked_history(header["history"], stopping.best_epoch)
-        return _Progress(
-            params, state, stopping, history, bool(header["stopped_early"])
-        )
+        stopped_early = _stored_flag(header["stopped_early"], "stopped_early")
+        return _Progress(params, state, stopping, history, stopped_early)
 
     def _check_settings(self, stored: Any) -> None:
         if isinstance(stored, dict) and stored.get("validation") is None:
@@ -1262,8 +1273,32 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _none_to_inf(value: float | None) -> float:
-    return math.inf if value is None else float(value)
+def _stored_count(value: Any, name: str) -> int:
+    """Return the count ``name`` of a checkpoint, checked to be an int >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} is {_arrays._short_repr(value)}, not an integer >= 0")
+    return value
+
+
+def _stored_flag(value: Any, name: str) -> bool:
+    """Return the flag ``name`` of a checkpoint, checked to be a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} is {_arrays._short_repr(value)}, not true or false")
+    return value
+
+
+def _stored_loss(value: Any, name: str) -> float:
+    """Return the loss ``name`` of a checkpoint, infinite for ``None``."""
+    if value is None:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} is {_arrays._short_repr(value)}, not a number")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(
+            f"{name} is {_arrays._short_repr(value)}, beyond the range of floats"
+        ) from None
 
 
 # Evaluation.
