@@ -1554,6 +1554,11 @@ def test_digits_scaling_divides_by_sixteen():
         ({"offset": float("nan"), "scale": 1.0}, "not finite"),
         ({"offset": 0.0, "scale": 1.0, "prescale": 0.0}, r"\['prescale'\] must be > 0"),
         ({"offset": 0.0, "scale": 1.0, "shift": 0.0}, "optionally 'prescale'"),
+        ({"offset": [10**400] * 4, "scale": 1.0}, "beyond the range of floats"),
+        (
+            {"offset": [[0.0, 0.0], [0.0, 0.0]], "scale": 1.0},
+            r"scaling\['offset'\] has 2 dimensions, where one value per feature",
+        ),
     ],
 )
 def test_scaling_rejects_bad_maps(tmp_path, scaling, message):

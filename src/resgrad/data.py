@@ -1664,7 +1664,16 @@ def _scaling_arrays(
             value = np.asarray(scaling[key], dtype=np.float64)
         except (TypeError, ValueError) as error:
             raise ValueError(f"scaling[{key!r}] is not numeric; {fix}") from error
-        if value.ndim > 1 or value.size not in (1, n_features):
+        except OverflowError as error:
+            raise ValueError(
+                f"scaling[{key!r}] has a value beyond the range of floats; {fix}"
+            ) from error
+        if value.ndim > 1:
+            raise ValueError(
+                f"scaling[{key!r}] has {value.ndim} dimensions, where one value "
+                f"per feature takes 1; {fix}"
+            )
+        if value.size not in (1, n_features):
             raise ValueError(
                 f"{name} has {n_features} features, but the scaling of the "
                 f"training data covers {value.size}; pass data with the features "

@@ -85,8 +85,13 @@ def _training_settings(training: dict, metadata: dict) -> str:
     def number(name: str, low: float) -> Any:
         """Return the field ``name`` if it is a finite number >= ``low``."""
         value = training.get(name)
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return value if is_number and math.isfinite(value) and value >= low else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return None
+        if isinstance(value, int) and abs(value) >= 2**63:
+            # math.isfinite raises on ints past the largest float, and a
+            # count past int64 is damage too.
+            return None
+        return value if math.isfinite(value) and value >= low else None
 
     def count(name: str, low: int) -> int | None:
         value = number(name, low)
