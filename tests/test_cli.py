@@ -49,6 +49,14 @@ def files(tmp_path_factory):
     raw = np.zeros(64)
     raw[7] = 16.0
     np.save(folder / "raw_baseline.npy", raw)
+    # A header that declares 800 GB in a file of 160 bytes, its padding
+    # shortened by the 10 characters added.
+    small = io.BytesIO()
+    np.save(small, np.zeros(4))
+    declared = small.getvalue().replace(
+        b"(4,), }" + b" " * 10, b"(99999999999,), }", 1
+    )
+    (folder / "huge_baseline.npy").write_bytes(declared)
     return folder
 
 
@@ -302,6 +310,16 @@ BAD_ARGUMENTS = {
             "{dir}/archive_baseline.npz",
         ],
         "archive_baseline.npz' is a .npz archive, not a .npy array; save the row",
+    ),
+    "saliency baseline of huge declared shape": (
+        [
+            "saliency",
+            "--model",
+            "{dir}/model.npz",
+            "--baseline",
+            "{dir}/huge_baseline.npy",
+        ],
+        "Expected --baseline of shape (64,), one input row, got (99999999999,)",
     ),
     "saliency baseline in raw units": (
         ["saliency", "--model", "{dir}/model.npz", "--baseline", "16"],
@@ -907,6 +925,25 @@ def test_train_interrupt_names_checkpoint(readable, tmp_path, monkeypatch, capsy
     assert f"{checkpoint} contains the last finished epoch{epoch};" in err
     assert "--resume" in err
     assert not out.exists()
+
+
+def test_train_interrupt_after_save(tmp_path, monkeypatch, capsys):
+    """An interrupt once the model's file is in place, as during the sync of
+    its folder, must not advise --resume, which would stop at that file."""
+    real_save = resgrad.io.save
+
+    def save_then_interrupt(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resgrad.io, "save", save_then_interrupt)
+    out = tmp_path / "model.npz"
+    status = main(["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 130
+    assert f"{out} was saved before the interrupt, so the run is complete" in err
+    assert "--resume" not in err
+    assert out.is_file()
 
 
 def test_train_second_interrupt_keeps_the_note(tmp_path, monkeypatch, capsys):
@@ -2757,6 +2794,7 @@ def test_invalid_training_record_is_named(training, message, tmp_path, capsys):
             "trained with:  sgd",
         ),
         ({"optimizer": "sgd", "epochs": 1e300}, "trained with:  sgd"),
+        ({"optimizer": "sgd", "lr": 10**400, "epochs": 10**400}, "trained with:  sgd"),
         ({}, None),
     ],
 )
@@ -2860,6 +2898,21 @@ def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", "--model", str(model), "--json"]) == 0
     report = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
     assert report["training"] == {"optimizer": "adam", "epochs": None, "lr": None}
+
+
+@pytest.mark.parametrize("option", [["--label-column", "3"], ["--header", "yes"]])
+def test_evaluate_digits_with_csv_option(option, tmp_path, capsys):
+    """A CSV option given for the digits is refused with the loader's own
+    words, which no note on changed files follows."""
+    model = tmp_path / "m.npz"
+    metadata = {"training": {"data": "digits"}}
+    resgrad.save(resgrad.ResidualMLP.init([64, 10], seed=0), model, metadata)
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model), *option])
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert option[0] in lines[0]
+    assert "None" not in lines[0]
+    assert "other options than in training" not in lines[0]
 
 
 def test_evaluate_names_damaged_split_seed(tmp_path, capsys):

@@ -286,6 +286,13 @@ def _baseline_row(text: str, width: int) -> np.ndarray:
             "pass a number, such as 0 or 0.5, or the path of a .npy file of one "
             "input row."
         )
+    declared = _declared_shape(path)
+    if declared is not None and declared not in ((width,), (1, width)):
+        # Refused before np.load allocates what the header declares, which
+        # can be more than the machine's memory.
+        raise ValueError(
+            f"Expected --baseline of shape ({width},), one input row, got {declared}."
+        )
     try:
         row = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
@@ -323,6 +330,20 @@ def _baseline_row(text: str, width: int) -> np.ndarray:
             "numbers."
         )
     return row
+
+
+def _declared_shape(path: Path) -> tuple[int, ...] | None:
+    """Return the shape that the header of the .npy file at ``path``
+    declares, or ``None`` where it cannot be read, which ``np.load`` then
+    reports."""
+    from ..io import NPY_HEADER_READERS
+
+    try:
+        with open(path, "rb") as file:
+            reader = NPY_HEADER_READERS.get(np.lib.format.read_magic(file))
+            return None if reader is None else tuple(reader(file)[0])
+    except (OSError, ValueError, EOFError):
+        return None
 
 
 def method_options(

@@ -401,12 +401,20 @@ def run_train(args: argparse.Namespace) -> int:
         remove_empty(made_folders)
 
 
-def _interrupt_note(args: argparse.Namespace, earlier: Any) -> str | None:
+def _interrupt_note(
+    args: argparse.Namespace, earlier: Any, out_before: Any
+) -> str | None:
     """Return what an interrupted run leaves in its checkpoint, or ``None``
-    where it left none. ``earlier`` is the checkpoint's identity before the
-    run."""
+    where it left none. ``earlier`` and ``out_before`` are the identities of
+    the checkpoint and of ``--out`` before the run."""
     if not args.checkpoint.is_file():
         return None
+    if _identity(args.out) != out_before:
+        # The interrupt came after the model's file was renamed into place.
+        return (
+            f"{args.out} was saved before the interrupt, so the run is complete "
+            f"and {args.checkpoint} can be removed"
+        )
     if not args.resume and _identity(args.checkpoint) == earlier:
         return (
             f"no epoch of this run finished, so {args.checkpoint} is still "
@@ -509,7 +517,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
     # count shows before the training time is spent.
     print(data.summary(), flush=True)
     # The checkpoint of an earlier run, if any, as it is before this run.
-    earlier = _identity(args.checkpoint)
+    earlier, out_before = _identity(args.checkpoint), _identity(args.out)
     start = time.perf_counter()
     bar = progress_bar(not args.no_progress)
     # The epochs that a resumed checkpoint had run before this command.
@@ -542,7 +550,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         with second_interrupt_ignored():
-            note = _interrupt_note(args, earlier)
+            note = _interrupt_note(args, earlier, out_before)
         if note is None:
             raise
         # main prints the message of the interrupt after "interrupted; ".
