@@ -53,9 +53,7 @@ def files(tmp_path_factory):
     # shortened by the 10 characters added.
     small = io.BytesIO()
     np.save(small, np.zeros(4))
-    declared = small.getvalue().replace(
-        b"(4,), }" + b" " * 10, b"(99999999999,), }", 1
-    )
+    declared = small.getvalue().replace(b"(4,), }" + b" " * 10, b"(99999999999,), }", 1)
     (folder / "huge_baseline.npy").write_bytes(declared)
     return folder
 
