@@ -2913,6 +2913,24 @@ def test_evaluate_digits_with_csv_option(option, tmp_path, capsys):
     assert "other options than in training" not in lines[0]
 
 
+def test_permission_error_names_a_fix(files, monkeypatch, capsys):
+    """The system's message for a file the user may not read names no fix.
+    (Tests that run as root can read any file, so the error is raised.)"""
+
+    def unreadable(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(resgrad.io, "load", unreadable)
+    model = files / "model.npz"
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert lines == [
+        f"resgrad evaluate: error: [Errno 13] Permission denied: '{model}'; give "
+        "your user access to that path (for example with chmod), or pass another "
+        "path"
+    ]
+
+
 def test_evaluate_names_damaged_split_seed(tmp_path, capsys):
     model = tmp_path / "m.npz"
     resgrad.save(

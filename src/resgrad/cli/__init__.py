@@ -174,7 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A library that caught the interrupt raised this in its place.
             print(f"resgrad {args.command}: terminated", file=sys.stderr)
             return TERMINATED_STATUS
-        print(f"resgrad {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        message = _one_line(error)
+        if isinstance(error, PermissionError) and message.startswith("[Errno"):
+            # The system's own words, such as "[Errno 13] Permission denied:
+            # 'model.npz'", which name no fix.
+            message += (
+                "; give your user access to that path (for example with chmod), "
+                "or pass another path"
+            )
+        print(f"resgrad {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         # A command may raise the interrupt again with a note, such as the
