@@ -2924,11 +2924,12 @@ def test_permission_error_names_a_fix(files, monkeypatch, capsys):
     model = files / "model.npz"
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
-    assert lines == [
+    expected = (
         f"resgrad evaluate: error: [Errno 13] Permission denied: '{model}'; give "
         "your user access to that path (for example with chmod), or pass another "
         "path"
-    ]
+    )
+    assert lines == [expected]
 
 
 def test_evaluate_names_damaged_split_seed(tmp_path, capsys):
