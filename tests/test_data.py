@@ -931,6 +931,11 @@ CSV_ERRORS = {
         "a,b,label\n1,0\n2,1\n",
         "3 column names in its header but 2 columns",
     ),
+    "hash in a header name": (
+        "hash.csv",
+        "a#1,b,label\n1,2,0\n3,4,1\n",
+        'header ends at its first #; quote a name that contains one, such as "a#1"',
+    ),
     "single column": ("column.csv", "1\n0\n", "column.csv has 1 column"),
     "labels not from zero": (
         "shifted.csv",

@@ -541,9 +541,15 @@ def load_csv(
     width = table.shape[1]
     names = len(fields) - first
     if has_header and names != width:
+        hint = ""
+        if "#" in _line_text(path, line):
+            hint = (
+                " A # starts a comment, so the header ends at its first #; "
+                'quote a name that contains one, such as "a#1".'
+            )
         raise ValueError(
             f"{path} has {names} column names in its header but {width} columns "
-            "of data; every row needs one field per column."
+            f"of data; every row needs one field per column.{hint}"
         )
     if width < 2:
         raise ValueError(
@@ -977,6 +983,16 @@ def _data_lines(path: Path, skip_rows: int) -> Iterator[tuple[int, str]]:
         for number, line in enumerate(file, start=1):
             if number > skip_rows and _strip_comment(line).strip("\r\n"):
                 yield number, line
+
+
+def _line_text(path: Path, number: int) -> str:
+    """Return line ``number`` (from 1) of the text file at ``path``, or an
+    empty string past its end."""
+    with open(path, encoding="utf-8-sig", errors="replace") as file:
+        for current, text in enumerate(file, start=1):
+            if current == number:
+                return text
+    return ""
 
 
 def _strip_comment(line: str, quote_after_space: bool = False) -> str:
