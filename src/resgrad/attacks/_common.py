@@ -529,8 +529,8 @@ def dtype_norms(xp: Any, delta: Array, keepdims: bool = False) -> Array:
 
     NumPy squares float16 entries in float16, where the squares of entries
     below 7.8e-3 fall among the subnormals and lose digits, and those below
-    1.7e-4 round to 0: a perturbation of 1e-5 measured 0. torch squares them in float32, and
-    NumPy's float16 rows are measured the same way.
+    1.7e-4 round to 0: a perturbation of 1e-5 measured 0. torch squares
+    them in float32, and NumPy's float16 rows are measured the same way.
     """
     if type(delta) is np.ndarray and delta.dtype == np.float16:
         wide = np.linalg.vector_norm(
