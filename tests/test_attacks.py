@@ -440,6 +440,18 @@ def test_mifgsm_float16_l1_norm_overflow(namespace):
     np.testing.assert_array_equal(np.asarray(result.x_adv), np.float16(0.1))
 
 
+def test_mifgsm_float16_rows_stay_independent():
+    """Only a row whose L1 norm overflows is rescaled first; the others keep
+    the plain quotient, as they would alone."""
+    from resgrad.attacks._iterative import _l1_normalized
+
+    grad = np.array([[40000.0] * 4, [3e-3, 1e-4, 7.0, 0.1]], dtype=np.float16)
+    together = _l1_normalized(np, grad)
+    alone = _l1_normalized(np, grad[1:])
+    np.testing.assert_array_equal(together[1:], alone)
+    np.testing.assert_array_equal(together[0], np.float16(0.25))
+
+
 def test_mifgsm_defaults_are_dong(model):
     x, y = make_batch()
     default = attacks.mifgsm(model, x, y, EPS, steps=5)

@@ -75,9 +75,10 @@ def use_numpy_on_cpu(enabled: bool | str) -> bool | str:
     With ``True`` (the default), ``gradients``, ``input_gradient``,
     ``input_jacobian``, ``per_sample_gradients``, ``per_sample_norms`` and
     the attacks run their NumPy code on views of the tensors' memory and
-    return tensors, and so do the updates of ``fit``'s own optimizers. On the CPUs where this was measured, NumPy's BLAS
-    multiplied small matrices faster than the one in PyTorch's CPU build,
-    and its calls cost less dispatch. Those calls use NumPy's BLAS threads,
+    return tensors, and so do the updates of ``fit``'s own optimizers. On
+    the CPUs where this was measured, NumPy's BLAS multiplied small
+    matrices faster than the one in PyTorch's CPU build, and its calls
+    cost less dispatch. Those calls use NumPy's BLAS threads,
     which ``torch.set_num_threads`` does not set. Where PyTorch's BLAS is
     MKL, NumPy's is not, and the CPU is Intel's, MKL multiplied large
     matrices faster. There calls with 8 rows or more, on models whose

@@ -533,9 +533,8 @@ def dtype_norms(xp: Any, delta: Array, keepdims: bool = False) -> Array:
     them in float32, and NumPy's float16 rows are measured the same way.
     """
     if type(delta) is np.ndarray and delta.dtype == np.float16:
-        wide = np.linalg.vector_norm(
-            delta.astype(np.float32), axis=1, keepdims=keepdims
-        )
+        # np.linalg.norm: NumPy 1.26 has no vector_norm.
+        wide = np.linalg.norm(delta.astype(np.float32), axis=1, keepdims=keepdims)
         return wide.astype(np.float16)
     return xp.linalg.vector_norm(delta, axis=1, keepdims=keepdims)
 

@@ -201,15 +201,18 @@ def _l1_normalized(xp: Any, grad: Array) -> Array:
     they are.
 
     Where a row's L1 norm overflows the dtype (past 65504 in float16, from
-    finite entries), the row is first divided by its largest magnitude, so
-    that its sum stays finite and the quotient does not round to 0.
+    finite entries), that row alone is first divided by its largest
+    magnitude, so that its sum stays finite and the quotient does not round
+    to 0; the other rows keep the plain quotient, whatever the batch.
     """
     with np.errstate(over="ignore"):
         norm = xp.sum(xp.abs(grad), axis=1, keepdims=True)
     if not all_finite(xp, norm):
+        overflowed = ~xp.isfinite(norm)
         largest = xp.max(xp.abs(grad), axis=1, keepdims=True)
-        grad = grad / xp.where(largest > 0, largest, xp.ones_like(largest))
-        norm = xp.sum(xp.abs(grad), axis=1, keepdims=True)
+        divisor = xp.where(overflowed & (largest > 0), largest, xp.ones_like(largest))
+        grad = grad / divisor
+        norm = xp.where(overflowed, xp.sum(xp.abs(grad), axis=1, keepdims=True), norm)
     return grad / xp.where(norm > 0, norm, xp.ones_like(norm))
 
 
