@@ -493,15 +493,23 @@ def test_not_empty_out_refused(files, tmp_path, capsys, command):
         ("attack", "robust_accuracy.png"),
         ("saliency", "saliency.json"),
         ("depth", "depth_ratio.png"),
+        ("depth", "depth_spectrum_w4.png"),
         ("run", "training.png"),
+        ("run", "INCOMPLETE.txt"),
+        ("run", "robust_accuracy.png"),
+        ("run", "saliency_grid.png"),
+        ("run", "depth_spectrum_w32.png"),
     ],
 )
 def test_folder_named_as_output_file(files, tmp_path, capsys, command, name):
-    """A folder in the way of one of the command's files ends the command
-    before any work, with advice that can be followed."""
+    """A folder in the way of one of the command's files, its sections' in
+    resgrad run included, ends the command before any work, with advice
+    that can be followed."""
     out = tmp_path / "earlier"
     (out / name).mkdir(parents=True)
     argv = [command, "--out", str(out), "--overwrite", "--no-progress"]
+    if command == "depth":
+        argv += ["--depths", "1,2", "--widths", "4"]
     if command in ("attack", "saliency"):
         argv += ["--model", str(files / "model.npz")]
     status, lines = run_cli(capsys, argv)
@@ -518,6 +526,20 @@ def test_overwrite_help_text(capsys, command):
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--overwrite" in help_text
     assert "replacing the files of the same name; other files in it stay" in help_text
+
+
+@pytest.mark.parametrize("spectrum_depth", ["0", "2"])
+def test_depth_figure_names_match_files(spectrum_depth, tmp_path, capsys):
+    """The names that depth checks before any work are those it writes."""
+    from resgrad.cli.depth import figure_names
+
+    out = tmp_path / "depth"
+    argv = ["depth", "--depths", "1,2", "--widths", "4,6", "--seeds", "1"]
+    argv += ["--samples", "2", "--identity-blocks", "0", "--identity-width", "4"]
+    argv += ["--spectrum-depth", spectrum_depth, "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    written = json.loads((out / "depth.json").read_text())["files"]
+    assert sorted(written) == sorted(figure_names([4, 6], spectrum_depth != "0"))
 
 
 def test_depth_overwrite_keeps_other_files(tmp_path, capsys):
@@ -942,6 +964,28 @@ def test_train_interrupt_after_save(tmp_path, monkeypatch, capsys):
     assert f"{out} was saved before the interrupt, so the run is complete" in err
     assert "--resume" not in err
     assert out.is_file()
+
+
+def test_train_interrupt_after_out_written_elsewhere(tmp_path, monkeypatch, capsys):
+    """--out written by another command during training is not this run's
+    model, so the checkpoint must still be offered to --resume."""
+    import resgrad.cli.train as train_cli
+    from resgrad.io import save_checkpoint
+
+    out = tmp_path / "model.npz"
+    checkpoint = tmp_path / "model.checkpoint.npz"
+
+    def interrupted_training(args, data, progress):
+        save_checkpoint(checkpoint, {"history": [{"loss": 1.0}] * 2}, {})
+        resgrad.save(resgrad.ResidualMLP.init([64, 10], seed=1), out)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "train_model", interrupted_training)
+    status = main(["train", "--out", str(out), "--epochs", "5", "--no-progress"])
+    err = capsys.readouterr().err
+    assert status == 130
+    assert "saved before the interrupt" not in err
+    assert f"{checkpoint} contains the last finished epoch (epoch 2 of 5)" in err
 
 
 def test_train_second_interrupt_keeps_the_note(tmp_path, monkeypatch, capsys):

@@ -1041,7 +1041,7 @@ def test_cli_arch_names(text, archs, tmp_path, monkeypatch, capsys):
 
 
 def test_report_section(tmp_path):
-    from resgrad.cli.depth import report_section
+    from resgrad.cli.depth import SECTION_FILES, report_section
 
     data = _small_data()
     model = depth.classifier_network("residual", 3, 6, 5, 2, seed=0)
@@ -1050,6 +1050,9 @@ def test_report_section(tmp_path):
     assert section.files
     for name in section.files:
         assert (tmp_path / name).exists()
+    # resgrad run checks these names before any work.
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == sorted(SECTION_FILES)
     assert "| residual |" in section.markdown
     assert set(section.metrics["trained_model"]) == {"trained", "init"}
     # Every figure has a caption, and the spectrum's explains its legend.

@@ -15,7 +15,7 @@ import resgrad
 from resgrad import attacks, robustness
 from resgrad.cli import main
 from resgrad.cli._common import RunContext, Section
-from resgrad.cli.attack import report_section
+from resgrad.cli.attack import SECTION_FILES, report_section
 from resgrad.data import Dataset
 
 D = 64
@@ -765,6 +765,9 @@ def test_report_section(files, tmp_path):
     assert section.key == "attacks"
     for name in section.files:
         assert (tmp_path / name).read_bytes()[:8] == PNG_SIGNATURE
+    # resgrad run checks these names before any work.
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == sorted(SECTION_FILES)
     rows = section.metrics["rows"]
     assert {(row["method"], row["eps"]) for row in rows} == {
         (m, eps) for m in robustness.METHODS for eps in (0.05, 0.1, 0.2)

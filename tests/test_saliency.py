@@ -1361,6 +1361,9 @@ def test_report_section(digits_model, tmp_path):
     for name in section.files:
         assert (tmp_path / name).stat().st_size > 0
         assert name in section.markdown
+    # resgrad run checks these names before any work.
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == sorted(saliency_cli.SECTION_FILES)
     assert section.metrics["integrated_gradients_gap"]["max_relative_gap"] < 0.1
     assert set(section.metrics["deletion"]) == set(saliency_cli.REPORT_METHODS)
 

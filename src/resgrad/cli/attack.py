@@ -38,6 +38,8 @@ from ._common import (
 
 ACCURACY_FIGURE = "robust_accuracy.png"
 EXAMPLES_FIGURE = "adversarial_examples.png"
+# The figures of the section, which resgrad run checks before any work.
+SECTION_FILES = (ACCURACY_FIGURE, EXAMPLES_FIGURE)
 DEFAULT_EPS = "0,0.05,0.1,0.2"
 
 # The report runs every attack at these radii. JSMA and maximal JSMA form a

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -284,13 +285,9 @@ def run_depth(args: argparse.Namespace) -> int:
                 f"add --trained, or drop {pronoun}."
             )
     folder = check_output_folder(args.out, args.overwrite)
-    names = [JSON_NAME, "depth_ratio.png", "depth_identity.png"]
-    names += [f"depth_norms_w{width}.png" for width in args.widths]
-    if args.published:
-        names.append("depth_published.png")
-    if args.trained:
-        names.append("depth_trained.png")
-    for name in names:
+    spectrum = args.spectrum_depth >= min(args.depths)
+    names = figure_names(args.widths, spectrum, args.published, args.trained)
+    for name in (JSON_NAME, *names):
         check_output_file(folder.path / name)
     _check_memory(args)
     check_figures_installed()
@@ -718,6 +715,27 @@ def _save(figure, path: Path) -> None:
     write_figure(path, figure, dpi=90)
 
 
+def figure_names(
+    widths: Sequence[int],
+    spectrum: bool,
+    published: bool = False,
+    trained: bool = False,
+) -> list[str]:
+    """Return the names of the figures that ``write_figures`` draws for a
+    sweep over ``widths``, with singular values where ``spectrum``."""
+    names = []
+    for width in sorted(set(widths)):
+        names.append(f"depth_norms_w{width}.png")
+        if spectrum:
+            names.append(f"depth_spectrum_w{width}.png")
+    names += ["depth_ratio.png", "depth_identity.png"]
+    if published:
+        names.append("depth_published.png")
+    if trained:
+        names.append("depth_trained.png")
+    return names
+
+
 def write_figures(
     out: Path, sweep, limits, published=None, trained=None, *, networks: str
 ) -> list[str]:
@@ -1075,6 +1093,12 @@ def _trained_figure(trained):
 
 
 # The section of the resgrad run report.
+
+
+# The figures of the section, which resgrad run checks before any work.
+SECTION_FILES = tuple(
+    figure_names((REPORT_WIDTH,), REPORT_SPECTRUM_DEPTH >= min(REPORT_DEPTHS))
+)
 
 
 def report_section(ctx: RunContext) -> Section:

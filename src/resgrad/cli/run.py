@@ -133,7 +133,11 @@ def run_main(args: argparse.Namespace) -> int:
     base = Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = _run_folder(args, base)
     data = load_dataset(args)
-    for name in ("model.npz", "report.md", "metrics.json", "training.png"):
+    names = ["model.npz", "report.md", "metrics.json", "training.png"]
+    names.append(INCOMPLETE_NAME)
+    for section in sections_wanted:
+        names += importlib.import_module(f"{__package__}.{section}").SECTION_FILES
+    for name in names:
         check_output_file(folder.path / name)
     # As resgrad train does, so that a wrong data file or label column shows
     # before the training time is spent.

@@ -1022,6 +1022,8 @@ REPORT_SAMPLES = 3
 REPORT_CHECK_SAMPLES = 24
 REPORT_METHODS = ("vanilla", "input_x_gradient", "integrated_gradients")
 REPORT_GRID_NAME = "saliency_grid.png"
+# The figures of the section, which resgrad run checks before any work.
+SECTION_FILES = (REPORT_GRID_NAME, RANDOMIZATION_NAME, DELETION_NAME)
 
 
 def report_section(ctx: RunContext) -> Section:

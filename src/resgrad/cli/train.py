@@ -402,14 +402,15 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _interrupt_note(
-    args: argparse.Namespace, earlier: Any, out_before: Any
+    args: argparse.Namespace, earlier: Any, saving: bool = False, out_before: Any = None
 ) -> str | None:
     """Return what an interrupted run leaves in its checkpoint, or ``None``
-    where it left none. ``earlier`` and ``out_before`` are the identities of
-    the checkpoint and of ``--out`` before the run."""
+    where it left none. ``earlier`` is the checkpoint's identity before the
+    run; ``saving`` tells whether the model's save had started, and
+    ``out_before`` is the identity of ``--out`` just before it."""
     if not args.checkpoint.is_file():
         return None
-    if _identity(args.out) != out_before:
+    if saving and _identity(args.out) != out_before:
         # The interrupt came after the model's file was renamed into place.
         return (
             f"{args.out} was saved before the interrupt, so the run is complete "
@@ -517,7 +518,10 @@ def _train_and_save(args: argparse.Namespace) -> int:
     # count shows before the training time is spent.
     print(data.summary(), flush=True)
     # The checkpoint of an earlier run, if any, as it is before this run.
-    earlier, out_before = _identity(args.checkpoint), _identity(args.out)
+    earlier = _identity(args.checkpoint)
+    # The identity of --out as the save starts: another command may replace
+    # the file while this one trains.
+    saving, out_before = False, None
     start = time.perf_counter()
     bar = progress_bar(not args.no_progress)
     # The epochs that a resumed checkpoint had run before this command.
@@ -543,6 +547,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
                 f"model over {args.out}, and with --resume --checkpoint "
                 f"{args.checkpoint} --out <another file> saves it there."
             )
+        saving, out_before = True, _identity(args.out)
         save(
             result.model,
             args.out,
@@ -550,7 +555,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:
         with second_interrupt_ignored():
-            note = _interrupt_note(args, earlier, out_before)
+            note = _interrupt_note(args, earlier, saving, out_before)
         if note is None:
             raise
         # main prints the message of the interrupt after "interrupted; ".
