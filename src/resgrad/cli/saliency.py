@@ -286,13 +286,11 @@ def _baseline_row(text: str, width: int) -> np.ndarray:
             "pass a number, such as 0 or 0.5, or the path of a .npy file of one "
             "input row."
         )
-    declared = _declared_shape(path)
-    if declared is not None and declared not in ((width,), (1, width)):
-        # Refused before np.load allocates what the header declares, which
+    declared = _declared_header(path)
+    if declared is not None:
+        # Checked before np.load allocates what the header declares, which
         # can be more than the machine's memory.
-        raise ValueError(
-            f"Expected --baseline of shape ({width},), one input row, got {declared}."
-        )
+        _check_baseline_kind(text, width, *declared)
     try:
         row = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as error:
@@ -310,16 +308,12 @@ def _baseline_row(text: str, width: int) -> np.ndarray:
             f"--baseline {text!r} is a .npz archive, not a .npy array; save the "
             "row alone with np.save(path, row)."
         )
-    if not isinstance(row, np.ndarray) or row.shape not in ((width,), (1, width)):
-        shape = getattr(row, "shape", type(row).__name__)
-        raise ValueError(
-            f"Expected --baseline of shape ({width},), one input row, got {shape}."
+    if not isinstance(row, np.ndarray):
+        raise ValueError(  # noqa: TRY004
+            f"Expected --baseline of shape ({width},), one input row, got "
+            f"{type(row).__name__}."
         )
-    if row.dtype.kind not in "iuf":
-        raise ValueError(
-            f"--baseline {text!r} has dtype {row.dtype}, not real numbers; save "
-            "the row as floats, e.g. np.save(path, row.astype(float))."
-        )
+    _check_baseline_kind(text, width, row.shape, row.dtype)
     row = np.asarray(row, dtype=np.float64).reshape(width)
     bad = ~np.isfinite(row)
     if bad.any():
@@ -332,18 +326,38 @@ def _baseline_row(text: str, width: int) -> np.ndarray:
     return row
 
 
-def _declared_shape(path: Path) -> tuple[int, ...] | None:
-    """Return the shape that the header of the .npy file at ``path``
-    declares, or ``None`` where it cannot be read, which ``np.load`` then
-    reports."""
-    from ..io import NPY_HEADER_READERS
-
+def _declared_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
+    """Return the shape and dtype that the header of the .npy file at
+    ``path`` declares, or ``None`` where it cannot be read, which
+    ``np.load`` then reports."""
     try:
         with open(path, "rb") as file:
-            reader = NPY_HEADER_READERS.get(np.lib.format.read_magic(file))
-            return None if reader is None else tuple(reader(file)[0])
-    except (OSError, ValueError, EOFError):
+            version = np.lib.format.read_magic(file)
+            # Version 3.0 differs from 2.0 only in allowing UTF-8 in the
+            # header, which a shape and a dtype of numbers do not need.
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(file)
+            else:
+                header = np.lib.format.read_array_header_2_0(file)
+    except (OSError, ValueError, EOFError, TypeError, SyntaxError):
         return None
+    return tuple(header[0]), header[2]
+
+
+def _check_baseline_kind(
+    text: str, width: int, shape: tuple[int, ...], dtype: np.dtype
+) -> None:
+    """Raise ``ValueError`` unless a --baseline array is one input row of
+    real numbers."""
+    if shape not in ((width,), (1, width)):
+        raise ValueError(
+            f"Expected --baseline of shape ({width},), one input row, got {shape}."
+        )
+    if dtype.kind not in "iuf":
+        raise ValueError(
+            f"--baseline {text!r} has dtype {dtype}, not real numbers; save "
+            "the row as floats, e.g. np.save(path, row.astype(float))."
+        )
 
 
 def method_options(
