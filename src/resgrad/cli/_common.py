@@ -529,7 +529,11 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             "a smaller data file."
         ) from error
     except ValueError as error:
-        if model is None or trained_on is None or (same and args.data is None):
+        if (
+            model is None
+            or trained_on is None
+            or (same and data_file(args.data) is None)
+        ):
             # The digits ship with scikit-learn and cannot have changed, so
             # the error itself, such as a CSV option given for them, says it.
             raise
