@@ -12,6 +12,7 @@ import pickle
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -55,7 +56,22 @@ def files(tmp_path_factory):
     np.save(small, np.zeros(4))
     declared = small.getvalue().replace(b"(4,), }" + b" " * 10, b"(99999999999,), }", 1)
     (folder / "huge_baseline.npy").write_bytes(declared)
+    for name, header in {
+        "huge_v3_baseline.npy": "{'descr': '<f8', 'fortran_order': False, "
+        "'shape': (99999999999,), }",
+        "long_text_baseline.npy": "{'descr': '<U99999999', 'fortran_order': "
+        "False, 'shape': (64,), }",
+    }.items():
+        (folder / name).write_bytes(_npy_v3(header))
     return folder
+
+
+def _npy_v3(header):
+    """Return the bytes of a .npy file of format 3.0 with ``header`` and
+    eight bytes of data."""
+    text = header.encode("utf-8")
+    padded = text + b" " * (-(len(text) + 13) % 64) + b"\n"
+    return b"\x93NUMPY\x03\x00" + struct.pack("<I", len(padded)) + padded + bytes(8)
 
 
 def run_cli(capsys, argv):
@@ -318,6 +334,26 @@ BAD_ARGUMENTS = {
             "{dir}/huge_baseline.npy",
         ],
         "Expected --baseline of shape (64,), one input row, got (99999999999,)",
+    ),
+    "saliency baseline of huge declared shape, format 3.0": (
+        [
+            "saliency",
+            "--model",
+            "{dir}/model.npz",
+            "--baseline",
+            "{dir}/huge_v3_baseline.npy",
+        ],
+        "Expected --baseline of shape (64,), one input row, got (99999999999,)",
+    ),
+    "saliency baseline of long strings": (
+        [
+            "saliency",
+            "--model",
+            "{dir}/model.npz",
+            "--baseline",
+            "{dir}/long_text_baseline.npy",
+        ],
+        "long_text_baseline.npy' has dtype <U99999999, not real numbers",
     ),
     "saliency baseline in raw units": (
         ["saliency", "--model", "{dir}/model.npz", "--baseline", "16"],
@@ -2942,38 +2978,43 @@ def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):
     assert report["training"] == {"optimizer": "adam", "epochs": None, "lr": None}
 
 
+@pytest.mark.parametrize("data", [[], ["--data", "digits"]])
 @pytest.mark.parametrize("option", [["--label-column", "3"], ["--header", "yes"]])
-def test_evaluate_digits_with_csv_option(option, tmp_path, capsys):
+def test_evaluate_digits_with_csv_option(data, option, tmp_path, capsys):
     """A CSV option given for the digits is refused with the loader's own
     words, which no note on changed files follows."""
     model = tmp_path / "m.npz"
     metadata = {"training": {"data": "digits"}}
     resgrad.save(resgrad.ResidualMLP.init([64, 10], seed=0), model, metadata)
-    status, lines = run_cli(capsys, ["evaluate", "--model", str(model), *option])
+    argv = ["evaluate", "--model", str(model), *data, *option]
+    status, lines = run_cli(capsys, argv)
     assert status == 2
     assert len(lines) == 1, lines
     assert option[0] in lines[0]
     assert "None" not in lines[0]
     assert "other options than in training" not in lines[0]
+    assert "has changed since" not in lines[0]
 
 
-def test_permission_error_names_a_fix(files, monkeypatch, capsys):
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM])
+def test_permission_error_names_a_fix(code, files, monkeypatch, capsys):
     """The system's message for a file the user may not read names no fix.
-    (Tests that run as root can read any file, so the error is raised.)"""
+    (Tests that run as root can read any file, so the error is raised.) An
+    operation not permitted seldom comes from a file's mode."""
 
     def unreadable(path, *args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        raise PermissionError(code, os.strerror(code), str(path))
 
     monkeypatch.setattr(resgrad.io, "load", unreadable)
     model = files / "model.npz"
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
-    expected = (
-        f"resgrad evaluate: error: [Errno 13] Permission denied: '{model}'; give "
-        "your user access to that path (for example with chmod), or pass another "
-        "path"
+    system = f"resgrad evaluate: error: [Errno {code}] {os.strerror(code)}: '{model}'"
+    advice = (
+        "; give your user access to that path (for example with chmod), or pass "
+        "another path"
     )
-    assert lines == [expected]
+    assert lines == [system + advice if code == errno.EACCES else system]
 
 
 def test_evaluate_names_damaged_split_seed(tmp_path, capsys):

@@ -966,7 +966,11 @@ def _edit_header(path, edit):
         ),
         (
             lambda h: h["rng"]["state"].update(state=-1),
-            "OverflowError",
+            "rng, the state of the shuffling generator, is invalid",
+        ),
+        (
+            lambda h: h["stopping"].update(waited=10**30),
+            "stopping.waited is 1000.*, more than the 2 epochs run",
         ),
         (
             lambda h: h.update(stopped_early="no"),
@@ -986,6 +990,7 @@ def _edit_header(path, edit):
         "negative count",
         "huge loss limit",
         "negative generator state",
+        "huge wait",
         "text flag",
         "text best epoch",
     ],

@@ -487,7 +487,11 @@ def _float_views(torch: Any, value: Any) -> Any:
 
 
 def _float_tensors(torch: Any, value: Any) -> Any:
-    """Return ``value`` with every NumPy array in it as a tensor on its memory."""
+    """Return ``value`` with every NumPy array in it as a tensor on its memory,
+    and every NumPy scalar, which a 0-d array's arithmetic gives, as a 0-d
+    tensor."""
+    if isinstance(value, np.generic):
+        value = np.asarray(value)
     if isinstance(value, np.ndarray):
         if not value.flags.writeable:
             value = value.copy()

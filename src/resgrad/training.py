@@ -1065,8 +1065,18 @@ class _Checkpoint:
                 f"is not the {run.steps} steps taken"
             )
         run.loss_limit = _stored_loss(header["loss_limit"], "loss_limit")
-        run.rng.bit_generator.state = header["rng"]
+        try:
+            run.rng.bit_generator.state = header["rng"]
+        except (TypeError, ValueError, KeyError, OverflowError) as error:
+            raise ValueError(
+                f"rng, the state of the shuffling generator, is invalid ({error})"
+            ) from error
         history = _checked_history(header["history"], stopping.best_epoch)
+        if stopping.waited > len(history):
+            raise ValueError(
+                f"stopping.waited is {_arrays._short_repr(stopping.waited)}, more "
+                f"than the {len(history)} epochs run"
+            )
         stopped_early = _stored_flag(header["stopped_early"], "stopped_early")
         return _Progress(params, state, stopping, history, stopped_early)
 

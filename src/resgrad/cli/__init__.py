@@ -11,6 +11,7 @@ of a library error before that line.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import io
 import os
@@ -175,9 +176,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"resgrad {args.command}: terminated", file=sys.stderr)
             return TERMINATED_STATUS
         message = _one_line(error)
-        if isinstance(error, PermissionError) and message.startswith("[Errno"):
+        denied = isinstance(error, PermissionError) and error.errno == errno.EACCES
+        if denied and message.startswith("[Errno"):
             # The system's own words, such as "[Errno 13] Permission denied:
-            # 'model.npz'", which name no fix.
+            # 'model.npz'", which name no fix. Other errors, such as EPERM,
+            # seldom come from a file's mode.
             message += (
                 "; give your user access to that path (for example with chmod), "
                 "or pass another path"
