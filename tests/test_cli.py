@@ -189,6 +189,16 @@ BAD_ARGUMENTS = {
     "run empty out": (["run", "--out", ""], "--out: the path is empty; pass"),
     "depth empty out": (["depth", "--out", ""], "--out: the path is empty; pass"),
     "attack empty model": (["attack", "--model", ""], "--model: the path is empty"),
+    "evaluate misspelt model": (
+        ["evaluate", "--mdoel", "{dir}/model.npz"],
+        "required: --model (--mdoel is not an option of resgrad evaluate; did you "
+        "mean --model?)",
+    ),
+    "attack misspelt model, with a prefix": (
+        ["attack", "--modle={dir}/model.npz", "--meth", "fgsm"],
+        "required: --model (--modle is not an option of resgrad attack; did you "
+        "mean --model?); see",
+    ),
     "attack empty out": (
         ["attack", "--model", "{dir}/model.npz", "--out", ""],
         "--out: the path is empty",

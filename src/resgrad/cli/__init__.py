@@ -11,6 +11,7 @@ of a library error before that line.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import importlib
 import io
@@ -54,7 +55,33 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         message = message.rstrip(".")
+        if message.startswith("the following arguments are required"):
+            message += self._unknown_options()
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'.\n")
+
+    def _unknown_options(self) -> str:
+        """Return a note on the options of the command line that this
+        parser does not know, such as a misspelt required one, which
+        argparse reports only as missing."""
+        known = list(self._option_string_actions)
+        options = [token.split("=", 1)[0] for token in _command_line]
+        # argparse takes a prefix of one option as that option.
+        unknown = [
+            option
+            for option in options
+            if option.startswith("--") and not any(k.startswith(option) for k in known)
+        ]
+        notes = []
+        for option in dict.fromkeys(unknown):
+            close = difflib.get_close_matches(option, known, n=1)
+            guess = f"; did you mean {close[0]}?" if close else ""
+            notes.append(f"{option} is not an option of {self.prog}{guess}")
+        return "".join(f" ({note})" for note in notes)
+
+
+# The arguments that main parses, which _Parser.error reads to name a
+# misspelt option.
+_command_line: list[str] = []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``--version`` return 0.
     """
     parser = build_parser()
+    _command_line[:] = sys.argv[1:] if argv is None else list(argv)
     try:
         args, extra = parser.parse_known_args(argv)
         if extra:
