@@ -191,13 +191,11 @@ BAD_ARGUMENTS = {
     "attack empty model": (["attack", "--model", ""], "--model: the path is empty"),
     "evaluate misspelt model": (
         ["evaluate", "--mdoel", "{dir}/model.npz"],
-        "required: --model (--mdoel is not an option of resgrad evaluate; did you "
-        "mean --model?)",
+        "(--mdoel is not an option of resgrad evaluate; did you mean --model?)",
     ),
     "attack misspelt model, with a prefix": (
         ["attack", "--modle={dir}/model.npz", "--meth", "fgsm"],
-        "required: --model (--modle is not an option of resgrad attack; did you "
-        "mean --model?); see",
+        "required: --model (--modle is not an option of resgrad attack; did",
     ),
     "attack empty out": (
         ["attack", "--model", "{dir}/model.npz", "--out", ""],
