@@ -1571,6 +1571,17 @@ def test_check_seed_picks_the_sampled_entries(tmp_path, capsys):
     assert differences(reports["3"]) != differences(reports["0"])
 
 
+@pytest.mark.parametrize("installed", [True, False])
+def test_check_says_when_autograd_is_left_out(installed, files, monkeypatch, capsys):
+    monkeypatch.setattr(resgrad.check, "_torch_available", lambda: installed)
+    argv = ["check", "--model", str(files / "model.npz"), "--samples", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    note = "PyTorch autograd was left out because PyTorch is not installed"
+    assert (note in out) is not installed
+    assert ("| autograd |" in out) is installed
+
+
 def test_check_defaults_repeat_the_run_check(files):
     # The docs say resgrad check repeats the rows of resgrad run's check with
     # its defaults: the same entries and the same number of samples.

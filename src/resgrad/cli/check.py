@@ -111,6 +111,12 @@ def run_check(args: argparse.Namespace) -> int:
             f"\n{verdict(report)} ({len(report.rows)} comparisons on "
             f"{plural(report.samples, 'sample')})"
         )
+        if report.autograd_version is None:
+            print(
+                "PyTorch autograd was left out because PyTorch is not installed; "
+                'install it, for example with pip install "resgrad[torch]", to '
+                "compare with it too."
+            )
     return 0 if report.passed else 1
 
 
