@@ -512,6 +512,19 @@ def test_data_must_fit_model(files, tmp_path, capsys, command, name):
     assert not out.exists()
 
 
+def test_attack_names_a_wrong_model_before_the_folder(files, tmp_path, capsys):
+    """A file that is no model is the more basic mistake than an earlier
+    run's folder, so it is named first."""
+    out = tmp_path / "earlier"
+    out.mkdir()
+    (out / "old.png").write_bytes(b"old")
+    argv = ["attack", "--model", str(files / "plain.txt"), "--out", str(out)]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert len(lines) == 1, lines
+    assert "plain.txt is not a resgrad model file" in lines[0]
+
+
 @pytest.mark.parametrize("command", ["attack", "saliency", "depth", "run"])
 def test_not_empty_out_refused(files, tmp_path, capsys, command):
     """A command refuses a folder holding an earlier run's files before it

@@ -124,10 +124,12 @@ def run_attack(args: argparse.Namespace) -> int:
         )
     eps_values = parse_eps(args.eps, name="--eps")
     check_figures_installed()
+    # The model first: a wrong --model is the more basic mistake, and the
+    # default --out is a folder beside it.
+    model = io.load(args.model, dtype="float64")
     out = args.out if args.out is not None else Path(args.model).parent / "attack"
     folder = check_output_folder(out, args.overwrite)
     out = folder.path
-    model = io.load(args.model, dtype="float64")
     data = load_dataset(args, model)
     _warn_on_wide_eps(eps_values, data.bounds)
     tables = [f"robustness.{suffix}" for suffix in ("md", "csv", "json")]
