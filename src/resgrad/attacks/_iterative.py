@@ -203,7 +203,7 @@ def _l1_normalized(xp: Any, grad: Array) -> Array:
     Where a row's L1 norm overflows the dtype (past 65504 in float16, from
     finite entries), that row alone is first divided by its largest
     magnitude, so that its sum stays finite and the quotient does not round
-    to 0; the other rows keep the plain quotient, whatever the batch.
+    to 0. The other rows keep the plain quotient, whatever the batch.
     """
     with np.errstate(over="ignore"):
         norm = xp.sum(xp.abs(grad), axis=1, keepdims=True)

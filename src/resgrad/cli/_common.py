@@ -535,7 +535,7 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             or (same and data_file(args.data) is None)
         ):
             # The digits ship with scikit-learn and cannot have changed, so
-            # the error itself, such as a CSV option given for them, says it.
+            # the error alone, such as a CSV option given for them, is the message.
             raise
         # The training files loaded when the model was trained, so an error
         # on them means that they have changed since, or that they were read

@@ -406,7 +406,7 @@ def _interrupt_note(
 ) -> str | None:
     """Return what an interrupted run leaves in its checkpoint, or ``None``
     where it left none. ``earlier`` is the checkpoint's identity before the
-    run; ``saving`` tells whether the model's save had started, and
+    run; ``saving`` is whether the model's save had started, and
     ``out_before`` is the identity of ``--out`` just before it."""
     if not args.checkpoint.is_file():
         return None
