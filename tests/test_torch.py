@@ -8,6 +8,7 @@ test_backends.py.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import numpy as np
@@ -549,11 +550,35 @@ def test_from_module_names_first_unsupported_layer():
         from_module(module)
 
 
-def test_from_module_rejects_forward_hooks():
-    module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))
-    module.register_forward_hook(lambda layer, inputs, output: 2 * output)
-    with pytest.raises(ValueError, match="differ from its output"):
+def _clamp_output(module):
+    module.register_forward_hook(lambda layer, inputs, output: output.clamp(-3, 3))
+    return "The module (Sequential) has forward hooks"
+
+
+def _clamp_layer(module):
+    module[2].register_forward_hook(lambda layer, inputs, output: output.clamp(-3, 3))
+    return "The layer 2 (Linear) has forward hooks"
+
+
+def _clamp_input(module):
+    module.register_forward_pre_hook(lambda layer, inputs: (inputs[0].clamp(-5, 5),))
+    return "The module (Sequential) has forward hooks"
+
+
+@pytest.mark.parametrize("hook", [_clamp_output, _clamp_layer, _clamp_input])
+def test_from_module_rejects_forward_hooks(hook):
+    """A clamp of large values leaves the random check batch as it is, so
+    the hooks themselves are refused."""
+    module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4)).double()
+    message = hook(module)
+    with pytest.raises(ValueError, match=re.escape(message)):
         from_module(module)
+
+
+def test_explicit_gradient_needs_a_model_template():
+    x = torch.zeros(2, 4, dtype=torch.float64)
+    with pytest.raises(TypeError, match="Expected a ResidualMLP as the template"):
+        ExplicitGradient.apply("model", x)
 
 
 def test_from_module_rejects_other_objects():

@@ -867,7 +867,9 @@ def from_module(
     difference of at most ``log1p(exp(-threshold))`` (2.1e-9 for 20).
 
     The module is called once, without gradients, on a random batch of 4
-    rows to confirm that the model computes the same output.
+    rows to confirm that the model computes the same output. Forward hooks
+    and pre-hooks, on the module or any layer in it, are refused, since
+    that batch need not show what they change.
 
     Args:
         module: the PyTorch network. Its weights are copied, never shared.
@@ -881,12 +883,13 @@ def from_module(
             resgrad block can represent, such as batch normalisation, dropout
             in training mode, an unsupported activation or a LeakyReLU slope
             other than 0.01. Also raised for a Parameter or layer used in two
-            places.
+            places, and for forward hooks.
         TypeError: if ``module`` is not an ``nn.Module``, or its weights
             differ in dtype.
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"Expected a torch.nn.Module, got {type(module).__name__}.")
+    _check_no_forward_hooks(module)
     _check_layers(module)
     if isinstance(module, nn.ModuleList):
         module = nn.Sequential(*module)
@@ -910,6 +913,28 @@ def from_module(
     if xp is None and dtype is None and device is None:
         return model
     return model.convert(xp, dtype=dtype, device=device)
+
+
+def _check_no_forward_hooks(module: nn.Module) -> None:
+    """Raise for a forward hook or pre-hook on ``module`` or a layer in it.
+
+    A hook can change what a layer takes or returns, which the blocks read
+    from the layers' weights would not do. The check of the output on a
+    random batch catches such a change only where that batch shows it, as
+    a clamp of large values does not.
+    """
+    for name, layer in module.named_modules():
+        if layer._forward_hooks or layer._forward_pre_hooks:
+            where = (
+                f"The layer {name} ({type(layer).__name__})"
+                if name
+                else (f"The module ({type(module).__name__})")
+            )
+            raise ValueError(
+                f"{where} has forward hooks, whose work resgrad's blocks would "
+                "leave out; remove them (handle.remove() on the handle that "
+                "register_forward_hook returned) before from_module."
+            )
 
 
 def _read(module: nn.Module) -> Any:
@@ -1049,6 +1074,13 @@ class ExplicitGradient(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, template: ResidualMLP, x: torch.Tensor, *arrays: Any) -> Any:
+        if not isinstance(template, ResidualMLP):
+            raise TypeError(
+                "Expected a ResidualMLP as the template of ExplicitGradient.apply, "
+                f"got {type(template).__name__}; pass the model whose structure "
+                "the arrays fill, as in ExplicitGradient.apply(model, x, "
+                "*model.arrays().values())."
+            )
         names = list(template.arrays())
         if len(arrays) != len(names):
             raise ValueError(
