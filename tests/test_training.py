@@ -970,7 +970,15 @@ def _edit_header(path, edit):
         ),
         (
             lambda h: h["stopping"].update(waited=10**30),
-            "stopping.waited is 1000.*, more than the 2 epochs run",
+            "stopping.waited is 1000.*, not the 0 epochs run since the best",
+        ),
+        (
+            lambda h: h["stopping"].update(waited=1),
+            "stopping.waited is 1, not the 0 epochs run since the best epoch 2",
+        ),
+        (
+            lambda h: h["stopping"].update(best_is_current=False),
+            "stopping.best_is_current is False, but the best epoch 2 is the last",
         ),
         (
             lambda h: h.update(stopped_early="no"),
@@ -991,6 +999,8 @@ def _edit_header(path, edit):
         "huge loss limit",
         "negative generator state",
         "huge wait",
+        "early wait",
+        "best not current",
         "text flag",
         "text best epoch",
     ],

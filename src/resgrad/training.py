@@ -1055,7 +1055,12 @@ class _Checkpoint:
         stopping.best_loss = _stored_loss(stored["best_loss"], "stopping.best_loss")
         stopping.best_epoch = _stored_count(stored["best_epoch"], "stopping.best_epoch")
         stopping.waited = _stored_count(stored["waited"], "stopping.waited")
-        if not _stored_flag(stored["best_is_current"], "stopping.best_is_current"):
+        best_is_current = _stored_flag(
+            stored["best_is_current"], "stopping.best_is_current"
+        )
+        history = _checked_history(header["history"], stopping.best_epoch)
+        _check_stopping(stopping, best_is_current, len(history))
+        if not best_is_current:
             stopping.best_params = self._arrays(run, arrays, "best", template)
         run.steps = _stored_count(header["steps"], "steps")
         if type(run.opt) in OPTIMIZERS.values() and state.count != run.steps:
@@ -1069,14 +1074,9 @@ class _Checkpoint:
             run.rng.bit_generator.state = header["rng"]
         except (TypeError, ValueError, KeyError, OverflowError) as error:
             raise ValueError(
-                f"rng, the state of the shuffling generator, is invalid ({error})"
+                "rng, the state of the shuffling generator, is invalid "
+                f"({type(error).__name__}: {error})"
             ) from error
-        history = _checked_history(header["history"], stopping.best_epoch)
-        if stopping.waited > len(history):
-            raise ValueError(
-                f"stopping.waited is {_arrays._short_repr(stopping.waited)}, more "
-                f"than the {len(history)} epochs run"
-            )
         stopped_early = _stored_flag(header["stopped_early"], "stopped_early")
         return _Progress(params, state, stopping, history, stopped_early)
 
@@ -1281,6 +1281,24 @@ def _checked_history(history: Any, best_epoch: int) -> list[dict[str, Any]]:
 
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def _check_stopping(stopping: _EarlyStopping, best_is_current: bool, epochs: int):
+    """Raise ``ValueError`` unless the early-stopping state of a checkpoint
+    is that of ``epochs`` epochs run: it waits one epoch for each since the
+    best one, and the best weights are the current ones after the best."""
+    since_best = epochs - stopping.best_epoch
+    if stopping.waited != since_best:
+        raise ValueError(
+            f"stopping.waited is {_arrays._short_repr(stopping.waited)}, not "
+            f"the {since_best} epochs run since the best epoch {stopping.best_epoch}"
+        )
+    if best_is_current != (since_best == 0):
+        raise ValueError(
+            f"stopping.best_is_current is {best_is_current}, but the best epoch "
+            f"{stopping.best_epoch} is {'' if since_best == 0 else 'not '}the "
+            f"last of {epochs}"
+        )
 
 
 def _stored_count(value: Any, name: str) -> int:
