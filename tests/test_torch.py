@@ -552,17 +552,17 @@ def test_from_module_names_first_unsupported_layer():
 
 def _clamp_output(module):
     module.register_forward_hook(lambda layer, inputs, output: output.clamp(-3, 3))
-    return "The module (Sequential) has forward hooks"
+    return "The module (Sequential) has forward hooks or pre-hooks"
 
 
 def _clamp_layer(module):
     module[2].register_forward_hook(lambda layer, inputs, output: output.clamp(-3, 3))
-    return "The layer 2 (Linear) has forward hooks"
+    return "The layer 2 (Linear) has forward hooks or pre-hooks"
 
 
 def _clamp_input(module):
     module.register_forward_pre_hook(lambda layer, inputs: (inputs[0].clamp(-5, 5),))
-    return "The module (Sequential) has forward hooks"
+    return "The module (Sequential) has forward hooks or pre-hooks"
 
 
 @pytest.mark.parametrize("hook", [_clamp_output, _clamp_layer, _clamp_input])
@@ -573,6 +573,33 @@ def test_from_module_rejects_forward_hooks(hook):
     message = hook(module)
     with pytest.raises(ValueError, match=re.escape(message)):
         from_module(module)
+
+
+def test_from_module_refuses_global_forward_hooks():
+    module = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4)).double()
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda layer, inputs, output: output
+    )
+    try:
+        with pytest.raises(ValueError, match="registered for every module"):
+            from_module(module)
+    finally:
+        handle.remove()
+    assert from_module(module).depth == 1
+
+
+@pytest.mark.filterwarnings("ignore:.*weight_norm.*:FutureWarning")
+def test_from_module_reads_older_weight_norm():
+    """The older weight_norm and spectral_norm set the weight in a
+    pre-hook, which the blocks read as it is."""
+    torch.manual_seed(0)
+    first = torch.nn.utils.weight_norm(nn.Linear(4, 8))
+    second = torch.nn.utils.spectral_norm(nn.Linear(8, 4))
+    module = nn.Sequential(first, nn.ReLU(), second).double().eval()
+    x = 10 * torch.randn(5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        expected = module(x)
+    torch.testing.assert_close(from_module(module)(x), expected)
 
 
 def test_explicit_gradient_needs_a_model_template():

@@ -37,6 +37,8 @@ except ModuleNotFoundError as error:
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils import parametrize
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from . import _arrays, _numpy_route
 from .activations import ACTIVATIONS, LEAKY_RELU_SLOPE
@@ -868,8 +870,10 @@ def from_module(
 
     The module is called once, without gradients, on a random batch of 4
     rows to confirm that the model computes the same output. Forward hooks
-    and pre-hooks, on the module or any layer in it, are refused, since
-    that batch need not show what they change.
+    and pre-hooks, on the module, on any layer in it or registered for
+    every module, are refused, since that batch need not show what they
+    change; those of the older ``weight_norm`` and ``spectral_norm`` are
+    kept.
 
     Args:
         module: the PyTorch network. Its weights are copied, never shared.
@@ -916,25 +920,45 @@ def from_module(
 
 
 def _check_no_forward_hooks(module: nn.Module) -> None:
-    """Raise for a forward hook or pre-hook on ``module`` or a layer in it.
+    """Raise for a forward hook or pre-hook on ``module``, on a layer in it,
+    or registered for every module.
 
     A hook can change what a layer takes or returns, which the blocks read
     from the layers' weights would not do. The check of the output on a
     random batch catches such a change only where that batch shows it, as
-    a clamp of large values does not.
+    a clamp of large values does not. A hook cannot be told to only
+    observe without running it, so every hook is refused, but those of the
+    older ``torch.nn.utils.weight_norm`` and ``spectral_norm``, which only
+    compute the weight that the blocks read.
     """
+    fix = (
+        "remove them (handle.remove() on the handle that register_forward_hook "
+        "or register_forward_pre_hook returned) before from_module"
+    )
+    registry = torch.nn.modules.module
+    if getattr(registry, "_global_forward_hooks", None) or getattr(
+        registry, "_global_forward_pre_hooks", None
+    ):
+        raise ValueError(
+            "PyTorch has forward hooks registered for every module "
+            "(register_module_forward_hook or register_module_forward_pre_hook), "
+            "whose work resgrad's blocks would leave out; remove them (handle."
+            "remove() on the handle that registration returned) before from_module."
+        )
     for name, layer in module.named_modules():
-        if layer._forward_hooks or layer._forward_pre_hooks:
-            where = (
-                f"The layer {name} ({type(layer).__name__})"
-                if name
-                else (f"The module ({type(module).__name__})")
-            )
-            raise ValueError(
-                f"{where} has forward hooks, whose work resgrad's blocks would "
-                "leave out; remove them (handle.remove() on the handle that "
-                "register_forward_hook returned) before from_module."
-            )
+        hooks = [*layer._forward_hooks.values(), *layer._forward_pre_hooks.values()]
+        if all(isinstance(hook, _WEIGHT_HOOKS) for hook in hooks):
+            continue
+        where = f"The layer {name}" if name else "The module"
+        raise ValueError(
+            f"{where} ({type(layer).__name__}) has forward hooks or pre-hooks, "
+            f"whose work resgrad's blocks would leave out; {fix}."
+        )
+
+
+# The pre-hooks of the older weight_norm and spectral_norm, which set the
+# layer's weight before each call.
+_WEIGHT_HOOKS = (WeightNorm, SpectralNorm)
 
 
 def _read(module: nn.Module) -> Any:
