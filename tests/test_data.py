@@ -913,6 +913,16 @@ def test_csv_header_only(tmp_path):
         load_csv(path)
 
 
+def test_csv_quoted_hash_gets_no_comment_hint(tmp_path):
+    """A quoted # starts no comment, so a header of too many names is not
+    blamed on one."""
+    path = tmp_path / "quoted.csv"
+    path.write_text('"a#1",b,label\n1,0\n2,1\n')
+    with pytest.raises(ValueError, match="3 column names in its header") as error:
+        load_csv(path)
+    assert "starts a comment" not in str(error.value)
+
+
 def test_csv_label_column_out_of_range(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("1,2,0\n3,4,1\n")

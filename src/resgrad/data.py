@@ -542,7 +542,13 @@ def load_csv(
     names = len(fields) - first
     if has_header and names != width:
         hint = ""
-        if "#" in _line_text(path, line):
+        text = _line_text(path, line)
+        if (
+            names < width
+            and "#" in text
+            and _strip_comment(text) != text.rstrip("\r\n")
+        ):
+            # An unquoted # cut the header short.
             hint = (
                 " A # starts a comment, so the header ends at its first #; "
                 'quote a name that contains one, such as "a#1".'
