@@ -3028,6 +3028,17 @@ def test_evaluate_digits_with_csv_option(data, option, tmp_path, capsys):
     assert "has changed since" not in lines[0]
 
 
+def test_misspelt_option_note_is_per_call(capsys):
+    """The note names the options of its own command line only."""
+    assert main(["evaluate", "--mdoel", "m.npz"]) == 2
+    assert "--mdoel is not an option" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        resgrad.cli.build_parser().parse_args(["check"])
+    err = capsys.readouterr().err
+    assert "required: --model" in err
+    assert "--mdoel" not in err
+
+
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM])
 def test_permission_error_names_a_fix(code, files, monkeypatch, capsys):
     """The system's message for a file the user may not read names no fix.

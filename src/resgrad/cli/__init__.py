@@ -52,6 +52,13 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = NEGATIVE_NUMBER
+        # The arguments of the latest parse, which error reads to name a
+        # misspelt option.
+        self._arguments: list[str] = []
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._arguments = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> NoReturn:
         message = message.rstrip(".")
@@ -64,7 +71,7 @@ class _Parser(argparse.ArgumentParser):
         parser does not know, such as a misspelt required one, which
         argparse reports only as missing."""
         known = list(self._option_string_actions)
-        options = [token.split("=", 1)[0] for token in _command_line]
+        options = [token.split("=", 1)[0] for token in self._arguments]
         # argparse takes a prefix of one option as that option.
         unknown = [
             option
@@ -77,11 +84,6 @@ class _Parser(argparse.ArgumentParser):
             guess = f"; did you mean {close[0]}?" if close else ""
             notes.append(f"{option} is not an option of {self.prog}{guess}")
         return "".join(f" ({note})" for note in notes)
-
-
-# The arguments that main parses, which _Parser.error reads to name a
-# misspelt option.
-_command_line: list[str] = []
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``--version`` return 0.
     """
     parser = build_parser()
-    _command_line[:] = sys.argv[1:] if argv is None else list(argv)
     try:
         args, extra = parser.parse_known_args(argv)
         if extra:
