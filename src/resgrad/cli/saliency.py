@@ -330,15 +330,20 @@ def _declared_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
     """Return the shape and dtype that the header of the .npy file at
     ``path`` declares, or ``None`` where it cannot be read, which
     ``np.load`` then reports."""
+    from ..io import NPY_HEADER_READERS
+
     try:
         with open(path, "rb") as file:
             version = np.lib.format.read_magic(file)
             # Version 3.0 differs from 2.0 only in allowing UTF-8 in the
-            # header, which a shape and a dtype of numbers do not need.
-            if version == (1, 0):
-                header = np.lib.format.read_array_header_1_0(file)
-            else:
-                header = np.lib.format.read_array_header_2_0(file)
+            # header; a shape and a dtype of numbers are ASCII, which the 2.0
+            # reader reads. Model files and .npz data take 1.0 and 2.0 only.
+            reader = NPY_HEADER_READERS.get(version)
+            if version == (3, 0):
+                reader = np.lib.format.read_array_header_2_0
+            if reader is None:
+                return None
+            header = reader(file)
     except (OSError, ValueError, EOFError, TypeError, SyntaxError):
         return None
     return tuple(header[0]), header[2]
