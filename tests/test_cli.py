@@ -473,8 +473,21 @@ def test_bad_argument_one_line(files, capsys, case):
 
 
 @pytest.mark.parametrize("command", ["train", "run"])
-def test_hidden_count_checked_before_data(command, tmp_path, monkeypatch, capsys):
-    """A --hidden that does not fit --widths needs no data to be found."""
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            ["--widths", "8", "--hidden", "8,8,8"],
+            "--hidden 8,8,8 gives 3 hidden widths",
+        ),
+        (["--patience", "3"], "--patience 3 applies only to early stopping"),
+    ],
+    ids=["hidden count", "patience without validation"],
+)
+def test_options_checked_before_data(
+    command, options, message, tmp_path, monkeypatch, capsys
+):
+    """Options that do not fit each other need no data to be found."""
     import resgrad.cli.run
     import resgrad.cli.train
 
@@ -484,13 +497,13 @@ def test_hidden_count_checked_before_data(command, tmp_path, monkeypatch, capsys
     monkeypatch.setattr(resgrad.cli.train, "load_dataset", no_loading)
     monkeypatch.setattr(resgrad.cli.run, "load_dataset", no_loading)
     monkeypatch.chdir(tmp_path)
-    argv = [command, "--widths", "8", "--hidden", "8,8,8"]
+    argv = [command, *options]
     if command == "train":
         argv += ["--out", "model.npz"]
     status = main(argv)
     captured = capsys.readouterr()
     assert status == 2
-    assert "--hidden 8,8,8 gives 3 hidden widths" in captured.err
+    assert message in captured.err
     assert captured.out == ""
     assert list(tmp_path.iterdir()) == []
 

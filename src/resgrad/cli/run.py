@@ -52,7 +52,13 @@ from ._common import (
 )
 from .check import AGREEMENT
 from .check import verdict as check_verdict
-from .train import add_model_arguments, hidden_widths, train_model, training_metadata
+from .train import (
+    add_model_arguments,
+    check_patience,
+    hidden_widths,
+    train_model,
+    training_metadata,
+)
 
 SECTIONS = ("attack", "saliency", "depth")
 OPTIMIZER_NAMES = {"sgd": "SGD", "momentum": "SGD with momentum", "adam": "Adam"}
@@ -127,6 +133,7 @@ def run_main(args: argparse.Namespace) -> int:
 
     sections_wanted = _sections_to_run(args.skip)
     hidden_widths(args)
+    check_patience(args)
     check_figures_installed()
     started = time.perf_counter()
     cpu_started = time.process_time()

@@ -261,6 +261,17 @@ def _check_training_memory(
         )
 
 
+def check_patience(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` for a typed --patience without a validation
+    split, before the data is read."""
+    if not args.validation and typed_options(args, ["patience"]):
+        raise ValueError(
+            f"--patience {args.patience} applies only to early stopping, which "
+            "needs a validation split; add --validation, such as 0.1, or drop "
+            "--patience."
+        )
+
+
 def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
     """Build and train the network; return the ``FitResult``.
 
@@ -272,12 +283,7 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
 
     if args.lr is None:
         args.lr = DEFAULT_LEARNING_RATES[args.optimizer]
-    if not args.validation and typed_options(args, ["patience"]):
-        raise ValueError(
-            f"--patience {args.patience} applies only to early stopping, which "
-            "needs a validation split; add --validation, such as 0.1, or drop "
-            "--patience."
-        )
+    check_patience(args)
     if args.validation and args.validation > 0.5:
         import numpy as np
 
@@ -481,6 +487,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
             name, fix = "--checkpoint", "pass a new --checkpoint path, or leave it out"
         check_checkpoint_target(args.checkpoint, name, fix)
     hidden_widths(args)
+    check_patience(args)
     if args.resume and not args.checkpoint.is_file():
         if args.out.exists():
             # The checkpoint is removed once the model is saved.
