@@ -629,6 +629,17 @@ def test_depth_overwrite_keeps_other_files(tmp_path, capsys):
     assert (out / "depth_norms_w16.png").read_bytes() == b"old"
 
 
+@pytest.mark.parametrize("name", ["model.npz", "model.csv", "model"])
+def test_train_warns_on_out_without_npz(name, tmp_path, capsys):
+    out = tmp_path / name
+    status = main(["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 0
+    assert out.is_file()
+    warned = f"--out {out} does not end in .npz" in err
+    assert warned is (name != "model.npz")
+
+
 def test_train_one_epoch_singular(tmp_path, capsys):
     out = tmp_path / "model.npz"
     argv = ["train", "--widths", "8", "--hidden", "8", "--epochs", "1"]

@@ -554,6 +554,13 @@ def _train_and_save(args: argparse.Namespace) -> int:
                 f"model over {args.out}, and with --resume --checkpoint "
                 f"{args.checkpoint} --out <another file> saves it there."
             )
+        if args.out.suffix.lower() != ".npz":
+            warn(
+                args.command,
+                f"--out {args.out} does not end in .npz, the suffix of the model "
+                "files that resgrad writes; the model is saved there all the "
+                "same, and a name that ends in .npz keeps it apart from data.",
+            )
         saving, out_before = True, _identity(args.out)
         save(
             result.model,
