@@ -690,15 +690,69 @@ def test_update_keeps_zero_dim_tensors():
     assert new_params["w"].item() == 0.0
 
 
-def test_fit_matches_torch_kernels(routed, torch_kernels):
+def _record_fit_views(monkeypatch):
+    """Make ``fit_views`` record whether each call took the route."""
+    took = []
+    original = _numpy_route.fit_views
+
+    def spy(*args):
+        result = original(*args)
+        took.append(result is not None)
+        return result
+
+    monkeypatch.setattr(_numpy_route, "fit_views", spy)
+    return took
+
+
+def test_fit_matches_torch_kernels(routed, torch_kernels, monkeypatch):
+    took = _record_fit_views(monkeypatch)
     model, x, y = _net()
     options = {"epochs": 3, "batch_size": 4, "seed": 0, "progress": False}
     routed_fit = resgrad.fit(model, x, y, **options)
-    # Every step's gradients took the route: 6 training rows in batches of 4.
-    assert routed == ["gradients"] * 6
+    # The whole run took the route, so no step's call needed it.
+    assert took == [True]
+    assert routed == []
     torch_fit = torch_kernels(resgrad.fit, model, x, y, **options)
-    assert len(routed) == 6
+    assert took == [True, False]
     for key, value in torch_fit.model.arrays().items():
         got = routed_fit.model.arrays()[key]
         assert isinstance(got, torch.Tensor)
         torch.testing.assert_close(got, value, rtol=1e-10, atol=1e-12)
+
+
+def test_fit_keeps_tensors_where_torch_blas_is_faster(routed, monkeypatch):
+    """Where the size rule keeps single calls on the torch kernels, the run
+    keeps its tensors, and only the updates take NumPy views."""
+    took = _record_fit_views(monkeypatch)
+    monkeypatch.setattr(_numpy_route, "torch_kernels_faster", lambda *args: True)
+    seen = _record_update(monkeypatch, resgrad.training.Adam)
+    model, x, y = _net()
+    options = {"epochs": 1, "batch_size": 4, "validation": None, "progress": False}
+    result = resgrad.fit(model, x, y, **options)
+    assert took == [False]
+    assert routed == []
+    assert seen == [{np.ndarray}] * 2
+    assert all(isinstance(v, torch.Tensor) for v in result.model.arrays().values())
+
+
+@pytest.mark.parametrize("validation", [0.3, "pair"])
+def test_routed_fit_checkpoint_resumes_on_torch_kernels(
+    validation, tmp_path, torch_kernels
+):
+    """A checkpoint of a run on NumPy views continues on the torch kernels,
+    and the result matches a run that was never interrupted."""
+    model, x, y = _net()
+    if validation == "pair":
+        validation = (x[:3], y[:3])
+    path = tmp_path / "run.ckpt"
+    options = {"batch_size": 4, "validation": validation, "progress": False}
+    resgrad.fit(model, x, y, epochs=2, checkpoint=path, **options)
+    resumed = torch_kernels(
+        resgrad.fit, model, x, y, epochs=4, checkpoint=path, resume=True, **options
+    )
+    whole = torch_kernels(resgrad.fit, model, x, y, epochs=4, **options)
+    assert resumed.history[-1]["epoch"] == 4
+    for key, value in whole.model.arrays().items():
+        torch.testing.assert_close(
+            resumed.model.arrays()[key], value, rtol=1e-10, atol=1e-12
+        )

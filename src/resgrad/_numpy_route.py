@@ -437,6 +437,32 @@ def _to_torch(torch: Any, value: Any, tensors: dict[int, tuple[Any, Any]]) -> An
     return convert(value)
 
 
+def fit_views(model: Any, rows: int, *arrays: Any) -> tuple[Any, list[Any]] | None:
+    """Return the NumPy twin of ``model`` and NumPy views of ``arrays`` (each
+    a tensor, a pair of tensors or ``None``) for a ``fit`` whose steps take
+    ``rows`` rows, or ``None`` where the run keeps the tensors.
+
+    On the route every step of the run is NumPy's, with no conversion per
+    step. The size rule of single calls applies to the steps, so large
+    models keep the torch kernels where torch's BLAS is the faster.
+    """
+    torch = sys.modules.get("torch")
+    if not _enabled or torch is None or _kernels._torch_modes_active(torch):
+        return None
+    found = _twin(torch, model)
+    if found is None:
+        return None
+    twin, largest = found
+    sized = _enabled != "always" and not _kernels._forked
+    if sized and torch_kernels_faster(torch, largest, rows):
+        return None
+    try:
+        views = [_view(torch, value, {}) for value in arrays]
+    except _NotEligible:
+        return None
+    return twin, views
+
+
 def update(opt: Any, grads: dict, state: Any, params: dict) -> tuple[dict, Any]:
     """Return ``opt.update(grads, state, params)`` for resgrad's own optimizers,
     run on NumPy views where every array is a float CPU tensor.
@@ -459,6 +485,12 @@ def update(opt: Any, grads: dict, state: Any, params: dict) -> tuple[dict, Any]:
         # raises again in torch's words.
         return opt.update(grads, state, params)
     return _float_tensors(torch, new_params), _float_tensors(torch, new_state)
+
+
+def to_tensors(arrays: dict) -> dict:
+    """Return the NumPy ``arrays`` of a routed ``fit`` as tensors on their
+    memory."""
+    return _float_tensors(sys.modules["torch"], arrays)
 
 
 def _float_views(torch: Any, value: Any) -> Any:

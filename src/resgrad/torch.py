@@ -77,7 +77,7 @@ def use_numpy_on_cpu(enabled: bool | str) -> bool | str:
     With ``True`` (the default), ``gradients``, ``input_gradient``,
     ``input_jacobian``, ``per_sample_gradients``, ``per_sample_norms`` and
     the attacks run their NumPy code on views of the tensors' memory and
-    return tensors, and so do the updates of ``fit``'s own optimizers. On
+    return tensors, and so does ``fit`` with resgrad's own optimizers. On
     the CPUs where this was measured, NumPy's BLAS multiplied small
     matrices faster than the one in PyTorch's CPU build, and its calls
     cost less dispatch. Those calls use NumPy's BLAS threads,

@@ -516,7 +516,16 @@ def fit(
     seed = _arrays.check_seed(seed, kinds=kinds)
     x_train, y_train, val = _split_validation(model, loss_fn, x, y, validation, seed)
     rng = np.random.default_rng(seed)
-    run = _Run(model, loss_fn, opt, x_train, y_train, batch_size, rng, xp)
+    run_model, run_xp = model, xp
+    # resgrad's own optimizers on CPU tensors train on NumPy views, with no
+    # conversion per step; the result comes back as tensors.
+    routed = None
+    if type(opt) in OPTIMIZERS.values():
+        routed = _numpy_route.fit_views(model, batch_size, x_train, y_train, val)
+    if routed is not None:
+        run_model, (x_train, y_train, val) = routed
+        run_xp = _arrays.array_api_compat.numpy
+    run = _Run(run_model, loss_fn, opt, x_train, y_train, batch_size, rng, run_xp)
     progress_state = _Progress.start(run, patience)
     # A second run on the same checkpoint would overwrite this run's epochs.
     lock = contextlib.nullcontext()
@@ -570,7 +579,10 @@ def fit(
     history, stopping = progress_state.history, progress_state.stopping
     # Patience that runs out at the last epoch stops nothing early.
     stopped_early = progress_state.stopped_early and len(history) < epochs
-    best_model = model.replace_arrays(stopping.best_params)
+    best_params = stopping.best_params
+    if routed is not None:
+        best_params = _numpy_route.to_tensors(best_params)
+    best_model = model.replace_arrays(best_params)
     rows = 0 if val is None else int(val[1].shape[0])
     return FitResult(
         best_model, history, stopping.best_epoch, stopped_early, run.steps, rows
