@@ -633,11 +633,24 @@ def test_depth_overwrite_keeps_other_files(tmp_path, capsys):
 def test_train_warns_on_out_without_npz(name, tmp_path, capsys):
     out = tmp_path / name
     status = main(["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
     assert status == 0
     assert out.is_file()
-    warned = f"--out {out} does not end in .npz" in err
+    warned = f"--out {out} does not end in .npz" in captured.err
     assert warned is (name != "model.npz")
+
+
+def test_train_warns_on_out_before_data(tmp_path, monkeypatch, capsys):
+    import resgrad.cli.train
+
+    def stop(args):
+        raise ValueError("stopped before the data")
+
+    monkeypatch.setattr(resgrad.cli.train, "load_dataset", stop)
+    status, lines = run_cli(capsys, ["train", "--out", str(tmp_path / "model.csv")])
+    assert status == 2
+    assert "does not end in .npz" in lines[0]
+    assert "stopped before the data" in lines[1]
 
 
 def test_train_one_epoch_singular(tmp_path, capsys):

@@ -488,6 +488,14 @@ def _train_and_save(args: argparse.Namespace) -> int:
         check_checkpoint_target(args.checkpoint, name, fix)
     hidden_widths(args)
     check_patience(args)
+    if args.out.suffix.lower() != ".npz":
+        # Before the data is read, so that a long run does not hide it.
+        warn(
+            args.command,
+            f"--out {args.out} does not end in .npz, the suffix of the model "
+            "files that resgrad writes; the model is saved there all the "
+            "same, and a name that ends in .npz keeps it apart from data.",
+        )
     if args.resume and not args.checkpoint.is_file():
         if args.out.exists():
             # The checkpoint is removed once the model is saved.
@@ -553,13 +561,6 @@ def _train_and_save(args: argparse.Namespace) -> int:
                 "epoch: the same command with --resume --overwrite saves its "
                 f"model over {args.out}, and with --resume --checkpoint "
                 f"{args.checkpoint} --out <another file> saves it there."
-            )
-        if args.out.suffix.lower() != ".npz":
-            warn(
-                args.command,
-                f"--out {args.out} does not end in .npz, the suffix of the model "
-                "files that resgrad writes; the model is saved there all the "
-                "same, and a name that ends in .npz keeps it apart from data.",
             )
         saving, out_before = True, _identity(args.out)
         save(
