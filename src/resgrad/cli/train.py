@@ -488,14 +488,6 @@ def _train_and_save(args: argparse.Namespace) -> int:
         check_checkpoint_target(args.checkpoint, name, fix)
     hidden_widths(args)
     check_patience(args)
-    if args.out.suffix.lower() != ".npz":
-        # Before the data is read, so that a long run does not hide it.
-        warn(
-            args.command,
-            f"--out {args.out} does not end in .npz, the suffix of the model "
-            "files that resgrad writes; the model is saved there all the "
-            "same, and a name that ends in .npz keeps it apart from data.",
-        )
     if args.resume and not args.checkpoint.is_file():
         if args.out.exists():
             # The checkpoint is removed once the model is saved.
@@ -527,6 +519,15 @@ def _train_and_save(args: argparse.Namespace) -> int:
         raise FileExistsError(
             f"{args.checkpoint} contains the checkpoint of an unfinished run; pass "
             "--resume to continue it, or --overwrite to start over."
+        )
+    if args.out.suffix.lower() != ".npz":
+        # After the checks that refuse the command, and before the data is
+        # read, so that a long run does not hide it.
+        warn(
+            args.command,
+            f"--out {args.out} does not end in .npz, the suffix of the model "
+            "files that resgrad writes; the model is saved there all the "
+            "same, and a name that ends in .npz keeps it apart from data.",
         )
     data = load_dataset(args)
     # The sizes read from the data, so that a wrong label column or class
