@@ -437,6 +437,16 @@ def _to_torch(torch: Any, value: Any, tensors: dict[int, tuple[Any, Any]]) -> An
     return convert(value)
 
 
+def _routing_torch() -> Any:
+    """Return the torch module where ``fit`` may take the route, or ``None``
+    where the route is off, torch is not imported or a torch function or
+    dispatch mode is active."""
+    torch = sys.modules.get("torch")
+    if not _enabled or torch is None or _kernels._torch_modes_active(torch):
+        return None
+    return torch
+
+
 def fit_views(model: Any, rows: int, *arrays: Any) -> tuple[Any, list[Any]] | None:
     """Return the NumPy twin of ``model`` and NumPy views of ``arrays`` (each
     a tensor, a pair of tensors or ``None``) for a ``fit`` whose steps take
@@ -446,8 +456,8 @@ def fit_views(model: Any, rows: int, *arrays: Any) -> tuple[Any, list[Any]] | No
     step. The size rule of single calls applies to the steps, so large
     models keep the torch kernels where torch's BLAS is the faster.
     """
-    torch = sys.modules.get("torch")
-    if not _enabled or torch is None or _kernels._torch_modes_active(torch):
+    torch = _routing_torch()
+    if torch is None:
         return None
     found = _twin(torch, model)
     if found is None:
@@ -473,8 +483,8 @@ def update(opt: Any, grads: dict, state: Any, params: dict) -> tuple[dict, Any]:
     new arrays and write into none of their inputs, so views of the
     caller's tensors are safe, and each update is NumPy's, bit for bit.
     """
-    torch = sys.modules.get("torch")
-    if not _enabled or torch is None or _kernels._torch_modes_active(torch):
+    torch = _routing_torch()
+    if torch is None:
         return opt.update(grads, state, params)
     try:
         views = [_float_views(torch, value) for value in (grads, state, params)]
@@ -519,17 +529,11 @@ def _float_views(torch: Any, value: Any) -> Any:
 
 
 def _float_tensors(torch: Any, value: Any) -> Any:
-    """Return ``value`` with every NumPy array in it as a tensor on its memory,
-    and every NumPy scalar, which a 0-d array's arithmetic gives, as a 0-d
-    tensor."""
-    if isinstance(value, np.generic):
-        value = np.asarray(value)
-    if isinstance(value, np.ndarray):
-        if not value.flags.writeable:
-            value = value.copy()
-        return torch.from_numpy(value)
+    """Return ``value``, a dict, named tuple or leaf, with every NumPy array
+    and scalar in it as a tensor (a scalar, which a 0-d array's arithmetic
+    gives, as a 0-d tensor), converted as ``_to_torch`` converts them."""
     if isinstance(value, dict):
         return {name: _float_tensors(torch, item) for name, item in value.items()}
     if isinstance(value, tuple) and hasattr(value, "_fields"):
         return type(value)(*(_float_tensors(torch, item) for item in value))
-    return value
+    return _to_torch(torch, value, {})

@@ -296,6 +296,13 @@ Optimizer = SGD | Momentum | Adam
 OPTIMIZERS: dict[str, type] = {"sgd": SGD, "momentum": Momentum, "adam": Adam}
 
 
+def _own_optimizer(opt: Any) -> bool:
+    """Return whether ``opt`` is one of resgrad's optimizers, not a subclass:
+    they return new arrays of the parameters' shapes, dtype and namespace,
+    write into none of their inputs and count the steps taken."""
+    return type(opt) in OPTIMIZERS.values()
+
+
 def get_optimizer(name: str, lr: float | None = None, **kwargs: Any) -> Optimizer:
     """Create the optimizer called ``name`` (``"sgd"``, ``"momentum"``, ``"adam"``).
 
@@ -520,7 +527,7 @@ def fit(
     # resgrad's own optimizers on CPU tensors train on NumPy views, with no
     # conversion per step; the result comes back as tensors.
     routed = None
-    if type(opt) in OPTIMIZERS.values():
+    if _own_optimizer(opt):
         routed = _numpy_route.fit_views(model, batch_size, x_train, y_train, val)
     if routed is not None:
         run_model, (x_train, y_train, val) = routed
@@ -767,7 +774,7 @@ class _Run:
         # resgrad's own optimizers return arrays of the model's shapes, dtype
         # and namespace, so each step's model can skip replace_arrays's
         # checks. An optimizer of the caller's keeps them.
-        own = type(opt) in OPTIMIZERS.values()
+        own = _own_optimizer(opt)
         self.with_params = model._with_arrays if own else model.replace_arrays
         # They also write into none of their inputs, so on CPU tensors they
         # can run on NumPy views (see _numpy_route.update).
@@ -1075,7 +1082,7 @@ class _Checkpoint:
         if not best_is_current:
             stopping.best_params = self._arrays(run, arrays, "best", template)
         run.steps = _stored_count(header["steps"], "steps")
-        if type(run.opt) in OPTIMIZERS.values() and state.count != run.steps:
+        if _own_optimizer(run.opt) and state.count != run.steps:
             # resgrad's optimizers count the steps taken, as the run does.
             raise ValueError(
                 f"the optimizer state's count {_arrays._short_repr(state.count)} "
