@@ -1547,7 +1547,7 @@ def test_jsma_never_moves_features_at_bound(small_model):
 def test_jsma_skips_features_at_rounded_bound(method):
     """float32 rounds 0.3 up and -0.3 down, so a feature at the largest
     float32 inside the box cannot move up, and one at the smallest cannot
-    move down; every pair counted moves both its features."""
+    move down. Every pair counted must move both its features."""
     model = resgrad.ResidualMLP.init([16, 16, 4], seed=0, dtype="float32")
     rng = np.random.default_rng(0)
     edge = np.float32(0.29999998)

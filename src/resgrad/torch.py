@@ -926,10 +926,10 @@ def _check_no_forward_hooks(module: nn.Module) -> None:
     A hook can change what a layer takes or returns, which the blocks read
     from the layers' weights would not do. The check of the output on a
     random batch catches such a change only where that batch shows it, as
-    a clamp of large values does not. A hook cannot be told to only
-    observe without running it, so every hook is refused, but those of the
-    older ``torch.nn.utils.weight_norm`` and ``spectral_norm``, which only
-    compute the weight that the blocks read.
+    a clamp of large values does not. Whether a hook only observes is
+    unknown without running it, so every hook is refused. The exceptions
+    are the hooks of the older ``torch.nn.utils.weight_norm`` and
+    ``spectral_norm``, which only compute the weight that the blocks read.
     """
     fix = (
         "remove them (handle.remove() on the handle that register_forward_hook "

@@ -336,8 +336,8 @@ def _declared_header(path: Path) -> tuple[tuple[int, ...], np.dtype] | None:
         with open(path, "rb") as file:
             version = np.lib.format.read_magic(file)
             # Version 3.0 differs from 2.0 only in allowing UTF-8 in the
-            # header; a shape and a dtype of numbers are ASCII, which the 2.0
-            # reader reads. Model files and .npz data take 1.0 and 2.0 only.
+            # header. A shape and a dtype of numbers are ASCII, so the 2.0
+            # reader reads them (model files and .npz data take 1.0 and 2.0).
             reader = NPY_HEADER_READERS.get(version)
             if version == (3, 0):
                 reader = np.lib.format.read_array_header_2_0
