@@ -430,6 +430,15 @@ def test_summary_pools_samples_and_spreads_seeds():
     assert summary.std[0] == pytest.approx((1 - math.log10(math.sqrt(5))) / 2)
 
 
+def test_summary_of_one_norm_per_sample_prints_four_arrays():
+    # Norms of shape (n,) reduce to 0-d results, which print in one style.
+    summary = depth.Summary.of([np.ones(2), np.ones(2)])
+    assert repr(summary) == (
+        "Summary(rms=float64(1.0), std=float64(0.0), low=float64(1.0), "
+        "high=float64(1.0))"
+    )
+
+
 def test_eigenvalue_moments_pad_missing_rows():
     moments = depth.eigenvalue_moments(np.array([1.0, 2.0]), rows=4)
     assert moments["mean"] == pytest.approx(1.25)

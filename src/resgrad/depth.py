@@ -515,11 +515,13 @@ class Summary:
         with np.errstate(invalid="ignore"):
             # A seed whose norm is exactly zero (-inf) leaves the spread NaN.
             std = np.std(seed_rms, axis=0)
+        # np.asarray keeps 0-d results arrays, as NumPy's reductions return
+        # scalars of another type and repr beside log10_rms's 0-d array.
         return cls(
-            rms=log10_rms(stacked, axis=(0, 1)),
-            std=std,
-            low=np.min(seed_rms, axis=0),
-            high=np.max(seed_rms, axis=0),
+            rms=np.asarray(log10_rms(stacked, axis=(0, 1))),
+            std=np.asarray(std),
+            low=np.asarray(np.min(seed_rms, axis=0)),
+            high=np.asarray(np.max(seed_rms, axis=0)),
         )
 
     def to_dict(self) -> dict[str, Any]:
