@@ -945,12 +945,19 @@ def test_list_argument_error_names_it(backend):
     # Labels in the model's dtype would be floats, which are rejected.
     expected = (
         r"Expected y to be an array, got the list \[0, 1\]; convert it first "
-        rf"with {convert}, in the model's namespace, as integer class labels "
+        rf"with {convert}, in the model's namespace, as integer class labels\.$"
     )
     with pytest.raises(TypeError, match=expected):
         resgrad.gradients(model, x, [0, 1])
     with pytest.raises(TypeError, match=r"target to be an array.*integer class"):
         resgrad.attacks.fgsm(model, x, y, 0.1, target=[1, 1])
+    # Only the squared error takes float targets.
+    with pytest.raises(TypeError, match=r"as integer class labels\.$"):
+        resgrad.attacks.fgsm(model, x, [0, 1], 0.1)
+    with pytest.raises(TypeError, match=r"labels or float targets of the model"):
+        resgrad.gradients(model, x, [0, 1], loss="squared_error")
+    with pytest.raises(TypeError, match=r"y_val to be an array.*integer class"):
+        resgrad.fit(model, x, y, validation=(x, [0, 1]), epochs=1)
     with pytest.raises(TypeError, match="namespace and dtype") as error:
         resgrad.per_sample_gradients(model, ((0.0,) * 4,) * 2, y)
     assert "Expected x to be an array, got the tuple" in str(error.value)

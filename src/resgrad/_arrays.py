@@ -21,20 +21,20 @@ Seed = int | np.random.Generator | None
 REJECTED_SUBCLASSES = (np.matrix, np.ma.MaskedArray)
 
 
-# The kind of array that a list passed as labels converts to; the model's
-# dtype would make float labels, which are rejected.
-_LIST_KINDS = {
-    "y": ", as integer class labels (float targets of the model's dtype for "
-    "squared_error)",
-    "target": ", as integer class labels",
-}
-
-
-def namespace(*arrays: Array, names: Sequence[str] | None = None) -> Any:
+def namespace(
+    *arrays: Array,
+    names: Sequence[str] | None = None,
+    labels: Sequence[str] = (),
+    float_targets: bool = False,
+) -> Any:
     """Return the array-API namespace shared by ``arrays`` (``None`` skipped).
 
     ``names``, one per array, name a list or a number among them in the
-    error, with the converter of the library of the arrays beside it.
+    error, with the converter of the library of the arrays beside it. A list
+    named in ``labels`` is advised to become integer class labels, as the
+    model's dtype would make float labels, which are rejected; with
+    ``float_targets``, for the squared error, float targets of the model's
+    dtype too.
 
     Raises:
         TypeError: if the arrays come from two namespaces, or one is not an
@@ -45,11 +45,16 @@ def namespace(*arrays: Array, names: Sequence[str] | None = None) -> Any:
         if isinstance(a, (list, tuple, int, float)):
             name = None if names is None else names[index]
             expected = "arrays" if name is None else f"{name} to be an array"
+            kind = " and dtype"
+            if name in labels:
+                kind = ", as integer class labels"
+                if float_targets:
+                    kind += " or float targets of the model's dtype"
             raise TypeError(
                 f"Expected {expected}, got the {type(a).__name__} "
                 f"{_short_repr(a)}; convert it first"
                 f"{_converter(present, named=name is not None)}, in the "
-                f"model's namespace{_LIST_KINDS.get(name, ' and dtype')}."
+                f"model's namespace{kind}."
             )
         if isinstance(a, np.matrix):
             # np.matrix keeps two dimensions in every reduction, which the

@@ -140,7 +140,7 @@ def prepare(
         raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
     loss_fn = get_loss(loss)
     check_reduction(reduction)
-    xp = model._namespace_with(x, y)
+    xp = model._namespace_with(x, y, float_targets=not loss_fn.integer_labels)
     _arrays.check_input(xp, x, model.sizes[0], model.dtype)
     check_targets(xp, loss_fn, y, x.shape[0], model.n_classes, model.dtype)
     model._check_device(x)

@@ -310,13 +310,19 @@ class ResidualMLP:
     # Shape and placement.
 
     def _namespace_with(
-        self, *arrays: Array, names: Sequence[str] = ("x", "y", "target")
+        self,
+        *arrays: Array,
+        names: Sequence[str] = ("x", "y", "target"),
+        labels: Sequence[str] = ("y", "target"),
+        float_targets: bool = False,
     ) -> Any:
         """Return the namespace shared by the weights and ``arrays``.
 
         Raises a TypeError naming both namespaces, e.g. a NumPy model and a
         torch ``x``, before any operation fails with a less clear message.
-        ``names`` name the ``arrays`` in it. The model checked at
+        ``names`` name the ``arrays`` in it, and ``labels`` and
+        ``float_targets`` say what a list among them should become, as
+        ``_arrays.namespace`` describes. The model checked at
         construction that its arrays share one namespace, so its first
         weight stands for all of them. A 100-block model would otherwise
         cost a lookup over 600 arrays per call.
@@ -324,7 +330,11 @@ class ResidualMLP:
         weight = self.blocks[0].W1
         try:
             return _arrays.namespace(
-                weight, *arrays, names=("blocks.0.W1", *names[: len(arrays)])
+                weight,
+                *arrays,
+                names=("blocks.0.W1", *names[: len(arrays)]),
+                labels=labels,
+                float_targets=float_targets,
             )
         except TypeError as error:
             compat = _arrays.array_api_compat

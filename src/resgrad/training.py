@@ -692,7 +692,13 @@ def _check_fit_settings(model, loss, epochs, batch_size, patience) -> None:
 
 def _check_data(model: ResidualMLP, loss_fn, x: Array, y: Array, x_name, y_name):
     """Validate one pair of inputs and targets; return their namespace."""
-    xp = model._namespace_with(x, y, names=(x_name, y_name))
+    xp = model._namespace_with(
+        x,
+        y,
+        names=(x_name, y_name),
+        labels=(y_name,),
+        float_targets=not loss_fn.integer_labels,
+    )
     _arrays.check_input(xp, x, model.sizes[0], model.dtype, x_name)
     n = x.shape[0]
     if n == 0:
