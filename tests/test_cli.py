@@ -1806,6 +1806,30 @@ def test_other_label_column_named_in_error(tmp_path, capsys):
     )
 
 
+def test_recorded_label_column_named_in_error(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([np.arange(40) % 2, rng.random((40, 2))])
+    _write_csv(data, rows, "label,a,b")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--label-column", "0", "--no-progress"]) == 0
+    capsys.readouterr()
+    # A record past the file's columns, as a hand edit or a narrower file
+    # leaves it; the command line names no column.
+    metadata = resgrad.read_metadata(model)
+    metadata["training"]["label_column"] = 7
+    resgrad.save(resgrad.load(model), model, metadata=metadata)
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert lines[0].endswith(
+        f"The model file records label column 7 for {data}; the file has changed "
+        "since the model was trained on it, or that record is damaged. Pass "
+        "--label-column to choose the label column."
+    )
+    assert main(["evaluate", "--model", str(model), "--label-column", "0"]) == 0
+
+
 def test_recorded_header_stays_with_the_training_file(tmp_path, capsys):
     rows = _two_class_rows()
     trained_on, other = tmp_path / "a.csv", tmp_path / "b.csv"
@@ -2337,6 +2361,11 @@ def test_varied_features_do_not_warn(tmp_path, capsys):
         (
             lambda meta: meta["training"].update(test_size=5),
             "records the test fraction 5, outside (0, 1), so the file is damaged",
+        ),
+        (
+            # Cut to 60 characters, not the 401 digits.
+            lambda meta: meta["training"].update(test_size=10**400),
+            f"records the test fraction {'1' + '0' * 56}..., outside (0, 1)",
         ),
     ],
 )
@@ -3097,16 +3126,24 @@ def test_permission_error_names_a_fix(code, files, monkeypatch, capsys):
     assert lines == [system + advice if code == errno.EACCES else system]
 
 
-def test_evaluate_names_damaged_split_seed(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "seed, printed",
+    [(-3, "-3"), (2**63, str(2**63)), (10**400, "1" + "0" * 56 + "...")],
+)
+def test_evaluate_names_damaged_split_seed(seed, printed, tmp_path, capsys):
+    # --split-seed takes 0 to 2**63 - 1, the seeds a model file records.
     model = tmp_path / "m.npz"
     resgrad.save(
         resgrad.ResidualMLP.init([64, 10], seed=0),
         model,
-        {"training": {"split_seed": -3}},
+        {"training": {"split_seed": seed}},
     )
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
-    assert f"{model} records the split seed -3, below 0, so the file" in lines[-1]
+    assert lines[-1].endswith(
+        f"{model} records the split seed {printed}, outside 0 to 2**63 - 1, so "
+        "the file is damaged; pass --split-seed, or train the model again."
+    )
     assert "has changed" not in lines[-1]
 
 

@@ -493,11 +493,13 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             _check_recorded_test_size(args)
     if args.split_seed is None:
         args.split_seed = training.get("split_seed", SPLIT_SEED)
-        if model is not None and args.split_seed < 0:
+        if model is not None and not 0 <= args.split_seed <= INT64_MAX:
+            # resgrad train takes no seed outside that range.
             raise ValueError(
                 f"The model file {args.model} records the split seed "
-                f"{args.split_seed}, below 0, so the file is damaged; pass "
-                "--split-seed, or train the model again."
+                f"{_arrays._short_repr(args.split_seed)}, outside 0 to 2**63 - 1, "
+                "so the file is damaged; pass --split-seed, or train the model "
+                "again."
             )
     if model is not None and metadata.get("scaling") is not None:
         _check_recorded_scaling(args, metadata["scaling"], model)
@@ -547,6 +549,15 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
             note = (
                 f"{args.data} was read with other options than in training "
                 f"({' and '.join(options)} there), or has changed since"
+            )
+        elif same and _label_column(args, training) is not None:
+            # The column came from the model file, not the command line,
+            # which the message from load_csv names.
+            note = (
+                f"The model file records label column "
+                f"{training['label_column']} for {args.data}; the file has "
+                "changed since the model was trained on it, or that record is "
+                "damaged. Pass --label-column to choose the label column"
             )
         elif same:
             note = f"{args.data} has changed since the model was trained on it"
@@ -1246,7 +1257,8 @@ def _check_recorded_test_size(args: Any) -> None:
     value = args.test_size
     if not (isinstance(value, (int, float)) and 0 < value < 1):
         raise ValueError(
-            f"The model file {args.model} records the test fraction {value!r}, "
+            f"The model file {args.model} records the test fraction "
+            f"{_arrays._short_repr(value)}, "
             "outside (0, 1), so the file is damaged; pass --test-size, or train "
             "the model again."
         )
