@@ -209,6 +209,13 @@ BAD_ARGUMENTS = {
         ["train", "--out", "{dir}"],
         "is a folder; expected a file name",
     ),
+    "train out with a trailing slash": (
+        ["train", "--out", "{dir}/new.npz/", "--epochs", "1"],
+        (
+            "new.npz/' ends in '/', which names a folder; expected a file name, "
+            "e.g. {dir}/new.npz/model.npz, or {dir}/new.npz without the '/'"
+        ),
+    ),
     "train resume nothing": (
         ["train", "--resume", "--out", "{dir}/fresh.npz"],
         "no checkpoint at {dir}/fresh.checkpoint.npz",

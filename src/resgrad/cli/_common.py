@@ -933,10 +933,17 @@ def output_file(value: str) -> Path:
 
     _check_not_empty(value, "a file name, such as model.npz")
     path = Path(value)
+    example = Path(value, "model.npz")
     if path.is_dir():
-        example = Path(value, "model.npz")
         raise argparse.ArgumentTypeError(
             f"{value!r} is a folder; expected a file name, e.g. {example}."
+        )
+    if value.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+        # Path drops the separator, and a file of that name would be written.
+        raise argparse.ArgumentTypeError(
+            f"{value!r} ends in {value[-1]!r}, which names a folder; expected a "
+            f"file name, e.g. {example}, or {value.rstrip(value[-1])} without "
+            f"the {value[-1]!r}."
         )
     kind = special_file(path)
     if kind is not None:
