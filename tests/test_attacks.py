@@ -1025,6 +1025,18 @@ def test_x_within_tolerance_accepted(model, name):
     assert result.x_adv.max() <= 1.0
 
 
+def test_tolerance_grows_with_the_bounds(model):
+    # One float32 step above 255 is 1.5e-5 away, beyond an absolute 1e-6.
+    x, y = make_batch()
+    x = (255 * x).astype(np.float32)
+    x[2, 3] = np.nextafter(np.float32(255), np.float32(np.inf))
+    result = attacks.fgsm(model.convert(dtype="float32"), x, y, 2.0, bounds=(0, 255))
+    assert result.x_adv.max() <= 255.0
+    x[2, 3] = 255.001
+    with pytest.raises(ValueError, match=r"\[0.0, 255.0\] by more than 0.000255;"):
+        attacks.fgsm(model.convert(dtype="float32"), x, y, 2.0, bounds=(0, 255))
+
+
 def test_custom_bounds(model):
     x, y = make_batch()
     x = 2.0 * x - 1.0

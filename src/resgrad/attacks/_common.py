@@ -30,7 +30,9 @@ from ..model import ResidualMLP
 Array = Any
 
 # How far an input may lie outside the box before it is rejected, so that
-# values rounded on their way into [0, 1] still count as inside.
+# values rounded on their way into [0, 1] still count as inside. For a box
+# with a bound beyond 1 in magnitude, such as (0, 255), the tolerance is
+# that many times this: float32 spaces its values 1.5e-5 apart at 255.
 BOX_TOLERANCE = 1e-6
 
 
@@ -80,7 +82,7 @@ class Batch:
     target: Array | None
     lo: float
     hi: float
-    # Whether x lies in the box, not outside it within BOX_TOLERANCE.
+    # Whether x lies in the box, not outside it within box_tolerance.
     inside: bool = True
 
     @property
@@ -256,18 +258,25 @@ def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
     return lo, hi
 
 
+def box_tolerance(lo: float, hi: float) -> float:
+    """Return how far an input may lie outside ``[lo, hi]``: ``BOX_TOLERANCE``
+    times the larger bound magnitude, or times 1 for a box within [-1, 1]."""
+    return BOX_TOLERANCE * max(1.0, abs(lo), abs(hi))
+
+
 def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> bool:
     """Raise ``ValueError`` if ``x`` leaves ``[lo, hi]`` by more than the
     tolerance, and return whether it lies in the box."""
     if x.shape[0] == 0:
         return True
     low, high = float(xp.min(x)), float(xp.max(x))
-    if low < lo - BOX_TOLERANCE or high > hi + BOX_TOLERANCE:
+    tolerance = box_tolerance(lo, hi)
+    if low < lo - tolerance or high > hi + tolerance:
         raise ValueError(
             # repr: the shortest form that names the value exactly, so that
             # 1.000002 does not print as 1.
             f"{name} has values in [{low!r}, {high!r}], outside the box "
-            f"[{lo!r}, {hi!r}] by more than {BOX_TOLERANCE:g}; scale the "
+            f"[{lo!r}, {hi!r}] by more than {tolerance:g}; scale the "
             "inputs into the box or pass bounds=(lo, hi)."
         )
     return lo <= low and high <= hi
@@ -690,7 +699,7 @@ def constant_steps(batch: Batch, count: int) -> Array:
 def finish(batch: Batch, x_adv: Array, steps: Array) -> AttackResult:
     """Measure the perturbation and the success of ``x_adv``.
 
-    An ``x`` outside the box by up to ``BOX_TOLERANCE`` has ``x_adv``
+    An ``x`` outside the box by up to ``box_tolerance`` has ``x_adv``
     clipped to the box, for the rows that never moved from it (``eps = 0``,
     or early stopping before the first step). An ``x_adv`` that is ``x``
     itself is clipped too, which copies it, so the result never shares

@@ -263,7 +263,7 @@ def _iterate(
     Each iteration forms the Jacobian and the pair scores of the samples
     still running only, and spreads the chosen moves back over the batch.
     """
-    # An input may lie outside the box by up to BOX_TOLERANCE. Clipping it
+    # An input may lie outside the box by up to box_tolerance. Clipping it
     # first keeps the rows that never move in the box, as the moved ones are.
     xp, x = batch.xp, clip(batch, batch.x)
     limits = linf_limits(batch, theta)
