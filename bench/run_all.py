@@ -24,6 +24,7 @@ SCRIPTS = (
     "bench_pgd.py",
     "bench_fit.py",
     "bench_scaling.py",
+    "bench_reuse.py",
 )
 
 
