@@ -434,6 +434,39 @@ def test_divergence_on_overflow():
         fit(model, x, y, optimizer="sgd", lr=1e308, epochs=2, validation=None)
 
 
+def test_failure_before_the_first_update_blames_no_learning_rate():
+    x = np.full((2, 6), 1e-200)
+    y = np.array([0, 1])
+    # 300 identity blocks scaled by 10: finite logits near 1e168, but a
+    # gradient past float64's range.
+    model = resgrad.ResidualMLP.init(
+        [6] * 301 + [3], activation="identity", seed=0, alpha=10.0
+    )
+    with pytest.raises(TrainingDiverged) as caught:
+        fit(model, x, y, epochs=1, validation=None)
+    assert str(caught.value) == (
+        "Training failed at epoch 1, step 1, before its first update, so the "
+        "learning rate is not the cause: the loss or a gradient became NaN or "
+        "infinite; scale the inputs or the weights down."
+    )
+    # 400 such blocks overflow the forward pass, which names the block.
+    model = resgrad.ResidualMLP.init(
+        [6] * 401 + [3], activation="identity", seed=0, alpha=10.0
+    )
+    with pytest.raises(TrainingDiverged, match="overflowed float64 in block") as caught:
+        fit(model, np.full((2, 6), 0.5), y, epochs=1, validation=None)
+    assert "learning rate is not the cause" in str(caught.value)
+    assert "e.g." not in str(caught.value)
+
+
+def test_weight_written_in_place_is_named_before_training():
+    model = _small_model(activation="tanh")
+    model.blocks[0].b1[0] = np.inf
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="model's blocks.0.b1 holds NaN or Inf"):
+        fit(model, x, y, epochs=1)
+
+
 def test_fit_leaves_inputs_unchanged():
     x, y = _blobs()
     x_val, y_val = _blobs(n=30, seed=1)

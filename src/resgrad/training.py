@@ -829,6 +829,17 @@ class _Run:
             yield xp.take(self.x, rows, axis=0), xp.take(self.y, rows, axis=0)
 
     def _step(self, epoch, step, params, state, x_batch, y_batch):
+        if self.steps == 0:
+            # A weight written in place after the model was made.
+            bad = next(
+                (k for k, v in params.items() if not self._all_finite({k: v})), None
+            )
+            if bad is not None:
+                raise ValueError(
+                    f"The model's {bad} holds NaN or Inf values before training; "
+                    "load or initialise the model again, or replace that array "
+                    "with replace_arrays."
+                )
         current = self.with_params(params)
         loss = self.loss_fn.name
         try:
@@ -836,6 +847,9 @@ class _Run:
                 current, x_batch, y_batch, loss, method="backprop", with_input=False
             )
         except ForwardOverflowError as error:
+            if self.steps == 0:
+                # The error's own advice, to scale down, applies.
+                raise self._diverged(epoch, step, str(error)) from error
             raise self._diverged(
                 epoch, step, f"the loss became NaN or infinite ({error})"
             ) from error
@@ -854,7 +868,7 @@ class _Run:
                     "Adam(eps=...) with eps > 0, such as 1e-8."
                 )
             cause = "the updated weights became NaN or infinite"
-            raise self._diverged(epoch, step, cause)
+            raise self._diverged(epoch, step, cause, updated=True)
         self.steps += 1
         return params, state, value
 
@@ -862,6 +876,8 @@ class _Run:
         """Raise ``TrainingDiverged`` for a non-finite or exploding step."""
         if not (math.isfinite(value) and self._all_finite(grads)):
             cause = "the loss or a gradient became NaN or infinite"
+            if self.steps == 0:
+                cause += "; scale the inputs or the weights down."
             raise self._diverged(epoch, step, cause)
         if value > self.loss_limit:
             cause = (
@@ -888,7 +904,17 @@ class _Run:
         xp = self.xp
         return all(_arrays.all_finite(xp, a) for a in arrays.values())
 
-    def _diverged(self, epoch: int, step: int, cause: str) -> TrainingDiverged:
+    def _diverged(
+        self, epoch: int, step: int, cause: str, updated: bool = False
+    ) -> TrainingDiverged:
+        """Return the error for ``cause``; ``updated`` says whether this
+        step's update has run, which the learning rate can have caused."""
+        if self.steps == 0 and not updated:
+            # No update has run, so the learning rate cannot be the cause.
+            return TrainingDiverged(
+                f"Training failed at epoch {epoch}, step {step}, before its "
+                f"first update, so the learning rate is not the cause: {cause}"
+            )
         lr = getattr(self.opt, "lr", None)
         if lr is None:
             advice = "try a smaller learning rate"
