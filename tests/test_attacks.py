@@ -1304,6 +1304,29 @@ def test_overflowing_default_step_raises(model):
         attacks.pgd_l2(model, x, y, 1.7e308, steps=1)
 
 
+@pytest.mark.parametrize("name", ["fgsm", "bim", "mifgsm", "illcm", "jsma", "mjsma"])
+def test_gradient_overflow_at_a_finite_forward_pass_named(name):
+    # 300 identity blocks scaled by 10: logits near 1e168 at x, but
+    # derivatives past float64's range. mifgsm once stepped to NaN and
+    # blamed the forward pass; jsma stopped and reported no success.
+    model = resgrad.ResidualMLP.init(
+        [6] * 301 + [3], activation="identity", seed=0, alpha=10.0
+    )
+    x, y = np.full((2, 6), 1e-200), np.array([0, 1])
+    options = {"target": np.array([0, 0]), "gamma": 1.0} if "jsma" in name else {}
+    eps = () if "jsma" in name else (0.1,)
+    what = "Jacobian" if "jsma" in name else "gradient"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError) as caught:
+            getattr(attacks, name)(model, x, y, *eps, **options)
+    assert str(caught.value) == (
+        f"The input {what} overflowed float64 although the forward pass is "
+        "finite: the network's derivatives exceed the dtype's range; scale the "
+        "inputs or the weights down."
+    )
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_input_requiring_grad_gives_plain_result(model, name):
     """x_adv carries no autograd graph and torch gives no warning, as for an

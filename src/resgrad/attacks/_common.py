@@ -360,10 +360,27 @@ def ascent_direction(batch: Batch, v: Array) -> Array:
     # ``prepare`` checked the model, x and the labels, and every iterate is
     # finite and in the box by construction, so the checks are not repeated.
     labels = batch.y if batch.target is None else batch.target
-    dx = _input_gradient(
-        batch.model, v, labels, _CROSS_ENTROPY, batch.prepared, batch.ops
-    )
+    # An overflow gets the error below, so NumPy's warnings would repeat it.
+    with np.errstate(over="ignore", invalid="ignore"):
+        dx = _input_gradient(
+            batch.model, v, labels, _CROSS_ENTROPY, batch.prepared, batch.ops
+        )
+    check_finite_gradient(batch, dx, "input gradient")
     return dx if batch.target is None else -dx
+
+
+def check_finite_gradient(batch: Batch, gradient: Array, name: str) -> None:
+    """Raise ``ValueError`` if ``gradient`` at a finite forward pass holds
+    NaN or Inf, which would otherwise step the iterate to NaN and fail later
+    with a message about the forward pass."""
+    if not _arrays.all_finite(batch.xp, gradient):
+        dtype = batch.model.dtype
+        wider = "" if dtype == batch.xp.float64 else ", or use float64"
+        raise ValueError(
+            f"The {name} overflowed {dtype} although the forward pass is "
+            "finite: the network's derivatives exceed the dtype's range; "
+            f"scale the inputs or the weights down{wider}."
+        )
 
 
 def succeeded(batch: Batch, prediction: Array) -> Array:

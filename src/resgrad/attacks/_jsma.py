@@ -42,6 +42,7 @@ from ._common import (
     Array,
     AttackResult,
     Batch,
+    check_finite_gradient,
     check_fits,
     check_number,
     clip,
@@ -281,7 +282,9 @@ def _iterate(
             break
         rows = xp.nonzero(active)[0]
         part = _take_rows(batch, x_adv, rows)
-        jacobian = input_jacobian(batch.model, part.x)
+        with np.errstate(over="ignore", invalid="ignore"):
+            jacobian = input_jacobian(batch.model, part.x)
+        check_finite_gradient(batch, jacobian, "input Jacobian")
         p, q, direction, found = select(
             part,
             jacobian,
