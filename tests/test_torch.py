@@ -1047,8 +1047,16 @@ def test_meta_tensors_name_the_device():
     x = torch.empty(3, 5, dtype=torch.float64, device="meta")
     y = torch.tensor([0, 1, 2])
     message = "is on PyTorch's meta device, which has shapes but no values"
-    with pytest.raises(ValueError, match=f"x {message}"):
-        resgrad.gradients(model.convert(torch), x, y)
+    net = model.convert(torch)
+    # The forward pass and the Jacobian once advised moving the model to
+    # the meta device, which convert refuses.
+    for call in (
+        lambda: resgrad.gradients(net, x, y),
+        lambda: net(x),
+        lambda: resgrad.input_jacobian(net, x),
+    ):
+        with pytest.raises(ValueError, match=f"x {message}"):
+            call()
     with pytest.raises(ValueError, match=f"blocks.0.W1 {message}"):
         from_module(to_module(model).to("meta"))
 

@@ -460,6 +460,15 @@ def _vmap_batched(a: Array) -> bool:
     return False
 
 
+def check_not_meta(a: Array, name: str) -> None:
+    """Raise ``ValueError`` if ``a`` is a tensor on PyTorch's meta device."""
+    if getattr(a, "is_meta", False):
+        raise ValueError(
+            f"{name} is on PyTorch's meta device, which has shapes but no "
+            "values; move it to a real device, such as 'cpu', first."
+        )
+
+
 def check_finite(
     xp: Any,
     a: Array,
@@ -470,11 +479,7 @@ def check_finite(
     values at all (a tensor on PyTorch's meta device). ``fix`` ends the
     message."""
     check_concrete(a, name)
-    if getattr(a, "is_meta", False):
-        raise ValueError(
-            f"{name} is on PyTorch's meta device, which has shapes but no "
-            "values; move it to a real device, such as 'cpu', first."
-        )
+    check_not_meta(a, name)
     if not all_finite(xp, a):
         bad = int(xp.sum(xp.astype(~xp.isfinite(a), index_dtype(xp))))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); {fix}.")
@@ -614,11 +619,7 @@ def check_labels(
             f"Expected class labels of a signed integer dtype or uint8 in "
             f"{name}, got {y.dtype}; cast them with {cast}."
         )
-    if getattr(y, "is_meta", False):
-        raise ValueError(
-            f"{name} is on PyTorch's meta device, which has shapes but no "
-            "values; move it to a real device, such as 'cpu', first."
-        )
+    check_not_meta(y, name)
     if n == 0:
         return
     low, high = int(xp.min(y)), int(xp.max(y))

@@ -201,6 +201,12 @@ class ResidualMLP:
     resgrad writes into a model's arrays. Copy an array before updating it in
     place, or the update shows in both models.
 
+    A model checks the shapes, dtypes, devices and values of its arrays when
+    it is made and in ``replace_arrays``. Assigning an array to a block's
+    attribute, or writing into one in place, skips those checks, so a wrong
+    shape or dtype fails later with a less clear message; pass new arrays
+    through ``replace_arrays`` instead.
+
     Attributes:
         blocks: the blocks ``B_1 .. B_L``; block ``l`` reads the output width
             of block ``l - 1``.
@@ -667,6 +673,9 @@ class ResidualMLP:
         """Raise ``ValueError`` if ``x`` is not on the model's device, and
         ``TypeError`` if it is a JAX tracer."""
         _arrays.check_concrete(x)
+        # Before the device test, whose advice to move the model there
+        # convert would refuse.
+        _arrays.check_not_meta(x, "x")
         device = _arrays.array_api_compat.device(x)
         if device != self.device:
             raise ValueError(
