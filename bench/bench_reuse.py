@@ -3,9 +3,9 @@
 glibc gives the top of the heap back to the kernel once more than 128 KiB
 of it is free, so a loop whose calls each keep a megabyte of arrays faults
 in fresh pages at every call. resgrad raises that limit on its first NumPy
-call (``resgrad._kernels.raise_reuse_limits``); importing PyTorch raises it
-too, as a side effect, which is why the other benchmarks, which all import
-PyTorch, cannot show it. This one runs each case in a new process that
+call (``resgrad._kernels.raise_reuse_limits``). Importing PyTorch raises it
+too, as a side effect, so the other benchmarks, which all import PyTorch,
+cannot show it. This one runs each case in a new process that
 never imports PyTorch: once as resgrad ships, once with the limits left
 at glibc's defaults. It prints the times, the ratio and the minor page
 faults per call. There is no peer: the figures are resgrad's own, on the

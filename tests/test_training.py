@@ -463,7 +463,7 @@ def test_weight_written_in_place_is_named_before_training():
     model = _small_model(activation="tanh")
     model.blocks[0].b1[0] = np.inf
     x, y = _blobs()
-    with pytest.raises(ValueError, match="model's blocks.0.b1 holds NaN or Inf"):
+    with pytest.raises(ValueError, match="model's blocks.0.b1 contains NaN or Inf"):
         fit(model, x, y, epochs=1)
 
 

@@ -569,7 +569,7 @@ def raise_reuse_limits() -> None:
     samples and 8 blocks, and 60.7 ms and 47.1 ms at width and batch 256
     (``bench/bench_reuse.py``). glibc raises both limits by itself when a
     program frees a block above them of up to 32 MiB, as importing PyTorch
-    does; freeing one of ``REUSE_BLOCK_BYTES`` raises them to 16 and 32 MiB.
+    does. Freeing one of ``REUSE_BLOCK_BYTES`` raises them to 16 and 32 MiB.
     Other allocators only see a block allocated and freed.
     """
     global _reuse_limits_raised

@@ -515,8 +515,8 @@ class Summary:
         with np.errstate(invalid="ignore"):
             # A seed whose norm is exactly zero (-inf) leaves the spread NaN.
             std = np.std(seed_rms, axis=0)
-        # np.asarray keeps 0-d results arrays, as NumPy's reductions return
-        # scalars of another type and repr beside log10_rms's 0-d array.
+        # NumPy's reductions return 0-d results as scalars, which print
+        # differently from log10_rms's 0-d array, so all four become arrays.
         return cls(
             rms=np.asarray(log10_rms(stacked, axis=(0, 1))),
             std=np.asarray(std),

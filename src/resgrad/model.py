@@ -203,9 +203,9 @@ class ResidualMLP:
 
     A model checks the shapes, dtypes, devices and values of its arrays when
     it is made and in ``replace_arrays``. Assigning an array to a block's
-    attribute, or writing into one in place, skips those checks, so a wrong
-    shape or dtype fails later with a less clear message; pass new arrays
-    through ``replace_arrays`` instead.
+    attribute, or writing into one in place, skips those checks. A wrong
+    shape or dtype then fails later with a less clear message, so pass new
+    arrays through ``replace_arrays`` instead.
 
     Attributes:
         blocks: the blocks ``B_1 .. B_L``; block ``l`` reads the output width
@@ -673,8 +673,8 @@ class ResidualMLP:
         """Raise ``ValueError`` if ``x`` is not on the model's device, and
         ``TypeError`` if it is a JAX tracer."""
         _arrays.check_concrete(x)
-        # Before the device test, whose advice to move the model there
-        # convert would refuse.
+        # Before the device test, because its advice to move the model to
+        # x's device fails for the meta device: convert rejects it.
         _arrays.check_not_meta(x, "x")
         device = _arrays.array_api_compat.device(x)
         if device != self.device:

@@ -836,7 +836,7 @@ class _Run:
             )
             if bad is not None:
                 raise ValueError(
-                    f"The model's {bad} holds NaN or Inf values before training; "
+                    f"The model's {bad} contains NaN or Inf values before training; "
                     "load or initialise the model again, or replace that array "
                     "with replace_arrays."
                 )
@@ -907,8 +907,8 @@ class _Run:
     def _diverged(
         self, epoch: int, step: int, cause: str, updated: bool = False
     ) -> TrainingDiverged:
-        """Return the error for ``cause``; ``updated`` says whether this
-        step's update has run, which the learning rate can have caused."""
+        """Return the error for ``cause``. ``updated`` is true once this
+        step's update has run, a failure that the learning rate can cause."""
         if self.steps == 0 and not updated:
             # No update has run, so the learning rate cannot be the cause.
             return TrainingDiverged(

@@ -32,7 +32,8 @@ Array = Any
 # How far an input may lie outside the box before it is rejected, so that
 # values rounded on their way into [0, 1] still count as inside. For a box
 # with a bound beyond 1 in magnitude, such as (0, 255), the tolerance is
-# that many times this: float32 spaces its values 1.5e-5 apart at 255.
+# that many times this, because float32 spaces its values 1.5e-5 apart at
+# 255.
 BOX_TOLERANCE = 1e-6
 
 
@@ -370,9 +371,9 @@ def ascent_direction(batch: Batch, v: Array) -> Array:
 
 
 def check_finite_gradient(batch: Batch, gradient: Array, name: str) -> None:
-    """Raise ``ValueError`` if ``gradient`` at a finite forward pass holds
-    NaN or Inf, which would otherwise step the iterate to NaN and fail later
-    with a message about the forward pass."""
+    """Raise ``ValueError`` if ``gradient``, taken at a finite forward pass,
+    contains NaN or Inf. Stepping from it would make the iterate NaN, which
+    fails later with a message about the forward pass."""
     if not _arrays.all_finite(batch.xp, gradient):
         dtype = batch.model.dtype
         wider = "" if dtype == batch.xp.float64 else ", or use float64"

@@ -551,8 +551,8 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
                 f"({' and '.join(options)} there), or has changed since"
             )
         elif same and _label_column(args, training) is not None:
-            # The column came from the model file, not the command line,
-            # which the message from load_csv names.
+            # The column came from the model file, but the message from
+            # load_csv names the command-line option.
             note = (
                 f"The model file records label column "
                 f"{training['label_column']} for {args.data}; the file has "
