@@ -1608,6 +1608,26 @@ def _train_small(tmp_path, capsys, features=4):
     return data, model
 
 
+def test_identity_shortcut_on_no_block_warns(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, X=rng.random((60, 4)), y=np.arange(60) % 3)
+    train = ["train", "--data", str(data), "--epochs", "1", "--no-progress"]
+    train += ["--shortcut", "identity", "--hidden", "4"]
+    # Widths 4 -> 8 -> 3: both blocks change width.
+    assert main([*train, "--widths", "8", "--out", str(tmp_path / "a.npz")]) == 0
+    assert (
+        "resgrad train: warning: --shortcut identity applies to no block: every "
+        "block of the widths [4, 8, 3] changes width, so each gets a learned "
+        "shortcut; repeat a width in --widths, such as 4,4, for identity blocks."
+    ) in capsys.readouterr().err
+    model = tmp_path / "b.npz"
+    assert main([*train, "--widths", "4,4", "--out", str(model)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    shortcuts = [block.shortcut for block in resgrad.load(model).blocks]
+    assert shortcuts == ["identity", "identity", "learned"]
+
+
 def test_check_seed_picks_the_sampled_entries(tmp_path, capsys):
     # resgrad run samples the entries of the central differences with its
     # --seed; check takes the same option to repeat them.
@@ -2897,6 +2917,35 @@ def test_saliency_method_names(text, methods):
     from resgrad.cli.saliency import parse_methods
 
     assert parse_methods(text) == methods
+
+
+@pytest.mark.parametrize(
+    "command, options, option",
+    [
+        ("saliency", ["--method", "vanilla", "--index", "0"], "--check-samples"),
+        ("check", [], "--samples"),
+    ],
+)
+def test_default_counts_beyond_test_split_are_quiet(
+    command, options, option, files, tmp_path, capsys
+):
+    # 6 test samples: fewer than the defaults of saliency's --check-samples
+    # (32) and check's --samples (8), which warn only when typed.
+    rng = np.random.default_rng(0)
+    data = tmp_path / "small.npz"
+    np.savez(data, X=rng.uniform(size=(12, 64)), y=np.arange(12) % 3)
+    argv = [command, "--model", str(files / "model.npz"), "--data", str(data)]
+    argv += ["--test-size", "0.5", *options]
+    outputs = iter(["--out", str(tmp_path / name), "--no-progress"] for name in "ab")
+
+    def output():
+        return next(outputs) if command == "saliency" else []
+
+    assert main([*argv, *output()]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main([*argv, *output(), option, "12"]) == 0
+    warning = f"{option} 12 is more than the 6 test samples; checking all 6"
+    assert warning in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -92,12 +92,16 @@ def test_run_report_states_results(run_folder):
 
 def test_run_one_epoch_singular(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "--out", str(out), *SMALL_RUN, "--epochs", "1"]) == 0
+    # No hidden --widths: one block, from the 64 inputs to the 10 classes.
+    options = [*SMALL_RUN, "--epochs", "1", "--widths", ""]
+    assert main(["run", "--out", str(out), *options]) == 0
     printed = capsys.readouterr().out
     # The data comes first, as resgrad train prints it, before the training.
     assert printed.startswith("digits: 1347 train + 450 test samples, 64 features")
     assert "trained 1 epoch in " in printed
-    assert " 1 epoch (" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert " 1 epoch (" in report
+    assert "Network: 1 residual block, widths [64, 10]," in report
     # The sections are skipped, so training.png is the only figure.
     assert f"wrote {out}/ (report.md, metrics.json, model.npz and 1 figure) in " in (
         printed

@@ -8,12 +8,14 @@ from typing import Any
 import numpy as np
 
 from ._common import (
+    Typed,
     add_data_arguments,
     existing_file,
     load_dataset,
     non_negative_int,
     plural,
     positive_int,
+    typed_options,
     warn,
 )
 
@@ -36,6 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--samples",
         type=positive_int,
         default=8,
+        action=Typed,
         help="test samples to check on (default: 8)",
     )
     parser.add_argument(
@@ -71,18 +74,20 @@ def check_on_test_split(
     seed: int = 0,
     command: str = "check",
     option: str = "--samples",
+    typed: bool = True,
 ):
     """Run ``check_theorem`` on the first ``samples`` test samples of ``data``.
 
     Warns, as ``resgrad command`` and naming the ``option`` that set
-    ``samples``, when the test split has fewer samples.
+    ``samples``, when the test split has fewer samples and the user
+    ``typed`` that option rather than leaving its default.
     """
     from ..check import check_theorem
 
     if samples < 1:
         raise ValueError(f"Expected at least 1 sample to check, got {samples}.")
     available = len(data.y_test)
-    if samples > available:
+    if samples > available and typed:
         warn(
             command,
             f"{option} {samples} is more than the {available} test samples; "
@@ -99,7 +104,12 @@ def run_check(args: argparse.Namespace) -> int:
     model = load(args.model)
     data = load_dataset(args, model)
     report = check_on_test_split(
-        model, data, args.samples, args.entries, seed=args.seed
+        model,
+        data,
+        args.samples,
+        args.entries,
+        seed=args.seed,
+        typed=bool(typed_options(args, ["samples"])),
     )
     if args.json:
         # An array that the product left out has an infinite error, which

@@ -31,6 +31,7 @@ from ._common import (
     OutputFolder,
     RunContext,
     Section,
+    Typed,
     add_data_arguments,
     add_overwrite_argument,
     check_figures_installed,
@@ -47,6 +48,7 @@ from ._common import (
     pyplot,
     remove_output_folder,
     report_incomplete,
+    typed_options,
     write_atomic,
     write_figure,
 )
@@ -93,6 +95,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--check-samples",
         type=positive_int,
         default=8,
+        action=Typed,
         help="test samples for the Theorem 1 check (default: 8)",
     )
     parser.add_argument(
@@ -250,6 +253,7 @@ def _write_run(args, data, out, trained, sections_wanted, clocks) -> int:
         seed=args.seed,
         command="run",
         option="--check-samples",
+        typed=bool(typed_options(args, ["check_samples"])),
     )
     timings["check"] = time.perf_counter() - tick
     # The worst row for its own tolerance, printed with it: the tolerances
@@ -380,7 +384,8 @@ def _report(args, data, result, figures, report, sections, timings) -> str:
         ),
         "",
         (
-            f"Network: {model.depth} residual blocks, widths {model.sizes}, "
+            f"Network: {plural(model.depth, 'residual block')}, widths "
+            f"{model.sizes}, "
             f"hidden widths {model.hidden}, activation {model.activation}, "
             f"output activation {model.output_activation}, shortcuts "
             f"{', '.join(b.shortcut for b in model.blocks)}, "

@@ -154,6 +154,7 @@ def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
         "--check-samples",
         type=positive_int,
         default=32,
+        action=Typed,
         help="first test samples used by the randomisation check and the deletion "
         "curve (default: 32)",
     )
@@ -471,7 +472,8 @@ def run_saliency(args: argparse.Namespace) -> int:
     summary, sample_figures = draw_samples(
         model, data, indices, methods, classes, options, args, progress
     )
-    if args.check_samples > len(x_test):
+    if args.check_samples > len(x_test) and typed_options(args, ["check_samples"]):
+        # The default of 32 quietly takes a smaller split whole.
         warn(
             "saliency",
             f"--check-samples {args.check_samples} is more than the "

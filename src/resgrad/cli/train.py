@@ -115,8 +115,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--shortcut",
         choices=SHORTCUTS,
         default=recipe["shortcut"],
-        help="shortcut of every block whose widths allow it; a block that "
-        "changes width gets a learned one (default: %(default)s)",
+        help="shortcut of every block; with identity, a block that changes "
+        "width gets a learned one (default: %(default)s)",
     )
     group.add_argument(
         "--init",
@@ -203,6 +203,14 @@ def build_model(args: argparse.Namespace, data: Any) -> Any:
         args.shortcut if args.shortcut != "identity" or p_in == p_out else "learned"
         for p_in, p_out in itertools.pairwise(sizes)
     ]
+    if args.shortcut == "identity" and "identity" not in shortcuts:
+        warn(
+            args.command,
+            f"--shortcut identity applies to no block: every block of the widths "
+            f"{sizes} changes width, so each gets a learned shortcut; repeat a "
+            f"width in --widths, such as {sizes[0]},{sizes[0]}, for identity "
+            "blocks.",
+        )
     rows = max(len(data.y_train), len(data.y_test))
     _check_training_memory(args, sizes, hidden, shortcuts, rows)
     return ResidualMLP.init(
