@@ -243,7 +243,8 @@ def pgd(
         model, x, y, eps, steps, target, early_stop, bounds: as for ``bim``.
         alpha: the step size, ``> 0``; default ``2.5 eps / steps``.
         random_start: start from the random point; ``False`` starts at ``x``.
-        seed: an int or a NumPy ``Generator`` for the random start.
+        seed: an int or a NumPy ``Generator`` for the random start; the
+            default ``None`` draws fresh randomness at every call.
         start: a starting point of shape ``(n, d)`` in place of the random
             one; it is projected onto the eps-ball and the box.
 
@@ -299,7 +300,8 @@ def pgd_l2(
         eps: the L2 radius, ``>= 0``; 0 returns ``x`` unchanged.
         alpha: the L2 length of a step, ``> 0``; default ``2.5 eps / steps``.
         random_start: start from the random point; ``False`` starts at ``x``.
-        seed: an int or a NumPy ``Generator`` for the random start.
+        seed: an int or a NumPy ``Generator`` for the random start; the
+            default ``None`` draws fresh randomness at every call.
         start: a starting point of shape ``(n, d)`` in place of the random
             one; it is projected onto the L2 ball and the box.
 

@@ -123,7 +123,8 @@ def rfgsm(
         eps: the L-inf radius, ``>= 0``; 0 returns ``x`` unchanged.
         alpha: the size of the random step, ``0 < alpha < eps``; default
             ``eps / 2`` as in Tramer et al.
-        seed: an int or a NumPy ``Generator`` for the random signs.
+        seed: an int or a NumPy ``Generator`` for the random signs; the
+            default ``None`` draws fresh randomness at every call.
         start: the randomised point ``x*`` of shape ``(n, d)``, in place of
             the random draw; it is projected onto the alpha-ball around
             ``x`` and the box.
