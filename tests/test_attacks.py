@@ -1321,10 +1321,29 @@ def test_gradient_overflow_at_a_finite_forward_pass_named(name):
         with pytest.raises(ValueError) as caught:
             getattr(attacks, name)(model, x, y, *eps, **options)
     assert str(caught.value) == (
-        f"The input {what} overflowed float64 although the forward pass is "
-        "finite: the network's derivatives exceed the dtype's range; scale the "
-        "inputs or the weights down."
+        f"The input {what} contains NaN although the forward pass is finite: "
+        "the network's derivatives overflowed float64; scale the inputs or the "
+        "weights down."
     )
+
+
+@pytest.mark.parametrize("name", ["fgsm", "bim", "illcm", "mifgsm", "pgd", "pgd_l2"])
+def test_infinite_gradient_entry_gives_its_sign(name):
+    # One linear block with logits (10, 9.9) at x, where dY/dx is (-inf, 4.75):
+    # the infinite entry still says which way to step, and each attack
+    # reaches class 1. The normalised attacks step along that entry alone.
+    model = resgrad.ResidualMLP.init(
+        [2, 2], activation="identity", shortcut="none", bias=False, seed=0
+    )
+    model = model.replace_arrays(
+        {"blocks.0.W1": np.diag([1e155, 10.0]), "blocks.0.W2": np.diag([1e154, 1.0])}
+    )
+    x, y = np.array([[1e-308, 0.99]]), np.array([0])
+    options = {"random_start": False} if name.startswith("pgd") else {}
+    result = getattr(attacks, name)(model, x, y, 0.5, **options)
+    assert result.success.tolist() == [True]
+    assert result.x_adv[0, 0] == 0.0
+    assert np.isfinite(result.x_adv).all()
 
 
 @pytest.mark.parametrize("name", NAMES)

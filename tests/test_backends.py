@@ -357,15 +357,21 @@ def test_numpy_float32_results_stay_float32(shortcut):
         assert value.dtype == np.float32
 
 
-def test_input_on_other_device_raises():
+def test_input_on_other_device_raises(monkeypatch):
     """x on another device than the weights raises before any product.
 
-    The meta device replaces a GPU on machines without one.
+    A device lookup that places this x on a GPU stands in for a GPU on
+    machines without one; the meta device gets a message of its own.
     """
     model = reference.random_model(2, "relu", "learned").convert(torch)
-    x = torch.empty((3, 5), dtype=torch.float64, device="meta")
+    x = torch.rand((3, 5), dtype=torch.float64)
+    compat = resgrad._arrays.array_api_compat
+    lookup = compat.device
+    monkeypatch.setattr(
+        compat, "device", lambda a: torch.device("cuda:0") if a is x else lookup(a)
+    )
     with pytest.raises(
-        ValueError, match="Expected x on the model's device cpu, got x on meta"
+        ValueError, match="Expected x on the model's device cpu, got x on cuda:0"
     ):
         model(x)
 

@@ -366,21 +366,31 @@ def ascent_direction(batch: Batch, v: Array) -> Array:
         dx = _input_gradient(
             batch.model, v, labels, _CROSS_ENTROPY, batch.prepared, batch.ops
         )
-    check_finite_gradient(batch, dx, "input gradient")
+    check_no_nan(batch, dx, "input gradient")
     return dx if batch.target is None else -dx
 
 
-def check_finite_gradient(batch: Batch, gradient: Array, name: str) -> None:
+def check_no_nan(
+    batch: Batch, gradient: Array, name: str, where: Array | None = None
+) -> None:
     """Raise ``ValueError`` if ``gradient``, taken at a finite forward pass,
-    contains NaN or Inf. Stepping from it would make the iterate NaN, which
-    fails later with a message about the forward pass."""
-    if not _arrays.all_finite(batch.xp, gradient):
+    contains NaN, in the entries that ``where`` marks if given.
+
+    A NaN gives no direction: stepping from it makes the iterate NaN, which
+    then fails with a message about the forward pass. An infinite entry
+    still has a sign, which the attacks step along.
+    """
+    xp = batch.xp
+    nan = xp.isnan(gradient)
+    if where is not None:
+        nan = nan & where
+    if bool(xp.any(nan)):
         dtype = batch.model.dtype
-        wider = "" if dtype == batch.xp.float64 else ", or use float64"
+        wider = "" if dtype == xp.float64 else ", or use a wider dtype"
         raise ValueError(
-            f"The {name} overflowed {dtype} although the forward pass is "
-            "finite: the network's derivatives exceed the dtype's range; "
-            f"scale the inputs or the weights down{wider}."
+            f"The {name} contains NaN although the forward pass is finite: "
+            f"the network's derivatives overflowed {dtype}; scale the inputs "
+            f"or the weights down{wider}."
         )
 
 

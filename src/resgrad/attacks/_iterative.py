@@ -196,6 +196,20 @@ def mifgsm(
     return finish(batch, x_adv, taken)
 
 
+def _toward_infinite_entries(xp: Any, grad: Array) -> Array:
+    """Return ``grad`` with each row that has an infinite entry replaced by
+    the signs of those entries and zeros elsewhere.
+
+    ``grad / ||grad||`` tends to that direction, in the L1 and the L2 norm,
+    as those entries grow without bound, where the quotient itself would be
+    ``inf / inf``, which is NaN.
+    """
+    infinite = xp.isinf(grad)
+    rows = xp.any(infinite, axis=1, keepdims=True)
+    signs = xp.where(infinite, xp.sign(grad), xp.zeros_like(grad))
+    return xp.where(rows, signs, grad)
+
+
 def _l1_normalized(xp: Any, grad: Array) -> Array:
     """Return each row of ``grad`` divided by its L1 norm, rows of zeros as
     they are.
@@ -208,6 +222,7 @@ def _l1_normalized(xp: Any, grad: Array) -> Array:
     with np.errstate(over="ignore"):
         norm = xp.sum(xp.abs(grad), axis=1, keepdims=True)
     if not all_finite(xp, norm):
+        grad = _toward_infinite_entries(xp, grad)
         overflowed = ~xp.isfinite(norm)
         largest = xp.max(xp.abs(grad), axis=1, keepdims=True)
         divisor = xp.where(overflowed & (largest > 0), largest, xp.ones_like(largest))
@@ -325,7 +340,12 @@ def pgd_l2(
 
     def step(v: Array) -> Array:
         grad = ascent_direction(batch, v)
-        norm = row_norms(xp, grad)
+        # An infinite entry makes the norm NaN, which the branch below fixes.
+        with np.errstate(invalid="ignore"):
+            norm = row_norms(xp, grad)
+        if not all_finite(xp, norm):
+            grad = _toward_infinite_entries(xp, grad)
+            norm = row_norms(xp, grad)
         safe = xp.where(norm > 0, norm, xp.ones_like(norm))
         return project_l2(batch, v + alpha * (grad / safe), eps)
 

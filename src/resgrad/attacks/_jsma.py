@@ -42,8 +42,8 @@ from ._common import (
     Array,
     AttackResult,
     Batch,
-    check_finite_gradient,
     check_fits,
+    check_no_nan,
     check_number,
     clip,
     finish,
@@ -284,13 +284,12 @@ def _iterate(
         part = _take_rows(batch, x_adv, rows)
         with np.errstate(over="ignore", invalid="ignore"):
             jacobian = input_jacobian(batch.model, part.x)
-        check_finite_gradient(batch, jacobian, "input Jacobian")
+        part_up, part_down = xp.take(up, rows, axis=0), xp.take(down, rows, axis=0)
+        # Features outside the domain cannot move, and their pairs are masked.
+        domain = (part_up | part_down)[:, None, :]
+        check_no_nan(batch, jacobian, "input Jacobian", where=domain)
         p, q, direction, found = select(
-            part,
-            jacobian,
-            xp.take(cls, rows),
-            xp.take(up, rows, axis=0),
-            xp.take(down, rows, axis=0),
+            part, jacobian, xp.take(cls, rows), part_up, part_down
         )
         pair = (_one_hot(part, p) | _one_hot(part, q)) & found[:, None]
         step = (theta * direction)[:, None] * xp.astype(pair, x.dtype)
