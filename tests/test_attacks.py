@@ -1025,16 +1025,34 @@ def test_x_within_tolerance_accepted(model, name):
     assert result.x_adv.max() <= 1.0
 
 
-def test_tolerance_grows_with_the_bounds(model):
-    # One float32 step above 255 is 1.5e-5 away, beyond an absolute 1e-6.
+def test_tolerance_follows_the_dtype_at_the_bounds(model):
+    # One float32 step above 255 is 1.5e-5 away, beyond an absolute 1e-6;
+    # four such steps are allowed.
     x, y = make_batch()
     x = (255 * x).astype(np.float32)
     x[2, 3] = np.nextafter(np.float32(255), np.float32(np.inf))
-    result = attacks.fgsm(model.convert(dtype="float32"), x, y, 2.0, bounds=(0, 255))
+    net = model.convert(dtype="float32")
+    result = attacks.fgsm(net, x, y, 2.0, bounds=(0, 255))
     assert result.x_adv.max() <= 255.0
     x[2, 3] = 255.001
-    with pytest.raises(ValueError, match=r"\[0.0, 255.0\] by more than 0.000255;"):
-        attacks.fgsm(model.convert(dtype="float32"), x, y, 2.0, bounds=(0, 255))
+    with pytest.raises(ValueError, match=r"\[0.0, 255.0\] by more than 6.10352e-05;"):
+        attacks.fgsm(net, x, y, 2.0, bounds=(0, 255))
+    # float16 spaces its values 0.125 apart at 255.
+    half = net.convert(torch, dtype="float16")
+    x_half = torch.from_numpy(x).to(torch.float16)
+    x_half[2, 3] = 255.125
+    result = attacks.fgsm(half, x_half, torch.from_numpy(y), 2.0, bounds=(0, 255))
+    assert result.x_adv.max().item() <= 255.0
+
+
+def test_tolerance_stays_narrow_for_a_box_far_from_zero(model):
+    # float64 spaces its values 1.2e-10 apart at 1e6, so 1e-6 stays.
+    x, y = make_batch()
+    lo = 1e6
+    x = lo + x
+    x[0, 0] = lo + 1 + 1e-3
+    with pytest.raises(ValueError, match="by more than 1e-06;"):
+        attacks.fgsm(model, x, y, 0.1, bounds=(lo, lo + 1))
 
 
 def test_custom_bounds(model):

@@ -30,11 +30,11 @@ from ..model import ResidualMLP
 Array = Any
 
 # How far an input may lie outside the box before it is rejected, so that
-# values rounded on their way into [0, 1] still count as inside. For a box
-# with a bound beyond 1 in magnitude, such as (0, 255), the tolerance is
-# that many times this, because float32 spaces its values 1.5e-5 apart at
-# 255.
+# values rounded on their way into [0, 1] still count as inside. Where the
+# dtype of the input spaces its values farther apart at the bounds, the
+# tolerance is BOX_SPACINGS of those spacings instead (box_tolerance).
 BOX_TOLERANCE = 1e-6
+BOX_SPACINGS = 4
 
 
 @dataclass
@@ -259,10 +259,21 @@ def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
     return lo, hi
 
 
-def box_tolerance(lo: float, hi: float) -> float:
-    """Return how far an input may lie outside ``[lo, hi]``: ``BOX_TOLERANCE``
-    times the larger bound magnitude, or times 1 for a box within [-1, 1]."""
-    return BOX_TOLERANCE * max(1.0, abs(lo), abs(hi))
+def box_tolerance(lo: float, hi: float, eps: float) -> float:
+    """Return how far an input may lie outside ``[lo, hi]``.
+
+    That is the larger of ``BOX_TOLERANCE`` and ``BOX_SPACINGS`` spacings of
+    the input's dtype at the larger bound magnitude, where ``eps`` is the
+    dtype's machine epsilon. float32 spaces its values 1.5e-5 apart at 255,
+    so a float32 input scaled to bytes may lie 6.1e-5 above 255; float16
+    spaces them 0.125 apart there. The tolerance does not grow with the
+    bounds themselves, so a narrow box far from 0 keeps a narrow tolerance.
+    """
+    largest = max(abs(lo), abs(hi))
+    if largest == 0 or not math.isfinite(largest):
+        return BOX_TOLERANCE
+    spacing = eps * 2.0 ** math.floor(math.log2(largest))
+    return max(BOX_TOLERANCE, BOX_SPACINGS * spacing)
 
 
 def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> bool:
@@ -271,7 +282,7 @@ def check_box(xp: Any, x: Array, lo: float, hi: float, name: str = "x") -> bool:
     if x.shape[0] == 0:
         return True
     low, high = float(xp.min(x)), float(xp.max(x))
-    tolerance = box_tolerance(lo, hi)
+    tolerance = box_tolerance(lo, hi, float(xp.finfo(x.dtype).eps))
     if low < lo - tolerance or high > hi + tolerance:
         raise ValueError(
             # repr: the shortest form that names the value exactly, so that
