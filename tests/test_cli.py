@@ -1850,11 +1850,22 @@ def test_recorded_label_column_named_in_error(tmp_path, capsys):
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
     assert lines[0].endswith(
-        f"The model file records label column 7 for {data}; the file has changed "
-        "since the model was trained on it, or that record is damaged. Pass "
+        f"{data} has changed since the model was trained on it, or the label "
+        "column 7 that the model file records for it is wrong; pass "
         "--label-column to choose the label column."
     )
     assert main(["evaluate", "--model", str(model), "--label-column", "0"]) == 0
+    capsys.readouterr()
+    # With the column typed, a changed cell names the changed file alone.
+    metadata["training"]["label_column"] = 0
+    resgrad.save(resgrad.load(model), model, metadata=metadata)
+    lines = data.read_text().splitlines()
+    data.write_text("\n".join([lines[0], "0,abc,0.5", *lines[2:]]) + "\n")
+    status, lines = run_cli(
+        capsys, ["evaluate", "--model", str(model), "--label-column", "0"]
+    )
+    assert status == 2
+    assert lines[0].endswith(f"{data} has changed since the model was trained on it.")
 
 
 def test_recorded_header_stays_with_the_training_file(tmp_path, capsys):

@@ -550,14 +550,18 @@ def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
                 f"{args.data} was read with other options than in training "
                 f"({' and '.join(options)} there), or has changed since"
             )
-        elif same and _label_column(args, training) is not None:
-            # The column came from the model file, but the message from
-            # load_csv names the command-line option.
+        elif (
+            same
+            and args.label_column is None
+            and _label_column(args, training) is not None
+        ):
+            # The column came from the model file, though a message from
+            # load_csv about it names the command-line option.
             note = (
-                f"The model file records label column "
-                f"{training['label_column']} for {args.data}; the file has "
-                "changed since the model was trained on it, or that record is "
-                "damaged. Pass --label-column to choose the label column"
+                f"{args.data} has changed since the model was trained on it, "
+                f"or the label column {training['label_column']} that the model "
+                "file records for it is wrong; pass --label-column to choose "
+                "the label column"
             )
         elif same:
             note = f"{args.data} has changed since the model was trained on it"
