@@ -565,17 +565,19 @@ def raise_reuse_limits() -> None:
     pass keeps every block's arrays until the recurrence has used them, so
     each call grew the heap and gave it back, and the next call paid the
     kernel for fresh zeroed pages. ``resgrad.gradients`` in float64 took
-    1.57 ms that way and 1.18 ms with the memory reused at width 64, 64
-    samples and 8 blocks, and 60.7 ms and 47.1 ms at width and batch 256
-    (``bench/bench_reuse.py``). glibc raises both limits by itself when a
-    program frees a block above them of up to 32 MiB, as importing PyTorch
-    does. Freeing one of ``REUSE_BLOCK_BYTES`` raises them to 16 and 32 MiB.
-    Other allocators only see a block allocated and freed.
+    1.65 ms that way and 1.09 ms with the memory reused at width 64, 64
+    samples and 8 blocks, and 60 ms and 45.6 ms at width and batch 256
+    (``bench/bench_reuse.py``, medians). glibc raises both limits by itself
+    when a program frees a block above them of up to 32 MiB, as importing
+    PyTorch does. Freeing one of ``REUSE_BLOCK_BYTES`` raises them to 16 and
+    32 MiB for the whole process, which may then keep up to 32 MiB of freed
+    memory per allocator arena. Other allocators only see a block allocated
+    and freed.
     """
     global _reuse_limits_raised
     if not _reuse_limits_raised:
         _reuse_limits_raised = True
-        # Never written, so the kernel maps no page of it.
+        # Never written, so the kernel maps only the page of glibc's header.
         np.empty(REUSE_BLOCK_BYTES, dtype=np.uint8)
 
 
