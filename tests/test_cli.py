@@ -209,6 +209,14 @@ BAD_ARGUMENTS = {
         ["train", "--out", "{dir}"],
         "is a folder; expected a file name",
     ),
+    "train out ending in a dot part": (
+        ["train", "--out", "{dir}/new.npz/.", "--epochs", "1"],
+        "new.npz/.' ends in '/.', which names a folder",
+    ),
+    "train checkpoint with a trailing slash": (
+        ["train", "--checkpoint", "{dir}/ck/", "--epochs", "1"],
+        "e.g. {dir}/ck/model.checkpoint.npz, or {dir}/ck without the '/'",
+    ),
     "train out with a trailing slash": (
         ["train", "--out", "{dir}/new.npz/", "--epochs", "1"],
         (

@@ -1387,3 +1387,13 @@ def test_lock_of_ended_run_taken_over(tmp_path, contents):
     finally:
         _lock.release(held)
     assert not lock.exists()
+
+
+@pytest.mark.parametrize("ending", ["/", "/.", "//"])
+def test_save_rejects_path_naming_a_folder(tmp_path, ending):
+    # Path drops the ending, which would write a file named m.npz.
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    path = f"{tmp_path}/m.npz{ending}"
+    with pytest.raises(ValueError, match=f"ends in '{ending}', which names a folder"):
+        resgrad.save(model, path)
+    assert not (tmp_path / "m.npz").exists()

@@ -1583,3 +1583,10 @@ def test_public_loops_take_progress_true():
     robustness.evaluate(model, x, y, "fgsm", 0.1, progress=True)
     depth.depth_sweep(depths=2, widths=4, seeds=1, samples=2, progress=True)
     depth.identity_limit("relu", (0, 1), width=4, seeds=1, samples=2, progress=True)
+
+
+def test_checkpoint_path_naming_a_folder_rejected(tmp_path):
+    x, y = _blobs()
+    with pytest.raises(ValueError, match="checkpoint '.*ck.npz/' ends in '/'"):
+        fit(_small_model(), x, y, epochs=1, checkpoint=f"{tmp_path}/ck.npz/")
+    assert list(tmp_path.iterdir()) == []

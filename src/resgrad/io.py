@@ -119,6 +119,8 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
             float32 or float64, or ``metadata`` is not a JSON-serialisable
             dict with string keys.
         IsADirectoryError: if ``path`` is a folder.
+        ValueError: if the text of ``path`` names a folder, such as
+            ``"m.npz/"``, which ``Path`` would read as ``"m.npz"``.
         FileExistsError: if ``path`` is a device, a named pipe or a socket.
         FileNotFoundError: if the folder of ``path`` does not exist.
         NotADirectoryError: if a parent of ``path`` is a file.
@@ -135,6 +137,8 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
     """
     if not isinstance(model, ResidualMLP):
         raise TypeError(f"Expected a ResidualMLP to save, got {type(model).__name__}.")
+    if folder_ending(path) is not None:
+        raise ValueError(folder_ending_message(path, "model.npz"))
     config = model.config()
     if config["dtype"] not in DTYPES:
         raise TypeError(
@@ -323,6 +327,46 @@ def _full_disk(error: OSError, path: Path) -> OSError:
 
 # The errors of a write that found no room: a full disk, a full quota.
 FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
+
+
+def folder_ending(path: PathLike) -> str | None:
+    """Return the ending by which the text of ``path`` names a folder, such
+    as ``"/"`` in ``"m.npz/"`` or ``"/."`` in ``"m.npz/."``, else ``None``.
+
+    ``Path`` drops a trailing separator and a last ``"."``, so a file would
+    otherwise be written where the caller named a folder.
+    """
+    text = os.fsdecode(os.fspath(path))
+    if os.path.basename(text) not in ("", ".", ".."):
+        return None
+    return text[len(_without_folder_ending(text)) :] or None
+
+
+def _without_folder_ending(text: str) -> str:
+    """Return ``text`` without its trailing separators and ``"."`` parts,
+    or without a last ``".."``."""
+    separators = "".join(filter(None, (os.sep, os.altsep)))
+    stripped = text.rstrip(separators)
+    while os.path.basename(stripped) == "." and stripped != ".":
+        stripped = os.path.dirname(stripped).rstrip(separators)
+    if stripped == text and os.path.basename(text) == "..":
+        stripped = text[:-2]
+    return stripped
+
+
+def folder_ending_message(path: PathLike, example: str) -> str:
+    """Return the message for a ``path`` that ``folder_ending`` finds to name
+    a folder; ``example`` is a file name to suggest inside it."""
+    text = os.fsdecode(os.fspath(path))
+    stripped = _without_folder_ending(text)
+    ending = text[len(stripped) :]
+    without = ""
+    if os.path.basename(stripped) not in ("", ".", ".."):
+        without = f", or {stripped} without the {ending!r}"
+    return (
+        f"{text!r} ends in {ending!r}, which names a folder; expected a file "
+        f"name, e.g. {Path(text, example)}{without}."
+    )
 
 
 def check_file_path(path: Path) -> None:

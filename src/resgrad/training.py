@@ -485,8 +485,12 @@ def fit(
         TrainingDiverged: if a loss, gradient or weight becomes NaN or
             infinite, or if a mini-batch loss exceeds ``DIVERGENCE_FACTOR``
             times ``max(first mini-batch loss, 1)``. The message names the
-            epoch, the step and the learning rate. The model passed in is
-            unchanged.
+            epoch, the step and the learning rate, or, before the first
+            update, says that the learning rate is not the cause. The
+            model passed in is unchanged.
+        ValueError: if a weight of ``model`` contains NaN or Inf, written
+            into it in place, or ``checkpoint`` names a folder, such as
+            ``"ck.npz/"``.
         CheckpointMismatch: a ``ValueError`` for a checkpoint written with
             other settings; the message names every setting that differs.
         ValueError, TypeError: for invalid arguments.
@@ -542,6 +546,9 @@ def fit(
                 "checkpoint is an empty path; pass a file path, or None to "
                 "write no checkpoint."
             )
+        if io.folder_ending(checkpoint) is not None:
+            message = io.folder_ending_message(checkpoint, "model.checkpoint.npz")
+            raise ValueError(f"checkpoint {message}")
         # Every epoch writes to the same file, even if the working folder
         # changes during the run.
         checkpoint = Path(checkpoint).absolute()

@@ -930,24 +930,20 @@ def existing_file(value: str) -> Path:
     return path
 
 
-def output_file(value: str) -> Path:
+def output_file(value: str, example: str = "model.npz") -> Path:
     """Return ``value`` as the path of a file to write, in an existing,
-    writable folder."""
-    from ..io import check_writable, special_file
+    writable folder; ``example`` is a file name that messages suggest."""
+    from ..io import check_writable, folder_ending, folder_ending_message, special_file
 
-    _check_not_empty(value, "a file name, such as model.npz")
+    _check_not_empty(value, f"a file name, such as {example}")
     path = Path(value)
-    example = Path(value, "model.npz")
     if path.is_dir():
         raise argparse.ArgumentTypeError(
-            f"{value!r} is a folder; expected a file name, e.g. {example}."
+            f"{value!r} is a folder; expected a file name, e.g. {Path(value, example)}."
         )
-    if value.endswith(tuple(filter(None, (os.sep, os.altsep)))):
-        # Path drops the separator, and a file of that name would be written.
+    if folder_ending(value) is not None:
         raise argparse.ArgumentTypeError(
-            f"{value!r} ends in {value[-1]!r}, which names a folder; expected a "
-            f"file name, e.g. {example}, or {value.rstrip(value[-1])} without "
-            f"the {value[-1]!r}."
+            folder_ending_message(value, example).rstrip(".")
         )
     kind = special_file(path)
     if kind is not None:
@@ -966,6 +962,11 @@ def output_file(value: str) -> Path:
     except PermissionError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return path
+
+
+def checkpoint_file(value: str) -> Path:
+    """Return ``value`` as the path of a checkpoint to write (``output_file``)."""
+    return output_file(value, "model.checkpoint.npz")
 
 
 def output_folder(value: str) -> Path:

@@ -14,6 +14,7 @@ from ._common import (
     absolute,
     add_data_arguments,
     check_not_input,
+    checkpoint_file,
     csv_file,
     csv_header,
     fraction,
@@ -343,7 +344,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--checkpoint",
-        type=output_file,
+        type=checkpoint_file,
         default=None,
         metavar="PATH",
         help="the checkpoint written during the run and removed once the "
