@@ -454,10 +454,22 @@ def test_new_file_mode_follows_umask(tmp_path):
 def test_truncated_file(saved):
     path, _ = saved
     raw = path.read_bytes()
-    for length in (len(raw) // 2, len(raw) - 10, 3):
+    # A file that starts as a zip archive was cut short, so it gets the
+    # advice for a damaged file, not to pass a resgrad file.
+    for length in (len(raw) // 2, len(raw) - 10):
         path.write_bytes(raw[:length])
-        with pytest.raises(ValueError, match=PREFIX + "it is not a readable zip"):
+        with pytest.raises(ValueError) as caught:
             load(path)
+        assert str(caught.value).startswith(
+            f"{path} is not a resgrad model file: its zip archive is damaged or "
+            "truncated ("
+        )
+        assert str(caught.value).endswith(
+            "). Restore it from a copy, or train the model again."
+        )
+    path.write_bytes(raw[:3])
+    with pytest.raises(ValueError, match=PREFIX + "it is not a readable zip"):
+        load(path)
 
 
 def test_random_bytes(tmp_path):

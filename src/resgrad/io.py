@@ -672,6 +672,14 @@ def _invalid(path: Path, reason: str, kind: str = "model") -> ValueError:
     return InvalidModelFile(f"{path} is not a resgrad {kind} file: {reason}.{fix}")
 
 
+# The advice for a file that starts as a zip archive but cannot be read.
+_DAMAGED_FIXES = {
+    "model": " Restore it from a copy, or train the model again.",
+    "checkpoint": (
+        " Remove it and start over without resuming, or pass another checkpoint path."
+    ),
+}
+
 _FIXES = {
     "model": " Pass a file written by resgrad train, resgrad run or resgrad.save.",
     "checkpoint": (
@@ -719,8 +727,16 @@ def _check_archive(
     except InvalidModelFile:
         raise
     except _ZIP_ERRORS as error:
-        reason = f"it is not a readable zip archive ({error})"
-        raise _invalid(path, reason, layout.kind) from error
+        file.seek(0)
+        if file.read(len(_ZIP_SIGNATURE)) != _ZIP_SIGNATURE:
+            reason = f"it is not a readable zip archive ({error})"
+            raise _invalid(path, reason, layout.kind) from error
+        # It starts as a zip archive, so it was cut short or changed since.
+        reason = f"its zip archive is damaged or truncated ({error})"
+        fix = _DAMAGED_FIXES.get(layout.kind, "")
+        raise InvalidModelFile(
+            f"{path} is not a resgrad {layout.kind} file: {reason}.{fix}"
+        ) from error
 
 
 def _check_members(
