@@ -1409,3 +1409,26 @@ def test_save_rejects_path_naming_a_folder(tmp_path, ending):
     with pytest.raises(ValueError, match=f"ends in '{ending}', which names a folder"):
         resgrad.save(model, path)
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_save_keeps_a_file_that_is_no_model(tmp_path):
+    # Such as the data: resgrad train --out refuses it too, even with
+    # --overwrite.
+    data = tmp_path / "data.csv"
+    data.write_text("1,2,3\n")
+    model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
+    with pytest.raises(FileExistsError) as caught:
+        resgrad.save(model, data)
+    assert str(caught.value) == (
+        f"{data} exists and is not a resgrad model file, and saving would "
+        "replace it; remove it first, or pass another path."
+    )
+    assert data.read_text() == "1,2,3\n"
+    # A model file is replaced.
+    path = tmp_path / "model.npz"
+    resgrad.save(model, path)
+    resgrad.save(resgrad.ResidualMLP.init([4, 3, 2], seed=1), path)
+    assert np.array_equal(
+        resgrad.load(path).blocks[0].W1,
+        resgrad.ResidualMLP.init([4, 3, 2], seed=1).blocks[0].W1,
+    )

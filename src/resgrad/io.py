@@ -119,6 +119,8 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
             float32 or float64, or ``metadata`` is not a JSON-serialisable
             dict with string keys.
         IsADirectoryError: if ``path`` is a folder.
+        FileExistsError: if ``path`` is a file that resgrad cannot read as a
+            model file, such as a data file, which saving would replace.
         ValueError: if the text of ``path`` names a folder, such as
             ``"m.npz/"``, which ``Path`` would read as ``"m.npz"``.
         FileExistsError: if ``path`` is a device, a named pipe or a socket.
@@ -139,6 +141,7 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
         raise TypeError(f"Expected a ResidualMLP to save, got {type(model).__name__}.")
     if folder_ending(path) is not None:
         raise ValueError(folder_ending_message(path, "model.npz"))
+    _check_replaceable(Path(path))
     config = model.config()
     if config["dtype"] not in DTYPES:
         raise TypeError(
@@ -151,6 +154,27 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
     }
     arrays[CONFIG_KEY] = np.frombuffer(_encode_header(config, metadata), np.uint8)
     write_atomically(Path(path), lambda file: np.savez(file, **arrays))
+
+
+def _check_replaceable(path: Path) -> None:
+    """Raise ``FileExistsError`` if ``path`` is a regular file that is not a
+    resgrad model file, such as the data, which saving would replace."""
+    if not path.is_file():
+        return
+    try:
+        with open(path, "rb") as file:
+            _check_archive(path, file)
+    except ValueError:
+        pass
+    except OSError:
+        # The write reports a file that cannot be read or replaced.
+        return
+    else:
+        return
+    raise FileExistsError(
+        f"{path} exists and is not a resgrad model file, and saving would "
+        "replace it; remove it first, or pass another path."
+    )
 
 
 def _encode_header(config: dict, metadata: dict | None) -> bytes:
