@@ -862,7 +862,7 @@ def test_resume_names_network_shape_for_weights(tmp_path):
     with pytest.raises(resgrad.CheckpointMismatch) as caught:
         fit(wider, x, y, epochs=1, checkpoint=path, resume=True)
     message = str(caught.value)
-    assert "model sizes (--widths)" in message
+    assert "model sizes (--widths and the data) [4, 8, 3] in the checkpoint" in message
     assert "another --seed, --init or network shape on the command line" in message
 
 

@@ -1220,7 +1220,8 @@ SETTING_OPTIONS = {
     "patience": "--patience",
     "validation": "--validation",
     "optimizer": "--optimizer",
-    "model sizes": "--widths",
+    # The sizes are the data's features, --widths and the data's classes.
+    "model sizes": "--widths and the data",
     "model hidden": "--hidden",
     "model activation": "--activation",
     "model shortcuts": "--shortcut",

@@ -348,7 +348,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         metavar="PATH",
         help="the checkpoint written during the run and removed once the "
-        "model is saved; while a run writes it, a lock on the file of the same "
+        "model is saved; missing folders above it are made, and removed again "
+        "if the run leaves them empty. While a run writes it, a lock on the "
+        "file of the same "
         "name plus '.lock' rejects a second run on it (default: the --out name "
         "with '.npz' replaced by '.checkpoint.npz', or with '.checkpoint.npz' "
         "added where it has no '.npz')",
