@@ -241,6 +241,13 @@ BAD_ARGUMENTS = {
         ["evaluate", "--model", "{dir}/none.npz"],
         "none.npz does not exist",
     ),
+    "evaluate model with a trailing slash": (
+        ["evaluate", "--model", "{dir}/model.npz/"],
+        (
+            "--model: the path '{dir}/model.npz/' ends in '/', which names a "
+            "folder, but {dir}/model.npz is a file; pass {dir}/model.npz;"
+        ),
+    ),
     "evaluate model folder": (
         ["evaluate", "--model", "{dir}"],
         "is a folder; expected a file",

@@ -1803,3 +1803,10 @@ def test_one_class_names_the_label_column(tmp_path):
     message = str(caught.value)
     assert "has 1 class(es) [0]; a classifier needs at least 2" in message
     assert "--label-column" in message
+
+
+def test_data_path_naming_a_folder_rejected(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, X=np.zeros((4, 2)), y=np.arange(4) % 2)
+    with pytest.raises(NotADirectoryError, match="Data file '.*d.npz/' ends in '/'"):
+        load_data(f"{path}/")

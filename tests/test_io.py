@@ -1432,3 +1432,17 @@ def test_save_keeps_a_file_that_is_no_model(tmp_path):
         resgrad.load(path).blocks[0].W1,
         resgrad.ResidualMLP.init([4, 3, 2], seed=1).blocks[0].W1,
     )
+
+
+@pytest.mark.parametrize("ending", ["/", "/."])
+def test_load_rejects_file_path_naming_a_folder(saved, ending):
+    # open() would fail on it; Path drops the ending and would read the file.
+    path, _ = saved
+    text = f"{path}{ending}"
+    for reader in (load, resgrad.io.read_metadata):
+        with pytest.raises(NotADirectoryError) as caught:
+            reader(text)
+        assert str(caught.value) == (
+            f"Model file {text!r} ends in {ending!r}, which names a folder, but "
+            f"{path} is a file; pass {path}."
+        )

@@ -1230,6 +1230,9 @@ def _read_exactly(path: Path, file: IO[bytes], n_bytes: int) -> bytes:
 
 
 def _existing_file(path: PathLike) -> Path:
+    from .io import check_read_path
+
+    check_read_path(path, "Data file")
     path = Path(path)
     if not path.is_file():
         if path.is_dir():

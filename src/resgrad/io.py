@@ -670,7 +670,21 @@ def read_metadata(path: PathLike) -> dict:
         return _read_header(path, file, headers)["metadata"]
 
 
+def check_read_path(path: PathLike, kind: str) -> None:
+    """Raise ``NotADirectoryError`` if the text of ``path`` names a folder
+    (``folder_ending``) while ``Path`` reads it as an existing file, as
+    ``open`` does; ``kind`` starts the message, such as ``"Model file"``."""
+    ending = folder_ending(path)
+    if ending is not None and Path(path).is_file():
+        text = os.fsdecode(os.fspath(path))
+        raise NotADirectoryError(
+            f"{kind} {text!r} ends in {ending!r}, which names a folder, but "
+            f"{Path(path)} is a file; pass {Path(path)}."
+        )
+
+
 def _existing_file(path: PathLike, kind: str = "Model") -> Path:
+    check_read_path(path, f"{kind} file")
     path = Path(path)
     if not path.is_file():
         if path.is_dir():

@@ -916,9 +916,13 @@ def folder_path(value: str) -> Path:
 
 def existing_file(value: str) -> Path:
     """Return ``value`` as a path to an existing file, for ``--model`` options."""
-    from ..io import missing, special_file
+    from ..io import check_read_path, missing, special_file
 
     _check_not_empty(value, "the path of an existing file")
+    try:
+        check_read_path(value, "the path")
+    except NotADirectoryError as error:
+        raise argparse.ArgumentTypeError(str(error).rstrip(".")) from None
     path = Path(value)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value} is a folder; expected a file.")
