@@ -1830,7 +1830,9 @@ def test_header_yes_is_recorded(tmp_path, capsys):
     )
 
 
-def test_other_label_column_named_in_error(tmp_path, capsys):
+def _train_with_label_first(tmp_path, capsys):
+    """Train on a CSV whose first column is the label; return the data and
+    model paths."""
     data = tmp_path / "d.csv"
     rng = np.random.default_rng(0)
     rows = np.column_stack([np.arange(40) % 2, rng.random((40, 2))])
@@ -1839,6 +1841,11 @@ def test_other_label_column_named_in_error(tmp_path, capsys):
     train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
     assert main([*train, "--label-column", "0", "--no-progress"]) == 0
     capsys.readouterr()
+    return data, model
+
+
+def test_other_label_column_named_in_error(tmp_path, capsys):
+    data, model = _train_with_label_first(tmp_path, capsys)
     evaluate = ["evaluate", "--model", str(model), "--label-column", "-1"]
     status, lines = run_cli(capsys, evaluate)
     assert status == 2
@@ -1849,14 +1856,7 @@ def test_other_label_column_named_in_error(tmp_path, capsys):
 
 
 def test_recorded_label_column_named_in_error(tmp_path, capsys):
-    data = tmp_path / "d.csv"
-    rng = np.random.default_rng(0)
-    rows = np.column_stack([np.arange(40) % 2, rng.random((40, 2))])
-    _write_csv(data, rows, "label,a,b")
-    model = tmp_path / "m.npz"
-    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
-    assert main([*train, "--label-column", "0", "--no-progress"]) == 0
-    capsys.readouterr()
+    data, model = _train_with_label_first(tmp_path, capsys)
     # A record past the file's columns, as a hand edit or a narrower file
     # leaves it; the command line names no column.
     metadata = resgrad.read_metadata(model)
