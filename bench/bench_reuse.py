@@ -9,7 +9,7 @@ cannot show it.
 
 Each call runs in processes of its own that never import PyTorch, as
 resgrad ships ("raised") and with the limits left as glibc sets them
-("glibc's"), four processes per call in the order raised, glibc's,
+("glibc's"). Four processes per call run in the order raised, glibc's,
 glibc's, raised, so that a change of load over the run hits both alike.
 glibc raises its limits by itself when a program frees a block larger than
 them, so a process that made and dropped large arrays before the loop

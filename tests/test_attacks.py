@@ -1045,7 +1045,7 @@ def test_tolerance_follows_the_dtype_at_the_bounds(model):
     assert result.x_adv.max().item() <= 255.0
 
 
-def test_tolerance_stays_narrow_for_a_box_far_from_zero(model):
+def test_tolerance_narrow_far_from_zero(model):
     # float64 spaces its values 1.2e-10 apart at 1e6, so 1e-6 stays.
     x, y = make_batch()
     lo = 1e6
@@ -1333,13 +1333,13 @@ def test_gradient_overflow_at_a_finite_forward_pass_named(name):
     x, y = np.full((2, 6), 1e-200), np.array([0, 1])
     options = {"target": np.array([0, 0]), "gamma": 1.0} if "jsma" in name else {}
     eps = () if "jsma" in name else (0.1,)
-    what = "Jacobian" if "jsma" in name else "gradient"
+    derivative = "Jacobian" if "jsma" in name else "gradient"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError) as caught:
             getattr(attacks, name)(model, x, y, *eps, **options)
     assert str(caught.value) == (
-        f"The input {what} contains NaN although the forward pass is finite: "
+        f"The input {derivative} contains NaN although the forward pass is finite: "
         "the network's derivatives overflowed float64; scale the inputs or the "
         "weights down."
     )

@@ -434,7 +434,7 @@ def test_divergence_on_overflow():
         fit(model, x, y, optimizer="sgd", lr=1e308, epochs=2, validation=None)
 
 
-def test_failure_before_the_first_update_blames_no_learning_rate():
+def test_failure_before_first_update_names_no_rate():
     x = np.full((2, 6), 1e-200)
     y = np.array([0, 1])
     # 300 identity blocks scaled by 10: finite logits near 1e168, but a

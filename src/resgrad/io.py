@@ -672,8 +672,11 @@ def read_metadata(path: PathLike) -> dict:
 
 def check_read_path(path: PathLike, kind: str) -> None:
     """Raise ``NotADirectoryError`` if the text of ``path`` names a folder
-    (``folder_ending``) while ``Path`` reads it as an existing file, as
-    ``open`` does; ``kind`` starts the message, such as ``"Model file"``."""
+    (``folder_ending``) while ``Path`` reads it as an existing file.
+
+    ``open`` raises the same error for such a path. ``kind`` starts the
+    message, such as ``"Model file"``.
+    """
     ending = folder_ending(path)
     if ending is not None and Path(path).is_file():
         text = os.fsdecode(os.fspath(path))

@@ -486,7 +486,7 @@ def fit(
             infinite, or if a mini-batch loss exceeds ``DIVERGENCE_FACTOR``
             times ``max(first mini-batch loss, 1)``. The message names the
             epoch, the step and the learning rate, or, before the first
-            update, says that the learning rate is not the cause. The
+            update, states that the learning rate is not the cause. The
             model passed in is unchanged.
         ValueError: if a weight of ``model`` contains NaN or Inf, written
             into it in place, or ``checkpoint`` names a folder, such as
