@@ -119,11 +119,11 @@ def save(model: ResidualMLP, path: PathLike, metadata: dict | None = None) -> No
             float32 or float64, or ``metadata`` is not a JSON-serialisable
             dict with string keys.
         IsADirectoryError: if ``path`` is a folder.
-        FileExistsError: if ``path`` is a file that resgrad cannot read as a
-            model file, such as a data file, which saving would replace.
         ValueError: if the text of ``path`` names a folder, such as
             ``"m.npz/"``, which ``Path`` would read as ``"m.npz"``.
-        FileExistsError: if ``path`` is a device, a named pipe or a socket.
+        FileExistsError: if ``path`` is a device, a named pipe or a socket,
+            or a file that resgrad cannot read as a model file, such as a
+            data file, which saving would replace.
         FileNotFoundError: if the folder of ``path`` does not exist.
         NotADirectoryError: if a parent of ``path`` is a file.
         PermissionError: if no file can be made in the folder of ``path``.
