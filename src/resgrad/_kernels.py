@@ -571,8 +571,9 @@ def raise_reuse_limits() -> None:
     when a program frees a block above them of up to 32 MiB, as importing
     PyTorch does. Freeing one of ``REUSE_BLOCK_BYTES`` raises them to 16 and
     32 MiB for the whole process, which may then keep up to 32 MiB of freed
-    memory per allocator arena. Other allocators only see a block allocated
-    and freed.
+    memory per allocator arena. Where the environment sets those limits,
+    such as with ``MALLOC_TRIM_THRESHOLD_``, glibc keeps them. Other
+    allocators only see a block allocated and freed.
     """
     global _reuse_limits_raised
     if not _reuse_limits_raised:
