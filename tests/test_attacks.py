@@ -1925,3 +1925,11 @@ def test_ball_holds_exactly_in_low_precision(dtype):
     assert float(result.linf.max()) <= 0.1
     assert np.abs(result.x_adv - x).max() <= 0.1
     assert np.all((result.x_adv >= 0) & (result.x_adv <= 1))
+
+
+def test_illcm_rejects_a_one_class_model():
+    # The least likely class would be the label: success without a step.
+    model = resgrad.ResidualMLP.init([4, 3, 1], seed=0)
+    x, y = np.full((2, 4), 0.5), np.zeros(2, dtype=np.int64)
+    with pytest.raises(ValueError, match="illcm needs a model with 2 or more"):
+        attacks.illcm(model, x, y, 0.1)

@@ -131,6 +131,13 @@ def illcm(
         means the prediction became ``y_LL``.
     """
     batch = prepare(model, x, y, None, bounds)
+    if model.n_classes < 2:
+        # The least likely class would be the label, and every sample would
+        # succeed without a step.
+        raise ValueError(
+            f"illcm needs a model with 2 or more classes, got {model.n_classes}; "
+            "with one class the least likely class is the label."
+        )
     batch = replace(batch, target=least_likely_class(model, x))
     eps, steps = check_eps(eps, batch), check_steps(steps)
     alpha = step_size(alpha, PGD_STEP_FACTOR * (eps / steps), eps, batch)
