@@ -646,16 +646,25 @@ class ResidualMLP:
             for b in self.blocks
         ]
 
+    def _non_finite_array(self) -> str | None:
+        """Return the name of the first array that contains NaN or Inf, or
+        ``None``. The model checks its arrays when made, so only one written
+        in place since can."""
+        for name, value in self.arrays().items():
+            if not _arrays.all_finite(self.xp, value):
+                return name
+        return None
+
     def _overflow_message(self, xp: Any, traces: list[BlockTrace]) -> str:
         # A weight written in place after the model was made can hold NaN or
         # Inf, and then nothing overflowed.
-        for name, value in self.arrays().items():
-            if not _arrays.all_finite(xp, value):
-                return (
-                    f"The logits z^L are not finite because the model's {name} "
-                    "holds NaN or Inf values; load or initialise the model "
-                    "again, or replace that array with replace_arrays."
-                )
+        name = self._non_finite_array()
+        if name is not None:
+            return (
+                f"The logits z^L are not finite because the model's {name} "
+                "holds NaN or Inf values; load or initialise the model "
+                "again, or replace that array with replace_arrays."
+            )
         block = next(
             index
             for index, trace in enumerate(traces)

@@ -520,6 +520,13 @@ def fit(
     opt = _make_optimizer(optimizer, lr, weight_decay)
     loss_fn = get_loss(loss)
     xp = _check_data(model, loss_fn, x, y, "x", "y")
+    bad = model._non_finite_array()
+    if bad is not None:
+        raise ValueError(
+            f"The model's {bad} contains NaN or Inf values before training; "
+            "load or initialise the model again, or replace that array with "
+            "replace_arrays."
+        )
     _check_eps_fits(opt, xp, model.dtype)
     # A checkpoint records the int seed beside the generator's state, so fit
     # takes no Generator and no None, which the attacks and saliency take.
@@ -836,17 +843,6 @@ class _Run:
             yield xp.take(self.x, rows, axis=0), xp.take(self.y, rows, axis=0)
 
     def _step(self, epoch, step, params, state, x_batch, y_batch):
-        if self.steps == 0:
-            # A weight written in place after the model was made.
-            bad = next(
-                (k for k, v in params.items() if not self._all_finite({k: v})), None
-            )
-            if bad is not None:
-                raise ValueError(
-                    f"The model's {bad} contains NaN or Inf values before training; "
-                    "load or initialise the model again, or replace that array "
-                    "with replace_arrays."
-                )
         current = self.with_params(params)
         loss = self.loss_fn.name
         try:
