@@ -1348,7 +1348,7 @@ def test_gradient_overflow_at_a_finite_forward_pass_named(name):
 @pytest.mark.parametrize("name", ["fgsm", "bim", "illcm", "mifgsm", "pgd", "pgd_l2"])
 def test_infinite_gradient_entry_gives_its_sign(name):
     # One linear block with logits (10, 9.9) at x, where dY/dx is (-inf, 4.75):
-    # the infinite entry still says which way to step, and each attack
+    # the infinite entry still gives the direction to step, and each attack
     # reaches class 1. The normalised attacks step along that entry alone.
     model = resgrad.ResidualMLP.init(
         [2, 2], activation="identity", shortcut="none", bias=False, seed=0

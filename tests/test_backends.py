@@ -360,8 +360,8 @@ def test_numpy_float32_results_stay_float32(shortcut):
 def test_input_on_other_device_raises(monkeypatch):
     """x on another device than the weights raises before any product.
 
-    A device lookup that places this x on a GPU stands in for a GPU on
-    machines without one; the meta device gets a message of its own.
+    A device lookup that places this x on a GPU replaces a real GPU, which
+    this machine may lack. The meta device gets a message of its own.
     """
     model = reference.random_model(2, "relu", "learned").convert(torch)
     x = torch.rand((3, 5), dtype=torch.float64)

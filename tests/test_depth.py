@@ -430,7 +430,7 @@ def test_summary_pools_samples_and_spreads_seeds():
     assert summary.std[0] == pytest.approx((1 - math.log10(math.sqrt(5))) / 2)
 
 
-def test_summary_of_one_norm_per_sample_prints_four_arrays():
+def test_summary_repr_of_0d_statistics():
     # Norms of shape (n,) reduce to 0-d results, which print in one style.
     summary = depth.Summary.of([np.ones(2), np.ones(2)])
     assert repr(summary) == (
