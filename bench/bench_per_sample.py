@@ -4,7 +4,9 @@ Times: ``resgrad.per_sample_gradients`` against
 ``torch.func.vmap(torch.func.grad(...))`` and BackPACK's ``BatchGrad``, once
 returning new stacks and once writing into those of an earlier result, and
 ``resgrad.per_sample_norms`` against BackPACK's ``BatchL2Grad``, all for
-the summed cross-entropy on the same network.
+the summed cross-entropy on the same network. The first three run again
+holding each result until the next call has returned, as a loop written
+``g = f(...)`` does.
 
 Peak memory: each method runs in a fresh subprocess. The subprocess makes
 one warm-up call and calls ``malloc_trim(0)``, which hands the freed heap
@@ -64,11 +66,16 @@ def torch_methods(model, x, y):
             parameter.grad_batch = parameter.batch_l2 = None
         extended.zero_grad(set_to_none=True)
 
-    def backpack_run(extension):
+    def backpack_run(extension, hold=False):
         def run():
             # BackPACK keeps its results on the parameters; drop the previous
-            # call's, as the callers of the other methods drop theirs.
-            release()
+            # call's, as the callers of the other methods drop theirs. Held,
+            # each result is replaced as the backward pass reaches its
+            # parameter, as in a loop that calls BackPACK again.
+            if hold:
+                extended.zero_grad(set_to_none=True)
+            else:
+                release()
             with backpack(extension()):
                 loss(extended(x_t), y_t).backward()
             name = "grad_batch" if extension is BatchGrad else "batch_l2"
@@ -81,13 +88,30 @@ def torch_methods(model, x, y):
         "vmap(grad)": lambda: per_sample(params, x_t, y_t),
         "BackPACK BatchGrad": backpack_run(BatchGrad),
         "BackPACK BatchL2Grad": backpack_run(BatchL2Grad),
+        "vmap(grad), held": held(lambda: per_sample(params, x_t, y_t)),
+        "BackPACK BatchGrad, held": backpack_run(BatchGrad, hold=True),
     }
+
+
+def held(run):
+    """Return ``run`` keeping each result until its next call has returned,
+    as a loop written ``g = run()`` does."""
+    last_result = [None]
+
+    def run_and_hold():
+        last_result[0] = run()
+        return last_result[0]
+
+    return run_and_hold
 
 
 def resgrad_methods(model, x, y):
     return {
         "resgrad gradients": lambda: common.resgrad.per_sample_gradients(model, x, y),
         "resgrad norms": lambda: common.resgrad.per_sample_norms(model, x, y),
+        "resgrad gradients, held": held(
+            lambda: common.resgrad.per_sample_gradients(model, x, y)
+        ),
     }
 
 
@@ -102,10 +126,10 @@ def reuse_method(model, x, y):
     }
 
 
-def timing_rows(args) -> tuple[list[list[str]], list[list[str]]]:
-    """Return the rows of the table of fresh results and of the table of
-    results written into a reused ``out``."""
-    rows, reuse_rows = [], []
+def timing_rows(args) -> tuple[list[list[str]], ...]:
+    """Return the rows of the table of fresh results, of the table of
+    results written into a reused ``out`` and of the table of held results."""
+    rows, reuse_rows, held_rows = [], [], []
     for name in args.networks:
         width, batch, depth = NETWORKS[name]
         for dtype in args.dtypes:
@@ -125,6 +149,18 @@ def timing_rows(args) -> tuple[list[list[str]], list[list[str]]]:
                     common.ratio(times["BackPACK BatchGrad"], reused),
                 ]
             )
+            kept = times["resgrad gradients, held"]
+            held_rows.append(
+                [
+                    f"{name} ({width}, {batch}, {depth})",
+                    dtype,
+                    common.milliseconds(kept),
+                    common.milliseconds(times["vmap(grad), held"]),
+                    common.milliseconds(times["BackPACK BatchGrad, held"]),
+                    common.ratio(times["vmap(grad), held"], kept),
+                    common.ratio(times["BackPACK BatchGrad, held"], kept),
+                ]
+            )
             rows.append(
                 [
                     f"{name} ({width}, {batch}, {depth})",
@@ -139,7 +175,7 @@ def timing_rows(args) -> tuple[list[list[str]], list[list[str]]]:
                     common.ratio(times["BackPACK BatchL2Grad"], norms),
                 ]
             )
-    return rows, reuse_rows
+    return rows, reuse_rows, held_rows
 
 
 def _status(key: str) -> int:
@@ -235,7 +271,7 @@ def main() -> None:
         print(json.dumps(measure_memory(args.memory_of, args.dtypes[0], args.threads)))
         return
     common.start("Per-sample gradients and norms", args.threads)
-    rows, reuse_rows = timing_rows(args)
+    rows, reuse_rows, held_rows = timing_rows(args)
     print(
         common.table(
             [
@@ -269,6 +305,24 @@ def main() -> None:
                 "speed-up vs BatchGrad",
             ],
             reuse_rows,
+        )
+    )
+    print(
+        "\nThe same calls, each result held until the next call has returned, "
+        "as a loop written g = f(...) does:\n"
+    )
+    print(
+        common.table(
+            [
+                "network (width, batch, blocks)",
+                "dtype",
+                "resgrad held ms",
+                "vmap(grad) held ms",
+                "BatchGrad held ms",
+                "speed-up vs vmap",
+                "speed-up vs BatchGrad",
+            ],
+            held_rows,
         )
     )
     if args.skip_memory:

@@ -555,6 +555,54 @@ def test_per_sample_stacks_safe_after_a_tracer():
     assert not np.shares_memory(kept, again.blocks[0].W1)
 
 
+def _buffer(result):
+    """Return the buffer that holds the per-sample stacks of ``result``."""
+    return result.blocks[0].W1.base
+
+
+def test_per_sample_loop_that_holds_results_fills_two_buffers():
+    """``g = per_sample_gradients(...)`` holds the last result while the
+    next call runs; the call after it reuses the buffer of the one before."""
+    model = reference.random_model(3, "relu", "learned")
+    x, y = reference.random_batch(model, 6)
+    result = resgrad.per_sample_gradients(model, x, y)
+    first = weakref.ref(_buffer(result))
+    result = resgrad.per_sample_gradients(model, x, y)
+    second = weakref.ref(_buffer(result))
+    assert first() is not second()
+    result = resgrad.per_sample_gradients(model, 2 * x, y)
+    assert _buffer(result) is first()
+    expected = resgrad.per_sample_gradients(model, 2 * x, y)
+    for name, stack in result.arrays().items():
+        assert np.array_equal(stack, expected.arrays()[name])
+
+
+def test_per_sample_results_held_twice_get_a_third_buffer():
+    model = reference.random_model(3, "relu", "learned")
+    x, y = reference.random_batch(model, 6)
+    held = [resgrad.per_sample_gradients(model, x, y) for _ in range(2)]
+    copies = [{k: np.copy(v) for k, v in r.arrays().items()} for r in held]
+    third = resgrad.per_sample_gradients(model, 3 * x, y)
+    for result, before in zip(held, copies):
+        assert not np.shares_memory(_buffer(result), _buffer(third))
+        for name, stack in result.arrays().items():
+            assert np.array_equal(stack, before[name])
+
+
+def test_per_sample_loop_that_drops_results_keeps_one_buffer():
+    model = reference.random_model(3, "relu", "learned")
+    x, y = reference.random_batch(model, 6)
+    result = resgrad.per_sample_gradients(model, x, y)
+    first = weakref.ref(_buffer(result))
+    result = resgrad.per_sample_gradients(model, x, y)
+    second = weakref.ref(_buffer(result))
+    del result
+    # Both buffers are free now; the next call keeps one of them.
+    result = resgrad.per_sample_gradients(model, x, y)
+    alive = [buffer for buffer in (first(), second()) if buffer is not None]
+    assert alive == [_buffer(result)]
+
+
 def test_per_sample_stacks_above_the_limit_are_freed(monkeypatch):
     from resgrad import _kernels
 

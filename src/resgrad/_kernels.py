@@ -40,8 +40,8 @@ SMALL_MATRIX = 128 * 128
 ZERO_ARRAYS = 32
 ZERO_ARRAY_SIZE = 2**20
 
-# NumPy's per-sample stacks reuse the buffer of the last result once no
-# array refers to it, if the buffer has at most this many bytes.
+# NumPy's per-sample stacks reuse the buffers of the last two results once
+# no array refers to them, if each has at most this many bytes.
 SPARE_BUFFER_BYTES = 64 * 2**20
 
 # NumPy's kernels write a per-sample stack with torch.mul, when PyTorch is
@@ -498,7 +498,8 @@ _COUNTS_REFERENCES = hasattr(sys, "getrefcount")
 
 
 class SpareBuffer:
-    """A buffer handed out again once every array made from it is gone.
+    """Two buffers, each handed out again once every array made from it is
+    gone.
 
     Before a process first writes to a page, the kernel maps and zeroes it,
     and glibc returns a freed block of 32 MiB or more to the kernel at once.
@@ -507,28 +508,37 @@ class SpareBuffer:
     width 64, 64 samples and 8 blocks in float64, a call took 7.8 ms that
     way and 4.3 ms with the buffer reused.
 
-    ``take`` returns a view of the kept buffer when nothing else refers to
+    A loop written ``g = f(...)`` holds the last result while the next call
+    runs, so one buffer is never free when it is needed. Two buffers fill in
+    turn there: the call takes the one that the result before last held.
+    A call that finds both free uses one and lets the other go, so a loop
+    that drops its results keeps one.
+
+    ``take`` returns a view of a kept buffer when nothing else refers to
     it, which the reference count shows: every NumPy view, and every
     array or tensor made from one without a copy, holds a reference to it.
-    Otherwise it allocates a new buffer and keeps that one. A request for
-    less than half the kept buffer gets an array of its own, so that a
-    small result the caller keeps does not hold a large buffer. At most
-    ``limit`` bytes stay allocated after the last result is dropped.
-    Interpreters without ``sys.getrefcount`` get a new array every time.
+    Otherwise it allocates a new buffer and keeps that one in place of a
+    free one, or else of the one handed out first. A request for less than
+    half the smallest free buffer that fits gets an array of its own, so
+    that a small result the caller keeps does not hold a large buffer.
+    Each kept buffer has at most ``limit`` bytes. Interpreters without
+    ``sys.getrefcount`` get a new array every time.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._lock = threading.Lock()
-        self._buffer = np.empty(0, dtype=np.uint8)
-        # An array that only this object refers to. Its reference count,
-        # read the same way and at the same moment as the buffer's, is the
-        # count of an unused buffer, whatever the interpreter counts for
-        # the call itself.
-        self._probe = np.empty(0, dtype=np.uint8)
+        self._buffers = [np.empty(0, dtype=np.uint8) for _ in range(2)]
+        # The slot handed out last, which a new buffer replaces last.
+        self._last = 1
+        # An array that only this object refers to, through a list as the
+        # buffers are. Its reference count, read the same way and at the
+        # same moment as a buffer's, is the count of an unused buffer,
+        # whatever the interpreter counts for the call itself.
+        self._probe = [np.empty(0, dtype=np.uint8)]
 
-    def _unused(self) -> bool:
-        return sys.getrefcount(self._buffer) == sys.getrefcount(self._probe)
+    def _unused(self, slot: int) -> bool:
+        return sys.getrefcount(self._buffers[slot]) == sys.getrefcount(self._probe[0])
 
     def take(self, size: int, dtype: np.dtype) -> np.ndarray:
         """Return a one-dimensional array of ``size`` entries of ``dtype``,
@@ -538,11 +548,20 @@ class SpareBuffer:
         if nbytes > self.limit or not _COUNTS_REFERENCES:
             return np.empty(size, dtype=dtype)
         with self._lock:
-            if self._buffer.size < nbytes or not self._unused():
-                self._buffer = np.empty(nbytes, dtype=np.uint8)
-            elif 2 * nbytes < self._buffer.size:
-                return np.empty(size, dtype=dtype)
-            return self._buffer[:nbytes].view(dtype)
+            free = [slot for slot in range(2) if self._unused(slot)]
+            fits = [slot for slot in free if self._buffers[slot].size >= nbytes]
+            if fits:
+                slot = min(fits, key=lambda s: self._buffers[s].size)
+                if 2 * nbytes < self._buffers[slot].size:
+                    return np.empty(size, dtype=dtype)
+            else:
+                slot = free[0] if free else 1 - self._last
+                self._buffers[slot] = np.empty(nbytes, dtype=np.uint8)
+            for other in free:
+                if other != slot:
+                    self._buffers[other] = np.empty(0, dtype=np.uint8)
+            self._last = slot
+            return self._buffers[slot][:nbytes].view(dtype)
 
 
 def _repeats_elements(shape: tuple[int, ...], strides: tuple[int, ...]) -> bool:

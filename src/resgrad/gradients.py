@@ -355,14 +355,17 @@ def per_sample_gradients(
     holds the per-sample losses, shape ``(n,)``.
 
     On NumPy the weight stacks are disjoint views of one buffer, which is
-    faster to fill than many arrays. A buffer of at most 64 MiB is kept
-    after the last array made from it is gone, and the next call fills it
-    again in place of fresh memory, which the operating system would first
-    map and zero. So up to 64 MiB stay allocated between calls, and the
-    stacks' ``.base`` stays alive after the result is dropped. A buffer still
-    referenced, through a stack, a view or a tensor made from one, is
-    never reused. A call that needs less than half the kept buffer gets
-    memory of its own, so a small result kept does not hold a large buffer.
+    faster to fill than many arrays. resgrad keeps the buffers of the last
+    two results, each of at most 64 MiB, and once no array made from one is
+    left, a later call fills it again in place of fresh memory, which the
+    operating system would first map and zero. Two buffers serve a loop
+    written ``g = per_sample_gradients(...)``, which holds one result while
+    the next call runs. A call that finds both free lets one go. So up to
+    128 MiB stay allocated between calls, and the stacks' ``.base`` stays
+    alive after the result is dropped. A buffer still referenced, through a
+    stack, a view or a tensor made from one, is never reused. A call that
+    needs less than half of a free buffer gets memory of its own, so a small
+    result kept does not hold a large buffer.
 
     Args:
         model, x, y, loss: as for ``gradients``.
