@@ -274,6 +274,15 @@ def gradients(
     Returns:
         A ``Gradients`` with ``.loss``, ``.input`` and ``.blocks``.
 
+    Raises:
+        ForwardOverflowError: if the logits ``z^L`` are not finite. The
+            rest is not checked: where only the loss or the backward pass
+            overflows the dtype, as the summed loss and weight gradients of
+            thousands of inputs near 1e36 do in float32, the result holds
+            Inf or NaN entries, with NumPy's overflow warnings on NumPy
+            arrays. ``fit`` and the attacks check their gradients and
+            raise.
+
     Example:
         >>> import numpy as np, resgrad
         >>> model = resgrad.ResidualMLP.init([4, 3, 2], seed=0)
