@@ -595,6 +595,7 @@ def test_cli_writes_table_and_figures(files, capsys):
     }
     assert {path.name for path in out.iterdir()} == names
     assert "clean accuracy" in printed
+    assert " on 12 test samples\n" in printed
     assert "pgd" in printed
     rows = json.loads((out / "robustness.json").read_text())["rows"]
     assert [(row["method"], row["eps"], row["samples"]) for row in rows] == [
@@ -633,6 +634,14 @@ def test_report_command_repeats_the_seed(seed, option):
     notes = {"fgsm": "one step", "pgd": "ten steps"}
     text = _section_markdown(table, "", notes, data, seed)
     assert f"--method fgsm,pgd --eps 0.05,0.1,0.2{option}`." in text
+
+
+def test_cli_summary_counts_one_sample_in_the_singular(files, capsys):
+    folder, data, model_path = files
+    argv = ["attack", "--model", str(model_path), "--data", str(data)]
+    argv += ["--method", "fgsm", "--eps", "0.1", "--limit", "1", "--no-progress"]
+    assert main([*argv, "--out", str(folder / "one")]) == 0
+    assert " on 1 test sample\n" in capsys.readouterr().out
 
 
 def test_cli_failed_figure_leaves_no_folder(files, monkeypatch, capsys):

@@ -236,7 +236,8 @@ def summary(table: Any) -> str:
     first = rows[0]
     radii = " ".join(f"{eps:g}" for eps in table.eps_values)
     lines = [
-        f"clean accuracy {first.clean_accuracy:.4f} on {first.samples} test samples",
+        f"clean accuracy {first.clean_accuracy:.4f} on "
+        f"{plural(first.samples, 'test sample')}",
         f"robust accuracy at eps {radii}",
     ]
     width = max(len(method) for method in table.methods)
