@@ -128,7 +128,9 @@ def illcm(
 
     Returns:
         An ``AttackResult`` whose ``target`` is ``y_LL`` and whose success
-        means the prediction became ``y_LL``.
+        means the prediction became ``y_LL``. Where ``y_LL`` is the label,
+        the attack moves toward the label, and success means the model
+        predicts it.
     """
     batch = prepare(model, x, y, None, bounds)
     if model.n_classes < 2:
