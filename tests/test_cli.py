@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import io
 import json
 import math
@@ -3142,14 +3143,68 @@ def test_evaluate_json_checks_best_epoch(run, best, shown, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["best_epoch"] == shown
 
 
+@pytest.mark.parametrize("command", ["evaluate", "check", "attack", "saliency"])
+def test_model_replaced_while_read_keeps_its_own_metadata(
+    command, tmp_path, monkeypatch, capsys
+):
+    """A model file replaced after its weights are read, as train
+    --overwrite replaces one, must not lend the command the metadata of
+    the new file."""
+    model = tmp_path / "m.npz"
+    network = resgrad.ResidualMLP.init([64, 10], seed=0)
+    resgrad.save(network, model, {"training": {"test_size": 0.25}, "epochs_run": 3})
+    other = tmp_path / "other.npz"
+    resgrad.save(network, other, {"training": {"test_size": 0.5}, "epochs_run": 7})
+    build = resgrad.io._build_model
+
+    def build_then_replace(*args):
+        built = build(*args)
+        if other.exists():
+            os.replace(other, model)
+        return built
+
+    monkeypatch.setattr(resgrad.io, "_build_model", build_then_replace)
+    seen = []
+    original = cli_common.load_dataset
+
+    def spy(args, *rest):
+        data = original(args, *rest)
+        seen.append(args.test_size)
+        return data
+
+    monkeypatch.setattr(cli_common, "load_dataset", spy)
+    for module in ("evaluate", "check", "attack", "saliency"):
+        monkeypatch.setattr(
+            importlib.import_module(f"resgrad.cli.{module}"), "load_dataset", spy
+        )
+    argv = [command, "--model", str(model)]
+    if command == "evaluate":
+        argv.append("--json")
+    elif command == "attack":
+        argv += ["--method", "fgsm", "--eps", "0.1", "--limit", "2"]
+    elif command == "saliency":
+        argv += ["--method", "vanilla", "--index", "0", "--classes", "0"]
+    if command in ("attack", "saliency"):
+        argv += ["--out", str(tmp_path / "out"), "--no-progress"]
+    assert main(argv) == 0
+    assert not other.exists()
+    # The test split that the first file records, not the one of the second.
+    assert seen == [0.25]
+    if command == "evaluate":
+        assert json.loads(capsys.readouterr().out)["epochs_run"] == 3
+
+
 def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):
     # save writes no NaN or infinity, but JSON read from an edited file may
     # hold them.
     model = tmp_path / "m.npz"
     resgrad.save(resgrad.ResidualMLP.init([64, 10], seed=0), model)
     training = {"optimizer": "adam", "epochs": math.inf, "lr": math.nan}
+    loaded = resgrad.io.load_with_metadata(model)[0]
     monkeypatch.setattr(
-        resgrad.io, "read_metadata", lambda path: {"training": training}
+        resgrad.io,
+        "load_with_metadata",
+        lambda path: (loaded, {"training": training}),
     )
     assert main(["evaluate", "--model", str(model)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "trained with:  adam"
@@ -3196,7 +3251,7 @@ def test_permission_error_names_a_fix(code, files, monkeypatch, capsys):
     def unreadable(path, *args, **kwargs):
         raise PermissionError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(resgrad.io, "load", unreadable)
+    monkeypatch.setattr(resgrad.io, "load_with_metadata", unreadable)
     model = files / "model.npz"
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2

@@ -634,6 +634,19 @@ def load(
             the file and the defect. Also raised for a ``dtype`` other than
             float32 and float64.
     """
+    return load_with_metadata(path, xp=xp, dtype=dtype, device=device)[0]
+
+
+def load_with_metadata(
+    path: PathLike, *, xp: Any = None, dtype: Any = None, device: Any = None
+) -> tuple[ResidualMLP, dict]:
+    """Return ``load(path, ...)`` and ``read_metadata(path)``, both read
+    through one opening of the file.
+
+    Two calls open the file twice, and a file replaced in between, as
+    ``resgrad train --overwrite`` replaces one, would give one file's
+    weights and another's metadata, such as its input scaling.
+    """
     name = getattr(dtype, "__name__", None) or str(dtype)
     if dtype is not None and name.rsplit(".", 1)[-1] not in DTYPES:
         raise ValueError(
@@ -648,9 +661,9 @@ def load(
         _check_array_headers(path, headers, _expected_shapes(config), config["dtype"])
         arrays = _read_arrays(path, file, headers)
     model = _build_model(path, config, arrays)
-    if xp is None and dtype is None and device is None:
-        return model
-    return model.convert(xp, dtype=dtype, device=device)
+    if xp is not None or dtype is not None or device is not None:
+        model = model.convert(xp, dtype=dtype, device=device)
+    return model, header["metadata"]
 
 
 def read_metadata(path: PathLike) -> dict:

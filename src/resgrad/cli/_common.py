@@ -464,22 +464,27 @@ def training_record(path: Any, metadata: dict) -> dict:
     return training
 
 
-def load_dataset(args: Any, model: ResidualMLP | None = None) -> Any:
+def load_dataset(
+    args: Any, model: ResidualMLP | None = None, metadata: dict | None = None
+) -> Any:
     """Load the data set named by the ``add_data_arguments`` options.
 
-    With ``model``, the network saved in the file ``args.model``, the
-    features are scaled as they were for its training when the file records
-    that scaling, and the data must fit the network (``_check_fits``).
+    With ``model`` and ``metadata``, the network and the metadata read from
+    the file ``args.model`` by one ``load_with_metadata``, the features are
+    scaled as they were for its training when the file records that
+    scaling, and the data must fit the network (``_check_fits``).
     """
     from ..data import load_data
-    from ..io import read_metadata
 
     if args.labels is not None and args.data is None:
         raise ValueError(
             f"--labels {args.labels} goes with the IDX image file of --data; pass "
             "--data too, or leave out --labels for the digits."
         )
-    metadata = {} if model is None else read_metadata(args.model)
+    if model is None:
+        metadata = {}
+    elif metadata is None:
+        raise TypeError("load_dataset needs the metadata read with the model.")
     training = {} if model is None else training_record(args.model, metadata)
     trained_on = _trained_with(training)
     if args.data is None and trained_on is not None:

@@ -126,11 +126,11 @@ def run_attack(args: argparse.Namespace) -> int:
     check_figures_installed()
     # The model first: a wrong --model is the more basic mistake, and the
     # default --out is a folder beside it.
-    model = io.load(args.model, dtype="float64")
+    model, metadata = io.load_with_metadata(args.model, dtype="float64")
     out = args.out if args.out is not None else Path(args.model).parent / "attack"
     folder = check_output_folder(out, args.overwrite)
     out = folder.path
-    data = load_dataset(args, model)
+    data = load_dataset(args, model, metadata)
     _warn_on_wide_eps(eps_values, data.bounds)
     tables = [f"robustness.{suffix}" for suffix in ("md", "csv", "json")]
     for name in (*tables, ACCURACY_FIGURE, EXAMPLES_FIGURE):
@@ -235,9 +235,9 @@ def summary(table: Any) -> str:
         return "no attacks were run"
     first = rows[0]
     radii = " ".join(f"{eps:g}" for eps in table.eps_values)
+    samples = plural(first.samples, "test sample")
     lines = [
-        f"clean accuracy {first.clean_accuracy:.4f} on "
-        f"{plural(first.samples, 'test sample')}",
+        f"clean accuracy {first.clean_accuracy:.4f} on {samples}",
         f"robust accuracy at eps {radii}",
     ]
     width = max(len(method) for method in table.methods)

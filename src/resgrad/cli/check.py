@@ -99,10 +99,10 @@ def check_on_test_split(
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..io import json_text, load
+    from ..io import json_text, load_with_metadata
 
-    model = load(args.model)
-    data = load_dataset(args, model)
+    model, metadata = load_with_metadata(args.model)
+    data = load_dataset(args, model, metadata)
     report = check_on_test_split(
         model,
         data,

@@ -33,15 +33,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..io import json_text, load, read_metadata
+    from ..io import json_text, load_with_metadata
     from ..training import evaluate
 
-    model = load(args.model)
-    data = load_dataset(args, model)
+    model, metadata = load_with_metadata(args.model)
+    data = load_dataset(args, model, metadata)
     # The data are float64; a float32 model file evaluates them in float32.
     x_test = np.asarray(data.x_test, dtype=model.dtype)
     figures = evaluate(model, x_test, data.y_test)
-    metadata = read_metadata(args.model)
     training = training_record(args.model, metadata)
     if args.json:
         # The settings first, so that a saved file records what it measured.

@@ -430,15 +430,15 @@ def _check_baseline_in_box(
 
 
 def run_saliency(args: argparse.Namespace) -> int:
-    from ..io import load
+    from ..io import load_with_metadata
 
     if args.out is None:
         args.out = Path(args.model).parent / "saliency"
     methods = parse_methods(args.method)
     _check_unused_options(args, methods)
     check_figures_installed()
-    model = load(args.model)
-    data = load_dataset(args, model)
+    model, metadata = load_with_metadata(args.model)
+    data = load_dataset(args, model, metadata)
     x_test = np.asarray(data.x_test, dtype=np.float64)
     model = model.convert(dtype="float64")
     indices = parse_indices(args.index, "--index", len(x_test), "the test split")
