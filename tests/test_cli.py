@@ -3194,6 +3194,28 @@ def test_model_replaced_while_read_keeps_its_own_metadata(
         assert json.loads(capsys.readouterr().out)["epochs_run"] == 3
 
 
+def test_text_from_a_model_file_reaches_the_terminal_escaped(tmp_path, capsys):
+    """A recorded optimizer or data path with an escape sequence, which
+    would clear the screen, is printed with the sequence spelled out."""
+    model = tmp_path / "m.npz"
+    training = {"optimizer": "adam\x1b[2J", "epochs": 3}
+    resgrad.save(
+        resgrad.ResidualMLP.init([64, 10], seed=0), model, {"training": training}
+    )
+    assert main(["evaluate", "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert out.splitlines()[-1] == "trained with:  adam\\x1b[2J, 3 epochs"
+    training = {"data": str(tmp_path / "gone\x1b[2J\u202e.csv")}
+    resgrad.save(
+        resgrad.ResidualMLP.init([64, 10], seed=0), model, {"training": training}
+    )
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert "\x1b" not in lines[0] and "\u202e" not in lines[0]
+    assert "gone\\x1b[2J\\u202e.csv" in lines[0]
+
+
 def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):
     # save writes no NaN or infinity, but JSON read from an edited file may
     # hold them.

@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ._common import INPUT_FILES, limit_blas_threads, thread_count
+from ._common import INPUT_FILES, limit_blas_threads, printable, thread_count
 
 # The status of a process that SIGPIPE ended (128 + 13), as shells report.
 BROKEN_PIPE_STATUS = 141
@@ -245,7 +245,7 @@ class _NamedStdout:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        return _naming_stdout(self._stream.write, text)
+        return _naming_stdout(self._stream.write, printable(text))
 
     def flush(self) -> None:
         _naming_stdout(self._stream.flush)
@@ -361,7 +361,7 @@ def _exit_status(code: Any) -> int:
 def _one_line(error: BaseException) -> str:
     """Return the error message with its lines joined, so that it fits one line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return " ".join(lines) or type(error).__name__
+    return printable(" ".join(lines)) or type(error).__name__
 
 
 if __name__ == "__main__":

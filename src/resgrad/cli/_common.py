@@ -9,6 +9,7 @@ import io
 import math
 import numbers
 import os
+import re
 import shutil
 import signal
 import sys
@@ -223,7 +224,21 @@ def _is_fraction(value: Any) -> bool:
 
 def warn(command: str, message: str) -> None:
     """Print ``message`` on standard error as a warning of ``resgrad command``."""
-    print(f"resgrad {command}: warning: {message}", file=sys.stderr)
+    print(f"resgrad {command}: warning: {printable(message)}", file=sys.stderr)
+
+
+# Control characters, which a terminal may act on, and the characters that
+# reverse or isolate the direction of the text that follows. Text read from
+# a model or data file, such as a recorded path or column name, reaches the
+# messages, and an escape sequence in it could clear the screen or hide
+# what follows.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """Return ``text`` with every control character but newline and tab
+    written as its Python escape, such as ``\\x1b``."""
+    return _CONTROLS.sub(lambda match: ascii(match.group())[1:-1], text)
 
 
 def _is_terminal(stream: Any) -> bool:
