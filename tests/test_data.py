@@ -260,6 +260,41 @@ def test_npz_object_array(tmp_path):
     assert "allow_pickle" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "header, problem",
+    [
+        (
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 1), }" + " " * 20000,
+            "a .npy header longer than NumPy reads safely",
+        ),
+        (
+            "{'descr': '<f8', 'fortran_order': False, 'shape': len('ab'), }",
+            "a .npy header that is not a plain dictionary",
+        ),
+    ],
+    ids=["long", "expression"],
+)
+def test_npz_bad_npy_header_is_named(tmp_path, header, problem):
+    text = header.encode("latin1")
+    padded = text + b" " * (-(len(text) + 13) % 64) + b"\n"
+    member = b"\x93NUMPY\x02\x00" + struct.pack("<I", len(padded)) + padded
+    path = tmp_path / "bad.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("X.npy", member + bytes(16))
+        buffer = io.BytesIO()
+        np.save(buffer, np.array([0, 1]))
+        archive.writestr("y.npy", buffer.getvalue())
+    with pytest.raises(ValueError) as caught:
+        load_npz(path)
+    message = str(caught.value)
+    assert (
+        f"bad.npz is not a readable .npz archive: one of its arrays has {problem};"
+        in message
+    )
+    for words in ("object array", "allow_pickle", "<ast."):
+        assert words not in message
+
+
 def test_npz_single_array(tmp_path):
     path = tmp_path / "single.npz"
     with open(path, "wb") as file:

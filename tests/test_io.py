@@ -1176,6 +1176,44 @@ def test_pickle_in_npy_member_is_not_run(saved):
     assert not marker.exists()
 
 
+def _npy_with_header(header, version=1):
+    """Return the bytes of a .npy member with ``header`` and 8 bytes of data."""
+    text = header.encode("latin1")
+    size = 4 if version == 2 else 2
+    padded = text + b" " * (-(len(text) + 9 + size) % 64) + b"\n"
+    length = struct.pack("<I" if version == 2 else "<H", len(padded))
+    return b"\x93NUMPY" + bytes([version, 0]) + length + padded + bytes(8)
+
+
+FINE = "{'descr': '<f8', 'fortran_order': False, 'shape': (1,), }"
+BAD_NPY_MEMBERS = {
+    "long header": (
+        _npy_with_header(FINE + " " * 20000, version=2),
+        "a .npy header longer than NumPy reads safely",
+    ),
+    "expression": (
+        _npy_with_header(FINE.replace("(1,)", "__import__('os').getpid()")),
+        "a .npy header that is not a plain dictionary",
+    ),
+    "no magic": (b"NOTNUMPY" + bytes(120), "no .npy magic string at its start"),
+}
+
+
+@pytest.mark.parametrize(
+    "raw, problem", BAD_NPY_MEMBERS.values(), ids=list(BAD_NPY_MEMBERS)
+)
+def test_bad_npy_header_is_named_without_numpy_advice(saved, raw, problem):
+    path, _ = saved
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("blocks.9.W1.npy", raw)
+    with pytest.raises(ValueError) as caught:
+        load(path)
+    message = str(caught.value)
+    assert f"the member 'blocks.9.W1.npy' has {problem}." in message
+    for words in ("damaged", "allow_pickle", "<ast."):
+        assert words not in message
+
+
 def test_pickled_npy_file_renamed(tmp_path):
     path = tmp_path / "model.npz"
     marker = tmp_path / "marker"

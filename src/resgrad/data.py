@@ -34,7 +34,7 @@ from typing import IO, Any
 import numpy as np
 
 from . import _arrays
-from .io import NPY_HEADER_READERS
+from .io import NPY_HEADER_READERS, npy_header_problem
 
 PathLike = str | os.PathLike
 
@@ -456,7 +456,10 @@ def _npz_error(path: Path, error: Exception) -> ValueError:
         reason = f"reading it failed with {type(error).__name__}"
         if isinstance(error, EOFError):
             reason = "it ends before the data it declares"
-    if "pickle" in reason.lower():
+    problem = npy_header_problem(error)
+    if problem is not None:
+        reason = f"one of its arrays has {problem}"
+    elif "pickle" in reason.lower():
         # NumPy's wording here points to its unsafe loading option.
         reason = (
             "it contains an object array, which is not loaded because "

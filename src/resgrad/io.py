@@ -856,11 +856,23 @@ def _read_npy_header(
 ) -> tuple[tuple[int, ...], np.dtype]:
     """Read one member's ``.npy`` header and check it against the member size."""
     with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        if version not in NPY_HEADER_READERS:
-            reason = f"the member {info.filename!r} has .npy format version {version}"
-            raise _invalid(path, reason, kind)
-        shape, _, dtype = NPY_HEADER_READERS[version](member)
+        try:
+            version = np.lib.format.read_magic(member)
+            if version not in NPY_HEADER_READERS:
+                reason = (
+                    f"the member {info.filename!r} has .npy format version {version}"
+                )
+                raise _invalid(path, reason, kind)
+            shape, _, dtype = NPY_HEADER_READERS[version](member)
+        except InvalidModelFile:
+            raise
+        except ValueError as error:
+            problem = npy_header_problem(error)
+            if problem is None:
+                # Such as a member cut short, which the caller names.
+                raise
+            reason = f"the member {info.filename!r} has {problem}"
+            raise _invalid(path, reason, kind) from error
         header_size = member.tell()
     if dtype.hasobject:
         raise _invalid(
@@ -878,6 +890,34 @@ def _read_npy_header(
             kind,
         )
     return tuple(shape), dtype
+
+
+# The starts of the ValueError messages of NumPy's .npy header readers, and
+# what each says is wrong. NumPy's own words can show an object that its
+# parser refused or advise loading with allow_pickle=True.
+_NPY_HEADER_ERRORS = {
+    "Header info length": "a .npy header longer than NumPy reads safely",
+    "the magic string is not correct": "no .npy magic string at its start",
+    "Cannot parse header": "a .npy header that is not a plain dictionary",
+    # From ast.literal_eval, for a header that holds an expression.
+    "malformed node or string": "a .npy header that is not a plain dictionary",
+    "Header is not a dictionary": "a .npy header that is not a plain dictionary",
+    "Header does not contain": "a .npy header without the keys of an array",
+    "shape is not valid": "a .npy header with an invalid shape",
+    "fortran_order is not": "a .npy header with an invalid fortran_order",
+    "descr is not": "a .npy header with an invalid dtype",
+}
+
+
+def npy_header_problem(error: Exception) -> str | None:
+    """Return what is wrong with a ``.npy`` header, for the ``ValueError``
+    that NumPy's header reader raised, or ``None`` for another error, such
+    as a member cut short."""
+    text = str(error)
+    for start, problem in _NPY_HEADER_ERRORS.items():
+        if text.startswith(start):
+            return problem
+    return None
 
 
 def _check_array_headers(
