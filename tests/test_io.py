@@ -1339,14 +1339,36 @@ def test_full_disk_before_first_byte(tmp_path, monkeypatch):
         resgrad.io.write_atomically(path, lambda file: None)
 
 
-def test_other_write_errors_pass_through(tmp_path):
+@pytest.mark.parametrize(
+    "code, fix",
+    [
+        (errno.EIO, "check that disk, or save to another one."),
+        (errno.EFBIG, "raise this process's file size limit (ulimit -f), or save"),
+    ],
+)
+def test_other_write_errors_name_the_file(tmp_path, code, fix):
     def fail(file):
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
+        raise OSError(code, os.strerror(code))
+
+    path = tmp_path / "model.npz"
+    with pytest.raises(OSError) as raised:
+        resgrad.io.write_atomically(path, fail)
+    assert raised.value.errno == code
+    message = str(raised.value)
+    reason = os.strerror(code).lower()
+    assert message.startswith(f"Cannot save {path}: {reason}, and nothing was written;")
+    assert fix in message
+    assert temporary_files(tmp_path) == []
+
+
+def test_write_errors_that_name_a_file_pass_through(tmp_path):
+    def fail(file):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), "elsewhere.bin")
 
     with pytest.raises(OSError) as raised:
         resgrad.io.write_atomically(tmp_path / "model.npz", fail)
     assert raised.value.errno == errno.EIO
-    assert str(raised.value) == f"[Errno {errno.EIO}] {os.strerror(errno.EIO)}"
+    assert raised.value.filename == "elsewhere.bin"
 
 
 # The checkpoint lock file.

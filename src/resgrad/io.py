@@ -297,8 +297,9 @@ def write_atomically(
         FileNotFoundError: if the folder of ``path`` does not exist.
         NotADirectoryError: if a parent of ``path`` is a file.
         PermissionError: if no file can be made in the folder of ``path``.
-        OSError: if the disk or the user's quota is full, with a message
-            that names ``path``.
+        OSError: if the disk or the user's quota is full, or another write
+            fails, with a message that names ``path`` where the system's
+            does not.
     """
     check_file_path(path)
     if follow_links and path.is_symlink():
@@ -325,32 +326,40 @@ def write_atomically(
                 os.unlink(temporary)
             raise
     except OSError as error:
-        if error.errno in FULL_DISK:
-            raise _full_disk(error, path) from error
+        if error.filename is None and error.errno is not None:
+            raise _unnamed_write_error(error, path) from error
         raise
     _sync_folder(folder)
 
 
-def _full_disk(error: OSError, path: Path) -> OSError:
-    """Return the error of a write to ``path`` that found no room, with a
-    message that names the file, which the write calls do not."""
+def _unnamed_write_error(error: OSError, path: Path) -> OSError:
+    """Return the error of a write to ``path`` whose system call named no
+    file, such as a full disk, with a message that names the file, says
+    what became of it and gives a fix."""
     if path.exists():
         outcome = "the file keeps its earlier contents"
     else:
         outcome = "nothing was written"
     reason = os.strerror(error.errno)
-    full = OSError(
-        f"Cannot save {path}: {reason.lower()}, and {outcome}; free space on that "
-        "disk, or save to another one."
-    )
+    fix = _WRITE_FIXES.get(error.errno, "check that disk, or save to another one")
+    named = OSError(f"Cannot save {path}: {reason.lower()}, and {outcome}; {fix}.")
     # Only the errno: with strerror or filename set, str() would show those
     # in place of the message.
-    full.errno = error.errno
-    return full
+    named.errno = error.errno
+    return named
 
 
 # The errors of a write that found no room: a full disk, a full quota.
 FULL_DISK = {errno.ENOSPC, errno.EDQUOT}
+
+# The fix that the message of a failed write gives, by errno.
+_WRITE_FIXES = {
+    **dict.fromkeys(FULL_DISK, "free space on that disk, or save to another one"),
+    errno.EFBIG: (
+        "raise this process's file size limit (ulimit -f), or save to a file "
+        "system that takes files this large"
+    ),
+}
 
 
 def folder_ending(path: PathLike) -> str | None:
