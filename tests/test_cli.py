@@ -954,7 +954,10 @@ def test_train_stops_on_sigterm_as_on_ctrl_c(tmp_path):
         _, err = process.communicate(timeout=120)
 
     assert process.returncode == 143
-    assert f"resgrad train: terminated; {checkpoint} contains" in err.decode()
+    assert (
+        f"resgrad train: terminated; {checkpoint} holds the last epoch saved"
+        in err.decode()
+    )
     # The lock file goes as after Ctrl-C; SIGKILL is what leaves it.
     assert sorted(path.name for path in tmp_path.iterdir()) == [checkpoint.name]
 
@@ -1059,7 +1062,7 @@ def test_train_interrupt_names_checkpoint(readable, tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     epoch = " (epoch 3 of 7)" if readable else ""
     assert status == 130
-    assert f"{checkpoint} contains the last finished epoch{epoch};" in err
+    assert f"{checkpoint} holds the last epoch saved{epoch};" in err
     assert "--resume" in err
     assert not out.exists()
 
@@ -1102,7 +1105,7 @@ def test_train_interrupt_after_out_written_elsewhere(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert status == 130
     assert "saved before the interrupt" not in err
-    assert f"{checkpoint} contains the last finished epoch (epoch 2 of 5)" in err
+    assert f"{checkpoint} holds the last epoch saved (epoch 2 of 5)" in err
 
 
 def test_train_second_interrupt_keeps_the_note(tmp_path, monkeypatch, capsys):
@@ -1127,7 +1130,7 @@ def test_train_second_interrupt_keeps_the_note(tmp_path, monkeypatch, capsys):
     status = main(["train", "--out", str(out), "--epochs", "7", "--no-progress"])
     err = capsys.readouterr().err
     assert status == 130
-    assert f"{checkpoint} contains the last finished epoch (epoch 3 of 7);" in err
+    assert f"{checkpoint} holds the last epoch saved (epoch 3 of 7);" in err
 
 
 # A program whose command succeeds and whose cleanup at exit gets a Ctrl-C.
@@ -1340,6 +1343,27 @@ def _raise_full_disk(*args, **kwargs):
     raise OSError(28, "No space left on device")
 
 
+def test_failed_checkpoint_write_names_the_epoch_it_kept(tmp_path, monkeypatch, capsys):
+    """A checkpoint write that fails leaves the one before, of an epoch
+    earlier than the last that finished."""
+    real_save = resgrad.io.save_checkpoint
+    calls = []
+
+    def fail_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(*args, **kwargs)
+
+    monkeypatch.setattr(resgrad.io, "save_checkpoint", fail_second)
+    out = tmp_path / "model.npz"
+    argv = ["train", *SMALL_RUN, "--epochs", "3", "--out", str(out)]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    checkpoint = tmp_path / "model.checkpoint.npz"
+    assert f"{checkpoint} holds the last epoch saved (epoch 1 of 3)" in lines[0]
+
+
 def test_train_save_error_keeps_checkpoint_to_resume(tmp_path, monkeypatch, capsys):
     import resgrad.io
 
@@ -1353,7 +1377,7 @@ def test_train_save_error_keeps_checkpoint_to_resume(tmp_path, monkeypatch, caps
     assert status == 2
     assert len(lines) == 1, lines
     assert lines[0].startswith("resgrad train: error: [Errno 28] No space left")
-    assert f"{checkpoint} contains the last finished epoch" in lines[0]
+    assert f"{checkpoint} holds the last epoch saved (epoch 1 of 1)" in lines[0]
     assert "--resume" in lines[0]
     assert sorted(path.name for path in tmp_path.iterdir()) == [checkpoint.name]
 

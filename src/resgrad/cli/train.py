@@ -439,7 +439,7 @@ def _interrupt_note(
             "the checkpoint of the earlier run"
         )
     return (
-        f"{args.checkpoint} contains the last finished epoch"
+        f"{args.checkpoint} holds the last epoch saved"
         f"{_epochs_in(args.checkpoint, args.epochs)}; run the same command "
         "with --resume to continue"
     )
@@ -607,10 +607,13 @@ def _train_and_save(args: argparse.Namespace) -> int:
             # continue with this command's options.
             raise
         message = str(error).rstrip(".")
+        # The failed write may have been a checkpoint's, so the file can hold
+        # the epoch before the last one that finished.
+        saved = _epochs_in(args.checkpoint, args.epochs)
         raise OSError(
-            f"{message}; {args.checkpoint} contains the last finished epoch, so "
-            "once the cause is fixed, the same command with --resume continues "
-            "from it"
+            f"{message}; {args.checkpoint} holds the last epoch saved{saved}, "
+            "so once the cause is fixed, the same command with --resume "
+            "continues from it"
         ) from error
     args.checkpoint.unlink(missing_ok=True)
     # Without a validation split the weights of the last epoch are kept.
