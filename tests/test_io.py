@@ -526,6 +526,18 @@ def test_unexpected_member(saved):
 
 
 @pytest.mark.parametrize("reader", ["load", "read_metadata", "load_checkpoint"])
+def test_readers_explain_broken_links(tmp_path, reader):
+    dangling = tmp_path / "dangling.npz"
+    dangling.symlink_to(tmp_path / "gone.npz")
+    with pytest.raises(FileNotFoundError, match="symbolic link to .*gone.npz, which"):
+        getattr(resgrad.io, reader)(dangling)
+    loop = tmp_path / "loop.npz"
+    loop.symlink_to(loop)
+    with pytest.raises(FileNotFoundError, match="leads back to itself"):
+        getattr(resgrad.io, reader)(loop)
+
+
+@pytest.mark.parametrize("reader", ["load", "read_metadata", "load_checkpoint"])
 def test_npy_bytes_before_archive_name_the_file(saved, reader):
     # np.load reads a file that starts as a .npy array as that array, though
     # zipfile finds the archive after it.

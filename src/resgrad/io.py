@@ -717,7 +717,7 @@ def _existing_file(path: PathLike, kind: str = "Model") -> Path:
         elif path.exists():
             problem = f"is {special_file(path)}, not a regular file"
         else:
-            problem = "does not exist"
+            problem = missing(path)
         raise FileNotFoundError(f"{kind} file {path} {problem}; check the path.")
     return path
 
