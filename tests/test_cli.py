@@ -3052,6 +3052,8 @@ def test_train_failure_removes_folders_it_made(tmp_path, capsys):
         ({"data": 5}, "invalid training record: data is 5, where str or null"),
         ({"test_size": True}, "test_size is True, where int or float was expected"),
         ({"columns": ["a", 3]}, "columns is ['a', 3], where a list of str or null"),
+        ({"data": "a\0b.csv"}, "data is 'a\\x00b.csv', where a path of a file"),
+        ({"labels": ""}, "labels is '', where a path of a file was expected"),
     ],
 )
 def test_invalid_training_record_is_named(training, message, tmp_path, capsys):

@@ -465,9 +465,19 @@ def training_record(path: Any, metadata: dict) -> dict:
         )
         if name == "columns" and isinstance(value, list):
             wrong = not all(isinstance(column, str) for column in value)
+        if name in ("data", "labels") and isinstance(value, str):
+            # No file system takes these in a path; os.stat raises a
+            # ValueError that names no file.
+            wrong = value == "" or "\0" in value
+            kinds = ("a path of a file",)
         if wrong:
             expected = " or ".join(
-                "null" if kind is type(None) else kind.__name__ for kind in kinds
+                kind
+                if isinstance(kind, str)
+                else "null"
+                if kind is type(None)
+                else kind.__name__
+                for kind in kinds
             )
             if name == "columns":
                 expected = "a list of str or null"
