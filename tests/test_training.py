@@ -1021,6 +1021,10 @@ def _edit_header(path, edit):
             lambda h: h["stopping"].update(best_epoch="2"),
             "stopping.best_epoch is '2', not an integer >= 0",
         ),
+        (
+            lambda h: h.update(loss_limit=-5.0),
+            "loss_limit is -5.0, where a positive number was expected",
+        ),
     ],
     ids=[
         "junk records",
@@ -1036,6 +1040,7 @@ def _edit_header(path, edit):
         "best not current",
         "text flag",
         "text best epoch",
+        "negative loss limit",
     ],
 )
 def test_resume_rejects_damaged_header(tmp_path, edit, message):
@@ -1048,6 +1053,27 @@ def test_resume_rejects_damaged_header(tmp_path, edit, message):
         ValueError, match=f"is not a resgrad checkpoint file.*{message}"
     ):
         fit(_small_model(), x, y, **{**settings, "epochs": 3}, resume=True)
+
+
+def test_resume_rejects_negative_second_moment(tmp_path):
+    """A negative mean of squares, which no run saves, is named, not left to
+    fail as a divergence blamed on the learning rate."""
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    settings = {"validation": None, "checkpoint": path, "optimizer": "adam"}
+    fit(_small_model(), x, y, epochs=2, **settings)
+    header, arrays = resgrad.io.load_checkpoint(path)
+    damaged = np.array(arrays["state.nu.blocks.0.W1"])
+    damaged[0, 0] = -1.0
+    arrays["state.nu.blocks.0.W1"] = damaged
+    message = r"state\.nu\.blocks\.0\.W1, a mean of squares, holds negative values"
+    for name in ("format", "format_version"):
+        header.pop(name)
+    resgrad.io.save_checkpoint(path, header, arrays)
+    with pytest.raises(
+        ValueError, match=f"is not a resgrad checkpoint file.*{message}"
+    ):
+        fit(_small_model(), x, y, epochs=3, **settings, resume=True)
 
 
 class _CountState(NamedTuple):

@@ -1089,20 +1089,29 @@ class _Checkpoint:
                 raise
             raise ValueError(
                 f"{self.path} is not a resgrad checkpoint file: its contents are "
-                f"incomplete or malformed ({type(error).__name__}: {error})."
+                f"incomplete or malformed ({type(error).__name__}: {error}). "
+                "Remove it and start over without resuming, or pass another "
+                "checkpoint path."
             ) from error
 
     def _restore(self, run, patience, header, arrays) -> _Progress:
         self._check_settings(header["settings"])
         template = run.model.arrays()
         params = self._arrays(run, arrays, "params", template)
+        stored_state = {
+            field: self._arrays(run, arrays, f"state.{field}", template)
+            for field in header["optimizer_state"]["arrays"]
+        }
+        if _own_optimizer(run.opt):
+            # Adam's second moment is a running mean of squares; a negative
+            # one would show up as a divergence blamed on the learning rate.
+            for key, value in stored_state.get("nu", {}).items():
+                if not bool(run.xp.all(value >= 0)):
+                    raise ValueError(
+                        f"state.nu.{key}, a mean of squares, holds negative values"
+                    )
         state = _join_state(
-            run.opt.init(params),
-            header["optimizer_state"]["scalars"],
-            {
-                field: self._arrays(run, arrays, f"state.{field}", template)
-                for field in header["optimizer_state"]["arrays"]
-            },
+            run.opt.init(params), header["optimizer_state"]["scalars"], stored_state
         )
         stored = header["stopping"]
         stopping = _EarlyStopping(patience, params)
@@ -1124,6 +1133,12 @@ class _Checkpoint:
                 f"is not the {run.steps} steps taken"
             )
         run.loss_limit = _stored_loss(header["loss_limit"], "loss_limit")
+        if not run.loss_limit > 0:
+            # A multiple of a loss of at least 1, or infinite before any.
+            raise ValueError(
+                f"loss_limit is {_arrays._short_repr(header['loss_limit'])}, "
+                "where a positive number was expected"
+            )
         try:
             run.rng.bit_generator.state = header["rng"]
         except (TypeError, ValueError, KeyError, OverflowError) as error:
