@@ -3242,6 +3242,25 @@ def test_text_from_a_model_file_reaches_the_terminal_escaped(tmp_path, capsys):
     assert "gone\\x1b[2J\\u202e.csv" in lines[0]
 
 
+def test_recorded_labels_beside_a_csv_file_are_named_as_damage(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.random((40, 4)), np.arange(40) % 2])
+    np.savetxt(data, rows, delimiter=",")
+    model = tmp_path / "m.npz"
+    training = {"data": str(data), "labels": str(data)}
+    resgrad.save(
+        resgrad.ResidualMLP.init([4, 2], seed=0), model, {"training": training}
+    )
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    assert lines == [
+        f"resgrad evaluate: error: The model file {model} records --labels {data} "
+        f"beside --data {data}, a csv file that holds its own labels, so the model "
+        f"file is damaged; pass --data {data} alone, or train the model again."
+    ]
+
+
 def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):
     # save writes no NaN or infinity, but JSON read from an edited file may
     # hold them.

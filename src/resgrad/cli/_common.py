@@ -704,6 +704,18 @@ def _use_training_data(args: Any, training: dict, trained_on: str) -> None:
             f"The model was trained with {trained_on}, but {path} {reason}; "
             f"pass that data, or a copy, as {options}."
         )
+    if labels is not None:
+        from ..data import file_kind
+
+        kind = file_kind(data)
+        if kind != "idx":
+            # resgrad train records --labels only beside IDX images.
+            raise ValueError(
+                f"The model file {args.model} records --labels {labels} beside "
+                f"--data {data}, a {kind} file that holds its own labels, so the "
+                f"model file is damaged; pass --data {data} alone, or train the "
+                "model again."
+            )
     args.data = str(data)
     args.labels = None if labels is None else str(labels)
 
