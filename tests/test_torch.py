@@ -602,6 +602,36 @@ def test_from_module_reads_older_weight_norm():
     torch.testing.assert_close(from_module(module)(x), expected)
 
 
+@pytest.mark.parametrize("wrap", ["weight_norm", "spectral_norm", "orthogonal"])
+def test_from_module_reads_parametrized_weights(wrap):
+    """torch.nn.utils.parametrizations computes the weight that the layer's
+    weight property returns; the modules that compute it are no layers."""
+    torch.manual_seed(0)
+    parametrize_weight = getattr(nn.utils.parametrizations, wrap)
+    first = parametrize_weight(nn.Linear(4, 4).double())
+    module = nn.Sequential(first, nn.ReLU(), nn.Linear(4, 3).double()).eval()
+    buffers = {k: v.clone() for k, v in module.state_dict().items()}
+    x = torch.randn(5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        expected = module(x)
+    model = from_module(module)
+    torch.testing.assert_close(model.logits(x), expected)
+    torch.testing.assert_close(model.blocks[0].W1, first.weight.detach())
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, buffers[key]), key
+
+
+def test_from_module_refuses_parametrized_weights_in_training_mode():
+    torch.manual_seed(0)
+    first = nn.utils.parametrizations.spectral_norm(nn.Linear(4, 4))
+    module = nn.Sequential(first, nn.ReLU(), nn.Linear(4, 3))
+    state = {k: v.clone() for k, v in module.state_dict().items()}
+    with pytest.raises(ValueError, match=r"'0' .*parametrized.*call module.eval\(\)"):
+        from_module(module)
+    for key, value in module.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
 def test_explicit_gradient_needs_a_model_template():
     x = torch.zeros(2, 4, dtype=torch.float64)
     with pytest.raises(TypeError, match="Expected a ResidualMLP as the template"):

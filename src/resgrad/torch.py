@@ -485,7 +485,25 @@ _SUPPORTED_CALLS = (
 def _check_layers(module: nn.Module) -> None:
     """Raise for the first layer, in registration order, that no resgrad
     block can hold, and for a Parameter registered in two places."""
+    # The modules that compute a parametrized layer's weight, such as the
+    # weight_norm of torch.nn.utils.parametrizations, hold no layer of the
+    # network; the layer's weight property returns their result.
+    inside = tuple(
+        f"{_join(name, 'parametrizations')}."
+        for name, layer in module.named_modules()
+        if parametrize.is_parametrized(layer)
+    )
     for name, layer in module.named_modules():
+        if inside and f"{name}.".startswith(inside):
+            continue
+        if parametrize.is_parametrized(layer) and layer.training:
+            raise _unsupported(
+                _describe(layer, name),
+                "its weight is parametrized and the module is in training "
+                "mode, where a parametrization such as spectral_norm updates "
+                "its state each time the weight is read; call module.eval() "
+                "first.",
+            )
         if isinstance(layer, (TorchBlock, TorchResidualMLP)):
             _structure(layer, name)
         elif not isinstance(layer, (nn.Sequential, nn.ModuleList)):
@@ -873,7 +891,9 @@ def from_module(
     and pre-hooks, on the module, on any layer in it or registered for
     every module, are refused, since that batch need not show what they
     change; those of the older ``weight_norm`` and ``spectral_norm`` are
-    kept.
+    kept. A layer parametrized with ``torch.nn.utils.parametrizations``
+    (``weight_norm``, ``spectral_norm``, ``orthogonal``) gives the weight
+    that its parametrization computes, in eval mode only.
 
     Args:
         module: the PyTorch network. Its weights are copied, never shared.
