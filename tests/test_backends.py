@@ -249,7 +249,7 @@ def test_numpy_model_with_torch_input_raises(call):
     x, y = reference.random_batch(model, 3)
     with pytest.raises(
         TypeError,
-        match="in the model's namespace, numpy.ndarray, got x as a torch.Tensor",
+        match="in the model's namespace, numpy, got x as a torch.Tensor",
     ):
         call(model, torch.asarray(x), torch.asarray(y))
 
@@ -262,14 +262,14 @@ def test_torch_labels_with_numpy_input_raise():
     with pytest.raises(TypeError) as caught:
         resgrad.gradients(model, x, torch.asarray(y))
     message = str(caught.value)
-    assert "numpy.ndarray, got y as a torch.Tensor; convert it" in message
+    assert "namespace, numpy, got y as a torch.Tensor; convert it" in message
     assert "x as a" not in message
 
 
 def test_attack_names_the_label_in_another_namespace():
     model = reference.random_model(2, "relu", "learned").convert(torch)
     x, y = reference.random_batch(model, 3)
-    with pytest.raises(TypeError, match="torch.Tensor, got y as a numpy.ndarray"):
+    with pytest.raises(TypeError, match="namespace, torch, got y as a numpy.ndarray"):
         resgrad.attacks.pgd(model, torch.asarray(x), np.asarray(y), 0.1, seed=0)
 
 

@@ -3254,11 +3254,12 @@ def test_recorded_labels_beside_a_csv_file_are_named_as_damage(tmp_path, capsys)
     )
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
-    assert lines == [
+    expected = (
         f"resgrad evaluate: error: The model file {model} records --labels {data} "
         f"beside --data {data}, a csv file that holds its own labels, so the model "
         f"file is damaged; pass --data {data} alone, or train the model again."
-    ]
+    )
+    assert lines == [expected]
 
 
 def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):

@@ -721,10 +721,10 @@ def test_mixed_namespace_target_raises(model, x, torch_model, torch_x, name, bac
     namespace than x, with the message of the attacks."""
     if backend == "torch":
         model, x, target = torch_model, torch_x, TORCH_TARGET.numpy()
-        message = "torch.Tensor, got target as a numpy.ndarray"
+        message = "torch, got target as a numpy.ndarray"
     else:
         target = TORCH_TARGET
-        message = "numpy.ndarray, got target as a torch.Tensor"
+        message = "numpy, got target as a torch.Tensor"
     with pytest.raises(TypeError, match=f"model's namespace, {message}; convert it"):
         MIXED_TARGET_CALLS[name](model, x, target)
 

@@ -632,6 +632,18 @@ def test_from_module_refuses_parametrized_weights_in_training_mode():
         assert torch.equal(value, state[key]), key
 
 
+def test_namespace_errors_name_the_namespace_not_the_weight_type():
+    model = resgrad.ResidualMLP.init([4, 3], seed=0).convert(torch)
+    weights = {k: nn.Parameter(v) for k, v in model.arrays().items()}
+    with_parameters = model.replace_arrays(weights)
+    x, y = np.zeros((2, 4)), np.array([0, 1])
+    with pytest.raises(TypeError, match="model's namespace, torch, got x as a numpy"):
+        resgrad.gradients(with_parameters, x, y)
+    explicit = to_module(model, explicit=True)
+    with pytest.raises(TypeError, match="takes a torch tensor, got x as a numpy"):
+        explicit(x)
+
+
 def test_explicit_gradient_needs_a_model_template():
     x = torch.zeros(2, 4, dtype=torch.float64)
     with pytest.raises(TypeError, match="Expected a ResidualMLP as the template"):

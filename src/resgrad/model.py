@@ -358,7 +358,9 @@ class ResidualMLP:
                     odd.append((name, _arrays.type_name(a)))
             if not odd:
                 raise
-            kind = _arrays.type_name(weight)
+            # The namespace's own name, not the weight's type, which can be a
+            # subclass such as torch.nn.Parameter.
+            kind = weights.__name__.removeprefix("array_api_compat.")
             listed = ", ".join(f"{name} as a {found}" for name, found in odd)
             them, they = ("it", "it is") if len(odd) == 1 else ("them", "they are")
             raise TypeError(

@@ -1199,6 +1199,14 @@ def explicit_forward(
         )
     if output not in ("output", "logits"):
         raise ValueError(f"Unknown output {output!r}; expected 'output' or 'logits'.")
+    if not isinstance(x, torch.Tensor):
+        # As an nn.Module, which runs on tensors alone; the model's advice to
+        # convert the model to x's namespace would not apply.
+        raise TypeError(
+            f"The explicit module takes a torch tensor, got x as a "
+            f"{_arrays.type_name(x)}; pass torch.as_tensor(x) in the module's "
+            "dtype and on its device."
+        )
     mismatch = _dtype_mismatch(module, x)
     if mismatch is not None:
         raise TypeError(mismatch)
