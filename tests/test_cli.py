@@ -3054,6 +3054,10 @@ def test_train_failure_removes_folders_it_made(tmp_path, capsys):
         ({"columns": ["a", 3]}, "columns is ['a', 3], where a list of str or null"),
         ({"data": "a\0b.csv"}, "data is 'a\\x00b.csv', where a path of a file"),
         ({"labels": ""}, "labels is '', where a path of a file was expected"),
+        (
+            {"header": "maybe"},
+            "header is 'maybe', where 'auto', 'yes' or 'no' was expected",
+        ),
     ],
 )
 def test_invalid_training_record_is_named(training, message, tmp_path, capsys):

@@ -470,6 +470,11 @@ def training_record(path: Any, metadata: dict) -> dict:
             # ValueError that names no file.
             wrong = value == "" or "\0" in value
             kinds = ("a path of a file",)
+        if name == "header" and isinstance(value, str):
+            # resgrad train records the --header it was given.
+            wrong = value not in HEADER_CHOICES
+            *others, last = map(repr, HEADER_CHOICES)
+            kinds = (f"{', '.join(others)} or {last}",)
         if wrong:
             expected = " or ".join(
                 kind
@@ -773,9 +778,8 @@ def csv_header(args: Any, training: dict) -> bool | str:
 
 def _recorded_header(training: dict) -> str | None:
     """Return the ``--header`` that a model file records, or ``None`` where
-    it records none or a value that is not one of ``HEADER_CHOICES``."""
-    header = training.get("header")
-    return header if isinstance(header, str) and header in HEADER_CHOICES else None
+    it records none; ``training_record`` has checked it."""
+    return training.get("header")
 
 
 def _label_column(args: Any, training: dict) -> int | None:
