@@ -419,8 +419,14 @@ BAD_ARGUMENTS = {
         ["depth", "--seeds", "0"],
         "--seeds: expected an integer >= 1, got 0",
     ),
-    "depth out file": (["depth", "--out", "{dir}/plain.txt"], "plain.txt is a file"),
-    "run out file": (["run", "--out", "{dir}/plain.txt"], "plain.txt is a file"),
+    "depth out file": (
+        ["depth", "--out", "{dir}/plain.txt"],
+        "plain.txt is a file; expected a folder for the output files.",
+    ),
+    "run out file": (
+        ["run", "--out", "{dir}/plain.txt"],
+        "plain.txt is a file; expected a folder for the output files.",
+    ),
     "run out not empty": (["run", "--out", "{dir}"], "is not empty; choose a new"),
     "run lr negative": (["run", "--lr", "-3"], "--lr: expected a number > 0, got -3"),
     "unknown option of a command": (

@@ -1093,7 +1093,9 @@ def check_output_folder(out: Path, overwrite: bool) -> OutputFolder:
         out = out.resolve()
     if out.exists() and not out.is_dir():
         kind = special_file(out) or "a file"
-        raise ValueError(f"--out {out} is {kind}; expected a folder.")
+        raise ValueError(
+            f"--out {out} is {kind}; expected a folder for the output files."
+        )
     if out.is_symlink() and not out.exists():
         raise ValueError(
             f"--out {out} is a symbolic link to {os.readlink(out)}, which does "
