@@ -1609,28 +1609,12 @@ def test_digits_scaling_divides_by_sixteen():
             {"offset": [[0.0, 0.0], [0.0, 0.0]], "scale": 1.0},
             r"scaling\['offset'\] has 2 dimensions, where one value per feature",
         ),
-        (
-            {"offset": [0.0] * 4, "scale": [1.0]},
-            r"scaling\['scale'\] has 1 entry for the 4 features of blobs, which",
-        ),
     ],
 )
 def test_scaling_rejects_bad_maps(tmp_path, scaling, message):
     path = write_npz(tmp_path / "blobs.npz", *blobs(features=4))
     with pytest.raises(ValueError, match=message):
         load_data(path, scaling=scaling)
-
-
-def test_scaling_of_one_entry_serves_every_pixel(tmp_path):
-    rng = np.random.default_rng(0)
-    path = tmp_path / "images.npz"
-    np.savez(path, X=rng.random((40, 3, 3)) * 4, y=np.arange(40) % 2)
-    data = load_data(path, scaling={"offset": [0.0], "scale": [4.0]})
-    loaded = np.concatenate([data.x_train, data.x_test])
-    expected = np.load(path)["X"].reshape(40, 9) / 4
-    np.testing.assert_array_equal(
-        np.unique(loaded, axis=0), np.unique(expected, axis=0)
-    )
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/null"), reason="needs /dev/null")

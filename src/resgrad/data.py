@@ -1573,9 +1573,7 @@ def _make_dataset(
     bounds = (0.0, 1.0)
     clipped = None
     if scaling is not None:
-        offset, span, prescale = _scaling_arrays(
-            scaling, x.shape[1], name, images=image_shape is not None
-        )
+        offset, span, prescale = _scaling_arrays(scaling, x.shape[1], name)
         x_train, clipped_train = _apply_scaling(x_train, offset, span, prescale)
         x_test, clipped_test = _apply_scaling(x_test, offset, span, prescale)
         clipped = clipped_train + clipped_test
@@ -1668,14 +1666,12 @@ def _apply_scaling(
 
 
 def _scaling_arrays(
-    scaling: Any, n_features: int, name: str, images: bool = True
+    scaling: Any, n_features: int, name: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Return the offset, scale and prescale of a ``Dataset.scaling`` as
     arrays that broadcast over rows of ``n_features`` features.
 
-    The prescale is ``None`` when the map has none. A list of one entry
-    serves all pixels of an image; for data that are not ``images`` a list
-    must have one entry per feature, as ``load_data`` writes it.
+    The prescale is ``None`` when the map has none.
     """
     fix = (
         "pass the Dataset.scaling that load_data returned for the training "
@@ -1704,11 +1700,6 @@ def _scaling_arrays(
             raise ValueError(
                 f"scaling[{key!r}] has {value.ndim} dimensions, where one value "
                 f"per feature takes 1; {fix}"
-            )
-        if value.ndim == 1 and value.size == 1 < n_features and not images:
-            raise ValueError(
-                f"scaling[{key!r}] has 1 entry for the {n_features} features of "
-                f"{name}, which are not images and take one entry each; {fix}"
             )
         if value.size not in (1, n_features):
             raise ValueError(
