@@ -3272,6 +3272,52 @@ def test_recorded_labels_beside_a_csv_file_are_named_as_damage(tmp_path, capsys)
     assert lines == [expected]
 
 
+def test_one_entry_scaling_of_tabular_training_data_is_damage(tmp_path, capsys):
+    data = tmp_path / "d.csv"
+    rng = np.random.default_rng(0)
+    np.savetxt(
+        data, np.column_stack([rng.random((40, 4)), np.arange(40) % 2]), delimiter=","
+    )
+    model = tmp_path / "m.npz"
+    metadata = {
+        "training": {"data": str(data)},
+        "scaling": {"offset": [0.0], "scale": [1.0]},
+    }
+    resgrad.save(resgrad.ResidualMLP.init([4, 2], seed=0), model, metadata)
+    status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
+    assert status == 2
+    expected = (
+        f"resgrad evaluate: error: The model file {model} is damaged: its feature "
+        f"scaling offset has one entry for the 4 features of {data}, the data it "
+        "was trained on, which are not images and take one entry each; train the "
+        "model again."
+    )
+    assert lines == [expected]
+
+
+def test_image_model_evaluates_flattened_images(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    images = rng.random((80, 3, 3)) * 5
+    labels = np.arange(80) % 2
+    np.savez(tmp_path / "img.npz", X=images, y=labels)
+    np.savez(tmp_path / "flat.npz", X=images.reshape(80, 9), y=labels)
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(tmp_path / "img.npz"), "--out", str(model)]
+    assert main([*train, "--epochs", "2", "--widths", "4", "--no-progress"]) == 0
+    # One entry scales all pixels of the images.
+    assert len(resgrad.read_metadata(model)["scaling"]["scale"]) == 1
+    accuracies = []
+    for data in ("img.npz", "flat.npz"):
+        assert (
+            main(["evaluate", "--model", str(model), "--data", str(tmp_path / data)])
+            == 0
+        )
+        accuracies.append(
+            capsys.readouterr().out.split("test accuracy: ")[1].split()[0]
+        )
+    assert accuracies[0] == accuracies[1]
+
+
 def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):
     # save writes no NaN or infinity, but JSON read from an edited file may
     # hold them.

@@ -610,6 +610,8 @@ def load_dataset(
         _warn_on_changed_file(args, training, data)
     if model is not None:
         _check_fits(data, model, None if same else trained_on, args.data)
+        if same:
+            _check_scaling_entries(args, metadata.get("scaling"), data)
         _warn_on_clipping(args, training, data)
     else:
         _warn_on_constant_features(args, data)
@@ -1341,6 +1343,27 @@ def _check_recorded_scaling(args: Any, scaling: Any, model: ResidualMLP) -> None
             f"The model file {args.model} is damaged: its feature scaling is "
             f"invalid ({problem}); train the model again."
         ) from None
+
+
+def _check_scaling_entries(args: Any, scaling: Any, data: Any) -> None:
+    """Raise ``ValueError`` if the model file scales the features of its own
+    training data, which are not images, with a single entry.
+
+    ``resgrad train`` records one entry for all pixels of images and one per
+    feature otherwise, so the file was edited. Other data may be the
+    training images flattened, which the single entry fits.
+    """
+    features = data.x_train.shape[1]
+    if data.image_shape is not None or features == 1 or not isinstance(scaling, dict):
+        return
+    for key, value in scaling.items():
+        if isinstance(value, list) and len(value) == 1:
+            raise ValueError(
+                f"The model file {args.model} is damaged: its feature scaling "
+                f"{key} has one entry for the {features} features of "
+                f"{args.data}, the data it was trained on, which are not "
+                "images and take one entry each; train the model again."
+            )
 
 
 def _check_fits(
