@@ -1023,7 +1023,11 @@ def _edit_header(path, edit):
         ),
         (
             lambda h: h.update(loss_limit=-5.0),
-            "loss_limit is -5.0, where a positive number was expected",
+            "loss_limit is -5.0, where a number of at least 10000 was expected",
+        ),
+        (
+            lambda h: h.update(loss_limit=0.5),
+            "loss_limit is 0.5, where a number of at least 10000 was expected",
         ),
     ],
     ids=[
@@ -1041,6 +1045,7 @@ def _edit_header(path, edit):
         "text flag",
         "text best epoch",
         "negative loss limit",
+        "loss limit below the factor",
     ],
 )
 def test_resume_rejects_damaged_header(tmp_path, edit, message):

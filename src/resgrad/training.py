@@ -1133,11 +1133,12 @@ class _Checkpoint:
                 f"is not the {run.steps} steps taken"
             )
         run.loss_limit = _stored_loss(header["loss_limit"], "loss_limit")
-        if not run.loss_limit > 0:
-            # A multiple of a loss of at least 1, or infinite before any.
+        if not run.loss_limit >= DIVERGENCE_FACTOR:
+            # DIVERGENCE_FACTOR times the larger of the first loss and 1, or
+            # infinite before the first loss.
             raise ValueError(
                 f"loss_limit is {_arrays._short_repr(header['loss_limit'])}, "
-                "where a positive number was expected"
+                f"where a number of at least {DIVERGENCE_FACTOR:g} was expected"
             )
         try:
             run.rng.bit_generator.state = header["rng"]
