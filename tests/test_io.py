@@ -1352,19 +1352,22 @@ def test_full_disk_before_first_byte(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "code, fix",
+    "code, kind, fix",
     [
-        (errno.EIO, "check that disk, or save to another one."),
-        (errno.EFBIG, "raise this process's file size limit (ulimit -f), or save"),
+        (errno.EIO, OSError, "check that disk, or save to another one."),
+        (errno.EFBIG, OSError, "raise this process's file size limit (ulimit -f)"),
+        (errno.EACCES, PermissionError, "give your user write access there"),
+        (errno.EINTR, InterruptedError, "check that disk, or save to another one."),
     ],
 )
-def test_other_write_errors_name_the_file(tmp_path, code, fix):
+def test_other_write_errors_name_the_file(tmp_path, code, kind, fix):
     def fail(file):
-        raise OSError(code, os.strerror(code))
+        raise kind(code, os.strerror(code))
 
     path = tmp_path / "model.npz"
-    with pytest.raises(OSError) as raised:
+    with pytest.raises(kind) as raised:
         resgrad.io.write_atomically(path, fail)
+    assert type(raised.value) is kind
     assert raised.value.errno == code
     message = str(raised.value)
     reason = os.strerror(code).lower()

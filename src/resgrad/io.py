@@ -342,7 +342,9 @@ def _unnamed_write_error(error: OSError, path: Path) -> OSError:
         outcome = "nothing was written"
     reason = os.strerror(error.errno)
     fix = _WRITE_FIXES.get(error.errno, "check that disk, or save to another one")
-    named = OSError(f"Cannot save {path}: {reason.lower()}, and {outcome}; {fix}.")
+    # The same class, such as PermissionError, so that callers can catch it
+    # as before.
+    named = type(error)(f"Cannot save {path}: {reason.lower()}, and {outcome}; {fix}.")
     # Only the errno: with strerror or filename set, str() would show those
     # in place of the message.
     named.errno = error.errno
@@ -358,6 +360,11 @@ _WRITE_FIXES = {
     errno.EFBIG: (
         "raise this process's file size limit (ulimit -f), or save to a file "
         "system that takes files this large"
+    ),
+    **dict.fromkeys(
+        (errno.EACCES, errno.EPERM),
+        "give your user write access there (for example with chmod), or save "
+        "to another folder",
     ),
 }
 
