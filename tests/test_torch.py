@@ -621,10 +621,14 @@ def test_from_module_reads_parametrized_weights(wrap):
         assert torch.equal(value, buffers[key]), key
 
 
-def test_from_module_refuses_parametrized_weights_in_training_mode():
+@pytest.mark.parametrize("training", ["module", "parametrization"])
+def test_from_module_refuses_parametrized_weights_in_training_mode(training):
     torch.manual_seed(0)
     first = nn.utils.parametrizations.spectral_norm(nn.Linear(4, 4))
     module = nn.Sequential(first, nn.ReLU(), nn.Linear(4, 3))
+    if training == "parametrization":
+        module.eval()
+        first.parametrizations.weight.train()
     state = {k: v.clone() for k, v in module.state_dict().items()}
     with pytest.raises(ValueError, match=r"'0' .*parametrized.*call module.eval\(\)"):
         from_module(module)

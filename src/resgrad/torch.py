@@ -496,7 +496,9 @@ def _check_layers(module: nn.Module) -> None:
     for name, layer in module.named_modules():
         if inside and f"{name}.".startswith(inside):
             continue
-        if parametrize.is_parametrized(layer) and layer.training:
+        if parametrize.is_parametrized(layer) and (
+            layer.training or any(p.training for p in layer.parametrizations.modules())
+        ):
             raise _unsupported(
                 _describe(layer, name),
                 "its weight is parametrized and the module is in training "
