@@ -3058,11 +3058,14 @@ def test_train_failure_removes_folders_it_made(tmp_path, capsys):
         ({"data": 5}, "invalid training record: data is 5, where str or null"),
         ({"test_size": True}, "test_size is True, where int or float was expected"),
         ({"columns": ["a", 3]}, "columns is ['a', 3], where a list of str or null"),
-        ({"data": "a\0b.csv"}, "data is 'a\\x00b.csv', where a path of a file"),
-        ({"labels": ""}, "labels is '', where a path of a file was expected"),
+        (
+            {"data": "a\0b.csv"},
+            "data is 'a\\x00b.csv', where a path of a file or null was",
+        ),
+        ({"labels": ""}, "labels is '', where a path of a file or null was expected"),
         (
             {"header": "maybe"},
-            "header is 'maybe', where 'auto', 'yes' or 'no' was expected",
+            "header is 'maybe', where 'auto', 'yes', 'no' or null was expected",
         ),
     ],
 )
@@ -3316,6 +3319,13 @@ def test_image_model_evaluates_flattened_images(tmp_path, capsys):
             capsys.readouterr().out.split("test accuracy: ")[1].split()[0]
         )
     assert accuracies[0] == accuracies[1]
+
+
+def test_escaped_output_counts_the_characters_given():
+    stream = io.StringIO()
+    named = resgrad.cli._NamedStdout(stream)
+    assert named.write("a\x1b") == 2
+    assert stream.getvalue() == "a\\x1b"
 
 
 def test_evaluate_skips_non_finite_settings(tmp_path, monkeypatch, capsys):

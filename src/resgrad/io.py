@@ -662,6 +662,9 @@ def load_with_metadata(
     Two calls open the file twice, and a file replaced in between, as
     ``resgrad train --overwrite`` replaces one, would give one file's
     weights and another's metadata, such as its input scaling.
+
+    Raises:
+        FileNotFoundError, ValueError: as ``load`` raises them.
     """
     name = getattr(dtype, "__name__", None) or str(dtype)
     if dtype is not None and name.rsplit(".", 1)[-1] not in DTYPES:

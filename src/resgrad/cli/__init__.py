@@ -245,7 +245,9 @@ class _NamedStdout:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        return _naming_stdout(self._stream.write, printable(text))
+        _naming_stdout(self._stream.write, printable(text))
+        # The count of the caller's characters, all of which were written.
+        return len(text)
 
     def flush(self) -> None:
         _naming_stdout(self._stream.flush)

@@ -469,12 +469,11 @@ def training_record(path: Any, metadata: dict) -> dict:
             # No file system takes these in a path; os.stat raises a
             # ValueError that names no file.
             wrong = value == "" or "\0" in value
-            kinds = ("a path of a file",)
+            kinds = ("a path of a file", type(None))
         if name == "header" and isinstance(value, str):
             # resgrad train records the --header it was given.
             wrong = value not in HEADER_CHOICES
-            *others, last = map(repr, HEADER_CHOICES)
-            kinds = (f"{', '.join(others)} or {last}",)
+            kinds = (", ".join(map(repr, HEADER_CHOICES)), type(None))
         if wrong:
             expected = " or ".join(
                 kind
