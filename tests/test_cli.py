@@ -3233,7 +3233,7 @@ def test_model_replaced_while_read_keeps_its_own_metadata(
         assert json.loads(capsys.readouterr().out)["epochs_run"] == 3
 
 
-def test_text_from_a_model_file_reaches_the_terminal_escaped(tmp_path, capsys):
+def test_model_file_text_printed_escaped(tmp_path, capsys):
     """A recorded optimizer or data path with an escape sequence, which
     would clear the screen, is printed with the sequence spelled out."""
     model = tmp_path / "m.npz"
@@ -3251,11 +3251,12 @@ def test_text_from_a_model_file_reaches_the_terminal_escaped(tmp_path, capsys):
     )
     status, lines = run_cli(capsys, ["evaluate", "--model", str(model)])
     assert status == 2
-    assert "\x1b" not in lines[0] and "\u202e" not in lines[0]
+    assert "\x1b" not in lines[0]
+    assert "\u202e" not in lines[0]
     assert "gone\\x1b[2J\\u202e.csv" in lines[0]
 
 
-def test_recorded_labels_beside_a_csv_file_are_named_as_damage(tmp_path, capsys):
+def test_recorded_labels_beside_csv_rejected(tmp_path, capsys):
     data = tmp_path / "d.csv"
     rng = np.random.default_rng(0)
     rows = np.column_stack([rng.random((40, 4)), np.arange(40) % 2])
@@ -3275,7 +3276,7 @@ def test_recorded_labels_beside_a_csv_file_are_named_as_damage(tmp_path, capsys)
     assert lines == [expected]
 
 
-def test_one_entry_scaling_of_tabular_training_data_is_damage(tmp_path, capsys):
+def test_one_entry_tabular_scaling_rejected(tmp_path, capsys):
     data = tmp_path / "d.csv"
     rng = np.random.default_rng(0)
     np.savetxt(

@@ -365,7 +365,7 @@ def per_sample_gradients(
 
     On NumPy the weight stacks are disjoint views of one buffer, which is
     faster to fill than many arrays. resgrad keeps the buffers of the last
-    two results, each of at most 64 MiB, and once no array made from one is
+    two results, each of at most 64 MiB. Once no array made from one is
     left, a later call fills it again in place of fresh memory, which the
     operating system would first map and zero. Two buffers serve a loop
     written ``g = per_sample_gradients(...)``, which holds one result while

@@ -486,8 +486,8 @@ def _check_layers(module: nn.Module) -> None:
     """Raise for the first layer, in registration order, that no resgrad
     block can hold, and for a Parameter registered in two places."""
     # The modules that compute a parametrized layer's weight, such as the
-    # weight_norm of torch.nn.utils.parametrizations, hold no layer of the
-    # network; the layer's weight property returns their result.
+    # weight_norm of torch.nn.utils.parametrizations, are no layers of the
+    # network. The layer's weight property returns what they compute.
     inside = tuple(
         f"{_join(name, 'parametrizations')}."
         for name, layer in module.named_modules()
