@@ -560,15 +560,21 @@ def _buffer(result):
     return result.blocks[0].W1.base
 
 
-def test_per_sample_loop_that_holds_results_fills_two_buffers():
-    """``g = per_sample_gradients(...)`` holds the last result while the
-    next call runs; the call after it reuses the buffer of the one before."""
-    model = reference.random_model(3, "relu", "learned")
-    x, y = reference.random_batch(model, 6)
+def _held_twice(model, x, y):
+    """Return the result of a second call made while the first's result was
+    held, as ``g = per_sample_gradients(...)`` holds it, and weak references
+    to the buffers of both."""
     result = resgrad.per_sample_gradients(model, x, y)
     first = weakref.ref(_buffer(result))
     result = resgrad.per_sample_gradients(model, x, y)
-    second = weakref.ref(_buffer(result))
+    return result, first, weakref.ref(_buffer(result))
+
+
+def test_per_sample_loop_that_holds_results_fills_two_buffers():
+    """The call after the second reuses the buffer of the first."""
+    model = reference.random_model(3, "relu", "learned")
+    x, y = reference.random_batch(model, 6)
+    result, first, second = _held_twice(model, x, y)
     assert first() is not second()
     result = resgrad.per_sample_gradients(model, 2 * x, y)
     assert _buffer(result) is first()
@@ -592,10 +598,7 @@ def test_per_sample_results_held_twice_get_a_third_buffer():
 def test_per_sample_loop_that_drops_results_keeps_one_buffer():
     model = reference.random_model(3, "relu", "learned")
     x, y = reference.random_batch(model, 6)
-    result = resgrad.per_sample_gradients(model, x, y)
-    first = weakref.ref(_buffer(result))
-    result = resgrad.per_sample_gradients(model, x, y)
-    second = weakref.ref(_buffer(result))
+    result, first, second = _held_twice(model, x, y)
     del result
     # Both buffers are free now; the next call keeps one of them.
     result = resgrad.per_sample_gradients(model, x, y)
