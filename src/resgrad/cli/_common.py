@@ -475,14 +475,7 @@ def training_record(path: Any, metadata: dict) -> dict:
             wrong = value not in HEADER_CHOICES
             kinds = (", ".join(map(repr, HEADER_CHOICES)), type(None))
         if wrong:
-            expected = " or ".join(
-                kind
-                if isinstance(kind, str)
-                else "null"
-                if kind is type(None)
-                else kind.__name__
-                for kind in kinds
-            )
+            expected = " or ".join(map(_kind_name, kinds))
             if name == "columns":
                 expected = "a list of str or null"
             raise ValueError(
@@ -491,6 +484,14 @@ def training_record(path: Any, metadata: dict) -> dict:
                 f"expected; {fix}."
             )
     return training
+
+
+def _kind_name(kind: type | str) -> str:
+    """Return how a training record's message names an accepted kind: a
+    type's name, null for ``None``, or a description as it is."""
+    if isinstance(kind, str):
+        return kind
+    return "null" if kind is type(None) else kind.__name__
 
 
 def load_dataset(
