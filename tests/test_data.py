@@ -990,7 +990,16 @@ CSV_ERRORS = {
     "semicolon separator": (
         "semi.csv",
         "1;2;0\n3;4;1\n",
-        "looks separated by ';'; resgrad reads comma",
+        (
+            "looks separated by ';'; resgrad reads comma-separated values, so "
+            "turn any decimal commas in the file into points, then its ';' into "
+            "commas"
+        ),
+    ),
+    "tab separator": (
+        "tabs.csv",
+        "1\t2\t0\n3\t4\t1\n",
+        "reads comma-separated values, so convert the file to commas first",
     ),
     # Beside row names pandas numbers columns from 0, so ,1,2,3 is a data
     # row whose first value is missing.

@@ -957,11 +957,19 @@ def _bad_line(path: Path, skip_rows: int, first: int = 0) -> str | None:
                     )
                 separator = next((c for c in ";\t|" if c in field), None)
                 if separator is not None:
+                    # A file of fields separated by ';' often writes 5,1 for
+                    # 5.1, whose comma would then split a number in two.
+                    fix = (
+                        "turn any decimal commas in the file into points, then "
+                        "its ';' into commas"
+                        if separator == ";"
+                        else "convert the file to commas first"
+                    )
                     return (
                         f"line {number} (counted from 1), field {index} "
                         f"(counted from 0) is {content}, which looks separated "
                         f"by {separator!r}; resgrad reads comma-separated "
-                        "values, so convert the file to commas first"
+                        f"values, so {fix}"
                     )
                 return (
                     f"line {number} (counted from 1), field {index} (counted "
