@@ -194,6 +194,13 @@ BAD_ARGUMENTS = {
         ["evaluate", "--mdoel", "{dir}/model.npz"],
         "(--mdoel is not an option of resgrad evaluate; did you mean --model?)",
     ),
+    "train misspelt optional option": (
+        ["train", "--optimiser", "adam"],
+        (
+            "unrecognized arguments: --optimiser adam (--optimiser is not an "
+            "option of resgrad train; did you mean --optimizer?)"
+        ),
+    ),
     "attack misspelt model, with a prefix": (
         ["attack", "--modle={dir}/model.npz", "--meth", "fgsm"],
         "required: --model (--modle is not an option of resgrad attack; did",

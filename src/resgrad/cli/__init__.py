@@ -62,7 +62,9 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         message = message.rstrip(".")
-        if message.startswith("the following arguments are required"):
+        if message.startswith(
+            ("the following arguments are required", "unrecognized arguments")
+        ):
             message += self._unknown_options()
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'.\n")
 
