@@ -62,16 +62,18 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         message = message.rstrip(".")
-        if message.startswith(
-            ("the following arguments are required", "unrecognized arguments")
-        ):
+        if message.startswith("the following arguments are required"):
             message += self._unknown_options()
+        elif message.startswith("unrecognized arguments"):
+            # The message names them already; only a guess adds to it.
+            message += self._unknown_options(guesses_only=True)
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'.\n")
 
-    def _unknown_options(self) -> str:
+    def _unknown_options(self, guesses_only: bool = False) -> str:
         """Return a note on the options of the command line that this
         parser does not know, such as a misspelt required one, which
-        argparse reports only as missing."""
+        argparse reports only as missing. With ``guesses_only``, only on
+        those with a known option of a similar name."""
         known = list(self._option_string_actions)
         options = [token.split("=", 1)[0] for token in self._arguments]
         # argparse takes a prefix of one option as that option.
@@ -84,7 +86,8 @@ class _Parser(argparse.ArgumentParser):
         for option in dict.fromkeys(unknown):
             close = difflib.get_close_matches(option, known, n=1)
             guess = f"; did you mean {close[0]}?" if close else ""
-            notes.append(f"{option} is not an option of {self.prog}{guess}")
+            if close or not guesses_only:
+                notes.append(f"{option} is not an option of {self.prog}{guess}")
         return "".join(f" ({note})" for note in notes)
 
 
