@@ -89,7 +89,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Measure the per-block gradient norms, the first-to-last "
         "ratio and the Jacobian's singular values of residual, plain and "
         "scaled networks over depth, stack identity blocks on a random "
-        "network, and write depth.json and PNG plots.",
+        "network, and write depth.json and PNG plots. With the defaults it "
+        "took about a minute on an idle 2-core machine.",
     )
     _add_sweep_arguments(parser)
     _add_study_arguments(parser)
