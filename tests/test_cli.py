@@ -1957,8 +1957,8 @@ def test_header_rejected_for_digits(tmp_path, capsys):
     assert status == 2
     assert lines == [
         (
-            "resgrad train: error: header=True (--header yes on the command line) "
-            "is only for CSV files, but the data are the digits; leave it unset."
+            "resgrad train: error: --header yes is only for CSV files, but the "
+            "data are the digits; leave it unset."
         )
     ]
 
@@ -2331,7 +2331,7 @@ def test_label_column_is_recorded_for_later_commands(tmp_path, capsys):
     status, lines = run_cli(capsys, [*evaluate, "--label-column", "-1"])
     assert status == 2
     assert "not whole numbers" in lines[0]
-    assert "--label-column on the command line" in lines[0]
+    assert "unless --label-column picks another" in lines[0]
 
 
 def test_out_folder_checks_come_before_work(tmp_path, monkeypatch, capsys):
@@ -3327,6 +3327,29 @@ def test_image_model_evaluates_flattened_images(tmp_path, capsys):
             capsys.readouterr().out.split("test accuracy: ")[1].split()[0]
         )
     assert accuracies[0] == accuracies[1]
+
+
+@pytest.mark.parametrize(
+    "message, expected",
+    [
+        (
+            "label_column=9 (--label-column on the command line) is outside",
+            "--label-column 9 is outside",
+        ),
+        ("labels= (--labels on the command line) is only", "--labels is only"),
+        (
+            "of header=True (--header yes on the command line), though",
+            "of --header yes, though",
+        ),
+        ("steps=5000 (--steps on the command line) is", "--steps 5000 is"),
+        (
+            "or None (--validation 0 on the command line).",
+            "or None (--validation 0 on the command line).",
+        ),
+    ],
+)
+def test_library_keywords_become_options(message, expected):
+    assert cli_common.as_options(message) == expected
 
 
 def test_escaped_output_counts_the_characters_given():

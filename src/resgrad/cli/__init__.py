@@ -23,7 +23,13 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ._common import INPUT_FILES, limit_blas_threads, printable, thread_count
+from ._common import (
+    INPUT_FILES,
+    as_options,
+    limit_blas_threads,
+    printable,
+    thread_count,
+)
 
 # The status of a process that SIGPIPE ended (128 + 13), as shells report.
 BROKEN_PIPE_STATUS = 141
@@ -368,7 +374,7 @@ def _exit_status(code: Any) -> int:
 def _one_line(error: BaseException) -> str:
     """Return the error message with its lines joined, so that it fits one line."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return printable(" ".join(lines)) or type(error).__name__
+    return printable(as_options(" ".join(lines))) or type(error).__name__
 
 
 if __name__ == "__main__":

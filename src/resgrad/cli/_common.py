@@ -224,7 +224,10 @@ def _is_fraction(value: Any) -> bool:
 
 def warn(command: str, message: str) -> None:
     """Print ``message`` on standard error as a warning of ``resgrad command``."""
-    print(f"resgrad {command}: warning: {printable(message)}", file=sys.stderr)
+    print(
+        f"resgrad {command}: warning: {printable(as_options(message))}",
+        file=sys.stderr,
+    )
 
 
 # Control characters, which a terminal may act on, and the characters that
@@ -239,6 +242,26 @@ def printable(text: str) -> str:
     """Return ``text`` with every control character but newline and tab
     written as its Python escape, such as ``\\x1b``."""
     return _CONTROLS.sub(lambda match: ascii(match.group())[1:-1], text)
+
+
+# A keyword of the Python API and the option it stands for, as the library's
+# messages name both: "label_column=9 (--label-column on the command line)",
+# or "header=True (--header yes on the command line)" where the option's
+# value is written otherwise.
+_KEYWORD_AND_OPTION = re.compile(
+    r"\b[a-z_]+=(\S*) \((--[a-z-]+)( [^()\s]+)? on the command line\)"
+)
+
+
+def as_options(message: str) -> str:
+    """Return a library message with each keyword and its option replaced
+    by the option alone, with its value, for the command line's messages."""
+
+    def option(match: re.Match) -> str:
+        value = match.group(3) or (f" {match.group(1)}" if match.group(1) else "")
+        return f"{match.group(2)}{value}"
+
+    return _KEYWORD_AND_OPTION.sub(option, message)
 
 
 def _is_terminal(stream: Any) -> bool:
