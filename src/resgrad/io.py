@@ -334,7 +334,7 @@ def write_atomically(
 
 def _unnamed_write_error(error: OSError, path: Path) -> OSError:
     """Return the error of a write to ``path`` whose system call named no
-    file, such as a full disk, with a message that names the file, says
+    file, such as a full disk, with a message that names the file, states
     what became of it and gives a fix."""
     if path.exists():
         outcome = "the file keeps its earlier contents"
@@ -745,8 +745,9 @@ def _invalid(path: Path, reason: str, kind: str = "model") -> ValueError:
     return InvalidModelFile(f"{path} is not a resgrad {kind} file: {reason}.{fix}")
 
 
-# The advice for a file that starts as a zip archive but cannot be read.
-_DAMAGED_FIXES = {
+# The advice for a damaged model or checkpoint file: a zip archive that
+# cannot be read, or a checkpoint whose contents are malformed.
+DAMAGED_FIXES = {
     "model": " Restore it from a copy, or train the model again.",
     "checkpoint": (
         " Remove it and start over without resuming, or pass another checkpoint path."
@@ -806,7 +807,7 @@ def _check_archive(
             raise _invalid(path, reason, layout.kind) from error
         # It starts as a zip archive, so it was cut short or changed since.
         reason = f"its zip archive is damaged or truncated ({error})"
-        fix = _DAMAGED_FIXES.get(layout.kind, "")
+        fix = DAMAGED_FIXES.get(layout.kind, "")
         raise InvalidModelFile(
             f"{path} is not a resgrad {layout.kind} file: {reason}.{fix}"
         ) from error
@@ -877,14 +878,9 @@ def _read_npy_header(
     with archive.open(info) as member:
         try:
             version = np.lib.format.read_magic(member)
-            if version not in NPY_HEADER_READERS:
-                reason = (
-                    f"the member {info.filename!r} has .npy format version {version}"
-                )
-                raise _invalid(path, reason, kind)
-            shape, _, dtype = NPY_HEADER_READERS[version](member)
-        except InvalidModelFile:
-            raise
+            read_header = NPY_HEADER_READERS.get(version)
+            if read_header is not None:
+                shape, _, dtype = read_header(member)
         except ValueError as error:
             problem = npy_header_problem(error)
             if problem is None:
@@ -892,6 +888,9 @@ def _read_npy_header(
                 raise
             reason = f"the member {info.filename!r} has {problem}"
             raise _invalid(path, reason, kind) from error
+        if read_header is None:
+            reason = f"the member {info.filename!r} has .npy format version {version}"
+            raise _invalid(path, reason, kind)
         header_size = member.tell()
     if dtype.hasobject:
         raise _invalid(
@@ -912,13 +911,13 @@ def _read_npy_header(
 
 
 # The starts of the ValueError messages of NumPy's .npy header readers, and
-# what each says is wrong. NumPy's own words can show an object that its
+# the problem that each reports. NumPy's own words can show an object that its
 # parser refused or advise loading with allow_pickle=True.
 _NPY_HEADER_ERRORS = {
     "Header info length": "a .npy header longer than NumPy reads safely",
     "the magic string is not correct": "no .npy magic string at its start",
     "Cannot parse header": "a .npy header that is not a plain dictionary",
-    # From ast.literal_eval, for a header that holds an expression.
+    # From ast.literal_eval, for a header that contains an expression.
     "malformed node or string": "a .npy header that is not a plain dictionary",
     "Header is not a dictionary": "a .npy header that is not a plain dictionary",
     "Header does not contain": "a .npy header without the keys of an array",

@@ -1089,9 +1089,8 @@ class _Checkpoint:
                 raise
             raise ValueError(
                 f"{self.path} is not a resgrad checkpoint file: its contents are "
-                f"incomplete or malformed ({type(error).__name__}: {error}). "
-                "Remove it and start over without resuming, or pass another "
-                "checkpoint path."
+                f"incomplete or malformed ({type(error).__name__}: {error})."
+                f"{io.DAMAGED_FIXES['checkpoint']}"
             ) from error
 
     def _restore(self, run, patience, header, arrays) -> _Progress:
@@ -1108,7 +1107,7 @@ class _Checkpoint:
             for key, value in stored_state.get("nu", {}).items():
                 if not bool(run.xp.all(value >= 0)):
                     raise ValueError(
-                        f"state.nu.{key}, a mean of squares, holds negative values"
+                        f"state.nu.{key}, a mean of squares, contains negative values"
                     )
         state = _join_state(
             run.opt.init(params), header["optimizer_state"]["scalars"], stored_state
