@@ -149,16 +149,16 @@ def timing_rows(args) -> tuple[list[list[str]], ...]:
                     common.ratio(times["BackPACK BatchGrad"], reused),
                 ]
             )
-            kept = times["resgrad gradients, held"]
+            held_time = times["resgrad gradients, held"]
             held_rows.append(
                 [
                     f"{name} ({width}, {batch}, {depth})",
                     dtype,
-                    common.milliseconds(kept),
+                    common.milliseconds(held_time),
                     common.milliseconds(times["vmap(grad), held"]),
                     common.milliseconds(times["BackPACK BatchGrad, held"]),
-                    common.ratio(times["vmap(grad), held"], kept),
-                    common.ratio(times["BackPACK BatchGrad, held"], kept),
+                    common.ratio(times["vmap(grad), held"], held_time),
+                    common.ratio(times["BackPACK BatchGrad, held"], held_time),
                 ]
             )
             rows.append(

@@ -3277,7 +3277,7 @@ def test_recorded_labels_beside_csv_rejected(tmp_path, capsys):
     assert status == 2
     expected = (
         f"resgrad evaluate: error: The model file {model} records --labels {data} "
-        f"beside --data {data}, a csv file that holds its own labels, so the model "
+        f"beside --data {data}, a csv file that contains its own labels, so the model "
         f"file is damaged; pass --data {data} alone, or train the model again."
     )
     assert lines == [expected]

@@ -556,7 +556,7 @@ def test_per_sample_stacks_safe_after_a_tracer():
 
 
 def _buffer(result):
-    """Return the buffer that holds the per-sample stacks of ``result``."""
+    """Return the buffer that contains the per-sample stacks of ``result``."""
     return result.blocks[0].W1.base
 
 
@@ -570,7 +570,7 @@ def _held_twice(model, x, y):
     return result, first, weakref.ref(_buffer(result))
 
 
-def test_per_sample_loop_that_holds_results_fills_two_buffers():
+def test_held_results_alternate_buffers():
     """The call after the second reuses the buffer of the first."""
     model = reference.random_model(3, "relu", "learned")
     x, y = reference.random_batch(model, 6)
@@ -583,7 +583,7 @@ def test_per_sample_loop_that_holds_results_fills_two_buffers():
         assert np.array_equal(stack, expected.arrays()[name])
 
 
-def test_per_sample_results_held_twice_get_a_third_buffer():
+def test_two_held_results_get_third_buffer():
     model = reference.random_model(3, "relu", "learned")
     x, y = reference.random_batch(model, 6)
     held = [resgrad.per_sample_gradients(model, x, y) for _ in range(2)]
@@ -595,7 +595,7 @@ def test_per_sample_results_held_twice_get_a_third_buffer():
             assert np.array_equal(stack, before[name])
 
 
-def test_per_sample_loop_that_drops_results_keeps_one_buffer():
+def test_dropped_results_keep_one_buffer():
     model = reference.random_model(3, "relu", "learned")
     x, y = reference.random_batch(model, 6)
     result, first, second = _held_twice(model, x, y)

@@ -636,7 +636,7 @@ def test_from_module_refuses_parametrized_weights_in_training_mode(training):
         assert torch.equal(value, state[key]), key
 
 
-def test_namespace_errors_name_the_namespace_not_the_weight_type():
+def test_namespace_error_names_namespace():
     model = resgrad.ResidualMLP.init([4, 3], seed=0).convert(torch)
     weights = {k: nn.Parameter(v) for k, v in model.arrays().items()}
     with_parameters = model.replace_arrays(weights)

@@ -1071,7 +1071,7 @@ def test_resume_rejects_negative_second_moment(tmp_path):
     damaged = np.array(arrays["state.nu.blocks.0.W1"])
     damaged[0, 0] = -1.0
     arrays["state.nu.blocks.0.W1"] = damaged
-    message = r"state\.nu\.blocks\.0\.W1, a mean of squares, holds negative values"
+    message = r"state\.nu\.blocks\.0\.W1, a mean of squares, contains negative values"
     for name in ("format", "format_version"):
         header.pop(name)
     resgrad.io.save_checkpoint(path, header, arrays)

@@ -278,7 +278,7 @@ def gradients(
         ForwardOverflowError: if the logits ``z^L`` are not finite. The
             rest is not checked: where only the loss or the backward pass
             overflows the dtype, as the summed loss and weight gradients of
-            thousands of inputs near 1e36 do in float32, the result holds
+            thousands of inputs near 1e36 do in float32, the result contains
             Inf or NaN entries, with NumPy's overflow warnings on NumPy
             arrays. ``fit`` and the attacks check their gradients and
             raise.

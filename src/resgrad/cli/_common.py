@@ -742,7 +742,7 @@ def _use_training_data(args: Any, training: dict, trained_on: str) -> None:
             # resgrad train records --labels only beside IDX images.
             raise ValueError(
                 f"The model file {args.model} records --labels {labels} beside "
-                f"--data {data}, a {kind} file that holds its own labels, so the "
+                f"--data {data}, a {kind} file that contains its own labels, so the "
                 f"model file is damaged; pass --data {data} alone, or train the "
                 "model again."
             )
