@@ -201,6 +201,10 @@ BAD_ARGUMENTS = {
             "option of resgrad train; did you mean --optimizer?)"
         ),
     ),
+    "train prefix of an option": (
+        ["train", "--epoch", "3"],
+        "(--epoch is not an option of resgrad train; did you mean --epochs?)",
+    ),
     "attack misspelt model, with a prefix": (
         ["attack", "--modle={dir}/model.npz", "--meth", "fgsm"],
         "required: --model (--modle is not an option of resgrad attack; did",

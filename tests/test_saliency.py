@@ -1257,8 +1257,8 @@ def test_cli_repeats_count_once(digits_model, tmp_path, capsys):
                 "nothing; add smoothgrad to --method, or drop them."
             ),
         ),
-        # An abbreviated option counts as typed, under its full name.
-        (["--method", "vanilla", "--sampl=50"], "reads --samples 50, so it would"),
+        # A prefix of an option is no option.
+        (["--method", "vanilla", "--sampl=50"], "did you mean --samples?"),
         (
             ["--method", "vanilla", "--variant", "manuscript", "--samples", "50"],
             (

@@ -52,10 +52,14 @@ class _Parser(argparse.ArgumentParser):
     argparse prints the usage before the error; here the error comes alone,
     with a pointer to ``--help``, so that it reads like the other errors.
     The subcommand parsers inherit the class, and with it the reading of
-    negative numbers with an exponent as values.
+    negative numbers with an exponent as values. A prefix of an option is
+    not taken for the option: ``--epoch 5`` is an error with a guess,
+    rather than ``--epochs 5`` today and an ambiguity once another option
+    starts the same way.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = NEGATIVE_NUMBER
         # The arguments of the latest parse, which error reads to name a
@@ -82,12 +86,7 @@ class _Parser(argparse.ArgumentParser):
         those with a known option of a similar name."""
         known = list(self._option_string_actions)
         options = [token.split("=", 1)[0] for token in self._arguments]
-        # argparse takes a prefix of one option as that option.
-        unknown = [
-            option
-            for option in options
-            if option.startswith("--") and not any(k.startswith(option) for k in known)
-        ]
+        unknown = [o for o in options if o.startswith("--") and o not in known]
         notes = []
         for option in dict.fromkeys(unknown):
             close = difflib.get_close_matches(option, known, n=1)
