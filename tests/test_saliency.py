@@ -335,6 +335,54 @@ def test_smoothgrad_overflow_without_noise_does_not_blame_it(cause):
     assert "noise" not in str(caught.value)
 
 
+def scaled_model(scale: float, xp=np):
+    """One identity block with every array times ``scale``: with inputs of
+    1e-280 its logits stay finite while its derivatives grow as scale**2."""
+    model = resgrad.ResidualMLP.init([4, 3], activation="identity", seed=0)
+    model = model.replace_arrays({k: v * scale for k, v in model.arrays().items()})
+    return model if xp is np else model.convert(xp=xp)
+
+
+@pytest.mark.parametrize("xp", [np, torch], ids=["numpy", "torch"])
+@pytest.mark.parametrize("method", sorted(saliency.METHODS))
+def test_map_names_derivatives_beyond_range(method, xp):
+    model = scaled_model(1e160, xp)
+    x = xp.asarray(np.full((2, 4), 1e-280))
+    assert bool(xp.all(xp.isfinite(model.logits(x))))
+    # Noise would overflow the forward pass first.
+    options = {"noise_level": 0.0} if method == "smoothgrad" else {}
+    # NumPy warns of the overflow inside the Jacobian products.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(ValueError, match="The derivatives of the logits are bey"):
+            saliency.saliency_map(model, x, method, "all", **options)
+
+
+@pytest.mark.parametrize("variant", sorted(saliency.JSMA_VARIANTS))
+def test_jsma_map_names_products_beyond_range(variant):
+    # Derivatives near 1e200 are finite, and their products are not.
+    model = scaled_model(1e100)
+    x = np.full((2, 4), 1e-250)
+    assert np.isfinite(saliency.vanilla_gradient(model, x, "all")).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"jsma map are beyond the range of fl"):
+            saliency.jsma_map(model, x, "all", variant=variant)
+
+
+def test_cli_names_jsma_map_beyond_range(digits_model, tmp_path, capsys):
+    path, _ = digits_model
+    model = resgrad.load(path)
+    arrays = model.arrays()
+    arrays["blocks.1.W2"] = arrays["blocks.1.W2"] * 1e300
+    resgrad.save(model.replace_arrays(arrays), tmp_path / "large.npz")
+    argv = ["--model", str(tmp_path / "large.npz"), "--out", str(tmp_path / "out")]
+    assert run_cli([*argv, "--method", "jsma", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "The values of the jsma map are beyond the range of float64" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_smoothgrad_noise_scales_with_range(model, x):
     sigma, samples = 0.1 * (3.0 - 1.0), 4
     draws = np.random.default_rng(5).standard_normal((samples,) + x.shape) * sigma

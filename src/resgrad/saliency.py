@@ -30,6 +30,10 @@ namespace, dtype and device. A ``target`` is one of:
 - ``None``, the class the model predicts at ``x``;
 - ``"all"``, every class at once, which adds a class axis:
   ``(n, p_L, p_0)``.
+
+A map is never NaN or infinite: a forward pass beyond the dtype's range
+raises ``ForwardOverflowError``, and derivatives (or, for ``jsma_map``,
+their products) beyond it raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -190,8 +194,26 @@ def resolve_target(model: ResidualMLP, x: Array, target: Any) -> Array | str:
 def _class_gradient(model: ResidualMLP, x: Array, target: Array | str) -> Array:
     """Return ``dB_r/dx`` per row, ``(n, p_0)``, or all rows of ``J`` for "all"."""
     if isinstance(target, str):
-        return input_jacobian(model, x)
-    return input_gradient(model, x, target, loss="score")[1]
+        grad = input_jacobian(model, x)
+    else:
+        grad = input_gradient(model, x, target, loss="score")[1]
+    _check_range(model.xp, grad, "the derivatives of the logits")
+    return grad
+
+
+def _check_range(xp: Any, values: Array, name: str, cause: str = "") -> None:
+    """Raise ``ValueError`` if ``values``, computed after a finite forward
+    pass, hold NaN or Inf: the backward pass went beyond the dtype's range,
+    which the map would pass on as NaN or Inf."""
+    if not _arrays.all_finite(xp, values):
+        bad = int(xp.sum(xp.astype(~xp.isfinite(values), xp.int64)))
+        dtype = str(values.dtype).removeprefix("torch.")
+        wider = "" if dtype == "float64" else ", or use float64"
+        raise ValueError(
+            f"{name[0].upper()}{name[1:]} are beyond the range of {dtype} at "
+            f"{bad} value(s){cause}, though the logits were finite. Scale the "
+            f"model's weights down{wider}."
+        )
 
 
 def _class_scores(model: ResidualMLP, x: Array, target: Array | str) -> Array:
@@ -695,10 +717,27 @@ def jsma_map(
     xp = _check_batch(model, x)
     target = resolve_target(model, x, target)
     J = input_jacobian(model, x)
-    if isinstance(target, str):
-        maps = [_jsma_of_class(xp, J, o, variant) for o in range(model.n_classes)]
-        return xp.stack(maps, axis=1)
-    return _jsma_of_class(xp, J, target, variant)
+    # A product beyond the dtype's range is named below, in place of
+    # NumPy's warning.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if isinstance(target, str):
+            classes = range(model.n_classes)
+            maps = [_jsma_of_class(xp, J, o, variant) for o in classes]
+            maps = xp.stack(maps, axis=1)
+        else:
+            maps = _jsma_of_class(xp, J, target, variant)
+    _check_jsma_range(xp, maps, J)
+    return maps
+
+
+def _check_jsma_range(xp: Any, maps: Array, J: Array) -> None:
+    """Raise ``ValueError`` if the JSMA map ``maps`` from the Jacobian ``J``
+    is not finite."""
+    _check_range(xp, J, "the derivatives of the logits")
+    if not _arrays.all_finite(xp, maps):
+        largest = float(xp.max(xp.abs(J)))
+        cause = f": products t_i * s_i of derivatives up to {largest:.3g} overflowed"
+        _check_range(xp, maps, "the values of the jsma map", cause)
 
 
 def _jsma_of_class(xp: Any, J: Array, o: Array | int, variant: str) -> Array:
