@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -306,6 +307,37 @@ def test_evaluate_names_pair_attacks_on_one_feature(methods, named):
     )
 
 
+def test_evaluate_rejects_empty_batch(model, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="at least one row in x, got none"):
+        robustness.evaluate(model, x[:0], y[:0], "fgsm", 0.1)
+
+
+@pytest.mark.parametrize(
+    "image_shape, error, message",
+    [
+        ((9, 9), ValueError, "height * width = 64, the number of features, got (9, 9)"),
+        ((7, 7), ValueError, "height * width = 64"),
+        ((0, 64), ValueError, "height * width = 64"),
+        (64, TypeError, "a pair (height, width) of integers, got 64"),
+        ((8, 8.0), TypeError, "of integers, got (8, 8.0)"),
+        ((4, 4, 4), TypeError, "a pair (height, width)"),
+    ],
+)
+def test_plot_examples_checks_image_shape(table, tmp_path, image_shape, error, message):
+    with pytest.raises(error) as caught:
+        robustness.plot_examples(table, tmp_path / "grid.png", image_shape)
+    assert message in str(caught.value)
+    assert not (tmp_path / "grid.png").exists()
+
+
+def test_plot_examples_rejects_eps_not_in_table(table, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"eps=0.3 is not a radius of the table \(0, 0.1\)"
+    ):
+        robustness.plot_examples(table, tmp_path / "grid.png", eps=0.3)
+
+
 def test_evaluate_rejects_negative_eps(model, batch):
     x, y = batch
     with pytest.raises(ValueError, match="eps >= 0"):
@@ -418,9 +450,11 @@ def test_parameter_notes_jsma_gamma():
 
 
 def test_json_writes_nan_as_null(model, batch):
-    """The means over no samples are NaN, which strict JSON has no word for."""
+    """A NaN, as in a table built by hand, is null: strict JSON has no word
+    for it."""
     x, y = batch
-    table = robustness.evaluate(model, x[:0], y[:0], "fgsm", [0.0])
+    table = robustness.evaluate(model, x, y, "fgsm", [0.0])
+    table.rows[0] = dataclasses.replace(table.rows[0], mean_l2=math.nan)
     (row,) = table.to_dicts()
     assert math.isnan(row["mean_l2"])
     (read,) = json.loads(robustness.to_json(table), parse_constant=_reject)["rows"]

@@ -35,6 +35,7 @@ import csv
 import io
 import math
 import numbers
+import operator
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -302,6 +303,8 @@ def evaluate(
         bounds: the input box ``(lo, hi)``.
         limits: the largest number of samples per method, e.g.
             ``{"jsma": 100}``; a method runs on the first rows of ``x``.
+            Entries of methods not in ``methods`` are ignored, so one dict
+            can serve several calls.
         examples: how many adversarial inputs per run to keep for plots.
 
     Returns:
@@ -311,6 +314,9 @@ def evaluate(
     # The namespace check names the fix for lists and DataFrames, which the
     # slicing below would fail on.
     _arrays.namespace(x, y)
+    if getattr(x, "ndim", 0) >= 1 and int(x.shape[0]) == 0:
+        # The accuracies of no samples would be NaN.
+        raise ValueError("Expected at least one row in x, got none.")
     names = parse_methods(methods)
     pairwise = [name for name in names if name in PAIR_METHODS]
     if pairwise and getattr(x, "ndim", 0) == 2 and x.shape[1] < 2:
@@ -615,11 +621,30 @@ def display_shape(
     28 x 28 image. Shorter rows give ``None``, one strip.
     """
     if image_shape is not None:
-        return tuple(image_shape)
+        return _checked_image_shape(image_shape, features)
     if features <= STRIP_FEATURES:
         return None
     width = math.ceil(math.sqrt(features))
     return math.ceil(features / width), width
+
+
+def _checked_image_shape(image_shape: Any, features: int) -> tuple[int, int]:
+    """Return ``image_shape`` as a pair of ints whose product is ``features``."""
+    try:
+        shape = tuple(operator.index(side) for side in image_shape)
+    except TypeError:
+        shape = ()
+    if len(shape) != 2:
+        raise TypeError(
+            f"Expected image_shape as a pair (height, width) of integers, got "
+            f"{image_shape!r}; pass None to draw other rows as strips or grids."
+        )
+    if min(shape) < 1 or shape[0] * shape[1] != features:
+        raise ValueError(
+            f"Expected image_shape (height, width) with height * width = "
+            f"{features}, the number of features, got {image_shape!r}."
+        )
+    return shape
 
 
 # The colour of the cells that pad the last row of a wrapped grid, which no
@@ -663,6 +688,12 @@ def plot_examples(
     """
     plt = _pyplot()
     eps = max(table.eps_values) if eps is None else eps
+    if eps not in table.eps_values:
+        radii = ", ".join(f"{value:g}" for value in table.eps_values)
+        raise ValueError(
+            f"eps={eps!r} is not a radius of the table ({radii}); pass one of "
+            "them, or None for the largest."
+        )
     methods = [m for m in table.methods if (m, eps) in table.examples]
     count = int(table.x.shape[0])
     shape = display_shape(image_shape, int(table.x.shape[1]))
