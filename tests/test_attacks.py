@@ -31,6 +31,10 @@ CLASSES = 10
 N = 12
 EPS = 0.1
 
+# Random labels meet a fixed target class in some rows, which the attacks
+# warn of; test_target_equal_to_label_warns checks that warning.
+pytestmark = pytest.mark.filterwarnings("ignore:target equals the label y")
+
 
 @pytest.fixture(scope="module")
 def model() -> resgrad.ResidualMLP:
@@ -1331,7 +1335,7 @@ def test_gradient_overflow_at_a_finite_forward_pass_named(name):
         [6] * 301 + [3], activation="identity", seed=0, alpha=10.0
     )
     x, y = np.full((2, 6), 1e-200), np.array([0, 1])
-    options = {"target": np.array([0, 0]), "gamma": 1.0} if "jsma" in name else {}
+    options = {"target": np.array([2, 0]), "gamma": 1.0} if "jsma" in name else {}
     eps = () if "jsma" in name else (0.1,)
     derivative = "Jacobian" if "jsma" in name else "gradient"
     with warnings.catch_warnings():
@@ -1904,14 +1908,30 @@ def test_scalar_target_out_of_range(model, name, target):
         (np.array(3.0), "3.0"),
         (True, "True"),
         (np.bool_(False), "np.False_"),
+        ("3", "'3'"),
+        (b"3", "b'3'"),
     ],
     ids=repr,
 )
 @pytest.mark.parametrize("name", TARGETED)
-def test_scalar_target_float_or_bool(model, name, target, shown):
+def test_scalar_target_not_an_integer(model, name, target, shown):
     x, y = make_batch()
     with pytest.raises(TypeError, match=rf"target .*, got {re.escape(shown)};"):
         run(name, model, x, y, target=target)
+
+
+@pytest.mark.parametrize("name", TARGETED)
+def test_target_equal_to_label_warns(model, name):
+    x, y = make_batch()
+    target = (y + 1) % CLASSES
+    target[:3] = y[:3]
+    with pytest.warns(UserWarning, match=rf"label y in 3 of {N} rows") as record:
+        run(name, model, x, y, target=target)
+    # The warning points at the caller, past resgrad's wrappers.
+    assert [w.filename for w in record] == [__file__]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(name, model, x, y, target=(y + 1) % CLASSES)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])

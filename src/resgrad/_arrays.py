@@ -356,6 +356,19 @@ def _default_integer(xp: Any) -> Any:
 _cached_default_integer = functools.cache(_default_integer)
 
 
+_PACKAGE = __file__.rsplit("_arrays.py", 1)[0]
+
+
+def caller_stacklevel() -> int:
+    """Return the ``stacklevel`` for ``warnings.warn``, called in the function
+    that calls this one, that points at the first frame outside resgrad,
+    however many of resgrad's wrappers lie between."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def all_finite(xp: Any, a: Array) -> bool:
     """Return whether every entry of ``a`` is finite."""
     if array_api_compat.is_numpy_array(a):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -202,10 +203,25 @@ def prepare(
         )
     if target is not None:
         _arrays.check_labels(xp, target, x.shape[0], model.n_classes, name="target")
+        _warn_target_is_label(xp, target, y, model.n_classes)
     batch = Batch(model, xp, x, y, target, lo, hi, inside)
     check_fits(batch, "bounds[0]", lo)
     check_fits(batch, "bounds[1]", hi)
     return batch
+
+
+def _warn_target_is_label(xp: Any, target: Array, y: Array, classes: int) -> None:
+    """Warn where a targeted attack's ``target`` is the label ``y``, as
+    after passing ``y`` twice: those rows succeed without a change."""
+    same = int(xp.sum(xp.astype(target == y, xp.int64)))
+    if same:
+        warnings.warn(
+            f"target equals the label y in {same} of {int(y.shape[0])} rows, "
+            "which a targeted attack counts as successes without a change; "
+            f"pass other classes, such as (y + 1) % {classes}, or target=None "
+            "for the untargeted attack.",
+            stacklevel=_arrays.caller_stacklevel(),
+        )
 
 
 def scalar_class(target: Any) -> int | None:
@@ -223,7 +239,7 @@ def scalar_class(target: Any) -> int | None:
         value = target
     elif isinstance(target, numbers.Integral):
         return int(target)
-    elif isinstance(target, numbers.Number):
+    elif isinstance(target, (numbers.Number, str, bytes)):
         value = target
     elif getattr(target, "ndim", None) == 0:
         target_xp = array_api_compat.array_namespace(target)

@@ -67,7 +67,8 @@ def bim(
         x: clean inputs of shape ``(n, d)`` in ``bounds``, in the model's
             namespace and dtype.
         y: true labels of shape ``(n,)``.
-        eps: the L-inf radius, ``>= 0``; 0 returns ``x`` unchanged.
+        eps: the L-inf radius, ``>= 0``; 0 returns a copy of ``x`` clipped
+            into the box.
         alpha: the step size, ``> 0``; default ``2.5 eps / steps``.
         steps: the number of steps, ``>= 1``.
         target: target labels of shape ``(n,)``, or one int class for every
@@ -321,7 +322,8 @@ def pgd_l2(
 
     Args:
         model, x, y, steps, target, early_stop, bounds: as for ``bim``.
-        eps: the L2 radius, ``>= 0``; 0 returns ``x`` unchanged.
+        eps: the L2 radius, ``>= 0``; 0 returns a copy of ``x`` clipped into
+            the box.
         alpha: the L2 length of a step, ``> 0``; default ``2.5 eps / steps``.
         random_start: start from the random point; ``False`` starts at ``x``.
         seed: an int or a NumPy ``Generator`` for the random start; the

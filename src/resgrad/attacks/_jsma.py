@@ -97,7 +97,8 @@ def jsma(
             sample.
         theta: the change of each chosen feature, in input units; default
             ``hi - lo``, which takes a feature to the bound in one move.
-            A negative value decreases features; 0 returns ``x`` unchanged.
+            A negative value decreases features; 0 returns a copy of ``x``
+            clipped into the box.
         gamma: the largest fraction of features to change, in ``(0, 1]``;
             the budget is ``floor(d * gamma / 2)`` iterations.
         bounds: the box ``(lo, hi)`` that contains every input.
@@ -155,7 +156,8 @@ def mjsma(
             sample; ``None`` runs the untargeted
             attack on the source class ``y``.
         theta: the change of each chosen feature, ``>= 0``, in input units;
-            default ``hi - lo``; 0 returns ``x`` unchanged.
+            default ``hi - lo``; 0 returns a copy of ``x`` clipped into the
+            box.
 
     Returns:
         An ``AttackResult`` whose ``steps`` counts the pairs changed.

@@ -51,7 +51,8 @@ def fgsm(
         x: clean inputs of shape ``(n, d)`` in ``bounds``, in the model's
             namespace and dtype.
         y: true labels of shape ``(n,)``.
-        eps: the L-inf radius, ``>= 0``; 0 returns ``x`` unchanged.
+        eps: the L-inf radius, ``>= 0``; 0 returns a copy of ``x`` clipped
+            into the box.
         target: target labels of shape ``(n,)``, or one int class for every
             sample, for a targeted attack.
         bounds: the box ``(lo, hi)`` that contains every input.
@@ -120,7 +121,8 @@ def rfgsm(
 
     Args:
         model, x, y, bounds: as for ``fgsm``.
-        eps: the L-inf radius, ``>= 0``; 0 returns ``x`` unchanged.
+        eps: the L-inf radius, ``>= 0``; 0 returns a copy of ``x`` clipped
+            into the box.
         alpha: the size of the random step, ``0 < alpha < eps``; default
             ``eps / 2`` as in Tramer et al.
         seed: an int or a NumPy ``Generator`` for the random signs; the
