@@ -17,6 +17,7 @@ import torch
 import resgrad
 from resgrad.data import load_digits
 from resgrad.training import (
+    DEFAULT_LEARNING_RATES,
     SGD,
     Adam,
     Momentum,
@@ -170,6 +171,40 @@ def test_get_optimizer_builds_each_name():
     adam = get_optimizer("adam")
     assert isinstance(adam, Adam)
     assert adam.lr == 1e-3
+
+
+@pytest.mark.parametrize("kind", [SGD, Momentum, Adam])
+def test_optimizers_default_to_fit_learning_rates(kind):
+    name = {SGD: "sgd", Momentum: "momentum", Adam: "adam"}[kind]
+    assert kind().lr == DEFAULT_LEARNING_RATES[name] == get_optimizer(name).lr
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        (
+            "sgd",
+            {"momentum": 0.9},
+            (
+                "Unknown setting(s) 'momentum' for optimizer 'sgd', which takes: "
+                "weight_decay; optimizer 'momentum' takes it."
+            ),
+        ),
+        (
+            "adam",
+            {"nesterov": True, "momentum": 0.5},
+            (
+                "'momentum', 'nesterov' for optimizer 'adam', which takes: b1, b2, "
+                "eps, weight_decay; optimizer 'momentum' takes them."
+            ),
+        ),
+        ("momentum", {"beta": 0.9}, "which takes: momentum, nesterov, weight_decay."),
+    ],
+)
+def test_get_optimizer_names_unknown_settings(name, kwargs, message):
+    with pytest.raises(TypeError) as caught:
+        get_optimizer(name, **kwargs)
+    assert str(caught.value).endswith(message)
 
 
 @pytest.mark.parametrize(

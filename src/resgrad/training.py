@@ -22,7 +22,7 @@ import numbers
 import os
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -162,7 +162,7 @@ class SGD:
     Matches ``torch.optim.SGD(lr=lr, weight_decay=weight_decay)``.
     """
 
-    lr: float
+    lr: float = DEFAULT_LEARNING_RATES["sgd"]
     weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
@@ -197,7 +197,7 @@ class Momentum:
     with no dampening (Sutskever et al. 2013).
     """
 
-    lr: float
+    lr: float = DEFAULT_LEARNING_RATES["momentum"]
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 0.0
@@ -249,7 +249,7 @@ class Adam:
     Matches ``torch.optim.Adam(lr, betas=(b1, b2), eps, weight_decay)``.
     """
 
-    lr: float = 1e-3
+    lr: float = DEFAULT_LEARNING_RATES["adam"]
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
@@ -318,6 +318,21 @@ def get_optimizer(name: str, lr: float | None = None, **kwargs: Any) -> Optimize
     if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(
             f"Unknown optimizer {name!r}; expected one of: {', '.join(OPTIMIZERS)}."
+        )
+    settings = {f.name for f in fields(OPTIMIZERS[name])} - {"lr"}
+    unknown = sorted(set(kwargs) - settings)
+    if unknown:
+        owners = [
+            other
+            for other, kind in OPTIMIZERS.items()
+            if set(unknown) <= {f.name for f in fields(kind)}
+        ]
+        pronoun = "them" if len(unknown) > 1 else "it"
+        names = " or ".join(map(repr, owners))
+        hint = f"; optimizer {names} takes {pronoun}" if owners else ""
+        raise TypeError(
+            f"Unknown setting(s) {', '.join(map(repr, unknown))} for optimizer "
+            f"{name!r}, which takes: {', '.join(sorted(settings))}{hint}."
         )
     lr = DEFAULT_LEARNING_RATES[name] if lr is None else lr
     return OPTIMIZERS[name](lr, **kwargs)
