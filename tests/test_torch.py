@@ -949,6 +949,14 @@ def test_modules_name_a_dtype_fix(dtype, fix, explicit, output):
     assert "model.convert" not in message
 
 
+@pytest.mark.parametrize("explicit", [True, False])
+@pytest.mark.parametrize("output", ["forward", "logits"])
+def test_modules_name_a_width_fix(explicit, output):
+    module = to_module(_model("learned"), explicit=explicit)
+    with pytest.raises(ValueError, match=r"have 5 features \(the mod.*, got 4\.$"):
+        getattr(module, output)(torch.zeros(3, 4, dtype=torch.float64))
+
+
 def test_explicit_forward_rejects_shortcut_bias():
     module = to_module(_model("learned"))
     module.blocks[1].shortcut = nn.Linear(7, 4).double()

@@ -175,9 +175,15 @@ class TorchResidualMLP(nn.Module):
             # Checked only after torch's error, because reading the weights'
             # dtype through the submodules took 3.4 us a call.
             mismatch = _dtype_mismatch(self, x)
-            if mismatch is None:
-                raise
-            raise TypeError(mismatch) from None
+            if mismatch is not None:
+                raise TypeError(mismatch) from None
+            features = self.blocks[0].linear1.in_features
+            if isinstance(x, torch.Tensor) and x.ndim and x.shape[-1] != features:
+                raise ValueError(
+                    f"Expected x to have {features} features (the module's input "
+                    f"width), got {x.shape[-1]}."
+                ) from None
+            raise
         return z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
