@@ -584,6 +584,25 @@ def test_vmap_keeps_torch_error(routed):
     assert routed == []
 
 
+@pytest.mark.parametrize("transform", ["grad", "jacrev"])
+def test_model_converted_inside_transform(transform, torch_kernels):
+    # The weights made inside the transform have no memory to view, so the
+    # call keeps the torch kernels, whose result the transform can trace.
+    model, x, y = _net()
+    numpy_model = model.convert(np)
+    if transform == "grad":
+        transformed = torch.func.grad(
+            lambda v: resgrad.gradients(numpy_model.convert(like=v), v, y).loss
+        )
+    else:
+        transformed = torch.func.jacrev(
+            lambda v: resgrad.input_jacobian(numpy_model.convert(like=v), v)
+        )
+    got = transformed(x)
+    want = torch_kernels(transformed, x)
+    torch.testing.assert_close(got, want, rtol=1e-13, atol=1e-15)
+
+
 def test_read_only_and_reversed_results():
     values = np.arange(6.0).reshape(2, 3)
     read_only = values.copy()

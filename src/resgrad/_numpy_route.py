@@ -191,7 +191,12 @@ def _twin(torch: Any, model: Any) -> tuple[Any, int] | None:
     ]
     if torch.is_grad_enabled() and any(weight.requires_grad for weight in weights):
         return None
-    key = _structure(model, weights)
+    try:
+        key = _structure(model, weights)
+    except RuntimeError:
+        # Weights made inside a torch.func transform, as by model.convert
+        # there, have no memory of their own to view.
+        return None
     cached = _twins.get(model)
     if cached is not None and cached[1] == key:
         return cached[0], cached[2]
