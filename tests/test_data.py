@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import os
@@ -20,6 +21,7 @@ import reference
 from resgrad import data
 from resgrad.data import (
     csv_columns,
+    from_arrays,
     load_csv,
     load_data,
     load_idx,
@@ -243,6 +245,52 @@ def test_npz_images_flattened(tmp_path):
     assert x_read.shape == (12, 12)
     assert image_shape == (4, 3)
     assert np.array_equal(x_read[5], images[5].ravel())
+
+
+@pytest.mark.parametrize("images", [False, True], ids=["rows", "images"])
+@pytest.mark.parametrize("scale", ["auto", None])
+def test_from_arrays_matches_npz_file(tmp_path, images, scale):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4, 3)) if images else rng.normal(size=(30, 5)) * 7
+    y = np.tile([0, 1, 2], 10)
+    before = x.copy(), y.copy()
+    path = write_npz(tmp_path / "same.npz", x, y)
+    want = load_data(path, test_size=0.3, seed=4, scale=scale)
+    got = from_arrays(x, y, name="same", test_size=0.3, seed=4, scale=scale)
+    for field in dataclasses.fields(want):
+        a, b = getattr(got, field.name), getattr(want, field.name)
+        if isinstance(b, np.ndarray):
+            np.testing.assert_array_equal(a, b, err_msg=field.name)
+        else:
+            assert a == b, field.name
+    np.testing.assert_array_equal(x, before[0])
+    np.testing.assert_array_equal(y, before[1])
+    assert from_arrays(x, y).name == "arrays"
+
+
+def test_from_arrays_applies_a_scaling():
+    x, y = blobs()
+    first = from_arrays(x, y)
+    again = from_arrays(x * 2, y, scaling=first.scaling)
+    assert again.scaling == first.scaling
+    assert again.clipped is not None and again.clipped.sum() > 0
+
+
+@pytest.mark.parametrize(
+    "x, y, error, message",
+    [
+        (np.ones((4, 2), complex), [0, 1, 0, 1], TypeError, "features in x, got dty"),
+        (np.ones((4, 2)), [0, 1, 0], ValueError, "x has 4 feature rows but 3 labels"),
+        (np.ones((4, 2)), [0, 1, 0, 1.5], ValueError, "integer labels in y, got 1"),
+        (np.ones((4, 2)), np.zeros((4, 1)), ValueError, "labels in y of shape (n,)"),
+        ([[0.0, np.nan]] * 4, [0, 1, 0, 1], ValueError, "x has 4 NaN or infinite"),
+        (np.ones((0, 2)), np.zeros(0, int), ValueError, "x contains no samples"),
+    ],
+)
+def test_from_arrays_names_x_and_y(x, y, error, message):
+    with pytest.raises(error) as caught:
+        from_arrays(np.asarray(x), np.asarray(y))
+    assert message in str(caught.value)
 
 
 def test_npz_missing_array(tmp_path):

@@ -10,6 +10,7 @@ stratified training and test part and scales the features into the box
 Supported sources: the scikit-learn digits (8 x 8 images, 10 classes), an
 ``.npz`` archive with arrays ``X`` and ``y``, a numeric CSV with one label
 column, and the MNIST IDX format (``*-ubyte`` files, optionally gzipped).
+``from_arrays`` splits and scales arrays already in memory.
 Only NumPy is needed, except for the digits, which need scikit-learn.
 """
 
@@ -1497,6 +1498,41 @@ def load_data(
     return _make_dataset(
         x, y, image_shape, name, test_size, seed, scale, divisor, scaling
     )
+
+
+def from_arrays(
+    x: Any,
+    y: Any,
+    *,
+    name: str = "arrays",
+    test_size: float = 0.25,
+    seed: int = 0,
+    scale: str | None = "auto",
+    scaling: dict[str, Any] | None = None,
+) -> Dataset:
+    """Split and scale arrays in memory as ``load_data`` does a file.
+
+    The ``Dataset`` equals the one ``load_data`` returns for an ``.npz``
+    archive of the same ``x`` and ``y``, its ``name`` aside.
+
+    Args:
+        x: features of shape ``(n, d)``, or images of shape ``(n, h, w)``,
+            which set ``image_shape``; any real dtype, as a NumPy array or
+            anything ``np.asarray`` takes, such as a CPU tensor.
+        y: integer labels of shape ``(n,)`` in ``[0, k)``.
+        name: the data set's name in reports.
+        test_size, seed, scale, scaling: as for ``load_data``.
+
+    Raises:
+        TypeError, ValueError: for features or labels that ``load_data``
+            would reject in a file, named as ``x`` and ``y``.
+    """
+    if scale not in SCALES:
+        raise ValueError(f"Expected scale 'auto' or None, got {scale!r}.")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"Expected name to be a non-empty string, got {name!r}.")
+    x, y, image_shape = _validate_arrays(x, y, source="x", label_source="y")
+    return _make_dataset(x, y, image_shape, name, test_size, seed, scale, None, scaling)
 
 
 def _check_csv_option(
