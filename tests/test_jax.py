@@ -231,7 +231,8 @@ def test_jax_attacks_without_64_bit_mode_warn_nothing():
             warnings.simplefilter("error")
             box = {"bounds": (-4.0, 4.0)}
             result = resgrad.attacks.pgd(model, x, y, eps=0.1, steps=1, seed=0, **box)
-            targeted = resgrad.attacks.jsma(model, x, y, target=0, gamma=0.4, **box)
+            other = (y + 1) % model.n_classes
+            targeted = resgrad.attacks.jsma(model, x, y, target=other, gamma=0.4, **box)
         for counts in (result.steps, result.l0, targeted.steps, targeted.l0):
             assert counts.dtype == jnp.int32
         # Within eps exactly, though JAX cannot compute in float64 here:

@@ -206,7 +206,7 @@ def _check_range(xp: Any, values: Array, name: str, cause: str = "") -> None:
     pass, hold NaN or Inf: the backward pass went beyond the dtype's range,
     which the map would pass on as NaN or Inf."""
     if not _arrays.all_finite(xp, values):
-        bad = int(xp.sum(xp.astype(~xp.isfinite(values), xp.int64)))
+        bad = int(xp.sum(xp.astype(~xp.isfinite(values), _arrays.index_dtype(xp))))
         dtype = str(values.dtype).removeprefix("torch.")
         wider = "" if dtype == "float64" else ", or use float64"
         raise ValueError(

@@ -213,7 +213,7 @@ def prepare(
 def _warn_target_is_label(xp: Any, target: Array, y: Array, classes: int) -> None:
     """Warn where a targeted attack's ``target`` is the label ``y``, as
     after passing ``y`` twice: those rows succeed without a change."""
-    same = int(xp.sum(xp.astype(target == y, xp.int64)))
+    same = int(xp.sum(xp.astype(target == y, _arrays.index_dtype(xp))))
     if same:
         warnings.warn(
             f"target equals the label y in {same} of {int(y.shape[0])} rows, "
