@@ -1934,6 +1934,16 @@ def test_target_equal_to_label_warns(model, name):
         run(name, model, x, y, target=(y + 1) % CLASSES)
 
 
+def test_target_warning_on_one_class_model():
+    model = resgrad.ResidualMLP.init([4, 1], seed=0)
+    x, y = np.full((3, 4), 0.5), np.zeros(3, dtype=np.int64)
+    with pytest.warns(UserWarning) as record:
+        attacks.fgsm(model, x, y, EPS, target=0)
+    message = str(record[0].message)
+    assert message.endswith("the model has one class, so every target is the label.")
+    assert "% 1" not in message
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_ball_holds_exactly_in_low_precision(dtype):
     model = resgrad.ResidualMLP.init([64, 32, 32, 10], seed=0).convert(dtype=dtype)

@@ -201,6 +201,7 @@ BAD_ARGUMENTS = {
             "option of resgrad train; did you mean --optimizer?)"
         ),
     ),
+    "train values after a bare --": (["train", "--", "--foo"], "arguments: -- --foo;"),
     "train prefix of an option": (
         ["train", "--epoch", "3"],
         "(--epoch is not an option of resgrad train; did you mean --epochs?)",

@@ -268,6 +268,17 @@ def test_from_arrays_matches_npz_file(tmp_path, images, scale):
     assert from_arrays(x, y).name == "arrays"
 
 
+@pytest.mark.parametrize("dtype", ["float64", "bfloat16"])
+def test_from_arrays_takes_torch_tensors(dtype):
+    torch = pytest.importorskip("torch")
+    x, y = blobs()
+    tensor = torch.tensor(x, requires_grad=True).to(getattr(torch, dtype))
+    got = from_arrays(tensor, torch.tensor(y))
+    want = from_arrays(tensor.detach().double().numpy(), y)
+    np.testing.assert_array_equal(got.x_train, want.x_train)
+    assert got.digest == want.digest
+
+
 def test_from_arrays_applies_a_scaling():
     x, y = blobs()
     first = from_arrays(x, y)

@@ -370,6 +370,46 @@ def test_jsma_map_names_products_beyond_range(variant):
             saliency.jsma_map(model, x, "all", variant=variant)
 
 
+def test_smoothgrad_names_squares_beyond_range():
+    # float32 derivatives near 1e20 are finite; their squares are not.
+    model = scaled_model(1e10).convert(dtype="float32")
+    x = np.full((2, 4), 1e-30, dtype=np.float32)
+    assert np.isfinite(saliency.vanilla_gradient(model, x, 0)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="smoothgrad map are beyond the range"):
+            saliency.smoothgrad(model, x, 0, squared=True, noise_level=0.0)
+
+
+def cancelling_model():
+    """One identity block whose logit 0 is 1e300 (x_0 - x_1): at x_0 = x_1 =
+    1e9 it is 0, while x_i dB_0/dx_i is +-1e309."""
+    block = resgrad.Block(
+        W1=np.array([[1e150, -1e150]]),
+        W2=np.array([[1e150], [0.0], [0.0]]),
+        W3=np.zeros((3, 2)),
+        shortcut="learned",
+    )
+    return resgrad.ResidualMLP([block], activation="identity")
+
+
+@pytest.mark.parametrize(
+    "method, name",
+    [
+        ("input_x_gradient", "values of the input_x_gradient map"),
+        ("integrated_gradients", "integrated_gradients attributions"),
+    ],
+)
+def test_products_with_x_beyond_range(method, name):
+    model = cancelling_model()
+    x = np.full((1, 2), 1e9)
+    assert np.isfinite(saliency.vanilla_gradient(model, x, 0)).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=f"{name} are beyond the range"):
+            saliency.saliency_map(model, x, method, 0)
+
+
 def test_cli_names_jsma_map_beyond_range(digits_model, tmp_path, capsys):
     path, _ = digits_model
     model = resgrad.load(path)

@@ -494,8 +494,15 @@ def check_finite(
     check_concrete(a, name)
     check_not_meta(a, name)
     if not all_finite(xp, a):
-        bad = int(xp.sum(xp.astype(~xp.isfinite(a), index_dtype(xp))))
+        bad = count_true(xp, ~xp.isfinite(a))
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); {fix}.")
+
+
+def count_true(xp: Any, mask: Array) -> int:
+    """Return the number of true entries of the boolean array ``mask``,
+    counted in the namespace's index dtype, which JAX without 64-bit mode
+    takes without a warning."""
+    return int(xp.sum(xp.astype(mask, index_dtype(xp))))
 
 
 def cast_finite(xp: Any, a: Array, dtype: Any, name: str) -> Array:

@@ -1531,8 +1531,21 @@ def from_arrays(
         raise ValueError(f"Expected scale 'auto' or None, got {scale!r}.")
     if not isinstance(name, str) or not name:
         raise TypeError(f"Expected name to be a non-empty string, got {name!r}.")
+    x, y = _host_array(x), _host_array(y)
     x, y, image_shape = _validate_arrays(x, y, source="x", label_source="y")
     return _make_dataset(x, y, image_shape, name, test_size, seed, scale, None, scaling)
+
+
+def _host_array(value: Any) -> Any:
+    """Return a tensor as a NumPy array that ``_validate_arrays`` can check:
+    on the host, out of autograd, and bfloat16 widened exactly to
+    float32, which NumPy lacks."""
+    if not _arrays.array_api_compat.is_torch_array(value):
+        return value
+    value = value.detach().cpu()
+    if str(value.dtype) == "torch.bfloat16":
+        value = value.float()
+    return value.numpy()
 
 
 def _check_csv_option(

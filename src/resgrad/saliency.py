@@ -32,8 +32,8 @@ namespace, dtype and device. A ``target`` is one of:
   ``(n, p_L, p_0)``.
 
 A map is never NaN or infinite: a forward pass beyond the dtype's range
-raises ``ForwardOverflowError``, and derivatives (or, for ``jsma_map``,
-their products) beyond it raise ``ValueError``.
+raises ``ForwardOverflowError``, and derivatives beyond it, or squares,
+sums and products of them, raise ``ValueError``.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def _check_range(xp: Any, values: Array, name: str, cause: str = "") -> None:
     pass, hold NaN or Inf: the backward pass went beyond the dtype's range,
     which the map would pass on as NaN or Inf."""
     if not _arrays.all_finite(xp, values):
-        bad = int(xp.sum(xp.astype(~xp.isfinite(values), _arrays.index_dtype(xp))))
+        bad = _arrays.count_true(xp, ~xp.isfinite(values))
         dtype = str(values.dtype).removeprefix("torch.")
         wider = "" if dtype == "float64" else ", or use float64"
         raise ValueError(
@@ -346,7 +346,11 @@ def input_x_gradient(
     xp = _check_batch(model, x)
     _arrays.check_flag("absolute", absolute)
     target = resolve_target(model, x, target)
-    attribution = _per_class(x, target) * _class_gradient(model, x, target)
+    grad = _class_gradient(model, x, target)
+    with np.errstate(over="ignore", invalid="ignore"):
+        attribution = _per_class(x, target) * grad
+    cause = ": the products of inputs and derivatives overflowed"
+    _check_range(xp, attribution, "the values of the input_x_gradient map", cause)
     return xp.abs(attribution) if absolute else attribution
 
 
@@ -428,12 +432,18 @@ def smoothgrad(
                 f"SmoothGrad's noisy copy {s} overflowed the forward pass; pass "
                 f"a smaller noise_level (or noise). {error}"
             ) from error
-        if squared:
-            grad = grad * grad
-        elif absolute:
-            grad = xp.abs(grad)
-        total = grad if total is None else total + grad
-    return total / samples
+        # Squares and sums beyond the dtype's range are named below, in
+        # place of NumPy's warning.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if squared:
+                grad = grad * grad
+            elif absolute:
+                grad = xp.abs(grad)
+            total = grad if total is None else total + grad
+    result = total / samples
+    cause = ": the squares of the derivatives or their sum overflowed"
+    _check_range(xp, result, "the values of the smoothgrad map", cause)
+    return result
 
 
 def _smoothgrad_noise(
@@ -661,11 +671,14 @@ def integrated_gradients(
     points = zip(alphas, weights)
     if progress:
         points = progress(points, desc="integrated gradients", total=alphas.size)
-    for alpha, weight in points:
-        alpha, weight = float(alpha), float(weight)
-        grad = weight * _class_gradient(model, baseline + alpha * delta, target)
-        total = grad if total is None else total + grad
-    attributions = total * _per_class(delta, target)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for alpha, weight in points:
+            alpha, weight = float(alpha), float(weight)
+            grad = weight * _class_gradient(model, baseline + alpha * delta, target)
+            total = grad if total is None else total + grad
+        attributions = total * _per_class(delta, target)
+    cause = ": the weighted sum of derivatives, or its product by x - x', overflowed"
+    _check_range(xp, attributions, "the integrated_gradients attributions", cause)
 
     score_at_x = _class_scores(model, x, target)
     difference = score_at_x - _class_scores(model, baseline, target)

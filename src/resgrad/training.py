@@ -314,6 +314,8 @@ def get_optimizer(name: str, lr: float | None = None, **kwargs: Any) -> Optimize
     Raises:
         ValueError: for an unknown name, or a learning rate that is not a
             finite number > 0.
+        TypeError: for a setting that the optimizer does not take, such as
+            ``momentum`` for ``"sgd"``.
     """
     if not isinstance(name, str) or name not in OPTIMIZERS:
         raise ValueError(

@@ -178,10 +178,13 @@ def prepare(
 ) -> Batch:
     """Validate the arguments every attack takes and bundle them.
 
+    Warns:
+        UserWarning: where ``target`` equals the label ``y``.
+
     Raises:
         TypeError: if ``model`` is not a ``ResidualMLP``, ``x``, ``y`` and
             ``target`` do not share the model's namespace and dtype rules, or
-            ``target`` is a float or bool scalar.
+            ``target`` is a float, bool or string scalar.
         ValueError: on a bad shape, a label out of range, non-finite values,
             invalid bounds, or ``x`` outside the box.
     """
@@ -213,13 +216,17 @@ def prepare(
 def _warn_target_is_label(xp: Any, target: Array, y: Array, classes: int) -> None:
     """Warn where a targeted attack's ``target`` is the label ``y``, as
     after passing ``y`` twice: those rows succeed without a change."""
-    same = int(xp.sum(xp.astype(target == y, _arrays.index_dtype(xp))))
+    same = _arrays.count_true(xp, target == y)
     if same:
+        fix = (
+            f"pass other classes, such as (y + 1) % {classes}, or target=None "
+            "for the untargeted attack"
+            if classes > 1
+            else "the model has one class, so every target is the label"
+        )
         warnings.warn(
             f"target equals the label y in {same} of {int(y.shape[0])} rows, "
-            "which a targeted attack counts as successes without a change; "
-            f"pass other classes, such as (y + 1) % {classes}, or target=None "
-            "for the untargeted attack.",
+            f"which a targeted attack counts as successes without a change; {fix}.",
             stacklevel=_arrays.caller_stacklevel(),
         )
 
@@ -231,7 +238,7 @@ def scalar_class(target: Any) -> int | None:
     class for every sample.
 
     Raises:
-        TypeError: if ``target`` is a bool or floating scalar.
+        TypeError: if ``target`` is a bool, floating or string scalar.
     """
     if target is None:
         return None

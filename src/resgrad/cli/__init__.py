@@ -85,7 +85,10 @@ class _Parser(argparse.ArgumentParser):
         argparse reports only as missing. With ``guesses_only``, only on
         those with a known option of a similar name."""
         known = list(self._option_string_actions)
-        options = [token.split("=", 1)[0] for token in self._arguments]
+        # Tokens after a bare "--" are values, not options.
+        tokens = self._arguments
+        tokens = tokens[: tokens.index("--")] if "--" in tokens else tokens
+        options = [token.split("=", 1)[0] for token in tokens]
         unknown = [o for o in options if o.startswith("--") and o not in known]
         notes = []
         for option in dict.fromkeys(unknown):
