@@ -1893,8 +1893,10 @@ def test_other_label_column_named_in_error(tmp_path, capsys):
     status, lines = run_cli(capsys, evaluate)
     assert status == 2
     assert lines[0].endswith(
-        f"{data} was read with other options than in training (--label-column 0 "
-        "there), or has changed since."
+        f"--label-column -1 reads column 2 ('b') of {data} as the label, but the "
+        "model was trained on a CSV with this header and column 0 ('label') as "
+        "its label, so the features would shift. Pass --label-column 0, or "
+        "leave it out."
     )
 
 
@@ -2943,6 +2945,22 @@ def test_moved_label_column_with_same_features_passes(tmp_path, capsys):
     assert "and --label-column where the label column moved" in lines[0]
     assert main([*argv, "--label-column", "0"]) == 0
     assert "test accuracy:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["evaluate", "attack"])
+def test_label_column_moved_onto_a_feature_refused(tmp_path, capsys, command):
+    _, data, model = _train_on_csv(tmp_path, capsys)
+    argv = [command, "--model", str(model), "--data", str(data)]
+    status, lines = run_cli(capsys, [*argv, "--label-column", "0"])
+    assert status == 2
+    assert lines[0].endswith(
+        f"--label-column 0 reads column 0 ('alcohol') of {data} as the label, "
+        "but the model was trained on a CSV with this header and column 3 "
+        "('target') as its label, so the features would shift. Pass "
+        "--label-column 3, or leave it out."
+    )
+    if command == "evaluate":
+        assert main([*argv, "--label-column", "-1"]) == 0
 
 
 def test_train_warns_when_validation_is_most_rows(tmp_path, capsys):

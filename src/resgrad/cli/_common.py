@@ -681,12 +681,29 @@ def _check_columns(args: Any, training: dict) -> None:
     if recorded is None or path is None:
         return
     columns = csv_columns(path, csv_header(args, training))
-    if columns is None or columns == recorded:
+    if columns is None:
         return
     # The label column may move, as long as the features keep their order.
-    features = _without_label(columns, _label_column(args, training))
-    if features is not None and features == _feature_names(training):
+    label = _label_column(args, training)
+    features = _without_label(columns, label)
+    expected = _feature_names(training)
+    if features is not None and features == expected:
         return
+    if columns == recorded:
+        if features is None or expected is None:
+            # A label column outside the header, typed or recorded, is
+            # named when the file is read.
+            return
+        trained = training.get("label_column")
+        trained = len(columns) - 1 if trained is None else trained % len(columns)
+        label %= len(columns)
+        raise ValueError(
+            f"--label-column {args.label_column} reads column {label} "
+            f"({columns[label]!r}) of {path} as the label, but the model was "
+            f"trained on a CSV with this header and column {trained} "
+            f"({columns[trained]!r}) as its label, so the features would shift. "
+            f"Pass --label-column {trained}, or leave it out."
+        )
     index = next(
         (i for i, pair in enumerate(zip(columns, recorded)) if pair[0] != pair[1]),
         min(len(columns), len(recorded)),
