@@ -2338,7 +2338,9 @@ def test_label_column_is_recorded_for_later_commands(tmp_path, capsys):
     status, lines = run_cli(capsys, [*evaluate, "--label-column", "-1"])
     assert status == 2
     assert "not whole numbers" in lines[0]
-    assert "unless --label-column picks another" in lines[0]
+    assert (
+        "column 4 (counted from 0), or pick another with --label-column." in (lines[0])
+    )
 
 
 def test_out_folder_checks_come_before_work(tmp_path, monkeypatch, capsys):

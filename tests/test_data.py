@@ -951,7 +951,16 @@ def test_csv_fractional_labels(tmp_path):
     path.write_text("1,2,0\n3,4,1.5\n")
     with pytest.raises(ValueError, match="not whole numbers, e.g. 1.5") as caught:
         load_csv(path)
-    assert "The last column of a CSV is read as the label" in str(caught.value)
+    assert "check the label column, column 2 (counted from 0), or pick" in str(
+        caught.value
+    )
+
+
+def test_csv_fractional_labels_name_chosen_column(tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("1,0.5,0\n3,4,1\n")
+    with pytest.raises(ValueError, match="e.g. 0.5; check the label column, column 1 "):
+        load_csv(path, label_column=1)
 
 
 def test_npz_fractional_labels_no_csv_hint(tmp_path):
@@ -980,7 +989,7 @@ def test_csv_ragged_line_counts_header(tmp_path):
 def test_csv_fractional_labels_name_option(tmp_path):
     path = tmp_path / "table.csv"
     path.write_text("1,2,0\n3,4,1.5\n")
-    message = r"label_column= \(--label-column on the command line\) picks another"
+    message = r"pick another with label_column= \(--label-column on the command line\)"
     with pytest.raises(ValueError, match=message) as caught:
         load_csv(path)
     assert "chosen otherwise" not in str(caught.value)

@@ -584,7 +584,9 @@ def load_csv(
         _check_one_label_name(path, header_names, label)
     features = np.delete(table, label, axis=1)
     try:
-        return _validate_arrays(features, table[:, label], source=path)
+        return _validate_arrays(
+            features, table[:, label], source=path, label_column=label
+        )
     except ValueError as error:
         hint = _label_column_hint(header_names, label)
         if hint is None and header == "auto" and not has_header:
@@ -1268,15 +1270,20 @@ def _existing_file(path: PathLike) -> Path:
 
 
 def _validate_arrays(
-    x: np.ndarray, y: np.ndarray, source: Any, label_source: Any = None
+    x: np.ndarray,
+    y: np.ndarray,
+    source: Any,
+    label_source: Any = None,
+    label_column: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None]:
     """Check and convert raw arrays to ``(X float64 (n, d), y int64, image_shape)``.
 
     ``label_source`` names the file of the labels where it is not ``source``,
-    as for IDX images and labels.
+    as for IDX images and labels; ``label_column`` is the CSV column of the
+    labels.
     """
     x, image_shape = _validate_features(np.asarray(x), source)
-    y = _validate_labels(np.asarray(y), label_source or source)
+    y = _validate_labels(np.asarray(y), label_source or source, label_column)
     if len(x) != len(y):
         raise ValueError(
             f"{source} has {len(x)} feature rows but {len(y)} labels; expected "
@@ -1338,13 +1345,15 @@ def _as_float64(x: np.ndarray, source: Any) -> np.ndarray:
     return converted
 
 
-def _validate_labels(y: np.ndarray, source: Any) -> np.ndarray:
+def _validate_labels(
+    y: np.ndarray, source: Any, column: int | None = None
+) -> np.ndarray:
     if y.ndim != 1:
         raise ValueError(
             f"Expected labels in {source} of shape (n,), got shape {y.shape}; "
             "pass one integer label per sample."
         )
-    y = _integer_labels(y, source)
+    y = _integer_labels(y, source, column)
     present = np.unique(y)
     if len(present) < 2:
         raise ValueError(
@@ -1377,7 +1386,11 @@ def _numeric_header_hint(labels: np.ndarray) -> str | None:
     )
 
 
-def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
+def _integer_labels(
+    y: np.ndarray, source: Any, column: int | None = None
+) -> np.ndarray:
+    """Return the labels ``y`` as int64; ``column`` is the CSV column they
+    were read from, which an error names."""
     if y.dtype.kind in "iuf" and y.size:
         # Past the int64 range the cast below would wrap or be undefined.
         largest = np.abs(y[np.isfinite(y)]).max(initial=0)
@@ -1397,11 +1410,11 @@ def _integer_labels(y: np.ndarray, source: Any) -> np.ndarray:
             return y.astype(np.int64)
         first = y[np.argmax(bad)]
         hint = "check the labels"
-        if str(source).lower().endswith(".csv"):
+        if column is not None:
             hint = (
-                "check the label column. The last column of a CSV is read as the "
-                "label unless label_column= (--label-column on the command line) "
-                "picks another"
+                f"check the label column, column {column} (counted from 0), or "
+                "pick another with label_column= (--label-column on the command "
+                "line)"
             )
         raise ValueError(
             f"Expected integer labels in {source}, got {int(bad.sum())} value(s) "
