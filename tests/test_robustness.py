@@ -307,6 +307,31 @@ def test_evaluate_names_pair_attacks_on_one_feature(methods, named):
     )
 
 
+@pytest.mark.parametrize(
+    "eps, text",
+    [(0.0, "0"), (0.1, "0.1"), (0.1000001, "0.1000001"), (8 / 255, repr(8 / 255))],
+)
+def test_format_eps_tells_close_radii_apart(eps, text):
+    assert robustness.format_eps(eps) == text
+
+
+def test_close_radii_print_apart(model, batch):
+    x, y = batch
+    table = robustness.evaluate(model, x, y, "fgsm", [0.1, 0.1000001])
+    lines = robustness.to_markdown(table).splitlines()
+    assert [line.split(" | ")[1] for line in lines[2:]] == ["0.1", "0.1000001"]
+
+
+def test_mean_norm_never_above_max(model, batch):
+    # Every row moves by exactly 0.1 in L-inf, whose mean over 24 rows rounds
+    # to 0.10000000000000003 in float64.
+    x, y = batch
+    x = np.clip(x, 0.2, 0.8)
+    (row,) = robustness.evaluate(model, x, y, "fgsm", [0.1]).rows
+    assert row.max_linf == 0.1
+    assert row.mean_linf == 0.1
+
+
 def test_evaluate_rejects_empty_batch(model, batch):
     x, y = batch
     with pytest.raises(ValueError, match="at least one row in x, got none"):

@@ -349,7 +349,7 @@ def evaluate(
     )
     for method, eps in runs:
         if set_postfix is not None:
-            set_postfix(f"{method} eps={eps:g}")
+            set_postfix(f"{method} eps={format_eps(eps)}")
         rows = slice(0, min(limits.get(method, n), n))
         x_run, y_run = x[rows, ...], y[rows]
         rng = np.random.default_rng([seed, METHODS.index(method), _eps_key(eps)])
@@ -427,7 +427,9 @@ def _row(model, method, eps, x, y, result: AttackResult) -> RobustnessRow:
 
 
 def _mean(values: np.ndarray) -> float:
-    return float(np.mean(values)) if values.size else math.nan
+    # The rounding of a sum can put the mean of equal values a unit in the
+    # last place above them, and so above the column's maximum.
+    return float(min(np.mean(values), np.max(values))) if values.size else math.nan
 
 
 def _max(values: np.ndarray) -> float:
@@ -445,7 +447,7 @@ def to_numpy(a: Array) -> np.ndarray:
 
 COLUMNS = (
     ("method", "method", "{}"),
-    ("eps", "eps", "{:g}"),
+    ("eps", "eps", "{}"),
     ("samples", "samples", "{}"),
     ("clean_accuracy", "clean acc.", "{:.4f}"),
     ("robust_accuracy", "robust acc.", "{:.4f}"),
@@ -469,7 +471,10 @@ def to_markdown(table: RobustnessTable) -> str:
     )
     lines = [header, rule]
     for row in table.to_dicts():
-        cells = [form.format(row[key]) for key, _, form in COLUMNS]
+        cells = [
+            format_eps(row[key]) if key == "eps" else form.format(row[key])
+            for key, _, form in COLUMNS
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -596,6 +601,13 @@ def plot_robust_accuracy(
         axes.set_title(title, fontsize=9)
     figure.tight_layout()
     return _save(figure, path)
+
+
+def format_eps(eps: float) -> str:
+    """Return ``eps`` in 6 significant digits, or in full where those
+    would name another number, so that 0.1 and 0.1000001 print apart."""
+    short = f"{eps:g}"
+    return short if float(short) == eps else repr(float(eps))
 
 
 def eps_axis_label(methods: Iterable[str]) -> str:
@@ -759,7 +771,7 @@ def plot_examples(
             "\nthe change x_adv - x (orange up, blue down)"
         )
     figure.suptitle(
-        f"adversarial examples at eps = {eps:g}\n"
+        f"adversarial examples at eps = {format_eps(eps)}\n"
         f"y: label, p: predicted class, red where p differs from y{bars}",
         fontsize=9,
     )

@@ -230,11 +230,13 @@ def write_outputs(
 
 def summary(table: Any) -> str:
     """Return one line of robust accuracies per method, after the clean accuracy."""
+    from ..robustness import format_eps
+
     rows = table.rows
     if not rows:
         return "no attacks were run"
     first = rows[0]
-    radii = " ".join(f"{eps:g}" for eps in table.eps_values)
+    radii = " ".join(format_eps(eps) for eps in table.eps_values)
     samples = plural(first.samples, "test sample")
     lines = [
         f"clean accuracy {first.clean_accuracy:.4f} on {samples}",
