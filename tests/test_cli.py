@@ -2965,6 +2965,22 @@ def test_label_column_moved_onto_a_feature_refused(tmp_path, capsys, command):
         assert main([*argv, "--label-column", "-1"]) == 0
 
 
+def test_train_warns_of_small_parts(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(15), np.ones(15), [2, 3]]
+    data = tmp_path / "single.csv"
+    _write_csv(data, np.column_stack([rng.random((32, 2)), labels]), "a,b,label")
+    out = tmp_path / "m.npz"
+    argv = ["train", "--data", str(data), "--out", str(out), "--epochs", "1"]
+    assert main([*argv, "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "classes 2, 3 have a single row each, which the split keeps" in err
+    assert "--test-size" not in err
+    assert main([*argv, "--test-size", "0.8", "--overwrite", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "--test-size 0.8 leaves 8 of 32 rows to train on;" in err
+
+
 def test_train_warns_when_validation_is_most_rows(tmp_path, capsys):
     out = tmp_path / "model.npz"
     argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]

@@ -307,6 +307,7 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
             f"part than it trains on, {len(train_rows)} of {len(rows)} rows left to "
             "train; early stopping needs only a small split, such as 0.1.",
         )
+    _warn_on_small_parts(args, data)
     checkpoint = getattr(args, "checkpoint", None)
     return fit(
         build_model(args, data),
@@ -324,6 +325,34 @@ def train_model(args: argparse.Namespace, data: Any, progress: Any) -> Any:
         resume=bool(getattr(args, "resume", False)) and checkpoint is not None,
         checkpoint_every=getattr(args, "checkpoint_every", 1),
     )
+
+
+def _warn_on_small_parts(args: argparse.Namespace, data: Any) -> None:
+    """Warn when the test part is larger than the training part, and when a
+    class has no test row, as a class of one row has none."""
+    import numpy as np
+
+    train, test = len(data.y_train), len(data.y_test)
+    if test > train:
+        warn(
+            args.command,
+            f"--test-size {args.test_size:g} leaves {train} of {train + test} "
+            "rows to train on; a test part of a quarter, the default 0.25, "
+            "measures the accuracy as well.",
+        )
+    # The stratified split gives every class of two or more rows a test row.
+    untested = np.setdiff1d(data.y_train, data.y_test).tolist()
+    if untested:
+        listed = ", ".join(map(str, untested))
+        if len(untested) == 1:
+            subject, these = f"class {listed} has a single row", "it"
+        else:
+            subject, these = f"classes {listed} have a single row each", "them"
+        warn(
+            args.command,
+            f"{subject}, which the split keeps for training, so the test part "
+            f"has no sample of {these} and the test accuracy leaves {these} out.",
+        )
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
