@@ -620,3 +620,30 @@ def test_training_plot_marks_kept_epoch(monkeypatch, tmp_path):
     last = _drawn_training(monkeypatch, tmp_path, _history(3), best_epoch=3)
     for ax in last.axes:
         assert not [line for line in ax.lines if "kept" in line.get_label()]
+
+
+@pytest.mark.parametrize("low, high", [(0.06, 0.4), (1e-5, 2.3)])
+def test_loss_axis_labels_two_ticks_or_more(monkeypatch, tmp_path, low, high):
+    from resgrad.cli import run as run_cli
+
+    figures = []
+    monkeypatch.setattr(
+        run_cli, "write_figure", lambda path, fig, **kw: figures.append(fig)
+    )
+    losses = np.geomspace(high, low, 30)
+    history = [
+        {"epoch": i + 1, "train_loss": float(v), "val_loss": None, "val_accuracy": None}
+        for i, v in enumerate(losses)
+    ]
+    run_cli._plot_training(history, tmp_path / "training.png")
+    (axes,) = figures[0].axes
+    figures[0].canvas.draw()
+    bottom, top = axes.get_ylim()
+    shown = [
+        label.get_text()
+        for label, value in zip(axes.get_yticklabels(), axes.get_yticks())
+        if bottom <= value <= top and label.get_text()
+    ]
+    assert len(shown) >= 2, shown
+    # Plain numbers, not powers of ten in mathtext.
+    assert all("$" not in text for text in shown)

@@ -502,7 +502,7 @@ def _plot_training(
     """Draw the losses per epoch, and the validation accuracy when there is a
     validation split, with a line at ``best_epoch`` when training kept the
     weights of an epoch before the last."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
     plt = pyplot()
     epochs = [record["epoch"] for record in history]
@@ -517,6 +517,13 @@ def _plot_training(
         right.plot(epochs, [r["val_accuracy"] for r in history])
         right.set(xlabel="epoch", ylabel="accuracy", title="validation accuracy")
     left.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
+    # Plain numbers, and ticks at 1, 2 and 5 times the powers of ten where
+    # the losses span two decades or less, which would get one label or none.
+    low, high = left.get_ylim()
+    if 0 < low and high <= 100 * low:
+        left.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    left.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    left.yaxis.set_minor_formatter(NullFormatter())
     earlier_kept = validated and best_epoch is not None and best_epoch != epochs[-1]
     for ax in axes[0]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
