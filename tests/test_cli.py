@@ -1770,6 +1770,28 @@ def test_evaluate_warns_on_another_split(tmp_path, capsys):
     assert "pass --test-size 0.25 --split-seed 0 to measure on unseen rows" in err
 
 
+def test_reports_repeat_the_warnings(tmp_path, capsys):
+    data, model = _train_small(tmp_path, capsys)
+    other_split = ["--model", str(model), "--data", str(data), "--split-seed", "3"]
+    attack = ["attack", *other_split, "--method", "fgsm", "--eps", "0.1"]
+    assert main([*attack, "--out", str(tmp_path / "a"), "--no-progress"]) == 0
+    warned = "the model was trained on a split with --test-size 0.25"
+    report = (tmp_path / "a" / "robustness.md").read_text()
+    assert f"- warning: {warned}" in report
+    context = json.loads((tmp_path / "a" / "robustness.json").read_text())["context"]
+    assert len(context["warnings"]) == 1
+    assert context["warnings"][0].startswith(warned)
+    saliency = ["saliency", *other_split, "--method", "vanilla", "--check-samples", "4"]
+    assert main([*saliency, "--out", str(tmp_path / "s"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "s" / "saliency.json").read_text())
+    assert [w[: len(warned)] for w in summary["warnings"]] == [warned]
+    capsys.readouterr()
+    # The next command starts with none.
+    assert main([*attack[:3], "--method", "fgsm", "--out", str(tmp_path / "b")]) == 0
+    context = json.loads((tmp_path / "b" / "robustness.json").read_text())["context"]
+    assert context["warnings"] is None
+
+
 def test_check_ignores_another_split(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     argv = ["check", "--model", str(model), "--data", str(data), "--split-seed", "3"]

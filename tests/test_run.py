@@ -647,3 +647,11 @@ def test_loss_axis_labels_two_ticks_or_more(monkeypatch, tmp_path, low, high):
     assert len(shown) >= 2, shown
     # Plain numbers, not powers of ten in mathtext.
     assert all("$" not in text for text in shown)
+
+
+def test_run_report_lists_warnings(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--out", str(out), "--epochs", "1", "--skip", "all"]
+    assert main([*argv, "--test-size", "0.8", "--no-progress"]) == 0
+    report = (out / "report.md").read_text()
+    assert "## Warnings\n\n- --test-size 0.8 leaves 359 of 1797 rows" in report

@@ -520,11 +520,11 @@ def report_markdown(table: RobustnessTable, context: dict[str, Any]) -> str:
     """Return the Markdown report: ``context`` (setting: value) as a list,
     the table, what its columns measure and each method's parameters."""
     lines = ["# Robust accuracy", ""]
-    lines += [
-        f"- {name.replace('_', ' ')}: {value}"
-        for name, value in context.items()
-        if value is not None
-    ]
+    for name, value in context.items():
+        if name == "warnings" and value:
+            lines += [f"- warning: {message}" for message in value]
+        elif value is not None:
+            lines.append(f"- {name.replace('_', ' ')}: {value}")
     lines += ["", to_markdown(table), COLUMN_NOTES, "", "Parameters:", ""]
     notes = parameter_notes(int(table.x.shape[1]))
     lines += [f"- {method}: {notes[method]}" for method in table.methods]

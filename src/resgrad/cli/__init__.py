@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from ._common import (
     INPUT_FILES,
+    WARNINGS,
     as_options,
     limit_blas_threads,
     printable,
@@ -189,6 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     INPUT_FILES.clear()
+    WARNINGS.clear()
     stdout = sys.stdout
     sys.stdout = _NamedStdout(stdout)
     try:
@@ -241,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         # Python callers of the writers that check it come after the command.
         INPUT_FILES.clear()
+        WARNINGS.clear()
         if isinstance(sys.stdout, _NamedStdout):
             sys.stdout = stdout
 

@@ -222,12 +222,16 @@ def _is_fraction(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
 
 
+# The warnings of the command that runs, which its report files repeat.
+WARNINGS: list[str] = []
+
+
 def warn(command: str, message: str) -> None:
-    """Print ``message`` on standard error as a warning of ``resgrad command``."""
-    print(
-        f"resgrad {command}: warning: {printable(as_options(message))}",
-        file=sys.stderr,
-    )
+    """Print ``message`` on standard error as a warning of ``resgrad command``,
+    and keep it in ``WARNINGS``."""
+    message = printable(as_options(message))
+    WARNINGS.append(message)
+    print(f"resgrad {command}: warning: {message}", file=sys.stderr)
 
 
 # Control characters, which a terminal may act on, and the characters that

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._arrays import parse_names
 from ._common import (
+    WARNINGS,
     RunContext,
     Section,
     Typed,
@@ -207,6 +208,9 @@ def attack_context(
         "seed": seed,
         "resgrad_version": __version__,
         "written": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        # The warnings printed so far, such as of training rows in the test
+        # part, for a reader of the report alone.
+        "warnings": list(WARNINGS) or None,
     }
 
 

@@ -28,6 +28,7 @@ from .._arrays import parse_names
 from .._lock import unlock_folder
 from ..io import json_text
 from ._common import (
+    WARNINGS,
     OutputFolder,
     RunContext,
     Section,
@@ -425,6 +426,8 @@ def _report(args, data, result, figures, report, sections, timings) -> str:
     skipped = _skipped(args)
     if skipped:
         lines += [f"Sections left out with --skip: {', '.join(skipped)}.", ""]
+    if WARNINGS:
+        lines += ["## Warnings", "", *(f"- {message}" for message in WARNINGS), ""]
     lines += [_timing_line(timings), ""]
     return "\n".join(lines)
 

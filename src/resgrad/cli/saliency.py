@@ -22,6 +22,7 @@ import numpy as np
 from .._arrays import parse_names
 from ..io import json_text
 from ._common import (
+    WARNINGS,
     RunContext,
     Section,
     Typed,
@@ -487,6 +488,7 @@ def run_saliency(args: argparse.Namespace) -> int:
     summary.update(check_summary(checks))
     # The settings of the checks, which the method options above leave out.
     summary["seed"] = args.seed
+    summary["warnings"] = list(WARNINGS)
     summary["check_samples"] = len(x_check)
     summary["random_orders"] = args.random_orders
     with writing_into(folder, "saliency"):
