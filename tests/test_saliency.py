@@ -410,6 +410,20 @@ def test_products_with_x_beyond_range(method, name):
             saliency.saliency_map(model, x, method, 0)
 
 
+def test_cli_reports_only_the_methods_asked(digits_model, tmp_path, capsys):
+    path, _ = digits_model
+    out = tmp_path / "out"
+    argv = ["--model", str(path), "--out", str(out), "--method", "vanilla"]
+    assert run_cli([*argv, "--check-samples", "4", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "completeness gap" not in printed
+    # Vanilla maps alone need no note on maps that multiply by the input.
+    assert "multiply the gradient by x" not in printed
+    report = json.loads((out / "saliency.json").read_text())
+    assert "integrated_gradients_gap" not in report
+    assert report["options"] == {}
+
+
 def test_cli_names_jsma_map_beyond_range(digits_model, tmp_path, capsys):
     path, _ = digits_model
     model = resgrad.load(path)
@@ -1236,11 +1250,9 @@ def test_cli_deletion_score_probability(tmp_path, capsys):
 
 
 def test_cli_counts_one_step(tmp_path, capsys):
-    _run_vanilla_on(tmp_path, 3, 2, "--steps", "1")
+    _run_vanilla_on(tmp_path, 3, 2, "--steps", "1", "--method", "integrated_gradients")
     printed = capsys.readouterr().out
     assert "(gausslegendre rule, 1 step): largest" in printed
-    # Vanilla maps alone need no note on maps that multiply by the input.
-    assert "multiply the gradient by x" not in printed
 
 
 @pytest.mark.parametrize("typed", [[], ["--classes", "all"]])
@@ -1268,7 +1280,7 @@ def test_cli_repeats_count_once(digits_model, tmp_path, capsys):
     out = tmp_path / "out"
     argv = ["--model", str(path), "--index", "3,0,3", "--classes", "1,4,1"]
     argv += ["--method", "vanilla,input_x_gradient,vanilla", "--out", str(out)]
-    argv += ["--steps", "4", "--check-samples", "4", "--random-orders", "1"]
+    argv += ["--check-samples", "4", "--random-orders", "1"]
     assert run_cli([*argv, "--no-progress"]) == 0
     report = json.loads((out / "saliency.json").read_text())
     assert [s["index"] for s in report["samples"]] == [3, 0]
@@ -1343,6 +1355,13 @@ def test_cli_repeats_count_once(digits_model, tmp_path, capsys):
             (
                 "reads --samples 50, --noise-level 0.15, so they would change "
                 "nothing; add smoothgrad to --method, or drop them."
+            ),
+        ),
+        (
+            ["--method", "vanilla", "--steps", "8", "--rule", "riemann_left"],
+            (
+                "leaves out integrated_gradients, which alone reads --steps 8, "
+                "--rule riemann_left, so they would change nothing"
             ),
         ),
         # A prefix of an option is no option.

@@ -188,18 +188,21 @@ def _add_method_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument(
         "--steps",
+        action=Typed,
         type=passes,
         default=50,
         help="Integrated Gradients path points (default: 50)",
     )
     parser.add_argument(
         "--rule",
+        action=Typed,
         default="gausslegendre",
         choices=IG_RULES,
         help="Integrated Gradients quadrature rule (default: gausslegendre)",
     )
     parser.add_argument(
         "--baseline",
+        action=Typed,
         default="0",
         help="Integrated Gradients baseline, in the units of the scaled "
         "inputs (the box [0, 1] for the bundled digits): a number, or a .npy "
@@ -545,22 +548,28 @@ def _summary_text(summary: dict) -> str:
         lines.append(f"  {INPUT_CORRELATION}")
     if any(math.isnan(value) for value in correlations):
         lines.append(f"  nan: {NAN_CORRELATION}")
-    gap = summary["integrated_gradients_gap"]
-    relative = np.abs(gap["relative_gap_predicted_class"])
-    absolute = np.abs(gap["gap_predicted_class"])
-    drawn = plural(len(relative), "sample")
-    lines.append(
-        f"Integrated Gradients completeness gap of the predicted class, {drawn} "
-        f"of --index ({gap['rule']} rule, {plural(gap['steps'], 'step')}): largest "
-        f"relative {np.max(relative):.2e}, largest absolute {np.max(absolute):.2e}"
-    )
+    gap = summary.get("integrated_gradients_gap")
+    if gap is not None:
+        relative = np.abs(gap["relative_gap_predicted_class"])
+        absolute = np.abs(gap["gap_predicted_class"])
+        drawn = plural(len(relative), "sample")
+        lines.append(
+            f"Integrated Gradients completeness gap of the predicted class, {drawn} "
+            f"of --index ({gap['rule']} rule, {plural(gap['steps'], 'step')}): "
+            f"largest relative {np.max(relative):.2e}, largest absolute "
+            f"{np.max(absolute):.2e}"
+        )
     return "\n".join(lines)
 
 
 def _check_unused_options(args: argparse.Namespace, methods: list[str]) -> None:
-    """Reject a SmoothGrad or JSMA option typed while --method leaves that
-    method out, since it would change nothing."""
+    """Reject a SmoothGrad, Integrated Gradients or JSMA option typed while
+    --method leaves that method out, since it would change nothing."""
     unused = {}
+    if "integrated_gradients" not in methods:
+        unused["integrated_gradients"] = typed_options(
+            args, ["steps", "rule", "baseline"]
+        )
     if "smoothgrad" not in methods:
         squared = ["--squared"] if args.squared else []
         unused["smoothgrad"] = typed_options(args, ["samples", "noise_level"]) + squared
@@ -595,8 +604,6 @@ def draw_samples(
     maps = {}
     for method in progress(methods, desc="methods", total=len(methods)):
         maps[method] = class_maps(model, x, method, options, args.absolute)[:, classes]
-    ig = options["integrated_gradients"]
-    ig_result = integrated_gradients(model, x, "all", **ig)
 
     def grid(row: int, index: int) -> Any:
         title = f"test sample {index}: label {labels[row]}, predicted {predicted[row]}"
@@ -619,14 +626,18 @@ def draw_samples(
         "methods": methods,
         "classes": classes,
         "absolute": args.absolute,
-        "options": _json_options(options),
+        "options": _json_options({m: options[m] for m in methods if m in options}),
         "samples": [
             {"index": i, "label": int(y), "predicted": int(p)}
             for i, y, p in zip(indices, labels, predicted)
         ],
-        "integrated_gradients_gap": _gap_summary(ig, ig_result, predicted),
         "files": files,
     }
+    if "integrated_gradients" in methods:
+        # The gap of every class, which the maps of the chosen classes leave out.
+        ig = options["integrated_gradients"]
+        ig_result = integrated_gradients(model, x, "all", **ig)
+        summary["integrated_gradients_gap"] = _gap_summary(ig, ig_result, predicted)
     return summary, figures
 
 
