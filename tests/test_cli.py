@@ -202,6 +202,10 @@ BAD_ARGUMENTS = {
         ),
     ),
     "train values after a bare --": (["train", "--", "--foo"], "arguments: -- --foo;"),
+    "train unknown option far from any": (
+        ["train", "--bogus", "1"],
+        "unrecognized arguments: --bogus 1; see",
+    ),
     "train prefix of an option": (
         ["train", "--epoch", "3"],
         "(--epoch is not an option of resgrad train; did you mean --epochs?)",

@@ -1181,6 +1181,22 @@ def test_idx_without_labels(tmp_path, mnist_like):
         load_data(images_path)
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_without_labels_names_the_file_beside(tmp_path, mnist_like, compress):
+    images_path = write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", mnist_like[0])
+    labels_name = "t10k-labels-idx1-ubyte" + (".gz" if compress else "")
+    labels_path = write_idx(tmp_path / labels_name, mnist_like[1], compress=compress)
+    with pytest.raises(ValueError) as caught:
+        load_data(images_path)
+    assert str(caught.value).endswith(
+        f"(--labels on the command line), such as {labels_path}."
+    )
+    labels_path.unlink()
+    with pytest.raises(ValueError) as caught:
+        load_data(images_path)
+    assert str(caught.value).endswith("(--labels on the command line).")
+
+
 def test_idx_bad_magic(tmp_path, mnist_like):
     path = write_idx(tmp_path / "img-idx3-ubyte", mnist_like[0])
     raw = bytearray(path.read_bytes())

@@ -1607,9 +1607,11 @@ def _load_idx_for_scaling(
     path: Path, labels: PathLike | None, scale: str | None
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, int] | None, float | None]:
     if labels is None:
+        beside = _label_file_beside(path)
+        example = f", such as {beside}" if beside else ""
         raise ValueError(
             f"{path} is an IDX image file; pass its label file with labels= "
-            "(--labels on the command line), e.g. labels='train-labels-idx1-ubyte'."
+            f"(--labels on the command line){example}."
         )
     images, label_values = _read_idx_pair(path, labels)
     divisor = UINT8_MAX if scale == "auto" and images.dtype == np.uint8 else None
@@ -1617,6 +1619,20 @@ def _load_idx_for_scaling(
         images, label_values, source=path, label_source=_existing_file(labels)
     )
     return x, y, image_shape, divisor
+
+
+def _label_file_beside(images: Path) -> Path | None:
+    """Return the label file that MNIST's naming puts beside the IDX image
+    file ``images`` (``t10k-images-idx3-ubyte`` and
+    ``t10k-labels-idx1-ubyte``, either gzipped), where it exists."""
+    stem = images.name.removesuffix(".gz")
+    name = stem.replace("images", "labels").replace("idx3", "idx1")
+    if name == stem:
+        return None
+    for candidate in (images.with_name(name), images.with_name(name + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _make_dataset(
