@@ -1796,6 +1796,24 @@ def test_reports_repeat_the_warnings(tmp_path, capsys):
     assert context["warnings"] is None
 
 
+def test_changed_rows_warning_names_other_read_options(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "plain.csv"
+    np.savetxt(
+        data, np.column_stack([rng.random((60, 3)), np.arange(60) % 3]), delimiter=","
+    )
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model), "--header", "yes"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"{data} was read with other options than in training (--header auto "
+        "there), or has changed since: its rows differ"
+    ) in err
+
+
 def test_check_ignores_another_split(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     argv = ["check", "--model", str(model), "--data", str(data), "--split-seed", "3"]

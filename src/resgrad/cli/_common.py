@@ -666,11 +666,19 @@ def _warn_on_changed_file(args: Any, training: dict, data: Any) -> None:
     digest = training.get("data_sha256")
     if args.data is None or digest in (None, data.digest):
         return
+    options = _other_csv_options(args, training)
+    if options:
+        # The rows as read differ, which other read options explain as well.
+        cause = (
+            f"was read with other options than in training ({' and '.join(options)} "
+            "there), or has changed since"
+        )
+    else:
+        cause = "has changed since the model was trained on it"
     warn(
         args.command,
-        f"{args.data} has changed since the model was trained on it: its rows "
-        "differ from those the model file records, so its test part may "
-        "contain training rows.",
+        f"{args.data} {cause}: its rows differ from those the model file "
+        "records, so its test part may contain training rows.",
     )
 
 
