@@ -202,6 +202,10 @@ BAD_ARGUMENTS = {
         ),
     ),
     "train values after a bare --": (["train", "--", "--foo"], "arguments: -- --foo;"),
+    "saliency start of one option": (
+        ["saliency", "--check", "3"],
+        "(--check is not an option of resgrad saliency; did you mean --check-samples?)",
+    ),
     "train unknown option far from any": (
         ["train", "--bogus", "1"],
         "unrecognized arguments: --bogus 1; see",
@@ -1793,7 +1797,7 @@ def test_reports_repeat_the_warnings(tmp_path, capsys):
     # The next command starts with none.
     assert main([*attack[:3], "--method", "fgsm", "--out", str(tmp_path / "b")]) == 0
     context = json.loads((tmp_path / "b" / "robustness.json").read_text())["context"]
-    assert context["warnings"] is None
+    assert context["warnings"] == []
 
 
 def test_changed_rows_warning_names_other_read_options(tmp_path, capsys):
@@ -1812,6 +1816,17 @@ def test_changed_rows_warning_names_other_read_options(tmp_path, capsys):
         f"{data} was read with other options than in training (--header auto "
         "there), or has changed since: its rows differ"
     ) in err
+
+
+def test_changed_rows_warning_reads_label_column_by_position(tmp_path, capsys):
+    rows, data, model = _train_on_csv(tmp_path, capsys)
+    rows[0, 0] += 0.5
+    _write_csv(data, rows, WINE_HEADER)
+    for column in ("3", "-1"):
+        argv = ["evaluate", "--model", str(model), "--label-column", column]
+        assert main(argv) == 0
+        err = capsys.readouterr().err
+        assert f"{data} has changed since the model was trained on it: its rows" in err
 
 
 def test_check_ignores_another_split(tmp_path, capsys):

@@ -308,11 +308,17 @@ def test_evaluate_names_pair_attacks_on_one_feature(methods, named):
 
 
 @pytest.mark.parametrize(
-    "eps, text",
-    [(0.0, "0"), (0.1, "0.1"), (0.1000001, "0.1000001"), (8 / 255, repr(8 / 255))],
+    "eps, radii, text",
+    [
+        (0.0, (), "0"),
+        (8 / 255, (), "0.0313725"),
+        (0.1000001, (), "0.1"),
+        (0.1000001, (0.1, 0.2), "0.1000001"),
+        (0.1, (0.1, 0.1000001), "0.1"),
+    ],
 )
-def test_format_eps_tells_close_radii_apart(eps, text):
-    assert robustness.format_eps(eps) == text
+def test_format_eps_tells_close_radii_apart(eps, radii, text):
+    assert robustness.format_eps(eps, radii) == text
 
 
 def test_close_radii_print_apart(model, batch):

@@ -655,3 +655,5 @@ def test_run_report_lists_warnings(tmp_path, capsys):
     assert main([*argv, "--test-size", "0.8", "--no-progress"]) == 0
     report = (out / "report.md").read_text()
     assert "## Warnings\n\n- --test-size 0.8 leaves 359 of 1797 rows" in report
+    (warning,) = json.loads((out / "metrics.json").read_text())["warnings"]
+    assert warning.startswith("--test-size 0.8 leaves 359 of 1797 rows")

@@ -472,7 +472,9 @@ def to_markdown(table: RobustnessTable) -> str:
     lines = [header, rule]
     for row in table.to_dicts():
         cells = [
-            format_eps(row[key]) if key == "eps" else form.format(row[key])
+            format_eps(row[key], table.eps_values)
+            if key == "eps"
+            else form.format(row[key])
             for key, _, form in COLUMNS
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -521,8 +523,8 @@ def report_markdown(table: RobustnessTable, context: dict[str, Any]) -> str:
     the table, what its columns measure and each method's parameters."""
     lines = ["# Robust accuracy", ""]
     for name, value in context.items():
-        if name == "warnings" and value:
-            lines += [f"- warning: {message}" for message in value]
+        if name == "warnings":
+            lines += [f"- warning: {message}" for message in value or ()]
         elif value is not None:
             lines.append(f"- {name.replace('_', ' ')}: {value}")
     lines += ["", to_markdown(table), COLUMN_NOTES, "", "Parameters:", ""]
@@ -603,11 +605,14 @@ def plot_robust_accuracy(
     return _save(figure, path)
 
 
-def format_eps(eps: float) -> str:
-    """Return ``eps`` in 6 significant digits, or in full where those
-    would name another number, so that 0.1 and 0.1000001 print apart."""
-    short = f"{eps:g}"
-    return short if float(short) == eps else repr(float(eps))
+def format_eps(eps: float, radii: Iterable[float] = ()) -> str:
+    """Return ``eps`` in 6 significant digits, or in as many more as it
+    takes to print it apart from the other ``radii``: 0.1 and 0.1000001."""
+    values = {float(value) for value in radii} | {float(eps)}
+    for digits in range(6, 18):
+        if len({f"{value:.{digits}g}" for value in values}) == len(values):
+            return f"{eps:.{digits}g}"
+    return repr(float(eps))
 
 
 def eps_axis_label(methods: Iterable[str]) -> str:

@@ -93,9 +93,12 @@ class _Parser(argparse.ArgumentParser):
         unknown = [o for o in options if o.startswith("--") and o not in known]
         notes = []
         for option in dict.fromkeys(unknown):
-            # 0.7: "--bogus" is no misspelling of "--out" (0.67), "--lrate"
-            # of "--lr" may be (0.73).
-            close = difflib.get_close_matches(option, known, n=1, cutoff=0.7)
+            # The one option it starts, as "--check" does "--check-samples";
+            # else a close name, where 0.7 takes "--lrate" for "--lr" (0.73)
+            # but not "--bogus" for "--out" (0.67).
+            close = [k for k in known if k.startswith(option)]
+            if len(close) != 1:
+                close = difflib.get_close_matches(option, known, n=1, cutoff=0.7)
             guess = f"; did you mean {close[0]}?" if close else ""
             if close or not guesses_only:
                 notes.append(f"{option} is not an option of {self.prog}{guess}")

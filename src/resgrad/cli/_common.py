@@ -666,7 +666,9 @@ def _warn_on_changed_file(args: Any, training: dict, data: Any) -> None:
     digest = training.get("data_sha256")
     if args.data is None or digest in (None, data.digest):
         return
-    options = _other_csv_options(args, training)
+    # The label column and the features; a row-name column is not counted,
+    # as --label-column does not count it.
+    options = _other_csv_options(args, training, data.n_features + 1)
     if options:
         # The rows as read differ, which other read options explain as well.
         cause = (
@@ -798,18 +800,25 @@ def _same_source(trained_on: str | None, data: str | None) -> bool:
     return _same_file(first, second)
 
 
-def _other_csv_options(args: Any, training: dict) -> list[str]:
+def _other_csv_options(
+    args: Any, training: dict, width: int | None = None
+) -> list[str]:
     """Return the recorded ``--header`` and ``--label-column`` options that
-    trained the model, where the command line passes other values."""
+    trained the model, where the command line passes other values. Given
+    the CSV's number of columns ``width``, two values of one column, such
+    as -1 and 3 of 4, count as the same."""
     options = []
     header = _recorded_header(training)
     if args.header is not None and header is not None and args.header != header:
         options.append(f"--header {header}")
     # A column left out (None) is the last one.
-    column = training.get("label_column")
-    column = -1 if column is None else column
-    if args.label_column is not None and args.label_column != column:
-        options.append(f"--label-column {column}")
+    recorded = training.get("label_column")
+    recorded = -1 if recorded is None else recorded
+    typed, column = args.label_column, recorded
+    if typed is not None and width is not None and -width <= typed < width:
+        typed, column = typed % width, column % width
+    if typed is not None and typed != column:
+        options.append(f"--label-column {recorded}")
     return options
 
 

@@ -210,7 +210,7 @@ def attack_context(
         "written": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
         # The warnings printed so far, such as of training rows in the test
         # part, for a reader of the report alone.
-        "warnings": list(WARNINGS) or None,
+        "warnings": list(WARNINGS),
     }
 
 
@@ -240,7 +240,7 @@ def summary(table: Any) -> str:
     if not rows:
         return "no attacks were run"
     first = rows[0]
-    radii = " ".join(format_eps(eps) for eps in table.eps_values)
+    radii = " ".join(format_eps(eps, table.eps_values) for eps in table.eps_values)
     samples = plural(first.samples, "test sample")
     lines = [
         f"clean accuracy {first.clean_accuracy:.4f} on {samples}",

@@ -338,6 +338,7 @@ def _metrics(args, data, result, figures, report, sections, timings) -> dict[str
         "test": figures,
         "theorem_check": report.to_dict(),
         "sections": {section.key: section.metrics for section in sections},
+        "warnings": list(WARNINGS),
         "skipped_sections": _skipped(args),
         "seconds": timings,
     }
