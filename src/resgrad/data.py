@@ -1530,8 +1530,8 @@ def from_arrays(
 
     Args:
         x: features of shape ``(n, d)``, or images of shape ``(n, h, w)``,
-            which set ``image_shape``; any real dtype, as a NumPy array or
-            anything ``np.asarray`` takes, such as a CPU tensor.
+            which set ``image_shape``. Any real dtype: a NumPy array, a
+            tensor, or anything else that ``np.asarray`` takes.
         y: integer labels of shape ``(n,)`` in ``[0, k)``.
         name: the data set's name in reports.
         test_size, seed, scale, scaling: as for ``load_data``.

@@ -93,9 +93,8 @@ class _Parser(argparse.ArgumentParser):
         unknown = [o for o in options if o.startswith("--") and o not in known]
         notes = []
         for option in dict.fromkeys(unknown):
-            # The one option it starts, as "--check" does "--check-samples";
-            # else a close name, where 0.7 takes "--lrate" for "--lr" (0.73)
-            # but not "--bogus" for "--out" (0.67).
+            # The one option it starts ("--check" of "--check-samples"), or a
+            # close name: 0.7 keeps "--lrate" (0.73) and drops "--bogus" (0.67).
             close = [k for k in known if k.startswith(option)]
             if len(close) != 1:
                 close = difflib.get_close_matches(option, known, n=1, cutoff=0.7)

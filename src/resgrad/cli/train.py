@@ -345,13 +345,13 @@ def _warn_on_small_parts(args: argparse.Namespace, data: Any) -> None:
     if untested:
         listed = ", ".join(map(str, untested))
         if len(untested) == 1:
-            subject, these = f"class {listed} has a single row", "it"
+            subject, pronoun = f"class {listed} has a single row", "it"
         else:
-            subject, these = f"classes {listed} have a single row each", "them"
+            subject, pronoun = f"classes {listed} have a single row each", "them"
         warn(
             args.command,
             f"{subject}, which the split keeps for training, so the test part "
-            f"has no sample of {these} and the test accuracy leaves {these} out.",
+            f"has no sample of {pronoun} and the test accuracy leaves {pronoun} out.",
         )
 
 
