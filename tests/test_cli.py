@@ -1829,6 +1829,18 @@ def test_changed_rows_warning_reads_label_column_by_position(tmp_path, capsys):
         assert f"{data} has changed since the model was trained on it: its rows" in err
 
 
+def test_changed_rows_warning_reads_auto_as_its_choice(tmp_path, capsys):
+    rows, data, model = _train_on_csv(tmp_path, capsys)
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--header", "yes", "--overwrite", "--no-progress"]) == 0
+    rows[0, 0] += 0.5
+    _write_csv(data, rows, WINE_HEADER)
+    capsys.readouterr()
+    assert main(["evaluate", "--model", str(model), "--header", "auto"]) == 0
+    err = capsys.readouterr().err
+    assert f"{data} has changed since the model was trained on it: its rows" in err
+
+
 def test_check_ignores_another_split(tmp_path, capsys):
     data, model = _train_small(tmp_path, capsys)
     argv = ["check", "--model", str(model), "--data", str(data), "--split-seed", "3"]
@@ -3022,6 +3034,22 @@ def test_label_column_moved_onto_a_feature_refused(tmp_path, capsys, command):
     )
     if command == "evaluate":
         assert main([*argv, "--label-column", "-1"]) == 0
+
+
+def test_label_column_onto_a_twin_name_refused(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "twins.csv"
+    rows = np.column_stack([rng.random((60, 2)), np.arange(60) % 2, np.arange(60) % 3])
+    _write_csv(data, rows, "a,b,y,y")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--label-column", "3", "--no-progress"]) == 0
+    capsys.readouterr()
+    evaluate = ["evaluate", "--model", str(model), "--label-column"]
+    status, lines = run_cli(capsys, [*evaluate, "2"])
+    assert status == 2
+    assert "--label-column 2 reads column 2 ('y')" in lines[0]
+    assert main([*evaluate, "-1"]) == 0
 
 
 def test_train_warns_of_small_parts(tmp_path, capsys):

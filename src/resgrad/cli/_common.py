@@ -668,7 +668,7 @@ def _warn_on_changed_file(args: Any, training: dict, data: Any) -> None:
         return
     # The label column and the features; a row-name column is not counted,
     # as --label-column does not count it.
-    options = _other_csv_options(args, training, data.n_features + 1)
+    options = _other_csv_options(args, training, data.n_features + 1, read=True)
     if options:
         # The rows as read differ, which other read options explain as well.
         cause = (
@@ -697,20 +697,21 @@ def _check_columns(args: Any, training: dict) -> None:
     columns = csv_columns(path, csv_header(args, training))
     if columns is None:
         return
-    # The label column may move, as long as the features keep their order.
     label = _label_column(args, training)
-    features = _without_label(columns, label)
-    expected = _feature_names(training)
-    if features is not None and features == expected:
-        return
     if columns == recorded:
-        if features is None or expected is None:
+        # The training file's header: the label keeps its position, which
+        # names cannot tell where two columns share one.
+        width = len(columns)
+        trained = training.get("label_column")
+        trained = -1 if trained is None else trained
+        label = -1 if label is None else label
+        if not (-width <= label < width and -width <= trained < width):
             # A label column outside the header, typed or recorded, is
             # named when the file is read.
             return
-        trained = training.get("label_column")
-        trained = len(columns) - 1 if trained is None else trained % len(columns)
-        label %= len(columns)
+        label, trained = label % width, trained % width
+        if label == trained:
+            return
         raise ValueError(
             f"--label-column {args.label_column} reads column {label} "
             f"({columns[label]!r}) of {path} as the label, but the model was "
@@ -718,6 +719,10 @@ def _check_columns(args: Any, training: dict) -> None:
             f"({columns[trained]!r}) as its label, so the features would shift. "
             f"Pass --label-column {trained}, or leave it out."
         )
+    # The label column may move, as long as the features keep their order.
+    features = _without_label(columns, label)
+    if features is not None and features == _feature_names(training):
+        return
     index = next(
         (i for i, pair in enumerate(zip(columns, recorded)) if pair[0] != pair[1]),
         min(len(columns), len(recorded)),
@@ -801,15 +806,27 @@ def _same_source(trained_on: str | None, data: str | None) -> bool:
 
 
 def _other_csv_options(
-    args: Any, training: dict, width: int | None = None
+    args: Any, training: dict, width: int | None = None, read: bool = False
 ) -> list[str]:
     """Return the recorded ``--header`` and ``--label-column`` options that
     trained the model, where the command line passes other values. Given
     the CSV's number of columns ``width``, two values of one column, such
-    as -1 and 3 of 4, count as the same."""
+    as -1 and 3 of 4, count as the same. With ``read``, the CSV has been
+    read, and ``auto`` counts as the choice it makes for its first row."""
     options = []
     header = _recorded_header(training)
-    if args.header is not None and header is not None and args.header != header:
+    typed_header = args.header
+    if read and "auto" in (typed_header, header) and typed_header != header:
+        from ..data import csv_columns
+
+        path = csv_file(args.data)
+        found = path is not None and csv_columns(path, "auto") is not None
+        detected = "yes" if found else "no"
+        typed_header = detected if typed_header == "auto" else typed_header
+        header_read = detected if header == "auto" else header
+    else:
+        header_read = header
+    if typed_header is not None and header is not None and typed_header != header_read:
         options.append(f"--header {header}")
     # A column left out (None) is the last one.
     recorded = training.get("label_column")
