@@ -639,14 +639,14 @@ def test_loss_axis_labels_two_ticks_or_more(monkeypatch, tmp_path, low, high):
     (axes,) = figures[0].axes
     figures[0].canvas.draw()
     bottom, top = axes.get_ylim()
-    shown = [
+    labelled = [
         label.get_text()
         for label, value in zip(axes.get_yticklabels(), axes.get_yticks())
         if bottom <= value <= top and label.get_text()
     ]
-    assert len(shown) >= 2, shown
+    assert len(labelled) >= 2, labelled
     # Plain numbers, not powers of ten in mathtext.
-    assert all("$" not in text for text in shown)
+    assert all("$" not in text for text in labelled)
 
 
 def test_run_report_lists_warnings(tmp_path, capsys):

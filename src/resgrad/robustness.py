@@ -407,8 +407,8 @@ def _row(model, method, eps, x, y, result: AttackResult) -> RobustnessRow:
     y = to_numpy(y)
     clean = to_numpy(model.predict(x)) == y
     robust = to_numpy(result.prediction) == y
-    linf, l2, l0 = (
-        to_numpy(v).astype(np.float64) for v in (result.linf, result.l2, result.l0)
+    (mean_linf, max_linf), (mean_l2, max_l2), (mean_l0, max_l0) = (
+        _norm_stats(to_numpy(v)) for v in (result.linf, result.l2, result.l0)
     )
     return RobustnessRow(
         method=method,
@@ -417,23 +417,28 @@ def _row(model, method, eps, x, y, result: AttackResult) -> RobustnessRow:
         clean_accuracy=_mean(clean),
         robust_accuracy=_mean(robust),
         success_rate=_mean(to_numpy(result.success)),
-        mean_linf=_mean(linf),
-        max_linf=_max(linf),
-        mean_l2=_mean(l2),
-        max_l2=_max(l2),
-        mean_l0=_mean(l0),
-        max_l0=_max(l0),
+        mean_linf=mean_linf,
+        max_linf=max_linf,
+        mean_l2=mean_l2,
+        max_l2=max_l2,
+        mean_l0=mean_l0,
+        max_l0=max_l0,
     )
 
 
 def _mean(values: np.ndarray) -> float:
-    # The rounding of a sum can put the mean of equal values a unit in the
-    # last place above them, and so above the column's maximum.
-    return float(min(np.mean(values), np.max(values))) if values.size else math.nan
+    return float(np.mean(values)) if values.size else math.nan
 
 
-def _max(values: np.ndarray) -> float:
-    return float(np.max(values)) if values.size else math.nan
+def _norm_stats(norms: np.ndarray) -> tuple[float, float]:
+    """Return the mean and the maximum of per-sample norms, NaN for none."""
+    if not norms.size:
+        return math.nan, math.nan
+    norms = norms.astype(np.float64)
+    largest = float(np.max(norms))
+    # The rounding of a sum can put the mean of equal values one unit in the
+    # last place above them, so above the maximum.
+    return min(float(np.mean(norms)), largest), largest
 
 
 def to_numpy(a: Array) -> np.ndarray:

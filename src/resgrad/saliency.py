@@ -197,20 +197,20 @@ def _class_gradient(model: ResidualMLP, x: Array, target: Array | str) -> Array:
         grad = input_jacobian(model, x)
     else:
         grad = input_gradient(model, x, target, loss="score")[1]
-    _check_range(model.xp, grad, "the derivatives of the logits")
+    _check_range(model.xp, grad, "The derivatives of the logits")
     return grad
 
 
 def _check_range(xp: Any, values: Array, name: str, cause: str = "") -> None:
     """Raise ``ValueError`` if ``values``, computed after a finite forward
-    pass, hold NaN or Inf: the backward pass went beyond the dtype's range,
-    which the map would pass on as NaN or Inf."""
+    pass, contain NaN or Inf, which the map would pass on. ``name`` starts
+    the message and ``cause`` follows the count."""
     if not _arrays.all_finite(xp, values):
         bad = _arrays.count_true(xp, ~xp.isfinite(values))
         dtype = str(values.dtype).removeprefix("torch.")
         wider = "" if dtype == "float64" else ", or use float64"
         raise ValueError(
-            f"{name[0].upper()}{name[1:]} are beyond the range of {dtype} at "
+            f"{name} are beyond the range of {dtype} at "
             f"{bad} value(s){cause}, though the logits were finite. Scale the "
             f"model's weights down{wider}."
         )
@@ -350,7 +350,7 @@ def input_x_gradient(
     with np.errstate(over="ignore", invalid="ignore"):
         attribution = _per_class(x, target) * grad
     cause = ": the products of inputs and derivatives overflowed"
-    _check_range(xp, attribution, "the values of the input_x_gradient map", cause)
+    _check_range(xp, attribution, "The values of the input_x_gradient map", cause)
     return xp.abs(attribution) if absolute else attribution
 
 
@@ -442,7 +442,7 @@ def smoothgrad(
             total = grad if total is None else total + grad
     result = total / samples
     cause = ": the squares of the derivatives or their sum overflowed"
-    _check_range(xp, result, "the values of the smoothgrad map", cause)
+    _check_range(xp, result, "The values of the smoothgrad map", cause)
     return result
 
 
@@ -678,7 +678,7 @@ def integrated_gradients(
             total = grad if total is None else total + grad
         attributions = total * _per_class(delta, target)
     cause = ": the weighted sum of derivatives, or its product by x - x', overflowed"
-    _check_range(xp, attributions, "the integrated_gradients attributions", cause)
+    _check_range(xp, attributions, "The integrated_gradients attributions", cause)
 
     score_at_x = _class_scores(model, x, target)
     difference = score_at_x - _class_scores(model, baseline, target)
@@ -746,11 +746,11 @@ def jsma_map(
 def _check_jsma_range(xp: Any, maps: Array, J: Array) -> None:
     """Raise ``ValueError`` if the JSMA map ``maps`` from the Jacobian ``J``
     is not finite."""
-    _check_range(xp, J, "the derivatives of the logits")
+    _check_range(xp, J, "The derivatives of the logits")
     if not _arrays.all_finite(xp, maps):
         largest = float(xp.max(xp.abs(J)))
         cause = f": products t_i * s_i of derivatives up to {largest:.3g} overflowed"
-        _check_range(xp, maps, "the values of the jsma map", cause)
+        _check_range(xp, maps, "The values of the jsma map", cause)
 
 
 def _jsma_of_class(xp: Any, J: Array, o: Array | int, variant: str) -> Array:
