@@ -218,6 +218,35 @@ def test_strict_round_trip_keeps_weights():
         np.testing.assert_array_equal(back.arrays()[name], value)
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_host_copy_of_every_namespace(copy):
+    """Tensors leave autograd, bfloat16 widens exactly, and ``copy`` decides
+    whether the result shares memory with a NumPy array or a CPU tensor."""
+    from resgrad._arrays import to_numpy
+
+    values = np.array([[1.5, -2.0], [3.25, 0.0]], dtype=np.float32)
+    tensor = torch.asarray(values.copy(), requires_grad=True)
+    sources = {
+        "numpy": values,
+        "torch": tensor,
+        "bfloat16": tensor.detach().to(torch.bfloat16),
+        "strict": array_api_strict.asarray(values),
+    }
+    for name, source in sources.items():
+        host = to_numpy(source, copy=copy)
+        assert isinstance(host, np.ndarray), name
+        assert host.dtype == np.float32, name
+        np.testing.assert_array_equal(host, values, err_msg=name)
+    for name in ("numpy", "torch"):
+        host = to_numpy(sources[name], copy=copy)
+        assert (
+            np.shares_memory(
+                host, values if name == "numpy" else tensor.detach().numpy()
+            )
+            is not copy
+        ), name
+
+
 # Arrays from two namespaces, and dtypes.
 
 

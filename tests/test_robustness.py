@@ -181,6 +181,19 @@ def test_evaluate_on_torch(model, batch):
     assert result.rows == expected.rows
 
 
+def test_evaluate_on_bfloat16_tensors(model, batch):
+    """NumPy has no bfloat16; the table's arrays come back as float32."""
+    torch = pytest.importorskip("torch")
+    x, y = batch
+    low = model.convert(torch, dtype=torch.bfloat16)
+    table = robustness.evaluate(
+        low, torch.tensor(x, dtype=torch.bfloat16), torch.tensor(y), "fgsm", [0.1]
+    )
+    assert table.x.dtype == np.float32
+    assert table.examples[("fgsm", 0.1)].x_adv.dtype == np.float32
+    assert table.rows[0].max_linf == pytest.approx(0.1, rel=1e-2)
+
+
 # Argument parsing.
 
 

@@ -311,6 +311,30 @@ def progress_wrapper(progress: Any) -> Callable[..., Any] | None:
     return progress
 
 
+def to_numpy(value: Array, *, copy: bool = False) -> np.ndarray:
+    """Return an array of any supported namespace as a NumPy array on the host.
+
+    A torch tensor leaves autograd and its device, and bfloat16, which NumPy
+    lacks, widens to float32, which holds each of its values exactly. With
+    ``copy`` the result never shares memory with ``value``; without, a NumPy
+    array or a CPU tensor comes back as a view of the same memory.
+    """
+    if isinstance(value, np.ndarray):
+        return value.copy() if copy else value
+    if array_api_compat.is_torch_array(value):
+        value = value.detach()
+        if str(value.dtype) == "torch.bfloat16":
+            value = value.float()
+        host = value.cpu().numpy()
+    elif array_api_compat.is_array_api_obj(value):
+        host = np.from_dlpack(
+            array_api_compat.to_device(value, array_api_compat.device(value))
+        )
+    else:
+        host = np.asarray(value)
+    return host.copy() if copy else host
+
+
 def is_floating(xp: Any, a: Array) -> bool:
     return xp.isdtype(a.dtype, "real floating")
 

@@ -20,7 +20,7 @@ import numpy as np
 from . import _arrays
 from .gradients import gradients, output_error
 from .losses import get_loss
-from .model import ResidualMLP, _to_namespace
+from .model import ResidualMLP
 from .product import input_jacobian
 
 Array = Any
@@ -174,7 +174,7 @@ def _to_numpy(
 
 def _host(value: Array) -> Array:
     if hasattr(value, "detach"):
-        return _to_namespace(value, np, None)
+        return _arrays.to_numpy(value, copy=True)
     return value
 
 

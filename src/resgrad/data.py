@@ -1550,15 +1550,11 @@ def from_arrays(
 
 
 def _host_array(value: Any) -> Any:
-    """Return a tensor as a NumPy array that ``_validate_arrays`` can check:
-    on the host, out of autograd, and bfloat16 widened exactly to
-    float32, which NumPy lacks."""
+    """Return a tensor as a NumPy array that ``_validate_arrays`` can check,
+    and anything else as it is, for that check to name."""
     if not _arrays.array_api_compat.is_torch_array(value):
         return value
-    value = value.detach().cpu()
-    if str(value.dtype) == "torch.bfloat16":
-        value = value.float()
-    return value.numpy()
+    return _arrays.to_numpy(value)
 
 
 def _check_csv_option(

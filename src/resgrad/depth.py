@@ -41,7 +41,7 @@ import numpy as np
 
 from . import _arrays
 from .gradients import propagate
-from .model import Block, ForwardOverflowError, ResidualMLP, _to_namespace
+from .model import Block, ForwardOverflowError, ResidualMLP
 
 Array = Any
 Progress = Callable[..., Iterable]
@@ -454,7 +454,8 @@ def _stack(columns: list) -> np.ndarray:
 
 
 def _to_numpy(a: Array) -> np.ndarray:
-    return np.asarray(_to_namespace(a, np, None), dtype=np.float64)
+    """Return ``a`` as a float64 NumPy array on the host."""
+    return np.asarray(_arrays.to_numpy(a), dtype=np.float64)
 
 
 # Statistics over seeds.

@@ -877,17 +877,7 @@ def _to_namespace(value: Array, xp: Any, device: Any) -> Array:
     compat = _arrays.array_api_compat
     if compat.array_namespace(value) is xp:
         return value if device is None else compat.to_device(value, device)
-    if compat.is_torch_array(value):
-        value = value.detach()
-        if str(value.dtype) == "torch.bfloat16":
-            # NumPy has no bfloat16, and float32 represents every bfloat16
-            # value exactly.
-            value = value.float()
-        host = value.cpu().numpy()
-    elif isinstance(value, np.ndarray):
-        host = value
-    else:
-        host = np.from_dlpack(compat.to_device(value, compat.device(value)))
+    host = _arrays.to_numpy(value)
     if any(step < 0 for step in host.strides):
         # torch.asarray rejects negative strides, even to copy.
         host = np.ascontiguousarray(host)

@@ -343,9 +343,13 @@ def evaluate(
     # Slices stay within the rows, as strict array-API namespaces require.
     n = int(x.shape[0])
     keep = slice(0, min(examples, n))
-    clean = to_numpy(model.predict(x[keep, ...]))
+    clean = _arrays.to_numpy(model.predict(x[keep, ...]))
     table = RobustnessTable(
-        [], to_numpy(x[keep, ...]), to_numpy(y[keep]), clean, bounds=bounds
+        [],
+        _arrays.to_numpy(x[keep, ...]),
+        _arrays.to_numpy(y[keep]),
+        clean,
+        bounds=bounds,
     )
     for method, eps in runs:
         if set_postfix is not None:
@@ -357,7 +361,8 @@ def evaluate(
         table.rows.append(_row(model, method, eps, x_run, y_run, result))
         kept = slice(0, min(examples, int(x_run.shape[0])))
         table.examples[(method, eps)] = Examples(
-            to_numpy(result.x_adv[kept, ...]), to_numpy(result.prediction[kept])
+            _arrays.to_numpy(result.x_adv[kept, ...]),
+            _arrays.to_numpy(result.prediction[kept]),
         )
     return table
 
@@ -404,11 +409,11 @@ def _eps_key(eps: float) -> int:
 
 
 def _row(model, method, eps, x, y, result: AttackResult) -> RobustnessRow:
-    y = to_numpy(y)
-    clean = to_numpy(model.predict(x)) == y
-    robust = to_numpy(result.prediction) == y
+    y = _arrays.to_numpy(y)
+    clean = _arrays.to_numpy(model.predict(x)) == y
+    robust = _arrays.to_numpy(result.prediction) == y
     (mean_linf, max_linf), (mean_l2, max_l2), (mean_l0, max_l0) = (
-        _norm_stats(to_numpy(v)) for v in (result.linf, result.l2, result.l0)
+        _norm_stats(_arrays.to_numpy(v)) for v in (result.linf, result.l2, result.l0)
     )
     return RobustnessRow(
         method=method,
@@ -416,7 +421,7 @@ def _row(model, method, eps, x, y, result: AttackResult) -> RobustnessRow:
         samples=int(y.shape[0]),
         clean_accuracy=_mean(clean),
         robust_accuracy=_mean(robust),
-        success_rate=_mean(to_numpy(result.success)),
+        success_rate=_mean(_arrays.to_numpy(result.success)),
         mean_linf=mean_linf,
         max_linf=max_linf,
         mean_l2=mean_l2,
@@ -439,13 +444,6 @@ def _norm_stats(norms: np.ndarray) -> tuple[float, float]:
     # The rounding of a sum can put the mean of equal values one unit in the
     # last place above them, so above the maximum.
     return min(float(np.mean(norms)), largest), largest
-
-
-def to_numpy(a: Array) -> np.ndarray:
-    """Copy an array of any supported namespace to a NumPy array on the host."""
-    if _arrays.array_api_compat.is_torch_array(a):
-        return a.detach().cpu().numpy()
-    return np.asarray(a)
 
 
 # Tables.

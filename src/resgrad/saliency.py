@@ -125,16 +125,6 @@ def _device(a: Array) -> Any:
     return _arrays.array_api_compat.device(a)
 
 
-def _to_numpy(a: Array) -> np.ndarray:
-    """Copy an array of any namespace into a NumPy array on the host."""
-    compat = _arrays.array_api_compat
-    if isinstance(a, np.ndarray):
-        return a.copy()
-    if compat.is_torch_array(a):
-        return a.detach().cpu().numpy().copy()
-    return np.from_dlpack(a).copy()
-
-
 def resolve_target(model: ResidualMLP, x: Array, target: Any) -> Array | str:
     """Return the class of each row as an integer array of shape ``(n,)``.
 
@@ -992,13 +982,13 @@ def randomization_check(
         # weights alone and not also by SmoothGrad's noise.
         options["seed"] = int(_arrays.generator(seed).integers(2**63))
     original = saliency_map(model, x, method, target, **options)
-    reference = _to_numpy(original)
+    reference = _arrays.to_numpy(original, copy=True)
 
     randomized, signed, absolute = [], [], []
     steps = randomize_blocks(model, model.depth, rng)
     for random_model in progress(steps, desc="randomisation") if progress else steps:
         random_map = saliency_map(random_model, x, method, target, **options)
-        host = _to_numpy(random_map)
+        host = _arrays.to_numpy(random_map, copy=True)
         randomized.append(random_map)
         signed.append(rank_correlation(reference, host))
         absolute.append(rank_correlation(np.abs(reference), np.abs(host)))
@@ -1139,7 +1129,7 @@ def _deletion_scores(
             # The model's class probabilities are softmax(a^L), as for predict.
             shifted = a_L - xp.max(a_L, axis=1, keepdims=True)
             values = xp.exp(shifted) / xp.sum(xp.exp(shifted), axis=1, keepdims=True)
-        scores.append(_to_numpy(xp.sum(values * mask, axis=1)))
+        scores.append(_arrays.to_numpy(xp.sum(values * mask, axis=1), copy=True))
     return np.stack(scores, axis=1)
 
 

@@ -745,10 +745,6 @@ def _class_labels(xp: Any, y: Array) -> Array:
     return xp.argmax(y, axis=1)
 
 
-def _to_numpy(a: Array) -> np.ndarray:
-    return _to_namespace(a, np, None)
-
-
 def _split_validation(model, loss_fn, x, y, validation, seed):
     """Return ``(x_train, y_train, (x_val, y_val) or None)``."""
     is_number = isinstance(validation, numbers.Real) and not isinstance(
@@ -784,7 +780,7 @@ def _validation_pair(model, loss_fn, validation) -> tuple[Array, Array]:
 
 def _hold_out(xp, x, y, fraction: float, seed: int):
     """Split off ``fraction`` of the rows, stratified by class, as validation."""
-    labels = _to_numpy(_class_labels(xp, y))
+    labels = _arrays.to_numpy(_class_labels(xp, y))
     rows = np.arange(labels.shape[0])
     train_rows, val_rows, _, _ = train_test_split(rows, labels, fraction, seed)
     if val_rows.shape[0] == 0:
@@ -990,7 +986,7 @@ def _digest(*arrays: Array) -> str:
     """Return the SHA-256 of the arrays' shapes, dtypes and bytes."""
     digest = hashlib.sha256()
     for a in arrays:
-        values = np.ascontiguousarray(_to_numpy(a))
+        values = np.ascontiguousarray(_arrays.to_numpy(a))
         digest.update(f"{values.shape}{values.dtype.str}".encode())
         digest.update(values.tobytes())
     return digest.hexdigest()
@@ -1049,7 +1045,9 @@ class _Checkpoint:
         header, arrays = self.pending
         try:
             io.save_checkpoint(
-                self.path, header, {key: _to_numpy(a) for key, a in arrays.items()}
+                self.path,
+                header,
+                {key: _arrays.to_numpy(a) for key, a in arrays.items()},
             )
         except OSError:
             # A full disk would fail again, so the error ends the run at once.
@@ -1473,8 +1471,8 @@ def evaluate(
     xp = _check_data(model, loss_fn, x, y, "x", "y")
     mean_loss, hit_rate, predicted = _loss_and_predictions(model, x, y, loss_fn)
     classes = model.n_classes
-    truth = _to_numpy(_class_labels(xp, y)).astype(np.int64)
-    cells = truth * classes + _to_numpy(predicted).astype(np.int64)
+    truth = _arrays.to_numpy(_class_labels(xp, y)).astype(np.int64)
+    cells = truth * classes + _arrays.to_numpy(predicted).astype(np.int64)
     counts = np.bincount(cells, minlength=classes * classes)
     return {
         "loss": mean_loss,
