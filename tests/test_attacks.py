@@ -444,6 +444,17 @@ def test_mifgsm_float16_l1_norm_overflow(namespace):
     np.testing.assert_array_equal(np.asarray(result.x_adv), np.float16(0.1))
 
 
+def test_mifgsm_momentum_overflow_is_silent(model):
+    """mu = 1e308 sends the momentum past the largest float64 at step 2; the
+    steps follow its signs without NumPy's overflow warning."""
+    x, y = make_batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = attacks.mifgsm(model, x, y, EPS, steps=4, mu=1e308)
+    assert np.isfinite(result.x_adv).all()
+    assert result.linf.max() <= EPS
+
+
 def test_mifgsm_float16_rows_stay_independent():
     """Only a row whose L1 norm overflows is rescaled first; the others keep
     the plain quotient, as they would alone."""
@@ -1070,7 +1081,16 @@ def test_custom_bounds(model):
 
 
 @pytest.mark.parametrize(
-    "bounds", [(1.0, 0.0), (0.0, 0.0), (0.0, float("inf")), (0.0,)]
+    "bounds",
+    [
+        (1.0, 0.0),
+        (0.0, 0.0),
+        (0.0, float("inf")),
+        (0.0,),
+        (0, 10**400),
+        (-(10**400), 1),
+    ],
+    ids=repr,
 )
 def test_bad_bounds_raise(model, bounds):
     x, y = make_batch()
@@ -1154,6 +1174,13 @@ def test_nan_eps_raises(model, name):
     x, y = make_batch()
     with pytest.raises(ValueError, match="finite eps"):
         run(name, model, x, y, eps=float("nan"))
+
+
+@pytest.mark.parametrize("name", LINF + ["pgd_l2"])
+def test_integer_eps_beyond_floats_raises(model, name):
+    x, y = make_batch()
+    with pytest.raises(ValueError, match="finite eps, got an integer of 401 digits"):
+        run(name, model, x, y, eps=10**400)
 
 
 @pytest.mark.parametrize("name", ITERATIVE)
@@ -1892,11 +1919,18 @@ def test_scalar_target_keeps_torch(model, name):
     assert torch.equal(result.target, torch.full((N,), 3))
 
 
-@pytest.mark.parametrize("target", [CLASSES, 12, -1, np.int64(12)], ids=repr)
+@pytest.mark.parametrize(
+    "target",
+    [CLASSES, 12, -1, np.int64(12), 2**70, -(2**70), np.uint64(2**63)],
+    ids=repr,
+)
 @pytest.mark.parametrize("name", TARGETED)
 def test_scalar_target_out_of_range(model, name, target):
+    """A class past int64 gets the range error, not the broadcast's overflow."""
     x, y = make_batch()
-    with pytest.raises(ValueError, match=rf"Label {int(target)} in target is outside"):
+    with pytest.raises(
+        ValueError, match=rf"Target class {int(target)} is outside \[0, {CLASSES}\)"
+    ):
         run(name, model, x, y, target=target)
 
 

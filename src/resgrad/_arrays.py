@@ -735,7 +735,16 @@ def check_number(name: str, value: Any, finite: bool = True) -> float:
     value = scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"Expected {name} to be a real number, got {value!r}.")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        # An int beyond the largest float, such as 10**400.
+        if finite:
+            raise ValueError(
+                f"Expected a finite {name}, got an integer of {len(str(abs(value)))} "
+                "digits, beyond the largest float; pass a smaller number."
+            ) from None
+        value = math.inf if value > 0 else -math.inf
     if finite and not math.isfinite(value):
         raise ValueError(
             f"Expected a finite {name}, got {value}; pass a finite real number."

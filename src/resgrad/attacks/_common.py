@@ -199,6 +199,12 @@ def prepare(
     inside = check_box(xp, x, lo, hi)
     _arrays.check_labels(xp, y, x.shape[0], model.n_classes)
     if target_class is not None:
+        if not 0 <= target_class < model.n_classes:
+            # Checked before the broadcast, which overflows past int64.
+            raise ValueError(
+                f"Target class {target_class} is outside [0, {model.n_classes}); "
+                f"the model has {model.n_classes} outputs."
+            )
         # One class for every sample: broadcast it in x's namespace and device.
         device = array_api_compat.device(x)
         target = xp.full(

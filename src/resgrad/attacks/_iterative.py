@@ -199,7 +199,11 @@ def mifgsm(
     def step(v: Array) -> Array:
         nonlocal momentum
         grad = ascent_direction(batch, v)
-        momentum = mu * momentum + _l1_normalized(xp, grad)
+        # A large mu, or a small dtype over many steps, grows the momentum
+        # past the largest float; an infinite entry keeps its sign, which
+        # is all the step reads, and the torch kernels do not warn either.
+        with np.errstate(over="ignore"):
+            momentum = mu * momentum + _l1_normalized(xp, grad)
         return project_linf(batch, v + alpha * xp.sign(momentum), limits)
 
     x_adv, taken = iterate(batch, x, steps, step, early_stop)
