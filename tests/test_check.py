@@ -422,6 +422,25 @@ def test_check_rejects_bad_arguments(kwargs, message):
         check_theorem(model, x, y, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"entries": 2.5}, "Expected entries to be an integer, got 2.5"),
+        ({"entries": "a"}, "Expected entries to be an integer, got 'a'"),
+        ({"entries": None}, "Expected entries to be an integer, got None"),
+        ({"step": "a"}, "Expected step to be a real number, got 'a'"),
+        ({"autograd": "no"}, "Expected autograd to be True or False, got 'no'"),
+    ],
+)
+def test_check_rejects_arguments_of_wrong_type(kwargs, message):
+    """A string autograd such as "no" is true in Python and would add the
+    autograd rows."""
+    model = reference.random_model(1, "tanh", "learned")
+    x, y = reference.random_batch(model, 2)
+    with pytest.raises(TypeError, match=message):
+        check_theorem(model, x, y, **kwargs)
+
+
 def test_check_rejects_empty_batch():
     model = reference.random_model(1, "tanh", "learned")
     x, y = reference.random_batch(model, 2)

@@ -587,7 +587,11 @@ def test_progress_without_set_postfix():
         ({"lr": -0.1}, ValueError, "learning rate > 0, got -0.1"),
         ({"lr": float("nan")}, ValueError, "learning rate > 0, got nan"),
         ({"batch_size": 0}, ValueError, "batch_size >= 1, got 0"),
-        ({"batch_size": 2.5}, TypeError, "integer batch_size"),
+        (
+            {"batch_size": 2.5},
+            TypeError,
+            "Expected batch_size to be an integer, got 2.5",
+        ),
         ({"epochs": 0}, ValueError, "epochs >= 1, got 0"),
         ({"patience": 0}, ValueError, "patience >= 1, got 0"),
         ({"validation": 1.0}, ValueError, "validation fraction in \\(0, 1\\)"),
@@ -602,6 +606,27 @@ def test_fit_rejects_bad_arguments(kwargs, error, message):
     x, y = _blobs()
     with pytest.raises(error, match=message):
         fit(_small_model(), x, y, **{"epochs": 1, **kwargs})
+
+
+def test_fit_takes_counts_as_0d_arrays(tmp_path):
+    """Counts given as 0-d arrays work as in the attacks and saliency maps,
+    and the checkpoint, which stores the settings as JSON, takes them."""
+    x, y = _blobs()
+    path = tmp_path / "run.ckpt"
+    result = fit(
+        _small_model(),
+        x,
+        y,
+        epochs=np.array(3),
+        batch_size=np.int64(16),
+        validation=None,
+        checkpoint=path,
+    )
+    assert len(result.history) == 3
+    assert path.exists()
+    again = fit(_small_model(), x, y, epochs=3, batch_size=16, validation=None, seed=0)
+    for name, value in result.model.arrays().items():
+        np.testing.assert_array_equal(value, again.model.arrays()[name])
 
 
 def test_fit_rejects_label_out_of_range():

@@ -550,6 +550,29 @@ def cast_finite(xp: Any, a: Array, dtype: Any, name: str) -> Array:
     return cast
 
 
+def check_count(name: str, value: Any, minimum: int = 1) -> int:
+    """Return ``value`` as an int after checking that it is a whole number
+    of at least ``minimum``: an int, a NumPy integer, or a 0-d integer array
+    or tensor, but not a bool.
+
+    Raises:
+        TypeError: if ``value`` is not an integer.
+        ValueError: if it is below ``minimum``.
+    """
+    value = scalar(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            f"Expected {name} to be an integer, got {_short_repr(value)}; "
+            f"pass a whole number of at least {minimum}."
+        )
+    if value < minimum:
+        raise ValueError(
+            f"Expected {name} >= {minimum}, got {value}; pass a whole number of "
+            f"at least {minimum}."
+        )
+    return int(value)
+
+
 def check_flag(name: str, value: Any) -> bool:
     """Return ``value`` as a bool, raising ``TypeError`` unless it is a bool,
     a NumPy bool (0-d arrays included) or the integer 0 or 1.

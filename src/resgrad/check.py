@@ -100,6 +100,10 @@ class CheckReport:
 
     @property
     def passed(self) -> bool:
+        """Whether every row is within its tolerance. A row below the
+        resolution of its central differences (``resolved`` false) counts
+        as passed although it tells little; ``resgrad check`` names such
+        rows in its verdict."""
         return all(row.passed for row in self.rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -570,13 +574,15 @@ def check_theorem(
         autograd: compare with PyTorch; ``None`` means when it is installed,
             and ``True`` without it raises ``ModuleNotFoundError``.
     """
-    if entries < 1:
-        raise ValueError(f"Expected entries >= 1, got {entries}.")
+    entries = _arrays.check_count("entries", entries)
+    step = _arrays.check_number("step", step, finite=False)
     if not 0 < step < math.inf:
         raise ValueError(
             f"Expected a positive finite-difference step, got {step}; the "
             "default is 1e-6."
         )
+    if autograd is not None:
+        autograd = _arrays.check_flag("autograd", autograd)
     if autograd and not _torch_available():
         raise ModuleNotFoundError(
             "autograd=True compares with PyTorch autograd, but PyTorch is not "

@@ -85,22 +85,6 @@ def _check_batch(model: ResidualMLP, x: Array) -> Any:
     return xp
 
 
-def _check_count(value: Any, name: str, minimum: int) -> int:
-    # A 0-d integer array or tensor is a count too, as for the attacks.
-    value = _arrays.scalar(value)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(
-            f"Expected {name} to be an integer, got {_arrays._short_repr(value)}; "
-            f"pass a whole number of at least {minimum}."
-        )
-    if value < minimum:
-        raise ValueError(
-            f"Expected {name} >= {minimum}, got {value}; pass a whole number of "
-            f"at least {minimum}."
-        )
-    return int(value)
-
-
 def _check_method(method: Any) -> None:
     """Check a name of ``METHODS``, which the functions that take one take
     before the target."""
@@ -403,7 +387,7 @@ def smoothgrad(
     if samples is None:
         shape = getattr(noise, "shape", ())
         samples = int(shape[0]) if noise is not None and len(shape) == 3 else 50
-    samples = _check_count(samples, "samples", 1)
+    samples = _arrays.check_count("samples", samples, 1)
     _arrays.check_flag("squared", squared)
     _arrays.check_flag("absolute", absolute)
     target = resolve_target(model, x, target)
@@ -576,7 +560,7 @@ def quadrature(rule: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
         ``(alphas, weights)``, two float64 arrays of shape ``(m,)``.
     """
     _check_choice(rule, "rule", IG_RULES)
-    m = _check_count(steps, "steps", 2 if rule == "riemann_trapezoid" else 1)
+    m = _arrays.check_count("steps", steps, 2 if rule == "riemann_trapezoid" else 1)
     if rule == "gausslegendre":
         if m > GAUSS_MAX_STEPS:
             raise ValueError(
@@ -892,7 +876,7 @@ def randomize_blocks(
         The ``count`` models, in the model's namespace, dtype and device.
     """
     _check_model(model)
-    count = _check_count(count, "count", 0)
+    count = _arrays.check_count("count", count, 0)
     if count > model.depth:
         raise ValueError(f"Expected count <= {model.depth} (the depth), got {count}.")
     rng = _arrays.generator(seed)
@@ -1072,7 +1056,7 @@ def deletion_curve(
     xp = _check_batch(model, x)
     _check_choice(rank_by, "rank_by", DELETION_RANKINGS)
     _check_choice(score, "score", DELETION_SCORES)
-    random_orders = _check_count(random_orders, "random_orders", 1)
+    random_orders = _arrays.check_count("random_orders", random_orders, 1)
     _arrays.namespace_like(x, saliency, "saliency")
     if tuple(saliency.shape) != tuple(x.shape):
         raise ValueError(

@@ -530,8 +530,10 @@ def fit(
         (20, True)
     """
     progress = _arrays.progress_wrapper(progress)
-    _check_fit_settings(model, loss, epochs, batch_size, patience)
-    _check_count("checkpoint_every", checkpoint_every)
+    epochs, batch_size, patience = _check_fit_settings(
+        model, loss, epochs, batch_size, patience
+    )
+    checkpoint_every = _arrays.check_count("checkpoint_every", checkpoint_every)
     if _arrays.check_flag("resume", resume) and checkpoint is None:
         raise ValueError("resume=True needs the checkpoint path to resume from.")
     opt = _make_optimizer(optimizer, lr, weight_decay)
@@ -697,17 +699,9 @@ def _add_note(error: BaseException, note: str) -> None:
         add_note(note)
 
 
-def _check_count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"Expected an integer {name}, got {value!r}.")
-    if value < 1:
-        raise ValueError(
-            f"Expected {name} >= 1, got {value}; pass a whole number of at least 1."
-        )
-    return int(value)
-
-
-def _check_fit_settings(model, loss, epochs, batch_size, patience) -> None:
+def _check_fit_settings(model, loss, epochs, batch_size, patience):
+    """Return ``epochs``, ``batch_size`` and ``patience`` as ints (``None``
+    patience kept), after checking them and the model and loss."""
     if not isinstance(model, ResidualMLP):
         raise TypeError(f"Expected a ResidualMLP, got {type(model).__name__}.")
     if loss not in TRAINING_LOSSES:
@@ -715,10 +709,13 @@ def _check_fit_settings(model, loss, epochs, batch_size, patience) -> None:
             f"Cannot train on loss {loss!r}; expected one of: "
             f"{', '.join(TRAINING_LOSSES)}."
         )
-    _check_count("epochs", epochs)
-    _check_count("batch_size", batch_size)
     if patience is not None:
-        _check_count("patience", patience)
+        patience = _arrays.check_count("patience", patience)
+    return (
+        _arrays.check_count("epochs", epochs),
+        _arrays.check_count("batch_size", batch_size),
+        patience,
+    )
 
 
 def _check_data(model: ResidualMLP, loss_fn, x: Array, y: Array, x_name, y_name):
