@@ -328,6 +328,10 @@ def test_evaluate_names_pair_attacks_on_one_feature(methods, named):
         (0.1000001, (), "0.1"),
         (0.1000001, (0.1, 0.2), "0.1000001"),
         (0.1, (0.1, 0.1000001), "0.1"),
+        # Subnormals: their 6 digits show the rounding of the stored value.
+        (1e-320, (), "1e-320"),
+        (1e-320, (2e-320,), "1e-320"),
+        (5e-324, (), "5e-324"),
     ],
 )
 def test_format_eps_tells_close_radii_apart(eps, radii, text):

@@ -610,12 +610,26 @@ def plot_robust_accuracy(
 
 def format_eps(eps: float, radii: Iterable[float] = ()) -> str:
     """Return ``eps`` in 6 significant digits, or in as many more as it
-    takes to print it apart from the other ``radii``: 0.1 and 0.1000001."""
+    takes to print it apart from the other ``radii``: 0.1 and 0.1000001.
+
+    A value that fewer digits give back exactly is printed in those, so a
+    subnormal 1e-320, stored as 9.99989e-321, prints as it was typed.
+    """
     values = {float(value) for value in radii} | {float(eps)}
     for digits in range(6, 18):
-        if len({f"{value:.{digits}g}" for value in values}) == len(values):
-            return f"{eps:.{digits}g}"
+        if len({_digits(value, digits) for value in values}) == len(values):
+            return _digits(float(eps), digits)
     return repr(float(eps))
+
+
+def _digits(value: float, digits: int) -> str:
+    """Return the shortest of ``value``'s ``.Ng`` forms, ``N <= digits``,
+    that reads back as ``value``, else its ``.{digits}g`` form."""
+    for count in range(1, digits + 1):
+        text = f"{value:.{count}g}"
+        if float(text) == value:
+            return text
+    return f"{value:.{digits}g}"
 
 
 def eps_axis_label(methods: Iterable[str]) -> str:
@@ -709,7 +723,9 @@ def plot_examples(
     plt = _pyplot()
     eps = max(table.eps_values) if eps is None else eps
     if eps not in table.eps_values:
-        radii = ", ".join(f"{value:g}" for value in table.eps_values)
+        radii = ", ".join(
+            format_eps(value, table.eps_values) for value in table.eps_values
+        )
         raise ValueError(
             f"eps={eps!r} is not a radius of the table ({radii}); pass one of "
             "them, or None for the largest."
