@@ -479,11 +479,32 @@ def test_random_bytes(tmp_path):
         load(path)
 
 
-def test_empty_file(tmp_path):
+@pytest.mark.parametrize("read", [load, resgrad.read_metadata])
+def test_empty_file(tmp_path, read):
     path = tmp_path / "model.npz"
     path.write_bytes(b"")
-    with pytest.raises(ValueError, match=PREFIX + "it is not a readable zip"):
-        load(path)
+    with pytest.raises(ValueError, match=PREFIX + r"it is empty \(0 bytes\)\. Restore"):
+        read(path)
+
+
+def test_empty_checkpoint_names_the_fix(tmp_path):
+    path = tmp_path / "run.ckpt"
+    path.write_bytes(b"")
+    with pytest.raises(
+        ValueError, match=r"checkpoint file: it is empty \(0 bytes\)\. Remove it"
+    ):
+        resgrad.io.load_checkpoint(path)
+
+
+@pytest.mark.parametrize("read", [load, resgrad.read_metadata])
+def test_data_file_as_model_names_data_option(tmp_path, read):
+    path = tmp_path / "digits.npz"
+    np.savez(path, X=np.zeros((3, 4)), y=np.zeros(3, dtype=np.int64))
+    with pytest.raises(resgrad.InvalidModelFile) as caught:
+        read(path)
+    message = str(caught.value)
+    assert "is a data file (arrays X, y), not a model file" in message
+    assert "pass it as --data" in message
 
 
 def test_pickle_payload_is_not_run(tmp_path):

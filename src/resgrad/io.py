@@ -788,6 +788,11 @@ def _check_archive(
 ) -> dict[str, tuple]:
     """Check the zip directory and return ``{key: (shape, dtype)}`` per member."""
     size = os.fstat(file.fileno()).st_size
+    if size == 0:
+        fix = DAMAGED_FIXES.get(layout.kind, "")
+        raise InvalidModelFile(
+            f"{path} is not a resgrad {layout.kind} file: it is empty (0 bytes).{fix}"
+        )
     try:
         with zipfile.ZipFile(file) as archive:
             members = archive.infolist()
@@ -823,6 +828,13 @@ def _check_members(
             "with resgrad train --resume and the options that started it, which "
             "saves the model to --out, or in Python with resgrad.fit(..., "
             "checkpoint=path, resume=True) and the same arguments."
+        )
+    stems = [name.removesuffix(".npy") for name in names]
+    if layout is _MODEL_LAYOUT and "X" in stems:
+        raise InvalidModelFile(
+            f"{path} is a data file (arrays {', '.join(sorted(stems))}), not a "
+            "model file; pass it as --data on the command line, or read it with "
+            "resgrad.data.load_data in Python."
         )
     counts = collections.Counter(names)
     duplicates = sorted(name for name, count in counts.items() if count > 1)
