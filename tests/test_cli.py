@@ -3068,6 +3068,22 @@ def test_train_warns_of_small_parts(tmp_path, capsys):
     assert "--test-size 0.8 leaves 8 of 32 rows to train on;" in err
 
 
+def test_train_warns_when_small_classes_enlarge_the_test_part(tmp_path, capsys):
+    """Ten classes of two rows put one row of each in the test part: 10 of
+    20 rows, five times the 0.1 asked for."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "pairs.csv"
+    rows = np.column_stack([rng.random((20, 3)), np.repeat(np.arange(10), 2)])
+    _write_csv(data, rows, "a,b,c,label")
+    out = tmp_path / "m.npz"
+    argv = ["train", "--data", str(data), "--out", str(out), "--epochs", "1"]
+    assert main([*argv, "--test-size", "0.1", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "--test-size 0.1 gave a test part of 10 of 20 rows (0.5): the split" in err
+    assert main([*argv, "--test-size", "0.5", "--overwrite", "--no-progress"]) == 0
+    assert "gave a test part" not in capsys.readouterr().err
+
+
 def test_train_warns_when_validation_is_most_rows(tmp_path, capsys):
     out = tmp_path / "model.npz"
     argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]

@@ -333,12 +333,21 @@ def _warn_on_small_parts(args: argparse.Namespace, data: Any) -> None:
     import numpy as np
 
     train, test = len(data.y_train), len(data.y_test)
+    share = test / (train + test)
     if test > train:
         warn(
             args.command,
             f"--test-size {args.test_size:g} leaves {train} of {train + test} "
             "rows to train on; a test part of a quarter, the default 0.25, "
             "measures the accuracy as well.",
+        )
+    elif not args.test_size / 2 <= share <= 2 * args.test_size:
+        warn(
+            args.command,
+            f"--test-size {args.test_size:g} gave a test part of {test} of "
+            f"{train + test} rows ({share:.2g}): the split puts a row of every "
+            "class of two or more rows in each part, which takes more rows "
+            "than asked when classes are this small.",
         )
     # The stratified split gives every class of two or more rows a test row.
     untested = np.setdiff1d(data.y_train, data.y_test).tolist()
