@@ -1307,8 +1307,12 @@ def test_idx_swapped_files(tmp_path, mnist_like):
     labels_path = write_idx(tmp_path / "lab-idx1-ubyte", mnist_like[1])
     with pytest.raises(ValueError, match="Are the two files swapped"):
         load_idx(images_path, images_path)
-    with pytest.raises(ValueError, match=r"shape \(20,\); expected images"):
+    with pytest.raises(ValueError, match=r"shape \(20,\); expected images") as caught:
         load_idx(labels_path, labels_path)
+    assert str(caught.value).endswith("as a label file does.")
+    # Swapped the other way: the labels given as the images.
+    with pytest.raises(ValueError, match=r"\(n, d\)\. Are the two files swapped\?$"):
+        load_idx(labels_path, images_path)
 
 
 def test_idx_count_mismatch(tmp_path, mnist_like):

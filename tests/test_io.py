@@ -1296,6 +1296,23 @@ def test_newer_checkpoint_names_its_version(tmp_path):
         resgrad.io.load_checkpoint(path)
 
 
+def test_nan_weight_names_the_array_of_a_resgrad_file(saved):
+    """save refuses NaN, so a NaN weight means the file was changed since."""
+    path, _ = saved
+    with np.load(path) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    arrays["blocks.0.W1"] = arrays["blocks.0.W1"].copy()
+    arrays["blocks.0.W1"][0, 0] = np.nan
+    np.savez(path, **arrays)
+    with pytest.raises(resgrad.InvalidModelFile) as caught:
+        load(path)
+    message = str(caught.value)
+    assert "is laid out as a resgrad model file, but blocks.0.W1 contains NaN" in (
+        message
+    )
+    assert message.endswith("Restore it from a copy, or train the model again.")
+
+
 def test_deeply_nested_metadata_is_a_type_error(tmp_path):
     metadata = {}
     for _ in range(100_000):

@@ -1105,9 +1105,16 @@ def _read_idx_pair(
     image_dtype, image_shape = _idx_header_of(images_path)
     _, label_shape = _idx_header_of(labels_path)
     if len(image_shape) not in (2, 3):
+        hint = ""
+        if len(image_shape) == 1:
+            hint = (
+                " Are the two files swapped?"
+                if len(label_shape) in (2, 3)
+                else " It holds one number per row, as a label file does."
+            )
         raise ValueError(
             f"{images_path} contains an IDX array of shape {image_shape}; expected "
-            "images of shape (n, h, w) or rows of shape (n, d)."
+            f"images of shape (n, h, w) or rows of shape (n, d).{hint}"
         )
     if len(label_shape) != 1:
         raise ValueError(

@@ -1219,7 +1219,11 @@ def _read_arrays(
         raise _invalid(path, reason, kind) from error
     for key, value in arrays.items():
         if value.dtype.kind == "f" and not np.isfinite(value).all():
-            raise _invalid(path, f"{key} contains NaN or infinite values", kind)
+            raise InvalidModelFile(
+                f"{path} is laid out as a resgrad {kind} file, but {key} contains "
+                "NaN or infinite values, which resgrad never writes, so the file "
+                f"was changed since it was saved.{DAMAGED_FIXES.get(kind, '')}"
+            )
     return arrays
 
 
