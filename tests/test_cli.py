@@ -3015,9 +3015,19 @@ def test_moved_label_column_with_same_features_passes(tmp_path, capsys):
     argv = ["evaluate", "--model", str(model), "--data", str(first)]
     status, lines = run_cli(capsys, argv)
     assert status == 2
-    assert "and --label-column where the label column moved" in lines[0]
+    assert lines[0].endswith(
+        "has the features the model was trained on, in their order, once "
+        "column 0 ('target') is taken as the label: pass --label-column 0."
+    )
     assert main([*argv, "--label-column", "0"]) == 0
     assert "test accuracy:" in capsys.readouterr().out
+    # Features in another order have no such column to name.
+    swapped = tmp_path / "swapped.csv"
+    _write_csv(swapped, rows[:, [3, 1, 0, 2]], "target,ash,alcohol,hue")
+    argv = ["evaluate", "--model", str(model), "--data", str(swapped)]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert "and --label-column where the label column moved" in lines[0]
 
 
 @pytest.mark.parametrize("command", ["evaluate", "attack"])

@@ -721,8 +721,20 @@ def _check_columns(args: Any, training: dict) -> None:
         )
     # The label column may move, as long as the features keep their order.
     features = _without_label(columns, label)
-    if features is not None and features == _feature_names(training):
+    trained_features = _feature_names(training)
+    if features is not None and features == trained_features:
         return
+    moved = [
+        column
+        for column in range(len(columns))
+        if _without_label(columns, column) == trained_features
+    ]
+    if moved:
+        raise ValueError(
+            f"The header of {path} has the features the model was trained on, "
+            f"in their order, once column {moved[0]} ({columns[moved[0]]!r}) is "
+            f"taken as the label: pass --label-column {moved[0]}."
+        )
     index = next(
         (i for i, pair in enumerate(zip(columns, recorded)) if pair[0] != pair[1]),
         min(len(columns), len(recorded)),
