@@ -2767,6 +2767,29 @@ def test_progress_lines_format_numpy_floats():
     )
 
 
+def test_attack_all_on_one_feature_leaves_out_pair_attacks(tmp_path, capsys):
+    """As resgrad run does; naming jsma on one feature stays an error."""
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 2
+    data = tmp_path / "one.csv"
+    _write_csv(data, np.column_stack([y + rng.random(60), y]), "x,label")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(data), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    capsys.readouterr()
+    attack = ["attack", "--model", str(model), "--eps", "0.1", "--no-progress"]
+    assert main([*attack, "--out", str(tmp_path / "all")]) == 0
+    err = capsys.readouterr().err
+    assert "jsma and mjsma change features in pairs, and the data have 1 " in err
+    table = json.loads((tmp_path / "all" / "robustness.json").read_text())
+    methods = [row["method"] for row in table["rows"]]
+    assert methods == ["fgsm", "bim", "illcm", "rfgsm", "mifgsm", "pgd", "pgd_l2"]
+    argv = [*attack, "--method", "fgsm,jsma", "--out", str(tmp_path / "named")]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert "jsma changes features in pairs, and x has 1 feature" in lines[0]
+
+
 def test_attack_log_lines(tmp_path, capsys, monkeypatch):
     _, model = _train_small(tmp_path, capsys)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False)

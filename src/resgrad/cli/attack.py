@@ -112,7 +112,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_attack(args: argparse.Namespace) -> int:
     """Run the attacks named on the command line and write the results."""
     from .. import io
-    from ..robustness import METHODS, RANDOM_METHODS, evaluate, parse_eps
+    from ..robustness import (
+        METHODS,
+        PAIR_METHODS,
+        RANDOM_METHODS,
+        evaluate,
+        parse_eps,
+    )
 
     methods = parse_names(args.method, "--method", METHODS)
     random = bool(set(methods) & set(RANDOM_METHODS))
@@ -144,6 +150,14 @@ def run_attack(args: argparse.Namespace) -> int:
             f"attacking all {available}",
         )
     x, y = data.x_test[: args.limit], data.y_test[: args.limit]
+    if args.method.strip().lower() == "all" and data.n_features < 2:
+        # As resgrad run does: "all" means every attack that applies.
+        methods = [m for m in methods if m not in PAIR_METHODS]
+        warn(
+            "attack",
+            f"jsma and mjsma change features in pairs, and the data have "
+            f"{data.n_features} feature; running the other methods.",
+        )
 
     progress = progress_bar(not args.no_progress)
     table = evaluate(
