@@ -424,6 +424,19 @@ def test_cli_reports_only_the_methods_asked(digits_model, tmp_path, capsys):
     assert report["options"] == {}
 
 
+def test_cli_warns_of_noise_wider_than_the_box(digits_model, tmp_path, capsys):
+    path, _ = digits_model
+    argv = ["--model", str(path), "--method", "smoothgrad", "--samples", "2"]
+    argv += ["--check-samples", "2", "--no-progress"]
+    assert run_cli([*argv, "--noise-level", "1e300", "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "--noise-level 1e+300 draws noise of a standard deviation wider" in err
+    report = json.loads((tmp_path / "a" / "saliency.json").read_text())
+    assert any("--noise-level 1e+300" in line for line in report["warnings"])
+    assert run_cli([*argv, "--noise-level", "1", "--out", str(tmp_path / "b")]) == 0
+    assert "--noise-level" not in capsys.readouterr().err
+
+
 def test_cli_names_jsma_map_beyond_range(digits_model, tmp_path, capsys):
     path, _ = digits_model
     model = resgrad.load(path)

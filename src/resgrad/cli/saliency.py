@@ -389,6 +389,14 @@ def method_options(
             f"--noise-level must be a finite number >= 0, got {args.noise_level}; "
             "pass a fraction of hi - lo such as 0.15."
         )
+    if args.noise_level > 1:
+        warn(
+            "saliency",
+            f"--noise-level {args.noise_level:g} draws noise of a standard "
+            "deviation wider than the box hi - lo, so SmoothGrad averages "
+            "gradients at points far outside the data; Smilkov et al. use 0.1 "
+            "to 0.2.",
+        )
     _check_baseline_in_box(args.baseline, baseline, bounds)
     return {
         "smoothgrad": {
