@@ -102,7 +102,7 @@ class CheckReport:
     def passed(self) -> bool:
         """Whether every row is within its tolerance. A row below the
         resolution of its central differences (``resolved`` false) counts
-        as passed although it tells little; ``resgrad check`` names such
+        as passed although it checks little; ``resgrad check`` names such
         rows in its verdict."""
         return all(row.passed for row in self.rows)
 

@@ -199,9 +199,9 @@ def mifgsm(
     def step(v: Array) -> Array:
         nonlocal momentum
         grad = ascent_direction(batch, v)
-        # A large mu, or a small dtype over many steps, grows the momentum
-        # past the largest float; an infinite entry keeps its sign, which
-        # is all the step reads, and the torch kernels do not warn either.
+        # A large mu, or a small dtype over many steps, can grow the momentum
+        # past the largest float. The step reads only the signs, which the
+        # infinite entries keep, so the overflow stays silent as in torch.
         with np.errstate(over="ignore"):
             momentum = mu * momentum + _l1_normalized(xp, grad)
         return project_linf(batch, v + alpha * xp.sign(momentum), limits)
