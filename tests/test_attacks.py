@@ -1177,10 +1177,19 @@ def test_nan_eps_raises(model, name):
 
 
 @pytest.mark.parametrize("name", LINF + ["pgd_l2"])
-def test_integer_eps_beyond_floats_raises(model, name):
+@pytest.mark.parametrize(
+    "eps",
+    # 10**5000 has more digits than Python turns into a string by default.
+    [10**400, 10**5000, Fraction(10**400, 3)],
+    ids=["1e400", "1e5000", "fraction"],
+)
+def test_eps_beyond_floats_raises(model, name, eps):
     x, y = make_batch()
-    with pytest.raises(ValueError, match="finite eps, got an integer of 401 digits"):
-        run(name, model, x, y, eps=10**400)
+    with pytest.raises(
+        ValueError,
+        match=r"finite eps, got a number beyond the largest float \(about 1\.8e308\)",
+    ):
+        run(name, model, x, y, eps=eps)
 
 
 @pytest.mark.parametrize("name", ITERATIVE)
@@ -1189,6 +1198,17 @@ def test_steps_below_one_raise(model, name, steps):
     x, y = make_batch()
     with pytest.raises(ValueError, match="steps >= 1"):
         run(name, model, x, y, steps=steps)
+
+
+@pytest.mark.parametrize("name", ITERATIVE)
+def test_steps_as_0d_array_counts(model, name):
+    """As in the saliency maps and fit: a count read from an array works."""
+    x, y = make_batch()
+    expected = run(name, model, x, y, steps=3)
+    for steps in (np.array(3), torch.tensor(3)):
+        result = run(name, model, x, y, steps=steps)
+        np.testing.assert_array_equal(result.x_adv, expected.x_adv)
+        np.testing.assert_array_equal(result.steps, expected.steps)
 
 
 @pytest.mark.parametrize("name", ITERATIVE)

@@ -450,6 +450,12 @@ def test_bad_examples_raise(model, batch, examples, error):
         robustness.evaluate(model, x, y, "fgsm", [0.1], examples=examples)
 
 
+def test_examples_as_0d_array_counts(model, batch):
+    x, y = batch
+    table = robustness.evaluate(model, x, y, "fgsm", [0.1], examples=np.array(3))
+    assert table.x.shape[0] == 3
+
+
 @pytest.mark.parametrize("limits", [{"cw": 3}, {"jsma": 0}, {"jsma": 2.5}])
 def test_bad_limits_raise(model, batch, limits):
     x, y = batch

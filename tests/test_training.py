@@ -594,6 +594,8 @@ def test_progress_without_set_postfix():
         ),
         ({"epochs": 0}, ValueError, "epochs >= 1, got 0"),
         ({"patience": 0}, ValueError, "patience >= 1, got 0"),
+        # The count the run is made of comes first.
+        ({"epochs": 0, "patience": 0}, ValueError, "epochs >= 1, got 0"),
         ({"validation": 1.0}, ValueError, "validation fraction in \\(0, 1\\)"),
         ({"validation": -0.1}, ValueError, "validation fraction in \\(0, 1\\)"),
         ({"validation": "0.1"}, TypeError, "Expected validation as a fraction"),

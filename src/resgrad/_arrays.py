@@ -757,15 +757,18 @@ def check_number(name: str, value: Any, finite: bool = True) -> float:
     """
     value = scalar(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"Expected {name} to be a real number, got {value!r}.")
+        raise TypeError(
+            f"Expected {name} to be a real number, got {_short_repr(value)}; "
+            "pass an int or a float."
+        )
     try:
         value = float(value)
     except OverflowError:
-        # An int beyond the largest float, such as 10**400.
+        # An int or a fraction beyond the largest float, such as 10**400.
         if finite:
             raise ValueError(
-                f"Expected a finite {name}, got an integer of {len(str(abs(value)))} "
-                "digits, beyond the largest float; pass a smaller number."
+                f"Expected a finite {name}, got a number beyond the largest float "
+                "(about 1.8e308); pass a smaller number."
             ) from None
         value = math.inf if value > 0 else -math.inf
     if finite and not math.isfinite(value):

@@ -368,16 +368,9 @@ def evaluate(
 
 
 def _check_examples(examples: Any) -> int:
-    if isinstance(examples, bool) or not isinstance(examples, numbers.Integral):
-        raise TypeError(
-            f"Expected examples to be an integer, got {_arrays._short_repr(examples)}."
-        )
-    if examples < 0:
-        raise ValueError(
-            f"Expected examples >= 0, the adversarial inputs to keep for plots, "
-            f"got {examples}."
-        )
-    return int(examples)
+    """Return ``examples``, the adversarial inputs to keep for plots, as an
+    int >= 0."""
+    return _arrays.check_count("examples", examples, 0)
 
 
 def _check_limits(limits: dict[str, int], names: list[str]) -> dict[str, int]:

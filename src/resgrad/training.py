@@ -709,13 +709,11 @@ def _check_fit_settings(model, loss, epochs, batch_size, patience):
             f"Cannot train on loss {loss!r}; expected one of: "
             f"{', '.join(TRAINING_LOSSES)}."
         )
+    epochs = _arrays.check_count("epochs", epochs)
+    batch_size = _arrays.check_count("batch_size", batch_size)
     if patience is not None:
         patience = _arrays.check_count("patience", patience)
-    return (
-        _arrays.check_count("epochs", epochs),
-        _arrays.check_count("batch_size", batch_size),
-        patience,
-    )
+    return epochs, batch_size, patience
 
 
 def _check_data(model: ResidualMLP, loss_fn, x: Array, y: Array, x_name, y_name):

@@ -362,15 +362,9 @@ def check_positive(name: str, value: Any) -> float:
 
 
 def check_steps(steps: Any) -> int:
-    """Return ``steps`` as an int, raising ``ValueError`` unless it is >= 1."""
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
-        raise TypeError(f"Expected steps to be an integer, got {steps!r}.")
-    if steps < 1:
-        raise ValueError(
-            f"Expected steps >= 1, got {steps}; pass the number of gradient "
-            "steps, e.g. steps=10."
-        )
-    return int(steps)
+    """Return ``steps`` as an int, raising ``ValueError`` unless it is >= 1.
+    A 0-d integer array or tensor counts, as for the saliency maps."""
+    return _arrays.check_count("steps", steps)
 
 
 def step_size(alpha: float | None, default: float, eps: float, batch: Batch) -> float:
