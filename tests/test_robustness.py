@@ -332,6 +332,10 @@ def test_evaluate_names_pair_attacks_on_one_feature(methods, named):
         (1e-320, (), "1e-320"),
         (1e-320, (2e-320,), "1e-320"),
         (5e-324, (), "5e-324"),
+        (2.5e-322, (), "2.5e-322"),
+        # Whole numbers keep their plain form.
+        (10.0, (), "10"),
+        (255.0, (0.1, 255.0), "255"),
     ],
 )
 def test_format_eps_tells_close_radii_apart(eps, radii, text):

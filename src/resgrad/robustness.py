@@ -32,11 +32,13 @@ With fewer than 4 features, jsma and mjsma take ``gamma = 2 / d`` in place of
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import numbers
 import operator
 import struct
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -605,23 +607,38 @@ def format_eps(eps: float, radii: Iterable[float] = ()) -> str:
     """Return ``eps`` in 6 significant digits, or in as many more as it
     takes to print it apart from the other ``radii``: 0.1 and 0.1000001.
 
-    A value that fewer digits give back exactly is printed in those, so a
-    subnormal 1e-320, stored as 9.99989e-321, prints as it was typed.
+    A subnormal prints in the fewest digits that give it back: 1e-320,
+    stored as 9.99989e-321, prints as it was typed.
     """
-    values = {float(value) for value in radii} | {float(eps)}
+    eps = float(eps)
+    digits = _separating_digits(frozenset(map(float, radii)) | {eps})
+    return repr(eps) if digits is None else _digits(eps, digits)
+
+
+@functools.lru_cache(maxsize=16)
+def _separating_digits(values: frozenset[float]) -> int | None:
+    """Return the fewest digits, from 6, that print ``values`` apart, or
+    ``None`` if 17 do not; cached, since a table formats each of its radii
+    against the same set."""
     for digits in range(6, 18):
         if len({_digits(value, digits) for value in values}) == len(values):
-            return _digits(float(eps), digits)
-    return repr(float(eps))
+            return digits
+    return None
 
 
 def _digits(value: float, digits: int) -> str:
-    """Return the shortest of ``value``'s ``.Ng`` forms, ``N <= digits``,
-    that reads back as ``value``, else its ``.{digits}g`` form."""
-    for count in range(1, digits + 1):
-        text = f"{value:.{count}g}"
-        if float(text) == value:
-            return text
+    """Return ``value`` in the ``.{digits}g`` form, or for a subnormal in the
+    shortest ``.Ng`` form, ``N <= digits``, that reads back as it.
+
+    A normal float's ``.{digits}g`` form is already as short as its value
+    allows. A subnormal's is not, because the wide spacing of subnormals
+    makes several of its digits rounding.
+    """
+    if 0 < abs(value) < sys.float_info.min:
+        for count in range(1, digits):
+            short = f"{value:.{count}g}"
+            if float(short) == value:
+                return short
     return f"{value:.{digits}g}"
 
 
