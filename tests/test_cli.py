@@ -1574,6 +1574,29 @@ def test_train_overwrite_replaces_only_a_model_file(tmp_path, capsys):
     assert resgrad.load(model).sizes[1] != 8
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("data", "is a data file (arrays X, y), not a model file)"),
+        ("empty", "is not a resgrad model file: it is empty (0 bytes))"),
+    ],
+)
+def test_overwrite_refusal_gives_one_fix(tmp_path, capsys, content, reason):
+    """The reason why the file is not a model is kept; the fix for reading it
+    (pass it as --data, restore it) would contradict the one for --out."""
+    out = tmp_path / "keep.npz"
+    if content == "data":
+        np.savez(out, X=np.zeros((2, 64)), y=np.zeros(2, dtype=np.int64))
+    else:
+        out.write_bytes(b"")
+    argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out), "--overwrite"]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert lines[0].endswith(
+        f"({out} {reason}; choose another --out, or move or remove that file."
+    )
+
+
 def test_resume_of_a_finished_run_says_so(tmp_path, capsys):
     out = tmp_path / "model.npz"
     argv = ["train", *SMALL_RUN, "--epochs", "1", "--out", str(out)]

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import reference
 
+import resgrad
 from resgrad import data
 from resgrad.data import (
     csv_columns,
@@ -309,6 +310,16 @@ def test_npz_missing_array(tmp_path):
     np.savez(path, X=np.zeros((4, 2)), labels=np.array([0, 1, 0, 1]))
     with pytest.raises(ValueError, match=r"missing the array\(s\) \['y'\]"):
         load_npz(path)
+
+
+def test_model_file_as_data_names_model_option(tmp_path):
+    path = tmp_path / "model.npz"
+    resgrad.save(resgrad.ResidualMLP.init([4, 4, 2], seed=0), path)
+    with pytest.raises(ValueError) as caught:
+        load_npz(path)
+    assert str(caught.value).startswith(
+        f"{path} is a resgrad model file, not data; pass it as --model, and "
+    )
 
 
 def test_npz_object_array(tmp_path):
@@ -1309,7 +1320,9 @@ def test_idx_swapped_files(tmp_path, mnist_like):
         load_idx(images_path, images_path)
     with pytest.raises(ValueError, match=r"shape \(20,\); expected images") as caught:
         load_idx(labels_path, labels_path)
-    assert str(caught.value).endswith("as a label file does.")
+    assert str(caught.value).endswith(
+        "as a label file does; pass it as the labels and the image file as the data."
+    )
     # Swapped the other way: the labels given as the images.
     with pytest.raises(ValueError, match=r"\(n, d\)\. Are the two files swapped\?$"):
         load_idx(labels_path, images_path)

@@ -496,6 +496,26 @@ def test_empty_checkpoint_names_the_fix(tmp_path):
         resgrad.io.load_checkpoint(path)
 
 
+def test_data_or_model_as_checkpoint_is_not_called_damaged(tmp_path, saved):
+    """A damaged checkpoint's advice is to remove it, which must not reach
+    the user's data or model."""
+    data = tmp_path / "digits.npz"
+    np.savez(data, X=np.zeros((3, 4)), y=np.zeros(3, dtype=np.int64))
+    with pytest.raises(resgrad.InvalidModelFile) as caught:
+        resgrad.io.load_checkpoint(data)
+    assert str(caught.value).endswith(
+        "is a data file (arrays X, y), not a checkpoint file; pass another "
+        "checkpoint path."
+    )
+    model, _ = saved
+    with pytest.raises(resgrad.InvalidModelFile) as caught:
+        resgrad.io.load_checkpoint(model)
+    assert "is a resgrad model file, not a checkpoint; pass the checkpoint" in (
+        str(caught.value)
+    )
+    assert "remove" not in str(caught.value)
+
+
 @pytest.mark.parametrize("read", [load, resgrad.read_metadata])
 def test_data_file_as_model_names_data_option(tmp_path, read):
     path = tmp_path / "digits.npz"

@@ -1244,7 +1244,7 @@ def test_resume_rejects_model_file(tmp_path):
     x, y = _blobs()
     path = tmp_path / "model.npz"
     resgrad.save(_small_model(), path)
-    with pytest.raises(ValueError, match="is not a resgrad checkpoint file"):
+    with pytest.raises(ValueError, match="is a resgrad model file, not a checkpoint"):
         _resume_one_epoch(path, x, y)
 
 

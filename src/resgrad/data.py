@@ -474,6 +474,13 @@ def _npz_error(path: Path, error: Exception) -> ValueError:
 
 def _npz_arrays(path: Path, archive: Any) -> tuple[np.ndarray, np.ndarray]:
     missing = [key for key in ("X", "y") if key not in archive.files]
+    if missing and {"__config__", "__checkpoint__"} & set(archive.files):
+        kind = "model" if "__config__" in archive.files else "training checkpoint"
+        option = "--model" if kind == "model" else "--checkpoint with --resume"
+        raise ValueError(
+            f"{path} is a resgrad {kind} file, not data; pass it as {option}, "
+            "and the data as a .npz of arrays X and y, a .csv or an IDX file."
+        )
     if missing:
         raise ValueError(
             f"{path} is missing the array(s) {missing}, found {sorted(archive.files)}; "
@@ -1110,7 +1117,10 @@ def _read_idx_pair(
             hint = (
                 " Are the two files swapped?"
                 if len(label_shape) in (2, 3)
-                else " It holds one number per row, as a label file does."
+                else (
+                    " It holds one number per row, as a label file does; pass "
+                    "it as the labels and the image file as the data."
+                )
             )
         raise ValueError(
             f"{images_path} contains an IDX array of shape {image_shape}; expected "

@@ -830,11 +830,23 @@ def _check_members(
             "checkpoint=path, resume=True) and the same arguments."
         )
     stems = [name.removesuffix(".npy") for name in names]
-    if layout is _MODEL_LAYOUT and "X" in stems:
+    if "X" in stems:
+        # Data, which must not be taken for a damaged file and removed.
+        arrays = ", ".join(sorted(stems))
+        fix = (
+            "pass it as --data on the command line, or read it with "
+            "resgrad.data.load_data in Python"
+            if layout is _MODEL_LAYOUT
+            else "pass another checkpoint path"
+        )
         raise InvalidModelFile(
-            f"{path} is a data file (arrays {', '.join(sorted(stems))}), not a "
-            "model file; pass it as --data on the command line, or read it with "
-            "resgrad.data.load_data in Python."
+            f"{path} is a data file (arrays {arrays}), not a {layout.kind} file; {fix}."
+        )
+    if layout is not _MODEL_LAYOUT and CONFIG_KEY in stems:
+        raise InvalidModelFile(
+            f"{path} is a resgrad model file, not a checkpoint; pass the "
+            "checkpoint that the run wrote, which resgrad train names after "
+            "--out with .checkpoint.npz."
         )
     counts = collections.Counter(names)
     duplicates = sorted(name for name, count in counts.items() if count > 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -512,13 +513,20 @@ def _default_checkpoint(out: Path) -> Path:
 
 def _model_file_problem(path: Path) -> str | None:
     """Return why ``path`` does not read as a resgrad model file, or
-    ``None`` if it does."""
+    ``None`` if it does.
+
+    Only the reason is kept: the fix that the error gives for reading the
+    file, such as passing it as --data, does not fit an --out to replace.
+    """
     from ..io import read_metadata
 
     try:
         read_metadata(path)
     except (OSError, ValueError) as error:
-        return str(error).rstrip(".")
+        text = str(error)
+        name = str(path) if text.startswith(str(path)) else ""
+        reason = re.split(r"[.;] ", text[len(name) :], maxsplit=1)[0]
+        return (name + reason).rstrip(".")
     return None
 
 
