@@ -961,6 +961,19 @@ def test_randomize_blocks_cascades_from_top(model):
     np.testing.assert_array_equal(steps[0].arrays()["blocks.2.b2"], 0.0)
 
 
+@pytest.mark.parametrize("seed", [0, 7])
+def test_randomize_blocks_never_restores_the_init(seed):
+    """A one-block model made by init(seed=s) and re-initialised with seed s
+    must get other weights: the check would otherwise compare the trained
+    model with its own starting point."""
+    model = resgrad.ResidualMLP.init([6, 3], seed=seed)
+    assert model.depth == 1
+    randomized = saliency.randomize_blocks(model, 1, seed)[0].arrays()
+    for name, value in model.arrays().items():
+        if name.endswith(("W1", "W2", "W3")):
+            assert not np.allclose(randomized[name], value), name
+
+
 def test_randomization_check_correlations(model, x):
     result = saliency.randomization_check(model, x, "vanilla", 0, init_seed=2)
     assert result.blocks == [2, 1, 0]

@@ -870,7 +870,9 @@ def randomize_blocks(
     He draws as in ``ResidualMLP.init``: ``W1``, ``W2`` and a learned ``W3``
     from ``N(0, 2 / fan_in)``, biases set to zero. Each block is drawn once,
     from the top block down, so a block has the same random weights in every
-    step that re-initialises it.
+    step that re-initialises it. An int ``seed`` draws from a stream other
+    than ``ResidualMLP.init(seed=...)``'s, so the new weights are never the
+    ones that training started from.
 
     Returns:
         The ``count`` models, in the model's namespace, dtype and device.
@@ -879,7 +881,7 @@ def randomize_blocks(
     count = _arrays.check_count("count", count, 0)
     if count > model.depth:
         raise ValueError(f"Expected count <= {model.depth} (the depth), got {count}.")
-    rng = _arrays.generator(seed)
+    rng = _randomization_generator(seed, "seed")
     draws = [_he_arrays(model, index, rng) for index in range(model.depth - 1, -1, -1)]
     host = model.convert(np, dtype="float64")
     models, replaced = [], {}
@@ -890,6 +892,24 @@ def randomize_blocks(
             randomized.convert(model.xp, dtype=model.dtype, device=model.device)
         )
     return models
+
+
+# Mixed into an int seed of the randomisation, so that its draws never
+# repeat those of ResidualMLP.init with the same seed.
+RANDOMIZATION_STREAM = 0x7261_6E64
+
+
+def _randomization_generator(seed: Any, name: str) -> np.random.Generator:
+    """Return the generator of the re-initialised weights.
+
+    An int seed gives a stream of its own: with ``default_rng(seed)``, as
+    ``ResidualMLP.init`` draws, a one-block model trained from
+    ``init(seed=0)`` would be "re-initialised" to its own starting weights
+    by seed 0. A ``Generator`` is used as it is.
+    """
+    if isinstance(seed, np.random.Generator) or seed is None:
+        return _arrays.generator(seed, name)
+    return np.random.default_rng([_arrays.check_seed(seed, name), RANDOMIZATION_STREAM])
 
 
 def _he_arrays(
@@ -959,7 +979,7 @@ def randomization_check(
     target = resolve_target(model, x, target)
     if isinstance(target, str) and target == "all":
         raise ValueError("randomization_check maps one class per row; pass a class.")
-    rng = _arrays.generator(init_seed, "init_seed")
+    rng = _randomization_generator(init_seed, "init_seed")
     seed = options.get("seed", 0)
     if seed is None or isinstance(seed, np.random.Generator):
         # One integer seed for every map, so that the maps differ by the
