@@ -405,6 +405,35 @@ def test_check_report_serialises_rows():
     assert all(line.endswith("| pass |") for line in table[2:])
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_progress_counts_every_difference(activation):
+    """One step per central difference, and with a kink one more per entry
+    tested while sampling; the rows are those of a check without a bar."""
+    model = reference.random_model(2, activation, "learned")
+    x, y = reference.random_batch(model, 3)
+    steps = []
+
+    def progress(iterable, desc, total):
+        steps.append((desc, total))
+        for value in iterable:
+            steps.append(value)
+            yield value
+
+    report = check_theorem(model, x, y, entries=12, autograd=False, progress=progress)
+    desc, total = steps[0]
+    assert desc == "central differences"
+    assert len(steps) - 1 == total
+    # Each entry of (5) compares a column of J, one value per class.
+    compared = sum(
+        row.entries // (model.n_classes if row.equation == "5" else 1)
+        for row in report.rows
+        if row.reference == "central differences"
+    )
+    assert total == compared * (2 if activation == "relu" else 1)
+    plain = check_theorem(model, x, y, entries=12, autograd=False)
+    assert [row.error for row in report.rows] == [row.error for row in plain.rows]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -320,15 +320,21 @@ def _smooth_entries(
     count: int,
     rng: np.random.Generator,
     crosses: Callable[[int], bool],
+    tick: Callable[[], None] = lambda: None,
 ) -> np.ndarray:
     """Return ``_sample_entries`` with every entry whose step ``crosses`` a
     kink replaced by another entry that does not, while there are any.
 
     Without kinks the entries are those of ``_sample_entries``, so the
-    check's figures stay the same.
+    check's figures stay the same. ``tick`` is called once per entry of the
+    first sample, for a progress bar.
     """
     picked = _sample_entries(shape, count, rng)
-    smooth = [int(i) for i in picked if not crosses(int(i))]
+    smooth = []
+    for i in picked:
+        tick()
+        if not crosses(int(i)):
+            smooth.append(int(i))
     if len(smooth) < len(picked):
         tried = {int(i) for i in picked}
         for i in rng.permutation(math.prod(shape)):
@@ -408,6 +414,7 @@ def _difference_errors(
     entries: int,
     step: float,
     rng: np.random.Generator,
+    progress: Callable[..., Any] | None = None,
 ) -> list[tuple[str, float, int, float]]:
     """Compare sampled entries of each equation with central differences.
 
@@ -421,11 +428,25 @@ def _difference_errors(
     """
     results = []
     kinked = any(f.name in KINKED for f in model.activations())
+    per_weight = {eq: max(entries // len(values[eq]), 2) for eq in values if values[eq]}
+    counts = [min(entries, x.size)] * 2 + [
+        min(per_weight[eq], value.size)
+        for eq in ("6", "7", "8")
+        for value in values[eq].values()
+    ]
+    # One step per difference, and one more per entry where sampling tests
+    # whether its step crosses a kink.
+    tick, close = _ticker(progress, sum(counts) * (2 if kinked else 1))
 
     def sample(shape, count, base, pattern):
         if not kinked:
             return _sample_entries(shape, count, rng)
-        return _smooth_entries(shape, count, rng, _step_crosses(pattern, base, step))
+        crosses = _step_crosses(pattern, base, step)
+        return _smooth_entries(shape, count, rng, crosses, tick)
+
+    def difference(f, base, i):
+        tick()
+        return _central_difference(f, base, i, step)
 
     def input_pattern(v):
         return _kink_pattern(model, v)
@@ -446,10 +467,7 @@ def _difference_errors(
         return rounding / scale if scale > 0 else rounding
 
     picked = sample(x.shape, entries, x, input_pattern)
-    fd = [
-        _central_difference(lambda v: _loss_of(model, v, y, loss), x, i, step)
-        for i in picked
-    ]
+    fd = [difference(lambda v: _loss_of(model, v, y, loss), x, i) for i in picked]
     if len(fd):
         analytic = values["4"]["x"]
         error, scale = _difference_error(analytic.flat[picked], fd, analytic)
@@ -459,9 +477,7 @@ def _difference_errors(
 
     jac = values["5"]["x"]
     picked = sample(x.shape, entries, x, input_pattern)
-    fd_rows = [
-        _central_difference(lambda v: model.logits(v), x, i, step) for i in picked
-    ]
+    fd_rows = [difference(lambda v: model.logits(v), x, i) for i in picked]
     # Entry i of x is (sample s, feature f); its column of J[s] is d z^L_s / d x_{s, f}.
     samples, features = np.unravel_index(picked, x.shape)
     if len(fd_rows):
@@ -483,16 +499,12 @@ def _difference_errors(
             def weight_pattern(w, key=key):
                 return _kink_pattern(model._with_arrays({key: w}), x)
 
-            picked = sample(
-                weight.shape, max(entries // len(values[eq]), 2), weight, weight_pattern
-            )
+            picked = sample(weight.shape, per_weight[eq], weight, weight_pattern)
 
             def loss_at(w, key=key):
                 return _loss_of(model._with_arrays({key: w}), x, y, loss)
 
-            numeric_values.extend(
-                _central_difference(loss_at, weight, i, step) for i in picked
-            )
+            numeric_values.extend(difference(loss_at, weight, i) for i in picked)
             analytic_values.extend(value.flat[picked])
         if analytic_values:
             error, scale = _difference_error(
@@ -501,7 +513,28 @@ def _difference_errors(
             results.append((eq, error, len(analytic_values), floor(loss_size, scale)))
         elif values[eq]:
             results.append((eq, 0.0, 0, 0.0))
+    close()
     return results
+
+
+def _ticker(
+    progress: Callable[..., Any] | None, total: int
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Return ``(tick, close)`` for a progress bar of ``total`` steps drawn
+    by ``progress``: ``tick`` advances it by one, and ``close`` runs it to
+    its end, for the steps that sampling skipped."""
+    if progress is None:
+        return (lambda: None), (lambda: None)
+    steps = iter(progress(range(total), desc="central differences", total=total))
+
+    def tick() -> None:
+        next(steps, None)
+
+    def close() -> None:
+        for _ in steps:
+            pass
+
+    return tick, close
 
 
 def _difference_error(analytic: Any, numeric: Any, *whole: Any) -> tuple[float, float]:
@@ -550,6 +583,7 @@ def check_theorem(
     step: float = 1e-6,
     seed: int = 0,
     autograd: bool | None = None,
+    progress: Callable[..., Any] | bool | None = None,
 ) -> CheckReport:
     """Check equations (4)-(8) of Theorem 1 on ``model`` at the batch ``(x, y)``.
 
@@ -573,7 +607,12 @@ def check_theorem(
             elu, entries whose step would cross 0 are not picked.
         autograd: compare with PyTorch; ``None`` means when it is installed,
             and ``True`` without it raises ``ModuleNotFoundError``.
+        progress: a bar over the central differences, which take most of
+            the time of a check of many entries; ``True`` draws a tqdm
+            bar, and a callable such as ``tqdm.tqdm`` is called with the
+            iterable and the ``desc`` and ``total`` keywords.
     """
+    progress = _arrays.progress_wrapper(progress)
     entries = _arrays.check_count("entries", entries)
     step = _arrays.check_number("step", step, finite=False)
     if not 0 < step < math.inf:
@@ -622,7 +661,7 @@ def check_theorem(
             )
     rng = np.random.default_rng(_arrays.check_seed(seed))
     for eq, error, count, floor in _difference_errors(
-        model, x, y, loss, values, entries, step, rng
+        model, x, y, loss, values, entries, step, rng, progress
     ):
         rows.append(
             CheckRow(

@@ -15,6 +15,7 @@ from ._common import (
     non_negative_int,
     plural,
     positive_int,
+    progress_bar,
     typed_options,
     warn,
 )
@@ -63,6 +64,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="print the report as JSON instead of a table",
     )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="hide the progress bar of the central differences",
+    )
     parser.set_defaults(handler=run_check)
 
 
@@ -75,12 +81,14 @@ def check_on_test_split(
     command: str = "check",
     option: str = "--samples",
     typed: bool = True,
+    progress: Any = None,
 ):
     """Run ``check_theorem`` on the first ``samples`` test samples of ``data``.
 
     Warns, as ``resgrad command`` and naming the ``option`` that set
     ``samples``, when the test split has fewer samples and the user
-    ``typed`` that option rather than leaving its default.
+    ``typed`` that option rather than leaving its default. ``progress``
+    wraps the central differences, as for ``check_theorem``.
     """
     from ..check import check_theorem
 
@@ -95,7 +103,7 @@ def check_on_test_split(
         )
     x = np.asarray(data.x_test[:samples])
     y = np.asarray(data.y_test[:samples])
-    return check_theorem(model, x, y, entries=entries, seed=seed)
+    return check_theorem(model, x, y, entries=entries, seed=seed, progress=progress)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -110,6 +118,7 @@ def run_check(args: argparse.Namespace) -> int:
         args.entries,
         seed=args.seed,
         typed=bool(typed_options(args, ["samples"])),
+        progress=progress_bar(not args.no_progress),
     )
     if args.json:
         # An array that the product left out has an infinite error, which
