@@ -1717,6 +1717,18 @@ def test_identity_shortcut_on_no_block_warns(tmp_path, capsys):
     assert shortcuts == ["identity", "identity", "learned"]
 
 
+def test_check_logs_its_progress_when_not_on_a_terminal(tmp_path, capsys):
+    """A log gets a start line and an end line; --no-progress hides them."""
+    _, model = _train_small(tmp_path, capsys)
+    argv = ["check", "--model", str(model), "--entries", "5"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(r"central differences: 0/\d+", lines[0])
+    assert re.fullmatch(r"central differences: (\d+)/\1 after \d+ s", lines[-1])
+    assert main([*argv, "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_check_seed_picks_the_sampled_entries(tmp_path, capsys):
     # resgrad run samples the entries of the central differences with its
     # --seed; check takes the same option to repeat them.

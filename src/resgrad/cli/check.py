@@ -118,7 +118,7 @@ def run_check(args: argparse.Namespace) -> int:
         args.entries,
         seed=args.seed,
         typed=bool(typed_options(args, ["samples"])),
-        progress=progress_bar(not args.no_progress),
+        progress=progress_bar(not args.no_progress, log_start=True),
     )
     if args.json:
         # An array that the product left out has an infinite error, which
