@@ -1509,6 +1509,37 @@ def test_cli_parser_registers_handler():
     assert Path(args.model) == Path(__file__)
 
 
+def test_cli_figures_name_the_variant_drawn(digits_model, tmp_path, monkeypatch):
+    """A map of squared gradients, Papernot's JSMA or |map| is labelled so in
+    the figures, not as the default method."""
+    import matplotlib.pyplot as plt
+
+    from resgrad.cli import saliency as saliency_cli
+
+    titles = saliency_cli.method_titles(
+        {"smoothgrad": {"squared": True}, "jsma": {"variant": "increase"}}, False
+    )
+    assert titles["smoothgrad"] == "SmoothGrad-Squared"
+    assert titles["jsma"] == "JSMA map (increase)"
+    assert titles["vanilla"] == "vanilla gradient"
+    assert saliency_cli.method_titles({}, True)["vanilla"] == "|vanilla gradient|"
+    path, _ = digits_model
+    drawn = []
+    original = saliency_cli.sample_figure
+
+    def recording(*args):
+        figure = original(*args)
+        drawn.append([axes.get_ylabel() for axes in figure.axes if axes.get_ylabel()])
+        plt.close(figure)
+        return figure
+
+    monkeypatch.setattr(saliency_cli, "sample_figure", recording)
+    argv = ["--model", str(path), "--out", str(tmp_path / "out"), "--squared"]
+    argv += ["--method", "smoothgrad,jsma", "--variant", "increase", "--index", "0"]
+    assert run_cli([*argv, "--samples", "2", "--check-samples", "2"]) == 0
+    assert drawn == [["SmoothGrad-Squared", "JSMA map (increase)"]]
+
+
 def test_short_rows_draw_maps_as_bars():
     from resgrad.cli.saliency import sample_figure
 

@@ -56,6 +56,23 @@ METHOD_TITLES = {
     "integrated_gradients": "Integrated Gradients",
     "jsma": "JSMA map",
 }
+
+
+def method_titles(options: dict, absolute: bool) -> dict[str, str]:
+    """Return ``METHOD_TITLES`` with the variant each figure draws named:
+    SmoothGrad-Squared, a JSMA map other than the manuscript's, and
+    ``|map|`` under ``--absolute``."""
+    titles = dict(METHOD_TITLES)
+    if options.get("smoothgrad", {}).get("squared"):
+        titles["smoothgrad"] = "SmoothGrad-Squared"
+    variant = options.get("jsma", {}).get("variant", JSMA_VARIANT)
+    if variant != JSMA_VARIANT:
+        titles["jsma"] = f"JSMA map ({variant})"
+    if absolute:
+        titles = {method: f"|{title}|" for method, title in titles.items()}
+    return titles
+
+
 # The number of classes drawn without --classes at most; each class is one
 # column of every sample's figure.
 DRAWN_CLASSES = 20
@@ -501,15 +518,16 @@ def run_saliency(args: argparse.Namespace) -> int:
     summary["seed"] = args.seed
     summary["warnings"] = list(WARNINGS)
     summary["check_samples"] = len(x_check)
+    titles = method_titles(options, args.absolute)
     summary["random_orders"] = args.random_orders
     with writing_into(folder, "saliency"):
         for name, draw in sample_figures:
             write_figure(args.out / name, draw())
         write_figure(
             args.out / RANDOMIZATION_NAME,
-            randomization_figure(checks, data, args.absolute),
+            randomization_figure(checks, data, args.absolute, titles),
         )
-        write_figure(args.out / DELETION_NAME, deletion_figure(checks))
+        write_figure(args.out / DELETION_NAME, deletion_figure(checks, titles))
         write_atomic(args.out / JSON_NAME, json_text(summary))
     print(_summary_text(summary))
     print(f"wrote {len(summary['files'])} files to {args.out}")
@@ -622,6 +640,7 @@ def draw_samples(
             int(predicted[row]),
             data.image_shape,
             title,
+            method_titles(options, args.absolute),
         )
 
     figures = [
@@ -822,13 +841,16 @@ def sample_figure(
     predicted: int,
     image_shape: tuple[int, int] | None,
     title: str,
+    titles: dict[str, str] | None = None,
 ) -> Any:
     """Draw the input, then one row per method of one map per class.
 
     Args:
         x: the input row, shape ``(p_0,)``.
         maps: per method, the maps of the drawn classes, ``(len(classes), p_0)``.
+        titles: the row label of each method; ``METHOD_TITLES`` by default.
     """
+    titles = METHOD_TITLES if titles is None else titles
     from ..robustness import display_shape
 
     plt = _pyplot()
@@ -857,7 +879,7 @@ def sample_figure(
         # A y label, unlike free text, gets room from the constrained layout.
         # Strips are too low for a rotated one.
         first.set_ylabel(
-            METHOD_TITLES[method],
+            titles[method],
             rotation=0 if strip else 90,
             ha="right" if strip else "center",
             va="center",
@@ -947,7 +969,12 @@ def _grid_title(scales: dict[str, tuple[str, Any]]) -> str:
     return title
 
 
-def randomization_figure(checks: dict, data: Any, absolute: bool = False) -> Any:
+def randomization_figure(
+    checks: dict,
+    data: Any,
+    absolute: bool = False,
+    titles: dict[str, str] | None = None,
+) -> Any:
     """Draw the rank correlations per re-initialised block and the first
     sample's map of the first method at every step.
 
@@ -993,7 +1020,7 @@ def randomization_figure(checks: dict, data: Any, absolute: bool = False) -> Any
             "marker": MARKERS[rank % len(MARKERS)],
             "markersize": max(3.0, 7.0 - rank),
             "linewidth": max(0.8, 2.2 - 0.3 * rank),
-            "label": METHOD_TITLES[method],
+            "label": (METHOD_TITLES if titles is None else titles)[method],
         }
         for ax, correlations in ((left, result.spearman_abs), (right, result.spearman)):
             mean = np.concatenate(([1.0], _nanmean_rows(correlations)))
@@ -1029,14 +1056,16 @@ def _block_range(first: int, last: int) -> str:
     return str(last) if first == last else f"{first}-{last}"
 
 
-def deletion_figure(checks: dict) -> Any:
-    """Draw the mean class score against the fraction of features removed."""
+def deletion_figure(checks: dict, titles: dict[str, str] | None = None) -> Any:
+    """Draw the mean class score against the fraction of features removed,
+    with ``titles`` (``METHOD_TITLES`` by default) naming the methods."""
+    titles = METHOD_TITLES if titles is None else titles
     plt = _pyplot()
     figure, ax = plt.subplots(figsize=(6.0, 4.0), layout="constrained")
     random_curve = None
     for method, (curve, _rank_by) in checks["deletion"].items():
         mean = curve.scores.mean(axis=0)
-        label = f"{METHOD_TITLES[method]} (AUC {np.mean(curve.auc):.3g})"
+        label = f"{titles[method]} (AUC {np.mean(curve.auc):.3g})"
         ax.plot(curve.fractions, mean, label=label)
         random_curve = curve
     random_mean = random_curve.random_scores.mean(axis=0)
