@@ -1540,6 +1540,18 @@ def test_cli_figures_name_the_variant_drawn(digits_model, tmp_path, monkeypatch)
     assert drawn == [["SmoothGrad-Squared", "JSMA map (increase)"]]
 
 
+def test_row_label_stays_left_of_a_tall_input():
+    from resgrad.cli.saliency import sample_figure
+
+    x = np.linspace(0.0, 1.0, 180)
+    maps = {"vanilla": np.ones((1, 180)), "jsma": -np.ones((1, 180))}
+    figure = sample_figure(x, maps, [0], 0, (30, 6), "tall")
+    figure.canvas.draw()
+    first = figure.axes[0]
+    label = first.yaxis.label.get_window_extent()
+    assert label.x1 <= first.get_window_extent().x0
+
+
 def test_short_rows_draw_maps_as_bars():
     from resgrad.cli.saliency import sample_figure
 

@@ -878,11 +878,13 @@ def sample_figure(
                 spine.set_visible(False)
         # A y label, unlike free text, gets room from the constrained layout.
         # Strips are too low for a rotated one.
+        # A rotated label centred on its anchor would reach half a line into
+        # the input panel, as it did beside tall images.
         first.set_ylabel(
             titles[method],
             rotation=0 if strip else 90,
             ha="right" if strip else "center",
-            va="center",
+            va="center" if strip else "bottom",
             fontsize=8,
         )
         cmap, norm = _colour_scale(method_maps)
