@@ -315,7 +315,7 @@ def to_numpy(value: Array, *, copy: bool = False) -> np.ndarray:
     """Return an array of any supported namespace as a NumPy array on the host.
 
     A torch tensor leaves autograd and its device, and bfloat16, which NumPy
-    lacks, widens to float32, which holds each of its values exactly. With
+    lacks, widens to float32, which represents each of its values exactly. With
     ``copy`` the result never shares memory with ``value``; without, a NumPy
     array or a CPU tensor comes back as a view of the same memory.
     """

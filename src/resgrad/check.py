@@ -608,9 +608,9 @@ def check_theorem(
         autograd: compare with PyTorch; ``None`` means when it is installed,
             and ``True`` without it raises ``ModuleNotFoundError``.
         progress: a bar over the central differences, which take most of
-            the time of a check of many entries; ``True`` draws a tqdm
-            bar, and a callable such as ``tqdm.tqdm`` is called with the
-            iterable and the ``desc`` and ``total`` keywords.
+            the time of a check of many entries. ``True`` draws a tqdm bar,
+            and a callable such as ``tqdm.tqdm`` gets the iterable and the
+            ``desc`` and ``total`` keywords.
     """
     progress = _arrays.progress_wrapper(progress)
     entries = _arrays.check_count("entries", entries)

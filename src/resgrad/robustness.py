@@ -618,8 +618,8 @@ def format_eps(eps: float, radii: Iterable[float] = ()) -> str:
 @functools.lru_cache(maxsize=16)
 def _separating_digits(values: frozenset[float]) -> int | None:
     """Return the fewest digits, from 6, that print ``values`` apart, or
-    ``None`` if 17 do not; cached, since a table formats each of its radii
-    against the same set."""
+    ``None`` if 17 do not. The result is cached because a table formats
+    each of its radii against the same set."""
     for digits in range(6, 18):
         if len({_digits(value, digits) for value in values}) == len(values):
             return digits
