@@ -3088,6 +3088,29 @@ def test_moved_label_column_with_same_features_passes(tmp_path, capsys):
     assert "and --label-column where the label column moved" in lines[0]
 
 
+def test_moved_label_among_repeated_names_lists_the_columns(tmp_path, capsys):
+    """Dropping any of three columns named 'a' leaves the recorded features,
+    so no single --label-column can be named."""
+    rng = np.random.default_rng(0)
+    rows = np.column_stack([rng.random((60, 3)), np.arange(60) % 3])
+    trained = tmp_path / "dup.csv"
+    _write_csv(trained, rows, "a,a,b,label")
+    model = tmp_path / "m.npz"
+    train = ["train", "--data", str(trained), "--out", str(model), "--epochs", "1"]
+    assert main([*train, "--widths", "4", "--hidden", "4", "--no-progress"]) == 0
+    capsys.readouterr()
+    moved = tmp_path / "moved.csv"
+    _write_csv(moved, rows[:, [0, 1, 3, 2]], "a,a,a,b")
+    argv = ["evaluate", "--model", str(model), "--data", str(moved)]
+    status, lines = run_cli(capsys, argv)
+    assert status == 2
+    assert lines[0].endswith(
+        "once one of columns 0, 1, 2 (all named 'a') is taken as the label: pass "
+        "--label-column with the one that holds the labels."
+    )
+    assert main([*argv, "--label-column", "2"]) == 0
+
+
 @pytest.mark.parametrize("command", ["evaluate", "attack"])
 def test_label_column_moved_onto_a_feature_refused(tmp_path, capsys, command):
     _, data, model = _train_on_csv(tmp_path, capsys)
@@ -3150,6 +3173,24 @@ def test_train_warns_when_small_classes_enlarge_the_test_part(tmp_path, capsys):
     assert "--test-size 0.1 gave a test part of 10 of 20 rows (0.5): the split" in err
     assert main([*argv, "--test-size", "0.5", "--overwrite", "--no-progress"]) == 0
     assert "gave a test part" not in capsys.readouterr().err
+
+
+def test_train_warns_when_single_rows_shrink_the_test_part(tmp_path, capsys):
+    """Fourteen classes of one row stay in the training part, so a class of
+    six rows gives the test part 3 of 20 rows at --test-size 0.4."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "singles.csv"
+    labels = np.r_[np.arange(14), np.full(6, 14)]
+    _write_csv(data, np.column_stack([rng.random((20, 2)), labels]), "a,b,label")
+    out = tmp_path / "m.npz"
+    argv = ["train", "--data", str(data), "--out", str(out), "--epochs", "1"]
+    assert main([*argv, "--test-size", "0.4", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "--test-size 0.4 gave a test part of 3 of 20 rows (0.15): the split puts "
+        "a row of every class of two or more rows in each part and keeps a class "
+        "of one row for training, whatever the fraction asked for."
+    ) in err
 
 
 def test_train_warns_when_validation_is_most_rows(tmp_path, capsys):

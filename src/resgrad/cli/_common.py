@@ -729,11 +729,20 @@ def _check_columns(args: Any, training: dict) -> None:
         for column in range(len(columns))
         if _without_label(columns, column) == trained_features
     ]
-    if moved:
+    if len(moved) == 1:
         raise ValueError(
             f"The header of {path} has the features the model was trained on, "
             f"in their order, once column {moved[0]} ({columns[moved[0]]!r}) is "
             f"taken as the label: pass --label-column {moved[0]}."
+        )
+    if moved:
+        # Repeated names: dropping any of those columns leaves the same header.
+        listed = ", ".join(map(str, moved))
+        raise ValueError(
+            f"The header of {path} has the features the model was trained on, "
+            f"in their order, once one of columns {listed} (all named "
+            f"{columns[moved[0]]!r}) is taken as the label: pass --label-column "
+            "with the one that holds the labels."
         )
     index = next(
         (i for i, pair in enumerate(zip(columns, recorded)) if pair[0] != pair[1]),

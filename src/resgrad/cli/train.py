@@ -347,8 +347,8 @@ def _warn_on_small_parts(args: argparse.Namespace, data: Any) -> None:
             args.command,
             f"--test-size {args.test_size:g} gave a test part of {test} of "
             f"{train + test} rows ({share:.2g}): the split puts a row of every "
-            "class of two or more rows in each part, which takes more rows "
-            "than asked when classes are this small.",
+            "class of two or more rows in each part and keeps a class of one "
+            "row for training, whatever the fraction asked for.",
         )
     # The stratified split gives every class of two or more rows a test row.
     untested = np.setdiff1d(data.y_train, data.y_test).tolist()
