@@ -1187,7 +1187,7 @@ def test_eps_beyond_floats_raises(model, name, eps):
     x, y = make_batch()
     with pytest.raises(
         ValueError,
-        match=r"finite eps, got a number beyond the largest float \(about 1\.8e308\)",
+        match=r"finite eps, got a number of magnitude beyond the largest float \(",
     ):
         run(name, model, x, y, eps=eps)
 

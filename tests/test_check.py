@@ -434,6 +434,41 @@ def test_progress_counts_every_difference(activation):
     assert [row.error for row in report.rows] == [row.error for row in plain.rows]
 
 
+def test_progress_is_closed_where_an_error_stops_it(monkeypatch):
+    """The bar ends at the step reached, so that the error message that
+    follows on a terminal does not share its line."""
+    import resgrad.check as check_module
+
+    model = reference.random_model(2, "tanh", "learned")
+    x, y = reference.random_batch(model, 3)
+    calls = []
+    original = check_module._central_difference
+
+    def failing(*args):
+        calls.append(None)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    events = []
+
+    def progress(iterable, desc, total):
+        try:
+            yield from iterable
+        finally:
+            events.append("closed")
+
+    monkeypatch.setattr(check_module, "_central_difference", failing)
+    seen = None
+    try:
+        check_theorem(model, x, y, entries=12, autograd=False, progress=progress)
+    except KeyboardInterrupt:
+        # Read while the traceback still holds the check's frames, as the
+        # command line's handler prints its message.
+        seen = list(events)
+    assert seen == ["closed"]
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -129,7 +129,9 @@ def test_run_attacks_one_feature_without_pair_attacks(tmp_path):
     methods = {row["method"] for row in metrics["sections"]["attacks"]["rows"]}
     assert "fgsm" in methods
     assert "jsma" not in methods
-    assert "need at least 2 features" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "need at least 2 features" in report
+    assert "for the targeted attacks (illcm) and any wrong class" in report
 
 
 def test_run_report_explains_nan_of_one_feature(tmp_path):

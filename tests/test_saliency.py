@@ -1129,8 +1129,10 @@ def test_float_target_list_names_ints(model, x, target):
 
 
 def test_randomization_names_a_bad_init_seed(model, x):
-    with pytest.raises(TypeError, match=r"Expected init_seed to be an int >= 0"):
-        saliency.randomization_check(model, x, init_seed="a")
+    message = r"Expected init_seed to be an int >= 0, a numpy Generator or None"
+    for seed in ("a", 1.5):
+        with pytest.raises(TypeError, match=message):
+            saliency.randomization_check(model, x, init_seed=seed)
 
 
 @pytest.mark.parametrize(
@@ -1533,11 +1535,21 @@ def test_cli_figures_name_the_variant_drawn(digits_model, tmp_path, monkeypatch)
         plt.close(figure)
         return figure
 
+    titled = []
+    randomization = saliency_cli.randomization_figure
+
+    def recording_title(*args):
+        figure = randomization(*args)
+        titled.append(figure.get_suptitle())
+        return figure
+
     monkeypatch.setattr(saliency_cli, "sample_figure", recording)
+    monkeypatch.setattr(saliency_cli, "randomization_figure", recording_title)
     argv = ["--model", str(path), "--out", str(tmp_path / "out"), "--squared"]
     argv += ["--method", "smoothgrad,jsma", "--variant", "increase", "--index", "0"]
     assert run_cli([*argv, "--samples", "2", "--check-samples", "2"]) == 0
     assert drawn == [["SmoothGrad-Squared", "JSMA map (increase)"]]
+    assert "top row: SmoothGrad-Squared of the first sample" in titled[0]
 
 
 def test_row_label_stays_left_of_a_tall_input():

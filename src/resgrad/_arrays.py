@@ -767,8 +767,8 @@ def check_number(name: str, value: Any, finite: bool = True) -> float:
         # An int or a fraction beyond the largest float, such as 10**400.
         if finite:
             raise ValueError(
-                f"Expected a finite {name}, got a number beyond the largest float "
-                "(about 1.8e308); pass a smaller number."
+                f"Expected a finite {name}, got a number of magnitude beyond the "
+                "largest float (about 1.8e308); pass a smaller number."
             ) from None
         value = math.inf if value > 0 else -math.inf
     if finite and not math.isfinite(value):

@@ -436,7 +436,7 @@ def _difference_errors(
     ]
     # One step per difference, and one more per entry where sampling tests
     # whether its step crosses a kink.
-    tick, close = _ticker(progress, sum(counts) * (2 if kinked else 1))
+    tick, close, abandon = _ticker(progress, sum(counts) * (2 if kinked else 1))
 
     def sample(shape, count, base, pattern):
         if not kinked:
@@ -451,80 +451,89 @@ def _difference_errors(
     def input_pattern(v):
         return _kink_pattern(model, v)
 
-    traces, a_L = model.trace(x)
-    logits = _largest(traces[-1].z)
-    # The rounding of the loss: its own, and that of each logit, eps |z|,
-    # carried into the loss by dY/dz. The second is far below eps |z| where
-    # the network is confident (dY/dz ~ 1e-7 at a margin of 16).
-    value, error = output_error(model, traces, a_L, y, get_loss(loss), "mean")
-    shares = np.sum(np.abs(traces[-1].z * error), axis=1)
-    # A weight moves every sample's share of the loss, an input one only.
-    loss_size = abs(float(value)) + float(np.sum(shares))
-    input_loss_size = abs(float(value)) + float(np.max(shares))
+    try:
+        traces, a_L = model.trace(x)
+        logits = _largest(traces[-1].z)
+        # The rounding of the loss: its own, and that of each logit, eps |z|,
+        # carried into the loss by dY/dz. The second is far below eps |z| where
+        # the network is confident (dY/dz ~ 1e-7 at a margin of 16).
+        value, error = output_error(model, traces, a_L, y, get_loss(loss), "mean")
+        shares = np.sum(np.abs(traces[-1].z * error), axis=1)
+        # A weight moves every sample's share of the loss, an input one only.
+        loss_size = abs(float(value)) + float(np.sum(shares))
+        input_loss_size = abs(float(value)) + float(np.max(shares))
 
-    def floor(size, scale):
-        rounding = DIFFERENCE_ROUNDING * np.finfo(np.float64).eps * size / step
-        return rounding / scale if scale > 0 else rounding
+        def floor(size, scale):
+            rounding = DIFFERENCE_ROUNDING * np.finfo(np.float64).eps * size / step
+            return rounding / scale if scale > 0 else rounding
 
-    picked = sample(x.shape, entries, x, input_pattern)
-    fd = [difference(lambda v: _loss_of(model, v, y, loss), x, i) for i in picked]
-    if len(fd):
-        analytic = values["4"]["x"]
-        error, scale = _difference_error(analytic.flat[picked], fd, analytic)
-        results.append(("4", error, len(fd), floor(input_loss_size, scale)))
-    else:
-        results.append(("4", 0.0, 0, 0.0))
+        picked = sample(x.shape, entries, x, input_pattern)
+        fd = [difference(lambda v: _loss_of(model, v, y, loss), x, i) for i in picked]
+        if len(fd):
+            analytic = values["4"]["x"]
+            error, scale = _difference_error(analytic.flat[picked], fd, analytic)
+            results.append(("4", error, len(fd), floor(input_loss_size, scale)))
+        else:
+            results.append(("4", 0.0, 0, 0.0))
 
-    jac = values["5"]["x"]
-    picked = sample(x.shape, entries, x, input_pattern)
-    fd_rows = [difference(lambda v: model.logits(v), x, i) for i in picked]
-    # Entry i of x is (sample s, feature f); its column of J[s] is d z^L_s / d x_{s, f}.
-    samples, features = np.unravel_index(picked, x.shape)
-    if len(fd_rows):
-        analytic = np.stack([jac[s, :, f] for s, f in zip(samples, features)])
-        numeric = np.stack([row[s] for row, s in zip(fd_rows, samples)])
-        error, scale = _difference_error(analytic, numeric, jac)
-        results.append(("5", error, analytic.size, floor(logits, scale)))
-    else:
-        results.append(("5", 0.0, 0, 0.0))
+        jac = values["5"]["x"]
+        picked = sample(x.shape, entries, x, input_pattern)
+        fd_rows = [difference(lambda v: model.logits(v), x, i) for i in picked]
+        # Entry i of x is (sample s, feature f); its column of J[s] is d z^L_s / d x_{s, f}.
+        samples, features = np.unravel_index(picked, x.shape)
+        if len(fd_rows):
+            analytic = np.stack([jac[s, :, f] for s, f in zip(samples, features)])
+            numeric = np.stack([row[s] for row, s in zip(fd_rows, samples)])
+            error, scale = _difference_error(analytic, numeric, jac)
+            results.append(("5", error, analytic.size, floor(logits, scale)))
+        else:
+            results.append(("5", 0.0, 0, 0.0))
 
-    arrays = model.arrays()
-    for eq in ("6", "7", "8"):
-        analytic_values, numeric_values = [], []
-        for key, value in values[eq].items():
-            weight = np.asarray(arrays[key])
+        arrays = model.arrays()
+        for eq in ("6", "7", "8"):
+            analytic_values, numeric_values = [], []
+            for key, value in values[eq].items():
+                weight = np.asarray(arrays[key])
 
-            # Each w is a copy of the weight with one entry moved, which
-            # needs none of replace_arrays's checks.
-            def weight_pattern(w, key=key):
-                return _kink_pattern(model._with_arrays({key: w}), x)
+                # Each w is a copy of the weight with one entry moved, which
+                # needs none of replace_arrays's checks.
+                def weight_pattern(w, key=key):
+                    return _kink_pattern(model._with_arrays({key: w}), x)
 
-            picked = sample(weight.shape, per_weight[eq], weight, weight_pattern)
+                picked = sample(weight.shape, per_weight[eq], weight, weight_pattern)
 
-            def loss_at(w, key=key):
-                return _loss_of(model._with_arrays({key: w}), x, y, loss)
+                def loss_at(w, key=key):
+                    return _loss_of(model._with_arrays({key: w}), x, y, loss)
 
-            numeric_values.extend(difference(loss_at, weight, i) for i in picked)
-            analytic_values.extend(value.flat[picked])
-        if analytic_values:
-            error, scale = _difference_error(
-                analytic_values, numeric_values, *values[eq].values()
-            )
-            results.append((eq, error, len(analytic_values), floor(loss_size, scale)))
-        elif values[eq]:
-            results.append((eq, 0.0, 0, 0.0))
+                numeric_values.extend(difference(loss_at, weight, i) for i in picked)
+                analytic_values.extend(value.flat[picked])
+            if analytic_values:
+                error, scale = _difference_error(
+                    analytic_values, numeric_values, *values[eq].values()
+                )
+                results.append(
+                    (eq, error, len(analytic_values), floor(loss_size, scale))
+                )
+            elif values[eq]:
+                results.append((eq, 0.0, 0, 0.0))
+    except BaseException:
+        # An error or Ctrl-C ends the bar where it stands, on its own line,
+        # so the message that follows starts a line of its own.
+        abandon()
+        raise
     close()
     return results
 
 
 def _ticker(
     progress: Callable[..., Any] | None, total: int
-) -> tuple[Callable[[], None], Callable[[], None]]:
-    """Return ``(tick, close)`` for a progress bar of ``total`` steps drawn
-    by ``progress``: ``tick`` advances it by one, and ``close`` runs it to
-    its end, for the steps that sampling skipped."""
+) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
+    """Return ``(tick, close, abandon)`` for a progress bar of ``total``
+    steps drawn by ``progress``: ``tick`` advances it by one, ``close`` runs
+    it to its end, for the steps that sampling skipped, and ``abandon``
+    closes it where it stands."""
     if progress is None:
-        return (lambda: None), (lambda: None)
+        return (lambda: None), (lambda: None), (lambda: None)
     steps = iter(progress(range(total), desc="central differences", total=total))
 
     def tick() -> None:
@@ -534,7 +543,12 @@ def _ticker(
         for _ in steps:
             pass
 
-    return tick, close
+    def abandon() -> None:
+        stop = getattr(steps, "close", None)
+        if stop is not None:
+            stop()
+
+    return tick, close, abandon
 
 
 def _difference_error(analytic: Any, numeric: Any, *whole: Any) -> tuple[float, float]:

@@ -909,7 +909,10 @@ def _randomization_generator(seed: Any, name: str) -> np.random.Generator:
     """
     if isinstance(seed, np.random.Generator) or seed is None:
         return _arrays.generator(seed, name)
-    return np.random.default_rng([_arrays.check_seed(seed, name), RANDOMIZATION_STREAM])
+    kinds = "an int >= 0, a numpy Generator or None"
+    return np.random.default_rng(
+        [_arrays.check_seed(seed, name, kinds), RANDOMIZATION_STREAM]
+    )
 
 
 def _he_arrays(

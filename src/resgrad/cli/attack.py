@@ -358,12 +358,13 @@ def _section_markdown(
             "their rows can differ from these, which cover the first "
             f"{REPORT_SALIENCY_SAMPLES}."
         )
+    targeted = ", ".join(m for m in ("illcm", "jsma") if m in table.methods)
     return "\n".join(
         [
             (
                 f"{scope} Robust accuracy is the fraction still classified correctly; the "
                 "success rate counts reaching the target for the targeted attacks "
-                "(illcm, jsma) and any wrong class for the others."
+                f"({targeted}) and any wrong class for the others."
             ),
             "",
             f"Parameters: {parameters}.",

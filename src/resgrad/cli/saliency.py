@@ -1046,7 +1046,8 @@ def randomization_figure(
     left.legend(fontsize=7)
     figure.suptitle(
         "model-randomisation check\n"
-        f"top row: {METHOD_TITLES[first_method]} of the first sample, each map "
+        f"top row: {(METHOD_TITLES if titles is None else titles)[first_method]} "
+        "of the first sample, each map "
         "scaled to its own largest magnitude",
         fontsize=9,
     )
