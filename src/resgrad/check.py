@@ -426,7 +426,6 @@ def _difference_errors(
     does elu's second derivative, so the difference is not the derivative
     to the precision checked.
     """
-    results = []
     kinked = any(f.name in KINKED for f in model.activations())
     per_weight = {eq: max(entries // len(values[eq]), 2) for eq in values if values[eq]}
     counts = [min(entries, x.size)] * 2 + [
@@ -437,6 +436,35 @@ def _difference_errors(
     # One step per difference, and one more per entry where sampling tests
     # whether its step crosses a kink.
     tick, close, abandon = _ticker(progress, sum(counts) * (2 if kinked else 1))
+    try:
+        results = _difference_rows(
+            model, x, y, loss, values, entries, step, rng, kinked, per_weight, tick
+        )
+    except BaseException:
+        # An error or Ctrl-C ends the bar where it stands, on its own line,
+        # so the message that follows starts a line of its own.
+        abandon()
+        raise
+    close()
+    return results
+
+
+def _difference_rows(
+    model: ResidualMLP,
+    x: np.ndarray,
+    y: np.ndarray,
+    loss: str,
+    values: dict[str, Any],
+    entries: int,
+    step: float,
+    rng: np.random.Generator,
+    kinked: bool,
+    per_weight: dict[str, int],
+    tick: Callable[[], None],
+) -> list[tuple[str, float, int, float]]:
+    """Return the rows of ``_difference_errors``, calling ``tick`` once per
+    entry tested for a kink and once per difference."""
+    results = []
 
     def sample(shape, count, base, pattern):
         if not kinked:
@@ -451,77 +479,68 @@ def _difference_errors(
     def input_pattern(v):
         return _kink_pattern(model, v)
 
-    try:
-        traces, a_L = model.trace(x)
-        logits = _largest(traces[-1].z)
-        # The rounding of the loss: its own, and that of each logit, eps |z|,
-        # carried into the loss by dY/dz. The second is far below eps |z| where
-        # the network is confident (dY/dz ~ 1e-7 at a margin of 16).
-        value, error = output_error(model, traces, a_L, y, get_loss(loss), "mean")
-        shares = np.sum(np.abs(traces[-1].z * error), axis=1)
-        # A weight moves every sample's share of the loss, an input one only.
-        loss_size = abs(float(value)) + float(np.sum(shares))
-        input_loss_size = abs(float(value)) + float(np.max(shares))
+    traces, a_L = model.trace(x)
+    logits = _largest(traces[-1].z)
+    # The rounding of the loss: its own, and that of each logit, eps |z|,
+    # carried into the loss by dY/dz. The second is far below eps |z| where
+    # the network is confident (dY/dz ~ 1e-7 at a margin of 16).
+    value, error = output_error(model, traces, a_L, y, get_loss(loss), "mean")
+    shares = np.sum(np.abs(traces[-1].z * error), axis=1)
+    # A weight moves every sample's share of the loss, an input one only.
+    loss_size = abs(float(value)) + float(np.sum(shares))
+    input_loss_size = abs(float(value)) + float(np.max(shares))
 
-        def floor(size, scale):
-            rounding = DIFFERENCE_ROUNDING * np.finfo(np.float64).eps * size / step
-            return rounding / scale if scale > 0 else rounding
+    def floor(size, scale):
+        rounding = DIFFERENCE_ROUNDING * np.finfo(np.float64).eps * size / step
+        return rounding / scale if scale > 0 else rounding
 
-        picked = sample(x.shape, entries, x, input_pattern)
-        fd = [difference(lambda v: _loss_of(model, v, y, loss), x, i) for i in picked]
-        if len(fd):
-            analytic = values["4"]["x"]
-            error, scale = _difference_error(analytic.flat[picked], fd, analytic)
-            results.append(("4", error, len(fd), floor(input_loss_size, scale)))
-        else:
-            results.append(("4", 0.0, 0, 0.0))
+    picked = sample(x.shape, entries, x, input_pattern)
+    fd = [difference(lambda v: _loss_of(model, v, y, loss), x, i) for i in picked]
+    if len(fd):
+        analytic = values["4"]["x"]
+        error, scale = _difference_error(analytic.flat[picked], fd, analytic)
+        results.append(("4", error, len(fd), floor(input_loss_size, scale)))
+    else:
+        results.append(("4", 0.0, 0, 0.0))
 
-        jac = values["5"]["x"]
-        picked = sample(x.shape, entries, x, input_pattern)
-        fd_rows = [difference(lambda v: model.logits(v), x, i) for i in picked]
-        # Entry i of x is (sample s, feature f); its column of J[s] is d z^L_s / d x_{s, f}.
-        samples, features = np.unravel_index(picked, x.shape)
-        if len(fd_rows):
-            analytic = np.stack([jac[s, :, f] for s, f in zip(samples, features)])
-            numeric = np.stack([row[s] for row, s in zip(fd_rows, samples)])
-            error, scale = _difference_error(analytic, numeric, jac)
-            results.append(("5", error, analytic.size, floor(logits, scale)))
-        else:
-            results.append(("5", 0.0, 0, 0.0))
+    jac = values["5"]["x"]
+    picked = sample(x.shape, entries, x, input_pattern)
+    fd_rows = [difference(lambda v: model.logits(v), x, i) for i in picked]
+    # Entry i of x is (sample s, feature f); its column of J[s] is d z^L_s / d x_{s, f}.
+    samples, features = np.unravel_index(picked, x.shape)
+    if len(fd_rows):
+        analytic = np.stack([jac[s, :, f] for s, f in zip(samples, features)])
+        numeric = np.stack([row[s] for row, s in zip(fd_rows, samples)])
+        error, scale = _difference_error(analytic, numeric, jac)
+        results.append(("5", error, analytic.size, floor(logits, scale)))
+    else:
+        results.append(("5", 0.0, 0, 0.0))
 
-        arrays = model.arrays()
-        for eq in ("6", "7", "8"):
-            analytic_values, numeric_values = [], []
-            for key, value in values[eq].items():
-                weight = np.asarray(arrays[key])
+    arrays = model.arrays()
+    for eq in ("6", "7", "8"):
+        analytic_values, numeric_values = [], []
+        for key, value in values[eq].items():
+            weight = np.asarray(arrays[key])
 
-                # Each w is a copy of the weight with one entry moved, which
-                # needs none of replace_arrays's checks.
-                def weight_pattern(w, key=key):
-                    return _kink_pattern(model._with_arrays({key: w}), x)
+            # Each w is a copy of the weight with one entry moved, which
+            # needs none of replace_arrays's checks.
+            def weight_pattern(w, key=key):
+                return _kink_pattern(model._with_arrays({key: w}), x)
 
-                picked = sample(weight.shape, per_weight[eq], weight, weight_pattern)
+            picked = sample(weight.shape, per_weight[eq], weight, weight_pattern)
 
-                def loss_at(w, key=key):
-                    return _loss_of(model._with_arrays({key: w}), x, y, loss)
+            def loss_at(w, key=key):
+                return _loss_of(model._with_arrays({key: w}), x, y, loss)
 
-                numeric_values.extend(difference(loss_at, weight, i) for i in picked)
-                analytic_values.extend(value.flat[picked])
-            if analytic_values:
-                error, scale = _difference_error(
-                    analytic_values, numeric_values, *values[eq].values()
-                )
-                results.append(
-                    (eq, error, len(analytic_values), floor(loss_size, scale))
-                )
-            elif values[eq]:
-                results.append((eq, 0.0, 0, 0.0))
-    except BaseException:
-        # An error or Ctrl-C ends the bar where it stands, on its own line,
-        # so the message that follows starts a line of its own.
-        abandon()
-        raise
-    close()
+            numeric_values.extend(difference(loss_at, weight, i) for i in picked)
+            analytic_values.extend(value.flat[picked])
+        if analytic_values:
+            error, scale = _difference_error(
+                analytic_values, numeric_values, *values[eq].values()
+            )
+            results.append((eq, error, len(analytic_values), floor(loss_size, scale)))
+        elif values[eq]:
+            results.append((eq, 0.0, 0, 0.0))
     return results
 
 
