@@ -10,8 +10,9 @@ check stays cheap on wide networks.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -405,6 +406,30 @@ def _loss_of(model: ResidualMLP, x: np.ndarray, y: np.ndarray, loss: str) -> flo
     return float(np.mean(loss_fn.value(np, out, y)))
 
 
+def _difference_steps(
+    model: ResidualMLP, x: np.ndarray, values: dict, entries: int
+) -> int:
+    """Return the steps of ``_difference_errors``: one per central difference,
+    and with a kinked activation one more per entry tested while sampling."""
+    counts = [min(entries, x.size)] * 2 + [
+        min(_weight_entries(values, eq, entries), value.size)
+        for eq in ("6", "7", "8")
+        for value in values[eq].values()
+    ]
+    return sum(counts) * (2 if _kinked(model) else 1)
+
+
+def _weight_entries(values: dict, eq: str, entries: int) -> int:
+    """Return the entries sampled from each weight of equation ``eq``: its
+    share of ``entries``, rounded down, and at least 2."""
+    return max(entries // len(values[eq]), 2)
+
+
+def _kinked(model: ResidualMLP) -> bool:
+    """Return whether an activation of ``model`` is in ``KINKED``."""
+    return any(f.name in KINKED for f in model.activations())
+
+
 def _difference_errors(
     model: ResidualMLP,
     x: np.ndarray,
@@ -414,57 +439,21 @@ def _difference_errors(
     entries: int,
     step: float,
     rng: np.random.Generator,
-    progress: Callable[..., Any] | None = None,
+    tick: Callable[[], None] = lambda: None,
 ) -> list[tuple[str, float, int, float]]:
     """Compare sampled entries of each equation with central differences.
 
     Returns ``(equation, error, entries, floor)`` per equation, ``floor``
-    being the rounding of the differences relative to the entries.
+    being the rounding of the differences relative to the entries. ``tick``
+    is called at each of the ``_difference_steps``.
 
     With relu, leaky relu or elu, entries whose step crosses 0 are replaced
     by others: there the derivative of relu and leaky relu jumps, and so
     does elu's second derivative, so the difference is not the derivative
     to the precision checked.
     """
-    kinked = any(f.name in KINKED for f in model.activations())
-    per_weight = {eq: max(entries // len(values[eq]), 2) for eq in values if values[eq]}
-    counts = [min(entries, x.size)] * 2 + [
-        min(per_weight[eq], value.size)
-        for eq in ("6", "7", "8")
-        for value in values[eq].values()
-    ]
-    # One step per difference, and one more per entry where sampling tests
-    # whether its step crosses a kink.
-    tick, close, abandon = _ticker(progress, sum(counts) * (2 if kinked else 1))
-    try:
-        results = _difference_rows(
-            model, x, y, loss, values, entries, step, rng, kinked, per_weight, tick
-        )
-    except BaseException:
-        # An error or Ctrl-C ends the bar where it stands, on its own line,
-        # so the message that follows starts a line of its own.
-        abandon()
-        raise
-    close()
-    return results
-
-
-def _difference_rows(
-    model: ResidualMLP,
-    x: np.ndarray,
-    y: np.ndarray,
-    loss: str,
-    values: dict[str, Any],
-    entries: int,
-    step: float,
-    rng: np.random.Generator,
-    kinked: bool,
-    per_weight: dict[str, int],
-    tick: Callable[[], None],
-) -> list[tuple[str, float, int, float]]:
-    """Return the rows of ``_difference_errors``, calling ``tick`` once per
-    entry tested for a kink and once per difference."""
     results = []
+    kinked = _kinked(model)
 
     def sample(shape, count, base, pattern):
         if not kinked:
@@ -527,7 +516,8 @@ def _difference_rows(
             def weight_pattern(w, key=key):
                 return _kink_pattern(model._with_arrays({key: w}), x)
 
-            picked = sample(weight.shape, per_weight[eq], weight, weight_pattern)
+            count = _weight_entries(values, eq, entries)
+            picked = sample(weight.shape, count, weight, weight_pattern)
 
             def loss_at(w, key=key):
                 return _loss_of(model._with_arrays({key: w}), x, y, loss)
@@ -544,30 +534,30 @@ def _difference_rows(
     return results
 
 
-def _ticker(
+@contextlib.contextmanager
+def _progress_steps(
     progress: Callable[..., Any] | None, total: int
-) -> tuple[Callable[[], None], Callable[[], None], Callable[[], None]]:
-    """Return ``(tick, close, abandon)`` for a progress bar of ``total``
-    steps drawn by ``progress``: ``tick`` advances it by one, ``close`` runs
-    it to its end, for the steps that sampling skipped, and ``abandon``
-    closes it where it stands."""
+) -> Iterator[Callable[[], None]]:
+    """Yield a function that advances a bar of ``total`` steps drawn by
+    ``progress`` by one step.
+
+    On a normal exit the bar runs to its end, for the steps that sampling
+    skipped. On an error or Ctrl-C it closes at the step reached, so the
+    message that follows starts on a new line.
+    """
     if progress is None:
-        return (lambda: None), (lambda: None), (lambda: None)
+        yield lambda: None
+        return
     steps = iter(progress(range(total), desc="central differences", total=total))
-
-    def tick() -> None:
-        next(steps, None)
-
-    def close() -> None:
-        for _ in steps:
-            pass
-
-    def abandon() -> None:
-        stop = getattr(steps, "close", None)
-        if stop is not None:
-            stop()
-
-    return tick, close, abandon
+    try:
+        yield lambda: next(steps, None)
+    except BaseException:
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
+        raise
+    for _ in steps:
+        pass
 
 
 def _difference_error(analytic: Any, numeric: Any, *whole: Any) -> tuple[float, float]:
@@ -693,9 +683,13 @@ def check_theorem(
                 CheckRow(eq, EQUATIONS[eq], "autograd", error, EXACT_TOLERANCE, count)
             )
     rng = np.random.default_rng(_arrays.check_seed(seed))
-    for eq, error, count, floor in _difference_errors(
-        model, x, y, loss, values, entries, step, rng, progress
-    ):
+    with _progress_steps(
+        progress, _difference_steps(model, x, values, entries)
+    ) as tick:
+        differences = _difference_errors(
+            model, x, y, loss, values, entries, step, rng, tick
+        )
+    for eq, error, count, floor in differences:
         rows.append(
             CheckRow(
                 eq,
