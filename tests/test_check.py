@@ -407,8 +407,8 @@ def test_check_report_serialises_rows():
 
 @pytest.mark.parametrize("activation", ["tanh", "relu"])
 def test_progress_counts_every_difference(activation):
-    """One step per central difference, and with a kink one more per entry
-    tested while sampling; the rows are those of a check without a bar."""
+    """The bar counts one step per central difference, and with a kink one
+    more per entry tested while sampling. The rows equal those without a bar."""
     model = reference.random_model(2, activation, "learned")
     x, y = reference.random_batch(model, 3)
     steps = []
@@ -434,7 +434,7 @@ def test_progress_counts_every_difference(activation):
     assert [row.error for row in report.rows] == [row.error for row in plain.rows]
 
 
-def test_progress_is_closed_where_an_error_stops_it(monkeypatch):
+def test_progress_closed_on_error(monkeypatch):
     """The bar ends at the step reached, so that the error message that
     follows on a terminal does not share its line."""
     import resgrad.check as check_module
@@ -463,7 +463,7 @@ def test_progress_is_closed_where_an_error_stops_it(monkeypatch):
     try:
         check_theorem(model, x, y, entries=12, autograd=False, progress=progress)
     except KeyboardInterrupt:
-        # Read while the traceback still holds the check's frames, as the
+        # Read while the traceback still references the check's frames, as the
         # command line's handler prints its message.
         seen = list(events)
     assert seen == ["closed"]

@@ -1582,8 +1582,9 @@ def test_train_overwrite_replaces_only_a_model_file(tmp_path, capsys):
     ],
 )
 def test_overwrite_refusal_gives_one_fix(tmp_path, capsys, content, reason):
-    """The reason why the file is not a model is kept; the fix for reading it
-    (pass it as --data, restore it) would contradict the one for --out."""
+    """The message keeps the reason why the file is not a model. It drops the
+    fix for reading it (pass it as --data, restore it), which would
+    contradict the one for --out."""
     out = tmp_path / "keep.npz"
     if content == "data":
         np.savez(out, X=np.zeros((2, 64)), y=np.zeros(2, dtype=np.int64))
@@ -1717,7 +1718,7 @@ def test_identity_shortcut_on_no_block_warns(tmp_path, capsys):
     assert shortcuts == ["identity", "identity", "learned"]
 
 
-def test_check_logs_its_progress_when_not_on_a_terminal(tmp_path, capsys):
+def test_check_progress_in_a_log(tmp_path, capsys):
     """A log gets a start line and an end line; --no-progress hides them."""
     _, model = _train_small(tmp_path, capsys)
     argv = ["check", "--model", str(model), "--entries", "5"]
@@ -2802,7 +2803,7 @@ def test_progress_lines_format_numpy_floats():
     )
 
 
-def test_attack_all_on_one_feature_leaves_out_pair_attacks(tmp_path, capsys):
+def test_attack_all_on_one_feature(tmp_path, capsys):
     """As resgrad run does; naming jsma on one feature stays an error."""
     rng = np.random.default_rng(0)
     y = np.arange(60) % 2
@@ -3088,7 +3089,7 @@ def test_moved_label_column_with_same_features_passes(tmp_path, capsys):
     assert "and --label-column where the label column moved" in lines[0]
 
 
-def test_moved_label_among_repeated_names_lists_the_columns(tmp_path, capsys):
+def test_moved_label_with_repeated_names(tmp_path, capsys):
     """Dropping any of three columns named 'a' leaves the recorded features,
     so no single --label-column can be named."""
     rng = np.random.default_rng(0)
@@ -3106,7 +3107,7 @@ def test_moved_label_among_repeated_names_lists_the_columns(tmp_path, capsys):
     assert status == 2
     assert lines[0].endswith(
         "once one of columns 0, 1, 2 (all named 'a') is taken as the label: pass "
-        "--label-column with the one that holds the labels."
+        "--label-column with the one that contains the labels."
     )
     assert main([*argv, "--label-column", "2"]) == 0
 
@@ -3159,7 +3160,7 @@ def test_train_warns_of_small_parts(tmp_path, capsys):
     assert "--test-size 0.8 leaves 8 of 32 rows to train on;" in err
 
 
-def test_train_warns_when_small_classes_enlarge_the_test_part(tmp_path, capsys):
+def test_test_size_warning_larger_part(tmp_path, capsys):
     """Ten classes of two rows put one row of each in the test part: 10 of
     20 rows, five times the 0.1 asked for."""
     rng = np.random.default_rng(0)
@@ -3175,7 +3176,7 @@ def test_train_warns_when_small_classes_enlarge_the_test_part(tmp_path, capsys):
     assert "gave a test part" not in capsys.readouterr().err
 
 
-def test_train_warns_when_single_rows_shrink_the_test_part(tmp_path, capsys):
+def test_test_size_warning_smaller_part(tmp_path, capsys):
     """Fourteen classes of one row stay in the training part, so a class of
     six rows gives the test part 3 of 20 rows at --test-size 0.4."""
     rng = np.random.default_rng(0)

@@ -312,7 +312,7 @@ def test_npz_missing_array(tmp_path):
         load_npz(path)
 
 
-def test_model_file_as_data_names_model_option(tmp_path):
+def test_model_file_as_data(tmp_path):
     path = tmp_path / "model.npz"
     resgrad.save(resgrad.ResidualMLP.init([4, 4, 2], seed=0), path)
     with pytest.raises(ValueError) as caught:

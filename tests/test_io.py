@@ -496,7 +496,7 @@ def test_empty_checkpoint_names_the_fix(tmp_path):
         resgrad.io.load_checkpoint(path)
 
 
-def test_data_or_model_as_checkpoint_is_not_called_damaged(tmp_path, saved):
+def test_checkpoint_of_another_kind(tmp_path, saved):
     """A damaged checkpoint's advice is to remove it, which must not reach
     the user's data or model."""
     data = tmp_path / "digits.npz"
@@ -517,7 +517,7 @@ def test_data_or_model_as_checkpoint_is_not_called_damaged(tmp_path, saved):
 
 
 @pytest.mark.parametrize("read", [load, resgrad.read_metadata])
-def test_data_file_as_model_names_data_option(tmp_path, read):
+def test_data_file_as_model(tmp_path, read):
     path = tmp_path / "digits.npz"
     np.savez(path, X=np.zeros((3, 4)), y=np.zeros(3, dtype=np.int64))
     with pytest.raises(resgrad.InvalidModelFile) as caught:
@@ -1316,8 +1316,8 @@ def test_newer_checkpoint_names_its_version(tmp_path):
         resgrad.io.load_checkpoint(path)
 
 
-def test_nan_weight_names_the_array_of_a_resgrad_file(saved):
-    """save refuses NaN, so a NaN weight means the file was changed since."""
+def test_nan_weight_names_the_array(saved):
+    """save rejects NaN, so a NaN weight means the file was changed since."""
     path, _ = saved
     with np.load(path) as archive:
         arrays = {key: archive[key] for key in archive.files}

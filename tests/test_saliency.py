@@ -424,7 +424,7 @@ def test_cli_reports_only_the_methods_asked(digits_model, tmp_path, capsys):
     assert report["options"] == {}
 
 
-def test_cli_warns_of_noise_wider_than_the_box(digits_model, tmp_path, capsys):
+def test_cli_warns_of_wide_noise(digits_model, tmp_path, capsys):
     path, _ = digits_model
     argv = ["--model", str(path), "--method", "smoothgrad", "--samples", "2"]
     argv += ["--check-samples", "2", "--no-progress"]
@@ -962,7 +962,7 @@ def test_randomize_blocks_cascades_from_top(model):
 
 
 @pytest.mark.parametrize("seed", [0, 7])
-def test_randomize_blocks_never_restores_the_init(seed):
+def test_randomize_blocks_avoids_init_weights(seed):
     """A one-block model made by init(seed=s) and re-initialised with seed s
     must get other weights: the check would otherwise compare the trained
     model with its own starting point."""
@@ -1511,7 +1511,7 @@ def test_cli_parser_registers_handler():
     assert Path(args.model) == Path(__file__)
 
 
-def test_cli_figures_name_the_variant_drawn(digits_model, tmp_path, monkeypatch):
+def test_cli_figures_name_the_variant(digits_model, tmp_path, monkeypatch):
     """A map of squared gradients, Papernot's JSMA or |map| is labelled so in
     the figures, not as the default method."""
     import matplotlib.pyplot as plt
@@ -1552,7 +1552,7 @@ def test_cli_figures_name_the_variant_drawn(digits_model, tmp_path, monkeypatch)
     assert "top row: SmoothGrad-Squared of the first sample" in titled[0]
 
 
-def test_row_label_stays_left_of_a_tall_input():
+def test_row_label_beside_tall_input():
     from resgrad.cli.saliency import sample_figure
 
     x = np.linspace(0.0, 1.0, 180)

@@ -316,8 +316,8 @@ def to_numpy(value: Array, *, copy: bool = False) -> np.ndarray:
 
     A torch tensor leaves autograd and its device, and bfloat16, which NumPy
     lacks, widens to float32, which represents each of its values exactly. With
-    ``copy`` the result never shares memory with ``value``; without, a NumPy
-    array or a CPU tensor comes back as a view of the same memory.
+    ``copy`` the result never shares memory with ``value``. Without it, a
+    NumPy array or a CPU tensor comes back as a view of the same memory.
     """
     if isinstance(value, np.ndarray):
         return value.copy() if copy else value

@@ -1118,7 +1118,7 @@ def _read_idx_pair(
                 " Are the two files swapped?"
                 if len(label_shape) in (2, 3)
                 else (
-                    " It holds one number per row, as a label file does; pass "
+                    " It contains one number per row, as a label file does; pass "
                     "it as the labels and the image file as the data."
                 )
             )

@@ -742,7 +742,7 @@ def _check_columns(args: Any, training: dict) -> None:
             f"The header of {path} has the features the model was trained on, "
             f"in their order, once one of columns {listed} (all named "
             f"{columns[moved[0]]!r}) is taken as the label: pass --label-column "
-            "with the one that holds the labels."
+            "with the one that contains the labels."
         )
     index = next(
         (i for i, pair in enumerate(zip(columns, recorded)) if pair[0] != pair[1]),
